@@ -1,0 +1,78 @@
+"""Settings: defaults, then PARTAGE_* environment variables, then command-line flags.
+
+The defaults make `partage serve` work on a fresh machine: SQLite and blobs under one
+data directory, created on first start.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+# Partage's own OIDs, in the UUID-derived arc 2.25 (ITU-T X.667): unique without registration.
+DEFAULT_REPOSITORY_UNIQUE_ID = "2.25.211310386435413264734375473219935735845"
+DEFAULT_HOME_COMMUNITY_ID = "urn:oid:2.25.211310386435413264734375473219935735846"
+
+
+@dataclass
+class Settings:
+    data_dir: Path = Path("partage-data")
+    database_url: str = ""            # default: sqlite:///<data_dir>/registry.sqlite3
+    host: str = "127.0.0.1"
+    port: int = 8080
+    mllp_host: str = ""               # default: same as host
+    mllp_port: int = 2575             # 0 disables the MLLP listener
+    workers: int = 2
+    threads: int = 4
+    codes: str = ""                   # affinity domain: SVS directory or NIST codes.xml
+    cda_schema_dir: str = ""          # directory holding CDA_extended.xsd / CDA.xsd
+    cda_valuesets_dir: str = ""       # SVS directory for the CDA terminology layer
+    cda_schematron: str = ""          # an ISO Schematron (.sch) run as profile layer 3
+    repository_unique_id: str = DEFAULT_REPOSITORY_UNIQUE_ID
+    home_community_id: str = DEFAULT_HOME_COMMUNITY_ID
+    max_request_bytes: int = 300 * 1024 * 1024
+    max_documents_per_submission: int = 1000
+    query_result_limit: int = 5000    # beyond this a stored query answers XDSTooManyResults
+    http_timeout: int = 120           # seconds a worker may spend on one request
+    insecure_dev: bool = False        # serve without authentication: development only
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'registry.sqlite3').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def mllp_bind_host(self) -> str:
+        return self.mllp_host or self.host
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
+        """Defaults, overridden by PARTAGE_<FIELD> variables, overridden by non-None kwargs."""
+        env = os.environ if environ is None else environ
+        settings = cls()
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(f"PARTAGE_{f.name.upper()}")
+            if raw is not None:
+                setattr(settings, f.name, _coerce(getattr(settings, f.name), raw))
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(settings, key, _coerce(getattr(settings, key), value))
+        return settings
+
+
+def _coerce(current, value):
+    if isinstance(value, str):
+        if isinstance(current, bool):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, Path):
+            return Path(value)
+    return value

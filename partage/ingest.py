@@ -1,0 +1,115 @@
+"""The ingest flow: ITI-41, ITI-42, ITI-65 and the HL7 feed are doors to this pipeline.
+
+parse (door) -> metadata rules -> documents (hash, size, CDA profile) -> policy
+-> ids -> repository.put -> registry.register (one transaction) -> audit.
+Nothing is registered unless everything passes; blobs written for a refused
+submission are unreferenced and removed by `partage fsck --repair`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .access import policy
+from .access.actor import Actor
+from .metadata.errors import ErrorCode, XdsError, XdsErrors
+from .metadata.ids import assign_uuids
+from .metadata.model import DocumentEntry, SubmissionRequest
+from .metadata.validate import ITI_41, ITI_42, Transaction, validate_submission
+from .registry.register import register
+from .services import Services
+
+log = logging.getLogger("partage.ingest")
+
+# A per-document check run after the metadata rules (the CDA profile plugs in here).
+DocumentCheck = Callable[[DocumentEntry, object], list[XdsError]]
+
+
+@dataclass
+class IngestResult:
+    assigned_ids: dict[str, str] = field(default_factory=dict)   # symbolic -> urn:uuid
+    warnings: list[XdsError] = field(default_factory=list)
+
+
+class IngestService:
+    def __init__(self, services: Services, actor: Actor,
+                 document_checks: list[DocumentCheck] | None = None) -> None:
+        self.services = services
+        self.actor = actor
+        self.document_checks = document_checks if document_checks is not None else services.document_checks
+
+    def provide_and_register(self, request: SubmissionRequest) -> IngestResult:
+        """ITI-41 (and ITI-65): documents with their bytes, stored here."""
+        return self._submit(request, ITI_41, with_contents=True)
+
+    def register(self, request: SubmissionRequest) -> IngestResult:
+        """ITI-42: metadata of documents held by a repository (maybe another one)."""
+        return self._submit(request, ITI_42, with_contents=False)
+
+    def _submit(self, request: SubmissionRequest, tx: Transaction, *, with_contents: bool) -> IngestResult:
+        settings = self.services.settings
+        if len(request.documents) > settings.max_documents_per_submission:
+            raise XdsErrors.one(ErrorCode.REGISTRY_ERROR,
+                                f"{len(request.documents)} documents in one submission; the limit is "
+                                f"{settings.max_documents_per_submission}")
+        errors = validate_submission(request, self.services.domain, tx)
+        if with_contents:
+            errors += self._attach_contents(request)
+        if errors:
+            raise XdsErrors(errors)
+        for doc in request.documents:
+            content = request.contents.get(doc.entry_uuid)
+            for check in self.document_checks:
+                errors += check(doc, content)
+        if errors:
+            raise XdsErrors(errors)
+        try:
+            policy.check_submit(self.actor, request.submission_set.patient_id)
+        except policy.AccessDenied as exc:
+            raise XdsErrors.one(ErrorCode.POLICY_VIOLATION, exc.reason) from exc
+        assigned = assign_uuids(request)
+        addresses = {}
+        for entry_uuid, content in request.contents.items():
+            content.file.seek(0)
+            stored = self.services.blobs.put(content.file)
+            addresses[entry_uuid] = stored.address
+        with self.services.registry.write() as conn:
+            register(self.services.registry, conn, request, addresses)
+        log.info("registered submission set %s (%d documents) for %s",
+                 request.submission_set.unique_id, len(request.documents),
+                 request.submission_set.patient_id)
+        return IngestResult(assigned_ids=assigned)
+
+    def _attach_contents(self, request: SubmissionRequest) -> list[XdsError]:
+        """ITI-41 repository rules: every entry has its bytes and the digests agree."""
+        errors = []
+        repository_id = self.services.settings.repository_unique_id
+        entries = {d.entry_uuid for d in request.documents}
+        for doc in request.documents:
+            content = request.contents.get(doc.entry_uuid)
+            if content is None:
+                errors.append(XdsError(ErrorCode.MISSING_DOCUMENT,
+                                       f"DocumentEntry {doc.entry_uuid} has no Document in the request",
+                                       doc.entry_uuid))
+                continue
+            if doc.hash and doc.hash.lower() != content.sha1:
+                errors.append(XdsError(ErrorCode.NON_IDENTICAL_HASH,
+                                       f"DocumentEntry {doc.entry_uuid} hash {doc.hash} differs from the "
+                                       f"document's SHA-1 {content.sha1}", doc.entry_uuid))
+            if doc.size is not None and doc.size != content.size:
+                errors.append(XdsError(ErrorCode.NON_IDENTICAL_SIZE,
+                                       f"DocumentEntry {doc.entry_uuid} size {doc.size} differs from the "
+                                       f"document's size {content.size}", doc.entry_uuid))
+            if doc.repository_unique_id and doc.repository_unique_id != repository_id:
+                errors.append(XdsError(ErrorCode.REPOSITORY_METADATA,
+                                       f"repositoryUniqueId {doc.repository_unique_id} is not this "
+                                       f"repository ({repository_id})", doc.entry_uuid))
+            doc.hash, doc.size, doc.repository_unique_id = content.sha1, content.size, repository_id
+        for entry_uuid in request.contents:
+            if entry_uuid not in entries:
+                errors.append(XdsError(ErrorCode.MISSING_DOCUMENT_METADATA,
+                                       f"Document {entry_uuid} has no DocumentEntry in the metadata",
+                                       entry_uuid))
+        return errors

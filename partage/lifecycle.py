@@ -1,0 +1,236 @@
+"""Metadata lifecycle after registration: ITI-57 update, ITI-62 removal, ITI-86 bytes removal.
+
+Like ingest, each request is one transaction, all or nothing. ITI-57 (XDS Metadata
+Update, ITI TF-2b 3.57.4.1.3): a new version of a DocumentEntry or Folder names its
+logical id (`lid`) and, on its HasMember association, the version it replaces
+(`PreviousVersion`); it becomes Approved and the previous version Deprecated. An
+UpdateAvailabilityStatus association changes a status after checking the original.
+CI-SIS adds the Archived and Deleted statuses to those transitions.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, select, update
+
+from .access import policy
+from .access.actor import Actor
+from .metadata.errors import ErrorCode, XdsError, XdsErrors
+from .metadata.ids import assign_uuids
+from .metadata.model import (
+    AssociationType,
+    AvailabilityStatus,
+    DocumentEntry,
+    Folder,
+    SubmissionRequest,
+)
+from .metadata.validate import ITI_57, validate_submission
+from .registry import schema
+from .registry.indexing import object_from_row, status_short
+from .registry.register import insert_object, rewrite
+from .registry.store import utc_now
+from .services import Services
+
+OBJ = schema.registry_objects
+STATUS_BY_SHORT = {s.short: s for s in AvailabilityStatus}
+# Transitions an UpdateAvailabilityStatus may ask for (IHE + CI-SIS).
+ALLOWED_TRANSITIONS = {
+    ("Approved", "Deprecated"), ("Deprecated", "Approved"),
+    ("Approved", "Archived"), ("Archived", "Approved"),
+    ("Approved", "Deleted"), ("Deprecated", "Deleted"), ("Archived", "Deleted"),
+}
+UPDATE_ERROR = ErrorCode.METADATA_UPDATE
+
+
+def update_document_set(services: Services, actor: Actor, request: SubmissionRequest) -> None:
+    ss = request.submission_set
+    if ss is None:
+        raise XdsErrors.one(ErrorCode.REGISTRY_METADATA, "the update has no SubmissionSet")
+    try:
+        policy.check_update(actor, ss.patient_id)
+    except policy.AccessDenied as exc:
+        raise XdsErrors.one(ErrorCode.POLICY_VIOLATION, exc.reason) from exc
+    # New versions are checked like submissions, except membership by PreviousVersion.
+    errors = [e for e in validate_submission(request, services.domain, ITI_57)
+              if "is not linked to the SubmissionSet" not in e.context]
+    if errors:
+        raise XdsErrors(errors)
+    assign_uuids(request)
+    registry = services.registry
+    with registry.write() as conn:
+        _apply_update(registry, conn, request)
+
+
+def _apply_update(registry, conn: Connection, request: SubmissionRequest) -> None:
+    ss = request.submission_set
+    now = utc_now()
+    patient_pk = registry.patient_pk(conn, ss.patient_id)
+    if patient_pk is None:
+        raise XdsErrors.one(ErrorCode.UNKNOWN_PATIENT_ID, f"patient {ss.patient_id} is not known")
+    errors: list[XdsError] = []
+    previous_version = {a.target_uuid: a.previous_version for a in request.associations
+                        if a.association_type == AssociationType.HAS_MEMBER
+                        and a.source_uuid == ss.entry_uuid and a.previous_version}
+    new_versions: list[DocumentEntry | Folder] = []
+    for obj in [*request.documents, *request.folders]:
+        if obj.entry_uuid not in previous_version:
+            continue   # a brand-new object added by the update (SubmitAssociation case)
+        errors += _check_new_version(conn, obj, previous_version[obj.entry_uuid], patient_pk)
+        new_versions.append(obj)
+    status_changes = [a for a in request.associations
+                      if a.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS]
+    for change in status_changes:
+        errors += _check_status_change(conn, change, patient_pk)
+    if errors:
+        raise XdsErrors(errors)
+
+    ss.availability_status = AvailabilityStatus.APPROVED
+    ss.lid, ss.version = ss.lid or ss.entry_uuid, "1"
+    insert_object(conn, ss, patient_pk=patient_pk, registered_at=now)
+    for obj in new_versions:
+        prior = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid, OBJ.c.status != "Deprecated")
+                             .order_by(OBJ.c.version.desc())).first()
+        if prior is not None:
+            rewrite(conn, prior.entry_uuid,
+                    lambda o: setattr(o, "availability_status", AvailabilityStatus.DEPRECATED))
+        obj.version = str(int(previous_version[obj.entry_uuid]) + 1)
+        obj.availability_status = AvailabilityStatus.APPROVED
+        if isinstance(obj, Folder):
+            obj.last_update_time = now
+        insert_object(conn, obj, patient_pk=patient_pk, registered_at=now,
+                      blob_address=prior.blob_address if prior is not None else None)
+    new_ids = {o.entry_uuid for o in new_versions}
+    for obj in [*request.documents, *request.folders]:
+        if obj.entry_uuid not in new_ids:
+            obj.availability_status = AvailabilityStatus.APPROVED
+            obj.lid, obj.version = obj.lid or obj.entry_uuid, "1"
+            insert_object(conn, obj, patient_pk=patient_pk, registered_at=now)
+    for assoc in request.associations:
+        assoc.availability_status = AvailabilityStatus.APPROVED
+        assoc.lid, assoc.version = assoc.lid or assoc.entry_uuid, assoc.version or "1"
+        insert_object(conn, assoc, patient_pk=patient_pk, registered_at=now)
+    for change in status_changes:
+        new = STATUS_BY_SHORT[status_short(change.new_status)]
+        rewrite(conn, change.target_uuid, lambda o, new=new: setattr(o, "availability_status", new))
+
+
+def _check_new_version(conn: Connection, obj, previous: str, patient_pk: int) -> list[XdsError]:
+    where = obj.entry_uuid
+    if not obj.lid or obj.lid == obj.entry_uuid:
+        return [XdsError(UPDATE_ERROR, f"{obj.kind} {where} updates a previous version but has no lid", where)]
+    rows = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid).order_by(OBJ.c.version.desc())).all()
+    if not rows:
+        return [XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"no {obj.kind} with logical id {obj.lid}", where)]
+    latest = rows[0]
+    errors = []
+    if str(latest.version) != previous:
+        errors.append(XdsError(ErrorCode.METADATA_VERSION,
+                               f"PreviousVersion {previous} is not the latest version "
+                               f"({latest.version}) of {obj.lid}", where))
+    if latest.patient_pk != patient_pk:
+        errors.append(XdsError(ErrorCode.PATIENT_ID_RECONCILIATION,
+                               f"{obj.kind} {obj.lid} belongs to another patient", where))
+    prior = object_from_row(latest.body)
+    if getattr(prior, "unique_id", "") != getattr(obj, "unique_id", ""):
+        errors.append(XdsError(UPDATE_ERROR, f"a new version must keep uniqueId {prior.unique_id}", where))
+    if isinstance(obj, DocumentEntry):
+        for attr in ("hash", "size", "repository_unique_id"):
+            if getattr(obj, attr) and getattr(prior, attr) and getattr(obj, attr) != getattr(prior, attr):
+                errors.append(XdsError(UPDATE_ERROR, f"a new version must keep {attr} of the document",
+                                       where))
+    if latest.status not in ("Approved", "Archived"):
+        errors.append(XdsError(UPDATE_ERROR, f"{obj.lid} is {latest.status}; only an Approved "
+                               "version can be updated", where))
+    return errors
+
+
+def _check_status_change(conn: Connection, change, patient_pk: int) -> list[XdsError]:
+    where = change.entry_uuid
+    row = conn.execute(select(OBJ).where(OBJ.c.entry_uuid == change.target_uuid)).first()
+    if row is None:
+        return [XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"no object {change.target_uuid}", where)]
+    original, new = status_short(change.original_status), status_short(change.new_status)
+    if row.patient_pk != patient_pk:
+        return [XdsError(ErrorCode.PATIENT_ID_RECONCILIATION, "the object belongs to another patient", where)]
+    if row.status != original:
+        return [XdsError(UPDATE_ERROR, f"OriginalStatus {original} is not the current status "
+                         f"{row.status} of {change.target_uuid}", where)]
+    if (original, new) not in ALLOWED_TRANSITIONS or new not in STATUS_BY_SHORT:
+        return [XdsError(UPDATE_ERROR, f"status change {original} -> {new} is not allowed", where)]
+    return []
+
+
+# ------------------------------------------------------------------ ITI-62 Remove Metadata
+def remove_metadata(services: Services, actor: Actor, body) -> None:
+    from .xds.constants import RIM
+    refs = [r.get("id", "") for r in body.iter(f"{{{RIM}}}ObjectRef")]
+    if not refs:
+        raise XdsErrors.one(ErrorCode.REGISTRY_ERROR, "RemoveObjectsRequest lists no ObjectRef")
+    with services.registry.write() as conn:
+        rows = {r.entry_uuid: r for r in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(refs)))}
+        errors = [XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"no object {ref} in the registry", ref)
+                  for ref in refs if ref not in rows]
+        for row in rows.values():
+            if row.patient_pk is not None:
+                try:
+                    policy.check_update(actor, str(row.patient_pk))
+                except policy.AccessDenied as exc:
+                    raise XdsErrors.one(ErrorCode.POLICY_VIOLATION, exc.reason) from exc
+        removing = set(rows)
+        referencing = conn.execute(select(OBJ.c.entry_uuid, OBJ.c.source_uuid, OBJ.c.target_uuid).where(
+            OBJ.c.kind == schema.KIND_ASSOCIATION,
+            (OBJ.c.source_uuid.in_(list(removing))) | (OBJ.c.target_uuid.in_(list(removing))))).all()
+        for assoc in referencing:
+            if assoc.entry_uuid not in removing:
+                errors.append(XdsError(ErrorCode.REFERENCES_EXIST,
+                                       f"association {assoc.entry_uuid} still references "
+                                       f"{assoc.source_uuid if assoc.source_uuid in removing else assoc.target_uuid}",
+                                       assoc.entry_uuid))
+        if errors:
+            raise XdsErrors(errors)
+        for row in rows.values():
+            conn.execute(OBJ.delete().where(OBJ.c.pk == row.pk))
+            if row.unique_id:
+                remaining = conn.execute(select(OBJ.c.pk).where(OBJ.c.unique_id == row.unique_id)).first()
+                if remaining is None:
+                    conn.execute(schema.unique_ids.delete().where(schema.unique_ids.c.unique_id == row.unique_id))
+
+
+# ------------------------------------------------------------------ ITI-86 Remove Documents
+def remove_documents(services: Services, actor: Actor, body):
+    from .xds import constants as C
+    from .xds.responses import registry_response
+    rmd = f"{{{C.RMD}}}"
+    xdsb = f"{{{C.XDSB}}}"
+    errors: list[XdsError] = []
+    removed = 0
+    to_delete: list[str] = []
+    requests = body.findall(f"{xdsb}DocumentRequest") or body.findall(f"{rmd}DocumentRequest")
+    with services.registry.write() as conn:
+        for item in requests:
+            repository_id = (item.findtext(f"{xdsb}RepositoryUniqueId") or "").strip()
+            unique_id = (item.findtext(f"{xdsb}DocumentUniqueId") or "").strip()
+            if repository_id != services.settings.repository_unique_id:
+                errors.append(XdsError(ErrorCode.UNKNOWN_REPOSITORY_ID,
+                                       f"repository {repository_id!r} is not this repository", unique_id))
+                continue
+            rows = conn.execute(select(OBJ).where(OBJ.c.unique_id == unique_id,
+                                                  OBJ.c.kind == schema.KIND_DOCUMENT,
+                                                  OBJ.c.blob_address.is_not(None))).all()
+            if not rows:
+                errors.append(XdsError(ErrorCode.DOCUMENT_UNIQUE_ID_ERROR,
+                                       f"no document {unique_id!r} in this repository", unique_id))
+                continue
+            for row in rows:
+                policy.check_update(actor, str(row.patient_pk))
+            conn.execute(update(OBJ).where(OBJ.c.unique_id == unique_id, OBJ.c.kind == schema.KIND_DOCUMENT)
+                         .values(blob_address=None))
+            to_delete += [r.blob_address for r in rows]
+            removed += 1
+        still_used = set(conn.execute(select(OBJ.c.blob_address).where(
+            OBJ.c.blob_address.in_(to_delete))).scalars()) if to_delete else set()
+    for address in set(to_delete) - still_used:
+        services.blobs.delete(address)
+    status = None
+    if errors:
+        status = C.STATUS_PARTIAL if removed else C.STATUS_FAILURE
+    return registry_response(errors, status=status)

@@ -1,0 +1,273 @@
+"""Metadata rules of ITI TF-3 4.2.3 and the affinity domain, checked on a whole request.
+
+Pure: the request and the domain's code lists in, a list of XdsError out; the registry
+checks what needs the database (known patient, references, uniqueness) in its own
+transaction. Required attributes follow ITI TF-3 Table 4.3.1-3 (DocumentEntry),
+4.3.1-4 (Folder), 4.3.1-5 (SubmissionSet) for comprehensive metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .datatypes import CX, DTM, XCN, XON, XTN, DatatypeError, is_oid, is_uuid_urn
+from .errors import DUPLICATE_UNIQUE_ID_IN_MESSAGE, ErrorCode, XdsError
+from .model import (
+    Association,
+    AssociationType,
+    Author,
+    Code,
+    DocumentEntry,
+    Folder,
+    SubmissionRequest,
+    SubmissionSet,
+)
+
+
+class CodeDomain(Protocol):
+    def allows(self, attribute: str, code: str, scheme: str) -> bool: ...
+    def allows_mime_type(self, mime_type: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """What the request is: which attributes the submitter must supply differs."""
+
+    name: str                       # "ITI-41", "ITI-42", "ITI-65", ...
+    hash_and_size_required: bool    # ITI-42: the repository computed them; ITI-41: we do
+    repository_required: bool
+    metadata_error: str = ErrorCode.REGISTRY_METADATA
+
+
+ITI_41 = Transaction("ITI-41", False, False, ErrorCode.REPOSITORY_METADATA)
+ITI_42 = Transaction("ITI-42", True, True)
+ITI_57 = Transaction("ITI-57", True, True)
+
+DOC_REQUIRED_CODES = ("class_code", "type_code", "format_code",
+                      "healthcare_facility_type_code", "practice_setting_code")
+DOC_REQUIRED_VALUES = ("creation_time", "language_code", "mime_type", "patient_id",
+                       "source_patient_id", "unique_id")
+MAX_UNIQUE_ID = 128
+
+
+class _Collector:
+    def __init__(self, code: str) -> None:
+        self.errors: list[XdsError] = []
+        self.code = code
+
+    def add(self, context: str, location: str, code: str | None = None) -> None:
+        self.errors.append(XdsError(code or self.code, context, location))
+
+    def check(self, location: str, label: str, value: str, parse: Callable[[str], object]) -> None:
+        try:
+            parse(value)
+        except DatatypeError as exc:
+            self.add(f"{label} {value!r} is malformed: {exc}", location)
+
+
+def validate_submission(request: SubmissionRequest, domain: CodeDomain,
+                        transaction: Transaction = ITI_42) -> list[XdsError]:
+    """Every metadata error in the request, in document order."""
+    out = _Collector(transaction.metadata_error)
+    ss = request.submission_set
+    if ss is None:
+        out.add("the request has no SubmissionSet (RegistryPackage classified "
+                "urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd)", "SubmissionSet",
+                ErrorCode.REGISTRY_METADATA)
+        return out.errors
+    _check_submission_set(ss, domain, out)
+    for doc in request.documents:
+        _check_document(doc, domain, transaction, out)
+        if doc.patient_id and ss.patient_id and doc.patient_id != ss.patient_id:
+            out.add(f"DocumentEntry {doc.entry_uuid} patientId {doc.patient_id} differs from the "
+                    f"SubmissionSet patientId {ss.patient_id}", doc.entry_uuid,
+                    ErrorCode.PATIENT_ID_DOES_NOT_MATCH)
+    for folder in request.folders:
+        _check_folder(folder, domain, out)
+        if folder.patient_id and ss.patient_id and folder.patient_id != ss.patient_id:
+            out.add(f"Folder {folder.entry_uuid} patientId {folder.patient_id} differs from the "
+                    f"SubmissionSet patientId {ss.patient_id}", folder.entry_uuid,
+                    ErrorCode.PATIENT_ID_DOES_NOT_MATCH)
+    for assoc in request.associations:
+        _check_association(assoc, domain, out)
+    _check_unique_ids(request, out)
+    _check_membership(request, out)
+    return out.errors
+
+
+def _check_submission_set(ss: SubmissionSet, domain: CodeDomain, out: _Collector) -> None:
+    where = ss.entry_uuid or "SubmissionSet"
+    for attr, label in (("unique_id", "uniqueId"), ("source_id", "sourceId"),
+                        ("patient_id", "patientId"), ("submission_time", "submissionTime")):
+        if not getattr(ss, attr):
+            out.add(f"SubmissionSet.{label} is missing", where)
+    if ss.unique_id and not is_oid(ss.unique_id):
+        out.add(f"SubmissionSet.uniqueId {ss.unique_id!r} is not an OID", where)
+    if ss.source_id and not is_oid(ss.source_id):
+        out.add(f"SubmissionSet.sourceId {ss.source_id!r} is not an OID", where)
+    if ss.patient_id:
+        out.check(where, "SubmissionSet.patientId", ss.patient_id, lambda v: CX.parse(v, strict=True))
+    if ss.submission_time:
+        out.check(where, "SubmissionSet.submissionTime", ss.submission_time, DTM.parse)
+    if ss.content_type_code is None and not ss.limited_metadata:
+        out.add("SubmissionSet.contentTypeCode is missing", where)
+    elif ss.content_type_code is not None:
+        _check_code(ss.content_type_code, "content_type_code", "SubmissionSet.contentTypeCode",
+                    domain, where, out)
+    _check_authors(ss.authors, where, "SubmissionSet", domain, out)
+
+
+def _check_document(doc: DocumentEntry, domain: CodeDomain, tx: Transaction,
+                    out: _Collector) -> None:
+    where = doc.entry_uuid or "DocumentEntry"
+    if not doc.entry_uuid:
+        out.add("DocumentEntry has no id", where)
+    required = DOC_REQUIRED_VALUES if not doc.limited_metadata else ("patient_id", "unique_id", "mime_type")
+    for attr in required:
+        if not getattr(doc, attr):
+            out.add(f"DocumentEntry.{_camel(attr)} is missing", where)
+    if not doc.limited_metadata:
+        for attr in DOC_REQUIRED_CODES:
+            if getattr(doc, attr) is None:
+                out.add(f"DocumentEntry.{_camel(attr)} is missing", where)
+        if not doc.confidentiality_codes:
+            out.add("DocumentEntry.confidentialityCode is missing", where)
+    if tx.hash_and_size_required:
+        if not doc.hash:
+            out.add("DocumentEntry.hash is missing", where)
+        if doc.size is None:
+            out.add("DocumentEntry.size is missing", where)
+    if tx.repository_required and not doc.repository_unique_id:
+        out.add("DocumentEntry.repositoryUniqueId is missing", where)
+    if doc.hash and (len(doc.hash) != 40 or any(c not in "0123456789abcdefABCDEF" for c in doc.hash)):
+        out.add(f"DocumentEntry.hash {doc.hash!r} is not a SHA-1 in hexadecimal", where)
+    if doc.size is not None and doc.size < 0:
+        out.add(f"DocumentEntry.size {doc.size} is negative", where)
+    if doc.unique_id:
+        _check_document_unique_id(doc.unique_id, where, out)
+    if doc.repository_unique_id and not is_oid(doc.repository_unique_id):
+        out.add(f"DocumentEntry.repositoryUniqueId {doc.repository_unique_id!r} is not an OID", where)
+    if doc.patient_id:
+        out.check(where, "DocumentEntry.patientId", doc.patient_id, lambda v: CX.parse(v, strict=True))
+    if doc.source_patient_id:
+        out.check(where, "DocumentEntry.sourcePatientId", doc.source_patient_id,
+                  lambda v: CX.parse(v, strict=True))
+    for attr in ("creation_time", "service_start_time", "service_stop_time"):
+        if getattr(doc, attr):
+            out.check(where, f"DocumentEntry.{_camel(attr)}", getattr(doc, attr), DTM.parse)
+    if doc.legal_authenticator:
+        out.check(where, "DocumentEntry.legalAuthenticator", doc.legal_authenticator, XCN.parse)
+    for ref in doc.reference_ids:
+        out.check(where, "DocumentEntry.referenceIdList", ref, CX.parse_reference_id)
+    if doc.mime_type and not domain.allows_mime_type(doc.mime_type):
+        out.add(f"DocumentEntry.mimeType {doc.mime_type!r} is not in the affinity domain", where)
+    for attr in DOC_REQUIRED_CODES:
+        code = getattr(doc, attr)
+        if code is not None:
+            _check_code(code, attr, f"DocumentEntry.{_camel(attr)}", domain, where, out)
+    for code in doc.confidentiality_codes:
+        _check_code(code, "confidentiality_codes", "DocumentEntry.confidentialityCode", domain, where, out)
+    for code in doc.event_codes:
+        _check_code(code, "event_codes", "DocumentEntry.eventCodeList", domain, where, out)
+    _check_authors(doc.authors, where, "DocumentEntry", domain, out)
+
+
+def _check_document_unique_id(value: str, where: str, out: _Collector) -> None:
+    root, _, extension = value.partition("^")
+    if len(value) > MAX_UNIQUE_ID or not is_oid(root) or ("^" in value and not extension):
+        out.add(f"DocumentEntry.uniqueId {value!r} is not an OID or OID^extension "
+                f"of at most {MAX_UNIQUE_ID} characters", where)
+
+
+def _check_folder(folder: Folder, domain: CodeDomain, out: _Collector) -> None:
+    where = folder.entry_uuid or "Folder"
+    for attr, label in (("unique_id", "uniqueId"), ("patient_id", "patientId")):
+        if not getattr(folder, attr):
+            out.add(f"Folder.{label} is missing", where)
+    if folder.unique_id and not is_oid(folder.unique_id):
+        out.add(f"Folder.uniqueId {folder.unique_id!r} is not an OID", where)
+    if folder.patient_id:
+        out.check(where, "Folder.patientId", folder.patient_id, lambda v: CX.parse(v, strict=True))
+    if not folder.codes and not folder.limited_metadata:
+        out.add("Folder.codeList is missing", where)
+    for code in folder.codes:
+        _check_code(code, "codes", "Folder.codeList", domain, where, out)
+
+
+def _check_association(assoc: Association, domain: CodeDomain, out: _Collector) -> None:
+    where = assoc.entry_uuid or "Association"
+    try:
+        kind = AssociationType(assoc.association_type)
+    except ValueError:
+        out.add(f"unknown associationType {assoc.association_type!r}", where)
+        return
+    if not assoc.source_uuid or not assoc.target_uuid:
+        out.add("Association needs sourceObject and targetObject", where)
+    if assoc.source_uuid and assoc.source_uuid == assoc.target_uuid:
+        out.add("Association sourceObject and targetObject are the same object", where)
+    if kind == AssociationType.HAS_MEMBER and assoc.submission_set_status not in ("", "Original", "Reference"):
+        out.add(f"SubmissionSetStatus {assoc.submission_set_status!r} is neither Original nor Reference", where)
+    if assoc.documentation is not None:
+        _check_code(assoc.documentation, "documentation", "Association documentation", domain, where, out)
+
+
+def _check_unique_ids(request: SubmissionRequest, out: _Collector) -> None:
+    seen: dict[str, str] = {}
+    for obj in [request.submission_set, *request.documents, *request.folders]:
+        uid = getattr(obj, "unique_id", "")
+        if not uid:
+            continue
+        if uid in seen:
+            out.add(f"uniqueId {uid} is used by both {seen[uid]} and {obj.entry_uuid}",
+                    obj.entry_uuid, DUPLICATE_UNIQUE_ID_IN_MESSAGE)
+        seen[uid] = obj.entry_uuid
+    ids: set[str] = set()
+    for obj in request.objects():
+        if obj.entry_uuid in ids:
+            out.add(f"id {obj.entry_uuid} is used by two objects in the request", obj.entry_uuid)
+        ids.add(obj.entry_uuid)
+
+
+def _check_membership(request: SubmissionRequest, out: _Collector) -> None:
+    """Each submitted DocumentEntry and Folder must be a member of the SubmissionSet."""
+    ss = request.submission_set
+    members = {a.target_uuid for a in request.associations
+               if a.association_type == AssociationType.HAS_MEMBER and a.source_uuid == ss.entry_uuid}
+    for obj in [*request.documents, *request.folders]:
+        if obj.entry_uuid not in members:
+            out.add(f"{obj.kind} {obj.entry_uuid} is not linked to the SubmissionSet by a "
+                    "HasMember association", obj.entry_uuid)
+
+
+def _check_code(code: Code, attribute: str, label: str, domain: CodeDomain, where: str,
+                out: _Collector) -> None:
+    if not code.code or not code.scheme:
+        out.add(f"{label} needs a code and a codingScheme", where)
+    elif not domain.allows(attribute, code.code, code.scheme):
+        out.add(f"{label} {code.code} ({code.scheme}) is not in the affinity domain's value set",
+                where)
+
+
+def _check_authors(authors: list[Author], where: str, owner: str, domain: CodeDomain,
+                   out: _Collector) -> None:
+    for author in authors:
+        if author.is_empty():
+            out.add(f"{owner}.author has none of authorPerson, authorInstitution, authorRole, "
+                    "authorSpecialty, authorTelecommunication", where)
+        if author.person:
+            out.check(where, f"{owner}.authorPerson", author.person, XCN.parse)
+        for institution in author.institutions:
+            out.check(where, f"{owner}.authorInstitution", institution, XON.parse)
+        for telecom in author.telecoms:
+            out.check(where, f"{owner}.authorTelecommunication", telecom, XTN.parse)
+
+
+def _camel(attr: str) -> str:
+    head, *rest = attr.split("_")
+    return head + "".join(p.capitalize() for p in rest)
+
+
+def is_symbolic(value: str) -> bool:
+    return not is_uuid_urn(value)

@@ -1,0 +1,149 @@
+"""The SQL behind every query: one function per shape, always keyed by patient or id.
+
+Returns rows `(pk, entry_uuid, patient_pk, kind, status, body)`; turning them into
+model objects (and deciding which ones an actor may see) is the query flow's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Connection, and_, exists, or_, select
+
+from ..metadata.model import Code
+from ..metadata.query import (
+    CodeFilter,
+    DocumentFilter,
+    FolderFilter,
+    SubmissionSetFilter,
+    TimeRange,
+)
+from . import schema
+from .indexing import pad_time
+
+OBJ = schema.registry_objects
+CODES = schema.object_codes
+AUTHORS = schema.object_authors
+COLUMNS = (OBJ.c.pk, OBJ.c.entry_uuid, OBJ.c.patient_pk, OBJ.c.kind, OBJ.c.status, OBJ.c.body)
+
+
+def _code_filter(attribute: str, groups: CodeFilter) -> list:
+    clauses = []
+    for group in groups:
+        alternatives = []
+        for code in group:
+            match = CODES.c.code == code.code
+            if code.scheme:
+                match = and_(match, CODES.c.scheme == code.scheme)
+            alternatives.append(match)
+        clauses.append(exists().where(CODES.c.object_pk == OBJ.c.pk,
+                                      CODES.c.attribute == attribute, or_(*alternatives)))
+    return clauses
+
+
+def _time_filter(column, window: TimeRange) -> list:
+    clauses = []
+    if window.low:
+        clauses.append(column >= pad_time(window.low))
+    if window.high:
+        clauses.append(column < pad_time(window.high))
+    return clauses
+
+
+def _author_filter(patterns: Sequence[str]) -> list:
+    if not patterns:
+        return []
+    return [exists().where(AUTHORS.c.object_pk == OBJ.c.pk,
+                           or_(*[AUTHORS.c.person.like(p, escape="\\") for p in patterns]))]
+
+
+def document_clauses(f: DocumentFilter) -> list:
+    clauses = [OBJ.c.kind == schema.KIND_DOCUMENT]
+    if f.statuses:
+        clauses.append(OBJ.c.status.in_(f.statuses))
+    if f.object_types:
+        clauses.append(OBJ.c.object_type.in_(f.object_types))
+    for attribute, groups in f.codes.items():
+        clauses += _code_filter(attribute, groups)
+    clauses += _time_filter(OBJ.c.creation_time, f.creation_time)
+    clauses += _time_filter(OBJ.c.service_start, f.service_start)
+    clauses += _time_filter(OBJ.c.service_stop, f.service_stop)
+    clauses += _author_filter(f.author_persons)
+    if f.reference_ids:
+        clauses += _code_filter("refid", [[Code(r, "") for r in f.reference_ids]])
+    if f.unique_ids:
+        clauses.append(OBJ.c.unique_id.in_(f.unique_ids))
+    if f.entry_uuids:
+        clauses.append(OBJ.c.entry_uuid.in_(f.entry_uuids))
+    return clauses
+
+
+def find_documents(conn: Connection, patient_pk: int, f: DocumentFilter, limit: int | None = None):
+    query = select(*COLUMNS).where(OBJ.c.patient_pk == patient_pk, *document_clauses(f))
+    query = query.order_by(OBJ.c.creation_time.desc(), OBJ.c.pk.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return conn.execute(query).all()
+
+
+def find_submission_sets(conn: Connection, patient_pk: int, f: SubmissionSetFilter,
+                         limit: int | None = None):
+    clauses = [OBJ.c.patient_pk == patient_pk, OBJ.c.kind == schema.KIND_SUBMISSION_SET]
+    if f.statuses:
+        clauses.append(OBJ.c.status.in_(f.statuses))
+    if f.source_ids:
+        clauses.append(OBJ.c.source_id.in_(f.source_ids))
+    clauses += _time_filter(OBJ.c.submission_time, f.submission_time)
+    clauses += _author_filter(f.author_persons)
+    clauses += _code_filter("ctype", f.content_types)
+    query = select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk.desc())
+    return conn.execute(query.limit(limit) if limit else query).all()
+
+
+def find_folders(conn: Connection, patient_pk: int, f: FolderFilter, limit: int | None = None):
+    clauses = [OBJ.c.patient_pk == patient_pk, OBJ.c.kind == schema.KIND_FOLDER]
+    if f.statuses:
+        clauses.append(OBJ.c.status.in_(f.statuses))
+    clauses += _time_filter(OBJ.c.last_update_time, f.last_update_time)
+    clauses += _code_filter("folder", f.codes)
+    query = select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk.desc())
+    return conn.execute(query.limit(limit) if limit else query).all()
+
+
+def by_ids(conn: Connection, kind: str | None, *, entry_uuids: Iterable[str] = (),
+           unique_ids: Iterable[str] = (), extra: Sequence = ()):
+    """Objects by entryUUID or uniqueId (every version of a uniqueId: callers filter)."""
+    entry_uuids, unique_ids = list(entry_uuids), list(unique_ids)
+    if not entry_uuids and not unique_ids:
+        return []
+    match = []
+    if entry_uuids:
+        match.append(OBJ.c.entry_uuid.in_(entry_uuids))
+    if unique_ids:
+        match.append(OBJ.c.unique_id.in_(unique_ids))
+    clauses = [or_(*match), *extra]
+    if kind:
+        clauses.append(OBJ.c.kind == kind)
+    return conn.execute(select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk)).all()
+
+
+def associations(conn: Connection, *, sources: Iterable[str] = (), targets: Iterable[str] = (),
+                 either: Iterable[str] = (), types: Sequence[str] = (), statuses: Sequence[str] = ()):
+    """Associations touching the given objects, optionally of given types/statuses."""
+    sources, targets, either = list(sources), list(targets), list(either)
+    match = []
+    if sources:
+        match.append(OBJ.c.source_uuid.in_(sources))
+    if targets:
+        match.append(OBJ.c.target_uuid.in_(targets))
+    if either:
+        match += [OBJ.c.source_uuid.in_(either), OBJ.c.target_uuid.in_(either)]
+    if not match:
+        return []
+    clauses = [OBJ.c.kind == schema.KIND_ASSOCIATION, or_(*match)]
+    if types:
+        clauses.append(OBJ.c.assoc_type.in_(list(types)))
+    if statuses:
+        clauses.append(OBJ.c.status.in_(list(statuses)))
+    return conn.execute(select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk)).all()
+

@@ -1,0 +1,300 @@
+"""Register a submission in one transaction: the rules that need the database, then
+the rows. All or nothing: any error raises XdsErrors and the caller's transaction
+rolls back, so a refused submission leaves no trace.
+
+Rules (ITI TF-3 4.2.2, ITI TF-2 3.42.4.1.3): the patient is known; references resolve
+to objects of the same patient; relationship targets are Approved DocumentEntries;
+uniqueIds are new (a known document uniqueId with another hash is
+XDSNonIdenticalHash). Effects: RPLC and XFRM_RPLC deprecate the target and its
+addenda and transforms, and the replacement joins the target's folders; folders that
+gain a member get a new lastUpdateTime.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from ..metadata.errors import ErrorCode, XdsError, XdsErrors
+from ..metadata.model import (
+    REPLACING_TYPES,
+    AnyObject,
+    Association,
+    AssociationType,
+    AvailabilityStatus,
+    DocumentEntry,
+    Folder,
+    SubmissionRequest,
+)
+from . import schema
+from .indexing import author_rows, code_rows, object_from_row, row_values
+from .store import Registry, utc_now
+
+OBJ = schema.registry_objects
+KIND_NAMES = {schema.KIND_DOCUMENT: "DocumentEntry", schema.KIND_SUBMISSION_SET: "SubmissionSet",
+              schema.KIND_FOLDER: "Folder", schema.KIND_ASSOCIATION: "Association"}
+
+
+def register(registry: Registry, conn: Connection, request: SubmissionRequest,
+             blob_addresses: dict[str, str] | None = None) -> None:
+    """Insert the request's objects (ids already assigned) after the database rules."""
+    blob_addresses = blob_addresses or {}
+    ss = request.submission_set
+    errors: list[XdsError] = []
+    patient_pk = registry.patient_pk(conn, ss.patient_id)
+    if patient_pk is None:
+        raise XdsErrors.one(ErrorCode.UNKNOWN_PATIENT_ID,
+                            f"patient {ss.patient_id} is not known to the registry "
+                            "(not sent by the patient identity feed)", ss.entry_uuid)
+    in_request = request.by_id()
+    external = _external_references(request, in_request)
+    rows = registry.rows_by_uuid(conn, external)
+    now = utc_now()
+    for ref in external:
+        if ref not in rows:
+            errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                   f"association references {ref}, which is neither in the "
+                                   "submission nor in the registry", ref))
+    for ref, row in rows.items():
+        if row.patient_pk is not None and row.patient_pk != patient_pk:
+            errors.append(XdsError(ErrorCode.PATIENT_ID_DOES_NOT_MATCH,
+                                   f"{KIND_NAMES[row.kind]} {ref} belongs to another patient", ref))
+    for obj in in_request.values():
+        if obj.entry_uuid in rows or _uuid_exists(conn, obj.entry_uuid):
+            errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                   f"id {obj.entry_uuid} is already used in the registry",
+                                   obj.entry_uuid))
+    errors += _check_associations(request, in_request, rows)
+    errors += _check_unique_ids(conn, request)
+    if errors:
+        raise XdsErrors(errors)
+
+    for obj in request.objects():
+        obj.availability_status = AvailabilityStatus.APPROVED
+        obj.lid = obj.lid or obj.entry_uuid
+        obj.version = obj.version or "1"
+    for folder in request.folders:
+        folder.last_update_time = now
+    extra = _effects(conn, request, rows, now)
+    try:
+        for obj in request.objects():
+            _claim_unique_id(conn, obj)
+            insert_object(conn, obj, patient_pk=patient_pk, registered_at=now,
+                          blob_address=blob_addresses.get(obj.entry_uuid))
+        for assoc in extra:
+            insert_object(conn, assoc, patient_pk=patient_pk, registered_at=now)
+    except IntegrityError as exc:
+        raise XdsErrors.one(ErrorCode.DUPLICATE_UNIQUE_ID,
+                            "a uniqueId or id of this submission was registered concurrently "
+                            f"by another submission ({exc.orig.__class__.__name__})") from exc
+
+
+def _external_references(request: SubmissionRequest, in_request: dict) -> list[str]:
+    refs = []
+    for assoc in request.associations:
+        for ref in (assoc.source_uuid, assoc.target_uuid):
+            if ref and ref not in in_request:
+                refs.append(ref)
+    return list(dict.fromkeys(refs))
+
+
+def _uuid_exists(conn: Connection, entry_uuid: str) -> bool:
+    return conn.execute(select(OBJ.c.pk).where(OBJ.c.entry_uuid == entry_uuid)).first() is not None
+
+
+def _kind_of(ref: str, in_request: dict, rows: dict) -> str:
+    if ref in in_request:
+        return in_request[ref].kind
+    row = rows.get(ref)
+    return KIND_NAMES[row.kind] if row is not None else ""
+
+
+def _check_associations(request: SubmissionRequest, in_request: dict, rows: dict) -> list[XdsError]:
+    errors = []
+    ss_id = request.submission_set.entry_uuid
+    for assoc in request.associations:
+        where = assoc.entry_uuid
+        try:
+            kind = AssociationType(assoc.association_type)
+        except ValueError:
+            continue   # reported by metadata.validate
+        source = _kind_of(assoc.source_uuid, in_request, rows)
+        target = _kind_of(assoc.target_uuid, in_request, rows)
+        if not source or not target:
+            continue   # unresolved, reported above
+        if kind == AssociationType.HAS_MEMBER:
+            if source == "SubmissionSet" and assoc.source_uuid != ss_id:
+                errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                       "HasMember from a SubmissionSet other than the one submitted",
+                                       where))
+            elif source == "Folder" and target != "DocumentEntry":
+                errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                       "a Folder may only have DocumentEntries as members", where))
+            elif source not in ("SubmissionSet", "Folder"):
+                errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                       f"HasMember source must be a SubmissionSet or a Folder, not a {source}",
+                                       where))
+            if source == "Folder" and assoc.source_uuid in rows:
+                if rows[assoc.source_uuid].status != "Approved":
+                    errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                           "cannot add a document to a Folder that is not Approved",
+                                           where))
+        elif kind.is_relationship:
+            if source != "DocumentEntry" or target != "DocumentEntry":
+                errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                       f"{kind.name} must link two DocumentEntries", where))
+                continue
+            if assoc.source_uuid not in in_request:
+                errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                       f"the source of {kind.name} must be a DocumentEntry of this submission",
+                                       where))
+            target_row = rows.get(assoc.target_uuid)
+            if target_row is not None and target_row.status != "Approved":
+                errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                       f"{kind.name} target {assoc.target_uuid} is {target_row.status}, "
+                                       "not Approved", where))
+    return errors
+
+
+def _check_unique_ids(conn: Connection, request: SubmissionRequest) -> list[XdsError]:
+    wanted = {o.unique_id: o for o in [request.submission_set, *request.documents, *request.folders]
+              if o.unique_id}
+    if not wanted:
+        return []
+    u = schema.unique_ids
+    taken = {row.unique_id: row for row in
+             conn.execute(select(u).where(u.c.unique_id.in_(list(wanted))))}
+    return [e for uid, row in taken.items() for e in _conflict(wanted[uid], row)]
+
+
+def _conflict(obj: AnyObject, claim) -> list[XdsError]:
+    """Nothing when `obj` may reuse the claimed uniqueId: a resubmission of the same document.
+
+    A document uniqueId already registered with another hash is both a duplicate
+    (XDSDuplicateUniqueIdInRegistry) and, more precisely, XDSNonIdenticalHash: both are
+    reported, so a client checking either code understands.
+    """
+    duplicate = XdsError(ErrorCode.DUPLICATE_UNIQUE_ID, f"uniqueId {obj.unique_id} is already registered",
+                         obj.entry_uuid)
+    if isinstance(obj, DocumentEntry) and claim.kind == schema.KIND_DOCUMENT:
+        if obj.hash and claim.hash and obj.hash.lower() == claim.hash.lower():
+            return []
+        if obj.hash and claim.hash:
+            return [duplicate, XdsError(ErrorCode.NON_IDENTICAL_HASH,
+                                        f"DocumentEntry uniqueId {obj.unique_id} is already registered "
+                                        "with another hash", obj.entry_uuid)]
+    return [duplicate]
+
+
+def _claim_unique_id(conn: Connection, obj: AnyObject) -> None:
+    """Insert the uniqueId claim, or accept an identical one; raise if another won the race."""
+    uid = getattr(obj, "unique_id", "")
+    if not uid:
+        return
+    u = schema.unique_ids
+    values = {"unique_id": uid, "kind": row_values(obj, patient_pk=None, registered_at="")["kind"],
+              "lid": obj.logical_id, "hash": getattr(obj, "hash", None) or None}
+    insert = (pg_insert(u) if conn.dialect.name == "postgresql" else sqlite_insert(u)).values(**values)
+    conn.execute(insert.on_conflict_do_nothing(index_elements=["unique_id"]))
+    claim = conn.execute(select(u).where(u.c.unique_id == uid)).first()
+    if claim.lid != obj.logical_id:
+        conflicts = _conflict(obj, claim)
+        if conflicts:
+            raise XdsErrors(conflicts)
+
+
+def _effects(conn: Connection, request: SubmissionRequest, rows: dict, now: str) -> list[Association]:
+    """Deprecations and folder updates caused by the submission; returns new associations."""
+    extra: list[Association] = []
+    folders_touched: set[str] = set()
+    in_request = request.by_id()
+    for assoc in request.associations:
+        if assoc.association_type == AssociationType.HAS_MEMBER:
+            if assoc.source_uuid in rows and rows[assoc.source_uuid].kind == schema.KIND_FOLDER:
+                folders_touched.add(assoc.source_uuid)
+        elif assoc.association_type in REPLACING_TYPES:
+            replaced = assoc.target_uuid
+            set_status(conn, [replaced, *_dependents(conn, replaced)], AvailabilityStatus.DEPRECATED)
+            for folder_uuid in folders_of(conn, replaced):
+                extra.append(Association(
+                    entry_uuid=uuid.uuid4().urn, association_type=AssociationType.HAS_MEMBER,
+                    source_uuid=folder_uuid, target_uuid=assoc.source_uuid,
+                    availability_status=AvailabilityStatus.APPROVED))
+                folders_touched.add(folder_uuid)
+    for folder_uuid in folders_touched:
+        if folder_uuid not in in_request:
+            rewrite(conn, folder_uuid, lambda f: setattr(f, "last_update_time", now))
+    return extra
+
+
+def _dependents(conn: Connection, doc_uuid: str) -> list[str]:
+    """Approved addenda and transforms of a document: deprecated along with it."""
+    kinds = [str(AssociationType.APND), str(AssociationType.XFRM)]
+    sources = conn.execute(select(OBJ.c.source_uuid).where(
+        OBJ.c.kind == schema.KIND_ASSOCIATION, OBJ.c.target_uuid == doc_uuid,
+        OBJ.c.assoc_type.in_(kinds))).scalars().all()
+    if not sources:
+        return []
+    return list(conn.execute(select(OBJ.c.entry_uuid).where(
+        OBJ.c.entry_uuid.in_(sources), OBJ.c.status == "Approved")).scalars())
+
+
+def folders_of(conn: Connection, doc_uuid: str) -> list[str]:
+    folder_uuids = conn.execute(select(OBJ.c.source_uuid).where(
+        OBJ.c.kind == schema.KIND_ASSOCIATION, OBJ.c.target_uuid == doc_uuid,
+        OBJ.c.assoc_type == str(AssociationType.HAS_MEMBER), OBJ.c.status == "Approved")).scalars().all()
+    if not folder_uuids:
+        return []
+    return list(conn.execute(select(OBJ.c.entry_uuid).where(
+        OBJ.c.entry_uuid.in_(folder_uuids), OBJ.c.kind == schema.KIND_FOLDER)).scalars())
+
+
+def insert_object(conn: Connection, obj: AnyObject, *, patient_pk: int | None,
+                  registered_at: str, blob_address: str | None = None) -> int:
+    values = row_values(obj, patient_pk=patient_pk, registered_at=registered_at,
+                        blob_address=blob_address)
+    pk = conn.execute(OBJ.insert().values(**values)).inserted_primary_key[0]
+    codes = code_rows(obj)
+    if codes:
+        conn.execute(schema.object_codes.insert(),
+                     [{**c, "object_pk": pk, "patient_pk": patient_pk} for c in codes])
+    authors = author_rows(obj)
+    if authors:
+        conn.execute(schema.object_authors.insert(),
+                     [{**a, "object_pk": pk, "patient_pk": patient_pk} for a in authors])
+    return pk
+
+
+def rewrite(conn: Connection, entry_uuid: str, mutate: Callable[[AnyObject], None]) -> AnyObject | None:
+    """Load one object, change it in place, store it back (body, columns, indexes)."""
+    row = conn.execute(select(OBJ).where(OBJ.c.entry_uuid == entry_uuid)).first()
+    if row is None:
+        return None
+    obj = object_from_row(row.body)
+    mutate(obj)
+    values = row_values(obj, patient_pk=row.patient_pk, registered_at=row.registered_at,
+                        blob_address=row.blob_address)
+    conn.execute(update(OBJ).where(OBJ.c.pk == row.pk).values(**values))
+    conn.execute(schema.object_codes.delete().where(schema.object_codes.c.object_pk == row.pk))
+    conn.execute(schema.object_authors.delete().where(schema.object_authors.c.object_pk == row.pk))
+    codes, authors = code_rows(obj), author_rows(obj)
+    if codes:
+        conn.execute(schema.object_codes.insert(),
+                     [{**c, "object_pk": row.pk, "patient_pk": row.patient_pk} for c in codes])
+    if authors:
+        conn.execute(schema.object_authors.insert(),
+                     [{**a, "object_pk": row.pk, "patient_pk": row.patient_pk} for a in authors])
+    return obj
+
+
+def set_status(conn: Connection, uuids: list[str], status: AvailabilityStatus) -> None:
+    for entry_uuid in uuids:
+        rewrite(conn, entry_uuid, lambda o: setattr(o, "availability_status", status))
+
+
+__all__ = ["register", "insert_object", "rewrite", "set_status", "folders_of", "Folder"]

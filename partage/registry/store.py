@@ -1,0 +1,206 @@
+"""The registry store: engine set-up, short transactions, patients, and object reads.
+
+One `Registry` per process. SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` for
+writes (so two writers queue instead of failing with "database is locked" on lock
+upgrade); PostgreSQL gets a pooled engine. Everything here is keyed by patient.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy.engine import make_url
+
+from ..metadata.datatypes import CX, DatatypeError
+from ..metadata.model import AnyObject
+from . import schema
+from .indexing import object_from_row
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # pragma: no cover - driver callback
+        dbapi_connection.isolation_level = None   # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection):  # pragma: no cover - driver callback
+        mode = "BEGIN IMMEDIATE" if conn.get_execution_options().get("partage_write") else "BEGIN"
+        conn.exec_driver_sql(mode)
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        _sqlite_setup(engine)
+        return engine
+    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+
+
+class Registry:
+    """Owns the engine; hands out read and write transactions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._write_engine = self.engine.execution_options(partage_write=True)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._migrate_lock = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (alembic), so old databases open."""
+        from alembic import command
+        from alembic.config import Config
+
+        with self._migrate_lock:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+            with self._write_engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def status(self) -> dict[str, str]:
+        try:
+            with self.read() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return {"backend": self.engine.dialect.name, "status": "ok"}
+        except Exception as exc:  # health must answer, not raise
+            return {"backend": self.engine.dialect.name, "status": f"error: {exc.__class__.__name__}"}
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One all-or-nothing transaction: commit on success, roll back on any error."""
+        with self._write_engine.connect() as conn, conn.begin():
+            yield conn
+
+    # --- patients --------------------------------------------------------------------
+    def patient_pk(self, conn: Connection, cx: str) -> int | None:
+        """The surviving patient behind an identifier, or None if the feed never sent it."""
+        key = _cx_key(cx)
+        if key is None:
+            return None
+        t = schema.patient_identifiers
+        pk = conn.execute(
+            select(t.c.patient_pk).where(t.c.authority == key[0], t.c.value == key[1])
+        ).scalar()
+        return self._surviving(conn, pk) if pk is not None else None
+
+    def _surviving(self, conn: Connection, pk: int) -> int:
+        p = schema.patients
+        for _ in range(32):   # merge chains are short; the bound guards against a cycle
+            nxt = conn.execute(select(p.c.merged_into).where(p.c.pk == pk)).scalar()
+            if nxt is None:
+                return pk
+            pk = nxt
+        return pk
+
+    def upsert_patient(self, conn: Connection, identifiers: Iterable[str],
+                       demographics: dict | None = None) -> int:
+        """Create or update the patient known by any of these CX identifiers."""
+        parsed = [CX.parse(i, strict=False) for i in identifiers]
+        t, p = schema.patient_identifiers, schema.patients
+        now = utc_now()
+        pk = None
+        for cx in parsed:
+            pk = self.patient_pk(conn, cx.format())
+            if pk is not None:
+                break
+        if pk is None:
+            pk = conn.execute(p.insert().values(
+                demographics=json.dumps(demographics or {}), created_at=now, updated_at=now
+            )).inserted_primary_key[0]
+        elif demographics is not None:
+            conn.execute(update(p).where(p.c.pk == pk).values(
+                demographics=json.dumps(demographics), updated_at=now))
+        for cx in parsed:
+            if self.patient_pk(conn, cx.format()) is None:
+                conn.execute(t.insert().values(
+                    patient_pk=pk, authority=cx.assigning_authority.universal_id,
+                    value=cx.id, id_type=cx.id_type))
+        return pk
+
+    def merge_patients(self, conn: Connection, surviving: str, merged: str) -> int:
+        """ITI-8 A40: the merged id's documents now belong to the surviving patient."""
+        keep = self.patient_pk(conn, surviving)
+        if keep is None:
+            keep = self.upsert_patient(conn, [surviving])
+        gone = self.patient_pk(conn, merged)
+        if gone is None or gone == keep:
+            if gone is None:
+                self.upsert_patient(conn, [merged])
+                gone = self.patient_pk(conn, merged)
+                if gone == keep:
+                    return keep
+            else:
+                return keep
+        p, objs = schema.patients, schema.registry_objects
+        conn.execute(update(p).where(p.c.pk == gone).values(merged_into=keep, updated_at=utc_now()))
+        conn.execute(update(objs).where(objs.c.patient_pk == gone).values(patient_pk=keep))
+        conn.execute(update(schema.object_codes).where(schema.object_codes.c.patient_pk == gone)
+                     .values(patient_pk=keep))
+        conn.execute(update(schema.object_authors).where(schema.object_authors.c.patient_pk == gone)
+                     .values(patient_pk=keep))
+        return keep
+
+    # --- object reads ----------------------------------------------------------------
+    def objects_by_uuid(self, conn: Connection, uuids: Iterable[str]) -> dict[str, AnyObject]:
+        uuids = list(dict.fromkeys(uuids))
+        objs = schema.registry_objects
+        out: dict[str, AnyObject] = {}
+        for chunk in _chunks(uuids, 500):
+            for row in conn.execute(select(objs.c.entry_uuid, objs.c.body).where(objs.c.entry_uuid.in_(chunk))):
+                out[row.entry_uuid] = object_from_row(row.body)
+        return out
+
+    def rows_by_uuid(self, conn: Connection, uuids: Iterable[str]):
+        objs = schema.registry_objects
+        uuids = list(dict.fromkeys(uuids))
+        rows = {}
+        for chunk in _chunks(uuids, 500):
+            for row in conn.execute(select(objs).where(objs.c.entry_uuid.in_(chunk))):
+                rows[row.entry_uuid] = row
+        return rows
+
+
+def _cx_key(cx: str) -> tuple[str, str] | None:
+    try:
+        parsed = CX.parse(cx, strict=False)
+    except DatatypeError:
+        return None
+    if not parsed.id or not parsed.assigning_authority.universal_id:
+        return None
+    return parsed.assigning_authority.universal_id, parsed.id
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

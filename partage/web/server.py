@@ -1,0 +1,75 @@
+"""`partage serve`: gunicorn workers for HTTP, the MLLP listener in the master process.
+
+The master migrates the database once, then forks workers that each build their own
+Services (engines are never shared across a fork). The MLLP listener runs as a thread
+of the master so that one port serves however many HTTP workers there are.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from gunicorn.app.base import BaseApplication
+
+from ..config import Settings
+from ..services import Services
+
+log = logging.getLogger("partage")
+
+BANNER_INSECURE = """
+*****************************************************************************
+*  PARTAGE IS RUNNING IN INSECURE DEVELOPMENT MODE (--insecure-dev)          *
+*  No authentication: every request acts as 'insecure-dev' with full access. *
+*  Never use this mode with real patient data.                               *
+*****************************************************************************
+"""
+
+
+class PartageServer(BaseApplication):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.mllp = None
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        self.cfg.set("bind", [f"{s.host}:{s.port}"])
+        self.cfg.set("workers", s.workers)
+        self.cfg.set("threads", s.threads)
+        self.cfg.set("worker_class", "gthread" if s.threads > 1 else "sync")
+        self.cfg.set("timeout", s.http_timeout)
+        self.cfg.set("graceful_timeout", 30)
+        self.cfg.set("keepalive", 5)
+        self.cfg.set("accesslog", "-")
+        self.cfg.set("when_ready", self._when_ready)
+        self.cfg.set("on_exit", self._on_exit)
+
+    def load(self):
+        from .app import create_app
+
+        return create_app(self.settings)
+
+    def _when_ready(self, _arbiter) -> None:
+        if self.settings.mllp_port:
+            from ..hl7.server import start_mllp_server
+
+            self.mllp = start_mllp_server(Services.open(self.settings, migrate=False))
+            log.info("MLLP listener on %s:%d", self.settings.mllp_bind_host, self.mllp.port)
+
+    def _on_exit(self, _arbiter) -> None:
+        if self.mllp is not None:
+            self.mllp.stop()
+
+
+def serve(settings: Settings) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if settings.insecure_dev:
+        sys.stderr.write(BANNER_INSECURE)
+    services = Services.open(settings, migrate=True)
+    log.info("data directory %s, database %s", settings.data_dir.resolve(),
+             services.registry.engine.url.render_as_string(hide_password=True))
+    services.close()
+    PartageServer(settings).run()
+    return 0

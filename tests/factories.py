@@ -1,0 +1,79 @@
+"""Valid model objects for tests, with the CI-SIS codes of the shipped default domain."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import uuid
+
+from partage.metadata.model import (
+    Association,
+    AssociationType,
+    Author,
+    Code,
+    DocumentContent,
+    DocumentEntry,
+    Folder,
+    SubmissionRequest,
+    SubmissionSet,
+)
+
+INS_NIR_TEST = "1.2.250.1.213.1.4.10"
+_counter = itertools.count(1)
+
+
+def patient_id(n: int | None = None) -> str:
+    n = next(_counter) if n is None else n
+    return f"{279035121518000 + n}^^^&{INS_NIR_TEST}&ISO"
+
+
+def oid(prefix: str = "1.2.250.1.999.1") -> str:
+    return f"{prefix}.{uuid.uuid4().int % 10**12}.{next(_counter)}"
+
+
+def document(pid: str, entry_id: str = "doc1", **overrides) -> DocumentEntry:
+    doc = DocumentEntry(
+        entry_uuid=entry_id, unique_id=oid(), patient_id=pid, source_patient_id=pid,
+        mime_type="text/xml", creation_time="20240315093000", language_code="fr-FR",
+        title="Compte rendu", service_start_time="20240314", service_stop_time="20240315",
+        class_code=Code("10", "1.2.250.1.213.1.1.4.1", "Compte rendu"),
+        type_code=Code("11490-0", "2.16.840.1.113883.6.1", "Lettre de sortie"),
+        format_code=Code("urn:asip:ci-sis:vsm:2012", "1.2.250.1.213.1.1.4.2.282"),
+        healthcare_facility_type_code=Code("SA01", "1.2.250.1.71.4.2.4"),
+        practice_setting_code=Code("ETABLISSEMENT", "1.2.250.1.213.1.1.4.9"),
+        confidentiality_codes=[Code("N", "2.16.840.1.113883.5.25", "Normal")],
+        event_codes=[Code("E1", "1.2.3.4")],
+        authors=[Author(person="801234567890^MARTIN^Claire^^^Dr^^^&1.2.250.1.71.4.2.1&ISO",
+                        institutions=["Hopital X^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^11111111"],
+                        specialties=["G15_10/SM26^Medecine generale^1.2.250.1.213.1.1.4.5"])],
+    )
+    for key, value in overrides.items():
+        setattr(doc, key, value)
+    return doc
+
+
+def submission(pid: str, docs: list[DocumentEntry] | None = None, *, contents: bool = True,
+               folders: list[Folder] | None = None, extra_associations: list[Association] | None = None,
+               payload: bytes | None = None) -> SubmissionRequest:
+    docs = docs if docs is not None else [document(pid)]
+    folders = folders or []
+    ss = SubmissionSet(entry_uuid="ss", unique_id=oid(), source_id="1.2.250.1.999.2", patient_id=pid,
+                       submission_time="20240315100000",
+                       content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2", "Hospitalisation"),
+                       authors=[Author(person="801234567890^MARTIN^Claire^^^Dr^^^&1.2.250.1.71.4.2.1&ISO")])
+    assocs = [Association(entry_uuid=f"a-{o.entry_uuid}", association_type=AssociationType.HAS_MEMBER,
+                          source_uuid="ss", target_uuid=o.entry_uuid, submission_set_status="Original")
+              for o in [*docs, *folders]]
+    request = SubmissionRequest(ss, docs, folders, assocs + (extra_associations or []))
+    if contents:
+        for doc in docs:
+            data = payload if payload is not None else f"<doc>{doc.unique_id}</doc>".encode()
+            request.contents[doc.entry_uuid] = DocumentContent(
+                file=io.BytesIO(data), size=len(data), sha1=hashlib.sha1(data).hexdigest())
+    return request
+
+
+def folder(pid: str, entry_id: str = "fol1") -> Folder:
+    return Folder(entry_uuid=entry_id, unique_id=oid(), patient_id=pid, title="Dossier",
+                  codes=[Code("F1", "1.2.3.4.5", "Folder code")])
