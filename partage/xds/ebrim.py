@@ -1,0 +1,508 @@
+"""ebRIM 3.0 <-> the metadata model.
+
+`read_*` turn a SubmitObjectsRequest / RegistryObjectList into model objects; `write_*`
+turn model objects into ebRIM elements for responses. Only the mapping lives here:
+whether values are acceptable is `metadata.validate`'s job, and ids are assigned by
+`metadata.ids`. Slots the model does not name travel in `extra_slots` both ways.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from lxml import etree
+
+from ..metadata.errors import ErrorCode, XdsError, XdsErrors
+from ..metadata.model import (
+    AnyObject,
+    Association,
+    Author,
+    AvailabilityStatus,
+    Code,
+    DocumentEntry,
+    Folder,
+    ObjectRef,
+    ObjectType,
+    RegistryObject,
+    SubmissionRequest,
+    SubmissionSet,
+)
+from . import constants as C
+
+R = f"{{{C.RIM}}}"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+# Slots the model maps to attributes, per object kind (all others go to extra_slots).
+DOC_SLOTS = {
+    "creationTime": "creation_time", "hash": "hash", "size": "size",
+    "languageCode": "language_code", "legalAuthenticator": "legal_authenticator",
+    "repositoryUniqueId": "repository_unique_id", "serviceStartTime": "service_start_time",
+    "serviceStopTime": "service_stop_time", "sourcePatientId": "source_patient_id",
+    "URI": "uri", "documentAvailability": "document_availability",
+}
+DOC_LIST_SLOTS = {
+    "sourcePatientInfo": "source_patient_info",
+    "urn:ihe:iti:xds:2013:referenceIdList": "reference_ids",
+}
+SS_SLOTS = {"submissionTime": "submission_time"}
+SS_LIST_SLOTS = {"intendedRecipient": "intended_recipients"}
+FOLDER_SLOTS = {"lastUpdateTime": "last_update_time"}
+ASSOC_SLOTS = {
+    "SubmissionSetStatus": "submission_set_status", "PreviousVersion": "previous_version",
+    "OriginalStatus": "original_status", "NewStatus": "new_status",
+}
+AUTHOR_SLOTS = {
+    "authorPerson": "person", "authorInstitution": "institutions", "authorRole": "roles",
+    "authorSpecialty": "specialties", "authorTelecommunication": "telecoms",
+}
+EXTERNAL_IDS = {
+    C.DOC_PATIENT_ID: ("patient_id", "XDSDocumentEntry.patientId"),
+    C.DOC_UNIQUE_ID: ("unique_id", "XDSDocumentEntry.uniqueId"),
+    C.SS_PATIENT_ID: ("patient_id", "XDSSubmissionSet.patientId"),
+    C.SS_UNIQUE_ID: ("unique_id", "XDSSubmissionSet.uniqueId"),
+    C.SS_SOURCE_ID: ("source_id", "XDSSubmissionSet.sourceId"),
+    C.FOLDER_PATIENT_ID: ("patient_id", "XDSFolder.patientId"),
+    C.FOLDER_UNIQUE_ID: ("unique_id", "XDSFolder.uniqueId"),
+}
+DOC_EXT_IDS = {"patient_id": C.DOC_PATIENT_ID, "unique_id": C.DOC_UNIQUE_ID}
+SS_EXT_IDS = {"unique_id": C.SS_UNIQUE_ID, "source_id": C.SS_SOURCE_ID, "patient_id": C.SS_PATIENT_ID}
+FOLDER_EXT_IDS = {"patient_id": C.FOLDER_PATIENT_ID, "unique_id": C.FOLDER_UNIQUE_ID}
+DOC_CODE_BY_SCHEME = {scheme: attr for attr, scheme in C.DOC_CODE_SCHEMES.items()}
+MULTI_CODES = {"confidentiality_codes", "event_codes"}
+EXT_ID_NAMES = {scheme: name for scheme, (_attr, name) in EXTERNAL_IDS.items()}
+
+
+# =============================== reading ===========================================
+
+def read_submission(request: etree._Element) -> SubmissionRequest:
+    """A SubmitObjectsRequest (or the one inside ProvideAndRegister) as a model request."""
+    object_list = request.find(f"{R}RegistryObjectList")
+    if object_list is None:
+        object_list = request.find(f".//{R}RegistryObjectList")
+    if object_list is None:
+        raise XdsErrors.one(ErrorCode.REGISTRY_METADATA,
+                            "no rim:RegistryObjectList in the request", "RegistryObjectList")
+    return read_object_list(object_list)
+
+
+def read_object_list(object_list: etree._Element) -> SubmissionRequest:
+    errors: list[XdsError] = []
+    out = SubmissionRequest()
+    packages: list[etree._Element] = []
+    node_of: dict[str, str] = {}        # classifiedObject -> SS/Folder classification node
+    loose: list[etree._Element] = []    # Classifications outside their object
+    for child in object_list:
+        tag = etree.QName(child).localname if isinstance(child.tag, str) else ""
+        if tag == "ExtrinsicObject":
+            out.documents.append(_read_document(child, errors))
+        elif tag == "RegistryPackage":
+            packages.append(child)
+        elif tag == "Association":
+            out.associations.append(_read_association(child))
+        elif tag == "Classification":
+            node = child.get("classificationNode", "")
+            if node in (C.NODE_SUBMISSION_SET, C.NODE_FOLDER):
+                node_of[child.get("classifiedObject", "")] = node
+            else:
+                loose.append(child)
+        elif tag in ("ObjectRef", ""):
+            continue
+        else:
+            errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                   f"unexpected element rim:{tag} in RegistryObjectList", tag))
+    for package in packages:
+        pid = package.get("id", "")
+        node = node_of.get(pid) or _inner_node(package)
+        if node == C.NODE_SUBMISSION_SET:
+            if out.submission_set is not None:
+                errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                       "more than one SubmissionSet in the request", pid))
+            out.submission_set = _read_submission_set(package, errors)
+        elif node == C.NODE_FOLDER:
+            out.folders.append(_read_folder(package, errors))
+        else:
+            errors.append(XdsError(
+                ErrorCode.REGISTRY_METADATA,
+                f"RegistryPackage {pid} is classified neither as SubmissionSet nor as Folder", pid))
+    if loose:
+        by_id = out.by_id()
+        for classification in loose:
+            target = by_id.get(classification.get("classifiedObject", ""))
+            if target is not None:
+                _apply_classification(target, classification, errors)
+    if errors:
+        raise XdsErrors(errors)
+    return out
+
+
+def _inner_node(package: etree._Element) -> str:
+    for c in package.findall(f"{R}Classification"):
+        node = c.get("classificationNode", "")
+        if node in (C.NODE_SUBMISSION_SET, C.NODE_FOLDER):
+            return node
+    return ""
+
+
+def _slot_values(slot: etree._Element) -> list[str]:
+    return [(v.text or "") for v in slot.iterfind(f"{R}ValueList/{R}Value")]
+
+
+def _localized(element: etree._Element | None) -> str:
+    if element is None:
+        return ""
+    ls = element.find(f"{R}LocalizedString")
+    return ls.get("value", "") if ls is not None else ""
+
+
+def _read_common(obj: RegistryObject, element: etree._Element) -> None:
+    obj.entry_uuid = element.get("id", "")
+    obj.lid = element.get("lid", "") if element.get("lid", "") != obj.entry_uuid else ""
+    status = element.get("status")
+    if status:
+        try:
+            obj.availability_status = AvailabilityStatus(status)
+        except ValueError:
+            obj.extra_slots["$status"] = [status]
+    obj.home_community_id = element.get("home", "")
+    obj.title = _localized(element.find(f"{R}Name"))
+    obj.comments = _localized(element.find(f"{R}Description"))
+    version = element.find(f"{R}VersionInfo")
+    if version is not None:
+        obj.version = version.get("versionName", "")
+
+
+def _read_slots(obj, element, single: dict, multi: dict, errors: list[XdsError]) -> None:
+    for slot in element.findall(f"{R}Slot"):
+        name = slot.get("name", "")
+        values = _slot_values(slot)
+        if name in single:
+            attr = single[name]
+            if len(values) != 1:
+                errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                       f"slot {name} must have exactly one value, has {len(values)}",
+                                       f"{obj.entry_uuid}/Slot[@name='{name}']"))
+                continue
+            value = values[0]
+            if attr == "size":
+                try:
+                    value = int(value)
+                except ValueError:
+                    errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                           f"slot size is not an integer: {value!r}", obj.entry_uuid))
+                    continue
+            setattr(obj, attr, value)
+        elif name in multi:
+            setattr(obj, multi[name], values)
+        elif name in obj.extra_slots:
+            errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                   f"slot {name} appears twice", obj.entry_uuid))
+        else:
+            obj.extra_slots[name] = values
+
+
+def _read_code(classification: etree._Element, errors: list[XdsError], where: str) -> Code:
+    scheme_values = []
+    for slot in classification.findall(f"{R}Slot"):
+        if slot.get("name") == "codingScheme":
+            scheme_values = _slot_values(slot)
+    if len(scheme_values) != 1:
+        errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                               "a coded Classification needs exactly one codingScheme slot value",
+                               where))
+    return Code(classification.get("nodeRepresentation", ""),
+                scheme_values[0] if scheme_values else "",
+                _localized(classification.find(f"{R}Name")))
+
+
+def _read_author(classification: etree._Element) -> Author:
+    author = Author(classification_id=classification.get("id", ""))
+    for slot in classification.findall(f"{R}Slot"):
+        attr = AUTHOR_SLOTS.get(slot.get("name", ""))
+        if attr == "person":
+            values = _slot_values(slot)
+            author.person = values[0] if values else ""
+        elif attr:
+            setattr(author, attr, _slot_values(slot))
+    return author
+
+
+def _apply_classification(obj: AnyObject, c: etree._Element, errors: list[XdsError]) -> None:
+    scheme = c.get("classificationScheme", "")
+    node = c.get("classificationNode", "")
+    where = f"{obj.entry_uuid}/Classification[@classificationScheme='{scheme}']"
+    if scheme in (C.DOC_AUTHOR, C.SS_AUTHOR):
+        obj.authors.append(_read_author(c))
+    elif node in (C.DOC_LIMITED_METADATA, C.SS_LIMITED_METADATA, C.FOLDER_LIMITED_METADATA):
+        obj.limited_metadata = True
+    elif isinstance(obj, DocumentEntry) and scheme in DOC_CODE_BY_SCHEME:
+        attr = DOC_CODE_BY_SCHEME[scheme]
+        code = _read_code(c, errors, where)
+        if attr in MULTI_CODES:
+            getattr(obj, attr).append(code)
+        elif getattr(obj, attr) is not None:
+            errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                   f"{attr} given more than once", where))
+        else:
+            setattr(obj, attr, code)
+    elif isinstance(obj, SubmissionSet) and scheme == C.SS_CONTENT_TYPE:
+        obj.content_type_code = _read_code(c, errors, where)
+    elif isinstance(obj, Folder) and scheme == C.FOLDER_CODE_LIST:
+        obj.codes.append(_read_code(c, errors, where))
+    elif isinstance(obj, Association) and scheme == C.ASSOCIATION_DOCUMENTATION:
+        obj.documentation = _read_code(c, errors, where)
+    elif node in (C.NODE_SUBMISSION_SET, C.NODE_FOLDER):
+        return
+    else:
+        obj.extra_slots.setdefault("$classification", []).append(
+            f"{scheme}|{node}|{c.get('nodeRepresentation', '')}")
+
+
+def _read_external_ids(obj, element, allowed: dict[str, str], errors: list[XdsError]) -> None:
+    for ext in element.findall(f"{R}ExternalIdentifier"):
+        scheme = ext.get("identificationScheme", "")
+        attr = next((a for a, s in allowed.items() if s == scheme), None)
+        if attr is None:
+            obj.extra_slots.setdefault("$externalIdentifier", []).append(
+                f"{scheme}|{ext.get('value', '')}")
+            continue
+        if getattr(obj, attr):
+            errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                                   f"{EXT_ID_NAMES[scheme]} given more than once", obj.entry_uuid))
+        setattr(obj, attr, ext.get("value", ""))
+
+
+def _read_document(element: etree._Element, errors: list[XdsError]) -> DocumentEntry:
+    doc = DocumentEntry()
+    _read_common(doc, element)
+    doc.mime_type = element.get("mimeType", "")
+    object_type = element.get("objectType", ObjectType.STABLE.value)
+    try:
+        doc.object_type = ObjectType(object_type)
+    except ValueError:
+        errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
+                               f"unknown DocumentEntry objectType {object_type}", doc.entry_uuid))
+    _read_slots(doc, element, DOC_SLOTS, DOC_LIST_SLOTS, errors)
+    for c in element.findall(f"{R}Classification"):
+        _apply_classification(doc, c, errors)
+    _read_external_ids(doc, element, DOC_EXT_IDS, errors)
+    return doc
+
+
+def _read_submission_set(element: etree._Element, errors: list[XdsError]) -> SubmissionSet:
+    ss = SubmissionSet()
+    _read_common(ss, element)
+    _read_slots(ss, element, SS_SLOTS, SS_LIST_SLOTS, errors)
+    for c in element.findall(f"{R}Classification"):
+        _apply_classification(ss, c, errors)
+    _read_external_ids(ss, element, SS_EXT_IDS, errors)
+    return ss
+
+
+def _read_folder(element: etree._Element, errors: list[XdsError]) -> Folder:
+    folder = Folder()
+    _read_common(folder, element)
+    _read_slots(folder, element, FOLDER_SLOTS, {}, errors)
+    for c in element.findall(f"{R}Classification"):
+        _apply_classification(folder, c, errors)
+    _read_external_ids(folder, element, FOLDER_EXT_IDS, errors)
+    return folder
+
+
+def _read_association(element: etree._Element) -> Association:
+    assoc = Association()
+    errors: list[XdsError] = []
+    _read_common(assoc, element)
+    assoc.association_type = element.get("associationType", "")
+    assoc.source_uuid = element.get("sourceObject", "")
+    assoc.target_uuid = element.get("targetObject", "")
+    _read_slots(assoc, element, ASSOC_SLOTS, {}, errors)
+    for c in element.findall(f"{R}Classification"):
+        _apply_classification(assoc, c, errors)
+    if errors:
+        raise XdsErrors(errors)
+    return assoc
+
+
+# =============================== writing ===========================================
+
+def _el(parent: etree._Element | None, tag: str, **attrs: str) -> etree._Element:
+    attrs = {k: v for k, v in attrs.items() if v is not None}
+    if parent is None:
+        return etree.Element(R + tag, attrs, nsmap={"rim": C.RIM})
+    return etree.SubElement(parent, R + tag, attrs)
+
+
+def _slot(parent: etree._Element, name: str, values: Iterable[str]) -> None:
+    slot = _el(parent, "Slot", name=name)
+    value_list = _el(slot, "ValueList")
+    for value in values:
+        _el(value_list, "Value").text = str(value)
+
+
+def _localized_el(parent: etree._Element, name: str, text: str) -> None:
+    if text:
+        holder = _el(parent, name)
+        _el(holder, "LocalizedString", value=text)
+
+
+def _stable_id(*parts: str) -> str:
+    """Sub-object ids derived from their owner, so repeated queries return the same ids."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, "|".join(parts)).urn
+
+
+def _common_attrs(obj: RegistryObject, object_type: str) -> dict[str, str]:
+    status = obj.availability_status or AvailabilityStatus.APPROVED
+    attrs = {"id": obj.entry_uuid, "lid": obj.logical_id, "objectType": object_type,
+             "status": str(status)}
+    if obj.home_community_id:
+        attrs["home"] = obj.home_community_id
+    return attrs
+
+
+def _write_name_desc_version(element: etree._Element, obj: RegistryObject) -> None:
+    _localized_el(element, "Name", obj.title)
+    _localized_el(element, "Description", obj.comments)
+    _el(element, "VersionInfo", versionName=obj.version or "1")
+
+
+def _write_extra_slots(element: etree._Element, obj: RegistryObject) -> None:
+    for name, values in obj.extra_slots.items():
+        if not name.startswith("$"):
+            _slot(element, name, values)
+
+
+def _write_code(element, obj_id: str, scheme_uuid: str, code: Code, index: int) -> None:
+    c = _el(element, "Classification", classificationScheme=scheme_uuid, classifiedObject=obj_id,
+            nodeRepresentation=code.code, objectType=C.OBJECT_TYPE_CLASSIFICATION,
+            id=_stable_id(obj_id, scheme_uuid, str(index), code.code))
+    _slot(c, "codingScheme", [code.scheme])
+    _localized_el(c, "Name", code.display)
+
+
+def _write_author(element, obj_id: str, scheme_uuid: str, author: Author, index: int) -> None:
+    c = _el(element, "Classification", classificationScheme=scheme_uuid, classifiedObject=obj_id,
+            nodeRepresentation="", objectType=C.OBJECT_TYPE_CLASSIFICATION,
+            id=author.classification_id or _stable_id(obj_id, scheme_uuid, str(index)))
+    if author.person:
+        _slot(c, "authorPerson", [author.person])
+    for slot_name, attr in AUTHOR_SLOTS.items():
+        if attr != "person" and getattr(author, attr):
+            _slot(c, slot_name, getattr(author, attr))
+
+
+def _write_ext_id(element, obj_id: str, scheme_uuid: str, value: str) -> None:
+    e = _el(element, "ExternalIdentifier", identificationScheme=scheme_uuid, value=value,
+            registryObject=obj_id, objectType=C.OBJECT_TYPE_EXTERNAL_IDENTIFIER,
+            id=_stable_id(obj_id, scheme_uuid))
+    _localized_el(e, "Name", EXT_ID_NAMES[scheme_uuid])
+
+
+def _write_limited(element, obj_id: str, node: str) -> None:
+    _el(element, "Classification", classifiedObject=obj_id, classificationNode=node,
+        objectType=C.OBJECT_TYPE_CLASSIFICATION, id=_stable_id(obj_id, node))
+
+
+def write_document(doc: DocumentEntry, parent=None) -> etree._Element:
+    e = _el(parent, "ExtrinsicObject", **_common_attrs(doc, str(doc.object_type)),
+            mimeType=doc.mime_type or "application/octet-stream")
+    for slot_name, attr in DOC_SLOTS.items():
+        value = getattr(doc, attr)
+        if value not in (None, ""):
+            _slot(e, slot_name, [value])
+    for slot_name, attr in DOC_LIST_SLOTS.items():
+        if getattr(doc, attr):
+            _slot(e, slot_name, getattr(doc, attr))
+    _write_extra_slots(e, doc)
+    _write_name_desc_version(e, doc)
+    for i, author in enumerate(doc.authors):
+        _write_author(e, doc.entry_uuid, C.DOC_AUTHOR, author, i)
+    for attr, scheme in C.DOC_CODE_SCHEMES.items():
+        value = getattr(doc, attr)
+        for i, code in enumerate(value if isinstance(value, list) else [value] if value else []):
+            _write_code(e, doc.entry_uuid, scheme, code, i)
+    if doc.limited_metadata:
+        _write_limited(e, doc.entry_uuid, C.DOC_LIMITED_METADATA)
+    for attr, scheme in DOC_EXT_IDS.items():
+        if getattr(doc, attr):
+            _write_ext_id(e, doc.entry_uuid, scheme, getattr(doc, attr))
+    return e
+
+
+def write_submission_set(ss: SubmissionSet, parent=None) -> etree._Element:
+    e = _el(parent, "RegistryPackage", **_common_attrs(ss, C.OBJECT_TYPE_REGISTRY_PACKAGE))
+    if ss.submission_time:
+        _slot(e, "submissionTime", [ss.submission_time])
+    if ss.intended_recipients:
+        _slot(e, "intendedRecipient", ss.intended_recipients)
+    _write_extra_slots(e, ss)
+    _write_name_desc_version(e, ss)
+    for i, author in enumerate(ss.authors):
+        _write_author(e, ss.entry_uuid, C.SS_AUTHOR, author, i)
+    if ss.content_type_code:
+        _write_code(e, ss.entry_uuid, C.SS_CONTENT_TYPE, ss.content_type_code, 0)
+    _el(e, "Classification", classifiedObject=ss.entry_uuid, classificationNode=C.NODE_SUBMISSION_SET,
+        objectType=C.OBJECT_TYPE_CLASSIFICATION, id=_stable_id(ss.entry_uuid, C.NODE_SUBMISSION_SET))
+    if ss.limited_metadata:
+        _write_limited(e, ss.entry_uuid, C.SS_LIMITED_METADATA)
+    for attr, scheme in SS_EXT_IDS.items():
+        if getattr(ss, attr):
+            _write_ext_id(e, ss.entry_uuid, scheme, getattr(ss, attr))
+    return e
+
+
+def write_folder(folder: Folder, parent=None) -> etree._Element:
+    e = _el(parent, "RegistryPackage", **_common_attrs(folder, C.OBJECT_TYPE_REGISTRY_PACKAGE))
+    if folder.last_update_time:
+        _slot(e, "lastUpdateTime", [folder.last_update_time])
+    _write_extra_slots(e, folder)
+    _write_name_desc_version(e, folder)
+    for i, code in enumerate(folder.codes):
+        _write_code(e, folder.entry_uuid, C.FOLDER_CODE_LIST, code, i)
+    _el(e, "Classification", classifiedObject=folder.entry_uuid, classificationNode=C.NODE_FOLDER,
+        objectType=C.OBJECT_TYPE_CLASSIFICATION, id=_stable_id(folder.entry_uuid, C.NODE_FOLDER))
+    if folder.limited_metadata:
+        _write_limited(e, folder.entry_uuid, C.FOLDER_LIMITED_METADATA)
+    for attr, scheme in FOLDER_EXT_IDS.items():
+        if getattr(folder, attr):
+            _write_ext_id(e, folder.entry_uuid, scheme, getattr(folder, attr))
+    return e
+
+
+def write_association(assoc: Association, parent=None) -> etree._Element:
+    attrs = _common_attrs(assoc, C.OBJECT_TYPE_ASSOCIATION)
+    e = _el(parent, "Association", **attrs, associationType=str(assoc.association_type),
+            sourceObject=assoc.source_uuid, targetObject=assoc.target_uuid)
+    for slot_name, attr in ASSOC_SLOTS.items():
+        if getattr(assoc, attr):
+            _slot(e, slot_name, [getattr(assoc, attr)])
+    _write_extra_slots(e, assoc)
+    _localized_el(e, "Name", assoc.title)
+    _localized_el(e, "Description", assoc.comments)
+    if assoc.version:
+        _el(e, "VersionInfo", versionName=assoc.version)
+    if assoc.documentation:
+        _write_code(e, assoc.entry_uuid, C.ASSOCIATION_DOCUMENTATION, assoc.documentation, 0)
+    return e
+
+
+WRITERS = {
+    "DocumentEntry": write_document, "SubmissionSet": write_submission_set,
+    "Folder": write_folder, "Association": write_association,
+}
+
+
+def write_object(obj: AnyObject | ObjectRef, parent: etree._Element) -> etree._Element:
+    if isinstance(obj, ObjectRef):
+        attrs = {"id": obj.entry_uuid}
+        if obj.home_community_id:
+            attrs["home"] = obj.home_community_id
+        return _el(parent, "ObjectRef", **attrs)
+    return WRITERS[obj.kind](obj, parent)
+
+
+def write_object_list(objects: Iterable[AnyObject | ObjectRef], parent: etree._Element) -> etree._Element:
+    object_list = _el(parent, "RegistryObjectList")
+    for obj in objects:
+        write_object(obj, object_list)
+    return object_list

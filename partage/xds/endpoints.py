@@ -1,0 +1,223 @@
+"""The XDS.b doors: POST /xds/registry and /xds/repository, SOAP 1.2 dispatched on wsa:Action.
+
+Each handler parses its request into the model, calls a flow (ingest, query, update,
+retrieve), and writes the ebRS answer. Requests and responses use MTOM when the
+client does; documents stay in spooled files from the socket to the blob store.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import tempfile
+from collections.abc import Callable
+
+from flask import Blueprint, Response, current_app, request
+from lxml import etree
+
+from .. import lifecycle
+from ..access.actor import INSECURE_DEV_ACTOR, Actor, AuthenticationRequired
+from ..ingest import IngestService
+from ..metadata.errors import ErrorCode, XdsError, XdsErrors
+from ..metadata.model import DocumentContent
+from ..query import QueryService
+from ..services import Services
+from ..xmlsafe import XmlInputError
+from . import constants as C
+from . import ebrim, retrieve, storedquery
+from .mtom import Attachment, MtomError, build_multipart, read_soap_request, xop_includes
+from .responses import query_response, registry_response
+from .soap import SoapError, build_envelope, fault_envelope, parse_envelope
+from .sqparams import Params
+
+log = logging.getLogger("partage.xds")
+bp = Blueprint("xds", __name__)
+
+XDSB = f"{{{C.XDSB}}}"
+LCM = f"{{{C.LCM}}}"
+SPOOL = 1 << 20
+
+
+class Reply:
+    """What a handler returns: a body element and the attachments to send with it."""
+
+    def __init__(self, body: etree._Element, attachments: list[Attachment] | None = None) -> None:
+        self.body = body
+        self.attachments = attachments or []
+
+
+def _services() -> Services:
+    return current_app.extensions["partage"]
+
+
+def _actor(services: Services, envelope) -> Actor:
+    if services.settings.insecure_dev:
+        return INSECURE_DEV_ACTOR
+    raise AuthenticationRequired("this server requires a SAML assertion in the WS-Security header; "
+                                 "none is configured to be accepted yet (start with --insecure-dev "
+                                 "for development only)")
+
+
+def _content_from_element(document: etree._Element, parts) -> DocumentContent:
+    """An xdsb:Document as a file: its XOP part, or its inline base64 decoded to a spool."""
+    includes = xop_includes(document)
+    if includes:
+        _, cid = includes[0]
+        part = parts.get(cid)
+        if part is None:
+            raise XdsErrors.one(ErrorCode.MISSING_DOCUMENT, f"xop:Include references unknown part cid:{cid}")
+        return DocumentContent(file=part.file, size=part.size, sha1=part.sha1_hex,
+                               content_type=part.content_type)
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL)
+    sha1, size = hashlib.sha1(), 0
+    try:
+        data = base64.b64decode("".join((document.text or "").split()), validate=True)
+    except ValueError as exc:
+        raise XdsErrors.one(ErrorCode.REPOSITORY_ERROR,
+                            f"Document {document.get('id')} is not valid base64: {exc}") from exc
+    sha1.update(data)
+    size = len(data)
+    spool.write(data)
+    return DocumentContent(file=spool, size=size, sha1=sha1.hexdigest())
+
+
+# --------------------------------------------------------------------------- handlers
+def handle_provide_and_register(services: Services, actor: Actor, body, parts) -> Reply:
+    submit = body.find(f"{LCM}SubmitObjectsRequest")
+    if submit is None:
+        raise XdsErrors.one(ErrorCode.REPOSITORY_METADATA,
+                            "ProvideAndRegisterDocumentSetRequest has no lcm:SubmitObjectsRequest")
+    submission = ebrim.read_submission(submit)
+    for document in body.findall(f"{XDSB}Document"):
+        doc_id = document.get("id", "")
+        if doc_id in submission.contents:
+            raise XdsErrors.one(ErrorCode.REPOSITORY_METADATA, f"two Documents with id {doc_id}")
+        submission.contents[doc_id] = _content_from_element(document, parts)
+    IngestService(services, actor).provide_and_register(submission)
+    return Reply(registry_response())
+
+
+def handle_register(services: Services, actor: Actor, body, parts) -> Reply:
+    submission = ebrim.read_submission(body)
+    IngestService(services, actor).register(submission)
+    return Reply(registry_response())
+
+
+def handle_stored_query(services: Services, actor: Actor, body, parts) -> Reply:
+    try:
+        name, raw, return_type = storedquery.read_request(body)
+        params = Params(name, raw)
+        result = storedquery.run(QueryService(services, actor), name, params)
+    except XdsErrors as exc:
+        return Reply(query_response([], exc.errors))
+    objects = result.objects if return_type == "LeafClass" else storedquery.as_object_refs(result)
+    return Reply(query_response(objects, params.warnings + result.warnings))
+
+
+def handle_retrieve(services: Services, actor: Actor, body, parts) -> Reply:
+    element, attachments = retrieve.retrieve_document_set(services, actor, body)
+    return Reply(element, attachments)
+
+
+def handle_update(services: Services, actor: Actor, body, parts) -> Reply:
+    lifecycle.update_document_set(services, actor, ebrim.read_submission(body))
+    return Reply(registry_response())
+
+
+def handle_remove_metadata(services: Services, actor: Actor, body, parts) -> Reply:
+    lifecycle.remove_metadata(services, actor, body)
+    return Reply(registry_response())
+
+
+def handle_remove_documents(services: Services, actor: Actor, body, parts) -> Reply:
+    return Reply(lifecycle.remove_documents(services, actor, body))
+
+
+Handler = Callable[[Services, Actor, etree._Element, dict], Reply]
+REGISTRY_ACTIONS: dict[str, Handler] = {
+    C.ACTION_REGISTER: handle_register,
+    C.ACTION_STORED_QUERY: handle_stored_query,
+    C.ACTION_UPDATE: handle_update,
+    C.ACTION_REMOVE_METADATA: handle_remove_metadata,
+}
+REPOSITORY_ACTIONS: dict[str, Handler] = {
+    C.ACTION_PNR: handle_provide_and_register,
+    C.ACTION_RETRIEVE: handle_retrieve,
+    C.ACTION_REMOVE_DOCUMENTS: handle_remove_documents,
+    # A combined registry/repository also answers registry actions at the repository URL.
+    **REGISTRY_ACTIONS,
+}
+
+
+# --------------------------------------------------------------------------- transport
+def _respond(envelope_bytes: bytes, attachments: list[Attachment], mtom: bool,
+             action: str, status: int = 200) -> Response:
+    if not mtom and not attachments:
+        return Response(envelope_bytes, status=status,
+                        content_type=f'application/soap+xml; charset=UTF-8; action="{action}"')
+    content_type, chunks, length = build_multipart(envelope_bytes, attachments, action=action)
+    response = Response(chunks, status=status, content_type=content_type, direct_passthrough=True)
+    if length is not None:
+        response.content_length = length
+    return response
+
+
+def _fault(error: SoapError, relates_to: str | None, mtom: bool) -> Response:
+    body = fault_envelope(error, relates_to=relates_to)
+    status = 400 if error.code == "Sender" else 500
+    return _respond(body, [], mtom, "http://www.w3.org/2005/08/addressing/soap/fault", status)
+
+
+def dispatch(actions: dict[str, Handler]) -> Response:
+    services = _services()
+    content_type = request.headers.get("Content-Type", "")
+    mtom = "multipart/related" in content_type.lower()
+    try:
+        message = read_soap_request(content_type, request.stream,
+                                    max_total=services.settings.max_request_bytes)
+        envelope = parse_envelope(message.root)
+    except (MtomError, XmlInputError) as exc:
+        return _fault(SoapError("Sender", "", f"unreadable request: {exc}"), None, mtom)
+    except SoapError as exc:
+        return _fault(exc, None, mtom)
+    handler = actions.get(envelope.action)
+    if handler is None:
+        return _fault(SoapError("Sender", "wsa:ActionNotSupported",
+                                f"action {envelope.action!r} is not served at {request.path}"),
+                      envelope.message_id, mtom)
+    try:
+        actor = _actor(services, envelope)
+        reply = handler(services, actor, envelope.body, message.parts)
+    except AuthenticationRequired as exc:
+        return _fault(SoapError("Sender", "wsse:FailedAuthentication", str(exc)), envelope.message_id, mtom)
+    except XdsErrors as exc:
+        reply = Reply(_error_body(envelope.action, exc.errors))
+    except Exception:   # never a traceback to the client: a RegistryError with a reference
+        log.exception("internal error on %s", envelope.action)
+        reply = Reply(_error_body(envelope.action, [XdsError(
+            ErrorCode.REGISTRY_ERROR if envelope.action in REGISTRY_ACTIONS else ErrorCode.REPOSITORY_ERROR,
+            "internal error; the server log has the details")]))
+    response_action = C.RESPONSE_ACTIONS[envelope.action]
+    out = build_envelope(response_action, reply.body, relates_to=envelope.message_id)
+    return _respond(out, reply.attachments, mtom or bool(reply.attachments), response_action)
+
+
+def _error_body(action: str, errors: list[XdsError]) -> etree._Element:
+    if action == C.ACTION_STORED_QUERY:
+        return query_response([], errors)
+    if action == C.ACTION_RETRIEVE:
+        return retrieve.error_response(errors)
+    return registry_response(errors)
+
+
+@bp.post("/xds/registry")
+def registry_endpoint() -> Response:
+    return dispatch(REGISTRY_ACTIONS)
+
+
+@bp.post("/xds/repository")
+def repository_endpoint() -> Response:
+    return dispatch(REPOSITORY_ACTIONS)
+
+

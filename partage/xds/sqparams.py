@@ -1,0 +1,243 @@
+"""ITI-18 stored-query parameters: the value syntax and each query's parameter table.
+
+Values are written as in ITI TF-2 3.18.4.1.2.3.7: quoted strings `'x'`, lists
+`('a','b')`, bare numbers and times `200412`. Several Value elements of one slot are
+ANDed for the AND/OR parameters and joined otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..metadata.errors import ErrorCode, XdsError, XdsErrors
+
+
+class ParamSyntaxError(ValueError):
+    pass
+
+
+def parse_value(text: str) -> list[str]:
+    """One Value element's text -> its items (a list always, quotes removed)."""
+    text = text.strip()
+    if not text:
+        raise ParamSyntaxError("empty value")
+    if text.startswith("("):
+        if not text.endswith(")"):
+            raise ParamSyntaxError(f"list not closed: {text!r}")
+        return _split_list(text[1:-1])
+    return [_unquote(text)]
+
+
+def _split_list(body: str) -> list[str]:
+    items, i, n = [], 0, len(body)
+    while i < n:
+        while i < n and body[i] in " \t\r\n":
+            i += 1
+        if i >= n:
+            break
+        if body[i] == "'":
+            j, buf = i + 1, []
+            while True:
+                if j >= n:
+                    raise ParamSyntaxError(f"unterminated quote in ({body})")
+                if body[j] == "'":
+                    if j + 1 < n and body[j + 1] == "'":
+                        buf.append("'")
+                        j += 2
+                        continue
+                    break
+                buf.append(body[j])
+                j += 1
+            items.append("".join(buf))
+            i = j + 1
+        else:
+            j = body.find(",", i)
+            j = n if j < 0 else j
+            items.append(body[i:j].strip())
+            i = j
+        while i < n and body[i] in " \t\r\n":
+            i += 1
+        if i < n:
+            if body[i] != ",":
+                raise ParamSyntaxError(f"expected ',' in ({body})")
+            i += 1
+    return items
+
+
+def _unquote(text: str) -> str:
+    if text.startswith("'"):
+        if len(text) < 2 or not text.endswith("'"):
+            raise ParamSyntaxError(f"unterminated quote: {text!r}")
+        return text[1:-1].replace("''", "'")
+    return text
+
+
+@dataclass(frozen=True)
+class Param:
+    required: bool = False
+    multiple: bool = True       # a list of values allowed
+    and_or: bool = False        # several Value elements are ANDed groups
+
+
+DOC_FILTERS = {
+    "$XDSDocumentEntryFormatCode": Param(),
+    "$XDSDocumentEntryConfidentialityCode": Param(and_or=True),
+    "$XDSDocumentEntryType": Param(),
+}
+FIND_DOCUMENTS = {
+    "$XDSDocumentEntryPatientId": Param(required=True, multiple=False),
+    "$XDSDocumentEntryClassCode": Param(),
+    "$XDSDocumentEntryTypeCode": Param(),
+    "$XDSDocumentEntryPracticeSettingCode": Param(),
+    "$XDSDocumentEntryCreationTimeFrom": Param(multiple=False),
+    "$XDSDocumentEntryCreationTimeTo": Param(multiple=False),
+    "$XDSDocumentEntryServiceStartTimeFrom": Param(multiple=False),
+    "$XDSDocumentEntryServiceStartTimeTo": Param(multiple=False),
+    "$XDSDocumentEntryServiceStopTimeFrom": Param(multiple=False),
+    "$XDSDocumentEntryServiceStopTimeTo": Param(multiple=False),
+    "$XDSDocumentEntryHealthcareFacilityTypeCode": Param(),
+    "$XDSDocumentEntryEventCodeList": Param(and_or=True),
+    "$XDSDocumentEntryAuthorPerson": Param(),
+    "$XDSDocumentEntryStatus": Param(required=True),
+    "$XDSDocumentEntryDocumentAvailability": Param(),
+    "$MetadataLevel": Param(multiple=False),
+    **DOC_FILTERS,
+}
+BY_DOC_ID = {"$XDSDocumentEntryEntryUUID": Param(), "$XDSDocumentEntryUniqueId": Param(),
+             "$homeCommunityId": Param(multiple=False), "$MetadataLevel": Param(multiple=False),
+             "$XDSDocumentEntryLogicalID": Param()}
+BY_FOLDER_ID = {"$XDSFolderEntryUUID": Param(), "$XDSFolderUniqueId": Param(),
+                "$homeCommunityId": Param(multiple=False), "$MetadataLevel": Param(multiple=False),
+                "$XDSFolderLogicalID": Param()}
+BY_UUID = {"$uuid": Param(required=True), "$homeCommunityId": Param(multiple=False),
+           "$MetadataLevel": Param(multiple=False)}
+
+TABLE: dict[str, dict[str, Param]] = {
+    "FindDocuments": FIND_DOCUMENTS,
+    "FindDocumentsByReferenceId": {**FIND_DOCUMENTS,
+                                   "$XDSDocumentEntryReferenceIdList": Param(required=True, and_or=True)},
+    "FindSubmissionSets": {
+        "$XDSSubmissionSetPatientId": Param(required=True, multiple=False),
+        "$XDSSubmissionSetSourceId": Param(),
+        "$XDSSubmissionSetSubmissionTimeFrom": Param(multiple=False),
+        "$XDSSubmissionSetSubmissionTimeTo": Param(multiple=False),
+        "$XDSSubmissionSetAuthorPerson": Param(multiple=False),
+        "$XDSSubmissionSetContentType": Param(),
+        "$XDSSubmissionSetStatus": Param(required=True),
+    },
+    "FindFolders": {
+        "$XDSFolderPatientId": Param(required=True, multiple=False),
+        "$XDSFolderLastUpdateTimeFrom": Param(multiple=False),
+        "$XDSFolderLastUpdateTimeTo": Param(multiple=False),
+        "$XDSFolderCodeList": Param(and_or=True),
+        "$XDSFolderStatus": Param(required=True),
+        "$MetadataLevel": Param(multiple=False),
+    },
+    "GetAll": {
+        "$patientId": Param(required=True, multiple=False),
+        "$XDSDocumentEntryStatus": Param(required=True),
+        "$XDSSubmissionSetStatus": Param(required=True),
+        "$XDSFolderStatus": Param(required=True),
+        "$XDSDocumentEntryFormatCode": Param(),
+        "$XDSDocumentEntryConfidentialityCode": Param(and_or=True),
+        "$XDSDocumentEntryType": Param(),
+        "$MetadataLevel": Param(multiple=False),
+    },
+    "GetDocuments": BY_DOC_ID,
+    "GetFolders": BY_FOLDER_ID,
+    "GetAssociations": BY_UUID,
+    "GetDocumentsAndAssociations": BY_DOC_ID,
+    "GetSubmissionSets": BY_UUID,
+    "GetSubmissionSetAndContents": {
+        "$XDSSubmissionSetEntryUUID": Param(multiple=False),
+        "$XDSSubmissionSetUniqueId": Param(multiple=False),
+        "$homeCommunityId": Param(multiple=False),
+        "$MetadataLevel": Param(multiple=False),
+        **DOC_FILTERS,
+    },
+    "GetFolderAndContents": {
+        "$XDSFolderEntryUUID": Param(multiple=False),
+        "$XDSFolderUniqueId": Param(multiple=False),
+        "$homeCommunityId": Param(multiple=False),
+        "$MetadataLevel": Param(multiple=False),
+        **DOC_FILTERS,
+    },
+    "GetFoldersForDocument": {k: v for k, v in BY_DOC_ID.items()
+                              if k != "$XDSDocumentEntryLogicalID"},
+    "GetRelatedDocuments": {
+        "$XDSDocumentEntryEntryUUID": Param(multiple=False),
+        "$XDSDocumentEntryUniqueId": Param(multiple=False),
+        "$AssociationTypes": Param(required=True),
+        "$homeCommunityId": Param(multiple=False),
+        "$MetadataLevel": Param(multiple=False),
+        "$XDSDocumentEntryType": Param(),
+    },
+}
+
+# Exactly one of each pair must be given.
+ONE_OF = {
+    "GetDocuments": ("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId", "$XDSDocumentEntryLogicalID"),
+    "GetDocumentsAndAssociations": ("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId",
+                                    "$XDSDocumentEntryLogicalID"),
+    "GetFolders": ("$XDSFolderEntryUUID", "$XDSFolderUniqueId", "$XDSFolderLogicalID"),
+    "GetSubmissionSetAndContents": ("$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"),
+    "GetFolderAndContents": ("$XDSFolderEntryUUID", "$XDSFolderUniqueId"),
+    "GetFoldersForDocument": ("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
+    "GetRelatedDocuments": ("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
+}
+
+
+class Params:
+    """Validated parameters: `values(name)` flat, `groups(name)` as AND of ORs."""
+
+    def __init__(self, query: str, raw: dict[str, list[str]]) -> None:
+        self.query = query
+        self._groups: dict[str, list[list[str]]] = {}
+        errors: list[XdsError] = []
+        table = TABLE[query]
+        for name, texts in raw.items():
+            param = table.get(name)
+            if param is None:
+                # ITI TF-2 3.18.4.1.3: unknown parameters are ignored, with a warning.
+                errors.append(XdsError(ErrorCode.SQ_PARAM_NUMBER,
+                                       f"parameter {name} is not defined for {query}", name, warning=True))
+                continue
+            try:
+                groups = [parse_value(t) for t in texts]
+            except ParamSyntaxError as exc:
+                errors.append(XdsError(ErrorCode.REGISTRY_ERROR, f"parameter {name}: {exc}", name))
+                continue
+            if not param.and_or and not param.multiple and (len(groups) > 1 or len(groups[0]) > 1):
+                errors.append(XdsError(ErrorCode.SQ_PARAM_NUMBER,
+                                       f"parameter {name} takes a single value", name))
+                continue
+            self._groups[name] = groups if param.and_or else [[v for g in groups for v in g]]
+        for name, param in table.items():
+            if param.required and name not in raw:
+                errors.append(XdsError(ErrorCode.SQ_MISSING_PARAM,
+                                       f"{query} requires parameter {name}", name))
+        choice = ONE_OF.get(query)
+        if choice:
+            given = [n for n in choice if n in self._groups]
+            if len(given) != 1:
+                errors.append(XdsError(
+                    ErrorCode.SQ_PARAM_NUMBER if given else ErrorCode.SQ_MISSING_PARAM,
+                    f"{query} requires exactly one of {', '.join(choice)}; got "
+                    f"{', '.join(given) or 'none'}", query))
+        self.warnings = [e for e in errors if e.warning]
+        hard = [e for e in errors if not e.warning]
+        if hard:
+            raise XdsErrors(hard)
+
+    def has(self, name: str) -> bool:
+        return name in self._groups
+
+    def values(self, name: str) -> list[str]:
+        return [v for g in self._groups.get(name, []) for v in g]
+
+    def value(self, name: str) -> str:
+        values = self.values(name)
+        return values[0] if values else ""
+
+    def groups(self, name: str) -> list[list[str]]:
+        return self._groups.get(name, [])

@@ -1,0 +1,141 @@
+"""ITI-18 Registry Stored Query: AdhocQueryRequest -> query flow -> AdhocQueryResponse."""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from ..metadata.errors import ErrorCode, XdsErrors
+from ..metadata.model import Code, ObjectRef
+from ..metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter, TimeRange
+from ..query import QueryResult, QueryService
+from ..registry import schema
+from . import constants as C
+from .sqparams import Params
+
+Q = f"{{{C.QUERY}}}"
+R = f"{{{C.RIM}}}"
+
+OBJECT_TYPES = {C.OBJECT_TYPE_STABLE: "S", C.OBJECT_TYPE_ON_DEMAND: "O"}
+
+
+def read_request(request: etree._Element) -> tuple[str, dict[str, list[str]], str]:
+    """(query name, raw parameters, returnType) from an AdhocQueryRequest."""
+    response_option = request.find(f"{Q}ResponseOption")
+    return_type = response_option.get("returnType", "LeafClass") if response_option is not None else "LeafClass"
+    adhoc = request.find(f"{R}AdhocQuery")
+    if adhoc is None:
+        raise XdsErrors.one(ErrorCode.REGISTRY_ERROR, "AdhocQueryRequest has no rim:AdhocQuery")
+    query_id = adhoc.get("id", "")
+    name = C.STORED_QUERIES.get(query_id)
+    if name is None:
+        raise XdsErrors.one(ErrorCode.UNKNOWN_STORED_QUERY, f"unknown stored query id {query_id!r}",
+                            query_id)
+    raw: dict[str, list[str]] = {}
+    for slot in adhoc.findall(f"{R}Slot"):
+        values = [(v.text or "") for v in slot.iterfind(f"{R}ValueList/{R}Value")]
+        raw.setdefault(slot.get("name", ""), []).extend(values)
+    if return_type not in ("LeafClass", "ObjectRef"):
+        raise XdsErrors.one(ErrorCode.REGISTRY_ERROR,
+                            f"returnType {return_type!r} is neither LeafClass nor ObjectRef")
+    return name, raw, return_type
+
+
+def _codes(values: list[str]) -> list[Code]:
+    out = []
+    for value in values:
+        code, _, scheme = value.partition("^^")
+        out.append(Code(code, scheme))
+    return out
+
+
+def _statuses(values: list[str]) -> list[str]:
+    return [v.rsplit(":", 1)[-1] for v in values]
+
+
+def _range(params: Params, low: str, high: str) -> TimeRange:
+    return TimeRange(params.value(low), params.value(high))
+
+
+def document_filter(p: Params) -> DocumentFilter:
+    f = DocumentFilter(statuses=_statuses(p.values("$XDSDocumentEntryStatus")),
+                       object_types=[OBJECT_TYPES.get(t, "?") for t in p.values("$XDSDocumentEntryType")])
+    single = {"class": "$XDSDocumentEntryClassCode", "type": "$XDSDocumentEntryTypeCode",
+              "setting": "$XDSDocumentEntryPracticeSettingCode",
+              "hcft": "$XDSDocumentEntryHealthcareFacilityTypeCode",
+              "format": "$XDSDocumentEntryFormatCode"}
+    for attribute, name in single.items():
+        if p.has(name):
+            f.codes[attribute] = [_codes(p.values(name))]
+    for attribute, name in (("event", "$XDSDocumentEntryEventCodeList"),
+                            ("conf", "$XDSDocumentEntryConfidentialityCode")):
+        if p.has(name):
+            f.codes[attribute] = [_codes(group) for group in p.groups(name)]
+    f.creation_time = _range(p, "$XDSDocumentEntryCreationTimeFrom", "$XDSDocumentEntryCreationTimeTo")
+    f.service_start = _range(p, "$XDSDocumentEntryServiceStartTimeFrom", "$XDSDocumentEntryServiceStartTimeTo")
+    f.service_stop = _range(p, "$XDSDocumentEntryServiceStopTimeFrom", "$XDSDocumentEntryServiceStopTimeTo")
+    f.author_persons = [_like(v) for v in p.values("$XDSDocumentEntryAuthorPerson")]
+    f.reference_ids = p.values("$XDSDocumentEntryReferenceIdList")
+    return f
+
+
+def _like(pattern: str) -> str:
+    """ITI-18 wildcards (% and _) are SQL LIKE's; other characters are literal."""
+    return pattern.replace("\\", "\\\\")
+
+
+def run(service: QueryService, name: str, p: Params) -> QueryResult:
+    if name in ("FindDocuments", "FindDocumentsByReferenceId"):
+        return service.find_documents(p.value("$XDSDocumentEntryPatientId"), document_filter(p))
+    if name == "FindSubmissionSets":
+        f = SubmissionSetFilter(
+            statuses=_statuses(p.values("$XDSSubmissionSetStatus")),
+            source_ids=p.values("$XDSSubmissionSetSourceId"),
+            submission_time=_range(p, "$XDSSubmissionSetSubmissionTimeFrom", "$XDSSubmissionSetSubmissionTimeTo"),
+            author_persons=[_like(v) for v in p.values("$XDSSubmissionSetAuthorPerson")],
+            content_types=[_codes(p.values("$XDSSubmissionSetContentType"))] if p.has("$XDSSubmissionSetContentType") else [])
+        return service.find_submission_sets(p.value("$XDSSubmissionSetPatientId"), f)
+    if name == "FindFolders":
+        f = FolderFilter(statuses=_statuses(p.values("$XDSFolderStatus")),
+                         last_update_time=_range(p, "$XDSFolderLastUpdateTimeFrom", "$XDSFolderLastUpdateTimeTo"),
+                         codes=[_codes(g) for g in p.groups("$XDSFolderCodeList")])
+        return service.find_folders(p.value("$XDSFolderPatientId"), f)
+    if name == "GetAll":
+        docs = document_filter(p)
+        sets = SubmissionSetFilter(statuses=_statuses(p.values("$XDSSubmissionSetStatus")))
+        folders = FolderFilter(statuses=_statuses(p.values("$XDSFolderStatus")))
+        return service.get_all(p.value("$patientId"), docs, sets, folders)
+    if name == "GetDocuments":
+        return service.get_objects(schema.KIND_DOCUMENT, entry_uuids=p.values("$XDSDocumentEntryEntryUUID"),
+                                   unique_ids=p.values("$XDSDocumentEntryUniqueId"),
+                                   logical_ids=p.values("$XDSDocumentEntryLogicalID"))
+    if name == "GetFolders":
+        return service.get_objects(schema.KIND_FOLDER, entry_uuids=p.values("$XDSFolderEntryUUID"),
+                                   unique_ids=p.values("$XDSFolderUniqueId"),
+                                   logical_ids=p.values("$XDSFolderLogicalID"))
+    if name == "GetAssociations":
+        return service.get_associations(p.values("$uuid"))
+    if name == "GetDocumentsAndAssociations":
+        return service.get_documents_and_associations(
+            entry_uuids=p.values("$XDSDocumentEntryEntryUUID"), unique_ids=p.values("$XDSDocumentEntryUniqueId"))
+    if name == "GetSubmissionSets":
+        return service.get_submission_sets(p.values("$uuid"))
+    if name == "GetSubmissionSetAndContents":
+        return service.get_submission_set_and_contents(
+            document_filter(p), entry_uuid=p.value("$XDSSubmissionSetEntryUUID"),
+            unique_id=p.value("$XDSSubmissionSetUniqueId"))
+    if name == "GetFolderAndContents":
+        return service.get_folder_and_contents(
+            document_filter(p), entry_uuid=p.value("$XDSFolderEntryUUID"),
+            unique_id=p.value("$XDSFolderUniqueId"))
+    if name == "GetFoldersForDocument":
+        return service.get_folders_for_document(entry_uuid=p.value("$XDSDocumentEntryEntryUUID"),
+                                                unique_id=p.value("$XDSDocumentEntryUniqueId"))
+    if name == "GetRelatedDocuments":
+        return service.get_related_documents(
+            p.values("$AssociationTypes"), document_filter(p),
+            entry_uuid=p.value("$XDSDocumentEntryEntryUUID"), unique_id=p.value("$XDSDocumentEntryUniqueId"))
+    raise XdsErrors.one(ErrorCode.UNKNOWN_STORED_QUERY, f"stored query {name} is not supported")
+
+
+def as_object_refs(result: QueryResult) -> list[ObjectRef]:
+    return [ObjectRef(o.entry_uuid, o.home_community_id) for o in result.objects]
