@@ -1,0 +1,106 @@
+"""`partage validate FILE... [--profile NAME] [--schema-dir DIR] [--valuesets DIR]
+[--schematron FILE.sch] [--format json|svrl|html]`
+
+Mounted by the lead as a subcommand of the `partage` command (add_arguments + run), also
+runnable alone as `python -m partage.cda.cli`. Exit code: 0 when every document is valid,
+1 when any document fails, 2 when the command itself cannot run (missing file, bad schema).
+Directories are searched for *.xml. Runs over many files report progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from .findings import Report, to_html, to_json, to_svrl, to_svrl_many
+from .parser import DEFAULT_MAX_BYTES, ParseLimits
+from .profile import DEFAULT_PROFILE, PROFILES, Validator, get_profile
+
+PROGRESS_AFTER_S = 1.0   # say nothing for short runs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="CDA documents, or directories searched for *.xml")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                        help=f"validation profile (default {DEFAULT_PROFILE})")
+    parser.add_argument("--schema-dir", metavar="DIR",
+                        help="directory holding the CDA schema (CDA_extended.xsd or CDA.xsd)")
+    parser.add_argument("--valuesets", metavar="DIR", help="directory of SVS value-set files (CI-SIS JDV)")
+    parser.add_argument("--schematron", metavar="FILE.sch", help="an ISO Schematron (queryBinding xslt2) to run")
+    parser.add_argument("--format", default="json", choices=("json", "svrl", "html"), help="report format")
+    parser.add_argument("--output", "-o", metavar="FILE", help="write the report there instead of stdout")
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="refuse larger documents")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def iter_files(paths: Sequence[str]) -> Iterator[Path]:
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*.xml") if p.is_file())
+        else:
+            yield path
+
+
+def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    files = list(iter_files(args.files))
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        print(f"partage validate: no such file: {', '.join(map(str, missing))}", file=err)
+        return 2
+    try:
+        profile = get_profile(args.profile, schema=args.schema_dir, valuesets=args.valuesets,
+                              schematron=args.schematron, limits=ParseLimits(max_bytes=args.max_bytes))
+        validator = Validator(profile)
+    except (OSError, ValueError) as exc:
+        print(f"partage validate: {exc}", file=err)
+        return 2
+    except Exception as exc:   # schema / schematron compile errors come in many types
+        print(f"partage validate: cannot load the profile: {exc}", file=err)
+        return 2
+
+    reports: list[Report] = []
+    started = last = time.monotonic()
+    for n, path in enumerate(files, 1):
+        report = validator.validate(path.read_bytes(), filename=str(path))
+        reports.append(report)
+        now = time.monotonic()
+        if not args.quiet and now - started > PROGRESS_AFTER_S and (now - last > 1.0 or n == len(files)):
+            failed = sum(not r.valid for r in reports)
+            print(f"[{n}/{len(files)}] {failed} failed, {n / (now - started):.0f} docs/s - {path.name}",
+                  file=err, flush=True)
+            last = now
+
+    text = render(reports, args.format)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        out.write(text)
+        if not text.endswith("\n"):
+            out.write("\n")
+    return 0 if all(r.valid for r in reports) else 1
+
+
+def render(reports: Sequence[Report], fmt: str) -> str:
+    if fmt == "svrl":
+        data = to_svrl(reports[0]) if len(reports) == 1 else to_svrl_many(reports)
+        return data.decode("utf-8")
+    if fmt == "html":
+        return to_html(reports)
+    return to_json(reports)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="partage validate", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

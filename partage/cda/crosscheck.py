@@ -1,0 +1,206 @@
+"""Layer 5: the CDA header against the XDS / MHD metadata submitted with it.
+
+A document whose metadata says one patient and whose header says another must not be
+indexed: the CI-SIS (and IHE) define most XDS DocumentEntry attributes as copies of
+header fields. This module compares a CdaHeader with a plain dict of metadata values,
+keyed like partage.metadata.model.DocumentEntry fields; keys that are absent are not
+checked. Values may be strings in their XDS wire form (CX, XCN, DTM, "code^^scheme"),
+(code, scheme) tuples, or objects with `.code`/`.scheme` (the model's Code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from .constants import CONFIDENTIALITY_SYSTEM, XDS_SD_FORMAT_CODES
+from .findings import ERROR, METADATA, WARNING, Finding
+from .header import CdaCode, CdaHeader, Ident
+
+_CD = "/hl7:ClinicalDocument"
+CDA_MIME_TYPE = "text/xml"
+
+
+def _code_of(value: Any) -> tuple[str, str] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, tuple | list) and len(value) >= 2 and isinstance(value[0], str):
+        return (value[0], _norm(value[1]))
+    if hasattr(value, "code"):
+        return (value.code, _norm(getattr(value, "scheme", "") or getattr(value, "code_system", "")))
+    if isinstance(value, str):
+        code, _, scheme = value.partition("^^")
+        return (code, _norm(scheme))
+    return None
+
+
+def _codes_of(value: Any) -> list[tuple[str, str]]:
+    if value is None:
+        return []
+    if isinstance(value, str) or hasattr(value, "code") or (isinstance(value, tuple) and value
+                                                              and isinstance(value[0], str)):
+        value = [value]
+    return [c for c in (_code_of(v) for v in value) if c]
+
+
+def _norm(scheme: str) -> str:
+    return scheme[8:] if scheme.startswith("urn:oid:") else scheme
+
+
+def parse_cx(cx: str) -> Ident:
+    """'ext^^^&root&ISO' -> (root, ext)."""
+    parts = cx.split("^")
+    authority = parts[3].split("&") if len(parts) > 3 else []
+    root = authority[1] if len(authority) > 1 else (authority[0] if authority else "")
+    return (_norm(root), parts[0])
+
+
+def parse_xcn_id(xcn: str) -> Ident:
+    """'id^family^given^^^prefix^^^&root&ISO' -> (root, id)."""
+    parts = xcn.split("^")
+    authority = parts[8].split("&") if len(parts) > 8 else []
+    root = authority[1] if len(authority) > 1 else (authority[0] if authority else "")
+    return (_norm(root), parts[0])
+
+
+def cda_unique_id(ident: Ident | None) -> str:
+    """XDS uniqueId of a CDA document: root, or root^extension (CI-SIS / IHE)."""
+    if ident is None:
+        return ""
+    root, ext = ident
+    return f"{root}^{ext}" if ext else root
+
+
+def ts_to_utc(ts: str) -> str:
+    """HL7 TS with an offset -> UTC digits of the same precision; without offset, as is."""
+    digits, sign, offset = ts, "", ""
+    for s in ("+", "-"):
+        if s in ts:
+            digits, offset = ts.split(s, 1)
+            sign = s
+            break
+    digits = digits.split(".", 1)[0]
+    if not sign or len(digits) < 10 or len(offset) != 4 or not (digits + offset).isdigit():
+        return digits
+    padded = (digits + "0000")[:14]
+    try:
+        moment = datetime.strptime(padded, "%Y%m%d%H%M%S")
+    except ValueError:
+        return digits
+    delta = timedelta(hours=int(offset[:2]), minutes=int(offset[2:]))
+    moment = moment - delta if sign == "+" else moment + delta
+    return moment.strftime("%Y%m%d%H%M%S")[:len(digits)]
+
+
+def _same_time(cda_ts: str, xds_dtm: str) -> bool:
+    a, b = ts_to_utc(cda_ts), xds_dtm.strip()
+    n = min(len(a), len(b))
+    return n >= 4 and a[:n] == b[:n]
+
+
+def _f(rule: str, message: str, location: str, severity: str = ERROR) -> Finding:
+    return Finding(rule, severity, METADATA, message, location)
+
+
+def _code_matches(cda: CdaCode | None, xds: tuple[str, str]) -> bool:
+    return cda is not None and cda.code == xds[0] and (not xds[1] or _norm(cda.code_system) == xds[1])
+
+
+def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
+    """Findings where the metadata disagree with the header (only keys present are checked)."""
+    out: list[Finding] = []
+    patient_ids = header.patient.ids if header.patient else []
+
+    for key, rule, label in (("patient_id", "xds-patientId-mismatch", "patientId"),
+                             ("source_patient_id", "xds-sourcePatientId-mismatch", "sourcePatientId")):
+        if xds.get(key):
+            wanted = parse_cx(str(xds[key]))
+            if wanted not in patient_ids:
+                out.append(_f(rule, f"XDS {label} {xds[key]} is none of the CDA patient identifiers "
+                              f"{', '.join(f'{e}^^^&{r}&ISO' for r, e in patient_ids) or '(none)'}",
+                              f"{_CD}/hl7:recordTarget/hl7:patientRole/hl7:id"))
+
+    if xds.get("unique_id") and str(xds["unique_id"]) != cda_unique_id(header.id):
+        out.append(_f("xds-uniqueId-mismatch", f"XDS uniqueId {xds['unique_id']} differs from the CDA id "
+                      f"({cda_unique_id(header.id) or 'absent'})", f"{_CD}/hl7:id"))
+
+    type_code = _code_of(xds.get("type_code"))
+    if type_code and not _code_matches(header.code, type_code):
+        shown = f"{header.code.code} ({header.code.code_system})" if header.code else "absent"
+        out.append(_f("xds-typeCode-mismatch", f"XDS typeCode {type_code[0]} ({type_code[1]}) differs from "
+                      f"ClinicalDocument/code {shown}", f"{_CD}/hl7:code"))
+
+    if "confidentiality_codes" in xds and header.confidentiality:
+        conf = _codes_of(xds["confidentiality_codes"])
+        wanted = (header.confidentiality.code, _norm(header.confidentiality.code_system or CONFIDENTIALITY_SYSTEM))
+        if not any(c[0] == wanted[0] and (not c[1] or c[1] == wanted[1]) for c in conf):
+            out.append(_f("xds-confidentialityCode-mismatch", f"XDS confidentialityCode does not include the "
+                          f"CDA confidentialityCode {wanted[0]}", f"{_CD}/hl7:confidentialityCode"))
+
+    for key, rule, value, where in (
+            ("creation_time", "xds-creationTime-mismatch", header.effective_time, "hl7:effectiveTime"),
+            ("service_start_time", "xds-serviceStartTime-mismatch",
+             header.service_event.start if header.service_event else "",
+             "hl7:documentationOf/hl7:serviceEvent/hl7:effectiveTime/hl7:low"),
+            ("service_stop_time", "xds-serviceStopTime-mismatch",
+             header.service_event.stop if header.service_event else "",
+             "hl7:documentationOf/hl7:serviceEvent/hl7:effectiveTime/hl7:high")):
+        if xds.get(key) and value and not _same_time(value, str(xds[key])):
+            out.append(_f(rule, f"XDS {key} {xds[key]} differs from the CDA {where.rsplit(':', 1)[-1]} {value} "
+                          f"(UTC {ts_to_utc(value)})", f"{_CD}/{where}"))
+
+    if xds.get("language_code") and str(xds["language_code"]).lower() != header.language_code.lower():
+        out.append(_f("xds-languageCode-mismatch", f"XDS languageCode {xds['language_code']} differs from the "
+                      f"CDA languageCode {header.language_code or '(absent)'}", f"{_CD}/hl7:languageCode"))
+
+    if xds.get("title") and " ".join(str(xds["title"]).split()) != header.title:
+        out.append(_f("xds-title-mismatch", f"XDS title '{xds['title']}' differs from the CDA title "
+                      f"'{header.title}'", f"{_CD}/hl7:title", WARNING))
+
+    if xds.get("legal_authenticator"):
+        wanted = parse_xcn_id(str(xds["legal_authenticator"]))
+        have = header.legal_authenticator.ids if header.legal_authenticator else []
+        if wanted not in have and not any(w[1] == wanted[1] and not wanted[0] for w in have):
+            out.append(_f("xds-legalAuthenticator-mismatch", f"XDS legalAuthenticator {xds['legal_authenticator']} "
+                          "is not the CDA legalAuthenticator", f"{_CD}/hl7:legalAuthenticator/hl7:assignedEntity/hl7:id"))
+
+    facility = _code_of(xds.get("healthcare_facility_type_code"))
+    if facility and header.encounter is not None and not _code_matches(header.encounter.facility_code, facility):
+        out.append(_f("xds-healthcareFacilityTypeCode-mismatch", f"XDS healthcareFacilityTypeCode {facility[0]} "
+                      "differs from healthCareFacility/code",
+                      f"{_CD}/hl7:componentOf/hl7:encompassingEncounter/hl7:location/hl7:healthCareFacility/hl7:code"))
+
+    setting = _code_of(xds.get("practice_setting_code"))
+    if setting:
+        orgs = [p.organization.industry_code for e in header.service_events for p in e.performers
+                if p.organization is not None and p.organization.industry_code]
+        if orgs and not any(_code_matches(c, setting) for c in orgs):
+            out.append(_f("xds-practiceSettingCode-mismatch", f"XDS practiceSettingCode {setting[0]} differs from "
+                          "the performer organisation's standardIndustryClassCode",
+                          f"{_CD}/hl7:documentationOf/hl7:serviceEvent/hl7:performer/hl7:assignedEntity"
+                          "/hl7:representedOrganization/hl7:standardIndustryClassCode"))
+
+    if xds.get("mime_type") and str(xds["mime_type"]) != CDA_MIME_TYPE:
+        out.append(_f("xds-mimeType", f"a CDA document is submitted with mimeType {CDA_MIME_TYPE}, not "
+                      f"{xds['mime_type']}", "/"))
+
+    fmt = _code_of(xds.get("format_code"))
+    expected_format = XDS_SD_FORMAT_CODES.get(header.media_type) if header.body == "nonXMLBody" else None
+    if fmt and expected_format and fmt[0] != expected_format:
+        out.append(_f("xds-formatCode-mismatch", f"an unstructured {header.media_type} document has formatCode "
+                      f"{expected_format}, not {fmt[0]}", f"{_CD}/hl7:component/hl7:nonXMLBody/hl7:text/@mediaType"))
+
+    if xds.get("authors"):
+        author_ids = {i for a in header.authors for i in a.ids}
+        xds_ids = [parse_xcn_id(p) for p in _author_persons(xds["authors"]) if p]
+        if xds_ids and not any(i in author_ids or any(i[1] == a[1] for a in author_ids) for i in xds_ids):
+            out.append(_f("xds-author-mismatch", "none of the XDS authorPerson identifiers is a CDA author",
+                          f"{_CD}/hl7:author/hl7:assignedAuthor/hl7:id", WARNING))
+    return out
+
+
+def _author_persons(authors: Iterable[Any]) -> list[str]:
+    if isinstance(authors, str):
+        return [authors]
+    return [a if isinstance(a, str) else getattr(a, "person", "") for a in authors]

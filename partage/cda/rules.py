@@ -1,0 +1,895 @@
+"""Layer 2: Partage's own CI-SIS "structuration minimale" rules for the CDA header.
+
+Written by the project from the CI-SIS specification (not generated from the ANS
+schematrons): a table of rules, each with a stable id, checking the tree by direct
+element navigation (no XPath compilation per document, no walk of the body). Rule ids
+follow the vocabulary of the negative corpus (expected.json) where it names one.
+
+Each rule is a generator of Issues; `check_rules` turns them into Findings.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from lxml import etree
+
+from .constants import (
+    BINARY_MEDIA_TYPES,
+    CONFIDENTIALITY_SYSTEM,
+    CUSTODIAN_ROOTS,
+    HL7,
+    INS_ROOTS,
+    MEDIA_MAGIC,
+    NONXML_MEDIA_TYPES,
+    TEMPLATE_CISIS,
+    TEMPLATE_HL7_FRANCE,
+    TEMPLATE_XDS_SD,
+    TYPE_ID_EXTENSION,
+    TYPE_ID_ROOT,
+    VS_TYPE_CODE,
+)
+from .findings import ERROR, INFO, RULES, WARNING, Finding
+from .locate import child_path, xpath_of
+
+_H = f"{{{HL7}}}"
+
+# HL7 data-type syntaxes (the uid / oid / ts forms of the CDA R2 data types).
+_OID = re.compile(r"[0-2](\.(0|[1-9]\d*))*\Z")
+_UUID = re.compile(r"[A-Fa-f\d]{8}-[A-Fa-f\d]{4}-[A-Fa-f\d]{4}-[A-Fa-f\d]{4}-[A-Fa-f\d]{12}\Z")
+_RUID = re.compile(r"[A-Za-z][A-Za-z\d\-]*\Z")
+_TS = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,4})?)?)?)?)?)?([+-]\d{4})?\Z")
+_TS_PREFIX = re.compile(r"\d{4}")
+_INT = re.compile(r"[1-9]\d*\Z")
+_TELECOM_SCHEMES = ("tel", "fax", "mailto", "http", "ftp", "mllp")   # as the CI-SIS lists them
+_TELECOM_USES = frozenset({"H", "HP", "HV", "WP", "DIR", "PUB", "EC", "MC", "PG"})
+_ADDR_USES = frozenset({"H", "HP", "HV", "WP", "TMP"})
+_NAME_QUALIFIERS = frozenset({"BR", "CL"})
+_CONFIDENTIALITY = frozenset({"N", "R", "V"})
+_B64_WS = b" \t\r\n"
+
+
+def is_uid(value: str) -> bool:
+    return bool(_OID.match(value) or _UUID.match(value) or _RUID.match(value))
+
+
+def is_oid(value: str) -> bool:
+    return bool(_OID.match(value))
+
+
+def is_ts(value: str) -> bool:
+    return bool(_TS.match(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    message: str
+    location: str
+    line: int | None
+    rule: str = ""          # set by checks that report several rule ids
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    severity: str
+    title: str
+    check: Callable[[RuleContext], Iterator[Issue]]
+
+
+class RuleContext:
+    """The ClinicalDocument with its children indexed by local name (one pass, shared by rules)."""
+
+    __slots__ = ("doc", "children", "terminology", "_cache", "_buckets")
+
+    def __init__(self, doc: etree._Element, terminology=None) -> None:
+        self.doc = doc
+        self.terminology = terminology
+        self._cache: dict[str, object] = {}
+        self._buckets: dict[etree._Element, dict[str, list[etree._Element]]] = {}
+        index: dict[str, list[etree._Element]] = {}
+        for child in doc.iterchildren(tag=etree.Element):
+            tag = child.tag
+            if tag.startswith(_H):
+                index.setdefault(tag[len(_H):], []).append(child)
+        self.children = index
+
+    def kids(self, name: str) -> list[etree._Element]:
+        return self.children.get(name, [])
+
+    def present(self, name: str) -> list[etree._Element]:
+        """Children of that name without a nullFlavor (what the CI-SIS counts as "given")."""
+        return [e for e in self.children.get(name, []) if e.get("nullFlavor") is None]
+
+    # child lookups: each element's children are bucketed by name once, then dict lookups -
+    def _bucket(self, el: etree._Element) -> dict[str, list[etree._Element]]:
+        bucket = self._buckets.get(el)
+        if bucket is None:
+            bucket = self._buckets[el] = {}
+            n = len(_H)
+            for child in el.iterchildren(tag=etree.Element):
+                tag = child.tag
+                if tag.startswith(_H):
+                    bucket.setdefault(tag[n:], []).append(child)
+        return bucket
+
+    def all(self, el: etree._Element | None, name: str) -> list[etree._Element]:
+        """The hl7 children of `el` with that local name ([] when el is None)."""
+        return [] if el is None else self._bucket(el).get(name, [])
+
+    def one(self, el: etree._Element | None, path: str) -> etree._Element | None:
+        """The first element at a relative path of hl7 steps written a/b/c, or None."""
+        for step in path.split("/"):
+            if el is None:
+                return None
+            found = self._bucket(el).get(step)
+            el = found[0] if found else None
+        return el
+
+    # shared lookups, computed once per document --------------------------------------
+    @property
+    def patient_role(self) -> etree._Element | None:
+        if "role" not in self._cache:
+            self._cache["role"] = self.one(_first(self.present("recordTarget")), "patientRole")
+        return self._cache["role"]  # type: ignore[return-value]
+
+    @property
+    def patient(self) -> etree._Element | None:
+        if "patient" not in self._cache:
+            self._cache["patient"] = self.one(self.patient_role, "patient")
+        return self._cache["patient"]  # type: ignore[return-value]
+
+    @property
+    def has_ins(self) -> bool:
+        if "ins" not in self._cache:
+            self._cache["ins"] = any(i.get("root") in INS_ROOTS for i in self.all(self.patient_role, "id"))
+        return self._cache["ins"]  # type: ignore[return-value]
+
+    # Issue builders -------------------------------------------------------------------
+    def at(self, el: etree._Element, message: str, attribute: str = "", rule: str = "") -> Issue:
+        path = xpath_of(el)
+        return Issue(message, f"{path}/@{attribute}" if attribute else path, el.sourceline, rule)
+
+    def missing(self, parent: etree._Element, step: str, message: str, rule: str = "") -> Issue:
+        return Issue(message, child_path(parent, step), parent.sourceline, rule)
+
+
+RULE_TABLE: dict[str, Rule] = {}
+CHECKS: list[tuple[str, Callable[[RuleContext], Iterator[Issue]]]] = []
+
+
+def rule(rule_id: str, title: str, severity: str = ERROR, also: dict[str, tuple[str, str]] | None = None):
+    """Register a check under a stable rule id (the id is the contract, the code may change).
+
+    `also` declares further ids (id -> (title, severity)) the same check reports through
+    Issue.rule, when one pass over the elements serves several rules.
+    """
+    def register(fn: Callable[[RuleContext], Iterator[Issue]]):
+        RULE_TABLE[rule_id] = Rule(rule_id, severity, title, fn)
+        for other, (other_title, other_severity) in (also or {}).items():
+            RULE_TABLE[other] = Rule(other, other_severity, other_title, fn)
+        CHECKS.append((rule_id, fn))
+        return fn
+    return register
+
+
+def _ii_issues(ctx: RuleContext, el: etree._Element, what: str, need_extension: bool = False) -> Iterator[Issue]:
+    root = el.get("root")
+    if el.get("nullFlavor") is not None and root is None:
+        return
+    if not root:
+        yield ctx.at(el, f"{what}: @root is required", "root")
+    elif not is_uid(root):
+        yield ctx.at(el, f"{what}: @root '{root}' is not an OID, UUID or RUID", "root")
+    if need_extension and not el.get("extension"):
+        yield ctx.at(el, f"{what}: @extension is required", "extension")
+    elif el.get("extension") is not None and not el.get("extension"):
+        yield ctx.at(el, f"{what}: @extension must not be empty", "extension")
+
+
+# --- document identity -------------------------------------------------------------------
+
+@rule("realm-not-fr", "exactly one realmCode, with code FR")
+def _realm(ctx: RuleContext) -> Iterator[Issue]:
+    realms = ctx.kids("realmCode")
+    if not realms:
+        yield ctx.missing(ctx.doc, "hl7:realmCode", "realmCode is required and must be 'FR'")
+    for el in realms:
+        if el.get("code") != "FR":
+            yield ctx.at(el, f"realmCode must be 'FR', found '{el.get('code', '')}'", "code")
+    if len(realms) > 1:
+        yield ctx.at(realms[1], "realmCode must appear once")
+
+
+@rule("missing-typeId", "typeId root 2.16.840.1.113883.1.3, extension POCD_HD000040")
+def _type_id(ctx: RuleContext) -> Iterator[Issue]:
+    type_ids = ctx.kids("typeId")
+    if not type_ids:
+        yield ctx.missing(ctx.doc, "hl7:typeId", "typeId (root 2.16.840.1.113883.1.3, extension "
+                          "POCD_HD000040) is required")
+        return
+    el = type_ids[0]
+    if el.get("root") != TYPE_ID_ROOT or el.get("extension") != TYPE_ID_EXTENSION:
+        yield ctx.at(el, f"typeId must be root {TYPE_ID_ROOT} extension {TYPE_ID_EXTENSION}, found "
+                     f"'{el.get('root', '')}' / '{el.get('extension', '')}'")
+    if len(type_ids) > 1:
+        yield ctx.at(type_ids[1], "typeId must appear once")
+
+
+def _template(ctx: RuleContext, root: str, label: str) -> Iterator[Issue]:
+    found = [t for t in ctx.kids("templateId") if t.get("root") == root]
+    if not found:
+        yield ctx.missing(ctx.doc, f"hl7:templateId[@root='{root}']", f"the {label} templateId {root} is required")
+    elif len(found) > 1:
+        yield ctx.at(found[1], f"the {label} templateId {root} must appear once")
+
+
+@rule("missing-hl7fr-templateId", "templateId 2.16.840.1.113883.2.8.2.1 (HL7 France), once")
+def _template_hl7fr(ctx: RuleContext) -> Iterator[Issue]:
+    yield from _template(ctx, TEMPLATE_HL7_FRANCE, "HL7 France")
+
+
+@rule("missing-cisis-templateId", "templateId 1.2.250.1.213.1.1.1.1 (CI-SIS), once")
+def _template_cisis(ctx: RuleContext) -> Iterator[Issue]:
+    yield from _template(ctx, TEMPLATE_CISIS, "CI-SIS")
+
+
+@rule("missing-model-templateId", "a document-model templateId besides the two generic ones")
+def _template_model(ctx: RuleContext) -> Iterator[Issue]:
+    others = [t for t in ctx.kids("templateId") if t.get("root") not in (TEMPLATE_CISIS, TEMPLATE_HL7_FRANCE)]
+    if not others:
+        yield ctx.missing(ctx.doc, "hl7:templateId", "a templateId naming the document model (volet) "
+                          "is required besides 2.16.840.1.113883.2.8.2.1 and 1.2.250.1.213.1.1.1.1")
+    for t in others:
+        yield from _ii_issues(ctx, t, "templateId")
+
+
+@rule("missing-id", "ClinicalDocument/id, once, with a uid root")
+def _id(ctx: RuleContext) -> Iterator[Issue]:
+    ids = ctx.present("id")
+    if not ids:
+        yield ctx.missing(ctx.doc, "hl7:id", "the document id (ClinicalDocument/id) is required")
+        return
+    if len(ids) > 1:
+        yield ctx.at(ids[1], "ClinicalDocument/id must appear once")
+    yield from _ii_issues(ctx, ids[0], "ClinicalDocument/id")
+
+
+@rule("missing-code", "ClinicalDocument/code with @code, @codeSystem (OID) and @displayName")
+def _code(ctx: RuleContext) -> Iterator[Issue]:
+    codes = ctx.present("code")
+    if not codes:
+        yield ctx.missing(ctx.doc, "hl7:code", "the document type code (ClinicalDocument/code) is required")
+        return
+    if len(codes) > 1:
+        yield ctx.at(codes[1], "ClinicalDocument/code must appear once")
+    yield from _coded_attributes(ctx, codes[0], "ClinicalDocument/code")
+
+
+def _coded_attributes(ctx: RuleContext, el: etree._Element, what: str, display: bool = True) -> Iterator[Issue]:
+    if not el.get("code"):
+        yield ctx.at(el, f"{what}: @code is required", "code")
+    system = el.get("codeSystem")
+    if not system:
+        yield ctx.at(el, f"{what}: @codeSystem is required", "codeSystem")
+    elif not is_oid(system):
+        yield ctx.at(el, f"{what}: @codeSystem '{system}' is not an OID", "codeSystem")
+    if display and not el.get("displayName"):
+        yield ctx.at(el, f"{what}: @displayName is required", "displayName")
+
+
+@rule("code-not-in-typecode-jdv", "ClinicalDocument/code in JDV_J07_XdsTypeCode_CISIS")
+def _code_in_jdv(ctx: RuleContext) -> Iterator[Issue]:
+    codes = ctx.present("code")
+    if not codes or not codes[0].get("code"):
+        return
+    el = codes[0]
+    code, system = el.get("code", ""), el.get("codeSystem", "")
+    value_set = ctx.terminology.get(VS_TYPE_CODE) if ctx.terminology is not None else None
+    if value_set is None:
+        return   # reported once by the profile as "value set not configured"
+    if not value_set.contains(code, system):
+        yield ctx.at(el, f"document type code {code} ({system}) is not in {value_set.name or VS_TYPE_CODE} "
+                     f"({VS_TYPE_CODE})", "code")
+
+
+@rule("missing-title", "ClinicalDocument/title, once, not empty")
+def _title(ctx: RuleContext) -> Iterator[Issue]:
+    titles = ctx.present("title")
+    if not titles:
+        yield ctx.missing(ctx.doc, "hl7:title", "the document title is required")
+        return
+    if len(titles) > 1:
+        yield ctx.at(titles[1], "title must appear once")
+    if not "".join(titles[0].itertext()).strip():
+        yield ctx.at(titles[0], "the document title must not be empty")
+
+
+@rule("missing-effectiveTime", "ClinicalDocument/effectiveTime with a TS @value")
+def _effective_time(ctx: RuleContext) -> Iterator[Issue]:
+    times = ctx.present("effectiveTime")
+    if not times:
+        yield ctx.missing(ctx.doc, "hl7:effectiveTime", "the document creation date (effectiveTime) is required")
+        return
+    if len(times) > 1:
+        yield ctx.at(times[1], "effectiveTime must appear once")
+    if not times[0].get("value"):
+        yield ctx.at(times[0], "effectiveTime/@value is required", "value")
+
+
+@rule("missing-confidentialityCode", "confidentialityCode with @code, @codeSystem, @displayName")
+def _confidentiality_present(ctx: RuleContext) -> Iterator[Issue]:
+    codes = ctx.present("confidentialityCode")
+    if not codes:
+        yield ctx.missing(ctx.doc, "hl7:confidentialityCode", "confidentialityCode is required")
+        return
+    if len(codes) > 1:
+        yield ctx.at(codes[1], "confidentialityCode must appear once")
+    el = codes[0]
+    if not el.get("codeSystem"):
+        yield ctx.at(el, "confidentialityCode: @codeSystem is required", "codeSystem")
+    if not el.get("displayName"):
+        yield ctx.at(el, "confidentialityCode: @displayName is required", "displayName")
+
+
+@rule("bad-confidentialityCode", "confidentialityCode N, R or V of 2.16.840.1.113883.5.25")
+def _confidentiality_value(ctx: RuleContext) -> Iterator[Issue]:
+    codes = ctx.present("confidentialityCode")
+    if not codes:
+        return
+    el = codes[0]
+    code, system = el.get("code", ""), el.get("codeSystem", "")
+    if code not in _CONFIDENTIALITY:
+        yield ctx.at(el, f"confidentialityCode must be N, R or V, found '{code}'", "code")
+    elif system and system != CONFIDENTIALITY_SYSTEM:
+        yield ctx.at(el, f"confidentialityCode must come from {CONFIDENTIALITY_SYSTEM}, found '{system}'",
+                     "codeSystem")
+
+
+@rule("missing-languageCode", "languageCode with @code")
+def _language_present(ctx: RuleContext) -> Iterator[Issue]:
+    codes = ctx.present("languageCode")
+    if not codes:
+        yield ctx.missing(ctx.doc, "hl7:languageCode", "languageCode is required")
+    elif len(codes) > 1:
+        yield ctx.at(codes[1], "languageCode must appear once")
+
+
+@rule("languageCode-not-fr", "languageCode fr-FR")
+def _language_fr(ctx: RuleContext) -> Iterator[Issue]:
+    codes = ctx.present("languageCode")
+    if codes and codes[0].get("code") != "fr-FR":
+        yield ctx.at(codes[0], f"languageCode must be 'fr-FR', found '{codes[0].get('code', '')}'", "code")
+
+
+@rule("missing-setId", "setId, once, with a uid root")
+def _set_id(ctx: RuleContext) -> Iterator[Issue]:
+    set_ids = ctx.present("setId")
+    if not set_ids:
+        yield ctx.missing(ctx.doc, "hl7:setId", "setId (identifier shared by all versions) is required")
+        return
+    if len(set_ids) > 1:
+        yield ctx.at(set_ids[1], "setId must appear once")
+    yield from _ii_issues(ctx, set_ids[0], "setId")
+
+
+@rule("missing-versionNumber", "versionNumber, once, a positive integer")
+def _version(ctx: RuleContext) -> Iterator[Issue]:
+    versions = ctx.present("versionNumber")
+    if not versions:
+        yield ctx.missing(ctx.doc, "hl7:versionNumber", "versionNumber is required")
+        return
+    if len(versions) > 1:
+        yield ctx.at(versions[1], "versionNumber must appear once")
+    value = versions[0].get("value", "")
+    if not _INT.match(value):
+        yield ctx.at(versions[0], f"versionNumber/@value must be a positive integer, found '{value}'", "value")
+
+
+@rule("ts-invalid", "header dates start with at least a 4-digit year (HL7 TS)",
+      also={"ts-malformed": ("header dates are well-formed HL7 TS: YYYY[MM[DD[HH[MM[SS]]]]][+/-ZZZZ]", WARNING)})
+def _timestamps(ctx: RuleContext) -> Iterator[Issue]:
+    for el, what in _header_times(ctx):
+        value = el.get("value")
+        if value is None or el.get("nullFlavor") is not None or is_ts(value):
+            continue
+        if not _TS_PREFIX.match(value):
+            yield ctx.at(el, f"{what}: '{value}' is not an HL7 TS", "value")
+        else:
+            yield ctx.at(el, f"{what}: '{value}' is not a well-formed HL7 TS (YYYYMMDD[HHMM[SS]][+/-ZZZZ]); "
+                         "its time zone may be misread", "value", rule="ts-malformed")
+
+
+_TIME_OWNERS = (("author", ("time",)), ("legalAuthenticator", ("time",)), ("authenticator", ("time",)),
+                ("documentationOf", ("serviceEvent", "effectiveTime")),
+                ("componentOf", ("encompassingEncounter", "effectiveTime")))
+
+
+def _header_times(ctx: RuleContext) -> Iterator[tuple[etree._Element, str]]:
+    """The header's point-in-time values (not the body's), with a label for messages."""
+    for el in ctx.kids("effectiveTime"):
+        yield el, "effectiveTime"
+    birth = ctx.one(ctx.patient, "birthTime")
+    if birth is not None:
+        yield birth, "patient/birthTime"
+    for owner, steps in _TIME_OWNERS:
+        for parent in ctx.kids(owner):
+            nodes = [parent]
+            for step in steps:
+                nodes = [c for n in nodes for c in ctx.all(n, step)]
+            label = owner + "/" + "/".join(steps)
+            for el in nodes:
+                yield el, label
+                for bound in ("low", "high"):
+                    for b in ctx.all(el, bound):
+                        yield b, label
+
+
+def _first(items: list[etree._Element]) -> etree._Element | None:
+    return items[0] if items else None
+
+
+# --- patient -------------------------------------------------------------------------------
+
+@rule("missing-recordTarget", "exactly one recordTarget/patientRole/patient")
+def _record_target(ctx: RuleContext) -> Iterator[Issue]:
+    targets = ctx.present("recordTarget")
+    if not targets:
+        yield ctx.missing(ctx.doc, "hl7:recordTarget", "recordTarget (the patient) is required")
+        return
+    if len(targets) > 1:
+        yield ctx.at(targets[1], "recordTarget must appear once (one patient per document)")
+    roles = ctx.all(targets[0], "patientRole")
+    if len(roles) != 1 or ctx.patient is None:
+        yield ctx.missing(targets[0], "hl7:patientRole/hl7:patient", "recordTarget needs one patientRole with a patient")
+
+
+@rule("missing-patient-id", "patientRole/id with @root and @extension",
+      also={"ins-nir-key": ("an INS-NIR carries a valid control key", WARNING)})
+def _patient_ids(ctx: RuleContext) -> Iterator[Issue]:
+    role = ctx.patient_role
+    if role is None:
+        return
+    ids = [i for i in ctx.all(role, "id") if i.get("nullFlavor") is None]
+    if not ids:
+        yield ctx.missing(role, "hl7:id", "the patient needs at least one identifier (patientRole/id)")
+    for el in ids:
+        yield from _ii_issues(ctx, el, "patientRole/id", need_extension=True)
+        if el.get("root") in _NIR_ROOTS and not _nir_key_ok(el.get("extension", "")):
+            yield ctx.at(el, f"INS-NIR '{el.get('extension', '')}' is not 13 characters plus a valid "
+                         "2-digit key", "extension", rule="ins-nir-key")
+
+
+_NIR_ROOTS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.10"})
+
+
+def _nir_key_ok(value: str) -> bool:
+    if len(value) != 15 or not value[13:].isdigit():
+        return False
+    body = value[:13].upper().replace("2A", "19").replace("2B", "18")
+    return body.isdigit() and 97 - int(body) % 97 == int(value[13:])
+
+
+@rule("patient-name-missing", "patient/name with family and given",
+      also={"patient-name-qualifier": ("family/@qualifier BR (birth name) or CL (used name); given "
+                                       "@qualifier BR or CL", ERROR)})
+def _patient_name(ctx: RuleContext) -> Iterator[Issue]:
+    patient = ctx.patient
+    if patient is None:
+        return
+    names = [n for n in ctx.all(patient, "name") if n.get("nullFlavor") is None]
+    if not names:
+        yield ctx.missing(patient, "hl7:name", "the patient name is required")
+        return
+    if len(names) > 1:
+        yield ctx.at(names[1], "patient/name must appear once")
+    families = [f for f in ctx.all(names[0], "family") if f.get("nullFlavor") is None]
+    givens = [g for g in ctx.all(names[0], "given") if g.get("nullFlavor") is None]
+    if not families:
+        yield ctx.missing(names[0], "hl7:family", "the patient family name is required")
+    if not givens:
+        yield ctx.missing(names[0], "hl7:given", "the patient given name is required")
+    for name in names:
+        for fam in ctx.all(name, "family"):
+            if fam.get("nullFlavor") is not None:
+                continue
+            qualifier = fam.get("qualifier")
+            if qualifier is None:
+                yield ctx.at(fam, "patient family name needs @qualifier: BR (birth name) or CL (used name)",
+                             rule="patient-name-qualifier")
+            elif qualifier not in _NAME_QUALIFIERS:
+                yield ctx.at(fam, f"patient family name @qualifier must be BR (birth name) or CL (used "
+                             f"name), found '{qualifier}'", "qualifier", rule="patient-name-qualifier")
+        for giv in ctx.all(name, "given"):
+            qualifier = giv.get("qualifier")
+            if qualifier is not None and qualifier not in _NAME_QUALIFIERS:
+                yield ctx.at(giv, f"patient given name @qualifier must be BR or CL, found '{qualifier}'",
+                             "qualifier", rule="patient-name-qualifier")
+
+
+# INS identity traits (CI-SIS): birth name, first birth given name, birth given names, birth
+# date, birth place (INSEE COG code) and sex, required when the patient id is an INS.
+_INS_TRAITS = {
+    "ins-without-birthTime": ("hl7:birthTime", "date de naissance"),
+    "ins-without-birthName": ("hl7:name/hl7:family[@qualifier='BR']", "nom de naissance"),
+    "ins-without-firstGivenName": ("hl7:name/hl7:given[@qualifier='BR']", "premier prénom de l'acte de naissance"),
+    "ins-without-givenNames": ("hl7:name/hl7:given[not(@qualifier)]", "prénoms de l'acte de naissance"),
+    "ins-without-birthplace": ("hl7:birthplace/hl7:place/hl7:addr/hl7:county", "lieu de naissance (code COG)"),
+    "ins-without-gender": ("hl7:administrativeGenderCode", "sexe"),
+}
+
+
+@rule("missing-patient-birthTime", "patient/birthTime (non-INS patients; INS: ins-without-birthTime)",
+      also={"missing-patient-gender": ("patient/administrativeGenderCode with @code", ERROR),
+            **{rid: (f"INS patient: {step}", ERROR) for rid, (step, _) in _INS_TRAITS.items()}})
+def _patient_traits(ctx: RuleContext) -> Iterator[Issue]:
+    patient = ctx.patient
+    if patient is None:
+        return
+    birth = gender = county = None
+    families: list[etree._Element] = []
+    givens: list[etree._Element] = []
+    for el in patient.iterchildren(tag=etree.Element):
+        tag = el.tag
+        if tag == _H + "birthTime":
+            birth = el
+        elif tag == _H + "administrativeGenderCode":
+            gender = el
+        elif tag == _H + "name":
+            families.extend(el.iterchildren(_H + "family"))
+            givens.extend(el.iterchildren(_H + "given"))
+        elif tag == _H + "birthplace":
+            county = ctx.one(el, "place/addr/county")
+    if gender is None:
+        yield ctx.missing(patient, "hl7:administrativeGenderCode", "patient administrativeGenderCode is required",
+                          rule="missing-patient-gender")
+    elif not gender.get("code") and gender.get("nullFlavor") is None:
+        yield ctx.at(gender, "administrativeGenderCode/@code is required", "code", rule="missing-patient-gender")
+    if not ctx.has_ins:
+        if birth is None:
+            yield ctx.missing(patient, "hl7:birthTime", "patient birthTime is required")
+        return
+    present = {
+        "ins-without-birthTime": birth is not None and bool(birth.get("value")),
+        "ins-without-birthName": any(f.get("qualifier") == "BR" for f in families),
+        "ins-without-firstGivenName": any(g.get("qualifier") == "BR" for g in givens),
+        "ins-without-givenNames": any(g.get("qualifier") is None for g in givens),
+        "ins-without-birthplace": county is not None,
+        "ins-without-gender": gender is not None and bool(gender.get("code")),
+    }
+    for rule_id, ok in present.items():
+        if not ok:
+            step, what = _INS_TRAITS[rule_id]
+            yield ctx.missing(patient, step, f"the patient is identified by an INS: the INS trait '{what}' is "
+                              f"required ({step})", rule=rule_id)
+
+
+# --- participants --------------------------------------------------------------------------
+
+@rule("missing-author", "at least one author with assignedAuthor")
+def _author(ctx: RuleContext) -> Iterator[Issue]:
+    authors = [a for a in ctx.present("author") if ctx.one(a, "assignedAuthor") is not None]
+    if not authors:
+        yield ctx.missing(ctx.doc, "hl7:author", "at least one author (with assignedAuthor) is required")
+
+
+@rule("author-incomplete", "author: time, assignedAuthor/id (root, extension), a person name or a device")
+def _author_content(ctx: RuleContext) -> Iterator[Issue]:
+    for author in ctx.present("author"):
+        assigned = ctx.one(author, "assignedAuthor")
+        if assigned is None:
+            continue
+        times = ctx.all(author, "time")
+        if len(times) != 1:
+            yield ctx.missing(author, "hl7:time", "author/time is required, once")
+        elif times[0].get("nullFlavor") is None and not times[0].get("value"):
+            yield ctx.at(times[0], "author/time/@value is required", "value")
+        ids = ctx.all(assigned, "id")
+        if not ids:
+            yield ctx.missing(assigned, "hl7:id", "assignedAuthor/id is required")
+        for el in ids:
+            if el.get("nullFlavor") is None:
+                yield from _ii_issues(ctx, el, "assignedAuthor/id", need_extension=True)
+        person, device = ctx.one(assigned, "assignedPerson"), ctx.one(assigned, "assignedAuthoringDevice")
+        if person is not None and device is not None:
+            yield ctx.at(device, "an author is a person or a device, not both")
+        if person is not None and len([n for n in ctx.all(person, "name") if ctx.one(n, "family") is not None]) != 1:
+            yield ctx.missing(person, "hl7:name/hl7:family", "assignedPerson needs one name with a family name")
+        if device is not None:
+            for part in ("manufacturerModelName", "softwareName"):
+                if ctx.one(device, part) is None:
+                    yield ctx.missing(device, f"hl7:{part}", f"assignedAuthoringDevice/{part} is required")
+
+
+@rule("missing-custodian", "custodian/assignedCustodian/representedCustodianOrganization/id")
+def _custodian(ctx: RuleContext) -> Iterator[Issue]:
+    custodians = [c for c in ctx.present("custodian") if ctx.one(c, "assignedCustodian") is not None]
+    if not custodians:
+        yield ctx.missing(ctx.doc, "hl7:custodian", "custodian (organisation keeping the document) is required")
+        return
+    if len(custodians) > 1:
+        yield ctx.at(custodians[1], "custodian must appear once")
+    org = ctx.one(custodians[0], "assignedCustodian/representedCustodianOrganization")
+    if org is None:
+        yield ctx.missing(ctx.one(custodians[0], "assignedCustodian"), "hl7:representedCustodianOrganization",
+                          "custodian needs a representedCustodianOrganization")
+        return
+    ids = [i for i in ctx.all(org, "id") if i.get("nullFlavor") is None]
+    if len(ids) != 1:
+        yield ctx.missing(org, "hl7:id", "representedCustodianOrganization needs exactly one id")
+    for el in ids:
+        yield from _ii_issues(ctx, el, "representedCustodianOrganization/id")
+
+
+@rule("custodian-bad-id-root", "custodian organisation id root 1.2.250.1.71.4.2.2 or 1.2.250.1.213.4.1")
+def _custodian_root(ctx: RuleContext) -> Iterator[Issue]:
+    for custodian in ctx.present("custodian"):
+        org = ctx.one(custodian, "assignedCustodian/representedCustodianOrganization")
+        for el in ctx.all(org, "id"):
+            if el.get("nullFlavor") is None and el.get("root") not in CUSTODIAN_ROOTS:
+                yield ctx.at(el, f"custodian organisation id root must be 1.2.250.1.71.4.2.2 (health "
+                             f"structure) or 1.2.250.1.213.4.1 (DMP host), found '{el.get('root', '')}'", "root")
+
+
+@rule("missing-legalAuthenticator", "legalAuthenticator with signatureCode S, once")
+def _legal(ctx: RuleContext) -> Iterator[Issue]:
+    legal = ctx.kids("legalAuthenticator")
+    signed = [el for el in legal if (ctx.one(el, "signatureCode") is not None
+                                     and ctx.one(el, "signatureCode").get("code") == "S")]
+    if not legal:
+        yield ctx.missing(ctx.doc, "hl7:legalAuthenticator", "legalAuthenticator (who signs the document) is required")
+    elif not signed:
+        yield ctx.missing(legal[0], "hl7:signatureCode[@code='S']", "legalAuthenticator/signatureCode must be 'S'")
+    elif len(legal) > 1:
+        yield ctx.at(legal[1], "legalAuthenticator must appear once")
+
+
+@rule("legalAuthenticator-incomplete", "legalAuthenticator: time, assignedEntity/id (root, extension), name")
+def _legal_content(ctx: RuleContext) -> Iterator[Issue]:
+    for legal in ctx.kids("legalAuthenticator"):
+        time = ctx.one(legal, "time")
+        if time is None:
+            yield ctx.missing(legal, "hl7:time", "legalAuthenticator/time is required")
+        elif time.get("nullFlavor") is None and not time.get("value"):
+            yield ctx.at(time, "legalAuthenticator/time/@value is required", "value")
+        entities = ctx.all(legal, "assignedEntity")
+        if len(entities) != 1:
+            yield ctx.missing(legal, "hl7:assignedEntity", "legalAuthenticator needs one assignedEntity")
+            continue
+        ids = [i for i in ctx.all(entities[0], "id") if i.get("nullFlavor") is None]
+        if len(ids) != 1:
+            yield ctx.missing(entities[0], "hl7:id", "legalAuthenticator/assignedEntity needs exactly one id")
+        for el in ids:
+            yield from _ii_issues(ctx, el, "legalAuthenticator/assignedEntity/id", need_extension=True)
+        person = ctx.one(entities[0], "assignedPerson")
+        if person is not None and len([n for n in ctx.all(person, "name")
+                                       if n.get("nullFlavor") is None and ctx.one(n, "family") is not None]) != 1:
+            yield ctx.missing(person, "hl7:name/hl7:family", "the legal authenticator needs one name with a family name")
+
+
+@rule("missing-documentationOf", "documentationOf/serviceEvent; the first one with one performer and effectiveTime")
+def _documentation_of(ctx: RuleContext) -> Iterator[Issue]:
+    docs = [d for d in ctx.present("documentationOf") if ctx.one(d, "serviceEvent") is not None]
+    if not docs:
+        yield ctx.missing(ctx.doc, "hl7:documentationOf/hl7:serviceEvent",
+                          "documentationOf/serviceEvent (the main act) is required")
+        return
+    first = ctx.kids("documentationOf")[0]
+    event = ctx.one(first, "serviceEvent")
+    if event is None:
+        yield ctx.missing(first, "hl7:serviceEvent", "the first documentationOf needs a serviceEvent")
+        return
+    if len(ctx.all(event, "performer")) != 1:
+        yield ctx.missing(event, "hl7:performer", "the main act (first serviceEvent) needs exactly one performer")
+    if len(ctx.all(event, "effectiveTime")) != 1:
+        yield ctx.missing(event, "hl7:effectiveTime", "the main act (first serviceEvent) needs exactly one effectiveTime")
+
+
+@rule("serviceEvent-incomplete", "serviceEvent: effectiveTime/low, performer PRF with assignedEntity/representedOrganization")
+def _service_events(ctx: RuleContext) -> Iterator[Issue]:
+    for doc_of in ctx.present("documentationOf"):
+        event = ctx.one(doc_of, "serviceEvent")
+        if event is None or event.get("nullFlavor") is not None:
+            continue
+        for interval in ctx.all(event, "effectiveTime"):
+            if interval.get("nullFlavor") is None and ctx.one(interval, "low") is None:
+                yield ctx.missing(interval, "hl7:low", "serviceEvent/effectiveTime needs a low bound (start)")
+        for performer in ctx.all(event, "performer"):
+            if performer.get("typeCode") == "PRF" and ctx.one(performer, "assignedEntity") is not None:
+                if ctx.one(performer, "assignedEntity/representedOrganization") is None:
+                    yield ctx.missing(ctx.one(performer, "assignedEntity"), "hl7:representedOrganization",
+                                      "the performer of the main act needs its representedOrganization")
+
+
+@rule("relatedDocument-invalid", "relatedDocument: at most one RPLC, parentDocument with one id")
+def _related(ctx: RuleContext) -> Iterator[Issue]:
+    related = ctx.kids("relatedDocument")
+    replaces = [r for r in related if r.get("typeCode") == "RPLC"]
+    if len(replaces) > 1:
+        yield ctx.at(replaces[1], "a document replaces at most one document (one relatedDocument RPLC)")
+    for rel in related:
+        if rel.get("typeCode") not in ("RPLC", "APND", "XFRM"):
+            yield ctx.at(rel, f"relatedDocument/@typeCode must be RPLC, APND or XFRM, found "
+                         f"'{rel.get('typeCode', '')}'", "typeCode")
+        parent = ctx.one(rel, "parentDocument")
+        if parent is None:
+            yield ctx.missing(rel, "hl7:parentDocument", "relatedDocument needs a parentDocument")
+            continue
+        ids = [i for i in ctx.all(parent, "id") if i.get("nullFlavor") is None]
+        if len(ids) != 1:
+            yield ctx.missing(parent, "hl7:id", "parentDocument needs exactly one id")
+        for el in ids:
+            yield from _ii_issues(ctx, el, "parentDocument/id")
+
+
+@rule("missing-componentOf", "componentOf/encompassingEncounter, once")
+def _component_of(ctx: RuleContext) -> Iterator[Issue]:
+    comps = [c for c in ctx.present("componentOf") if ctx.one(c, "encompassingEncounter") is not None]
+    if not comps:
+        yield ctx.missing(ctx.doc, "hl7:componentOf", "componentOf/encompassingEncounter (the care encounter) is required")
+    elif len(comps) > 1:
+        yield ctx.at(comps[1], "componentOf must appear once")
+
+
+@rule("encounter-incomplete", "encompassingEncounter: effectiveTime, location/healthCareFacility/code")
+def _encounter(ctx: RuleContext) -> Iterator[Issue]:
+    for comp in ctx.present("componentOf"):
+        enc = ctx.one(comp, "encompassingEncounter")
+        if enc is None or enc.get("nullFlavor") is not None:
+            continue
+        if len(ctx.all(enc, "effectiveTime")) != 1:
+            yield ctx.missing(enc, "hl7:effectiveTime", "encompassingEncounter/effectiveTime is required, once")
+        for ident in ctx.all(enc, "id"):
+            yield from _ii_issues(ctx, ident, "encompassingEncounter/id")
+        facility = ctx.one(enc, "location/healthCareFacility")
+        if facility is None or facility.get("nullFlavor") is not None:
+            yield ctx.missing(enc, "hl7:location/hl7:healthCareFacility",
+                              "encompassingEncounter/location/healthCareFacility is required")
+            continue
+        codes = [c for c in ctx.all(facility, "code") if c.get("nullFlavor") is None]
+        if len(codes) != 1:
+            yield ctx.missing(facility, "hl7:code", "healthCareFacility/code (type of facility) is required, once")
+        else:
+            yield from _coded_attributes(ctx, codes[0], "healthCareFacility/code")
+
+
+# --- communication data in the header -----------------------------------------------------
+
+# Header telecoms and addresses (the body has its own rules): a descendant scan is faster in
+# libxml2 than a walk in Python; the checks are then on a few dozen elements.
+_HEADER_TELECOMS = etree.XPath("*[not(self::hl7:component)]/descendant::hl7:telecom", namespaces={"hl7": HL7})
+_HEADER_ADDRS = etree.XPath("*[not(self::hl7:component)]/descendant::hl7:addr[@use]", namespaces={"hl7": HL7})
+
+
+@rule("telecom-invalid", "header telecom: scheme:value (tel, fax, mailto, http, ftp, mllp) or nullFlavor",
+      also={"addr-invalid": ("header addr/@use: H, HP, HV, WP or TMP", ERROR)})
+def _communication(ctx: RuleContext) -> Iterator[Issue]:
+    for el in _HEADER_TELECOMS(ctx.doc):
+        value, null, use = el.get("value"), el.get("nullFlavor"), el.get("use")
+        if (value is None) == (null is None):
+            yield ctx.at(el, "telecom needs either @value or @nullFlavor (exactly one of them)")
+            continue
+        if value is not None:
+            scheme, _, rest = value.partition(":")
+            if scheme not in _TELECOM_SCHEMES or not rest:
+                yield ctx.at(el, f"telecom '{value}' is not scheme:address with scheme tel, fax, mailto, "
+                             "http, ftp or mllp", "value")
+        if use is not None and use not in _TELECOM_USES:
+            yield ctx.at(el, f"telecom/@use '{use}' is not one of {', '.join(sorted(_TELECOM_USES))}", "use")
+    for el in _HEADER_ADDRS(ctx.doc):
+        use = el.get("use")
+        if use not in _ADDR_USES:
+            yield ctx.at(el, f"addr/@use '{use}' is not one of H, HP, HV, WP, TMP", "use", rule="addr-invalid")
+
+
+# --- body ----------------------------------------------------------------------------------
+
+def _body(ctx: RuleContext) -> tuple[etree._Element | None, etree._Element | None]:
+    component = _first(ctx.kids("component"))
+    if component is None:
+        return None, None
+    return component, _first([c for c in component.iterchildren(_H + "structuredBody", _H + "nonXMLBody")])
+
+
+@rule("missing-body", "one component with a structuredBody or a nonXMLBody")
+def _body_present(ctx: RuleContext) -> Iterator[Issue]:
+    components = ctx.kids("component")
+    if not components:
+        yield ctx.missing(ctx.doc, "hl7:component", "the document body (component) is required")
+        return
+    if len(components) > 1:
+        yield ctx.at(components[1], "component must appear once")
+    if _body(ctx)[1] is None:
+        yield ctx.missing(components[0], "hl7:structuredBody", "component needs a structuredBody or a nonXMLBody")
+
+
+@rule("nonxml-templateIds", "nonXMLBody documents carry exactly the three templateIds (HL7 France, CI-SIS, XDS-SD)")
+def _nonxml_templates(ctx: RuleContext) -> Iterator[Issue]:
+    _, body = _body(ctx)
+    roots = [t.get("root") for t in ctx.kids("templateId")]
+    if body is None or body.tag != _H + "nonXMLBody":
+        return
+    expected = {TEMPLATE_HL7_FRANCE, TEMPLATE_CISIS, TEMPLATE_XDS_SD}
+    if TEMPLATE_XDS_SD not in roots:
+        yield ctx.missing(ctx.doc, f"hl7:templateId[@root='{TEMPLATE_XDS_SD}']",
+                          f"an unstructured document (nonXMLBody) needs templateId {TEMPLATE_XDS_SD} (XDS-SD)")
+    elif len(roots) != 3 or set(roots) != expected:
+        extra = sorted(set(r or "" for r in roots) - expected)
+        yield ctx.at(ctx.kids("templateId")[0], "an unstructured document carries exactly the templateIds "
+                     f"{TEMPLATE_HL7_FRANCE}, {TEMPLATE_CISIS} and {TEMPLATE_XDS_SD}"
+                     + (f"; remove {', '.join(extra)}" if extra else ""))
+
+
+def _nonxml_text(ctx: RuleContext) -> etree._Element | None:
+    _, body = _body(ctx)
+    if body is None or body.tag != _H + "nonXMLBody":
+        return None
+    return ctx.one(body, "text")
+
+
+@rule("nonxml-bad-mediaType", "nonXMLBody/text/@mediaType: application/pdf, text/plain, text/rtf, image/jpeg, image/tiff")
+def _nonxml_media(ctx: RuleContext) -> Iterator[Issue]:
+    _, body = _body(ctx)
+    if body is None or body.tag != _H + "nonXMLBody":
+        return
+    text = ctx.one(body, "text")
+    if text is None:
+        yield ctx.missing(body, "hl7:text", "nonXMLBody/text (the document content) is required")
+        return
+    media = text.get("mediaType", "")
+    if media not in NONXML_MEDIA_TYPES:
+        yield ctx.at(text, f"nonXMLBody/text/@mediaType '{media}' is not an accepted format "
+                     f"({', '.join(sorted(NONXML_MEDIA_TYPES))})", "mediaType")
+
+
+@rule("nonxml-not-base64", "nonXMLBody/text: inline content, base64 (B64) for binary formats, decodable")
+def _nonxml_payload(ctx: RuleContext) -> Iterator[Issue]:
+    text = _nonxml_text(ctx)
+    if text is None:
+        return
+    if ctx.one(text, "reference") is not None:
+        yield ctx.at(ctx.one(text, "reference"), "nonXMLBody/text must carry the document inline, not a reference")
+        return
+    media, representation = text.get("mediaType", ""), text.get("representation", "TXT")
+    if media in BINARY_MEDIA_TYPES and representation != "B64":
+        yield ctx.at(text, f"a {media} body must be base64-encoded (representation='B64')", "representation")
+        return
+    payload = (text.text or "").encode("ascii", "replace") if representation == "B64" else None
+    if payload is None:
+        if not (text.text or "").strip():
+            yield ctx.at(text, "nonXMLBody/text is empty")
+        return
+    try:
+        decoded = binascii.a2b_base64(payload.translate(None, _B64_WS), strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        yield ctx.at(text, f"nonXMLBody/text is declared B64 but is not valid base64 ({exc})")
+        return
+    if not decoded:
+        yield ctx.at(text, "nonXMLBody/text is empty")
+        return
+    magic = MEDIA_MAGIC.get(media)
+    if magic and not decoded.startswith(magic):
+        yield ctx.at(text, f"the decoded content does not look like {media}", "mediaType")
+
+
+def check_rules(doc: etree._Element, terminology=None, only: set[str] | None = None,
+                ctx: RuleContext | None = None) -> list[Finding]:
+    """Run the rule table on a ClinicalDocument element (`only`: a subset of rule ids)."""
+    ctx = ctx if ctx is not None and ctx.doc is doc else RuleContext(doc, terminology)
+    findings: list[Finding] = []
+    for default_id, check in CHECKS:
+        for issue in check(ctx):
+            rule_id = issue.rule or default_id
+            if only is not None and rule_id not in only:
+                continue
+            r = RULE_TABLE[rule_id]
+            findings.append(Finding(rule_id, r.severity, RULES, issue.message, issue.location, issue.line))
+    return findings
+
+
+def auto_presentable_finding(doc: etree._Element) -> Finding:
+    return Finding("auto-presentable", INFO, RULES, "auto-présentable document: the ClinicalDocument embedded "
+                   "in the xsl:stylesheet was validated", xpath_of(doc), doc.sourceline)

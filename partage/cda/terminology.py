@@ -1,0 +1,203 @@
+"""Layer 4: membership of the header's coded values in the CI-SIS value sets (JDV).
+
+The value sets come from a directory of SVS files (the official JDV) over Partage's own
+small defaults (partage/terminology/defaults). A binding whose value set is not loaded is
+not checked, and the layer says so with one info finding per missing value set: a
+terminology check that silently passes would be worse than none.
+
+Bindings are a table (element path from ClinicalDocument -> value set), walked through the
+child index the rules layer already built for the document (no XPath per binding).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from lxml import etree
+
+from ..terminology.svs import ValueSet, ValueSets, load_svs_directory, norm_system
+from .constants import VS_TYPE_CODE
+from .findings import ERROR, INFO, TERMINOLOGY, Finding
+from .locate import xpath_of
+from .rules import RuleContext
+
+log = logging.getLogger("partage.cda")
+
+DEFAULTS_DIR = Path(__file__).resolve().parents[1] / "terminology" / "defaults"
+
+
+class Terminology:
+    """Value sets by OID: the configured directory over the shipped defaults."""
+
+    def __init__(self, value_sets: ValueSets | None = None, directory: str | Path | None = None) -> None:
+        self.directory = str(directory) if directory else ""
+        self.value_sets = value_sets if value_sets is not None else ValueSets()
+        self._compiled: dict[int, CompiledBindings] = {}   # per binding table, built on first use
+
+    def get(self, oid: str) -> ValueSet | None:
+        return self.value_sets.get(oid)
+
+    def by_name(self, stem: str) -> ValueSet | None:
+        return self.value_sets.by_name(stem)
+
+    def __contains__(self, oid: str) -> bool:
+        return oid in self.value_sets
+
+
+@lru_cache(maxsize=8)
+def load_terminology(directory: str | None = None) -> Terminology:
+    """Loaded once per directory (a 500-file directory takes about 0.2 s)."""
+    merged = ValueSets()
+    if directory:
+        for value_set in load_svs_directory(directory).values():
+            merged.add(value_set)
+    if DEFAULTS_DIR.is_dir():
+        for value_set in load_svs_directory(DEFAULTS_DIR).values():
+            if value_set.oid not in merged:
+                merged.add(value_set)
+    return Terminology(merged, directory)
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """Coded elements at `path` (hl7 child steps from ClinicalDocument, "hl7:a/hl7:b") must take
+    their code from value set `oid`."""
+
+    id: str
+    path: str
+    oid: str
+    jdv: str
+    attribute: str = "code"          # "code", another attribute, or "" for the element's text
+    with_system: bool = True         # also match @codeSystem when the element carries one
+
+
+
+_PERSONS = ("hl7:author/hl7:assignedAuthor/hl7:assignedPerson",
+            "hl7:legalAuthenticator/hl7:assignedEntity/hl7:assignedPerson",
+            "hl7:authenticator/hl7:assignedEntity/hl7:assignedPerson",
+            "hl7:informant/hl7:assignedEntity/hl7:assignedPerson",
+            "hl7:documentationOf/hl7:serviceEvent/hl7:performer/hl7:assignedEntity/hl7:assignedPerson",
+            "hl7:componentOf/hl7:encompassingEncounter/hl7:encounterParticipant/hl7:assignedEntity/hl7:assignedPerson",
+            "hl7:componentOf/hl7:encompassingEncounter/hl7:responsibleParty/hl7:assignedEntity/hl7:assignedPerson")
+
+
+BINDINGS: tuple[Binding, ...] = (
+    Binding("author-specialty-not-in-jdv", "hl7:author/hl7:assignedAuthor/hl7:code",
+            "1.2.250.1.213.1.1.5.461", "JDV_J01_XdsAuthorSpecialty_CISIS"),
+    Binding("author-function-not-in-jdv", "hl7:author/hl7:functionCode",
+            "1.2.250.1.213.1.1.5.124", "JDV_J47_FunctionCode_CISIS"),
+    Binding("legalAuthenticator-specialty-not-in-jdv", "hl7:legalAuthenticator/hl7:assignedEntity/hl7:code",
+            "1.2.250.1.213.1.1.5.461", "JDV_J01_XdsAuthorSpecialty_CISIS"),
+    Binding("performer-specialty-not-in-jdv",
+            "hl7:documentationOf/hl7:serviceEvent/hl7:performer/hl7:assignedEntity/hl7:code",
+            "1.2.250.1.213.1.1.5.461", "JDV_J01_XdsAuthorSpecialty_CISIS"),
+    Binding("participant-specialty-not-in-jdv", "hl7:participant/hl7:associatedEntity/hl7:code",
+            "1.2.250.1.213.1.1.5.461", "JDV_J01_XdsAuthorSpecialty_CISIS"),
+    Binding("participant-function-not-in-jdv", "hl7:participant/hl7:functionCode",
+            "1.2.250.1.213.1.1.5.124", "JDV_J47_FunctionCode_CISIS"),
+    *(Binding("practice-setting-not-in-jdv", f"{owner}/hl7:assignedEntity/hl7:representedOrganization"
+              "/hl7:standardIndustryClassCode", "1.2.250.1.213.1.1.5.467", "JDV_J04_XdsPracticeSettingCode_CISIS")
+      for owner in ("hl7:documentationOf/hl7:serviceEvent/hl7:performer", "hl7:legalAuthenticator",
+                    "hl7:informant")),
+    Binding("gender-not-in-jdv",
+            "hl7:recordTarget/hl7:patientRole/hl7:patient/hl7:administrativeGenderCode",
+            "1.2.250.1.213.1.1.5.590", "JDV_J143_AdministrativeGender_CISIS"),
+    Binding("encounter-code-not-in-jdv", "hl7:componentOf/hl7:encompassingEncounter/hl7:code",
+            "1.2.250.1.213.1.1.5.589", "JDV_J142_TypeRencontre_CISIS"),
+    Binding("facility-type-not-in-jdv",
+            "hl7:componentOf/hl7:encompassingEncounter/hl7:location/hl7:healthCareFacility/hl7:code",
+            "1.2.250.1.213.1.1.5.466", "JDV_J02_XdsHealthcareFacilityTypeCode_CISIS"),
+    Binding("encounter-participation-not-in-jdv",
+            "hl7:componentOf/hl7:encompassingEncounter/hl7:encounterParticipant",
+            "1.2.250.1.213.1.1.5.528", "JDV_J140_EncounterParticipationType_CISIS", "typeCode", False),
+    Binding("participant-type-not-in-jdv", "hl7:participant", "1.2.250.1.213.1.1.5.591",
+            "JDV_J144_ParticipationType_CISIS", "typeCode", False),
+    Binding("participant-class-not-in-jdv", "hl7:participant/hl7:associatedEntity", "1.2.250.1.213.1.1.5.588",
+            "JDV_J141_RoleClass_CISIS", "classCode", False),
+    Binding("informant-relation-not-in-jdv", "hl7:informant/hl7:relatedEntity/hl7:code",
+            "1.2.250.1.213.3.3.16", "JDV_J11_RelationPatient_CISIS", "code", False),
+    *(Binding("name-prefix-not-in-jdv", f"{person}/hl7:name/hl7:prefix",
+              "1.2.250.1.213.1.1.5.718", "JDV_J245_Civilite_CISIS", "", False) for person in _PERSONS),
+    *(Binding("name-suffix-not-in-jdv", f"{person}/hl7:name/hl7:suffix",
+              "1.2.250.1.213.1.1.5.719", "JDV_J246_Titre_CISIS", "", False) for person in _PERSONS),
+)
+
+# Value sets the rules layer needs; listed so a missing one is reported once.
+RULE_VALUE_SETS = {VS_TYPE_CODE: "JDV_J07_XdsTypeCode_CISIS"}
+
+
+class CompiledBindings:
+    """The bindings whose value set is loaded, with their paths as step lists (once per Terminology)."""
+
+    def __init__(self, terminology: Terminology, bindings: tuple[Binding, ...]) -> None:
+        self.missing: dict[str, str] = {}
+        self.active: list[tuple[Binding, ValueSet, tuple[str, ...]]] = []
+        for binding in bindings:
+            value_set = terminology.get(binding.oid)
+            if value_set is None:
+                self.missing.setdefault(binding.oid, binding.jdv)
+            else:
+                steps = tuple(step.removeprefix("hl7:") for step in binding.path.split("/"))
+                self.active.append((binding, value_set, steps))
+
+
+def _compiled(terminology: Terminology, bindings: tuple[Binding, ...]) -> CompiledBindings:
+    key = id(bindings)
+    compiled = terminology._compiled.get(key)
+    if compiled is None:
+        compiled = terminology._compiled[key] = CompiledBindings(terminology, bindings)
+    return compiled
+
+
+def _violation(binding: Binding, el: etree._Element) -> Finding:
+    if binding.attribute:
+        code = el.get(binding.attribute, "")
+    else:
+        code = " ".join("".join(el.itertext()).split())
+    system = el.get("codeSystem") if binding.with_system and binding.attribute == "code" else None
+    shown = f"{code} ({system})" if system else f"'{code}'"
+    where = xpath_of(el) + (f"/@{binding.attribute}" if binding.attribute else "")
+    return Finding(binding.id, ERROR, TERMINOLOGY, f"{shown} is not in {binding.jdv} ({binding.oid})",
+                   where, el.sourceline)
+
+
+def _member(binding: Binding, value_set: ValueSet, el: etree._Element) -> bool:
+    if binding.attribute:
+        code = el.get(binding.attribute)
+        if code is None:
+            return True
+    else:
+        code = " ".join("".join(el.itertext()).split())
+    system = el.get("codeSystem") if binding.with_system and binding.attribute == "code" else None
+    return value_set.contains(code, norm_system(system) if system else None)
+
+
+def check_terminology(doc: etree._Element, terminology: Terminology,
+                      bindings: tuple[Binding, ...] = BINDINGS, ctx: RuleContext | None = None) -> list[Finding]:
+    """Check the bindings. With the rules layer's context, its child index is reused."""
+    compiled = _compiled(terminology, bindings)
+    ctx = ctx if ctx is not None and ctx.doc is doc else RuleContext(doc)
+    findings: list[Finding] = []
+    for binding, value_set, steps in compiled.active:
+        nodes = [doc]
+        for step in steps:
+            nodes = [child for node in nodes for child in ctx.all(node, step)]
+            if not nodes:
+                break
+        for el in nodes:
+            if el.get("nullFlavor") is None and not _member(binding, value_set, el):
+                findings.append(_violation(binding, el))
+    if compiled.missing:
+        names = ", ".join(f"{name} ({oid})" for oid, name in compiled.missing.items())
+        findings.append(Finding("valueset-not-loaded", INFO, TERMINOLOGY,
+                                f"value sets not loaded, their header bindings were not checked: {names}"))
+    return findings
+
+
+def missing_rule_value_sets(terminology: Terminology) -> list[Finding]:
+    return [Finding("valueset-not-loaded", INFO, TERMINOLOGY,
+                    f"value set {name} ({oid}) is not loaded: ClinicalDocument/code membership was not checked")
+            for oid, name in RULE_VALUE_SETS.items() if oid not in terminology]
