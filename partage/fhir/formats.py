@@ -1,0 +1,117 @@
+"""FHIR JSON and XML on the wire: content negotiation, parsing, serialising.
+
+Parsing goes through the fhir.resources R4B models, so what the door hands to the
+mapping is a structurally valid resource (as a JSON dict); XML is first read by
+`partage.xmlsafe` (no DOCTYPE, bounded size and depth) before the models see it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from flask import Request, Response
+from lxml import etree
+from pydantic import ValidationError
+
+from ..xmlsafe import XmlInputError, parse_xml
+from .outcome import FhirError, Issue
+
+JSON_TYPE = "application/fhir+json"
+XML_TYPE = "application/fhir+xml"
+_XML_NAMES = {"xml", "text/xml", "application/xml", XML_TYPE}
+_JSON_NAMES = {"json", "application/json", JSON_TYPE}
+FHIR_NS = "{http://hl7.org/fhir}"
+
+
+def wants_xml(request: Request) -> bool:
+    """`_format` wins, then the Accept header; JSON by default."""
+    fmt = request.args.get("_format", "").split(";")[0].strip()
+    if fmt:
+        return fmt in _XML_NAMES
+    accept = request.headers.get("Accept", "")
+    for item in accept.split(","):
+        media = item.split(";")[0].strip()
+        if media in _JSON_NAMES:
+            return False
+        if media in _XML_NAMES:
+            return True
+    return False
+
+
+def _is_xml_body(request: Request) -> bool:
+    media = (request.mimetype or "").lower()
+    if media in _XML_NAMES:
+        return True
+    if media in _JSON_NAMES:
+        return False
+    head = request.get_data(cache=True)[:64].lstrip()
+    return head.startswith(b"<")
+
+
+def _model_errors(exc: ValidationError, resource_type: str) -> FhirError:
+    issues = []
+    for err in exc.errors()[:20]:
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        issues.append(Issue(f"{resource_type}{'.' + where if where else ''}: {err.get('msg')}",
+                            "structure", expression=where))
+    return FhirError(400, issues)
+
+
+def parse_resource(data: bytes, xml: bool, expected: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Bytes -> a validated resource as FHIR JSON; FhirError(400) when it is not one."""
+    if not data.strip():
+        raise FhirError.one(400, "the request has no body", "required")
+    if xml:
+        try:
+            root = parse_xml(data)
+        except XmlInputError as exc:
+            raise FhirError.one(400, f"unreadable XML: {exc}", "structure") from exc
+        if not isinstance(root.tag, str) or not root.tag.startswith(FHIR_NS):
+            raise FhirError.one(400, "the XML root is not a FHIR resource (namespace http://hl7.org/fhir)",
+                                "structure")
+        resource_type = root.tag[len(FHIR_NS):]
+    else:
+        try:
+            raw = json.loads(data)
+        except ValueError as exc:
+            raise FhirError.one(400, f"unreadable JSON: {exc}", "structure") from exc
+        if not isinstance(raw, dict) or not isinstance(raw.get("resourceType"), str):
+            raise FhirError.one(400, "the JSON body is not a FHIR resource (no resourceType)", "structure")
+        resource_type = raw["resourceType"]
+    if expected and resource_type not in ((expected,) if isinstance(expected, str) else expected):
+        raise FhirError.one(400, f"expected a {expected} resource, got {resource_type}", "invalid")
+    try:
+        model_class = get_fhir_model_class(resource_type)
+    except (KeyError, ValueError) as exc:
+        raise FhirError.one(400, f"unknown resource type {resource_type!r}", "not-supported") from exc
+    try:
+        if xml:
+            parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+            model = model_class.model_validate_xml(data, xmlparser=parser)
+        else:
+            model = model_class.model_validate(raw)
+    except ValidationError as exc:
+        raise _model_errors(exc, resource_type) from exc
+    except (ValueError, TypeError, etree.XMLSyntaxError) as exc:
+        raise FhirError.one(400, f"{resource_type} is not valid FHIR: {exc}", "structure") from exc
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def read_body(request: Request, expected: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    return parse_resource(request.get_data(cache=True), _is_xml_body(request), expected)
+
+
+def serialise(resource: dict[str, Any], xml: bool) -> tuple[bytes, str]:
+    if not xml:
+        return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode(), \
+            f"{JSON_TYPE}; charset=utf-8"
+    model = get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    return model.model_dump_xml(), f"{XML_TYPE}; charset=utf-8"
+
+
+def respond(resource: dict[str, Any], request: Request, status: int = 200,
+            headers: dict[str, str] | None = None) -> Response:
+    body, content_type = serialise(resource, wants_xml(request))
+    return Response(body, status=status, content_type=content_type, headers=headers or {})

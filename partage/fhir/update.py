@@ -1,0 +1,128 @@
+"""PDSm metadata update: a PATCH of a DocumentReference, limited to status, securityLabel
+and isArchived, carried out as an ITI-57 request by `partage.lifecycle` (the same update
+path as the SOAP door).
+
+A status or isArchived change becomes an UpdateAvailabilityStatus association; a
+securityLabel change becomes a new version of the DocumentEntry (same uniqueId and
+logical id, PreviousVersion = the current version). Both in one PATCH are two ITI-57
+requests, the new version first.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import uuid
+from typing import Any
+
+from .. import lifecycle
+from ..access.actor import Actor
+from ..metadata.datatypes import DTM
+from ..metadata.model import (
+    Association,
+    AssociationType,
+    AvailabilityStatus,
+    DocumentEntry,
+    SubmissionRequest,
+    SubmissionSet,
+)
+from ..services import Services
+from . import mapping
+from .outcome import FhirError
+
+Json = dict[str, Any]
+ALLOWED = {"status", "securityLabel", "extension"}
+
+
+def apply_json_patch(resource: Json, operations: Any) -> Json:
+    """RFC 6902 add / replace / remove / test on a JSON resource (no move/copy)."""
+    if not isinstance(operations, list):
+        raise FhirError.one(400, "a JSON Patch is a list of operations")
+    doc = copy.deepcopy(resource)
+    for op in operations:
+        if not isinstance(op, dict) or "path" not in op or op.get("op") not in ("add", "replace", "remove", "test"):
+            raise FhirError.one(400, f"unsupported JSON Patch operation {op!r} (add, replace, remove, test)")
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        if not parts:
+            raise FhirError.one(400, "a JSON Patch cannot replace the whole resource")
+        parent: Any = doc
+        for part in parts[:-1]:
+            try:
+                parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+            except (KeyError, IndexError, ValueError) as exc:
+                raise FhirError.one(400, f"JSON Patch path {op['path']} does not exist") from exc
+        last = parts[-1]
+        try:
+            if op["op"] == "test":
+                current = parent[int(last)] if isinstance(parent, list) else parent.get(last)
+                if current != op.get("value"):
+                    raise FhirError.one(412, f"JSON Patch test failed at {op['path']}", "conflict")
+            elif op["op"] == "remove":
+                del parent[int(last) if isinstance(parent, list) else last]
+            elif isinstance(parent, list):
+                index = len(parent) if last == "-" else int(last)
+                if op["op"] == "add":
+                    parent.insert(index, op.get("value"))
+                else:
+                    parent[index] = op.get("value")
+            else:
+                parent[last] = op.get("value")
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise FhirError.one(400, f"JSON Patch {op['op']} at {op['path']} failed: {exc}") from exc
+    return doc
+
+
+def _submission_set(doc: DocumentEntry, services: Services) -> SubmissionSet:
+    """The SubmissionSet the server writes for an update it performs on a client's behalf."""
+    return SubmissionSet(entry_uuid="update-ss", unique_id=f"2.25.{uuid.uuid4().int}",
+                         source_id=services.settings.repository_unique_id, patient_id=doc.patient_id,
+                         submission_time=DTM.from_datetime(_now()).format(),
+                         content_type_code=doc.class_code, limited_metadata=doc.class_code is None)
+
+
+def _now():
+    from datetime import UTC, datetime
+    return datetime.now(UTC)
+
+
+def update_document(services: Services, actor: Actor, doc: DocumentEntry, current: Json, patched: Json) -> None:
+    """Compare the stored and the patched DocumentReference and run the ITI-57 updates."""
+    changed = {k for k in set(current) | set(patched) if current.get(k) != patched.get(k)}
+    refused = changed - ALLOWED
+    if refused:
+        raise FhirError.one(422, f"PDSm metadata update may change status, securityLabel and isArchived "
+                            f"only, not {', '.join(sorted(refused))}", "business-rule")
+    other_ext = [e for e in patched.get("extension", []) if e.get("url") != mapping.EXT_IS_ARCHIVED]
+    if other_ext != [e for e in current.get("extension", []) if e.get("url") != mapping.EXT_IS_ARCHIVED]:
+        raise FhirError.one(422, "only the isArchived extension may change", "business-rule")
+    archived = any(e.get("valueBoolean") for e in patched.get("extension", [])
+                   if e.get("url") == mapping.EXT_IS_ARCHIVED)
+    status = patched.get("status")
+    if status not in mapping.FHIR_TO_STATUS:
+        raise FhirError.one(422, f"status {status!r} is not current, superseded or entered-in-error")
+    new_status = mapping.FHIR_TO_STATUS[status]
+    if archived:
+        if new_status != AvailabilityStatus.APPROVED:
+            raise FhirError.one(422, "only a current document can be archived", "business-rule")
+        new_status = AvailabilityStatus.ARCHIVED
+    target = doc
+    if current.get("securityLabel") != patched.get("securityLabel"):
+        codes = [mapping.code_of(c) for c in patched.get("securityLabel", [])]
+        new = dataclasses.replace(doc, entry_uuid="new-version", confidentiality_codes=[c for c in codes if c],
+                                  lid=doc.logical_id, availability_status=None, authors=list(doc.authors))
+        ss = _submission_set(doc, services)
+        request = SubmissionRequest(ss, [new], [], [Association(
+            entry_uuid="update-member", association_type=AssociationType.HAS_MEMBER, source_uuid=ss.entry_uuid,
+            target_uuid=new.entry_uuid, submission_set_status="Original", previous_version=doc.version or "1")])
+        lifecycle.update_document_set(services, actor, request)
+        target = new
+    old_status = doc.availability_status or AvailabilityStatus.APPROVED
+    if target is not doc:
+        old_status = AvailabilityStatus.APPROVED
+    if new_status != old_status:
+        ss = _submission_set(doc, services)
+        request = SubmissionRequest(ss, [], [], [Association(
+            entry_uuid="update-status", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
+            source_uuid=ss.entry_uuid, target_uuid=target.entry_uuid,
+            original_status=str(old_status), new_status=str(new_status))])
+        lifecycle.update_document_set(services, actor, request)
