@@ -20,16 +20,31 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--codes", help="affinity domain: a directory of SVS files or a NIST codes.xml")
-    p.add_argument("--cda-schema-dir", help="directory with the CDA XSD (CDA_extended.xsd or CDA.xsd)")
-    p.add_argument("--cda-valuesets", dest="cda_valuesets_dir", help="SVS directory for CDA terminology")
-    p.add_argument("--cda-schematron", help="an ISO Schematron file run on every CDA document")
+    p.add_argument("--cda-schema-dir", "--schema-dir", dest="cda_schema_dir", help="directory with the CDA XSD (CDA_extended.xsd or CDA.xsd)")
+    p.add_argument("--cda-valuesets", "--valuesets", dest="cda_valuesets_dir", help="SVS directory for CDA terminology")
+    p.add_argument("--cda-schematron", "--schematron", dest="cda_schematron",
+                   help="an ISO Schematron file run on every CDA document")
+    p.add_argument("--validation-profile", help="CDA profile of the ingest flow (default cisis)")
+    p.add_argument("--validation-blocking",
+                   help="layers whose errors refuse a CDA at ingest: comma list of schema, rules, schematron, "
+                        "terminology, metadata (or 1-5), 'all' or 'none' (default: schema when configured, "
+                        "rules, terminology, metadata)")
     p.add_argument("--insecure-dev", action="store_true", default=None,
                    help="DEVELOPMENT ONLY: serve without authentication")
+    p.add_argument("--trust", help="PEM file of the CA certificates trusted to sign SAML assertions and JWTs")
+    p.add_argument("--audience", help="the audience credentials must name (default: partage)")
+    p.add_argument("--access-matrix", help="JSON file overriding the access policy's role x class table")
+    p.add_argument("--one-time-credentials", choices=["saml", "all", "none"],
+                   help="which credentials are single-use (replays refused; default saml)")
+    p.add_argument("--require-signed-submissions", action="store_true", default=None,
+                   help="refuse submission sets without an IHE DSG detached signature")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     keys = ("data_dir", "database_url", "host", "port", "mllp_port", "workers", "threads", "codes",
-            "cda_schema_dir", "cda_valuesets_dir", "cda_schematron", "insecure_dev")
+            "cda_schema_dir", "cda_valuesets_dir", "cda_schematron", "validation_profile",
+            "validation_blocking", "insecure_dev", "trust", "audience", "access_matrix",
+            "require_signed_submissions", "one_time_credentials")
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 
@@ -66,42 +81,33 @@ def build_parser() -> argparse.ArgumentParser:
     hl7 = sub.add_parser("hl7", help="HL7 v2 tools (send over MLLP)")
     hl7_cli.add_arguments(hl7)
 
+    from .cda import cli as cda_cli
+    validate = sub.add_parser("validate", help="validate CDA documents against the profile")
+    cda_cli.add_arguments(validate)
+    validate.set_defaults(func=cda_cli.run)
+
+    from .access import cli as access_cli
+    access_cli.add_commands(sub, _serve_arguments)
+
+    from .clinical import cli as clinical_cli
+    clinical_cli.add_commands(sub, _serve_arguments)
+
     _optional_commands(sub)
     return parser
 
 
 def _optional_commands(sub) -> None:
     """Subcommands owned by other packages: each adds its own arguments."""
-    try:
-        from .cda import cli as cda_cli
-    except ImportError:
-        cda_cli = None
-    if cda_cli is not None and hasattr(cda_cli, "add_arguments"):
-        validate = sub.add_parser("validate", help="validate CDA documents against the profile")
-        cda_cli.add_arguments(validate)
-        validate.set_defaults(func=cda_cli.run)
-    try:
-        from .conformance.testkit import cli as testkit_cli
-    except ImportError:
-        testkit_cli = None
-    kits = None
-    if testkit_cli is not None:
-        testkit = sub.add_parser("testkit", help="run external conformance test kits")
-        kits = testkit.add_subparsers(dest="kit", required=True)
-        nist = kits.add_parser("nist", help="the NIST XDS.b test kit")
-        testkit_cli.add_nist_arguments(nist)
-        nist.set_defaults(func=testkit_cli.run_nist)
-    try:
-        from .conformance.mhd import runner as mhd_runner
-    except ImportError:
-        mhd_runner = None
-    if mhd_runner is not None:
-        if kits is None:
-            testkit = sub.add_parser("testkit", help="run external conformance test kits")
-            kits = testkit.add_subparsers(dest="kit", required=True)
-        mhd = kits.add_parser("mhd", help="the NIST MHD v4.2 Document Recipient test collections")
-        mhd_runner.add_arguments(mhd)
-        mhd.set_defaults(func=mhd_runner.main)
+    from .conformance.testkit import cli as testkit_cli
+    testkit = sub.add_parser("testkit", help="run external conformance test kits")
+    kits = testkit.add_subparsers(dest="kit", required=True)
+    nist = kits.add_parser("nist", help="the NIST XDS.b test kit")
+    testkit_cli.add_nist_arguments(nist)
+    nist.set_defaults(func=testkit_cli.run_nist)
+    from .conformance.mhd import cli as mhd_cli
+    mhd = kits.add_parser("mhd", help="the NIST MHD v4.2 Document Recipient test collections")
+    mhd_cli.add_arguments(mhd)
+    mhd.set_defaults(func=mhd_cli.run)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,12 +23,17 @@ class Settings:
     port: int = 8080
     mllp_host: str = ""               # default: same as host
     mllp_port: int = 2575             # 0 disables the MLLP listener
+    hl7_business_ack_to: str = ""     # HOST:PORT (MLLP) receiving the document feed's ZAM^Z01 business acks
     workers: int = 2
     threads: int = 4
     codes: str = ""                   # affinity domain: SVS directory or NIST codes.xml
     cda_schema_dir: str = ""          # directory holding CDA_extended.xsd / CDA.xsd
     cda_valuesets_dir: str = ""       # SVS directory for the CDA terminology layer
     cda_schematron: str = ""          # an ISO Schematron (.sch) run as profile layer 3
+    validation_profile: str = "cisis"  # CDA profile of the ingest flow (partage.cda.profile.PROFILES)
+    validation_blocking: str = ""     # layers whose errors refuse a document, e.g. "schema,rules,4,5";
+    #                                   "" = the profile's default, "none" = advisory (parse errors only)
+    validate_max_bytes: int = 20 * 1024 * 1024   # POST /validate: largest upload accepted
     repository_unique_id: str = DEFAULT_REPOSITORY_UNIQUE_ID
     home_community_id: str = DEFAULT_HOME_COMMUNITY_ID
     max_request_bytes: int = 300 * 1024 * 1024
@@ -36,6 +41,19 @@ class Settings:
     query_result_limit: int = 5000    # beyond this a stored query answers XDSTooManyResults
     http_timeout: int = 120           # seconds a worker may spend on one request
     insecure_dev: bool = False        # serve without authentication: development only
+    trust: str = ""                   # PEM file of CA certificates trusted to sign SAML assertions / JWTs
+    audience: str = "partage"         # the audience credentials must name (SAML Audience, JWT aud)
+    clock_skew: int = 120             # seconds of clock difference tolerated on validity windows
+    access_matrix: str = ""           # JSON file overriding the role x document class table
+    require_signed_submissions: bool = False   # refuse unsigned submission sets (IHE DSG)
+    one_time_credentials: str = "saml"   # credentials usable once: saml (VIHF per request) | all | none
+    blob_url: str = ""                # s3://bucket/prefix or a directory; "" = <data_dir>/blobs
+    s3_endpoint_url: str = ""         # non-AWS S3 endpoint (MinIO...); credentials: boto3's chain
+    db_pool_size: int = 5             # PostgreSQL: connections kept per worker process
+    db_max_overflow: int = 10         # PostgreSQL: extra connections under load, closed after use
+    db_pool_timeout: int = 30         # PostgreSQL: seconds to wait for a free connection
+    db_pool_recycle: int = 1800       # PostgreSQL: reconnect connections older than this (s; -1 never)
+    text_indexer: bool = True         # run the background PDF text indexer in each worker (clinical/queue.py)
     extra: dict = field(default_factory=dict)
 
     @property

@@ -13,11 +13,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from .config import Settings
+from .metadata.model import AssociationType
 from .registry import schema
 from .services import Services
+
+HAS_MEMBER = AssociationType.HAS_MEMBER.value
 
 OBJ = schema.registry_objects
 
@@ -27,12 +30,14 @@ class FsckReport:
     missing_blobs: list[tuple[str, str]] = field(default_factory=list)   # (entry_uuid, address)
     unreferenced_blobs: list[str] = field(default_factory=list)
     temp_files: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)            # entry_uuid of no submission set
+    dangling_associations: list[str] = field(default_factory=list)   # an end is missing
     registered_documents: int = 0
     blobs: int = 0
 
     @property
     def consistent(self) -> bool:
-        return not self.missing_blobs
+        return not (self.missing_blobs or self.orphans or self.dangling_associations)
 
 
 def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
@@ -52,9 +57,35 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
         report.blobs += 1
         if address not in referenced and _age(services, address, now) >= min_age_seconds:
             report.unreferenced_blobs.append(address)
+    _check_registry(services, report)
     temp_files = getattr(services.blobs, "temp_files", lambda: [])()
     report.temp_files = [str(p) for p in temp_files if now - p.stat().st_mtime >= min_age_seconds]
     return report
+
+
+def _check_registry(services: Services, report: FsckReport) -> None:
+    """Registry-internal consistency: every document and folder belongs to a submission set
+    (a HasMember from one), and every association's two ends exist. A half-done
+    submission would show here; one transaction per submission means none should."""
+    members = OBJ.alias("members")
+    owners = OBJ.alias("owners")
+    owned = (select(members.c.target_uuid)
+             .join(owners, owners.c.entry_uuid == members.c.source_uuid)
+             .where(members.c.kind == schema.KIND_ASSOCIATION,
+                    members.c.assoc_type == HAS_MEMBER,
+                    owners.c.kind == schema.KIND_SUBMISSION_SET))
+    ends = OBJ.alias("ends")
+    with services.registry.read() as conn:
+        report.orphans = list(conn.execute(
+            select(OBJ.c.entry_uuid)
+            .where(OBJ.c.kind.in_([schema.KIND_DOCUMENT, schema.KIND_FOLDER]),
+                   OBJ.c.entry_uuid.not_in(owned))).scalars())
+        report.dangling_associations = list(conn.execute(
+            select(OBJ.c.entry_uuid).where(
+                OBJ.c.kind == schema.KIND_ASSOCIATION,
+                or_(~select(ends.c.pk).where(ends.c.entry_uuid == OBJ.c.source_uuid).exists(),
+                    ~select(ends.c.pk).where(ends.c.entry_uuid == OBJ.c.target_uuid).exists())))
+            .scalars())
 
 
 def _age(services: Services, address: str, now: float) -> float:
@@ -90,6 +121,10 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
             out.write(f"UNUSED   blob {address} is referenced by no registry entry\n")
         for name in report.temp_files:
             out.write(f"TEMP     {name}\n")
+        for entry_uuid in report.orphans:
+            out.write(f"ORPHAN   {entry_uuid} is a member of no submission set\n")
+        for entry_uuid in report.dangling_associations:
+            out.write(f"DANGLING association {entry_uuid} has a missing end\n")
         if repair:
             remove_leftovers(services, report)
             out.write(f"repaired: removed {len(report.unreferenced_blobs)} blobs and "

@@ -12,8 +12,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .access import policy
+from .access import policy, signatures
 from .access.actor import Actor
+from .clinical import index as clinical_index
+from .clinical import queue as clinical_queue
 from .metadata.errors import ErrorCode, XdsError, XdsErrors
 from .metadata.ids import assign_uuids
 from .metadata.model import DocumentEntry, SubmissionRequest
@@ -23,8 +25,9 @@ from .services import Services
 
 log = logging.getLogger("partage.ingest")
 
-# A per-document check run after the metadata rules (the CDA profile plugs in here).
-DocumentCheck = Callable[[DocumentEntry, object], list[XdsError]]
+# A per-document check run after the metadata rules (the CDA profile plugs in here):
+# (entry, content or None, the transaction's metadata error code) -> errors and warnings.
+DocumentCheck = Callable[[DocumentEntry, object, str], list[XdsError]]
 
 
 @dataclass
@@ -42,7 +45,8 @@ class IngestService:
 
     def provide_and_register(self, request: SubmissionRequest) -> IngestResult:
         """ITI-41 (and ITI-65): documents with their bytes, stored here."""
-        return self._submit(request, ITI_41, with_contents=True)
+        with clinical_queue.request_in_progress():   # the background indexer gives way
+            return self._submit(request, ITI_41, with_contents=True)
 
     def register(self, request: SubmissionRequest) -> IngestResult:
         """ITI-42: metadata of documents held by a repository (maybe another one)."""
@@ -59,14 +63,19 @@ class IngestService:
             errors += self._attach_contents(request)
         if errors:
             raise XdsErrors(errors)
+        warnings: list[XdsError] = []
         for doc in request.documents:
             content = request.contents.get(doc.entry_uuid)
             for check in self.document_checks:
-                errors += check(doc, content)
+                for found in check(doc, content, tx.metadata_error):
+                    (warnings if found.warning else errors).append(found)
+        if with_contents:
+            errors += signatures.check_submission(settings, self.actor, request)
         if errors:
             raise XdsErrors(errors)
         try:
-            policy.check_submit(self.actor, request.submission_set.patient_id)
+            policy.check_submit(self.actor, request.submission_set.patient_id, services=self.services,
+                                documents=request.documents)
         except policy.AccessDenied as exc:
             raise XdsErrors.one(ErrorCode.POLICY_VIOLATION, exc.reason) from exc
         assigned = assign_uuids(request)
@@ -75,12 +84,16 @@ class IngestService:
             content.file.seek(0)
             stored = self.services.blobs.put(content.file)
             addresses[entry_uuid] = stored.address
+        indexed = clinical_index.prepare(request)   # facts and text, read outside the write lock
         with self.services.registry.write() as conn:
             register(self.services.registry, conn, request, addresses)
+            indexed.store(conn, self.services.registry)
+        if indexed.pending:
+            clinical_queue.notify()   # PDF text: this process's background indexer (clinical/queue.py)
         log.info("registered submission set %s (%d documents) for %s",
                  request.submission_set.unique_id, len(request.documents),
                  request.submission_set.patient_id)
-        return IngestResult(assigned_ids=assigned)
+        return IngestResult(assigned_ids=assigned, warnings=warnings)
 
     def _attach_contents(self, request: SubmissionRequest) -> list[XdsError]:
         """ITI-41 repository rules: every entry has its bytes and the digests agree."""
@@ -94,12 +107,15 @@ class IngestService:
                                        f"DocumentEntry {doc.entry_uuid} has no Document in the request",
                                        doc.entry_uuid))
                 continue
+            # ITI TF-2b 3.41.4.1.3: hash or size in the metadata that do not match the
+            # document are a repository metadata error (XDSNonIdenticalHash/Size are the
+            # registry's, for a re-registered uniqueId).
             if doc.hash and doc.hash.lower() != content.sha1:
-                errors.append(XdsError(ErrorCode.NON_IDENTICAL_HASH,
+                errors.append(XdsError(ErrorCode.REPOSITORY_METADATA,
                                        f"DocumentEntry {doc.entry_uuid} hash {doc.hash} differs from the "
                                        f"document's SHA-1 {content.sha1}", doc.entry_uuid))
             if doc.size is not None and doc.size != content.size:
-                errors.append(XdsError(ErrorCode.NON_IDENTICAL_SIZE,
+                errors.append(XdsError(ErrorCode.REPOSITORY_METADATA,
                                        f"DocumentEntry {doc.entry_uuid} size {doc.size} differs from the "
                                        f"document's size {content.size}", doc.entry_uuid))
             if doc.repository_unique_id and doc.repository_unique_id != repository_id:

@@ -32,11 +32,18 @@ class QueryResult:
 
 
 class QueryService:
-    def __init__(self, services: Services, actor: Actor) -> None:
+    def __init__(self, services: Services, actor: Actor, *, object_refs: bool = False) -> None:
         self.services = services
         self.registry = services.registry
         self.actor = actor
         self.limit = services.settings.query_result_limit
+        # ObjectRef answers disclose no patient data: XDSResultNotSinglePatient applies
+        # to full metadata (LeafClass) only (ITI TF-2a 3.18.4.1.3).
+        self.object_refs = object_refs
+        # Associations a query follows and returns, by availabilityStatus: Approved unless
+        # the request says otherwise ($XDSAssociationStatus, ITI-18 with Metadata Update).
+        self.association_statuses: list[str] = ["Approved"]
+        self.metadata_level = 1   # $MetadataLevel 2: every version of a logical object named by uniqueId
 
     # --- helpers -----------------------------------------------------------------------
     def _objects(self, rows) -> list[AnyObject]:
@@ -54,15 +61,17 @@ class QueryService:
 
     def _finish(self, rows, *, single_patient: bool = True) -> QueryResult:
         self._check_limit(rows)
-        if single_patient:
+        if single_patient and not self.object_refs:
             patients = {r.patient_pk for r in rows if r.patient_pk is not None}
             if len(patients) > 1:
                 raise XdsErrors.one(ErrorCode.RESULT_NOT_SINGLE_PATIENT,
                                     "the requested objects belong to more than one patient")
-        return QueryResult(policy.visible(self.actor, self._objects(rows)))
+        return QueryResult(policy.visible(self.actor, self._objects(rows), services=self.services))
 
     def _patient(self, conn: Connection, patient_id: str) -> int | None:
-        return self.registry.patient_pk(conn, patient_id)
+        pk = self.registry.patient_pk(conn, patient_id)
+        policy.note_record_access(self.actor, patient_id, pk, services=self.services)
+        return pk
 
     # --- find queries ------------------------------------------------------------------
     def find_documents(self, patient_id: str, f: DocumentFilter, limit: int | None = None) -> QueryResult:
@@ -95,21 +104,20 @@ class QueryService:
             rows = [*Q.find_submission_sets(conn, pk, sets), *Q.find_documents(conn, pk, docs),
                     *Q.find_folders(conn, pk, folders)]
             ids = [r.entry_uuid for r in rows]
-            rows += _between(Q.associations(conn, sources=ids), set(ids))
+            rows += _between(Q.associations(conn, statuses=self.association_statuses, sources=ids), set(ids), nested=True)
         return self._finish(rows)
 
     # --- get queries -------------------------------------------------------------------
     def get_objects(self, kind: str, *, entry_uuids=(), unique_ids=(), logical_ids=()) -> QueryResult:
         with self.registry.read() as conn:
-            rows = list(Q.by_ids(conn, kind, entry_uuids=entry_uuids, unique_ids=unique_ids))
-            if logical_ids:
-                rows += Q.by_ids(conn, kind, extra=[Q.OBJ.c.lid.in_(list(logical_ids))],
-                                 entry_uuids=list(logical_ids))
+            # $XDS...LogicalID: every version of the logical object (ITI-18 with Metadata Update).
+            rows = list(Q.by_ids(conn, kind, entry_uuids=entry_uuids, unique_ids=unique_ids,
+                                 logical_ids=logical_ids))
         return self._finish(rows)
 
     def get_associations(self, uuids: list[str]) -> QueryResult:
         with self.registry.read() as conn:
-            rows = Q.associations(conn, either=uuids)
+            rows = Q.associations(conn, statuses=self.association_statuses, either=uuids)
             objects = Q.by_ids(conn, None, entry_uuids=uuids)
         self._single_patient(objects)
         return self._with_hidden_ends(rows, objects)
@@ -117,13 +125,13 @@ class QueryService:
     def get_documents_and_associations(self, *, entry_uuids=(), unique_ids=()) -> QueryResult:
         with self.registry.read() as conn:
             docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=entry_uuids, unique_ids=unique_ids)
-            assocs = Q.associations(conn, either=[d.entry_uuid for d in docs])
+            assocs = Q.associations(conn, statuses=self.association_statuses, either=[d.entry_uuid for d in docs])
         self._single_patient(docs)
         return self._with_hidden_ends([*docs, *assocs], docs)
 
     def get_submission_sets(self, uuids: list[str]) -> QueryResult:
         with self.registry.read() as conn:
-            assocs = [a for a in Q.associations(conn, targets=uuids, types=[HAS_MEMBER])]
+            assocs = [a for a in Q.associations(conn, statuses=self.association_statuses, targets=uuids, types=[HAS_MEMBER])]
             sets = Q.by_ids(conn, schema.KIND_SUBMISSION_SET,
                             entry_uuids=[object_from_row(a.body).source_uuid for a in assocs])
             members = Q.by_ids(conn, None, entry_uuids=uuids)
@@ -139,12 +147,13 @@ class QueryService:
             if not sets:
                 return QueryResult()
             ss = sets[0]
-            member_assocs = Q.associations(conn, sources=[ss.entry_uuid], types=[HAS_MEMBER])
+            member_assocs = Q.associations(conn, statuses=self.association_statuses, sources=[ss.entry_uuid], types=[HAS_MEMBER])
             member_ids = [object_from_row(a.body).target_uuid for a in member_assocs]
             docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=member_ids,
                             extra=Q.document_clauses(f)[1:])
             folders = Q.by_ids(conn, schema.KIND_FOLDER, entry_uuids=member_ids)
-            inner = Q.by_ids(conn, schema.KIND_ASSOCIATION, entry_uuids=member_ids)
+            inner = Q.by_ids(conn, schema.KIND_ASSOCIATION, entry_uuids=member_ids,
+                             extra=[Q.OBJ.c.status.in_(self.association_statuses)])
             kept = {r.entry_uuid for r in [*docs, *folders]}
             inner = [a for a in inner if _ends(a) <= kept]
             kept |= {a.entry_uuid for a in inner}
@@ -157,14 +166,18 @@ class QueryService:
                                unique_ids=[unique_id] if unique_id else [])
             if not folders:
                 return QueryResult()
-            folder = folders[0]
-            assocs = Q.associations(conn, sources=[folder.entry_uuid], types=[HAS_MEMBER])
+            # A uniqueId names every version of the folder: $MetadataLevel 2 returns them all,
+            # level 1 the current (latest) one.
+            if self.metadata_level < 2:
+                folders = [max(folders, key=lambda r: int(object_from_row(r.body).version or 1))]
+            assocs = Q.associations(conn, statuses=self.association_statuses,
+                                    sources=[f.entry_uuid for f in folders], types=[HAS_MEMBER])
             docs = Q.by_ids(conn, schema.KIND_DOCUMENT,
                             entry_uuids=[object_from_row(a.body).target_uuid for a in assocs],
                             extra=Q.document_clauses(f)[1:])
             kept = {d.entry_uuid for d in docs}
             assocs = [a for a in assocs if object_from_row(a.body).target_uuid in kept]
-        return self._finish([folder, *docs, *assocs])
+        return self._finish([*folders, *docs, *assocs])
 
     def get_folders_for_document(self, *, entry_uuid="", unique_id="") -> QueryResult:
         with self.registry.read() as conn:
@@ -172,7 +185,7 @@ class QueryService:
                             unique_ids=[unique_id] if unique_id else [])
             if not docs:
                 return QueryResult()
-            assocs = Q.associations(conn, targets=[d.entry_uuid for d in docs], types=[HAS_MEMBER])
+            assocs = Q.associations(conn, statuses=self.association_statuses, targets=[d.entry_uuid for d in docs], types=[HAS_MEMBER])
             folders = Q.by_ids(conn, schema.KIND_FOLDER,
                                entry_uuids=[object_from_row(a.body).source_uuid for a in assocs])
         self._single_patient(docs)
@@ -186,7 +199,7 @@ class QueryService:
             if not docs:
                 return QueryResult()
             doc = docs[0]
-            assocs = Q.associations(conn, either=[doc.entry_uuid], types=types)
+            assocs = Q.associations(conn, statuses=self.association_statuses, either=[doc.entry_uuid], types=types)
             if not assocs:
                 return QueryResult()
             others = {e for a in assocs for e in _ends(a)} - {doc.entry_uuid}
@@ -213,13 +226,13 @@ class QueryService:
                 .order_by(Q.OBJ.c.version.desc())).all()
         for row in rows:
             doc = object_from_row(row.body)
-            if policy.may_read(self.actor, doc):
+            if policy.may_read(self.actor, doc, services=self.services):
                 return doc, row.blob_address
         return None
 
     # --- policy-aware composition -------------------------------------------------------
     def _single_patient(self, rows) -> None:
-        if len({r.patient_pk for r in rows if r.patient_pk is not None}) > 1:
+        if not self.object_refs and len({r.patient_pk for r in rows if r.patient_pk is not None}) > 1:
             raise XdsErrors.one(ErrorCode.RESULT_NOT_SINGLE_PATIENT,
                                 "the requested objects belong to more than one patient")
 
@@ -228,7 +241,7 @@ class QueryService:
         self._check_limit(rows)
         objects = self._objects(rows)
         context = self._objects(context_rows)
-        shown = {o.entry_uuid for o in policy.visible(self.actor, [*objects, *context])}
+        shown = {o.entry_uuid for o in policy.visible(self.actor, [*objects, *context], services=self.services)}
         hidden = {o.entry_uuid for o in [*objects, *context]} - shown
         out = []
         for obj in objects:
@@ -245,5 +258,21 @@ def _ends(row) -> set[str]:
     return {obj.source_uuid, obj.target_uuid}
 
 
-def _between(assoc_rows, ids: set[str]):
-    return [a for a in assoc_rows if _ends(a) <= ids]
+def _between(assoc_rows, ids: set[str], *, nested: bool = False):
+    """Associations with both ends among `ids`.
+
+    With `nested`, also those whose target is such an association (a SubmissionSet's
+    HasMember to a Folder's HasMember, as a folder membership is submitted), found
+    until nothing more is added.
+    """
+    if not nested:
+        return [a for a in assoc_rows if _ends(a) <= ids]
+    known, kept, pending = set(ids), [], list(assoc_rows)
+    while True:
+        found = [a for a in pending if _ends(a) <= known]
+        if not found:
+            return kept
+        kept += found
+        added = {a.entry_uuid for a in found}
+        known |= added
+        pending = [a for a in pending if a.entry_uuid not in added]

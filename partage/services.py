@@ -12,7 +12,7 @@ from functools import cached_property
 
 from .config import Settings
 from .registry.store import Registry
-from .repository.store import BlobStore, FilesystemBlobStore
+from .repository import BlobStore, open_blob_store
 
 log = logging.getLogger("partage")
 
@@ -26,10 +26,12 @@ class Services:
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        registry = Registry(settings.database)
+        registry = Registry(settings.database, pool_size=settings.db_pool_size,
+                            max_overflow=settings.db_max_overflow, pool_timeout=settings.db_pool_timeout,
+                            pool_recycle=settings.db_pool_recycle)
         if migrate:
             registry.migrate()
-        blobs = FilesystemBlobStore(settings.blob_dir)
+        blobs = open_blob_store(settings.blob_url, settings.blob_dir, s3_endpoint_url=settings.s3_endpoint_url)
         return cls(settings=settings, registry=registry, blobs=blobs)
 
     @cached_property
@@ -41,8 +43,10 @@ class Services:
 
     @cached_property
     def document_checks(self) -> list:
-        """Per-document checks of the ingest flow (the CDA profile, when configured)."""
-        return []
+        """Per-document checks of the ingest flow: the CDA profile on every ClinicalDocument."""
+        from .cda.gate import CdaGate
+
+        return [CdaGate.from_settings(self.settings)]
 
     def close(self) -> None:
         self.registry.dispose()

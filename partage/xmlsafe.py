@@ -107,3 +107,15 @@ def _deeper_than(root: etree._Element, max_depth: int) -> bool:
     if max_depth >= LIBXML2_MAX_DEPTH:
         return False
     return bool(root.xpath("boolean(/" + "/".join(["*"] * (max_depth + 1)) + ")"))
+
+
+_NOT_XML_CHAR = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(value: str) -> str:
+    """`value` made writable into XML: characters XML 1.0 forbids become U+FFFD.
+
+    Error messages quote what a client sent, and what a client sent may hold NUL or
+    control bytes; the answer must still be a well-formed message.
+    """
+    return _NOT_XML_CHAR.sub("\ufffd", value)

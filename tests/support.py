@@ -30,11 +30,11 @@ def postgres_available() -> bool:
 
 
 @contextmanager
-def postgres_database():
+def postgres_database(prefix: str = "partage_test"):
     """A uniquely named database, dropped afterwards; yields its SQLAlchemy URL."""
     import psycopg
 
-    name = f"partage_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)

@@ -3,6 +3,7 @@ WS-Addressing, MTOM/XOP), built on the project's own transport modules."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import requests
@@ -33,7 +34,11 @@ class Reply:
 
 
 class XdsClient:
-    def __init__(self, base_url: str, *, mtom: bool = True, headers: dict | None = None) -> None:
+    def __init__(self, base_url: str, *, mtom: bool = True, headers: dict | None = None,
+                 security=None) -> None:
+        # a wsse:Security header (partage.access.saml.security_header), or a function making
+        # a fresh one for each request (assertions are single-use by default)
+        self.security = security
         self.registry = f"{base_url}/xds/registry"
         self.repository = f"{base_url}/xds/repository"
         self.mtom = mtom
@@ -41,7 +46,9 @@ class XdsClient:
         self.session.headers.update(headers or {})
 
     def call(self, url: str, action: str, body: etree._Element, attachments=()) -> Reply:
-        envelope = build_envelope(action, body, to=url)
+        security = self.security() if callable(self.security) else self.security
+        extra = [copy.deepcopy(security)] if security is not None else []
+        envelope = build_envelope(action, body, to=url, extra_headers=extra)
         if self.mtom or attachments:
             content_type, chunks, length = build_multipart(envelope, list(attachments), action=action)
             data = chunks     # streamed: a 100 MB document is never held whole by the client

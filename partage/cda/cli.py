@@ -1,15 +1,17 @@
 """`partage validate FILE... [--profile NAME] [--schema-dir DIR] [--valuesets DIR]
 [--schematron FILE.sch] [--format json|svrl|html]`
 
-Mounted by the lead as a subcommand of the `partage` command (add_arguments + run), also
-runnable alone as `python -m partage.cda.cli`. Exit code: 0 when every document is valid,
+The `validate` subcommand of the `partage` command (add_arguments + run), also runnable
+alone as `python -m partage.cda.cli`. Without --schema-dir / --valuesets / --schematron, the
+server's PARTAGE_CDA_SCHEMA_DIR / PARTAGE_CDA_VALUESETS_DIR / PARTAGE_CDA_SCHEMATRON apply. Exit code: 0 when every document is valid,
 1 when any document fails, 2 when the command itself cannot run (missing file, bad schema).
-Directories are searched for *.xml. Runs over many files report progress on stderr.
+Directories are searched for *.xml and report progress on stderr (so do runs over 1 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -55,8 +57,12 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
         print(f"partage validate: no such file: {', '.join(map(str, missing))}", file=err)
         return 2
     try:
-        profile = get_profile(args.profile, schema=args.schema_dir, valuesets=args.valuesets,
-                              schematron=args.schematron, limits=ParseLimits(max_bytes=args.max_bytes))
+        env = os.environ   # the server's settings apply when no flag is given
+        profile = get_profile(args.profile,
+                              schema=args.schema_dir or env.get("PARTAGE_CDA_SCHEMA_DIR") or None,
+                              valuesets=args.valuesets or env.get("PARTAGE_CDA_VALUESETS_DIR") or None,
+                              schematron=args.schematron or env.get("PARTAGE_CDA_SCHEMATRON") or None,
+                              limits=ParseLimits(max_bytes=args.max_bytes))
         validator = Validator(profile)
     except (OSError, ValueError) as exc:
         print(f"partage validate: {exc}", file=err)
@@ -66,12 +72,14 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
         return 2
 
     reports: list[Report] = []
+    folders = any(Path(name).is_dir() for name in args.files)   # folders always show progress
     started = last = time.monotonic()
     for n, path in enumerate(files, 1):
         report = validator.validate(path.read_bytes(), filename=str(path))
         reports.append(report)
         now = time.monotonic()
-        if not args.quiet and now - started > PROGRESS_AFTER_S and (now - last > 1.0 or n == len(files)):
+        if not args.quiet and (folders or now - started > PROGRESS_AFTER_S) and \
+                (now - last > 1.0 or n == len(files) or n == 1):
             failed = sum(not r.valid for r in reports)
             print(f"[{n}/{len(files)}] {failed} failed, {n / (now - started):.0f} docs/s - {path.name}",
                   file=err, flush=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from .ans_maps import MODEL_TO_FORMAT, TYPE_TO_CLASS
 from .constants import CONFIDENTIALITY_SYSTEM, XDS_SD_FORMAT_CODES
 from .findings import ERROR, METADATA, WARNING, Finding
 from .header import CdaCode, CdaHeader, Ident
@@ -131,6 +132,12 @@ def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
         out.append(_f("xds-typeCode-mismatch", f"XDS typeCode {type_code[0]} ({type_code[1]}) differs from "
                       f"ClinicalDocument/code {shown}", f"{_CD}/hl7:code"))
 
+    class_code = _code_of(xds.get("class_code"))
+    derived_class = TYPE_TO_CLASS.get((header.code.code, _norm(header.code.code_system))) if header.code else None
+    if class_code and derived_class and class_code[0] != derived_class:
+        out.append(_f("xds-classCode-mismatch", f"XDS classCode {class_code[0]} is not the class ASS_X04 gives "
+                      f"the document's type {header.code.code}: {derived_class}", f"{_CD}/hl7:code", WARNING))
+
     if "confidentiality_codes" in xds and header.confidentiality:
         conf = _codes_of(xds["confidentiality_codes"])
         wanted = (header.confidentiality.code, _norm(header.confidentiality.code_system or CONFIDENTIALITY_SYSTEM))
@@ -187,7 +194,13 @@ def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
 
     fmt = _code_of(xds.get("format_code"))
     expected_format = XDS_SD_FORMAT_CODES.get(header.media_type) if header.body == "nonXMLBody" else None
-    if fmt and expected_format and fmt[0] != expected_format:
+    if header.body != "nonXMLBody":
+        expected_format = next((MODEL_TO_FORMAT[root][0] for root, _ in reversed(header.template_ids)
+                                if root in MODEL_TO_FORMAT), None)
+    if fmt and expected_format and fmt[0] != expected_format and header.body != "nonXMLBody":
+        out.append(_f("xds-formatCode-mismatch", f"a document of this model has formatCode {expected_format} "
+                      f"(ASS_A11), not {fmt[0]}", f"{_CD}/hl7:templateId", WARNING))
+    elif fmt and expected_format and fmt[0] != expected_format:
         out.append(_f("xds-formatCode-mismatch", f"an unstructured {header.media_type} document has formatCode "
                       f"{expected_format}, not {fmt[0]}", f"{_CD}/hl7:component/hl7:nonXMLBody/hl7:text/@mediaType"))
 

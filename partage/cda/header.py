@@ -8,6 +8,7 @@ required.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -179,7 +180,20 @@ _N = len(_H)
 Kids = dict[str, list[etree._Element]]
 
 
+_shared = threading.local()   # .buckets: a child index to reuse (the rules layer's), while reading
+
+
 def _kids(el: etree._Element | None) -> Kids:
+    buckets = getattr(_shared, "buckets", None)
+    if buckets is not None and el is not None:
+        found = buckets.get(el)
+        if found is None:
+            found = buckets[el] = _index(el)
+        return found
+    return _index(el)
+
+
+def _index(el: etree._Element | None) -> Kids:
     out: Kids = {}
     if el is not None:
         for child in el.iterchildren(tag=etree.Element):
@@ -359,10 +373,25 @@ def _encounter(enc: etree._Element) -> CdaEncounter:
         responsible=None if responsible is None else _assigned(_path(responsible, "assignedEntity")))
 
 
-def read_header_element(doc: etree._Element, auto_presentable: bool = False) -> CdaHeader:
-    """Read the header of a parsed ClinicalDocument element."""
+def read_header_element(doc: etree._Element, auto_presentable: bool = False,
+                        buckets: dict | None = None) -> CdaHeader:
+    """Read the header of a parsed ClinicalDocument element.
+
+    `buckets`: a child index {element: {local name: [hl7 children]}} already built for this
+    tree (the rules layer's RuleContext), reused and completed instead of rebuilt.
+    """
     if doc.tag != CLINICAL_DOCUMENT:
         raise ValueError(f"not a CDA ClinicalDocument: {doc.tag}")
+    if buckets is None:
+        return _read_header(doc, auto_presentable)
+    _shared.buckets = buckets
+    try:
+        return _read_header(doc, auto_presentable)
+    finally:
+        _shared.buckets = None
+
+
+def _read_header(doc: etree._Element, auto_presentable: bool) -> CdaHeader:
     h = CdaHeader(auto_presentable=auto_presentable)
     for child in doc.iterchildren(tag=etree.Element):
         tag = child.tag

@@ -137,7 +137,8 @@ class Validator:
 
         self._run(report, SCHEMA, lambda: self._schema(parsed.root))
         if doc is not None:
-            ctx = RuleContext(doc, self.terminology)   # child index shared by rules and terminology
+            ctx = RuleContext(doc, self.terminology)   # child index shared by rules, terminology, header
+            report._header_source = lambda: read_header_element(doc, parsed.auto_presentable, ctx.buckets)
             self._run(report, RULES, lambda: self._rules(ctx, parsed.auto_presentable))
             self._run(report, SCHEMATRON, lambda: self._schematron(parsed.root))
             self._run(report, TERMINOLOGY, lambda: check_terminology(doc, self.terminology, ctx=ctx)

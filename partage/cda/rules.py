@@ -36,6 +36,7 @@ from .findings import ERROR, INFO, RULES, WARNING, Finding
 from .locate import child_path, xpath_of
 
 _H = f"{{{HL7}}}"
+_NONE: list = []   # shared empty answer of RuleContext.all (callers only read it)
 
 # HL7 data-type syntaxes (the uid / oid / ts forms of the CDA R2 data types).
 _OID = re.compile(r"[0-2](\.(0|[1-9]\d*))*\Z")
@@ -97,6 +98,11 @@ class RuleContext:
                 index.setdefault(tag[len(_H):], []).append(child)
         self.children = index
 
+    @property
+    def buckets(self) -> dict[etree._Element, dict[str, list[etree._Element]]]:
+        """The child index built so far ({element: {local name: [hl7 children]}}), to share."""
+        return self._buckets
+
     def kids(self, name: str) -> list[etree._Element]:
         return self.children.get(name, [])
 
@@ -117,15 +123,24 @@ class RuleContext:
         return bucket
 
     def all(self, el: etree._Element | None, name: str) -> list[etree._Element]:
-        """The hl7 children of `el` with that local name ([] when el is None)."""
-        return [] if el is None else self._bucket(el).get(name, [])
+        """The hl7 children of `el` with that local name ([] when el is None; do not modify)."""
+        if el is None:
+            return _NONE
+        bucket = self._buckets.get(el)
+        if bucket is None:
+            bucket = self._bucket(el)
+        return bucket.get(name, _NONE)
 
     def one(self, el: etree._Element | None, path: str) -> etree._Element | None:
         """The first element at a relative path of hl7 steps written a/b/c, or None."""
+        buckets = self._buckets
         for step in path.split("/"):
             if el is None:
                 return None
-            found = self._bucket(el).get(step)
+            bucket = buckets.get(el)
+            if bucket is None:
+                bucket = self._bucket(el)
+            found = bucket.get(step)
             el = found[0] if found else None
         return el
 

@@ -252,22 +252,24 @@ class _Pattern:
         return any(r.anchored is None for r in self.rules)
 
 
-def _message(el: etree._Element) -> str:
-    """The XSLT producing an assert/report/diagnostic message."""
-    out = [_text(el.text)]
+def _message_parts(el: etree._Element) -> list[tuple[str, str]]:
+    """An assert/report/diagnostic message as ("t", static text) and ("x", XPath) parts.
+
+    Only the XPath parts are evaluated by the stylesheet; the static text stays in Python
+    (a stylesheet carrying thousands of messages is that much slower to compile).
+    """
+    out = [("t", el.text or "")]
     for child in el:
-        if not isinstance(child.tag, str):
-            out.append(_text(child.tail))
-            continue
-        local = etree.QName(child).localname
-        if local == "value-of":
-            out.append(f"<xsl:value-of select={quoteattr(child.get('select', '.'))}/>")
-        elif local == "name":
-            out.append(f"<xsl:value-of select={quoteattr('name(' + child.get('path', '.') + ')')}/>")
-        else:   # emph, dir, span, ...: their content
-            out.append(_message(child))
-        out.append(_text(child.tail))
-    return "".join(out)
+        if isinstance(child.tag, str):
+            local = etree.QName(child).localname
+            if local == "value-of":
+                out.append(("x", child.get("select", ".")))
+            elif local == "name":
+                out.append(("x", "name(" + child.get("path", ".") + ")"))
+            else:   # emph, dir, span, ...: their content
+                out += _message_parts(child)
+        out.append(("t", child.tail or ""))
+    return [part for part in out if part[1]]
 
 
 def _text(text: str | None) -> str:
@@ -284,71 +286,156 @@ def _let(el: etree._Element) -> str:
     return f"<xsl:variable name={quoteattr(name)}>{body}</xsl:variable>"
 
 
-_LOCATION = ("string-join((for $a in ancestor-or-self::* return concat('/*[', count($a/preceding-sibling::*) + 1, ']'),"
-             " if (. instance of attribute()) then concat('/@', local-name()) else ()), '')")
+# Where a failed assert is: one function, called from every assert (not an expression copied
+# into each of them: thousands of copies make the stylesheet slow to compile).
+FN_NS = "urn:partage:schematron-function"
+_LOCATION = "pfn:loc(.)"
+_LOCATION_FUNCTION = (
+    "<xsl:function name=\"pfn:loc\"><xsl:param name=\"n\"/><xsl:sequence select=\"string-join(("
+    "for $a in $n/ancestor-or-self::* return concat('/*[', count($a/preceding-sibling::*) + 1, ']'), "
+    "if ($n instance of attribute()) then concat('/@', local-name($n)) else ()), '')\"/></xsl:function>")
+
+
+_DOC_CALL = re.compile(r"""\b(?:fn:)?doc(?:ument)?\(\s*(?:'([^']*)'|"([^"]*)")\s*\)""")
+
+
+@dataclass(frozen=True, slots=True)
+class AssertInfo:
+    """What the stylesheet does not carry about one assert/report: read back in Python."""
+
+    kind: str                   # "a" assert, "r" report
+    pattern: str
+    role: str
+    id: str
+    message: tuple[tuple[str, str], ...]
 
 
 class _Generator:
-    def __init__(self, schema: etree._Element) -> None:
+    def __init__(self, schema: etree._Element, base: Path | None = None) -> None:
         self.schema = schema
+        self.base = base
         self.diagnostics = {d.get("id"): d for d in schema.iter(_S + "diagnostic")}
         self.patterns: list[_Pattern] = []
         self.anchors: dict[str, str] = {}
+        self.asserts: list[AssertInfo] = []
+        self.bodies: dict[tuple, str] = {}          # identical rule bodies share one template
+        self.body_templates: list[str] = []
+        self.body_patterns: list[str] = []           # pattern of each body template
+        self.documents: dict[str, Path] = {}   # stylesheet parameter -> file parsed once
+
+    def expr(self, xpath: str) -> str:
+        """doc('file') / document('file') of an existing file -> a parameter holding it, parsed once.
+
+        Saxon caches doc() per transformation only: a value-set file would be parsed again for
+        every document validated. Missing files keep their doc() call (and its error).
+        """
+        if self.base is None or "doc" not in xpath:
+            return xpath
+
+        def replace(m: re.Match) -> str:
+            href = m.group(1) if m.group(1) is not None else m.group(2)
+            if ":" in href.split("/", 1)[0]:      # an absolute URI: leave it to Saxon
+                return m.group(0)
+            target = (self.base / href).resolve()
+            if not target.is_file():
+                return m.group(0)
+            for name, path in self.documents.items():
+                if path == target:
+                    return "$" + name
+            name = f"partage_doc_{len(self.documents)}"
+            self.documents[name] = target
+            return "$" + name
+        return _DOC_CALL.sub(replace, xpath)
+
+    def let(self, el: etree._Element) -> str:
+        if el.get("value") is not None:
+            el = copy.copy(el)
+            el.set("value", self.expr(el.get("value")))
+        return _let(el)
 
     def body(self, rule: _Rule) -> str:
-        parts = []
+        """The name of the template checking one node against the rule's lets and asserts.
+
+        Rules instantiated from the same abstract rule often have identical bodies (the
+        ART-DECOR data-type checks: 766 rules, 341 distinct bodies in the ANS structuration
+        minimale); they share one template, which makes the stylesheet a third of the size.
+        """
+        parts, infos = [], []
         rule_role = rule.element.get("role")
         for child in rule.element:
             if not isinstance(child.tag, str):
                 continue
             local = etree.QName(child).localname
             if local == "let":
-                parts.append(_let(child))
+                parts.append(self.let(child))
             elif local in ("assert", "report"):
-                test = child.get("test", "true()")
+                test = self.expr(child.get("test", "true()"))
                 condition = f"not({test})" if local == "assert" else f"({test})"
-                message = _message(child)
+                message = _message_parts(child)
                 for diag in (child.get("diagnostics") or "").split():
                     if diag in self.diagnostics:
-                        message += " " + _message(self.diagnostics[diag])
+                        message += [("t", " ")] + _message_parts(self.diagnostics[diag])
                 role = child.get("role") or rule_role or ""
-                attrs = (f'k="{local[0]}" r="{rule.index}" p={quoteattr(rule.pattern)} role={quoteattr(role)}'
-                         f" id={quoteattr(child.get('id', ''))}")
-                parts.append(f"<xsl:if test={quoteattr(condition)}><f {attrs}>"
-                             f"<xsl:attribute name=\"loc\" select=\"{_LOCATION}\"/>{message}</f></xsl:if>")
+                infos.append(AssertInfo(local[0], rule.pattern, role, child.get("id", ""), tuple(message)))
+                values = "".join(f"<v><xsl:value-of select={quoteattr(self.expr(x))}/></v>"
+                                 for kind, x in message if kind == "x")
+                parts.append(f"<xsl:if test={quoteattr(condition)}><f a=\"\x00{len(infos) - 1}\x00\">"
+                             f"<xsl:attribute name=\"loc\" select=\"{_LOCATION}\"/>{values}</f></xsl:if>")
         body = "".join(parts)
-        return (f"<xsl:try>{body}<xsl:catch><f k=\"e\" r=\"{rule.index}\" p={quoteattr(rule.pattern)} role=\"error\" id=\"\">"
-                f"<xsl:attribute name=\"loc\" select=\"{_LOCATION}\"/>"
-                "<xsl:value-of select=\"$err:code, $err:description\"/></f></xsl:catch></xsl:try>")
+        key = (rule.pattern, body, tuple(infos))
+        name = self.bodies.get(key)
+        if name is not None:
+            return name
+        k = len(self.body_templates)
+        name = self.bodies[key] = f"pfn:b{k}"
+        first = len(self.asserts)
+        self.asserts += infos
+        body = re.sub("\x00(\\d+)\x00", lambda m: str(first + int(m.group(1))), body)
+        self.body_patterns.append(rule.pattern)
+        self.body_templates.append(
+            f"<xsl:template name=\"{name}\"><xsl:try>{body}<xsl:catch><e b=\"{k}\">"
+            f"<xsl:attribute name=\"loc\" select=\"{_LOCATION}\"/>"
+            "<xsl:value-of select=\"$err:code, $err:description\"/></e></xsl:catch></xsl:try></xsl:template>")
+        return name
 
     def anchor_var(self, anchored: Anchored) -> str:
         if anchored.anchor == "/":
-            return "root"
+            return "pfn:root"
         if anchored.anchor not in self.anchors:
-            self.anchors[anchored.anchor] = f"a{len(self.anchors)}"
+            self.anchors[anchored.anchor] = f"pfn:a{len(self.anchors)}"
         return self.anchors[anchored.anchor]
 
-    def anchored_pattern(self, pattern: _Pattern) -> str:
-        out = []
+    def anchored_pattern(self, pattern: _Pattern) -> tuple[list[str], list[str], list[str]]:
+        """Per rule: a global variable holding its nodes, a named template, and the call to it.
+
+        A rule's nodes are its selection minus the nodes of the earlier rules of the pattern
+        that may claim the same nodes (first rule wins). Anchors and rule node sets are global
+        variables: evaluated once per document, on first use, against the document (XSLT 3.0
+        global context item). Keeping them out of one big template matters: a template with a
+        local variable per rule nests hundreds of let-expressions, which Saxon compiles in
+        quadratic time (minutes for the ANS structuration minimale).
+        """
+        variables, templates, calls = [], [], []
         earlier: list[tuple[_Rule, Anchored]] = []
         for rule in pattern.rules:
             selections = [a.select(self.anchor_var(a)) if a.steps else "$" + self.anchor_var(a)
                           for a in rule.anchored]
-            selection = " | ".join(selections)
+            selection = self.expr(" | ".join(selections))
             claimed = sorted({r.index for r, a in earlier for b in rule.anchored if _may_overlap(a, b)})
             if claimed:
-                selection = f"({selection}) except ({' | '.join(f'$c{i}' for i in claimed)})"
-            out.append(f"<xsl:variable name=\"c{rule.index}\" select={quoteattr(selection)}/>")
-            out.append(f"<xsl:for-each select=\"$c{rule.index}\">{self.body(rule)}</xsl:for-each>")
+                selection = f"({selection}) except ({' | '.join(f'$pfn:c{i}' for i in claimed)})"
+            variables.append(f"<xsl:variable name=\"pfn:c{rule.index}\" select={quoteattr(selection)}/>")
+            calls.append(f"<xsl:for-each select=\"$pfn:c{rule.index}\">"
+                         f"<xsl:call-template name=\"{self.body(rule)}\"/></xsl:for-each>")
             earlier.extend((rule, a) for a in rule.anchored)
-        return "".join(out)
+        return variables, templates, calls
 
     def floating_pattern(self, pattern: _Pattern, mode: str) -> str:
         out = []
         for n, rule in enumerate(pattern.rules):
-            context = " ".join(rule.element.get("context", "").split())
+            context = self.expr(" ".join(rule.element.get("context", "").split()))
             out.append(f"<xsl:template match={quoteattr(context)} mode=\"{mode}\" priority=\"{100000 - n}\">"
-                       f"{self.body(rule)}</xsl:template>")
+                       f"<xsl:call-template name=\"{self.body(rule)}\"/></xsl:template>")
         out.append(f"<xsl:template match=\"node() | @*\" mode=\"{mode}\" priority=\"-100000\"/>")
         return "".join(out)
 
@@ -357,43 +444,47 @@ class _Generator:
         namespaces.pop(None, None)
         for ns in self.schema.iter(_S + "ns"):
             namespaces[ns.get("prefix")] = ns.get("uri")
-        for reserved in ("xsl", "err", "f"):
+        for reserved in ("xsl", "err", "f", "pfn"):
             namespaces.pop(reserved, None)
         decls = " ".join(f"xmlns:{p}={quoteattr(u)}" for p, u in namespaces.items())
-        globals_ = "".join(_let(let) for let in self.schema.iterchildren(_S + "let"))
+        globals_ = "".join(self.let(let) for let in self.schema.iterchildren(_S + "let"))
         for pattern in self.patterns:
-            globals_ += "".join(_let(let) for let in pattern.element.iterchildren(_S + "let"))
-        anchored_calls, templates, modes = [], [], []
+            globals_ += "".join(self.let(let) for let in pattern.element.iterchildren(_S + "let"))
+        anchored_calls, templates, modes, variables = [], [], [], []
         for n, pattern in enumerate(self.patterns):
             if pattern.floating:
                 mode = f"m{n}"
                 modes.append(mode)
                 templates.append(self.floating_pattern(pattern, mode))
             else:
-                templates.append(f"<xsl:template name=\"p{n}\"><xsl:param name=\"root\"/>"
-                                 f"{{ANCHORS}}{self.anchored_pattern(pattern)}</xsl:template>")
-                anchored_calls.append(f"<xsl:call-template name=\"p{n}\"><xsl:with-param name=\"root\" "
-                                      "select=\"$root\"/>{ANCHOR_PARAMS}</xsl:call-template>")
-        anchor_decls = "".join(f"<xsl:variable name=\"{v}\" select={quoteattr(a)}/>" for a, v in self.anchors.items())
-        anchor_params = "".join(f"<xsl:param name=\"{v}\"/>" for v in self.anchors.values())
-        anchor_pass = "".join(f"<xsl:with-param name=\"{v}\" select=\"${v}\"/>" for v in self.anchors.values())
-        templates = [t.replace("{ANCHORS}", anchor_params) for t in templates]
-        anchored_calls = [c.replace("{ANCHOR_PARAMS}", anchor_pass) for c in anchored_calls]
+                rule_variables, rule_templates, calls = self.anchored_pattern(pattern)
+                variables += rule_variables
+                templates += rule_templates
+                anchored_calls += calls
+        anchors = "<xsl:variable name=\"pfn:root\" select=\"/\"/>" + "".join(
+            f"<xsl:variable name=\"{v}\" select={quoteattr(self.expr(a))}/>" for a, v in self.anchors.items())
+        params = "".join(f"<xsl:param name=\"{name}\"/>" for name in self.documents)
         walk = ""
         if modes:
             dispatch = "".join(f"<xsl:apply-templates select=\".\" mode=\"{m}\"/>" for m in modes)
             walk = f"<xsl:for-each select=\"(., descendant::*, descendant::*/@*)\">{dispatch}</xsl:for-each>"
-        return (f"<xsl:stylesheet version=\"3.0\" xmlns:xsl=\"{XSLT}\" "
+        return (f"<xsl:stylesheet version=\"3.0\" xmlns:xsl=\"{XSLT}\" xmlns:pfn=\"{FN_NS}\" "
                 f"xmlns:err=\"http://www.w3.org/2005/xqt-errors\" xmlns=\"{RESULT_NS}\" {decls} "
                 f"exclude-result-prefixes=\"#all\" xml:base={quoteattr(base_uri)}>"
-                f"<xsl:output method=\"xml\" indent=\"no\"/>{globals_}"
-                f"<xsl:template match=\"/\"><xsl:variable name=\"root\" select=\".\"/>{anchor_decls}"
-                f"<r>{''.join(anchored_calls)}{walk}</r></xsl:template>"
-                f"{''.join(templates)}</xsl:stylesheet>")
+                f"<xsl:output method=\"xml\" indent=\"no\"/>{params}{globals_}{_LOCATION_FUNCTION}{anchors}"
+                f"{''.join(variables)}"
+                f"<xsl:template match=\"/\"><r><xsl:call-template name=\"pfn:run\"/>{walk}</r></xsl:template>"
+                f"<xsl:template name=\"pfn:run\">{''.join(anchored_calls)}</xsl:template>"
+                f"{''.join(templates)}{''.join(self.body_templates)}</xsl:stylesheet>")
 
 
 def compile_to_xslt(sch_path: str | Path) -> tuple[str, dict]:
     """The XSLT 3.0 stylesheet for a schematron, and statistics about the compilation."""
+    xslt, stats, _gen = _generate(sch_path)
+    return xslt, stats
+
+
+def _generate(sch_path: str | Path) -> tuple[str, dict, _Generator]:
     path = Path(sch_path).resolve()
     schema = _parse_file(path)
     if schema.tag != _S + "schema":
@@ -413,7 +504,7 @@ def compile_to_xslt(sch_path: str | Path) -> tuple[str, dict]:
             raise SchematronError(f"defaultPhase '{phase_id}' is not defined")
         active = {a.get("pattern") for a in phase.iterchildren(_S + "active")}
 
-    gen = _Generator(schema)
+    gen = _Generator(schema, path.parent)
     index = 0
     for n, pat in enumerate(schema.iter(_S + "pattern")):
         pid = pat.get("id") or pat.findtext(_S + "title") or f"pattern-{n}"
@@ -431,8 +522,9 @@ def compile_to_xslt(sch_path: str | Path) -> tuple[str, dict]:
     stats = {"patterns": len(gen.patterns), "rules": index,
              "floating_patterns": sum(p.floating for p in gen.patterns),
              "anchored_rules": sum(len(p.rules) for p in gen.patterns if not p.floating),
-             "anchors": len(gen.anchors)}
-    return xslt, stats
+             "anchors": len(gen.anchors), "asserts": len(gen.asserts), "preloaded_documents": len(gen.documents),
+             "xslt_chars": len(xslt)}
+    return xslt, stats, gen
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -450,7 +542,9 @@ class CompiledSchematron:
         )
 
         self.path = Path(sch_path).resolve()
-        self.xslt, self.stats = compile_to_xslt(self.path)
+        self.xslt, self.stats, gen = _generate(self.path)
+        self.asserts = gen.asserts
+        self.patterns = [p.id for p in gen.patterns]
         self._processor = PySaxonProcessor(license=False)
         compiler = self._processor.new_xslt30_processor()
         compiler.set_cwd(str(self.path.parent))
@@ -460,10 +554,17 @@ class CompiledSchematron:
             raise SchematronError(f"{self.path.name}: the generated XSLT does not compile: {exc}") from None
         if self._executable is None:
             raise SchematronError(f"{self.path.name}: the generated XSLT does not compile")
+        for name, path in gen.documents.items():   # value-set files: parsed once, not per document
+            try:
+                node = self._processor.parse_xml(xml_file_name=str(path))
+            except Exception as exc:
+                raise SchematronError(f"{self.path.name}: cannot read {path}: {exc}") from None
+            self._executable.set_parameter(name, node)
+        self._body_patterns = gen.body_patterns
         self._lock = threading.Lock()
 
     def run(self, root: etree._Element) -> etree._Element:
-        """The raw result (<r><f .../></r>) for a parsed document."""
+        """The raw result (<r><f a=".." loc=".."><v>..</v></f>...</r>) for a parsed document."""
         text = etree.tostring(root.getroottree(), encoding="unicode")
         with self._lock:
             node = self._processor.parse_xml(xml_text=text)
@@ -474,15 +575,18 @@ class CompiledSchematron:
         findings = []
         tree = root.getroottree()
         for f in self.run(root):
-            kind, role = f.get("k"), (f.get("role") or "").lower()
-            if kind == "e":
-                severity, rule = ERROR, "schematron-eval-error"
-            else:
-                severity = INFO if kind == "r" else _SEVERITY.get(role, ERROR)
-                rule = f.get("id") or f"sch:{f.get('p')}"
             location, line = _locate(tree, f.get("loc", ""))
-            message = " ".join("".join(f.itertext()).split())
-            findings.append(Finding(rule, severity, SCHEMATRON, message, location, line))
+            if etree.QName(f).localname == "e":   # a dynamic error while evaluating a rule
+                pattern = self._body_patterns[int(f.get("b"))]
+                message = f"evaluation error in pattern {pattern}: {' '.join((f.text or '').split())}"
+                findings.append(Finding("schematron-eval-error", ERROR, SCHEMATRON, message, location, line))
+                continue
+            info = self.asserts[int(f.get("a"))]
+            severity = INFO if info.kind == "r" else _SEVERITY.get(info.role.lower(), ERROR)
+            values = iter(v.text or "" for v in f)
+            message = "".join(text if kind == "t" else next(values, "") for kind, text in info.message)
+            findings.append(Finding(info.id or f"sch:{info.pattern}", severity, SCHEMATRON,
+                                    " ".join(message.split()), location, line))
         return findings
 
 

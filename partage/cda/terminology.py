@@ -142,6 +142,17 @@ class CompiledBindings:
             else:
                 steps = tuple(step.removeprefix("hl7:") for step in binding.path.split("/"))
                 self.active.append((binding, value_set, steps))
+        # Bindings share path prefixes (author/assignedAuthor/...): each prefix is walked once per
+        # document. prefixes[i] = (index of the parent prefix, step); 0 is the ClinicalDocument.
+        self.prefixes: list[tuple[int, str]] = [(-1, "")]
+        self.targets: list[tuple[Binding, ValueSet, int]] = []
+        index: dict[tuple[str, ...], int] = {(): 0}
+        for binding, value_set, steps in self.active:
+            for i in range(1, len(steps) + 1):
+                if steps[:i] not in index:
+                    index[steps[:i]] = len(self.prefixes)
+                    self.prefixes.append((index[steps[:i - 1]], steps[i - 1]))
+            self.targets.append((binding, value_set, index[steps]))
 
 
 def _compiled(terminology: Terminology, bindings: tuple[Binding, ...]) -> CompiledBindings:
@@ -181,13 +192,13 @@ def check_terminology(doc: etree._Element, terminology: Terminology,
     compiled = _compiled(terminology, bindings)
     ctx = ctx if ctx is not None and ctx.doc is doc else RuleContext(doc)
     findings: list[Finding] = []
-    for binding, value_set, steps in compiled.active:
-        nodes = [doc]
-        for step in steps:
-            nodes = [child for node in nodes for child in ctx.all(node, step)]
-            if not nodes:
-                break
-        for el in nodes:
+    children = ctx.all
+    walked: list[list[etree._Element]] = [[doc]]
+    for parent, step in compiled.prefixes[1:]:
+        above = walked[parent]
+        walked.append([child for node in above for child in children(node, step)] if above else above)
+    for binding, value_set, target in compiled.targets:
+        for el in walked[target]:
             if el.get("nullFlavor") is None and not _member(binding, value_set, el):
                 findings.append(_violation(binding, el))
     if compiled.missing:

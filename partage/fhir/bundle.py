@@ -278,6 +278,7 @@ def transaction_response(provided: ProvideBundle, assigned: dict[str, str], base
         elif item.kind == "Binary":
             owner = provided.binary_owner.get(item.full_url, "")
             response["location"] = f"{base_url}/Binary/{mapping.resource_id(assigned.get(owner, owner))}"
+            response["etag"] = 'W/"1"'
         else:
             response["status"] = "200 OK"
             response.pop("lastModified")

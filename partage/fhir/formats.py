@@ -23,10 +23,12 @@ XML_TYPE = "application/fhir+xml"
 _XML_NAMES = {"xml", "text/xml", "application/xml", XML_TYPE}
 _JSON_NAMES = {"json", "application/json", JSON_TYPE}
 FHIR_NS = "{http://hl7.org/fhir}"
+FHIR_MEDIA_TYPES = (JSON_TYPE, XML_TYPE, "application/xml", "text/xml")
 
 
 def wants_xml(request: Request) -> bool:
-    """`_format` wins, then the Accept header; JSON by default."""
+    """`_format` wins, then the Accept header, then the format of the request's own body
+    (an XML Bundle posted without Accept is answered in XML); JSON by default."""
     fmt = request.args.get("_format", "").split(";")[0].strip()
     if fmt:
         return fmt in _XML_NAMES
@@ -37,7 +39,7 @@ def wants_xml(request: Request) -> bool:
             return False
         if media in _XML_NAMES:
             return True
-    return False
+    return (request.mimetype or "").lower() in _XML_NAMES
 
 
 def _is_xml_body(request: Request) -> bool:
@@ -96,6 +98,9 @@ def parse_resource(data: bytes, xml: bool, expected: str | tuple[str, ...] | Non
         raise _model_errors(exc, resource_type) from exc
     except (ValueError, TypeError, etree.XMLSyntaxError) as exc:
         raise FhirError.one(400, f"{resource_type} is not valid FHIR: {exc}", "structure") from exc
+    except (LookupError, AttributeError) as exc:   # the models trip over some shapes (resourceType "")
+        raise FhirError.one(400, f"{resource_type} is not valid FHIR: cannot read "
+                            f"{type(exc).__name__} {exc}", "structure") from exc
     return model.model_dump(mode="json", exclude_none=True)
 
 

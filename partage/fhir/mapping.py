@@ -314,7 +314,7 @@ def _reference_id(text: str) -> Json:
 def _source_patient(doc: DocumentEntry) -> Json:
     patient: Json = {"resourceType": "Patient", "id": "sourcePatient"}
     if doc.source_patient_id:
-        patient["identifier"] = [dt.cx_to_identifier(doc.source_patient_id)]
+        patient["identifier"] = [{"use": "usual", **dt.cx_to_identifier(doc.source_patient_id)}]
     if doc.source_patient_info:
         patient["extension"] = [{"url": EXT_SOURCE_PATIENT_INFO, "valueString": line}
                                 for line in doc.source_patient_info]

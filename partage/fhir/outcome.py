@@ -51,6 +51,12 @@ class FhirError(Exception):
         return cls(status, [Issue(diagnostics, code, xds_code=xds_code)])
 
 
+def default_xds_code(status: int) -> str:
+    """The XDS code an error raised by the FHIR door itself carries when it names none:
+    a request the server cannot act on, or a failure of the server."""
+    return str(ErrorCode.REGISTRY_ERROR if status >= 500 else ErrorCode.INVALID_REQUEST)
+
+
 def from_xds(exc: XdsErrors) -> FhirError:
     """XdsErrors -> FhirError: 4xx unless every error is a server-side failure."""
     issues = [_issue(e) for e in exc.errors]
@@ -68,9 +74,12 @@ def _issue(error: XdsError) -> Issue:
                  "warning" if error.warning else "error", str(error.code), error.location)
 
 
-def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
+def operation_outcome(issues: list[Issue], status: int = 400) -> dict[str, Any]:
+    """Every error issue names an XDS error code (details); warnings may not."""
     out = []
     for issue in issues:
+        if not issue.xds_code and issue.severity in ("error", "fatal"):
+            issue = Issue(issue.diagnostics, issue.code, issue.severity, default_xds_code(status), issue.expression)
         item: dict[str, Any] = {"severity": issue.severity, "code": issue.code,
                                 "diagnostics": issue.diagnostics}
         if issue.xds_code:

@@ -17,13 +17,14 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from ..access.actor import INSECURE_DEV_ACTOR, Actor, AuthenticationRequired
+from ..access import authn
+from ..access.actor import Actor, AuthenticationRequired
 from ..ingest import IngestService
 from ..metadata.errors import XdsErrors
 from ..query import QueryService
 from ..services import Services
+from . import access, clinical, formats, mapping, patients, publish, search, update
 from . import bundle as iti65
-from . import formats, mapping, patients, publish, search, update
 from .capability import capability_statement
 from .outcome import FhirError, Issue, from_xds, operation_outcome
 from .views import Views
@@ -38,12 +39,9 @@ def _services() -> Services:
 
 
 def _actor(services: Services) -> Actor:
-    """Same behaviour as the SOAP door until a shared authentication function exists."""
-    if services.settings.insecure_dev:
-        return INSECURE_DEV_ACTOR
-    raise AuthenticationRequired("this server requires authentication; no bearer token or SAML "
-                                 "assertion is configured to be accepted yet (start with --insecure-dev "
-                                 "for development only)")
+    """The signed bearer JWT of the Authorization header, verified (partage.access.authn)."""
+    return authn.http_actor(services, request.headers.get("Authorization"),
+                            address=request.remote_addr or "")
 
 
 def _base_url() -> str:
@@ -66,7 +64,7 @@ def _params() -> dict[str, list[str]]:
 
 
 def _outcome(status: int, issues: list[Issue]) -> Response:
-    return formats.respond(operation_outcome(issues), request, status)
+    return formats.respond(operation_outcome(issues, status), request, status)
 
 
 @bp.errorhandler(FhirError)
@@ -135,6 +133,9 @@ def _existing_document(reference: str) -> str | None:
 @bp.post("/DocumentReference/_search")
 def find_document_references() -> Response:
     services = _services()
+    if "_content" in _params():   # keyword search (partage.fhir.clinical)
+        return formats.respond(clinical.content_search(services, _actor(services), _base_url(), _params()),
+                               request)
     views = Views(services, _actor(services), _base_url())
     found = views.find_documents(search.document_search(_params()), f"{_base_url()}/DocumentReference")
     return formats.respond(found, request)
@@ -145,7 +146,8 @@ def read_document_reference(rid: str) -> Response:
     services = _services()
     resource = Views(services, _actor(services), _base_url()).read_document(rid)
     if resource is None:
-        raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found")
+        raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found",
+                            "XDSDocumentUniqueIdError")
     return formats.respond(resource, request, headers={"ETag": f'W/"{resource.get("meta", {}).get("versionId", "1")}"'})
 
 
@@ -173,15 +175,23 @@ def patch_document_reference(rid: str | None = None) -> Response:
     doc = views.document_entry(rid)
     if doc is None:
         raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found")
-    if request.mimetype not in ("application/json-patch+json", "application/json"):
-        raise FhirError.one(415, "PATCH takes a JSON Patch (application/json-patch+json)", "not-supported")
-    try:
-        operations = json.loads(request.get_data() or b"null")
-    except ValueError as exc:
-        raise FhirError.one(400, f"unreadable JSON Patch: {exc}", "structure") from exc
     current = views.document_resource(doc, [])
     current.pop("relatesTo", None)
-    patched = update.apply_json_patch(current, operations)
+    if_match = request.headers.get("If-Match", "").removeprefix("W/").strip('"')
+    if if_match and if_match != (doc.version or "1"):
+        raise FhirError.one(412, f"If-Match {if_match} but the current version is {doc.version or '1'}",
+                            "conflict", "XDSMetadataVersionError")
+    if request.mimetype in ("application/json-patch+json", "application/json"):
+        try:
+            operations = json.loads(request.get_data() or b"null")
+        except ValueError as exc:
+            raise FhirError.one(400, f"unreadable JSON Patch: {exc}", "structure") from exc
+        patched = update.apply_json_patch(current, operations)
+    elif request.mimetype in formats.FHIR_MEDIA_TYPES:   # FHIRPath Patch (MHD Patch Parameters)
+        patched = update.apply_fhirpath_patch(current, formats.read_body(request, "Parameters"))
+    else:
+        raise FhirError.one(415, "PATCH takes a JSON Patch (application/json-patch+json) or a FHIRPath "
+                            "Patch Parameters resource (application/fhir+json or +xml)", "not-supported")
     update.update_document(services, actor, doc, current, patched)
     latest = _latest_version(services, actor, doc.unique_id) or rid
     return formats.respond(Views(services, actor, _base_url()).read_document(latest) or {}, request)
@@ -263,8 +273,8 @@ def retrieve_document(rid: str) -> Response:
 @bp.get("/Patient")
 def find_patients() -> Response:
     services = _services()
-    _actor(services)
-    found = patients.Patients(services).search(_params())
+    actor = _actor(services)
+    found = access.visible_patients(services, actor, patients.Patients(services).search(_params()))
     base = _base_url()
     return formats.respond({"resourceType": "Bundle", "type": "searchset", "total": len(found),
                             "link": [{"relation": "self", "url": request.url}],
@@ -275,19 +285,20 @@ def find_patients() -> Response:
 @bp.get("/Patient/<rid>")
 def read_patient(rid: str) -> Response:
     services = _services()
-    _actor(services)
+    actor = _actor(services)
     people = patients.Patients(services)
     record = people.record(rid)
-    if record is None:
+    resource = access.visible_patients(services, actor, [people.resource(record)]) if record else []
+    if not resource:
         raise FhirError.one(404, f"Patient/{rid} is not known", "not-found")
-    return formats.respond(people.resource(record), request)
+    return formats.respond(resource[0], request)
 
 
 @bp.post("/Patient")
 @bp.put("/Patient/<rid>")
 def save_patient(rid: str | None = None) -> Response:
     services = _services()
-    _actor(services)
+    access.check_write(_actor(services))
     body = formats.read_body(request, "Patient")
     if rid is not None and body.get("id") not in (None, rid):
         raise FhirError.one(400, f"the body's id {body.get('id')!r} differs from the URL's {rid!r}")
@@ -296,3 +307,7 @@ def save_patient(rid: str | None = None) -> Response:
     resource = people.resource(people.record(rid))
     location = f"{_base_url()}/Patient/{rid}"
     return formats.respond(resource, request, 201 if created else 200, headers={"Location": location})
+
+
+# --- clinical reading (Observation, AllergyIntolerance, Condition, ..., Patient/$summary) ------
+clinical.register(bp, _services, _actor, _base_url, _params)

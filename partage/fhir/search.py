@@ -19,6 +19,8 @@ from ..metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter, 
 from .codes import scheme_of
 from .outcome import FhirError
 
+MISSING = "XDSStoredQueryMissingParam"   # what ITI-18 answers for a missing required parameter
+
 Params = dict[str, list[str]]
 
 DOCUMENT_CODES = {"category": "class", "type": "type", "setting": "setting", "facility": "hcft",
@@ -91,6 +93,50 @@ def _date_range(values: list[str], name: str) -> TimeRange:
     return window
 
 
+def _bounds(raw: str, name: str) -> tuple[str, str, str]:
+    """`[prefix]date` -> (prefix, first second, first second after), as 14 DTM digits."""
+    prefix, text = (raw[:2], raw[2:]) if raw[:2] in ("eq", "ge", "gt", "le", "lt", "sa", "eb", "ne") else ("eq", raw)
+    window = _date_range([text], name)
+    return prefix, window.low, window.high
+
+
+def _period_test(raw: str) -> Callable[[AnyObject], bool]:
+    """FHIR date search on the service period (serviceStartTime..serviceStopTime).
+
+    A missing start or stop leaves that side open (an act still going on has no stop);
+    an entry with neither has no period and matches nothing. eq: the asked time contains
+    the period; ge/le: the period reaches into the time from/until the value; gt/lt: the
+    same beyond the value; sa/eb: the period starts after / ends before the value.
+    """
+    prefix, low, after = _bounds(raw, "period")
+    if prefix == "ne":
+        raise FhirError.one(400, "period: the ne prefix is not supported", "not-supported")
+
+    def test(obj: AnyObject) -> bool:
+        start_text, stop_text = getattr(obj, "service_start_time", ""), getattr(obj, "service_stop_time", "")
+        if not start_text and not stop_text:
+            return False
+        try:
+            start = DTM(start_text).lower_bound() if start_text else ""
+            stop = _after(DTM(stop_text)) if stop_text else ""
+        except DatatypeError:
+            return False
+        if prefix == "eq":
+            return bool(start) and bool(stop) and low <= start and stop <= after
+        if prefix in ("ge", "gt"):      # reaches past the value: no stop = still going on
+            return not stop or stop > (low if prefix == "ge" else after)
+        if prefix in ("le", "lt"):
+            return not start or start < (after if prefix == "le" else low)
+        if prefix == "sa":
+            return bool(start) and start >= after
+        return bool(stop) and stop <= low   # eb
+    return test
+
+
+def _after(dtm: DTM) -> str:
+    return (DTM(dtm.upper_bound()).to_datetime() + timedelta(seconds=1)).strftime("%Y%m%d%H%M%S")
+
+
 def _statuses(values: list[str], table: dict[str, list[str]], name: str) -> list[str]:
     out: list[str] = []
     for value in values:
@@ -143,13 +189,13 @@ def _related_test(value: str) -> Callable[[AnyObject], bool]:
 
 def _common(params: Params, allowed: set[str]) -> Search:
     s = Search()
-    for name in (*allowed, *PAGING):
+    for name in (*allowed, *PAGING, "patient:identifier"):
         if name in params:
             s.echo[name] = params[name]
     patients = params.get("patient", [])
     identifiers = params.get("patient.identifier", []) + params.get("patient:identifier", [])
     if not patients and not identifiers:
-        raise FhirError.one(400, "patient or patient.identifier is required", "required")
+        raise FhirError.one(400, "patient or patient.identifier is required", "required", MISSING)
     if patients:
         s.patient_ref = patients[-1]
     if identifiers:
@@ -161,7 +207,7 @@ def _common(params: Params, allowed: set[str]) -> Search:
         except DatatypeError as exc:
             raise FhirError.one(400, f"patient.identifier: {exc}") from exc
     if "status" not in params:
-        raise FhirError.one(400, "status is required (e.g. status=current)", "required")
+        raise FhirError.one(400, "status is required (e.g. status=current)", "required", MISSING)
     try:
         s.count = min(int(params.get("_count", [DEFAULT_COUNT])[-1]), MAX_COUNT)
         s.offset = max(int(params.get("_offset", ["0"])[-1]), 0)
@@ -188,12 +234,8 @@ def document_search(params: Params) -> Search:
     f.creation_time = _date_range(params.get("date", []) + params.get("creation", []), "creation")
     f.service_start = _date_range(params.get("period-start", []), "period-start")
     f.service_stop = _date_range(params.get("period-end", []), "period-end")
-    for raw in params.get("period", []):       # overlap: the act ran during the asked time
-        window = _date_range([raw.removeprefix("eq")], "period")
-        if raw[:2] in ("ge", "gt", "sa", "eq") or raw[:2].isdigit():
-            f.service_stop.low = max(f.service_stop.low, window.low)
-        if raw[:2] in ("le", "lt", "eb", "eq") or raw[:2].isdigit():
-            f.service_start.high = min(f.service_start.high or window.high, window.high)
+    for raw in params.get("period", []):
+        s.post.append(_period_test(raw))
     for name, part in (("author.given", "given"), ("author.family", "family")):
         for value in params.get(name, []):   # FHIR string search: case-insensitive prefix
             s.post.append(_person_test("authors", part, value))

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import uuid
 from typing import Any
 
 from .. import lifecycle
 from ..access.actor import Actor
 from ..metadata.datatypes import DTM
+from ..metadata.errors import ErrorCode
 from ..metadata.model import (
     Association,
     AssociationType,
@@ -56,7 +58,8 @@ def apply_json_patch(resource: Json, operations: Any) -> Json:
             if op["op"] == "test":
                 current = parent[int(last)] if isinstance(parent, list) else parent.get(last)
                 if current != op.get("value"):
-                    raise FhirError.one(412, f"JSON Patch test failed at {op['path']}", "conflict")
+                    raise FhirError.one(412, f"JSON Patch test failed at {op['path']}", "conflict",
+                                        ErrorCode.METADATA_VERSION)
             elif op["op"] == "remove":
                 del parent[int(last) if isinstance(parent, list) else last]
             elif isinstance(parent, list):
@@ -70,6 +73,78 @@ def apply_json_patch(resource: Json, operations: Any) -> Json:
         except (KeyError, IndexError, ValueError, TypeError) as exc:
             raise FhirError.one(400, f"JSON Patch {op['op']} at {op['path']} failed: {exc}") from exc
     return doc
+
+
+_PATH = re.compile(r"^DocumentReference(?:\.(\w+)(?:\[(\d+)\]|\.where\(url\s*=\s*'([^']*)'\))?)?$")
+
+
+def _part_value(part: Json) -> Any:
+    """A FHIRPath Patch value: a `value[x]`, or nested parts naming the elements of a complex value."""
+    for key, value in part.items():
+        if key.startswith("value"):
+            return value
+    out: Json = {}
+    for sub in part.get("part") or []:
+        out[sub.get("name", "")] = _part_value(sub)
+    return out
+
+
+def apply_fhirpath_patch(resource: Json, parameters: Json) -> Json:
+    """FHIR Patch as Parameters (the MHD Patch Parameters form): add, insert, delete and replace
+    on `DocumentReference.<element>`, an item `[i]` of it, or `extension.where(url='...')`."""
+    doc = copy.deepcopy(resource)
+    for n, operation in enumerate(parameters.get("parameter") or []):
+        if operation.get("name") != "operation":
+            continue
+        parts = {p.get("name"): p for p in operation.get("part") or []}
+        kind = (parts.get("type") or {}).get("valueCode", "")
+        path = (parts.get("path") or {}).get("valueString", "")
+        match = _PATH.match(path.replace(" ", ""))
+        where = f"Parameters.parameter[{n}]"
+        if kind not in ("add", "insert", "delete", "replace") or match is None:
+            raise FhirError.one(400, f"{where}: unsupported FHIRPath Patch operation {kind!r} on {path!r} "
+                                "(add, insert, delete, replace on DocumentReference.<element>[index])")
+        element, index, url = match.groups()
+        value = _part_value(parts["value"]) if "value" in parts else None
+        if kind == "add":
+            name = (parts.get("name") or {}).get("valueString", "")
+            if element or not name:
+                raise FhirError.one(400, f"{where}: add takes path DocumentReference and a name")
+            if isinstance(doc.get(name), list) or name in _LISTS:
+                doc.setdefault(name, []).append(value)
+            else:
+                doc[name] = value
+            continue
+        if not element:
+            raise FhirError.one(400, f"{where}: {kind} needs an element of DocumentReference")
+        current = doc.get(element)
+        if index is None and url is None:
+            if kind == "delete":
+                doc.pop(element, None)
+            elif kind == "replace":
+                if current is None:
+                    raise FhirError.one(400, f"{where}: nothing at {path} to replace")
+                doc[element] = value if not isinstance(current, list) or isinstance(value, list) else [value]
+            else:   # insert
+                position = int((parts.get("index") or {}).get("valueInteger", len(current or [])))
+                doc.setdefault(element, []).insert(position, value)
+            continue
+        items = current if isinstance(current, list) else []
+        positions = [int(index)] if index is not None else [i for i, item in enumerate(items)
+                                                            if isinstance(item, dict) and item.get("url") == url]
+        positions = [i for i in positions if i < len(items)]
+        if kind == "delete":
+            doc[element] = [item for i, item in enumerate(items) if i not in positions]
+        elif kind == "replace":
+            if len(positions) != 1:
+                raise FhirError.one(400, f"{where}: {path} must select exactly one item to replace")
+            items[positions[0]] = value
+        else:
+            raise FhirError.one(400, f"{where}: insert takes a list element path, not {path!r}")
+    return doc
+
+
+_LISTS = {"securityLabel", "extension", "category", "author", "identifier", "content", "relatesTo"}
 
 
 def _submission_set(doc: DocumentEntry, services: Services) -> SubmissionSet:
@@ -91,19 +166,23 @@ def update_document(services: Services, actor: Actor, doc: DocumentEntry, curren
     refused = changed - ALLOWED
     if refused:
         raise FhirError.one(422, f"PDSm metadata update may change status, securityLabel and isArchived "
-                            f"only, not {', '.join(sorted(refused))}", "business-rule")
+                            f"only, not {', '.join(sorted(refused))}", "business-rule",
+                            ErrorCode.UNMODIFIABLE_METADATA)
     other_ext = [e for e in patched.get("extension", []) if e.get("url") != mapping.EXT_IS_ARCHIVED]
     if other_ext != [e for e in current.get("extension", []) if e.get("url") != mapping.EXT_IS_ARCHIVED]:
-        raise FhirError.one(422, "only the isArchived extension may change", "business-rule")
+        raise FhirError.one(422, "only the isArchived extension may change", "business-rule",
+                            ErrorCode.UNMODIFIABLE_METADATA)
     archived = any(e.get("valueBoolean") for e in patched.get("extension", [])
                    if e.get("url") == mapping.EXT_IS_ARCHIVED)
     status = patched.get("status")
     if status not in mapping.FHIR_TO_STATUS:
-        raise FhirError.one(422, f"status {status!r} is not current, superseded or entered-in-error")
+        raise FhirError.one(422, f"status {status!r} is not current, superseded or entered-in-error",
+                            "invalid", ErrorCode.METADATA_UPDATE)
     new_status = mapping.FHIR_TO_STATUS[status]
     if archived:
         if new_status != AvailabilityStatus.APPROVED:
-            raise FhirError.one(422, "only a current document can be archived", "business-rule")
+            raise FhirError.one(422, "only a current document can be archived", "business-rule",
+                                ErrorCode.METADATA_UPDATE)
         new_status = AvailabilityStatus.ARCHIVED
     target = doc
     if current.get("securityLabel") != patched.get("securityLabel"):

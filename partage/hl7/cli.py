@@ -1,4 +1,5 @@
-"""`partage hl7 send`: send HL7 v2 messages over MLLP and print the acknowledgements.
+"""`partage hl7 send`: send HL7 v2 messages over MLLP and print the acknowledgements;
+`partage hl7 replay`: send again the document-feed messages the server kept as not processed.
 
 For operators and the README tour: feeding a patient (ITI-8 ADT) needs no other tool.
 """
@@ -19,6 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     send.add_argument("--to", default="127.0.0.1:2575", help="HOST:PORT of the MLLP listener")
     send.add_argument("--timeout", type=float, default=30.0)
     send.set_defaults(func=run_send)
+    replay = sub.add_parser("replay", help="send again the document-feed messages kept as not processed")
+    replay.add_argument("--data", type=Path, default=None,
+                        help="the server's data directory (default: PARTAGE_DATA_DIR or ./partage-data)")
+    replay.add_argument("--to", default="127.0.0.1:2575", help="HOST:PORT of the MLLP listener")
+    replay.add_argument("--list", action="store_true", help="only list the kept messages and their reasons")
+    replay.add_argument("--timeout", type=float, default=120.0)
+    replay.set_defaults(func=run_replay)
 
 
 def run_send(args: argparse.Namespace) -> int:
@@ -33,3 +41,30 @@ def run_send(args: argparse.Namespace) -> int:
             if msa.split("|")[1] != "AA":
                 worst = 1
     return worst
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """Each kept message goes to the listener again; the server forgets those it accepts."""
+    import os
+
+    from .documents import Journal
+
+    data_dir = args.data or Path(os.environ.get("PARTAGE_DATA_DIR", "partage-data"))
+    entries = Journal.in_data_dir(data_dir).entries()
+    if args.list or not entries:
+        for path, meta in entries:
+            sys.stdout.write(f"{path.name}: {meta.get('ack', '?')} x{meta.get('attempts', '?')} "
+                             f"{meta.get('reason', '')} {' '.join(meta.get('rules', []))}\n")
+        sys.stdout.write(f"{len(entries)} message(s) kept in {Journal.in_data_dir(data_dir).directory}\n")
+        return 0
+    host, _, port = args.to.rpartition(":")
+    still = 0
+    with MllpClient(host or "127.0.0.1", int(port), timeout=args.timeout) as client:
+        for path, _meta in entries:
+            ack = client.send(path.read_bytes())
+            msa = next((s for s in ack.split("\r") if s.startswith("MSA|")), "MSA|??")
+            code = msa.split("|")[1]
+            still += code != "AA"
+            sys.stdout.write(f"{path.name}: {code} {'|'.join(msa.split('|')[3:])}\n")
+    sys.stdout.write(f"{len(entries) - still} accepted, {still} still refused\n")
+    return 1 if still else 0

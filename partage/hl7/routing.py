@@ -6,10 +6,14 @@ One MLLP listener serves every feed; each feed is a module with
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
+from ..access.actor import PATIENT_FEED_ACTOR
 from ..services import Services
-from . import pif
+from . import documents, pif
+
+log = logging.getLogger("partage.hl7")
 
 Handler = Callable[[Services, str], pif.FeedOutcome]
 Acker = Callable[[pif.FeedOutcome, str], str]
@@ -17,6 +21,8 @@ Acker = Callable[[pif.FeedOutcome, str], str]
 # message type (MSH-9.1) -> (handler, acknowledgement writer)
 ROUTES: dict[str, tuple[Handler, Acker]] = {
     "ADT": (pif.handle_message, pif.ack),
+    "MDM": (documents.handle_message, documents.ack),   # CDA documents (ANS CISIS_CDA_HL7_V2)
+    "ORU": (documents.handle_message, documents.ack),
 }
 
 
@@ -29,6 +35,26 @@ def message_type(text: str) -> str:
 
 
 def route(services: Services, text: str) -> str:
-    """Handle one message and return the acknowledgement to send back."""
+    """Handle one message and return the acknowledgement to send back (and audit it once)."""
+    from ..access import audit
+
     handler, acker = ROUTES.get(message_type(text), (pif.handle_message, pif.ack))
-    return acker(handler(services, text), text)
+    kind = message_type(text)
+    token = audit.begin("ITI-8" if kind == "ADT" else f"HL7 {kind or '?'}", request=text.split("\r", 1)[0][:300])
+    try:
+        audit.note_actor(PATIENT_FEED_ACTOR if kind == "ADT" else getattr(documents, "DOCUMENT_FEED_ACTOR", PATIENT_FEED_ACTOR))
+        answer = acker(handler(services, text), text)
+        ctx = audit.current()
+        if ctx is not None:
+            if kind == "ADT" and not ctx.patients:
+                audit.note_patient(audit.first_pid3(text))
+            accepted = "MSA|AA" in answer or "MSA|CA" in answer
+            if not accepted:
+                ctx.remarks.append(answer.split("MSA|", 1)[-1].split("\r", 1)[0][:200])
+            try:
+                audit.finish(services, ctx, 200 if accepted else 400)
+            except Exception:   # the ACK stands; the failure to audit is logged
+                log.exception("could not write the audit record of an HL7 message")
+        return answer
+    finally:
+        audit.end(token)

@@ -111,16 +111,18 @@ def find_folders(conn: Connection, patient_pk: int, f: FolderFilter, limit: int 
 
 
 def by_ids(conn: Connection, kind: str | None, *, entry_uuids: Iterable[str] = (),
-           unique_ids: Iterable[str] = (), extra: Sequence = ()):
-    """Objects by entryUUID or uniqueId (every version of a uniqueId: callers filter)."""
-    entry_uuids, unique_ids = list(entry_uuids), list(unique_ids)
-    if not entry_uuids and not unique_ids:
+           unique_ids: Iterable[str] = (), logical_ids: Iterable[str] = (), extra: Sequence = ()):
+    """Objects by entryUUID, uniqueId or logical id (every version of the last two: callers filter)."""
+    entry_uuids, unique_ids, logical_ids = list(entry_uuids), list(unique_ids), list(logical_ids)
+    if not entry_uuids and not unique_ids and not logical_ids:
         return []
     match = []
     if entry_uuids:
         match.append(OBJ.c.entry_uuid.in_(entry_uuids))
     if unique_ids:
         match.append(OBJ.c.unique_id.in_(unique_ids))
+    if logical_ids:
+        match.append(OBJ.c.lid.in_(logical_ids))
     clauses = [or_(*match), *extra]
     if kind:
         clauses.append(OBJ.c.kind == kind)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -130,3 +131,132 @@ object_authors = Table(
 )
 Index("ix_authors_patient_person", object_authors.c.patient_pk, object_authors.c.person)
 Index("ix_authors_object", object_authors.c.object_pk)
+
+# --- access control state and the audit trail (partage.access; migration 0002) ----------
+# One row per patient whose record exists: opened with the patient's consent, closable.
+patient_access = Table(
+    "patient_access", metadata,
+    Column("patient_pk", Integer, ForeignKey("patients.pk"), primary_key=True),
+    Column("status", String(8), nullable=False),                  # open | closed
+    Column("medecin_traitant", String(64), nullable=False, default=""),   # national id
+    Column("bdg_opposed", Integer, nullable=False, default=0),    # patient opposed bris de glace
+    Column("opened_at", String(20), nullable=False),
+    Column("closed_at", String(20), nullable=True),
+    Column("updated_at", String(20), nullable=False),
+)
+
+# Professionals the patient blocked (refused everywhere; never the médecin traitant).
+patient_blocks = Table(
+    "patient_blocks", metadata,
+    Column("patient_pk", Integer, ForeignKey("patients.pk"), primary_key=True),
+    Column("professional_id", String(64), primary_key=True),
+    Column("created_at", String(20), nullable=False),
+)
+
+# Append-only: one row per access (ATNA-like fields). patient_pk has no foreign key so
+# that the trail outlives a purged record.
+audit_events = Table(
+    "audit_events", metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("recorded_at", String(32), nullable=False),            # ISO 8601 UTC
+    Column("action", String(80), nullable=False),                 # ITI-18, ITI-43, ITI-67...
+    Column("request", String(300), nullable=False, default=""),   # method and path / wsa:Action
+    Column("outcome", Integer, nullable=False),                   # ATNA: 0, 4, 8, 12
+    Column("decision", String(16), nullable=False),               # permit | filtered | deny | error
+    Column("actor_id", String(128), nullable=False),
+    Column("actor_name", String(256), nullable=False, default=""),
+    Column("actor_kind", String(16), nullable=False),
+    Column("actor_role", String(32), nullable=False, default=""),
+    Column("purpose", String(16), nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),
+    Column("structure", String(64), nullable=False, default=""),
+    Column("address", String(64), nullable=False, default=""),
+    Column("credential_id", String(128), nullable=False, default=""),
+    Column("patient_pk", Integer, nullable=True),
+    Column("patient_id", String(256), nullable=False, default=""),
+    Column("objects", Text, nullable=False, default="[]"),        # JSON list of document uniqueIds
+    Column("detail", Text, nullable=False, default=""),
+)
+Index("ix_audit_patient", audit_events.c.patient_pk, audit_events.c.pk)
+Index("ix_audit_actor", audit_events.c.actor_id, audit_events.c.pk)
+
+# Credentials already used (assertion ID / jti), until they expire: replay detection.
+credential_uses = Table(
+    "credential_uses", metadata,
+    Column("credential_id", String(160), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),           # epoch seconds
+)
+
+# Notifications owed to patients (bris de glace accesses); a sender drains them.
+access_notifications = Table(
+    "access_notifications", metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("patient_pk", Integer, nullable=False, index=True),
+    Column("created_at", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("audit_pk", BigInteger().with_variant(Integer, "sqlite"), nullable=True),
+    Column("sent_at", String(32), nullable=True),
+)
+
+# --- clinical reading (partage.clinical; migration 0003) ------------------------------
+# Facts extracted from level-3 CDA entries. Keyed by the source document's logical id
+# (`doc_lid`): a fact is current while an Approved version of that document is held, and
+# is shown only to whom that version is shown (partage.clinical.read).
+clinical_facts = Table(
+    "clinical_facts", metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("patient_pk", Integer, nullable=False),
+    Column("doc_lid", String(64), nullable=False),
+    Column("doc_entry_uuid", String(64), nullable=False),     # the version it was read from
+    Column("seq", Integer, nullable=False),                   # document order
+    Column("kind", String(16), nullable=False),               # lab, vital, allergy, problem, ...
+    Column("code", String(64), nullable=False, default=""),
+    Column("code_system", String(64), nullable=False, default=""),
+    Column("display", Text, nullable=False, default=""),
+    Column("value_num", Float, nullable=True),
+    Column("value_text", Text, nullable=False, default=""),
+    Column("unit", String(32), nullable=False, default=""),
+    Column("ref_low", String(64), nullable=False, default=""),
+    Column("ref_high", String(64), nullable=False, default=""),
+    Column("ref_text", Text, nullable=False, default=""),
+    Column("interpretation", String(16), nullable=False, default=""),
+    Column("status", String(32), nullable=False, default=""),
+    Column("effective", String(14), nullable=False, default=""),   # UTC digits, lower bound
+    Column("effective_end", String(14), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default="{}"),          # JSON
+)
+Index("ix_facts_doc_kind", clinical_facts.c.doc_lid, clinical_facts.c.kind)
+Index("ix_facts_patient_kind_code", clinical_facts.c.patient_pk, clinical_facts.c.kind,
+      clinical_facts.c.code, clinical_facts.c.effective)
+
+# The searchable text of each document (one row per logical document). The full-text
+# index is the database's own: an FTS5 table `document_text_fts` (rowid = pk) on SQLite,
+# a generated tsvector column `tsv` ('french' configuration) with a GIN index on
+# PostgreSQL; both are created by migration 0003, not declared here.
+document_text = Table(
+    "document_text", metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("patient_pk", Integer, nullable=False),
+    Column("doc_lid", String(64), nullable=False),
+    Column("doc_entry_uuid", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("doc_lid", name="uq_document_text_doc_lid"),
+)
+Index("ix_document_text_patient", document_text.c.patient_pk)
+
+# Documents whose PDF text is still to be indexed (partage.clinical.queue; migration 0004).
+# The registration's transaction adds a row; a background indexer claims it (a lease:
+# claimed_by / claimed_until, epoch seconds), writes the document's whole text into
+# document_text and deletes the row in one transaction. A row outlives a crash: its
+# lease expires and another process takes it.
+text_index_jobs = Table(
+    "text_index_jobs", metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("doc_entry_uuid", String(64), nullable=False),   # the version whose bytes are read
+    Column("doc_lid", String(64), nullable=False),
+    Column("created_at", String(32), nullable=False),       # ISO 8601 UTC
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", Float, nullable=True),
+)

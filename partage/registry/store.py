@@ -23,6 +23,7 @@ from . import schema
 from .indexing import object_from_row
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x70617274616765   # "partage": the advisory lock serialising migrations
 
 
 def utc_now() -> str:
@@ -46,7 +47,8 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql(mode)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_timeout: int = 30,
+                pool_recycle: int = 1800) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -54,15 +56,17 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _sqlite_setup(engine)
         return engine
-    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout,
+                         pool_recycle=pool_recycle, pool_pre_ping=True)
 
 
 class Registry:
     """Owns the engine; hands out read and write transactions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **pool) -> None:
+        """`pool`: make_engine's pool_size, max_overflow, pool_timeout, pool_recycle (PostgreSQL)."""
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, **pool)
         self._write_engine = self.engine.execution_options(partage_write=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._migrate_lock = threading.Lock()
@@ -77,6 +81,10 @@ class Registry:
             cfg = Config()
             cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
             with self._write_engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Several hosts may start at once: one migrates, the others wait, then
+                    # find the schema at head (the lock ends with the transaction).
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
 

@@ -17,7 +17,8 @@ from flask import Blueprint, Response, current_app, request
 from lxml import etree
 
 from .. import lifecycle
-from ..access.actor import INSECURE_DEV_ACTOR, Actor, AuthenticationRequired
+from ..access import audit, authn
+from ..access.actor import Actor, AuthenticationRequired
 from ..ingest import IngestService
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import DocumentContent
@@ -52,11 +53,9 @@ def _services() -> Services:
 
 
 def _actor(services: Services, envelope) -> Actor:
-    if services.settings.insecure_dev:
-        return INSECURE_DEV_ACTOR
-    raise AuthenticationRequired("this server requires a SAML assertion in the WS-Security header; "
-                                 "none is configured to be accepted yet (start with --insecure-dev "
-                                 "for development only)")
+    """The VIHF-like SAML assertion of the WS-Security header, verified (partage.access.authn)."""
+    audit.set_action(envelope.action)
+    return authn.soap_actor(services, envelope.header, address=request.remote_addr or "")
 
 
 def _content_from_element(document: etree._Element, parts) -> DocumentContent:
@@ -108,7 +107,8 @@ def handle_stored_query(services: Services, actor: Actor, body, parts) -> Reply:
     try:
         name, raw, return_type = storedquery.read_request(body)
         params = Params(name, raw)
-        result = storedquery.run(QueryService(services, actor), name, params)
+        service = QueryService(services, actor, object_refs=return_type == "ObjectRef")
+        result = storedquery.run(service, name, params)
     except XdsErrors as exc:
         return Reply(query_response([], exc.errors))
     objects = result.objects if return_type == "LeafClass" else storedquery.as_object_refs(result)

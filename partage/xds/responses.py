@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from lxml import etree
 
 from ..metadata.errors import XdsError
+from ..xmlsafe import xml_text
 from . import constants as C
 from .ebrim import write_object_list
 
@@ -26,8 +27,8 @@ def error_list(parent: etree._Element, errors: list[XdsError]) -> None:
     holder = etree.SubElement(parent, RS + "RegistryErrorList", highestSeverity=highest)
     for error in errors:
         etree.SubElement(holder, RS + "RegistryError", {
-            "errorCode": str(error.code), "codeContext": error.context,
-            "location": error.location or "",
+            "errorCode": str(error.code), "codeContext": xml_text(error.context),
+            "location": xml_text(error.location or ""),
             "severity": C.SEVERITY_WARNING if error.warning else C.SEVERITY_ERROR,
         })
 

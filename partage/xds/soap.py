@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from ..xmlsafe import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, parse_xml
+from ..xmlsafe import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, parse_xml, xml_text
 from . import constants as C
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -134,7 +134,7 @@ def fault_envelope(error: SoapError, relates_to: str | None = None) -> bytes:
     reason = etree.SubElement(fault, S + "Reason")
     text = etree.SubElement(reason, S + "Text")
     text.set(f"{{{XML_NS}}}lang", "en")
-    text.text = error.reason or error.code
+    text.text = xml_text(error.reason or error.code)
     action = ACTION_WSA_FAULT if is_wsa else ACTION_SOAP_FAULT
     return build_envelope(action, fault, relates_to=relates_to)
 

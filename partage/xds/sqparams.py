@@ -77,40 +77,54 @@ class Param:
     required: bool = False
     multiple: bool = True       # a list of values allowed
     and_or: bool = False        # several Value elements are ANDed groups
+    coded: bool = False         # each item is a code: `code^^codingScheme`
 
 
+def check_coded(item: str) -> None:
+    """A coded parameter value is CE fields 1 and 3, `code^^codingScheme`, both present.
+
+    ITI TF-2a 3.18.4.1.2.3.4: a code without its coding scheme is ambiguous, so it is
+    refused rather than matched against any scheme.
+    """
+    code, sep, scheme = item.partition("^^")
+    if not sep or not code.strip() or not scheme.strip() or "^" in scheme:
+        raise ParamSyntaxError(f"{item!r} is not a coded value code^^codingScheme")
+
+
+CODED = Param(coded=True)
 DOC_FILTERS = {
-    "$XDSDocumentEntryFormatCode": Param(),
-    "$XDSDocumentEntryConfidentialityCode": Param(and_or=True),
+    "$XDSDocumentEntryFormatCode": CODED,
+    "$XDSDocumentEntryConfidentialityCode": Param(and_or=True, coded=True),
     "$XDSDocumentEntryType": Param(),
 }
 FIND_DOCUMENTS = {
     "$XDSDocumentEntryPatientId": Param(required=True, multiple=False),
-    "$XDSDocumentEntryClassCode": Param(),
-    "$XDSDocumentEntryTypeCode": Param(),
-    "$XDSDocumentEntryPracticeSettingCode": Param(),
+    "$XDSDocumentEntryClassCode": CODED,
+    "$XDSDocumentEntryTypeCode": CODED,
+    "$XDSDocumentEntryPracticeSettingCode": CODED,
     "$XDSDocumentEntryCreationTimeFrom": Param(multiple=False),
     "$XDSDocumentEntryCreationTimeTo": Param(multiple=False),
     "$XDSDocumentEntryServiceStartTimeFrom": Param(multiple=False),
     "$XDSDocumentEntryServiceStartTimeTo": Param(multiple=False),
     "$XDSDocumentEntryServiceStopTimeFrom": Param(multiple=False),
     "$XDSDocumentEntryServiceStopTimeTo": Param(multiple=False),
-    "$XDSDocumentEntryHealthcareFacilityTypeCode": Param(),
-    "$XDSDocumentEntryEventCodeList": Param(and_or=True),
+    "$XDSDocumentEntryHealthcareFacilityTypeCode": CODED,
+    "$XDSDocumentEntryEventCodeList": Param(and_or=True, coded=True),
     "$XDSDocumentEntryAuthorPerson": Param(),
     "$XDSDocumentEntryStatus": Param(required=True),
     "$XDSDocumentEntryDocumentAvailability": Param(),
     "$MetadataLevel": Param(multiple=False),
     **DOC_FILTERS,
 }
+ASSOCIATION_STATUS = {"$XDSAssociationStatus": Param()}
 BY_DOC_ID = {"$XDSDocumentEntryEntryUUID": Param(), "$XDSDocumentEntryUniqueId": Param(),
              "$homeCommunityId": Param(multiple=False), "$MetadataLevel": Param(multiple=False),
-             "$XDSDocumentEntryLogicalID": Param()}
+             "$XDSDocumentEntryLogicalID": Param(), **ASSOCIATION_STATUS}
 BY_FOLDER_ID = {"$XDSFolderEntryUUID": Param(), "$XDSFolderUniqueId": Param(),
                 "$homeCommunityId": Param(multiple=False), "$MetadataLevel": Param(multiple=False),
                 "$XDSFolderLogicalID": Param()}
 BY_UUID = {"$uuid": Param(required=True), "$homeCommunityId": Param(multiple=False),
-           "$MetadataLevel": Param(multiple=False)}
+           "$MetadataLevel": Param(multiple=False), **ASSOCIATION_STATUS}
 
 TABLE: dict[str, dict[str, Param]] = {
     "FindDocuments": FIND_DOCUMENTS,
@@ -122,14 +136,14 @@ TABLE: dict[str, dict[str, Param]] = {
         "$XDSSubmissionSetSubmissionTimeFrom": Param(multiple=False),
         "$XDSSubmissionSetSubmissionTimeTo": Param(multiple=False),
         "$XDSSubmissionSetAuthorPerson": Param(multiple=False),
-        "$XDSSubmissionSetContentType": Param(),
+        "$XDSSubmissionSetContentType": CODED,
         "$XDSSubmissionSetStatus": Param(required=True),
     },
     "FindFolders": {
         "$XDSFolderPatientId": Param(required=True, multiple=False),
         "$XDSFolderLastUpdateTimeFrom": Param(multiple=False),
         "$XDSFolderLastUpdateTimeTo": Param(multiple=False),
-        "$XDSFolderCodeList": Param(and_or=True),
+        "$XDSFolderCodeList": Param(and_or=True, coded=True),
         "$XDSFolderStatus": Param(required=True),
         "$MetadataLevel": Param(multiple=False),
     },
@@ -142,6 +156,7 @@ TABLE: dict[str, dict[str, Param]] = {
         "$XDSDocumentEntryConfidentialityCode": Param(and_or=True),
         "$XDSDocumentEntryType": Param(),
         "$MetadataLevel": Param(multiple=False),
+        **ASSOCIATION_STATUS,
     },
     "GetDocuments": BY_DOC_ID,
     "GetFolders": BY_FOLDER_ID,
@@ -154,6 +169,7 @@ TABLE: dict[str, dict[str, Param]] = {
         "$homeCommunityId": Param(multiple=False),
         "$MetadataLevel": Param(multiple=False),
         **DOC_FILTERS,
+        **ASSOCIATION_STATUS,
     },
     "GetFolderAndContents": {
         "$XDSFolderEntryUUID": Param(multiple=False),
@@ -161,6 +177,7 @@ TABLE: dict[str, dict[str, Param]] = {
         "$homeCommunityId": Param(multiple=False),
         "$MetadataLevel": Param(multiple=False),
         **DOC_FILTERS,
+        **ASSOCIATION_STATUS,
     },
     "GetFoldersForDocument": {k: v for k, v in BY_DOC_ID.items()
                               if k != "$XDSDocumentEntryLogicalID"},
@@ -171,6 +188,7 @@ TABLE: dict[str, dict[str, Param]] = {
         "$homeCommunityId": Param(multiple=False),
         "$MetadataLevel": Param(multiple=False),
         "$XDSDocumentEntryType": Param(),
+        **ASSOCIATION_STATUS,
     },
 }
 
@@ -204,6 +222,9 @@ class Params:
                 continue
             try:
                 groups = [parse_value(t) for t in texts]
+                if param.coded:
+                    for item in (i for g in groups for i in g):
+                        check_coded(item)
             except ParamSyntaxError as exc:
                 errors.append(XdsError(ErrorCode.REGISTRY_ERROR, f"parameter {name}: {exc}", name))
                 continue

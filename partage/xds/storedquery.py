@@ -84,6 +84,10 @@ def _like(pattern: str) -> str:
 
 
 def run(service: QueryService, name: str, p: Params) -> QueryResult:
+    if p.has("$XDSAssociationStatus"):
+        service.association_statuses = _statuses(p.values("$XDSAssociationStatus"))
+    if p.value("$MetadataLevel").strip() == "2":
+        service.metadata_level = 2
     if name in ("FindDocuments", "FindDocumentsByReferenceId"):
         return service.find_documents(p.value("$XDSDocumentEntryPatientId"), document_filter(p))
     if name == "FindSubmissionSets":

@@ -132,8 +132,11 @@ def test_remove_metadata_needs_associations_removed_too(services):
         remove_metadata(services, INSECURE_DEV_ACTOR, _remove_request(doc.entry_uuid))
     assert set(exc.value.codes) == {"ReferencesExistException"}
     service = QueryService(services, INSECURE_DEV_ACTOR)
-    assocs = [o.entry_uuid for o in service.get_associations([doc.entry_uuid]).objects]
-    remove_metadata(services, INSECURE_DEV_ACTOR, _remove_request(doc.entry_uuid, *assocs))
+    assocs = service.get_associations([doc.entry_uuid]).objects
+    # the SubmissionSet goes too: it would be left without members (XDSUnreferencedObjectException)
+    sets = {a.source_uuid for a in assocs} - {doc.entry_uuid}
+    remove_metadata(services, INSECURE_DEV_ACTOR,
+                    _remove_request(doc.entry_uuid, *[a.entry_uuid for a in assocs], *sets))
     assert _docs(services, pid) == []
     assert service.get_objects(schema.KIND_DOCUMENT, entry_uuids=[doc.entry_uuid]).objects == []
 
@@ -142,3 +145,226 @@ def test_remove_unknown_object(services):
     with pytest.raises(XdsErrors) as exc:
         remove_metadata(services, INSECURE_DEV_ACTOR, _remove_request("urn:uuid:00000000-0000-4000-8000-000000000000"))
     assert exc.value.codes == ["UnresolvedReferenceException"]
+
+
+def test_update_cannot_submit_a_first_version(services):
+    """ITI TF-2b 3.57.4.1.3.1 (NIST 15800c): a new DocumentEntry comes by ITI-41/42, not by an update."""
+    pid, _ = _setup(services)
+    request = _update_set(pid)
+    request.documents.append(F.document(pid, "brandnew", hash="a" * 40, size=10, repository_unique_id="1.2.3"))
+    request.associations.append(Association(entry_uuid="hm", association_type=AssociationType.HAS_MEMBER,
+                                            source_uuid="ss", target_uuid="brandnew",
+                                            submission_set_status="Original"))
+    with pytest.raises(XdsErrors) as exc:
+        update_document_set(services, INSECURE_DEV_ACTOR, request)
+    assert exc.value.codes == ["XDSMetadataUpdateError"], exc.value.summary()
+    assert len(_docs(services, pid)) == 1
+
+
+def test_update_of_an_unknown_logical_id_is_a_version_error(services):
+    """NIST 15800b: the PreviousVersion named does not exist."""
+    pid, doc = _setup(services)
+    new = _new_version(doc)
+    new.lid = "urn:uuid:00000000-0000-4000-8000-000000000000"
+    with pytest.raises(XdsErrors) as exc:
+        update_document_set(services, INSECURE_DEV_ACTOR, _update_set(pid, new))
+    assert exc.value.codes == ["XDSMetadataVersionError"]
+
+
+def test_size_and_hash_are_updatable_only_for_documents_held_elsewhere(services):
+    """NIST 15801 updates size/hash/repositoryUniqueId of an ITI-42 entry; bytes held here keep theirs."""
+    pid, held_here = _setup(services)
+    with pytest.raises(XdsErrors) as exc:
+        update_document_set(services, INSECURE_DEV_ACTOR, _update_set(pid, _new_version(held_here, size=999)))
+    assert exc.value.codes == ["XDSMetadataUpdateError"] and "size" in exc.value.summary()
+
+    elsewhere = F.document(pid, "remote", hash="a" * 40, size=10, repository_unique_id="1.2.3.4.5.6")
+    IngestService(services, INSECURE_DEV_ACTOR).register(F.submission(pid, [elsewhere], contents=False))
+    remote = [d for d in _docs(services, pid, ["Approved"]) if d.unique_id == elsewhere.unique_id][0]
+    corrected = _new_version(remote, hash="b" * 40, size=44, repository_unique_id="1.2.3.4.5.7")
+    update_document_set(services, INSECURE_DEV_ACTOR, _update_set(pid, corrected))
+    latest = [d for d in _docs(services, pid, ["Approved"]) if d.unique_id == elsewhere.unique_id][0]
+    assert (latest.version, latest.size, latest.hash) == ("2", 44, "b" * 40)
+
+
+def _registered(services, pid, request):
+    """Register `request` (ITI-41); its symbolic ids -> the urn:uuids assigned."""
+    return IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(request).assigned_ids
+
+
+def _status_change(target, original="Approved", new="Deprecated", entry="chg"):
+    return Association(entry_uuid=entry, association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
+                       source_uuid="ss", target_uuid=target,
+                       original_status=str(AvailabilityStatus[original.upper()]),
+                       new_status=str(AvailabilityStatus[new.upper()]))
+
+
+def test_submission_set_status_cannot_be_updated(services):
+    """NIST 21001."""
+    pid = F.patient_id()
+    with services.registry.write() as conn:
+        services.registry.upsert_patient(conn, [pid])
+    ids = _registered(services, pid, F.submission(pid))
+    with pytest.raises(XdsErrors) as exc:
+        update_document_set(services, INSECURE_DEV_ACTOR, _update_set(pid, _status_change(ids["ss"])))
+    assert exc.value.codes == ["XDSMetadataUpdateError"] and "SubmissionSet" in exc.value.summary()
+
+
+def test_status_change_only_on_the_latest_version(services):
+    """NIST 15802b: the Deprecated version 1 cannot be approved again once version 2 exists."""
+    pid, doc = _setup(services)
+    update_document_set(services, INSECURE_DEV_ACTOR, _update_set(pid, _new_version(doc, title="v2")))
+    with pytest.raises(XdsErrors) as exc:
+        update_document_set(services, INSECURE_DEV_ACTOR,
+                            _update_set(pid, _status_change(doc.entry_uuid, "Deprecated", "Approved")))
+    assert exc.value.codes == ["XDSMetadataVersionError"]
+
+
+def test_new_version_needs_original_submission_set_status(services):
+    """NIST 20002b missing_slot_submissionsetstatus."""
+    pid, doc = _setup(services)
+    request = _update_set(pid, _new_version(doc, title="v2"))
+    request.associations[0].submission_set_status = ""
+    with pytest.raises(XdsErrors) as exc:
+        update_document_set(services, INSECURE_DEV_ACTOR, request)
+    assert exc.value.codes == ["XDSMetadataUpdateError"] and "SubmissionSetStatus" in exc.value.summary()
+
+
+def test_association_propagation_is_yes_or_no(services):
+    """NIST 20002b slot_associationpropagation_invalid_value."""
+    pid, doc = _setup(services)
+    request = _update_set(pid, _new_version(doc, title="v2"))
+    request.associations[0].extra_slots["AssociationPropagation"] = ["maybe"]
+    with pytest.raises(XdsErrors) as exc:
+        update_document_set(services, INSECURE_DEV_ACTOR, request)
+    assert exc.value.codes == ["XDSMetadataUpdateError"] and "AssociationPropagation" in exc.value.summary()
+
+
+def _submit_association(source, target, kind=AssociationType.APND):
+    return Association(entry_uuid="new-assoc", association_type=kind, source_uuid=source, target_uuid=target)
+
+
+def test_submitted_association_rules(services):
+    """NIST 20100a/b (other patient), 21004 (Deprecated end), 20008 (already there)."""
+    pid, first = _setup(services)
+    ids = _registered(services, pid, F.submission(pid, [F.document(pid, "doc2")]))
+    second = ids["doc2"]
+    other = F.patient_id()
+    with services.registry.write() as conn:
+        services.registry.upsert_patient(conn, [other])
+    foreign = _registered(services, other, F.submission(other, [F.document(other, "doc3")]))["doc3"]
+
+    def attempt(assoc):
+        with pytest.raises(XdsErrors) as exc:
+            update_document_set(services, INSECURE_DEV_ACTOR, _update_set(pid, assoc))
+        return exc.value
+
+    assert attempt(_submit_association(first.entry_uuid, foreign)).codes == ["XDSPatientIDReconciliationError"]
+    update_document_set(services, INSECURE_DEV_ACTOR, _update_set(pid, _status_change(second, entry="c1")))
+    refused = attempt(_submit_association(first.entry_uuid, second))
+    assert refused.codes == ["XDSMetadataUpdateError"] and "Deprecated" in refused.summary()
+    update_document_set(services, INSECURE_DEV_ACTOR,
+                        _update_set(pid, _status_change(second, "Deprecated", "Approved", entry="c2")))
+    update_document_set(services, INSECURE_DEV_ACTOR, _update_set(pid, _submit_association(first.entry_uuid, second)))
+    again = attempt(_submit_association(first.entry_uuid, second))
+    assert again.codes == ["XDSMetadataUpdateError"] and "already links" in again.summary()
+
+
+def test_patient_change_of_an_unlinked_entry(services):
+    """NIST 21002: a new version may name another patient; all versions then span two patients."""
+    pid, doc = _setup(services)
+    other = F.patient_id()
+    with services.registry.write() as conn:
+        services.registry.upsert_patient(conn, [other])
+    moved = _new_version(doc, patient_id=other, source_patient_id=other)
+    update_document_set(services, INSECURE_DEV_ACTOR, _update_set(other, moved))
+    assert [d.version for d in _docs(services, other, ["Approved"])] == ["2"]
+    refs = QueryService(services, INSECURE_DEV_ACTOR, object_refs=True).get_objects(
+        schema.KIND_DOCUMENT, logical_ids=[doc.entry_uuid])
+    assert len(refs.objects) == 2     # $XDSDocumentEntryLogicalID: every version
+    with pytest.raises(XdsErrors) as exc:
+        QueryService(services, INSECURE_DEV_ACTOR).get_objects(schema.KIND_DOCUMENT, logical_ids=[doc.entry_uuid])
+    assert exc.value.codes == ["XDSResultNotSinglePatient"]
+
+
+def test_patient_change_of_a_folder_member_is_refused(services):
+    pid = F.patient_id()
+    with services.registry.write() as conn:
+        services.registry.upsert_patient(conn, [pid])
+    inner = Association(entry_uuid="fa", association_type=AssociationType.HAS_MEMBER,
+                        source_uuid="fol1", target_uuid="doc1")
+    _registered(services, pid, F.submission(pid, folders=[F.folder(pid)], extra_associations=[inner]))
+    doc = _docs(services, pid, ["Approved"])[0]
+    other = F.patient_id()
+    with services.registry.write() as conn:
+        services.registry.upsert_patient(conn, [other])
+    with pytest.raises(XdsErrors) as exc:
+        update_document_set(services, INSECURE_DEV_ACTOR,
+                            _update_set(other, _new_version(doc, patient_id=other, source_patient_id=other)))
+    assert exc.value.codes == ["XDSPatientIDReconciliationError"]
+
+
+def test_removal_must_not_leave_an_empty_submission_set(services):
+    """NIST 30001: removing the only member and its HasMember, not the SubmissionSet."""
+    pid = F.patient_id()
+    with services.registry.write() as conn:
+        services.registry.upsert_patient(conn, [pid])
+    ids = _registered(services, pid, F.submission(pid))
+    with pytest.raises(XdsErrors) as exc:
+        remove_metadata(services, INSECURE_DEV_ACTOR, _remove_request(ids["doc1"], ids["a-doc1"]))
+    assert exc.value.codes == ["XDSUnreferencedObjectException"]
+    remove_metadata(services, INSECURE_DEV_ACTOR, _remove_request(ids["doc1"], ids["a-doc1"], ids["ss"]))
+    assert _docs(services, pid) == []
+
+
+def _folder_update(pid, folder_uuid, unique_id, *, propagate: str | None):
+    new = F.folder(pid, "newfolder")
+    new.lid, new.unique_id = folder_uuid, unique_id
+    request = _update_set(pid)
+    request.folders.append(new)
+    hm = Association(entry_uuid="hm-fol", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
+                     target_uuid="newfolder", previous_version="1")
+    if propagate is not None:
+        hm.extra_slots["AssociationPropagation"] = [propagate]
+    request.associations.append(hm)
+    return request
+
+
+@pytest.mark.parametrize("propagate, members_of_new", [(None, 1), ("no", 0)])
+def test_folder_update_propagates_members_unless_told_not_to(services, propagate, members_of_new):
+    """NIST 20000d/20000e: GetFolderAndContents level 1 shows the new version, level 2 every version."""
+    pid = F.patient_id()
+    with services.registry.write() as conn:
+        services.registry.upsert_patient(conn, [pid])
+    fol = F.folder(pid)
+    inner = Association(entry_uuid="fa", association_type=AssociationType.HAS_MEMBER,
+                        source_uuid="fol1", target_uuid="doc1")
+    ids = _registered(services, pid, F.submission(pid, folders=[fol], extra_associations=[inner]))
+    update_document_set(services, INSECURE_DEV_ACTOR, _folder_update(pid, ids["fol1"], fol.unique_id,
+                                                                     propagate=propagate))
+    service = QueryService(services, INSECURE_DEV_ACTOR)
+    current = service.get_folder_and_contents(DocumentFilter(), unique_id=fol.unique_id).objects
+    folders = [o for o in current if o.kind == "Folder"]
+    assert [f.version for f in folders] == ["2"]
+    assert sum(o.kind == "Association" for o in current) == members_of_new
+    service.metadata_level = 2
+    every = service.get_folder_and_contents(DocumentFilter(), unique_id=fol.unique_id).objects
+    assert sorted(o.version for o in every if o.kind == "Folder") == ["1", "2"]
+    assert sum(o.kind == "Association" for o in every) == 1 + members_of_new
+
+
+def test_deprecated_associations_are_followed_only_when_asked(services):
+    """NIST 20001: $XDSAssociationStatus defaults to Approved."""
+    pid, first = _setup(services)
+    apnd = Association(entry_uuid="apnd", association_type=AssociationType.APND,
+                       source_uuid="doc2", target_uuid=first.entry_uuid)
+    ids = _registered(services, pid, F.submission(pid, [F.document(pid, "doc2")], extra_associations=[apnd]))
+    update_document_set(services, INSECURE_DEV_ACTOR, _update_set(pid, _status_change(ids["apnd"])))
+    service = QueryService(services, INSECURE_DEV_ACTOR)
+    related = service.get_related_documents([str(AssociationType.APND)], DocumentFilter(),
+                                            entry_uuid=first.entry_uuid)
+    assert related.objects == []
+    service.association_statuses = ["Approved", "Deprecated"]
+    related = service.get_related_documents([str(AssociationType.APND)], DocumentFilter(),
+                                            entry_uuid=first.entry_uuid)
+    assert sorted(o.kind for o in related.objects) == ["Association", "DocumentEntry", "DocumentEntry"]

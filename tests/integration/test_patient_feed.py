@@ -60,7 +60,8 @@ def test_merge_moves_documents(server):
 
 
 @pytest.mark.parametrize("message, code", [
-    ("MSH|^~\\&|A|B|C|D|20240101||ORU^R01|9|P|2.5\rPID|||1^^^&1.2.3&ISO\r", "AR"),
+    # ORU and MDM go to the document feed (tests/integration/test_document_feed.py).
+    ("MSH|^~\\&|A|B|C|D|20240101||SIU^S12|9|P|2.5\rPID|||1^^^&1.2.3&ISO\r", "AR"),
     ("MSH|^~\\&|A|B|C|D|20240101||ADT^A01|9|P|2.3.1\rEVN|A01\rPID|||nobody\r", "AE"),
     ("MSH|^~\\&|A|B|C|D|20240101||ADT^A40|9|P|2.3.1\rEVN|A40\rPID|||1^^^&1.2.3&ISO\r", "AE"),
 ])

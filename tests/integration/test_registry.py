@@ -9,7 +9,7 @@ from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.ingest import IngestService
 from partage.metadata.errors import XdsErrors
 from partage.metadata.model import Association, AssociationType, AvailabilityStatus, Code
-from partage.metadata.query import DocumentFilter, TimeRange
+from partage.metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter, TimeRange
 from partage.query import QueryService
 from partage.registry import schema
 from tests import factories as F
@@ -98,11 +98,24 @@ def test_resubmitting_the_same_document_is_accepted(services):
 
 
 def test_declared_hash_must_match_content(services):
+    """ITI TF-2b 3.41.4.1.3 (NIST 11981): a wrong hash is XDSRepositoryMetadataError."""
     pid = _known_patient(services)
     doc = F.document(pid, hash="0" * 40)
     with pytest.raises(XdsErrors) as exc:
         _ingest(services, F.submission(pid, [doc]))
-    assert exc.value.codes == ["XDSNonIdenticalHash"]
+    assert exc.value.codes == ["XDSRepositoryMetadataError"]
+    assert "hash" in exc.value.summary()
+
+
+def test_declared_size_must_match_content(services):
+    """NIST 12369: a wrong size is XDSRepositoryMetadataError too."""
+    pid = _known_patient(services)
+    doc = F.document(pid)
+    doc.size = 123456
+    with pytest.raises(XdsErrors) as exc:
+        _ingest(services, F.submission(pid, [doc]))
+    assert exc.value.codes == ["XDSRepositoryMetadataError"]
+    assert "size 123456" in exc.value.summary()
 
 
 def test_replacement_deprecates_original(services):
@@ -205,3 +218,42 @@ def test_folder_membership_and_replacement_carry_over(services):
                                                entry_uuid=folder_uuid.entry_uuid).objects
     docs = [o for o in contents if o.kind == "DocumentEntry"]
     assert len(docs) == 1 and docs[0].entry_uuid != original_uuid
+
+
+def _folder_submission(pid):
+    """A document in a folder, the folder membership itself a member of the SubmissionSet."""
+    inner = Association(entry_uuid="fa", association_type=AssociationType.HAS_MEMBER,
+                        source_uuid="fol1", target_uuid="doc1")
+    request = F.submission(pid, [F.document(pid)], folders=[F.folder(pid)], extra_associations=[inner])
+    request.associations.append(Association(entry_uuid="ssfa", association_type=AssociationType.HAS_MEMBER,
+                                            source_uuid="ss", target_uuid="fa"))
+    return request
+
+
+def test_get_all_returns_associations_to_associations(services):
+    """NIST 15803: GetAll returns the SubmissionSet's HasMember to the folder membership too."""
+    pid = _known_patient(services)
+    _ingest(services, _folder_submission(pid))
+    everything = QueryService(services, INSECURE_DEV_ACTOR).get_all(
+        pid, DocumentFilter(statuses=["Approved"]), SubmissionSetFilter(statuses=["Approved"]),
+        FolderFilter(statuses=["Approved"])).objects
+    kinds = sorted(o.kind for o in everything)
+    assert kinds == ["Association"] * 4 + ["DocumentEntry", "Folder", "SubmissionSet"]
+    by_uuid = {o.entry_uuid for o in everything}
+    nested = [o for o in everything if o.kind == "Association" and o.target_uuid not in
+              {x.entry_uuid for x in everything if x.kind != "Association"}]
+    assert len(nested) == 1 and nested[0].target_uuid in by_uuid
+
+
+def test_object_refs_may_span_patients_leaf_class_may_not(services):
+    """ITI-18 XDSResultNotSinglePatient is about full metadata (NIST 12368)."""
+    first, second = _known_patient(services), _known_patient(services)
+    _ingest(services, F.submission(first))
+    _ingest(services, F.submission(second))
+    uuids = [_find(services, first)[0].entry_uuid, _find(services, second)[0].entry_uuid]
+    refs = QueryService(services, INSECURE_DEV_ACTOR, object_refs=True).get_objects(
+        schema.KIND_DOCUMENT, entry_uuids=uuids)
+    assert sorted(o.entry_uuid for o in refs.objects) == sorted(uuids)
+    with pytest.raises(XdsErrors) as exc:
+        QueryService(services, INSECURE_DEV_ACTOR).get_objects(schema.KIND_DOCUMENT, entry_uuids=uuids)
+    assert exc.value.codes == ["XDSResultNotSinglePatient"]

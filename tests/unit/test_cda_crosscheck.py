@@ -111,3 +111,23 @@ def test_metadata_layer_in_the_profile():
     bad = validate(sample_cda(), "cisis", xds_metadata=metadata)
     assert not bad.valid and "xds-patientId-mismatch" in bad.rules()
     assert validate(sample_cda(), "cisis").layers["metadata"].status == "not run"
+
+
+def test_class_code_is_checked_against_the_ans_type_to_class_table():
+    """11488-4 (compte rendu de consultation) is class 10 in ASS_X04: 11 is reported."""
+    assert "xds-classCode-mismatch" not in rules({**consistent(), "class_code": Code("10", "1.2.250.1.213.1.1.4.1")})
+    header = read_header(sample_cda())
+    [finding] = [f for f in cross_check(header, {**consistent(), "class_code": Code("11", "1.2.250.1.213.1.1.4.1")})
+                 if f.rule == "xds-classCode-mismatch"]
+    assert finding.severity == "warning" and "10" in finding.message
+
+
+def test_structured_format_code_is_checked_against_the_document_model():
+    """A document of model 1.2.250.1.213.1.1.1.5.1 has the formatCode ASS_A11 gives that model."""
+    data = sample_cda().replace(b'root="2.25.299999999999999999999999999999999999001" extension="2025.01"',
+                                b'root="1.2.250.1.213.1.1.1.5.1"')
+    wrong = {**consistent(), "format_code": Code("urn:asip:ci-sis:vsm:2012", "1.2.250.1.213.1.1.4.2.282")}
+    right = {**consistent(), "format_code": Code("urn:asip:ci-sis:cse-cs8:2017", "1.2.250.1.213.1.1.4.2.282")}
+    assert "xds-formatCode-mismatch" in rules(wrong, data)
+    assert "xds-formatCode-mismatch" not in rules(right, data)
+    assert "xds-formatCode-mismatch" not in rules(wrong)   # a model the table does not know: not checked

@@ -64,3 +64,24 @@ def test_exactly_one_of_uuid_or_unique_id():
 def test_unknown_parameter_is_a_warning():
     p = Params("GetAssociations", {"$uuid": ["('urn:uuid:1')"], "$Bogus": ["'x'"]})
     assert [w.code for w in p.warnings] == ["XDSStoredQueryParamNumber"]
+
+
+@pytest.mark.parametrize("value", ["('a^^')", "('^^1.2.3')", "('Dialysis')", "('x^^1.2', 'a^^')"])
+def test_coded_parameter_needs_code_and_scheme(value):
+    """ITI-18 coded values are code^^codingScheme (NIST 11897 classcode_scheme_mismatch, old_scheme)."""
+    with pytest.raises(XdsErrors) as exc:
+        Params("FindDocuments", {"$XDSDocumentEntryPatientId": ["'1^^^&1.2&ISO'"],
+                                 "$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"],
+                                 "$XDSDocumentEntryClassCode": [value]})
+    assert exc.value.codes == ["XDSRegistryError"]
+    assert "$XDSDocumentEntryClassCode" in exc.value.summary()
+
+
+def test_coded_parameters_of_every_query_are_checked():
+    with pytest.raises(XdsErrors):
+        Params("FindFolders", {"$XDSFolderPatientId": ["'1^^^&1.2&ISO'"], "$XDSFolderStatus": ["('Approved')"],
+                               "$XDSFolderCodeList": ["('F1')"]})
+    with pytest.raises(XdsErrors):
+        Params("FindSubmissionSets", {"$XDSSubmissionSetPatientId": ["'1^^^&1.2&ISO'"],
+                                      "$XDSSubmissionSetStatus": ["('Approved')"],
+                                      "$XDSSubmissionSetContentType": ["('04')"]})

@@ -1,0 +1,171 @@
+"""Clinical reading speed for a chronic patient with 31 documents of the corpus kinds.
+
+    .venv/bin/python benchmarks/bench_clinical.py                    # SQLite in a temp dir
+    .venv/bin/python benchmarks/bench_clinical.py --database postgresql+psycopg://postgres@127.0.0.1/bench
+
+The patient's record is generated from the ANS examples in ../shared/corpus (patient and
+document ids rewritten in memory): an IPS-FR synthesis, a DLU, a vaccination record,
+12 lab reports derived from BIO-CR-BIO (creatinine and HbA1c at monthly dates, TSH),
+prescriptions, imaging and discharge letters, and PDF reports. Every document goes
+through the real ingest flow (CDA profile included). Then each question the issue asks
+is ONE HTTP request to the app (Flask test client: server-side time, no network),
+repeated --repeat times after a warm-up; figures are per request. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lxml import etree
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from partage.access.actor import INSECURE_DEV_ACTOR  # noqa: E402
+from partage.config import Settings  # noqa: E402
+from partage.ingest import IngestService  # noqa: E402
+from partage.metadata.model import Code  # noqa: E402
+from partage.services import Services  # noqa: E402
+from partage.web.app import create_app  # noqa: E402
+from tests import clinical_support as C  # noqa: E402
+
+H = "{urn:hl7-org:v3}"
+NIR = "279035121510031"
+LAB_TEMPLATE = "1.3.6.1.4.1.19376.1.3.1.6"
+CREATININE = ("2160-0", "Créatinine [Masse/Volume] Sérum/Plasma ; Numérique", "mg/L", "7.0", "12.0")
+HBA1C = ("4548-4", "Hémoglobine A1c/Hémoglobine totale Sang ; Numérique", "%", "4.0", "6.0")
+SYNTHESIS = Code("11", "1.2.250.1.213.1.1.4.1", "Synthèse")
+
+
+def lab_report(template: bytes, test: tuple[str, str, str, str, str], value: float, when: str) -> bytes:
+    """A BIO-CR-BIO report of one result: the template's first lab observation, re-coded."""
+    root = etree.fromstring(template)
+    code, display, unit, low, high = test
+    root.find(f"{H}effectiveTime").set("value", when + "0800+0100")
+    for obs in root.iter(f"{H}observation"):
+        if LAB_TEMPLATE in {t.get("root") for t in obs.findall(f"{H}templateId")}:
+            obs.find(f"{H}code").set("code", code)
+            obs.find(f"{H}code").set("displayName", display)
+            obs.find(f"{H}effectiveTime").set("value", when + "0730+0100")
+            v = obs.find(f"{H}value")
+            v.set("value", f"{value:g}")
+            v.set("unit", unit)
+            rng = obs.find(f"{H}referenceRange/{H}observationRange/{H}value")
+            if rng is not None:
+                for side, bound in (("low", low), ("high", high)):
+                    el = rng.find(H + side)
+                    if el is not None:
+                        el.set("value", bound)
+                        el.set("unit", unit)
+            break
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def record_documents(corpus: Path) -> list[tuple[str, bytes, dict]]:
+    valid = corpus / "cda" / "valid"
+
+    def cda(name: str) -> bytes:
+        return (valid / name).read_bytes()
+    docs: list[tuple[str, bytes, dict]] = []
+    docs.append(("IPS-FR", cda("IPS-FR_2024.01_DLU.xml"), {"class_code": SYNTHESIS}))
+    for name in ("DLU-EHPAD-DLU_2022.01.xml", "VAC_2023.01.xml", "LDL-EES_2022.01.xml", "CSE-CS24_2024.01.xml",
+                 "eP-MED-DM_2024.01_PosoStruct.xml", "eP-MED-DM_2023.01_PosoStruct.xml",
+                 "IMG_CR_IMG_2024.01.xml", "IMG-DA-IMG_2024.01_Radiographie_ChevilleGenou.xml",
+                 "BIO-CR-BIO_2024.01_TSH_1.xml", "BIO-CR-BIO_2024.01_TSH_2.xml",
+                 "BIO-CR-BIO_2024.01_Electrophorese.xml", "CARD-F-PRC-TAP_2022.01.xml",
+                 "TLM-DA_2022.01_TCG.xml", "SDM-MR_2022.01.xml", "ANEST-CR-ANEST_2022.01.xml"):
+        docs.append((name.split("_")[0], cda(name), {}))
+    template = cda("BIO-CR-BIO_2024.01_Glycemie_mole.xml")
+    for month in range(1, 9):
+        docs.append(("creatinine", lab_report(template, CREATININE, 9.0 + month * 0.4, f"2024{month:02d}15"), {}))
+    for month in (2, 5, 8, 11):
+        docs.append(("hba1c", lab_report(template, HBA1C, 7.9 - month * 0.1, f"2024{month:02d}20"), {}))
+    return docs
+
+
+def build(services: Services, corpus: Path) -> str:
+    pid = C.patient_cx(NIR)
+    with services.registry.write() as conn:
+        services.registry.upsert_patient(conn, [pid])
+    ingest = IngestService(services, INSECURE_DEV_ACTOR)
+    documents = record_documents(corpus)
+    for i, (_kind, data, extra) in enumerate(documents):
+        ingest.provide_and_register(C.submission(C.for_patient(data, NIR), f"d{i}", **extra))
+    for i in range(31 - len(documents)):
+        pdf = C.make_pdf(f"Compte rendu de consultation {i}: patient diabetique, fonction renale suivie")
+        ingest.provide_and_register(C.pdf_submission(pid, pdf, f"p{i}", creation_time=f"202409{i + 1:02d}100000"))
+    from partage.clinical.queue import drain
+
+    drain(services)   # PDF text is indexed in the background (no server thread here)
+    return pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
+    parser.add_argument("--database", default="")
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args(argv)
+    corpus = Path(args.corpus)
+    if not (corpus / "cda" / "valid").is_dir():
+        print(f"no corpus at {corpus}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp), database_url=args.database or f"sqlite:///{tmp}/registry.sqlite3",
+                            insecure_dev=True)
+        services = Services.open(settings)
+        started = time.perf_counter()
+        build(services, corpus)
+        built_s = time.perf_counter() - started
+        rid = f"1.2.250.1.213.1.4.10-{NIR}"
+        patient = f"Patient/{rid}"
+        client = create_app(services=services).test_client()
+        questions = [
+            ("latest creatinine", f"/fhir/Observation?patient={patient}&code=http://loinc.org|2160-0&_sort=-date&_count=1"),
+            ("latest HbA1c", f"/fhir/Observation?patient={patient}&code=http://loinc.org|4548-4&_sort=-date&_count=1"),
+            ("allergies", f"/fhir/AllergyIntolerance?patient={patient}"),
+            ("current treatments", f"/fhir/MedicationStatement?patient={patient}&status=active,intended"),
+            ("keyword search", f"/fhir/DocumentReference?patient={patient}&_content=creatinine"),
+            ("$summary", f"/fhir/{patient}/$summary"),
+            ("professional's page", f"/dossier/{rid}"),
+        ]
+        print(f"patient with 31 documents built in {built_s:.1f} s ({services.registry.engine.dialect.name}); "
+              f"{args.repeat} runs per request after a warm-up")
+        print(f"  {'request':<22} {'median ms':>10} {'p95 ms':>9}  answer")
+        for label, url in questions:
+            response = client.get(url)
+            assert response.status_code == 200, (url, response.status_code, response.get_data(as_text=True)[:500])
+            times = []
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                response = client.get(url)
+                times.append((time.perf_counter() - t) * 1000)
+            ordered = sorted(times)
+            p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+            print(f"  {label:<22} {statistics.median(times):>10.2f} {p95:>9.2f}  {_answer(response)}")
+        services.close()
+    return 0
+
+
+def _answer(response) -> str:
+    if response.mimetype.startswith("text/html"):
+        return f"{len(response.data) // 1024} KB of HTML"
+    body = response.get_json()
+    if body.get("type") == "document":
+        return f"document Bundle, {len(body['entry'])} entries"
+    if body.get("entry"):
+        first = body["entry"][0]["resource"]
+        shown = first.get("valueQuantity") or first.get("code", {}).get("text") or \
+            first.get("medicationCodeableConcept", {}).get("text") or \
+            (first.get("content") or [{}])[0].get("attachment", {}).get("title", "")
+        return f"total {body.get('total')}; first: {shown}"
+    return f"total {body.get('total')}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""ITI-41 end to end, documents per second, against a real `partage serve`.
+
+    .venv/bin/python -m benchmarks.bench_ingest                        # SQLite and PostgreSQL, 1 and 2 workers
+    .venv/bin/python -m benchmarks.bench_ingest --backends postgresql --workers 2 --documents 400
+
+Each run starts a fresh server (a scratch SQLite data directory, or a fresh PostgreSQL
+database dropped afterwards) with full CDA validation: the CDA schema from
+../shared/corpus/xsd/cda, the CI-SIS rules, the terminology layer on the corpus value
+sets and the metadata cross-check, all blocking by the profile's default. The patients
+are created in the registry beforehand (as the ITI-8 feed would have). The documents
+are CDAs from the corpus models with fresh ids (benchmarks.synth; sizes 10 KB - 10 MB,
+median 60 KB, or --size), generated before the clock starts, one document per ITI-41
+Provide and Register (MTOM), sent by 2 x workers concurrent clients. Every answer must
+be Success: a refusal stops the benchmark and prints the XDS errors.
+
+The text of PDFs (embedded in most corpus models) is indexed after the response by each
+worker's background indexer (partage.clinical.queue): `documents_per_s` is what clients
+see; `text_indexed_s` is the time from the start until the queue was empty (every PDF
+read), polled every 0.2 s, and `documents_per_s_text_indexed` the rate that makes.
+`--no-text-indexer` runs the servers without that thread (PARTAGE_TEXT_INDEXER=0): the
+request path alone, the jobs left queued.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from partage.registry.store import Registry
+
+from .common import ROOT, load_average, machine, percentiles, postgres_database, save
+from .synth import Corpus, Generator, corpus_dir, patient_cx
+
+sys.path.insert(0, str(ROOT))
+from tests.support import LiveServer  # noqa: E402
+from tests.xdsclient import XdsClient  # noqa: E402
+
+
+def validation_args() -> list[str]:
+    corpus = corpus_dir()
+    return ["--cda-schema-dir", str(corpus / "xsd" / "cda"), "--cda-valuesets", str(corpus / "valuesets")]
+
+
+def run(backend: str, workers: int, args, corpus: Corpus) -> dict:
+    with ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix=f"bench-ingest-{backend}-"))
+        stack.callback(shutil.rmtree, tmp, True)
+        data_dir = tmp / "data"
+        data_dir.mkdir()
+        url = (f"sqlite:///{data_dir / 'registry.sqlite3'}" if backend == "sqlite"
+               else stack.enter_context(postgres_database("bench_ingest")))
+        generator = Generator(corpus, seed=args.seed)
+        patients = 50
+        registry = Registry(url)
+        registry.migrate()
+        with registry.write() as conn:
+            for i in range(patients):
+                registry.upsert_patient(conn, [patient_cx(i)])
+        registry.dispose()
+        jobs = []
+        for n in range(args.documents):
+            request, payloads = generator.submission(n % patients, 1, with_bytes=True, size=args.size)
+            jobs.append((request, payloads))
+        total_bytes = sum(len(b) for _r, p in jobs for b in p.values())
+        server = LiveServer(data_dir, database_url=url, workers=workers, mllp=False,
+                            extra_args=validation_args())
+        stack.enter_context(server)
+        clients = args.clients or 2 * workers
+        latencies: list[float] = []
+        failures: list[str] = []
+        lock = threading.Lock()
+        todo = iter(jobs)
+
+        def worker() -> None:
+            client = XdsClient(server.base_url)
+            while True:
+                with lock:
+                    job = next(todo, None)
+                if job is None or failures:
+                    return
+                request, payloads = job
+                started = time.perf_counter()
+                reply = client.provide_and_register(request, payloads)
+                ms = (time.perf_counter() - started) * 1000
+                with lock:
+                    latencies.append(ms)
+                    if reply.status != "Success":
+                        failures.append(f"{reply.status} {reply.error_codes} "
+                                        f"{[e.get('codeContext') for e in reply.body.iter() if e.get('codeContext')][:3]}")
+
+        warm = XdsClient(server.base_url)   # first request loads the validation profile
+        request, payloads = generator.submission(0, 1, with_bytes=True, size=args.size)
+        reply = warm.provide_and_register(request, payloads)
+        if reply.status != "Success":
+            raise SystemExit(f"warm-up submission refused: {reply.error_codes}\n{server.log()[-3000:]}")
+        load_before = load_average()
+        started = time.perf_counter()
+        threads = [threading.Thread(target=worker) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - started
+        if failures:
+            raise SystemExit(f"{len(failures)} submissions refused, first: {failures[0]}")
+        load_after = load_average()
+        from partage.clinical.queue import backlog
+
+        registry = Registry(url)
+        backlog_at_end = backlog(registry)["waiting"]
+        while backlog(registry)["waiting"] and not args.no_text_indexer:
+            if time.perf_counter() - started > elapsed + 600:
+                raise SystemExit(f"text index queue not drained after 600 s: {backlog(registry)}")
+            time.sleep(0.2)
+        indexed = time.perf_counter() - started
+        registry.dispose()
+        return {"backend": backend, "workers": workers, "text_indexer": not args.no_text_indexer, "clients": clients, "documents": len(jobs),
+                "mean_document_bytes": round(total_bytes / len(jobs)), "seconds": round(elapsed, 2),
+                "documents_per_s": round(len(jobs) / elapsed, 1),
+                "megabytes_per_s": round(total_bytes / elapsed / 1e6, 2),
+                "latency_ms": percentiles(latencies), "load_average_before": load_before,
+                "load_average_after": load_after, "text_jobs_left_at_end": backlog_at_end,
+                "text_indexed_s": None if args.no_text_indexer else round(indexed, 2),
+                "documents_per_s_text_indexed": None if args.no_text_indexer else round(len(jobs) / indexed, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--documents", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=0, help="concurrent clients (default 2 x workers)")
+    parser.add_argument("--size", type=int, default=None, help="every document this many bytes")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", default="ingest")
+    parser.add_argument("--no-text-indexer", action="store_true",
+                        help="servers without the background PDF text indexer (the request path alone)")
+    args = parser.parse_args(argv)
+    if args.no_text_indexer:
+        os.environ["PARTAGE_TEXT_INDEXER"] = "0"   # inherited by the servers (LiveServer)
+    corpus = Corpus.load()
+    runs = []
+    for backend in [b for b in args.backends.split(",") if b]:
+        for workers in [int(w) for w in args.workers.split(",")]:
+            result = run(backend, workers, args, corpus)
+            print(result, file=sys.stderr, flush=True)
+            runs.append(result)
+    payload = {"benchmark": "ingest", "command": " ".join(["python -m benchmarks.bench_ingest", *(argv or sys.argv[1:])]),
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "runs": runs}
+    print(save(args.out, payload))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""What every benchmark records: the machine, its load, percentiles, scratch databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem, "python": platform.python_version(),
+            "kernel": platform.release()}
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def percentiles(values_ms: list[float]) -> dict:
+    if not values_ms:
+        return {"n": 0}
+    ordered = sorted(values_ms)
+
+    def q(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(round(p * (len(ordered) - 1))))], 2)
+
+    return {"n": len(ordered), "p50": q(0.50), "p95": q(0.95), "p99": q(0.99),
+            "max": round(ordered[-1], 2), "mean": round(sum(ordered) / len(ordered), 2)}
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return (time.perf_counter() - started) * 1000, result
+
+
+def postgres_database(prefix: str = "bench"):
+    """A fresh PostgreSQL database (trust auth), dropped afterwards; yields a SQLAlchemy URL."""
+    from tests.support import postgres_database as fresh_database
+
+    return fresh_database(prefix)
+
+
+def save(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,222 @@
+"""The audit trail: one append-only record per access (ATNA-like fields).
+
+A request opens an `AuditContext` (the web app does it for every /xds and /fhir
+request; the CLI and the MLLP listener record their own events); the door names the
+actor once authenticated, the policy notes the patient, the documents returned and
+the decision; when the request ends, one row is written to `audit_events`. A
+successful bris de glace access also queues a notification to the patient.
+
+Outcomes follow ATNA (DICOM EventOutcomeIndicator): 0 success, 4 minor failure (the
+request was refused: authentication, policy, invalid request), 8 serious failure
+(server error). `decision` says what the policy did: permit, filtered (some objects
+were withheld), deny, or unauthenticated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from ..registry import schema
+from .actor import BRIS_DE_GLACE, Actor
+
+log = logging.getLogger("partage.audit")
+
+SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE, MAJOR_FAILURE = 0, 4, 8, 12
+MAX_OBJECTS = 200
+
+
+@dataclass
+class AuditContext:
+    action: str
+    request: str = ""
+    address: str = ""
+    actor: Actor | None = None
+    patients: dict[str, int | None] = field(default_factory=dict)   # CX -> pk (insertion order)
+    patient_pks: list[int] = field(default_factory=list)
+    objects: list[str] = field(default_factory=list)
+    denied: list[str] = field(default_factory=list)
+    filtered: int = 0
+    auth_error: str = ""
+    failure: str = ""
+    remarks: list[str] = field(default_factory=list)
+
+
+_current: ContextVar[AuditContext | None] = ContextVar("partage_audit", default=None)
+
+
+def begin(action: str, *, request: str = "", address: str = ""):
+    """Open the context of one access; returns the token `end` needs."""
+    return _current.set(AuditContext(action=action, request=request, address=address))
+
+
+def end(token) -> None:
+    _current.reset(token)
+
+
+def current() -> AuditContext | None:
+    return _current.get()
+
+
+def set_action(action: str) -> None:
+    ctx = _current.get()
+    if ctx is not None and action:
+        ctx.action = action
+
+
+def note_actor(actor: Actor) -> None:
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.actor = actor
+
+
+def note_auth_failure(reason: str) -> None:
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.auth_error = reason
+
+
+def note_patient(patient_id: str, pk: int | None = None) -> None:
+    ctx = _current.get()
+    if ctx is None:
+        return
+    if patient_id:
+        if ctx.patients.get(patient_id) is None:
+            ctx.patients[patient_id] = pk
+    elif pk is not None and pk not in ctx.patient_pks:
+        ctx.patient_pks.append(pk)
+
+
+def note_objects(unique_ids: list[str]) -> None:
+    ctx = _current.get()
+    if ctx is None:
+        return
+    for uid in unique_ids:
+        if uid and uid not in ctx.objects and len(ctx.objects) < MAX_OBJECTS:
+            ctx.objects.append(uid)
+
+
+def note_filtered(count: int) -> None:
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.filtered += count
+
+
+def note_denied(reason: str) -> None:
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.denied.append(reason)
+
+
+def note_failure(reason: str) -> None:
+    ctx = _current.get()
+    if ctx is not None and not ctx.failure:
+        ctx.failure = reason
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def finish(services, ctx: AuditContext, status: int = 200) -> int | None:
+    """Write the one audit row of this access; returns its key."""
+    if ctx.auth_error or status == 401:
+        outcome, decision = MINOR_FAILURE, "unauthenticated"
+    elif status >= 500 or ctx.failure:
+        outcome, decision = SERIOUS_FAILURE, "error"
+    elif ctx.denied or status == 403:
+        outcome, decision = MINOR_FAILURE, "deny"
+    elif status >= 400:
+        outcome, decision = MINOR_FAILURE, "permit"
+    else:
+        outcome, decision = SUCCESS, "filtered" if ctx.filtered else "permit"
+    actor = ctx.actor or Actor(id="unauthenticated", kind="unknown")
+    detail = "; ".join(filter(None, [ctx.auth_error, *ctx.denied, ctx.failure, *ctx.remarks,
+                                     f"{ctx.filtered} object(s) withheld by the policy" if ctx.filtered else ""]))
+    registry = services.registry
+    with registry.write() as conn:
+        patient_id, patient_pk = "", None
+        for cx, pk in ctx.patients.items():
+            patient_id = patient_id or cx
+            if pk is None:
+                pk = registry.patient_pk(conn, cx)
+            if pk is not None:
+                patient_pk = pk
+                patient_id = cx
+                break
+        if patient_pk is None and ctx.patient_pks:
+            patient_pk = ctx.patient_pks[0]
+        row = dict(recorded_at=_now(), action=ctx.action[:80], request=ctx.request[:300], outcome=outcome,
+                   decision=decision, actor_id=actor.id[:128], actor_name=actor.name[:256],
+                   actor_kind=actor.kind[:16],
+                   actor_role="/".join(filter(None, [actor.role, actor.specialty]))[:32],
+                   purpose=actor.purpose if ctx.actor else "", reason=actor.reason,
+                   structure=actor.structure[:64], address=(ctx.address or actor.address)[:64],
+                   credential_id=actor.credential_id[:128], patient_pk=patient_pk,
+                   patient_id=patient_id[:256], objects=json.dumps(ctx.objects), detail=detail)
+        pk = conn.execute(schema.audit_events.insert().values(**row)).inserted_primary_key[0]
+        if (ctx.actor is not None and actor.purpose == BRIS_DE_GLACE and outcome == SUCCESS
+                and patient_pk is not None):
+            conn.execute(schema.access_notifications.insert().values(
+                patient_pk=patient_pk, created_at=row["recorded_at"], kind="bris_de_glace", audit_pk=pk,
+                message=f"{actor.name or actor.id} ({actor.structure}) accessed your record in emergency "
+                        f"mode (bris de glace): {actor.reason}"))
+    return pk
+
+
+def record(services, action: str, actor: Actor, *, patient_id: str = "", detail: str = "",
+           outcome_status: int = 200) -> int | None:
+    """One audit row for an access outside a web request (CLI, MLLP)."""
+    ctx = AuditContext(action=action, actor=actor)
+    if patient_id:
+        ctx.patients[patient_id] = None
+    if detail:
+        if outcome_status < 400:
+            ctx.remarks.append(detail)
+        else:
+            ctx.failure = detail
+    return finish(services, ctx, outcome_status)
+
+
+def first_pid3(text: str) -> str:
+    """The first identifier of an HL7 v2 message's PID-3 (for the audit of the feed)."""
+    for segment in text.replace("\n", "\r").split("\r"):
+        if segment.startswith("PID") and len(segment) > 4:
+            fields = segment.split(segment[3])
+            if len(fields) > 3:
+                return fields[3].split("~")[0]
+    return ""
+
+
+# ----------------------------------------------------------------- reading
+def events(services, *, patient_id: str = "", patient_pk: int | None = None, actor_id: str = "",
+           limit: int = 100, since_pk: int = 0) -> list[dict]:
+    """Audit rows, newest first, for a patient and/or an actor."""
+    t = schema.audit_events
+    registry = services.registry
+    with registry.read() as conn:
+        query = select(t)
+        if patient_id:
+            patient_pk = registry.patient_pk(conn, patient_id)
+            if patient_pk is None:
+                return []
+        if patient_pk is not None:
+            query = query.where(t.c.patient_pk == patient_pk)
+        if actor_id:
+            query = query.where(t.c.actor_id == actor_id)
+        if since_pk:
+            query = query.where(t.c.pk > since_pk)
+        rows = conn.execute(query.order_by(t.c.pk.desc()).limit(limit)).all()
+    return [{**row._asdict(), "objects": json.loads(row.objects or "[]")} for row in rows]
+
+
+def notifications(services, patient_pk: int) -> list[dict]:
+    t = schema.access_notifications
+    with services.registry.read() as conn:
+        rows = conn.execute(select(t).where(t.c.patient_pk == patient_pk).order_by(t.c.pk)).all()
+    return [row._asdict() for row in rows]

@@ -1,0 +1,111 @@
+"""Authentication for the doors: credentials in, an Actor out (or AuthenticationRequired).
+
+- SOAP (XDS.b): a signed SAML 2.0 assertion (VIHF-like) in the wsse:Security header.
+- HTTP (FHIR, web): `Authorization: Bearer <JWT>`.
+
+Both must be signed by a certificate chaining to one of the CA certificates in the PEM
+file named by `Settings.trust` (`--trust`, `PARTAGE_TRUST`), be inside their validity
+window (with `Settings.clock_skew`) and name `Settings.audience`. With `--insecure-dev`
+every request is the INSECURE_DEV_ACTOR, credentials or not. Every outcome is noted on
+the request's audit record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from . import audit, saml, tokens
+from .actor import INSECURE_DEV_ACTOR, Actor, AuthenticationRequired
+
+
+def trust_problem(settings) -> str:
+    """Why the configured trust file cannot serve (empty string: it can, or none is set)."""
+    if not settings.trust:
+        return ""
+    try:
+        from cryptography import x509
+
+        with open(settings.trust, "rb") as handle:
+            certificates = x509.load_pem_x509_certificates(handle.read())
+    except (OSError, ValueError) as exc:
+        return f"--trust {settings.trust}: {exc}"
+    if not certificates:
+        return f"--trust {settings.trust}: no certificate in the file"
+    return ""
+
+
+def _trust(services) -> str:
+    path = services.settings.trust
+    if not path:
+        raise AuthenticationRequired("this server requires credentials but trusts no certificate authority "
+                                     "(start it with --trust CA.pem, or --insecure-dev for development only)")
+    if not os.path.isfile(path):
+        raise AuthenticationRequired("the configured trust file is missing; no credential can be verified")
+    return path
+
+
+def _consume(services, actor: Actor) -> None:
+    """Refuse a credential already used, when this kind of credential is single-use."""
+    mode = (services.settings.one_time_credentials or "none").lower()
+    if mode == "none" or (mode == "saml" and actor.auth_method != "saml"):
+        return
+    if not actor.credential_id:
+        raise AuthenticationRequired("a single-use credential needs an identifier (assertion ID / jti)")
+    from sqlalchemy.exc import IntegrityError
+
+    from ..registry import schema
+
+    t = schema.credential_uses
+    key = f"{actor.auth_method}:{actor.credential_id}"[:160]
+    now = int(time.time()) - services.settings.clock_skew
+    try:
+        with services.registry.write() as conn:
+            conn.execute(t.delete().where(t.c.expires_at < now))
+            conn.execute(t.insert().values(credential_id=key, expires_at=actor.credential_expires or now))
+    except IntegrityError as exc:
+        raise AuthenticationRequired("this credential was already used (replay refused)") from exc
+
+
+def _done(actor: Actor, address: str) -> Actor:
+    if address and not actor.address:
+        actor = dataclasses.replace(actor, address=address)
+    audit.note_actor(actor)
+    return actor
+
+
+def soap_actor(services, header, *, address: str = "") -> Actor:
+    """The actor of an XDS.b request, from the SOAP Header element (or None)."""
+    if services.settings.insecure_dev:
+        return _done(INSECURE_DEV_ACTOR, address)
+    try:
+        assertion = saml.find_assertion(header)
+        if assertion is None:
+            raise AuthenticationRequired("a signed SAML assertion (VIHF) is required in the WS-Security header")
+        s = services.settings
+        actor = saml.verify_assertion(assertion, ca_pem_file=_trust(services), audience=s.audience,
+                                      clock_skew=s.clock_skew)
+        _consume(services, actor)
+    except AuthenticationRequired as exc:
+        audit.note_auth_failure(str(exc))
+        raise
+    return _done(actor, address)
+
+
+def http_actor(services, authorization: str | None, *, address: str = "") -> Actor:
+    """The actor of an HTTP request, from its Authorization header."""
+    if services.settings.insecure_dev:
+        return _done(INSECURE_DEV_ACTOR, address)
+    try:
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationRequired("a signed bearer token (Authorization: Bearer <JWT>) is required")
+        s = services.settings
+        actor = tokens.verify_token(token.strip(), ca_pem_file=_trust(services), audience=s.audience,
+                                    clock_skew=s.clock_skew)
+        _consume(services, actor)
+    except AuthenticationRequired as exc:
+        audit.note_auth_failure(str(exc))
+        raise
+    return _done(actor, address)

@@ -1,0 +1,171 @@
+"""The per-patient state the access policy needs: record open/closed (consent), the
+médecin traitant, the professionals the patient blocked, opposition to bris de glace.
+
+Only `partage.access` reads and writes these tables (`patient_access`,
+`patient_blocks`); operators change them with `partage access ...`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, delete, select
+
+from ..registry import schema
+from ..registry.store import Registry, utc_now
+
+OPEN, CLOSED, NONE = "open", "closed", "none"
+RETENTION_YEARS = 10      # a closed record is kept this long, then purged
+
+
+class RecordError(Exception):
+    """An operation the record's state does not allow (e.g. blocking the médecin traitant)."""
+
+
+@dataclass(frozen=True)
+class RecordState:
+    patient_pk: int | None
+    status: str = NONE                 # none (no consent yet) | open | closed
+    medecin_traitant: str = ""
+    blocked: frozenset[str] = frozenset()
+    bdg_opposed: bool = False
+    closed_at: str = ""
+
+
+NO_RECORD = RecordState(patient_pk=None)
+
+
+def load(conn: Connection, patient_pk: int | None) -> RecordState:
+    if patient_pk is None:
+        return NO_RECORD
+    a, b = schema.patient_access, schema.patient_blocks
+    row = conn.execute(select(a).where(a.c.patient_pk == patient_pk)).first()
+    blocked = frozenset(conn.execute(select(b.c.professional_id).where(b.c.patient_pk == patient_pk)).scalars())
+    if row is None:
+        return RecordState(patient_pk=patient_pk, blocked=blocked)
+    return RecordState(patient_pk=patient_pk, status=row.status, medecin_traitant=row.medecin_traitant,
+                       blocked=blocked, bdg_opposed=bool(row.bdg_opposed), closed_at=row.closed_at or "")
+
+
+class Records:
+    """Changes to the access state, each in its own transaction."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def _pk(self, conn: Connection, patient_id: str) -> int:
+        pk = self.registry.patient_pk(conn, patient_id)
+        if pk is None:
+            raise RecordError(f"patient {patient_id} is not known (feed it first, ITI-8)")
+        return pk
+
+    def state(self, patient_id: str) -> RecordState:
+        with self.registry.read() as conn:
+            return load(conn, self.registry.patient_pk(conn, patient_id))
+
+    def _upsert(self, conn: Connection, pk: int, **values) -> None:
+        a = schema.patient_access
+        now = utc_now()
+        exists = conn.execute(select(a.c.patient_pk).where(a.c.patient_pk == pk)).first()
+        if exists is None:
+            conn.execute(a.insert().values(patient_pk=pk, status=values.pop("status", OPEN),
+                                           medecin_traitant=values.pop("medecin_traitant", ""),
+                                           bdg_opposed=int(values.pop("bdg_opposed", False)),
+                                           opened_at=now, updated_at=now, **values))
+        elif values:
+            conn.execute(a.update().where(a.c.patient_pk == pk).values(updated_at=now, **values))
+
+    def open(self, patient_id: str, *, medecin_traitant: str = "") -> None:
+        """The patient consented: the record exists and is open (a closed one reopens)."""
+        with self.registry.write() as conn:
+            pk = self._pk(conn, patient_id)
+            if load(conn, pk).status == NONE:
+                self._upsert(conn, pk, status=OPEN, medecin_traitant=medecin_traitant)
+            else:
+                values = {"status": OPEN, "closed_at": None}
+                if medecin_traitant:
+                    values["medecin_traitant"] = medecin_traitant
+                self._upsert(conn, pk, **values)
+
+    def close(self, patient_id: str) -> None:
+        with self.registry.write() as conn:
+            pk = self._pk(conn, patient_id)
+            if load(conn, pk).status != OPEN:
+                raise RecordError(f"the record of {patient_id} is not open")
+            self._upsert(conn, pk, status=CLOSED, closed_at=utc_now())
+
+    def set_medecin_traitant(self, patient_id: str, professional_id: str) -> None:
+        with self.registry.write() as conn:
+            pk = self._pk(conn, patient_id)
+            if load(conn, pk).status == NONE:
+                raise RecordError(f"the record of {patient_id} does not exist (no consent)")
+            self._upsert(conn, pk, medecin_traitant=professional_id)
+            b = schema.patient_blocks
+            conn.execute(delete(b).where(b.c.patient_pk == pk, b.c.professional_id == professional_id))
+
+    def block(self, patient_id: str, professional_id: str) -> None:
+        with self.registry.write() as conn:
+            pk = self._pk(conn, patient_id)
+            state = load(conn, pk)
+            if state.status == NONE:
+                raise RecordError(f"the record of {patient_id} does not exist (no consent)")
+            if professional_id == state.medecin_traitant:
+                raise RecordError("the médecin traitant cannot be blocked")
+            if professional_id not in state.blocked:
+                conn.execute(schema.patient_blocks.insert().values(
+                    patient_pk=pk, professional_id=professional_id, created_at=utc_now()))
+
+    def unblock(self, patient_id: str, professional_id: str) -> None:
+        with self.registry.write() as conn:
+            pk = self._pk(conn, patient_id)
+            b = schema.patient_blocks
+            conn.execute(delete(b).where(b.c.patient_pk == pk, b.c.professional_id == professional_id))
+
+    def oppose_bris_de_glace(self, patient_id: str, opposed: bool = True) -> None:
+        with self.registry.write() as conn:
+            pk = self._pk(conn, patient_id)
+            if load(conn, pk).status == NONE:
+                raise RecordError(f"the record of {patient_id} does not exist (no consent)")
+            self._upsert(conn, pk, bdg_opposed=int(opposed))
+
+    def purgeable(self, now: datetime | None = None) -> list[int]:
+        """Patients whose record was closed more than RETENTION_YEARS ago."""
+        moment = (now or datetime.now(UTC)) - timedelta(days=365 * RETENTION_YEARS + RETENTION_YEARS // 4)
+        limit = moment.strftime("%Y%m%d%H%M%S")
+        a = schema.patient_access
+        with self.registry.read() as conn:
+            return list(conn.execute(select(a.c.patient_pk).where(
+                a.c.status == CLOSED, a.c.closed_at.is_not(None), a.c.closed_at < limit)).scalars())
+
+
+def purge_record(services, patient_pk: int) -> int:
+    """Delete a closed record's registry objects and their bytes; the audit trail stays."""
+    obj, a = schema.registry_objects, schema.patient_access
+    with services.registry.write() as conn:
+        state = load(conn, patient_pk)
+        if state.status != CLOSED:
+            raise RecordError(f"patient #{patient_pk}'s record is not closed")
+        rows = conn.execute(select(obj.c.pk, obj.c.entry_uuid, obj.c.unique_id, obj.c.blob_address)
+                            .where(obj.c.patient_pk == patient_pk)).all()
+        uuids = [r.entry_uuid for r in rows]
+        assocs = conn.execute(select(obj.c.pk).where(obj.c.kind == schema.KIND_ASSOCIATION,
+                                                     obj.c.source_uuid.in_(uuids) | obj.c.target_uuid.in_(uuids))
+                              ).scalars().all() if uuids else []
+        pks = {r.pk for r in rows} | set(assocs)
+        for table in (schema.object_codes, schema.object_authors):
+            conn.execute(delete(table).where(table.c.object_pk.in_(list(pks))))
+        conn.execute(delete(obj).where(obj.c.pk.in_(list(pks))))
+        uids = [r.unique_id for r in rows if r.unique_id]
+        if uids:
+            still = set(conn.execute(select(obj.c.unique_id).where(obj.c.unique_id.in_(uids))).scalars())
+            conn.execute(delete(schema.unique_ids).where(schema.unique_ids.c.unique_id.in_(
+                [u for u in uids if u not in still])))
+        addresses = {r.blob_address for r in rows if r.blob_address}
+        used = set(conn.execute(select(obj.c.blob_address).where(obj.c.blob_address.in_(list(addresses))))
+                   .scalars()) if addresses else set()
+        conn.execute(delete(schema.patient_blocks).where(schema.patient_blocks.c.patient_pk == patient_pk))
+        conn.execute(a.update().where(a.c.patient_pk == patient_pk).values(status="purged", updated_at=utc_now()))
+    for address in addresses - used:
+        services.blobs.delete(address)
+    return len(pks)

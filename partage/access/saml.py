@@ -1,0 +1,222 @@
+"""SAML 2.0 assertions in the shape of the DMP's VIHF (XUA), both ways.
+
+An assertion travels in the WS-Security header of an XDS.b request. It is signed
+(enveloped XML-DSig, exclusive c14n, RSA-SHA256) by an identity provider or by the
+calling software (LPS), whose certificate must chain to one of the configured trusted
+CA certificates. What is read from it becomes an `Actor`:
+
+| VIHF attribute | Actor field |
+|---|---|
+| Subject/NameID | id (8+RPPS / 0+ADELI for a professional, structure id for a connector) |
+| urn:oasis:names:tc:xspa:1.0:subject:subject-id | name |
+| urn:oasis:names:tc:xacml:2.0:subject:role (profession, TRE_G15; specialty, TRE_R38) | role, specialty |
+| Identifiant_Structure | structure |
+| Secteur_Activite | sector |
+| urn:oasis:names:tc:xspa:1.0:subject:purposeofuse (1.2.250.1.213.1.1.4.248) | purpose |
+| Mode_Acces_Raison | reason (bris de glace justification) |
+| urn:oasis:names:tc:xacml:2.0:resource:resource-id (patient INS, CX) | patient_id |
+| LPS_Nom, LPS_Version | software |
+| urn:partage:1.0:subject:kind (Partage extension) | kind (professional when absent) |
+
+Verification checks, in order: one signature whose reference is the whole assertion
+and whose certificate chains to a trusted CA (signxml), then the validity window
+(Conditions NotBefore / NotOnOrAfter, with a clock skew), then the audience. Claims are
+read only from the element signxml returns as signed, never from the input tree, so a
+wrapped or altered copy of the assertion is never trusted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from lxml import etree
+
+from .actor import KINDS, NORMAL, PROFESSIONAL, PURPOSES, Actor, AuthenticationRequired
+
+SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+HL7 = "urn:hl7-org:v3"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+
+A_SUBJECT_ID = "urn:oasis:names:tc:xspa:1.0:subject:subject-id"
+A_ROLE = "urn:oasis:names:tc:xacml:2.0:subject:role"
+A_PURPOSE = "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"
+A_RESOURCE = "urn:oasis:names:tc:xacml:2.0:resource:resource-id"
+A_STRUCTURE = "Identifiant_Structure"
+A_SECTOR = "Secteur_Activite"
+A_REASON = "Mode_Acces_Raison"
+A_LPS_NAME = "LPS_Nom"
+A_LPS_VERSION = "LPS_Version"
+A_VIHF_VERSION = "VIHF_Version"
+A_AUTH_MODE = "Authentification_Mode"
+A_KIND = "urn:partage:1.0:subject:kind"
+
+PROFESSION_SYSTEM = "1.2.250.1.71.1.2.7"     # TRE_G15 Profession
+SPECIALTY_SYSTEM = "1.2.250.1.71.4.2.5"      # TRE_R38 Spécialité ordinale
+PURPOSE_SYSTEM = "1.2.250.1.213.1.1.4.248"   # VIHF access modes
+
+
+def _ts(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise AuthenticationRequired(f"SAML assertion: unreadable time {value!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- building
+def build_assertion(actor: Actor, *, issuer: str, audience: str, not_before: datetime,
+                    not_after: datetime, assertion_id: str | None = None) -> etree._Element:
+    """The unsigned VIHF-like assertion for this actor (sign it with `credentials`)."""
+    nsmap = {"saml2": SAML, "xsi": XSI, "hl7": HL7, "ds": DS}
+    S = f"{{{SAML}}}"
+    root = etree.Element(S + "Assertion", nsmap=nsmap, ID=assertion_id or f"_{uuid.uuid4().hex}",
+                         IssueInstant=_ts(not_before), Version="2.0")
+    etree.SubElement(root, S + "Issuer").text = issuer
+    etree.SubElement(root, f"{{{DS}}}Signature", Id="placeholder")
+    subject = etree.SubElement(root, S + "Subject")
+    etree.SubElement(subject, S + "NameID",
+                     Format="urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified").text = actor.id
+    etree.SubElement(subject, S + "SubjectConfirmation", Method="urn:oasis:names:tc:SAML:2.0:cm:bearer")
+    conditions = etree.SubElement(root, S + "Conditions", NotBefore=_ts(not_before),
+                                  NotOnOrAfter=_ts(not_after))
+    etree.SubElement(etree.SubElement(conditions, S + "AudienceRestriction"), S + "Audience").text = audience
+    authn = etree.SubElement(root, S + "AuthnStatement", AuthnInstant=_ts(not_before))
+    etree.SubElement(etree.SubElement(authn, S + "AuthnContext"), S + "AuthnContextClassRef").text = \
+        "urn:oasis:names:tc:SAML:2.0:ac:classes:X509"
+    statement = etree.SubElement(root, S + "AttributeStatement")
+
+    def attribute(name: str, *values) -> None:
+        values = [v for v in values if v not in (None, "")]
+        if not values:
+            return
+        element = etree.SubElement(statement, S + "Attribute", Name=name)
+        for value in values:
+            holder = etree.SubElement(element, S + "AttributeValue")
+            if isinstance(value, etree._Element):
+                holder.append(value)
+            else:
+                holder.text = value
+
+    def coded(tag: str, code: str, system: str):
+        if not code:
+            return None
+        return etree.Element(f"{{{HL7}}}{tag}", {f"{{{XSI}}}type": "CE", "code": code, "codeSystem": system})
+
+    attribute(A_VIHF_VERSION, "3.0")
+    attribute(A_SUBJECT_ID, actor.name)
+    attribute(A_ROLE, coded("Role", actor.role, PROFESSION_SYSTEM), coded("Role", actor.specialty, SPECIALTY_SYSTEM))
+    attribute(A_STRUCTURE, actor.structure)
+    attribute(A_SECTOR, actor.sector)
+    attribute(A_PURPOSE, coded("PurposeOfUse", actor.purpose or NORMAL, PURPOSE_SYSTEM))
+    attribute(A_REASON, actor.reason)
+    attribute(A_RESOURCE, actor.patient_id)
+    software_name, _, software_version = actor.software.partition(" ")
+    attribute(A_LPS_NAME, software_name)
+    attribute(A_LPS_VERSION, software_version)
+    attribute(A_AUTH_MODE, "INDIRECTE" if actor.kind != PROFESSIONAL else "DIRECTE")
+    attribute(A_KIND, actor.kind)
+    return root
+
+
+def security_header(signed_assertion: etree._Element | bytes) -> etree._Element:
+    """A wsse:Security SOAP header carrying the (already signed) assertion."""
+    if isinstance(signed_assertion, bytes):
+        signed_assertion = etree.fromstring(signed_assertion)
+    header = etree.Element(f"{{{WSSE}}}Security", nsmap={"wsse": WSSE})
+    header.append(signed_assertion)
+    return header
+
+
+# --------------------------------------------------------------------------- reading
+def find_assertion(soap_header: etree._Element | None) -> etree._Element | None:
+    """The saml2:Assertion of the wsse:Security header, if any (exactly one accepted)."""
+    if soap_header is None:
+        return None
+    found = [a for sec in soap_header.findall(f"{{{WSSE}}}Security") for a in sec.findall(f"{{{SAML}}}Assertion")]
+    if len(found) > 1:
+        raise AuthenticationRequired("more than one SAML assertion in the WS-Security header")
+    return found[0] if found else None
+
+
+def verify_assertion(assertion: etree._Element | bytes, *, ca_pem_file: str, audience: str,
+                     clock_skew: int = 120, now: datetime | None = None) -> Actor:
+    """Verify signature, chain, validity window and audience; the Actor it asserts."""
+    from signxml import InvalidInput, SignatureConfiguration, XMLVerifier
+    from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidSignature
+
+    data = etree.tostring(assertion) if isinstance(assertion, etree._Element) else assertion
+    now = now or datetime.now(UTC)
+    try:
+        result = XMLVerifier().verify(data, ca_pem_file=ca_pem_file, id_attribute="ID",
+                                      expect_config=SignatureConfiguration(require_x509=True))
+    except (InvalidSignature, InvalidDigest, InvalidCertificate, InvalidInput) as exc:
+        raise AuthenticationRequired(f"SAML assertion signature refused: {exc}") from exc
+    except Exception as exc:   # malformed signature structures surface as assorted errors
+        raise AuthenticationRequired(f"SAML assertion signature refused: {exc.__class__.__name__}") from exc
+    signed = result.signed_xml
+    if signed is None or signed.tag != f"{{{SAML}}}Assertion":
+        raise AuthenticationRequired("the signature does not cover the SAML assertion")
+    S = f"{{{SAML}}}"
+    conditions = signed.find(S + "Conditions")
+    if conditions is None:
+        raise AuthenticationRequired("SAML assertion without Conditions (validity window)")
+    skew = timedelta(seconds=clock_skew)
+    not_before = _parse_ts(conditions.get("NotBefore"))
+    not_after = _parse_ts(conditions.get("NotOnOrAfter"))
+    if not_after is None:
+        raise AuthenticationRequired("SAML assertion without NotOnOrAfter")
+    if not_before is not None and now + skew < not_before:
+        raise AuthenticationRequired("SAML assertion is not yet valid")
+    if now - skew >= not_after:
+        raise AuthenticationRequired("SAML assertion has expired")
+    audiences = [(a.text or "").strip() for a in conditions.iter(S + "Audience")]
+    if audience not in audiences:
+        raise AuthenticationRequired(f"SAML assertion is not for this audience ({audience})")
+    return dataclasses.replace(_actor_from(signed), credential_expires=int(not_after.timestamp()))
+
+
+def _actor_from(signed: etree._Element) -> Actor:
+    S = f"{{{SAML}}}"
+    name_id = (signed.findtext(f"{S}Subject/{S}NameID") or "").strip()
+    if not name_id:
+        raise AuthenticationRequired("SAML assertion without Subject/NameID")
+    attrs: dict[str, list] = {}
+    for attribute in signed.iter(S + "Attribute"):
+        values = []
+        for value in attribute.findall(S + "AttributeValue"):
+            child = next((c for c in value if isinstance(c.tag, str)), None)
+            values.append(child if child is not None else (value.text or "").strip())
+        attrs.setdefault(attribute.get("Name", ""), []).extend(values)
+
+    def text(name: str) -> str:
+        values = [v for v in attrs.get(name, []) if isinstance(v, str)]
+        return values[0] if values else ""
+
+    def codes(name: str) -> dict[str, str]:
+        return {v.get("codeSystem", ""): v.get("code", "") for v in attrs.get(name, [])
+                if isinstance(v, etree._Element)}
+
+    roles = codes(A_ROLE)
+    purpose = codes(A_PURPOSE).get(PURPOSE_SYSTEM) or text(A_PURPOSE) or NORMAL
+    if purpose not in PURPOSES:
+        raise AuthenticationRequired(f"unknown access mode (purposeOfUse) {purpose!r}")
+    kind = text(A_KIND) or PROFESSIONAL
+    if kind not in KINDS or kind in ("system", "insecure-dev"):
+        raise AuthenticationRequired(f"actor kind {kind!r} cannot be asserted")
+    software = " ".join(v for v in (text(A_LPS_NAME), text(A_LPS_VERSION)) if v)
+    return Actor(id=name_id, name=text(A_SUBJECT_ID), kind=kind, role=roles.get(PROFESSION_SYSTEM, ""),
+                 specialty=roles.get(SPECIALTY_SYSTEM, ""), purpose=purpose,
+                 structure=text(A_STRUCTURE), sector=text(A_SECTOR), patient_id=text(A_RESOURCE),
+                 reason=text(A_REASON), software=software, credential_id=signed.get("ID", ""),
+                 auth_method="saml")

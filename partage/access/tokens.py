@@ -1,0 +1,127 @@
+"""Signed bearer JWTs (IHE IUA-like) for the FHIR and web doors, both ways.
+
+A token is signed (RS256, PS256 or ES256) by a key whose certificate travels in the
+JOSE header (`x5c`, leaf first) and must chain to one of the configured trusted CA
+certificates, as a SAML assertion's does. Claims:
+
+| claim | Actor field |
+|---|---|
+| sub | id (national professional id, patient INS id, structure id) |
+| aud, exp, nbf, iat, jti | checked (audience, validity window) / credential_id |
+| extensions.ihe_iua.subject_name | name |
+| extensions.ihe_iua.subject_organization_id | structure |
+| extensions.ihe_iua.subject_role {system, code} | role (profession, TRE_G15) |
+| extensions.ihe_iua.purpose_of_use {system, code} | purpose (normal, bris_de_glace, centre_15) |
+| extensions.ihe_iua.person_id | patient_id (CX of the patient's INS) |
+| extensions.fr_vihf.{kind, specialty, sector, reason, software} | the DMP fields IUA has no name for |
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import uuid
+from datetime import UTC, datetime
+
+from cryptography import x509
+
+from .actor import KINDS, NORMAL, PROFESSIONAL, PURPOSES, Actor, AuthenticationRequired
+from .saml import PROFESSION_SYSTEM, PURPOSE_SYSTEM, SPECIALTY_SYSTEM
+
+ALGORITHMS = ["RS256", "PS256", "ES256"]
+
+
+def build_claims(actor: Actor, *, issuer: str, audience: str, not_before: datetime,
+                 not_after: datetime, jti: str | None = None) -> dict:
+    iua = {"subject_name": actor.name, "subject_organization_id": actor.structure,
+           "purpose_of_use": {"system": PURPOSE_SYSTEM, "code": actor.purpose or NORMAL}}
+    if actor.role:
+        iua["subject_role"] = {"system": PROFESSION_SYSTEM, "code": actor.role}
+    if actor.patient_id:
+        iua["person_id"] = actor.patient_id
+    if actor.kind == PROFESSIONAL:
+        iua["national_provider_identifier"] = actor.id
+    vihf = {"kind": actor.kind}
+    for key in ("specialty", "sector", "reason", "software"):
+        if getattr(actor, key):
+            vihf[key] = getattr(actor, key)
+    return {"iss": issuer, "sub": actor.id, "aud": audience, "iat": int(not_before.timestamp()),
+            "nbf": int(not_before.timestamp()), "exp": int(not_after.timestamp()),
+            "jti": jti or uuid.uuid4().hex, "extensions": {"ihe_iua": iua, "fr_vihf": vihf}}
+
+
+def sign(claims: dict, key, chain: list[x509.Certificate]) -> str:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    x5c = [base64.b64encode(c.public_bytes(_der())).decode("ascii") for c in chain]
+    algorithm = "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
+    return jwt.encode(claims, key, algorithm=algorithm, headers={"x5c": x5c})
+
+
+def _der():
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.DER
+
+
+def verify_token(token: str, *, ca_pem_file: str, audience: str, clock_skew: int = 120,
+                 now: datetime | None = None) -> Actor:
+    """Verify chain, signature, audience and validity window; the Actor the token asserts."""
+    import jwt
+    from signxml.exceptions import InvalidCertificate
+    from signxml.util import X509CertChainVerifier
+
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise AuthenticationRequired(f"unreadable bearer token: {exc}") from exc
+    if header.get("alg") not in ALGORITHMS:
+        raise AuthenticationRequired(f"bearer token algorithm {header.get('alg')!r} is not accepted")
+    try:
+        chain = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in header.get("x5c") or []]
+    except (ValueError, TypeError) as exc:
+        raise AuthenticationRequired("bearer token x5c is not a certificate chain") from exc
+    if not chain:
+        raise AuthenticationRequired("bearer token has no x5c certificate chain")
+    moment = now or datetime.now(UTC)
+    try:
+        leaf = X509CertChainVerifier(ca_pem_file=ca_pem_file, verification_time=moment).verify(chain)
+    except InvalidCertificate as exc:
+        raise AuthenticationRequired(f"bearer token certificate refused: {exc}") from exc
+    try:
+        claims = jwt.decode(token, leaf.public_key(), algorithms=ALGORITHMS, audience=audience,
+                            leeway=clock_skew, options={"require": ["exp", "sub", "aud", "iat"]})
+    except jwt.ExpiredSignatureError as exc:
+        raise AuthenticationRequired("bearer token has expired") from exc
+    except jwt.ImmatureSignatureError as exc:
+        raise AuthenticationRequired("bearer token is not yet valid") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise AuthenticationRequired(f"bearer token is not for this audience ({audience})") from exc
+    except jwt.PyJWTError as exc:
+        raise AuthenticationRequired(f"bearer token refused: {exc}") from exc
+    if now is not None and claims["exp"] + clock_skew <= now.timestamp():
+        raise AuthenticationRequired("bearer token has expired")
+    return dataclasses.replace(actor_from_claims(claims), credential_expires=int(claims["exp"]))
+
+
+def actor_from_claims(claims: dict) -> Actor:
+    ext = claims.get("extensions") or {}
+    iua, vihf = ext.get("ihe_iua") or {}, ext.get("fr_vihf") or {}
+    purpose = (iua.get("purpose_of_use") or {}).get("code") or NORMAL
+    if purpose not in PURPOSES:
+        raise AuthenticationRequired(f"unknown access mode (purpose_of_use) {purpose!r}")
+    kind = vihf.get("kind") or PROFESSIONAL
+    if kind not in KINDS or kind in ("system", "insecure-dev"):
+        raise AuthenticationRequired(f"actor kind {kind!r} cannot be asserted")
+    role = iua.get("subject_role") or {}
+    specialty = vihf.get("specialty") or ""
+    if isinstance(specialty, dict):
+        specialty = specialty.get("code", "") if specialty.get("system", SPECIALTY_SYSTEM) == SPECIALTY_SYSTEM else ""
+    return Actor(id=str(claims["sub"]), name=str(iua.get("subject_name") or ""), kind=kind,
+                 role=str(role.get("code") or "") if role.get("system", PROFESSION_SYSTEM) == PROFESSION_SYSTEM else "",
+                 purpose=purpose, structure=str(iua.get("subject_organization_id") or ""),
+                 specialty=str(specialty), sector=str(vihf.get("sector") or ""),
+                 patient_id=str(iua.get("person_id") or ""), reason=str(vihf.get("reason") or ""),
+                 software=str(vihf.get("software") or ""), credential_id=str(claims.get("jti") or ""),
+                 auth_method="jwt")

@@ -1,0 +1,200 @@
+"""The CDA profile at the door: the per-document check of the ingest flow.
+
+Which documents are checked: every document whose bytes are XML with the root element
+{urn:hl7-org:v3}ClinicalDocument, whatever the mimeType the submitter declared (a CDA
+sent as application/octet-stream is still a CDA), and an auto-présentable CDA (an
+xsl:stylesheet root embedding one, which the parser recognises). Anything else (PDF,
+text/plain, a DICOM SR, XML of another kind) is not CDA and this layer does not look at it.
+
+The DocumentEntry's metadata go to the cross-check (layer 5). A finding of a blocking
+layer with a blocking severity refuses the submission with the transaction's metadata
+error code (XDSRepositoryMetadataError for ITI-41/ITI-65, XDSRegistryMetadataError
+otherwise), one XdsError per finding: the rule id and the message in codeContext, the
+XPath and line in location. Other findings are returned as warnings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from lxml import etree
+
+from ..metadata.errors import ErrorCode, XdsError
+from .constants import CLINICAL_DOCUMENT, HL7
+from .findings import LAYERS, PARSE, SCHEMA, SCHEMATRON, Finding, Report
+from .profile import Profile, Validator, get_profile, get_validator
+
+log = logging.getLogger("partage.cda")
+
+SNIFF_BYTES = 64 * 1024          # the root start tag must appear in the first 64 KB
+MAX_FINDINGS_REPORTED = 50       # per document, in one SOAP fault / OperationOutcome
+
+# Layer numbers as the issue counts them (1 schema ... 5 metadata), for --validation-blocking.
+LAYER_NUMBERS = {"1": SCHEMA, "2": "rules", "3": SCHEMATRON, "4": "terminology", "5": "metadata"}
+
+
+# --- which bytes are CDA ---------------------------------------------------------------------
+
+def root_tag(head: bytes) -> str | None:
+    """The Clark name of the root element of XML bytes (only the head is needed), or None.
+
+    A pull parser that never loads a DTD, resolves no entity and touches no network reads
+    up to the first start tag; whatever is not XML (PDF, plain text, binary) gives None.
+    """
+    if not head or head.lstrip()[:1] not in (b"<", b"\xef", b"\xff", b"\xfe", b"\x00"):
+        return None
+    parser = etree.XMLPullParser(events=("start",), resolve_entities=False, no_network=True,
+                                 load_dtd=False, huge_tree=False)
+    try:
+        parser.feed(head)
+        for _event, element in parser.read_events():
+            return element.tag
+    except etree.XMLSyntaxError:
+        return None
+    return None
+
+
+def is_cda(head: bytes) -> bool:
+    """Bytes that the ingest flow validates as CDA (see the module docstring)."""
+    tag = root_tag(head)
+    if tag == CLINICAL_DOCUMENT:
+        return True
+    # An auto-présentable CDA: an XSLT program embedding a ClinicalDocument.
+    return tag == "{http://www.w3.org/1999/XSL/Transform}stylesheet" and f"{HL7}".encode() in head
+
+
+def read_head(content: Any, size: int = SNIFF_BYTES) -> bytes:
+    content.file.seek(0)
+    head = content.file.read(size)
+    content.file.seek(0)
+    return head
+
+
+# --- metadata handed to the cross-check ----------------------------------------------------
+
+_ENTRY_FIELDS = ("patient_id", "source_patient_id", "unique_id", "type_code", "class_code", "format_code",
+                 "creation_time", "service_start_time", "service_stop_time", "language_code", "title",
+                 "legal_authenticator", "healthcare_facility_type_code", "practice_setting_code",
+                 "mime_type")
+
+
+def entry_metadata(entry: Any) -> dict[str, Any]:
+    """A DocumentEntry (model) -> the plain dict partage.cda.crosscheck compares with the header."""
+    out: dict[str, Any] = {}
+    for name in _ENTRY_FIELDS:
+        value = getattr(entry, name, None)
+        if value:
+            out[name] = value
+    if getattr(entry, "confidentiality_codes", None):
+        out["confidentiality_codes"] = list(entry.confidentiality_codes)
+    if getattr(entry, "authors", None):
+        out["authors"] = [a.person for a in entry.authors if getattr(a, "person", "")]
+    return out
+
+
+# --- the profile the server runs -----------------------------------------------------------
+
+def parse_blocking(text: str) -> frozenset[str] | None:
+    """'schema,rules,4,5' / 'none' / 'all' / '' (profile default) -> blocking layer names.
+
+    Parse errors always block: bytes that claim to be a CDA and are not readable XML (or
+    carry a DOCTYPE) are never indexed.
+    """
+    text = (text or "").strip().lower()
+    if not text or text == "default":
+        return None
+    if text == "none":
+        return frozenset({PARSE})
+    if text == "all":
+        return frozenset(LAYERS)
+    layers = {PARSE}
+    for item in (t.strip() for t in text.replace(";", ",").split(",")):
+        if not item:
+            continue
+        name = LAYER_NUMBERS.get(item, item)
+        if name not in LAYERS:
+            raise ValueError(f"unknown validation layer {item!r}; known: 1-5, "
+                             f"{', '.join(LAYERS[1:])}, 'none', 'all'")
+        layers.add(name)
+    return frozenset(layers)
+
+
+def profile_from_settings(settings: Any, name: str | None = None) -> Profile:
+    """The named profile (default: settings.validation_profile) with the server's resources."""
+    profile = get_profile(name or getattr(settings, "validation_profile", "") or None,
+                          schema=settings.cda_schema_dir or None,
+                          valuesets=settings.cda_valuesets_dir or None,
+                          schematron=settings.cda_schematron or None)
+    if name is None:
+        blocking = parse_blocking(getattr(settings, "validation_blocking", ""))
+        if blocking is not None:
+            profile = profile.with_options(blocking=blocking)
+    return profile
+
+
+def validator_for(settings: Any, name: str | None = None) -> Validator:
+    return get_validator(profile_from_settings(settings, name))
+
+
+# --- the check --------------------------------------------------------------------------------
+
+def _where(f: Finding) -> str:
+    where = f.location or "/"
+    return f"{where} (line {f.line})" if f.line is not None else where
+
+
+def findings_to_errors(report: Report, entry_id: str, code: str,
+                       blocking: Iterable[Finding]) -> list[XdsError]:
+    out = []
+    blocking = list(blocking)
+    for f in blocking[:MAX_FINDINGS_REPORTED]:
+        out.append(XdsError(code, f"DocumentEntry {entry_id}: CDA rule {f.rule} ({f.layer}): {f.message}",
+                            _where(f)))
+    if len(blocking) > MAX_FINDINGS_REPORTED:
+        out.append(XdsError(code, f"DocumentEntry {entry_id}: {len(blocking) - MAX_FINDINGS_REPORTED} more "
+                                  "CDA findings not listed (POST the document to /validate for all of them)",
+                            "/"))
+    return out
+
+
+class CdaGate:
+    """Callable per-document check: (DocumentEntry, DocumentContent, error code) -> XdsErrors."""
+
+    def __init__(self, validator: Validator) -> None:
+        self.validator = validator
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> CdaGate:
+        return cls(validator_for(settings))
+
+    def blocks(self, f: Finding) -> bool:
+        p = self.validator.profile
+        return f.layer in p.blocking and f.severity in p.blocking_severities
+
+    def check_bytes(self, data: bytes, entry: Any = None) -> Report:
+        meta = entry_metadata(entry) if entry is not None else None
+        return self.validator.validate(data, filename=getattr(entry, "entry_uuid", ""), xds_metadata=meta)
+
+    def __call__(self, entry: Any, content: Any,
+                 error_code: str = ErrorCode.REPOSITORY_METADATA) -> list[XdsError]:
+        if content is None or not is_cda(read_head(content)):
+            return []
+        limit = self.validator.profile.limits.max_bytes
+        if content.size > limit:
+            return [XdsError(error_code, f"DocumentEntry {entry.entry_uuid}: the CDA document is {content.size} "
+                                         f"bytes; the validation limit is {limit}", "/")]
+        content.file.seek(0)
+        data = content.file.read()
+        content.file.seek(0)
+        report = self.check_bytes(data, entry)
+        errors = [f for f in report.findings if self.blocks(f)]
+        warnings = [f for f in report.findings if not self.blocks(f) and f.severity != "info"]
+        if errors:
+            log.info("CDA of %s refused: %s", entry.entry_uuid, ", ".join(sorted({f.rule for f in errors})))
+        out = findings_to_errors(report, entry.entry_uuid, error_code, errors)
+        out += [XdsError(error_code, e.context, e.location, warning=True)
+                for e in findings_to_errors(report, entry.entry_uuid, error_code, warnings)]
+        return out
+

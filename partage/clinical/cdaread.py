@@ -1,0 +1,134 @@
+"""Small readers of CDA R2 body structures (HL7 v3 datatypes) used by the extractors."""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from ..cda.crosscheck import ts_to_utc
+
+HL7 = "urn:hl7-org:v3"
+XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
+_H = f"{{{HL7}}}"
+
+
+def child(el: etree._Element | None, *names: str) -> etree._Element | None:
+    """The first element down the path of HL7 local names, or None."""
+    for name in names:
+        if el is None:
+            return None
+        el = el.find(_H + name)
+    return el
+
+
+def children(el: etree._Element | None, name: str) -> list[etree._Element]:
+    return [] if el is None else el.findall(_H + name)
+
+
+def templates(el: etree._Element) -> set[str]:
+    return {t.get("root", "") for t in el.findall(_H + "templateId")}
+
+
+def clean(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def narrative_index(doc: etree._Element) -> dict[str, str]:
+    """ID -> text of every narrative element carrying an ID (targets of <reference value="#ID"/>)."""
+    out: dict[str, str] = {}
+    for el in doc.iter(_H + "*"):
+        ident = el.get("ID")
+        if ident:
+            out[ident] = clean("".join(el.itertext()))
+    return out
+
+
+def original_text(el: etree._Element | None, narrative: dict[str, str]) -> str:
+    """<originalText> or <text>: its own text, else the narrative it references."""
+    if el is None:
+        return ""
+    ref = el.find(_H + "reference")
+    own = clean(el.text)
+    if own:
+        return own
+    if ref is not None:
+        return narrative.get((ref.get("value") or "").lstrip("#"), "")
+    return ""
+
+
+def coded(el: etree._Element | None, narrative: dict[str, str]) -> tuple[str, str, str]:
+    """(code, codeSystem, display) of a CD/CE; the first coded translation if the code is absent."""
+    if el is None:
+        return "", "", ""
+    code, system = el.get("code", ""), el.get("codeSystem", "")
+    display = clean(el.get("displayName")) or original_text(el.find(_H + "originalText"), narrative)
+    if not code:
+        for tr in el.findall(_H + "translation"):
+            if tr.get("code"):
+                code, system = tr.get("code", ""), tr.get("codeSystem", "")
+                display = display or clean(tr.get("displayName"))
+                break
+    return code, system, display
+
+
+def ts(el: etree._Element | None) -> str:
+    """An HL7 TS as UTC digits when it carries an offset, else its digits as given ('' if none)."""
+    if el is None:
+        return ""
+    value = el.get("value", "")
+    if not value or not value[:4].isdigit():
+        return ""
+    return ts_to_utc(value)[:14]
+
+
+def interval(el: etree._Element | None) -> tuple[str, str]:
+    """(start, end) of an effectiveTime that is a TS or an IVL_TS."""
+    if el is None:
+        return "", ""
+    if el.get("value"):
+        return ts(el), ""
+    return ts(el.find(_H + "low")) or ts(el.find(_H + "center")), ts(el.find(_H + "high"))
+
+
+def effective(el: etree._Element) -> tuple[str, str]:
+    """The interval of the first IVL_TS/TS effectiveTime of an act (not a PIVL_TS frequency)."""
+    for et in el.findall(_H + "effectiveTime"):
+        kind = et.get(XSI_TYPE, "")
+        if "PIVL" in kind or "EIVL" in kind or "SXPR" in kind:
+            continue
+        start, end = interval(et)
+        if start or end:
+            return start, end
+    return "", ""
+
+
+def inherited_time(el: etree._Element) -> str:
+    """The effective time of the nearest ancestor act that has one (a battery, a specimen act)."""
+    for anc in el.iterancestors():
+        for et in anc.findall(_H + "effectiveTime"):
+            start, _end = interval(et)
+            if start:
+                return start
+        if anc.tag == _H + "section":
+            break
+    return ""
+
+
+def quantity(el: etree._Element | None) -> tuple[float | None, str, str]:
+    """(number, unit, text) of a PQ / INT / REAL value."""
+    if el is None:
+        return None, "", ""
+    raw = el.get("value", "")
+    try:
+        number = float(raw) if raw else None
+    except ValueError:
+        number = None
+    unit = el.get("unit", "")
+    if unit == "1":
+        unit = ""
+    return number, unit, f"{raw} {unit}".strip() if raw else ""
+
+
+def section_title(el: etree._Element) -> str:
+    for anc in el.iterancestors(_H + "section"):
+        return clean(child(anc, "title").text if child(anc, "title") is not None else "")
+    return ""

@@ -1,0 +1,362 @@
+"""Level-3 CDA entries -> facts, by IHE PCC / XD-LAB entry templates.
+
+The CI-SIS document models reuse the IHE entry templates (Laboratory Observation,
+Allergy and Intolerance, Problem, Medication, Immunization, Vital Sign), so one reader
+per template serves every model. Facts are extracted only from the document models
+listed in KNOWN_MODELS (those of the ANS example corpus); any other document is indexed
+as a document only (its text is still searchable).
+
+Nesting matters: the drug that caused an adverse reaction is a Medication entry inside
+an Allergy entry, and is not a current treatment. Problems and allergies are read where
+the models put them (an entry, or a concern act's subject); medications and
+vaccinations only as entries of their own; lab results and vital signs wherever they
+are (batteries and specimen acts nest them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lxml import etree
+
+from .cdaread import (
+    HL7,
+    XSI_TYPE,
+    child,
+    children,
+    clean,
+    coded,
+    effective,
+    inherited_time,
+    interval,
+    narrative_index,
+    original_text,
+    quantity,
+    section_title,
+    templates,
+)
+
+LAB, VITAL, ALLERGY, PROBLEM, MEDICATION, IMMUNIZATION = (
+    "lab", "vital", "allergy", "problem", "medication", "immunization")
+KINDS = (LAB, VITAL, ALLERGY, PROBLEM, MEDICATION, IMMUNIZATION)
+
+# IHE entry templates
+T_LAB_OBSERVATION = "1.3.6.1.4.1.19376.1.3.1.6"
+T_VITAL_SIGN = "1.3.6.1.4.1.19376.1.5.3.1.4.13.2"
+T_ALLERGY = "1.3.6.1.4.1.19376.1.5.3.1.4.6"
+T_PROBLEM = "1.3.6.1.4.1.19376.1.5.3.1.4.5"
+T_CONCERNS = {"1.3.6.1.4.1.19376.1.5.3.1.4.5.1", "1.3.6.1.4.1.19376.1.5.3.1.4.5.2",
+              "1.3.6.1.4.1.19376.1.5.3.1.4.5.3"}
+T_PROBLEM_STATUS = "1.3.6.1.4.1.19376.1.5.3.1.4.1.1"
+T_SEVERITY = "1.3.6.1.4.1.19376.1.5.3.1.4.1"
+T_MEDICATION = "1.3.6.1.4.1.19376.1.5.3.1.4.7"
+T_IMMUNIZATION = "1.3.6.1.4.1.19376.1.5.3.1.4.12"
+LOINC_CRITICALITY = "82606-5"
+
+# CI-SIS document models (ClinicalDocument/templateId, 1.2.250.1.213.1.1.1.x) whose
+# entries are read; they are the models of the ANS example corpus.
+KNOWN_MODELS = {
+    "1.2.250.1.213.1.1.1.13": "VSM (volet de synthèse médicale)",
+    "1.2.250.1.213.1.1.1.55": "BIO-CR-BIO (compte rendu de biologie)",
+    "1.2.250.1.213.1.1.1.59": "BIO-TROD (test rapide)",
+    "1.2.250.1.213.1.1.1.51": "IPS-FR (patient summary)",
+    "1.2.250.1.213.1.1.1.37": "VAC (vaccinations)",
+    "1.2.250.1.213.1.1.1.46": "VAC-NOTE (note de vaccination)",
+    "1.2.250.1.213.1.1.1.21": "LDL-EES (lettre de liaison de sortie)",
+    "1.2.250.1.213.1.1.1.29": "LDL-SES (lettre de liaison de sortie)",
+    "1.2.250.1.213.1.1.1.22": "DLU-EHPAD DLU",
+    "1.2.250.1.213.1.1.1.23": "DLU-EHPAD FLUDT",
+    "1.2.250.1.213.1.1.1.40": "ANEST-CR-ANEST",
+    "1.2.250.1.213.1.1.1.15": "AVC-AUNV", "1.2.250.1.213.1.1.1.16": "AVC-EUNV",
+    "1.2.250.1.213.1.1.1.17": "AVC-SUNV",
+    "1.2.250.1.213.1.1.1.32": "CANCER-CR-GM", "1.2.250.1.213.1.1.1.27": "CANCER-D2LM-FIN",
+    "1.2.250.1.213.1.1.1.8": "CANCER-FRCP", "1.2.250.1.213.1.1.1.26": "CANCER-PPS",
+    "1.2.250.1.213.1.1.1.2.1.2": "CARD-F-PRC-TAP", "1.2.250.1.213.1.1.1.2.1.3": "CARD-F-PRC-DCI",
+    "1.2.250.1.213.1.1.1.2.1.5": "CARD-F-PRC-PPV",
+    "1.2.250.1.213.1.1.1.5.1": "CSE-CS8", "1.2.250.1.213.1.1.1.5.2": "CSE-CS9",
+    "1.2.250.1.213.1.1.1.5.3": "CSE-CS24", "1.2.250.1.213.1.1.1.5.4": "CSE-MDE",
+    "1.2.250.1.213.1.1.1.12.1": "OBP-SAP", "1.2.250.1.213.1.1.1.12.2": "OBP-SNM",
+    "1.2.250.1.213.1.1.1.12.3": "OBP-SNE", "1.2.250.1.213.1.1.1.12.4": "OBP-SCM",
+    "1.2.250.1.213.1.1.1.30": "SDM-MR", "1.2.250.1.213.1.1.1.38": "TLM-DA",
+    "1.2.250.1.213.1.1.1.39": "eP-MED-DM (prescription)", "1.2.250.1.213.1.1.1.54": "eDISP-MED",
+    "1.2.250.1.213.1.1.1.36": "CNAM-HR", "1.2.250.1.213.1.1.1.45": "IMG-CR-IMG",
+    "1.2.250.1.213.1.1.1.47": "IMG-DA-IMG",
+}
+# Document models that are a synthesis of the record (the $summary's first entry).
+SYNTHESIS_MODELS = {"1.2.250.1.213.1.1.1.13", "1.2.250.1.213.1.1.1.51"}
+
+_H = f"{{{HL7}}}"
+
+
+@dataclass
+class Fact:
+    kind: str
+    code: str = ""
+    code_system: str = ""
+    display: str = ""
+    value_num: float | None = None
+    value_text: str = ""
+    unit: str = ""
+    ref_low: str = ""
+    ref_high: str = ""
+    ref_text: str = ""
+    interpretation: str = ""
+    status: str = ""
+    effective: str = ""          # UTC digits (or as given without an offset), <= 14
+    effective_end: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def document_models(doc: etree._Element) -> list[str]:
+    return [t.get("root", "") for t in doc.findall(_H + "templateId")]
+
+
+def known_model(doc: etree._Element) -> str:
+    """The document's known CI-SIS model root, or '' (then nothing is extracted)."""
+    for root in reversed(document_models(doc)):
+        if root in KNOWN_MODELS:
+            return root
+    return ""
+
+
+def extract(doc: etree._Element) -> list[Fact]:
+    """The facts of a ClinicalDocument element, in document order; [] for unknown models."""
+    if doc is None or doc.tag != _H + "ClinicalDocument" or not known_model(doc):
+        return []
+    body = child(doc, "component", "structuredBody")
+    if body is None:
+        return []
+    narrative = narrative_index(body)
+    doc_time = ""
+    et = child(doc, "effectiveTime")
+    if et is not None:
+        doc_time = interval(et)[0]
+    facts: list[Fact] = []
+    for el in body.iter(_H + "observation", _H + "substanceAdministration"):
+        tids = templates(el)
+        if not tids:
+            continue
+        fact = None
+        if el.tag == _H + "observation":
+            if T_LAB_OBSERVATION in tids:
+                fact = _lab(el, narrative, LAB)
+            elif T_VITAL_SIGN in tids:
+                fact = _lab(el, narrative, VITAL)
+            elif T_ALLERGY in tids and _top_level(el):
+                fact = _allergy(el, narrative)
+            elif T_PROBLEM in tids and _top_level(el):
+                fact = _problem(el, narrative)
+        elif _is_entry(el):
+            if T_IMMUNIZATION in tids:
+                fact = _immunization(el, narrative)
+            elif T_MEDICATION in tids:
+                fact = _medication(el, narrative)
+        if fact is None:
+            continue
+        if not fact.effective and fact.kind in (LAB, VITAL):
+            fact.effective = inherited_time(el) or doc_time
+        section = section_title(el)
+        if section:
+            fact.detail["section"] = section
+        facts.append(fact)
+    return facts
+
+
+# --- placement -------------------------------------------------------------------------
+def _is_entry(el: etree._Element) -> bool:
+    parent = el.getparent()
+    return parent is not None and parent.tag == _H + "entry"
+
+
+def _top_level(el: etree._Element) -> bool:
+    """An entry of its own, or the subject of a concern act that is one."""
+    if _is_entry(el):
+        return True
+    rel = el.getparent()
+    if rel is None or rel.tag != _H + "entryRelationship":
+        return False
+    act = rel.getparent()
+    return act is not None and act.tag == _H + "act" and bool(templates(act) & T_CONCERNS) and _is_entry(act)
+
+
+def _negated(el: etree._Element) -> bool:
+    return (el.get("negationInd") or "").lower() == "true"
+
+
+def _related(el: etree._Element, template: str = "", code: str = "") -> etree._Element | None:
+    for rel in children(el, "entryRelationship"):
+        obs = child(rel, "observation")
+        if obs is None:
+            continue
+        if template and template in templates(obs):
+            return obs
+        if code and (child(obs, "code") is not None and child(obs, "code").get("code") == code):
+            return obs
+    return None
+
+
+def _clinical_status(el: etree._Element) -> str:
+    status = _related(el, T_PROBLEM_STATUS)
+    if status is not None:
+        value = child(status, "value")
+        if value is not None and value.get("code"):
+            return value.get("code", "")
+    parent = el.getparent()
+    act = parent.getparent() if parent is not None else None
+    if act is not None and act.tag == _H + "act":
+        sc = child(act, "statusCode")
+        if sc is not None and sc.get("code"):
+            return {"active": "active", "completed": "resolved", "suspended": "inactive",
+                    "aborted": "inactive"}.get(sc.get("code", ""), "")
+    return ""
+
+
+# --- readers -----------------------------------------------------------------------------
+def _lab(el: etree._Element, narrative: dict[str, str], kind: str) -> Fact | None:
+    code, system, display = coded(child(el, "code"), narrative)
+    if not code and not display:
+        return None
+    fact = Fact(kind, code, system, display)
+    fact.effective, fact.effective_end = effective(el)
+    value = child(el, "value")
+    if value is not None:
+        vtype = value.get(XSI_TYPE, "").rpartition(":")[2]
+        if vtype in ("PQ", "INT", "REAL", "MO"):
+            fact.value_num, fact.unit, fact.value_text = quantity(value)
+        elif vtype == "IVL_PQ":
+            low, high = child(value, "low"), child(value, "high")
+            parts = [quantity(p)[2] for p in (low, high) if p is not None]
+            fact.value_text = " - ".join(p for p in parts if p)
+            fact.unit = (low if low is not None else high).get("unit", "") if (low is not None or high is not None) else ""
+        elif vtype in ("CD", "CE", "CV", "CO"):
+            vcode, vsystem, vdisplay = coded(value, narrative)
+            fact.value_text = vdisplay or vcode
+            if vcode:
+                fact.detail["value_code"] = {"code": vcode, "system": vsystem, "display": vdisplay}
+        elif vtype in ("ST", "ED", "BL", "TS"):
+            fact.value_text = clean(value.text) or value.get("value", "") or original_text(value, narrative)
+        else:
+            fact.value_text = clean(value.text) or value.get("value", "")
+    interp = child(el, "interpretationCode")
+    if interp is not None:
+        fact.interpretation = interp.get("code", "")
+    rng = child(el, "referenceRange", "observationRange")
+    if rng is not None:
+        rvalue = child(rng, "value")
+        if rvalue is not None:
+            low, high = child(rvalue, "low"), child(rvalue, "high")
+            fact.ref_low = quantity(low)[2] if low is not None else ""
+            fact.ref_high = quantity(high)[2] if high is not None else ""
+        fact.ref_text = original_text(child(rng, "text"), narrative)
+    method = child(el, "methodCode")
+    if method is not None and method.get("displayName"):
+        fact.detail["method"] = clean(method.get("displayName"))
+    status = child(el, "statusCode")
+    fact.status = status.get("code", "") if status is not None else ""
+    return fact
+
+
+def _allergy(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
+    if _negated(el):
+        return None
+    type_code, type_system, type_display = coded(child(el, "code"), narrative)
+    agent = child(el, "participant", "participantRole", "playingEntity")
+    code = system = display = ""
+    if agent is not None:
+        code, system, display = coded(child(agent, "code"), narrative)
+        display = display or clean(child(agent, "name").text if child(agent, "name") is not None else "")
+    if not code and not display:   # no agent: the reaction described in value
+        code, system, display = coded(child(el, "value"), narrative)
+    if not code and not display:
+        display = original_text(child(el, "text"), narrative)
+    if not code and not display:
+        return None
+    fact = Fact(ALLERGY, code, system, display, status=_clinical_status(el))
+    fact.effective, fact.effective_end = effective(el)
+    fact.detail["type"] = {"code": type_code, "system": type_system, "display": type_display}
+    reaction = child(el, "value")
+    if reaction is not None and agent is not None:
+        rcode, rsystem, rdisplay = coded(reaction, narrative)
+        if rcode or rdisplay:
+            fact.detail["reaction"] = {"code": rcode, "system": rsystem, "display": rdisplay}
+    crit = _related(el, code=LOINC_CRITICALITY)
+    if crit is not None and child(crit, "value") is not None:
+        fact.detail["criticality"] = child(crit, "value").get("code", "")
+    return fact
+
+
+def _problem(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
+    if _negated(el):
+        return None
+    code, system, display = coded(child(el, "value"), narrative)
+    if not code and not display:
+        display = original_text(child(el, "text"), narrative)
+    if not code and not display:
+        return None
+    fact = Fact(PROBLEM, code, system, display, status=_clinical_status(el))
+    fact.effective, fact.effective_end = effective(el)
+    if fact.effective_end and not fact.status:
+        fact.status = "resolved"
+    ptype = coded(child(el, "code"), narrative)
+    fact.detail["type"] = {"code": ptype[0], "system": ptype[1], "display": ptype[2]}
+    sev = _related(el, T_SEVERITY)
+    if sev is not None and child(sev, "value") is not None:
+        fact.detail["severity"] = coded(child(sev, "value"), narrative)[2] or child(sev, "value").get("code", "")
+    return fact
+
+
+def _product(el: etree._Element, narrative: dict[str, str]) -> tuple[str, str, str, etree._Element | None]:
+    material = child(el, "consumable", "manufacturedProduct", "manufacturedMaterial")
+    if material is None:
+        return "", "", "", None
+    code, system, display = coded(child(material, "code"), narrative)
+    name = child(material, "name")
+    display = clean(name.text) if name is not None and clean(name.text) else display
+    return code, system, display, material
+
+
+def _medication(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
+    code, system, display, _material = _product(el, narrative)
+    if not code and not display:
+        display = original_text(child(el, "text"), narrative)
+    if not code and not display:
+        return None
+    fact = Fact(MEDICATION, code, system, display)
+    fact.effective, fact.effective_end = effective(el)
+    sc = child(el, "statusCode")
+    fact.status = sc.get("code", "") if sc is not None else ""
+    fact.detail["mood"] = el.get("moodCode", "")
+    route = child(el, "routeCode")
+    if route is not None:
+        fact.detail["route"] = coded(route, narrative)[2] or route.get("code", "")
+    dose = child(el, "doseQuantity")
+    if dose is not None:
+        fact.detail["dose"] = quantity(dose)[2] or quantity(child(dose, "low"))[2]
+    dosage = original_text(child(el, "text"), narrative)
+    if dosage:
+        fact.detail["text"] = dosage
+    return fact
+
+
+def _immunization(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
+    code, system, display, material = _product(el, narrative)
+    if not code and not display:
+        return None
+    fact = Fact(IMMUNIZATION, code, system, display)
+    fact.effective, fact.effective_end = effective(el)
+    fact.status = "not-done" if _negated(el) else "completed"
+    if material is not None:
+        lot = child(material, "lotNumberText")
+        if lot is not None and clean(lot.text):
+            fact.detail["lot"] = clean(lot.text)
+    route = child(el, "routeCode")
+    if route is not None:
+        fact.detail["route"] = coded(route, narrative)[2] or route.get("code", "")
+    series = coded(child(el, "code"), narrative)
+    if series[2]:
+        fact.detail["series"] = series[2]
+    return fact

@@ -1,0 +1,198 @@
+"""Indexing at ingest: a submission's facts and text, written in the registration's transaction.
+
+`prepare(request)` reads the documents before the registry transaction; its `store(conn,
+registry)` runs right after `registry.register` on the same connection, so the facts and text of a document appear exactly when the document
+does, and a refused or rolled-back submission leaves none. Reading a document that
+cannot be understood (an unknown model, broken XML that the profile let through, an
+unreadable PDF) is not an error: the document is then indexed as a document only.
+Database errors do propagate, and roll the submission back.
+
+The text of PDFs (a PDF body, PDFs embedded in a CDA) is not read here: pypdf costs
+100 ms to seconds per document. `store` enqueues a job instead (`text_index_jobs`, in
+the same transaction), and the background indexer of `partage.clinical.queue` reads the
+whole text later and replaces the cheap text written here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from sqlalchemy import Connection, select, text
+
+from ..cda.gate import is_cda
+from ..cda.parser import XmlRejected, parse_cda
+from ..metadata.model import SubmissionRequest
+from ..registry import schema
+from .extract import Fact, extract
+from .text import document_text, has_pdf
+
+log = logging.getLogger("partage.clinical")
+MAX_INDEXED_BYTES = 20 * 1024 * 1024   # beyond this a document is not read for facts or text
+
+
+def _read(content) -> bytes | None:
+    if content is None or content.size > MAX_INDEXED_BYTES:
+        return None
+    content.file.seek(0)
+    data = content.file.read()
+    content.file.seek(0)
+    return data
+
+
+def read_document(mime_type: str, data: bytes) -> tuple[list[Fact], str]:
+    """(facts, searchable text) of a document's bytes, PDF text included; never raises on bad content."""
+    facts, body, _pending = read_parts(mime_type, data, pdfs=True)
+    return facts, body
+
+
+def read_parts(mime_type: str, data: bytes, *, pdfs: bool) -> tuple[list[Fact], str, bool]:
+    """(facts, searchable text, whether PDF text was left out); with `pdfs` False the text
+    of PDFs is not read (the cheap part, for the registration's transaction)."""
+    cda = None
+    if is_cda(data[:64 * 1024]):
+        try:
+            cda = parse_cda(data).clinical_document
+        except XmlRejected:
+            cda = None
+    try:
+        facts = extract(cda) if cda is not None else []
+    except Exception:   # a reader bug must not refuse a valid document
+        log.exception("fact extraction failed; the document is indexed without facts")
+        facts = []
+    try:
+        body = document_text(mime_type, data, cda, pdfs=pdfs)
+    except Exception:
+        log.exception("text extraction failed; the document is not searchable")
+        body = ""
+    try:
+        pending = not pdfs and has_pdf(mime_type, data, cda)
+    except Exception:
+        log.exception("PDF detection failed; the document's PDF text is not indexed")
+        pending = False
+    return facts, body, pending
+
+
+def fact_rows(facts: list[Fact], *, patient_pk: int, lid: str, entry_uuid: str) -> list[dict]:
+    rows = []
+    for seq, f in enumerate(facts):
+        row = f.as_dict()
+        row["detail"] = json.dumps(row["detail"], ensure_ascii=False)
+        row.update(patient_pk=patient_pk, doc_lid=lid, doc_entry_uuid=entry_uuid, seq=seq,
+                   code=f.code[:64], code_system=f.code_system[:64], unit=f.unit[:32],
+                   ref_low=f.ref_low[:64], ref_high=f.ref_high[:64], interpretation=f.interpretation[:16],
+                   status=f.status[:32], effective=f.effective[:14], effective_end=f.effective_end[:14])
+        rows.append(row)
+    return rows
+
+
+def store(conn: Connection, *, patient_pk: int, lid: str, entry_uuid: str,
+          facts: list[Fact], body: str) -> None:
+    if facts:
+        conn.execute(schema.clinical_facts.insert(),
+                     fact_rows(facts, patient_pk=patient_pk, lid=lid, entry_uuid=entry_uuid))
+    body = body.replace("\x00", "")   # PostgreSQL text cannot hold NUL (a text/plain document may)
+    if body:
+        pk = conn.execute(schema.document_text.insert().values(
+            patient_pk=patient_pk, doc_lid=lid, doc_entry_uuid=entry_uuid, body=body)).inserted_primary_key[0]
+        if conn.dialect.name == "sqlite":
+            conn.execute(text("INSERT INTO document_text_fts(rowid, body) VALUES (:pk, :body)"),
+                         {"pk": pk, "body": body})
+
+
+class Prepared:
+    """A submission's facts and text, read before the registry transaction starts (so the
+    write lock is not held while documents are parsed), stored inside it."""
+
+    def __init__(self, request: SubmissionRequest,
+                 documents: list[tuple[object, list[Fact], str, bool]]) -> None:
+        self.request = request
+        self.documents = documents   # (entry, facts, cheap text, PDF text to read later)
+
+    @property
+    def pending(self) -> int:
+        """Documents whose PDF text is left to the background indexer."""
+        return sum(1 for *_rest, pending in self.documents if pending)
+
+    def store(self, conn: Connection, registry) -> int:
+        """Write them on the registration's connection; returns the number of facts."""
+        if not self.documents:
+            return 0
+        patient_pk = registry.patient_pk(conn, self.request.submission_set.patient_id)
+        if patient_pk is None:
+            return 0
+        count = 0
+        for doc, facts, body, pending in self.documents:
+            lid = doc.lid or doc.entry_uuid
+            store(conn, patient_pk=patient_pk, lid=lid, entry_uuid=doc.entry_uuid, facts=facts, body=body)
+            if pending:
+                from .queue import enqueue
+
+                enqueue(conn, lid=lid, entry_uuid=doc.entry_uuid)
+            count += len(facts)
+        return count
+
+
+def prepare(request: SubmissionRequest) -> Prepared:
+    """Read the facts and cheap text of a submission's documents (those whose bytes are
+    here); PDF text is left to the background indexer."""
+    documents = []
+    for doc in request.documents:
+        data = _read(request.contents.get(doc.entry_uuid))
+        if not data:
+            continue
+        facts, body, pending = read_parts(doc.mime_type, data, pdfs=False)
+        if facts or body or pending:
+            documents.append((doc, facts, body, pending))
+    return Prepared(request, documents)
+
+
+def index_submission(conn: Connection, registry, request: SubmissionRequest) -> int:
+    """prepare + store in one call (for callers already inside the registration's transaction)."""
+    return prepare(request).store(conn, registry)
+
+
+# --- re-indexing (documents registered before migration 0003, or after the readers improved) ---
+def forget_text(conn: Connection, lid: str) -> None:
+    """Remove a document's text from the search index (both engines)."""
+    t = schema.document_text
+    if conn.dialect.name == "sqlite":
+        for pk, body in conn.execute(select(t.c.pk, t.c.body).where(t.c.doc_lid == lid)).all():
+            conn.execute(text("INSERT INTO document_text_fts(document_text_fts, rowid, body) "
+                              "VALUES ('delete', :pk, :body)"), {"pk": pk, "body": body})
+    conn.execute(t.delete().where(t.c.doc_lid == lid))
+
+
+def _forget(conn: Connection, lid: str) -> None:
+    forget_text(conn, lid)
+    conn.execute(schema.clinical_facts.delete().where(schema.clinical_facts.c.doc_lid == lid))
+
+
+def reindex(services, *, force: bool = False) -> dict[str, int]:
+    """Read the facts and text of the Approved documents held here that have none (every one
+    with `force`, replacing what was read before). One short transaction per document."""
+    objs, t, f = schema.registry_objects, schema.document_text, schema.clinical_facts
+    with services.registry.read() as conn:
+        rows = conn.execute(select(objs.c.entry_uuid, objs.c.lid, objs.c.patient_pk, objs.c.mime_type,
+                                   objs.c.blob_address, objs.c.size).where(
+            objs.c.kind == schema.KIND_DOCUMENT, objs.c.status == "Approved",
+            objs.c.blob_address.is_not(None), objs.c.patient_pk.is_not(None))).all()
+        done = set(conn.execute(select(t.c.doc_lid)).scalars()) | \
+            set(conn.execute(select(f.c.doc_lid).distinct()).scalars())
+    counts = {"documents": 0, "facts": 0, "skipped": 0}
+    for row in rows:
+        if (row.lid in done and not force) or (row.size or 0) > MAX_INDEXED_BYTES:
+            counts["skipped"] += 1
+            continue
+        stream = services.blobs.open(row.blob_address)
+        try:
+            data = stream.read()
+        finally:
+            stream.close()
+        facts, body = read_document(row.mime_type or "", data)
+        with services.registry.write() as conn:
+            _forget(conn, row.lid)
+            store(conn, patient_pk=row.patient_pk, lid=row.lid, entry_uuid=row.entry_uuid, facts=facts, body=body)
+        counts["documents"] += 1
+        counts["facts"] += len(facts)
+    return counts

@@ -1,0 +1,239 @@
+"""Background indexing of PDF text: a durable queue in the registry database.
+
+Reading the text of a PDF (pypdf) costs 100 ms to seconds per document, so the ingest
+flow does not do it: the registration's transaction writes the facts and the cheap text
+(title, CDA narrative, plain text) and adds a row to `text_index_jobs` (`enqueue`). A
+refused or rolled-back submission therefore leaves no job; a registered one always has
+its job, whatever happens to the process afterwards.
+
+A job is done by `claim` + `process`, each one short transaction:
+
+- `claim` takes the oldest free job — free: never claimed, or its lease expired —
+  with `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL (concurrent indexers skip each
+  other's rows instead of waiting) and inside `BEGIN IMMEDIATE` on SQLite (writers are
+  serialised), and marks it with a fresh token and a lease (`LEASE_S`);
+- `process` reads the document's bytes from the blob store and its whole text (PDFs
+  included, pypdf's time budget applies), outside any transaction; then, in one
+  transaction, deletes the job *if it still carries this token* and replaces the
+  document's row in the search index. A process that dies after `claim` leaves the job
+  to be taken again once the lease has expired; one that lost its lease (too slow)
+  writes nothing. So the text is written exactly once per job.
+
+A job is tried `MAX_ATTEMPTS` times (each claim counts); after that it stays in the
+table, is no longer claimed, and `partage clinical reindex` reports it as failed.
+
+`TextIndexer` is the background thread: one per server process (gunicorn worker, see
+`partage.web.server`), draining the queue, then waiting for `notify()` (called by the
+ingest flow of the same process after a commit) or `POLL_S`. It shares the process's
+CPU (and GIL) with the requests, so it gives way to them: before each job it waits until
+no submission has been in progress in its process (`request_in_progress`) for
+`QUIET_S`, but never more than `YIELD_MAX_S`, so that a steady stream of submissions
+slows indexing (one job per YIELD_MAX_S and worker) without stopping it. `drain()` empties the queue synchronously (`partage clinical reindex`,
+tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, func, or_, select
+
+from ..registry import schema
+
+log = logging.getLogger("partage.clinical")
+
+LEASE_S = 300.0     # a claimed job is taken again after this long (pypdf stops after 3 s per PDF)
+MAX_ATTEMPTS = 5
+POLL_S = 1.0        # an idle indexer looks for jobs this often (jobs of other processes)
+YIELD_MAX_S = 2.0   # the longest an indexer waits for this process's submissions to pause
+QUIET_S = 0.2       # ... a pause being this long without a submission
+_wake = threading.Event()
+_idle = threading.Event()   # set when no submission is in progress in this process
+_idle.set()
+_active = 0
+_last_end = 0.0
+_active_lock = threading.Lock()
+
+
+@contextmanager
+def request_in_progress() -> Iterator[None]:
+    """Marks a submission being handled by this process: the indexer waits for it."""
+    global _active, _last_end
+    with _active_lock:
+        _active += 1
+        _idle.clear()
+    try:
+        yield
+    finally:
+        with _active_lock:
+            _active -= 1
+            _last_end = time.monotonic()
+            if _active == 0:
+                _idle.set()
+
+
+def _give_way(max_s: float = YIELD_MAX_S) -> None:
+    """Wait until this process's submissions pause for QUIET_S (at most max_s)."""
+    deadline = time.monotonic() + max_s
+    while (remaining := deadline - time.monotonic()) > 0:
+        if not _idle.wait(remaining):
+            return
+        quiet_for = time.monotonic() - _last_end
+        if quiet_for >= QUIET_S:
+            return
+        time.sleep(min(QUIET_S - quiet_for, remaining))
+
+
+@dataclass(frozen=True)
+class Job:
+    pk: int
+    doc_entry_uuid: str
+    doc_lid: str
+    token: str
+
+
+def enqueue(conn: Connection, *, lid: str, entry_uuid: str) -> None:
+    """Add a job, on the registration's connection (so it commits or rolls back with it)."""
+    conn.execute(schema.text_index_jobs.insert().values(
+        doc_entry_uuid=entry_uuid, doc_lid=lid, attempts=0,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds")))
+
+
+def notify() -> None:
+    """Wake this process's indexer now (a submission just committed jobs)."""
+    _wake.set()
+
+
+def _token() -> str:
+    return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+
+
+def claim(registry, *, lease_s: float = LEASE_S, now: float | None = None) -> Job | None:
+    """Take the oldest free job (None when there is none), for `lease_s` seconds."""
+    t = schema.text_index_jobs
+    now = time.time() if now is None else now
+    free = (t.c.attempts < MAX_ATTEMPTS, or_(t.c.claimed_until.is_(None), t.c.claimed_until < now))
+    with registry.read() as conn:   # an idle poll takes no write lock
+        if conn.execute(select(t.c.pk).where(*free).limit(1)).first() is None:
+            return None
+    with registry.write() as conn:   # BEGIN IMMEDIATE on SQLite
+        row = conn.execute(
+            select(t.c.pk, t.c.doc_entry_uuid, t.c.doc_lid).where(*free)
+            .order_by(t.c.pk).limit(1)
+            .with_for_update(skip_locked=True)).first()   # not rendered on SQLite
+        if row is None:
+            return None
+        token = _token()
+        conn.execute(t.update().where(t.c.pk == row.pk).values(
+            claimed_by=token, claimed_until=now + lease_s, attempts=t.c.attempts + 1))
+    return Job(pk=row.pk, doc_entry_uuid=row.doc_entry_uuid, doc_lid=row.doc_lid, token=token)
+
+
+def _whole_text(services, entry_uuid: str) -> tuple[int, str] | None:
+    """(patient_pk, whole text) of a registered document, or None when its bytes are not
+    here any more (removed) or too large to read."""
+    from .index import MAX_INDEXED_BYTES, read_document
+
+    objs = schema.registry_objects
+    with services.registry.read() as conn:
+        row = conn.execute(select(objs.c.patient_pk, objs.c.mime_type, objs.c.blob_address, objs.c.size)
+                           .where(objs.c.entry_uuid == entry_uuid)).first()
+    if (row is None or not row.blob_address or row.patient_pk is None or (row.size or 0) > MAX_INDEXED_BYTES
+            or not services.blobs.exists(row.blob_address)):
+        return None
+    stream = services.blobs.open(row.blob_address)
+    try:
+        data = stream.read()
+    finally:
+        stream.close()
+    _facts, body = read_document(row.mime_type or "", data)
+    return row.patient_pk, body
+
+
+def process(services, job: Job) -> bool:
+    """Index a claimed job's document; False if the job was no longer ours (nothing written)."""
+    from .index import forget_text, store
+
+    found = _whole_text(services, job.doc_entry_uuid)
+    t = schema.text_index_jobs
+    with services.registry.write() as conn:
+        mine = conn.execute(t.delete().where(t.c.pk == job.pk, t.c.claimed_by == job.token)).rowcount
+        if mine != 1:
+            log.info("text index job %s was taken by another indexer; result dropped", job.pk)
+            return False
+        if found is not None:
+            patient_pk, body = found
+            forget_text(conn, job.doc_lid)   # the cheap text written at registration
+            store(conn, patient_pk=patient_pk, lid=job.doc_lid, entry_uuid=job.doc_entry_uuid,
+                  facts=[], body=body)
+    return True
+
+
+def drain(services, *, lease_s: float = LEASE_S, stop: threading.Event | None = None,
+          give_way: bool = False) -> dict[str, int]:
+    """Do every free job now; returns counts. A job that fails is left to its lease.
+    `give_way`: before each job, wait (up to YIELD_MAX_S) for this process's submissions to pause."""
+    counts = {"indexed": 0, "dropped": 0, "errors": 0}
+    while stop is None or not stop.is_set():
+        if give_way:
+            _give_way()
+        job = claim(services.registry, lease_s=lease_s)
+        if job is None:
+            break
+        try:
+            counts["indexed" if process(services, job) else "dropped"] += 1
+        except Exception:
+            log.exception("text index job %s (document %s) failed; it is retried after its lease",
+                          job.pk, job.doc_entry_uuid)
+            counts["errors"] += 1
+    return counts
+
+
+def backlog(registry) -> dict[str, int]:
+    """Jobs waiting (or in progress) and jobs given up after MAX_ATTEMPTS."""
+    t = schema.text_index_jobs
+    with registry.read() as conn:
+        waiting = conn.execute(select(func.count()).select_from(t).where(t.c.attempts < MAX_ATTEMPTS)).scalar()
+        failed = conn.execute(select(func.count()).select_from(t).where(t.c.attempts >= MAX_ATTEMPTS)).scalar()
+    return {"waiting": waiting, "failed": failed}
+
+
+class TextIndexer:
+    """The background thread of one server process."""
+
+    def __init__(self, services, *, poll_s: float = POLL_S) -> None:
+        self.services = services
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> TextIndexer:
+        self._thread = threading.Thread(target=self._run, name="partage-text-indexer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to stop after the job in progress; a job cut short by the
+        process exiting is taken again after its lease."""
+        self._stop.set()
+        _wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            _wake.clear()
+            try:
+                drain(self.services, stop=self._stop, give_way=True)
+            except Exception:   # the database is away: try again later
+                log.exception("text indexer: claiming jobs failed")
+            _wake.wait(self.poll_s)

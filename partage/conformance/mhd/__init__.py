@@ -1,0 +1,1 @@
+"""Runner for the NIST (asbestos) MHD Document Recipient TestScripts: `partage testkit mhd`."""

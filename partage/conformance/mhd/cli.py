@@ -1,0 +1,41 @@
+"""`partage testkit mhd`: arguments here, the runner imported only when the command runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_COLLECTIONS = ("MHDv420_DocumentRecipient_comprehensive", "MHDv420_DocumentRecipient_minimal")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--collections", required=True, type=Path,
+                        help="the asbestos TestCollections folder (or its parent), "
+                             "e.g. ../shared/corpus/mhd/TestCollections")
+    parser.add_argument("--fhir", required=True, help="FHIR base URL of the server, e.g. http://127.0.0.1:8080/fhir")
+    parser.add_argument("--collection", action="append", dest="names",
+                        help=f"collection to run (repeatable; default: {', '.join(DEFAULT_COLLECTIONS)})")
+    parser.add_argument("--test", action="append", dest="tests",
+                        help="run only this test of the collections (folder name; repeatable)")
+    parser.add_argument("--json", type=Path, help="write every test's steps to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit status 0 only when no test failed (tests not run do not count as failures)."""
+    from .engine import FAIL
+    from .runner import run as run_collections
+
+    collections = args.collections
+    if (collections / "TestCollections").is_dir():
+        collections = collections / "TestCollections"
+    try:
+        results = run_collections(collections, args.fhir, args.names or list(DEFAULT_COLLECTIONS),
+                                  tests=args.tests)
+    except FileNotFoundError as exc:
+        print(f"partage testkit mhd: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2))
+    return 1 if any(r.outcome == FAIL for r in results) else 0

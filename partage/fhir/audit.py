@@ -1,0 +1,172 @@
+"""FHIR AuditEvent reads (ITI-81 style): "who looked at my record".
+
+`GET /fhir/AuditEvent` answers a searchset Bundle of the audit trail, newest first:
+a patient (or legal representative) reads the accesses to their own record (no
+parameter needed); an administrator reads any patient's (`patient.identifier=
+urn:oid:<authority>|<id>`) or everything. Professionals are refused (403).
+`GET /fhir/AuditEvent/<id>` reads one record under the same rule.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request
+
+from ..access import audit, authn
+from ..access.actor import (
+    ADMIN,
+    INSECURE_DEV,
+    PATIENT,
+    REPRESENTATIVE,
+    Actor,
+    AuthenticationRequired,
+)
+from ..metadata.datatypes import CX, DatatypeError
+from . import formats
+from .outcome import FhirError, Issue, operation_outcome
+
+bp = Blueprint("fhir_audit", __name__, url_prefix="/fhir")
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+EVENT_TYPES = {   # action -> (DICOM event id, display, FHIR action code)
+    "ITI-18": ("110112", "Query", "E"), "ITI-67": ("110112", "Query", "E"),
+    "ITI-66": ("110112", "Query", "E"), "ITI-78": ("110112", "Query", "E"),
+    "ITI-81": ("110112", "Query", "E"),
+    "ITI-43": ("110106", "Export", "R"), "ITI-68": ("110106", "Export", "R"),
+    "ITI-41": ("110107", "Import", "C"), "ITI-42": ("110107", "Import", "C"),
+    "ITI-65": ("110107", "Import", "C"),
+    "ITI-57": ("110110", "Patient Record", "U"), "PDSm-update": ("110110", "Patient Record", "U"),
+    "ITI-62": ("110110", "Patient Record", "D"), "ITI-86": ("110110", "Patient Record", "D"),
+}
+
+
+def _outcome(status: int, message: str, code: str) -> Response:
+    return formats.respond(operation_outcome([Issue(message, code)]), request, status)
+
+
+@bp.errorhandler(AuthenticationRequired)
+def _unauthenticated(exc: AuthenticationRequired) -> Response:
+    response = _outcome(401, str(exc), "login")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="partage"'
+    return response
+
+
+@bp.errorhandler(FhirError)
+def _fhir_error(exc: FhirError) -> Response:
+    return formats.respond(operation_outcome(exc.issues), request, exc.status)
+
+
+def resource(row: dict, base: str) -> dict:
+    event_id, display, action = EVENT_TYPES.get(row["action"], ("110100", "Application Activity", "E"))
+    agent = {"who": {"identifier": {"value": row["actor_id"]}, "display": row["actor_name"] or row["actor_id"]},
+             "type": {"coding": [{"system": "urn:partage:actor-kind", "code": row["actor_kind"]}]},
+             "requestor": True}
+    if row["actor_role"]:
+        profession, _, specialty = row["actor_role"].partition("/")
+        agent["role"] = [{"coding": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": profession}]}]
+        if specialty:
+            agent["role"].append({"coding": [{"system": "urn:oid:1.2.250.1.71.4.2.5", "code": specialty}]})
+    if row["address"]:
+        agent["network"] = {"address": row["address"], "type": "2"}
+    event = {"resourceType": "AuditEvent", "id": str(row["pk"]),
+             "type": {"system": DCM, "code": event_id, "display": display},
+             "subtype": [{"system": "urn:ihe:event-type-code", "code": row["action"]}],
+             "action": action, "recorded": row["recorded_at"][:19] + "Z",
+             "outcome": str(row["outcome"]), "agent": [agent],
+             "source": {"observer": {"display": "partage"},
+                        "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                                  "code": "4"}]}}
+    if row["detail"]:
+        event["outcomeDesc"] = row["detail"]
+    if row["purpose"]:
+        purpose = {"coding": [{"system": "urn:oid:1.2.250.1.213.1.1.4.248", "code": row["purpose"]}]}
+        if row["reason"]:
+            purpose["text"] = row["reason"]
+        event["purposeOfEvent"] = [purpose]
+    entities = []
+    if row["patient_id"]:
+        entities.append({"what": {"identifier": {"value": row["patient_id"]}},
+                         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
+                         "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"}})
+    for uid in row["objects"]:
+        entities.append({"what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{uid}"}},
+                         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+                         "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "3"}})
+    if entities:
+        event["entity"] = entities
+    return event
+
+
+def _scope(actor: Actor) -> tuple[bool, str]:
+    """(may read everything, the patient CX the actor is limited to)."""
+    if actor.kind in (ADMIN, INSECURE_DEV):
+        return True, ""
+    if actor.kind in (PATIENT, REPRESENTATIVE) and actor.patient_id:
+        return False, actor.patient_id
+    raise FhirError.one(403, "only the patient, a legal representative or an administrator reads the audit trail",
+                        "forbidden")
+
+
+def patient_param() -> str:
+    value = request.args.get("patient.identifier") or request.args.get("patient:identifier") or ""
+    if not value:
+        return ""
+    system, _, ident = value.rpartition("|")
+    authority = system.removeprefix("urn:oid:")
+    try:
+        return CX(ident, CX.parse(f"x^^^&{authority}&ISO", strict=False).assigning_authority).format()
+    except (DatatypeError, AttributeError, TypeError) as exc:
+        raise FhirError.one(400, f"patient.identifier: {exc}") from exc
+
+
+def _same_patient(services, a: str, b: str) -> bool:
+    with services.registry.read() as conn:
+        pa, pb = services.registry.patient_pk(conn, a), services.registry.patient_pk(conn, b)
+    return pa is not None and pa == pb
+
+
+@bp.get("/AuditEvent")
+def search() -> Response:
+    services = current_app.extensions["partage"]
+    actor = authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
+    everything, own = _scope(actor)
+    wanted = patient_param()
+    if not everything:
+        if wanted and not _same_patient(services, wanted, own):
+            raise FhirError.one(403, "a patient reads only the audit trail of their own record", "forbidden")
+        wanted = own
+    try:
+        count = max(1, min(int(request.args.get("_count", "100")), 1000))
+    except ValueError as exc:
+        raise FhirError.one(400, "_count must be a number") from exc
+    rows = audit.events(services, patient_id=wanted, limit=count) if wanted or everything else []
+    if wanted:
+        audit.note_patient(wanted)
+    base = request.host_url.rstrip("/") + "/fhir"
+    return formats.respond({"resourceType": "Bundle", "type": "searchset", "total": len(rows),
+                            "link": [{"relation": "self", "url": request.url}],
+                            "entry": [{"fullUrl": f"{base}/AuditEvent/{r['pk']}", "resource": resource(r, base),
+                                       "search": {"mode": "match"}} for r in rows]}, request)
+
+
+@bp.get("/AuditEvent/<rid>")
+def read(rid: str) -> Response:
+    services = current_app.extensions["partage"]
+    actor = authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
+    everything, own = _scope(actor)
+    row = None
+    if rid.isdigit():
+        from sqlalchemy import select
+
+        from ..registry import schema
+        t = schema.audit_events
+        with services.registry.read() as conn:
+            found = conn.execute(select(t).where(t.c.pk == int(rid))).first()
+            if found is not None:
+                own_pk = services.registry.patient_pk(conn, own) if own else None
+                if everything or (own_pk is not None and found.patient_pk == own_pk):
+                    row = found._asdict()
+    if row is None:
+        raise FhirError.one(404, f"AuditEvent/{rid} is not known", "not-found")
+    import json
+    row["objects"] = json.loads(row["objects"] or "[]")
+    return formats.respond(resource(row, request.host_url.rstrip("/") + "/fhir"), request)

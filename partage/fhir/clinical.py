@@ -1,0 +1,319 @@
+"""FHIR read views of the clinical facts, the IPS-like $summary, and keyword search.
+
+Routes on the /fhir blueprint (registered by importing this module from routes.py):
+
+- `GET Observation|AllergyIntolerance|Condition|MedicationStatement|Immunization`
+  with `patient` (or `patient.identifier`, `subject`), `code`, `date`, `category`
+  (Observation), `status` (e.g. MedicationStatement `status=active`: the current
+  treatments), `clinical-status` (Condition, AllergyIntolerance), `_sort` (`date` /
+  `-date`, the default), `_count`, `_offset`;
+  `GET <type>/<id>`;
+- `GET Patient/<id>/$summary`: a document Bundle (Composition first) of the latest
+  synthesis document, allergies, problems, current treatments, recent results and
+  vaccinations;
+- keyword search is `GET DocumentReference?patient=...&_content=words` (routes.py hands
+  `_content` searches here): DocumentReferences ranked by relevance, each with its
+  highlighted excerpt.
+
+Everything is read through `partage.clinical.read.ClinicalReader`, i.e. after the access
+policy has chosen the documents this actor may see.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Response, request
+
+from ..clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL
+from ..clinical.read import ClinicalReader, FactQuery, FactRow
+from ..metadata.datatypes import CX, DatatypeError
+from ..metadata.model import DocumentEntry
+from . import formats
+from .clinical_map import KINDS_OF_RESOURCE, FactMapper, is_current_treatment
+from .codes import scheme_of
+from .outcome import FhirError
+from .patients import Patients, reference_id
+from .search import DEFAULT_COUNT, MAX_COUNT, _date_range, document_search, page_links
+from .views import Views
+
+Json = dict[str, Any]
+Params = dict[str, list[str]]
+EXCERPT_EXTENSION = "urn:partage:fhir:StructureDefinition:search-excerpt"
+# Types and classes that make a document "a synthesis" (first section of $summary).
+SYNTHESIS_TYPES = {"60591-5", "74207-2", "34133-9"}   # patient summary, DLU, summary of episode note
+SYNTHESIS_CLASS = "11"
+RECENT_RESULTS = 50
+SECTIONS = [  # (title, LOINC section code, display)
+    ("Synthèse", "60591-5", "Patient summary Document"),
+    ("Allergies et intolérances", "48765-2", "Allergies and adverse reactions Document"),
+    ("Problèmes actifs", "11450-4", "Problem list - Reported"),
+    ("Antécédents", "11348-0", "History of Past illness Narrative"),
+    ("Traitements en cours", "10160-0", "History of Medication use Narrative"),
+    ("Résultats récents", "30954-2", "Relevant diagnostic tests/laboratory data Narrative"),
+    ("Signes vitaux", "8716-3", "Vital signs"),
+    ("Vaccinations", "11369-6", "History of Immunization Narrative"),
+]
+
+
+class ClinicalViews:
+    """One request's clinical reads as FHIR resources."""
+
+    def __init__(self, services, actor, base_url: str) -> None:
+        self.services = services
+        self.actor = actor
+        self.base_url = base_url
+        self.reader = ClinicalReader(services, actor)
+        self.views = Views(services, actor, base_url)
+        self.patients = Patients(services)
+        self.mapper = FactMapper(base_url, self.views._patient_reference)
+
+    # --- patients -----------------------------------------------------------------------
+    def patient_id(self, params: Params, required: bool = True) -> str | None:
+        refs = params.get("patient", []) + params.get("subject", [])
+        identifiers = params.get("patient.identifier", []) + params.get("patient:identifier", []) \
+            + params.get("subject:identifier", [])
+        if refs:
+            ref = refs[-1]
+            return self.patients.patient_id_for_search(reference_id(ref) or ref)
+        if identifiers:
+            system, _, value = identifiers[-1].rpartition("|")
+            try:
+                return CX(value, CX.parse(f"x^^^&{scheme_of(system)}&ISO", strict=False)
+                          .assigning_authority).format()
+            except DatatypeError as exc:
+                raise FhirError.one(400, f"patient.identifier: {exc}") from exc
+        if required:
+            raise FhirError.one(400, "patient (or patient.identifier) is required", "required")
+        return None
+
+    # --- searches -----------------------------------------------------------------------
+    def search(self, resource_type: str, params: Params, url: str) -> Json:
+        kinds = list(KINDS_OF_RESOURCE[resource_type])
+        for value in params.get("category", []):
+            wanted = {c.rpartition("|")[2] for c in value.split(",")}
+            kinds = [k for k in kinds if (k == LAB and "laboratory" in wanted)
+                     or (k == VITAL and "vital-signs" in wanted) or k not in (LAB, VITAL)]
+        q = FactQuery(kinds=kinds)
+        for value in params.get("code", []):
+            for alternative in value.split(","):
+                system, sep, code = alternative.partition("|")
+                q.codes.append((scheme_of(system), code) if sep else ("", system))
+        window = _date_range(params.get("date", []), "date")
+        q.date_low, q.date_high = window.low, window.high
+        sort = [k for v in params.get("_sort", []) for k in v.split(",") if k] or ["-date"]
+        if sort[0] not in ("date", "-date"):
+            raise FhirError.one(400, f"_sort={sort[0]}: only date and -date are supported", "not-supported")
+        q.newest_first = sort[0] == "-date"
+        try:
+            count = min(int(params.get("_count", [DEFAULT_COUNT])[-1]), MAX_COUNT)
+            offset = max(int(params.get("_offset", ["0"])[-1]), 0)
+        except ValueError as exc:
+            raise FhirError.one(400, f"_count/_offset must be integers: {exc}") from exc
+        if count < 0:
+            raise FhirError.one(400, "_count must not be negative")
+        patient_id = self.patient_id(params)
+        facts = self.reader.facts(patient_id, q) if patient_id else []
+        resources = [self.mapper.resource(f) for f in facts]
+        statuses = {c.rpartition("|")[2] for v in params.get("status", []) for c in v.split(",")}
+        if statuses:
+            resources = [r for r in resources if r.get("status") in statuses]
+        clinical = {c.rpartition("|")[2] for v in params.get("clinical-status", []) for c in v.split(",")}
+        if clinical:
+            resources = [r for r in resources
+                         if {c.get("code") for c in (r.get("clinicalStatus") or {}).get("coding", [])} & clinical]
+        page = resources[offset:offset + count]
+        echo = {k: v for k, v in params.items() if k in ("patient", "patient.identifier", "subject", "code", "date",
+                                                         "category", "status", "clinical-status", "_sort")}
+        return self._searchset(page, len(resources), page_links(url, _Paging(count, offset, echo), len(resources)))
+
+    def read(self, resource_type: str, rid: str) -> Json | None:
+        if not rid.isdigit():
+            return None
+        fact = self.reader.fact(int(rid))
+        if fact is None or fact.kind not in KINDS_OF_RESOURCE[resource_type]:
+            return None
+        return self.mapper.resource(fact)
+
+    def _searchset(self, resources: list[Json], total: int, links: list[Json]) -> Json:
+        return {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links,
+                "entry": [{"fullUrl": f"{self.base_url}/{r['resourceType']}/{r['id']}", "resource": r,
+                           "search": {"mode": "match"}} for r in resources]}
+
+    # --- keyword search -----------------------------------------------------------------
+    def content_search(self, params: Params, url: str) -> Json:
+        terms = " ".join(params.get("_content", []))
+        params = dict(params)
+        params.setdefault("status", ["current"])
+        parsed = document_search(params)
+        patient_id = self.views._patient_id(parsed)
+        hits = self.reader.search(patient_id, terms, parsed.document, limit=MAX_COUNT) if patient_id else []
+        hits = [h for h in hits if parsed.keep(h.document)]
+        page = hits[parsed.offset:parsed.offset + parsed.count]
+        resources = self.views.documents_with_relations([h.document for h in page])
+        top = max((h.rank for h in page), default=0.0) or 1.0
+        entries = []
+        for hit, resource in zip(page, resources, strict=True):
+            entries.append({"fullUrl": f"{self.base_url}/DocumentReference/{resource['id']}", "resource": resource,
+                            "search": {"mode": "match", "score": round(max(hit.rank, 0.0) / top, 4),
+                                       "extension": [{"url": EXCERPT_EXTENSION,
+                                                      "valueString": hit.excerpt_html}]}})
+        return {"resourceType": "Bundle", "type": "searchset", "total": len(hits),
+                "link": page_links(url, parsed, len(hits)), "entry": entries}
+
+    # --- $summary -----------------------------------------------------------------------
+    def summary(self, rid: str) -> Json | None:
+        patient_id = self.patients.patient_id_for_search(rid)
+        if not patient_id:
+            return None
+        content = summary_content(self.reader, patient_id)
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        subject = self.views._patient_reference(patient_id)
+        entries: list[Json] = []
+        sections = []
+        synthesis = content["synthesis"]
+        doc_resources = self.views.documents_with_relations([synthesis]) if synthesis else []
+        for title, code, display in SECTIONS:
+            if title == "Synthèse":
+                refs = [f"{self.base_url}/DocumentReference/{r['id']}" for r in doc_resources]
+                for r, url in zip(doc_resources, refs, strict=True):
+                    entries.append({"fullUrl": url, "resource": r})
+                facts: list[FactRow] = []
+            else:
+                facts = content[code]
+                refs = []
+                for fact in facts:
+                    resource = self.mapper.resource(fact)
+                    url = f"{self.base_url}/{resource['resourceType']}/{resource['id']}"
+                    refs.append(url)
+                    entries.append({"fullUrl": url, "resource": resource})
+            section: Json = {"title": title, "code": {"coding": [{"system": "http://loinc.org", "code": code,
+                                                                   "display": display}]}}
+            if refs:
+                section["entry"] = [{"reference": u} for u in refs]
+            else:
+                section["emptyReason"] = {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/list-empty-reason", "code": "unavailable"}]}
+            sections.append(section)
+        composition = {
+            "resourceType": "Composition", "id": str(uuid.uuid4()), "status": "final",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "60591-5",
+                                 "display": "Patient summary Document"}]},
+            "subject": subject, "date": now, "author": [{"display": "Partage (synthèse calculée)"}],
+            "title": "Synthèse du dossier partagé", "section": sections}
+        comp_url = f"urn:uuid:{composition['id']}"
+        return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "document",
+                "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
+                "timestamp": now, "entry": [{"fullUrl": comp_url, "resource": composition}, *entries]}
+
+
+class _Paging:
+    """What search.page_links needs."""
+
+    def __init__(self, count: int, offset: int, echo: Params) -> None:
+        self.count, self.offset, self.echo = count, offset, echo
+
+
+def _dedupe(facts: list[FactRow]) -> list[FactRow]:
+    """The same fact repeated by several documents: keep its newest mention (facts are newest first)."""
+    seen, out = set(), []
+    for f in facts:
+        key = (f.kind, f.code_system, f.code, f.display if not f.code else "", f.effective[:8], f.value)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def is_synthesis(doc: DocumentEntry) -> bool:
+    return bool((doc.class_code and doc.class_code.code == SYNTHESIS_CLASS)
+                or (doc.type_code and doc.type_code.code in SYNTHESIS_TYPES))
+
+
+def summary_content(reader: ClinicalReader, patient_id: str) -> dict[str, Any]:
+    """What the synthesis shows, by section code: one read of the visible documents, one of facts."""
+    docs = reader.documents(patient_id)
+    facts = reader.facts(patient_id, documents=docs)
+    by_kind: dict[str, list[FactRow]] = {}
+    for f in facts:
+        by_kind.setdefault(f.kind, []).append(f)
+    problems = _dedupe(by_kind.get(PROBLEM, []))
+    labs_latest: dict[tuple[str, str], FactRow] = {}
+    for f in by_kind.get(LAB, []):
+        labs_latest.setdefault((f.code_system, f.code or f.display), f)
+    vitals_latest: dict[tuple[str, str], FactRow] = {}
+    for f in by_kind.get(VITAL, []):
+        vitals_latest.setdefault((f.code_system, f.code or f.display), f)
+    ordered = sorted(docs.values(), key=lambda d: d.creation_time or "", reverse=True)
+    synthesis = next((d for d in ordered if is_synthesis(d)), None)
+    return {
+        "synthesis": synthesis,
+        "documents": ordered,
+        "48765-2": [f for f in _dedupe(by_kind.get(ALLERGY, [])) if f.status not in ("resolved", "inactive")],
+        "11450-4": [f for f in problems if f.status not in ("resolved", "inactive", "remission")],
+        "11348-0": [f for f in problems if f.status in ("resolved", "inactive", "remission")],
+        "10160-0": [f for f in _dedupe(by_kind.get(MEDICATION, [])) if is_current_treatment(f)],
+        "30954-2": list(labs_latest.values())[:RECENT_RESULTS],
+        "8716-3": list(vitals_latest.values()),
+        "11369-6": _dedupe(by_kind.get(IMMUNIZATION, [])),
+        "labs": by_kind.get(LAB, []),
+    }
+
+
+# --- routes -----------------------------------------------------------------------------------
+def register(bp, services_of, actor_of, base_url_of, params_of) -> None:
+    """Add the clinical routes to the /fhir blueprint (helpers are routes.py's own)."""
+
+    def views() -> ClinicalViews:
+        services = services_of()
+        return ClinicalViews(services, actor_of(services), base_url_of())
+
+    def search_route(resource_type: str):
+        def handler() -> Response:
+            return formats.respond(views().search(resource_type, params_of(),
+                                                  f"{base_url_of()}/{resource_type}"), request)
+        handler.__name__ = f"search_{resource_type.lower()}"
+        return handler
+
+    def read_route(resource_type: str):
+        def handler(rid: str) -> Response:
+            resource = views().read(resource_type, rid)
+            if resource is None:
+                raise FhirError.one(404, f"{resource_type}/{rid} is not known", "not-found")
+            return formats.respond(resource, request)
+        handler.__name__ = f"read_{resource_type.lower()}"
+        return handler
+
+    for resource_type in KINDS_OF_RESOURCE:
+        bp.add_url_rule(f"/{resource_type}", view_func=search_route(resource_type), methods=["GET"])
+        bp.add_url_rule(f"/{resource_type}/<rid>", view_func=read_route(resource_type), methods=["GET"])
+
+    def patient_summary(rid: str) -> Response:
+        bundle = views().summary(rid)
+        if bundle is None:
+            raise FhirError.one(404, f"Patient/{rid} is not known", "not-found")
+        return formats.respond(bundle, request)
+
+    bp.add_url_rule("/Patient/<rid>/$summary", view_func=patient_summary, methods=["GET"])
+
+
+def content_search(services, actor, base_url: str, params: Params) -> Json:
+    return ClinicalViews(services, actor, base_url).content_search(params, f"{base_url}/DocumentReference")
+
+
+def capability_resources() -> list[Json]:
+    """The CapabilityStatement entries of the clinical views (what `search` above understands)."""
+    common = [{"name": "patient", "type": "reference"}, {"name": "patient.identifier", "type": "token"},
+              {"name": "subject", "type": "reference"}, {"name": "code", "type": "token"},
+              {"name": "date", "type": "date"}, {"name": "status", "type": "token"}]
+    extra = {"Observation": [{"name": "category", "type": "token"}],
+             "Condition": [{"name": "clinical-status", "type": "token"}],
+             "AllergyIntolerance": [{"name": "clinical-status", "type": "token"}]}
+    return [{"type": rtype, "interaction": [{"code": "read"}, {"code": "search-type"}],
+             "searchParam": common + extra.get(rtype, []),
+             "documentation": "facts extracted from level-3 CDA entries; meta.source names the source "
+                              "DocumentReference; Patient/<id>/$summary gives an IPS-like document Bundle; "
+                              "DocumentReference?_content= is the keyword search (docs/clinical-reading.md)"}
+            for rtype in KINDS_OF_RESOURCE]

@@ -1,0 +1,247 @@
+"""Clinical facts (partage.clinical) -> FHIR R4 resources.
+
+One function per resource type; each resource says where it comes from: `meta.source`
+is the URL of the source DocumentReference (and an Observation also lists it in
+`derivedFrom`). Resource ids are the facts' keys, stable for the life of the fact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL
+from ..clinical.read import FactRow
+from .codes import system_of
+from .mapping import resource_id
+
+Json = dict[str, Any]
+RESOURCE_OF_KIND = {LAB: "Observation", VITAL: "Observation", ALLERGY: "AllergyIntolerance",
+                    PROBLEM: "Condition", MEDICATION: "MedicationStatement", IMMUNIZATION: "Immunization"}
+KINDS_OF_RESOURCE: dict[str, list[str]] = {}
+for _kind, _rtype in RESOURCE_OF_KIND.items():
+    KINDS_OF_RESOURCE.setdefault(_rtype, []).append(_kind)
+
+OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+UCUM = "http://unitsofmeasure.org"
+# SNOMED CT types of an allergy / intolerance entry (PCC; CI-SIS JDV_TypeEvenementIndesirablePrevisible)
+# -> (AllergyIntolerance.type, category)
+ALLERGY_TYPES = {
+    "416098002": ("allergy", "medication"), "59037007": ("intolerance", "medication"),
+    "419511003": ("", "medication"), "414285001": ("allergy", "food"), "235719002": ("intolerance", "food"),
+    "418471000": ("", "food"), "419199007": ("allergy", ""), "420134006": ("", ""),
+    "232347008": ("allergy", "environment"), "426232007": ("allergy", "environment"),
+    "418038007": ("", ""),
+}
+
+
+def fhir_datetime(digits: str) -> str:
+    """Stored digits (UTC when the source gave an offset) -> FHIR date / dateTime."""
+    d = "".join(ch for ch in digits if ch.isdigit())
+    if len(d) < 4:
+        return ""
+    if len(d) < 6:
+        return d[:4]
+    if len(d) < 8:
+        return f"{d[:4]}-{d[4:6]}"
+    if len(d) < 10:
+        return f"{d[:4]}-{d[4:6]}-{d[6:8]}"
+    d = d.ljust(14, "0")
+    return f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}Z"
+
+
+def concept(code: str, system: str, display: str) -> Json:
+    out: Json = {}
+    if code:
+        coding: Json = {"code": code}
+        if system:
+            coding["system"] = system_of(system)
+        if display:
+            coding["display"] = display
+        out["coding"] = [coding]
+    if display:
+        out["text"] = display
+    return out or {"text": "(unnamed)"}
+
+
+def _number(text: str) -> tuple[float | None, str]:
+    parts = text.split(None, 1)
+    if not parts:
+        return None, ""
+    try:
+        return float(parts[0]), parts[1] if len(parts) > 1 else ""
+    except ValueError:
+        return None, text
+
+
+def _quantity(value: float, unit: str) -> Json:
+    out: Json = {"value": value}
+    if unit:
+        out.update(unit=unit, system=UCUM, code=unit)
+    return out
+
+
+class FactMapper:
+    """Builds resources for one request (base URL, patient references)."""
+
+    def __init__(self, base_url: str, patient_reference: Callable[[str], Json]) -> None:
+        self.base_url = base_url
+        self.patient_reference = patient_reference
+
+    def document_url(self, fact: FactRow) -> str:
+        return f"{self.base_url}/DocumentReference/{resource_id(fact.document.entry_uuid)}"
+
+    def _base(self, fact: FactRow) -> Json:
+        return {"resourceType": RESOURCE_OF_KIND[fact.kind], "id": str(fact.pk),
+                "meta": {"source": self.document_url(fact)}}
+
+    def resource(self, fact: FactRow) -> Json:
+        return {LAB: self.observation, VITAL: self.observation, ALLERGY: self.allergy,
+                PROBLEM: self.condition, MEDICATION: self.medication,
+                IMMUNIZATION: self.immunization}[fact.kind](fact)
+
+    def observation(self, fact: FactRow) -> Json:
+        res = self._base(fact)
+        res["status"] = {"completed": "final", "active": "preliminary", "aborted": "cancelled"}.get(
+            fact.status, "final")
+        category = "laboratory" if fact.kind == LAB else "vital-signs"
+        res["category"] = [{"coding": [{"system": OBS_CATEGORY, "code": category}]}]
+        res["code"] = concept(fact.code, fact.code_system, fact.display)
+        res["subject"] = self.patient_reference(fact.document.patient_id)
+        when = fhir_datetime(fact.effective)
+        if when:
+            res["effectiveDateTime"] = when
+        if fact.value_num is not None:
+            res["valueQuantity"] = _quantity(fact.value_num, fact.unit)
+        elif fact.detail.get("value_code"):
+            vc = fact.detail["value_code"]
+            res["valueCodeableConcept"] = concept(vc.get("code", ""), vc.get("system", ""), vc.get("display", ""))
+        elif fact.value_text:
+            res["valueString"] = fact.value_text
+        if fact.interpretation:
+            res["interpretation"] = [{"coding": [{"system": INTERPRETATION, "code": fact.interpretation}]}]
+        rng: Json = {}
+        for side, raw in (("low", fact.ref_low), ("high", fact.ref_high)):
+            number, unit = _number(raw)
+            if number is not None:
+                rng[side] = _quantity(number, unit)
+        if fact.ref_text:
+            rng["text"] = fact.ref_text
+        if rng:
+            res["referenceRange"] = [rng]
+        if fact.detail.get("method"):
+            res["method"] = {"text": fact.detail["method"]}
+        res["derivedFrom"] = [{"reference": self.document_url(fact)}]
+        return res
+
+    def allergy(self, fact: FactRow) -> Json:
+        res = self._base(fact)
+        status = {"active": "active", "inactive": "inactive", "resolved": "resolved"}.get(fact.status)
+        if status:
+            res["clinicalStatus"] = {"coding": [{"system": ALLERGY_CLINICAL, "code": status}]}
+        res["verificationStatus"] = {"coding": [{"system": ALLERGY_VERIFICATION, "code": "confirmed"}]}
+        atype = fact.detail.get("type") or {}
+        known = ALLERGY_TYPES.get(atype.get("code", ""))
+        if known:
+            kind, category = known
+            if kind:
+                res["type"] = kind
+            if category:
+                res["category"] = [category]
+        elif atype.get("display"):   # an uncoded type: what its words say
+            lowered = atype["display"].lower()
+            if "intol" in lowered:
+                res["type"] = "intolerance"
+            elif "allerg" in lowered:
+                res["type"] = "allergy"
+            if "médic" in lowered or "medic" in lowered:
+                res["category"] = ["medication"]
+            elif "aliment" in lowered:
+                res["category"] = ["food"]
+        if fact.detail.get("criticality") in ("low", "high", "unable-to-assess"):
+            res["criticality"] = fact.detail["criticality"]
+        res["code"] = concept(fact.code, fact.code_system, fact.display)
+        res["patient"] = self.patient_reference(fact.document.patient_id)
+        when = fhir_datetime(fact.effective)
+        if when:
+            res["onsetDateTime"] = when
+        reaction = fact.detail.get("reaction")
+        if reaction and (reaction.get("code") or reaction.get("display")):
+            res["reaction"] = [{"manifestation": [concept(reaction.get("code", ""), reaction.get("system", ""),
+                                                          reaction.get("display", ""))]}]
+        return res
+
+    def condition(self, fact: FactRow) -> Json:
+        res = self._base(fact)
+        status = {"active": "active", "recurrence": "recurrence", "relapse": "relapse",
+                  "inactive": "inactive", "remission": "remission", "resolved": "resolved"}.get(fact.status)
+        if status:
+            res["clinicalStatus"] = {"coding": [{"system": CONDITION_CLINICAL, "code": status}]}
+        res["category"] = [{"coding": [{"system": CONDITION_CATEGORY, "code": "problem-list-item"}]}]
+        if fact.detail.get("severity"):
+            res["severity"] = {"text": fact.detail["severity"]}
+        res["code"] = concept(fact.code, fact.code_system, fact.display)
+        res["subject"] = self.patient_reference(fact.document.patient_id)
+        start, end = fhir_datetime(fact.effective), fhir_datetime(fact.effective_end)
+        if start:
+            res["onsetDateTime"] = start
+        if end:
+            res["abatementDateTime"] = end
+        return res
+
+    def medication(self, fact: FactRow) -> Json:
+        res = self._base(fact)
+        res["status"] = "active" if is_current_treatment(fact) else "completed"
+        if fact.detail.get("mood") == "INT":
+            res["status"] = "intended" if is_current_treatment(fact) else "completed"
+        res["medicationCodeableConcept"] = concept(fact.code, fact.code_system, fact.display)
+        res["subject"] = self.patient_reference(fact.document.patient_id)
+        start, end = fhir_datetime(fact.effective), fhir_datetime(fact.effective_end)
+        if start or end:
+            res["effectivePeriod"] = {k: v for k, v in (("start", start), ("end", end)) if v}
+        dosage: Json = {}
+        if fact.detail.get("text"):
+            dosage["text"] = fact.detail["text"]
+        if fact.detail.get("route"):
+            dosage["route"] = {"text": fact.detail["route"]}
+        if dosage:
+            res["dosage"] = [dosage]
+        res["derivedFrom"] = [{"reference": self.document_url(fact)}]
+        return res
+
+    def immunization(self, fact: FactRow) -> Json:
+        res = self._base(fact)
+        res["status"] = "not-done" if fact.status == "not-done" else "completed"
+        res["vaccineCode"] = concept(fact.code, fact.code_system, fact.display)
+        res["patient"] = self.patient_reference(fact.document.patient_id)
+        when = fhir_datetime(fact.effective)
+        if when:
+            res["occurrenceDateTime"] = when
+        else:
+            res["occurrenceString"] = "unknown"
+        if fact.detail.get("lot"):
+            res["lotNumber"] = fact.detail["lot"]
+        if fact.detail.get("route"):
+            res["route"] = {"text": fact.detail["route"]}
+        if fact.detail.get("series"):
+            res["note"] = [{"text": fact.detail["series"]}]
+        return res
+
+
+def is_current_treatment(fact: FactRow, today: str = "") -> bool:
+    """A treatment with no end, or an end not yet reached (digits compared as prefixes)."""
+    if fact.kind != MEDICATION:
+        return False
+    if fact.status in ("aborted", "cancelled", "nullified"):
+        return False
+    if not fact.effective_end:
+        return True
+    if not today:
+        from datetime import UTC, datetime
+        today = datetime.now(UTC).strftime("%Y%m%d")
+    return fact.effective_end[:8] >= today[:8]

@@ -1,0 +1,193 @@
+"""Bulk loading: many submissions in a few big transactions, without HTTP.
+
+For building large registries (benchmarks, migrations from another registry) from
+submissions that are already trusted: ids assigned, metadata valid, uniqueIds new. It
+writes exactly the rows `register.insert_object` writes (the values come from the same
+`indexing.row_values` / `code_rows` / `author_rows`), but in batches: one multi-row
+INSERT per table and batch on SQLite, COPY on PostgreSQL. It does not run the
+registration rules of `register.register` (references, relationships, RPLC
+deprecations): a submission that needs them goes through the ingest flow.
+
+    loader = BulkLoader(registry)
+    for request, blob_addresses in submissions:
+        loader.add(request, blob_addresses)      # flushes every `batch_size` objects
+    loader.flush()
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from ..metadata.datatypes import CX
+from ..metadata.model import AnyObject, AvailabilityStatus, SubmissionRequest
+from . import schema
+from .indexing import author_rows, code_rows, row_values
+from .store import Registry, utc_now
+
+OBJECT_COLUMNS = [c.name for c in schema.registry_objects.columns if c.name != "pk"]
+CODE_COLUMNS = ["object_pk", "patient_pk", "attribute", "code", "scheme"]
+AUTHOR_COLUMNS = ["object_pk", "patient_pk", "person"]
+UNIQUE_ID_COLUMNS = ["unique_id", "kind", "lid", "hash"]
+
+
+@dataclass
+class BulkStats:
+    patients: int = 0
+    objects: int = 0
+    documents: int = 0
+    codes: int = 0
+    authors: int = 0
+    batches: int = 0
+
+
+@dataclass
+class _Pending:
+    objects: list[tuple[AnyObject, str, str | None]] = field(default_factory=list)  # obj, patient cx, blob
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+
+class BulkLoader:
+    """Accumulates submissions and writes them in batches of about `batch_size` objects."""
+
+    def __init__(self, registry: Registry, *, batch_size: int = 5000) -> None:
+        self.registry = registry
+        self.batch_size = batch_size
+        self.stats = BulkStats()
+        self._pending = _Pending()
+        self._patients: dict[tuple[str, str], int] = {}   # (authority, value) -> patient pk
+        self.is_postgres = registry.engine.dialect.name == "postgresql"
+
+    def add(self, request: SubmissionRequest, blob_addresses: dict[str, str] | None = None) -> None:
+        """Queue one submission (the same object states `register` gives: Approved, lid, version 1)."""
+        blob_addresses = blob_addresses or {}
+        patient = request.submission_set.patient_id
+        for obj in request.objects():
+            obj.availability_status = AvailabilityStatus.APPROVED
+            obj.lid = obj.lid or obj.entry_uuid
+            obj.version = obj.version or "1"
+            self._pending.objects.append((obj, patient, blob_addresses.get(obj.entry_uuid)))
+        if len(self._pending) >= self.batch_size:
+            self.flush()
+
+    def add_all(self, requests: Iterable[SubmissionRequest]) -> BulkStats:
+        for request in requests:
+            self.add(request)
+        self.flush()
+        return self.stats
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, _Pending()
+        now = utc_now()
+        with self.registry.write() as conn:
+            patient_pks = self._ensure_patients(conn, [cx for _o, cx, _b in pending.objects])
+            objects, claims = [], []
+            for obj, cx, blob in pending.objects:
+                values = row_values(obj, patient_pk=patient_pks[cx], registered_at=now, blob_address=blob)
+                objects.append(values)
+                uid = getattr(obj, "unique_id", "")
+                if uid:
+                    claims.append({"unique_id": uid, "kind": values["kind"], "lid": obj.logical_id,
+                                   "hash": getattr(obj, "hash", None) or None})
+            if claims:
+                self._insert(conn, schema.unique_ids, UNIQUE_ID_COLUMNS, claims)
+            pks = self._insert_objects(conn, objects)
+            codes, authors = [], []
+            for (obj, _cx, _b), pk, values in zip(pending.objects, pks, objects, strict=True):
+                for c in code_rows(obj):
+                    codes.append({**c, "object_pk": pk, "patient_pk": values["patient_pk"]})
+                for a in author_rows(obj):
+                    authors.append({**a, "object_pk": pk, "patient_pk": values["patient_pk"]})
+            if codes:
+                self._insert(conn, schema.object_codes, CODE_COLUMNS, codes)
+            if authors:
+                self._insert(conn, schema.object_authors, AUTHOR_COLUMNS, authors)
+        self.stats.objects += len(objects)
+        self.stats.documents += sum(1 for v in objects if v["kind"] == schema.KIND_DOCUMENT)
+        self.stats.codes += len(codes)
+        self.stats.authors += len(authors)
+        self.stats.batches += 1
+
+    # --- patients ------------------------------------------------------------------------
+    def _ensure_patients(self, conn: Connection, cxs: Iterable[str]) -> dict[str, int]:
+        """CX -> patient pk, creating the patients the registry does not know (no merge chains)."""
+        keys: dict[str, tuple[str, str]] = {}
+        id_types: dict[tuple[str, str], str] = {}
+        for cx in dict.fromkeys(cxs):
+            parsed = CX.parse(cx, strict=False)
+            keys[cx] = (parsed.assigning_authority.universal_id, parsed.id)
+            id_types[keys[cx]] = parsed.id_type
+        missing = [k for k in dict.fromkeys(keys.values()) if k not in self._patients]
+        if missing:
+            t = schema.patient_identifiers
+            for chunk in _chunks(missing, 500):
+                by_authority: dict[str, list[str]] = {}
+                for authority, value in chunk:
+                    by_authority.setdefault(authority, []).append(value)
+                for authority, values in by_authority.items():
+                    for row in conn.execute(select(t.c.authority, t.c.value, t.c.patient_pk)
+                                            .where(t.c.authority == authority, t.c.value.in_(values))):
+                        self._patients[(row.authority, row.value)] = row.patient_pk
+            new = [k for k in missing if k not in self._patients]
+            if new:
+                now = utc_now()
+                p = schema.patients
+                rows = [{"merged_into": None, "demographics": json.dumps({}), "created_at": now,
+                         "updated_at": now} for _ in new]
+                pks = conn.execute(p.insert().returning(p.c.pk, sort_by_parameter_order=True),
+                                   rows).scalars().all()
+                conn.execute(t.insert(), [{"patient_pk": pk, "authority": a, "value": v,
+                                           "id_type": id_types[(a, v)]}
+                                          for pk, (a, v) in zip(pks, new, strict=True)])
+                self._patients.update(zip(new, pks, strict=True))
+                self.stats.patients += len(new)
+        return {cx: self._patients[key] for cx, key in keys.items()}
+
+    # --- writes --------------------------------------------------------------------------
+    def _insert_objects(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+        t = schema.registry_objects
+        if self.is_postgres:
+            pks = conn.exec_driver_sql(
+                "SELECT nextval(pg_get_serial_sequence('registry_objects', 'pk')) "
+                "FROM generate_series(1, %(n)s)", {"n": len(rows)}).scalars().all()
+            self._copy(conn, "registry_objects", ["pk", *OBJECT_COLUMNS],
+                       [{"pk": pk, **row} for pk, row in zip(pks, rows, strict=True)])
+            return list(pks)
+        return list(conn.execute(t.insert().returning(t.c.pk, sort_by_parameter_order=True),
+                                 [_complete(row) for row in rows]).scalars().all())
+
+    def _insert(self, conn: Connection, table, columns: list[str], rows: list[dict[str, Any]]) -> None:
+        if self.is_postgres:
+            self._copy(conn, table.name, columns, rows)
+        else:
+            conn.execute(table.insert(), rows)
+
+    @staticmethod
+    def _copy(conn: Connection, table: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
+        """COPY ... FROM STDIN through psycopg 3, inside the SQLAlchemy transaction."""
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row.get(c) for c in columns])
+
+
+def _complete(row: dict[str, Any]) -> dict[str, Any]:
+    """executemany needs every row to name the same columns."""
+    return {c: row.get(c) for c in OBJECT_COLUMNS}
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+__all__ = ["BulkLoader", "BulkStats"]

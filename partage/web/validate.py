@@ -1,0 +1,317 @@
+"""The validation service for conformance testers: POST /validate, and a web form at GET /validate.
+
+What can be posted (raw body, or one or more files of a multipart/form-data upload):
+  - a CDA document (root hl7:ClinicalDocument, or an auto-présentable xsl:stylesheet);
+  - an ITI-41 request (SOAP 1.2 envelope, inline base64 or MTOM/XOP): every document of it
+    that is a CDA is validated with its DocumentEntry metadata (layer 5, the cross-check),
+    and the XDS metadata rules' errors come back as a report of their own;
+  - an MHD ITI-65 Provide Document Bundle (FHIR JSON or XML): likewise, per Binary.
+Parameters (query string or form fields): `profile` (cisis, ans, structure; default the
+server's), `format` (json, svrl, html; default json, or what Accept asks for).
+
+A report is not patient data: no authentication is asked. Uploads are bounded
+(settings.validate_max_bytes) and every parser is the hardened one (no DTD, no entity,
+no network, bounded depth).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
+
+from ..cda.findings import (
+    ERROR,
+    INFO,
+    METADATA,
+    PARSE,
+    Finding,
+    Report,
+    to_html,
+    to_json,
+    to_svrl,
+    to_svrl_many,
+)
+from ..cda.gate import entry_metadata, is_cda, profile_from_settings, root_tag
+from ..cda.profile import PROFILES, get_validator
+from ..metadata.errors import XdsErrors
+from ..metadata.validate import ITI_41, validate_submission
+from ..services import Services
+
+log = logging.getLogger("partage.validate")
+bp = Blueprint("validate", __name__)
+
+SOAP12_ENVELOPE = "{http://www.w3.org/2003/05/soap-envelope}Envelope"
+FHIR_NS = "{http://hl7.org/fhir}"
+SVRL_TYPE = "application/svrl+xml"
+FORMATS = ("json", "svrl", "html")
+_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff",
+                     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                                "form-action 'self'"}
+
+
+@dataclass
+class Upload:
+    name: str
+    data: bytes
+    content_type: str = ""
+
+
+def _services() -> Services:
+    return current_app.extensions["partage"]
+
+
+# --- what was posted -> reports ------------------------------------------------------------
+
+def validate_upload(services: Services, upload: Upload, profile_name: str | None) -> list[Report]:
+    # The profile as it defines "valid": the server's --validation-blocking is an ingest policy.
+    name = profile_name or services.settings.validation_profile or "cisis"
+    validator = get_validator(profile_from_settings(services.settings, name))
+    data = upload.data
+    head = data[:64 * 1024]
+    if upload.content_type.lower().startswith("multipart/related"):
+        return _validate_iti41(services, validator, upload)
+    if is_cda(head):
+        return [validator.validate(data, filename=upload.name)]
+    tag = root_tag(head)
+    if tag == SOAP12_ENVELOPE:
+        return _validate_iti41(services, validator, upload)
+    if (tag or "").startswith(FHIR_NS) or data.lstrip()[:1] == b"{":
+        return _validate_bundle(validator, upload, xml=tag is not None)
+    if tag is not None or head.lstrip()[:1] == b"<":
+        # XML, but neither CDA nor SOAP nor FHIR: the CDA validator says what it is (or why
+        # it is not readable) in its own words.
+        return [validator.validate(data, filename=upload.name)]
+    return [_refused(upload.name, "not-supported", "the file is neither a CDA document (XML), an ITI-41 "
+                     "request (SOAP 1.2) nor an MHD Provide Document Bundle (FHIR JSON or XML)")]
+
+
+def _refused(name: str, rule: str, message: str, layer: str = PARSE) -> Report:
+    return Report(file=name, valid=False, findings=[Finding(rule, ERROR, layer, message, "/")])
+
+
+def _metadata_report(name: str, errors) -> Report | None:
+    findings = [Finding(str(e.code), INFO if e.warning else ERROR, METADATA, e.context, e.location)
+                for e in errors]
+    if not findings:
+        return None
+    return Report(file=f"{name}#metadata", valid=not any(f.severity == ERROR for f in findings),
+                  profile="xds-metadata", findings=findings)
+
+
+def _documents(validator, name: str, request_model) -> list[Report]:
+    reports = []
+    for entry in request_model.documents:
+        content = request_model.contents.get(entry.entry_uuid)
+        label = f"{name}#{entry.entry_uuid}"
+        if content is None:
+            continue
+        content.file.seek(0)
+        data = content.file.read()
+        if not is_cda(data[:64 * 1024]):
+            reports.append(Report(file=label, valid=True, findings=[Finding(
+                "not-cda", INFO, PARSE, f"mimeType {entry.mime_type or '?'}: not a CDA document, not checked "
+                                        "by the CDA profile", "/")]))
+            continue
+        reports.append(validator.validate(data, filename=label, xds_metadata=entry_metadata(entry)))
+    return reports
+
+
+def _validate_iti41(services: Services, validator, upload: Upload) -> list[Report]:
+    import base64
+    import io
+
+    from ..metadata.model import DocumentContent
+    from ..xds import ebrim
+    from ..xds.mtom import MtomError, read_soap_request, xop_includes
+    from ..xds.soap import SoapError, parse_envelope
+    from ..xmlsafe import XmlInputError
+
+    limit = services.settings.validate_max_bytes
+    try:
+        mtom = upload.content_type.lower().startswith("multipart/related")
+        message = read_soap_request(upload.content_type if mtom else "application/soap+xml",
+                                    io.BytesIO(upload.data), max_total=limit)
+        envelope = parse_envelope(message.root, require_action=False)
+    except (MtomError, XmlInputError, SoapError) as exc:
+        return [_refused(upload.name, "soap-unreadable", f"unreadable SOAP request: {exc}")]
+    body = envelope.body
+    if body.tag != "{urn:ihe:iti:xds-b:2007}ProvideAndRegisterDocumentSetRequest":
+        return [_refused(upload.name, "not-iti41", f"the SOAP body is {body.tag}, not an ITI-41 "
+                         "ProvideAndRegisterDocumentSetRequest")]
+    submit = body.find("{urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0}SubmitObjectsRequest")
+    try:
+        if submit is None:
+            raise XdsErrors.one("XDSRepositoryMetadataError", "no lcm:SubmitObjectsRequest")
+        model = ebrim.read_submission(submit)
+        for document in body.findall("{urn:ihe:iti:xds-b:2007}Document"):
+            includes = xop_includes(document)
+            if includes:
+                data = message.part(includes[0][1]).read()
+            else:
+                data = base64.b64decode("".join((document.text or "").split()), validate=True)
+            model.contents[document.get("id", "")] = DocumentContent(file=io.BytesIO(data), size=len(data),
+                                                                     sha1="")
+    except XdsErrors as exc:
+        return [_metadata_report(upload.name, exc.errors)]
+    except (MtomError, ValueError) as exc:
+        return [_refused(upload.name, "iti41-unreadable", f"unreadable ITI-41 request: {exc}")]
+    meta = _metadata_report(upload.name, validate_submission(model, services.domain, ITI_41))
+    return ([meta] if meta else []) + _documents(validator, upload.name, model)
+
+
+def _validate_bundle(validator, upload: Upload, *, xml: bool) -> list[Report]:
+    from ..fhir import bundle as iti65
+    from ..fhir.formats import parse_resource
+    from ..fhir.outcome import FhirError
+    from ..fhir.patients import identifier_cx
+
+    try:
+        resource = parse_resource(upload.data, xml, "Bundle")
+    except FhirError as exc:
+        return [_refused(upload.name, "fhir-unreadable", f"not an MHD Provide Document Bundle: {exc}")]
+    except RecursionError:
+        return [_refused(upload.name, "fhir-unreadable", "the JSON nests too deeply")]
+    try:
+        # The subject's identifier is the patient id the cross-check compares; a subject given
+        # only by reference is not looked up (validation reads no patient data).
+        provided = iti65.read_provide_bundle(resource, lambda ref: identifier_cx(ref.get("identifier") or {}) or "",
+                                             lambda _ref: None)
+    except XdsErrors as exc:
+        # The metadata do not make a submission; the documents are still worth a report.
+        return [_metadata_report(upload.name, exc.errors)] + _bundle_attachments(validator, upload.name, resource)
+    return _documents(validator, upload.name, provided.request)
+
+
+def _bundle_attachments(validator, name: str, bundle: dict) -> list[Report]:
+    """Every CDA inline in a Bundle (Binary.data, DocumentReference attachment.data), without metadata."""
+    import base64
+
+    reports = []
+    for n, entry in enumerate(bundle.get("entry") or []):
+        res = (entry or {}).get("resource") or {}
+        where = entry.get("fullUrl") or f"entry[{n}]"
+        payloads = [res.get("data")] if res.get("resourceType") == "Binary" else \
+            [(c.get("attachment") or {}).get("data") for c in res.get("content") or []]
+        for payload in payloads:
+            if not isinstance(payload, str):
+                continue
+            try:
+                data = base64.b64decode(payload, validate=False)
+            except ValueError:
+                continue
+            if is_cda(data[:64 * 1024]):
+                reports.append(validator.validate(data, filename=f"{name}#{where}"))
+    return reports
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+def _param(name: str) -> str | None:
+    """A query parameter, or a field of a multipart form (a raw body is never read as a form:
+    `curl --data-binary @doc.xml` sends it as application/x-www-form-urlencoded)."""
+    value = request.args.get(name)
+    if value is None and request.mimetype == "multipart/form-data":
+        value = request.form.get(name)
+    return value
+
+
+def _wanted_format() -> str:
+    fmt = (_param("format") or "").lower()
+    if fmt:
+        if fmt not in FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        return fmt
+    best = request.accept_mimetypes.best_match(["application/json", SVRL_TYPE, "text/html"],
+                                               default="application/json")
+    return {SVRL_TYPE: "svrl", "text/html": "html"}.get(best, "json")
+
+
+def _uploads() -> list[Upload]:
+    if request.mimetype == "multipart/form-data":
+        out = []
+        for key in request.files:
+            for f in request.files.getlist(key):
+                out.append(Upload(f.filename or key, f.read(), f.mimetype or ""))
+        return out
+    data = request.get_data(cache=True, parse_form_data=False)
+    name = request.args.get("filename") or "(request body)"
+    return [Upload(name, data, request.content_type or "")]
+
+
+def _render(reports: list[Report], fmt: str) -> Response:
+    if fmt == "svrl":
+        body = to_svrl(reports[0]) if len(reports) == 1 else to_svrl_many(reports)
+        return Response(body, content_type=f"{SVRL_TYPE}; charset=utf-8", headers=_SECURITY_HEADERS)
+    if fmt == "html":
+        page = to_html(reports).replace("<h1>Validation CDA</h1>",
+                                         "<h1>Validation CDA</h1><p><a href='validate'>Valider un autre "
+                                         "document</a></p>", 1)
+        return Response(page, content_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
+    return Response(to_json(reports), content_type="application/json; charset=utf-8", headers=_SECURITY_HEADERS)
+
+
+@bp.post("/validate")
+def validate_post() -> Response:
+    services = _services()
+    request.max_content_length = services.settings.validate_max_bytes
+    try:
+        uploads = [u for u in _uploads() if u.data.strip()]   # first: the body is not a form
+        fmt = _wanted_format()
+        profile = _param("profile") or None
+        if profile is not None and profile not in PROFILES:
+            raise BadRequest(f"unknown profile {profile!r}; known: {', '.join(sorted(PROFILES))}")
+    except RequestEntityTooLarge:
+        return _problem(413, f"the upload exceeds {services.settings.validate_max_bytes} bytes "
+                             "(PARTAGE_VALIDATE_MAX_BYTES)")
+    except HTTPException as exc:
+        return _problem(exc.code or 400, exc.description or "bad request")
+    if not uploads:
+        return _problem(400, "nothing to validate: post a document as the body, or as a file of a "
+                             "multipart/form-data upload")
+    reports: list[Report] = []
+    for upload in uploads:
+        try:
+            reports += validate_upload(services, upload, profile)
+        except Exception:   # a report for this file, never a traceback to the client
+            log.exception("validation of %s failed", upload.name)
+            reports.append(_refused(upload.name, "internal-error", "the validator failed on this file; "
+                                    "the server log has the details"))
+    log.info("validated %d upload(s): %d report(s), %d failing", len(uploads), len(reports),
+             sum(not r.valid for r in reports))
+    return _render(reports, fmt)
+
+
+def _problem(status: int, message: str) -> Response:
+    return Response(json.dumps({"error": message}), status=status, content_type="application/json",
+                    headers=_SECURITY_HEADERS)
+
+
+@bp.get("/validate")
+def validate_form() -> Response:
+    services = _services()
+    default = services.settings.validation_profile or "cisis"
+    options = "".join(f"<option value='{html.escape(n)}'{' selected' if n == default else ''}>"
+                      f"{html.escape(n)} - {html.escape(p.description)}</option>" for n, p in sorted(PROFILES.items()))
+    page = f"""<!DOCTYPE html><html lang='fr'><head><meta charset='utf-8'>
+<title>Partage - validation CDA</title><style>body{{font-family:sans-serif;margin:1.5em;max-width:50em}}
+label{{display:block;margin:.75em 0 .25em}}</style></head><body>
+<h1>Validation CDA</h1>
+<p>Déposez un document CDA R2, une requête ITI-41 (SOAP) ou un Bundle MHD ITI-65 : le rapport
+s'affiche ici. Le document n'est pas conservé.</p>
+<form method='post' action='validate' enctype='multipart/form-data'>
+<label for='file'>Fichier(s)</label><input id='file' type='file' name='file' multiple required>
+<label for='profile'>Profil</label><select id='profile' name='profile'>{options}</select>
+<label for='format'>Format du rapport</label><select id='format' name='format'>
+<option value='html' selected>HTML</option><option value='json'>JSON</option><option value='svrl'>SVRL</option>
+</select>
+<p><button type='submit'>Valider</button></p>
+</form>
+<p>Taille maximale : {services.settings.validate_max_bytes // (1024 * 1024)} Mo. API : <code>POST /validate</code>
+(corps brut ou multipart), paramètres <code>profile</code> et <code>format</code> (json, svrl, html).</p>
+</body></html>"""
+    return Response(page, content_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
