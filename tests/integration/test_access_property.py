@@ -1,6 +1,7 @@
 """Property (hypothesis): for random records, masks, blocks and actors, no document the
 policy refuses is returned, referenced or counted by ANY read path of the app: every
-stored query (LeafClass and ObjectRef), ITI-43, ITI-67 (search and read), ITI-66, ITI-68.
+stored query (LeafClass and ObjectRef), ITI-43, ITI-67 (search and read), ITI-66, ITI-68,
+the keyword search (`_content`), `Patient/{id}/$summary` and the professional's page.
 
 The oracle is `policy.read_decision` (itself checked against docs/access.md by
 tests/unit/test_access_policy.py); this test checks that every door applies it. It also
@@ -40,6 +41,7 @@ ACTOR_NAMES = ["gp", "doctor", "nurse", "pharmacist", "emergency", "regulator", 
                "patient", "guardian", "connector", "auditor"]
 AUTHORS = ["810001234567", "810000000002", "810000000003", "810000000099"]
 _serial = itertools.count(1)
+KEYWORD_TEXT = b"Compte rendu: nephrologie, creatinine stable."
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,7 @@ def _setup(services, s):
     folder = F.folder(pid)
     inner = [Association(entry_uuid=f"fa{i}", association_type=AssociationType.HAS_MEMBER,
                          source_uuid=folder.entry_uuid, target_uuid=d.entry_uuid) for i, d in enumerate(docs)]
-    request = F.submission(pid, docs, folders=[folder], extra_associations=inner)
+    request = F.submission(pid, docs, folders=[folder], extra_associations=inner, payload=KEYWORD_TEXT)
     request.associations += [Association(entry_uuid=f"ss-{a.entry_uuid}", association_type=AssociationType.HAS_MEMBER,
                                          source_uuid="ss", target_uuid=a.entry_uuid) for a in inner]
     IngestService(services, PATIENT_FEED_ACTOR).provide_and_register(request)
@@ -98,14 +100,14 @@ def _setup(services, s):
         appendix = _document(pid, "appendix", s["appendix"])
         apnd = Association(entry_uuid="apnd", association_type=AssociationType.APND,
                            source_uuid="appendix", target_uuid=docs[0].entry_uuid)
-        later = F.submission(pid, [appendix], extra_associations=[apnd])
+        later = F.submission(pid, [appendix], extra_associations=[apnd], payload=KEYWORD_TEXT)
         IngestService(services, PATIENT_FEED_ACTOR).provide_and_register(later)
         documents.append(appendix)
     return pid, request, documents
 
 
 def _document(pid, entry_id, spec):
-    doc = F.document(pid, entry_id)
+    doc = F.document(pid, entry_id, mime_type="text/plain")   # plain text: indexed for keyword search
     doc.authors[0].person = f"{spec['author']}^AUTEUR^X^^^^^^&1.2.250.1.71.4.2.1&ISO"
     doc.authors[0].institutions = [f"Structure^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^{spec['institution']}"]
     doc.class_code = Code(spec["class_code"], "1.2.250.1.213.1.1.4.1")
@@ -230,3 +232,17 @@ def test_no_path_leaks_a_refused_document(world, s):
         expected = 200 if uuid in allowed else 404
         assert client.get(f"/fhir/DocumentReference/{rid}", headers=headers).status_code == expected
         assert client.get(f"/fhir/Binary/{rid}", headers=headers).status_code == expected
+
+    # clinical reading: keyword search, the summary and the professional's page
+    search = client.get("/fhir/DocumentReference", headers=headers,
+                        query_string={"patient.identifier": ident, "status": "current", "_content": "creatinine"})
+    assert search.status_code == 200, search.data[:300]
+    got = {e["resource"]["masterIdentifier"]["value"].removeprefix("urn:oid:") for e in search.json["entry"]}
+    assert got == {uid_of[u] for u in allowed}, "keyword search"
+    patient_rid = f"{rest.split('&')[0]}-{value}"
+    for path in (f"/fhir/Patient/{patient_rid}/$summary", f"/dossier/{patient_rid}"):
+        response = client.get(path, headers=headers)
+        assert response.status_code in (200, 403, 404), (path, response.status_code)
+        text = response.data.decode()
+        for uuid in refused:
+            assert resource_id(uuid) not in text and uid_of[uuid] not in text, f"{path}: refused {uuid} appears"
