@@ -34,33 +34,12 @@ from .common import ROOT, load_average, machine, postgres_database, save
 from .synth import Corpus, Generator, patient_cx
 
 sys.path.insert(0, str(ROOT))
+from tests.factories import PatternStream  # noqa: E402
 from tests.memory import peak_rss_bytes  # noqa: E402
 from tests.support import LiveServer  # noqa: E402
 from tests.xdsclient import XdsClient  # noqa: E402
 
 MB = 1024 * 1024
-
-
-class Pattern:
-    """`size` bytes of hash-derived data produced in chunks (the client never holds them)."""
-
-    def __init__(self, size: int) -> None:
-        self.size, self.sent, self.sha1 = size, 0, hashlib.sha1()
-
-    def read(self, n: int = MB) -> bytes:
-        n = min(n, self.size - self.sent)
-        if n <= 0:
-            return b""
-        block = (hashlib.sha256(str(self.sent).encode()).digest() * (n // 32 + 1))[:n]
-        self.sent += n
-        self.sha1.update(block)
-        return block
-
-    def seekable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 def disk_read_mb_s(path: Path) -> float | None:
@@ -101,7 +80,7 @@ def run(size_mb: int, args, corpus: Corpus) -> dict:
         client = XdsClient(server.base_url)
         pid = server.process.pid
         at_start = peak_rss_bytes(pid)
-        source = Pattern(size_mb * MB)
+        source = PatternStream(size_mb * MB)
         started = time.perf_counter()
         reply = client.provide_and_register(request, {entry.entry_uuid: source})
         upload_s = time.perf_counter() - started

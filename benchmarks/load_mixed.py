@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,34 +30,11 @@ sys.path.insert(0, str(ROOT))
 from partage.config import Settings  # noqa: E402
 from partage.services import Services  # noqa: E402
 from tests import factories as F  # noqa: E402
+from tests.memory import rss_bytes  # noqa: E402
 from tests.support import LiveServer  # noqa: E402
 from tests.xdsclient import XdsClient, objects_of  # noqa: E402
 
 MIX = [("find", 60), ("retrieve", 25), ("submit", 15)]
-
-
-def rss_bytes(root_pid: int) -> int:
-    """Resident memory of a process and its children (Linux /proc)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children[ppid].append(int(entry))
-    total, todo = 0, [root_pid]
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
 
 
 class Recorder:
@@ -172,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 window_start = time.monotonic()
                 time.sleep(min(60.0, max(0.0, end - window_start)))
                 rows = summarize(recorder.window(window_start, time.monotonic()))
-                rss = rss_bytes(server.process.pid)
+                rss = sum(rss_bytes(server.process.pid).values())
                 minutes.append({"minute": len(minutes) + 1, "rss_mb": round(rss / 2**20, 1), **rows})
                 print(f"min {len(minutes):>3}  rss {rss / 2**20:7.1f} MB  " + "  ".join(
                     f"{op} n={r['n']} err={r['errors']} p50={r['p50_ms']}ms p99={r['p99_ms']}ms"

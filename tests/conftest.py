@@ -37,18 +37,51 @@ def _pg_ok() -> bool:
     return _PG
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def require_postgres() -> None:
+    """Fail in CI, skip with the reason elsewhere, when PostgreSQL is not reachable."""
+    if not _pg_ok():
+        if REQUIRE_POSTGRES:
+            pytest.fail("PostgreSQL is required (CI) but not reachable on 127.0.0.1:5432")
+        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (CI starts it; see .ci/run)")
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
 def database_url(request, tmp_path):
     """Each registry test runs on SQLite and on PostgreSQL (a database of its own)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'registry.sqlite3'}"
         return
-    if not _pg_ok():
-        if REQUIRE_POSTGRES:
-            pytest.fail("PostgreSQL is required (CI) but not reachable on 127.0.0.1:5432")
-        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (CI starts it; see .ci/run)")
+    require_postgres()
     with postgres_database() as url:
         yield url
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_database_url(request):
+    """The same for a module's shared server: "" (the embedded SQLite default) or a fresh
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    require_postgres()
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory):
+    """A development CA with its signing certificate (partage dev-credentials), saved to disk."""
+    from partage.access.credentials import DevAuthority
+
+    directory = tmp_path_factory.mktemp("ca")
+    authority = DevAuthority.create()
+    authority.save(directory)
+    authority.directory = directory
+    authority.ca_file = str(directory / "ca.pem")
+    return authority
 
 
 @pytest.fixture

@@ -77,3 +77,26 @@ def submission(pid: str, docs: list[DocumentEntry] | None = None, *, contents: b
 def folder(pid: str, entry_id: str = "fol1") -> Folder:
     return Folder(entry_uuid=entry_id, unique_id=oid(), patient_id=pid, title="Dossier",
                   codes=[Code("F1", "1.2.3.4.5", "Folder code")])
+
+
+class PatternStream:
+    """`size` bytes of hash-derived data, produced in chunks as a non-seekable file: a large
+    document a client can stream without ever holding it; `sha1` is known once it is read."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.sent, self.sha1 = size, 0, hashlib.sha1()
+
+    def read(self, n: int = 1 << 20) -> bytes:
+        n = min(n, self.size - self.sent)
+        if n <= 0:
+            return b""
+        block = (hashlib.sha256(str(self.sent).encode()).digest() * (n // 32 + 1))[:n]
+        self.sent += n
+        self.sha1.update(block)
+        return block
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass

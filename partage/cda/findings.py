@@ -78,6 +78,7 @@ class Report:
     profile: str = ""
     findings: list[Finding] = field(default_factory=list)
     layers: dict[str, LayerResult] = field(default_factory=dict)
+    clinical_document: Any = field(default=None, repr=False)   # the parsed tree, for reuse after validation
     _header: Any = field(default=None, repr=False)
     _header_source: Any = field(default=None, repr=False)   # callable reading it on demand
 

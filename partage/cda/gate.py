@@ -189,6 +189,7 @@ class CdaGate:
         data = content.file.read()
         content.file.seek(0)
         report = self.check_bytes(data, entry)
+        content.cda = report.clinical_document   # the clinical index reads facts from this tree
         errors = [f for f in report.findings if self.blocks(f)]
         warnings = [f for f in report.findings if not self.blocks(f) and f.severity != "info"]
         if errors:

@@ -133,6 +133,7 @@ class Validator:
                                            "/", parsed.root.sourceline))
         else:
             report._header_source = lambda: read_header_element(doc, parsed.auto_presentable)
+            report.clinical_document = doc
             report.document_model = document_model(_model_templates(doc))
 
         self._run(report, SCHEMA, lambda: self._schema(parsed.root))

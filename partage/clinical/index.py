@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 
+from lxml import etree
 from sqlalchemy import Connection, select, text
 
 from ..cda.gate import is_cda
@@ -46,11 +47,12 @@ def read_document(mime_type: str, data: bytes) -> tuple[list[Fact], str]:
     return facts, body
 
 
-def read_parts(mime_type: str, data: bytes, *, pdfs: bool) -> tuple[list[Fact], str, bool]:
+def read_parts(mime_type: str, data: bytes, *, pdfs: bool,
+               cda: etree._Element | None = None) -> tuple[list[Fact], str, bool]:
     """(facts, searchable text, whether PDF text was left out); with `pdfs` False the text
-    of PDFs is not read (the cheap part, for the registration's transaction)."""
-    cda = None
-    if is_cda(data[:64 * 1024]):
+    of PDFs is not read (the cheap part, for the registration's transaction). `cda` is the
+    document's tree when the ingest flow already parsed it (the CDA gate)."""
+    if cda is None and is_cda(data[:64 * 1024]):
         try:
             cda = parse_cda(data).clinical_document
         except XmlRejected:
@@ -138,10 +140,11 @@ def prepare(request: SubmissionRequest) -> Prepared:
     here); PDF text is left to the background indexer."""
     documents = []
     for doc in request.documents:
-        data = _read(request.contents.get(doc.entry_uuid))
+        content = request.contents.get(doc.entry_uuid)
+        data = _read(content)
         if not data:
             continue
-        facts, body, pending = read_parts(doc.mime_type, data, pdfs=False)
+        facts, body, pending = read_parts(doc.mime_type, data, pdfs=False, cda=getattr(content, "cda", None))
         if facts or body or pending:
             documents.append((doc, facts, body, pending))
     return Prepared(request, documents)

@@ -209,6 +209,7 @@ class DocumentContent:
     sha1: str               # lowercase hex
     sha256: str = ""
     content_type: str = ""
+    cda: object = None      # the parsed ClinicalDocument once the CDA gate has read it (reused, not re-parsed)
 
 
 @dataclass(slots=True)

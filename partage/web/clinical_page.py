@@ -198,10 +198,8 @@ def _visible_document(services, actor, patient_id: str, doc_rid: str) -> Documen
     return next(iter(docs.values()), None)
 
 
-@bp.get("/<rid>/documents/<doc_rid>")
-def document_page(rid: str, doc_rid: str) -> Response:
-    services = _services()
-    actor = _actor(services)
+def _located_document(services, actor, rid: str, doc_rid: str):
+    """The document this actor may see in this patient's record, and where its bytes are; 404 otherwise."""
     record = Patients(services).record(rid)
     if record is None or not record.xds_patient_id:
         abort(404)
@@ -209,6 +207,13 @@ def document_page(rid: str, doc_rid: str) -> Response:
     located = QueryService(services, actor).locate_document(doc.unique_id) if doc else None
     if doc is None or located is None:
         abort(404)
+    return doc, located
+
+
+@bp.get("/<rid>/documents/<doc_rid>")
+def document_page(rid: str, doc_rid: str) -> Response:
+    services = _services()
+    doc, located = _located_document(services, _actor(services), rid, doc_rid)
     narrative, inline = "", False
     mime = (doc.mime_type or "").lower()
     if mime == "application/pdf":
@@ -232,14 +237,7 @@ def document_page(rid: str, doc_rid: str) -> Response:
 @bp.get("/<rid>/documents/<doc_rid>/content")
 def document_content(rid: str, doc_rid: str) -> Response:
     services = _services()
-    actor = _actor(services)
-    record = Patients(services).record(rid)
-    if record is None or not record.xds_patient_id:
-        abort(404)
-    doc = _visible_document(services, actor, record.xds_patient_id, doc_rid)
-    located = QueryService(services, actor).locate_document(doc.unique_id) if doc else None
-    if doc is None or located is None:
-        abort(404)
+    doc, located = _located_document(services, _actor(services), rid, doc_rid)
     stream = services.blobs.open(located[1])
 
     def chunks():

@@ -20,7 +20,7 @@ from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
 from partage.metadata.model import Code
 from partage.services import Services
 from tests import factories as F
-from tests.support import REQUIRE_POSTGRES, LiveServer, postgres_available, postgres_database
+from tests.support import LiveServer
 from tests.xdsclient import XdsClient, objects_of
 
 APPROVED = "('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"
@@ -29,26 +29,11 @@ SOAP = "{http://www.w3.org/2003/05/soap-envelope}"
 
 
 @pytest.fixture(scope="module")
-def authority(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("creds")
-    authority = DevAuthority.create()
-    authority.save(directory)
-    authority.directory = directory
-    return authority
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def server(request, tmp_path_factory, authority):
+def server(tmp_path_factory, authority, module_database_url):
     """The real server on SQLite, and on PostgreSQL when it runs (always in CI)."""
     data = tmp_path_factory.mktemp("access") / "data"
+    url = module_database_url
     with contextlib.ExitStack() as stack:
-        url = ""
-        if request.param == "postgresql":
-            if not postgres_available():
-                if REQUIRE_POSTGRES:
-                    pytest.fail("PostgreSQL is required (CI) but not reachable on 127.0.0.1:5432")
-                pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (CI starts it; see .ci/run)")
-            url = stack.enter_context(postgres_database())
         live = stack.enter_context(LiveServer(data, insecure_dev=False, mllp=False, database_url=url,
                                               extra_args=["--trust", str(authority.directory / "ca.pem")]))
         live.services = Services.open(Settings(data_dir=data, database_url=url), migrate=False)

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from partage.access import saml
-from partage.access.credentials import DevAuthority, sample_actors
+from partage.access.credentials import sample_actors
 from partage.access.records import Records
 from partage.config import Settings
 from partage.metadata.model import Author
@@ -29,13 +29,6 @@ TSH = "http://loinc.org|3016-3"
 GLUCOSE = "http://loinc.org|40193-5"
 
 
-@pytest.fixture(scope="module")
-def authority(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("creds")
-    authority = DevAuthority.create()
-    authority.save(directory)
-    authority.directory = directory
-    return authority
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ measured figure is in docs/performance.md, from benchmarks/large_document.py).""
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
 from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID
@@ -16,30 +14,6 @@ from tests.support import LiveServer
 from tests.xdsclient import XdsClient, objects_of
 
 SIZE = 100 * 1024 * 1024
-
-
-class _Pattern:
-    """100 MB of non-repeating-looking bytes, produced in chunks (never held whole)."""
-
-    def __init__(self, size: int) -> None:
-        self.size, self.sent = size, 0
-        self.sha1 = hashlib.sha1()
-
-    def read(self, n: int = 1 << 20) -> bytes:
-        n = min(n, self.size - self.sent)
-        if n <= 0:
-            return b""
-        block = hashlib.sha256(str(self.sent).encode()).digest() * (n // 32 + 1)
-        block = block[:n]
-        self.sent += n
-        self.sha1.update(block)
-        return block
-
-    def seekable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.mark.slow
@@ -54,7 +28,7 @@ def test_100_mb_round_trip_with_bounded_memory(tmp_path):
         before = sum(rss_bytes(server.process.pid).values())
         client = XdsClient(server.base_url)
         request = F.submission(pid, contents=False)
-        source = _Pattern(SIZE)
+        source = F.PatternStream(SIZE)
         reply = client.provide_and_register(request, {"doc1": source})
         assert reply.status == "Success", reply.error_codes
         doc = objects_of(client.stored_query("GetDocuments", {

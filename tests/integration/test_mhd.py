@@ -4,7 +4,6 @@ trips with the XDS door (property-tested), searches, paging, retrieve, PDSm upda
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,7 +21,7 @@ from lxml import etree
 from partage.fhir import mapping
 from partage.metadata.model import Author, Code, DocumentEntry
 from tests import factories as F
-from tests.support import REQUIRE_POSTGRES, LiveServer, postgres_available, postgres_database
+from tests.support import LiveServer
 from tests.unit.test_fhir_mapping import authors, dtms, ids, oids, ref_ids, spi, words, xcn
 from tests.xdsclient import XdsClient, objects_of
 
@@ -32,19 +31,11 @@ JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 FHIR_JSON = {"Accept": "application/fhir+json"}
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def server(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, module_database_url):
     """The facade on the embedded SQLite default and on PostgreSQL (a database of its own)."""
     data = tmp_path_factory.mktemp("mhd") / "data"
-    with contextlib.ExitStack() as stack:
-        database_url = ""
-        if request.param == "postgresql":
-            if not postgres_available():
-                if REQUIRE_POSTGRES:
-                    pytest.fail("PostgreSQL is required (CI) but not reachable on 127.0.0.1:5432")
-                pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (CI starts it; see .ci/run)")
-            database_url = stack.enter_context(postgres_database())
-        live = stack.enter_context(LiveServer(data, mllp=False, database_url=database_url))
+    with LiveServer(data, mllp=False, database_url=module_database_url) as live:
         live.fhir = f"{live.base_url}/fhir"
         yield live
 

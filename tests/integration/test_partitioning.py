@@ -15,17 +15,15 @@ from partage.registry import partitioning
 from partage.registry.bulk import BulkLoader
 from partage.services import Services
 from tests import factories as F
-from tests.support import REQUIRE_POSTGRES, postgres_available, postgres_database
+from tests.conftest import require_postgres
+from tests.support import postgres_database
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def partitioned(tmp_path):
-    if not postgres_available():
-        if REQUIRE_POSTGRES:
-            pytest.fail("PostgreSQL is required (CI) but not reachable on 127.0.0.1:5432")
-        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (partitioning is PostgreSQL only)")
+    require_postgres()   # partitioning is PostgreSQL only
     with postgres_database() as url:
         services = Services.open(Settings(data_dir=tmp_path / "data", database_url=url, insecure_dev=True))
         partitioning.partition(services.registry, partitions=4)

@@ -23,13 +23,6 @@ from partage.xds.soap import build_envelope
 PID = "1234567890123^^^&1.2.250.1.213.1.4.10&ISO"
 
 
-@pytest.fixture(scope="module")
-def authority(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("ca")
-    authority = DevAuthority.create()
-    authority.save(directory)
-    authority.ca_file = str(directory / "ca.pem")
-    return authority
 
 
 def _verify_saml(authority, data, audience="partage", **kw):

@@ -21,13 +21,6 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "iti41-provide.xml"
 DOCTOR = Actor(id="810000000002", kind="professional", role="10")
 
 
-@pytest.fixture(scope="module")
-def authority(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("dsg")
-    authority = DevAuthority.create()
-    authority.save(directory)
-    authority.directory = directory
-    return authority
 
 
 def _settings(authority, **kw):
