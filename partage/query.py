@@ -68,6 +68,10 @@ class QueryService:
                                     "the requested objects belong to more than one patient")
         return QueryResult(policy.visible(self.actor, self._objects(rows), services=self.services))
 
+    def _associations(self, conn: Connection, **match):
+        """Associations in the statuses this query follows ($XDSAssociationStatus)."""
+        return Q.associations(conn, statuses=self.association_statuses, **match)
+
     def _patient(self, conn: Connection, patient_id: str) -> int | None:
         pk = self.registry.patient_pk(conn, patient_id)
         policy.note_record_access(self.actor, patient_id, pk, services=self.services)
@@ -104,7 +108,7 @@ class QueryService:
             rows = [*Q.find_submission_sets(conn, pk, sets), *Q.find_documents(conn, pk, docs),
                     *Q.find_folders(conn, pk, folders)]
             ids = [r.entry_uuid for r in rows]
-            rows += _between(Q.associations(conn, statuses=self.association_statuses, sources=ids), set(ids), nested=True)
+            rows += _between(self._associations(conn, sources=ids), set(ids), nested=True)
         return self._finish(rows)
 
     # --- get queries -------------------------------------------------------------------
@@ -117,7 +121,7 @@ class QueryService:
 
     def get_associations(self, uuids: list[str]) -> QueryResult:
         with self.registry.read() as conn:
-            rows = Q.associations(conn, statuses=self.association_statuses, either=uuids)
+            rows = self._associations(conn, either=uuids)
             objects = Q.by_ids(conn, None, entry_uuids=uuids)
         self._single_patient(objects)
         return self._with_hidden_ends(rows, objects)
@@ -125,13 +129,13 @@ class QueryService:
     def get_documents_and_associations(self, *, entry_uuids=(), unique_ids=()) -> QueryResult:
         with self.registry.read() as conn:
             docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=entry_uuids, unique_ids=unique_ids)
-            assocs = Q.associations(conn, statuses=self.association_statuses, either=[d.entry_uuid for d in docs])
+            assocs = self._associations(conn, either=[d.entry_uuid for d in docs])
         self._single_patient(docs)
         return self._with_hidden_ends([*docs, *assocs], docs)
 
     def get_submission_sets(self, uuids: list[str]) -> QueryResult:
         with self.registry.read() as conn:
-            assocs = [a for a in Q.associations(conn, statuses=self.association_statuses, targets=uuids, types=[HAS_MEMBER])]
+            assocs = [a for a in self._associations(conn, targets=uuids, types=[HAS_MEMBER])]
             sets = Q.by_ids(conn, schema.KIND_SUBMISSION_SET,
                             entry_uuids=[object_from_row(a.body).source_uuid for a in assocs])
             members = Q.by_ids(conn, None, entry_uuids=uuids)
@@ -147,7 +151,7 @@ class QueryService:
             if not sets:
                 return QueryResult()
             ss = sets[0]
-            member_assocs = Q.associations(conn, statuses=self.association_statuses, sources=[ss.entry_uuid], types=[HAS_MEMBER])
+            member_assocs = self._associations(conn, sources=[ss.entry_uuid], types=[HAS_MEMBER])
             member_ids = [object_from_row(a.body).target_uuid for a in member_assocs]
             docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=member_ids,
                             extra=Q.document_clauses(f)[1:])
@@ -170,8 +174,8 @@ class QueryService:
             # level 1 the current (latest) one.
             if self.metadata_level < 2:
                 folders = [max(folders, key=lambda r: int(object_from_row(r.body).version or 1))]
-            assocs = Q.associations(conn, statuses=self.association_statuses,
-                                    sources=[f.entry_uuid for f in folders], types=[HAS_MEMBER])
+            assocs = self._associations(conn,
+                                        sources=[f.entry_uuid for f in folders], types=[HAS_MEMBER])
             docs = Q.by_ids(conn, schema.KIND_DOCUMENT,
                             entry_uuids=[object_from_row(a.body).target_uuid for a in assocs],
                             extra=Q.document_clauses(f)[1:])
@@ -185,7 +189,7 @@ class QueryService:
                             unique_ids=[unique_id] if unique_id else [])
             if not docs:
                 return QueryResult()
-            assocs = Q.associations(conn, statuses=self.association_statuses, targets=[d.entry_uuid for d in docs], types=[HAS_MEMBER])
+            assocs = self._associations(conn, targets=[d.entry_uuid for d in docs], types=[HAS_MEMBER])
             folders = Q.by_ids(conn, schema.KIND_FOLDER,
                                entry_uuids=[object_from_row(a.body).source_uuid for a in assocs])
         self._single_patient(docs)
@@ -199,7 +203,7 @@ class QueryService:
             if not docs:
                 return QueryResult()
             doc = docs[0]
-            assocs = Q.associations(conn, statuses=self.association_statuses, either=[doc.entry_uuid], types=types)
+            assocs = self._associations(conn, either=[doc.entry_uuid], types=types)
             if not assocs:
                 return QueryResult()
             others = {e for a in assocs for e in _ends(a)} - {doc.entry_uuid}
