@@ -30,6 +30,7 @@ from partage.access.actor import INSECURE_DEV_ACTOR  # noqa: E402
 from partage.config import Settings  # noqa: E402
 from partage.ingest import IngestService  # noqa: E402
 from partage.metadata.model import Code  # noqa: E402
+from partage.registry import patients  # noqa: E402
 from partage.services import Services  # noqa: E402
 from partage.web.app import create_app  # noqa: E402
 from tests import clinical_support as C  # noqa: E402
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         build(services, corpus)
         built_s = time.perf_counter() - started
-        rid = f"1.2.250.1.213.1.4.10-{NIR}"
+        with services.registry.read() as conn:
+            rid = patients.record(conn, services.registry.patient_pk(conn, C.patient_cx(NIR))).fhir_id
         patient = f"Patient/{rid}"
         client = create_app(services=services).test_client()
         questions = [

@@ -37,6 +37,7 @@ from lxml import etree
 
 from partage.cda.crosscheck import cda_unique_id, ts_to_utc
 from partage.cda.header import CdaHeader, read_header
+from partage.metadata.datatypes import CX, DTM, HD, XCN
 from partage.metadata.model import (
     Association,
     AssociationType,
@@ -83,8 +84,8 @@ def nir(index: int) -> str:
     return f"{body}{97 - int(body) % 97:02d}"
 
 
-def patient_cx(index: int) -> str:
-    return f"{nir(index)}^^^&{INS_NIR_TEST}&ISO"
+def patient_cx(index: int) -> CX:
+    return CX(nir(index), HD.iso(INS_NIR_TEST))
 
 
 def fresh_oid() -> str:
@@ -132,7 +133,7 @@ class Model:
             for root, ext in a.ids:
                 if root == RPPS and ext:
                     given = a.given[0] if a.given else ""
-                    out.append(Author(person=f"{ext}^{a.family}^{given}^^^^^^&{RPPS}&ISO"))
+                    out.append(Author(person=XCN.parse(f"{ext}^{a.family}^{given}^^^^^^&{RPPS}&ISO")))
                     break
         return out[:1]
 
@@ -243,7 +244,7 @@ class Generator:
         pid = patient_cx(patient_index)
         when = _time(self.rnd)
         ss = SubmissionSet(entry_uuid=uuid.uuid4().urn, unique_id=fresh_oid(), source_id=SOURCE_ID,
-                           patient_id=pid, submission_time=when, content_type_code=CONTENT_TYPE)
+                           patient_id=pid, submission_time=DTM(when), content_type_code=CONTENT_TYPE)
         docs, payloads = [], {}
         for _ in range(n):
             model = self.rnd.choice(self.corpus.models)
@@ -273,7 +274,7 @@ class Generator:
                                                                  sha1=d.hash)
         return request, payloads
 
-    def entry(self, model: Model, pid: str, doc_id: str, when: str, *, header_times: bool) -> DocumentEntry:
+    def entry(self, model: Model, pid: CX, doc_id: str, when: str, *, header_times: bool) -> DocumentEntry:
         """Metadata from the model's header; times from the header when the bytes go with them
         (the cross-check compares them), else spread over ten years (registry-only loads)."""
         h = model.header
@@ -282,7 +283,7 @@ class Generator:
             entry_uuid=uuid.uuid4().urn, unique_id=cda_unique_id((doc_id, "")), patient_id=pid,
             source_patient_id=pid, mime_type=model.mime_type, language_code=h.language_code or "fr-FR",
             title=" ".join(h.title.split()) or model.name, repository_unique_id=self.repository_unique_id,
-            creation_time=ts_to_utc(h.effective_time)[:14] if h.effective_time else when,
+            creation_time=DTM(ts_to_utc(h.effective_time)[:14] if h.effective_time else when),
             class_code=Code(code, CLASS_SYSTEM, label), type_code=model.type_code,
             format_code=model.format_code,
             healthcare_facility_type_code=model.facility_code, practice_setting_code=model.practice_setting,
@@ -292,13 +293,13 @@ class Generator:
             authors=model.authors())
         ev = h.service_event
         if not header_times:
-            entry.creation_time = entry.service_stop_time = when
-            entry.service_start_time = when[:8]
+            entry.creation_time = entry.service_stop_time = DTM(when)
+            entry.service_start_time = DTM(when[:8])
             return entry
         if ev is not None and ev.start:
-            entry.service_start_time = ts_to_utc(ev.start)[:14]
+            entry.service_start_time = DTM(ts_to_utc(ev.start)[:14])
         if ev is not None and ev.stop:
-            entry.service_stop_time = ts_to_utc(ev.stop)[:14]
+            entry.service_stop_time = DTM(ts_to_utc(ev.stop)[:14])
         return entry
 
 

@@ -12,14 +12,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .access import policy, signatures
+from sqlalchemy import Connection
+
+from .access import audit, signatures
 from .access.actor import Actor
+from .access.decisions import TRUSTED_KINDS, Decision, modify_decision, submit_decision
+from .access.gate import Graph
 from .clinical import index as clinical_index
 from .clinical import queue as clinical_queue
 from .metadata.errors import ErrorCode, XdsError, XdsErrors
 from .metadata.ids import assign_uuids
-from .metadata.model import DocumentEntry, SubmissionRequest
+from .metadata.model import AssociationType, DocumentEntry, SubmissionRequest
 from .metadata.validate import ITI_41, ITI_42, Transaction, validate_submission
+from .query.view import Reader
+from .registry import queries as Q
+from .registry import schema
+from .registry.indexing import object_from_row
 from .registry.register import register
 from .services import Services
 
@@ -73,11 +81,7 @@ class IngestService:
             errors += signatures.check_submission(settings, self.actor, request)
         if errors:
             raise XdsErrors(errors)
-        try:
-            policy.check_submit(self.actor, request.submission_set.patient_id, services=self.services,
-                                documents=request.documents)
-        except policy.AccessDenied as exc:
-            raise XdsErrors.one(ErrorCode.POLICY_VIOLATION, exc.reason) from exc
+        self._check_access(request)
         assigned = assign_uuids(request)
         addresses = {}
         for entry_uuid, content in request.contents.items():
@@ -94,6 +98,25 @@ class IngestService:
                  request.submission_set.unique_id, len(request.documents),
                  request.submission_set.patient_id)
         return IngestResult(assigned_ids=assigned, warnings=warnings)
+
+    def _check_access(self, request: SubmissionRequest) -> None:
+        """May the actor file these documents, and change the documents they replace or
+        transform (authors alone change documents: the target's authorship is checked)?"""
+        ss = request.submission_set
+        assert ss is not None
+        reader = Reader(self.services, self.actor)
+        with self.services.registry.read() as conn:
+            pk = self.services.registry.patient_pk(conn, ss.patient_id)
+            if ss.patient_id is not None:
+                audit.note_patient(ss.patient_id.format(), pk)
+            audit.note_objects([d.unique_id for d in request.documents])
+            if self.actor.kind in TRUSTED_KINDS:
+                return
+            view = reader.view(conn, Graph(), [pk] if pk is not None else [])
+            _require(submit_decision(self.actor, view.record(pk), request.documents, view.table,
+                                     own_patient=view.own(pk)))
+            for doc, action in _targets(conn, request):
+                _require(modify_decision(self.actor, doc, action))
 
     def _attach_contents(self, request: SubmissionRequest) -> list[XdsError]:
         """ITI-41 repository rules: every entry has its bytes and the digests agree."""
@@ -129,3 +152,28 @@ class IngestService:
                                        f"Document {entry_uuid} has no DocumentEntry in the metadata",
                                        entry_uuid))
         return errors
+
+
+CHANGING = {AssociationType.RPLC: "replace", AssociationType.XFRM_RPLC: "replace",
+            AssociationType.XFRM: "transform"}
+
+
+def _targets(conn: Connection, request: SubmissionRequest) -> list[tuple[DocumentEntry, str]]:
+    """Registered documents the submission replaces or transforms, with the action's name."""
+    in_request = request.by_id()
+    wanted = {a.target_uuid: CHANGING[AssociationType(a.association_type)] for a in request.associations
+              if a.association_type in CHANGING and a.target_uuid not in in_request}
+    if not wanted:
+        return []
+    out = []
+    for row in Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=sorted(wanted)):
+        doc = object_from_row(row.body)
+        if isinstance(doc, DocumentEntry):
+            out.append((doc, wanted[row.entry_uuid]))
+    return out
+
+
+def _require(decision: Decision) -> None:
+    if not decision:
+        audit.note_denied(decision.reason)
+        raise XdsErrors.one(ErrorCode.POLICY_VIOLATION, decision.reason)

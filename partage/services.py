@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from functools import cached_property
 
+from .access.decisions import AccessTable
 from .config import Settings
 from .registry.store import Registry
 from .repository import BlobStore, open_blob_store
@@ -40,6 +41,11 @@ class Services:
         from .terminology.domain import load_affinity_domain
 
         return load_affinity_domain(self.settings.codes)
+
+    @cached_property
+    def access_table(self) -> AccessTable:
+        """The role x class table and the other configurable access tables (--access-matrix)."""
+        return AccessTable.load(self.settings.access_matrix)
 
     @cached_property
     def document_checks(self) -> list:

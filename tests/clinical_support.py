@@ -11,7 +11,9 @@ from lxml import etree
 
 from partage.cda.crosscheck import cda_unique_id, ts_to_utc
 from partage.cda.header import read_header
+from partage.metadata.datatypes import CX, DTM, HD, XCN
 from partage.metadata.model import Author, Code, DocumentContent
+from partage.registry import patients
 from tests import factories as F
 
 HL7 = "{urn:hl7-org:v3}"
@@ -33,19 +35,27 @@ def for_patient(data: bytes, nir: str, *, doc_root: str | None = None) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
-def patient_cx(nir: str) -> str:
-    return f"{nir}^^^&{INS_NIR_TEST}&ISO"
+def patient_cx(nir: str) -> CX:
+    return CX(nir, HD.iso(INS_NIR_TEST))
+
+
+def public_id(services, cx: CX) -> str:
+    """The opaque id URLs and FHIR name the patient by (what a client learns from a search)."""
+    with services.registry.read() as conn:
+        record = patients.record(conn, services.registry.patient_pk(conn, cx))
+    assert record is not None, cx
+    return record.fhir_id
 
 
 def metadata_for(data: bytes, **overrides) -> dict:
     """DocumentEntry fields agreeing with the CDA header."""
     h = read_header(data)
     root, ext = h.patient.ids[0]
-    out = {"patient_id": f"{ext}^^^&{root}&ISO", "source_patient_id": f"{ext}^^^&{root}&ISO",
+    out = {"patient_id": CX(ext, HD.iso(root)), "source_patient_id": CX(ext, HD.iso(root)),
            "unique_id": cda_unique_id(h.id), "title": h.title or "Document",
            "language_code": h.language_code or "fr-FR", "mime_type": "text/xml",
-           "creation_time": ts_to_utc(h.effective_time)[:14] if h.effective_time else "20240101000000",
-           "service_start_time": "", "service_stop_time": "", "legal_authenticator": ""}
+           "creation_time": DTM(ts_to_utc(h.effective_time)[:14] if h.effective_time else "20240101000000"),
+           "service_start_time": None, "service_stop_time": None, "legal_authenticator": None}
     if h.encounter is not None and h.encounter.facility_code:
         fc = h.encounter.facility_code
         out["healthcare_facility_type_code"] = Code(fc.code, fc.code_system, fc.display_name or "")
@@ -61,7 +71,7 @@ def metadata_for(data: bytes, **overrides) -> dict:
                                              "2.16.840.1.113883.5.25")]
     person = h.authors[0].ids[0] if h.authors and h.authors[0].ids else None
     if person:
-        out["authors"] = [Author(person=f"{person[1]}^AUTEUR^Test^^^^^^&{person[0]}&ISO")]
+        out["authors"] = [Author(person=XCN(person[1], "AUTEUR", "Test", assigning_authority=HD.iso(person[0])))]
     out.update(overrides)
     return out
 

@@ -7,6 +7,7 @@ import io
 import itertools
 import uuid
 
+from partage.metadata.datatypes import CX, DTM, HD, XCN, XON
 from partage.metadata.model import (
     Association,
     AssociationType,
@@ -23,20 +24,35 @@ INS_NIR_TEST = "1.2.250.1.213.1.4.10"
 _counter = itertools.count(1)
 
 
-def patient_id(n: int | None = None) -> str:
+def patient_id(n: int | None = None) -> CX:
+    """A test INS-NIR; its str() is the HL7 text the wire carries."""
     n = next(_counter) if n is None else n
-    return f"{279035121518000 + n}^^^&{INS_NIR_TEST}&ISO"
+    return CX(str(279035121518000 + n), HD.iso(INS_NIR_TEST))
+
+
+def cx(pid: str | CX) -> CX:
+    """A test patient id (the HL7 text the wire carries) as the model's typed value."""
+    return pid if isinstance(pid, CX) else CX.parse(pid)
+
+
+def token(pid: CX) -> str:
+    """The FHIR search token of a patient id: `urn:oid:<authority>|<id>`."""
+    return f"urn:oid:{pid.assigning_authority.universal_id}|{pid.id}"
+
+
+AUTHOR_XCN = XCN.parse("801234567890^MARTIN^Claire^^^Dr^^^&1.2.250.1.71.4.2.1&ISO")
+AUTHOR_XON = XON.parse("Hopital X^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^11111111")
 
 
 def oid(prefix: str = "1.2.250.1.999.1") -> str:
     return f"{prefix}.{uuid.uuid4().int % 10**12}.{next(_counter)}"
 
 
-def document(pid: str, entry_id: str = "doc1", **overrides) -> DocumentEntry:
+def document(pid: str | CX, entry_id: str = "doc1", **overrides) -> DocumentEntry:
     doc = DocumentEntry(
-        entry_uuid=entry_id, unique_id=oid(), patient_id=pid, source_patient_id=pid,
-        mime_type="text/xml", creation_time="20240315093000", language_code="fr-FR",
-        title="Compte rendu", service_start_time="20240314", service_stop_time="20240315",
+        entry_uuid=entry_id, unique_id=oid(), patient_id=cx(pid), source_patient_id=cx(pid),
+        mime_type="text/xml", creation_time=DTM("20240315093000"), language_code="fr-FR",
+        title="Compte rendu", service_start_time=DTM("20240314"), service_stop_time=DTM("20240315"),
         class_code=Code("10", "1.2.250.1.213.1.1.4.1", "Compte rendu"),
         type_code=Code("11490-0", "2.16.840.1.113883.6.1", "Lettre de sortie"),
         format_code=Code("urn:asip:ci-sis:vsm:2012", "1.2.250.1.213.1.1.4.2.282"),
@@ -44,8 +60,7 @@ def document(pid: str, entry_id: str = "doc1", **overrides) -> DocumentEntry:
         practice_setting_code=Code("ETABLISSEMENT", "1.2.250.1.213.1.1.4.9"),
         confidentiality_codes=[Code("N", "2.16.840.1.113883.5.25", "Normal")],
         event_codes=[Code("E1", "1.2.3.4")],
-        authors=[Author(person="801234567890^MARTIN^Claire^^^Dr^^^&1.2.250.1.71.4.2.1&ISO",
-                        institutions=["Hopital X^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^11111111"],
+        authors=[Author(person=AUTHOR_XCN, institutions=[AUTHOR_XON],
                         specialties=["G15_10/SM26^Medecine generale^1.2.250.1.213.1.1.4.5"])],
     )
     for key, value in overrides.items():
@@ -53,15 +68,15 @@ def document(pid: str, entry_id: str = "doc1", **overrides) -> DocumentEntry:
     return doc
 
 
-def submission(pid: str, docs: list[DocumentEntry] | None = None, *, contents: bool = True,
+def submission(pid: str | CX, docs: list[DocumentEntry] | None = None, *, contents: bool = True,
                folders: list[Folder] | None = None, extra_associations: list[Association] | None = None,
                payload: bytes | None = None) -> SubmissionRequest:
     docs = docs if docs is not None else [document(pid)]
     folders = folders or []
-    ss = SubmissionSet(entry_uuid="ss", unique_id=oid(), source_id="1.2.250.1.999.2", patient_id=pid,
-                       submission_time="20240315100000",
+    ss = SubmissionSet(entry_uuid="ss", unique_id=oid(), source_id="1.2.250.1.999.2", patient_id=cx(pid),
+                       submission_time=DTM("20240315100000"),
                        content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2", "Hospitalisation"),
-                       authors=[Author(person="801234567890^MARTIN^Claire^^^Dr^^^&1.2.250.1.71.4.2.1&ISO")])
+                       authors=[Author(person=AUTHOR_XCN)])
     assocs = [Association(entry_uuid=f"a-{o.entry_uuid}", association_type=AssociationType.HAS_MEMBER,
                           source_uuid="ss", target_uuid=o.entry_uuid, submission_set_status="Original")
               for o in [*docs, *folders]]
@@ -74,8 +89,8 @@ def submission(pid: str, docs: list[DocumentEntry] | None = None, *, contents: b
     return request
 
 
-def folder(pid: str, entry_id: str = "fol1") -> Folder:
-    return Folder(entry_uuid=entry_id, unique_id=oid(), patient_id=pid, title="Dossier",
+def folder(pid: str | CX, entry_id: str = "fol1") -> Folder:
+    return Folder(entry_uuid=entry_id, unique_id=oid(), patient_id=cx(pid), title="Dossier",
                   codes=[Code("F1", "1.2.3.4.5", "Folder code")])
 
 

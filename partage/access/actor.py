@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..metadata.datatypes import CX, DatatypeError
+
 # Actor kinds.
 PROFESSIONAL = "professional"     # a health professional (VIHF NameID = national id 8+RPPS / 0+ADELI)
 PATIENT = "patient"               # the patient, authenticated as themselves
@@ -40,8 +42,8 @@ class Actor:
     address: str = ""            # network origin, for the audit trail
     specialty: str = ""          # specialty code (TRE_R38: SM26 médecine générale...)
     sector: str = ""             # sector of activity (TRE_R02: SA01 hospital, SA07 cabinet...)
-    patient_id: str = ""         # the patient the request is about (VIHF resource-id, CX of an INS);
-    #                              for a patient or representative: the patient they are / act for
+    patient_id: CX | None = None  # the patient the request is about (VIHF resource-id: an INS);
+    #                               for a patient or representative: the patient they are / act for
     reason: str = ""             # justification of a bris_de_glace access
     software: str = ""           # the calling software (LPS name and version)
     credential_id: str = ""      # assertion ID / JWT jti, for the audit trail
@@ -53,3 +55,13 @@ INSECURE_DEV_ACTOR = Actor(id="insecure-dev", name="insecure development mode", 
                            auth_method="insecure-dev")
 PATIENT_FEED_ACTOR = Actor(id="patient-identity-feed", name="ITI-8 MLLP listener", kind=SYSTEM,
                            auth_method="internal")
+
+
+def patient_claim(text: str) -> CX | None:
+    """The patient a credential names (VIHF resource-id, IUA person_id), as a CX."""
+    if not text:
+        return None
+    try:
+        return CX.parse(text, strict=False)
+    except DatatypeError as exc:
+        raise AuthenticationRequired(f"the credential's patient {text!r} is not an HL7 CX: {exc}") from None

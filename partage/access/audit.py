@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from ..metadata.datatypes import CX, DatatypeError
 from ..registry import schema
 from .actor import BRIS_DE_GLACE, Actor
 
@@ -144,7 +145,7 @@ def finish(services, ctx: AuditContext, status: int = 200) -> int | None:
         for cx, pk in ctx.patients.items():
             patient_id = patient_id or cx
             if pk is None:
-                pk = registry.patient_pk(conn, cx)
+                pk = registry.patient_pk(conn, _cx(cx))
             if pk is not None:
                 patient_pk = pk
                 patient_id = cx
@@ -169,12 +170,12 @@ def finish(services, ctx: AuditContext, status: int = 200) -> int | None:
     return pk
 
 
-def record(services, action: str, actor: Actor, *, patient_id: str = "", detail: str = "",
+def record(services, action: str, actor: Actor, *, patient_id: str | CX = "", detail: str = "",
            outcome_status: int = 200) -> int | None:
     """One audit row for an access outside a web request (CLI, MLLP)."""
     ctx = AuditContext(action=action, actor=actor)
     if patient_id:
-        ctx.patients[patient_id] = None
+        ctx.patients[str(patient_id)] = None
     if detail:
         if outcome_status < 400:
             ctx.remarks.append(detail)
@@ -193,8 +194,18 @@ def first_pid3(text: str) -> str:
     return ""
 
 
+def _cx(text: str | CX) -> CX | None:
+    """The audit trail keeps patients as the HL7 text of their CX."""
+    if isinstance(text, CX):
+        return text
+    try:
+        return CX.parse(text, strict=False)
+    except DatatypeError:
+        return None
+
+
 # ----------------------------------------------------------------- reading
-def events(services, *, patient_id: str = "", patient_pk: int | None = None, actor_id: str = "",
+def events(services, *, patient_id: str | CX = "", patient_pk: int | None = None, actor_id: str = "",
            limit: int = 100, since_pk: int = 0) -> list[dict]:
     """Audit rows, newest first, for a patient and/or an actor."""
     t = schema.audit_events
@@ -202,7 +213,7 @@ def events(services, *, patient_id: str = "", patient_pk: int | None = None, act
     with registry.read() as conn:
         query = select(t)
         if patient_id:
-            patient_pk = registry.patient_pk(conn, patient_id)
+            patient_pk = registry.patient_pk(conn, _cx(patient_id))
             if patient_pk is None:
                 return []
         if patient_pk is not None:

@@ -123,28 +123,34 @@ def _wrap(args: argparse.Namespace, patient_id: str, audience: str) -> int:
 
 
 def cmd_access(args: argparse.Namespace) -> int:
+    from ..metadata.datatypes import CX, DatatypeError
+    from ..registry.access_state import RecordError, Records
     from . import audit
-    from .records import RecordError, Records
 
+    try:
+        patient = CX.parse(args.patient, strict=False)
+    except DatatypeError as exc:
+        print(f"partage access: {args.patient!r} is not a patient identifier (CX): {exc}", file=sys.stderr)
+        return 2
     services = _services(args)
     try:
         records = Records(services.registry)
         command = args.access_command
         try:
             if command == "open":
-                records.open(args.patient, medecin_traitant=args.medecin_traitant)
+                records.open(patient, medecin_traitant=args.medecin_traitant)
             elif command == "close":
-                records.close(args.patient)
+                records.close(patient)
             elif command == "medecin-traitant":
-                records.set_medecin_traitant(args.patient, args.professional)
+                records.set_medecin_traitant(patient, args.professional)
             elif command == "block":
-                records.block(args.patient, args.professional)
+                records.block(patient, args.professional)
             elif command == "unblock":
-                records.unblock(args.patient, args.professional)
+                records.unblock(patient, args.professional)
             elif command in ("oppose-bdg", "allow-bdg"):
-                records.oppose_bris_de_glace(args.patient, command == "oppose-bdg")
+                records.oppose_bris_de_glace(patient, command == "oppose-bdg")
             elif command == "notifications":
-                return _notifications(services, args)
+                return _notifications(services, args, patient)
         except RecordError as exc:
             print(f"partage access {command}: {exc}", file=sys.stderr)
             return 1
@@ -152,7 +158,7 @@ def cmd_access(args: argparse.Namespace) -> int:
             extra = getattr(args, "professional", "") or getattr(args, "medecin_traitant", "")
             audit.record(services, f"access-{command}", _operator(), patient_id=args.patient,
                          detail=f"{command} {extra}".strip())
-        state = records.state(args.patient)
+        state = records.state(patient)
         print(json.dumps({"patient": args.patient, "status": state.status,
                           "medecin_traitant": state.medecin_traitant, "blocked": sorted(state.blocked),
                           "bris_de_glace_opposed": state.bdg_opposed, "closed_at": state.closed_at},
@@ -162,12 +168,12 @@ def cmd_access(args: argparse.Namespace) -> int:
         services.close()
 
 
-def _notifications(services, args) -> int:
+def _notifications(services, args, patient) -> int:
     from ..registry import schema
     from . import audit
 
     with services.registry.read() as conn:
-        pk = services.registry.patient_pk(conn, args.patient)
+        pk = services.registry.patient_pk(conn, patient)
     if pk is None:
         print(f"partage access notifications: patient {args.patient} is not known", file=sys.stderr)
         return 1
@@ -183,8 +189,8 @@ def _notifications(services, args) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    from ..registry.access_state import Records, purge_record
     from . import audit
-    from .records import Records, purge_record
 
     services = _services(args)
     try:
@@ -193,7 +199,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
             if args.dry_run:
                 print(f"would purge the record of patient #{pk}")
                 continue
-            removed = purge_record(services, pk)
+            removed, unused = purge_record(services.registry, pk)
+            for address in unused:
+                services.blobs.delete(address)
             audit.record(services, "access-purge", _operator(), detail=f"patient #{pk}: {removed} objects removed")
             print(f"purged the record of patient #{pk} ({removed} registry objects)")
         if not due:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from lxml import etree
 
+from ..metadata.datatypes import CX
 from . import saml, tokens
 from .actor import (
     ADMIN,
@@ -45,9 +46,10 @@ ISSUER = "partage-dev-idp"
 SOFTWARE = "partage-dev 1"
 
 
-def sample_actors(patient_id: str = DEFAULT_PATIENT) -> dict[str, Actor]:
+def sample_actors(patient_id: str | CX = DEFAULT_PATIENT) -> dict[str, Actor]:
     """The issue's sample actors. Professional ids are national ids (8 + RPPS)."""
     hospital = "10B0000001"      # Identifiant_Structure (FINESS-like, illustrative)
+    patient = patient_id if isinstance(patient_id, CX) else CX.parse(patient_id, strict=False)
     practice = "10C0000002"
     return {
         "gp": Actor(id="810001234567", name="Dr Claire MARTIN (médecin généraliste)", role="10",
@@ -65,10 +67,10 @@ def sample_actors(patient_id: str = DEFAULT_PATIENT) -> dict[str, Actor]:
                            structure="10E0000004", sector="SA01", purpose=CENTRE_15, software=SOFTWARE),
         "occupational": Actor(id="810000000007", name="Dr Jeanne TRAVAIL", role="10", specialty="SM25",
                               structure="10F0000005", sector="SA29", software=SOFTWARE),
-        "patient": Actor(id=patient_id.split("^", 1)[0], name="the patient", kind=PATIENT,
-                         patient_id=patient_id, software="partage-dev-portal 1"),
+        "patient": Actor(id=patient.id, name="the patient", kind=PATIENT,
+                         patient_id=patient, software="partage-dev-portal 1"),
         "guardian": Actor(id="guardian-0001", name="a legal representative of the patient",
-                          kind=REPRESENTATIVE, patient_id=patient_id, software="partage-dev-portal 1"),
+                          kind=REPRESENTATIVE, patient_id=patient, software="partage-dev-portal 1"),
         "connector": Actor(id=hospital, name="Hôpital de démonstration (DPI connector)", kind=CONNECTOR,
                            structure=hospital, sector="SA01", software="dpi-connector 1"),
         "auditor": Actor(id="auditor-0001", name="the service's auditor", kind=ADMIN,

@@ -33,7 +33,15 @@ from datetime import UTC, datetime, timedelta
 
 from lxml import etree
 
-from .actor import KINDS, NORMAL, PROFESSIONAL, PURPOSES, Actor, AuthenticationRequired
+from .actor import (
+    KINDS,
+    NORMAL,
+    PROFESSIONAL,
+    PURPOSES,
+    Actor,
+    AuthenticationRequired,
+    patient_claim,
+)
 
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -120,7 +128,7 @@ def build_assertion(actor: Actor, *, issuer: str, audience: str, not_before: dat
     attribute(A_SECTOR, actor.sector)
     attribute(A_PURPOSE, coded("PurposeOfUse", actor.purpose or NORMAL, PURPOSE_SYSTEM))
     attribute(A_REASON, actor.reason)
-    attribute(A_RESOURCE, actor.patient_id)
+    attribute(A_RESOURCE, actor.patient_id.format() if actor.patient_id else "")
     software_name, _, software_version = actor.software.partition(" ")
     attribute(A_LPS_NAME, software_name)
     attribute(A_LPS_VERSION, software_version)
@@ -217,6 +225,6 @@ def _actor_from(signed: etree._Element) -> Actor:
     software = " ".join(v for v in (text(A_LPS_NAME), text(A_LPS_VERSION)) if v)
     return Actor(id=name_id, name=text(A_SUBJECT_ID), kind=kind, role=roles.get(PROFESSION_SYSTEM, ""),
                  specialty=roles.get(SPECIALTY_SYSTEM, ""), purpose=purpose,
-                 structure=text(A_STRUCTURE), sector=text(A_SECTOR), patient_id=text(A_RESOURCE),
+                 structure=text(A_STRUCTURE), sector=text(A_SECTOR), patient_id=patient_claim(text(A_RESOURCE)),
                  reason=text(A_REASON), software=software, credential_id=signed.get("ID", ""),
                  auth_method="saml")

@@ -25,7 +25,15 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 
-from .actor import KINDS, NORMAL, PROFESSIONAL, PURPOSES, Actor, AuthenticationRequired
+from .actor import (
+    KINDS,
+    NORMAL,
+    PROFESSIONAL,
+    PURPOSES,
+    Actor,
+    AuthenticationRequired,
+    patient_claim,
+)
 from .saml import PROFESSION_SYSTEM, PURPOSE_SYSTEM, SPECIALTY_SYSTEM
 
 ALGORITHMS = ["RS256", "PS256", "ES256"]
@@ -38,7 +46,7 @@ def build_claims(actor: Actor, *, issuer: str, audience: str, not_before: dateti
     if actor.role:
         iua["subject_role"] = {"system": PROFESSION_SYSTEM, "code": actor.role}
     if actor.patient_id:
-        iua["person_id"] = actor.patient_id
+        iua["person_id"] = actor.patient_id.format()
     if actor.kind == PROFESSIONAL:
         iua["national_provider_identifier"] = actor.id
     vihf = {"kind": actor.kind}
@@ -122,6 +130,6 @@ def actor_from_claims(claims: dict) -> Actor:
                  role=str(role.get("code") or "") if role.get("system", PROFESSION_SYSTEM) == PROFESSION_SYSTEM else "",
                  purpose=purpose, structure=str(iua.get("subject_organization_id") or ""),
                  specialty=str(specialty), sector=str(vihf.get("sector") or ""),
-                 patient_id=str(iua.get("person_id") or ""), reason=str(vihf.get("reason") or ""),
+                 patient_id=patient_claim(str(iua.get("person_id") or "")), reason=str(vihf.get("reason") or ""),
                  software=str(vihf.get("software") or ""), credential_id=str(claims.get("jti") or ""),
                  auth_method="jwt")

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..metadata.datatypes import CX, HD, XCN
 from .ans_maps import MODEL_TO_FORMAT, TYPE_TO_CLASS
 from .constants import CONFIDENTIALITY_SYSTEM, XDS_SD_FORMAT_CODES
 from .findings import ERROR, METADATA, WARNING, Finding
@@ -49,20 +50,20 @@ def _norm(scheme: str) -> str:
     return scheme[8:] if scheme.startswith("urn:oid:") else scheme
 
 
-def parse_cx(cx: str) -> Ident:
-    """'ext^^^&root&ISO' -> (root, ext)."""
-    parts = cx.split("^")
-    authority = parts[3].split("&") if len(parts) > 3 else []
-    root = authority[1] if len(authority) > 1 else (authority[0] if authority else "")
-    return (_norm(root), parts[0])
+def _authority(hd: HD) -> str:
+    return _norm(hd.universal_id or hd.namespace_id)
 
 
-def parse_xcn_id(xcn: str) -> Ident:
-    """'id^family^given^^^prefix^^^&root&ISO' -> (root, id)."""
-    parts = xcn.split("^")
-    authority = parts[8].split("&") if len(parts) > 8 else []
-    root = authority[1] if len(authority) > 1 else (authority[0] if authority else "")
-    return (_norm(root), parts[0])
+def parse_cx(cx: CX | str) -> Ident:
+    """A CX (or its HL7 text) as (root, extension): 'ext^^^&root&ISO' -> (root, ext)."""
+    value = cx if isinstance(cx, CX) else CX.parse(cx, strict=False)
+    return (_authority(value.assigning_authority), value.id)
+
+
+def parse_xcn_id(xcn: XCN | str) -> Ident:
+    """An XCN (or its HL7 text) as (root, id number)."""
+    value = xcn if isinstance(xcn, XCN) else XCN.parse(xcn, strict=False)
+    return (_authority(value.assigning_authority), value.id_number)
 
 
 def cda_unique_id(ident: Ident | None) -> str:
@@ -119,7 +120,7 @@ def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
             wanted = parse_cx(str(xds[key]))
             if wanted not in patient_ids:
                 out.append(_f(rule, f"XDS {label} {xds[key]} is none of the CDA patient identifiers "
-                              f"{', '.join(f'{e}^^^&{r}&ISO' for r, e in patient_ids) or '(none)'}",
+                              f"{', '.join(CX(e, HD.iso(r)).format() for r, e in patient_ids) or '(none)'}",
                               f"{_CD}/hl7:recordTarget/hl7:patientRole/hl7:id"))
 
     if xds.get("unique_id") and str(xds["unique_id"]) != cda_unique_id(header.id):
@@ -213,7 +214,7 @@ def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
     return out
 
 
-def _author_persons(authors: Iterable[Any]) -> list[str]:
+def _author_persons(authors: Iterable[Any]) -> list[XCN | str]:
     if isinstance(authors, str):
         return [authors]
-    return [a if isinstance(a, str) else getattr(a, "person", "") for a in authors]
+    return [a if isinstance(a, str) else getattr(a, "person", None) or "" for a in authors]

@@ -32,6 +32,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ..metadata.datatypes import CE, CX, DTM, HD, XCN, XON, DatatypeError
 from ..metadata.model import (
     Association,
     AssociationType,
@@ -83,13 +84,13 @@ class MappingError(ValueError):
 class MessageContext:
     """What the HL7 v2 message carries beside the document (all optional but PID-3)."""
 
-    patient_ids: list[str] = field(default_factory=list)   # PID-3 repetitions, CX wire form
+    patient_ids: list[CX] = field(default_factory=list)     # PID-3 repetitions
     patient_class: str = ""                                 # PV1-2
-    sender_person: str = ""                                 # XCN from PRT-5 (PRT-4 = SB)
-    sender_institution: str = ""                            # XON from PRT-8 (PRT-4 = SB)
+    sender_person: XCN | None = None                        # PRT-5 (PRT-4 = SB)
+    sender_institution: XON | None = None                   # PRT-8 (PRT-4 = SB)
     flags: dict[str, bool] = field(default_factory=dict)    # MetaDMPMSS OBX-3 code -> OBX-5 is Y
     source_id: str = ""                                     # SubmissionSet.sourceId (OID)
-    submission_time: str = ""                               # DTM; now when empty
+    submission_time: DTM | None = None                      # now when absent
 
 
 @dataclass
@@ -100,8 +101,9 @@ class XdsMetadata:
 
 
 def _clean(text: str) -> str:
-    """A value that goes inside an HL7 v2 component: the separators removed."""
-    return " ".join("".join(" " if c in "|^&~\\" else c for c in (text or "")).split())
+    """A header text as one HL7 component value: white space folded (the typed values escape
+    the separators when they are written)."""
+    return " ".join((text or "").split())
 
 
 def _code(c: CdaCode | None, default_system: str = "") -> Code | None:
@@ -110,48 +112,47 @@ def _code(c: CdaCode | None, default_system: str = "") -> Code | None:
     return Code(c.code, c.code_system or default_system, c.display_name)
 
 
-def _cx(ident: Ident) -> str:
+def _cx(ident: Ident) -> CX:
     root, ext = ident
-    return f"{_clean(ext)}^^^&{root}&ISO" if ext else f"{_clean(root)}"
+    return CX(_clean(ext), HD.iso(root)) if ext else CX(_clean(root))
 
 
-def _xcn(person: CdaPerson) -> str:
+def _xcn(person: CdaPerson) -> XCN | None:
     ident = next((i for i in person.ids if i[1]), None)
     family = _clean(person.family) or (_clean(person.device) if not ident else "")
     given = _clean(person.given[0]) if person.given else ""
-    prefix = _clean(person.prefix)
     if ident is None and not family:
-        return ""
-    number, authority = (_clean(ident[1]), f"&{ident[0]}&ISO") if ident else ("", "")
-    fields = [number, family, given, "", "", prefix, "", "", authority]
-    if ident and ident[0] == RPPS_ROOT:
-        fields += ["D", "", "", "IDNPS"]
-    return "^".join(fields).rstrip("^")
+        return None
+    rpps = ident is not None and ident[0] == RPPS_ROOT
+    return XCN(id_number=_clean(ident[1]) if ident else "", family_name=family, given_name=given,
+               prefix=_clean(person.prefix), assigning_authority=HD.iso(ident[0]) if ident else HD(),
+               name_type_code="D" if rpps else "", identifier_type_code="IDNPS" if rpps else "")
 
 
-def _xon(org: CdaOrganization | None) -> str:
+def _xon(org: CdaOrganization | None) -> XON | None:
     if org is None or not _clean(org.name):
-        return ""
+        return None
     ident = next((i for i in org.ids if i[1] or i[0]), None)
     if ident is None:
-        return _clean(org.name)
+        return XON(_clean(org.name))
     root, ext = ident
     if not ext:
-        return f"{_clean(org.name)}^^^^^^^^^{root}"
-    type_code = "^IDNST" if root == STRUCTURE_ROOT else ""
-    return f"{_clean(org.name)}^^^^^&{root}&ISO{type_code}^^^{_clean(ext)}"
+        return XON(_clean(org.name), organization_identifier=root)
+    return XON(_clean(org.name), assigning_authority=HD.iso(root),
+               id_type="IDNST" if root == STRUCTURE_ROOT else "", organization_identifier=_clean(ext))
 
 
 def _coded(c: CdaCode | None) -> str:
+    """authorRole / authorSpecialty (HL7 CE text, code^display^system)."""
     if c is None or not c.code:
         return ""
-    return "^".join(_clean(x) for x in (c.code, c.display_name, c.code_system)).rstrip("^")
+    return CE(_clean(c.code), _clean(c.display_name), _clean(c.code_system)).format()
 
 
 def author_of(person: CdaPerson) -> Author:
     author = Author(person=_xcn(person))
     institution = _xon(person.organization)
-    if institution:
+    if institution is not None:
         author.institutions.append(institution)
     if person.function_code is not None and person.function_code.code:
         author.roles.append(_coded(person.function_code))
@@ -183,18 +184,14 @@ def format_code(header: CdaHeader) -> Code:
     return Code(*STRUCTURATION_MINIMALE_FORMAT)
 
 
-def _patient_id(header: CdaHeader, ctx: MessageContext) -> tuple[str, str]:
+def _patient_id(header: CdaHeader, ctx: MessageContext) -> tuple[CX, CX]:
     """(patientId, sourcePatientId): the INS of recordTarget, which PID-3 must carry too."""
     patient = header.patient
     ids = patient.ids if patient else []
     if not ids:
         raise MappingError("hl7-patient-missing", "the CDA has no recordTarget/patientRole/id")
-    pid3 = set()
-    for cx in ctx.patient_ids:
-        parts = cx.split("^")
-        authority = parts[3].split("&") if len(parts) > 3 else []
-        if len(authority) > 1:
-            pid3.add((authority[1], parts[0]))
+    pid3 = {(cx.assigning_authority.universal_id, cx.id) for cx in ctx.patient_ids
+            if cx.assigning_authority.universal_id}
     ins = next((i for i in ids if i[0] in INS_ROOTS and i[1]), None)
     chosen = ins or next((i for i in ids if i in pid3), None)
     if chosen is None:
@@ -202,7 +199,7 @@ def _patient_id(header: CdaHeader, ctx: MessageContext) -> tuple[str, str]:
                            "identifiers is in PID-3 (IG error 903)")
     if pid3 and chosen not in pid3:
         raise MappingError("hl7-pid3-mismatch", f"PID-3 does not carry the CDA patient identifier "
-                           f"{_cx(chosen)} (PID-3 must be identical to recordTarget/patientRole/id)")
+                           f"{_cx(chosen).format()} (PID-3 must be identical to recordTarget/patientRole/id)")
     local = next((i for i in ids if i != chosen and i[1] and i[0] not in INS_ROOTS), None)
     return _cx(chosen), _cx(local or chosen)
 
@@ -223,14 +220,22 @@ def _source_patient_info(header: CdaHeader) -> list[str]:
     return out
 
 
+def _dtm(ts: str, where: str) -> DTM:
+    """A CDA TS as the UTC DTM of XDS; MappingError when it is not a time."""
+    try:
+        return DTM(ts_to_utc(ts))
+    except DatatypeError as exc:
+        raise MappingError("hl7-time-invalid", f"{where} {ts!r} is not a usable time: {exc}") from None
+
+
 def _required(value, rule: str, message: str):
     if not value:
         raise MappingError(rule, message)
     return value
 
 
-def now_dtm() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+def now_dtm() -> DTM:
+    return DTM.from_datetime(datetime.now(UTC))
 
 
 def new_oid() -> str:
@@ -259,12 +264,12 @@ def to_xds(header: CdaHeader, ctx: MessageContext, *, entry_id: str = "Document0
     entry.mime_type = CDA_MIME_TYPE
     entry.title = header.title
     entry.language_code = header.language_code
-    entry.creation_time = ts_to_utc(_required(header.effective_time, "hl7-creationTime-missing",
-                                              "the CDA has no effectiveTime"))
+    entry.creation_time = _dtm(_required(header.effective_time, "hl7-creationTime-missing",
+                                         "the CDA has no effectiveTime"), "effectiveTime")
     event = header.service_event
     if event is not None:
-        entry.service_start_time = ts_to_utc(event.start) if event.start else ""
-        entry.service_stop_time = ts_to_utc(event.stop) if event.stop else ""
+        entry.service_start_time = _dtm(event.start, "serviceEvent/effectiveTime/low") if event.start else None
+        entry.service_stop_time = _dtm(event.stop, "serviceEvent/effectiveTime/high") if event.stop else None
     conf = _required(_code(header.confidentiality, CONFIDENTIALITY_SYSTEM), "hl7-confidentiality-missing",
                      "the CDA has no confidentialityCode")
     entry.confidentiality_codes = [conf]
@@ -282,7 +287,7 @@ def to_xds(header: CdaHeader, ctx: MessageContext, *, entry_id: str = "Document0
         _code(setting), "hl7-practiceSettingCode-missing",
         "the CDA has no documentationOf/serviceEvent/performer/assignedEntity/representedOrganization/"
         "standardIndustryClassCode")
-    if header.legal_authenticator is not None:
+    if header.legal_authenticator is not None:   # typed: XCN or None
         entry.legal_authenticator = _xcn(header.legal_authenticator)
     entry.authors = [a for a in (author_of(p) for p in header.authors) if not a.is_empty()]
 
@@ -299,7 +304,7 @@ def to_xds(header: CdaHeader, ctx: MessageContext, *, entry_id: str = "Document0
                            f"(expected one of {', '.join(PATIENT_CLASS_TO_CONTENT_TYPE)})")
     ss.content_type_code = Code(content, CONTENT_TYPE_SYSTEM)
     sender = Author(person=ctx.sender_person)
-    if ctx.sender_institution:
+    if ctx.sender_institution is not None:
         sender.institutions.append(ctx.sender_institution)
     if not sender.is_empty():
         ss.authors.append(sender)

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, select, text
 from ..cda.gate import is_cda
 from ..cda.parser import XmlRejected, parse_cda
 from ..metadata.model import SubmissionRequest
-from ..registry import schema
+from ..registry import derived, schema
 from .extract import Fact, extract
 from .text import document_text, has_pdf
 
@@ -156,21 +156,6 @@ def index_submission(conn: Connection, registry, request: SubmissionRequest) -> 
 
 
 # --- re-indexing (documents registered before migration 0003, or after the readers improved) ---
-def forget_text(conn: Connection, lid: str) -> None:
-    """Remove a document's text from the search index (both engines)."""
-    t = schema.document_text
-    if conn.dialect.name == "sqlite":
-        for pk, body in conn.execute(select(t.c.pk, t.c.body).where(t.c.doc_lid == lid)).all():
-            conn.execute(text("INSERT INTO document_text_fts(document_text_fts, rowid, body) "
-                              "VALUES ('delete', :pk, :body)"), {"pk": pk, "body": body})
-    conn.execute(t.delete().where(t.c.doc_lid == lid))
-
-
-def _forget(conn: Connection, lid: str) -> None:
-    forget_text(conn, lid)
-    conn.execute(schema.clinical_facts.delete().where(schema.clinical_facts.c.doc_lid == lid))
-
-
 def reindex(services, *, force: bool = False) -> dict[str, int]:
     """Read the facts and text of the Approved documents held here that have none (every one
     with `force`, replacing what was read before). One short transaction per document."""
@@ -194,7 +179,7 @@ def reindex(services, *, force: bool = False) -> dict[str, int]:
             stream.close()
         facts, body = read_document(row.mime_type or "", data)
         with services.registry.write() as conn:
-            _forget(conn, row.lid)
+            derived.forget(conn, row.lid)
             store(conn, patient_pk=row.patient_pk, lid=row.lid, entry_uuid=row.entry_uuid, facts=facts, body=body)
         counts["documents"] += 1
         counts["facts"] += len(facts)

@@ -47,7 +47,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, func, or_, select
 
-from ..registry import schema
+from ..registry import derived, schema
 
 log = logging.getLogger("partage.clinical")
 
@@ -161,7 +161,7 @@ def _whole_text(services, entry_uuid: str) -> tuple[int, str] | None:
 
 def process(services, job: Job) -> bool:
     """Index a claimed job's document; False if the job was no longer ours (nothing written)."""
-    from .index import forget_text, store
+    from .index import store
 
     found = _whole_text(services, job.doc_entry_uuid)
     t = schema.text_index_jobs
@@ -172,7 +172,7 @@ def process(services, job: Job) -> bool:
             return False
         if found is not None:
             patient_pk, body = found
-            forget_text(conn, job.doc_lid)   # the cheap text written at registration
+            derived.forget_text(conn, job.doc_lid)   # the cheap text written at registration
             store(conn, patient_pk=patient_pk, lid=job.doc_lid, entry_uuid=job.doc_entry_uuid,
                   facts=[], body=body)
     return True

@@ -1,32 +1,28 @@
-"""The access policy on FHIR Patient resources (identity and demographics)."""
+"""Who may see and write FHIR Patient resources (identity and demographics), as the one
+gate decides (`partage.access.gate.identity_visible`)."""
 
 from __future__ import annotations
 
-from ..access import audit, policy
+from ..access import audit
 from ..access.actor import Actor
+from ..access.decisions import may_write_identity
+from ..query.view import Reader
+from ..registry.patients import PatientRecord
+from ..services import Services
 from .outcome import FhirError
 
 
-def _pk(services, resource: dict) -> int | None:
+def visible_patients(services: Services, actor: Actor, records: list[PatientRecord]) -> list[PatientRecord]:
+    reader = Reader(services, actor)
     with services.registry.read() as conn:
-        for ident in resource.get("identifier", []) or []:
-            system, value = ident.get("system", ""), ident.get("value", "")
-            if system.startswith("urn:oid:") and value:
-                pk = services.registry.patient_pk(conn, f"{value}^^^&{system[8:]}&ISO")
-                if pk is not None:
-                    return pk
-    return None
-
-
-def visible_patients(services, actor: Actor, resources: list[dict]) -> list[dict]:
-    shown = [r for r in resources if policy.may_see_patient(actor, _pk(services, r), services=services)]
-    if len(shown) < len(resources):
-        audit.note_filtered(len(resources) - len(shown))
+        shown = [r for r in records if reader.identity(conn, r.pk, r.xds_patient_id)]
+    if len(shown) < len(records):
+        audit.note_filtered(len(records) - len(shown))
     return shown
 
 
 def check_write(actor: Actor) -> None:
-    try:
-        policy.check_patient_write(actor)
-    except policy.AccessDenied as exc:
-        raise FhirError.one(403, exc.reason, "forbidden") from exc
+    decision = may_write_identity(actor)
+    if not decision:
+        audit.note_denied(decision.reason)
+        raise FhirError.one(403, decision.reason, "forbidden")

@@ -9,7 +9,10 @@ urn:oid:<authority>|<id>`) or everything. Professionals are refused (403).
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Response, current_app, request
+from sqlalchemy import select
 
 from ..access import audit, authn
 from ..access.actor import (
@@ -20,9 +23,12 @@ from ..access.actor import (
     Actor,
     AuthenticationRequired,
 )
-from ..metadata.datatypes import CX, DatatypeError
+from ..metadata.datatypes import CX
+from ..query import QueryService
+from ..registry import schema
 from . import formats
 from .outcome import FhirError, Issue, operation_outcome
+from .patients import patient_token
 
 bp = Blueprint("fhir_audit", __name__, url_prefix="/fhir")
 
@@ -55,7 +61,9 @@ def _fhir_error(exc: FhirError) -> Response:
     return formats.respond(operation_outcome(exc.issues), request, exc.status)
 
 
-def resource(row: dict, base: str) -> dict:
+def resource(row: dict, base: str, *, for_patient: bool = False) -> dict:
+    """The AuditEvent of one audit row. `for_patient`: the patient's own view, which says
+    nothing of what the policy withheld from whom (no outcome text)."""
     event_id, display, action = EVENT_TYPES.get(row["action"], ("110100", "Application Activity", "E"))
     agent = {"who": {"identifier": {"value": row["actor_id"]}, "display": row["actor_name"] or row["actor_id"]},
              "type": {"coding": [{"system": "urn:partage:actor-kind", "code": row["actor_kind"]}]},
@@ -75,7 +83,7 @@ def resource(row: dict, base: str) -> dict:
              "source": {"observer": {"display": "partage"},
                         "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type",
                                   "code": "4"}]}}
-    if row["detail"]:
+    if row["detail"] and not for_patient:
         event["outcomeDesc"] = row["detail"]
     if row["purpose"]:
         purpose = {"coding": [{"system": "urn:oid:1.2.250.1.213.1.1.4.248", "code": row["purpose"]}]}
@@ -96,29 +104,28 @@ def resource(row: dict, base: str) -> dict:
     return event
 
 
-def _scope(actor: Actor) -> tuple[bool, str]:
-    """(may read everything, the patient CX the actor is limited to)."""
+def _scope(actor: Actor) -> tuple[bool, CX | None]:
+    """(may read everything, the patient the actor is limited to)."""
     if actor.kind in (ADMIN, INSECURE_DEV):
-        return True, ""
+        return True, None
     if actor.kind in (PATIENT, REPRESENTATIVE) and actor.patient_id:
         return False, actor.patient_id
     raise FhirError.one(403, "only the patient, a legal representative or an administrator reads the audit trail",
                         "forbidden")
 
 
-def patient_param() -> str:
+def patient_param() -> CX | None:
+    """`patient.identifier=urn:oid:<authority>|<id>` as a CX (None when absent)."""
     value = request.args.get("patient.identifier") or request.args.get("patient:identifier") or ""
     if not value:
-        return ""
-    system, _, ident = value.rpartition("|")
-    authority = system.removeprefix("urn:oid:")
-    try:
-        return CX(ident, CX.parse(f"x^^^&{authority}&ISO", strict=False).assigning_authority).format()
-    except (DatatypeError, AttributeError, TypeError) as exc:
-        raise FhirError.one(400, f"patient.identifier: {exc}") from exc
+        return None
+    cx = patient_token(value)
+    if cx is None:
+        raise FhirError.one(400, f"patient.identifier {value!r} is not urn:oid:<authority OID>|<id>")
+    return cx
 
 
-def _same_patient(services, a: str, b: str) -> bool:
+def _same_patient(services, a: CX | None, b: CX | None) -> bool:
     with services.registry.read() as conn:
         pa, pb = services.registry.patient_pk(conn, a), services.registry.patient_pk(conn, b)
     return pa is not None and pa == pb
@@ -138,14 +145,26 @@ def search() -> Response:
         count = max(1, min(int(request.args.get("_count", "100")), 1000))
     except ValueError as exc:
         raise FhirError.one(400, "_count must be a number") from exc
-    rows = audit.events(services, patient_id=wanted, limit=count) if wanted or everything else []
+    rows = audit.events(services, patient_id=wanted.format() if wanted else "", limit=count) \
+        if wanted or everything else []
     if wanted:
-        audit.note_patient(wanted)
+        audit.note_patient(wanted.format())
     base = request.host_url.rstrip("/") + "/fhir"
+    rows = _as_seen_by(services, actor, rows, everything)
     return formats.respond({"resourceType": "Bundle", "type": "searchset", "total": len(rows),
                             "link": [{"relation": "self", "url": request.url}],
-                            "entry": [{"fullUrl": f"{base}/AuditEvent/{r['pk']}", "resource": resource(r, base),
+                            "entry": [{"fullUrl": f"{base}/AuditEvent/{r['pk']}",
+                                       "resource": resource(r, base, for_patient=not everything),
                                        "search": {"mode": "match"}} for r in rows]}, request)
+
+
+def _as_seen_by(services, actor: Actor, rows: list[dict], everything: bool) -> list[dict]:
+    """A patient's view of the trail names only documents the one gate lets them see."""
+    if everything:
+        return rows
+    named = [uid for r in rows for uid in r["objects"]]
+    shown = QueryService(services, actor).visible_unique_ids(named)
+    return [{**r, "objects": [u for u in r["objects"] if u in shown]} for r in rows]
 
 
 @bp.get("/AuditEvent/<rid>")
@@ -154,10 +173,7 @@ def read(rid: str) -> Response:
     actor = authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
     everything, own = _scope(actor)
     row = None
-    if rid.isdigit():
-        from sqlalchemy import select
-
-        from ..registry import schema
+    if rid.isdigit() and len(rid) <= 18:
         t = schema.audit_events
         with services.registry.read() as conn:
             found = conn.execute(select(t).where(t.c.pk == int(rid))).first()
@@ -167,6 +183,7 @@ def read(rid: str) -> Response:
                     row = found._asdict()
     if row is None:
         raise FhirError.one(404, f"AuditEvent/{rid} is not known", "not-found")
-    import json
     row["objects"] = json.loads(row["objects"] or "[]")
-    return formats.respond(resource(row, request.host_url.rstrip("/") + "/fhir"), request)
+    row = _as_seen_by(services, actor, [row], everything)[0]
+    return formats.respond(resource(row, request.host_url.rstrip("/") + "/fhir", for_patient=not everything),
+                           request)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..metadata.datatypes import CX
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import (
     Association,
@@ -71,7 +72,7 @@ def decode_base64(data: str, where: str, errors: list[XdsError]) -> bytes | None
         return None
 
 
-def read_provide_bundle(bundle: Json, patient: Callable[[Json], str | None],
+def read_provide_bundle(bundle: Json, patient: Callable[[Json], CX | None],
                         existing_document: Callable[[str], str | None]) -> ProvideBundle:
     """Bundle -> ProvideBundle; raises XdsErrors with every problem found.
 

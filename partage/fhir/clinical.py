@@ -15,7 +15,7 @@ Routes on the /fhir blueprint (registered by importing this module from routes.p
   `_content` searches here): DocumentReferences ranked by relevance, each with its
   highlighted excerpt.
 
-Everything is read through `partage.clinical.read.ClinicalReader`, i.e. after the access
+Everything is read through `partage.query.clinical.ClinicalReader`, i.e. after the access
 policy has chosen the documents this actor may see.
 """
 
@@ -28,14 +28,15 @@ from typing import Any
 from flask import Response, request
 
 from ..clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL
-from ..clinical.read import ClinicalReader, FactQuery, FactRow
-from ..metadata.datatypes import CX, DatatypeError
+from ..metadata.datatypes import CX
 from ..metadata.model import DocumentEntry
+from ..query.clinical import ClinicalReader, FactQuery, FactRow
+from ..query.view import Reader
 from . import formats
 from .clinical_map import KINDS_OF_RESOURCE, FactMapper, is_current_treatment
 from .codes import scheme_of
 from .outcome import FhirError
-from .patients import Patients, reference_id
+from .patients import Patients, patient_token, reference_id
 from .search import DEFAULT_COUNT, MAX_COUNT, _date_range, document_search, page_links
 from .views import Views
 
@@ -71,7 +72,7 @@ class ClinicalViews:
         self.mapper = FactMapper(base_url, self.views._patient_reference)
 
     # --- patients -----------------------------------------------------------------------
-    def patient_id(self, params: Params, required: bool = True) -> str | None:
+    def patient_id(self, params: Params, required: bool = True) -> CX | None:
         refs = params.get("patient", []) + params.get("subject", [])
         identifiers = params.get("patient.identifier", []) + params.get("patient:identifier", []) \
             + params.get("subject:identifier", [])
@@ -79,12 +80,7 @@ class ClinicalViews:
             ref = refs[-1]
             return self.patients.patient_id_for_search(reference_id(ref) or ref)
         if identifiers:
-            system, _, value = identifiers[-1].rpartition("|")
-            try:
-                return CX(value, CX.parse(f"x^^^&{scheme_of(system)}&ISO", strict=False)
-                          .assigning_authority).format()
-            except DatatypeError as exc:
-                raise FhirError.one(400, f"patient.identifier: {exc}") from exc
+            return patient_token(identifiers[-1])
         if required:
             raise FhirError.one(400, "patient (or patient.identifier) is required", "required")
         return None
@@ -165,9 +161,15 @@ class ClinicalViews:
 
     # --- $summary -----------------------------------------------------------------------
     def summary(self, rid: str) -> Json | None:
-        patient_id = self.patients.patient_id_for_search(rid)
-        if not patient_id:
+        """The IPS-like summary; None (404, as for an unknown patient) when the one gate does
+        not let the actor see who the patient is."""
+        record = self.patients.record(rid)
+        patient_id = record.xds_patient_id if record else None
+        if record is None or patient_id is None:
             return None
+        with self.services.registry.read() as conn:
+            if not Reader(self.services, self.actor).record(conn, record.pk):
+                return None
         content = summary_content(self.reader, patient_id)
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         subject = self.views._patient_reference(patient_id)
@@ -232,7 +234,7 @@ def is_synthesis(doc: DocumentEntry) -> bool:
                 or (doc.type_code and doc.type_code.code in SYNTHESIS_TYPES))
 
 
-def summary_content(reader: ClinicalReader, patient_id: str) -> dict[str, Any]:
+def summary_content(reader: ClinicalReader, patient_id: CX) -> dict[str, Any]:
     """What the synthesis shows, by section code: one read of the visible documents, one of facts."""
     docs = reader.documents(patient_id)
     facts = reader.facts(patient_id, documents=docs)
@@ -246,7 +248,8 @@ def summary_content(reader: ClinicalReader, patient_id: str) -> dict[str, Any]:
     vitals_latest: dict[tuple[str, str], FactRow] = {}
     for f in by_kind.get(VITAL, []):
         vitals_latest.setdefault((f.code_system, f.code or f.display), f)
-    ordered = sorted(docs.values(), key=lambda d: d.creation_time or "", reverse=True)
+    ordered = sorted(docs.values(), key=lambda d: d.creation_time.lower_bound() if d.creation_time else "",
+                     reverse=True)
     synthesis = next((d for d in ordered if is_synthesis(d)), None)
     return {
         "synthesis": synthesis,

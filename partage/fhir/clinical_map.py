@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL
-from ..clinical.read import FactRow
+from ..metadata.datatypes import CX
+from ..query.clinical import FactRow
 from .codes import system_of
 from .mapping import resource_id
 
@@ -89,7 +90,7 @@ def _quantity(value: float, unit: str) -> Json:
 class FactMapper:
     """Builds resources for one request (base URL, patient references)."""
 
-    def __init__(self, base_url: str, patient_reference: Callable[[str], Json]) -> None:
+    def __init__(self, base_url: str, patient_reference: Callable[[CX], Json]) -> None:
         self.base_url = base_url
         self.patient_reference = patient_reference
 

@@ -13,8 +13,8 @@ One Consent per patient describes the record's state (docs/access.md):
 administrator, the one of `patient.identifier`. `PUT /fhir/Consent/<id>` sets that state:
 the patient opens or closes the record, names the médecin traitant, blocks or unblocks
 professionals, opposes bris de glace or lifts it. Each change goes through
-`partage.access.records`, so the same rules hold as for `partage access` (the médecin
-traitant cannot be blocked...).
+`partage.registry.access_state`, so the same rules hold as for `partage access` (the médecin
+traitant cannot be blocked...). The Consent's id is the patient's opaque public id.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from ..access.actor import (
     Actor,
     AuthenticationRequired,
 )
-from ..access.records import CLOSED, NONE, OPEN, RecordError, Records
+from ..metadata.datatypes import CX
+from ..registry import patients
+from ..registry.access_state import CLOSED, NONE, OPEN, RecordError, Records
 from . import formats
 from .audit import patient_param
 from .outcome import FhirError, Issue, operation_outcome
@@ -62,10 +64,10 @@ def _actor(services) -> Actor:
     return authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
 
 
-def _patient_of(services, actor: Actor, wanted: str) -> str:
-    """The CX of the patient whose Consent the actor may read or change."""
+def _patient_of(services, actor: Actor, wanted: CX | None) -> CX:
+    """The patient whose Consent the actor may read or change."""
     if actor.kind in (ADMIN, INSECURE_DEV):
-        if not wanted:
+        if wanted is None:
             raise FhirError.one(400, "patient.identifier is required", "required")
         return wanted
     if actor.kind in (PATIENT, REPRESENTATIVE) and actor.patient_id:
@@ -80,13 +82,13 @@ def _patient_of(services, actor: Actor, wanted: str) -> str:
                              "the record's consent", "forbidden")
 
 
-def resource(services, patient_id: str) -> dict:
+def resource(services, patient_id: CX) -> dict:
     with services.registry.read() as conn:
         pk = services.registry.patient_pk(conn, patient_id)
-    if pk is None:
-        raise FhirError.one(404, f"patient {patient_id} is not known", "not-found")
+        record = patients.record(conn, pk) if pk is not None else None
+    if record is None:
+        raise FhirError.one(404, f"patient {patient_id.format()} is not known", "not-found")
     state = Records(services.registry).state(patient_id)
-    value, _, rest = patient_id.partition("^^^&")
     deny = [{"type": "deny", "actor": [{
         "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
                              "code": "PRCP"}]},
@@ -95,11 +97,12 @@ def resource(services, patient_id: str) -> dict:
     if state.bdg_opposed:
         deny.append({"type": "deny", "purpose": [{"system": PURPOSE_SYSTEM, "code": "bris_de_glace"}]})
     consent = {
-        "resourceType": "Consent", "id": str(pk), "status": STATUS.get(state.status, "inactive"),
+        "resourceType": "Consent", "id": record.fhir_id, "status": STATUS.get(state.status, "inactive"),
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
                               "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"identifier": {"system": f"urn:oid:{rest.split('&')[0]}", "value": value}},
+        "patient": {"identifier": {"system": f"urn:oid:{patient_id.assigning_authority.universal_id}",
+                                   "value": patient_id.id}},
         "policyRule": {"coding": [{"system": "urn:partage:access", "code": "dmp"}]},
         "provision": {"type": "permit", **({"provision": deny} if deny else {})},
     }
@@ -134,7 +137,7 @@ def search() -> Response:
     services = _services()
     actor = _actor(services)
     patient_id = _patient_of(services, actor, patient_param())
-    audit.note_patient(patient_id)
+    audit.note_patient(patient_id.format())
     consent = resource(services, patient_id)
     base = request.host_url.rstrip("/") + "/fhir"
     return formats.respond({"resourceType": "Bundle", "type": "searchset", "total": 1,
@@ -147,11 +150,11 @@ def update(rid: str) -> Response:
     services = _services()
     actor = _actor(services)
     patient_id = _patient_of(services, actor, patient_param())
-    audit.note_patient(patient_id)
+    audit.note_patient(patient_id.format())
     current = resource(services, patient_id)
     if current["id"] != rid:
         raise FhirError.one(403 if actor.kind in (PATIENT, REPRESENTATIVE) else 404,
-                            f"Consent/{rid} is not the record of {patient_id}", "forbidden")
+                            f"Consent/{rid} is not the record of {patient_id.format()}", "forbidden")
     body = formats.read_body(request, "Consent")
     status, mt, blocked, opposed = _wanted_state(body)
     records = Records(services.registry)

@@ -1,10 +1,9 @@
-"""HL7 v2 typed values (XCN, XON, XTN, CX, CWE-like strings, DTM) <-> FHIR data types.
+"""The model's HL7 v2 typed values (XCN, XON, XTN, CX, CE, DTM) <-> FHIR data types.
 
-The model keeps XDS values in their wire form; FHIR splits them into structures. Each
-forward function adds the wire value in an extension (`XDS_VALUE`) and each reverse
-function returns that value unchanged when the structure still says the same thing,
-so an ITI-41 author read back by ITI-67 and submitted again by ITI-65 keeps every
-component, even those FHIR has no element for (XCN.10, XON.7...). When a client edits
+FHIR has no element for some components (XCN.10, XON.7...). Each forward function adds the
+value's HL7 text in an extension (`XDS_VALUE`) and each reverse function returns that
+value unchanged when the structure still says the same thing, so an ITI-41 author read
+back by ITI-67 and submitted again by ITI-65 keeps every component. When a client edits
 the structure, the value is rebuilt from it instead.
 """
 
@@ -13,13 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from ..metadata.datatypes import CX, DTM, HD, XCN, XON, XTN, DatatypeError, is_oid
+from ..metadata.datatypes import CE, CX, DTM, HD, XCN, XON, XTN, DatatypeError, Recipient, is_oid
 from .codes import scheme_of, system_of
 
 Json = dict[str, Any]
 XDS_VALUE = "urn:partage:fhir:xds-value"
+T = TypeVar("T", CX, XCN, XON, XTN, CE, Recipient)
 
 
 # --- keeping the wire value ------------------------------------------------------------------
@@ -36,18 +36,19 @@ def _bare(resource: Json, ignore: tuple[str, ...] = ()) -> Json:
     return out
 
 
-def kept(resource: Json, forward: Callable[[str], Json], rebuild: Callable[[Json], str],
-         ignore: tuple[str, ...] = ()) -> str:
-    """The kept wire value if the structure still matches it, else a value rebuilt from it.
+def kept(resource: Json, kind: type[T], forward: Callable[[T], Json], rebuild: Callable[[Json], T],
+         ignore: tuple[str, ...] = ()) -> T:
+    """The kept value if the structure still matches it, else a value rebuilt from it.
 
     `ignore`: elements of the resource that carry other attributes (a Practitioner's telecom).
     """
     original = next((e.get("valueString") for e in resource.get("extension", [])
                      if e.get("url") == XDS_VALUE), None)
-    if original is not None:
+    if isinstance(original, str):
         try:
-            if _bare(forward(original), ignore) == _bare(resource, ignore):
-                return original
+            value = kind.parse(original, strict=False)
+            if _bare(forward(value), ignore) == _bare(resource, ignore):
+                return value
         except (DatatypeError, ValueError):
             pass
     return rebuild(resource)
@@ -61,20 +62,19 @@ def oid_identifier(value: str, authority: str) -> Json:
     return out
 
 
-def cx_to_identifier(cx_text: str) -> Json:
-    cx = CX.parse(cx_text, strict=False)
+def cx_to_identifier(cx: CX) -> Json:
     out = oid_identifier(cx.id, cx.assigning_authority.universal_id)
     if cx.id_type:
         out["type"] = {"text": cx.id_type}
-    return keep(out, cx_text)
+    return keep(out, cx.format())
 
 
-def identifier_to_cx(identifier: Json) -> str:
-    def rebuild(ident: Json) -> str:
+def identifier_to_cx(identifier: Json) -> CX:
+    def rebuild(ident: Json) -> CX:
         authority = scheme_of(ident.get("system", ""))
         hd = HD.iso(authority) if is_oid(authority) else HD()
-        return CX(ident.get("value", ""), hd, (ident.get("type") or {}).get("text", "")).format()
-    return kept(identifier, cx_to_identifier, rebuild)
+        return CX(ident.get("value", ""), hd, (ident.get("type") or {}).get("text", ""))
+    return kept(identifier, CX, cx_to_identifier, rebuild)
 
 
 def coding(code_value: str, scheme: str, display: str = "") -> Json:
@@ -85,36 +85,33 @@ def coding(code_value: str, scheme: str, display: str = "") -> Json:
 
 
 def cwe_to_concept(text: str) -> Json:
-    """authorRole / authorSpecialty: `code^display^scheme` or plain text."""
-    if "^" not in text:
-        return keep({"text": text}, text)
-    parts = text.split("^")
-    code_value, display = parts[0], parts[1] if len(parts) > 1 else ""
-    scheme = parts[2] if len(parts) > 2 else ""
+    """authorRole / authorSpecialty: `code^display^scheme` (CE) or plain text."""
+    ce = CE.parse(text)
+    if not (ce.text or ce.coding_system or ce.extra):
+        return keep({"text": ce.identifier}, text)
+    scheme = ce.coding_system
     if "&" in scheme:
         scheme = HD.parse(scheme, "&", strict=False).universal_id
-    c: Json = {"code": code_value}
+    c: Json = {"code": ce.identifier}
     if scheme:
         c["system"] = system_of(scheme)
-    if display:
-        c["display"] = display
+    if ce.text:
+        c["display"] = ce.text
     return keep({"coding": [c]}, text)
 
 
 def concept_to_cwe(concept: Json) -> str:
-    def rebuild(cc: Json) -> str:
+    def rebuild(cc: Json) -> CE:
         codings = cc.get("coding") or []
         if not codings:
-            return cc.get("text", "")
+            return CE(cc.get("text", ""))
         c = codings[0]
-        return "^".join([c.get("code", ""), c.get("display", ""),
-                         scheme_of(c.get("system", ""))]).rstrip("^")
-    return kept(concept, cwe_to_concept, rebuild)
+        return CE(c.get("code", ""), c.get("display", ""), scheme_of(c.get("system", "")))
+    return kept(concept, CE, lambda ce: cwe_to_concept(ce.format()), rebuild).format()
 
 
 # --- people, organisations, telecoms ----------------------------------------------------------
-def xcn_to_practitioner(text: str) -> Json:
-    xcn = XCN.parse(text, strict=False)
+def xcn_to_practitioner(xcn: XCN) -> Json:
     out: Json = {"resourceType": "Practitioner"}
     if xcn.id_number:
         ident = oid_identifier(xcn.id_number, xcn.assigning_authority.universal_id)
@@ -133,11 +130,11 @@ def xcn_to_practitioner(text: str) -> Json:
         name["prefix"] = [xcn.prefix]
     if name:
         out["name"] = [name]
-    return keep(out, text)
+    return keep(out, xcn.format())
 
 
-def practitioner_to_xcn(resource: Json) -> str:
-    def rebuild(res: Json) -> str:
+def practitioner_to_xcn(resource: Json) -> XCN:
+    def rebuild(res: Json) -> XCN:
         ident = (res.get("identifier") or [{}])[0]
         name = (res.get("name") or [{}])[0]
         authority = scheme_of(ident.get("system", ""))
@@ -146,12 +143,11 @@ def practitioner_to_xcn(resource: Json) -> str:
                    given_name=given[0] if given else "", further_given_names=" ".join(given[1:]),
                    suffix=(name.get("suffix") or [""])[0], prefix=(name.get("prefix") or [""])[0],
                    assigning_authority=HD.iso(authority) if is_oid(authority) else HD(),
-                   identifier_type_code=(ident.get("type") or {}).get("text", "")).format()
-    return kept(resource, xcn_to_practitioner, rebuild, ignore=("telecom",))
+                   identifier_type_code=(ident.get("type") or {}).get("text", ""))
+    return kept(resource, XCN, xcn_to_practitioner, rebuild, ignore=("telecom",))
 
 
-def xon_to_organization(text: str) -> Json:
-    xon = XON.parse(text, strict=False)
+def xon_to_organization(xon: XON) -> Json:
     out: Json = {"resourceType": "Organization"}
     if xon.organization_identifier:
         authority = xon.assigning_authority.universal_id
@@ -166,11 +162,11 @@ def xon_to_organization(text: str) -> Json:
         out["identifier"] = [ident]
     if xon.organization_name:
         out["name"] = xon.organization_name
-    return keep(out, text)
+    return keep(out, xon.format())
 
 
-def organization_to_xon(resource: Json) -> str:
-    def rebuild(res: Json) -> str:
+def organization_to_xon(resource: Json) -> XON:
+    def rebuild(res: Json) -> XON:
         ident = (res.get("identifier") or [{}])[0]
         system, value = ident.get("system", ""), ident.get("value", "")
         authority = HD()
@@ -181,16 +177,15 @@ def organization_to_xon(resource: Json) -> str:
             authority = HD.iso(scheme) if is_oid(scheme) else HD()
         return XON(organization_name=res.get("name", ""), assigning_authority=authority,
                    id_type=(ident.get("type") or {}).get("text", ""),
-                   organization_identifier=value).format()
-    return kept(resource, xon_to_organization, rebuild)
+                   organization_identifier=value)
+    return kept(resource, XON, xon_to_organization, rebuild)
 
 
 _PHONE_SYSTEMS = {"FX": "fax", "BP": "pager"}
 _USES = {"WPN": "work", "PRN": "home", "ORN": "temp"}
 
 
-def xtn_to_contact(text: str) -> Json:
-    xtn = XTN.parse(text, strict=False)
+def xtn_to_contact(xtn: XTN) -> Json:
     if xtn.email:
         out: Json = {"system": "email", "value": xtn.email}
     else:
@@ -203,37 +198,36 @@ def xtn_to_contact(text: str) -> Json:
             out["use"] = "mobile"
     if xtn.use_code in _USES and "use" not in out:
         out["use"] = _USES[xtn.use_code]
-    return keep(out, text)
+    return keep(out, xtn.format())
 
 
-def contact_to_xtn(contact: Json) -> str:
-    def rebuild(cp: Json) -> str:
+def contact_to_xtn(contact: Json) -> XTN:
+    def rebuild(cp: Json) -> XTN:
         use = {v: k for k, v in _USES.items()}.get(cp.get("use", ""), "")
         if cp.get("system") == "email":
-            return XTN(use_code="NET", equipment_type="Internet", email=cp.get("value", "")).format()
+            return XTN(use_code="NET", equipment_type="Internet", email=cp.get("value", ""))
         equipment = {v: k for k, v in _PHONE_SYSTEMS.items()}.get(cp.get("system", ""), "PH")
         if cp.get("use") == "mobile":
             equipment = "CP"
-        return XTN(use_code=use, equipment_type=equipment, local_number=cp.get("value", "")).format()
-    return kept(contact, xtn_to_contact, rebuild)
+        return XTN(use_code=use, equipment_type=equipment, local_number=cp.get("value", ""))
+    return kept(contact, XTN, xtn_to_contact, rebuild)
 
 
 # --- times and digests -----------------------------------------------------------------------
-def dtm_to_fhir(value: str) -> str:
+def dtm_to_fhir(dtm: DTM) -> str:
     """FHIR dateTime: a time needs seconds, so hour/minute precision becomes second precision."""
-    dtm = DTM(value)
     if dtm.precision in (10, 12):
         dtm = DTM(dtm.lower_bound())
     return dtm.to_iso()
 
 
-def fhir_to_dtm(value: str) -> str:
-    return DTM.from_iso(value).format()
+def fhir_to_dtm(value: str) -> DTM:
+    return DTM.from_iso(value)
 
 
-def dtm_to_instant(value: str) -> str | None:
+def dtm_to_instant(dtm: DTM) -> str | None:
     """FHIR instant needs second precision; coarser values have none."""
-    return DTM(value).to_iso() if len(value) == 14 else None
+    return dtm.to_iso() if dtm.precision == 14 else None
 
 
 def sha1_to_base64(hex_digest: str) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..metadata.datatypes import DatatypeError, is_oid
+from ..metadata.datatypes import CX, XCN, XPN, DatatypeError, Recipient, is_oid, is_uuid_urn
 from ..metadata.errors import ErrorCode, XdsError
 from ..metadata.model import (
     Association,
@@ -90,7 +90,7 @@ def entry_uuid_of(rid: str) -> str:
     return rid if rid.startswith("urn:uuid:") else f"urn:uuid:{rid}"
 
 
-def default_patient_reference(cx: str) -> Json:
+def default_patient_reference(cx: CX) -> Json:
     """A logical reference (by identifier): what a pure mapping can say about a patient."""
     return {"identifier": dt.cx_to_identifier(cx)}
 
@@ -99,7 +99,7 @@ def default_patient_reference(cx: str) -> Json:
 class Links:
     """How the output side writes references that depend on the server."""
 
-    patient: Callable[[str], Json] = default_patient_reference   # CX -> Reference
+    patient: Callable[[CX], Json] = default_patient_reference   # CX -> Reference
     content_url: Callable[[DocumentEntry], str] = lambda doc: ""  # where ITI-68 gets the bytes
 
 
@@ -213,7 +213,7 @@ def _author_of(resource: Json, resolve: Resolve) -> Author:
         return author
     if kind == "Device":
         names = resource.get("deviceName") or []
-        return Author(person=f"^{names[0].get('name', '')}" if names else "")
+        return Author(person=XCN(family_name=names[0].get("name", "")) if names else None)
     return Author()
 
 
@@ -299,14 +299,14 @@ def document_reference(doc: DocumentEntry, links: Links | None = None,
     if doc.source_patient_id or doc.source_patient_info:
         contained.append(_source_patient(doc))
         context["sourcePatientInfo"] = {"reference": "#sourcePatient"}
-    context["related"] = [dt.keep({"identifier": _reference_id(r)}, r) for r in doc.reference_ids]
+    context["related"] = [dt.keep({"identifier": _reference_id(r)}, r.format()) for r in doc.reference_ids]
     res["context"] = context
     res["contained"] = contained
     return _compact(res)
 
 
-def _reference_id(text: str) -> Json:
-    ident = dt.cx_to_identifier(text)
+def _reference_id(cx: CX) -> Json:
+    ident = dt.cx_to_identifier(cx)
     ident.pop("extension", None)
     return ident
 
@@ -321,10 +321,10 @@ def _source_patient(doc: DocumentEntry) -> Json:
     for line in doc.source_patient_info:
         field_name, _, value = line.partition("|")
         if field_name == "PID-5" and "name" not in patient:
-            parts = value.split("^")
-            name = {"family": parts[0]} if parts[0] else {}
-            if len(parts) > 1 and parts[1]:
-                name["given"] = [parts[1]]
+            xpn = XPN.parse(value)
+            name: Json = {"family": xpn.family_name} if xpn.family_name else {}
+            if xpn.given_name:
+                name["given"] = [xpn.given_name]
             if name:
                 patient["name"] = [name]
         elif field_name == "PID-7" and value[:8].isdigit() and len(value) >= 8:
@@ -343,10 +343,10 @@ def _source_patient_in(patient: Json, doc: DocumentEntry) -> None:
         doc.source_patient_info = lines
         return
     for ident in identifiers[1:]:
-        doc.source_patient_info.append(f"PID-3|{dt.identifier_to_cx(ident)}")
+        doc.source_patient_info.append(f"PID-3|{dt.identifier_to_cx(ident).format()}")
     for name in patient.get("name") or []:
         given = (name.get("given") or [""])[0]
-        doc.source_patient_info.append(f"PID-5|{name.get('family', '')}^{given}")
+        doc.source_patient_info.append(f"PID-5|{XPN(name.get('family', ''), given).format()}")
     if patient.get("birthDate"):
         doc.source_patient_info.append(f"PID-7|{patient['birthDate'].replace('-', '')}")
     if patient.get("gender"):
@@ -379,7 +379,7 @@ class ParsedDocument:
     errors: list[XdsError] = field(default_factory=list)
 
 
-def document_entry(res: Json, resolve: Resolve, patient: Callable[[Json], str | None],
+def document_entry(res: Json, resolve: Resolve, patient: Callable[[Json], CX | None],
                    code: str = ErrorCode.REGISTRY_METADATA) -> ParsedDocument:
     """DocumentReference -> DocumentEntry. `resolve` finds contained/bundle resources,
     `patient` turns a subject Reference into the XDS patient id (None: it does not resolve)."""
@@ -489,13 +489,13 @@ def document_entry(res: Json, resolve: Resolve, patient: Callable[[Json], str | 
             _source_patient_in(source, doc)
     for related in context.get("related") or []:
         if related.get("identifier"):
-            doc.reference_ids.append(dt.kept(related, lambda t: dt.keep({"identifier": _reference_id(t)}, t),
-                                             lambda r: dt.identifier_to_cx(r["identifier"])))
+            doc.reference_ids.append(dt.kept(
+                related, CX, lambda cx: dt.keep({"identifier": _reference_id(cx)}, cx.format()),
+                lambda r: dt.identifier_to_cx(r["identifier"])))
     return out
 
 
 def _looks_uuid(text: str) -> bool:
-    from ..metadata.datatypes import is_uuid_urn
     return is_uuid_urn(f"urn:uuid:{text}")
 
 
@@ -509,20 +509,17 @@ def _ref_text(ref: Json | None) -> str:
 
 
 # --- SubmissionSet / Folder <-> List -----------------------------------------------------------
-def _recipient_resource(text: str, rid: str) -> list[Json]:
-    xon_part, _, rest = text.partition("|")
-    xcn_part, _, xtn_part = rest.partition("|")
-    author = Author(person=xcn_part, institutions=[xon_part] if xon_part else [],
-                    telecoms=[xtn_part] if xtn_part else [])
-    resources = _author_resources(author, rid)
-    return resources
+def _recipient_resource(recipient: Recipient, rid: str) -> list[Json]:
+    author = Author(person=recipient.person,
+                    institutions=[recipient.organization] if recipient.organization else [],
+                    telecoms=[recipient.telecom] if recipient.telecom else [])
+    return _author_resources(author, rid)
 
 
-def _recipient_of(resource: Json, resolve: Resolve) -> str:
+def _recipient_of(resource: Json, resolve: Resolve) -> Recipient:
     author = _author_of(resource, resolve)
-    parts = [author.institutions[0] if author.institutions else "", author.person,
-             author.telecoms[0] if author.telecoms else ""]
-    return "|".join(parts).rstrip("|")
+    return Recipient(author.institutions[0] if author.institutions else None, author.person,
+                     author.telecoms[0] if author.telecoms else None)
 
 
 def submission_set_list(ss: SubmissionSet, members: Iterable[tuple[str, str]] = (),
@@ -540,7 +537,7 @@ def submission_set_list(ss: SubmissionSet, members: Iterable[tuple[str, str]] = 
     for i, recipient in enumerate(ss.intended_recipients):
         contained += _recipient_resource(recipient, f"recipient{i}")
         res["extension"].append({"url": EXT_RECIPIENT,
-                                 "valueReference": dt.keep({"reference": f"#recipient{i}"}, recipient)})
+                                 "valueReference": dt.keep({"reference": f"#recipient{i}"}, recipient.format())})
     status = ss.availability_status or AvailabilityStatus.APPROVED
     if status == AvailabilityStatus.ARCHIVED:
         res["extension"].append({"url": EXT_IS_ARCHIVED, "valueBoolean": True})
@@ -620,7 +617,7 @@ class ParsedList:
     errors: list[XdsError] = field(default_factory=list)
 
 
-def submission_set(res: Json, resolve: Resolve, patient: Callable[[Json], str | None],
+def submission_set(res: Json, resolve: Resolve, patient: Callable[[Json], CX | None],
                    code: str = ErrorCode.REGISTRY_METADATA) -> ParsedList:
     ss = SubmissionSet()
     out = ParsedList(ss)
@@ -639,7 +636,7 @@ def submission_set(res: Json, resolve: Resolve, patient: Callable[[Json], str | 
             out.errors.append(XdsError(code, f"intendedRecipient {_ref_text(ref)} does not resolve", where))
         else:
             ss.intended_recipients.append(dt.kept(
-                ref, lambda t, r=ref: {"reference": r.get("reference")},
+                ref, Recipient, lambda _value, r=ref: {"reference": r.get("reference")},
                 lambda _r, rec=recipient: _recipient_of(rec, resolve)))
     ss.availability_status = AvailabilityStatus.APPROVED
     if any(e.get("valueBoolean") for e in _ext(res, EXT_IS_ARCHIVED)):
@@ -670,7 +667,7 @@ def submission_set(res: Json, resolve: Resolve, patient: Callable[[Json], str | 
     return out
 
 
-def folder(res: Json, patient: Callable[[Json], str | None],
+def folder(res: Json, patient: Callable[[Json], CX | None],
            code: str = ErrorCode.REGISTRY_METADATA) -> ParsedList:
     f = Folder()
     out = ParsedList(f)
@@ -713,7 +710,7 @@ def contained_resolver(res: Json, fallback: Resolve | None = None) -> Resolve:
     return resolve
 
 
-def patient_from_identifier(ref: Json) -> str | None:
+def patient_from_identifier(ref: Json) -> CX | None:
     """A logical patient reference (identifier only) as a CX; None for anything else."""
     ident = ref.get("identifier")
     if not ident or not ident.get("value"):

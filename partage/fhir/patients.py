@@ -1,85 +1,48 @@
-"""FHIR Patient resources over the registry's patients (the ITI-8 feed's table).
+"""FHIR Patient resources over the registry's patients (`partage.registry.patients`).
 
-The registry knows a patient by CX identifiers. A Patient created by FHIR (the MHD test
-kit loads its Test_Patients that way) is upserted with its `urn:oid:` identifiers plus
-one more: its FHIR logical id under `FHIR_ID_AUTHORITY`, so `Patient/<id>` resolves with
-the registry's own `patient_pk`. A patient sent by the feed has no such id and gets a
-derived one, `<authority OID>-<id>`, that resolves without being stored.
-
-`_patient_rows` and `_search_rows` read the registry's patient tables directly: they
-belong in `Registry` (proposed there as `patient_record` / `find_patients`) and are kept
-small here until it has them.
+The registry knows a patient by CX identifiers and names it outside by an opaque public id.
+A Patient created by FHIR (the MHD test kit loads its Test_Patients that way) is upserted
+with its `urn:oid:` identifiers plus its FHIR logical id under `FHIR_ID_AUTHORITY`, so
+`Patient/<id>` resolves to it; any other patient's FHIR id is its public id.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from ..metadata.datatypes import CX, HD, DatatypeError, is_oid
-from ..registry import schema
+from ..metadata.datatypes import CX, HD, XPN, is_oid
+from ..registry import patients as registry_patients
+from ..registry.patients import FHIR_ID_AUTHORITY, PatientRecord, fhir_id_cx
 from ..services import Services
 from .codes import scheme_of, system_of
+from .datatypes import cx_to_identifier
 from .outcome import FhirError
 
 Json = dict[str, Any]
-# "FHIR Patient logical ids of this Partage server", in the UUID-derived arc 2.25.
-FHIR_ID_AUTHORITY = "2.25.211310386435413264734375473219935735847"
 _ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+SEARCH_LIMIT = 1000
 
 
-@dataclass
-class PatientRecord:
-    pk: int
-    identifiers: list[str] = field(default_factory=list)   # CX, in registration order
-    demographics: Json = field(default_factory=dict)
-
-    @property
-    def fhir_id(self) -> str:
-        for cx in self.identifiers:
-            parsed = CX.parse(cx, strict=False)
-            if parsed.assigning_authority.universal_id == FHIR_ID_AUTHORITY:
-                return parsed.id
-        for cx in self.identifiers:
-            derived = derived_id(cx)
-            if derived:
-                return derived
-        return f"pk-{self.pk}"
-
-    @property
-    def xds_patient_id(self) -> str:
-        """The CX that XDS metadata carries: the first identifier that is not our FHIR id."""
-        for cx in self.identifiers:
-            if CX.parse(cx, strict=False).assigning_authority.universal_id != FHIR_ID_AUTHORITY:
-                return cx
-        return ""
-
-
-def fhir_id_cx(rid: str) -> str:
-    return CX(rid, HD.iso(FHIR_ID_AUTHORITY)).format()
-
-
-def derived_id(cx_text: str) -> str:
-    try:
-        cx = CX.parse(cx_text, strict=False)
-    except DatatypeError:
-        return ""
-    rid = f"{cx.assigning_authority.universal_id}-{cx.id}"
-    return rid if cx.assigning_authority.universal_id and _ID_RE.fullmatch(rid) else ""
-
-
-def identifier_cx(identifier: Json) -> str | None:
+def identifier_cx(identifier: Json) -> CX | None:
     """A FHIR Identifier whose system is an OID, as the registry's CX; None otherwise."""
     authority = scheme_of(identifier.get("system", "") or "")
     value = identifier.get("value", "") or ""
     if not value or not is_oid(authority):
         return None
-    return CX(value, HD.iso(authority)).format()
+    return CX(value, HD.iso(authority))
+
+
+def patient_token(token: str) -> CX | None:
+    """A `patient.identifier` search token (`system|value`) as a CX; None when the system is
+    not an OID (no patient here has such an identifier); 400 without a value."""
+    system, _, value = token.rpartition("|")
+    if not value:
+        raise FhirError.one(400, f"patient.identifier {token!r} has no value (system|value)")
+    return identifier_cx({"system": system, "value": value})
 
 
 def reference_id(reference: str) -> str | None:
@@ -100,23 +63,14 @@ class Patients:
 
     # --- resolution ------------------------------------------------------------------------
     def pk_of_id(self, conn: Connection, rid: str) -> int | None:
-        pk = self.registry.patient_pk(conn, fhir_id_cx(rid))
-        if pk is not None:
-            return pk
-        if rid.startswith("pk-") and rid[3:].isdigit():
-            row = self._patient_rows(conn, int(rid[3:]))
-            return row.pk if row else None
-        authority, _, value = rid.partition("-")
-        if is_oid(authority) and value:
-            return self.registry.patient_pk(conn, CX(value, HD.iso(authority)).format())
-        return None
+        return registry_patients.by_public_id(conn, rid)
 
     def record(self, rid: str) -> PatientRecord | None:
         with self.registry.read() as conn:
             pk = self.pk_of_id(conn, rid)
-            return self._patient_rows(conn, pk) if pk is not None else None
+            return registry_patients.record(conn, pk) if pk is not None else None
 
-    def resolve(self, ref: Json) -> str | None:
+    def resolve(self, ref: Json) -> CX | None:
         """A subject Reference -> the XDS patient id (CX) of a patient known here, else None."""
         with self.registry.read() as conn:
             target = ref.get("reference") or ""
@@ -128,47 +82,34 @@ class Patients:
                 pk = self.registry.patient_pk(conn, cx) if cx else None
             if pk is None:
                 return None
-            record = self._patient_rows(conn, pk)
+            record = registry_patients.record(conn, pk)
         return record.xds_patient_id if record else None
 
-    def patient_id_for_search(self, rid: str) -> str | None:
+    def patient_id_for_search(self, rid: str) -> CX | None:
         record = self.record(rid)
         return record.xds_patient_id if record else None
 
-    def reference_for(self, cx_text: str) -> Json:
+    def reference_for(self, cx: CX) -> Json:
         """How a DocumentReference/List points at its patient: by id, and by identifier."""
-        from .datatypes import cx_to_identifier
-
-        identifier = cx_to_identifier(cx_text)
+        identifier = cx_to_identifier(cx)
         identifier.pop("extension", None)
         with self.registry.read() as conn:
-            pk = self.registry.patient_pk(conn, cx_text)
-            record = self._patient_rows(conn, pk) if pk is not None else None
-        rid = record.fhir_id if record else derived_id(cx_text)
+            pk = self.registry.patient_pk(conn, cx)
+            record = registry_patients.record(conn, pk) if pk is not None else None
+        rid = record.fhir_id if record else ""
         out: Json = {"identifier": identifier}
         if rid:
             out["reference"] = f"Patient/{rid}"
         return out
 
     # --- reads -------------------------------------------------------------------------------
-    def _patient_rows(self, conn: Connection, pk: int) -> PatientRecord | None:
-        p, t = schema.patients, schema.patient_identifiers
-        row = conn.execute(select(p.c.pk, p.c.demographics).where(p.c.pk == pk)).first()
-        if row is None:
-            return None
-        ids = conn.execute(select(t.c.value, t.c.authority, t.c.id_type)
-                           .where(t.c.patient_pk == pk).order_by(t.c.pk)).all()
-        return PatientRecord(pk, [CX(i.value, HD.iso(i.authority), i.id_type or "").format() for i in ids],
-                             json.loads(row.demographics or "{}"))
-
     def resource(self, record: PatientRecord) -> Json:
         stored = record.demographics.get("fhir")
         res: Json = dict(stored) if isinstance(stored, dict) else _from_feed(record.demographics)
         res["resourceType"] = "Patient"
         res["id"] = record.fhir_id
         known = {(i.get("system"), i.get("value")) for i in res.get("identifier", [])}
-        for cx_text in record.identifiers:
-            cx = CX.parse(cx_text, strict=False)
+        for cx in record.identifiers:
             if cx.assigning_authority.universal_id == FHIR_ID_AUTHORITY:
                 continue
             ident = {"system": system_of(cx.assigning_authority.universal_id), "value": cx.id}
@@ -177,7 +118,7 @@ class Patients:
         res.pop("meta", None)
         return res
 
-    def search(self, params: dict[str, list[str]]) -> list[Json]:
+    def search(self, params: dict[str, list[str]]) -> list[PatientRecord]:
         """identifier, _id, family, given, birthdate (exact, case-insensitive names)."""
         with self.registry.read() as conn:
             pks: set[int] | None = None
@@ -194,21 +135,9 @@ class Patients:
                 pk = self.pk_of_id(conn, rid)
                 found = {pk} if pk is not None else set()
                 pks = found if pks is None else pks & found
-            records = [self._patient_rows(conn, pk) for pk in sorted(pks)] if pks is not None \
-                else self._search_rows(conn)
-        out = []
-        for record in records:
-            if record is None:
-                continue
-            res = self.resource(record)
-            if _matches(res, params):
-                out.append(res)
-        return out
-
-    def _search_rows(self, conn: Connection) -> list[PatientRecord]:
-        p = schema.patients
-        pks = conn.execute(select(p.c.pk).where(p.c.merged_into.is_(None)).order_by(p.c.pk).limit(1000))
-        return [self._patient_rows(conn, pk) for pk in pks.scalars().all()]
+            chosen = sorted(pks) if pks is not None else registry_patients.live(conn, SEARCH_LIMIT)
+            records = [registry_patients.record(conn, pk) for pk in chosen]
+        return [r for r in records if r is not None and _matches(self.resource(r), params)]
 
     # --- writes ------------------------------------------------------------------------------
     def save(self, resource: Json, rid: str | None = None) -> tuple[str, bool]:
@@ -224,28 +153,28 @@ class Patients:
                 identifiers.append(cx)
         stored = {k: v for k, v in resource.items() if k not in ("id", "meta", "text")}
         name = (resource.get("name") or [{}])[0]
-        demographics = {"name": f"{name.get('family', '')}^{' '.join(name.get('given', []))}",
+        demographics = {"name": XPN(name.get("family", ""), " ".join(name.get("given", []))).format(),
                         "birth_date": (resource.get("birthDate") or "").replace("-", ""),
                         "sex": resource.get("gender", ""), "event": "FHIR", "fhir": stored}
         with self.registry.write() as conn:
             existing = self.pk_of_id(conn, rid)
             if existing is not None:
                 created = False
-                record = self._patient_rows(conn, existing)
+                record = registry_patients.record(conn, existing)
                 if record and fhir_id_cx(rid) not in record.identifiers:
                     identifiers.append(fhir_id_cx(rid))
             for cx in identifiers[1:]:
                 other = self.registry.patient_pk(conn, cx)
                 if other is not None and existing is not None and other != existing:
-                    raise FhirError.one(409, f"identifier {cx} belongs to another patient", "conflict")
+                    raise FhirError.one(409, f"identifier {cx.format()} belongs to another patient", "conflict")
             self.registry.upsert_patient(conn, identifiers, demographics)
         return rid, created
 
 
 def _from_feed(demo: Json) -> Json:
     res: Json = {}
-    family, _, given = (demo.get("name") or "").partition("^")
-    given = given.split("^")[0]
+    xpn = XPN.parse(demo.get("name") or "")
+    family, given = xpn.family_name, xpn.given_name
     if family or given:
         res["name"] = [{k: v for k, v in (("family", family), ("given", [given] if given else None)) if v}]
     birth = demo.get("birth_date") or ""

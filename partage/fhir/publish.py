@@ -42,7 +42,7 @@ def simplified_submission(res: Json, services: Services, patient) -> SubmissionR
         raise XdsErrors(errors)
     ss = SubmissionSet(entry_uuid="SubmissionSet0", unique_id=f"2.25.{uuid.uuid4().int}",
                        source_id=services.settings.repository_unique_id, patient_id=doc.patient_id,
-                       submission_time=DTM.from_datetime(datetime.now(UTC)).format(),
+                       submission_time=DTM.from_datetime(datetime.now(UTC)),
                        content_type_code=doc.class_code, authors=list(doc.authors),
                        limited_metadata=doc.limited_metadata)
     request.submission_set = ss

@@ -248,8 +248,8 @@ def retrieve_document(rid: str) -> Response:
     if located is None:
         raise FhirError.one(404, f"no document behind Binary/{rid} in this repository", "not-found",
                             "XDSDocumentUniqueIdError")
-    entry, address = located
-    stream = services.blobs.open(address)
+    entry = located.document
+    stream = services.blobs.open(located.blob_address)
     if formats.wants_xml(request) or request.accept_mimetypes.best == formats.JSON_TYPE:
         data = stream.read()
         stream.close()
@@ -274,7 +274,8 @@ def retrieve_document(rid: str) -> Response:
 def find_patients() -> Response:
     services = _services()
     actor = _actor(services)
-    found = access.visible_patients(services, actor, patients.Patients(services).search(_params()))
+    people = patients.Patients(services)
+    found = [people.resource(r) for r in access.visible_patients(services, actor, people.search(_params()))]
     base = _base_url()
     return formats.respond({"resourceType": "Bundle", "type": "searchset", "total": len(found),
                             "link": [{"relation": "self", "url": request.url}],
@@ -288,10 +289,10 @@ def read_patient(rid: str) -> Response:
     actor = _actor(services)
     people = patients.Patients(services)
     record = people.record(rid)
-    resource = access.visible_patients(services, actor, [people.resource(record)]) if record else []
-    if not resource:
+    shown = access.visible_patients(services, actor, [record]) if record else []
+    if not shown:
         raise FhirError.one(404, f"Patient/{rid} is not known", "not-found")
-    return formats.respond(resource[0], request)
+    return formats.respond(people.resource(shown[0]), request)
 
 
 @bp.post("/Patient")

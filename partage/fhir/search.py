@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlencode
 
-from ..metadata.datatypes import CX, DTM, XCN, DatatypeError
+from ..metadata.datatypes import CX, DTM, DatatypeError
 from ..metadata.model import AnyObject, Code
 from ..metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter, TimeRange
 from .codes import scheme_of
 from .outcome import FhirError
+from .patients import patient_token
 
 MISSING = "XDSStoredQueryMissingParam"   # what ITI-18 answers for a missing required parameter
 
@@ -43,7 +44,8 @@ class Search:
     """A parsed search: who, which filter, and the paging asked for."""
 
     patient_ref: str = ""          # Patient/<id> (resolved by the caller)
-    patient_identifier: str = ""   # CX
+    patient_identifier: CX | None = None
+    patient_identifier_given: bool = False   # asked for, even if no patient can have it
     document: DocumentFilter | None = None
     submission_set: SubmissionSetFilter | None = None
     folder: FolderFilter | None = None
@@ -113,14 +115,11 @@ def _period_test(raw: str) -> Callable[[AnyObject], bool]:
         raise FhirError.one(400, "period: the ne prefix is not supported", "not-supported")
 
     def test(obj: AnyObject) -> bool:
-        start_text, stop_text = getattr(obj, "service_start_time", ""), getattr(obj, "service_stop_time", "")
-        if not start_text and not stop_text:
+        start_time, stop_time = getattr(obj, "service_start_time", None), getattr(obj, "service_stop_time", None)
+        if start_time is None and stop_time is None:
             return False
-        try:
-            start = DTM(start_text).lower_bound() if start_text else ""
-            stop = _after(DTM(stop_text)) if stop_text else ""
-        except DatatypeError:
-            return False
+        start = start_time.lower_bound() if start_time is not None else ""
+        stop = _after(stop_time) if stop_time is not None else ""
         if prefix == "eq":
             return bool(start) and bool(stop) and low <= start and stop <= after
         if prefix in ("ge", "gt"):      # reaches past the value: no stop = still going on
@@ -161,9 +160,8 @@ def _person_test(attr: str, field_name: str, value: str) -> Callable[[AnyObject]
 
     def test(obj: AnyObject) -> bool:
         for author in getattr(obj, attr, []):
-            try:
-                xcn = XCN.parse(author.person, strict=False)
-            except DatatypeError:
+            xcn = author.person
+            if xcn is None:
                 continue
             names = [xcn.family_name] if field_name == "family" else [xcn.given_name, xcn.further_given_names]
             if any(n.lower().startswith(p) for n in names if n for p in prefixes):
@@ -176,11 +174,7 @@ def _related_test(value: str) -> Callable[[AnyObject], bool]:
     wanted = [(scheme_of(s), c) for s, c in _tokens(value)]
 
     def test(obj: AnyObject) -> bool:
-        for ref in getattr(obj, "reference_ids", []):
-            try:
-                cx = CX.parse(ref, strict=False)
-            except DatatypeError:
-                continue
+        for cx in getattr(obj, "reference_ids", []):
             if any(c == cx.id and (not s or s == cx.assigning_authority.universal_id) for s, c in wanted):
                 return True
         return False
@@ -199,13 +193,8 @@ def _common(params: Params, allowed: set[str]) -> Search:
     if patients:
         s.patient_ref = patients[-1]
     if identifiers:
-        system, _, value = identifiers[-1].rpartition("|")
-        authority = scheme_of(system)
-        try:
-            s.patient_identifier = CX(value, CX.parse(f"x^^^&{authority}&ISO", strict=False)
-                                      .assigning_authority).format()
-        except DatatypeError as exc:
-            raise FhirError.one(400, f"patient.identifier: {exc}") from exc
+        s.patient_identifier = patient_token(identifiers[-1])
+        s.patient_identifier_given = True
     if "status" not in params:
         raise FhirError.one(400, "status is required (e.g. status=current)", "required", MISSING)
     try:
@@ -277,13 +266,21 @@ def identifier_matches(obj: AnyObject, identifiers: list[str]) -> bool:
     return False
 
 
+def _time(obj: AnyObject, *attrs: str) -> str:
+    """The first of these DTM attributes the object has, as 14 sortable digits ('' if none)."""
+    for attr in attrs:
+        value = getattr(obj, attr, None)
+        if value is not None:
+            return str(value.lower_bound())
+    return ""
+
+
 SORT_KEYS: dict[str, Callable[[AnyObject], str]] = {
-    "date": lambda o: getattr(o, "creation_time", "") or getattr(o, "submission_time", "")
-    or getattr(o, "last_update_time", ""),
-    "creation": lambda o: getattr(o, "creation_time", ""),
-    "period": lambda o: getattr(o, "service_start_time", ""),
-    "period-start": lambda o: getattr(o, "service_start_time", ""),
-    "period-end": lambda o: getattr(o, "service_stop_time", ""),
+    "date": lambda o: _time(o, "creation_time", "submission_time", "last_update_time"),
+    "creation": lambda o: _time(o, "creation_time"),
+    "period": lambda o: _time(o, "service_start_time"),
+    "period-start": lambda o: _time(o, "service_start_time"),
+    "period-end": lambda o: _time(o, "service_stop_time"),
 }
 
 
@@ -296,12 +293,8 @@ def sort_objects(objects: list[AnyObject], keys: list[str]) -> list[AnyObject]:
         if name not in SORT_KEYS:
             continue
         getter = SORT_KEYS[name]
-        objects = sorted(objects, key=lambda o: _pad(getter(o)), reverse=key.startswith("-"))
+        objects = sorted(objects, key=getter, reverse=key.startswith("-"))
     return objects
-
-
-def _pad(value: str) -> str:
-    return (value + "00000101000000"[len(value):]) if value else ""
 
 
 def page_links(base: str, search: Search, total: int) -> list[dict[str, str]]:

@@ -151,7 +151,7 @@ def _submission_set(doc: DocumentEntry, services: Services) -> SubmissionSet:
     """The SubmissionSet the server writes for an update it performs on a client's behalf."""
     return SubmissionSet(entry_uuid="update-ss", unique_id=f"2.25.{uuid.uuid4().int}",
                          source_id=services.settings.repository_unique_id, patient_id=doc.patient_id,
-                         submission_time=DTM.from_datetime(_now()).format(),
+                         submission_time=DTM.from_datetime(_now()),
                          content_type_code=doc.class_code, limited_metadata=doc.class_code is None)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..access.actor import Actor
+from ..metadata.datatypes import CX
 from ..metadata.model import (
     AnyObject,
     Association,
@@ -21,7 +22,7 @@ from ..metadata.query import DocumentFilter
 from ..query import QueryService
 from ..services import Services
 from . import mapping
-from .patients import Patients
+from .patients import Patients, reference_id
 from .search import Search, identifier_matches, page_links, sort_objects
 
 Json = dict[str, Any]
@@ -35,10 +36,10 @@ class Views:
         self.queries = QueryService(services, actor)
         self.patients = Patients(services)
         self.base_url = base_url
-        self._patient_refs: dict[str, Json] = {}
+        self._patient_refs: dict[CX, Json] = {}
         self.links = mapping.Links(patient=self._patient_reference, content_url=self.content_url)
 
-    def _patient_reference(self, cx: str) -> Json:
+    def _patient_reference(self, cx: CX) -> Json:
         if cx not in self._patient_refs:
             ref = self.patients.reference_for(cx)
             if "reference" in ref:   # absolute, as a client that sent a fullUrl gets it back
@@ -101,10 +102,9 @@ class Views:
         return mapping.folder_list(folder, members, self.links)
 
     # --- searches --------------------------------------------------------------------------------
-    def _patient_id(self, search: Search) -> str | None:
-        if search.patient_identifier:
+    def _patient_id(self, search: Search) -> CX | None:
+        if search.patient_identifier_given:
             return search.patient_identifier
-        from .patients import reference_id
         rid = reference_id(search.patient_ref) or search.patient_ref
         return self.patients.patient_id_for_search(rid)
 

@@ -52,7 +52,7 @@ from ..cda.to_xds import (
     to_xds,
 )
 from ..ingest import IngestService
-from ..metadata.datatypes import unescape_hl7
+from ..metadata.datatypes import CX, HD, XCN, XON, unescape_hl7
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import (
     Association,
@@ -208,39 +208,43 @@ def _hd_oid(er7: Er7, hd: str) -> str:
     return parts[1].strip() if len(parts) > 1 else ""
 
 
-def _patient_ids(er7: Er7, pid: Segment) -> list[str]:
+def _patient_ids(er7: Er7, pid: Segment) -> list[CX]:
     out = []
     for rep in er7.reps(pid.get(3)):
         comps = er7.comps(rep)
         number = _text(comps[0]) if comps else ""
         oid = _hd_oid(er7, comps[3]) if len(comps) > 3 else ""
         if number and oid:
-            out.append(f"{number}^^^&{oid}&ISO")
+            out.append(CX(number, HD.iso(oid)))
     return out
 
 
-def _sender(er7: Er7, prt: Segment) -> tuple[str, str, str, str]:
+def _sender(er7: Er7, prt: Segment) -> tuple[XCN | None, XON | None, str, str]:
     """(XCN, XON, person id, structure id) of a PRT "SB^Send by" segment, in XDS form."""
     person = er7.comps(prt.get(5))
-    xcn, person_id = "", ""
+    xcn: XCN | None = None
+    person_id = ""
     if any(p.strip() for p in person):
         def c(n: int) -> str:
             return _text(person[n - 1]) if n - 1 < len(person) else ""
         person_id = c(1)
         oid = _hd_oid(er7, person[8]) if len(person) > 8 else ""
-        fields = [person_id, c(2), c(3), "", "", "", "", "", f"&{oid}&ISO" if oid else ""]
-        if c(13):
-            fields += [c(10) or "D", "", "", c(13)] if oid else []
-        xcn = "^".join(fields).rstrip("^")
+        typed = bool(c(13) and oid)
+        xcn = XCN(id_number=person_id, family_name=c(2), given_name=c(3),
+                  assigning_authority=HD.iso(oid) if oid else HD(),
+                  name_type_code=(c(10) or "D") if typed else "",
+                  identifier_type_code=c(13) if typed else "")
     org = er7.comps(prt.get(8))
-    xon, structure = "", ""
+    xon: XON | None = None
+    structure = ""
     if any(o.strip() for o in org):
         def o(n: int) -> str:
             return _text(org[n - 1]) if n - 1 < len(org) else ""
         oid = _hd_oid(er7, org[5]) if len(org) > 5 else ""
         structure = o(10)
         if o(1):
-            xon = o(1) if not (oid and structure) else f"{o(1)}^^^^^&{oid}&ISO^{o(7)}^^^{structure}"
+            xon = XON(o(1)) if not (oid and structure) else XON(
+                o(1), assigning_authority=HD.iso(oid), id_type=o(7), organization_identifier=structure)
     return xcn, xon, person_id, structure
 
 
@@ -295,7 +299,7 @@ def read_message(text: str) -> FeedMessage:
 
     documents: list[DocumentObx] = []
     flags: dict[str, bool] = {}
-    sender = ("", "", "", "")
+    sender: tuple[XCN | None, XON | None, str, str] = (None, None, "", "")
     in_document_group = False
     for index, seg in enumerate(er7.segments):
         if seg.name == "OBX":

@@ -52,16 +52,16 @@ def _identifiers(segment, name: str) -> list[str]:
     return out
 
 
-def _usable(ids: list[str]) -> list[str]:
+def _usable(ids: list[str]) -> list[CX]:
     """Identifiers with an ISO assigning authority, normalised to their CX form."""
-    usable = []
+    usable: list[CX] = []
     for raw in ids:
         try:
             cx = CX.parse(raw, strict=False)
         except DatatypeError:
             continue
         if cx.id and cx.assigning_authority.universal_id:
-            usable.append(cx.format())
+            usable.append(cx)
     return usable
 
 

@@ -2,7 +2,8 @@
 
 Pure functions, no I/O. Field names are the dataclass names, so a new attribute is
 stored without touching this module; unknown keys are ignored on the way back so an
-older server reads a newer row.
+older server reads a newer row. HL7 values are stored as their HL7 text (`format()`),
+which is also the form rows written before the model was typed hold.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import fields
 from enum import StrEnum
 from typing import Any
 
+from .datatypes import CX, DTM, XCN, XON, XTN, Recipient
 from .model import (
     AnyObject,
     Association,
@@ -37,13 +39,44 @@ def _code_in(value: list[str] | None) -> Code | None:
     return Code(*value) if value else None
 
 
+_HL7_SINGLE = {"patient_id": CX, "source_patient_id": CX, "legal_authenticator": XCN,
+               "creation_time": DTM, "service_start_time": DTM, "service_stop_time": DTM,
+               "submission_time": DTM, "last_update_time": DTM}
+_HL7_LIST = {"reference_ids": CX, "intended_recipients": Recipient}
+_AUTHOR_HL7 = {"person": XCN, "institutions": XON, "telecoms": XTN}
+HL7Value = CX | XCN | XON | XTN | DTM | Recipient
+
+
+def _hl7_in(kind: type[HL7Value], text: str) -> HL7Value:
+    if kind is DTM:
+        return DTM.parse(text)
+    return kind.parse(text, strict=False)   # type: ignore[union-attr,call-arg]
+
+
 def _author_out(author: Author) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields(Author):
         value = getattr(author, f.name)
-        if value:
-            out[f.name] = value
+        if not value:
+            continue
+        if f.name == "person":
+            value = value.format()
+        elif f.name in _AUTHOR_HL7:
+            value = [v.format() for v in value]
+        out[f.name] = value
     return out
+
+
+def _author_in(data: dict[str, Any]) -> Author:
+    kwargs = dict(data)
+    if kwargs.get("person"):
+        kwargs["person"] = XCN.parse(kwargs["person"], strict=False)
+    else:
+        kwargs.pop("person", None)
+    for name in ("institutions", "telecoms"):
+        if name in kwargs:
+            kwargs[name] = [_hl7_in(_AUTHOR_HL7[name], v) for v in kwargs[name]]
+    return Author(**kwargs)
 
 
 def to_dict(obj: AnyObject) -> dict[str, Any]:
@@ -61,6 +94,10 @@ def to_dict(obj: AnyObject) -> dict[str, Any]:
             value = [_author_out(a) for a in value]
         elif isinstance(value, StrEnum):
             value = value.value
+        elif f.name in _HL7_SINGLE:
+            value = value.format()
+        elif f.name in _HL7_LIST:
+            value = [v.format() for v in value]
         out[f.name] = value
     return out
 
@@ -78,7 +115,11 @@ def from_dict(data: dict[str, Any]) -> AnyObject:
         elif key in ("confidentiality_codes", "event_codes", "codes"):
             value = [Code(*c) for c in value]
         elif key == "authors":
-            value = [Author(**a) for a in value]
+            value = [_author_in(a) for a in value]
+        elif key in _HL7_SINGLE:
+            value = _hl7_in(_HL7_SINGLE[key], value) if value else None
+        elif key in _HL7_LIST:
+            value = [_hl7_in(_HL7_LIST[key], v) for v in value]
         elif key == "availability_status":
             value = AvailabilityStatus(value)
         elif key == "object_type":

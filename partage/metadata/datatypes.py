@@ -23,10 +23,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import ClassVar, Self
 
 __all__ = [
+    "CE",
     "CX",
     "DTM",
     "HD",
+    "Recipient",
     "XCN",
+    "XPN",
     "XON",
     "XTN",
     "DatatypeError",
@@ -536,6 +539,81 @@ class XTN(_Composite):
     @property
     def is_email(self) -> bool:
         return self.equipment_type == "Internet"
+
+
+# --- CE -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CE(_Composite):
+    """A coded element as HL7 v2 text (``code^text^system``): authorRole and authorSpecialty
+    as CI-SIS writes them, HL7 v2 coded fields (OBX-3, MSH-9 components...)."""
+
+    identifier: str = ""        # CE.1
+    text: str = ""              # CE.2
+    coding_system: str = ""     # CE.3
+    extra: tuple[str, ...] = ()  # CE.4 onwards (alternate code), verbatim
+
+    _NAME = "CE"
+    _LAYOUT = (("identifier", False), ("text", False), ("coding_system", False))
+
+    @classmethod
+    def parse(cls, text: str, strict: bool = False) -> Self:
+        return cls._from_text(_require_text(text, "CE"), "CE", strict)
+
+
+# --- XPN ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class XPN(_Composite):
+    """A person's name (PID-5; sourcePatientInfo's ``PID-5|family^given``)."""
+
+    family_name: str = ""       # XPN.1
+    given_name: str = ""        # XPN.2
+    further_given_names: str = ""   # XPN.3
+    suffix: str = ""            # XPN.4
+    prefix: str = ""            # XPN.5
+    degree: str = ""            # XPN.6
+    name_type_code: str = ""    # XPN.7
+    extra: tuple[str, ...] = ()
+
+    _NAME = "XPN"
+    _LAYOUT = (("family_name", False), ("given_name", False), ("further_given_names", False),
+               ("suffix", False), ("prefix", False), ("degree", False), ("name_type_code", False))
+
+    @classmethod
+    def parse(cls, text: str, strict: bool = False) -> Self:
+        return cls._from_text(_require_text(text, "XPN"), "XPN", strict)
+
+
+# --- intendedRecipient ---------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """SubmissionSet.intendedRecipient: ``XON|XCN|XTN`` (ITI TF-3 Table 4.2.3.3-1), any part
+    may be empty (``|XCN``, ``||XTN``). Read leniently: the TF states no rule we could check
+    beyond each part being well-formed HL7."""
+
+    organization: XON | None = None
+    person: XCN | None = None
+    telecom: XTN | None = None
+
+    @classmethod
+    def parse(cls, text: str, strict: bool = False) -> Self:
+        parts = _require_text(text, "intendedRecipient").split("|")
+        if len(parts) > 3:
+            raise DatatypeError("intendedRecipient: at most XON|XCN|XTN (found more than three parts)")
+        parts += [""] * (3 - len(parts))
+        org, person, telecom = parts
+        return cls(XON.parse(org, False) if org else None,
+                   XCN.parse(person, False) if person else None,
+                   XTN.parse(telecom, False) if telecom else None)
+
+    def format(self) -> str:
+        parts = [p.format() if p is not None else "" for p in (self.organization, self.person, self.telecom)]
+        return "|".join(parts).rstrip("|")
+
+    def __str__(self) -> str:
+        return self.format()
 
 
 # --- DTM ----------------------------------------------------------------------------------

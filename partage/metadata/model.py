@@ -2,15 +2,20 @@
 
 Every door (ebRIM over SOAP, FHIR MHD, HL7 v2, CDA headers) translates to and from these
 classes, and every service (validation, policy, registry) speaks them, so a rule is
-written once. HL7 v2 typed values (CX, XCN, XON, XTN, DTM) are kept in their exact wire
-form as strings: what a source sent is what a consumer gets back, to the character.
-Parsing and checking them is `partage.metadata.datatypes`' job.
+written once. HL7 v2 values (CX, XCN, XON, XTN, DTM) are the typed values of
+`partage.metadata.datatypes`, parsed once by the door that reads them and written back by
+their own `format()`: nothing else splits or escapes HL7 text. A value a door could not
+read is not guessed at: the door leaves the attribute empty and records a `ValueProblem`
+on the request, which the metadata rules report with the transaction's error code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import IO
+
+from .datatypes import CX, DTM, XCN, XON, XTN, Recipient
 
 
 class AvailabilityStatus(StrEnum):
@@ -79,11 +84,11 @@ class Code:
 class Author:
     """One author (person and/or institution), as in the author classification."""
 
-    person: str = ""                                   # XCN
-    institutions: list[str] = field(default_factory=list)   # XON
+    person: XCN | None = None
+    institutions: list[XON] = field(default_factory=list)
     roles: list[str] = field(default_factory=list)
     specialties: list[str] = field(default_factory=list)
-    telecoms: list[str] = field(default_factory=list)  # XTN
+    telecoms: list[XTN] = field(default_factory=list)
     classification_id: str = ""                        # id of the ebRIM Classification, when known
 
     def is_empty(self) -> bool:
@@ -116,19 +121,19 @@ class DocumentEntry(RegistryObject):
     """XDSDocumentEntry: every attribute of ITI TF-3 Table 4.3.1-3."""
 
     unique_id: str = ""
-    patient_id: str = ""                         # CX
-    source_patient_id: str = ""                  # CX
+    patient_id: CX | None = None
+    source_patient_id: CX | None = None
     source_patient_info: list[str] = field(default_factory=list)   # PID-n|value
     object_type: ObjectType = ObjectType.STABLE
     mime_type: str = ""
     hash: str = ""                               # SHA-1, lowercase hex
     size: int | None = None
     repository_unique_id: str = ""
-    creation_time: str = ""                      # DTM
-    service_start_time: str = ""                 # DTM
-    service_stop_time: str = ""                  # DTM
+    creation_time: DTM | None = None
+    service_start_time: DTM | None = None
+    service_stop_time: DTM | None = None
     language_code: str = ""
-    legal_authenticator: str = ""                # XCN
+    legal_authenticator: XCN | None = None
     uri: str = ""
     document_availability: str = ""             # on-demand: Online/Offline
     limited_metadata: bool = False
@@ -140,7 +145,7 @@ class DocumentEntry(RegistryObject):
     confidentiality_codes: list[Code] = field(default_factory=list)
     event_codes: list[Code] = field(default_factory=list)
     authors: list[Author] = field(default_factory=list)
-    reference_ids: list[str] = field(default_factory=list)   # CXi
+    reference_ids: list[CX] = field(default_factory=list)   # CXi
 
     kind = "DocumentEntry"
 
@@ -149,10 +154,10 @@ class DocumentEntry(RegistryObject):
 class SubmissionSet(RegistryObject):
     unique_id: str = ""
     source_id: str = ""           # OID
-    patient_id: str = ""          # CX
-    submission_time: str = ""     # DTM
+    patient_id: CX | None = None
+    submission_time: DTM | None = None
     content_type_code: Code | None = None
-    intended_recipients: list[str] = field(default_factory=list)   # XON|XCN|XTN
+    intended_recipients: list[Recipient] = field(default_factory=list)
     authors: list[Author] = field(default_factory=list)
     limited_metadata: bool = False
 
@@ -162,8 +167,8 @@ class SubmissionSet(RegistryObject):
 @dataclass(slots=True)
 class Folder(RegistryObject):
     unique_id: str = ""
-    patient_id: str = ""          # CX
-    last_update_time: str = ""    # DTM, set by the registry
+    patient_id: CX | None = None
+    last_update_time: DTM | None = None   # set by the registry
     codes: list[Code] = field(default_factory=list)
     limited_metadata: bool = False
 
@@ -204,12 +209,23 @@ class DocumentContent:
     Held as a file, not bytes, so that a 100 MB document is never copied in memory.
     """
 
-    file: object            # a binary file object positioned anywhere; readers seek(0)
+    file: IO[bytes]         # a binary file object positioned anywhere; readers seek(0)
     size: int
     sha1: str               # lowercase hex
     sha256: str = ""
     content_type: str = ""
     cda: object = None      # the parsed ClinicalDocument once the CDA gate has read it (reused, not re-parsed)
+
+
+@dataclass(frozen=True, slots=True)
+class ValueProblem:
+    """A value a door could not read as its type: reported by the metadata rules, in place of
+    the attribute (which the door leaves empty)."""
+
+    where: str        # the object's id
+    label: str        # e.g. "DocumentEntry.patientId"
+    text: str         # what was sent
+    message: str      # the datatype error, naming the component
 
 
 @dataclass(slots=True)
@@ -221,6 +237,7 @@ class SubmissionRequest:
     folders: list[Folder] = field(default_factory=list)
     associations: list[Association] = field(default_factory=list)
     contents: dict[str, DocumentContent] = field(default_factory=dict)  # by DocumentEntry id
+    problems: list[ValueProblem] = field(default_factory=list)   # values the door could not read
 
     def objects(self) -> list[AnyObject]:
         ss = [self.submission_set] if self.submission_set else []

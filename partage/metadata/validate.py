@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .datatypes import CX, DTM, XCN, XON, XTN, DatatypeError, is_oid, is_uuid_urn
+from .datatypes import CX, XCN, XON, XTN, DatatypeError, is_oid, is_uuid_urn
 from .errors import DUPLICATE_UNIQUE_ID_IN_MESSAGE, ErrorCode, XdsError
 from .model import (
     Association,
@@ -23,6 +23,7 @@ from .model import (
     Folder,
     SubmissionRequest,
     SubmissionSet,
+    ValueProblem,
 )
 
 
@@ -53,24 +54,35 @@ MAX_UNIQUE_ID = 128
 
 
 class _Collector:
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: str, problems: list[ValueProblem]) -> None:
         self.errors: list[XdsError] = []
         self.code = code
+        self.unread = {(p.where, p.label) for p in problems}
 
     def add(self, context: str, location: str, code: str | None = None) -> None:
         self.errors.append(XdsError(code or self.code, context, location))
 
-    def check(self, location: str, label: str, value: str, parse: Callable[[str], object]) -> None:
+    def missing(self, location: str, label: str) -> None:
+        """`label` is absent: an error, unless the door sent a value it could not read."""
+        if (location, label) not in self.unread:
+            self.add(f"{label} is missing", location)
+
+    def check(self, location: str, label: str, value: CX | XCN | XON | XTN,
+              rule: Callable[[], None] | None = None) -> None:
+        """The XDS rule of a typed value built by a door (strict reading already applied it
+        to values read from text; values built field by field are checked here)."""
         try:
-            parse(value)
+            (rule or value.check_xds)()
         except DatatypeError as exc:
-            self.add(f"{label} {value!r} is malformed: {exc}", location)
+            self.add(f"{label} {value.format()!r} is malformed: {exc}", location)
 
 
 def validate_submission(request: SubmissionRequest, domain: CodeDomain,
                         transaction: Transaction = ITI_42) -> list[XdsError]:
     """Every metadata error in the request, in document order."""
-    out = _Collector(transaction.metadata_error)
+    out = _Collector(transaction.metadata_error, request.problems)
+    for problem in request.problems:
+        out.add(f"{problem.label} {problem.text!r} is malformed: {problem.message}", problem.where)
     ss = request.submission_set
     if ss is None:
         out.add("the request has no SubmissionSet (RegistryPackage classified "
@@ -102,15 +114,13 @@ def _check_submission_set(ss: SubmissionSet, domain: CodeDomain, out: _Collector
     for attr, label in (("unique_id", "uniqueId"), ("source_id", "sourceId"),
                         ("patient_id", "patientId"), ("submission_time", "submissionTime")):
         if not getattr(ss, attr):
-            out.add(f"SubmissionSet.{label} is missing", where)
+            out.missing(where, f"SubmissionSet.{label}")
     if ss.unique_id and not is_oid(ss.unique_id):
         out.add(f"SubmissionSet.uniqueId {ss.unique_id!r} is not an OID", where)
     if ss.source_id and not is_oid(ss.source_id):
         out.add(f"SubmissionSet.sourceId {ss.source_id!r} is not an OID", where)
     if ss.patient_id:
-        out.check(where, "SubmissionSet.patientId", ss.patient_id, lambda v: CX.parse(v, strict=True))
-    if ss.submission_time:
-        out.check(where, "SubmissionSet.submissionTime", ss.submission_time, DTM.parse)
+        out.check(where, "SubmissionSet.patientId", ss.patient_id)
     if ss.content_type_code is None and not ss.limited_metadata:
         out.add("SubmissionSet.contentTypeCode is missing", where)
     elif ss.content_type_code is not None:
@@ -127,7 +137,7 @@ def _check_document(doc: DocumentEntry, domain: CodeDomain, tx: Transaction,
     required = DOC_REQUIRED_VALUES if not doc.limited_metadata else ("patient_id", "unique_id", "mime_type")
     for attr in required:
         if not getattr(doc, attr):
-            out.add(f"DocumentEntry.{_camel(attr)} is missing", where)
+            out.missing(where, f"DocumentEntry.{_camel(attr)}")
     if not doc.limited_metadata:
         for attr in DOC_REQUIRED_CODES:
             if getattr(doc, attr) is None:
@@ -150,17 +160,14 @@ def _check_document(doc: DocumentEntry, domain: CodeDomain, tx: Transaction,
     if doc.repository_unique_id and not is_oid(doc.repository_unique_id):
         out.add(f"DocumentEntry.repositoryUniqueId {doc.repository_unique_id!r} is not an OID", where)
     if doc.patient_id:
-        out.check(where, "DocumentEntry.patientId", doc.patient_id, lambda v: CX.parse(v, strict=True))
+        out.check(where, "DocumentEntry.patientId", doc.patient_id)
     if doc.source_patient_id:
-        out.check(where, "DocumentEntry.sourcePatientId", doc.source_patient_id,
-                  lambda v: CX.parse(v, strict=True))
-    for attr in ("creation_time", "service_start_time", "service_stop_time"):
-        if getattr(doc, attr):
-            out.check(where, f"DocumentEntry.{_camel(attr)}", getattr(doc, attr), DTM.parse)
+        out.check(where, "DocumentEntry.sourcePatientId", doc.source_patient_id)
     if doc.legal_authenticator:
-        out.check(where, "DocumentEntry.legalAuthenticator", doc.legal_authenticator, XCN.parse)
+        out.check(where, "DocumentEntry.legalAuthenticator", doc.legal_authenticator)
     for ref in doc.reference_ids:
-        out.check(where, "DocumentEntry.referenceIdList", ref, CX.parse_reference_id)
+        out.check(where, "DocumentEntry.referenceIdList", ref,
+                  lambda ref=ref: _reference_id_rule(ref))
     if doc.mime_type and not domain.allows_mime_type(doc.mime_type):
         out.add(f"DocumentEntry.mimeType {doc.mime_type!r} is not in the affinity domain", where)
     for attr in DOC_REQUIRED_CODES:
@@ -185,11 +192,11 @@ def _check_folder(folder: Folder, domain: CodeDomain, out: _Collector) -> None:
     where = folder.entry_uuid or "Folder"
     for attr, label in (("unique_id", "uniqueId"), ("patient_id", "patientId")):
         if not getattr(folder, attr):
-            out.add(f"Folder.{label} is missing", where)
+            out.missing(where, f"Folder.{label}")
     if folder.unique_id and not is_oid(folder.unique_id):
         out.add(f"Folder.uniqueId {folder.unique_id!r} is not an OID", where)
     if folder.patient_id:
-        out.check(where, "Folder.patientId", folder.patient_id, lambda v: CX.parse(v, strict=True))
+        out.check(where, "Folder.patientId", folder.patient_id)
     if not folder.codes and not folder.limited_metadata:
         out.add("Folder.codeList is missing", where)
     for code in folder.codes:
@@ -257,11 +264,15 @@ def _check_authors(authors: list[Author], where: str, owner: str, domain: CodeDo
             out.add(f"{owner}.author has none of authorPerson, authorInstitution, authorRole, "
                     "authorSpecialty, authorTelecommunication", where)
         if author.person:
-            out.check(where, f"{owner}.authorPerson", author.person, XCN.parse)
+            out.check(where, f"{owner}.authorPerson", author.person)
         for institution in author.institutions:
-            out.check(where, f"{owner}.authorInstitution", institution, XON.parse)
+            out.check(where, f"{owner}.authorInstitution", institution)
         for telecom in author.telecoms:
-            out.check(where, f"{owner}.authorTelecommunication", telecom, XTN.parse)
+            out.check(where, f"{owner}.authorTelecommunication", telecom)
+
+
+def _reference_id_rule(ref: CX) -> None:
+    CX.parse_reference_id(ref.format())
 
 
 def _camel(attr: str) -> str:

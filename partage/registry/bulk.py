@@ -26,8 +26,9 @@ from sqlalchemy import Connection, select
 from ..metadata.datatypes import CX
 from ..metadata.model import AnyObject, AvailabilityStatus, SubmissionRequest
 from . import schema
+from .clock import utc_now
 from .indexing import author_rows, code_rows, row_values
-from .store import Registry, utc_now
+from .store import Registry
 
 OBJECT_COLUMNS = [c.name for c in schema.registry_objects.columns if c.name != "pk"]
 CODE_COLUMNS = ["object_pk", "patient_pk", "attribute", "code", "scheme"]
@@ -47,7 +48,7 @@ class BulkStats:
 
 @dataclass
 class _Pending:
-    objects: list[tuple[AnyObject, str, str | None]] = field(default_factory=list)  # obj, patient cx, blob
+    objects: list[tuple[AnyObject, CX, str | None]] = field(default_factory=list)  # obj, patient, blob
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -67,7 +68,10 @@ class BulkLoader:
     def add(self, request: SubmissionRequest, blob_addresses: dict[str, str] | None = None) -> None:
         """Queue one submission (the same object states `register` gives: Approved, lid, version 1)."""
         blob_addresses = blob_addresses or {}
-        patient = request.submission_set.patient_id
+        ss = request.submission_set
+        if ss is None or ss.patient_id is None:
+            raise ValueError("a bulk submission needs a SubmissionSet with its patientId")
+        patient = ss.patient_id
         for obj in request.objects():
             obj.availability_status = AvailabilityStatus.APPROVED
             obj.lid = obj.lid or obj.entry_uuid
@@ -117,14 +121,13 @@ class BulkLoader:
         self.stats.batches += 1
 
     # --- patients ------------------------------------------------------------------------
-    def _ensure_patients(self, conn: Connection, cxs: Iterable[str]) -> dict[str, int]:
+    def _ensure_patients(self, conn: Connection, cxs: Iterable[CX]) -> dict[CX, int]:
         """CX -> patient pk, creating the patients the registry does not know (no merge chains)."""
-        keys: dict[str, tuple[str, str]] = {}
+        keys: dict[CX, tuple[str, str]] = {}
         id_types: dict[tuple[str, str], str] = {}
         for cx in dict.fromkeys(cxs):
-            parsed = CX.parse(cx, strict=False)
-            keys[cx] = (parsed.assigning_authority.universal_id, parsed.id)
-            id_types[keys[cx]] = parsed.id_type
+            keys[cx] = cx.key
+            id_types[keys[cx]] = cx.id_type
         missing = [k for k in dict.fromkeys(keys.values()) if k not in self._patients]
         if missing:
             t = schema.patient_identifiers

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ..metadata import codec
+from ..metadata.datatypes import DTM
 from ..metadata.model import (
     AnyObject,
     Association,
@@ -42,7 +43,7 @@ def status_short(status: AvailabilityStatus | str | None) -> str:
 
 
 def pad_time(value: str) -> str | None:
-    """DTM to 14 digits at its lower bound, so string order is time order."""
+    """DTM digits to 14 digits at their lower bound, so string order is time order."""
     if not value:
         return None
     digits = value[:14]
@@ -50,8 +51,13 @@ def pad_time(value: str) -> str | None:
     return digits + lower[len(digits):]
 
 
+def time_column(value: DTM | None) -> str | None:
+    return value.lower_bound() if value is not None else None
+
+
 def row_values(obj: AnyObject, *, patient_pk: int | None, registered_at: str,
-               blob_address: str | None = None) -> dict[str, Any]:
+               blob_address: str | None = None, lineage: str | None = None) -> dict[str, Any]:
+    """The row of `obj`; a DocumentEntry's `lineage` defaults to its own logical id."""
     values: dict[str, Any] = {
         "kind": KIND_OF[obj.kind],
         "entry_uuid": obj.entry_uuid,
@@ -66,20 +72,21 @@ def row_values(obj: AnyObject, *, patient_pk: int | None, registered_at: str,
     if isinstance(obj, DocumentEntry):
         values.update(
             unique_id=obj.unique_id,
-            creation_time=pad_time(obj.creation_time),
-            service_start=pad_time(obj.service_start_time),
-            service_stop=pad_time(obj.service_stop_time),
+            creation_time=time_column(obj.creation_time),
+            service_start=time_column(obj.service_start_time),
+            service_stop=time_column(obj.service_stop_time),
             hash=obj.hash or None, size=obj.size,
             repository_unique_id=obj.repository_unique_id or None,
             mime_type=obj.mime_type or None,
             object_type="O" if obj.object_type == ObjectType.ON_DEMAND else "S",
             blob_address=blob_address,
+            lineage=lineage or obj.logical_id,
         )
     elif isinstance(obj, SubmissionSet):
-        values.update(unique_id=obj.unique_id, submission_time=pad_time(obj.submission_time),
+        values.update(unique_id=obj.unique_id, submission_time=time_column(obj.submission_time),
                       source_id=obj.source_id)
     elif isinstance(obj, Folder):
-        values.update(unique_id=obj.unique_id, last_update_time=pad_time(obj.last_update_time))
+        values.update(unique_id=obj.unique_id, last_update_time=time_column(obj.last_update_time))
     elif isinstance(obj, Association):
         values.update(assoc_type=str(obj.association_type), source_uuid=obj.source_uuid,
                       target_uuid=obj.target_uuid)
@@ -95,12 +102,12 @@ def code_rows(obj: AnyObject) -> list[dict[str, str]]:
         for code in value if isinstance(value, list) else [value]:
             rows.append({"attribute": attribute, "code": code.code, "scheme": code.scheme})
     for ref in getattr(obj, "reference_ids", ()):
-        rows.append({"attribute": REFERENCE_ID_ATTRIBUTE, "code": ref, "scheme": ""})
+        rows.append({"attribute": REFERENCE_ID_ATTRIBUTE, "code": ref.format(), "scheme": ""})
     return rows
 
 
 def author_rows(obj: AnyObject) -> list[dict[str, str]]:
-    return [{"person": a.person} for a in getattr(obj, "authors", ()) if a.person]
+    return [{"person": a.person.format()} for a in getattr(obj, "authors", ()) if a.person]
 
 
 def object_from_row(body: str) -> AnyObject:

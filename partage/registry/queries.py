@@ -1,6 +1,6 @@
 """The SQL behind every query: one function per shape, always keyed by patient or id.
 
-Returns rows `(pk, entry_uuid, patient_pk, kind, status, body)`; turning them into
+Returns rows `(pk, entry_uuid, patient_pk, kind, status, lineage, body)`; turning them into
 model objects (and deciding which ones an actor may see) is the query flow's job.
 """
 
@@ -24,7 +24,8 @@ from .indexing import pad_time
 OBJ = schema.registry_objects
 CODES = schema.object_codes
 AUTHORS = schema.object_authors
-COLUMNS = (OBJ.c.pk, OBJ.c.entry_uuid, OBJ.c.patient_pk, OBJ.c.kind, OBJ.c.status, OBJ.c.body)
+COLUMNS = (OBJ.c.pk, OBJ.c.entry_uuid, OBJ.c.patient_pk, OBJ.c.kind, OBJ.c.status, OBJ.c.lineage,
+           OBJ.c.body)
 
 
 def _code_filter(attribute: str, groups: CodeFilter) -> list:
@@ -149,3 +150,15 @@ def associations(conn: Connection, *, sources: Iterable[str] = (), targets: Iter
         clauses.append(OBJ.c.status.in_(list(statuses)))
     return conn.execute(select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk)).all()
 
+
+
+def lineage_heads(conn: Connection, lineages: Iterable[str]):
+    """The newest versions of documents' lineages: every version not Deprecated."""
+    wanted = [lineage for lineage in dict.fromkeys(lineages) if lineage]
+    out = []
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        out += conn.execute(select(*COLUMNS).where(
+            OBJ.c.kind == schema.KIND_DOCUMENT, OBJ.c.lineage.in_(chunk),
+            OBJ.c.status != "Deprecated")).all()
+    return out

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from ..metadata.datatypes import DTM
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import (
     REPLACING_TYPES,
@@ -32,8 +33,9 @@ from ..metadata.model import (
     SubmissionRequest,
 )
 from . import schema
+from .clock import utc_now
 from .indexing import author_rows, code_rows, object_from_row, row_values
-from .store import Registry, utc_now
+from .store import Registry
 
 OBJ = schema.registry_objects
 KIND_NAMES = {schema.KIND_DOCUMENT: "DocumentEntry", schema.KIND_SUBMISSION_SET: "SubmissionSet",
@@ -79,19 +81,31 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
         obj.lid = obj.lid or obj.entry_uuid
         obj.version = obj.version or "1"
     for folder in request.folders:
-        folder.last_update_time = now
+        folder.last_update_time = DTM(now)
     extra = _effects(conn, request, rows, now)
+    lineages = _lineages(request, rows)
     try:
         for obj in request.objects():
             _claim_unique_id(conn, obj)
             insert_object(conn, obj, patient_pk=patient_pk, registered_at=now,
-                          blob_address=blob_addresses.get(obj.entry_uuid))
+                          blob_address=blob_addresses.get(obj.entry_uuid),
+                          lineage=lineages.get(obj.entry_uuid))
         for assoc in extra:
             insert_object(conn, assoc, patient_pk=patient_pk, registered_at=now)
     except IntegrityError as exc:
         raise XdsErrors.one(ErrorCode.DUPLICATE_UNIQUE_ID,
                             "a uniqueId or id of this submission was registered concurrently "
                             f"by another submission ({exc.orig.__class__.__name__})") from exc
+
+
+def _lineages(request: SubmissionRequest, rows: dict) -> dict[str, str]:
+    """A replacement (RPLC, XFRM_RPLC) continues the lineage of the document it replaces."""
+    out: dict[str, str] = {}
+    for assoc in request.associations:
+        target = rows.get(assoc.target_uuid)
+        if assoc.association_type in REPLACING_TYPES and target is not None:
+            out[assoc.source_uuid] = target.lineage or target.lid
+    return out
 
 
 def _external_references(request: SubmissionRequest, in_request: dict) -> list[str]:
@@ -228,7 +242,7 @@ def _effects(conn: Connection, request: SubmissionRequest, rows: dict, now: str)
                 folders_touched.add(folder_uuid)
     for folder_uuid in folders_touched:
         if folder_uuid not in in_request:
-            rewrite(conn, folder_uuid, lambda f: setattr(f, "last_update_time", now))
+            rewrite(conn, folder_uuid, lambda f: setattr(f, "last_update_time", DTM(now)))
     return extra
 
 
@@ -255,9 +269,9 @@ def folders_of(conn: Connection, doc_uuid: str) -> list[str]:
 
 
 def insert_object(conn: Connection, obj: AnyObject, *, patient_pk: int | None,
-                  registered_at: str, blob_address: str | None = None) -> int:
+                  registered_at: str, blob_address: str | None = None, lineage: str | None = None) -> int:
     values = row_values(obj, patient_pk=patient_pk, registered_at=registered_at,
-                        blob_address=blob_address)
+                        blob_address=blob_address, lineage=lineage)
     pk = conn.execute(OBJ.insert().values(**values)).inserted_primary_key[0]
     codes = code_rows(obj)
     if codes:
@@ -278,7 +292,7 @@ def rewrite(conn: Connection, entry_uuid: str, mutate: Callable[[AnyObject], Non
     obj = object_from_row(row.body)
     mutate(obj)
     values = row_values(obj, patient_pk=row.patient_pk, registered_at=row.registered_at,
-                        blob_address=row.blob_address)
+                        blob_address=row.blob_address, lineage=row.lineage)
     conn.execute(update(OBJ).where(OBJ.c.pk == row.pk).values(**values))
     conn.execute(schema.object_codes.delete().where(schema.object_codes.c.object_pk == row.pk))
     conn.execute(schema.object_authors.delete().where(schema.object_authors.c.object_pk == row.pk))

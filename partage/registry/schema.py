@@ -39,6 +39,8 @@ patients = Table(
     Column("pk", Integer, primary_key=True),
     Column("merged_into", Integer, ForeignKey("patients.pk"), nullable=True),
     Column("demographics", Text, nullable=False, default="{}"),   # JSON from the ITI-8 feed
+    # What URLs and FHIR name the patient by: random, so ids cannot be enumerated (migration 0005).
+    Column("public_id", String(64), nullable=True),
     Column("created_at", String(20), nullable=False),
     Column("updated_at", String(20), nullable=False),
 )
@@ -63,6 +65,10 @@ registry_objects = Table(
     Column("unique_id", String(128), nullable=True),
     Column("patient_pk", Integer, ForeignKey("patients.pk"), nullable=True),
     Column("status", String(16), nullable=False),        # Approved, Deprecated, Archived...
+    # DocumentEntry: the logical document across its versions (ITI-57, same lid) and its
+    # replacements (RPLC, XFRM_RPLC): the lid of the first one. The gate judges a version
+    # by the newest versions of its lineage too (partage.access.gate; migration 0005).
+    Column("lineage", String(64), nullable=True),
     Column("home_community_id", String(64), nullable=False, default=""),
     # DocumentEntry
     Column("creation_time", String(14), nullable=True),   # DTM padded to 14 digits (lower bound)
@@ -94,6 +100,24 @@ Index("ix_objects_lid", registry_objects.c.lid, registry_objects.c.version)
 Index("ix_objects_source", registry_objects.c.source_uuid)
 Index("ix_objects_target", registry_objects.c.target_uuid)
 Index("ix_objects_blob", registry_objects.c.blob_address)
+Index("ix_objects_lineage", registry_objects.c.lineage, registry_objects.c.status)
+Index("ix_patients_public_id", patients.c.public_id, unique=True)
+
+# What ITI-62 (and ITI-86) removed: kept for the audit trail and for recovery, never read by
+# queries; `partage access purge` (an administrator) removes them for good (migration 0005).
+removed_objects = Table(
+    "removed_objects", metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("entry_uuid", String(64), nullable=False),
+    Column("kind", String(1), nullable=False),
+    Column("patient_pk", Integer, nullable=True),
+    Column("removed_at", String(20), nullable=False),
+    Column("removed_by", String(128), nullable=False),
+    Column("transaction", String(16), nullable=False),      # ITI-62 | ITI-86
+    Column("blob_address", String(64), nullable=True),      # bytes kept until a purge
+    Column("body", Text, nullable=False),
+)
+Index("ix_removed_patient", removed_objects.c.patient_pk)
 
 # One row per uniqueId: makes "exactly one submission wins a uniqueId" a database fact.
 # A DocumentEntry may be registered again under its uniqueId only with the same hash

@@ -7,27 +7,21 @@ upgrade); PostgreSQL gets a pooled engine. Everything here is keyed by patient.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 
-from ..metadata.datatypes import CX, DatatypeError
+from ..metadata.datatypes import CX
 from ..metadata.model import AnyObject
-from . import schema
+from . import patients, schema
 from .indexing import object_from_row
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x70617274616765   # "partage": the advisory lock serialising migrations
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -110,74 +104,17 @@ class Registry:
         with self._write_engine.connect() as conn, conn.begin():
             yield conn
 
-    # --- patients --------------------------------------------------------------------
-    def patient_pk(self, conn: Connection, cx: str) -> int | None:
+    # --- patients (partage.registry.patients) ----------------------------------------
+    def patient_pk(self, conn: Connection, cx: CX | None) -> int | None:
         """The surviving patient behind an identifier, or None if the feed never sent it."""
-        key = _cx_key(cx)
-        if key is None:
-            return None
-        t = schema.patient_identifiers
-        pk = conn.execute(
-            select(t.c.patient_pk).where(t.c.authority == key[0], t.c.value == key[1])
-        ).scalar()
-        return self._surviving(conn, pk) if pk is not None else None
+        return patients.patient_pk(conn, cx)
 
-    def _surviving(self, conn: Connection, pk: int) -> int:
-        p = schema.patients
-        for _ in range(32):   # merge chains are short; the bound guards against a cycle
-            nxt = conn.execute(select(p.c.merged_into).where(p.c.pk == pk)).scalar()
-            if nxt is None:
-                return pk
-            pk = nxt
-        return pk
-
-    def upsert_patient(self, conn: Connection, identifiers: Iterable[str],
+    def upsert_patient(self, conn: Connection, identifiers: Iterable[CX],
                        demographics: dict | None = None) -> int:
-        """Create or update the patient known by any of these CX identifiers."""
-        parsed = [CX.parse(i, strict=False) for i in identifiers]
-        t, p = schema.patient_identifiers, schema.patients
-        now = utc_now()
-        pk = None
-        for cx in parsed:
-            pk = self.patient_pk(conn, cx.format())
-            if pk is not None:
-                break
-        if pk is None:
-            pk = conn.execute(p.insert().values(
-                demographics=json.dumps(demographics or {}), created_at=now, updated_at=now
-            )).inserted_primary_key[0]
-        elif demographics is not None:
-            conn.execute(update(p).where(p.c.pk == pk).values(
-                demographics=json.dumps(demographics), updated_at=now))
-        for cx in parsed:
-            if self.patient_pk(conn, cx.format()) is None:
-                conn.execute(t.insert().values(
-                    patient_pk=pk, authority=cx.assigning_authority.universal_id,
-                    value=cx.id, id_type=cx.id_type))
-        return pk
+        return patients.upsert(conn, identifiers, demographics)
 
-    def merge_patients(self, conn: Connection, surviving: str, merged: str) -> int:
-        """ITI-8 A40: the merged id's documents now belong to the surviving patient."""
-        keep = self.patient_pk(conn, surviving)
-        if keep is None:
-            keep = self.upsert_patient(conn, [surviving])
-        gone = self.patient_pk(conn, merged)
-        if gone is None or gone == keep:
-            if gone is None:
-                self.upsert_patient(conn, [merged])
-                gone = self.patient_pk(conn, merged)
-                if gone == keep:
-                    return keep
-            else:
-                return keep
-        p, objs = schema.patients, schema.registry_objects
-        conn.execute(update(p).where(p.c.pk == gone).values(merged_into=keep, updated_at=utc_now()))
-        conn.execute(update(objs).where(objs.c.patient_pk == gone).values(patient_pk=keep))
-        conn.execute(update(schema.object_codes).where(schema.object_codes.c.patient_pk == gone)
-                     .values(patient_pk=keep))
-        conn.execute(update(schema.object_authors).where(schema.object_authors.c.patient_pk == gone)
-                     .values(patient_pk=keep))
-        return keep
+    def merge_patients(self, conn: Connection, surviving: CX, merged: CX) -> int:
+        return patients.merge(conn, surviving, merged)
 
     # --- object reads ----------------------------------------------------------------
     def objects_by_uuid(self, conn: Connection, uuids: Iterable[str]) -> dict[str, AnyObject]:
@@ -197,16 +134,6 @@ class Registry:
             for row in conn.execute(select(objs).where(objs.c.entry_uuid.in_(chunk))):
                 rows[row.entry_uuid] = row
         return rows
-
-
-def _cx_key(cx: str) -> tuple[str, str] | None:
-    try:
-        parsed = CX.parse(cx, strict=False)
-    except DatatypeError:
-        return None
-    if not parsed.id or not parsed.assigning_authority.universal_id:
-        return None
-    return parsed.assigning_authority.universal_id, parsed.id
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

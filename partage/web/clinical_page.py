@@ -10,7 +10,7 @@
 
 `<patient id>` is the FHIR Patient id (as in /fhir/Patient/<id>). The actor is the one
 of the FHIR door (a bearer JWT; --insecure-dev: none needed), and every piece of the
-page is read through partage.clinical.read, i.e. after the access policy: what the actor
+page is read through partage.query.clinical, i.e. after the access policy: what the actor
 may not see is not on the page. The page needs no JavaScript; the trend is an inline SVG.
 """
 
@@ -27,13 +27,15 @@ from ..access import authn
 from ..access.actor import AuthenticationRequired
 from ..cda.parser import XmlRejected, parse_cda
 from ..clinical.narrative import render as render_narrative
-from ..clinical.read import ClinicalReader, FactRow
 from ..fhir.clinical import summary_content
 from ..fhir.mapping import entry_uuid_of, resource_id
 from ..fhir.patients import Patients
+from ..metadata.datatypes import DTM
 from ..metadata.model import Code, DocumentEntry
 from ..metadata.query import DocumentFilter, TimeRange
 from ..query import QueryService
+from ..query.clinical import ClinicalReader, FactRow
+from ..query.view import Reader
 
 bp = Blueprint("clinical_page", __name__, url_prefix="/dossier", template_folder="templates")
 SECURITY_HEADERS = {
@@ -66,9 +68,10 @@ def _page(body: str, status: int = 200) -> Response:
 
 
 # --- formatting helpers -----------------------------------------------------------------------
-def when(digits: str) -> str:
-    """Stored digits -> dd/mm/yyyy (or what precision there is)."""
-    d = "".join(ch for ch in (digits or "") if ch.isdigit())
+def when(value: str | DTM | None) -> str:
+    """Stored digits or a DTM -> dd/mm/yyyy (or what precision there is)."""
+    text = value.format() if isinstance(value, DTM) else (value or "")
+    d = "".join(ch for ch in text if ch.isdigit())
     if len(d) >= 8:
         return f"{d[6:8]}/{d[4:6]}/{d[:4]}"
     if len(d) >= 6:
@@ -145,13 +148,31 @@ def _timeline_filter(args) -> tuple[DocumentFilter, dict[str, str]]:
 def _authors(doc: DocumentEntry) -> str:
     names = []
     for author in doc.authors:
-        parts = (author.person or "").split("^")
-        name = " ".join(p for p in (parts[2] if len(parts) > 2 else "", parts[1] if len(parts) > 1 else "") if p)
+        person = author.person
+        name = " ".join(p for p in (person.given_name, person.family_name) if p) if person else ""
         if name:
             names.append(name)
         elif author.institutions:
-            names.append(author.institutions[0].split("^")[0])
+            names.append(author.institutions[0].organization_name)
     return ", ".join(names)
+
+
+REFUSED_PAGE = ("<!doctype html><html lang=\"fr\"><meta charset=\"utf-8\"><title>Accès refusé</title>"
+                "<h1>Accès refusé</h1><p>Vous n'avez pas accès à ce dossier.</p></html>")
+
+
+def _patient(services, actor, rid: str):
+    """The patient behind the page's id if the actor may see who it is; 404 when unknown, and
+    a refusal that names no one (no identity, no counts) when the one gate says no."""
+    record = Patients(services).record(rid)
+    if record is None or record.xds_patient_id is None:
+        abort(404)
+    reader = Reader(services, actor)
+    with services.registry.read() as conn:
+        allowed = reader.record(conn, record.pk, record.xds_patient_id)
+    if not allowed:
+        abort(Response(REFUSED_PAGE, 403, {"Content-Type": "text/html; charset=utf-8", **SECURITY_HEADERS}))
+    return record
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -160,10 +181,8 @@ def patient_page(rid: str) -> Response:
     services = _services()
     actor = _actor(services)
     people = Patients(services)
-    record = people.record(rid)
-    patient_id = record.xds_patient_id if record else None
-    if not patient_id:
-        abort(404)
+    record = _patient(services, actor, rid)
+    patient_id = record.xds_patient_id
     reader = ClinicalReader(services, actor)
     content = summary_content(reader, patient_id)
     timeline_filter, chosen = _timeline_filter(request.args)
@@ -193,16 +212,14 @@ def patient_page(rid: str) -> Response:
     return _page(body)
 
 
-def _visible_document(services, actor, patient_id: str, doc_rid: str) -> DocumentEntry | None:
+def _visible_document(services, actor, patient_id, doc_rid: str) -> DocumentEntry | None:
     docs = ClinicalReader(services, actor).documents(patient_id, DocumentFilter(entry_uuids=[entry_uuid_of(doc_rid)]))
     return next(iter(docs.values()), None)
 
 
 def _located_document(services, actor, rid: str, doc_rid: str):
     """The document this actor may see in this patient's record, and where its bytes are; 404 otherwise."""
-    record = Patients(services).record(rid)
-    if record is None or not record.xds_patient_id:
-        abort(404)
+    record = _patient(services, actor, rid)
     doc = _visible_document(services, actor, record.xds_patient_id, doc_rid)
     located = QueryService(services, actor).locate_document(doc.unique_id) if doc else None
     if doc is None or located is None:
@@ -219,7 +236,7 @@ def document_page(rid: str, doc_rid: str) -> Response:
     if mime == "application/pdf":
         inline = True
     elif mime in ("text/xml", "application/xml", "application/hl7-v3+xml"):
-        stream = services.blobs.open(located[1])
+        stream = services.blobs.open(located.blob_address)
         try:
             data = stream.read(20 * 1024 * 1024 + 1)
         finally:
@@ -238,7 +255,7 @@ def document_page(rid: str, doc_rid: str) -> Response:
 def document_content(rid: str, doc_rid: str) -> Response:
     services = _services()
     doc, located = _located_document(services, _actor(services), rid, doc_rid)
-    stream = services.blobs.open(located[1])
+    stream = services.blobs.open(located.blob_address)
 
     def chunks():
         with stream:

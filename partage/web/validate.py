@@ -179,7 +179,7 @@ def _validate_bundle(validator, upload: Upload, *, xml: bool) -> list[Report]:
     try:
         # The subject's identifier is the patient id the cross-check compares; a subject given
         # only by reference is not looked up (validation reads no patient data).
-        provided = iti65.read_provide_bundle(resource, lambda ref: identifier_cx(ref.get("identifier") or {}) or "",
+        provided = iti65.read_provide_bundle(resource, lambda ref: identifier_cx(ref.get("identifier") or {}),
                                              lambda _ref: None)
     except XdsErrors as exc:
         # The metadata do not make a submission; the documents are still worth a report.

@@ -9,10 +9,11 @@ whether values are acceptable is `metadata.validate`'s job, and ids are assigned
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from lxml import etree
 
+from ..metadata import values
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import (
     AnyObject,
@@ -27,6 +28,7 @@ from ..metadata.model import (
     RegistryObject,
     SubmissionRequest,
     SubmissionSet,
+    ValueProblem,
 )
 from . import constants as C
 
@@ -72,6 +74,35 @@ DOC_CODE_BY_SCHEME = {scheme: attr for attr, scheme in C.DOC_CODE_SCHEMES.items(
 MULTI_CODES = {"confidentiality_codes", "event_codes"}
 EXT_ID_NAMES = {scheme: name for scheme, (_attr, name) in EXTERNAL_IDS.items()}
 
+# How each HL7-typed attribute is read from its slot or external identifier (metadata.values).
+ValueReader = Callable[[str, str, str, list[ValueProblem]], object]
+HL7_READERS: dict[str, ValueReader] = {
+    "patient_id": values.read_cx, "source_patient_id": values.read_cx,
+    "legal_authenticator": values.read_xcn, "reference_ids": values.read_reference_id,
+    "creation_time": values.read_dtm, "service_start_time": values.read_dtm,
+    "service_stop_time": values.read_dtm, "submission_time": values.read_dtm,
+    "last_update_time": values.read_dtm, "intended_recipients": values.read_recipient,
+}
+LABELS = {
+    "patient_id": "patientId", "source_patient_id": "sourcePatientId",
+    "legal_authenticator": "legalAuthenticator", "reference_ids": "referenceIdList",
+    "creation_time": "creationTime", "service_start_time": "serviceStartTime",
+    "service_stop_time": "serviceStopTime", "submission_time": "submissionTime",
+    "last_update_time": "lastUpdateTime", "intended_recipients": "intendedRecipient",
+}
+
+
+def _where(obj: RegistryObject) -> str:
+    return obj.entry_uuid or obj.kind   # type: ignore[attr-defined]
+
+
+def _typed(obj: RegistryObject, attr: str, text: str, problems: list[ValueProblem]) -> object:
+    """The typed value of an HL7 attribute (None, with a problem noted, if unreadable)."""
+    if not text:
+        return None   # reported as missing where the attribute is required
+    label = f"{obj.kind}.{LABELS[attr]}"   # type: ignore[attr-defined]
+    return HL7_READERS[attr](text, _where(obj), label, problems)
+
 
 # =============================== reading ===========================================
 
@@ -89,13 +120,14 @@ def read_submission(request: etree._Element) -> SubmissionRequest:
 def read_object_list(object_list: etree._Element) -> SubmissionRequest:
     errors: list[XdsError] = []
     out = SubmissionRequest()
+    problems = out.problems
     packages: list[etree._Element] = []
     node_of: dict[str, str] = {}        # classifiedObject -> SS/Folder classification node
     loose: list[etree._Element] = []    # Classifications outside their object
     for child in object_list:
         tag = etree.QName(child).localname if isinstance(child.tag, str) else ""
         if tag == "ExtrinsicObject":
-            out.documents.append(_read_document(child, errors))
+            out.documents.append(_read_document(child, errors, problems))
         elif tag == "RegistryPackage":
             packages.append(child)
         elif tag == "Association":
@@ -118,9 +150,9 @@ def read_object_list(object_list: etree._Element) -> SubmissionRequest:
             if out.submission_set is not None:
                 errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
                                        "more than one SubmissionSet in the request", pid))
-            out.submission_set = _read_submission_set(package, errors)
+            out.submission_set = _read_submission_set(package, errors, problems)
         elif node == C.NODE_FOLDER:
-            out.folders.append(_read_folder(package, errors))
+            out.folders.append(_read_folder(package, errors, problems))
         else:
             errors.append(XdsError(
                 ErrorCode.REGISTRY_METADATA,
@@ -130,7 +162,7 @@ def read_object_list(object_list: etree._Element) -> SubmissionRequest:
         for classification in loose:
             target = by_id.get(classification.get("classifiedObject", ""))
             if target is not None:
-                _apply_classification(target, classification, errors)
+                _apply_classification(target, classification, errors, problems)
     if errors:
         raise XdsErrors(errors)
     return out
@@ -172,33 +204,41 @@ def _read_common(obj: RegistryObject, element: etree._Element) -> None:
         obj.version = version.get("versionName", "")
 
 
-def _read_slots(obj, element, single: dict, multi: dict, errors: list[XdsError]) -> None:
+def _read_slots(obj: RegistryObject, element: etree._Element, single: dict[str, str],
+                multi: dict[str, str], errors: list[XdsError], problems: list[ValueProblem]) -> None:
     for slot in element.findall(f"{R}Slot"):
         name = slot.get("name", "")
-        values = _slot_values(slot)
+        values_ = _slot_values(slot)
         if name in single:
             attr = single[name]
-            if len(values) != 1:
+            if len(values_) != 1:
                 errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
-                                       f"slot {name} must have exactly one value, has {len(values)}",
+                                       f"slot {name} must have exactly one value, has {len(values_)}",
                                        f"{obj.entry_uuid}/Slot[@name='{name}']"))
                 continue
-            value = values[0]
-            if attr == "size":
+            value: object = values_[0]
+            if attr in HL7_READERS:
+                value = _typed(obj, attr, values_[0], problems)
+            elif attr == "size":
                 try:
-                    value = int(value)
+                    value = int(values_[0])
                 except ValueError:
                     errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
-                                           f"slot size is not an integer: {value!r}", obj.entry_uuid))
+                                           f"slot size is not an integer: {values_[0]!r}", obj.entry_uuid))
                     continue
             setattr(obj, attr, value)
         elif name in multi:
-            setattr(obj, multi[name], values)
+            attr = multi[name]
+            if attr in HL7_READERS:
+                typed = [_typed(obj, attr, v, problems) for v in values_]
+                setattr(obj, attr, [v for v in typed if v is not None])
+            else:
+                setattr(obj, attr, values_)
         elif name in obj.extra_slots:
             errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
                                    f"slot {name} appears twice", obj.entry_uuid))
         else:
-            obj.extra_slots[name] = values
+            obj.extra_slots[name] = values_
 
 
 def _read_code(classification: etree._Element, errors: list[XdsError], where: str) -> Code:
@@ -215,24 +255,33 @@ def _read_code(classification: etree._Element, errors: list[XdsError], where: st
                 _localized(classification.find(f"{R}Name")))
 
 
-def _read_author(classification: etree._Element) -> Author:
+def _read_author(classification: etree._Element, where: str, owner: str,
+                 problems: list[ValueProblem]) -> Author:
     author = Author(classification_id=classification.get("id", ""))
     for slot in classification.findall(f"{R}Slot"):
         attr = AUTHOR_SLOTS.get(slot.get("name", ""))
+        texts = _slot_values(slot)
         if attr == "person":
-            values = _slot_values(slot)
-            author.person = values[0] if values else ""
+            author.person = (values.read_xcn(texts[0], where, f"{owner}.authorPerson", problems)
+                             if texts and texts[0] else None)
+        elif attr == "institutions":
+            read = [values.read_xon(t, where, f"{owner}.authorInstitution", problems) for t in texts]
+            author.institutions = [v for v in read if v is not None]
+        elif attr == "telecoms":
+            tel = [values.read_xtn(t, where, f"{owner}.authorTelecommunication", problems) for t in texts]
+            author.telecoms = [v for v in tel if v is not None]
         elif attr:
-            setattr(author, attr, _slot_values(slot))
+            setattr(author, attr, texts)
     return author
 
 
-def _apply_classification(obj: AnyObject, c: etree._Element, errors: list[XdsError]) -> None:
+def _apply_classification(obj: AnyObject, c: etree._Element, errors: list[XdsError],
+                          problems: list[ValueProblem]) -> None:
     scheme = c.get("classificationScheme", "")
     node = c.get("classificationNode", "")
     where = f"{obj.entry_uuid}/Classification[@classificationScheme='{scheme}']"
-    if scheme in (C.DOC_AUTHOR, C.SS_AUTHOR):
-        obj.authors.append(_read_author(c))
+    if scheme in (C.DOC_AUTHOR, C.SS_AUTHOR) and isinstance(obj, DocumentEntry | SubmissionSet):
+        obj.authors.append(_read_author(c, _where(obj), obj.kind, problems))
     elif node in (C.DOC_LIMITED_METADATA, C.SS_LIMITED_METADATA, C.FOLDER_LIMITED_METADATA):
         obj.limited_metadata = True
     elif isinstance(obj, DocumentEntry) and scheme in DOC_CODE_BY_SCHEME:
@@ -258,7 +307,8 @@ def _apply_classification(obj: AnyObject, c: etree._Element, errors: list[XdsErr
             f"{scheme}|{node}|{c.get('nodeRepresentation', '')}")
 
 
-def _read_external_ids(obj, element, allowed: dict[str, str], errors: list[XdsError]) -> None:
+def _read_external_ids(obj: RegistryObject, element: etree._Element, allowed: dict[str, str],
+                       errors: list[XdsError], problems: list[ValueProblem]) -> None:
     for ext in element.findall(f"{R}ExternalIdentifier"):
         scheme = ext.get("identificationScheme", "")
         attr = next((a for a, s in allowed.items() if s == scheme), None)
@@ -269,10 +319,12 @@ def _read_external_ids(obj, element, allowed: dict[str, str], errors: list[XdsEr
         if getattr(obj, attr):
             errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
                                    f"{EXT_ID_NAMES[scheme]} given more than once", obj.entry_uuid))
-        setattr(obj, attr, ext.get("value", ""))
+        text = ext.get("value", "")
+        setattr(obj, attr, _typed(obj, attr, text, problems) if attr in HL7_READERS and text else text)
 
 
-def _read_document(element: etree._Element, errors: list[XdsError]) -> DocumentEntry:
+def _read_document(element: etree._Element, errors: list[XdsError],
+                   problems: list[ValueProblem]) -> DocumentEntry:
     doc = DocumentEntry()
     _read_common(doc, element)
     doc.mime_type = element.get("mimeType", "")
@@ -282,30 +334,32 @@ def _read_document(element: etree._Element, errors: list[XdsError]) -> DocumentE
     except ValueError:
         errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
                                f"unknown DocumentEntry objectType {object_type}", doc.entry_uuid))
-    _read_slots(doc, element, DOC_SLOTS, DOC_LIST_SLOTS, errors)
+    _read_slots(doc, element, DOC_SLOTS, DOC_LIST_SLOTS, errors, problems)
     for c in element.findall(f"{R}Classification"):
-        _apply_classification(doc, c, errors)
-    _read_external_ids(doc, element, DOC_EXT_IDS, errors)
+        _apply_classification(doc, c, errors, problems)
+    _read_external_ids(doc, element, DOC_EXT_IDS, errors, problems)
     return doc
 
 
-def _read_submission_set(element: etree._Element, errors: list[XdsError]) -> SubmissionSet:
+def _read_submission_set(element: etree._Element, errors: list[XdsError],
+                         problems: list[ValueProblem]) -> SubmissionSet:
     ss = SubmissionSet()
     _read_common(ss, element)
-    _read_slots(ss, element, SS_SLOTS, SS_LIST_SLOTS, errors)
+    _read_slots(ss, element, SS_SLOTS, SS_LIST_SLOTS, errors, problems)
     for c in element.findall(f"{R}Classification"):
-        _apply_classification(ss, c, errors)
-    _read_external_ids(ss, element, SS_EXT_IDS, errors)
+        _apply_classification(ss, c, errors, problems)
+    _read_external_ids(ss, element, SS_EXT_IDS, errors, problems)
     return ss
 
 
-def _read_folder(element: etree._Element, errors: list[XdsError]) -> Folder:
+def _read_folder(element: etree._Element, errors: list[XdsError],
+                 problems: list[ValueProblem]) -> Folder:
     folder = Folder()
     _read_common(folder, element)
-    _read_slots(folder, element, FOLDER_SLOTS, {}, errors)
+    _read_slots(folder, element, FOLDER_SLOTS, {}, errors, problems)
     for c in element.findall(f"{R}Classification"):
-        _apply_classification(folder, c, errors)
-    _read_external_ids(folder, element, FOLDER_EXT_IDS, errors)
+        _apply_classification(folder, c, errors, problems)
+    _read_external_ids(folder, element, FOLDER_EXT_IDS, errors, problems)
     return folder
 
 
@@ -316,9 +370,10 @@ def _read_association(element: etree._Element) -> Association:
     assoc.association_type = element.get("associationType", "")
     assoc.source_uuid = element.get("sourceObject", "")
     assoc.target_uuid = element.get("targetObject", "")
-    _read_slots(assoc, element, ASSOC_SLOTS, {}, errors)
+    problems: list[ValueProblem] = []
+    _read_slots(assoc, element, ASSOC_SLOTS, {}, errors, problems)
     for c in element.findall(f"{R}Classification"):
-        _apply_classification(assoc, c, errors)
+        _apply_classification(assoc, c, errors, problems)
     if errors:
         raise XdsErrors(errors)
     return assoc
@@ -333,10 +388,11 @@ def _el(parent: etree._Element | None, tag: str, **attrs: str) -> etree._Element
     return etree.SubElement(parent, R + tag, attrs)
 
 
-def _slot(parent: etree._Element, name: str, values: Iterable[str]) -> None:
+def _slot(parent: etree._Element, name: str, items: Iterable[object]) -> None:
+    """A slot; typed HL7 values are written by their own `format()` (their __str__)."""
     slot = _el(parent, "Slot", name=name)
     value_list = _el(slot, "ValueList")
-    for value in values:
+    for value in items:
         _el(value_list, "Value").text = str(value)
 
 
@@ -367,9 +423,9 @@ def _write_name_desc_version(element: etree._Element, obj: RegistryObject) -> No
 
 
 def _write_extra_slots(element: etree._Element, obj: RegistryObject) -> None:
-    for name, values in obj.extra_slots.items():
+    for name, texts in obj.extra_slots.items():
         if not name.startswith("$"):
-            _slot(element, name, values)
+            _slot(element, name, texts)
 
 
 def _write_code(element, obj_id: str, scheme_uuid: str, code: Code, index: int) -> None:
@@ -385,14 +441,14 @@ def _write_author(element, obj_id: str, scheme_uuid: str, author: Author, index:
             nodeRepresentation="", objectType=C.OBJECT_TYPE_CLASSIFICATION,
             id=author.classification_id or _stable_id(obj_id, scheme_uuid, str(index)))
     if author.person:
-        _slot(c, "authorPerson", [author.person])
+        _slot(c, "authorPerson", [author.person.format()])
     for slot_name, attr in AUTHOR_SLOTS.items():
         if attr != "person" and getattr(author, attr):
             _slot(c, slot_name, getattr(author, attr))
 
 
-def _write_ext_id(element, obj_id: str, scheme_uuid: str, value: str) -> None:
-    e = _el(element, "ExternalIdentifier", identificationScheme=scheme_uuid, value=value,
+def _write_ext_id(element: etree._Element, obj_id: str, scheme_uuid: str, value: object) -> None:
+    e = _el(element, "ExternalIdentifier", identificationScheme=scheme_uuid, value=str(value),
             registryObject=obj_id, objectType=C.OBJECT_TYPE_EXTERNAL_IDENTIFIER,
             id=_stable_id(obj_id, scheme_uuid))
     _localized_el(e, "Name", EXT_ID_NAMES[scheme_uuid])
@@ -432,7 +488,7 @@ def write_document(doc: DocumentEntry, parent=None) -> etree._Element:
 def write_submission_set(ss: SubmissionSet, parent=None) -> etree._Element:
     e = _el(parent, "RegistryPackage", **_common_attrs(ss, C.OBJECT_TYPE_REGISTRY_PACKAGE))
     if ss.submission_time:
-        _slot(e, "submissionTime", [ss.submission_time])
+        _slot(e, "submissionTime", [ss.submission_time.format()])
     if ss.intended_recipients:
         _slot(e, "intendedRecipient", ss.intended_recipients)
     _write_extra_slots(e, ss)
@@ -454,7 +510,7 @@ def write_submission_set(ss: SubmissionSet, parent=None) -> etree._Element:
 def write_folder(folder: Folder, parent=None) -> etree._Element:
     e = _el(parent, "RegistryPackage", **_common_attrs(folder, C.OBJECT_TYPE_REGISTRY_PACKAGE))
     if folder.last_update_time:
-        _slot(e, "lastUpdateTime", [folder.last_update_time])
+        _slot(e, "lastUpdateTime", [folder.last_update_time.format()])
     _write_extra_slots(e, folder)
     _write_name_desc_version(e, folder)
     for i, code in enumerate(folder.codes):

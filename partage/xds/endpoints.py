@@ -126,12 +126,21 @@ def handle_update(services: Services, actor: Actor, body, parts) -> Reply:
 
 
 def handle_remove_metadata(services: Services, actor: Actor, body, parts) -> Reply:
-    lifecycle.remove_metadata(services, actor, body)
+    refs = [r.get("id", "") for r in body.iter(f"{{{C.RIM}}}ObjectRef")]
+    lifecycle.remove_metadata(services, actor, refs)
     return Reply(registry_response())
 
 
 def handle_remove_documents(services: Services, actor: Actor, body, parts) -> Reply:
-    return Reply(lifecycle.remove_documents(services, actor, body))
+    xdsb, rmd = f"{{{C.XDSB}}}", f"{{{C.RMD}}}"
+    requests = body.findall(f"{xdsb}DocumentRequest") or body.findall(f"{rmd}DocumentRequest")
+    items = [((item.findtext(f"{xdsb}RepositoryUniqueId") or "").strip(),
+              (item.findtext(f"{xdsb}DocumentUniqueId") or "").strip()) for item in requests]
+    result = lifecycle.remove_documents(services, actor, items)
+    status = None
+    if result.errors:
+        status = C.STATUS_PARTIAL if result.removed else C.STATUS_FAILURE
+    return Reply(registry_response(result.errors, status=status))
 
 
 Handler = Callable[[Services, Actor, etree._Element, dict], Reply]

@@ -49,7 +49,7 @@ def retrieve_document_set(services: Services, actor: Actor,
             errors.append(XdsError(ErrorCode.DOCUMENT_UNIQUE_ID_ERROR,
                                    f"no document {unique_id!r} in this repository", unique_id))
             continue
-        doc, address = located
+        doc, address = located.document, located.blob_address
         found.append((f"doc{i}.{address[:16]}@partage", repository_id, unique_id, home, doc, address))
 
     status = C.STATUS_SUCCESS

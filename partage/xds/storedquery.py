@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
+from ..metadata.datatypes import CX, DatatypeError
 from ..metadata.errors import ErrorCode, XdsErrors
 from ..metadata.model import Code, ObjectRef
 from ..metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter, TimeRange
@@ -83,13 +84,22 @@ def _like(pattern: str) -> str:
     return pattern.replace("\\", "\\\\")
 
 
+def _patient(p: Params, name: str) -> CX | None:
+    """The stored query's patient parameter as a CX (None when it cannot name a patient:
+    the answer is then empty, as for an unknown patient; sqparams checked its form)."""
+    try:
+        return CX.parse(p.value(name), strict=False)
+    except DatatypeError:
+        return None
+
+
 def run(service: QueryService, name: str, p: Params) -> QueryResult:
     if p.has("$XDSAssociationStatus"):
         service.association_statuses = _statuses(p.values("$XDSAssociationStatus"))
     if p.value("$MetadataLevel").strip() == "2":
         service.metadata_level = 2
     if name in ("FindDocuments", "FindDocumentsByReferenceId"):
-        return service.find_documents(p.value("$XDSDocumentEntryPatientId"), document_filter(p))
+        return service.find_documents(_patient(p, "$XDSDocumentEntryPatientId"), document_filter(p))
     if name == "FindSubmissionSets":
         f = SubmissionSetFilter(
             statuses=_statuses(p.values("$XDSSubmissionSetStatus")),
@@ -97,17 +107,17 @@ def run(service: QueryService, name: str, p: Params) -> QueryResult:
             submission_time=_range(p, "$XDSSubmissionSetSubmissionTimeFrom", "$XDSSubmissionSetSubmissionTimeTo"),
             author_persons=[_like(v) for v in p.values("$XDSSubmissionSetAuthorPerson")],
             content_types=[_codes(p.values("$XDSSubmissionSetContentType"))] if p.has("$XDSSubmissionSetContentType") else [])
-        return service.find_submission_sets(p.value("$XDSSubmissionSetPatientId"), f)
+        return service.find_submission_sets(_patient(p, "$XDSSubmissionSetPatientId"), f)
     if name == "FindFolders":
         f = FolderFilter(statuses=_statuses(p.values("$XDSFolderStatus")),
                          last_update_time=_range(p, "$XDSFolderLastUpdateTimeFrom", "$XDSFolderLastUpdateTimeTo"),
                          codes=[_codes(g) for g in p.groups("$XDSFolderCodeList")])
-        return service.find_folders(p.value("$XDSFolderPatientId"), f)
+        return service.find_folders(_patient(p, "$XDSFolderPatientId"), f)
     if name == "GetAll":
         docs = document_filter(p)
         sets = SubmissionSetFilter(statuses=_statuses(p.values("$XDSSubmissionSetStatus")))
         folders = FolderFilter(statuses=_statuses(p.values("$XDSFolderStatus")))
-        return service.get_all(p.value("$patientId"), docs, sets, folders)
+        return service.get_all(_patient(p, "$patientId"), docs, sets, folders)
     if name == "GetDocuments":
         return service.get_objects(schema.KIND_DOCUMENT, entry_uuids=p.values("$XDSDocumentEntryEntryUUID"),
                                    unique_ids=p.values("$XDSDocumentEntryUniqueId"),

@@ -15,9 +15,10 @@ from lxml import etree
 
 from partage.access import audit, saml
 from partage.access.credentials import DevAuthority, sample_actors
-from partage.access.records import Records
 from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
+from partage.metadata.datatypes import DTM, XCN
 from partage.metadata.model import Code
+from partage.registry.access_state import Records
 from partage.services import Services
 from tests import factories as F
 from tests.support import LiveServer
@@ -67,7 +68,7 @@ def _bearer(authority, actor, **kw) -> dict:
 
 def _doc(pid, entry_id, author_id, *, conf=None, class_code="10"):
     doc = F.document(pid, entry_id)
-    doc.authors[0].person = f"{author_id}^AUTEUR^Test^^^Dr^^^&1.2.250.1.71.4.2.1&ISO"
+    doc.authors[0].person = XCN.parse(f"{author_id}^AUTEUR^Test^^^Dr^^^&1.2.250.1.71.4.2.1&ISO")
     doc.class_code = Code(class_code, "1.2.250.1.213.1.1.4.1", "classe")
     if conf:
         doc.confidentiality_codes = [Code("N", "2.16.840.1.113883.5.25", "Normal"), Code(conf, CONF, conf)]
@@ -82,10 +83,8 @@ def _find(client, pid) -> list[str]:
 
 
 def _mhd(server, headers, pid) -> dict:
-    value, _, rest = pid.partition("^^^&")
-    oid = rest.split("&")[0]
     response = requests.get(f"{server.base_url}/fhir/DocumentReference", headers=headers, timeout=30,
-                            params={"patient.identifier": f"urn:oid:{oid}|{value}", "status": "current"})
+                            params={"patient.identifier": F.token(F.cx(pid)), "status": "current"})
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -279,7 +278,7 @@ def test_emergency_access_allowed_and_audited(server, authority, record, capsys)
     notices = audit.notifications(server.services, row["patient_pk"])
     assert any(n["audit_pk"] == row["pk"] and n["kind"] == "bris_de_glace" for n in notices)
     from partage.cli import main
-    command = ["access", "notifications", pid, "--data", str(server.data_dir), "--mark-sent"]
+    command = ["access", "notifications", str(pid), "--data", str(server.data_dir), "--mark-sent"]
     if server.services.settings.database_url:
         command += ["--database", server.services.settings.database_url]
     capsys.readouterr()
@@ -304,9 +303,8 @@ def test_emergency_access_allowed_and_audited(server, authority, record, capsys)
     from fhir.resources.R4B.auditevent import AuditEvent
     AuditEvent.model_validate(mine[0])
     # an administrator reads any patient's trail
-    value, _, rest = pid.partition("^^^&")
     admin = requests.get(f"{server.base_url}/fhir/AuditEvent", timeout=30,
-                         params={"patient.identifier": f"urn:oid:{rest.split('&')[0]}|{value}"},
+                         params={"patient.identifier": F.token(F.cx(pid))},
                          headers=_bearer(authority, _actor("auditor", pid)))
     assert admin.status_code == 200
     assert str(row["pk"]) in {e["resource"]["id"] for e in admin.json()["entry"]}
@@ -363,8 +361,7 @@ def test_wsse_header_with_two_assertions_refused(server, authority, record):
 
 def test_patient_identity_follows_the_record_policy(server, authority, record):
     pid = record["pid"]
-    value, _, rest = pid.partition("^^^&")
-    params = {"identifier": f"urn:oid:{rest.split('&')[0]}|{value}"}
+    params = {"identifier": F.token(F.cx(pid))}
 
     def search(name, for_pid=pid):
         response = requests.get(f"{server.base_url}/fhir/Patient", params=params, timeout=30,
@@ -392,7 +389,7 @@ def test_patient_identity_follows_the_record_policy(server, authority, record):
     page = requests.get(f"{server.base_url}/dossier/{rid}", timeout=30, headers=_bearer(authority, _actor("gp", pid)))
     assert page.status_code == 200
     rows = [r for r in audit.events(server.services, limit=20) if r["pk"] > since]
-    assert [(r["action"], r["actor_id"], r["patient_id"] == pid) for r in rows] == [
+    assert [(r["action"], r["actor_id"], r["patient_id"] == str(pid)) for r in rows] == [
         ("page-record", _actor("gp", pid).id, True)]
 
 
@@ -409,7 +406,7 @@ def test_patient_feed_is_audited(tmp_path):
         rows = audit.events(services, limit=10)
         assert [(r["action"], r["outcome"], r["actor_id"]) for r in rows] == [
             ("ITI-8", 4, "patient-identity-feed"), ("ITI-8", 0, "patient-identity-feed")]
-        assert rows[1]["patient_id"] == pid and rows[1]["patient_pk"] is not None
+        assert rows[1]["patient_id"] == str(pid) and rows[1]["patient_pk"] is not None
     finally:
         services.close()
 
@@ -474,7 +471,7 @@ def _update(client, pid, new_doc):
     from partage.xds import constants as XC
     from partage.xds import ebrim
     ss = SubmissionSet(entry_uuid="ss", unique_id=F.oid(), source_id="1.2.250.1.999.2", patient_id=pid,
-                       submission_time="20240401", content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
+                       submission_time=DTM("20240401"), content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
     new_doc = copy.deepcopy(new_doc)
     assoc = Association(entry_uuid="hm", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
                         target_uuid=new_doc.entry_uuid, submission_set_status="Original", previous_version="1")

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.ingest import IngestService
+from partage.metadata.datatypes import CX, DTM, XCN
 from partage.metadata.errors import XdsErrors
 from partage.metadata.model import Author, Code, DocumentContent
 from partage.registry import schema
@@ -21,7 +22,7 @@ from tests.unit.test_cda_samples import PDF
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_CDA = (EXAMPLES / "cda-lettre-de-liaison.xml").read_bytes()
-PID = "270017512345615^^^&1.2.250.1.213.1.4.10&ISO"
+PID = CX.parse("270017512345615^^^&1.2.250.1.213.1.4.10&ISO")
 
 
 def _known_patient(services) -> str:
@@ -32,9 +33,9 @@ def _known_patient(services) -> str:
 
 def _submission(data: bytes, **overrides):
     """The README tour's submission: metadata agreeing with examples/cda-lettre-de-liaison.xml."""
-    fields = dict(unique_id="1.2.250.1.999.1.2024.1", creation_time="20241120093000", title="Lettre de liaison",
-                  service_start_time="", service_stop_time="",
-                  authors=[Author(person="810001234567^MARTIN^Claire^^^^^^&1.2.250.1.71.4.2.1&ISO")])
+    fields = dict(unique_id="1.2.250.1.999.1.2024.1", creation_time=DTM("20241120093000"), title="Lettre de liaison",
+                  service_start_time=None, service_stop_time=None,
+                  authors=[Author(person=XCN.parse("810001234567^MARTIN^Claire^^^^^^&1.2.250.1.71.4.2.1&ISO"))])
     fields.update(overrides)
     request = F.submission(PID, [F.document(PID, **fields)], contents=False)
     request.contents["doc1"] = DocumentContent(file=io.BytesIO(data), size=len(data),
@@ -135,7 +136,7 @@ def test_iti65_refuses_a_non_conformant_cda_with_an_operation_outcome(fhir_serve
 
     from tests.integration.test_mhd import provide_bundle
 
-    value = PID.partition("^")[0]
+    value = F.cx(PID).id
     r = requests.post(f"{fhir_server.base_url}/fhir/Patient", timeout=30, json={
         "resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.10", "value": value}],
         "name": [{"family": "DUPONT", "given": ["JEANNE"]}], "birthDate": "1970-01-01"})

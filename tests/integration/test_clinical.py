@@ -10,11 +10,10 @@ import pytest
 from sqlalchemy import func, select
 
 from partage.access.actor import INSECURE_DEV_ACTOR, PROFESSIONAL, Actor
-from partage.access.records import Records
 from partage.clinical.queue import drain
-from partage.clinical.read import ClinicalReader, FactQuery
 from partage.ingest import IngestService
 from partage.lifecycle import update_document_set
+from partage.metadata.datatypes import DTM
 from partage.metadata.errors import XdsErrors
 from partage.metadata.model import (
     Association,
@@ -25,7 +24,9 @@ from partage.metadata.model import (
 )
 from partage.metadata.query import DocumentFilter, TimeRange
 from partage.query import QueryService
+from partage.query.clinical import ClinicalReader, FactQuery
 from partage.registry import schema
+from partage.registry.access_state import Records
 from tests import clinical_support as C
 from tests import factories as F
 from tests.conftest import corpus_path
@@ -102,7 +103,7 @@ def test_a_replaced_document_stops_being_current(services):
 
 def _update_set(*objects) -> SubmissionRequest:
     ss = SubmissionSet(entry_uuid="ss", unique_id=F.oid(), source_id="1.2.250.1.999.2", patient_id=PID,
-                       submission_time="20240401", content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
+                       submission_time=DTM("20240401"), content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
     assocs = [Association(entry_uuid=f"hm-{o.entry_uuid}", association_type=AssociationType.HAS_MEMBER,
                           source_uuid="ss", target_uuid=o.entry_uuid, submission_set_status="Original",
                           previous_version="1") for o in objects]
@@ -155,7 +156,7 @@ def test_keyword_search_is_ranked_highlighted_and_filtered(services):
                                    class_code=Code("11", "1.2.250.1.213.1.1.4.1", "Synthèse")))
     _ingest(services, C.submission(_corpus("IPS-FR_2024.01_DLU.xml"), "doc2"))
     _ingest(services, C.pdf_submission(PID, C.make_pdf("Bilan renal: creatinine elevee, avis nephrologique"),
-                                       "doc3", creation_time="20240601120000"))
+                                       "doc3", creation_time=DTM("20240601120000")))
     reader = _reader(services)
     assert reader.search(PID, "creatinine") == []   # a PDF's text is indexed in the background
     assert drain(services)["indexed"] == 2   # the PDF report, and the PDFs embedded in IPS-FR
@@ -179,7 +180,8 @@ def test_keyword_search_is_ranked_highlighted_and_filtered(services):
 
 
 def test_reindex_reads_documents_registered_without_facts(services):
-    from partage.clinical.index import _forget, reindex
+    from partage.clinical.index import reindex
+    from partage.registry.derived import forget as _forget
 
     _patient(services)
     _ingest(services, C.submission(_corpus("IPS-FR_2024.01_DLU.xml")))
@@ -208,7 +210,7 @@ def test_a_deprecated_document_stops_being_current(services):
                          original_status=str(AvailabilityStatus.APPROVED),
                          new_status=str(AvailabilityStatus.DEPRECATED))
     ss = SubmissionSet(entry_uuid="ss", unique_id=F.oid(), source_id="1.2.250.1.999.2", patient_id=PID,
-                       submission_time="20240401", content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
+                       submission_time=DTM("20240401"), content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
     update_document_set(services, INSECURE_DEV_ACTOR, SubmissionRequest(ss, [], [], [change]))
     assert _reader(services).facts(PID) == []
     assert _reader(services).search(PID, "tétanique") == []

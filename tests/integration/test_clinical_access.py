@@ -11,9 +11,10 @@ import requests
 
 from partage.access import saml
 from partage.access.credentials import sample_actors
-from partage.access.records import Records
 from partage.config import Settings
+from partage.metadata.datatypes import XCN
 from partage.metadata.model import Author
+from partage.registry.access_state import Records
 from partage.services import Services
 from tests import clinical_support as C
 from tests.conftest import corpus_path
@@ -24,7 +25,6 @@ pytestmark = pytest.mark.corpus
 
 NIR = "279035121519000"
 PID = C.patient_cx(NIR)
-PATIENT = f"Patient/1.2.250.1.213.1.4.10-{NIR}"
 TSH = "http://loinc.org|3016-3"
 GLUCOSE = "http://loinc.org|40193-5"
 
@@ -47,11 +47,13 @@ def server(tmp_path_factory, authority, actors):
         with services.registry.write() as conn:
             services.registry.upsert_patient(conn, [PID])
         Records(services.registry).open(PID, medecin_traitant=actors["gp"].id)
+        rid = C.public_id(services, PID)
+        live.patient, live.dossier = f"Patient/{rid}", f"/dossier/{rid}"
         services.close()
         doctor = actors["doctor"]
         client = XdsClient(live.base_url,   # a fresh assertion per request: assertions are single-use
                            security=lambda: saml.security_header(authority.saml_assertion(doctor)))
-        author = [Author(person=f"{doctor.id}^CARDIOLOGUE^Paul^^^^^^&1.2.250.1.71.4.2.1&ISO")]
+        author = [Author(person=XCN.parse(f"{doctor.id}^CARDIOLOGUE^Paul^^^^^^&1.2.250.1.71.4.2.1&ISO"))]
         for i, (name, masked) in enumerate([("BIO-CR-BIO_2024.01_TSH_1.xml", True),
                                             ("BIO-CR-BIO_2024.01_Glycemie_mole.xml", False)]):
             cda = C.for_patient(corpus_path("cda", "valid", name).read_bytes(), NIR)
@@ -70,7 +72,7 @@ def _get(server, authority, actor, path: str, **params) -> requests.Response:
 
 
 def _total(server, authority, actor, code: str) -> int:
-    response = _get(server, authority, actor, "/fhir/Observation", patient=PATIENT, code=code)
+    response = _get(server, authority, actor, "/fhir/Observation", patient=server.patient, code=code)
     assert response.status_code == 200, response.text
     return response.json()["total"]
 
@@ -80,33 +82,33 @@ def test_masked_facts_reach_only_whom_the_document_reaches(server, authority, ac
     assert _total(server, authority, actors["other"], GLUCOSE) == 1
     assert _total(server, authority, actors["doctor"], TSH) == 1     # the author
     assert _total(server, authority, actors["gp"], TSH) == 1         # the médecin traitant
-    everything = _get(server, authority, actors["other"], "/fhir/Observation", patient=PATIENT).json()
+    everything = _get(server, authority, actors["other"], "/fhir/Observation", patient=server.patient).json()
     assert {e["resource"]["code"]["coding"][0]["code"] for e in everything["entry"]} == {"40193-5"}
 
 
 def test_masked_facts_are_not_in_the_summary_search_or_page(server, authority, actors):
     other = actors["other"]
-    summary = _get(server, authority, other, f"/fhir/{PATIENT}/$summary")
+    summary = _get(server, authority, other, f"/fhir/{server.patient}/$summary")
     assert summary.status_code == 200
     assert "3016-3" not in summary.text and "Thyréostimuline" not in summary.text
-    search = _get(server, authority, other, "/fhir/DocumentReference", patient=PATIENT,
+    search = _get(server, authority, other, "/fhir/DocumentReference", patient=server.patient,
                   _content="thyréostimuline").json()
     assert search["total"] == 0
-    page = _get(server, authority, other, f"/dossier/1.2.250.1.213.1.4.10-{NIR}")
+    page = _get(server, authority, other, server.dossier)
     assert page.status_code == 200 and "Glucose" in page.text
     assert "Thyréostimuline" not in page.text and "Thyroxine" not in page.text
-    gp_page = _get(server, authority, actors["gp"], f"/dossier/1.2.250.1.213.1.4.10-{NIR}")
+    gp_page = _get(server, authority, actors["gp"], server.dossier)
     assert "Thyréostimuline" in gp_page.text
 
 
 def test_a_masked_fact_cannot_be_read_by_id(server, authority, actors):
-    bundle = _get(server, authority, actors["gp"], "/fhir/Observation", patient=PATIENT, code=TSH).json()
+    bundle = _get(server, authority, actors["gp"], "/fhir/Observation", patient=server.patient, code=TSH).json()
     rid = bundle["entry"][0]["resource"]["id"]
     assert _get(server, authority, actors["gp"], f"/fhir/Observation/{rid}").status_code == 200
     assert _get(server, authority, actors["other"], f"/fhir/Observation/{rid}").status_code == 404
 
 
 def test_no_credentials_no_clinical_data(server, authority):
-    assert _get(server, authority, None, "/fhir/Observation", patient=PATIENT).status_code == 401
-    assert _get(server, authority, None, f"/fhir/{PATIENT}/$summary").status_code == 401
-    assert _get(server, authority, None, f"/dossier/1.2.250.1.213.1.4.10-{NIR}").status_code == 401
+    assert _get(server, authority, None, "/fhir/Observation", patient=server.patient).status_code == 401
+    assert _get(server, authority, None, f"/fhir/{server.patient}/$summary").status_code == 401
+    assert _get(server, authority, None, server.dossier).status_code == 401

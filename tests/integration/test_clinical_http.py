@@ -13,6 +13,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from lxml import html
 
 from partage.config import Settings
+from partage.metadata.datatypes import DTM
 from partage.services import Services
 from tests import clinical_support as C
 from tests.conftest import corpus_path
@@ -23,7 +24,6 @@ pytestmark = pytest.mark.corpus
 
 NIR = "279035121518989"
 PID = C.patient_cx(NIR)
-PATIENT = f"Patient/1.2.250.1.213.1.4.10-{NIR}"
 INS = f"urn:oid:1.2.250.1.213.1.4.10|{NIR}"
 FILED = ["IPS-FR_2024.01_DLU.xml", "BIO-CR-BIO_2024.01_TSH_1.xml", "BIO-CR-BIO_2024.01_Glycemie_mole.xml",
          "VAC_2023.01.xml", "BIO-CR-BIO_2024.01_TSH_2.xml"]
@@ -40,6 +40,8 @@ def server(tmp_path_factory):
         services = Services.open(Settings(data_dir=data), migrate=False)
         with services.registry.write() as conn:
             services.registry.upsert_patient(conn, [PID])
+        rid = C.public_id(services, PID)
+        live.patient, live.dossier = f"Patient/{rid}", f"/dossier/{rid}"
         services.close()
         client = XdsClient(live.base_url)
         live.filed = {}
@@ -50,7 +52,7 @@ def server(tmp_path_factory):
             assert reply.status == "Success", (name, reply.error_codes, live.log())
             live.filed[name] = request.documents[0].unique_id
         pdf = C.make_pdf("Consultation de nephrologie: creatinine stable")
-        request = C.pdf_submission(PID, pdf, "docpdf", creation_time="20240601120000")
+        request = C.pdf_submission(PID, pdf, "docpdf", creation_time=DTM("20240601120000"))
         assert client.provide_and_register(request, {"docpdf": pdf}).status == "Success"
         services = Services.open(Settings(data_dir=data), migrate=False)
         C.wait_for_text_index(services)   # the PDF's text is indexed by the server's background thread
@@ -66,7 +68,7 @@ def _get(server, path: str, **params) -> dict:
 
 
 def test_latest_result_is_one_request(server):
-    bundle = _get(server, "Observation", patient=PATIENT, code="http://loinc.org|3016-3", _sort="-date", _count="1")
+    bundle = _get(server, "Observation", patient=server.patient, code="http://loinc.org|3016-3", _sort="-date", _count="1")
     assert bundle["total"] == 1
     obs = bundle["entry"][0]["resource"]
     _valid(obs)
@@ -88,12 +90,12 @@ def test_observation_search_by_date_category_and_paging(server):
     assert everything["total"] >= 5
     dates = [e["resource"].get("effectiveDateTime", "") for e in everything["entry"]]
     assert dates == sorted(dates, reverse=True)
-    recent = _get(server, "Observation", patient=PATIENT, date="ge2015-01-01")
+    recent = _get(server, "Observation", patient=server.patient, date="ge2015-01-01")
     assert all(e["resource"]["effectiveDateTime"] >= "2015" for e in recent["entry"])
     assert not any(e["resource"]["code"]["coding"][0]["code"] == "3016-3" for e in recent["entry"])
-    labs = _get(server, "Observation", patient=PATIENT, category="laboratory")
+    labs = _get(server, "Observation", patient=server.patient, category="laboratory")
     assert {e["resource"]["category"][0]["coding"][0]["code"] for e in labs["entry"]} == {"laboratory"}
-    page = _get(server, "Observation", patient=PATIENT, _count="2", _sort="date")
+    page = _get(server, "Observation", patient=server.patient, _count="2", _sort="date")
     assert len(page["entry"]) == 2 and any(link["relation"] == "next" for link in page["link"])
 
 
@@ -104,7 +106,7 @@ def test_observation_search_by_date_category_and_paging(server):
     ("Immunization", "VACCIN BCG SSI, poudre et solvant pour suspension injectable"),
 ])
 def test_fact_views_by_patient(server, resource_type, expected):
-    bundle = _get(server, resource_type, patient=PATIENT)
+    bundle = _get(server, resource_type, patient=server.patient)
     assert bundle["total"] >= 1
     for entry in bundle["entry"]:
         _valid(entry["resource"])
@@ -115,11 +117,11 @@ def test_fact_views_by_patient(server, resource_type, expected):
 
 
 def test_current_treatments_and_active_problems_are_one_request_each(server):
-    current = _get(server, "MedicationStatement", patient=PATIENT, status="active")
+    current = _get(server, "MedicationStatement", patient=server.patient, status="active")
     assert current["total"] >= 1 and {e["resource"]["status"] for e in current["entry"]} == {"active"}
-    everything = _get(server, "MedicationStatement", patient=PATIENT)
+    everything = _get(server, "MedicationStatement", patient=server.patient)
     assert everything["total"] > current["total"]
-    resolved = _get(server, "Condition", patient=PATIENT, **{"clinical-status": "resolved"})
+    resolved = _get(server, "Condition", patient=server.patient, **{"clinical-status": "resolved"})
     assert {e["resource"]["code"]["coding"][0]["code"] for e in resolved["entry"]} >= {"N10", "G45.9"}
 
 
@@ -138,7 +140,7 @@ def test_unknown_fact_and_missing_patient(server):
 
 
 def test_patient_summary_is_an_ips_like_document_bundle(server):
-    bundle = _get(server, f"{PATIENT}/$summary")
+    bundle = _get(server, f"{server.patient}/$summary")
     _valid(bundle)
     assert bundle["type"] == "document"
     composition = bundle["entry"][0]["resource"]
@@ -162,19 +164,19 @@ def test_patient_summary_is_an_ips_like_document_bundle(server):
 
 
 def test_keyword_search_over_http(server):
-    bundle = _get(server, "DocumentReference", patient=PATIENT, _content="créatinine")
+    bundle = _get(server, "DocumentReference", patient=server.patient, _content="créatinine")
     assert bundle["total"] == 1   # the PDF says "creatinine": the embedded default folds accents
-    bundle = _get(server, "DocumentReference", patient=PATIENT, _content="creatinine")
+    bundle = _get(server, "DocumentReference", patient=server.patient, _content="creatinine")
     assert bundle["total"] == 1
     entry = bundle["entry"][0]
     _valid(entry["resource"])
     assert entry["resource"]["content"][0]["attachment"]["contentType"] == "application/pdf"
     [excerpt] = entry["search"]["extension"]
     assert "<mark>creatinine</mark>" in excerpt["valueString"]
-    vaccines = _get(server, "DocumentReference", patient=PATIENT, _content="tétanique")
+    vaccines = _get(server, "DocumentReference", patient=server.patient, _content="tétanique")
     assert vaccines["total"] == 2
     assert vaccines["entry"][0]["search"]["score"] == 1.0
-    dated = _get(server, "DocumentReference", patient=PATIENT, _content="creatinine", date="lt2024-01-01")
+    dated = _get(server, "DocumentReference", patient=server.patient, _content="creatinine", date="lt2024-01-01")
     assert dated["total"] == 0
 
 
@@ -192,7 +194,7 @@ def _text(page, element_id: str) -> str:
 
 
 def test_the_page_shows_the_record_at_a_glance(server):
-    page = _html(server, f"/dossier/1.2.250.1.213.1.4.10-{NIR}")
+    page = _html(server, server.dossier)
     assert "PARACETAMOL" in _text(page, "allergies")
     assert "LEVOTHYROX" in _text(page, "allergies")          # current treatments share the card
     assert "Thyroïdite auto-immune" in _text(page, "synthesis")
@@ -207,22 +209,22 @@ def test_the_page_shows_the_record_at_a_glance(server):
 
 
 def test_the_page_filters_documents_and_searches(server):
-    page = _html(server, f"/dossier/1.2.250.1.213.1.4.10-{NIR}", **{"from": "2024-05-01"})
+    page = _html(server, server.dossier, **{"from": "2024-05-01"})
     titles = [" ".join(r.text_content().split()) for r in page.xpath("//tr[@class='doc']")]
     assert len(titles) == 1 and "Compte rendu PDF" in titles[0]
-    page = _html(server, f"/dossier/1.2.250.1.213.1.4.10-{NIR}", author="AUTEUR")
+    page = _html(server, server.dossier, author="AUTEUR")
     assert len(page.xpath("//tr[@class='doc']")) == len(FILED)    # the CDA ones name their author so
-    page = _html(server, f"/dossier/1.2.250.1.213.1.4.10-{NIR}", type="11502-2")     # lab reports
+    page = _html(server, server.dossier, type="11502-2")     # lab reports
     assert len(page.xpath("//tr[@class='doc']")) == 3
-    page = _html(server, f"/dossier/1.2.250.1.213.1.4.10-{NIR}", **{"class": "31"})
+    page = _html(server, server.dossier, **{"class": "31"})
     assert page.xpath("//tr[@class='doc']") == []
-    page = _html(server, f"/dossier/1.2.250.1.213.1.4.10-{NIR}", q="tétanique")
+    page = _html(server, server.dossier, q="tétanique")
     assert len(page.xpath("//section[@id='search-results']//li")) == 2
     assert page.xpath("//section[@id='search-results']//mark")
 
 
 def test_documents_open_readable(server):
-    page = _html(server, f"/dossier/1.2.250.1.213.1.4.10-{NIR}")
+    page = _html(server, server.dossier)
     links = {a.text_content().strip(): a.get("href") for a in page.xpath("//tr[@class='doc']//a")}
     base = f"{server.base_url}/dossier/"
     cda = _html(server, "/dossier/" + links["SYNTHESE MEDICALE"])
@@ -254,7 +256,7 @@ def _chromium(*args: str) -> subprocess.CompletedProcess:
 def test_the_page_in_headless_chromium(server, tmp_path):
     from PIL import Image
 
-    url = f"{server.base_url}/dossier/1.2.250.1.213.1.4.10-{NIR}"
+    url = f"{server.base_url}{server.dossier}"
     started = time.monotonic()
     assert requests.get(url, timeout=30).status_code == 200
     assert time.monotonic() - started < 1.0, "the page is served within one second"

@@ -15,19 +15,19 @@ from sqlalchemy import func, select
 
 from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.clinical import queue
-from partage.clinical.read import ClinicalReader
 from partage.config import Settings
 from partage.ingest import IngestService
 from partage.metadata.errors import XdsErrors
+from partage.query.clinical import ClinicalReader
 from partage.registry import schema
 from partage.services import Services
 from tests import clinical_support as C
+from tests import factories as F
 from tests.support import LiveServer
 from tests.xdsclient import XdsClient
 
 NIR = "279035121518989"
 PID = C.patient_cx(NIR)
-PATIENT = f"Patient/1.2.250.1.213.1.4.10-{NIR}"
 PDF_WORDS = "Bilan renal: creatinine elevee, avis nephrologique"
 
 
@@ -161,7 +161,7 @@ def _settings(data, database_url) -> Settings:
 
 def _search_total(server, words: str) -> int:
     response = requests.get(f"{server.base_url}/fhir/DocumentReference",
-                            params={"patient": PATIENT, "_content": words},
+                            params={"patient.identifier": F.token(PID), "_content": words},
                             headers={"Accept": "application/fhir+json"}, timeout=30)
     assert response.status_code == 200, response.text
     return response.json()["total"]

@@ -28,6 +28,7 @@ from lxml import etree
 
 from partage.hl7.documents import Journal
 from partage.hl7.mllp import MllpClient, MllpDecoder, frame
+from partage.metadata.datatypes import CX, HD
 from tests.conftest import corpus_path
 from tests.support import LiveServer
 from tests.xdsclient import XdsClient, objects_of
@@ -260,8 +261,8 @@ def patients(mllp, valid_files):
     return known
 
 
-def cx(ins: tuple[str, str]) -> str:
-    return f"{ins[1]}^^^&{ins[0]}&ISO"
+def cx(ins: tuple[str, str]) -> CX:
+    return CX(ins[1], HD.iso(ins[0]))
 
 
 def find(server, ins, status: str = APPROVED) -> dict:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 
 import pytest
-from lxml import etree
 
 from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.ingest import IngestService
 from partage.lifecycle import remove_metadata, update_document_set
+from partage.metadata.datatypes import DTM
 from partage.metadata.errors import XdsErrors
 from partage.metadata.model import (
     Association,
@@ -22,7 +22,6 @@ from partage.metadata.model import (
 from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
 from partage.registry import schema
-from partage.xds import constants as C
 from tests import factories as F
 
 ALL = ["Approved", "Deprecated", "Archived", "Deleted"]
@@ -45,7 +44,7 @@ def _docs(services, pid, statuses=ALL):
 
 def _update_set(pid, *objects, previous: str = "1") -> SubmissionRequest:
     ss = SubmissionSet(entry_uuid="ss", unique_id=F.oid(), source_id="1.2.250.1.999.2", patient_id=pid,
-                       submission_time="20240401", content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
+                       submission_time=DTM("20240401"), content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
     assocs = []
     for obj in objects:
         if isinstance(obj, Association):
@@ -119,11 +118,8 @@ def test_status_change_checks_the_original_status(services):
 
 
 def _remove_request(*uuids):
-    root = etree.Element(f"{{{C.LCM}}}RemoveObjectsRequest", nsmap={"lcm": C.LCM, "rim": C.RIM})
-    refs = etree.SubElement(root, f"{{{C.RIM}}}ObjectRefList")
-    for u in uuids:
-        etree.SubElement(refs, f"{{{C.RIM}}}ObjectRef", id=u)
-    return root
+    """The ObjectRef ids of an ITI-62 RemoveObjectsRequest (the door reads them from the XML)."""
+    return list(uuids)
 
 
 def test_remove_metadata_needs_associations_removed_too(services):

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from partage.fhir import mapping
+from partage.metadata.datatypes import CX, DTM, XCN
 from partage.metadata.model import Author, Code, DocumentEntry
 from tests import factories as F
 from tests.support import LiveServer
@@ -43,7 +44,7 @@ def server(tmp_path_factory, module_database_url):
 def new_patient(server) -> tuple[str, str]:
     """A patient created through FHIR (as the MHD test kit does); returns (CX, NIR value)."""
     pid = F.patient_id(uuid.uuid4().int % 10**9)
-    value = pid.partition("^")[0]
+    value = pid.id
     r = requests.post(f"{server.fhir}/Patient", json={
         "resourceType": "Patient", "identifier": [{"system": NIR, "value": value}],
         "name": [{"family": "DUPONT", "given": ["Jeanne"]}], "birthDate": "1980-02-03"}, timeout=30)
@@ -103,9 +104,9 @@ J08 = [Code("N", "2.16.840.1.113883.5.25"), Code("R", "2.16.840.1.113883.5.25"),
 free_codes = st.builds(Code, ids, oids, st.one_of(st.just(""), words))
 variations = st.fixed_dictionaries({
     "title": st.one_of(st.just(""), words), "comments": st.one_of(st.just(""), words),
-    "creation_time": dtms, "service_start_time": st.one_of(st.just(""), dtms),
-    "service_stop_time": st.one_of(st.just(""), dtms), "language_code": st.sampled_from(["fr-FR", "en-US"]),
-    "legal_authenticator": st.one_of(st.just(""), xcn), "class_code": st.sampled_from(J06),
+    "creation_time": dtms, "service_start_time": st.one_of(st.none(), dtms),
+    "service_stop_time": st.one_of(st.none(), dtms), "language_code": st.sampled_from(["fr-FR", "en-US"]),
+    "legal_authenticator": st.one_of(st.none(), xcn), "class_code": st.sampled_from(J06),
     "type_code": free_codes, "format_code": free_codes, "healthcare_facility_type_code": free_codes,
     "practice_setting_code": free_codes,
     "confidentiality_codes": st.lists(st.sampled_from(J08), min_size=1, max_size=2, unique=True),
@@ -127,7 +128,7 @@ def _compared(doc: DocumentEntry) -> dict:
 
 set_variations = st.fixed_dictionaries({
     "title": st.one_of(st.just(""), words), "comments": st.one_of(st.just(""), words),
-    "authors": st.lists(authors, max_size=2), "submission_time": dtms.filter(lambda d: len(d) >= 8)})
+    "authors": st.lists(authors, max_size=2), "submission_time": dtms.filter(lambda d: d.precision >= 8)})
 
 
 def _compared_set(ss) -> dict:
@@ -343,23 +344,23 @@ def test_pdsm_simplified_publish(server):
 def corpus(server):
     """Three documents of one patient that differ in every searchable attribute."""
     pid, value = new_patient(server)
-    author = "801234567890^MARTIN^Claire^^^Dr^^^&1.2.250.1.71.4.2.1&ISO"
+    author = XCN.parse("801234567890^MARTIN^Claire^^^Dr^^^&1.2.250.1.71.4.2.1&ISO")
     docs = [
-        text_doc(pid, "a", creation_time="20240101100000", service_start_time="20231201",
-                 service_stop_time="20231215", class_code=Code("10", "1.2.250.1.213.1.1.4.1"),
+        text_doc(pid, "a", creation_time=DTM("20240101100000"), service_start_time=DTM("20231201"),
+                 service_stop_time=DTM("20231215"), class_code=Code("10", "1.2.250.1.213.1.1.4.1"),
                  type_code=Code("11490-0", "2.16.840.1.113883.6.1"), event_codes=[Code("E1", "1.2.3.4")],
-                 reference_ids=["ACC1^^^&1.2.3.9&ISO^urn:ihe:iti:xds:2013:accession"],
+                 reference_ids=[CX.parse_reference_id("ACC1^^^&1.2.3.9&ISO^urn:ihe:iti:xds:2013:accession")],
                  authors=[F.document(pid).authors[0]]),
-        text_doc(pid, "b", creation_time="20240601100000", service_start_time="20240501",
-                 service_stop_time="20240502", class_code=Code("11", "1.2.250.1.213.1.1.4.1"),
+        text_doc(pid, "b", creation_time=DTM("20240601100000"), service_start_time=DTM("20240501"),
+                 service_stop_time=DTM("20240502"), class_code=Code("11", "1.2.250.1.213.1.1.4.1"),
                  type_code=Code("34133-9", "2.16.840.1.113883.6.1"), event_codes=[Code("E2", "1.2.3.4")],
                  confidentiality_codes=[Code("R", "2.16.840.1.113883.5.25")],
                  healthcare_facility_type_code=Code("SA07", "1.2.250.1.71.4.2.4"),
                  practice_setting_code=Code("AMBULATOIRE", "1.2.250.1.213.1.1.4.9"),
                  format_code=Code("urn:ihe:iti:xds-sd:text:2008", "1.3.6.1.4.1.19376.1.2.3"),
-                 authors=[Author(person="811111111111^DURAND^Paul^^^^^^&1.2.250.1.71.4.2.1&ISO")]),
-        text_doc(pid, "c", creation_time="20241201100000", service_start_time="20241130",
-                 service_stop_time="", class_code=Code("10", "1.2.250.1.213.1.1.4.1"),
+                 authors=[Author(person=XCN.parse("811111111111^DURAND^Paul^^^^^^&1.2.250.1.71.4.2.1&ISO"))]),
+        text_doc(pid, "c", creation_time=DTM("20241201100000"), service_start_time=DTM("20241130"),
+                 service_stop_time=None, class_code=Code("10", "1.2.250.1.213.1.1.4.1"),
                  authors=[Author(person=author)]),
     ]
     submit_iti41(server, pid, docs, {"a": b"A", "b": b"B", "c": b"C"})

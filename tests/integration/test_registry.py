@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.ingest import IngestService
+from partage.metadata.datatypes import DTM
 from partage.metadata.errors import XdsErrors
 from partage.metadata.model import Association, AssociationType, AvailabilityStatus, Code
 from partage.metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter, TimeRange
@@ -162,8 +163,8 @@ def test_relationship_to_another_patients_document_is_refused(services):
 
 def test_find_documents_filters(services):
     pid = _known_patient(services)
-    a = F.document(pid, "a", creation_time="20200101", event_codes=[Code("E1", "1.2.3.4")])
-    b = F.document(pid, "b", creation_time="20230601",
+    a = F.document(pid, "a", creation_time=DTM("20200101"), event_codes=[Code("E1", "1.2.3.4")])
+    b = F.document(pid, "b", creation_time=DTM("20230601"),
                    type_code=Code("11502-2", "2.16.840.1.113883.6.1"),
                    event_codes=[Code("E2", "1.2.3.4")],
                    confidentiality_codes=[Code("N", "2.16.840.1.113883.5.25"),

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
-from partage.metadata.model import Association, AssociationType
+from partage.metadata.model import Association, AssociationType, Code
 from partage.services import Services
 from tests import factories as F
 from tests.support import LiveServer
@@ -63,7 +63,8 @@ def test_provide_query_retrieve(server, mtom):
 def test_failed_submission_leaves_nothing(server):
     client = XdsClient(server.base_url)
     pid = _patient(server)
-    good, bad = F.document(pid, "good"), F.document(pid, "bad", creation_time="2024-03-15")
+    good = F.document(pid, "good")
+    bad = F.document(pid, "bad", class_code=Code("77", "1.2.250.1.213.1.1.4.1"))   # outside the domain
     reply = client.provide_and_register(F.submission(pid, [good, bad], contents=False),
                                         {"good": b"a", "bad": b"b"})
     assert reply.status == "Failure"

@@ -1,5 +1,5 @@
-"""The policy against the tables of docs/access.md: every actor x confidentiality x access
-mode x record state, every profession x document class."""
+"""The access rules against the tables of docs/access.md: every actor x confidentiality x
+access mode x record state, every profession x document class; who may change a document."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from partage.access import policy as P
+from partage.access import decisions as P
 from partage.access.actor import BRIS_DE_GLACE, CENTRE_15, NORMAL, Actor
 from partage.access.credentials import sample_actors
-from partage.access.records import CLOSED, NONE, OPEN, RecordState
-from partage.metadata.model import Author, Code, DocumentEntry
+from partage.metadata.datatypes import CX, DTM, XCN, XON
+from partage.metadata.model import Author, AvailabilityStatus, Code, DocumentEntry
+from partage.registry.access_state import CLOSED, NONE, OPEN, RecordState
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "access.md"
 PID = "279035121518001^^^&1.2.250.1.213.1.4.10&ISO"
@@ -75,10 +76,10 @@ def document(conf: str, class_code: str = "11") -> DocumentEntry:
     if conf != "N":
         codes.append(Code(conf, CONF))
     return DocumentEntry(
-        entry_uuid="urn:uuid:1", unique_id="1.2.3", patient_id=PID, creation_time="20240101",
+        entry_uuid="urn:uuid:1", unique_id="1.2.3", patient_id=CX.parse(PID), creation_time=DTM("20240101"),
         class_code=Code(class_code, "1.2.250.1.213.1.1.4.1"), confidentiality_codes=codes,
-        authors=[Author(person=f"{AUTHOR.id}^AUTEUR^A^^^^^^&1.2.250.1.71.4.2.1&ISO",
-                        institutions=[f"Hopital^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^{STRUCTURE}"])])
+        authors=[Author(person=XCN.parse(f"{AUTHOR.id}^AUTEUR^A^^^^^^&1.2.250.1.71.4.2.1&ISO"),
+                        institutions=[XON.parse(f"Hopital^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^{STRUCTURE}")])])
 
 
 RECORD_ROWS = table("record-access")
@@ -150,7 +151,7 @@ def test_patient_submits_only_class_90():
 
 def test_release_date_of_a_document_hidden_from_the_patient():
     doc = document("INVISIBLE_PATIENT")
-    doc.creation_time = "20240101"
+    doc.creation_time = DTM("20240101")
     created = datetime(2024, 1, 1, tzinfo=UTC)
     assert P.hidden_from_patient(doc, created + timedelta(days=400))      # no release date: stays hidden
     doc.extra_slots[P.RELEASE_SLOT] = ["20240105"]
@@ -188,8 +189,49 @@ def test_only_an_author_submits():
     record = state("open", AUTHOR)
     assert P.submit_decision(AUTHOR, record, [doc], P.DEFAULT_TABLE)
     assert not P.submit_decision(ACTORS["gp"], record, [doc], P.DEFAULT_TABLE)
-    doc.legal_authenticator = f"{ACTORS['gp'].id}^GENERALISTE^C^^^^^^&1.2.250.1.71.4.2.1&ISO"
+    doc.legal_authenticator = XCN.parse(f"{ACTORS['gp'].id}^GENERALISTE^C^^^^^^&1.2.250.1.71.4.2.1&ISO")
     assert P.submit_decision(ACTORS["gp"], record, [doc], P.DEFAULT_TABLE)
     assert P.submit_decision(TEST_ACTORS["connector"], record, [doc], P.DEFAULT_TABLE)
     other = dataclasses.replace(TEST_ACTORS["connector"], structure="10Z9999999")
     assert not P.submit_decision(other, record, [doc], P.DEFAULT_TABLE)
+
+
+@pytest.mark.parametrize("name", sorted(TEST_ACTORS))
+def test_only_the_author_changes_a_document(name):
+    """Replace, transform, update, status change, removal: the author (professional by id, a
+    connector by structure), never another professional, a patient or an administrator."""
+    actor = TEST_ACTORS[name]
+    expected = name in ("author", "connector")
+    for action in ("replace", "transform", "update", "change the status of", "remove"):
+        got = P.modify_decision(actor, document("MASQUE_PS"), action)
+        assert bool(got) == expected, (name, action, got.reason)
+        if not got:
+            assert action in got.reason
+
+
+def test_a_legal_authenticator_may_change_the_document():
+    doc = document("N")
+    assert not P.modify_decision(ACTORS["gp"], doc, "replace")
+    doc.legal_authenticator = XCN.parse(f"{ACTORS['gp'].id}^GENERALISTE^C")
+    assert P.modify_decision(ACTORS["gp"], doc, "replace")
+
+
+def test_a_deleted_document_is_for_its_author_only():
+    doc = document("N")
+    doc.availability_status = AvailabilityStatus.DELETED
+    record = state("open", AUTHOR)
+    assert P.read_decision(AUTHOR, record, doc, P.DEFAULT_TABLE)
+    assert not P.read_decision(ACTORS["gp"], record, doc, P.DEFAULT_TABLE)
+    assert not P.read_decision(ACTORS["patient"], record, doc, P.DEFAULT_TABLE, own_patient=True)
+
+
+def test_a_patient_changes_masking_and_nothing_else():
+    before = document("N")
+    masked = dataclasses.replace(before, confidentiality_codes=[*before.confidentiality_codes, P.masque_ps()])
+    assert P.masking_problem(masked, before) == ""
+    assert P.masking_problem(before, masked) == ""
+    invisible = dataclasses.replace(before, confidentiality_codes=[*before.confidentiality_codes,
+                                                                   Code("INVISIBLE_PATIENT", CONF)])
+    assert "MASQUE_PS" in P.masking_problem(invisible, before)
+    retitled = dataclasses.replace(masked, title="autre")
+    assert P.masking_problem(retitled, before)

@@ -12,12 +12,13 @@ from alembic.migration import MigrationContext
 
 from partage.access import audit
 from partage.access.actor import Actor
-from partage.access.records import CLOSED, NONE, OPEN, RecordError, Records, purge_record
 from partage.cli import main
 from partage.config import Settings
 from partage.ingest import IngestService
+from partage.metadata.datatypes import CX
 from partage.query import QueryService
 from partage.registry import schema
+from partage.registry.access_state import CLOSED, NONE, OPEN, RecordError, Records, purge_record
 from partage.services import Services
 from tests import factories as F
 
@@ -32,8 +33,8 @@ def svc(tmp_path, database_url):
     services.close()
 
 
-def _patient(services) -> str:
-    pid = F.patient_id()
+def _patient(services) -> CX:
+    pid = F.cx(F.patient_id())
     with services.registry.write() as conn:
         services.registry.upsert_patient(conn, [pid])
     return pid
@@ -73,7 +74,7 @@ def test_record_state_transitions(svc):
     records.open(pid)
     assert records.state(pid).status == OPEN and records.state(pid).medecin_traitant == "810000000009"
     with pytest.raises(RecordError, match="not known"):
-        records.open(F.patient_id())
+        records.open(F.cx(F.patient_id()))
 
 
 def test_purge_after_ten_years(svc):
@@ -86,7 +87,8 @@ def test_purge_after_ten_years(svc):
     later = datetime.now(UTC) + timedelta(days=365 * 10 + 5)
     due = records.purgeable(now=later)
     assert len(due) == 1
-    assert purge_record(svc, due[0]) >= 3
+    removed, unused = purge_record(svc.registry, due[0])
+    assert removed >= 3 and len(unused) == 1
     found = QueryService(svc, Actor(id="t", kind="system")).get_all(pid, *_filters())
     assert found.objects == []
     assert svc.blobs is not None
@@ -100,7 +102,7 @@ def _filters():
 def test_access_and_audit_commands(tmp_path, capsys):
     data = tmp_path / "data"
     services = Services.open(Settings(data_dir=data))
-    pid = _patient(services)
+    pid = _patient(services).format()
     services.close()
     assert main(["access", "open", pid, "--medecin-traitant", "810000000001", "--data", str(data)]) == 0
     assert main(["access", "block", pid, "810000000002", "--data", str(data)]) == 0
@@ -121,8 +123,8 @@ def test_access_and_audit_commands(tmp_path, capsys):
 
 def test_audit_record_outside_requests(svc):
     pid = _patient(svc)
-    pk = audit.record(svc, "ITI-8", Actor(id="feed", kind="system"), patient_id=pid, detail="A01")
-    rows = audit.events(svc, patient_id=pid)
+    pk = audit.record(svc, "ITI-8", Actor(id="feed", kind="system"), patient_id=pid.format(), detail="A01")
+    rows = audit.events(svc, patient_id=pid.format())
     assert [(r["pk"], r["action"], r["detail"], r["outcome"]) for r in rows] == [(pk, "ITI-8", "A01", 0)]
 
 

@@ -10,23 +10,24 @@ import pytest
 from partage.cda.findings import PARSE, SCHEMA
 from partage.cda.gate import CdaGate, entry_metadata, is_cda, parse_blocking, profile_from_settings
 from partage.config import Settings
+from partage.metadata.datatypes import CX, DTM, XCN
 from partage.metadata.errors import ErrorCode
 from partage.metadata.model import Author, Code, DocumentContent, DocumentEntry
 from tests.unit.test_cda_samples import PDF, edit, sample_cda
 
-PID = "185067512345689^^^&1.2.250.1.213.1.4.10&ISO"
+PID = CX.parse("185067512345689^^^&1.2.250.1.213.1.4.10&ISO")
 
 
 def _entry(**overrides) -> DocumentEntry:
     """Metadata that agree with the sample CDA's header."""
     entry = DocumentEntry(
         entry_uuid="Document01", unique_id="2.25.299999999999999999999999999999999999002^DOC-1",
-        patient_id=PID, source_patient_id=PID, mime_type="text/xml", creation_time="20250314091500",
+        patient_id=PID, source_patient_id=PID, mime_type="text/xml", creation_time=DTM("20250314091500"),
         language_code="fr-FR", title="Compte rendu de consultation",
         type_code=Code("11488-4", "2.16.840.1.113883.6.1"),
         confidentiality_codes=[Code("N", "2.16.840.1.113883.5.25")],
         healthcare_facility_type_code=Code("SA01", "1.2.250.1.71.4.2.4"),
-        authors=[Author(person="899999999999^MEDECIN^Paul^^^^^^&1.2.250.1.71.4.2.1&ISO")])
+        authors=[Author(person=XCN.parse("899999999999^MEDECIN^Paul^^^^^^&1.2.250.1.71.4.2.1&ISO"))])
     for key, value in overrides.items():
         setattr(entry, key, value)
     return entry
@@ -92,7 +93,7 @@ def test_entry_metadata_takes_what_the_cross_check_compares():
     meta = entry_metadata(_entry())
     assert meta["patient_id"] == PID and meta["unique_id"].endswith("^DOC-1")
     assert meta["type_code"] == Code("11488-4", "2.16.840.1.113883.6.1")
-    assert meta["authors"] == ["899999999999^MEDECIN^Paul^^^^^^&1.2.250.1.71.4.2.1&ISO"]
+    assert meta["authors"] == [XCN.parse("899999999999^MEDECIN^Paul^^^^^^&1.2.250.1.71.4.2.1&ISO")]
     assert "service_start_time" not in meta     # empty values are not compared
 
 

@@ -8,8 +8,8 @@ from lxml import etree
 from partage.cda.parser import parse_cda
 from partage.clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL, extract
 from partage.clinical.index import read_document
-from partage.clinical.search import OPEN, SearchHit, terms_of
 from partage.clinical.text import cda_text, pdf_text
+from partage.registry.text_search import OPEN, SearchHit, terms_of
 from tests.clinical_support import make_pdf
 from tests.conftest import corpus_path
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from partage.clinical.read import FactRow
 from partage.fhir.clinical_map import FactMapper, fhir_datetime, is_current_treatment
+from partage.query.clinical import FactRow
 from partage.web.clinical_page import trend_svg, when
 from tests import factories as F
 

@@ -4,6 +4,7 @@ metadata is refused with XDSRegistryMetadataError naming the place."""
 import pytest
 from lxml import etree
 
+from partage.metadata.datatypes import CX
 from partage.metadata.errors import XdsErrors
 from partage.metadata.model import Association, AssociationType, AvailabilityStatus, Code
 from partage.xds import constants as C
@@ -33,7 +34,7 @@ def test_round_trip_of_every_object_kind():
     request = F.submission(pid, [F.document(pid, "urn:uuid:11111111-1111-4111-8111-111111111111")],
                            folders=[F.folder(pid, "urn:uuid:22222222-2222-4222-8222-222222222222")],
                            contents=False)
-    request.documents[0].reference_ids = ["123^^^&1.2.3&ISO^urn:ihe:iti:xds:2013:accession"]
+    request.documents[0].reference_ids = [CX.parse_reference_id("123^^^&1.2.3&ISO^urn:ihe:iti:xds:2013:accession")]
     request.documents[0].extra_slots = {"urn:example:custom": ["a", "b"]}
     request.associations.append(Association(
         entry_uuid="urn:uuid:33333333-3333-4333-8333-333333333333",

@@ -12,12 +12,13 @@ from partage.cda.gate import entry_metadata
 from partage.cda.header import read_header
 from partage.cda.to_xds import MappingError, MessageContext, membership, to_xds
 from partage.hl7.documents import DocumentOutcome, Journal, Problem, Refused, ack, read_message
+from partage.metadata.datatypes import CX, DTM
 from partage.metadata.model import SubmissionRequest
 from partage.metadata.validate import ITI_41, validate_submission
 from partage.terminology.domain import load_affinity_domain
 from tests.unit.test_cda_samples import edit, nonxml_cda, sample_cda
 
-INS = "185067512345689^^^&1.2.250.1.213.1.4.10&ISO"
+INS = CX.parse("185067512345689^^^&1.2.250.1.213.1.4.10&ISO")
 
 
 def context(**overrides) -> MessageContext:
@@ -30,16 +31,17 @@ def test_header_and_message_give_the_ig_mapping():
     meta = to_xds(read_header(sample_cda()), context(flags={"MASQUE_PS": True, "INVISIBLE_PATIENT": False}))
     e, ss = meta.entry, meta.submission_set
     assert e.unique_id == "2.25.299999999999999999999999999999999999002^DOC-1"
-    assert (e.patient_id, e.source_patient_id) == (INS, "IPP-42^^^&2.25.299999999999999999999999999999999999004&ISO")
+    assert (e.patient_id, e.source_patient_id) == (INS, CX.parse("IPP-42^^^&2.25.299999999999999999999999999999999999004&ISO"))
     assert (e.type_code.code, e.type_code.scheme) == ("11488-4", "2.16.840.1.113883.6.1")
     assert (e.class_code.code, e.class_code.scheme) == ("10", "1.2.250.1.213.1.1.4.1")   # ASS_X04
     # A model template unknown to ASS_A11: the structuration minimale formatCode.
     assert (e.format_code.code, e.format_code.scheme) == ("urn:asip:ci-sis:vsm:2012", "1.2.250.1.213.1.1.4.2.282")
     assert [c.code for c in e.confidentiality_codes] == ["N", "MASQUE_PS"]
     assert (e.creation_time, e.service_start_time, e.service_stop_time) == (
-        "20250314091500", "20250314090000", "20250314091000")
+        DTM("20250314091500"), DTM("20250314090000"), DTM("20250314091000"))
     assert e.healthcare_facility_type_code.code == "SA01" and e.practice_setting_code.code == "AMBULATOIRE"
-    assert e.legal_authenticator.startswith("899999999999^") and "&1.2.250.1.71.4.2.1&ISO" in e.legal_authenticator
+    assert e.legal_authenticator.id_number == "899999999999"
+    assert e.legal_authenticator.assigning_authority.universal_id == "1.2.250.1.71.4.2.1"
     assert e.authors and e.authors[0].specialties[0].startswith("G15_10^")
     assert e.mime_type == "text/xml" and e.language_code == "fr-FR"
     assert ss.patient_id == INS and (ss.content_type_code.code, ss.content_type_code.scheme) == ("03", "1.2.250.1.213.2.2")
@@ -66,7 +68,7 @@ def test_known_document_model_gives_its_formatcode():
     ("<healthCareFacility>", "<healthCareFacility><!-- x -->", {"patient_class": "Z"}, "hl7-contentTypeCode-unknown"),
     ('<code code="SA01" codeSystem="1.2.250.1.71.4.2.4" displayName="Etablissement public de santé"/>', "", {},
      "hl7-healthcareFacilityTypeCode-missing"),
-    ("<healthCareFacility>", "<healthCareFacility>", {"patient_ids": ["1^^^&1.2.250.1.213.1.4.10&ISO"]},
+    ("<healthCareFacility>", "<healthCareFacility>", {"patient_ids": [CX.parse("1^^^&1.2.250.1.213.1.4.10&ISO")]},
      "hl7-pid3-mismatch"),
 ])
 def test_what_cannot_be_mapped_is_refused_by_rule(before, after, ctx, rule):
@@ -100,8 +102,8 @@ def test_mdm_is_read_as_the_ig_profiles_it():
     assert m.flags == {"MASQUE_PS": True, "DESTDMP": False}
     assert m.txa_unique_id == "2.25.299999999999999999999999999999999999002^DOC-1"
     assert m.context.patient_ids == [INS] and m.context.patient_class == "O"
-    assert m.context.sender_person == "801234567866^Dupont^Jean^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^RPPS"
-    assert m.context.sender_institution == "Organisation-X^^^^^&1.2.250.1.71.4.2.2&ISO^FINEG^^^300017985"
+    assert m.context.sender_person.format() == "801234567866^Dupont^Jean^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^RPPS"
+    assert m.context.sender_institution.format() == "Organisation-X^^^^^&1.2.250.1.71.4.2.2&ISO^FINEG^^^300017985"
     assert (m.sender_id, m.sender_structure) == ("801234567866", "300017985")
 
 

@@ -13,7 +13,7 @@ branch_labels = None
 depends_on = None
 
 BIG = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-TS_CONFIG = "partage_french"   # partage.clinical.search uses the same name
+TS_CONFIG = "partage_french"   # partage.registry.text_search uses the same name
 
 
 def upgrade() -> None:

@@ -1,33 +1,30 @@
-"""Reading facts and searching text for one actor, through the access policy.
+"""Reading clinical facts and searching document text for one actor, through the one gate.
 
 Every read starts from the patient's documents as the query flow returns them to this
-actor (`QueryService.find_documents`: the policy filters there, and audits), keeps the
-Approved ones, and only then selects the facts or text of those documents by logical id.
-So a fact or a text from a document the actor may not see (masked, invisible to the
-patient, a class the profession may not read), or from a document that was deprecated,
-replaced or removed, is neither shown nor counted.
+actor (`QueryService.find_documents`: the gate decides there, and audits), keeps the
+Approved ones, and only then selects the facts or text of those documents by logical id
+(`partage.registry.derived`, `partage.registry.text_search`). So a fact or a text from a
+document the actor may not see (masked, invisible to the patient, a class the profession
+may not read), or from a document that was deprecated, replaced or removed, is neither
+shown nor counted: derived data follows its document.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
-
 from ..access.actor import Actor
+from ..metadata.datatypes import CX
 from ..metadata.model import DocumentEntry
 from ..metadata.query import DocumentFilter
-from ..query import QueryService
-from ..registry import schema
-from ..registry.indexing import object_from_row
-from .search import SearchHit, full_text
+from ..registry import derived
+from ..registry.text_search import SearchHit, full_text
+from ..services import Services
+from .service import QueryService
 
-F = schema.clinical_facts
 APPROVED = "Approved"
-CHUNK = 500
 
 
 @dataclass
@@ -67,11 +64,6 @@ class FactQuery:
     newest_first: bool = True
 
 
-def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def _in_window(effective: str, q: FactQuery) -> bool:
     """Date filter on the fact's time as a lower bound (a fact without a time matches no window)."""
     if not q.date_low and not q.date_high:
@@ -83,13 +75,13 @@ def _in_window(effective: str, q: FactQuery) -> bool:
 
 
 class ClinicalReader:
-    def __init__(self, services, actor: Actor) -> None:
+    def __init__(self, services: Services, actor: Actor) -> None:
         self.services = services
         self.actor = actor
         self.queries = QueryService(services, actor)
 
     # --- the documents this actor may see -----------------------------------------------
-    def documents(self, patient_id: str, f: DocumentFilter | None = None) -> dict[str, DocumentEntry]:
+    def documents(self, patient_id: CX | None, f: DocumentFilter | None = None) -> dict[str, DocumentEntry]:
         """Approved documents of the patient visible to the actor, by logical id, newest first."""
         f = f or DocumentFilter()
         f.statuses = [APPROVED]
@@ -101,35 +93,22 @@ class ClinicalReader:
         return out
 
     # --- facts ---------------------------------------------------------------------------
-    def facts(self, patient_id: str, q: FactQuery | None = None,
+    def facts(self, patient_id: CX | None, q: FactQuery | None = None,
               documents: dict[str, DocumentEntry] | None = None) -> list[FactRow]:
         q = q or FactQuery()
         docs = self.documents(patient_id) if documents is None else documents
         if not docs:
             return []
-        rows = []
         with self.services.registry.read() as conn:
-            for lids in _chunks(list(docs)):
-                rows += self._select(conn, lids, q)
+            rows = derived.facts(conn, list(docs), q.kinds, q.codes)
         out = [self._row(r, docs[r.doc_lid]) for r in rows if _in_window(r.effective, q)]
-        out.sort(key=lambda f: (f.effective, f.document.creation_time or "", -f.seq),
+        out.sort(key=lambda f: (f.effective, f.document.creation_time.lower_bound()
+                                if f.document.creation_time else "", -f.seq),
                  reverse=q.newest_first)
         return out
 
-    def _select(self, conn: Connection, lids: list[str], q: FactQuery):
-        clauses = [F.c.doc_lid.in_(lids)]
-        if q.kinds:
-            clauses.append(F.c.kind.in_(q.kinds))
-        if q.codes:
-            alternatives = []
-            for system, code in q.codes:
-                alternatives.append(and_(F.c.code == code, F.c.code_system == system) if system
-                                    else F.c.code == code)
-            clauses.append(or_(*alternatives))
-        return conn.execute(select(F).where(*clauses)).all()
-
     @staticmethod
-    def _row(r, doc: DocumentEntry) -> FactRow:
+    def _row(r: Any, doc: DocumentEntry) -> FactRow:
         return FactRow(pk=r.pk, kind=r.kind, code=r.code, code_system=r.code_system, display=r.display,
                        value_num=r.value_num, value_text=r.value_text, unit=r.unit, ref_low=r.ref_low,
                        ref_high=r.ref_high, ref_text=r.ref_text, interpretation=r.interpretation,
@@ -139,27 +118,21 @@ class ClinicalReader:
     def fact(self, pk: int) -> FactRow | None:
         """One fact by key, if its document is visible to the actor (None otherwise)."""
         with self.services.registry.read() as conn:
-            row = conn.execute(select(F).where(F.c.pk == pk)).first()
-            if row is None:
-                return None
-            objs = schema.registry_objects
-            doc_row = conn.execute(select(objs.c.body).where(
-                objs.c.lid == row.doc_lid, objs.c.kind == schema.KIND_DOCUMENT,
-                objs.c.status == APPROVED)).first()
-        if doc_row is None:
+            row = derived.fact(conn, pk)
+        if row is None:
             return None
-        doc = object_from_row(doc_row.body)
-        docs = self.documents(doc.patient_id, DocumentFilter(entry_uuids=[doc.entry_uuid]))
-        if (doc.lid or doc.entry_uuid) not in docs:
-            return None
-        return self._row(row, docs[doc.lid or doc.entry_uuid])
+        result = self.queries.get_objects("D", logical_ids=[row.doc_lid])
+        approved = [d for d in result.objects
+                    if isinstance(d, DocumentEntry) and d.availability_status is not None
+                    and d.availability_status.short == APPROVED]
+        return self._row(row, approved[0]) if approved else None
 
-    def latest(self, patient_id: str, system: str, code: str) -> FactRow | None:
+    def latest(self, patient_id: CX | None, system: str, code: str) -> FactRow | None:
         found = self.facts(patient_id, FactQuery(codes=[(system, code)]))
         return found[0] if found else None
 
     # --- keyword search -------------------------------------------------------------------
-    def search(self, patient_id: str, terms: str, f: DocumentFilter | None = None,
+    def search(self, patient_id: CX | None, terms: str, f: DocumentFilter | None = None,
                limit: int = 50) -> list[SearchHit]:
         """Ranked, highlighted matches among the documents the actor may see (and the filter keeps)."""
         docs = self.documents(patient_id, f)

@@ -1,8 +1,9 @@
-"""The per-patient state the access policy needs: record open/closed (consent), the
+"""The per-patient state the access rules need: record open/closed (consent), the
 médecin traitant, the professionals the patient blocked, opposition to bris de glace.
 
-Only `partage.access` reads and writes these tables (`patient_access`,
-`patient_blocks`); operators change them with `partage access ...`.
+The registry owns these tables (`patient_access`, `patient_blocks`); `partage.access`
+decides with the `RecordState` read here, operators change it with `partage access ...`
+and patients through FHIR Consent.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, delete, select
 
-from ..registry import schema
-from ..registry.store import Registry, utc_now
+from ..metadata.datatypes import CX
+from . import schema
+from .clock import utc_now
+from .store import Registry
 
 OPEN, CLOSED, NONE = "open", "closed", "none"
 RETENTION_YEARS = 10      # a closed record is kept this long, then purged
@@ -39,13 +42,27 @@ NO_RECORD = RecordState(patient_pk=None)
 def load(conn: Connection, patient_pk: int | None) -> RecordState:
     if patient_pk is None:
         return NO_RECORD
+    return load_many(conn, [patient_pk])[patient_pk]
+
+
+def load_many(conn: Connection, patient_pks: list[int]) -> dict[int, RecordState]:
+    """The states of several patients in two queries."""
+    out: dict[int, RecordState] = {}
+    if not patient_pks:
+        return out
     a, b = schema.patient_access, schema.patient_blocks
-    row = conn.execute(select(a).where(a.c.patient_pk == patient_pk)).first()
-    blocked = frozenset(conn.execute(select(b.c.professional_id).where(b.c.patient_pk == patient_pk)).scalars())
-    if row is None:
-        return RecordState(patient_pk=patient_pk, blocked=blocked)
-    return RecordState(patient_pk=patient_pk, status=row.status, medecin_traitant=row.medecin_traitant,
-                       blocked=blocked, bdg_opposed=bool(row.bdg_opposed), closed_at=row.closed_at or "")
+    blocked: dict[int, set[str]] = {}
+    for pk, professional in conn.execute(select(b.c.patient_pk, b.c.professional_id)
+                                         .where(b.c.patient_pk.in_(patient_pks))):
+        blocked.setdefault(pk, set()).add(professional)
+    rows = {r.patient_pk: r for r in conn.execute(select(a).where(a.c.patient_pk.in_(patient_pks)))}
+    for pk in patient_pks:
+        row = rows.get(pk)
+        bl = frozenset(blocked.get(pk, ()))
+        out[pk] = RecordState(patient_pk=pk, blocked=bl) if row is None else RecordState(
+            patient_pk=pk, status=row.status, medecin_traitant=row.medecin_traitant, blocked=bl,
+            bdg_opposed=bool(row.bdg_opposed), closed_at=row.closed_at or "")
+    return out
 
 
 class Records:
@@ -54,13 +71,13 @@ class Records:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    def _pk(self, conn: Connection, patient_id: str) -> int:
+    def _pk(self, conn: Connection, patient_id: CX) -> int:
         pk = self.registry.patient_pk(conn, patient_id)
         if pk is None:
             raise RecordError(f"patient {patient_id} is not known (feed it first, ITI-8)")
         return pk
 
-    def state(self, patient_id: str) -> RecordState:
+    def state(self, patient_id: CX) -> RecordState:
         with self.registry.read() as conn:
             return load(conn, self.registry.patient_pk(conn, patient_id))
 
@@ -76,7 +93,7 @@ class Records:
         elif values:
             conn.execute(a.update().where(a.c.patient_pk == pk).values(updated_at=now, **values))
 
-    def open(self, patient_id: str, *, medecin_traitant: str = "") -> None:
+    def open(self, patient_id: CX, *, medecin_traitant: str = "") -> None:
         """The patient consented: the record exists and is open (a closed one reopens)."""
         with self.registry.write() as conn:
             pk = self._pk(conn, patient_id)
@@ -88,14 +105,14 @@ class Records:
                     values["medecin_traitant"] = medecin_traitant
                 self._upsert(conn, pk, **values)
 
-    def close(self, patient_id: str) -> None:
+    def close(self, patient_id: CX) -> None:
         with self.registry.write() as conn:
             pk = self._pk(conn, patient_id)
             if load(conn, pk).status != OPEN:
                 raise RecordError(f"the record of {patient_id} is not open")
             self._upsert(conn, pk, status=CLOSED, closed_at=utc_now())
 
-    def set_medecin_traitant(self, patient_id: str, professional_id: str) -> None:
+    def set_medecin_traitant(self, patient_id: CX, professional_id: str) -> None:
         with self.registry.write() as conn:
             pk = self._pk(conn, patient_id)
             if load(conn, pk).status == NONE:
@@ -104,7 +121,7 @@ class Records:
             b = schema.patient_blocks
             conn.execute(delete(b).where(b.c.patient_pk == pk, b.c.professional_id == professional_id))
 
-    def block(self, patient_id: str, professional_id: str) -> None:
+    def block(self, patient_id: CX, professional_id: str) -> None:
         with self.registry.write() as conn:
             pk = self._pk(conn, patient_id)
             state = load(conn, pk)
@@ -116,13 +133,13 @@ class Records:
                 conn.execute(schema.patient_blocks.insert().values(
                     patient_pk=pk, professional_id=professional_id, created_at=utc_now()))
 
-    def unblock(self, patient_id: str, professional_id: str) -> None:
+    def unblock(self, patient_id: CX, professional_id: str) -> None:
         with self.registry.write() as conn:
             pk = self._pk(conn, patient_id)
             b = schema.patient_blocks
             conn.execute(delete(b).where(b.c.patient_pk == pk, b.c.professional_id == professional_id))
 
-    def oppose_bris_de_glace(self, patient_id: str, opposed: bool = True) -> None:
+    def oppose_bris_de_glace(self, patient_id: CX, opposed: bool = True) -> None:
         with self.registry.write() as conn:
             pk = self._pk(conn, patient_id)
             if load(conn, pk).status == NONE:
@@ -139,10 +156,11 @@ class Records:
                 a.c.status == CLOSED, a.c.closed_at.is_not(None), a.c.closed_at < limit)).scalars())
 
 
-def purge_record(services, patient_pk: int) -> int:
-    """Delete a closed record's registry objects and their bytes; the audit trail stays."""
+def purge_record(registry: Registry, patient_pk: int) -> tuple[int, set[str]]:
+    """Delete a closed record's registry objects; the audit trail stays. Returns the number of
+    objects removed and the blob addresses no object uses any more (the caller deletes them)."""
     obj, a = schema.registry_objects, schema.patient_access
-    with services.registry.write() as conn:
+    with registry.write() as conn:
         state = load(conn, patient_pk)
         if state.status != CLOSED:
             raise RecordError(f"patient #{patient_pk}'s record is not closed")
@@ -166,6 +184,4 @@ def purge_record(services, patient_pk: int) -> int:
                    .scalars()) if addresses else set()
         conn.execute(delete(schema.patient_blocks).where(schema.patient_blocks.c.patient_pk == patient_pk))
         conn.execute(a.update().where(a.c.patient_pk == patient_pk).values(status="purged", updated_at=utc_now()))
-    for address in addresses - used:
-        services.blobs.delete(address)
-    return len(pks)
+    return len(pks), addresses - used

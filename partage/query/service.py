@@ -1,0 +1,308 @@
+"""The query flow: one implementation of every XDS query shape, for every door.
+
+ITI-18 stored queries and MHD searches (ITI-66/67) call these methods with model filters;
+each resolves the patient and ids, runs the registry's indexed SQL, and builds its answer
+as a graph (objects and the associations between them). The graph goes through the one
+visibility decision (`partage.query.view.Reader` -> `partage.access.gate`), so nothing
+an actor may not see is returned, counted, or named through a relation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from ..access.actor import Actor
+from ..metadata.datatypes import CX
+from ..metadata.errors import ErrorCode, XdsError, XdsErrors
+from ..metadata.model import AnyObject, Association, AssociationType, DocumentEntry
+from ..metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter
+from ..registry import queries as Q
+from ..registry import schema
+from ..registry.indexing import object_from_row
+from ..services import Services
+from .view import Reader, graph_of, node_of
+
+HAS_MEMBER = str(AssociationType.HAS_MEMBER)
+Row = Any   # a registry row with queries.COLUMNS
+
+
+@dataclass
+class QueryResult:
+    objects: list[AnyObject] = field(default_factory=list)
+    warnings: list[XdsError] = field(default_factory=list)
+    incomplete: bool = False   # something matched that the actor may not see (never says what)
+
+
+@dataclass(frozen=True)
+class Located:
+    """A document the actor may read, and where its bytes are."""
+
+    document: DocumentEntry
+    blob_address: str
+
+
+class QueryService:
+    def __init__(self, services: Services, actor: Actor, *, object_refs: bool = False) -> None:
+        self.services = services
+        self.registry = services.registry
+        self.actor = actor
+        self.reader = Reader(services, actor)
+        self.limit = services.settings.query_result_limit
+        # ObjectRef answers disclose no patient data: XDSResultNotSinglePatient applies
+        # to full metadata (LeafClass) only (ITI TF-2a 3.18.4.1.3).
+        self.object_refs = object_refs
+        # Associations a query follows and returns, by availabilityStatus: Approved unless
+        # the request says otherwise ($XDSAssociationStatus, ITI-18 with Metadata Update).
+        self.association_statuses: list[str] = ["Approved"]
+        self.metadata_level = 1   # $MetadataLevel 2: every version of a logical object named by uniqueId
+
+    # --- helpers -----------------------------------------------------------------------
+    def _check_limit(self, rows: Sequence[Row]) -> None:
+        if self.limit and len(rows) > self.limit:
+            raise XdsErrors.one(ErrorCode.TOO_MANY_RESULTS,
+                                f"the query matches more than {self.limit} objects; narrow it")
+
+    def _single_patient(self, rows: Sequence[Row]) -> None:
+        if not self.object_refs and len({r.patient_pk for r in rows if r.patient_pk is not None}) > 1:
+            raise XdsErrors.one(ErrorCode.RESULT_NOT_SINGLE_PATIENT,
+                                "the requested objects belong to more than one patient")
+
+    def _answer(self, conn: Connection, rows: Sequence[Row], *, roots: set[str] | None = None,
+                context: Sequence[Row] = (), patient_pk: int | None = None) -> QueryResult:
+        """The rows, judged as one graph (with `context` rows to judge, never returned)."""
+        self._check_limit(rows)
+        graph = graph_of(rows, roots=roots)
+        for row in context:
+            graph.add(node_of(row, answer=False))
+        outcome = self.reader.visible(conn, graph, patient_pk=patient_pk)
+        return QueryResult(outcome.objects, incomplete=outcome.withheld > 0)
+
+    def _associations(self, conn: Connection, **match: Any) -> list[Row]:
+        """Associations in the statuses this query follows ($XDSAssociationStatus)."""
+        return list(Q.associations(conn, statuses=self.association_statuses, **match))
+
+    def _patient(self, conn: Connection, patient_id: CX | None) -> int | None:
+        return self.registry.patient_pk(conn, patient_id) if patient_id is not None else None
+
+    # --- find queries ------------------------------------------------------------------
+    def find_documents(self, patient_id: CX | None, f: DocumentFilter, limit: int | None = None) -> QueryResult:
+        with self.registry.read() as conn:
+            pk = self._patient(conn, patient_id)
+            if pk is None:
+                return QueryResult()
+            cap = (self.limit + 1) if self.limit else None
+            rows = Q.find_documents(conn, pk, f, min(cap, limit) if limit and cap else (cap or limit))
+            return self._answer(conn, rows, patient_pk=pk)
+
+    def find_submission_sets(self, patient_id: CX | None, f: SubmissionSetFilter) -> QueryResult:
+        with self.registry.read() as conn:
+            pk = self._patient(conn, patient_id)
+            if pk is None:
+                return QueryResult()
+            rows = Q.find_submission_sets(conn, pk, f, (self.limit or 0) + 1)
+            return self._answer(conn, rows, patient_pk=pk)
+
+    def find_folders(self, patient_id: CX | None, f: FolderFilter) -> QueryResult:
+        with self.registry.read() as conn:
+            pk = self._patient(conn, patient_id)
+            if pk is None:
+                return QueryResult()
+            rows = Q.find_folders(conn, pk, f, (self.limit or 0) + 1)
+            return self._answer(conn, rows, patient_pk=pk)
+
+    def get_all(self, patient_id: CX | None, docs: DocumentFilter, sets: SubmissionSetFilter,
+                folders: FolderFilter) -> QueryResult:
+        with self.registry.read() as conn:
+            pk = self._patient(conn, patient_id)
+            if pk is None:
+                return QueryResult()
+            rows = [*Q.find_submission_sets(conn, pk, sets), *Q.find_documents(conn, pk, docs),
+                    *Q.find_folders(conn, pk, folders)]
+            ids = [r.entry_uuid for r in rows]
+            rows += _between(self._associations(conn, sources=ids), set(ids), nested=True)
+            return self._answer(conn, rows, patient_pk=pk)
+
+    # --- get queries -------------------------------------------------------------------
+    def get_objects(self, kind: str, *, entry_uuids: Sequence[str] = (), unique_ids: Sequence[str] = (),
+                    logical_ids: Sequence[str] = ()) -> QueryResult:
+        with self.registry.read() as conn:
+            # $XDS...LogicalID: every version of the logical object (ITI-18 with Metadata Update).
+            rows = list(Q.by_ids(conn, kind, entry_uuids=entry_uuids, unique_ids=unique_ids,
+                                 logical_ids=logical_ids))
+            self._single_patient(rows)
+            return self._answer(conn, rows)
+
+    def get_associations(self, uuids: Sequence[str]) -> QueryResult:
+        """Associations of the given objects: only those whose two ends the actor may see."""
+        with self.registry.read() as conn:
+            anchors = Q.by_ids(conn, None, entry_uuids=uuids)
+            self._single_patient(anchors)
+            rows = self._associations(conn, either=[a.entry_uuid for a in anchors])
+            return self._answer(conn, rows, roots={a.entry_uuid for a in anchors}, context=anchors)
+
+    def get_documents_and_associations(self, *, entry_uuids: Sequence[str] = (),
+                                       unique_ids: Sequence[str] = ()) -> QueryResult:
+        with self.registry.read() as conn:
+            docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=entry_uuids, unique_ids=unique_ids)
+            self._single_patient(docs)
+            assocs = self._associations(conn, either=[d.entry_uuid for d in docs])
+            return self._answer(conn, [*docs, *assocs], roots={d.entry_uuid for d in docs})
+
+    def get_submission_sets(self, uuids: Sequence[str]) -> QueryResult:
+        """The SubmissionSets holding the given objects, and those HasMember associations."""
+        with self.registry.read() as conn:
+            members = Q.by_ids(conn, None, entry_uuids=uuids)
+            self._single_patient(members)
+            assocs = self._associations(conn, targets=[m.entry_uuid for m in members], types=[HAS_MEMBER])
+            sets = Q.by_ids(conn, schema.KIND_SUBMISSION_SET,
+                            entry_uuids=[object_from_row(a.body).source_uuid for a in assocs])
+            set_ids = {s.entry_uuid for s in sets}
+            assocs = [a for a in assocs if object_from_row(a.body).source_uuid in set_ids]
+            self._single_patient([*sets, *members])
+            return self._answer(conn, [*sets, *assocs], roots={m.entry_uuid for m in members},
+                                context=members)
+
+    def get_submission_set_and_contents(self, f: DocumentFilter, *, entry_uuid: str = "",
+                                        unique_id: str = "") -> QueryResult:
+        with self.registry.read() as conn:
+            sets = Q.by_ids(conn, schema.KIND_SUBMISSION_SET, entry_uuids=[entry_uuid] if entry_uuid else [],
+                            unique_ids=[unique_id] if unique_id else [])
+            if not sets:
+                return QueryResult()
+            ss = sets[0]
+            member_assocs = self._associations(conn, sources=[ss.entry_uuid], types=[HAS_MEMBER])
+            member_ids = [object_from_row(a.body).target_uuid for a in member_assocs]
+            docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=member_ids,
+                            extra=Q.document_clauses(f)[1:])
+            folders = Q.by_ids(conn, schema.KIND_FOLDER, entry_uuids=member_ids)
+            inner = Q.by_ids(conn, schema.KIND_ASSOCIATION, entry_uuids=member_ids,
+                             extra=[Q.OBJ.c.status.in_(self.association_statuses)])
+            kept = {r.entry_uuid for r in [*docs, *folders]}
+            inner = [a for a in inner if _ends(a) <= kept]
+            kept |= {a.entry_uuid for a in inner}
+            member_assocs = [a for a in member_assocs if object_from_row(a.body).target_uuid in kept]
+            return self._answer(conn, [ss, *docs, *folders, *member_assocs, *inner], roots={ss.entry_uuid})
+
+    def get_folder_and_contents(self, f: DocumentFilter, *, entry_uuid: str = "",
+                                unique_id: str = "") -> QueryResult:
+        with self.registry.read() as conn:
+            folders = Q.by_ids(conn, schema.KIND_FOLDER, entry_uuids=[entry_uuid] if entry_uuid else [],
+                               unique_ids=[unique_id] if unique_id else [])
+            if not folders:
+                return QueryResult()
+            # A uniqueId names every version of the folder: $MetadataLevel 2 returns them all,
+            # level 1 the current (latest) one.
+            if self.metadata_level < 2:
+                folders = [max(folders, key=lambda r: int(object_from_row(r.body).version or 1))]
+            assocs = self._associations(conn, sources=[f.entry_uuid for f in folders], types=[HAS_MEMBER])
+            docs = Q.by_ids(conn, schema.KIND_DOCUMENT,
+                            entry_uuids=[object_from_row(a.body).target_uuid for a in assocs],
+                            extra=Q.document_clauses(f)[1:])
+            kept = {d.entry_uuid for d in docs}
+            assocs = [a for a in assocs if object_from_row(a.body).target_uuid in kept]
+            return self._answer(conn, [*folders, *docs, *assocs], roots={r.entry_uuid for r in folders})
+
+    def get_folders_for_document(self, *, entry_uuid: str = "", unique_id: str = "") -> QueryResult:
+        with self.registry.read() as conn:
+            docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=[entry_uuid] if entry_uuid else [],
+                            unique_ids=[unique_id] if unique_id else [])
+            if not docs:
+                return QueryResult()
+            self._single_patient(docs)
+            assocs = self._associations(conn, targets=[d.entry_uuid for d in docs], types=[HAS_MEMBER])
+            folders = Q.by_ids(conn, schema.KIND_FOLDER,
+                               entry_uuids=[object_from_row(a.body).source_uuid for a in assocs])
+            folder_ids = {f.entry_uuid for f in folders}
+            links = [a for a in assocs if object_from_row(a.body).source_uuid in folder_ids]
+            return self._answer(conn, folders, roots={d.entry_uuid for d in docs}, context=[*docs, *links])
+
+    def get_related_documents(self, types: Sequence[str], f: DocumentFilter, *, entry_uuid: str = "",
+                              unique_id: str = "") -> QueryResult:
+        with self.registry.read() as conn:
+            docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=[entry_uuid] if entry_uuid else [],
+                            unique_ids=[unique_id] if unique_id else [])
+            if not docs:
+                return QueryResult()
+            doc = docs[0]
+            assocs = self._associations(conn, either=[doc.entry_uuid], types=types)
+            if not assocs:
+                return QueryResult()
+            others = {e for a in assocs for e in _ends(a)} - {doc.entry_uuid}
+            related = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=sorted(others),
+                               extra=Q.document_clauses(f)[1:])
+            kept = {r.entry_uuid for r in related} | {doc.entry_uuid}
+            assocs = [a for a in assocs if _ends(a) <= kept]
+            if not assocs:
+                return QueryResult()
+            result = self._answer(conn, [doc, *related, *assocs], roots={doc.entry_uuid})
+        # The document the query names is returned only with a relation the actor may see.
+        if not any(isinstance(o, Association) for o in result.objects):
+            return QueryResult()
+        return result
+
+    # --- retrieve ------------------------------------------------------------------------
+    def locate_document(self, unique_id: str) -> Located | None:
+        """The newest version of a document held here that the actor may read, and its blob.
+
+        A document the actor may not see is reported exactly like an unknown one, so
+        that a refusal does not reveal that the document exists.
+        """
+        with self.registry.read() as conn:
+            rows = conn.execute(
+                select(*Q.COLUMNS, Q.OBJ.c.blob_address)
+                .where(Q.OBJ.c.unique_id == unique_id, Q.OBJ.c.kind == schema.KIND_DOCUMENT,
+                       Q.OBJ.c.blob_address.is_not(None))
+                .order_by(Q.OBJ.c.version.desc())).all()
+            for row in rows:
+                outcome = self.reader.visible(conn, graph_of([row]))
+                if outcome.objects:
+                    doc = outcome.objects[0]
+                    assert isinstance(doc, DocumentEntry)
+                    return Located(doc, row.blob_address)
+        return None
+
+
+    def visible_unique_ids(self, unique_ids: Sequence[str]) -> set[str]:
+        """Which of these document uniqueIds name a document the actor may see (the audit
+        trail shown to a patient names no other)."""
+        wanted = [u for u in dict.fromkeys(unique_ids) if u]
+        if not wanted:
+            return set()
+        with self.registry.read() as conn:
+            rows = Q.by_ids(conn, schema.KIND_DOCUMENT, unique_ids=wanted)
+            outcome = self.reader.visible(conn, graph_of(rows), audited=False)
+        shown = {o.unique_id for o in outcome.objects if isinstance(o, DocumentEntry)}
+        hidden = {object_from_row(r.body).unique_id for r in rows} - shown   # type: ignore[union-attr]
+        return shown - hidden   # a uniqueId one of whose versions is hidden stays unnamed
+
+
+def _ends(row: Row) -> set[str]:
+    obj = object_from_row(row.body)
+    assert isinstance(obj, Association)
+    return {obj.source_uuid, obj.target_uuid}
+
+
+def _between(assoc_rows: Sequence[Row], ids: set[str], *, nested: bool = False) -> list[Row]:
+    """Associations with both ends among `ids`.
+
+    With `nested`, also those whose target is such an association (a SubmissionSet's
+    HasMember to a Folder's HasMember, as a folder membership is submitted), found
+    until nothing more is added.
+    """
+    if not nested:
+        return [a for a in assoc_rows if _ends(a) <= ids]
+    known: set[str] = set(ids)
+    kept: list[Row] = []
+    pending = list(assoc_rows)
+    while True:
+        found = [a for a in pending if _ends(a) <= known]
+        if not found:
+            return kept
+        kept += found
+        added = {a.entry_uuid for a in found}
+        known |= added
+        pending = [a for a in pending if a.entry_uuid not in added]

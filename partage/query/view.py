@@ -1,0 +1,156 @@
+"""From registry rows to the gate's verdict: the one path every read takes.
+
+`Reader.visible(conn, graph)` completes the graph (the far end of every association, the
+members of every SubmissionSet and Folder, so that the gate can judge what a relation
+would name), loads what the decision needs (record states, the newest versions of each
+document's lineage, the patient the actor is or names), asks `partage.access.gate`, and
+notes the outcome on the request's audit record. Flows build graphs; nothing else decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+
+from ..access import audit
+from ..access.actor import Actor
+from ..access.decisions import Decision
+from ..metadata.datatypes import CX
+from ..access.gate import (
+    AccessView,
+    Graph,
+    Node,
+    Outcome,
+    identity_visible,
+    record_visible,
+    visible,
+)
+from ..metadata.model import (
+    Association,
+    AssociationType,
+    AvailabilityStatus,
+    DocumentEntry,
+    Folder,
+    SubmissionSet,
+)
+from ..registry import access_state
+from ..registry import queries as Q
+from ..registry.indexing import object_from_row
+from ..services import Services
+
+HAS_MEMBER = str(AssociationType.HAS_MEMBER)
+MAX_CLOSURE_ROUNDS = 4   # far ends of far ends: nested HasMember (folder memberships) are two deep
+
+
+def node_of(row: Any, *, answer: bool = True) -> Node:
+    """A registry row (queries.COLUMNS) as a gate node."""
+    return Node(object_from_row(row.body), row.patient_pk, row.lineage or "", answer)
+
+
+def graph_of(rows: Iterable[Any], *, roots: set[str] | None = None) -> Graph:
+    graph = Graph(roots=roots)
+    for row in rows:
+        graph.add(node_of(row))
+    return graph
+
+
+class Reader:
+    """The access view of one actor for one request (the actor's own patient looked up once)."""
+
+    def __init__(self, services: Services, actor: Actor) -> None:
+        self.services = services
+        self.actor = actor
+        self.registry = services.registry
+        self._own: int | None | bool = False     # False: not looked up yet
+
+    def own_patient_pk(self, conn: Connection) -> int | None:
+        if self._own is False:
+            cx = self.actor.patient_id
+            self._own = self.registry.patient_pk(conn, cx) if cx is not None else None
+        return self._own if isinstance(self._own, int) else None
+
+    # --- the graph, complete ------------------------------------------------------------
+    def close(self, conn: Connection, graph: Graph) -> None:
+        """Add, as context, what the gate needs to judge the answer's relations: the members
+        of every SubmissionSet and Folder, and the far end of every association."""
+        done: set[str] = set()
+        for _ in range(MAX_CLOSURE_ROUNDS):
+            containers = [uid for uid, n in graph.nodes.items()
+                          if isinstance(n.obj, SubmissionSet | Folder) and uid not in done]
+            done.update(containers)
+            if containers:
+                for row in Q.associations(conn, sources=containers, types=[HAS_MEMBER]):
+                    graph.add(node_of(row, answer=False))
+            missing = {end for n in graph.nodes.values() if isinstance(n.obj, Association)
+                       for end in (n.obj.source_uuid, n.obj.target_uuid) if end not in graph.nodes}
+            if missing:
+                for row in Q.by_ids(conn, None, entry_uuids=sorted(missing)):
+                    graph.add(node_of(row, answer=False))
+            if not containers and not (missing & graph.nodes.keys()):
+                return   # closed (what is still missing is not in the registry: those relations stay hidden)
+
+    def view(self, conn: Connection, graph: Graph, patient_pks: Sequence[int] = ()) -> AccessView:
+        pks = {n.patient_pk for n in graph.nodes.values() if n.patient_pk is not None} | set(patient_pks)
+        own = self.own_patient_pk(conn)
+        # A version that is not Deprecated is itself the newest of its lineage (ITI-57 and RPLC
+        # deprecate what they supersede): only Deprecated ones need their lineage's heads.
+        lineages = [n.lineage for n in graph.nodes.values() if isinstance(n.obj, DocumentEntry)
+                    and n.lineage and n.obj.availability_status == AvailabilityStatus.DEPRECATED]
+        heads: dict[str, list[DocumentEntry]] = {}
+        for row in Q.lineage_heads(conn, lineages) if lineages else []:
+            head = object_from_row(row.body)
+            if isinstance(head, DocumentEntry):
+                heads.setdefault(row.lineage, []).append(head)
+        return AccessView(actor=self.actor, records=access_state.load_many(conn, sorted(pks)),
+                          own_patient_pk=own, heads=heads, table=self.services.access_table)
+
+    # --- the verdict ----------------------------------------------------------------------
+    def visible(self, conn: Connection, graph: Graph, *, patient_pk: int | None = None,
+                audited: bool = True) -> Outcome:
+        """The part of `graph` the actor may see; `patient_pk`: the patient the query named.
+        `audited`: the documents are what the request returns (not merely named in an answer)."""
+        self.close(conn, graph)
+        view = self.view(conn, graph, [patient_pk] if patient_pk is not None else [])
+        outcome = visible(view, graph)
+        if audited:
+            note(view, graph, outcome, patient_pk)
+        return outcome
+
+    def record(self, conn: Connection, patient_pk: int | None, patient_id: CX | None = None) -> bool:
+        """May the actor open this patient's record at all (noted on the audit record)?"""
+        view = self.view(conn, Graph(), [patient_pk] if patient_pk is not None else [])
+        return _noted(record_visible(view, patient_pk), patient_pk, patient_id)
+
+    def identity(self, conn: Connection, patient_pk: int | None, patient_id: CX | None = None) -> bool:
+        """May the actor see who this patient is (noted on the audit record)?"""
+        view = self.view(conn, Graph(), [patient_pk] if patient_pk is not None else [])
+        return _noted(identity_visible(view, patient_pk), patient_pk, patient_id)
+
+
+def _noted(decision: Decision, patient_pk: int | None, patient_id: CX | None) -> bool:
+    if patient_pk is not None:
+        audit.note_patient(patient_id.format() if patient_id is not None else "", patient_pk)
+        if not decision:
+            audit.note_denied(decision.reason)
+    return bool(decision)
+
+
+def note(view: AccessView, graph: Graph, outcome: Outcome, patient_pk: int | None) -> None:
+    """The audit record of the read: the patients, the documents shown, what was withheld."""
+    if audit.current() is None:
+        return
+    for node in graph.nodes.values():
+        cx = getattr(node.obj, "patient_id", None)
+        if node.answer and cx is not None:
+            audit.note_patient(cx.format(), node.patient_pk)
+    if patient_pk is not None:
+        audit.note_patient("", patient_pk)
+        decision = record_visible(view, patient_pk)
+        if not decision:
+            audit.note_denied(decision.reason)
+    audit.note_objects([o.unique_id for o in outcome.objects if isinstance(o, DocumentEntry)])
+    if outcome.withheld:
+        audit.note_filtered(outcome.withheld)
+

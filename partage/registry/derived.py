@@ -1,0 +1,88 @@
+"""The derived tables of a document (clinical facts, searchable text, text jobs): the
+registry owns them like the metadata, and they follow their document's lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, select, text
+
+from . import schema
+
+OBJ = schema.registry_objects
+
+
+def forget_text(conn: Connection, lid: str) -> None:
+    """Remove a document's text from the search index (both engines)."""
+    t = schema.document_text
+    if conn.dialect.name == "sqlite":   # external-content FTS5 (migration 0003): told what leaves
+        for pk, body in conn.execute(select(t.c.pk, t.c.body).where(t.c.doc_lid == lid)).all():
+            conn.execute(text("INSERT INTO document_text_fts(document_text_fts, rowid, body) "
+                              "VALUES ('delete', :pk, :body)"), {"pk": pk, "body": body})
+    conn.execute(t.delete().where(t.c.doc_lid == lid))
+
+
+def forget(conn: Connection, lid: str) -> None:
+    """Everything derived from a logical document: its text, facts and pending text job."""
+    forget_text(conn, lid)
+    conn.execute(schema.clinical_facts.delete().where(schema.clinical_facts.c.doc_lid == lid))
+    conn.execute(schema.text_index_jobs.delete().where(schema.text_index_jobs.c.doc_lid == lid))
+
+
+def forget_orphans(conn: Connection, lids: Iterable[str]) -> None:
+    """Forget the derived data of those documents of which no version remains."""
+    lids = list(dict.fromkeys(lids))
+    if not lids:
+        return
+    still = set(conn.execute(select(OBJ.c.lid).where(OBJ.c.lid.in_(lids), OBJ.c.kind == schema.KIND_DOCUMENT))
+                .scalars())
+    for lid in lids:
+        if lid not in still:
+            forget(conn, lid)
+
+
+def orphans(conn: Connection) -> dict[str, list[str]]:
+    """Derived rows whose document is gone (for `partage fsck`): table -> logical ids."""
+    documents = select(OBJ.c.lid).where(OBJ.c.kind == schema.KIND_DOCUMENT)
+    out: dict[str, list[str]] = {}
+    for table in (schema.clinical_facts, schema.document_text, schema.text_index_jobs):
+        lids = sorted(set(conn.execute(select(table.c.doc_lid).where(table.c.doc_lid.not_in(documents)))
+                          .scalars()))
+        if lids:
+            out[table.name] = lids
+    return out
+
+
+def delete_orphans(conn: Connection) -> int:
+    found = orphans(conn)
+    for lid in {lid for lids in found.values() for lid in lids}:
+        forget(conn, lid)
+    return sum(len(v) for v in found.values())
+
+
+
+
+
+# --- reads (the query flow passes the logical ids of the documents the actor may see) -------
+FACTS = schema.clinical_facts
+CHUNK = 500
+
+
+def facts(conn: Connection, lids: Sequence[str], kinds: Sequence[str] = (),
+          codes: Sequence[tuple[str, str]] = ()) -> list[Any]:
+    """Fact rows of these documents, of these kinds and (system or '', code) codes."""
+    out: list[Any] = []
+    for start in range(0, len(lids), CHUNK):
+        clauses = [FACTS.c.doc_lid.in_(list(lids[start:start + CHUNK]))]
+        if kinds:
+            clauses.append(FACTS.c.kind.in_(list(kinds)))
+        if codes:
+            clauses.append(or_(*[and_(FACTS.c.code == code, FACTS.c.code_system == system) if system
+                                 else FACTS.c.code == code for system, code in codes]))
+        out += conn.execute(select(FACTS).where(*clauses)).all()
+    return out
+
+
+def fact(conn: Connection, pk: int) -> Any:
+    return conn.execute(select(FACTS).where(FACTS.c.pk == pk)).first()

@@ -1,0 +1,378 @@
+"""Metadata lifecycle in the registry's tables: ITI-57 updates, ITI-62 removal, ITI-86
+removal of bytes. The rules that need the database (ITI TF-2b 3.57.4.1.3, 3.62.4.1.3) and
+the writes, in the caller's transaction; who may ask for them is `partage.lifecycle`'s
+question, answered before these run.
+
+Removal leaves a tombstone (`removed_objects`): the body of what was removed, who removed
+it and when, and for bytes their address (kept until an administrator purges them), so
+that a removal is traceable and recoverable. Derived data (clinical facts, document text,
+text jobs) of a document no version of which remains goes in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, select, update
+
+from ..metadata.datatypes import DTM
+from ..metadata.errors import ErrorCode, XdsError, XdsErrors
+from ..metadata.model import (
+    AssociationType,
+    AvailabilityStatus,
+    DocumentEntry,
+    Folder,
+    SubmissionRequest,
+)
+from . import derived, schema
+from .clock import utc_now
+from .indexing import object_from_row, status_short
+from .register import insert_object, rewrite
+from .store import Registry
+
+OBJ = schema.registry_objects
+STATUS_BY_SHORT = {s.short: s for s in AvailabilityStatus}
+# Transitions an UpdateAvailabilityStatus may ask for (IHE + CI-SIS).
+ALLOWED_TRANSITIONS = {
+    ("Approved", "Deprecated"), ("Deprecated", "Approved"),
+    ("Approved", "Archived"), ("Archived", "Approved"),
+    ("Approved", "Deleted"), ("Deprecated", "Deleted"), ("Archived", "Deleted"),
+}
+UPDATE_ERROR = ErrorCode.METADATA_UPDATE
+Row = Any
+
+
+def apply_update(registry: Registry, conn: Connection, request: SubmissionRequest) -> None:
+    """Check an ITI-57 request against the registry and write it (ids already assigned)."""
+    ss = request.submission_set
+    now = utc_now()
+    patient_pk = registry.patient_pk(conn, ss.patient_id)
+    if patient_pk is None:
+        raise XdsErrors.one(ErrorCode.UNKNOWN_PATIENT_ID, f"patient {ss.patient_id} is not known")
+    errors: list[XdsError] = []
+    previous_version = {a.target_uuid: a.previous_version for a in request.associations
+                        if a.association_type == AssociationType.HAS_MEMBER
+                        and a.source_uuid == ss.entry_uuid and a.previous_version}
+    status_of_member = {a.target_uuid: a.submission_set_status for a in request.associations
+                        if a.association_type == AssociationType.HAS_MEMBER and a.source_uuid == ss.entry_uuid}
+    # AssociationPropagation (default yes) on the HasMember naming the new version.
+    propagate = {a.target_uuid: [v.strip().lower() for v in a.extra_slots.get("AssociationPropagation", ["yes"])]
+                 != ["no"] for a in request.associations
+                 if a.association_type == AssociationType.HAS_MEMBER and a.source_uuid == ss.entry_uuid}
+    new_versions: list[DocumentEntry | Folder] = []
+    for obj in [*request.documents, *request.folders]:
+        if obj.entry_uuid not in previous_version:
+            if isinstance(obj, DocumentEntry):
+                # ITI TF-2b 3.57.4.1.3.1: the first version of a DocumentEntry is registered
+                # by ITI-41/42, never by an update.
+                errors.append(XdsError(UPDATE_ERROR, f"DocumentEntry {obj.entry_uuid} has no PreviousVersion: "
+                                       "an update cannot submit a new DocumentEntry", obj.entry_uuid))
+            continue   # a new Folder, or associations only (SubmitAssociation case)
+        errors += _check_new_version(conn, obj, previous_version[obj.entry_uuid], patient_pk)
+        if isinstance(obj, DocumentEntry) and status_of_member.get(obj.entry_uuid) != "Original":
+            # ITI TF-2b 3.57.4.1.3.3.1: the new version's HasMember says SubmissionSetStatus Original.
+            errors.append(XdsError(UPDATE_ERROR, f"the HasMember to the new version {obj.entry_uuid} needs "
+                                   "SubmissionSetStatus Original", obj.entry_uuid))
+        new_versions.append(obj)
+    status_changes = [a for a in request.associations
+                      if a.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS]
+    for change in status_changes:
+        errors += _check_status_change(conn, change, patient_pk)
+    errors += _check_submitted_associations(conn, request, patient_pk)
+    if errors:
+        raise XdsErrors(errors)
+
+    ss.availability_status = AvailabilityStatus.APPROVED
+    ss.lid, ss.version = ss.lid or ss.entry_uuid, "1"
+    insert_object(conn, ss, patient_pk=patient_pk, registered_at=now)
+    for obj in new_versions:
+        prior = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid, OBJ.c.status != "Deprecated")
+                             .order_by(OBJ.c.version.desc())).first()
+        if prior is not None:
+            rewrite(conn, prior.entry_uuid,
+                    lambda o: setattr(o, "availability_status", AvailabilityStatus.DEPRECATED))
+        obj.version = str(int(previous_version[obj.entry_uuid]) + 1)
+        obj.availability_status = AvailabilityStatus.APPROVED
+        if isinstance(obj, Folder):
+            obj.last_update_time = DTM(now)
+        insert_object(conn, obj, patient_pk=patient_pk, registered_at=now,
+                      blob_address=prior.blob_address if prior is not None else None,
+                      lineage=(prior.lineage or prior.lid) if prior is not None else None)
+        if isinstance(obj, Folder) and prior is not None and propagate.get(obj.entry_uuid, True):
+            _propagate_folder_members(conn, prior.entry_uuid, obj.entry_uuid, patient_pk, now)
+    new_ids = {o.entry_uuid for o in new_versions}
+    for obj in [*request.documents, *request.folders]:
+        if obj.entry_uuid not in new_ids:
+            obj.availability_status = AvailabilityStatus.APPROVED
+            obj.lid, obj.version = obj.lid or obj.entry_uuid, "1"
+            insert_object(conn, obj, patient_pk=patient_pk, registered_at=now)
+    for assoc in request.associations:
+        assoc.availability_status = AvailabilityStatus.APPROVED
+        assoc.lid, assoc.version = assoc.lid or assoc.entry_uuid, assoc.version or "1"
+        insert_object(conn, assoc, patient_pk=patient_pk, registered_at=now)
+    for change in status_changes:
+        new = STATUS_BY_SHORT[status_short(change.new_status)]
+        rewrite(conn, change.target_uuid, lambda o, new=new: setattr(o, "availability_status", new))
+
+
+def _check_new_version(conn: Connection, obj, previous: str, patient_pk: int) -> list[XdsError]:
+    where = obj.entry_uuid
+    if not obj.lid or obj.lid == obj.entry_uuid:
+        return [XdsError(UPDATE_ERROR, f"{obj.kind} {where} updates a previous version but has no lid", where)]
+    rows = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid).order_by(OBJ.c.version.desc())).all()
+    if not rows:
+        # PreviousVersion names a version that does not exist (NIST 15800b).
+        return [XdsError(ErrorCode.METADATA_VERSION, f"no {obj.kind} with logical id {obj.lid}: "
+                         f"PreviousVersion {previous} does not exist", where)]
+    latest = rows[0]
+    errors = []
+    if str(latest.version) != previous:
+        errors.append(XdsError(ErrorCode.METADATA_VERSION,
+                               f"PreviousVersion {previous} is not the latest version "
+                               f"({latest.version}) of {obj.lid}", where))
+    if latest.patient_pk != patient_pk:
+        # ITI TF-2b 3.57.4.1.3.3.1.7 / 3.3.3.7: a new version may move an entry to another
+        # patient only while no Folder membership or document relationship ties it to
+        # other objects of its current patient (NIST 21002, 21003).
+        linked = _linked_objects(conn, [r.entry_uuid for r in rows])
+        if linked:
+            errors.append(XdsError(ErrorCode.PATIENT_ID_RECONCILIATION,
+                                   f"{obj.kind} {obj.lid} belongs to another patient and is linked to "
+                                   f"{', '.join(sorted(linked)[:3])}: its patient cannot change", where))
+    prior = object_from_row(latest.body)
+    if getattr(prior, "unique_id", "") != getattr(obj, "unique_id", ""):
+        errors.append(XdsError(UPDATE_ERROR, f"a new version must keep uniqueId {prior.unique_id}", where))
+    if isinstance(obj, DocumentEntry) and latest.blob_address is not None:
+        # Bytes held here: their digests and place are facts, not metadata to edit. For a
+        # document held by another repository (ITI-42) they are the source's to correct.
+        for attr in ("hash", "size", "repository_unique_id"):
+            if getattr(obj, attr) and getattr(prior, attr) and getattr(obj, attr) != getattr(prior, attr):
+                errors.append(XdsError(UPDATE_ERROR, f"a new version must keep {attr} of the document",
+                                       where))
+    if latest.status not in ("Approved", "Archived"):
+        errors.append(XdsError(UPDATE_ERROR, f"{obj.lid} is {latest.status}; only an Approved "
+                               "version can be updated", where))
+    return errors
+
+
+def _propagate_folder_members(conn: Connection, prior_uuid: str, new_uuid: str, patient_pk: int,
+                              now: str) -> None:
+    """ITI TF-2b 3.57.4.1.3.3.3 association propagation: the new version of a Folder has the
+    members of the version it replaces (new HasMember associations; the old ones stay)."""
+    rows = conn.execute(select(OBJ.c.body).where(
+        OBJ.c.kind == schema.KIND_ASSOCIATION, OBJ.c.source_uuid == prior_uuid,
+        OBJ.c.assoc_type == str(AssociationType.HAS_MEMBER), OBJ.c.status == "Approved")).all()
+    for row in rows:
+        member = object_from_row(row.body)
+        member.entry_uuid = member.lid = f"urn:uuid:{uuid.uuid4()}"
+        member.source_uuid, member.version = new_uuid, "1"
+        member.availability_status = AvailabilityStatus.APPROVED
+        insert_object(conn, member, patient_pk=patient_pk, registered_at=now)
+
+
+def _linked_objects(conn: Connection, versions: list[str]) -> set[str]:
+    """DocumentEntries and Folders associated with any of `versions` (SubmissionSets aside)."""
+    assocs = conn.execute(select(OBJ.c.source_uuid, OBJ.c.target_uuid).where(
+        OBJ.c.kind == schema.KIND_ASSOCIATION,
+        OBJ.c.source_uuid.in_(versions) | OBJ.c.target_uuid.in_(versions))).all()
+    others = {a.target_uuid if a.source_uuid in versions else a.source_uuid for a in assocs} - set(versions)
+    if not others:
+        return set()
+    return set(conn.execute(select(OBJ.c.entry_uuid).where(
+        OBJ.c.entry_uuid.in_(list(others)),
+        OBJ.c.kind.in_([schema.KIND_DOCUMENT, schema.KIND_FOLDER]))).scalars())
+
+
+def _check_submitted_associations(conn: Connection, request: SubmissionRequest,
+                                  patient_pk: int) -> list[XdsError]:
+    """ITI-57 rules on the associations an update carries (ITI TF-2b 3.57.4.1.3).
+
+    AssociationPropagation is "yes" or "no". An association between objects already
+    registered (Submit Association) links objects of the update's patient that are
+    not Deprecated, and does not repeat an association that exists.
+    """
+    errors: list[XdsError] = []
+    ss_uuid = request.submission_set.entry_uuid
+    submitted = {o.entry_uuid for o in [*request.documents, *request.folders, *request.associations]}
+    submitted.add(ss_uuid)
+    for assoc in request.associations:
+        propagation = assoc.extra_slots.get("AssociationPropagation")
+        if propagation is not None and [v.strip().lower() for v in propagation] not in (["yes"], ["no"]):
+            errors.append(XdsError(UPDATE_ERROR, f"AssociationPropagation {propagation} is neither yes nor no",
+                                   assoc.entry_uuid))
+        if assoc.source_uuid == ss_uuid or assoc.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS:
+            continue
+        ends = [u for u in (assoc.source_uuid, assoc.target_uuid) if u not in submitted]
+        if not ends:
+            continue
+        rows = {r.entry_uuid: r for r in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(ends)))}
+        for end in ends:
+            row = rows.get(end)
+            if row is None:
+                errors.append(XdsError(ErrorCode.UNRESOLVED_REFERENCE,
+                                       f"association {assoc.entry_uuid} references {end}, which is not registered",
+                                       assoc.entry_uuid))
+            elif row.patient_pk is not None and row.patient_pk != patient_pk:
+                errors.append(XdsError(ErrorCode.PATIENT_ID_RECONCILIATION,
+                                       f"association {assoc.entry_uuid} links {end}, which belongs to another "
+                                       "patient than the update's SubmissionSet", assoc.entry_uuid))
+            elif row.status == "Deprecated":
+                errors.append(XdsError(UPDATE_ERROR, f"association {assoc.entry_uuid} links {end}, which is "
+                                       "Deprecated", assoc.entry_uuid))
+        if len(ends) == 2 and not errors:
+            existing = conn.execute(select(OBJ.c.entry_uuid).where(
+                OBJ.c.kind == schema.KIND_ASSOCIATION, OBJ.c.source_uuid == assoc.source_uuid,
+                OBJ.c.target_uuid == assoc.target_uuid,
+                OBJ.c.assoc_type == str(assoc.association_type))).first()
+            if existing is not None:
+                errors.append(XdsError(UPDATE_ERROR, f"association {existing.entry_uuid} already links "
+                                       f"{assoc.source_uuid} to {assoc.target_uuid}", assoc.entry_uuid))
+    return errors
+
+
+def _check_status_change(conn: Connection, change, patient_pk: int) -> list[XdsError]:
+    where = change.entry_uuid
+    row = conn.execute(select(OBJ).where(OBJ.c.entry_uuid == change.target_uuid)).first()
+    if row is None:
+        return [XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"no object {change.target_uuid}", where)]
+    original, new = status_short(change.original_status), status_short(change.new_status)
+    if row.patient_pk != patient_pk:
+        return [XdsError(ErrorCode.PATIENT_ID_RECONCILIATION, "the object belongs to another patient", where)]
+    if row.kind == schema.KIND_SUBMISSION_SET:
+        # ITI TF-2b 3.57.4.1.3.1: a SubmissionSet's status is not updatable (NIST 21001).
+        return [XdsError(UPDATE_ERROR, f"{change.target_uuid} is a SubmissionSet; its availabilityStatus "
+                         "cannot be updated", where)]
+    if row.kind in (schema.KIND_DOCUMENT, schema.KIND_FOLDER):
+        latest = conn.execute(select(OBJ.c.version).where(OBJ.c.lid == row.lid)
+                              .order_by(OBJ.c.version.desc())).first()
+        if latest is not None and latest.version != row.version:
+            # ITI TF-2b 3.57.4.1.3.3.2: only the most recent version's status may change.
+            return [XdsError(ErrorCode.METADATA_VERSION,
+                             f"{change.target_uuid} is version {row.version} of {row.lid}, not the latest "
+                             f"({latest.version}); only the latest version's status can be updated", where)]
+    if row.status != original:
+        return [XdsError(UPDATE_ERROR, f"OriginalStatus {original} is not the current status "
+                         f"{row.status} of {change.target_uuid}", where)]
+    if (original, new) not in ALLOWED_TRANSITIONS or new not in STATUS_BY_SHORT:
+        return [XdsError(UPDATE_ERROR, f"status change {original} -> {new} is not allowed", where)]
+    return []
+
+
+def _emptied_submission_sets(conn: Connection, rows, removing: set[str]) -> list[XdsError]:
+    """ITI TF-2b 3.62.4.1.3: a SubmissionSet that stays must keep at least one member.
+
+    Removing every HasMember of a SubmissionSet but not the SubmissionSet itself would
+    leave an unreferenced object (XDSUnreferencedObjectException).
+    """
+    has_member = str(AssociationType.HAS_MEMBER)
+    sources = {r.source_uuid for r in rows if r.kind == schema.KIND_ASSOCIATION
+               and r.assoc_type == has_member and r.source_uuid not in removing}
+    errors = []
+    for source in sorted(sources):
+        owner = conn.execute(select(OBJ.c.kind).where(OBJ.c.entry_uuid == source)).first()
+        if owner is None or owner.kind != schema.KIND_SUBMISSION_SET:
+            continue
+        left = conn.execute(select(OBJ.c.pk).where(
+            OBJ.c.kind == schema.KIND_ASSOCIATION, OBJ.c.source_uuid == source, OBJ.c.assoc_type == has_member,
+            OBJ.c.entry_uuid.not_in(list(removing))).limit(1)).first()
+        if left is None:
+            errors.append(XdsError(ErrorCode.UNREFERENCED_OBJECT,
+                                   f"SubmissionSet {source} would be left without any member; "
+                                   "remove it in the same request", source))
+    return errors
+
+
+
+
+def latest_versions(conn: Connection, lids: Iterable[str]) -> dict[str, Row]:
+    """The newest version not Deprecated of each logical id (what an ITI-57 update replaces)."""
+    out: dict[str, Row] = {}
+    wanted = [lid for lid in dict.fromkeys(lids) if lid]
+    if not wanted:
+        return out
+    for row in conn.execute(select(OBJ).where(OBJ.c.lid.in_(wanted), OBJ.c.status != "Deprecated")
+                            .order_by(OBJ.c.version)):
+        out[row.lid] = row
+    return out
+
+
+# ------------------------------------------------------------------ ITI-62 Remove Metadata
+def removal_rows(conn: Connection, refs: Sequence[str]) -> tuple[dict[str, Row], list[XdsError]]:
+    """The rows an ITI-62 names, and an error for each id the registry does not hold."""
+    rows = {r.entry_uuid: r for r in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(list(refs))))}
+    errors = [XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"no object {ref} in the registry", ref)
+              for ref in refs if ref not in rows]
+    return rows, errors
+
+
+def remove_objects(conn: Connection, rows: dict[str, Row], *, removed_by: str,
+                   errors: list[XdsError] | None = None) -> None:
+    """ITI TF-2b 3.62.4.1.3: remove the objects, if nothing that stays references them.
+    Raises XdsErrors (with `errors` found before) and writes nothing when it cannot."""
+    errors = list(errors or [])
+    removing = set(rows)
+    referencing = conn.execute(select(OBJ.c.entry_uuid, OBJ.c.source_uuid, OBJ.c.target_uuid).where(
+        OBJ.c.kind == schema.KIND_ASSOCIATION,
+        (OBJ.c.source_uuid.in_(list(removing))) | (OBJ.c.target_uuid.in_(list(removing))))).all()
+    for assoc in referencing:
+        if assoc.entry_uuid not in removing:
+            errors.append(XdsError(ErrorCode.REFERENCES_EXIST,
+                                   f"association {assoc.entry_uuid} still references "
+                                   f"{assoc.source_uuid if assoc.source_uuid in removing else assoc.target_uuid}",
+                                   assoc.entry_uuid))
+    errors += _emptied_submission_sets(conn, rows.values(), removing)
+    if errors:
+        raise XdsErrors(errors)
+    now = utc_now()
+    _tombstones(conn, rows.values(), removed_by=removed_by, transaction="ITI-62", at=now, keep_bytes=True)
+    lids = {r.lid for r in rows.values() if r.kind == schema.KIND_DOCUMENT}
+    for row in rows.values():
+        conn.execute(OBJ.delete().where(OBJ.c.pk == row.pk))
+        if row.unique_id:
+            remaining = conn.execute(select(OBJ.c.pk).where(OBJ.c.unique_id == row.unique_id)).first()
+            if remaining is None:
+                conn.execute(schema.unique_ids.delete().where(schema.unique_ids.c.unique_id == row.unique_id))
+    derived.forget_orphans(conn, lids)
+
+
+def _tombstones(conn: Connection, rows: Iterable[Row], *, removed_by: str, transaction: str, at: str,
+                keep_bytes: bool) -> None:
+    values = [{"entry_uuid": r.entry_uuid, "kind": r.kind, "patient_pk": r.patient_pk, "removed_at": at,
+               "removed_by": removed_by[:128], "transaction": transaction,
+               "blob_address": r.blob_address if keep_bytes else None, "body": r.body} for r in rows]
+    if values:
+        conn.execute(schema.removed_objects.insert(), values)
+
+
+# ------------------------------------------------------------------ ITI-86 Remove Documents
+def document_rows(conn: Connection, unique_id: str) -> list[Row]:
+    """Every version of a document whose bytes this repository holds."""
+    return list(conn.execute(select(OBJ).where(OBJ.c.unique_id == unique_id,
+                                               OBJ.c.kind == schema.KIND_DOCUMENT,
+                                               OBJ.c.blob_address.is_not(None))).all())
+
+
+def remove_bytes(conn: Connection, unique_id: str, rows: Sequence[Row], *, removed_by: str) -> None:
+    """The document's bytes leave the repository's answers; the tombstone keeps their address
+    until an administrator purges them."""
+    _tombstones(conn, rows, removed_by=removed_by, transaction="ITI-86", at=utc_now(), keep_bytes=True)
+    conn.execute(update(OBJ).where(OBJ.c.unique_id == unique_id, OBJ.c.kind == schema.KIND_DOCUMENT)
+                 .values(blob_address=None))
+
+
+def purge_removed(conn: Connection, *, before: str = "") -> set[str]:
+    """An administrator's purge: tombstones go for good; returns the blob addresses nothing
+    references any more (the caller deletes those bytes)."""
+    t = schema.removed_objects
+    clauses = [t.c.removed_at < before] if before else []
+    addresses = set(conn.execute(select(t.c.blob_address).where(t.c.blob_address.is_not(None), *clauses))
+                    .scalars())
+    conn.execute(delete(t).where(*clauses))
+    if not addresses:
+        return set()
+    used = set(conn.execute(select(OBJ.c.blob_address).where(OBJ.c.blob_address.in_(list(addresses))))
+               .scalars())
+    kept = set(conn.execute(select(t.c.blob_address).where(t.c.blob_address.in_(list(addresses)))).scalars())
+    return addresses - used - kept
