@@ -30,6 +30,8 @@ class Settings:
     cda_schema_dir: str = ""          # directory holding CDA_extended.xsd / CDA.xsd
     cda_valuesets_dir: str = ""       # SVS directory for the CDA terminology layer
     cda_schematron: str = ""          # an ISO Schematron (.sch) run as profile layer 3
+    cda_model_schematrons: str = ""   # ANS TestContenuCDA layout: schematrons/CI-SIS_*.sch, jeuxDeValeurs/
+    cache_dir: str = ""               # compiled-schematron cache ("" = $XDG_CACHE_HOME/partage)
     validation_profile: str = "cisis"  # CDA profile of the ingest flow (partage.cda.profile.PROFILES)
     validation_blocking: str = ""     # layers whose errors refuse a document, e.g. "schema,rules,4,5";
     #                                   "" = the profile's default, "none" = advisory (parse errors only)

@@ -126,7 +126,9 @@ def profile_from_settings(settings: Any, name: str | None = None) -> Profile:
     profile = get_profile(name or getattr(settings, "validation_profile", "") or None,
                           schema=settings.cda_schema_dir or None,
                           valuesets=settings.cda_valuesets_dir or None,
-                          schematron=settings.cda_schematron or None)
+                          schematron=settings.cda_schematron or None,
+                          model_schematrons=settings.cda_model_schematrons or None,
+                          cache_dir=settings.cache_dir or None)
     if name is None:
         blocking = parse_blocking(getattr(settings, "validation_blocking", ""))
         if blocking is not None:
