@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 
 from lxml import etree
 
@@ -145,7 +146,7 @@ def parse_xml(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
         raise _syntax_error(exc) from None
     if root is None:
         raise XmlSyntaxError("no root element", 1)
-    docinfo = root.getroottree().docinfo
+    docinfo: Any = root.getroottree().docinfo   # lxml-stubs lack DocInfo.doctype
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise UnsafeXmlError("DOCTYPE declarations are not accepted (no DTD, no entities)", None,
                              DOCTYPE_FORBIDDEN)   # belt and braces: the scan above refuses first

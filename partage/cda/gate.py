@@ -50,7 +50,7 @@ def root_tag(head: bytes) -> str | None:
     try:
         parser.feed(head)
         for _event, element in parser.read_events():
-            return element.tag
+            return str(element.tag) if isinstance(element, etree._Element) else None
     except etree.XMLSyntaxError:
         return None
     return None
@@ -67,7 +67,7 @@ def is_cda(head: bytes) -> bool:
 
 def read_head(content: Any, size: int = SNIFF_BYTES) -> bytes:
     content.file.seek(0)
-    head = content.file.read(size)
+    head: bytes = content.file.read(size)
     content.file.seek(0)
     return head
 

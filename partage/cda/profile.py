@@ -56,6 +56,7 @@ from .findings import (
     Report,
 )
 from .header import document_model, read_header_element
+from .locate import line_of
 from .models import (
     CHOSEN,
     NONE,
@@ -217,7 +218,7 @@ class Validator:
         if doc is None:
             report.findings.append(Finding("not-clinical-document", ERROR, RULES,
                                            f"l'élément racine est {parsed.root.tag}, pas un ClinicalDocument CDA",
-                                           "/", parsed.root.sourceline))
+                                           "/", line_of(parsed.root)))
         else:
             report._header_source = lambda: read_header_element(doc, parsed.auto_presentable)
             report.clinical_document = doc
@@ -311,7 +312,7 @@ class Validator:
                 where = _CLINICAL_DOCUMENT + "/hl7:templateId"
                 return _Outcome([Finding("model-schematron-unknown", severity, MODEL,
                                          f"{choice.reason} : le corps du document n'a pas été vérifié",
-                                         where, doc.sourceline)], NOT_RUN, choice.reason)
+                                         where, line_of(doc))], NOT_RUN, choice.reason)
             return _Outcome([], NOT_APPLICABLE, choice.reason)
         return self._run_models(report, choice, saxon_doc)
 

@@ -19,7 +19,7 @@ from lxml import etree
 
 from . import saxon
 from .findings import ERROR, INFO, SCHEMATRON, WARNING, Finding
-from .locate import xpath_of
+from .locate import line_of, xpath_of
 from .schematron_cache import SchematronCache
 from .schematron_compile import (
     DEFECT_DOCUMENT,
@@ -125,7 +125,7 @@ def _locate(tree: etree._ElementTree, loc: str) -> tuple[str, int | None]:
     if not isinstance(nodes, list) or not nodes or not isinstance(nodes[0], etree._Element):
         return loc, None
     el = nodes[0]
-    return xpath_of(el) + (f"/@{attribute}" if attribute else ""), el.sourceline
+    return xpath_of(el) + (f"/@{attribute}" if attribute else ""), line_of(el)
 
 
 _load_lock = threading.Lock()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,8 @@ def _instantiate_patterns(schema: etree._Element) -> None:
         names = sorted(params, key=len, reverse=True)
         concrete = copy.deepcopy(abstract[base])
         for key in ("abstract", "is-a"):
-            concrete.attrib.pop(key, None)
+            if key in concrete.attrib:
+                del concrete.attrib[key]
         for attr, value in pattern.attrib.items():
             if attr != "is-a":
                 concrete.set(attr, value)
@@ -220,8 +222,7 @@ def _instantiate_patterns(schema: etree._Element) -> None:
                 if text is None:
                     continue
                 for name in names:
-                    value = params[name]
-                    text = re.sub(r"\$" + re.escape(name) + r"(?![\w.-])", lambda _m, v=value: v, text)
+                    text = re.sub(r"\$" + re.escape(name) + r"(?![\w.-])", _literal_replacement(params[name]), text)
                 el.set(attr, text)
         parent = pattern.getparent()
         if parent is not None:
@@ -230,6 +231,11 @@ def _instantiate_patterns(schema: etree._Element) -> None:
         parent = pattern.getparent()
         if parent is not None:
             parent.remove(pattern)
+
+
+def _literal_replacement(value: str) -> Callable[[re.Match[str]], str]:
+    """A re.sub replacement inserting `value` as it is (no backslash processing)."""
+    return lambda _m: value
 
 
 # --- context analysis ------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from lxml import etree
 from ..terminology.svs import ValueSet, ValueSets, load_value_sets, norm_system
 from .constants import VS_TYPE_CODE
 from .findings import ERROR, FAILED, INFO, NOT_RUN, PASSED, TERMINOLOGY, Finding, LayerPart
-from .locate import xpath_of
+from .locate import line_of, text_of, xpath_of
 from .rules import RuleContext
 
 log = logging.getLogger("partage.cda")
@@ -158,12 +158,12 @@ def _violation(binding: Binding, el: etree._Element) -> Finding:
     if binding.attribute:
         code = el.get(binding.attribute, "")
     else:
-        code = " ".join("".join(el.itertext()).split())
+        code = " ".join(text_of(el).split())
     system = el.get("codeSystem") if binding.with_system and binding.attribute == "code" else None
     shown = f"{code} ({system})" if system else f"'{code}'"
     where = xpath_of(el) + (f"/@{binding.attribute}" if binding.attribute else "")
     return Finding(binding.id, ERROR, TERMINOLOGY,
-                   f"{shown} n'appartient pas au jeu de valeurs {binding.jdv} ({binding.oid})", where, el.sourceline)
+                   f"{shown} n'appartient pas au jeu de valeurs {binding.jdv} ({binding.oid})", where, line_of(el))
 
 
 def _member(binding: Binding, value_set: ValueSet, el: etree._Element) -> bool:
@@ -172,7 +172,7 @@ def _member(binding: Binding, value_set: ValueSet, el: etree._Element) -> bool:
         if code is None:
             return True
     else:
-        code = " ".join("".join(el.itertext()).split())
+        code = " ".join(text_of(el).split())
     system = el.get("codeSystem") if binding.with_system and binding.attribute == "code" else None
     return value_set.contains(code, norm_system(system) if system else None)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from ..metadata.model import (
     Association,
@@ -223,7 +224,7 @@ def _source_patient_info(header: CdaHeader) -> list[str]:
     return out
 
 
-def _required(value, rule: str, message: str):
+def _required(value: Any, rule: str, message: str) -> Any:
     if not value:
         raise MappingError(rule, message)
     return value

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from partage import xmlsafe
 from partage.cda.parser import ParseLimits, XmlRejected, parse_cda, parse_xml
-from partage.xmlsafe import XmlInputError
 from partage.terminology.svs import load_svs_file
+from partage.xmlsafe import XmlInputError
 from tests.unit.test_cda_samples import sample_cda
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
