@@ -629,9 +629,8 @@ class _Generator:
                 f"{''.join(templates)}{''.join(self.body_templates)}</xsl:stylesheet>")
 
 
-def generate(sch_path: str | Path) -> Generated:
-    """Compile a schematron file into its stylesheet and the metadata kept beside it."""
-    path = Path(sch_path).resolve()
+def expanded_schema(path: Path) -> tuple[etree._Element, list[Defect]]:
+    """The schematron with its includes resolved, abstract rules and patterns expanded."""
     schema = parse_schematron_file(path)
     if schema.tag != _S + "schema":
         raise SchematronError(f"{path.name} is not an ISO schematron (root {schema.tag})")
@@ -642,14 +641,25 @@ def generate(sch_path: str | Path) -> Generated:
     _resolve_includes(schema, path.parent, path.parent, defects)
     _expand_abstract_rules(schema)
     _instantiate_patterns(schema)
+    return schema, defects
 
-    active: set[str] | None = None
+
+def active_patterns(schema: etree._Element) -> set[str] | None:
+    """The pattern ids of the default phase (None: every pattern)."""
     phase_id = schema.get("defaultPhase")
-    if phase_id and phase_id != "#ALL":
-        phase = next((p for p in schema.iter(_S + "phase") if p.get("id") == phase_id), None)
-        if phase is None:
-            raise SchematronError(f"defaultPhase '{phase_id}' is not defined")
-        active = {a.get("pattern", "") for a in phase.iterchildren(_S + "active")}
+    if not phase_id or phase_id == "#ALL":
+        return None
+    phase = next((p for p in schema.iter(_S + "phase") if p.get("id") == phase_id), None)
+    if phase is None:
+        raise SchematronError(f"defaultPhase '{phase_id}' is not defined")
+    return {a.get("pattern", "") for a in phase.iterchildren(_S + "active")}
+
+
+def generate(sch_path: str | Path) -> Generated:
+    """Compile a schematron file into its stylesheet and the metadata kept beside it."""
+    path = Path(sch_path).resolve()
+    schema, defects = expanded_schema(path)
+    active = active_patterns(schema)
 
     gen = _Generator(schema, path.parent, defects)
     index = 0
