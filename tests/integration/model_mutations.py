@@ -97,7 +97,7 @@ def mutations(path: Path, sch: Path) -> Iterator[Mutation]:
         return tree, doc
 
     body_path = "cda:component/cda:structuredBody"
-    for root_oid, once in d.required_sections:
+    for root_oid, _once in d.required_sections:
         tree, doc = fresh()
         sections = doc.xpath(f"{body_path}/cda:component[cda:section/cda:templateId/@root='{root_oid}']",
                              namespaces=NS)
