@@ -31,6 +31,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -104,6 +105,32 @@ def run_schematron(corpus: Path, sch: str, repeat: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def run_models(corpus: Path, models: str, repeat: int, cache_dir: str) -> dict:
+    """In this (child) process: the `cisis` profile with the ANS model schematrons, every layer.
+
+    ready = build the Validator (XSD compile, value sets, the catalogue of the 59 schematrons
+    read through the on-disk cache at `cache_dir`); first = each document validated once
+    (the first document of a model pays its Saxon compilation); then `repeat` warm runs.
+    """
+    raw = load_docs(corpus)
+    docs = [(name, data, metadata_for(data)) for name, data in raw]
+    started, cpu = time.perf_counter(), time.process_time()
+    validator = Validator(get_profile("cisis", schema=str(corpus / "xsd" / "cda"), valuesets=str(corpus / "valuesets"),
+                                      model_schematrons=models, cache_dir=cache_dir))
+    ready_s, ready_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+    first: dict[str, float] = {}
+    for _name, data, meta in docs:
+        started = time.perf_counter()
+        report = validator.validate(data, xds_metadata=meta)
+        if report.model_schematron and report.model_schematron not in first:
+            first[report.model_schematron] = time.perf_counter() - started
+    times = measure(validator, docs, repeat)
+    catalog = validator.catalog
+    return {"ready_s": ready_s, "ready_cpu_s": ready_cpu_s, "first_doc_of_model_s": first, "times": times,
+            "cache_hits": catalog.cache.hits if catalog else 0, "cache_misses": catalog.cache.misses if catalog else 0,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def plot(path: Path, own: dict, sch: dict | None) -> str:
     try:
         import matplotlib
@@ -145,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--schematron", help="also measure this ISO schematron (profile 'ans': XSD + schematron)")
     parser.add_argument("--schematron-only", action="store_true", help=argparse.SUPPRESS)   # the child process
+    parser.add_argument("--cda-schematrons", metavar="DIR",
+                        help="also measure the 'cisis' profile with the ANS model schematrons of DIR (all layers)")
+    parser.add_argument("--models-only", action="store_true", help=argparse.SUPPRESS)   # the child process
+    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="write the raw figures there")
     parser.add_argument("--plot", help="draw a bar chart there (PNG, needs matplotlib)")
     args = parser.parse_args(argv)
@@ -152,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.schematron_only:
         print(json.dumps(run_schematron(corpus, args.schematron, args.repeat)))
+        return 0
+    if args.models_only:
+        print(json.dumps(run_models(corpus, args.cda_schematrons, args.repeat, args.cache_dir)))
         return 0
 
     raw = load_docs(corpus)
@@ -202,6 +236,26 @@ def main(argv: list[str] | None = None) -> int:
         out.append(f"  peak RSS {sch_result['peak_rss_mb']:.0f} MB (process, Python + lxml + saxonche)")
         out += table("  profile 'ans' (parse, schema, schematron):", sch_result["times"])
         result["schematron"] = sch_result
+
+    if args.cda_schematrons:
+        with tempfile.TemporaryDirectory() as cache:
+            for start in ("empty cache", "warm cache"):   # a first start, then a restart
+                child = subprocess.run([sys.executable, __file__, "--models-only", "--cda-schematrons",
+                                        args.cda_schematrons, "--cache-dir", cache, "--corpus", str(corpus),
+                                        "--repeat", str(args.repeat)], capture_output=True, text=True, check=False)
+                if child.returncode != 0:
+                    print(child.stderr, file=sys.stderr)
+                    return 1
+                models = json.loads(child.stdout.strip().splitlines()[-1])
+                first = sorted(models["first_doc_of_model_s"].values())
+                out.append(f"profile 'cisis' with the model schematrons ({start}: {models['cache_hits']} cache hits, "
+                           f"{models['cache_misses']} compiled):")
+                out.append(f"  ready in {models['ready_s']:.2f} s wall ({models['ready_cpu_s']:.2f} s CPU); "
+                           f"first document of a model: median {statistics.median(first):.2f} s, "
+                           f"max {max(first):.2f} s ({len(first)} models); peak RSS {models['peak_rss_mb']:.0f} MB")
+                out += table("  all layers, warm (parse, schema, rules, model, terminology, metadata):",
+                             models["times"])
+                result[f"models_{start.replace(' ', '_')}"] = models
 
     print("\n".join(out))
     print(f"reference: ANS Java pipeline {ANS_MS['total']:.0f} ms/document warm (XSD {ANS_MS['xsd']} + StrucMin "

@@ -24,6 +24,9 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cda-valuesets", "--valuesets", dest="cda_valuesets_dir", help="SVS directory for CDA terminology")
     p.add_argument("--cda-schematron", "--schematron", dest="cda_schematron",
                    help="an ISO Schematron file run on every CDA document")
+    p.add_argument("--cda-schematrons", dest="cda_model_schematrons", metavar="DIR",
+                   help="the ANS document-model schematrons, in the layout of ANS's TestContenuCDA repository "
+                        "(schematrons/CI-SIS_*.sch, jeuxDeValeurs/): one is chosen per document")
     p.add_argument("--validation-profile", help="CDA profile of the ingest flow (default cisis)")
     p.add_argument("--validation-blocking",
                    help="layers whose errors refuse a CDA at ingest: comma list of schema, rules, schematron, "
@@ -42,7 +45,7 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     keys = ("data_dir", "database_url", "host", "port", "mllp_port", "workers", "threads", "codes",
-            "cda_schema_dir", "cda_valuesets_dir", "cda_schematron", "validation_profile",
+            "cda_schema_dir", "cda_valuesets_dir", "cda_schematron", "cda_model_schematrons", "validation_profile",
             "validation_blocking", "insecure_dev", "trust", "audience", "access_matrix",
             "require_signed_submissions", "one_time_credentials")
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})

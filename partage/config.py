@@ -7,8 +7,10 @@ data directory, created on first start.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 # Partage's own OIDs, in the UUID-derived arc 2.25 (ITU-T X.667): unique without registration.
 DEFAULT_REPOSITORY_UNIQUE_ID = "2.25.211310386435413264734375473219935735845"
@@ -30,6 +32,8 @@ class Settings:
     cda_schema_dir: str = ""          # directory holding CDA_extended.xsd / CDA.xsd
     cda_valuesets_dir: str = ""       # SVS directory for the CDA terminology layer
     cda_schematron: str = ""          # an ISO Schematron (.sch) run as profile layer 3
+    cda_model_schematrons: str = ""   # ANS TestContenuCDA layout: schematrons/CI-SIS_*.sch, jeuxDeValeurs/
+    cache_dir: str = ""               # compiled-schematron cache ("" = $XDG_CACHE_HOME/partage)
     validation_profile: str = "cisis"  # CDA profile of the ingest flow (partage.cda.profile.PROFILES)
     validation_blocking: str = ""     # layers whose errors refuse a document, e.g. "schema,rules,4,5";
     #                                   "" = the profile's default, "none" = advisory (parse errors only)
@@ -54,7 +58,7 @@ class Settings:
     db_pool_timeout: int = 30         # PostgreSQL: seconds to wait for a free connection
     db_pool_recycle: int = 1800       # PostgreSQL: reconnect connections older than this (s; -1 never)
     text_indexer: bool = True         # run the background PDF text indexer in each worker (clinical/queue.py)
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def database(self) -> str:
@@ -69,7 +73,7 @@ class Settings:
         return self.mllp_host or self.host
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults, overridden by PARTAGE_<FIELD> variables, overridden by non-None kwargs."""
         env = os.environ if environ is None else environ
         settings = cls()
@@ -85,7 +89,7 @@ class Settings:
         return settings
 
 
-def _coerce(current, value):
+def _coerce(current: Any, value: Any) -> Any:
     if isinstance(value, str):
         if isinstance(current, bool):
             return value.strip().lower() in ("1", "true", "yes", "on")

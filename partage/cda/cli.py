@@ -1,28 +1,34 @@
-"""`partage validate FILE... [--profile NAME] [--schema-dir DIR] [--valuesets DIR]
-[--schematron FILE.sch] [--format json|svrl|html]`
+"""`partage validate FILE... [--profile NAME] [--cda-schematrons DIR] [--schema-dir DIR]
+[--valuesets DIR] [--schematron FILE.sch] [--format json|svrl|html]`
 
 The `validate` subcommand of the `partage` command (add_arguments + run), also runnable
-alone as `python -m partage.cda.cli`. Without --schema-dir / --valuesets / --schematron, the
-server's PARTAGE_CDA_SCHEMA_DIR / PARTAGE_CDA_VALUESETS_DIR / PARTAGE_CDA_SCHEMATRON apply. Exit code: 0 when every document is valid,
-1 when any document fails, 2 when the command itself cannot run (missing file, bad schema).
+alone as `python -m partage.cda.cli`. Without a flag, the server's setting applies
+(PARTAGE_CDA_MODEL_SCHEMATRONS, PARTAGE_CDA_SCHEMA_DIR, PARTAGE_CDA_VALUESETS_DIR,
+PARTAGE_CDA_SCHEMATRON). Exit code: 0 when every document is "conforme", 1 when any
+document fails, 3 when none fails but some were not verified entirely (a layer of the
+profile not configured or not run: the report says which), 2 when the command itself cannot
+run (missing file, bad schema). What the profile lacks is said on stderr at start.
 Directories are searched for *.xml and report progress on stderr (so do runs over 1 s).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from .findings import Report, to_html, to_json, to_svrl, to_svrl_many
+from ..config import Settings
+from .findings import Report, to_json, to_svrl, to_svrl_many
 from .parser import DEFAULT_MAX_BYTES, ParseLimits
 from .profile import DEFAULT_PROFILE, PROFILES, Validator, get_profile
+from .report_html import to_html
+from .schematron_compile import SchematronError
 
 PROGRESS_AFTER_S = 1.0   # say nothing for short runs
+EXIT_CONFORME, EXIT_FAILED, EXIT_UNUSABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,10 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CDA documents, or directories searched for *.xml")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                         help=f"validation profile (default {DEFAULT_PROFILE})")
-    parser.add_argument("--schema-dir", metavar="DIR",
+    parser.add_argument("--cda-schematrons", "--schematrons", dest="model_schematrons", metavar="DIR",
+                        help="the ANS document-model schematrons (layout of ANS's TestContenuCDA: "
+                             "schematrons/CI-SIS_*.sch, jeuxDeValeurs/); one is chosen per document")
+    parser.add_argument("--schema-dir", "--cda-schema-dir", dest="schema_dir", metavar="DIR",
                         help="directory holding the CDA schema (CDA_extended.xsd or CDA.xsd)")
-    parser.add_argument("--valuesets", metavar="DIR", help="directory of SVS value-set files (CI-SIS JDV)")
-    parser.add_argument("--schematron", metavar="FILE.sch", help="an ISO Schematron (queryBinding xslt2) to run")
+    parser.add_argument("--valuesets", "--cda-valuesets", dest="valuesets", metavar="DIR",
+                        help="directory of SVS value-set files (CI-SIS JDV)")
+    parser.add_argument("--schematron", "--cda-schematron", dest="schematron", metavar="FILE.sch",
+                        help="an ISO Schematron (queryBinding xslt2) to run besides the profile's layers")
+    parser.add_argument("--require-model", action="store_true", default=None,
+                        help="a structured document whose templateIds name no model schematron is an error")
     parser.add_argument("--format", default="json", choices=("json", "svrl", "html"), help="report format")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the report there instead of stdout")
     parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="refuse larger documents")
@@ -55,21 +68,26 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
     missing = [f for f in files if not f.is_file()]
     if missing:
         print(f"partage validate: no such file: {', '.join(map(str, missing))}", file=err)
-        return 2
+        return EXIT_UNUSABLE
     try:
-        env = os.environ   # the server's settings apply when no flag is given
+        settings = Settings.from_env()   # the server's settings apply when no flag is given
         profile = get_profile(args.profile,
-                              schema=args.schema_dir or env.get("PARTAGE_CDA_SCHEMA_DIR") or None,
-                              valuesets=args.valuesets or env.get("PARTAGE_CDA_VALUESETS_DIR") or None,
-                              schematron=args.schematron or env.get("PARTAGE_CDA_SCHEMATRON") or None,
+                              schema=args.schema_dir or settings.cda_schema_dir or None,
+                              valuesets=args.valuesets or settings.cda_valuesets_dir or None,
+                              schematron=args.schematron or settings.cda_schematron or None,
+                              model_schematrons=args.model_schematrons or settings.cda_model_schematrons or None,
+                              model_required=getattr(args, "require_model", None),
+                              cache_dir=settings.cache_dir or None,
                               limits=ParseLimits(max_bytes=args.max_bytes))
         validator = Validator(profile)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SchematronError) as exc:
         print(f"partage validate: {exc}", file=err)
-        return 2
-    except Exception as exc:   # schema / schematron compile errors come in many types
+        return EXIT_UNUSABLE
+    except Exception as exc:   # schema compile errors come in many types
         print(f"partage validate: cannot load the profile: {exc}", file=err)
-        return 2
+        return EXIT_UNUSABLE
+    for part in validator.missing:
+        print(f"partage validate: profil {profile.name} incomplet : {part}", file=err)
 
     reports: list[Report] = []
     folders = any(Path(name).is_dir() for name in args.files)   # folders always show progress
@@ -81,7 +99,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
         if not args.quiet and (folders or now - started > PROGRESS_AFTER_S) and \
                 (now - last > 1.0 or n == len(files) or n == 1):
             failed = sum(not r.valid for r in reports)
-            print(f"[{n}/{len(files)}] {failed} failed, {n / (now - started):.0f} docs/s - {path.name}",
+            print(f"[{n}/{len(files)}] {failed} failed, {n / max(now - started, 1e-9):.0f} docs/s - {path.name}",
                   file=err, flush=True)
             last = now
 
@@ -92,7 +110,9 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
         out.write(text)
         if not text.endswith("\n"):
             out.write("\n")
-    return 0 if all(r.valid for r in reports) else 1
+    if not all(r.valid for r in reports):
+        return EXIT_FAILED
+    return EXIT_CONFORME if all(r.complete for r in reports) else EXIT_INCOMPLETE
 
 
 def render(reports: Sequence[Report], fmt: str) -> str:
@@ -105,7 +125,7 @@ def render(reports: Sequence[Report], fmt: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="partage validate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="partage validate", description=(__doc__ or "").splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

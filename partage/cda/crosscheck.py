@@ -135,7 +135,7 @@ def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
 
     class_code = _code_of(xds.get("class_code"))
     derived_class = TYPE_TO_CLASS.get((header.code.code, _norm(header.code.code_system))) if header.code else None
-    if class_code and derived_class and class_code[0] != derived_class:
+    if class_code and derived_class and header.code and class_code[0] != derived_class:
         out.append(_f("xds-classCode-mismatch", f"XDS classCode {class_code[0]} is not the class ASS_X04 gives "
                       f"the document's type {header.code.code}: {derived_class}", f"{_CD}/hl7:code", WARNING))
 

@@ -1,12 +1,15 @@
-"""Findings and reports of the CDA profile engine, and their JSON / SVRL / HTML renderings.
+"""Findings and reports of the CDA profile engine, and their JSON and SVRL forms.
 
-One shape for every layer (parse, schema, rules, schematron, terminology, metadata), so the
-/validate endpoint, the CLI and ingest speak the same vocabulary.
+One shape for every layer (parse, schema, structuration minimale, schematron, model,
+terminology, metadata), so the /validate endpoint, the CLI and ingest speak the same
+vocabulary. A report is honest about what ran: every layer of the profile is listed with
+its status (passed, failed, partial, not run, not applicable) and why; its verdict is
+"conforme" only when the document is valid and every layer the profile requires ran in
+full. The HTML form is `report_html.py`.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,19 +23,27 @@ WARNING = "warning"
 INFO = "info"
 SEVERITIES = (ERROR, WARNING, INFO)
 
-# Layer names, in the order they run (numbers as in the issue: 1 schema ... 5 metadata).
+# Layer names, in the order they run.
 PARSE = "parse"
 SCHEMA = "schema"
-RULES = "rules"
-SCHEMATRON = "schematron"
+RULES = "rules"              # structuration minimale (Partage's own rules)
+SCHEMATRON = "schematron"    # a configured ISO schematron (the ANS structuration minimale, or any)
+MODEL = "model"              # the document model's ("volet") schematron, chosen per document
 TERMINOLOGY = "terminology"
 METADATA = "metadata"
-LAYERS = (PARSE, SCHEMA, RULES, SCHEMATRON, TERMINOLOGY, METADATA)
+LAYERS = (PARSE, SCHEMA, RULES, SCHEMATRON, MODEL, TERMINOLOGY, METADATA)
 
 # Layer statuses.
 PASSED = "passed"
 FAILED = "failed"
+PARTIAL = "partial"                  # ran, but part of it could not (a value set, an include missing)
 NOT_RUN = "not run"
+NOT_APPLICABLE = "not applicable"    # nothing to check for this input (no metadata, a level-1 CDA)
+
+# Verdicts.
+CONFORME = "conforme"
+NON_CONFORME = "non conforme"
+INCOMPLET = "incomplet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,20 +62,40 @@ class Finding:
                 "message": self.message, "location": self.location, "line": self.line}
 
 
+@dataclass(frozen=True, slots=True)
+class LayerPart:
+    """One piece of a layer: a value set of the terminology layer, a schematron of the model layer."""
+
+    name: str
+    status: str
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
 @dataclass(slots=True)
 class LayerResult:
-    """What one layer did: passed / failed / not run (and why), and how long it took."""
+    """What one layer did: passed / failed / partial / not run / not applicable (and why), and its time."""
 
     status: str
     reason: str = ""
     duration_ms: float = 0.0
     blocking: bool = False
+    parts: list[LayerPart] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Ran in full (whatever it found), or had nothing to check."""
+        return self.status in (PASSED, FAILED, NOT_APPLICABLE)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "blocking": self.blocking,
                                "duration_ms": round(self.duration_ms, 3)}
         if self.reason:
             out["reason"] = self.reason
+        if self.parts:
+            out["parts"] = [p.to_dict() for p in self.parts]
         return out
 
 
@@ -78,6 +109,9 @@ class Report:
     profile: str = ""
     findings: list[Finding] = field(default_factory=list)
     layers: dict[str, LayerResult] = field(default_factory=dict)
+    model_schematron: str = ""       # the volet schematron(s) the document was checked against
+    model_selection: str = ""        # how it was chosen (or why none)
+    missing: list[str] = field(default_factory=list)   # parts of the profile not configured
     clinical_document: Any = field(default=None, repr=False)   # the parsed tree, for reuse after validation
     _header: Any = field(default=None, repr=False)
     _header_source: Any = field(default=None, repr=False)   # callable reading it on demand
@@ -98,6 +132,25 @@ class Report:
     def errors(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == ERROR]
 
+    @property
+    def complete(self) -> bool:
+        """Every layer of the profile ran in full, and the profile lacks nothing."""
+        return not self.missing and all(layer.complete for layer in self.layers.values())
+
+    @property
+    def verdict(self) -> str:
+        if not self.valid:
+            return NON_CONFORME
+        return CONFORME if self.complete else INCOMPLET
+
+    def incomplete_because(self) -> list[str]:
+        """Why the verdict is not "conforme" although the document is valid (French)."""
+        out = list(self.missing)
+        for name, layer in self.layers.items():
+            if not layer.complete:
+                out.append(f"{name} : {layer.status}" + (f" ({layer.reason})" if layer.reason else ""))
+        return out
+
     def rules(self) -> set[str]:
         return {f.rule for f in self.findings}
 
@@ -105,8 +158,12 @@ class Report:
         return {
             "file": self.file,
             "valid": self.valid,
+            "verdict": self.verdict,
             "document_model": self.document_model,
             "profile": self.profile,
+            "profile_missing": list(self.missing),
+            "model_schematron": self.model_schematron,
+            "model_selection": self.model_selection,
             "findings": [f.to_dict() for f in self.findings],
             "layers": {name: result.to_dict() for name, result in self.layers.items()},
         }
@@ -128,7 +185,10 @@ def to_svrl(report: Report) -> bytes:
              schemaVersion=report.profile or "")
     root.append(E("ns-prefix-in-attribute-values", uri="urn:hl7-org:v3", prefix="hl7"))
     for layer, result in report.layers.items():
-        root.append(E("active-pattern", id=layer, name=f"{layer}: {result.status}"))
+        name = f"{layer}: {result.status}" + (f" ({result.reason})" if result.reason else "")
+        if layer == MODEL and report.model_schematron:
+            name += f" [{report.model_schematron}]"
+        root.append(E("active-pattern", id=layer, name=name))
     for f in report.findings:
         # Notes (severity info) are reports, not failed assertions: a tool counting
         # failed-asserts counts problems only.
@@ -147,41 +207,6 @@ def to_svrl_many(reports: Sequence[Report]) -> bytes:
     for report in reports:
         wrapper.append(etree.fromstring(to_svrl(report)))
     return etree.tostring(wrapper, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-
-
-# --- HTML -------------------------------------------------------------------------------
-
-_CSS = """body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:2em}
-td,th{border:1px solid #ccc;padding:.25em .5em;vertical-align:top;text-align:left}
-.error{color:#a00}.warning{color:#a60}.info{color:#555}.ok{color:#070}code{font-size:90%}"""
-
-
-def to_html(reports: Sequence[Report]) -> str:
-    """A self-contained page; every value is escaped (documents are untrusted input)."""
-    e = html.escape
-    parts = ["<!DOCTYPE html><html lang='fr'><head><meta charset='utf-8'>",
-             "<title>Partage - validation CDA</title><style>", _CSS, "</style></head><body>",
-             "<h1>Validation CDA</h1>"]
-    for r in reports:
-        verdict = "<span class='ok'>conforme</span>" if r.valid else "<span class='error'>non conforme</span>"
-        parts.append(f"<h2>{e(r.file or '(document)')} : {verdict}</h2>")
-        parts.append(f"<p>Modèle : <code>{e(r.document_model or '-')}</code> ; profil : "
-                     f"<code>{e(r.profile)}</code></p>")
-        parts.append("<table><tr><th>couche</th><th>statut</th><th>bloquante</th><th>ms</th></tr>")
-        for name, layer in r.layers.items():
-            parts.append(f"<tr><td>{e(name)}</td><td>{e(layer.status)} {e(layer.reason)}</td>"
-                         f"<td>{'oui' if layer.blocking else 'non'}</td><td>{layer.duration_ms:.2f}</td></tr>")
-        parts.append("</table>")
-        if r.findings:
-            parts.append("<table><tr><th>sévérité</th><th>règle</th><th>couche</th><th>message</th>"
-                         "<th>emplacement</th><th>ligne</th></tr>")
-            for f in r.findings:
-                parts.append(f"<tr class='{e(f.severity)}'><td>{e(f.severity)}</td><td>{e(f.rule)}</td>"
-                             f"<td>{e(f.layer)}</td><td>{e(f.message)}</td><td><code>{e(f.location)}</code></td>"
-                             f"<td>{'' if f.line is None else f.line}</td></tr>")
-            parts.append("</table>")
-    parts.append("</body></html>")
-    return "".join(parts)
 
 
 def count_by_severity(findings: Iterable[Finding]) -> dict[str, int]:

@@ -50,7 +50,7 @@ def root_tag(head: bytes) -> str | None:
     try:
         parser.feed(head)
         for _event, element in parser.read_events():
-            return element.tag
+            return str(element.tag) if isinstance(element, etree._Element) else None
     except etree.XMLSyntaxError:
         return None
     return None
@@ -67,7 +67,7 @@ def is_cda(head: bytes) -> bool:
 
 def read_head(content: Any, size: int = SNIFF_BYTES) -> bytes:
     content.file.seek(0)
-    head = content.file.read(size)
+    head: bytes = content.file.read(size)
     content.file.seek(0)
     return head
 
@@ -126,7 +126,9 @@ def profile_from_settings(settings: Any, name: str | None = None) -> Profile:
     profile = get_profile(name or getattr(settings, "validation_profile", "") or None,
                           schema=settings.cda_schema_dir or None,
                           valuesets=settings.cda_valuesets_dir or None,
-                          schematron=settings.cda_schematron or None)
+                          schematron=settings.cda_schematron or None,
+                          model_schematrons=settings.cda_model_schematrons or None,
+                          cache_dir=settings.cache_dir or None)
     if name is None:
         blocking = parse_blocking(getattr(settings, "validation_blocking", ""))
         if blocking is not None:

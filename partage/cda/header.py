@@ -23,6 +23,7 @@ from .constants import (
     SDTC,
     TEMPLATE_XDS_SD,
 )
+from .locate import text_of
 from .parser import DEFAULT_LIMITS, ParseLimits, parse_cda
 
 Ident = tuple[str, str]   # (root, extension); extension "" when absent
@@ -184,7 +185,7 @@ _shared = threading.local()   # .buckets: a child index to reuse (the rules laye
 
 
 def _kids(el: etree._Element | None) -> Kids:
-    buckets = getattr(_shared, "buckets", None)
+    buckets: dict[etree._Element, Kids] | None = getattr(_shared, "buckets", None)
     if buckets is not None and el is not None:
         found = buckets.get(el)
         if found is None:
@@ -216,7 +217,7 @@ def _one(kids: Kids, name: str) -> etree._Element | None:
 def _text(el: etree._Element | None) -> str:
     if el is None:
         return ""
-    text = "".join(el.itertext()) if len(el) else (el.text or "")
+    text = text_of(el) if len(el) else (el.text or "")
     return " ".join(text.split())
 
 
@@ -374,7 +375,7 @@ def _encounter(enc: etree._Element) -> CdaEncounter:
 
 
 def read_header_element(doc: etree._Element, auto_presentable: bool = False,
-                        buckets: dict | None = None) -> CdaHeader:
+                        buckets: dict[etree._Element, Kids] | None = None) -> CdaHeader:
     """Read the header of a parsed ClinicalDocument element.
 
     `buckets`: a child index {element: {local name: [hl7 children]}} already built for this

@@ -55,4 +55,16 @@ def child_path(parent: etree._Element | None, step: str) -> str:
 
 
 def line_of(el: etree._Element | None) -> int | None:
-    return None if el is None else el.sourceline
+    """The source line of an element (None for no element, or a tree built in memory)."""
+    line = el.sourceline if el is not None else None
+    return line if isinstance(line, int) else None
+
+
+def text_of(el: etree._Element) -> str:
+    """The element's text content (its text nodes, in order)."""
+    return "".join(t for t in el.itertext() if isinstance(t, str))
+
+
+def elements(result: object) -> list[etree._Element]:
+    """The elements of an XPath result (lxml types it as any XPath value)."""
+    return [n for n in result if isinstance(n, etree._Element)] if isinstance(result, list) else []

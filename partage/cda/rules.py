@@ -14,9 +14,11 @@ import binascii
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from lxml import etree
 
+from ..terminology.svs import ValueSet
 from .constants import (
     BINARY_MEDIA_TYPES,
     CONFIDENTIALITY_SYSTEM,
@@ -33,10 +35,10 @@ from .constants import (
     VS_TYPE_CODE,
 )
 from .findings import ERROR, INFO, RULES, WARNING, Finding
-from .locate import child_path, xpath_of
+from .locate import child_path, elements, line_of, text_of, xpath_of
 
 _H = f"{{{HL7}}}"
-_NONE: list = []   # shared empty answer of RuleContext.all (callers only read it)
+_NONE: list[etree._Element] = []   # shared empty answer of RuleContext.all (callers only read it)
 
 # HL7 data-type syntaxes (the uid / oid / ts forms of the CDA R2 data types).
 _OID = re.compile(r"[0-2](\.(0|[1-9]\d*))*\Z")
@@ -65,6 +67,12 @@ def is_ts(value: str) -> bool:
     return bool(_TS.match(value))
 
 
+class ValueSetSource(Protocol):
+    """Where rules read value sets from (the terminology layer's Terminology)."""
+
+    def get(self, oid: str) -> ValueSet | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Issue:
     message: str
@@ -86,7 +94,7 @@ class RuleContext:
 
     __slots__ = ("doc", "children", "terminology", "_cache", "_buckets")
 
-    def __init__(self, doc: etree._Element, terminology=None) -> None:
+    def __init__(self, doc: etree._Element, terminology: ValueSetSource | None = None) -> None:
         self.doc = doc
         self.terminology = terminology
         self._cache: dict[str, object] = {}
@@ -166,23 +174,31 @@ class RuleContext:
     # Issue builders -------------------------------------------------------------------
     def at(self, el: etree._Element, message: str, attribute: str = "", rule: str = "") -> Issue:
         path = xpath_of(el)
-        return Issue(message, f"{path}/@{attribute}" if attribute else path, el.sourceline, rule)
+        return Issue(message, f"{path}/@{attribute}" if attribute else path, line_of(el), rule)
 
-    def missing(self, parent: etree._Element, step: str, message: str, rule: str = "") -> Issue:
-        return Issue(message, child_path(parent, step), parent.sourceline, rule)
+    def missing(self, parent: etree._Element | None, step: str, message: str, rule: str = "") -> Issue:
+        return Issue(message, child_path(parent, step), line_of(parent), rule)
+
+
+def _attr(el: etree._Element | None, name: str) -> str | None:
+    return el.get(name) if el is not None else None
 
 
 RULE_TABLE: dict[str, Rule] = {}
 CHECKS: list[tuple[str, Callable[[RuleContext], Iterator[Issue]]]] = []
 
 
-def rule(rule_id: str, title: str, severity: str = ERROR, also: dict[str, tuple[str, str]] | None = None):
+Check = Callable[["RuleContext"], Iterator[Issue]]
+
+
+def rule(rule_id: str, title: str, severity: str = ERROR,
+         also: dict[str, tuple[str, str]] | None = None) -> Callable[[Check], Check]:
     """Register a check under a stable rule id (the id is the contract, the code may change).
 
     `also` declares further ids (id -> (title, severity)) the same check reports through
     Issue.rule, when one pass over the elements serves several rules.
     """
-    def register(fn: Callable[[RuleContext], Iterator[Issue]]):
+    def register(fn: Check) -> Check:
         RULE_TABLE[rule_id] = Rule(rule_id, severity, title, fn)
         for other, (other_title, other_severity) in (also or {}).items():
             RULE_TABLE[other] = Rule(other, other_severity, other_title, fn)
@@ -319,7 +335,7 @@ def _title(ctx: RuleContext) -> Iterator[Issue]:
         return
     if len(titles) > 1:
         yield ctx.at(titles[1], "title must appear once")
-    if not "".join(titles[0].itertext()).strip():
+    if not text_of(titles[0]).strip():
         yield ctx.at(titles[0], "the document title must not be empty")
 
 
@@ -652,8 +668,7 @@ def _custodian_root(ctx: RuleContext) -> Iterator[Issue]:
 @rule("missing-legalAuthenticator", "legalAuthenticator with signatureCode S, once")
 def _legal(ctx: RuleContext) -> Iterator[Issue]:
     legal = ctx.kids("legalAuthenticator")
-    signed = [el for el in legal if (ctx.one(el, "signatureCode") is not None
-                                     and ctx.one(el, "signatureCode").get("code") == "S")]
+    signed = [el for el in legal if _attr(ctx.one(el, "signatureCode"), "code") == "S"]
     if not legal:
         yield ctx.missing(ctx.doc, "hl7:legalAuthenticator", "legalAuthenticator (who signs the document) is required")
     elif not signed:
@@ -782,7 +797,7 @@ _HEADER_ADDRS = etree.XPath("*[not(self::hl7:component)]/descendant::hl7:addr[@u
 @rule("telecom-invalid", "header telecom: scheme:value (tel, fax, mailto, http, ftp, mllp) or nullFlavor",
       also={"addr-invalid": ("header addr/@use: H, HP, HV, WP or TMP", ERROR)})
 def _communication(ctx: RuleContext) -> Iterator[Issue]:
-    for el in _HEADER_TELECOMS(ctx.doc):
+    for el in elements(_HEADER_TELECOMS(ctx.doc)):
         value, null, use = el.get("value"), el.get("nullFlavor"), el.get("use")
         if (value is None) == (null is None):
             yield ctx.at(el, "telecom needs either @value or @nullFlavor (exactly one of them)")
@@ -794,7 +809,7 @@ def _communication(ctx: RuleContext) -> Iterator[Issue]:
                              "http, ftp or mllp", "value")
         if use is not None and use not in _TELECOM_USES:
             yield ctx.at(el, f"telecom/@use '{use}' is not one of {', '.join(sorted(_TELECOM_USES))}", "use")
-    for el in _HEADER_ADDRS(ctx.doc):
+    for el in elements(_HEADER_ADDRS(ctx.doc)):
         use = el.get("use")
         if use not in _ADDR_USES:
             yield ctx.at(el, f"addr/@use '{use}' is not one of H, HP, HV, WP, TMP", "use", rule="addr-invalid")
@@ -865,8 +880,9 @@ def _nonxml_payload(ctx: RuleContext) -> Iterator[Issue]:
     text = _nonxml_text(ctx)
     if text is None:
         return
-    if ctx.one(text, "reference") is not None:
-        yield ctx.at(ctx.one(text, "reference"), "nonXMLBody/text must carry the document inline, not a reference")
+    reference = ctx.one(text, "reference")
+    if reference is not None:
+        yield ctx.at(reference, "nonXMLBody/text must carry the document inline, not a reference")
         return
     media, representation = text.get("mediaType", ""), text.get("representation", "TXT")
     if media in BINARY_MEDIA_TYPES and representation != "B64":
@@ -890,7 +906,7 @@ def _nonxml_payload(ctx: RuleContext) -> Iterator[Issue]:
         yield ctx.at(text, f"the decoded content does not look like {media}", "mediaType")
 
 
-def check_rules(doc: etree._Element, terminology=None, only: set[str] | None = None,
+def check_rules(doc: etree._Element, terminology: ValueSetSource | None = None, only: set[str] | None = None,
                 ctx: RuleContext | None = None) -> list[Finding]:
     """Run the rule table on a ClinicalDocument element (`only`: a subset of rule ids)."""
     ctx = ctx if ctx is not None and ctx.doc is doc else RuleContext(doc, terminology)
@@ -907,4 +923,4 @@ def check_rules(doc: etree._Element, terminology=None, only: set[str] | None = N
 
 def auto_presentable_finding(doc: etree._Element) -> Finding:
     return Finding("auto-presentable", INFO, RULES, "auto-présentable document: the ClinicalDocument embedded "
-                   "in the xsl:stylesheet was validated", xpath_of(doc), doc.sourceline)
+                   "in the xsl:stylesheet was validated", xpath_of(doc), line_of(doc))

@@ -14,7 +14,7 @@ from pathlib import Path
 from lxml import etree
 
 from .findings import ERROR, SCHEMA, Finding
-from .locate import xpath_of
+from .locate import elements, xpath_of
 
 SCHEMA_NAMES = ("CDA_extended.xsd", "cda/CDA_extended.xsd", "CDA.xsd", "cda/CDA.xsd",
                 "infrastructure/cda/CDA_extended.xsd")
@@ -63,9 +63,9 @@ def check_schema(root: etree._Element, schema_path: str | Path) -> list[Finding]
     schema = load_schema(schema_path)
     if schema.validate(root):
         return []
-    findings = []
+    findings: list[Finding] = []
     tree = root.getroottree()
-    for entry in schema.error_log:
+    for entry in schema.error_log:  # type: ignore[attr-defined]  # lxml-stubs: _ErrorLog is iterable
         if len(findings) >= MAX_SCHEMA_FINDINGS:
             findings.append(Finding("xsd-invalid", ERROR, SCHEMA,
                                     f"more than {MAX_SCHEMA_FINDINGS} schema errors; the rest are not listed"))
@@ -73,8 +73,8 @@ def check_schema(root: etree._Element, schema_path: str | Path) -> list[Finding]
         location = "/"
         if entry.path:
             try:
-                nodes = tree.xpath(entry.path)
-                location = xpath_of(nodes[0]) if nodes and isinstance(nodes[0], etree._Element) else entry.path
+                nodes = elements(tree.xpath(entry.path))
+                location = xpath_of(nodes[0]) if nodes else entry.path
             except etree.XPathError:
                 location = entry.path
         findings.append(Finding("xsd-invalid", ERROR, SCHEMA, entry.message, location, entry.line or None))

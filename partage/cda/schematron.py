@@ -1,591 +1,113 @@
-"""Layer 3: ISO Schematron (queryBinding xslt2) compiled by Partage and run with Saxon (saxonche).
+"""Schematron layers at run time: a compiled schematron (Saxon executable) checking documents.
 
-Why not the usual skeleton: the standard ISO compiler turns every pattern into a mode that
-walks the whole document and tests every node against every rule context, so a 600-rule
-schematron costs tens of milliseconds per document. Most CI-SIS rule contexts are anchored
-paths (`//hl7:ClinicalDocument[...]/hl7:author/hl7:time`): they can only match a handful of
-header nodes. Here such a context is *selected* from its anchor (computed once per document)
-instead of being *matched* against every node; the other ("floating") contexts keep the
-match semantics, in one shared walk of the document. First-rule-wins inside a pattern is
-kept: a rule's selection excludes the nodes an earlier rule of the same pattern can claim.
-
-Supported: include, abstract rules + extends, abstract patterns (is-a + param), let at
-schema / pattern / rule level, assert / report with role, value-of / name in messages,
-diagnostics, phases (defaultPhase or #ALL), ns. doc()/document() paths resolve against the
-.sch file, as with the ANS toolchain. Compiled once per file (and modification time).
+The compiler (`schematron_compile.py`) turns a .sch into one XSLT 3.0 stylesheet and the
+assert metadata kept in Python; this module compiles that stylesheet with the process's
+Saxon processor (`saxon.py`), preloads the value-set files its doc() calls name, runs it on
+a document and reads its compact result back as Findings. `load_schematron` compiles each
+file once per process (and modification time), through the on-disk cache of generated
+stylesheets (`schematron_cache.py`).
 """
 
 from __future__ import annotations
 
-import copy
-import re
 import threading
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
+from typing import Any
 
 from lxml import etree
 
+from . import saxon
 from .findings import ERROR, INFO, SCHEMATRON, WARNING, Finding
-from .locate import xpath_of
-
-SCH = "http://purl.oclc.org/dsdl/schematron"
-XSLT = "http://www.w3.org/1999/XSL/Transform"
-_S = f"{{{SCH}}}"
-RESULT_NS = "urn:partage:schematron-result"
-
-
-class SchematronError(ValueError):
-    """The schematron cannot be compiled (unsupported construct, bad XPath, missing include)."""
-
-
-# --- loading: includes, abstract rules, abstract patterns ---------------------------------
-
-def _parse_file(path: Path) -> etree._Element:
-    parser = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False, remove_comments=True)
-    try:
-        return etree.parse(str(path), parser).getroot()
-    except (OSError, etree.XMLSyntaxError) as exc:
-        raise SchematronError(f"cannot read {path}: {exc}") from None
-
-
-def _resolve_includes(el: etree._Element, base: Path, depth: int = 0) -> None:
-    if depth > 50:
-        raise SchematronError("schematron includes nest too deeply (a cycle?)")
-    for inc in list(el.iter(_S + "include")):
-        href = inc.get("href", "")
-        target = (base / href).resolve()
-        if not target.is_file() or target.stat().st_size == 0:
-            raise SchematronError(f"include {href} not found (from {base})")
-        included = _parse_file(target)
-        _resolve_includes(included, target.parent, depth + 1)
-        parent = inc.getparent()
-        if included.tag == _S + "schema":   # a whole schema included: take its patterns
-            index = parent.index(inc)
-            for child in list(included):
-                parent.insert(index, child)
-                index += 1
-            parent.remove(inc)
-        else:
-            included.tail = inc.tail
-            parent.replace(inc, included)
-
-
-def _expand_abstract_rules(schema: etree._Element) -> None:
-    abstract = {r.get("id"): r for r in schema.iter(_S + "rule") if r.get("abstract") == "true"}
-
-    def expand(rule: etree._Element, seen: tuple[str, ...]) -> None:
-        for ext in list(rule.iterchildren(_S + "extends")):
-            name = ext.get("rule")
-            if name not in abstract:
-                raise SchematronError(f"extends: no abstract rule '{name}'")
-            if name in seen:
-                raise SchematronError(f"extends cycle through '{name}'")
-            body = copy.deepcopy(abstract[name])
-            expand(body, seen + (name,))
-            index = rule.index(ext)
-            for child in list(body):
-                rule.insert(index, child)
-                index += 1
-            rule.remove(ext)
-
-    for rule in list(schema.iter(_S + "rule")):
-        if rule.get("abstract") != "true":
-            expand(rule, ())
-    for rule in abstract.values():
-        if rule.getparent() is not None:
-            rule.getparent().remove(rule)
-
-
-_PARAM_ATTRS = ("context", "test", "select", "value", "path")
-
-
-def _instantiate_patterns(schema: etree._Element) -> None:
-    abstract = {p.get("id"): p for p in schema.iter(_S + "pattern") if p.get("abstract") == "true"}
-    for pattern in list(schema.iter(_S + "pattern")):
-        base = pattern.get("is-a")
-        if not base:
-            continue
-        if base not in abstract:
-            raise SchematronError(f"is-a: no abstract pattern '{base}'")
-        params = {p.get("name"): p.get("value", "") for p in pattern.iterchildren(_S + "param")}
-        names = sorted(params, key=len, reverse=True)
-        concrete = copy.deepcopy(abstract[base])
-        for key in ("abstract", "is-a"):
-            concrete.attrib.pop(key, None)
-        for attr, value in pattern.attrib.items():
-            if attr != "is-a":
-                concrete.set(attr, value)
-        for el in concrete.iter():
-            for attr in _PARAM_ATTRS:
-                if attr in el.attrib:
-                    text = el.get(attr)
-                    for name in names:
-                        text = re.sub(r"\$" + re.escape(name) + r"(?![\w.-])", lambda _m, v=params[name]: v, text)
-                    el.set(attr, text)
-        pattern.getparent().replace(pattern, concrete)
-    for pattern in abstract.values():
-        if pattern.getparent() is not None:
-            pattern.getparent().remove(pattern)
-
-
-# --- context analysis ------------------------------------------------------------------------
-
-def _split_top(expr: str, sep: str) -> list[str]:
-    """Split at top-level occurrences of `sep` ('/' or '|'), outside strings and brackets."""
-    parts, depth, quote, start, i = [], 0, "", 0, 0
-    while i < len(expr):
-        ch = expr[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "[({":
-            depth += 1
-        elif ch in "])}":
-            depth -= 1
-        elif depth == 0 and ch == sep:
-            parts.append(expr[start:i])
-            start = i + 1
-        i += 1
-    parts.append(expr[start:])
-    return parts
-
-
-_NAME_TEST = re.compile(r"(?:@)?(?:\*|[\w.-]+:\*|\*:[\w.-]+|[\w.-]+(?::[\w.-]+)?|text\(\)|node\(\)|comment\(\))\Z")
-
-
-def _step_test(step: str) -> str | None:
-    """The node test of a simple child/attribute step, or None when the step is not simple."""
-    step = step.strip()
-    for axis, short in (("child::", ""), ("attribute::", "@")):
-        if step.startswith(axis):
-            step = short + step[len(axis):]
-    test = step[:step.index("[")] if "[" in step else step
-    test = test.strip()
-    if not _NAME_TEST.match(test) or test in (".", ".."):
-        return None
-    return test
-
-
-@dataclass(frozen=True)
-class Anchored:
-    anchor: str                 # "/" (document node) or "//step" or "/step"
-    anchor_test: str
-    steps: tuple[str, ...]      # the child/attribute steps after the anchor, as written
-    tests: tuple[str, ...]
-
-    def select(self, anchor_var: str) -> str:
-        return "$" + anchor_var + "".join("/" + s for s in self.steps)
-
-
-def analyse_context(context: str) -> list[Anchored] | None:
-    """Anchored branches of a rule context, or None if it must be matched (floating)."""
-    context = " ".join(context.split())
-    if "current()" in context:
-        return None
-    branches = [b.strip() for b in _split_top(context, "|")]
-    out = []
-    for branch in branches:
-        if branch == "/":
-            out.append(Anchored("/", "/", (), ()))
-            continue
-        segments = _split_top(branch, "/")
-        if len(segments) < 2 or segments[0].strip() != "":
-            return None
-        if segments[1] == "":                   # "//step..."
-            if len(segments) < 3:
-                return None
-            anchor, rest = "//" + segments[2].strip(), segments[3:]
-        else:
-            anchor, rest = "/" + segments[1].strip(), segments[2:]
-        anchor_test = _step_test(anchor.lstrip("/"))
-        if anchor_test is None or anchor_test.startswith("@"):
-            return None
-        tests = []
-        for i, step in enumerate(rest):
-            test = _step_test(step) if step.strip() else None
-            if test is None or (test.startswith("@") and i != len(rest) - 1):
-                return None
-            tests.append(test)
-        out.append(Anchored(anchor, anchor_test, tuple(s.strip() for s in rest), tuple(tests)))
-    return out
-
-
-def _compatible(a: str, b: str) -> bool:
-    if a == b or "node()" in (a, b):
-        return True
-    if a.startswith("@") != b.startswith("@"):
-        return False
-    a, b = a.lstrip("@"), b.lstrip("@")
-    return a == "*" or b == "*" or a.endswith(":*") or b.endswith(":*") or a.startswith("*:") or b.startswith("*:")
-
-
-def _may_overlap(x: Anchored, y: Anchored) -> bool:
-    if x.anchor == "/" or y.anchor == "/":
-        return x.anchor == y.anchor and not x.steps and not y.steps
-    if len(x.steps) != len(y.steps) or not _compatible(x.anchor_test, y.anchor_test):
-        return False
-    return all(_compatible(a, b) for a, b in zip(x.tests, y.tests, strict=True))
-
-
-# --- XSLT generation ---------------------------------------------------------------------------
-
-@dataclass
-class _Rule:
-    index: int
-    pattern: str
-    element: etree._Element
-    anchored: list[Anchored] | None
-
-
-@dataclass
-class _Pattern:
-    id: str
-    element: etree._Element
-    rules: list[_Rule] = field(default_factory=list)
-
-    @property
-    def floating(self) -> bool:
-        return any(r.anchored is None for r in self.rules)
-
-
-def _message_parts(el: etree._Element) -> list[tuple[str, str]]:
-    """An assert/report/diagnostic message as ("t", static text) and ("x", XPath) parts.
-
-    Only the XPath parts are evaluated by the stylesheet; the static text stays in Python
-    (a stylesheet carrying thousands of messages is that much slower to compile).
-    """
-    out = [("t", el.text or "")]
-    for child in el:
-        if isinstance(child.tag, str):
-            local = etree.QName(child).localname
-            if local == "value-of":
-                out.append(("x", child.get("select", ".")))
-            elif local == "name":
-                out.append(("x", "name(" + child.get("path", ".") + ")"))
-            else:   # emph, dir, span, ...: their content
-                out += _message_parts(child)
-        out.append(("t", child.tail or ""))
-    return [part for part in out if part[1]]
-
-
-def _text(text: str | None) -> str:
-    if not text:
-        return ""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _let(el: etree._Element) -> str:
-    name = el.get("name")
-    if el.get("value") is not None:
-        return f"<xsl:variable name={quoteattr(name)} select={quoteattr(el.get('value'))}/>"
-    body = "".join(etree.tostring(c, encoding="unicode") for c in el)
-    return f"<xsl:variable name={quoteattr(name)}>{body}</xsl:variable>"
-
-
-# Where a failed assert is: one function, called from every assert (not an expression copied
-# into each of them: thousands of copies make the stylesheet slow to compile).
-FN_NS = "urn:partage:schematron-function"
-_LOCATION = "pfn:loc(.)"
-_LOCATION_FUNCTION = (
-    "<xsl:function name=\"pfn:loc\"><xsl:param name=\"n\"/><xsl:sequence select=\"string-join(("
-    "for $a in $n/ancestor-or-self::* return concat('/*[', count($a/preceding-sibling::*) + 1, ']'), "
-    "if ($n instance of attribute()) then concat('/@', local-name($n)) else ()), '')\"/></xsl:function>")
-
-
-_DOC_CALL = re.compile(r"""\b(?:fn:)?doc(?:ument)?\(\s*(?:'([^']*)'|"([^"]*)")\s*\)""")
-
-
-@dataclass(frozen=True, slots=True)
-class AssertInfo:
-    """What the stylesheet does not carry about one assert/report: read back in Python."""
-
-    kind: str                   # "a" assert, "r" report
-    pattern: str
-    role: str
-    id: str
-    message: tuple[tuple[str, str], ...]
-
-
-class _Generator:
-    def __init__(self, schema: etree._Element, base: Path | None = None) -> None:
-        self.schema = schema
-        self.base = base
-        self.diagnostics = {d.get("id"): d for d in schema.iter(_S + "diagnostic")}
-        self.patterns: list[_Pattern] = []
-        self.anchors: dict[str, str] = {}
-        self.asserts: list[AssertInfo] = []
-        self.bodies: dict[tuple, str] = {}          # identical rule bodies share one template
-        self.body_templates: list[str] = []
-        self.body_patterns: list[str] = []           # pattern of each body template
-        self.documents: dict[str, Path] = {}   # stylesheet parameter -> file parsed once
-
-    def expr(self, xpath: str) -> str:
-        """doc('file') / document('file') of an existing file -> a parameter holding it, parsed once.
-
-        Saxon caches doc() per transformation only: a value-set file would be parsed again for
-        every document validated. Missing files keep their doc() call (and its error).
-        """
-        if self.base is None or "doc" not in xpath:
-            return xpath
-
-        def replace(m: re.Match) -> str:
-            href = m.group(1) if m.group(1) is not None else m.group(2)
-            if ":" in href.split("/", 1)[0]:      # an absolute URI: leave it to Saxon
-                return m.group(0)
-            target = (self.base / href).resolve()
-            if not target.is_file():
-                return m.group(0)
-            for name, path in self.documents.items():
-                if path == target:
-                    return "$" + name
-            name = f"partage_doc_{len(self.documents)}"
-            self.documents[name] = target
-            return "$" + name
-        return _DOC_CALL.sub(replace, xpath)
-
-    def let(self, el: etree._Element) -> str:
-        if el.get("value") is not None:
-            el = copy.copy(el)
-            el.set("value", self.expr(el.get("value")))
-        return _let(el)
-
-    def body(self, rule: _Rule) -> str:
-        """The name of the template checking one node against the rule's lets and asserts.
-
-        Rules instantiated from the same abstract rule often have identical bodies (the
-        ART-DECOR data-type checks: 766 rules, 341 distinct bodies in the ANS structuration
-        minimale); they share one template, which makes the stylesheet a third of the size.
-        """
-        parts, infos = [], []
-        rule_role = rule.element.get("role")
-        for child in rule.element:
-            if not isinstance(child.tag, str):
-                continue
-            local = etree.QName(child).localname
-            if local == "let":
-                parts.append(self.let(child))
-            elif local in ("assert", "report"):
-                test = self.expr(child.get("test", "true()"))
-                condition = f"not({test})" if local == "assert" else f"({test})"
-                message = _message_parts(child)
-                for diag in (child.get("diagnostics") or "").split():
-                    if diag in self.diagnostics:
-                        message += [("t", " ")] + _message_parts(self.diagnostics[diag])
-                role = child.get("role") or rule_role or ""
-                infos.append(AssertInfo(local[0], rule.pattern, role, child.get("id", ""), tuple(message)))
-                values = "".join(f"<v><xsl:value-of select={quoteattr(self.expr(x))}/></v>"
-                                 for kind, x in message if kind == "x")
-                parts.append(f"<xsl:if test={quoteattr(condition)}><f a=\"\x00{len(infos) - 1}\x00\">"
-                             f"<xsl:attribute name=\"loc\" select=\"{_LOCATION}\"/>{values}</f></xsl:if>")
-        body = "".join(parts)
-        key = (rule.pattern, body, tuple(infos))
-        name = self.bodies.get(key)
-        if name is not None:
-            return name
-        k = len(self.body_templates)
-        name = self.bodies[key] = f"pfn:b{k}"
-        first = len(self.asserts)
-        self.asserts += infos
-        body = re.sub("\x00(\\d+)\x00", lambda m: str(first + int(m.group(1))), body)
-        self.body_patterns.append(rule.pattern)
-        self.body_templates.append(
-            f"<xsl:template name=\"{name}\"><xsl:try>{body}<xsl:catch><e b=\"{k}\">"
-            f"<xsl:attribute name=\"loc\" select=\"{_LOCATION}\"/>"
-            "<xsl:value-of select=\"$err:code, $err:description\"/></e></xsl:catch></xsl:try></xsl:template>")
-        return name
-
-    def anchor_var(self, anchored: Anchored) -> str:
-        if anchored.anchor == "/":
-            return "pfn:root"
-        if anchored.anchor not in self.anchors:
-            self.anchors[anchored.anchor] = f"pfn:a{len(self.anchors)}"
-        return self.anchors[anchored.anchor]
-
-    def anchored_pattern(self, pattern: _Pattern) -> tuple[list[str], list[str], list[str]]:
-        """Per rule: a global variable holding its nodes, a named template, and the call to it.
-
-        A rule's nodes are its selection minus the nodes of the earlier rules of the pattern
-        that may claim the same nodes (first rule wins). Anchors and rule node sets are global
-        variables: evaluated once per document, on first use, against the document (XSLT 3.0
-        global context item). Keeping them out of one big template matters: a template with a
-        local variable per rule nests hundreds of let-expressions, which Saxon compiles in
-        quadratic time (minutes for the ANS structuration minimale).
-        """
-        variables, templates, calls = [], [], []
-        earlier: list[tuple[_Rule, Anchored]] = []
-        for rule in pattern.rules:
-            selections = [a.select(self.anchor_var(a)) if a.steps else "$" + self.anchor_var(a)
-                          for a in rule.anchored]
-            selection = self.expr(" | ".join(selections))
-            claimed = sorted({r.index for r, a in earlier for b in rule.anchored if _may_overlap(a, b)})
-            if claimed:
-                selection = f"({selection}) except ({' | '.join(f'$pfn:c{i}' for i in claimed)})"
-            variables.append(f"<xsl:variable name=\"pfn:c{rule.index}\" select={quoteattr(selection)}/>")
-            calls.append(f"<xsl:for-each select=\"$pfn:c{rule.index}\">"
-                         f"<xsl:call-template name=\"{self.body(rule)}\"/></xsl:for-each>")
-            earlier.extend((rule, a) for a in rule.anchored)
-        return variables, templates, calls
-
-    def floating_pattern(self, pattern: _Pattern, mode: str) -> str:
-        out = []
-        for n, rule in enumerate(pattern.rules):
-            context = self.expr(" ".join(rule.element.get("context", "").split()))
-            out.append(f"<xsl:template match={quoteattr(context)} mode=\"{mode}\" priority=\"{100000 - n}\">"
-                       f"<xsl:call-template name=\"{self.body(rule)}\"/></xsl:template>")
-        out.append(f"<xsl:template match=\"node() | @*\" mode=\"{mode}\" priority=\"-100000\"/>")
-        return "".join(out)
-
-    def stylesheet(self, base_uri: str) -> str:
-        namespaces = dict(self.schema.nsmap)
-        namespaces.pop(None, None)
-        for ns in self.schema.iter(_S + "ns"):
-            namespaces[ns.get("prefix")] = ns.get("uri")
-        for reserved in ("xsl", "err", "f", "pfn"):
-            namespaces.pop(reserved, None)
-        decls = " ".join(f"xmlns:{p}={quoteattr(u)}" for p, u in namespaces.items())
-        globals_ = "".join(self.let(let) for let in self.schema.iterchildren(_S + "let"))
-        for pattern in self.patterns:
-            globals_ += "".join(self.let(let) for let in pattern.element.iterchildren(_S + "let"))
-        anchored_calls, templates, modes, variables = [], [], [], []
-        for n, pattern in enumerate(self.patterns):
-            if pattern.floating:
-                mode = f"m{n}"
-                modes.append(mode)
-                templates.append(self.floating_pattern(pattern, mode))
-            else:
-                rule_variables, rule_templates, calls = self.anchored_pattern(pattern)
-                variables += rule_variables
-                templates += rule_templates
-                anchored_calls += calls
-        anchors = "<xsl:variable name=\"pfn:root\" select=\"/\"/>" + "".join(
-            f"<xsl:variable name=\"{v}\" select={quoteattr(self.expr(a))}/>" for a, v in self.anchors.items())
-        params = "".join(f"<xsl:param name=\"{name}\"/>" for name in self.documents)
-        walk = ""
-        if modes:
-            dispatch = "".join(f"<xsl:apply-templates select=\".\" mode=\"{m}\"/>" for m in modes)
-            walk = f"<xsl:for-each select=\"(., descendant::*, descendant::*/@*)\">{dispatch}</xsl:for-each>"
-        return (f"<xsl:stylesheet version=\"3.0\" xmlns:xsl=\"{XSLT}\" xmlns:pfn=\"{FN_NS}\" "
-                f"xmlns:err=\"http://www.w3.org/2005/xqt-errors\" xmlns=\"{RESULT_NS}\" {decls} "
-                f"exclude-result-prefixes=\"#all\" xml:base={quoteattr(base_uri)}>"
-                f"<xsl:output method=\"xml\" indent=\"no\"/>{params}{globals_}{_LOCATION_FUNCTION}{anchors}"
-                f"{''.join(variables)}"
-                f"<xsl:template match=\"/\"><r><xsl:call-template name=\"pfn:run\"/>{walk}</r></xsl:template>"
-                f"<xsl:template name=\"pfn:run\">{''.join(anchored_calls)}</xsl:template>"
-                f"{''.join(templates)}{''.join(self.body_templates)}</xsl:stylesheet>")
-
-
-def compile_to_xslt(sch_path: str | Path) -> tuple[str, dict]:
-    """The XSLT 3.0 stylesheet for a schematron, and statistics about the compilation."""
-    xslt, stats, _gen = _generate(sch_path)
-    return xslt, stats
-
-
-def _generate(sch_path: str | Path) -> tuple[str, dict, _Generator]:
-    path = Path(sch_path).resolve()
-    schema = _parse_file(path)
-    if schema.tag != _S + "schema":
-        raise SchematronError(f"{path} is not an ISO schematron (root {schema.tag})")
-    binding = (schema.get("queryBinding") or "xslt").lower()
-    if binding not in ("xslt2", "xslt3", "xpath2", "xpath3", "xpath31"):
-        raise SchematronError(f"queryBinding {binding!r} is not supported (xslt2 / xslt3 are)")
-    _resolve_includes(schema, path.parent)
-    _expand_abstract_rules(schema)
-    _instantiate_patterns(schema)
-
-    active = None
-    phase_id = schema.get("defaultPhase")
-    if phase_id and phase_id != "#ALL":
-        phase = next((p for p in schema.iter(_S + "phase") if p.get("id") == phase_id), None)
-        if phase is None:
-            raise SchematronError(f"defaultPhase '{phase_id}' is not defined")
-        active = {a.get("pattern") for a in phase.iterchildren(_S + "active")}
-
-    gen = _Generator(schema, path.parent)
-    index = 0
-    for n, pat in enumerate(schema.iter(_S + "pattern")):
-        pid = pat.get("id") or pat.findtext(_S + "title") or f"pattern-{n}"
-        if active is not None and pat.get("id") not in active:
-            continue
-        pattern = _Pattern(" ".join(pid.split()), pat)
-        for rule in pat.iterchildren(_S + "rule"):
-            if rule.get("abstract") == "true" or not rule.get("context"):
-                continue
-            pattern.rules.append(_Rule(index, pattern.id, rule, analyse_context(rule.get("context", ""))))
-            index += 1
-        if pattern.rules:
-            gen.patterns.append(pattern)
-    xslt = gen.stylesheet(path.as_uri())
-    stats = {"patterns": len(gen.patterns), "rules": index,
-             "floating_patterns": sum(p.floating for p in gen.patterns),
-             "anchored_rules": sum(len(p.rules) for p in gen.patterns if not p.floating),
-             "anchors": len(gen.anchors), "asserts": len(gen.asserts), "preloaded_documents": len(gen.documents),
-             "xslt_chars": len(xslt)}
-    return xslt, stats, gen
-
-
-# --- running ------------------------------------------------------------------------------------
+from .locate import line_of, xpath_of
+from .schematron_cache import SchematronCache
+from .schematron_compile import (
+    DEFECT_DOCUMENT,
+    DEFECT_INCLUDE,
+    Anchored,
+    AssertInfo,
+    Defect,
+    Generated,
+    SchematronError,
+    analyse_context,
+    compile_to_xslt,
+)
+
+__all__ = ["Anchored", "AssertInfo", "CompiledSchematron", "Defect", "SchematronError", "analyse_context",
+           "compile_to_xslt", "load_schematron"]
 
 _SEVERITY = {"error": ERROR, "fatal": ERROR, "warning": WARNING, "warn": WARNING,
              "info": INFO, "information": INFO}
 
 
 class CompiledSchematron:
-    """A schematron ready to run: compiled once; `check` is thread-safe (one run at a time)."""
+    """A schematron ready to run: compiled once; `check` is thread-safe (Saxon calls are serialised)."""
 
-    def __init__(self, sch_path: str | Path) -> None:
-        from saxonche import (
-            PySaxonProcessor,  # imported here: only deployments using layer 3 need it
-        )
-
+    def __init__(self, sch_path: str | Path, generated: Generated | None = None) -> None:
         self.path = Path(sch_path).resolve()
-        self.xslt, self.stats, gen = _generate(self.path)
-        self.asserts = gen.asserts
-        self.patterns = [p.id for p in gen.patterns]
-        self._processor = PySaxonProcessor(license=False)
-        compiler = self._processor.new_xslt30_processor()
-        compiler.set_cwd(str(self.path.parent))
-        try:
-            self._executable = compiler.compile_stylesheet(stylesheet_text=self.xslt)
-        except Exception as exc:   # saxonche raises PySaxonApiError
-            raise SchematronError(f"{self.path.name}: the generated XSLT does not compile: {exc}") from None
-        if self._executable is None:
-            raise SchematronError(f"{self.path.name}: the generated XSLT does not compile")
-        for name, path in gen.documents.items():   # value-set files: parsed once, not per document
+        self.generated = generated if generated is not None else SchematronCache(None).load(self.path)
+        self.asserts: list[AssertInfo] = self.generated.asserts
+        self.patterns: list[str] = self.generated.patterns
+        self.defects: list[Defect] = self.generated.defects
+        self.stats = self.generated.stats
+        with saxon.lock():
+            proc = saxon.processor()
+            compiler = proc.new_xslt30_processor()
+            compiler.set_cwd(str(self.path.parent))
             try:
-                node = self._processor.parse_xml(xml_file_name=str(path))
-            except Exception as exc:
-                raise SchematronError(f"{self.path.name}: cannot read {path}: {exc}") from None
-            self._executable.set_parameter(name, node)
-        self._body_patterns = gen.body_patterns
-        self._lock = threading.Lock()
+                executable = compiler.compile_stylesheet(stylesheet_text=self.generated.xslt)
+            except Exception as exc:   # saxonche raises PySaxonApiError
+                raise SchematronError(f"{self.path.name}: the generated XSLT does not compile: {exc}") from None
+            if executable is None:
+                raise SchematronError(f"{self.path.name}: the generated XSLT does not compile")
+            for name, relative in self.generated.documents.items():   # value-set files: parsed once
+                path = (self.path.parent / relative).resolve()
+                try:
+                    node = proc.parse_xml(xml_file_name=str(path))
+                except Exception as exc:
+                    raise SchematronError(f"{self.path.name}: cannot read {relative}: {exc}") from None
+                executable.set_parameter(name, node)
+        self._executable: Any = executable
 
-    def run(self, root: etree._Element) -> etree._Element:
-        """The raw result (<r><f a=".." loc=".."><v>..</v></f>...</r>) for a parsed document."""
-        text = etree.tostring(root.getroottree(), encoding="unicode")
-        with self._lock:
-            node = self._processor.parse_xml(xml_text=text)
+    @property
+    def xslt(self) -> str:
+        return self.generated.xslt
+
+    @property
+    def missing_includes(self) -> list[Defect]:
+        """Included files that do not exist: their rules are not run (the check is partial)."""
+        return [d for d in self.defects if d.kind == DEFECT_INCLUDE]
+
+    @property
+    def missing_documents(self) -> list[Defect]:
+        """Value-set files named but absent: the asserts reading them test an empty set."""
+        return [d for d in self.defects if d.kind == DEFECT_DOCUMENT]
+
+    def run(self, document: saxon.SaxonDocument) -> etree._Element:
+        """The raw result (<r><f a=".." loc=".."><v>..</v></f>...</r>) for a document."""
+        node = document.node()
+        with saxon.lock():
             result = self._executable.transform_to_string(xdm_node=node)
-        return etree.fromstring(result.encode("utf-8"))
+        return etree.fromstring((result or "<r/>").encode("utf-8"))
 
-    def check(self, root: etree._Element) -> list[Finding]:
-        findings = []
-        tree = root.getroottree()
-        for f in self.run(root):
+    def check(self, root: etree._Element | saxon.SaxonDocument, layer: str = SCHEMATRON) -> list[Finding]:
+        """The failed asserts and successful reports on a document, as findings of `layer`."""
+        document = root if isinstance(root, saxon.SaxonDocument) else saxon.SaxonDocument(root)
+        tree = document.root.getroottree()
+        findings: list[Finding] = []
+        for f in self.run(document):
             location, line = _locate(tree, f.get("loc", ""))
             if etree.QName(f).localname == "e":   # a dynamic error while evaluating a rule
-                pattern = self._body_patterns[int(f.get("b"))]
-                message = f"evaluation error in pattern {pattern}: {' '.join((f.text or '').split())}"
-                findings.append(Finding("schematron-eval-error", ERROR, SCHEMATRON, message, location, line))
+                pattern = self.generated.body_patterns[int(f.get("b", "0"))]
+                message = (f"erreur d'évaluation dans le pattern {pattern} du schematron {self.path.name} : "
+                           f"{' '.join((f.text or '').split())}")
+                findings.append(Finding("schematron-eval-error", ERROR, layer, message, location, line))
                 continue
-            info = self.asserts[int(f.get("a"))]
+            info = self.asserts[int(f.get("a", "0"))]
             severity = INFO if info.kind == "r" else _SEVERITY.get(info.role.lower(), ERROR)
             values = iter(v.text or "" for v in f)
             message = "".join(text if kind == "t" else next(values, "") for kind, text in info.message)
-            findings.append(Finding(info.id or f"sch:{info.pattern}", severity, SCHEMATRON,
+            findings.append(Finding(info.id or f"sch:{info.pattern}", severity, layer,
                                     " ".join(message.split()), location, line))
         return findings
 
@@ -600,20 +122,25 @@ def _locate(tree: etree._ElementTree, loc: str) -> tuple[str, int | None]:
         nodes = tree.xpath(loc)
     except etree.XPathError:
         return loc, None
-    if not nodes:
+    if not isinstance(nodes, list) or not nodes or not isinstance(nodes[0], etree._Element):
         return loc, None
     el = nodes[0]
-    return xpath_of(el) + (f"/@{attribute}" if attribute else ""), el.sourceline
+    return xpath_of(el) + (f"/@{attribute}" if attribute else ""), line_of(el)
 
 
-@lru_cache(maxsize=8)
-def _load(path: str, mtime: float) -> CompiledSchematron:
-    return CompiledSchematron(path)
+_load_lock = threading.Lock()
 
 
-def load_schematron(path: str | Path) -> CompiledSchematron:
-    """Compiled once per file and modification time."""
+@lru_cache(maxsize=128)
+def _load(path: str, mtime: float, cache_dir: str) -> CompiledSchematron:
+    cache = SchematronCache(Path(cache_dir) if cache_dir else None)
+    return CompiledSchematron(path, cache.load(Path(path)))
+
+
+def load_schematron(path: str | Path, cache_dir: str | Path | None = None) -> CompiledSchematron:
+    """Compiled once per process, file and modification time (through the on-disk cache, if given)."""
     resolved = Path(path).resolve()
     if not resolved.is_file():
         raise FileNotFoundError(f"schematron not found: {resolved}")
-    return _load(str(resolved), resolved.stat().st_mtime)
+    with _load_lock:   # two threads asking for the same model compile it once
+        return _load(str(resolved), resolved.stat().st_mtime, str(cache_dir or ""))

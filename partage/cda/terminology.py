@@ -1,9 +1,10 @@
 """Layer 4: membership of the header's coded values in the CI-SIS value sets (JDV).
 
-The value sets come from a directory of SVS files (the official JDV) over Partage's own
-small defaults (partage/terminology/defaults). A binding whose value set is not loaded is
-not checked, and the layer says so with one info finding per missing value set: a
-terminology check that silently passes would be worse than none.
+The value sets come from the one value-set loader (`partage.terminology.svs`: a directory
+of SVS files, the official JDV, over Partage's own small defaults). A binding whose value
+set is not loaded is not checked, and the layer says so, value set by value set (its parts,
+`value_set_parts`), with the layer "partial": a terminology check that silently passes would
+be worse than none.
 
 Bindings are a table (element path from ClinicalDocument -> value set), walked through the
 child index the rules layer already built for the document (no XPath per binding).
@@ -18,15 +19,13 @@ from pathlib import Path
 
 from lxml import etree
 
-from ..terminology.svs import ValueSet, ValueSets, load_svs_directory, norm_system
+from ..terminology.svs import ValueSet, ValueSets, load_value_sets, norm_system
 from .constants import VS_TYPE_CODE
-from .findings import ERROR, INFO, TERMINOLOGY, Finding
-from .locate import xpath_of
+from .findings import ERROR, FAILED, INFO, NOT_RUN, PASSED, TERMINOLOGY, Finding, LayerPart
+from .locate import line_of, text_of, xpath_of
 from .rules import RuleContext
 
 log = logging.getLogger("partage.cda")
-
-DEFAULTS_DIR = Path(__file__).resolve().parents[1] / "terminology" / "defaults"
 
 
 class Terminology:
@@ -49,16 +48,8 @@ class Terminology:
 
 @lru_cache(maxsize=8)
 def load_terminology(directory: str | None = None) -> Terminology:
-    """Loaded once per directory (a 500-file directory takes about 0.2 s)."""
-    merged = ValueSets()
-    if directory:
-        for value_set in load_svs_directory(directory).values():
-            merged.add(value_set)
-    if DEFAULTS_DIR.is_dir():
-        for value_set in load_svs_directory(DEFAULTS_DIR).values():
-            if value_set.oid not in merged:
-                merged.add(value_set)
-    return Terminology(merged, directory)
+    """The one loader's value sets (configured directory over the defaults), once per directory."""
+    return Terminology(load_value_sets(directory), directory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +158,12 @@ def _violation(binding: Binding, el: etree._Element) -> Finding:
     if binding.attribute:
         code = el.get(binding.attribute, "")
     else:
-        code = " ".join("".join(el.itertext()).split())
+        code = " ".join(text_of(el).split())
     system = el.get("codeSystem") if binding.with_system and binding.attribute == "code" else None
     shown = f"{code} ({system})" if system else f"'{code}'"
     where = xpath_of(el) + (f"/@{binding.attribute}" if binding.attribute else "")
-    return Finding(binding.id, ERROR, TERMINOLOGY, f"{shown} is not in {binding.jdv} ({binding.oid})",
-                   where, el.sourceline)
+    return Finding(binding.id, ERROR, TERMINOLOGY,
+                   f"{shown} n'appartient pas au jeu de valeurs {binding.jdv} ({binding.oid})", where, line_of(el))
 
 
 def _member(binding: Binding, value_set: ValueSet, el: etree._Element) -> bool:
@@ -181,7 +172,7 @@ def _member(binding: Binding, value_set: ValueSet, el: etree._Element) -> bool:
         if code is None:
             return True
     else:
-        code = " ".join("".join(el.itertext()).split())
+        code = " ".join(text_of(el).split())
     system = el.get("codeSystem") if binding.with_system and binding.attribute == "code" else None
     return value_set.contains(code, norm_system(system) if system else None)
 
@@ -189,6 +180,12 @@ def _member(binding: Binding, value_set: ValueSet, el: etree._Element) -> bool:
 def check_terminology(doc: etree._Element, terminology: Terminology,
                       bindings: tuple[Binding, ...] = BINDINGS, ctx: RuleContext | None = None) -> list[Finding]:
     """Check the bindings. With the rules layer's context, its child index is reused."""
+    return terminology_layer(doc, terminology, bindings, ctx)[0]
+
+
+def terminology_layer(doc: etree._Element, terminology: Terminology, bindings: tuple[Binding, ...] = BINDINGS,
+                      ctx: RuleContext | None = None) -> tuple[list[Finding], list[LayerPart]]:
+    """The layer's findings, and one part per value set: checked (how many elements) or not loaded."""
     compiled = _compiled(terminology, bindings)
     ctx = ctx if ctx is not None and ctx.doc is doc else RuleContext(doc)
     findings: list[Finding] = []
@@ -197,18 +194,57 @@ def check_terminology(doc: etree._Element, terminology: Terminology,
     for parent, step in compiled.prefixes[1:]:
         above = walked[parent]
         walked.append([child for node in above for child in children(node, step)] if above else above)
+    checked: dict[str, int] = {}
+    failed: dict[str, int] = {}
     for binding, value_set, target in compiled.targets:
         for el in walked[target]:
-            if el.get("nullFlavor") is None and not _member(binding, value_set, el):
+            if el.get("nullFlavor") is not None:
+                continue
+            checked[binding.oid] = checked.get(binding.oid, 0) + 1
+            if not _member(binding, value_set, el):
+                failed[binding.oid] = failed.get(binding.oid, 0) + 1
                 findings.append(_violation(binding, el))
     if compiled.missing:
         names = ", ".join(f"{name} ({oid})" for oid, name in compiled.missing.items())
         findings.append(Finding("valueset-not-loaded", INFO, TERMINOLOGY,
-                                f"value sets not loaded, their header bindings were not checked: {names}"))
-    return findings
+                                f"jeux de valeurs non chargés, les éléments de l'en-tête qui en relèvent n'ont "
+                                f"pas été vérifiés : {names}"))
+    parts: list[LayerPart] = []
+    for binding, value_set, _steps in compiled.active:
+        if any(p.name.endswith(f"({binding.oid})") for p in parts):
+            continue
+        n, bad = checked.get(binding.oid, 0), failed.get(binding.oid, 0)
+        origin = "fourni par Partage" if value_set.shipped else Path(value_set.source).name
+        parts.append(LayerPart(f"{binding.jdv} ({binding.oid})", FAILED if bad else PASSED,
+                               f"{n} élément(s) vérifié(s), {bad} hors du jeu de valeurs ; {origin}"))
+    for oid, name in compiled.missing.items():
+        parts.append(LayerPart(f"{name} ({oid})", NOT_RUN, "jeu de valeurs non chargé : éléments non vérifiés"))
+    return findings, parts
+
+
+def missing_value_sets(terminology: Terminology, bindings: tuple[Binding, ...] = BINDINGS) -> dict[str, str]:
+    """Value sets the bindings and the rules need and the configuration does not give (oid -> name)."""
+    out = dict(_compiled(terminology, bindings).missing)
+    out.update({oid: name for oid, name in RULE_VALUE_SETS.items() if oid not in terminology})
+    return out
+
+
+def rule_value_set_parts(terminology: Terminology) -> list[LayerPart]:
+    """The value sets the structuration-minimale rules read (JDV_J07 for ClinicalDocument/code)."""
+    out: list[LayerPart] = []
+    for oid, name in RULE_VALUE_SETS.items():
+        value_set = terminology.get(oid)
+        if value_set is None:
+            out.append(LayerPart(f"{name} ({oid})", NOT_RUN, "jeu de valeurs non chargé : le code du document "
+                                 "(ClinicalDocument/code) n'a pas été vérifié"))
+        else:
+            origin = "fourni par Partage" if value_set.shipped else Path(value_set.source).name
+            out.append(LayerPart(f"{name} ({oid})", PASSED, f"lu par la structuration minimale ; {origin}"))
+    return out
 
 
 def missing_rule_value_sets(terminology: Terminology) -> list[Finding]:
     return [Finding("valueset-not-loaded", INFO, TERMINOLOGY,
-                    f"value set {name} ({oid}) is not loaded: ClinicalDocument/code membership was not checked")
+                    f"jeu de valeurs {name} ({oid}) non chargé : l'appartenance de ClinicalDocument/code n'a "
+                    "pas été vérifiée")
             for oid, name in RULE_VALUE_SETS.items() if oid not in terminology]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from ..metadata.datatypes import CE, CX, DTM, HD, XCN, XON, DatatypeError
 from ..metadata.model import (
@@ -228,7 +229,7 @@ def _dtm(ts: str, where: str) -> DTM:
         raise MappingError("hl7-time-invalid", f"{where} {ts!r} is not a usable time: {exc}") from None
 
 
-def _required(value, rule: str, message: str):
+def _required(value: Any, rule: str, message: str) -> Any:
     if not value:
         raise MappingError(rule, message)
     return value

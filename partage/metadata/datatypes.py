@@ -18,6 +18,7 @@ from __future__ import annotations
 import calendar
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import ClassVar, Self
@@ -240,7 +241,8 @@ class _Composite:
             for n, raw in enumerate(extra, len(cls._LAYOUT) + 1):
                 for part in raw.split("&"):
                     _leaf(part, f"{name}.{n}", strict)
-        return cls(**values, extra=tuple(extra))
+        make: Callable[..., Self] = cls   # the dataclass's own constructor
+        return make(**values, extra=tuple(extra))
 
     def format(self) -> str:
         parts = [getattr(self, field).format("&") if is_hd else escape_hl7(getattr(self, field))

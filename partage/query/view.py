@@ -17,7 +17,6 @@ from sqlalchemy import Connection
 from ..access import audit
 from ..access.actor import Actor
 from ..access.decisions import Decision
-from ..metadata.datatypes import CX
 from ..access.gate import (
     AccessView,
     Graph,
@@ -27,6 +26,7 @@ from ..access.gate import (
     record_visible,
     visible,
 )
+from ..metadata.datatypes import CX
 from ..metadata.model import (
     Association,
     AssociationType,

@@ -13,11 +13,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .svs import load_svs_file
+from ..xmlsafe import parse_xml
+from .svs import load_value_sets
 
 log = logging.getLogger("partage.terminology")
-
-DEFAULTS_DIR = Path(__file__).with_name("defaults")
 
 # CI-SIS JDV number -> model attribute it constrains.
 JDV_ATTRIBUTES = {
@@ -86,31 +85,27 @@ def load_affinity_domain(source: str | Path | None) -> AffinityDomain:
 
 
 def _svs_domain(directory: Path | None) -> AffinityDomain:
+    """The JDV_J<nn> value sets of the one loader (configured directory over the shipped defaults)."""
     domain = AffinityDomain(name=f"CI-SIS ({directory or 'shipped defaults'})")
-    files: dict[str, Path] = {}
-    for folder in (DEFAULTS_DIR, directory):
-        if folder is None:
+    chosen: dict[str, str] = {}
+    for value_set in load_value_sets(directory).stems():   # configured files come first
+        parts = value_set.stem.split("_")
+        jdv = parts[1] if len(parts) > 1 and parts[0] == "JDV" else ""
+        if jdv not in JDV_ATTRIBUTES or jdv in chosen:
             continue
-        for path in sorted(folder.glob("JDV_J*.xml")):
-            jdv = path.name.split("_")[1]
-            if jdv in JDV_ATTRIBUTES:
-                files[jdv] = path   # the configured directory wins over the defaults
-    for jdv, path in files.items():
-        value_set = load_svs_file(path)
-        if value_set is None or not value_set.concepts:
-            log.warning("value set %s is empty; %s stays open", path, JDV_ATTRIBUTES[jdv])
-            continue
+        chosen[jdv] = value_set.source
         attribute = JDV_ATTRIBUTES[jdv]
+        if not value_set.concepts:
+            log.warning("value set %s is empty; %s stays open", value_set.source, attribute)
+            continue
         domain.codes[attribute] = frozenset(
             (code, _norm_scheme(system)) for code, system in value_set.concepts)
         domain.displays.update({(c, _norm_scheme(s)): d for (c, s), d in value_set.display.items()})
-        domain.sources[attribute] = str(path)
+        domain.sources[attribute] = value_set.source
     return domain
 
 
 def load_nist_codes(path: Path) -> AffinityDomain:
-    from ..xmlsafe import parse_xml
-
     root = parse_xml(path.read_bytes())
     domain = AffinityDomain(name=f"NIST codes ({path.name})")
     for code_type in root.iter("CodeType"):

@@ -1,8 +1,11 @@
-"""IHE SVS value-set files (the format ANS publishes its JDV in): load one, or a directory.
+"""IHE SVS value-set files (the format ANS publishes its JDV in): the one value-set loader.
 
-Parsed with the same hardened parser as CDA documents (the files are configuration, but a
-directory of files fetched from elsewhere deserves the same care). Empty files exist
-upstream (three in the ANS repository): they are skipped with a warning, not fatal.
+`load_value_sets(directory)` is what every user of value sets calls (the XDS affinity
+domain, the CDA terminology layer): the configured directory's files over Partage's own
+shipped defaults (`terminology/defaults`), loaded once per directory. Files are parsed with
+the hardened parser (`partage.xmlsafe`): the files are configuration, but a directory of
+files fetched from elsewhere deserves the same care. Empty files exist upstream (three in
+the ANS repository): they are skipped with a warning, not fatal.
 """
 
 from __future__ import annotations
@@ -10,19 +13,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from lxml import etree
 
-from ..cda.parser import ParseLimits, XmlRejected, parse_xml
+from ..xmlsafe import XmlInputError, parse_xml
 
 log = logging.getLogger("partage.terminology")
 
 SVS_NS = "urn:ihe:iti:svs:2008"
+DEFAULTS_DIR = Path(__file__).resolve().with_name("defaults")
 _VALUE_SET_TAGS = (f"{{{SVS_NS}}}ValueSet", f"{{{SVS_NS}}}DescribedValueSet")
 _CONCEPT = f"{{{SVS_NS}}}Concept"
-_LIMITS = ParseLimits(max_bytes=64 * 1024 * 1024)
+_MAX_BYTES = 64 * 1024 * 1024
+_MAX_DEPTH = 64
 
 
 def norm_system(system: str) -> str:
@@ -43,6 +48,11 @@ class ValueSet:
     def stem(self) -> str:
         return Path(self.source).stem if self.source else ""
 
+    @property
+    def shipped(self) -> bool:
+        """True for Partage's own defaults (not a file of the configured directory)."""
+        return bool(self.source) and Path(self.source).parent == DEFAULTS_DIR
+
     @cached_property
     def codes(self) -> frozenset[str]:
         """Codes alone, for checks that (like the ANS schematrons) ignore the code system."""
@@ -60,14 +70,15 @@ class ValueSet:
 class ValueSets(dict[str, ValueSet]):
     """Value sets by OID, also reachable by file stem (e.g. "JDV_J07_XdsTypeCode_CISIS")."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: str = "") -> None:
         super().__init__()
+        self.directory = directory                  # the configured directory ("" = defaults only)
         self._by_stem: dict[str, ValueSet] = {}
 
     def add(self, value_set: ValueSet) -> None:
         if value_set.oid in self:
             log.info("value set %s (%s) also defined in %s; keeping %s", value_set.oid,
-                        value_set.source, self[value_set.oid].source, self[value_set.oid].source)
+                     value_set.source, self[value_set.oid].source, self[value_set.oid].source)
         else:
             self[value_set.oid] = value_set
         if value_set.stem:
@@ -79,12 +90,16 @@ class ValueSets(dict[str, ValueSet]):
     def names(self) -> list[str]:
         return sorted(self._by_stem)
 
+    def stems(self) -> list[ValueSet]:
+        """Every file's value set, by file stem (configured files first, then the defaults)."""
+        return list(self._by_stem.values())
 
-def _read(root: etree._Element, source: str) -> Iterator[ValueSet]:
-    candidates = [root] if root.tag in _VALUE_SET_TAGS else [
-        el for el in root.iter(*_VALUE_SET_TAGS)]
+
+def read_value_sets(root: etree._Element, source: str) -> Iterator[ValueSet]:
+    """The value sets of a parsed SVS document (a ValueSet root, or a response holding some)."""
+    candidates = [root] if root.tag in _VALUE_SET_TAGS else list(root.iter(*_VALUE_SET_TAGS))
     for vs in candidates:
-        concepts = set()
+        concepts: set[tuple[str, str]] = set()
         display: dict[tuple[str, str], str] = {}
         for concept in vs.iter(_CONCEPT):
             key = (concept.get("code", ""), norm_system(concept.get("codeSystem", "")))
@@ -99,36 +114,66 @@ def _read(root: etree._Element, source: str) -> Iterator[ValueSet]:
             version=vs.get("revisionDate") or vs.get("dateMaj") or vs.get("version") or "")
 
 
-def load_svs_file(path: str | Path) -> ValueSet | None:
-    """The (first) value set of an SVS file; None, with a warning, when the file is empty."""
-    path = Path(path)
+def _parse_file(path: Path) -> etree._Element | None:
     data = path.read_bytes()
     if not data.strip():
         log.warning("value-set file %s is empty; skipped", path)
         return None
-    return next(_read(parse_xml(data, _LIMITS), str(path)), None)
+    return parse_xml(data, max_bytes=_MAX_BYTES, max_depth=_MAX_DEPTH)
 
 
-def load_svs_directory(directory: str | Path) -> ValueSets:
-    """Every *.xml SVS file of a directory, by OID; unreadable or empty files are skipped."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"value-set directory not found: {directory}")
-    out = ValueSets()
+def load_svs_file(path: str | Path) -> ValueSet | None:
+    """The (first) value set of an SVS file; None, with a warning, when the file is empty.
+
+    Raises XmlInputError for a file the hardened parser refuses.
+    """
+    root = _parse_file(Path(path))
+    return None if root is None else next(read_value_sets(root, str(path)), None)
+
+
+def _add_directory(out: ValueSets, directory: Path) -> None:
     for path in sorted(directory.glob("*.xml")):
-        data = path.read_bytes()
-        if not data.strip():
-            log.warning("value-set file %s is empty; skipped", path)
-            continue
         try:
-            root = parse_xml(data, _LIMITS)
-        except XmlRejected as exc:
+            root = _parse_file(path)
+        except XmlInputError as exc:
             log.warning("value-set file %s refused: %s", path, exc)
             continue
+        if root is None:
+            continue
         found = False
-        for value_set in _read(root, str(path)):
+        for value_set in read_value_sets(root, str(path)):
             found = True
             out.add(value_set)
         if not found:
             log.warning("%s holds no SVS ValueSet; skipped", path)
+
+
+def load_svs_directory(directory: str | Path) -> ValueSets:
+    """Every *.xml SVS file of one directory, by OID; unreadable or empty files are skipped."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"value-set directory not found: {folder}")
+    out = ValueSets(str(folder))
+    _add_directory(out, folder)
     return out
+
+
+@lru_cache(maxsize=8)
+def _load(directory: str) -> ValueSets:
+    out = ValueSets(directory)
+    if directory:
+        folder = Path(directory)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"value-set directory not found: {folder}")
+        _add_directory(out, folder)
+    if DEFAULTS_DIR.is_dir():
+        _add_directory(out, DEFAULTS_DIR)
+    return out
+
+
+def load_value_sets(directory: str | Path | None = None) -> ValueSets:
+    """The configured directory's value sets over the shipped defaults; loaded once per directory.
+
+    A 500-file directory takes about 0.2 s. The same OID in both: the configured file wins.
+    """
+    return _load(str(Path(directory).resolve()) if directory else "")

@@ -16,12 +16,16 @@ no network, bounded depth).
 
 from __future__ import annotations
 
-import html
+import base64
+import io
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, render_template, request
+from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from ..cda.findings import (
@@ -31,16 +35,25 @@ from ..cda.findings import (
     PARSE,
     Finding,
     Report,
-    to_html,
     to_json,
     to_svrl,
     to_svrl_many,
 )
 from ..cda.gate import entry_metadata, is_cda, profile_from_settings, root_tag
-from ..cda.profile import PROFILES, get_validator
-from ..metadata.errors import XdsErrors
+from ..cda.profile import DEFAULT_PROFILE, PROFILES, Validator, get_validator, profile_gaps
+from ..cda.report_html import to_html
+from ..fhir import bundle as iti65
+from ..fhir.formats import parse_resource
+from ..fhir.outcome import FhirError
+from ..fhir.patients import identifier_cx
+from ..metadata.errors import XdsError, XdsErrors
+from ..metadata.model import DocumentContent, SubmissionRequest
 from ..metadata.validate import ITI_41, validate_submission
 from ..services import Services
+from ..xds import ebrim
+from ..xds.mtom import MtomError, read_soap_request, xop_includes
+from ..xds.soap import SoapError, parse_envelope
+from ..xmlsafe import XmlInputError
 
 log = logging.getLogger("partage.validate")
 bp = Blueprint("validate", __name__)
@@ -62,15 +75,27 @@ class Upload:
 
 
 def _services() -> Services:
-    return current_app.extensions["partage"]
+    services: Services = current_app.extensions["partage"]
+    return services
+
+
+def _profile_name(services: Services, name: str | None) -> str:
+    return name or services.settings.validation_profile or DEFAULT_PROFILE
+
+
+@bp.record_once
+def _load_at_start(state: BlueprintSetupState) -> None:
+    """Load the server's profile when the app is built: what it lacks is logged at start-up."""
+    services = state.app.extensions.get("partage")
+    if isinstance(services, Services):
+        get_validator(profile_from_settings(services.settings, _profile_name(services, None)))
 
 
 # --- what was posted -> reports ------------------------------------------------------------
 
 def validate_upload(services: Services, upload: Upload, profile_name: str | None) -> list[Report]:
     # The profile as it defines "valid": the server's --validation-blocking is an ingest policy.
-    name = profile_name or services.settings.validation_profile or "cisis"
-    validator = get_validator(profile_from_settings(services.settings, name))
+    validator = get_validator(profile_from_settings(services.settings, _profile_name(services, profile_name)))
     data = upload.data
     head = data[:64 * 1024]
     if upload.content_type.lower().startswith("multipart/related"):
@@ -94,7 +119,7 @@ def _refused(name: str, rule: str, message: str, layer: str = PARSE) -> Report:
     return Report(file=name, valid=False, findings=[Finding(rule, ERROR, layer, message, "/")])
 
 
-def _metadata_report(name: str, errors) -> Report | None:
+def _metadata_report(name: str, errors: Iterable[XdsError]) -> Report | None:
     findings = [Finding(str(e.code), INFO if e.warning else ERROR, METADATA, e.context, e.location)
                 for e in errors]
     if not findings:
@@ -103,7 +128,7 @@ def _metadata_report(name: str, errors) -> Report | None:
                   profile="xds-metadata", findings=findings)
 
 
-def _documents(validator, name: str, request_model) -> list[Report]:
+def _documents(validator: Validator, name: str, request_model: SubmissionRequest) -> list[Report]:
     reports = []
     for entry in request_model.documents:
         content = request_model.contents.get(entry.entry_uuid)
@@ -121,16 +146,7 @@ def _documents(validator, name: str, request_model) -> list[Report]:
     return reports
 
 
-def _validate_iti41(services: Services, validator, upload: Upload) -> list[Report]:
-    import base64
-    import io
-
-    from ..metadata.model import DocumentContent
-    from ..xds import ebrim
-    from ..xds.mtom import MtomError, read_soap_request, xop_includes
-    from ..xds.soap import SoapError, parse_envelope
-    from ..xmlsafe import XmlInputError
-
+def _validate_iti41(services: Services, validator: Validator, upload: Upload) -> list[Report]:
     limit = services.settings.validate_max_bytes
     try:
         mtom = upload.content_type.lower().startswith("multipart/related")
@@ -157,19 +173,15 @@ def _validate_iti41(services: Services, validator, upload: Upload) -> list[Repor
             model.contents[document.get("id", "")] = DocumentContent(file=io.BytesIO(data), size=len(data),
                                                                      sha1="")
     except XdsErrors as exc:
-        return [_metadata_report(upload.name, exc.errors)]
+        return [_metadata_report(upload.name, exc.errors) or _refused(upload.name, "iti41-unreadable",
+                                                                        "unreadable ITI-41 request")]
     except (MtomError, ValueError) as exc:
         return [_refused(upload.name, "iti41-unreadable", f"unreadable ITI-41 request: {exc}")]
     meta = _metadata_report(upload.name, validate_submission(model, services.domain, ITI_41))
     return ([meta] if meta else []) + _documents(validator, upload.name, model)
 
 
-def _validate_bundle(validator, upload: Upload, *, xml: bool) -> list[Report]:
-    from ..fhir import bundle as iti65
-    from ..fhir.formats import parse_resource
-    from ..fhir.outcome import FhirError
-    from ..fhir.patients import identifier_cx
-
+def _validate_bundle(validator: Validator, upload: Upload, *, xml: bool) -> list[Report]:
     try:
         resource = parse_resource(upload.data, xml, "Bundle")
     except FhirError as exc:
@@ -183,14 +195,13 @@ def _validate_bundle(validator, upload: Upload, *, xml: bool) -> list[Report]:
                                              lambda _ref: None)
     except XdsErrors as exc:
         # The metadata do not make a submission; the documents are still worth a report.
-        return [_metadata_report(upload.name, exc.errors)] + _bundle_attachments(validator, upload.name, resource)
+        meta = _metadata_report(upload.name, exc.errors)
+        return ([meta] if meta else []) + _bundle_attachments(validator, upload.name, resource)
     return _documents(validator, upload.name, provided.request)
 
 
-def _bundle_attachments(validator, name: str, bundle: dict) -> list[Report]:
+def _bundle_attachments(validator: Validator, name: str, bundle: dict[str, Any]) -> list[Report]:
     """Every CDA inline in a Bundle (Binary.data, DocumentReference attachment.data), without metadata."""
-    import base64
-
     reports = []
     for n, entry in enumerate(bundle.get("entry") or []):
         res = (entry or {}).get("resource") or {}
@@ -248,10 +259,8 @@ def _render(reports: list[Report], fmt: str) -> Response:
         body = to_svrl(reports[0]) if len(reports) == 1 else to_svrl_many(reports)
         return Response(body, content_type=f"{SVRL_TYPE}; charset=utf-8", headers=_SECURITY_HEADERS)
     if fmt == "html":
-        page = to_html(reports).replace("<h1>Validation CDA</h1>",
-                                         "<h1>Validation CDA</h1><p><a href='validate'>Valider un autre "
-                                         "document</a></p>", 1)
-        return Response(page, content_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
+        return Response(to_html(reports, back_link="validate"), content_type="text/html; charset=utf-8",
+                        headers=_SECURITY_HEADERS)
     return Response(to_json(reports), content_type="application/json; charset=utf-8", headers=_SECURITY_HEADERS)
 
 
@@ -294,24 +303,11 @@ def _problem(status: int, message: str) -> Response:
 @bp.get("/validate")
 def validate_form() -> Response:
     services = _services()
-    default = services.settings.validation_profile or "cisis"
-    options = "".join(f"<option value='{html.escape(n)}'{' selected' if n == default else ''}>"
-                      f"{html.escape(n)} - {html.escape(p.description)}</option>" for n, p in sorted(PROFILES.items()))
-    page = f"""<!DOCTYPE html><html lang='fr'><head><meta charset='utf-8'>
-<title>Partage - validation CDA</title><style>body{{font-family:sans-serif;margin:1.5em;max-width:50em}}
-label{{display:block;margin:.75em 0 .25em}}</style></head><body>
-<h1>Validation CDA</h1>
-<p>Déposez un document CDA R2, une requête ITI-41 (SOAP) ou un Bundle MHD ITI-65 : le rapport
-s'affiche ici. Le document n'est pas conservé.</p>
-<form method='post' action='validate' enctype='multipart/form-data'>
-<label for='file'>Fichier(s)</label><input id='file' type='file' name='file' multiple required>
-<label for='profile'>Profil</label><select id='profile' name='profile'>{options}</select>
-<label for='format'>Format du rapport</label><select id='format' name='format'>
-<option value='html' selected>HTML</option><option value='json'>JSON</option><option value='svrl'>SVRL</option>
-</select>
-<p><button type='submit'>Valider</button></p>
-</form>
-<p>Taille maximale : {services.settings.validate_max_bytes // (1024 * 1024)} Mo. API : <code>POST /validate</code>
-(corps brut ou multipart), paramètres <code>profile</code> et <code>format</code> (json, svrl, html).</p>
-</body></html>"""
+    default = _profile_name(services, None)
+    profiles = []
+    for name in [default, *sorted(n for n in PROFILES if n != default)]:   # the server's profile first
+        gaps = profile_gaps(profile_from_settings(services.settings, name))
+        profiles.append({"name": name, "description": PROFILES[name].description, "missing": gaps})
+    page = render_template("validate_form.html", profiles=profiles, default=default,
+                           max_mb=services.settings.validate_max_bytes // (1024 * 1024))
     return Response(page, content_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)

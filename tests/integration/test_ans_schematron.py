@@ -1,9 +1,9 @@
 """The official ANS structuration-minimale schematron, run by Partage's Schematron layer, gives
 the same failed asserts as the ANS reference pipeline on every corpus document.
 
-Needs the ANS files, which the project does not ship: prepare them with
-    .venv/bin/python benchmarks/prepare_ans_schematron.py <TestContenuCDA-3-0 checkout or git dir> /tmp/ans
-and point PARTAGE_ANS_SCHEMATRON at the .sch it prints. Without it the test skips, saying so.
+The schematron is the one of ../shared/corpus/cda/schematrons (the ANS files, with the J07
+value set the ANS repository lacks rebuilt, as the reference run did); PARTAGE_ANS_SCHEMATRON
+may name another copy (e.g. one prepared by benchmarks/prepare_ans_schematron.py).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from partage.cda.parser import XmlRejected, parse_cda
+from partage.cda.schematron import load_schematron
 from tests.conftest import CORPUS_DIR, corpus_path
 
 ANS_SCH = os.environ.get("PARTAGE_ANS_SCHEMATRON", "")
+STRUCMIN = ("cda", "schematrons", "schematrons", "profils", "structurationMinimale", "ASIP-STRUCT-MIN-StrucMin.sch")
 
 # Documents the parser refuses before any schematron runs (Partage refuses every DOCTYPE and
 # malformed bytes; the ANS pipeline fails the first two at XSD and expands the XXE entity).
@@ -30,13 +32,9 @@ ANS_TEXT_LIMIT = 200   # the reference run keeps the first 200 characters of eac
 
 @pytest.fixture(scope="module")
 def schematron():
-    if not ANS_SCH:
-        pytest.skip("PARTAGE_ANS_SCHEMATRON is not set: it must name the ANS ASIP-STRUCT-MIN-StrucMin.sch "
-                    "(see benchmarks/prepare_ans_schematron.py; the ANS files are not part of Partage)")
-    if not Path(ANS_SCH).is_file():
+    if ANS_SCH and not Path(ANS_SCH).is_file():
         pytest.fail(f"PARTAGE_ANS_SCHEMATRON={ANS_SCH} is not a file")
-    from partage.cda.schematron import load_schematron
-    return load_schematron(ANS_SCH)
+    return load_schematron(ANS_SCH or corpus_path(*STRUCMIN))
 
 
 def _location(loc: str) -> str:

@@ -31,9 +31,13 @@ def files(tmp_path) -> tuple[str, str]:
 
 def test_json_report_and_exit_codes(tmp_path):
     good, bad = files(tmp_path)
-    code, out, _ = run([good])
-    assert code == 0
+    code, out, err = run([good])
+    assert code == 3   # valid, but the default profile lacks its XSD, model schematrons and value sets
+    assert "incomplet" in err and "--cda-schematrons" in err
     [report] = json.loads(out)
+    assert report["verdict"] == "incomplet" and report["profile_missing"]
+    assert run([good, "--profile", "structure"])[0] == 0
+    code, out, _ = run([good])
     assert {"file", "valid", "document_model", "findings"} <= set(report)
     assert report["valid"] is True and report["file"] == good
     code, out, _ = run([good, bad])
@@ -89,9 +93,9 @@ def test_output_file_and_progress(tmp_path, monkeypatch):
     good, _ = files(tmp_path)
     monkeypatch.setattr(cli, "PROGRESS_AFTER_S", -1.0)   # every run counts as long
     target = tmp_path / "report.json"
-    code, out, err = run([good, good, "-o", str(target)])
+    code, out, err = run([good, good, "-o", str(target), "--profile", "structure"])
     assert code == 0 and out == ""
     assert len(json.loads(target.read_text())) == 2
     assert "[2/2]" in err
-    code, _, err = run([good, "--quiet"])
+    code, _, err = run([good, "--quiet", "--profile", "structure"])
     assert err == ""

@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from partage import xmlsafe
 from partage.cda.parser import ParseLimits, XmlRejected, parse_cda, parse_xml
 from partage.terminology.svs import load_svs_file
+from partage.xmlsafe import XmlInputError
 from tests.unit.test_cda_samples import sample_cda
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
@@ -156,8 +158,17 @@ def test_other_root_has_no_clinical_document():
 def test_svs_files_use_the_hardened_parser(tmp_path):
     path = tmp_path / "evil.xml"
     path.write_bytes(XXE)
-    with pytest.raises(XmlRejected):
+    with pytest.raises(XmlInputError) as exc:
         load_svs_file(path)
+    assert exc.value.rule == "xxe-external-entity"
+
+
+@pytest.mark.parametrize("data", [BILLION_LAUGHS, XXE, EXTERNAL_DTD, b"<a>" * 300 + b"</a>" * 300, b"<a><b></a>"])
+def test_one_policy_for_cda_and_wire_xml(data):
+    """The CDA parser and the SOAP/SVS parser refuse the same input under the same rule id."""
+    with pytest.raises(XmlInputError) as wire:
+        xmlsafe.parse_xml(data, max_depth=xmlsafe.LIBXML2_MAX_DEPTH)
+    assert rejected(data).rule == wire.value.rule
 
 
 @settings(max_examples=200, deadline=None)

@@ -115,8 +115,27 @@ def test_contexts_are_anchored_or_floating():
     assert analyse_context("//hl7:entry[current()]") is None
 
 
-def test_a_broken_schematron_is_refused(tmp_path):
+def test_a_missing_include_is_a_defect_of_the_schematron_not_a_crash(tmp_path):
+    """As the ANS tool does: the include is reported, the rest compiles and runs; the layer says partial."""
+    for name, text in (("extra.sch", EXTRA), ("voc-lang.xml", VOC)):
+        (tmp_path / name).write_text(text, encoding="utf-8")
     bad = tmp_path / "bad.sch"
     bad.write_text(SCH.replace('<include href="extra.sch"/>', '<include href="missing.sch"/>'), encoding="utf-8")
-    with pytest.raises(SchematronError, match="missing.sch"):
+    compiled = load_schematron(bad)
+    assert [d.href for d in compiled.missing_includes] == ["missing.sch"]
+    validator = get_validator(get_profile("structure", schematron=str(bad)).with_options(
+        layers=frozenset({"rules", "schematron"})))
+    data = edit(sample_cda(), "<title>Compte rendu de consultation</title>", "<title>CR</title>")
+    report = validator.validate(data)
+    assert report.layers["schematron"].status == "failed"      # the rules that exist still ran
+    assert "T-1" in report.rules() and "schematron-defect" in report.rules()
+    clean = validator.validate(sample_cda())
+    assert clean.layers["schematron"].status == "partial" and clean.valid and clean.verdict == "incomplet"
+    assert any("missing.sch" in f.message for f in clean.findings if f.rule == "schematron-defect")
+
+
+def test_a_schematron_that_is_not_one_is_refused(tmp_path):
+    bad = tmp_path / "bad.sch"
+    bad.write_text("<schema xmlns='urn:not-schematron'/>", encoding="utf-8")
+    with pytest.raises(SchematronError, match="not an ISO schematron"):
         load_schematron(bad)

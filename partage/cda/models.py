@@ -1,0 +1,272 @@
+"""The ANS document-model ("volet") schematrons, and which one applies to a document.
+
+A directory in the layout of ANS's TestContenuCDA repository (`--cda-schematrons DIR`)
+holds `schematrons/CI-SIS_<MODEL>_<VERSION>.sch` (59 of them in the 2025 snapshot), what
+they include, and `jeuxDeValeurs/` (the value sets they read). The catalogue lists them with
+what each requires of the ClinicalDocument: the templateId roots and document codes its own
+asserts on ClinicalDocument demand (read by the compiler, `schematron_compile.py`).
+
+Which schematron applies to a document (the ANS tool does not choose; its user does). The
+rule, in order (docs/cda-rules.md, "Model schematron"):
+
+1. A CDA R2 level 1 document (nonXMLBody) has no content model: not applicable.
+2. Its ClinicalDocument templateIds (other than the two generic ones) name candidates: the
+   schematrons asserting that root. A schematron asserting another ClinicalDocument/code
+   than the document's is set aside. The most discriminating root wins (the one naming the
+   fewest models).
+3. The version is the @extension of the document's templateId for that model.
+4. When the templateIds give no model, or no version, or a version without schematron, the
+   document's own declaration decides if it makes one: a `<?oxygen SCHSchema=".../CI-SIS_X.sch"?>`
+   processing instruction naming a schematron of the catalogue (the ANS examples declare
+   theirs so; real documents rarely do).
+5. Still no version: every version of the model is tried and the one the document fits best
+   (fewest errors, then the latest) is retained; the report says so.
+6. No model: "no model schematron for templateIds ..." (not run; an error in a profile
+   requiring a model).
+
+Seven schematrons assert no document templateId at all (CANCER-CR-GM, CANCER-FRCP, CSE-MDE,
+LDL-EES, LDL-SES, OPH-CR-RTN, and BIO-CR-BIO, whose 2021/2024 versions assert only the IHE
+XD-LAB root 1.3.6.1.4.1.19376.1.3.3 while documents carry the CI-SIS one with the version):
+for them the model's CI-SIS templateId is Partage's own table below, from the CI-SIS volets
+(the same roots as the ASS_A11 model -> formatCode table).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from lxml import etree
+
+from .constants import GENERIC_TEMPLATES, HL7
+from .schematron import CompiledSchematron, load_schematron
+from .schematron_cache import SchematronCache
+from .schematron_compile import Generated, SchematronError
+
+log = logging.getLogger("partage.cda")
+
+_H = f"{{{HL7}}}"
+_SCH_NAME = re.compile(r"CI-SIS_(?P<model>.+)_(?P<version>\d{4}\.\d{2})\.sch\Z")
+_OXYGEN = re.compile(r"""SCHSchema\s*=\s*["']([^"']+)["']""")
+STRUCMIN = Path("schematrons/profils/structurationMinimale/ASIP-STRUCT-MIN-StrucMin.sch")
+
+# Model -> its CI-SIS document templateId, for the volets whose schematron does not assert it.
+MODEL_TEMPLATE_IDS: dict[str, tuple[str, ...]] = {
+    "BIO-CR-BIO": ("1.2.250.1.213.1.1.1.55",),
+    "CANCER-CR-GM": ("1.2.250.1.213.1.1.1.32",),
+    "CANCER-FRCP": ("1.2.250.1.213.1.1.1.8",),
+    "CSE-MDE": ("1.2.250.1.213.1.1.1.5.4",),
+    "LDL-EES": ("1.2.250.1.213.1.1.1.21",),
+    "LDL-SES": ("1.2.250.1.213.1.1.1.29",),
+    "OPH-CR-RTN": ("1.2.250.1.213.1.1.1.18",),
+}
+
+# How a schematron was chosen (shown in reports).
+BY_TEMPLATE = "templateId"
+BY_TEMPLATE_VERSION = "templateId + @extension"
+BY_DECLARATION = "déclaration <?oxygen SCHSchema?> du document"
+BY_BEST_FIT = "meilleure correspondance (version non donnée)"
+
+CHOSEN = "chosen"
+NONE = "none"
+NOT_APPLICABLE = "not applicable"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model schematron of the catalogue."""
+
+    path: Path
+    model: str
+    version: str
+    template_ids: frozenset[str]
+    codes: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class ModelChoice:
+    """Which model schematron(s) a document is checked against, and why."""
+
+    status: str                                   # CHOSEN, NONE, NOT_APPLICABLE
+    entries: list[ModelEntry] = field(default_factory=list)
+    how: str = ""
+    reason: str = ""                              # for NONE / NOT_APPLICABLE: why, in French
+    template_ids: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(e.name for e in self.entries)
+
+
+def document_templates(doc: etree._Element) -> list[tuple[str, str]]:
+    """The document's ClinicalDocument templateIds (root, extension), generic ones left out."""
+    return [(t.get("root", ""), t.get("extension", "")) for t in doc.iterchildren(_H + "templateId")
+            if t.get("root") and t.get("root") not in GENERIC_TEMPLATES]
+
+
+def declared_schematrons(root: etree._Element) -> list[str]:
+    """File names the document declares in <?oxygen SCHSchema="..."?> instructions before its root."""
+    out: list[str] = []
+    for node in reversed(list(root.itersiblings(preceding=True))):
+        if isinstance(node, etree._ProcessingInstruction) and node.target == "oxygen":
+            m = _OXYGEN.search(node.text or "")
+            if m:
+                out.append(m.group(1).replace("\\", "/").rsplit("/", 1)[-1])
+    return out
+
+
+def _layout(directory: Path) -> tuple[Path, Path]:
+    """(root of the TestContenuCDA layout, folder of the CI-SIS_*.sch): DIR, or DIR/schematrons given."""
+    base = directory.resolve()
+    if (base / "schematrons").is_dir():
+        return base, base / "schematrons"
+    return base.parent, base
+
+
+def model_files(directory: Path) -> list[Path]:
+    """The CI-SIS_<MODEL>_<VERSION>.sch files of a directory (nothing is read)."""
+    folder = _layout(directory)[1]
+    return sorted(p for p in folder.glob("CI-SIS_*.sch") if _SCH_NAME.match(p.name))
+
+
+def find_strucmin(directory: Path) -> Path | None:
+    """The ANS structuration-minimale schematron of the same layout, when it is there."""
+    path = _layout(directory)[0] / STRUCMIN
+    return path if path.is_file() else None
+
+
+class ModelCatalog:
+    """The model schematrons of one directory; each compiled (Saxon) when first needed."""
+
+    def __init__(self, directory: str | Path, cache_dir: Path | None = None) -> None:
+        base = Path(directory).resolve()
+        if not base.is_dir():
+            raise FileNotFoundError(f"model schematron directory not found: {base}")
+        self.root = _layout(base)[0]
+        self.cache_dir = cache_dir
+        self.cache = SchematronCache(cache_dir)
+        self.entries: list[ModelEntry] = []
+        self.unreadable: dict[str, str] = {}      # file -> why it cannot be used
+        self._generated: dict[Path, Generated] = {}
+        for path in model_files(base):
+            m = _SCH_NAME.match(path.name)
+            if m is None:
+                continue
+            try:
+                generated = self.cache.load(path)
+            except SchematronError as exc:
+                self.unreadable[path.name] = str(exc)
+                log.warning("model schematron %s cannot be compiled: %s", path.name, exc)
+                continue
+            self._generated[path] = generated
+            model = m.group("model")
+            roots = {*generated.document_template_ids, *MODEL_TEMPLATE_IDS.get(model, ())}
+            self.entries.append(ModelEntry(path, model, m.group("version"),
+                                           frozenset(r for r in roots if r not in GENERIC_TEMPLATES),
+                                           frozenset(generated.document_codes)))
+        self.by_name = {e.name: e for e in self.entries}
+
+    @property
+    def strucmin(self) -> Path | None:
+        """The ANS structuration-minimale schematron of the same directory, when it is there."""
+        return find_strucmin(self.root)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def compiled(self, entry: ModelEntry) -> CompiledSchematron:
+        """The entry's schematron ready to run (compiled by Saxon on first use, then kept)."""
+        return load_schematron(entry.path, self.cache_dir)
+
+    def defects(self) -> dict[str, list[str]]:
+        """Per schematron, what it names and does not exist (upstream defects)."""
+        out: dict[str, list[str]] = {}
+        for path, generated in self._generated.items():
+            if generated.defects:
+                out[path.name] = [f"{d.kind}: {d.href}" for d in generated.defects]
+        return out
+
+    # --- selection ----------------------------------------------------------------------------
+    def select(self, doc: etree._Element, root: etree._Element | None = None) -> ModelChoice:
+        """Which schematron applies to a ClinicalDocument (`root`: the parsed tree's root, for PIs)."""
+        templates = document_templates(doc)
+        if doc.find(f"{_H}component/{_H}nonXMLBody") is not None:
+            return ModelChoice(NOT_APPLICABLE, reason="document CDA R2 de niveau 1 (nonXMLBody) : pas de "
+                               "modèle de contenu, pas de schematron de modèle", template_ids=templates)
+        code_el = doc.find(f"{_H}code")
+        code = code_el.get("code", "") if code_el is not None else ""
+        declared = [self.by_name[n] for n in declared_schematrons(root if root is not None else doc)
+                    if n in self.by_name]
+
+        set_aside: list[ModelEntry] = []
+        per_root: dict[str, list[ModelEntry]] = {}
+        for tid_root, _ext in templates:
+            matching = [e for e in self.entries if tid_root in e.template_ids]
+            fitting = [e for e in matching if not e.codes or code in e.codes]
+            set_aside += [e for e in matching if e not in fitting and e not in set_aside]
+            if fitting:
+                per_root[tid_root] = fitting
+        if not per_root:
+            if declared:
+                return ModelChoice(CHOSEN, [declared[-1]], BY_DECLARATION, template_ids=templates)
+            return ModelChoice(NONE, reason=self._no_model_reason(templates, code, set_aside),
+                               template_ids=templates)
+
+        def models(es: list[ModelEntry]) -> int:
+            return len({e.model for e in es})
+        fewest = min(models(es) for es in per_root.values())
+        candidates: list[ModelEntry] = []
+        for es in per_root.values():
+            if models(es) == fewest:
+                candidates += [e for e in es if e not in candidates]
+        if len(candidates) == 1:
+            return ModelChoice(CHOSEN, candidates, BY_TEMPLATE, template_ids=templates)
+
+        roots = {r for e in candidates for r in e.template_ids}
+        extensions = {ext for r, ext in templates if ext and r in roots}
+        by_version = [e for e in candidates if e.version in extensions]
+        if by_version and models(by_version) == len(by_version):
+            return ModelChoice(CHOSEN, by_version[:1] if len(by_version) == 1 else by_version,
+                               BY_TEMPLATE_VERSION if len(by_version) == 1 else BY_BEST_FIT,
+                               template_ids=templates)
+        in_family = [e for e in declared if e in candidates]
+        if in_family:
+            return ModelChoice(CHOSEN, [in_family[-1]], BY_DECLARATION, template_ids=templates)
+        if extensions and not by_version:
+            available = ", ".join(sorted(f"{e.model} {e.version}" for e in candidates))
+            return ModelChoice(NONE, reason=f"aucun schematron pour la version {', '.join(sorted(extensions))} "
+                               f"donnée par le templateId (disponibles : {available})", template_ids=templates)
+        return ModelChoice(CHOSEN, sorted(by_version or candidates, key=lambda e: (e.version, e.model)),
+                           BY_BEST_FIT, template_ids=templates)
+
+    @staticmethod
+    def _no_model_reason(templates: list[tuple[str, str]], code: str, set_aside: list[ModelEntry]) -> str:
+        shown = ", ".join(f"{r}@{e}" if e else r for r, e in templates) or "(aucun)"
+        reason = f"aucun schematron de modèle pour les templateIds {shown}"
+        if set_aside:
+            wanted = sorted({c for e in set_aside for c in e.codes})
+            reason += (f" : {', '.join(sorted({e.model for e in set_aside}))} exige(nt) le code de document "
+                       f"{' ou '.join(wanted)}, le document porte {code or '(aucun)'}")
+        return reason
+
+
+_catalog_lock = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _catalog(directory: str, cache_dir: str) -> ModelCatalog:
+    return ModelCatalog(directory, Path(cache_dir) if cache_dir else None)
+
+
+def load_catalog(directory: str | Path, cache_dir: Path | None = None) -> ModelCatalog:
+    """One catalogue per directory per process (every profile using it shares it)."""
+    with _catalog_lock:
+        return _catalog(str(Path(directory).resolve()), str(cache_dir or ""))

@@ -1,0 +1,48 @@
+"""The process's one Saxon (saxonche) processor, and a document handed over to it once.
+
+One processor for every compiled schematron: each processor is a GraalVM isolate of its
+own (memory), and a document parsed by one processor can be transformed by every
+stylesheet it compiled. Saxon calls are serialised by one lock: the stylesheets of the
+schematron layers are a few milliseconds each and run under the GIL's neighbourhood
+anyway; a shared processor used by two threads at once is not something to rely on.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from lxml import etree
+from saxonche import PySaxonProcessor
+
+_lock = threading.RLock()
+_processor: PySaxonProcessor | None = None
+
+
+def processor() -> PySaxonProcessor:
+    """The process-wide processor (created on first use: a process without schematrons has none)."""
+    global _processor
+    with _lock:
+        if _processor is None:
+            _processor = PySaxonProcessor(license=False)
+        return _processor
+
+
+def lock() -> threading.RLock:
+    return _lock
+
+
+@dataclass
+class SaxonDocument:
+    """An lxml tree, serialised and parsed by Saxon on first use, shared by the layers that need it."""
+
+    root: etree._Element
+    _node: Any = field(default=None, repr=False)
+
+    def node(self) -> Any:
+        if self._node is None:
+            text = etree.tostring(self.root.getroottree(), encoding="unicode")
+            with _lock:
+                self._node = processor().parse_xml(xml_text=text)
+        return self._node
