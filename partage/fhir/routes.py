@@ -98,7 +98,7 @@ def _http_error(exc: HTTPException) -> Response:
     if code >= 500:
         return _outcome(code, [Issue("internal error; the server log has the details", "exception")])
     if code == 404:
-        message = f"no FHIR interaction at {request.method} {request.path} (unknown resource type or route)"
+        message = f"this server has no FHIR interaction {request.method} {request.path}"
     elif code == 405:
         message = f"{request.method} is not allowed on {request.path}"
     else:
