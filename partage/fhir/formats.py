@@ -125,7 +125,8 @@ def serialise(resource: dict[str, Any], xml: bool) -> tuple[bytes, str]:
         return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode(), \
             f"{JSON_TYPE}; charset=utf-8"
     model = get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-    return model.model_dump_xml(), f"{XML_TYPE}; charset=utf-8"
+    text = model.model_dump_xml()
+    return (text.encode() if isinstance(text, str) else bytes(text)), f"{XML_TYPE}; charset=utf-8"
 
 
 def respond(resource: dict[str, Any], request: Request, status: int = 200,

@@ -17,8 +17,15 @@ from pathlib import Path
 import pytest
 
 from partage.conformance.mhd import engine, fixtures, hapi, runner
-from partage.conformance.mhd.fhirpath import FhirPathError, as_text, eval_for_boolean, eval_for_entry_resource, \
-    eval_for_string, evaluate, evaluate_items
+from partage.conformance.mhd.fhirpath import (
+    FhirPathError,
+    as_text,
+    eval_for_boolean,
+    eval_for_entry_resource,
+    eval_for_string,
+    evaluate,
+    evaluate_items,
+)
 from partage.conformance.mhd.fhirpath_dialect import rewrite
 from tests.conftest import corpus_path
 from tests.mhd_fake_recipient import FakeRecipient
@@ -237,9 +244,9 @@ MODULE = f"""<TestScript {NS}><modifierExtension url="urn:module">
     ("('A'|'B')", engine.PASS), ("('B'|'A')", engine.PASS), ("('A')", engine.FAIL), ("('A'|'B'|'C')", engine.FAIL),
 ])
 def test_expected_failures_are_an_exact_set(tmp_path, expected, outcome):
-    call = f"""<test><action>
+    call = """<test><action>
       <modifierExtension url="urn:asbestos:test:action:expectFailure">
-        <extension url="urn:asbestos:test:action:assertionIdList"><valueString value="${{ids}}"/></extension>
+        <extension url="urn:asbestos:test:action:assertionIdList"><valueString value="${ids}"/></extension>
       </modifierExtension>
       <operation><modifierExtension url="https://github.com/usnistgov/asbestos/wiki/TestScript-Import">
         <extension url="component"><valueString value="module.xml"/></extension>

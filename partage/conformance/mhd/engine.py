@@ -596,7 +596,7 @@ class Engine:
                 if action.result == PASS:
                     self.report.result = PASS
             else:
-                self._assert(check, action)  # type: ignore[arg-type]
+                self._assert(check, action)
                 if action.failed():
                     self.report.result = FAIL
                     return
@@ -665,7 +665,7 @@ class Engine:
                     if not multi:
                         return False
             else:
-                self._assert(check, action)  # type: ignore[arg-type]
+                self._assert(check, action)
                 if action.result == FAIL:
                     if conditional:
                         action.conditional = True
@@ -1099,12 +1099,12 @@ class Engine:
                 # then evaluates the value as FHIRPath (on the module's TestScript)
                 saved, engine.external = engine.external, {}
                 try:
-                    value = engine.eval_variable(local, Action("operation", ""))
+                    out_value = engine.eval_variable(local, Action("operation", ""))
                 finally:
                     engine.external = saved
-                if value is None:
+                if out_value is None:
                     raise ScriptError(f"variable-out {local} of {path.name} has no value")
-                text = eval_for_string({"resourceType": "TestScript"}, value)
+                text = eval_for_string({"resourceType": "TestScript"}, out_value)
                 self.variables.append({"name": caller, "defaultValue": text or "asbts_undefined_var",
                                        "expression": None, "sourceId": None, "headerField": None, "path": None})
         action.result = report.result or FAIL

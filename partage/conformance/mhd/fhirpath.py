@@ -13,11 +13,14 @@ itself. `.value` is rewritten to "the element's value if it has one, else the el
 text", which is what HAPI means in both cases.
 """
 
+# mypy: disallow-untyped-calls=False
+# (fhirpathpy, whose engine this module extends, has no type hints)
 from __future__ import annotations
 
 import base64
 import importlib
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -35,17 +38,20 @@ from .fhirpath_dialect import DialectError, rewrite
 from .hapi import class_name
 
 _MODEL = models["r4"]
+Ctx = dict[str, Any]          # fhirpathpy's evaluation context
+Coll = list[Any]              # a FHIRPath collection (ResourceNodes and plain values)
+Expr = Callable[[Any], Coll]  # an unevaluated argument (fhirpathpy "Expr")
 
 
-def _hapi_is(ctx, coll, type_info):
+def _hapi_is(ctx: Ctx, coll: Coll, type_info: Any) -> bool:
     """funcIs: false unless the focus holds exactly one item."""
     TypeInfo.model = ctx.get("model")
     if len(coll) != 1:
         return False
-    return TypeInfo.from_value(coll[0]).is_(type_info)
+    return bool(TypeInfo.from_value(coll[0]).is_(type_info))
 
 
-def _hapi_as(ctx, coll, type_info):
+def _hapi_as(ctx: Ctx, coll: Coll, type_info: Any) -> Coll:
     TypeInfo.model = ctx.get("model")
     return [item for item in coll if TypeInfo.from_value(item).is_(type_info)]
 
@@ -154,26 +160,26 @@ def _result(value: bool | None) -> list[Any]:
     return [] if value is None else [value]
 
 
-def _and(ctx, left, right):
+def _and(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     a, b = _as_bool(left), _as_bool(right)
     if a is False or b is False:
         return [False]
     return [True] if a is True and b is True else []
 
 
-def _or(ctx, left, right):
+def _or(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     a, b = _as_bool(left), _as_bool(right)
     if a is True or b is True:
         return [True]
     return [False] if a is False and b is False else []
 
 
-def _xor(ctx, left, right):
+def _xor(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     a, b = _as_bool(left), _as_bool(right)
     return [] if a is None or b is None else [a != b]
 
 
-def _implies(ctx, left, right):
+def _implies(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     a = _as_bool(left)
     if a is False:
         return [True]
@@ -194,19 +200,20 @@ def _equals(a: Any, b: Any) -> bool | None:
     kb, _ = _fhir_type(b)
     dates = {"date", "dateTime", "instant", "time"}
     if ka in dates and kb in dates:
-        return _equality.datetime_equality({}, [a], [b])
+        same = _equality.datetime_equality({}, [a], [b])
+        return None if same is None else bool(same)
     if _is_primitive(a) and _is_primitive(b):
         if "decimal" in (ka, kb):
             return _strip_zeros(_text(a)) == _strip_zeros(_text(b))
         return _text(a) == _text(b)
-    return _util.get_data(a) == _util.get_data(b)
+    return bool(_util.get_data(a) == _util.get_data(b))
 
 
 def _strip_zeros(text: str) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def _eq(ctx, left, right):
+def _eq(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     if not left or not right:
         return []
     if len(left) != len(right):
@@ -217,7 +224,7 @@ def _eq(ctx, left, right):
     return [] if None in results else [True]
 
 
-def _not_eq(ctx, left, right):
+def _not_eq(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     if not left or not right:
         return []
     if len(left) != len(right):
@@ -228,7 +235,7 @@ def _not_eq(ctx, left, right):
     return [] if None in results else [True]
 
 
-def _hapi_equivalent(ctx, left, right):
+def _hapi_equivalent(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     """opEquivalent: as many items on each side, and each item on the left has an
     equivalent on the right (fhirpathpy compares the first items only)."""
     if len(left) != len(right):
@@ -236,11 +243,11 @@ def _hapi_equivalent(ctx, left, right):
     return [all(any(_equality.equivalence(ctx, [a], [b]) for b in right) for a in left)]
 
 
-def _hapi_not_equivalent(ctx, left, right):
+def _hapi_not_equivalent(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     return [not _hapi_equivalent(ctx, left, right)[0]]
 
 
-def _in(ctx, left, right):
+def _in(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     if not left:
         return []
     if not right:
@@ -248,7 +255,7 @@ def _in(ctx, left, right):
     return [all(any(_equals(a, b) for b in right) for a in left)]
 
 
-def _contains_op(ctx, left, right):
+def _contains_op(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     if not left or not right:
         return []
     return [all(any(_equals(a, b) for a in left) for b in right)]
@@ -256,18 +263,18 @@ def _contains_op(ctx, left, right):
 
 # --- HAPI's functions ------------------------------------------------------------------------------------
 
-def _not(ctx, coll):
+def _not(ctx: Ctx, coll: Coll) -> Coll:
     value = _as_bool(coll)
     return [] if value is None else [not value]
 
 
-def _iif(ctx, data, cond, ok, fail=None):
+def _iif(ctx: Ctx, data: Coll, cond: Expr, ok: Expr, fail: Expr | None = None) -> Coll:
     if _as_bool(cond(data)) is True:
         return ok(data)
     return fail(data) if fail else []
 
 
-def _where(ctx, data, expr):
+def _where(ctx: Ctx, data: Coll, expr: Expr) -> Coll:
     out = []
     for i, item in enumerate(data):
         ctx["$index"] = i
@@ -276,7 +283,7 @@ def _where(ctx, data, expr):
     return out
 
 
-def _all(ctx, data, expr):
+def _all(ctx: Ctx, data: Coll, expr: Expr) -> Coll:
     for i, item in enumerate(data):
         ctx["$index"] = i
         if _as_bool(expr(item)) is not True:
@@ -284,28 +291,28 @@ def _all(ctx, data, expr):
     return [True]
 
 
-def _exists(ctx, data, expr=None):
+def _exists(ctx: Ctx, data: Coll, expr: Expr | None = None) -> Coll:
     if expr is None:
         return [bool(data)]
     return [bool(_where(ctx, data, expr))]
 
 
-def _all_true(ctx, coll):
+def _all_true(ctx: Ctx, coll: Coll) -> Coll:
     return [all(_as_bool_item(x) is True for x in coll)]
 
 
-def _any_true(ctx, coll):
+def _any_true(ctx: Ctx, coll: Coll) -> Coll:
     return [any(_as_bool_item(x) is True for x in coll)]
 
 
-def _starts_with(ctx, coll, arg):
+def _starts_with(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     sw = _texts(arg)
     if not coll:
         return [False]
     return [True] if sw == "" else [_text(coll[0]).startswith(sw)]
 
 
-def _ends_with(ctx, coll, arg):
+def _ends_with(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     sw = _texts(arg)
     if not coll:
         return [False]
@@ -314,7 +321,7 @@ def _ends_with(ctx, coll, arg):
     return [len(coll) == 1 and _text(coll[0]).endswith(sw)]
 
 
-def _contains_fn(ctx, coll, arg):
+def _contains_fn(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     sw = _texts(arg)
     if len(coll) != 1:
         return [False]
@@ -324,7 +331,7 @@ def _contains_fn(ctx, coll, arg):
     return [bool(text) and sw in text]
 
 
-def _matches(ctx, coll, arg):
+def _matches(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     sw = _texts(arg)
     if len(coll) == 1 and sw:
         text = _text(coll[0])
@@ -332,14 +339,14 @@ def _matches(ctx, coll, arg):
     return [False]
 
 
-def _index_of(ctx, coll, arg):
+def _index_of(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     sw = _texts(arg)
     if not coll or sw == "":
         return [0]
     return [_text(coll[0]).find(sw)]
 
 
-def _substring(ctx, coll, start, length=None):
+def _substring(ctx: Ctx, coll: Coll, start: Coll, length: Coll | None = None) -> Coll:
     i1 = int(_texts(start))
     if len(coll) != 1:
         return []
@@ -350,15 +357,15 @@ def _substring(ctx, coll, start, length=None):
     return [out] if out else []
 
 
-def _length(ctx, coll):
+def _length(ctx: Ctx, coll: Coll) -> Coll:
     return [len(_text(coll[0]))] if len(coll) == 1 else []
 
 
-def _to_string(ctx, coll):
+def _to_string(ctx: Ctx, coll: Coll) -> Coll:
     return [_texts(coll)]
 
 
-def _hapi_group(ctx, data, expr):
+def _hapi_group(ctx: Ctx, data: Coll, expr: Expr) -> Coll:
     """HAPI's `a.(expr)`: expr evaluated once, with the whole collection `a` as its focus (so a
     function such as `is()` there sees every item of `a` at once)."""
     return expr(data)
@@ -367,7 +374,7 @@ def _hapi_group(ctx, data, expr):
 _VALUE_MEMBER = _parse("value")["children"][0]
 
 
-def _hapi_value(ctx, coll):
+def _hapi_value(ctx: Ctx, coll: Coll) -> Coll:
     """HAPI's `.value`: a primitive's text (PrimitiveType.getProperty("value")), else the
     element's child named value."""
     out: list[Any] = []
@@ -379,7 +386,7 @@ def _hapi_value(ctx, coll):
     return out
 
 
-def _hapi_is_op(ctx, coll, name):
+def _hapi_is_op(ctx: Ctx, coll: Coll, name: Coll) -> Coll:
     """opIs: one item whose fhirType is the type name as written (no namespace understood)."""
     tn = _texts(name)
     if len(coll) != 1 or not tn:
@@ -391,7 +398,7 @@ def _hapi_is_op(ctx, coll, name):
     return [kind.lower() == tn.lower()]
 
 
-def _hapi_as_op(ctx, coll, name):
+def _hapi_as_op(ctx: Ctx, coll: Coll, name: Coll) -> Coll:
     tn = _texts(name)
     return [item for item in coll if _fhir_type(item)[0] == tn]
 
@@ -429,7 +436,7 @@ _HAPI = {
 }
 
 
-def _install(table: dict) -> None:
+def _install(table: dict[str, Any]) -> None:
     """fhirpathpy has no hook that keeps type information for user functions, so the HAPI
     behaviour is installed in its base table (which its engine reads at every call)."""
     for name, entry in _HAPI.items():
@@ -445,7 +452,7 @@ _evaluators = importlib.import_module("fhirpathpy.engine.evaluators")
 _member_invocation = _evaluators.member_invocation
 
 
-def _hapi_member(ctx, parent, node):
+def _hapi_member(ctx: Ctx, parent: Any, node: dict[str, Any]) -> Any:
     """A type name at the start of a path filters the focus by resource type, at any depth
     (`contained.select(Patient.id)`), as HAPI does; fhirpathpy only does it at the root."""
     key = str(_do_eval(ctx, parent, node["children"][0])[0]).replace("`", "")

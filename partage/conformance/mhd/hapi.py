@@ -157,7 +157,7 @@ def write(resource: dict[str, Any], fmt: str) -> bytes:
     resource_type = resource["resourceType"]
     root = etree.Element(f"{{{FHIR_NS}}}{resource_type}", nsmap={None: FHIR_NS})
     _fill(root, resource, resource_type)
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
 def _text(value: Any) -> str:
