@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import hapi
+from .cli import DEFAULT_COLLECTIONS
 from .engine import FAIL, PASS, Action, Engine, Environment, Report, TestContext, TestRecord
 
-DEFAULT_COLLECTIONS = ("MHDv420_DocumentRecipient_comprehensive", "MHDv420_DocumentRecipient_minimal")
 PASSED, FAILED, NOT_RUN = "pass", "fail", "not run"
 
 
