@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from partage.conformance.mhd import engine, fixtures, hapi, runner
+from partage.conformance.mhd import engine, fixtures, hapi, model, runner
 from partage.conformance.mhd.fhirpath import (
     FhirPathError,
     as_text,
@@ -223,14 +223,14 @@ def _script(body: str, header: str = "", variables: str = "") -> str:
     return f"<TestScript {NS}>{header}{DATA_FIXTURE}{variables}{body}</TestScript>"
 
 
-def _run(tmp_path: Path, script: str, **files: str) -> engine.Report:
+def _run(tmp_path: Path, script: str, **files: str) -> model.Report:
     folder = tmp_path / "Coll" / "T"
     _write(folder / "TestScript.xml", script)
     _write(folder / "Bundle" / "data.xml", _bundle("d", "<entry><fullUrl value='urn:uuid:1'/></entry>"))
     for name, text in files.items():
         _write(folder / name, text)
-    env = engine.Environment("http://127.0.0.1:9/fhir", tmp_path)
-    ctx = engine.TestContext(env, "Coll", "T", {"Id": "Coll", "FhirIgName": "X"})
+    env = model.Environment("http://127.0.0.1:9/fhir", tmp_path)
+    ctx = model.TestContext(env, "Coll", "T", {"Id": "Coll", "FhirIgName": "X"})
     return engine.Engine(folder / "TestScript.xml", ctx, cache_dirs=[folder, None]).run()
 
 
@@ -241,7 +241,7 @@ MODULE = f"""<TestScript {NS}><modifierExtension url="urn:module">
 
 
 @pytest.mark.parametrize("expected,outcome", [
-    ("('A'|'B')", engine.PASS), ("('B'|'A')", engine.PASS), ("('A')", engine.FAIL), ("('A'|'B'|'C')", engine.FAIL),
+    ("('A'|'B')", model.PASS), ("('B'|'A')", model.PASS), ("('A')", model.FAIL), ("('A'|'B'|'C')", model.FAIL),
 ])
 def test_expected_failures_are_an_exact_set(tmp_path, expected, outcome):
     call = """<test><action>
@@ -266,8 +266,8 @@ def test_expected_failures_are_an_exact_set(tmp_path, expected, outcome):
     assert report.result == outcome, json.dumps(report.as_dict(), indent=1)[:3000]
     call_report = report.tests()[0].actions[0].module
     expect_action = call_report.tests()[0].actions[0]          # the expectFailure action itself
-    assert expect_action.module.error_report() == (engine.FAIL, "'A'|'B'")   # what was compared
-    assert not any(a.result == engine.ERROR for a in call_report.actions())
+    assert expect_action.module.error_report() == (model.FAIL, "'A'|'B'")   # what was compared
+    assert not any(a.result == model.ERROR for a in call_report.actions())
 
 
 def test_first_failure_ends_its_test_and_no_errors_stops_the_rest(tmp_path):
@@ -275,16 +275,16 @@ def test_first_failure_ends_its_test_and_no_errors_stops_the_rest(tmp_path):
         f"<test>{_assert('X', 'false')}{_assert('Y', 'true')}</test>"
         f"<test>{_assert('Z', 'true')}</test>"
         f"<test><modifierExtension url='urn:noErrors'/>{_assert('W', 'true')}</test>"))
-    assert report.result == engine.FAIL
+    assert report.result == model.FAIL
     assert [[a.assert_id for a in s.actions] for s in report.tests()] == [["X"], ["Z"]]
-    assert report.error_report() == (engine.FAIL, "'X'")
+    assert report.error_report() == (model.FAIL, "'X'")
 
 
 def test_a_failed_condition_does_not_fail_the_script(tmp_path):
     conditional = '<modifierExtension url="https://github.com/usnistgov/asbestos/wiki/TestScript-Conditional"/>'
     report = _run(tmp_path, _script(f"<test>{_assert('IF', 'false', conditional)}{_assert('NEVER', 'false')}</test>"
                                     f"<test>{_assert('AFTER', 'true')}</test>"))
-    assert report.result == engine.PASS
+    assert report.result == model.PASS
     assert [a.assert_id for a in report.tests()[0].actions] == ["IF"] and report.tests()[0].actions[0].conditional
 
 
@@ -294,9 +294,9 @@ def test_variables_as_asbestos_resolves_them(tmp_path):
       <variable><name value="chain"/><defaultValue value="${count} + 1"/></variable>"""
     report = _run(tmp_path, _script(
         f"<test>{_assert('S', '${chain} = 2')}{_assert('E', '${nothing}.empty()')}</test>", variables=variables))
-    assert report.result == engine.PASS, json.dumps(report.as_dict(), indent=1)
+    assert report.result == model.PASS, json.dumps(report.as_dict(), indent=1)
     undefined = _run(tmp_path, _script(f"<test>{_assert('U', '${undefined} = 1')}</test>"))
-    assert undefined.result == engine.FAIL
+    assert undefined.result == model.FAIL
     assert "referenced but not defined" in undefined.tests()[0].actions[0].message
 
 
@@ -304,24 +304,24 @@ def test_a_module_called_with_the_wrong_arguments_is_an_error(tmp_path):
     call = """<test><action><operation><modifierExtension url="https://github.com/usnistgov/asbestos/wiki/TestScript-Import">
       <extension url="component"><valueString value="module.xml"/></extension></modifierExtension></operation></action></test>"""
     report = _run(tmp_path, _script(call), **{"module.xml": MODULE})
-    assert report.result == engine.FAIL
+    assert report.result == model.FAIL
     assert "inbound fixture" in report.tests()[0].actions[0].message
 
 
 def test_an_assertion_on_a_response_without_body_is_an_error(tmp_path):
     """AssertionRunner.validate: a fixture with no resource errs (asbestos never reads such a
     response as a pass), whatever the assertion."""
-    env = engine.Environment("http://127.0.0.1:9/fhir", tmp_path)
-    ctx = engine.TestContext(env, "Coll", "T", {})
+    env = model.Environment("http://127.0.0.1:9/fhir", tmp_path)
+    ctx = model.TestContext(env, "Coll", "T", {})
     folder = tmp_path / "Coll" / "T"
     _write(folder / "TestScript.xml", f"<TestScript {NS}/>")
     script = engine.Engine(folder / "TestScript.xml", ctx, cache_dirs=[folder, None])
-    script._put("r", engine.Fixture("r", None, 404))
-    action = engine.Action("assert", "")
+    script._put("r", model.Fixture("r", None, 404))
+    action = model.Action("assert", "")
     from lxml import etree
     script._assert(etree.fromstring(f"""<assert {NS}><sourceId value="r"/><response value="notFound"/>
       <warningOnly value="false"/></assert>"""), action)
-    assert action.result == engine.ERROR
+    assert action.result == model.ERROR
 
 
 # --- the NIST scripts against a wrong server -----------------------------------------------------------

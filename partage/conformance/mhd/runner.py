@@ -20,7 +20,8 @@ from typing import Any, TextIO
 
 from . import hapi
 from .cli import DEFAULT_COLLECTIONS
-from .engine import FAIL, PASS, Action, Engine, Environment, Report, TestContext, TestRecord
+from .engine import Engine
+from .model import FAIL, PASS, Action, Environment, Report, TestContext, TestRecord
 
 PASSED, FAILED, NOT_RUN = "pass", "fail", "not run"
 
