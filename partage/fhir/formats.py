@@ -2,7 +2,10 @@
 
 Parsing goes through the fhir.resources R4B models, so what the door hands to the
 mapping is a structurally valid resource (as a JSON dict); XML is first read by
-`partage.xmlsafe` (no DOCTYPE, bounded size and depth) before the models see it.
+`partage.xmlsafe` (no DOCTYPE, bounded size and depth) before the models see it. A
+single-valued element given twice (two `<code>` in a Coding, a JSON array or a repeated
+member name) is refused with its location before the models see it: they would keep
+one of the values silently (`partage.mhd.structure` says which elements repeat).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from flask import Request, Response
 from lxml import etree
 from pydantic import ValidationError
 
+from ..mhd.structure import Repeat, json_repeats, load_json, xml_repeats
 from ..xmlsafe import XmlInputError, parse_xml
 from .outcome import FhirError, Issue
 
@@ -61,6 +65,10 @@ def _model_errors(exc: ValidationError, resource_type: str) -> FhirError:
     return FhirError(400, issues)
 
 
+def _repeated(repeats: list[Repeat]) -> FhirError:
+    return FhirError(400, [Issue(r.describe(), "structure", expression=r.path) for r in repeats[:20]])
+
+
 def parse_resource(data: bytes, xml: bool, expected: str | tuple[str, ...] | None = None) -> dict[str, Any]:
     """Bytes -> a validated resource as FHIR JSON; FhirError(400) when it is not one."""
     if not data.strip():
@@ -74,20 +82,24 @@ def parse_resource(data: bytes, xml: bool, expected: str | tuple[str, ...] | Non
             raise FhirError.one(400, "the XML root is not a FHIR resource (namespace http://hl7.org/fhir)",
                                 "structure")
         resource_type = root.tag[len(FHIR_NS):]
+        repeats = xml_repeats(root)
     else:
         try:
-            raw = json.loads(data)
+            raw = load_json(data)
         except ValueError as exc:
             raise FhirError.one(400, f"unreadable JSON: {exc}", "structure") from exc
         if not isinstance(raw, dict) or not isinstance(raw.get("resourceType"), str):
             raise FhirError.one(400, "the JSON body is not a FHIR resource (no resourceType)", "structure")
         resource_type = raw["resourceType"]
+        repeats = json_repeats(raw)
     if expected and resource_type not in ((expected,) if isinstance(expected, str) else expected):
         raise FhirError.one(400, f"expected a {expected} resource, got {resource_type}", "invalid")
     try:
         model_class = get_fhir_model_class(resource_type)
     except (KeyError, ValueError) as exc:
         raise FhirError.one(400, f"unknown resource type {resource_type!r}", "not-supported") from exc
+    if repeats:   # the models would keep the last one silently
+        raise _repeated(repeats)
     try:
         if xml:
             parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
@@ -113,7 +125,8 @@ def serialise(resource: dict[str, Any], xml: bool) -> tuple[bytes, str]:
         return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode(), \
             f"{JSON_TYPE}; charset=utf-8"
     model = get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-    return model.model_dump_xml(), f"{XML_TYPE}; charset=utf-8"
+    text = model.model_dump_xml()
+    return (text.encode() if isinstance(text, str) else bytes(text)), f"{XML_TYPE}; charset=utf-8"
 
 
 def respond(resource: dict[str, Any], request: Request, status: int = 200,

@@ -88,10 +88,37 @@ def _unauthenticated(exc: AuthenticationRequired) -> Response:
 @bp.errorhandler(Exception)
 def _internal(exc: Exception) -> Response:
     if isinstance(exc, HTTPException) and exc.code and exc.code < 500:
-        return _outcome(exc.code, [Issue(exc.description or str(exc),
-                                         "not-supported" if exc.code in (404, 405) else "invalid")])
+        return _http_error(exc)
     log.exception("internal error on %s %s", request.method, request.path)
     return _outcome(500, [Issue("internal error; the server log has the details", "exception")])
+
+
+def _http_error(exc: HTTPException) -> Response:
+    code = exc.code or 500
+    if code >= 500:
+        return _outcome(code, [Issue("internal error; the server log has the details", "exception")])
+    if code == 404:
+        message = f"this server has no FHIR interaction {request.method} {request.path}"
+    elif code == 405:
+        message = f"{request.method} is not allowed on {request.path}"
+    else:
+        message = exc.description or str(exc)
+    response = _outcome(code, [Issue(message, "not-supported" if code in (404, 405) else "invalid")])
+    for name, value in exc.get_headers():
+        if name.lower() == "allow":
+            response.headers["Allow"] = value
+    return response
+
+
+@bp.app_errorhandler(HTTPException)
+def _routing_error(exc: HTTPException) -> Response | HTTPException:
+    """Errors raised before a /fhir view runs (no route, method not allowed) and those of the
+    other /fhir blueprints: a FHIR client gets an OperationOutcome, never an HTML page. Other
+    paths keep the application's own answer."""
+    prefix = bp.url_prefix or "/fhir"
+    if request.path != prefix and not request.path.startswith(prefix + "/"):
+        return exc
+    return _http_error(exc)
 
 
 # --- capability ------------------------------------------------------------------------------

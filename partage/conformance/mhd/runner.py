@@ -1,9 +1,14 @@
 """`partage testkit mhd`: run the NIST MHD Document Recipient collections against a server.
 
-Order: the Test_Patients scripts first (they create the patients the tests reference,
-and fill the Patient cache), then each MHDv420 collection's tests in name order (the
-`1_Prerequisite...` test first, as the others depend on it). Prints one line per test,
-then `N passed, N failed, N not run`; `--json` writes every step.
+Order: the Test_Patients scripts first (each searches its patient, creates it if absent and
+saves the search to the run's cache, where the tests' `Patient/...` fixtures are read), then
+each collection's tests in name order, a test's `DependsOn` prerequisite before it. One line
+per test, then `N passed, N failed, N not run`; `--json` writes every report.
+
+A test passes when asbestos' verdict on it would be a pass (`engine.py`), fails when it would
+be a failure, and is *not run* when it fails only where this runner lacks one of asbestos'
+own services. What HAPI changed in a fixture before sending it (a repeated single-valued
+element, an unknown element) is printed under the test's line as a warning.
 """
 
 from __future__ import annotations
@@ -11,9 +16,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
+from . import hapi
 from .cli import DEFAULT_COLLECTIONS
-from .engine import FAIL, MANUAL_REVIEW, NOT_RUN, PASS, Environment, Script, Step, verdict
+from .engine import Engine
+from .model import FAIL, PASS, Action, Environment, Report, TestContext, TestRecord
+
+PASSED, FAILED, NOT_RUN = "pass", "fail", "not run"
 
 
 @dataclass
@@ -23,11 +33,14 @@ class TestResult:
     test: str
     outcome: str
     reason: str = ""
-    steps: list[Step] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    manual: list[str] = field(default_factory=list)
+    report: Report | None = None
 
-    def as_dict(self) -> dict:
-        return {"collection": self.collection, "test": self.test, "outcome": self.outcome,
-                "reason": self.reason, "steps": [s.as_dict() for s in self.steps]}
+    def as_dict(self) -> dict[str, Any]:
+        return {"collection": self.collection, "test": self.test, "outcome": self.outcome, "reason": self.reason,
+                "warnings": self.warnings, "manual_review_not_run": self.manual,
+                "report": self.report.as_dict() if self.report else None}
 
 
 def read_properties(path: Path) -> dict[str, str]:
@@ -35,8 +48,8 @@ def read_properties(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     if not path.is_file():
         return out
-    logical, lines = "", path.read_text().splitlines()
-    for line in lines:
+    logical = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
         if line.rstrip().endswith("\\"):
             logical += line.rstrip()[:-1]
             continue
@@ -51,69 +64,111 @@ def read_properties(path: Path) -> dict[str, str]:
     return out
 
 
-def first_reason(steps: list[Step], outcome: str) -> str:
-    """The first step with this outcome, and what the server said to the request before it."""
-    said: list[str] = []
-
-    def find(items: list[Step]) -> str:
-        for step in items:
-            if step.kind == "operation" and " -> HTTP " in step.message:
-                said.append(step.message.split(" -> ", 1)[1])
-            if step.outcome == outcome:
-                deeper = find(step.children)
-                return deeper or f"{step.description}: {step.message}".strip(": ")
-            find_said(step.children)
-        return ""
-
-    def find_said(items: list[Step]) -> None:
-        for step in items:
-            if step.kind == "operation" and " -> HTTP " in step.message:
-                said.append(step.message.split(" -> ", 1)[1])
-            find_said(step.children)
-
-    reason = find(steps)
-    if reason and said and "(" in said[-1] and outcome == FAIL:
-        reason += f" [server: {said[-1]}]"
-    return reason
+def _walk(report: Report) -> list[Action]:
+    out: list[Action] = []
+    for action in report.actions():
+        out.append(action)
+        if action.module is not None:
+            out += _walk(action.module)
+    return out
 
 
-def run_test(env: Environment, script: Path, collection: str, name: str) -> TestResult:
+def _notes(report: Report) -> tuple[list[str], list[str]]:
+    """(HAPI parse warnings, manual-review parts not run) anywhere in the report."""
+    warnings: list[str] = []
+    manual: list[str] = []
+    for action in _walk(report):
+        for note in action.notes:
+            if note.startswith("manual-review part not run"):
+                manual.append(note)
+            elif "found while parsing" in note and note not in warnings:
+                warnings.append(note)
+    return warnings, sorted(set(manual))
+
+
+def first_reason(report: Report) -> str:
+    """The first failing action, as deep as it goes, with the last HTTP answer before it."""
+    last_log = ""
+
+    def find(rep: Report) -> str:
+        nonlocal last_log
+        if rep.failures and not any(a.failed() for a in rep.actions()):
+            return "; ".join(rep.failures)
+        for action in rep.actions():
+            if action.log:
+                last_log = action.log
+            if action.module is not None and action.failed() and not action.conditional:
+                inner = find(action.module)
+                if inner:
+                    return inner
+            if action.failed() and not action.conditional:
+                text = f"{action.description}: {action.message or action.result}".strip(": ")
+                return text + (f" [{last_log}]" if last_log else "")
+            if action.module is not None:
+                find_logs(action.module)
+        return "; ".join(rep.failures)
+
+    def find_logs(rep: Report) -> None:
+        nonlocal last_log
+        for action in rep.actions():
+            if action.log:
+                last_log = action.log
+            if action.module is not None:
+                find_logs(action.module)
+
+    return find(report)
+
+
+def run_script(env: Environment, script: Path, collection: str, test: str, properties: dict[str, str],
+               definition_dir: Path) -> TestResult:
+    ctx = TestContext(env, collection, test, properties)
     try:
-        steps = Script(script, env).run()
+        engine = Engine(script, ctx, cache_dirs=[definition_dir, None], name=test)
+        report = engine.run()
     except Exception as exc:   # a script this runner cannot even read: not run, never passed
-        return TestResult(collection, name, NOT_RUN, f"{type(exc).__name__}: {exc}")
-    outcome = verdict(steps)
-    reason = first_reason(steps, outcome) if outcome != PASS else ""
-    return TestResult(collection, name, outcome, reason, steps)
+        return TestResult(collection, test, NOT_RUN, f"{type(exc).__name__}: {exc}")
+    if report.result == PASS:
+        outcome = PASSED
+    else:
+        outcome = NOT_RUN if report.not_run() else FAILED
+    env.records[f"{properties.get('Id') or collection}/{test}"] = TestRecord(outcome == PASSED, ctx.modules)
+    warnings, manual = _notes(report)
+    reason = first_reason(report) if report.result == FAIL else ""
+    return TestResult(collection, test, outcome, reason, warnings, manual, report)
 
 
-def load_patients(collections: Path, base: str, cache: dict, out=sys.stdout) -> list[TestResult]:
-    """Run the Test_Patients scripts: create each patient if absent, fill the Patient cache."""
+def _print(result: TestResult, label: str, out: TextIO) -> None:
+    note = result.reason or "; ".join(result.manual)
+    print(f"  {label} {result.outcome:8} {result.collection}/{result.test}"
+          + (f"  -- {note[:300]}" if note else ""), file=out, flush=True)
+    for warning in result.warnings:
+        print(f"      warning: {warning}", file=out, flush=True)
+
+
+def load_patients(env: Environment, out: TextIO = sys.stdout) -> list[TestResult]:
+    """The Test_Patients scripts: create each patient if absent, save it to the run's cache."""
     results: list[TestResult] = []
-    patients_dir = collections / "Test_Patients"
+    patients_dir = env.collections / "Test_Patients"
     if not patients_dir.is_dir():
-        print(f"  setup  no Test_Patients folder in {collections}", file=out)
+        print(f"  setup  no Test_Patients folder in {env.collections}", file=out)
         return results
     props = read_properties(patients_dir / "TestCollection.properties")
-    for folder in sorted(p for p in patients_dir.iterdir() if (p / "Patient").is_dir()):
-        env = Environment(base, collections, props, patients_dir, folder, cache)
-        script = folder / "TestScript.xml" if (folder / "TestScript.xml").is_file() else \
-            patients_dir / "TestScript.xml"
-        result = run_test(env, script, "Test_Patients", folder.name)
+    for folder in sorted(p for p in patients_dir.iterdir() if p.is_dir()):
+        own = folder / "TestScript.xml"
+        script = own if own.is_file() else patients_dir / "TestScript.xml"
+        result = run_script(env, script, "Test_Patients", folder.name, props, folder)
         results.append(result)
-        print(f"  setup  {result.outcome:8} Test_Patients/{folder.name}"
-              + (f"  -- {result.reason[:300]}" if result.reason else ""), file=out, flush=True)
+        _print(result, "setup ", out)
     return results
 
 
-def run(collections: Path, fhir_base: str, names: list[str] | None = None, out=sys.stdout,
-        tests: list[str] | None = None) -> list[TestResult]:
+def run(collections: Path, fhir_base: str, names: list[str] | None = None, out: TextIO = sys.stdout,
+        tests: list[str] | None = None, *, token: str | None = None, fmt: str = hapi.JSON,
+        timeout: float = 60.0) -> list[TestResult]:
     """Every test of the named collections (or only `tests`, by folder name), in name order."""
-    base = fhir_base.rstrip("/")
-    cache: dict = {}
-    events: dict = {}
-    load_patients(collections, base, cache, out)
-    plan: list[tuple[str, Path, dict]] = []
+    env = Environment(fhir_base.rstrip("/"), collections, fmt=fmt, token=token, timeout=timeout)
+    load_patients(env, out)
+    plan: list[tuple[str, Path, dict[str, str]]] = []
     for name in names or DEFAULT_COLLECTIONS:
         collection_dir = collections / name
         if not collection_dir.is_dir():
@@ -121,23 +176,47 @@ def run(collections: Path, fhir_base: str, names: list[str] | None = None, out=s
         props = read_properties(collection_dir / "TestCollection.properties")
         test_dirs = sorted(p for p in collection_dir.iterdir() if (p / "TestScript.xml").is_file())
         wanted = _with_dependencies(test_dirs, tests)
-        plan += [(name, d, props) for d in test_dirs if d.name in wanted]
+        plan += _ordered([(name, d, props) for d in test_dirs if d.name in wanted])
     results: list[TestResult] = []
     width = len(str(len(plan)))
     for n, (name, test_dir, props) in enumerate(plan, 1):
-        env = Environment(base, collections, props, collections / name, test_dir, cache, events)
-        result = run_test(env, test_dir / "TestScript.xml", name, test_dir.name)
+        result = run_script(env, test_dir / "TestScript.xml", name, test_dir.name, props, test_dir)
         results.append(result)
-        note = result.reason or _manual_note(result.steps)
-        print(f"  [{n:>{width}}/{len(plan)}] {result.outcome:8} {name}/{test_dir.name}"
-              + (f"  -- {note[:300]}" if note else ""), file=out, flush=True)
-    counts = {k: sum(r.outcome == k for r in results) for k in (PASS, FAIL, NOT_RUN)}
-    manual = sum(1 for r in results if r.outcome == PASS and _manual_note(r.steps))
+        _print(result, f"[{n:>{width}}/{len(plan)}]", out)
+    counts = {k: sum(r.outcome == k for r in results) for k in (PASSED, FAILED, NOT_RUN)}
+    manual = sum(1 for r in results if r.outcome == PASSED and r.manual)
     if manual:
-        print(f"({manual} of the passed tests include a part asbestos leaves to manual review "
-              "that this runner does not run: FHIR IG StructureDefinition validation)", file=out)
-    print(f"{counts[PASS]} passed, {counts[FAIL]} failed, {counts[NOT_RUN]} not run", file=out, flush=True)
+        print(f"({manual} of the passed tests include a part asbestos leaves to manual review that this "
+              "runner does not run: FHIR IG StructureDefinition validation by asbestos' own service)", file=out)
+    warned = sum(1 for r in results if r.warnings)
+    if warned:
+        print(f"({warned} tests sent a fixture that HAPI's parser changed: see the warnings above)", file=out)
+    print(f"{counts[PASSED]} passed, {counts[FAILED]} failed, {counts[NOT_RUN]} not run", file=out, flush=True)
     return results
+
+
+def _ordered(plan: list[tuple[str, Path, dict[str, str]]]) -> list[tuple[str, Path, dict[str, str]]]:
+    """Name order, except that a test runs after the tests it depends on."""
+    by_name = {d.name: (n, d, p) for n, d, p in plan}
+    done: list[tuple[str, Path, dict[str, str]]] = []
+    seen: set[str] = set()
+
+    def visit(name: str, trail: tuple[str, ...] = ()) -> None:
+        if name in seen or name not in by_name or name in trail:
+            return
+        for dependency in _depends_on(by_name[name][1]):
+            visit(dependency, trail + (name,))
+        seen.add(name)
+        done.append(by_name[name])
+
+    for _, test_dir, _ in plan:
+        visit(test_dir.name)
+    return done
+
+
+def _depends_on(test_dir: Path) -> list[str]:
+    depends = read_properties(test_dir / "Test.properties").get("DependsOn", "")
+    return [x.strip() for x in depends.split(",") if x.strip()]
 
 
 def _with_dependencies(test_dirs: list[Path], tests: list[str] | None) -> set[str]:
@@ -148,33 +227,8 @@ def _with_dependencies(test_dirs: list[Path], tests: list[str] | None) -> set[st
     pending = list(wanted)
     while pending:
         current = pending.pop()
-        depends = read_properties(next(d for d in test_dirs if d.name == current) / "Test.properties")
-        for dependency in (x.strip() for x in depends.get("DependsOn", "").split(",")):
+        for dependency in _depends_on(next(d for d in test_dirs if d.name == current)):
             if dependency in names and dependency not in wanted:
                 wanted.add(dependency)
                 pending.append(dependency)
     return wanted
-
-
-def _manual_note(steps: list[Step]) -> str:
-    """Parts asbestos leaves to manual review that could not run here (said, never hidden)."""
-    reasons = sorted(_manual_reasons(steps))
-    return f"manual-review part not run ({'; '.join(reasons)})" if reasons else ""
-
-
-def _manual_reasons(steps: list[Step]) -> set[str]:
-    out: set[str] = set()
-    for step in steps:
-        if step.outcome == MANUAL_REVIEW:
-            out |= _not_run_reasons(step.children) or {step.message}
-        out |= _manual_reasons(step.children)
-    return out
-
-
-def _not_run_reasons(steps: list[Step]) -> set[str]:
-    out: set[str] = set()
-    for step in steps:
-        if step.outcome == NOT_RUN and step.kind == "operation" and not step.children:
-            out.add(step.message)
-        out |= _not_run_reasons(step.children)
-    return out
