@@ -25,7 +25,7 @@ class Settings:
     mllp_port: int = 2575             # 0 disables the MLLP listener
     hl7_business_ack_to: str = ""     # HOST:PORT (MLLP) receiving the document feed's ZAM^Z01 business acks
     workers: int = 2
-    threads: int = 4
+    threads: int = 8                  # application threads per worker (requests inside the app)
     codes: str = ""                   # affinity domain: SVS directory or NIST codes.xml
     cda_schema_dir: str = ""          # directory holding CDA_extended.xsd / CDA.xsd
     cda_valuesets_dir: str = ""       # SVS directory for the CDA terminology layer
@@ -39,7 +39,27 @@ class Settings:
     max_request_bytes: int = 300 * 1024 * 1024
     max_documents_per_submission: int = 1000
     query_result_limit: int = 5000    # beyond this a stored query answers XDSTooManyResults
-    http_timeout: int = 120           # seconds a worker may spend on one request
+    http_timeout: int = 120           # seconds a worker may go without answering the master (heartbeat)
+    # --- limits and deadlines of the HTTP doors (docs/robustness.md) ---
+    header_timeout: float = 10.0      # s to send a request's headers (new or kept-alive connection)
+    body_timeout: float = 30.0        # s of grace for a request body, then it must keep body_min_rate
+    body_min_rate: int = 16 * 1024    # bytes/s a body must average after the grace period
+    send_timeout: float = 60.0        # s a client may take to accept a chunk of the answer
+    queue_timeout: float = 30.0       # s a request may wait for a free thread before a 503
+    max_queued: int = 256             # requests waiting for a thread (per worker) before a 503
+    registry_max_bytes: int = 32 * 1024 * 1024   # POST /xds/registry (metadata only)
+    fhir_max_bytes: int = 160 * 1024 * 1024      # /fhir bodies (an ITI-65 Bundle carries base64 documents)
+    other_max_bytes: int = 64 * 1024  # any other route
+    max_json_depth: int = 64          # nesting of a JSON body
+    max_json_containers: int = 20000  # objects + arrays of a JSON body, beyond one per 32 bytes
+    max_bundle_entries: int = 5000    # entries of one FHIR Bundle
+    max_xml_elements: int = 20000     # elements of one XML document, beyond one per 16 bytes
+    max_report_findings: int = 1000   # findings kept per validation report (the rest counted)
+    # --- MLLP (ITI-8 and the document feed) ---
+    mllp_idle_timeout: float = 300.0  # s for one whole message, from its first byte (bytes do not reset it)
+    mllp_max_message: int = 64 * 1024 * 1024     # one MLLP frame
+    mllp_max_connections: int = 64   # concurrent MLLP connections
+    mllp_max_buffered: int = 256 * 1024 * 1024   # bytes held for unfinished frames, all connections
     insecure_dev: bool = False        # serve without authentication: development only
     trust: str = ""                   # PEM file of CA certificates trusted to sign SAML assertions / JWTs
     audience: str = "partage"         # the audience credentials must name (SAML Audience, JWT aud)
@@ -91,6 +111,8 @@ def _coerce(current, value):
             return value.strip().lower() in ("1", "true", "yes", "on")
         if isinstance(current, int):
             return int(value)
+        if isinstance(current, float):
+            return float(value)
         if isinstance(current, Path):
             return Path(value)
     return value
