@@ -20,8 +20,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from ..failures import Unavailable
 from ..registry import schema
 from .actor import BRIS_DE_GLACE, Actor
 
@@ -45,6 +46,11 @@ class AuditContext:
     auth_error: str = ""
     failure: str = ""
     remarks: list[str] = field(default_factory=list)
+    record_pk: int | None = None   # the row written ahead of a write (open_record), completed by finish
+
+
+class AuditUnavailable(Unavailable):
+    """The audit store refused the record: nothing may be sent or written (fail closed)."""
 
 
 _current: ContextVar[AuditContext | None] = ContextVar("partage_audit", default=None)
@@ -123,8 +129,37 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def open_record(services, ctx: AuditContext) -> int:
+    """Write the access's row before a write runs, so that nothing is written unaudited.
+
+    The row says "pending" until `finish` completes it. AuditUnavailable if it cannot be written.
+    """
+    row = dict(recorded_at=_now(), action=ctx.action[:80], request=ctx.request[:300], outcome=SERIOUS_FAILURE,
+               decision="pending", actor_id="unauthenticated", actor_name="", actor_kind="unknown",
+               actor_role="", purpose="", reason="", structure="", address=ctx.address[:64], credential_id="",
+               patient_pk=None, patient_id="", objects="[]", detail="in progress (or interrupted)")
+    try:
+        with services.registry.write() as conn:
+            ctx.record_pk = conn.execute(schema.audit_events.insert().values(**row)).inserted_primary_key[0]
+    except Exception as exc:
+        log.error("the audit store refused a record: %s", exc)
+        raise AuditUnavailable("the audit trail cannot be written; nothing was done, try again later") from exc
+    return ctx.record_pk
+
+
 def finish(services, ctx: AuditContext, status: int = 200) -> int | None:
-    """Write the one audit row of this access; returns its key."""
+    """Write the one audit row of this access; returns its key.
+
+    AuditUnavailable when the store refuses it: the caller must then not send patient data.
+    """
+    try:
+        return _write(services, ctx, status)
+    except Exception as exc:
+        log.error("the audit store refused a record: %s", exc)
+        raise AuditUnavailable("the audit trail cannot be written; nothing was sent, try again later") from exc
+
+
+def _write(services, ctx: AuditContext, status: int) -> int | None:
     if ctx.auth_error or status == 401:
         outcome, decision = MINOR_FAILURE, "unauthenticated"
     elif status >= 500 or ctx.failure:
@@ -159,7 +194,11 @@ def finish(services, ctx: AuditContext, status: int = 200) -> int | None:
                    structure=actor.structure[:64], address=(ctx.address or actor.address)[:64],
                    credential_id=actor.credential_id[:128], patient_pk=patient_pk,
                    patient_id=patient_id[:256], objects=json.dumps(ctx.objects), detail=detail)
-        pk = conn.execute(schema.audit_events.insert().values(**row)).inserted_primary_key[0]
+        if ctx.record_pk is not None:
+            pk = ctx.record_pk
+            conn.execute(update(schema.audit_events).where(schema.audit_events.c.pk == pk).values(**row))
+        else:
+            pk = conn.execute(schema.audit_events.insert().values(**row)).inserted_primary_key[0]
         if (ctx.actor is not None and actor.purpose == BRIS_DE_GLACE and outcome == SUCCESS
                 and patient_pk is not None):
             conn.execute(schema.access_notifications.insert().values(

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..access import authn
 from ..access.actor import Actor, AuthenticationRequired
+from ..failures import classify
 from ..ingest import IngestService
 from ..metadata.errors import XdsErrors
 from ..query import QueryService
@@ -90,6 +91,13 @@ def _internal(exc: Exception) -> Response:
     if isinstance(exc, HTTPException) and exc.code and exc.code < 500:
         return _outcome(exc.code, [Issue(exc.description or str(exc),
                                          "not-supported" if exc.code in (404, 405) else "invalid")])
+    known = classify(exc)
+    if known is not None:   # an outage (503), a slow or big body, a structural limit
+        response = _outcome(known.status, [Issue(known.message, "transient" if known.status == 503 else
+                                                 "too-costly" if known.status == 413 else "invalid")])
+        if known.retry_after:
+            response.headers["Retry-After"] = str(known.retry_after)
+        return response
     log.exception("internal error on %s %s", request.method, request.path)
     return _outcome(500, [Issue("internal error; the server log has the details", "exception")])
 

@@ -43,6 +43,9 @@ def route(services: Services, text: str) -> str:
     token = audit.begin("ITI-8" if kind == "ADT" else f"HL7 {kind or '?'}", request=text.split("\r", 1)[0][:300])
     try:
         audit.note_actor(PATIENT_FEED_ACTOR if kind == "ADT" else getattr(documents, "DOCUMENT_FEED_ACTOR", PATIENT_FEED_ACTOR))
+        opened = audit.current()
+        if opened is not None:
+            audit.open_record(services, opened)   # fail closed: no write without its audit record
         answer = acker(handler(services, text), text)
         ctx = audit.current()
         if ctx is not None:
@@ -53,8 +56,8 @@ def route(services: Services, text: str) -> str:
                 ctx.remarks.append(answer.split("MSA|", 1)[-1].split("\r", 1)[0][:200])
             try:
                 audit.finish(services, ctx, 200 if accepted else 400)
-            except Exception:   # the ACK stands; the failure to audit is logged
-                log.exception("could not write the audit record of an HL7 message")
+            except audit.AuditUnavailable:   # the ACK stands: its pending record was written first
+                log.error("could not complete the audit record of an HL7 message")
         return answer
     finally:
         audit.end(token)

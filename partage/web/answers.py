@@ -11,17 +11,27 @@ from __future__ import annotations
 import json
 
 from ..fhir.outcome import Issue, operation_outcome
+from ..metadata.errors import ErrorCode
 from ..xds.soap import SoapError, fault_envelope
 
 _FHIR_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
                408: "timeout", 413: "too-costly", 503: "transient"}
 
 
+def xds_code(status: int) -> str:
+    """The XDS error code a SOAP fault of the server's own carries (ITI TF-3 4.2.4.1)."""
+    if status == 503:
+        return "XDSRegistryBusy"
+    if status >= 500:
+        return str(ErrorCode.REGISTRY_ERROR)
+    return str(ErrorCode.INVALID_REQUEST)
+
+
 def error_answer(path: str, status: int, message: str, retry_after: int | None = None) -> tuple[str, bytes]:
     """(content type, body) of the error answer at `path`."""
     if path.startswith("/xds/"):
         code = "Sender" if status < 500 else "Receiver"
-        subcode = "wsse:FailedAuthentication" if status == 401 else ""
+        subcode = "wsse:FailedAuthentication" if status == 401 else f"xdsb:{xds_code(status)}"
         return ("application/soap+xml; charset=UTF-8",
                 fault_envelope(SoapError(code, subcode, f"HTTP {status}: {message}")))
     if path.startswith("/fhir"):

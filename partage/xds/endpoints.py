@@ -19,6 +19,7 @@ from lxml import etree
 from .. import lifecycle
 from ..access import audit, authn
 from ..access.actor import Actor, AuthenticationRequired
+from ..failures import classify
 from ..ingest import IngestService
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import DocumentContent
@@ -163,10 +164,14 @@ def _respond(envelope_bytes: bytes, attachments: list[Attachment], mtom: bool,
     return response
 
 
-def _fault(error: SoapError, relates_to: str | None, mtom: bool) -> Response:
+def _fault(error: SoapError, relates_to: str | None, mtom: bool, status: int = 0,
+           retry_after: int | None = None) -> Response:
     body = fault_envelope(error, relates_to=relates_to)
-    status = 400 if error.code == "Sender" else 500
-    return _respond(body, [], mtom, "http://www.w3.org/2005/08/addressing/soap/fault", status)
+    status = status or (400 if error.code == "Sender" else 500)
+    response = _respond(body, [], mtom, "http://www.w3.org/2005/08/addressing/soap/fault", status)
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def dispatch(actions: dict[str, Handler]) -> Response:
@@ -193,7 +198,12 @@ def dispatch(actions: dict[str, Handler]) -> Response:
         return _fault(SoapError("Sender", "wsse:FailedAuthentication", str(exc)), envelope.message_id, mtom)
     except XdsErrors as exc:
         reply = Reply(_error_body(envelope.action, exc.errors))
-    except Exception:   # never a traceback to the client: a RegistryError with a reference
+    except Exception as exc:   # never a traceback to the client: a RegistryError with a reference
+        known = classify(exc)
+        if known is not None and known.status in (408, 413, 503):   # an outage, a slow or big body
+            code = "XDSRegistryBusy" if known.status >= 500 else str(ErrorCode.INVALID_REQUEST)
+            return _fault(SoapError("Receiver" if known.status >= 500 else "Sender", f"xdsb:{code}", known.message),
+                          envelope.message_id, mtom, known.status, known.retry_after)
         log.exception("internal error on %s", envelope.action)
         reply = Reply(_error_body(envelope.action, [XdsError(
             ErrorCode.REGISTRY_ERROR if envelope.action in REGISTRY_ACTIONS else ErrorCode.REPOSITORY_ERROR,
