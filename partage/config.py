@@ -51,9 +51,8 @@ class Settings:
     fhir_max_bytes: int = 160 * 1024 * 1024      # /fhir bodies (an ITI-65 Bundle carries base64 documents)
     other_max_bytes: int = 64 * 1024  # any other route
     max_json_depth: int = 64          # nesting of a JSON body
-    max_json_containers: int = 20000  # objects + arrays of a JSON body, beyond one per 32 bytes
+    max_json_containers: int = 2000   # objects + arrays of a JSON body, beyond one per 8 bytes
     max_bundle_entries: int = 5000    # entries of one FHIR Bundle
-    max_xml_elements: int = 20000     # elements of one XML document, beyond one per 16 bytes
     max_report_findings: int = 1000   # findings kept per validation report (the rest counted)
     # --- MLLP (ITI-8 and the document feed) ---
     mllp_idle_timeout: float = 300.0  # s for one whole message, from its first byte (bytes do not reset it)

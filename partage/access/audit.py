@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from ..failures import Unavailable
 from ..registry import schema
@@ -46,7 +46,6 @@ class AuditContext:
     auth_error: str = ""
     failure: str = ""
     remarks: list[str] = field(default_factory=list)
-    record_pk: int | None = None   # the row written ahead of a write (open_record), completed by finish
 
 
 class AuditUnavailable(Unavailable):
@@ -129,22 +128,25 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def open_record(services, ctx: AuditContext) -> int:
-    """Write the access's row before a write runs, so that nothing is written unaudited.
+def open_record(services, ctx: AuditContext) -> None:
+    """Prove, before a write runs, that its audit record can be written (fail closed).
 
-    The row says "pending" until `finish` completes it. AuditUnavailable if it cannot be written.
+    The trail is append-only, so the proof is the record's insert itself, made inside a
+    savepoint that is rolled back: the same triggers, rights, locks and connection as the
+    real record. AuditUnavailable if it fails: the write must not run.
     """
     row = dict(recorded_at=_now(), action=ctx.action[:80], request=ctx.request[:300], outcome=SERIOUS_FAILURE,
-               decision="pending", actor_id="unauthenticated", actor_name="", actor_kind="unknown",
+               decision="error", actor_id="unauthenticated", actor_name="", actor_kind="unknown",
                actor_role="", purpose="", reason="", structure="", address=ctx.address[:64], credential_id="",
-               patient_pk=None, patient_id="", objects="[]", detail="in progress (or interrupted)")
+               patient_pk=None, patient_id="", objects="[]", detail="probe")
     try:
         with services.registry.write() as conn:
-            ctx.record_pk = conn.execute(schema.audit_events.insert().values(**row)).inserted_primary_key[0]
+            savepoint = conn.begin_nested()
+            conn.execute(schema.audit_events.insert().values(**row))
+            savepoint.rollback()
     except Exception as exc:
         log.error("the audit store refused a record: %s", exc)
         raise AuditUnavailable("the audit trail cannot be written; nothing was done, try again later") from exc
-    return ctx.record_pk
 
 
 def finish(services, ctx: AuditContext, status: int = 200) -> int | None:
@@ -194,11 +196,7 @@ def _write(services, ctx: AuditContext, status: int) -> int | None:
                    structure=actor.structure[:64], address=(ctx.address or actor.address)[:64],
                    credential_id=actor.credential_id[:128], patient_pk=patient_pk,
                    patient_id=patient_id[:256], objects=json.dumps(ctx.objects), detail=detail)
-        if ctx.record_pk is not None:
-            pk = ctx.record_pk
-            conn.execute(update(schema.audit_events).where(schema.audit_events.c.pk == pk).values(**row))
-        else:
-            pk = conn.execute(schema.audit_events.insert().values(**row)).inserted_primary_key[0]
+        pk = conn.execute(schema.audit_events.insert().values(**row)).inserted_primary_key[0]
         if (ctx.actor is not None and actor.purpose == BRIS_DE_GLACE and outcome == SUCCESS
                 and patient_pk is not None):
             conn.execute(schema.access_notifications.insert().values(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from ..xmlsafe import markup_excess
 from .constants import CLINICAL_DOCUMENT, HL7
 from .findings import ERROR, PARSE, Finding
 
@@ -142,6 +143,9 @@ def parse_xml(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> etree._Eleme
     if not data or data.isspace():
         raise _reject("not-well-formed", "the document is empty")
     _check_doctype(data)
+    too_many = markup_excess(data)   # counted on the bytes, before a tree is built
+    if too_many:
+        raise _reject("xml-too-large", too_many)
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:

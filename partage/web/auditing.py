@@ -4,8 +4,8 @@ Opens the request's audit context before the door runs and writes the record whe
 response is ready (`partage.access.audit`). Public endpoints (health, metrics, the FHIR
 CapabilityStatement, CDA validation) hold no patient data and are not audited.
 
-Fail closed: a request that may write (POST, PUT, PATCH, DELETE) has its record written
-before the door runs; an answer goes out only once its record is complete. When the audit
+Fail closed: a request that may write (POST, PUT, PATCH, DELETE) runs only once its record
+is shown writable (`audit.open_record`); an answer goes out only once its record is written. When the audit
 store refuses either, the client gets 503 with Retry-After in the door's shape (SOAP
 Fault, OperationOutcome) and nothing else: no patient data, no write.
 """
@@ -76,8 +76,9 @@ def install(app: Flask) -> None:
             if request.method in WRITE_METHODS:
                 ctx = audit.current()
                 if ctx is not None:
-                    g.partage_audit_opened = True
+                    g.partage_audit_refused = True
                     audit.open_record(services, ctx)   # AuditUnavailable -> 503, the door never runs
+                    g.partage_audit_refused = False
 
     @app.after_request
     def _write_audit(response: Response) -> Response:
@@ -86,7 +87,7 @@ def install(app: Flask) -> None:
             if ctx.action.startswith("urn:"):
                 ctx.action = action_name(request.method, request.path, ctx.action)
             g.partage_audit_written = True
-            if ctx.record_pk is None and getattr(g, "partage_audit_opened", False):
+            if getattr(g, "partage_audit_refused", False):
                 return response   # the store refused the record ahead: this is already the 503
             try:
                 audit.finish(services, ctx, response.status_code)
