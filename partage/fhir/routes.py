@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import logging
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
+from .. import jsonsafe
 from ..access import authn
 from ..access.actor import Actor, AuthenticationRequired
 from ..failures import classify
@@ -191,8 +191,9 @@ def patch_document_reference(rid: str | None = None) -> Response:
                             "conflict", "XDSMetadataVersionError")
     if request.mimetype in ("application/json-patch+json", "application/json"):
         try:
-            operations = json.loads(request.get_data() or b"null")
-        except ValueError as exc:
+            operations = jsonsafe.loads(request.get_data() or b"null",
+                                        formats.json_limits(services.settings))
+        except ValueError as exc:   # TooComplex included: over a structural limit
             raise FhirError.one(400, f"unreadable JSON Patch: {exc}", "structure") from exc
         patched = update.apply_json_patch(current, operations)
     elif request.mimetype in formats.FHIR_MEDIA_TYPES:   # FHIRPath Patch (MHD Patch Parameters)

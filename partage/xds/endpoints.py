@@ -30,7 +30,7 @@ from . import constants as C
 from . import ebrim, retrieve, storedquery
 from .mtom import Attachment, MtomError, build_multipart, read_soap_request, xop_includes
 from .responses import query_response, registry_response
-from .soap import SoapError, build_envelope, fault_envelope, parse_envelope
+from .soap import SoapError, SoapRequest, build_envelope, fault_envelope, parse_envelope
 from .sqparams import Params
 
 log = logging.getLogger("partage.xds")
@@ -178,21 +178,30 @@ def dispatch(actions: dict[str, Handler]) -> Response:
     services = _services()
     content_type = request.headers.get("Content-Type", "")
     mtom = "multipart/related" in content_type.lower()
+    seen: dict[str, object] = {}
+
+    def check_root(root: bytes) -> None:
+        """The envelope, its action and its credentials, checked before any attachment is spooled."""
+        envelope = seen["envelope"] = parse_envelope(root)
+        if envelope.action not in actions:
+            raise SoapError("Sender", "wsa:ActionNotSupported",
+                            f"action {envelope.action!r} is not served at {request.path}")
+        seen["actor"] = _actor(services, envelope)
+
     try:
         message = read_soap_request(content_type, request.stream,
-                                    max_total=services.settings.max_request_bytes)
-        envelope = parse_envelope(message.root)
+                                    max_total=services.settings.max_request_bytes, on_root=check_root)
     except (MtomError, XmlInputError) as exc:
-        return _fault(SoapError("Sender", "", f"unreadable request: {exc}"), None, mtom)
+        return _fault(SoapError("Sender", "", f"unreadable request: {exc}"), _message_id(seen), mtom)
     except SoapError as exc:
-        return _fault(exc, None, mtom)
-    handler = actions.get(envelope.action)
-    if handler is None:
-        return _fault(SoapError("Sender", "wsa:ActionNotSupported",
-                                f"action {envelope.action!r} is not served at {request.path}"),
-                      envelope.message_id, mtom)
+        return _fault(exc, _message_id(seen), mtom)
+    except AuthenticationRequired as exc:
+        return _fault(SoapError("Sender", "wsse:FailedAuthentication", str(exc)), _message_id(seen), mtom)
+    envelope = seen["envelope"]
+    actor = seen["actor"]
+    assert isinstance(envelope, SoapRequest) and isinstance(actor, Actor)
+    handler = actions[envelope.action]
     try:
-        actor = _actor(services, envelope)
         reply = handler(services, actor, envelope.body, message.parts)
     except AuthenticationRequired as exc:
         return _fault(SoapError("Sender", "wsse:FailedAuthentication", str(exc)), envelope.message_id, mtom)
@@ -211,6 +220,11 @@ def dispatch(actions: dict[str, Handler]) -> Response:
     response_action = C.RESPONSE_ACTIONS[envelope.action]
     out = build_envelope(response_action, reply.body, relates_to=envelope.message_id)
     return _respond(out, reply.attachments, mtom or bool(reply.attachments), response_action)
+
+
+def _message_id(seen: dict[str, object]) -> str | None:
+    envelope = seen.get("envelope")
+    return envelope.message_id if isinstance(envelope, SoapRequest) else None
 
 
 def _error_body(action: str, errors: list[XdsError]) -> etree._Element:

@@ -14,7 +14,7 @@ import hashlib
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import BinaryIO
@@ -131,12 +131,17 @@ def xop_includes(element: etree._Element) -> list[tuple[etree._Element, str]]:
 
 # --------------------------------------------------------------------------- reading
 def read_soap_request(content_type: str, stream: BinaryIO, *, max_total: int,
-                      spool_threshold: int = 1 << 20) -> MultipartMessage:
-    """An MTOM message, or a plain SOAP message (inline base64) as a message with no parts."""
+                      spool_threshold: int = 1 << 20,
+                      on_root: Callable[[bytes], None] | None = None) -> MultipartMessage:
+    """An MTOM message, or a plain SOAP message (inline base64) as a message with no parts.
+
+    `on_root` sees the root part (the SOAP envelope) as soon as it is read, before any
+    attachment is spooled: what it raises stops the reading (credentials are checked there).
+    """
     media, _ = content_type_params(content_type or "")
     if media == "multipart/related":
         return parse_multipart(content_type, stream, max_total=max_total,
-                               spool_threshold=spool_threshold)
+                               spool_threshold=spool_threshold, on_root=on_root)
     if media not in SOAP_CONTENT_TYPES:
         raise MtomError(f"unsupported Content-Type {content_type!r}: expected application/soap+xml "
                         "or multipart/related (MTOM/XOP)")
@@ -148,11 +153,14 @@ def read_soap_request(content_type: str, stream: BinaryIO, *, max_total: int,
         data += chunk
         if len(data) > max_total:
             raise MtomError(f"message exceeds the size limit of {max_total} bytes")
+    if on_root is not None:
+        on_root(bytes(data))
     return MultipartMessage(root=bytes(data), root_content_type=content_type)
 
 
 def parse_multipart(content_type: str, stream: BinaryIO, *, max_total: int,
-                    spool_threshold: int = 1 << 20) -> MultipartMessage:
+                    spool_threshold: int = 1 << 20,
+                    on_root: Callable[[bytes], None] | None = None) -> MultipartMessage:
     """Parse a multipart/related body from `stream`, reading it in chunks.
 
     The root part is the one named by the `start` parameter, else the first part.
@@ -184,6 +192,8 @@ def parse_multipart(content_type: str, stream: BinaryIO, *, max_total: int,
                     root += chunk
                 message.root, message.root_content_type = bytes(root), part_type
                 root_found = True
+                if on_root is not None:
+                    on_root(message.root)
                 continue
             if not cid:
                 raise MtomError(f"MIME part {index + 1} has no Content-ID, so nothing can reference it")
