@@ -25,6 +25,7 @@ from ..metadata.datatypes import CX, HD, DatatypeError, is_oid
 from ..registry import schema
 from ..services import Services
 from .codes import scheme_of, system_of
+from .ids import numeric_id
 from .outcome import FhirError
 
 Json = dict[str, Any]
@@ -103,8 +104,8 @@ class Patients:
         pk = self.registry.patient_pk(conn, fhir_id_cx(rid))
         if pk is not None:
             return pk
-        if rid.startswith("pk-") and rid[3:].isdigit():
-            row = self._patient_rows(conn, int(rid[3:]))
+        if rid.startswith("pk-") and numeric_id(rid[3:]) is not None:
+            row = self._patient_rows(conn, numeric_id(rid[3:]))
             return row.pk if row else None
         authority, _, value = rid.partition("-")
         if is_oid(authority) and value:
