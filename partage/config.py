@@ -48,6 +48,7 @@ class Settings:
     queue_timeout: float = 30.0       # s a request may wait for a free thread before a 503
     max_queued: int = 256             # requests waiting for a thread (per worker) before a 503
     registry_max_bytes: int = 32 * 1024 * 1024   # POST /xds/registry (metadata only)
+    soap_max_bytes: int = 64 * 1024 * 1024       # a SOAP envelope (plain body or MTOM root part), held in memory
     fhir_max_bytes: int = 160 * 1024 * 1024      # /fhir bodies (an ITI-65 Bundle carries base64 documents)
     other_max_bytes: int = 64 * 1024  # any other route
     max_json_depth: int = 64          # nesting of a JSON body

@@ -96,7 +96,7 @@ class BodyLimits:
         environ["wsgi.input_terminated"] = True
         path = environ.get("PATH_INFO", "")
         limit, setting = route_limit(self.settings, path)
-        message = f"request body larger than {limit} bytes, the limit of {path} ({setting})"
+        message = f"the request body exceeds {limit} bytes, the limit of {path} ({setting})"
         declared = environ.get("CONTENT_LENGTH") or ""
         try:
             length = int(declared) if declared.strip() else None

@@ -28,7 +28,14 @@ from ..services import Services
 from ..xmlsafe import XmlInputError
 from . import constants as C
 from . import ebrim, retrieve, storedquery
-from .mtom import Attachment, MtomError, build_multipart, read_soap_request, xop_includes
+from .mtom import (
+    Attachment,
+    MtomError,
+    MtomTooLarge,
+    build_multipart,
+    read_soap_request,
+    xop_includes,
+)
 from .responses import query_response, registry_response
 from .soap import SoapError, SoapRequest, build_envelope, fault_envelope, parse_envelope
 from .sqparams import Params
@@ -189,8 +196,11 @@ def dispatch(actions: dict[str, Handler]) -> Response:
         seen["actor"] = _actor(services, envelope)
 
     try:
-        message = read_soap_request(content_type, request.stream,
-                                    max_total=services.settings.max_request_bytes, on_root=check_root)
+        message = read_soap_request(content_type, request.stream, max_total=services.settings.max_request_bytes,
+                                    max_root=services.settings.soap_max_bytes, on_root=check_root)
+    except MtomTooLarge as exc:
+        return _fault(SoapError("Sender", f"xdsb:{ErrorCode.INVALID_REQUEST}", str(exc)), _message_id(seen),
+                      mtom, 413)
     except (MtomError, XmlInputError) as exc:
         return _fault(SoapError("Sender", "", f"unreadable request: {exc}"), _message_id(seen), mtom)
     except SoapError as exc:

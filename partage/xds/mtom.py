@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 from lxml import etree
 
+from ..failures import TooLarge
 from . import constants as C
 
 CHUNK = 64 * 1024
@@ -32,6 +33,10 @@ SOAP_CONTENT_TYPES = ("application/soap+xml", "text/xml", "application/xml")
 
 class MtomError(ValueError):
     """The multipart message cannot be used (the message says why)."""
+
+
+class MtomTooLarge(MtomError, TooLarge):
+    """The message, or its SOAP envelope, exceeds its size limit (HTTP 413)."""
 
 
 @dataclass
@@ -132,8 +137,12 @@ def xop_includes(element: etree._Element) -> list[tuple[etree._Element, str]]:
 # --------------------------------------------------------------------------- reading
 def read_soap_request(content_type: str, stream: BinaryIO, *, max_total: int,
                       spool_threshold: int = 1 << 20,
-                      on_root: Callable[[bytes], None] | None = None) -> MultipartMessage:
+                      on_root: Callable[[bytes], None] | None = None,
+                      max_root: int | None = None) -> MultipartMessage:
     """An MTOM message, or a plain SOAP message (inline base64) as a message with no parts.
+
+    The SOAP envelope (the plain body, or the MTOM root part) is held in memory: at most
+    `max_root` bytes (default max_total); attachments stream to spooled files.
 
     `on_root` sees the root part (the SOAP envelope) as soon as it is read, before any
     attachment is spooled: what it raises stops the reading (credentials are checked there).
@@ -141,7 +150,7 @@ def read_soap_request(content_type: str, stream: BinaryIO, *, max_total: int,
     media, _ = content_type_params(content_type or "")
     if media == "multipart/related":
         return parse_multipart(content_type, stream, max_total=max_total,
-                               spool_threshold=spool_threshold, on_root=on_root)
+                               spool_threshold=spool_threshold, on_root=on_root, max_root=max_root)
     if media not in SOAP_CONTENT_TYPES:
         raise MtomError(f"unsupported Content-Type {content_type!r}: expected application/soap+xml "
                         "or multipart/related (MTOM/XOP)")
@@ -151,8 +160,9 @@ def read_soap_request(content_type: str, stream: BinaryIO, *, max_total: int,
         if not chunk:
             break
         data += chunk
-        if len(data) > max_total:
-            raise MtomError(f"message exceeds the size limit of {max_total} bytes")
+        if len(data) > min(max_total, max_root or max_total):
+            max_total = min(max_total, max_root or max_total)
+            raise MtomTooLarge(f"SOAP message exceeds the size limit of {max_total} bytes")
     if on_root is not None:
         on_root(bytes(data))
     return MultipartMessage(root=bytes(data), root_content_type=content_type)
@@ -160,7 +170,8 @@ def read_soap_request(content_type: str, stream: BinaryIO, *, max_total: int,
 
 def parse_multipart(content_type: str, stream: BinaryIO, *, max_total: int,
                     spool_threshold: int = 1 << 20,
-                    on_root: Callable[[bytes], None] | None = None) -> MultipartMessage:
+                    on_root: Callable[[bytes], None] | None = None,
+                    max_root: int | None = None) -> MultipartMessage:
     """Parse a multipart/related body from `stream`, reading it in chunks.
 
     The root part is the one named by the `start` parameter, else the first part.
@@ -190,6 +201,8 @@ def parse_multipart(content_type: str, stream: BinaryIO, *, max_total: int,
                 root = bytearray()
                 for chunk in reader.body():
                     root += chunk
+                    if max_root is not None and len(root) > max_root:
+                        raise MtomTooLarge(f"the SOAP envelope (root part) exceeds {max_root} bytes")
                 message.root, message.root_content_type = bytes(root), part_type
                 root_found = True
                 if on_root is not None:
@@ -245,7 +258,7 @@ class _PartReader:
             return False
         self.total += len(chunk)
         if self.total > self.max_total:
-            raise MtomError(f"message exceeds the size limit of {self.max_total} bytes")
+            raise MtomTooLarge(f"message exceeds the size limit of {self.max_total} bytes")
         self.buffer += chunk
         return True
 
