@@ -52,7 +52,7 @@ class Settings:
     fhir_max_bytes: int = 160 * 1024 * 1024      # /fhir bodies (an ITI-65 Bundle carries base64 documents)
     other_max_bytes: int = 64 * 1024  # any other route
     max_json_depth: int = 64          # nesting of a JSON body
-    max_json_containers: int = 2000   # objects + arrays of a JSON body, beyond one per 8 bytes
+    max_json_containers: int = 2000   # objects + arrays of a JSON body, beyond one per 16 bytes
     max_bundle_entries: int = 5000    # entries of one FHIR Bundle
     max_report_findings: int = 1000   # findings kept per validation report (the rest counted)
     # --- MLLP (ITI-8 and the document feed) ---

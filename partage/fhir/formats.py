@@ -130,7 +130,12 @@ def parse_resource(data: bytes, xml: bool, expected: str | tuple[str, ...] | Non
 
 def _validated(model_class: Any, raw: Any, where: str, limits: jsonsafe.JsonLimits) -> dict[str, Any]:
     """One JSON value through its model and back, the model dropped at once (memory stays bounded)."""
-    if jsonsafe.containers(raw, limits.max_resource_containers) > limits.max_resource_containers:
+    try:
+        too_many = jsonsafe.containers(raw, limits.max_resource_containers, limits.max_depth) \
+            > limits.max_resource_containers
+    except TooComplex as exc:
+        raise FhirError.one(400, f"{where}: {exc}", "too-costly") from exc
+    if too_many:
         raise FhirError.one(400, f"{where} has more than {limits.max_resource_containers} objects and arrays",
                             "too-costly")
     try:
