@@ -15,6 +15,10 @@ DEFAULT_REPOSITORY_UNIQUE_ID = "2.25.211310386435413264734375473219935735845"
 DEFAULT_HOME_COMMUNITY_ID = "urn:oid:2.25.211310386435413264734375473219935735846"
 
 
+class SettingsError(ValueError):
+    """A setting (flag or PARTAGE_* variable) has a value that cannot be used; the message names it."""
+
+
 @dataclass
 class Settings:
     data_dir: Path = Path("partage-data")
@@ -97,12 +101,50 @@ class Settings:
             if f.name == "extra":
                 continue
             raw = env.get(f"PARTAGE_{f.name.upper()}")
-            if raw is not None:
-                setattr(settings, f.name, _coerce(getattr(settings, f.name), raw))
+            if raw is not None and (raw.strip() or isinstance(getattr(settings, f.name), str)):
+                setattr(settings, f.name, _coerce_named(f"PARTAGE_{f.name.upper()}", getattr(settings, f.name), raw))
         for key, value in overrides.items():
             if value is not None:
-                setattr(settings, key, _coerce(getattr(settings, key), value))
+                flag = "--" + key.replace("_", "-")
+                setattr(settings, key, _coerce_named(flag, getattr(settings, key), value))
         return settings
+
+    def problems(self) -> list[str]:
+        """Values no server can run with, each naming its setting (files are checked by the CLI)."""
+        out = []
+        for name, low, high in (("port", 1, 65535), ("mllp_port", 0, 65535), ("workers", 1, 64),
+                                ("threads", 1, 256)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                out.append(f"{_name(name)}: {value} is not between {low} and {high}")
+        for name in ("header_timeout", "body_timeout", "body_min_rate", "send_timeout", "queue_timeout",
+                     "max_queued", "http_timeout", "max_request_bytes", "registry_max_bytes", "soap_max_bytes",
+                     "fhir_max_bytes", "other_max_bytes", "validate_max_bytes", "max_json_depth",
+                     "max_json_containers", "max_bundle_entries", "max_report_findings", "mllp_idle_timeout",
+                     "mllp_max_message", "mllp_max_connections", "mllp_max_buffered",
+                     "max_documents_per_submission", "query_result_limit"):
+            if getattr(self, name) <= 0:
+                out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
+        if self.one_time_credentials not in ("saml", "all", "none"):
+            out.append(f"{_name('one_time_credentials')}: {self.one_time_credentials!r} is not saml, all or none")
+        if self.hl7_business_ack_to:
+            host, sep, port = self.hl7_business_ack_to.rpartition(":")
+            if not sep or not port.isdigit():
+                out.append(f"{_name('hl7_business_ack_to')}: {self.hl7_business_ack_to!r} is not HOST:PORT")
+        return out
+
+
+def _name(field_name: str) -> str:
+    """How a user names a setting: its flag and its variable."""
+    return f"--{field_name.replace('_', '-')} (PARTAGE_{field_name.upper()})"
+
+
+def _coerce_named(name: str, current, value):
+    try:
+        return _coerce(current, value)
+    except ValueError:
+        kind = "a number" if isinstance(current, int | float) and not isinstance(current, bool) else "valid"
+        raise SettingsError(f"{name}: {value!r} is not {kind}") from None
 
 
 def _coerce(current, value):

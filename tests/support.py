@@ -69,7 +69,7 @@ class LiveServer:
         if insecure_dev:
             args.append("--insecure-dev")
         self.args = args
-        self.env = {**os.environ, **(env or {})}
+        self.extra_env = env or {}
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
@@ -77,7 +77,7 @@ class LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, env=self.env)
+                                        start_new_session=True, env={**os.environ, **self.extra_env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit status 0 only when no test failed (tests not run do not count as failures)."""
-    from .engine import FAIL
+    from .engine import FAIL, PASS
     from .runner import run as run_collections
 
     collections = args.collections
@@ -38,4 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.json:
         args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2))
+    if not any(r.outcome in (PASS, FAIL) for r in results):
+        print("partage testkit mhd: no test ran (no collection or test matched)", file=sys.stderr)
+        return 1
     return 1 if any(r.outcome == FAIL for r in results) else 0
