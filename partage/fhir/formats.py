@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from .. import jsonsafe
 from ..failures import TooComplex
-from ..xmlsafe import XmlInputError, parse_xml
+from ..xmlsafe import XmlInputError, parse_xml, xml_text
 from .outcome import FhirError, Issue
 
 JSON_TYPE = "application/fhir+json"
@@ -163,8 +163,19 @@ def serialise(resource: dict[str, Any], xml: bool) -> tuple[bytes, str]:
     if not xml:
         return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode(), \
             f"{JSON_TYPE}; charset=utf-8"
-    model = get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    model = get_fhir_model_class(resource["resourceType"]).model_validate(_xml_writable(resource))
     return model.model_dump_xml(), f"{XML_TYPE}; charset=utf-8"
+
+
+def _xml_writable(value: Any) -> Any:
+    """`value` with every string made writable into XML (stored text may quote a client's NUL bytes)."""
+    if isinstance(value, str):
+        return xml_text(value)
+    if isinstance(value, dict):
+        return {k: _xml_writable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_xml_writable(v) for v in value]
+    return value
 
 
 def respond(resource: dict[str, Any], request: Request, status: int = 200,
