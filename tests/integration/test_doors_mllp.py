@@ -132,3 +132,21 @@ def test_garbage_and_binary_get_no_traceback(server):
                 assert b"MSA|A" in answer and (b"MSA|AE" in answer or b"MSA|AR" in answer)
     assert "Traceback" not in server.log()
     _still_served(server)
+
+
+@pytest.mark.parametrize("shape", ["segments", "fields", "components", "repetitions"])
+def test_amplification_on_the_feed_is_bounded(server, shape):
+    """1.5 MB messages made of tiny elements: answered in seconds, memory a small multiple of them."""
+    message = adt("A01", F.patient_id())
+    extra = {"segments": "NTE|1\r" * 250_000, "fields": "NTE|" + "|" * 1_500_000 + "\r",
+             "components": "NTE|1|" + "^" * 1_500_000 + "\r",
+             "repetitions": "PID|||" + "1^^^&1.2&ISO~" * 100_000 + "\r"}[shape]
+    message += extra
+    with RssWatch(server.process.pid) as watch, MllpClient("127.0.0.1", server.mllp_port, timeout=30) as client:
+        started = time.monotonic()
+        ack = client.send(message)
+        elapsed = time.monotonic() - started
+    assert "MSA|A" in ack and elapsed < 10
+    if is_linux():
+        assert watch.growth <= 20 * len(message), f"{shape}: +{watch.growth // 1024} KB for {len(message) // 1024} KB"
+    _still_served(server)
