@@ -187,17 +187,29 @@ def dispatch(actions: dict[str, Handler]) -> Response:
     mtom = "multipart/related" in content_type.lower()
     seen: dict[str, object] = {}
 
+    def check_action(action: str) -> None:
+        if action not in actions:
+            raise SoapError("Sender", "wsa:ActionNotSupported", f"action {action!r} is not served at {request.path}")
+
+    def check_header(header: etree._Element | None) -> None:
+        """A plain message's credentials, checked as soon as its Header has streamed in."""
+        action = (header.findtext(f"{{{C.WSA}}}Action") or "").strip() if header is not None else ""
+        if action:
+            check_action(action)
+            audit.set_action(action)
+        seen["actor"] = authn.soap_actor(services, header, address=request.remote_addr or "")
+
     def check_root(root: bytes) -> None:
         """The envelope, its action and its credentials, checked before any attachment is spooled."""
         envelope = seen["envelope"] = parse_envelope(root)
-        if envelope.action not in actions:
-            raise SoapError("Sender", "wsa:ActionNotSupported",
-                            f"action {envelope.action!r} is not served at {request.path}")
-        seen["actor"] = _actor(services, envelope)
+        check_action(envelope.action)
+        if "actor" not in seen:
+            seen["actor"] = _actor(services, envelope)
 
     try:
         message = read_soap_request(content_type, request.stream, max_total=services.settings.max_request_bytes,
-                                    max_root=services.settings.soap_max_bytes, on_root=check_root)
+                                    max_root=services.settings.soap_max_bytes, on_root=check_root,
+                                    on_header=check_header)
     except MtomTooLarge as exc:
         return _fault(SoapError("Sender", f"xdsb:{ErrorCode.INVALID_REQUEST}", str(exc)), _message_id(seen),
                       mtom, 413)

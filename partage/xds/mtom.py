@@ -28,6 +28,8 @@ from . import constants as C
 CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 XOP_INCLUDE = f"{{{C.XOP}}}Include"
+SOAP_HEADER = f"{{{C.SOAP12}}}Header"
+SOAP_BODY = f"{{{C.SOAP12}}}Body"
 SOAP_CONTENT_TYPES = ("application/soap+xml", "text/xml", "application/xml")
 
 
@@ -138,7 +140,8 @@ def xop_includes(element: etree._Element) -> list[tuple[etree._Element, str]]:
 def read_soap_request(content_type: str, stream: BinaryIO, *, max_total: int,
                       spool_threshold: int = 1 << 20,
                       on_root: Callable[[bytes], None] | None = None,
-                      max_root: int | None = None) -> MultipartMessage:
+                      max_root: int | None = None,
+                      on_header: Callable[[etree._Element | None], None] | None = None) -> MultipartMessage:
     """An MTOM message, or a plain SOAP message (inline base64) as a message with no parts.
 
     The SOAP envelope (the plain body, or the MTOM root part) is held in memory: at most
@@ -146,6 +149,9 @@ def read_soap_request(content_type: str, stream: BinaryIO, *, max_total: int,
 
     `on_root` sees the root part (the SOAP envelope) as soon as it is read, before any
     attachment is spooled: what it raises stops the reading (credentials are checked there).
+    `on_header` sees a plain message's soap:Header (None when the Body comes first) as soon as
+    it has streamed in, before the rest is read: credentials are checked before megabytes of
+    inline documents are.
     """
     media, _ = content_type_params(content_type or "")
     if media == "multipart/related":
@@ -155,17 +161,51 @@ def read_soap_request(content_type: str, stream: BinaryIO, *, max_total: int,
         raise MtomError(f"unsupported Content-Type {content_type!r}: expected application/soap+xml "
                         "or multipart/related (MTOM/XOP)")
     data = bytearray()
+    watch = _HeaderWatch(on_header) if on_header is not None else None
     while True:
         chunk = stream.read(CHUNK)
         if not chunk:
             break
         data += chunk
+        if watch is not None and not watch.done:
+            watch.feed(chunk)
         if len(data) > min(max_total, max_root or max_total):
             max_total = min(max_total, max_root or max_total)
             raise MtomTooLarge(f"SOAP message exceeds the size limit of {max_total} bytes")
     if on_root is not None:
         on_root(bytes(data))
     return MultipartMessage(root=bytes(data), root_content_type=content_type)
+
+
+class _HeaderWatch:
+    """Parses the start of a plain SOAP message as it streams, until its Header has ended.
+
+    The parser is as hardened as `partage.xmlsafe` (no network, no DTD, no entity
+    expansion); a message it cannot read is left to the full parse, which says why.
+    """
+
+    def __init__(self, on_header: Callable[[etree._Element | None], None]) -> None:
+        self.on_header = on_header
+        self.done = False
+        self._parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False, no_network=True,
+                                           load_dtd=False, huge_tree=False)
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self._parser.feed(chunk)
+            events = list(self._parser.read_events())
+        except etree.XMLSyntaxError:
+            self.done = True
+            return
+        for event, element in events:
+            if event == "end" and element.tag == SOAP_HEADER:
+                self.done = True
+                self.on_header(element)
+                return
+            if event == "start" and element.tag == SOAP_BODY:
+                self.done = True
+                self.on_header(None)
+                return
 
 
 def parse_multipart(content_type: str, stream: BinaryIO, *, max_total: int,

@@ -156,6 +156,34 @@ def test_unauthenticated_big_soap_body_is_cut_at_the_envelope_limit(secure, chun
         assert watch.growth < 20 * 8 * MB, f"+{watch.growth // MB} MB for an 8 MB envelope limit"
 
 
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+def test_plain_soap_credentials_are_checked_when_the_header_ends(secure, chunked):
+    """30 MB of inline 'documents' (within the route's limit) after a Header without credentials:
+    refused once the Header is read, not after the body."""
+    head_part, _, _ = ITI41.partition(b"<soap:Body>")
+    with connect(secure.port) as sock, RssWatch(secure.process.pid) as watch:
+        headers = {"Content-Type": SOAP}
+        headers.update({"Transfer-Encoding": "chunked"} if chunked else {"Content-Length": str(30 * MB)})
+        sock.sendall(head("POST", "/xds/repository", headers))
+        result: dict[str, object] = {}
+        reader = threading.Thread(target=lambda: result.update(answer=read_answer(sock, timeout=30)))
+        reader.start()
+
+        def body():
+            yield head_part + b"<soap:Body><xdsb:Document>"
+            while "answer" not in result:
+                yield b"QUJD" * 16384
+                time.sleep(0.002)
+
+        sent = send_stream(sock, body(), chunked=chunked)
+        reader.join(30)
+    answer = result.get("answer")
+    assert answer is not None and answer.status == 400 and b"FailedAuthentication" in answer.body, answer
+    assert sent < 8 * MB, f"{sent // MB} MB read before the refusal"
+    if is_linux():
+        assert watch.growth < 64 * MB
+
+
 def test_mtom_credentials_are_checked_before_attachments_are_spooled(secure):
     boundary = "MIMEBoundary" + uuid.uuid4().hex
     envelope = ITI41.replace(b"<soap:Header>", b"<soap:Header>", 1)
