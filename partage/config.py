@@ -63,7 +63,7 @@ class Settings:
     mllp_idle_timeout: float = 300.0  # s for one whole message, from its first byte (bytes do not reset it)
     mllp_max_message: int = 64 * 1024 * 1024     # one MLLP frame
     mllp_max_connections: int = 64   # concurrent MLLP connections
-    mllp_max_buffered: int = 256 * 1024 * 1024   # bytes held for unfinished frames, all connections
+    mllp_max_buffered: int = 128 * 1024 * 1024   # bytes of frames held or being processed, all connections
     insecure_dev: bool = False        # serve without authentication: development only
     trust: str = ""                   # PEM file of CA certificates trusted to sign SAML assertions / JWTs
     audience: str = "partage"         # the audience credentials must name (SAML Audience, JWT aud)

@@ -33,10 +33,10 @@ from ..xds import constants as C
 from ..xds import ebrim
 from ..xds.soap import build_envelope, parse_envelope
 from ..xmlsafe import parse_xml
-from .common import CliError, existing_data_dir, settings_from, storage_arguments
+from .common import CliError, Subparsers, existing_data_dir, settings_from, storage_arguments
 
 
-def add_credentials_parser(sub: argparse._SubParsersAction) -> None:
+def add_credentials_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     creds = sub.add_parser("dev-credentials", help="make a development CA and signed credentials for "
                                                    "sample actors (tests, the README tour)")
     creds.add_argument("--out", required=True, type=Path, help="directory to write (reuses its CA if present)")
@@ -50,12 +50,12 @@ def add_credentials_parser(sub: argparse._SubParsersAction) -> None:
     creds.set_defaults(func=cmd_dev_credentials)
 
 
-def add_access_parser(sub: argparse._SubParsersAction) -> None:
+def add_access_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     access = sub.add_parser("access", help="a patient's record state: consent, closing, blocks, "
                                            "médecin traitant, opposition to bris de glace")
     actions = access.add_subparsers(dest="access_command", required=True)
 
-    def action(name: str, help_text: str, *extra: str):
+    def action(name: str, help_text: str, *extra: str) -> argparse.ArgumentParser:
         p = actions.add_parser(name, help=help_text)
         storage_arguments(p)
         p.add_argument("patient", help="the patient's CX, e.g. 270017512345615^^^&1.2.250.1.213.1.4.10&ISO")
@@ -82,7 +82,7 @@ def add_access_parser(sub: argparse._SubParsersAction) -> None:
     purge.set_defaults(func=cmd_purge)
 
 
-def add_audit_parser(sub: argparse._SubParsersAction) -> None:
+def add_audit_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     trail = sub.add_parser("audit", help="read the audit trail (newest first)")
     storage_arguments(trail)
     trail.add_argument("--patient", default="", help="only accesses to this patient (CX)")
@@ -229,7 +229,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         services.close()
 
 
-def add_sign_parser(sub: argparse._SubParsersAction) -> None:
+def add_sign_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     sign = sub.add_parser("sign", help="sign an ITI-41 submission (IHE DSG detached SubmissionSet signature)")
     sign.add_argument("envelope", type=Path, help="a SOAP ITI-41 request with inline (base64) documents")
     sign.add_argument("--credentials", type=Path, default=None,

@@ -8,10 +8,10 @@ import json
 from ..clinical.index import reindex
 from ..clinical.queue import backlog, drain
 from ..services import Services
-from .common import existing_data_dir, settings_from, storage_arguments
+from .common import Subparsers, existing_data_dir, settings_from, storage_arguments
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     clinical = sub.add_parser("clinical", help="clinical reading: facts and full-text index")
     actions = clinical.add_subparsers(dest="clinical_command", required=True)
     p = actions.add_parser("reindex", help="do the PDF text jobs still queued, then index the documents "

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from ..config import Settings, SettingsError
 
+Subparsers = argparse._SubParsersAction  # the `sub` each command module adds its parser to
+
 
 class CliError(Exception):
     """An expected failure of a command: printed as one line, exit status `status`."""
@@ -53,4 +55,4 @@ def host_port(value: str, flag: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-__all__ = ["CliError", "SettingsError", "existing_data_dir", "host_port", "settings_from", "storage_arguments"]
+__all__ = ["CliError", "Subparsers", "SettingsError", "existing_data_dir", "host_port", "settings_from", "storage_arguments"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from ..fsck import run_fsck
-from .common import existing_data_dir, settings_from, storage_arguments
+from .common import Subparsers, existing_data_dir, settings_from, storage_arguments
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("fsck", help="check registry and blob store consistency",
                        description="Report registered documents without content, unreferenced blobs, "
                                    "orphan entries and dangling associations; exit 1 when inconsistent.")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from ..hl7.documents import Journal
 from ..hl7.mllp import MllpClient
-from .common import CliError, host_port
+from .common import CliError, Subparsers, host_port
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: Subparsers[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("hl7", help="HL7 v2 tools: send messages over MLLP, replay the kept ones")
     sub = parser.add_subparsers(dest="hl7_command", required=True)
     send = sub.add_parser("send", help="send HL7 v2 message files over MLLP")

@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from ..web.server import serve
-from .common import settings_from, storage_arguments
+from .common import Subparsers, settings_from, storage_arguments
 from .preflight import first_problem
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the XDS.b / MHD server",
                        description="Run the XDS.b registry/repository, the MHD (FHIR) facade, the validation "
                                    "service and the MLLP listener. Every flag has a PARTAGE_* variable.")

@@ -6,9 +6,10 @@ import argparse
 
 from ..conformance.mhd import cli as mhd_cli
 from ..conformance.testkit import cli as testkit_cli
+from .common import Subparsers
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     testkit = sub.add_parser("testkit", help="run external conformance test kits")
     kits = testkit.add_subparsers(dest="kit", required=True)
     nist = kits.add_parser("nist", help="the NIST XDS.b test kit")

@@ -5,8 +5,8 @@ type and the ACK goes back on the same connection. One thread per connection: fe
 few, long-lived connections. Bounded: a message must arrive whole within idle_timeout
 (PARTAGE_MLLP_IDLE_TIMEOUT) of the previous answer, trickled bytes do not extend it; a frame
 is at most max_message bytes; at most max_connections connections are open (more are closed
-at once); unfinished frames of all connections together hold at most max_buffered bytes
-(the connection that would cross it is closed). A failing dependency (database, audit
+at once); unfinished frames and messages being processed, all connections together, hold at
+most max_buffered bytes (the connection that would cross it is closed: its sender sends again). A failing dependency (database, audit
 store) gets an AE acknowledgement saying so: the sender keeps the message and sends it again.
 """
 
@@ -17,6 +17,7 @@ import socket
 import socketserver
 import threading
 import time
+from typing import Any
 
 from ..failures import classify
 from ..services import Services
@@ -29,7 +30,7 @@ log = logging.getLogger("partage.hl7")
 IDLE_TIMEOUT = 300.0
 MAX_MESSAGE = 64 * 1024 * 1024
 MAX_CONNECTIONS = 64
-MAX_BUFFERED = 256 * 1024 * 1024
+MAX_BUFFERED = 128 * 1024 * 1024
 
 
 class BufferBudget:
@@ -81,16 +82,20 @@ class _Handler(socketserver.BaseRequestHandler):
                 except MllpError as exc:
                     log.warning("MLLP framing error from %s: %s", peer, exc)
                     return
-                if not self.server.budget.resize(held, decoder.pending):
-                    log.warning("MLLP connection from %s closed: the listener holds %d bytes of unfinished "
-                                "frames (PARTAGE_MLLP_MAX_BUFFERED %d)", peer, self.server.budget.used,
+                # Unfinished frames and the messages about to be processed count against the budget.
+                wanted = decoder.pending + sum(len(m) for m in messages)
+                if not self.server.budget.resize(held, wanted):
+                    log.warning("MLLP connection from %s closed: the listener holds %d bytes of frames "
+                                "(PARTAGE_MLLP_MAX_BUFFERED %d)", peer, self.server.budget.used,
                                 self.server.budget.limit)
                     return
-                held = decoder.pending
+                held = wanted
                 for raw in messages:
                     sock.settimeout(self.server.idle_timeout)
                     sock.sendall(frame(self._answer(raw).encode("utf-8")))
                 if messages:
+                    self.server.budget.resize(held, decoder.pending)
+                    held = decoder.pending
                     deadline = time.monotonic() + self.server.idle_timeout
         finally:
             self.server.budget.resize(held, 0)
@@ -112,7 +117,7 @@ class MllpServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, services: Services, *, idle_timeout: float = IDLE_TIMEOUT,
+    def __init__(self, address: tuple[str, int], services: Services, *, idle_timeout: float = IDLE_TIMEOUT,
                  max_message: int = MAX_MESSAGE, max_connections: int = MAX_CONNECTIONS,
                  max_buffered: int = MAX_BUFFERED) -> None:
         self.services = services
@@ -128,7 +133,7 @@ class MllpServer(socketserver.ThreadingTCPServer):
     def port(self) -> int:
         return self.server_address[1]
 
-    def verify_request(self, request, client_address) -> bool:
+    def verify_request(self, request: Any, client_address: Any) -> bool:
         """Refuse a connection beyond max_connections (closed at once, before any read)."""
         if self._connections.acquire(blocking=False):
             return True
@@ -136,7 +141,7 @@ class MllpServer(socketserver.ThreadingTCPServer):
                     "(PARTAGE_MLLP_MAX_CONNECTIONS)", client_address[0], self.max_connections)
         return False
 
-    def process_request_thread(self, request, client_address) -> None:
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:

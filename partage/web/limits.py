@@ -17,7 +17,7 @@ raises `BodyTooLarge` (a 413 in the door's shape as well).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -64,7 +64,7 @@ class CappedInput:
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             # Read in bounded steps, so that an endless body is stopped at the limit.
-            parts = []
+            parts: list[bytes] = []
             while True:
                 chunk = self._count(self._stream.read(64 * 1024))
                 if not chunk:
@@ -76,7 +76,7 @@ class CappedInput:
         bound = self._limit + 1 - self._read
         return self._count(self._stream.readline(bound if size is None or size < 0 else min(size, bound)))
 
-    def __iter__(self):   # noqa: ANN204 - the WSGI input protocol
+    def __iter__(self) -> Iterator[bytes]:
         while True:
             line = self.readline()
             if not line:

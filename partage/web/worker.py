@@ -20,7 +20,7 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any
+from typing import Any, cast
 
 from a2wsgi import WSGIMiddleware
 from gunicorn.workers.base import Worker
@@ -29,7 +29,7 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 
 from ..config import Settings
-from .admission import Admission, AdmissionLimits
+from .admission import Admission, AdmissionLimits, AsgiApp
 from .answers import error_answer
 from .limits import BodyLimits
 
@@ -47,8 +47,8 @@ def admission_limits(settings: Settings) -> AdmissionLimits:
 def asgi_app(flask_app: Any, settings: Settings) -> Admission:
     """The Flask application as the worker serves it: limits, adapter, admission."""
     limits = admission_limits(settings)
-    wsgi = WSGIMiddleware(BodyLimits(flask_app, settings), workers=limits.threads)
-    return Admission(wsgi, limits, error_answer)
+    wsgi = WSGIMiddleware(cast(Any, BodyLimits(flask_app, settings)), workers=limits.threads)
+    return Admission(cast(AsgiApp, wsgi), limits, error_answer)
 
 
 def hypercorn_config(settings: Settings, graceful_timeout: float) -> Config:
@@ -63,7 +63,7 @@ def hypercorn_config(settings: Settings, graceful_timeout: float) -> Config:
     return config
 
 
-class HypercornWorker(Worker):
+class HypercornWorker(Worker):  # type: ignore[misc]  # gunicorn is untyped
     """A gunicorn worker serving the app with Hypercorn on gunicorn's sockets."""
 
     def init_signals(self) -> None:
@@ -86,7 +86,7 @@ class HypercornWorker(Worker):
         sockets = Sockets(secure_sockets=[], insecure_sockets=[s.sock for s in self.sockets], quic_sockets=[])
         heartbeat = loop.create_task(self._heartbeat(stop))
         try:
-            await worker_serve(ASGIWrapper(asgi_app(self.wsgi, settings)), config, sockets=sockets,
+            await worker_serve(ASGIWrapper(cast(Any, asgi_app(self.wsgi, settings))), config, sockets=sockets,
                                shutdown_trigger=stop.wait)
         finally:
             heartbeat.cancel()
