@@ -63,6 +63,16 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
+DRAIN_LIMIT = 600.0   # s an unwanted body is discarded before its connection is left to the server
+
+
+class _BodyState:
+    """Whether the request body has ended (its last message, or a disconnect, was received)."""
+
+    ended = False
+    draining = False
+
+
 class Admission:
     """ASGI middleware: admission control and body/answer deadlines around a WSGI adapter."""
 
@@ -72,6 +82,7 @@ class Admission:
         self.answer = answer
         self.waiting = 0
         self._slots: asyncio.Semaphore | None = None
+        self._draining: set[asyncio.Task[None]] = set()
         self._body_slots: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,13 +113,40 @@ class Admission:
             return
         finally:
             self.waiting -= 1
+        body = _BodyState()
+
+        def answered() -> None:
+            """The answer is complete: a body the application left unread is discarded.
+
+            (A 413 or a refused credential answers before the body is read. The server hands the
+            body over through a small queue, and would wait on it forever, holding the answer's
+            end and the connection; the rest is read and dropped here, off the application's
+            threads, until it ends or the connection closes.)
+            """
+            if has_body and not body.ended and not body.draining:
+                body.draining = True
+                drain = asyncio.create_task(self._drain(receive))
+                self._draining.add(drain)
+                drain.add_done_callback(self._draining.discard)
+
         try:
-            await self.app(scope, self._deadline_receive(receive), self._deadline_send(send))
+            await self.app(scope, self._deadline_receive(receive, body), self._deadline_send(send, answered))
         finally:
+            answered()
             for sem in held:
                 sem.release()
 
-    def _deadline_receive(self, receive: Receive) -> Receive:
+    async def _drain(self, receive: Receive) -> None:
+        try:
+            async with asyncio.timeout(DRAIN_LIMIT):
+                while True:
+                    message = await receive()
+                    if message.get("type") != "http.request" or not message.get("more_body"):
+                        return
+        except TimeoutError:
+            log.warning("a client kept sending an unwanted body for %s s", DRAIN_LIMIT)
+
+    def _deadline_receive(self, receive: Receive, body: _BodyState) -> Receive:
         start = time.monotonic()
         received = 0
         limits = self.limits
@@ -124,23 +162,27 @@ class Admission:
             except TimeoutError:
                 raise BodyTimeout(f"request body too slow: {received} bytes in {allowed:.0f} s") from None
             received += len(message.get("body", b""))
+            if message.get("type") != "http.request" or not message.get("more_body"):
+                body.ended = True
             return message
 
         return deadline_receive
 
-    def _deadline_send(self, send: Send) -> Send:
+    def _deadline_send(self, send: Send, answered: Callable[[], None]) -> Send:
         dropped = False
         timeout = self.limits.send_timeout
 
         async def deadline_send(message: Message) -> None:
             nonlocal dropped
+            if message.get("type") == "http.response.body" and not message.get("more_body"):
+                answered()
             if dropped:
                 return   # the client stopped reading: the rest of the answer goes nowhere
             try:
                 await asyncio.wait_for(send(message), timeout)
             except TimeoutError:
                 dropped = True
-                log.warning("client stopped reading the answer for %s s; dropped", timeout)
+                log.warning("client stopped reading the answer for %s s; dropped (%s, %s)", timeout, message.get("type"), len(message.get("body", b"")))
 
         return deadline_send
 

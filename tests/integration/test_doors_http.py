@@ -27,7 +27,7 @@ FHIR_JSON = "application/fhir+json"
 MB = 1024 * 1024
 FAST = {"PARTAGE_HEADER_TIMEOUT": "2", "PARTAGE_BODY_TIMEOUT": "2", "PARTAGE_BODY_MIN_RATE": "2000",
         "PARTAGE_SOAP_MAX_BYTES": str(8 * MB), "PARTAGE_FHIR_MAX_BYTES": str(8 * MB),
-        "PARTAGE_VALIDATE_MAX_BYTES": str(20 * MB), "PARTAGE_TEXT_INDEXER": "0"}
+        "PARTAGE_VALIDATE_MAX_BYTES": str(20 * MB), "PARTAGE_SEND_TIMEOUT": "2", "PARTAGE_TEXT_INDEXER": "0"}
 ITI18 = open("examples/iti18-find-documents.xml", "rb").read()
 ITI41 = open("examples/iti41-provide.xml", "rb").read()
 
@@ -132,6 +132,32 @@ def test_declared_length_beyond_the_route_limit_is_refused_before_reading(server
             sock.sendall(head("POST", path, {"Content-Type": ctype, "Content-Length": str(200 * MB)}))
             answer = read_answer(sock, timeout=5)   # answered without a byte of the body
             assert answer is not None and answer.status == 413 and check(answer), (path, answer)
+
+
+def test_refused_bodies_do_not_hold_capacity(server):
+    """40 requests refused by their Content-Length (more than the 2 x 8 application threads), their
+    senders still holding their connections: each is answered at once, and frees its slot at once."""
+    socks = []
+    started = time.monotonic()
+    try:
+        for _ in range(40):
+            sock = connect(server.port)
+            sock.sendall(head("POST", "/xds/registry", {"Content-Type": SOAP, "Content-Length": str(200 * MB)}))
+            sock.settimeout(0.05)
+            try:   # as much of the body as the connection takes: more than the server hands over at once
+                sock.sendall(b"<" * (2 * MB))
+            except OSError:
+                pass
+            socks.append(sock)
+        answers = [read_answer(sock, timeout=10) for sock in socks]
+        elapsed = time.monotonic() - started
+        assert all(a is not None and a.status == 413 for a in answers)
+        assert elapsed < 3.5, f"40 refusals took {elapsed:.1f} s: refused requests held their slots"
+        r = requests.post(f"{server.base_url}/xds/registry", data=ITI18, headers={"Content-Type": SOAP}, timeout=2)
+        assert r.status_code == 200
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def _junk(total: int, size: int = 256 * 1024):
