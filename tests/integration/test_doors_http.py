@@ -106,6 +106,22 @@ def test_healthz_answers_within_2s_under_64_slow_connections(server):
             sock.close()
 
 
+def test_hundreds_of_idle_connections_are_held_cheaply(server):
+    socks = []
+    try:
+        for _ in range(300):
+            socks.append(connect(server.port))
+        for _ in range(3):
+            started = time.monotonic()
+            assert requests.get(f"{server.base_url}/healthz", timeout=2).status_code == 200
+            assert time.monotonic() - started < 2.0
+        time.sleep(2.5)   # the header deadline (2 s here) closes every one of them
+        assert sum(closed_by_peer(sock, wait=0.01) for sock in socks) == len(socks)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def test_client_that_stops_reading_does_not_hold_the_server(server):
     # Ask for a large answer (the validation form page, many times over keep-alive) and never read.
     socks = []
