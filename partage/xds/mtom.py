@@ -27,6 +27,7 @@ from . import constants as C
 
 CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
+MAX_PREAMBLE = 64 * 1024
 XOP_INCLUDE = f"{{{C.XOP}}}Include"
 SOAP_HEADER = f"{{{C.SOAP12}}}Header"
 SOAP_BODY = f"{{{C.SOAP12}}}Body"
@@ -303,6 +304,7 @@ class _PartReader:
         return True
 
     def _skip_preamble(self) -> None:
+        """Up to the first delimiter; a preamble is a line or two, so at most MAX_PREAMBLE bytes."""
         while True:
             at = self.buffer.find(self.delimiter)
             if at >= 0:
@@ -311,6 +313,9 @@ class _PartReader:
             keep = len(self.delimiter)
             if len(self.buffer) > keep:
                 del self.buffer[:-keep]
+            if self.total > MAX_PREAMBLE:
+                raise MtomError(f"no multipart boundary in the first {MAX_PREAMBLE} bytes (wrong boundary "
+                                "parameter?)")
             if not self._fill():
                 raise MtomError("no multipart boundary found in the body (wrong boundary parameter?)")
 

@@ -264,6 +264,33 @@ def test_mtom_credentials_are_checked_before_attachments_are_spooled(secure):
         assert watch.growth < 64 * MB
 
 
+@pytest.mark.parametrize("method,path,ctype", [
+    ("POST", "/fhir", FHIR_JSON), ("POST", "/fhir/Patient", FHIR_JSON), ("PUT", "/fhir/Consent/x", FHIR_JSON),
+    ("PATCH", "/fhir/DocumentReference/x", "application/json-patch+json"),
+    ("POST", "/fhir/DocumentReference/_search", "application/x-www-form-urlencoded"),
+    ("POST", "/xds/registry", SOAP), ("POST", "/xds/repository", "multipart/related; boundary=b"),
+])
+def test_unauthenticated_bodies_are_refused_before_they_are_read(secure, method, path, ctype):
+    with connect(secure.port) as sock, RssWatch(secure.process.pid) as watch:
+        sock.sendall(head(method, path, {"Content-Type": ctype, "Transfer-Encoding": "chunked"}))
+        result: dict[str, object] = {}
+        reader = threading.Thread(target=lambda: result.update(answer=read_answer(sock, timeout=30)))
+        reader.start()
+
+        def body():
+            while "answer" not in result:
+                yield b"x" * 65536
+                time.sleep(0.001)
+
+        sent = send_stream(sock, body(), chunked=True)
+        reader.join(30)
+    answer = result.get("answer")
+    assert answer is not None and answer.status in (400, 401, 413), (path, answer)
+    assert sent < 20 * MB, f"{path}: {sent // MB} MB read before the refusal"
+    if is_linux():
+        assert watch.growth < 64 * MB
+
+
 def test_authenticated_bodies_are_bounded_too(secure, authority):
     gp = sample_actors()["gp"]
     assertion = authority.saml_assertion(gp)
