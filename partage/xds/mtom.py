@@ -28,6 +28,7 @@ from . import constants as C
 CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 MAX_PREAMBLE = 64 * 1024
+MAX_PARTS = 10000   # a submission holds at most PARTAGE_MAX_DOCUMENTS_PER_SUBMISSION (1000) documents
 XOP_INCLUDE = f"{{{C.XOP}}}Include"
 SOAP_HEADER = f"{{{C.SOAP12}}}Header"
 SOAP_BODY = f"{{{C.SOAP12}}}Body"
@@ -231,6 +232,8 @@ def parse_multipart(content_type: str, stream: BinaryIO, *, max_total: int,
     root_found = False
     try:
         for index, headers in enumerate(reader.parts()):
+            if index >= MAX_PARTS:
+                raise MtomError(f"more than {MAX_PARTS} MIME parts")
             cid = normalize_cid(headers.get("content-id", ""))
             part_type = headers.get("content-type", "application/octet-stream")
             encoding = headers.get("content-transfer-encoding", "binary").strip().lower()
