@@ -143,7 +143,7 @@ def _name(field_name: str) -> str:
     return f"--{field_name.replace('_', '-')} (PARTAGE_{field_name.upper()})"
 
 
-def _coerce_named(name: str, current, value):
+def _coerce_named(name: str, current: object, value: object) -> object:
     try:
         return _coerce(current, value)
     except ValueError:

@@ -10,6 +10,7 @@ way the workers will load them), the database (reachable, migrated) and the port
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from pathlib import Path
 
@@ -23,12 +24,34 @@ from ..services import Services
 from ..terminology.domain import load_affinity_domain
 
 
+class _Held(logging.Handler):
+    """Holds what the loaders say while the checks run: a refusal is one line; a server that
+    starts then says it (e.g. what the CDA profile lacks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def first_problem(settings: Settings) -> str:
     """The first thing that stops `settings` from serving, as one line; "" when none."""
-    for check in (_values, _files, _ports, _database):
-        problem = check(settings)
-        if problem:
-            return problem
+    held = _Held()
+    logger = logging.getLogger("partage")
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(held)
+    try:
+        for check in (_values, _files, _ports, _database):
+            problem = check(settings)
+            if problem:
+                return problem
+    finally:
+        logger.removeHandler(held)
+        logger.propagate = propagate
+    for record in held.records:   # the checks passed: what the loaders said is said now
+        logging.getLogger(record.name).handle(record)
     return ""
 
 

@@ -118,14 +118,10 @@ def _http_error(exc: HTTPException) -> Response:
     return response
 
 
-@bp.app_errorhandler(HTTPException)
-def _routing_error(exc: HTTPException) -> Response | HTTPException:
+def routing_error(exc: HTTPException) -> Response:
     """Errors raised before a /fhir view runs (no route, method not allowed) and those of the
-    other /fhir blueprints: a FHIR client gets an OperationOutcome, never an HTML page. Other
-    paths keep the application's own answer."""
-    prefix = bp.url_prefix or "/fhir"
-    if request.path != prefix and not request.path.startswith(prefix + "/"):
-        return exc
+    other /fhir blueprints: a FHIR client gets an OperationOutcome, never an HTML page (the
+    application's last-resort handler sends /fhir paths here)."""
     return _http_error(exc)
 
 

@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
 from ..failures import classify
+from ..fhir import routes as fhir_routes
 from ..services import Services
 from .answers import error_answer
 
@@ -51,6 +52,8 @@ def last_resort(exc: Exception) -> Response:
     inputs that broke a structural limit while read (deep nesting, huge numbers) 400.
     """
     retry_after = None
+    if isinstance(exc, HTTPException) and (request.path == "/fhir" or request.path.startswith("/fhir/")):
+        return fhir_routes.routing_error(exc)   # an OperationOutcome, with Allow on a 405
     if isinstance(exc, HTTPException):
         status, message = exc.code or 500, exc.description or exc.name
     else:

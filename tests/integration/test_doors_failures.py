@@ -31,7 +31,7 @@ def _record(server) -> tuple[str, str, str]:
     reply = XdsClient(server.base_url).provide_and_register(F.submission(pid, contents=False), {"doc1": b"hello"})
     assert reply.status == "Success", reply.error_codes
     found = requests.get(f"{server.base_url}/fhir/DocumentReference", timeout=10,
-                         params={"patient.identifier": f"{NIR}|{pid.partition('^')[0]}", "status": "current"}).json()
+                         params={"patient.identifier": f"{NIR}|{pid.id}", "status": "current"}).json()
     resource = found["entry"][0]["resource"]
     binary = resource["content"][0]["attachment"]["url"]
     assert requests.get(binary, timeout=10).content == b"hello"
@@ -63,7 +63,7 @@ def _patient_count(server, value: str) -> int:
 def _every_door_refuses(server, pid: str, ref: str, binary: str, *, audit_down: bool) -> str:
     """Reads and writes on every door while a dependency is down; returns a patient id that must
     not exist afterwards."""
-    value = pid.partition("^")[0]
+    value = pid.id
     _assert_503(requests.get(f"{server.base_url}/fhir/DocumentReference", timeout=10,
                              params={"patient.identifier": f"{NIR}|{value}", "status": "current"}), "fhir")
     doc = requests.get(f"{server.base_url}/fhir/DocumentReference/{ref}", timeout=10)
@@ -76,7 +76,7 @@ def _every_door_refuses(server, pid: str, ref: str, binary: str, *, audit_down: 
             _assert_503(session.post(f"{server.base_url}/xds/registry", data=body,
                                      headers={"Content-Type": "application/soap+xml"}, timeout=10), "soap")
     new_pid = F.patient_id()
-    new_value = new_pid.partition("^")[0]
+    new_value = new_pid.id
     r = requests.post(f"{server.base_url}/fhir/Patient", timeout=10, json={
         "resourceType": "Patient", "identifier": [{"system": NIR, "value": new_value}],
         "name": [{"family": "DURAND"}], "birthDate": "1980-01-01"})
@@ -91,7 +91,7 @@ def _every_door_refuses(server, pid: str, ref: str, binary: str, *, audit_down: 
 
 def session_post_iti41(server, pid: str) -> requests.Response:
     body = open("examples/iti41-provide.xml", "rb").read().replace(
-        b"270017512345615^^^&amp;1.2.250.1.213.1.4.10&amp;ISO", pid.replace("&", "&amp;").encode())
+        b"270017512345615^^^&amp;1.2.250.1.213.1.4.10&amp;ISO", str(pid).replace("&", "&amp;").encode())
     return requests.post(f"{server.base_url}/xds/repository", data=body, timeout=30,
                          headers={"Content-Type": "application/soap+xml"})
 
@@ -111,7 +111,7 @@ def test_audit_store_refusing_writes_closes_every_door(tmp_path):
             db.close()
         # Back: the same requests succeed, and nothing of the refused writes exists.
         assert _find(server, pid)
-        assert _patient_count(server, new_pid.partition("^")[0]) == 0
+        assert _patient_count(server, new_pid.id) == 0
         assert not _find(server, new_pid)
         assert "Traceback" not in server.log()
 
@@ -133,6 +133,6 @@ def test_database_going_away_is_503_then_recovers(tmp_path):
                     admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             assert requests.get(f"{server.base_url}/healthz", timeout=10).status_code == 200
             assert _find(server, pid)
-            assert _patient_count(server, new_pid.partition("^")[0]) == 0
+            assert _patient_count(server, new_pid.id) == 0
             with contextlib.suppress(Exception):
                 assert "Traceback" not in server.log()
