@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tools import layers
+
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
 
@@ -39,3 +41,10 @@ def test_a_broken_layer_is_reported(tmp_path):
                           timeout=300, env=env)
     assert done.returncode != 0
     assert "partage.registry.zz_wrong_way -> partage.xds.soap" in done.stdout
+
+
+def test_the_architecture_diagram_is_generated_from_the_contract():
+    """docs/architecture.md's layers block is what tools/layers.py draws from setup.cfg now."""
+    doc = layers.DOC.read_text(encoding="utf-8")
+    assert layers.rewritten(doc, layers.block()) == doc, "stale: run python -m tools.layers"
+    assert [["cli"]] == layers.contract_layers()[:1]
