@@ -310,7 +310,7 @@ class Engine:
                     return
                 if action.result == PASS:
                     self.report.result = PASS
-            else:
+            elif check is not None:
                 self._assert(check, action)
                 if action.failed():
                     self.report.result = FAIL
@@ -379,7 +379,7 @@ class Engine:
                     self.report.result = FAIL
                     if not multi:
                         return False
-            else:
+            elif check is not None:
                 self._assert(check, action)
                 if action.result == FAIL:
                     if conditional:

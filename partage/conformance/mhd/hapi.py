@@ -155,7 +155,7 @@ def write(resource: dict[str, Any], fmt: str) -> bytes:
     if fmt == JSON:
         return json.dumps(resource, ensure_ascii=False).encode()
     resource_type = resource["resourceType"]
-    root = etree.Element(f"{{{FHIR_NS}}}{resource_type}", nsmap={None: FHIR_NS})
+    root = etree.Element(f"{{{FHIR_NS}}}{resource_type}", nsmap={None: FHIR_NS})  # type: ignore[dict-item]  # lxml-stubs: the default namespace's key is None
     _fill(root, resource, resource_type)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 

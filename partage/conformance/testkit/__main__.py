@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from . import cli
 
@@ -16,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_nist_arguments(nist)
     nist.set_defaults(func=cli.run_nist)
     args = parser.parse_args(argv)
-    return args.func(args)
+    run: Callable[[argparse.Namespace], int] = args.func
+    return run(args)
 
 
 if __name__ == "__main__":

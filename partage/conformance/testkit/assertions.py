@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass
 
 from lxml import etree
@@ -144,23 +144,27 @@ class ContentsCheck:
         self.errors.append(message)
 
     # counts ---------------------------------------------------------------------
-    def _count(self, what: str, found: list, count: int) -> bool:
+    def _count(self, what: str, found: Sized, count: int) -> bool:
         if len(found) != count:
             self.err(f"found {len(found)} {what} instead of {count}")
             return False
         return True
 
-    def has_submission_set(self) -> bool:
+    def the_submission_set(self) -> etree._Element | None:
+        """The SubmissionSet returned, or None after noting that there is none."""
         if self.m.submission_set is None:
             self.err("no SubmissionSet found")
-            return False
-        return True
+        return self.m.submission_set
+
+    def has_submission_set(self) -> bool:
+        return self.the_submission_set() is not None
 
     def has_no_submission_set(self) -> None:
         if self.m.submission_set is not None:
             self.err("a SubmissionSet was returned")
 
-    def has_association(self, source, target, kind: str):
+    def has_association(self, source: etree._Element, target: etree._Element,
+                        kind: str) -> etree._Element | None:
         type_uri = C.ASSOCIATION_HAS_MEMBER if kind == "HasMember" else rim_ihe(kind)
         for a in self.m.associations:
             if (a.get("sourceObject") == source.get("id") and a.get("targetObject") == target.get("id")
@@ -170,7 +174,8 @@ class ContentsCheck:
                  f"to {self.m.describe(target.get('id'))}")
         return None
 
-    def has_association_to_one_of(self, source, targets, kind: str):
+    def has_association_to_one_of(self, source: etree._Element, targets: Iterable[etree._Element],
+                                  kind: str) -> etree._Element | None:
         ids = {t.get("id") for t in targets}
         type_uri = C.ASSOCIATION_HAS_MEMBER if kind == "HasMember" else rim_ihe(kind)
         for a in self.m.associations:
@@ -181,7 +186,7 @@ class ContentsCheck:
                  f"{', '.join(sorted(self.m.describe(i) for i in ids if i)) or 'nothing'}")
         return None
 
-    def status_is(self, obj, wanted: str, what: str) -> bool:
+    def status_is(self, obj: etree._Element, wanted: str, what: str) -> bool:
         status = simple_status(obj.get("status"))
         if status != wanted:
             self.err(f"{what} {obj.get('id')} has status {status or 'none'} instead of {wanted}")
@@ -193,7 +198,7 @@ class ContentsCheck:
         self.has_submission_set()
         self._count("Documents", self.m.documents, 1)
         self._count("Associations", self.m.associations, 1)
-        if not self.errors:
+        if not self.errors and self.m.submission_set is not None:
             self.has_association(self.m.submission_set, self.m.documents[0], "HasMember")
 
     def ss_two_docs(self) -> None:
@@ -201,50 +206,51 @@ class ContentsCheck:
         self.has_submission_set()
         self._count("Documents", self.m.documents, 2)
         self._count("Associations", self.m.associations, 2)
-        if not self.errors:
+        if not self.errors and self.m.submission_set is not None:
             for document in self.m.documents:
                 self.has_association(self.m.submission_set, document, "HasMember")
 
-    def p_SSwithOneDoc(self, _):
+    def p_SSwithOneDoc(self, _: int) -> None:
         self.ss_one_doc()
         self.p_SSApproved(_)
 
-    def p_SSwithOneDocOnly(self, _):
+    def p_SSwithOneDocOnly(self, _: int) -> None:
         self.ss_one_doc()
 
-    def p_SSwithTwoDocOnly(self, _):
+    def p_SSwithTwoDocOnly(self, _: int) -> None:
         self.ss_two_docs()
 
-    def p_SSwithTwoDoc(self, _):
+    def p_SSwithTwoDoc(self, _: int) -> None:
         self.ss_two_docs()
         self.p_SSApproved(_)
 
-    def p_NoSubmissionSet(self, _):
+    def p_NoSubmissionSet(self, _: int) -> None:
         self.has_no_submission_set()
 
-    def p_NoDocument(self, _):
+    def p_NoDocument(self, _: int) -> None:
         self._count("Documents", self.m.documents, 0)
 
-    def p_SSApproved(self, _):
-        if self.has_submission_set():
-            self.status_is(self.m.submission_set, "Approved", "SubmissionSet")
+    def p_SSApproved(self, _: int) -> None:
+        submission_set = self.the_submission_set()
+        if submission_set is not None:
+            self.status_is(submission_set, "Approved", "SubmissionSet")
 
-    def p_DocDep(self, _):
+    def p_DocDep(self, _: int) -> None:
         for document in self.m.documents:
             if not self.status_is(document, "Deprecated", "DocumentEntry"):
                 return
 
-    def p_DocApp(self, _):
+    def p_DocApp(self, _: int) -> None:
         for document in self.m.documents:
             if not self.status_is(document, "Approved", "DocumentEntry"):
                 return
 
-    def p_FolApp(self, _):
+    def p_FolApp(self, _: int) -> None:
         for folder in self.m.folders:
             if not self.status_is(folder, "Approved", "Folder"):
                 return
 
-    def p_FolDep(self, _):
+    def p_FolDep(self, _: int) -> None:
         for folder in self.m.folders:
             if not self.status_is(folder, "Deprecated", "Folder"):
                 return
@@ -254,10 +260,10 @@ class ContentsCheck:
         if found != 1:
             self.err(f"found {found} {wanted} DocumentEntries instead of one")
 
-    def p_OneDocDep(self, _):
+    def p_OneDocDep(self, _: int) -> None:
         self._one_with_status("Deprecated")
 
-    def p_OneDocApp(self, _):
+    def p_OneDocApp(self, _: int) -> None:
         self._one_with_status("Approved")
 
     def _unique_relationship(self, kind: str) -> None:
@@ -268,16 +274,16 @@ class ContentsCheck:
         elif len(set(targets)) != len(targets):
             self.err(f"several {kind} associations target the same DocumentEntry")
 
-    def p_HasRPLC(self, _):
+    def p_HasRPLC(self, _: int) -> None:
         self._unique_relationship("RPLC")
 
-    def p_HasXFRM_RPLC(self, _):
+    def p_HasXFRM_RPLC(self, _: int) -> None:
         self._unique_relationship("XFRM_RPLC")
 
-    def p_HasAPND(self, _):
+    def p_HasAPND(self, _: int) -> None:
         self._unique_relationship("APND")
 
-    def p_DocRplcDoc(self, _):
+    def p_DocRplcDoc(self, _: int) -> None:
         self._count("Documents", self.m.documents, 2)
         self._count("Associations", self.m.associations, 1)
         if len(self.m.documents) != 2:
@@ -287,35 +293,37 @@ class ContentsCheck:
         self.has_association(new, old, "RPLC")
         self.status_is(old, "Deprecated", "DocumentEntry")
 
-    def p_SSwithOneFol(self, _):
+    def p_SSwithOneFol(self, _: int) -> None:
         self.has_submission_set()
         self._count("Documents", self.m.documents, 0)
         self._count("Folders", self.m.folders, 1)
-        if not self.errors:
+        if not self.errors and self.m.submission_set is not None:
             self._count("Associations", self.m.associations, 1)
             self.has_association(self.m.submission_set, self.m.folders[0], "HasMember")
 
-    def p_SSwithOneDocOneFol(self, _):
+    def p_SSwithOneDocOneFol(self, _: int) -> None:
         self.has_submission_set()
         self._count("Documents", self.m.documents, 1)
         self._count("Folders", self.m.folders, 1)
-        if self.errors:
+        ss = self.m.submission_set
+        if self.errors or ss is None:
             return
         self._count("Associations", self.m.associations, 4)
-        ss, doc, folder = self.m.submission_set, self.m.documents[0], self.m.folders[0]
+        doc, folder = self.m.documents[0], self.m.folders[0]
         self.has_association(ss, doc, "HasMember")
         self.has_association(ss, folder, "HasMember")
         folder_doc = self.has_association(folder, doc, "HasMember")
         self.has_association_to_one_of(ss, [folder_doc] if folder_doc is not None else [], "HasMember")
 
-    def p_SSwithTwoDocOneFol(self, _):
+    def p_SSwithTwoDocOneFol(self, _: int) -> None:
         self.has_submission_set()
         self._count("Documents", self.m.documents, 2)
         self._count("Folders", self.m.folders, 1)
-        if self.errors:
+        ss = self.m.submission_set
+        if self.errors or ss is None:
             return
         self._count("Associations", self.m.associations, 7)
-        ss, folder = self.m.submission_set, self.m.folders[0]
+        folder = self.m.folders[0]
         folder_docs = []
         for doc in self.m.documents:
             self.has_association(ss, doc, "HasMember")
@@ -327,14 +335,15 @@ class ContentsCheck:
         for a in list(folder_docs):
             self.has_association(ss, a, "HasMember")
 
-    def p_SSwithTwoDocOneFolOneDocInFol(self, _):
+    def p_SSwithTwoDocOneFolOneDocInFol(self, _: int) -> None:
         self.has_submission_set()
         self._count("Documents", self.m.documents, 2)
         self._count("Folders", self.m.folders, 1)
-        if self.errors:
+        ss = self.m.submission_set
+        if self.errors or ss is None:
             return
         self._count("Associations", self.m.associations, 5)
-        ss, folder = self.m.submission_set, self.m.folders[0]
+        folder = self.m.folders[0]
         for doc in self.m.documents:
             self.has_association(ss, doc, "HasMember")
         self.has_association(ss, folder, "HasMember")
@@ -342,33 +351,33 @@ class ContentsCheck:
         if folder_doc is not None:
             self.has_association(ss, folder_doc, "HasMember")
 
-    def p_None(self, _):
+    def p_None(self, _: int) -> None:
         self.has_no_submission_set()
         self._count("Documents", self.m.documents, 0)
         self._count("Folders", self.m.folders, 0)
         if not self.errors:
             self._count("Associations", self.m.associations, 0)
 
-    def p_ObjectRefs(self, count):
+    def p_ObjectRefs(self, count: int) -> None:
         self._count("ObjectRefs", self.m.object_refs, count)
         self.has_no_submission_set()
         self._count("Documents", self.m.documents, 0)
         self._count("Folders", self.m.folders, 0)
         self._count("Associations", self.m.associations, 0)
 
-    def p_Documents(self, count):
+    def p_Documents(self, count: int) -> None:
         self._count("Documents", self.m.documents, count)
 
-    def p_Folders(self, count):
+    def p_Folders(self, count: int) -> None:
         self._count("Folders", self.m.folders, count)
 
-    def p_SubmissionSets(self, count):
+    def p_SubmissionSets(self, count: int) -> None:
         self._count("SubmissionSets", self.m.submission_sets, count)
 
-    def p_Associations(self, count):
+    def p_Associations(self, count: int) -> None:
         self._count("Associations", self.m.associations, count)
 
-    def p_HasSnapshotPattern(self, _):
+    def p_HasSnapshotPattern(self, _: int) -> None:
         snapshots = [a for a in self.m.associations if simple_type(a.get("associationType")) == "IsSnapshotOf"]
         if len(snapshots) != 1:
             self.err(f"found {len(snapshots)} IsSnapshotOf associations instead of one")
@@ -480,11 +489,11 @@ def check_retrieve(request: etree._Element, documents: list[RetrievedDocument], 
         problems.append(f"requested {len(requested)} documents, got {len(documents)}")
     metadata = {}
     if reference_metadata is not None:
-        for eo in Objects(reference_metadata).documents:
-            for identifier in eo.iter():
+        for entry in Objects(reference_metadata).documents:
+            for identifier in entry.iter():
                 if local(identifier) == "ExternalIdentifier" and \
                         identifier.get("identificationScheme") == C.DOC_UNIQUE_ID:
-                    metadata[identifier.get("value")] = eo
+                    metadata[identifier.get("value")] = entry
     for doc in documents:
         label = f"document {doc.unique_id}"
         if doc.unique_id not in requested:

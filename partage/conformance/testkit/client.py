@@ -7,6 +7,7 @@ raised) because a test may expect one. Transport failures raise TransportError.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import requests
@@ -35,11 +36,11 @@ class SoapResponse:
 class _Body:
     """Streams build_multipart's chunks with a known length, so no chunked encoding is needed."""
 
-    def __init__(self, chunks, length: int) -> None:
+    def __init__(self, chunks: Iterable[bytes], length: int) -> None:
         self._chunks = chunks
         self._length = length
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         return iter(self._chunks)
 
     def __len__(self) -> int:

@@ -118,7 +118,7 @@ class CodeMap:
             if classification is None:
                 continue
             for value in [e for e in slot.iter() if local(e) == "Value"]:
-                def swap(match: re.Match, classification=classification) -> str:
+                def swap(match: re.Match[str], classification: str = classification) -> str:
                     nonlocal changed
                     new = self.replacement(classification, match.group(1), match.group(2))
                     if new is None:

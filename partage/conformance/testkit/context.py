@@ -24,6 +24,7 @@ from lxml import etree
 
 from .codes import CodeMap
 from .plan import Report, TestDefinition, TestKit, UseId, UseReport
+from .rim import attributes
 
 PATIENT_PARAM = "$patientid$"
 DEFAULT_AUTHORITY = "1.3.6.1.4.1.21367.2005.13.20.1000"   # first AssigningAuthority of the kit's codes.xml
@@ -246,9 +247,9 @@ def substitute(root: etree._Element, mapping: Mapping[str, str]) -> None:
         if etree.QName(element).localname in _SKIPPED_BY_SUBSTITUTION or element.tag == _XDSB_DOCUMENT:
             continue
         element.text = _replace(element.text, pairs)
-        for name, value in element.attrib.items():
+        for name, value in attributes(element):
             new = _replace(value, pairs)
-            if new != value:
+            if new is not None and new != value:
                 element.set(name, new)
         for child in element:
             child.tail = _replace(child.tail, pairs)
@@ -292,9 +293,10 @@ def resolve_use_report(session: Session, run: TestRun, current: SectionLog, use:
     else:
         test = session.kit.get(use.test) if use.test else run.test
         location = test.section_location(use.section or ".")
-        log = session.logs.get(location)
-        if log is None:
+        found = session.logs.get(location)
+        if found is None:
             raise LinkageError(f"UseReport {use.use_as}: section {test.id}/{use.section} has not run")
+        log = found
     step = log.step(use.step)
     if step is None:
         raise LinkageError(f"UseReport {use.use_as}: no step {use.step!r} in {log.test_id}/{log.section}")
@@ -319,12 +321,13 @@ def publish_reports(step: StepLog, reports: list[Report], params: Mapping[str, s
         return
     output = step.output_xml()
     for report in reports:
-        section = output.xpath("(//*[local-name()=$n])[1]", n=report.section)
-        if not section:
+        found = output.xpath("(//*[local-name()=$n])[1]", n=report.section)
+        section = found[0] if isinstance(found, list) and found else None
+        if not isinstance(section, etree._Element):
             step.reports[report.name] = ""
             continue
         try:
-            step.reports[report.name] = xpath_string(section[0].xpath(report.xpath))
+            step.reports[report.name] = xpath_string(section.xpath(report.xpath))
         except etree.XPathError:
             step.reports[report.name] = ""
 
@@ -340,6 +343,6 @@ def xpath_string(result: object) -> str:
             return ""
         first = result[0]
         if isinstance(first, etree._Element):
-            return "".join(first.itertext())
+            return "".join(t for t in first.itertext() if isinstance(t, str))
         return str(first)
     return "" if result is None else str(result)

@@ -10,6 +10,7 @@ accident. Nothing here talks to a server.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -313,7 +314,7 @@ def _parse_transaction(element: etree._Element, path: Path) -> Transaction:
         elif name == "Document" and tx.kind == "ProvideAndRegisterTransaction":
             if not child.get("id") or not _text(child):
                 raise PlanError(f"{path}: Document needs an id and a file name")
-            tx.documents.append((child.get("id"), _text(child)))
+            tx.documents.append((child.get("id", ""), _text(child)))
         elif name == "UseId":
             tx.use_ids.append(_use_id(child, path))
         elif name == "UseReport":
@@ -321,11 +322,11 @@ def _parse_transaction(element: etree._Element, path: Path) -> Transaction:
         elif name == "Report":
             if not child.get("name"):
                 raise PlanError(f"{path}: Report without a name")
-            tx.reports.append(Report(child.get("name"), child.get("section", ""),
+            tx.reports.append(Report(child.get("name", ""), child.get("section", ""),
                                      " ".join(_text(child).split())))
         elif name == "AssignUuids":
             tx.assign_uuids = True
-            tx.uuid_exclusions = {e.get("value") for e in child if e.tag == "Exclude" and e.get("value")}
+            tx.uuid_exclusions = {e.get("value", "") for e in child if e.tag == "Exclude" and e.get("value")}
         elif name == "NoAssignUids":
             if child.get("id"):
                 tx.no_assign_uid_to = child.get("id")
@@ -373,7 +374,7 @@ def _parse_transaction(element: etree._Element, path: Path) -> Transaction:
         elif name == "ReferenceMetadata" and tx.kind == "RetrieveTransaction":
             if not child.get("testdir") or not child.get("step"):
                 raise PlanError(f"{path}: ReferenceMetadata needs testdir and step")
-            tx.reference_metadata = (child.get("testdir"), child.get("step"))
+            tx.reference_metadata = (child.get("testdir", ""), child.get("step", ""))
         else:
             tx.unsupported.append(f"{tx.kind}/{name}")
     if not tx.xds_b and tx.kind not in ("NullTransaction", "PatientIdentityFeedTransaction"):
@@ -417,7 +418,7 @@ def _use_report(element: etree._Element, path: Path) -> UseReport:
 
 
 # --------------------------------------------------------------------------- files
-def _elements(parent: etree._Element):
+def _elements(parent: etree._Element) -> Iterator[etree._Element]:
     return (c for c in parent if isinstance(c.tag, str))
 
 
@@ -456,7 +457,7 @@ def _section_order(directory: Path) -> list[str]:
     return _all_sections(directory)
 
 
-def _natural(test_id: str) -> tuple:
+def _natural(test_id: str) -> tuple[bool, int, str]:
     """Sort 11966 before 12021 before 12021a, and paths after plain ids."""
     head = test_id.split("/")[0]
     digits = "".join(c for c in head if c.isdigit())

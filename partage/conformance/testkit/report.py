@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from lxml import etree
 
@@ -55,8 +55,8 @@ class Console:
         self.stream.flush()
 
 
-def to_json(results: list[TestResult]) -> dict:
-    document: dict = dict(counts(results))
+def to_json(results: list[TestResult]) -> dict[str, Any]:
+    document: dict[str, Any] = dict(counts(results))
     document["tests"] = {}
     for result in results:
         document["tests"][result.id] = {

@@ -59,6 +59,11 @@ def object_list(root: etree._Element) -> etree._Element | None:
     return None
 
 
+def attributes(element: etree._Element) -> list[tuple[str, str]]:
+    """An element's attributes; lxml gives them as str (its types also allow bytes)."""
+    return [(k, v) for k, v in element.items() if isinstance(k, str) and isinstance(v, str)]
+
+
 def is_v2(root: etree._Element) -> bool:
     namespaces = {etree.QName(e).namespace for e in root.iter() if isinstance(e.tag, str)}
     return bool(namespaces & {RIM2, RS2})
@@ -181,7 +186,7 @@ class _V3Converter:
     def convert(self, source: etree._Element) -> etree._Element:
         name = local(source)
         target = etree.Element(f"{{{C.RIM}}}{name}")
-        for attribute, value in source.attrib.items():
+        for attribute, value in attributes(source):
             attribute = etree.QName(attribute).localname if attribute.startswith("{") else attribute
             if attribute in ("minorVersion", "majorVersion"):
                 continue

@@ -42,6 +42,7 @@ from .rim import MetadataError
 from .transactions import (
     ROUTES,
     Endpoints,
+    Prepared,
     prepare,
     retrieved_documents,
     send,
@@ -288,7 +289,7 @@ class Runner:
         return [Assertion(a.id, code_map.translate_expression(a.xpath)) for a in tx.assertions]
 
     @staticmethod
-    def _remember_documents(run: TestRun, log: SectionLog, tx: Transaction, prepared) -> None:
+    def _remember_documents(run: TestRun, log: SectionLog, tx: Transaction, prepared: Prepared) -> None:
         """uniqueId -> file of each document provided, so a retrieve can be checked against it."""
         section = run.test.section(log.section)
         uuids = prepared.assigned.get("AssignedUuids", {})
@@ -355,7 +356,7 @@ def direct_dependencies(kit: TestKit, test: TestDefinition) -> list[str]:
             if tx.reference_metadata:
                 testdirs.append(tx.reference_metadata[0])
             if tx.expected_contents is not None:
-                testdirs += [e.get("testdir") for e in tx.expected_contents.iter("UseId") if e.get("testdir")]
+                testdirs += [e.get("testdir", "") for e in tx.expected_contents.iter("UseId") if e.get("testdir")]
             for testdir in testdirs:
                 for base in (location, posixpath.dirname(location)):
                     located = kit.locate(posixpath.normpath(posixpath.join(base, testdir)))

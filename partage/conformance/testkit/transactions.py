@@ -214,7 +214,7 @@ def send(client: SoapClient, endpoints: Endpoints, tx: Transaction, prepared: Pr
 
 def retrieved_documents(response: SoapResponse) -> list[RetrievedDocument]:
     """The DocumentResponse elements of a retrieve answer, with their bytes (XOP or inline)."""
-    documents = []
+    documents: list[RetrievedDocument] = []
     if response.body is None:
         return documents
     for item in response.body.iter(f"{{{C.XDSB}}}DocumentResponse"):
