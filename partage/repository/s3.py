@@ -18,35 +18,78 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO, Literal, Protocol, TypedDict
 from urllib.parse import urlparse
 
-import boto3
-from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import ClientError
+# boto3 and botocore ship no type information (their stubs are separate packages).
+import boto3  # type: ignore[import-untyped]
+from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
+from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
 from .store import CHUNK, BlobStore, StoredBlob, _valid_address
 
 MULTIPART_CHUNK = 8 * 1024 * 1024
 
 
+class _GetObjectOutput(TypedDict):
+    Body: BinaryIO   # a botocore StreamingBody: read(n), close, context manager
+
+
+class _ListedObject(TypedDict):
+    Key: str
+
+
+class _ListPage(TypedDict, total=False):
+    Contents: list[_ListedObject]
+
+
+class _ListPaginator(Protocol):
+    def paginate(self, *, Bucket: str, Prefix: str) -> Iterable[_ListPage]: ...
+
+
+class _S3Exceptions(Protocol):
+    NoSuchKey: type[Exception]
+
+
+class S3Client(Protocol):
+    """The calls this store makes on a boto3 S3 client (boto3 builds its clients at run time)."""
+
+    exceptions: _S3Exceptions
+
+    def upload_fileobj(self, Fileobj: BinaryIO, Bucket: str, Key: str, *, Config: TransferConfig,
+                       ExtraArgs: dict[str, object]) -> None: ...
+
+    def get_object(self, *, Bucket: str, Key: str) -> _GetObjectOutput: ...
+
+    def head_object(self, *, Bucket: str, Key: str) -> object: ...
+
+    def delete_object(self, *, Bucket: str, Key: str) -> object: ...
+
+    def head_bucket(self, *, Bucket: str) -> object: ...
+
+    def get_paginator(self, operation_name: Literal["list_objects_v2"]) -> _ListPaginator: ...
+
+
 class S3BlobStore(BlobStore):
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 client=None, spool_dir: str | None = None, max_concurrency: int = 4) -> None:
+                 client: S3Client | None = None, spool_dir: str | None = None,
+                 max_concurrency: int = 4) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client = client or boto3.client("s3", endpoint_url=endpoint_url or None)
+        self.client: S3Client = client or boto3.client("s3", endpoint_url=endpoint_url or None)
         self.spool_dir = spool_dir
         self.transfer = TransferConfig(multipart_threshold=MULTIPART_CHUNK, multipart_chunksize=MULTIPART_CHUNK,
                                        max_concurrency=max_concurrency)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs) -> S3BlobStore:
+    def from_url(cls, url: str, *, endpoint_url: str | None = None, client: S3Client | None = None,
+                 spool_dir: str | None = None, max_concurrency: int = 4) -> S3BlobStore:
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ValueError(f"not an S3 blob URL (s3://bucket/prefix): {url!r}")
-        return cls(parsed.netloc, parsed.path, **kwargs)
+        return cls(parsed.netloc, parsed.path, endpoint_url=endpoint_url, client=client,
+                   spool_dir=spool_dir, max_concurrency=max_concurrency)
 
     def key(self, address: str) -> str:
         if not _valid_address(address):

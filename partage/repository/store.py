@@ -59,7 +59,7 @@ def _valid_address(address: str) -> bool:
 class FilesystemBlobStore(BlobStore):
     """Blobs under `root/ab/cd/<sha256>`; temp files under `root/tmp`."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
