@@ -7,15 +7,19 @@ tests can build one over a temporary directory and the CLI can build one without
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 from .access.decisions import AccessTable
 from .cda.gate import CdaGate
 from .config import Settings
+from .metadata.errors import XdsError
+from .metadata.model import DocumentEntry
 from .registry.store import Registry
-from .repository import BlobStore, open_blob_store
-from .terminology.domain import load_affinity_domain
+from .repository import open_blob_store
+from .repository.store import BlobStore
+from .terminology.domain import AffinityDomain, load_affinity_domain
 
 log = logging.getLogger("partage")
 
@@ -38,7 +42,7 @@ class Services:
         return cls(settings=settings, registry=registry, blobs=blobs)
 
     @cached_property
-    def domain(self):
+    def domain(self) -> AffinityDomain:
         """The affinity domain (allowed codes), loaded once: SVS files or a NIST codes.xml."""
         return load_affinity_domain(self.settings.codes)
 
@@ -48,7 +52,7 @@ class Services:
         return AccessTable.load(self.settings.access_matrix)
 
     @cached_property
-    def document_checks(self) -> list:
+    def document_checks(self) -> list[Callable[[DocumentEntry, object, str], list[XdsError]]]:
         """Per-document checks of the ingest flow: the CDA profile on every ClinicalDocument."""
         return [CdaGate.from_settings(self.settings)]
 

@@ -26,7 +26,7 @@ from .model import (
     SubmissionSet,
 )
 
-CLASSES: dict[str, type] = {c.kind: c for c in (DocumentEntry, SubmissionSet, Folder, Association)}
+CLASSES: dict[str, type[AnyObject]] = {c.kind: c for c in (DocumentEntry, SubmissionSet, Folder, Association)}
 _FIELD_NAMES = {cls: {f.name for f in fields(cls)} for cls in CLASSES.values()}
 _DEFAULTS = {cls: {f.name: getattr(cls(), f.name) for f in fields(cls)} for cls in CLASSES.values()}
 
@@ -48,9 +48,9 @@ HL7Value = CX | XCN | XON | XTN | DTM | Recipient
 
 
 def _hl7_in(kind: type[HL7Value], text: str) -> HL7Value:
-    if kind is DTM:
-        return DTM.parse(text)
-    return kind.parse(text, strict=False)   # type: ignore[union-attr,call-arg]
+    if issubclass(kind, DTM):
+        return kind.parse(text)
+    return kind.parse(text, strict=False)
 
 
 def _author_out(author: Author) -> dict[str, Any]:

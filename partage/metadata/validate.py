@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from .datatypes import CX, XCN, XON, XTN, DatatypeError, is_oid, is_uuid_urn
@@ -105,7 +106,7 @@ def validate_submission(request: SubmissionRequest, domain: CodeDomain,
     for assoc in request.associations:
         _check_association(assoc, domain, out)
     _check_unique_ids(request, out)
-    _check_membership(request, out)
+    _check_membership(request, ss, out)
     return out.errors
 
 
@@ -166,8 +167,7 @@ def _check_document(doc: DocumentEntry, domain: CodeDomain, tx: Transaction,
     if doc.legal_authenticator:
         out.check(where, "DocumentEntry.legalAuthenticator", doc.legal_authenticator)
     for ref in doc.reference_ids:
-        out.check(where, "DocumentEntry.referenceIdList", ref,
-                  lambda ref=ref: _reference_id_rule(ref))
+        out.check(where, "DocumentEntry.referenceIdList", ref, partial(_reference_id_rule, ref))
     if doc.mime_type and not domain.allows_mime_type(doc.mime_type):
         out.add(f"DocumentEntry.mimeType {doc.mime_type!r} is not in the affinity domain", where)
     for attr in DOC_REQUIRED_CODES:
@@ -223,26 +223,26 @@ def _check_association(assoc: Association, domain: CodeDomain, out: _Collector) 
 def _check_unique_ids(request: SubmissionRequest, out: _Collector) -> None:
     seen: dict[str, str] = {}
     for obj in [request.submission_set, *request.documents, *request.folders]:
-        uid = getattr(obj, "unique_id", "")
-        if not uid:
+        uid = obj.unique_id if obj is not None else ""
+        if obj is None or not uid:
             continue
         if uid in seen:
             out.add(f"uniqueId {uid} is used by both {seen[uid]} and {obj.entry_uuid}",
                     obj.entry_uuid, DUPLICATE_UNIQUE_ID_IN_MESSAGE)
         seen[uid] = obj.entry_uuid
     ids: set[str] = set()
-    for obj in request.objects():
-        if obj.entry_uuid in ids:
-            out.add(f"id {obj.entry_uuid} is used by two objects in the request", obj.entry_uuid)
-        ids.add(obj.entry_uuid)
+    for each in request.objects():
+        if each.entry_uuid in ids:
+            out.add(f"id {each.entry_uuid} is used by two objects in the request", each.entry_uuid)
+        ids.add(each.entry_uuid)
 
 
-def _check_membership(request: SubmissionRequest, out: _Collector) -> None:
+def _check_membership(request: SubmissionRequest, ss: SubmissionSet, out: _Collector) -> None:
     """Each submitted DocumentEntry and Folder must be a member of the SubmissionSet."""
-    ss = request.submission_set
     members = {a.target_uuid for a in request.associations
                if a.association_type == AssociationType.HAS_MEMBER and a.source_uuid == ss.entry_uuid}
-    for obj in [*request.documents, *request.folders]:
+    members_to_be: list[DocumentEntry | Folder] = [*request.documents, *request.folders]
+    for obj in members_to_be:
         if obj.entry_uuid not in members:
             out.add(f"{obj.kind} {obj.entry_uuid} is not linked to the SubmissionSet by a "
                     "HasMember association", obj.entry_uuid)
