@@ -15,15 +15,29 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from typing import Protocol
 
 from cryptography import x509
+from lxml import etree
 
+from ..config import Settings
 from ..registry import credential_uses
+from ..registry.store import Registry
 from . import audit, saml, tokens
 from .actor import INSECURE_DEV_ACTOR, Actor, AuthenticationRequired
 
 
-def trust_problem(settings) -> str:
+class Holder(Protocol):
+    """What authentication reads of the process's Services (access sits below services.py)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+
+def trust_problem(settings: Settings) -> str:
     """Why the configured trust file cannot serve (empty string: it can, or none is set)."""
     if not settings.trust:
         return ""
@@ -37,7 +51,7 @@ def trust_problem(settings) -> str:
     return ""
 
 
-def _trust(services) -> str:
+def _trust(services: Holder) -> str:
     path = services.settings.trust
     if not path:
         raise AuthenticationRequired("this server requires credentials but trusts no certificate authority "
@@ -47,7 +61,7 @@ def _trust(services) -> str:
     return path
 
 
-def _consume(services, actor: Actor) -> None:
+def _consume(services: Holder, actor: Actor) -> None:
     """Refuse a credential already used, when this kind of credential is single-use."""
     mode = (services.settings.one_time_credentials or "none").lower()
     if mode == "none" or (mode == "saml" and actor.auth_method != "saml"):
@@ -70,7 +84,7 @@ def _done(actor: Actor, address: str) -> Actor:
     return actor
 
 
-def soap_actor(services, header, *, address: str = "") -> Actor:
+def soap_actor(services: Holder, header: etree._Element | None, *, address: str = "") -> Actor:
     """The actor of an XDS.b request, from the SOAP Header element (or None)."""
     if services.settings.insecure_dev:
         return _done(INSECURE_DEV_ACTOR, address)
@@ -88,7 +102,7 @@ def soap_actor(services, header, *, address: str = "") -> Actor:
     return _done(actor, address)
 
 
-def http_actor(services, authorization: str | None, *, address: str = "") -> Actor:
+def http_actor(services: Holder, authorization: str | None, *, address: str = "") -> Actor:
     """The actor of an HTTP request, from its Authorization header."""
     if services.settings.insecure_dev:
         return _done(INSECURE_DEV_ACTOR, address)

@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from lxml import etree
-from signxml import XMLSigner, methods
+from signxml.algorithms import SignatureConstructionMethod
+from signxml.signer import XMLSigner
 
 from ..metadata.datatypes import CX
 from . import saml, tokens
@@ -84,10 +85,34 @@ def _name(cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+def _issue(ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, cn: str, *, days: int = 3650,
+           not_before: datetime | None = None) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A new signing key and certificate issued by the CA of `ca_key` and `ca_cert`."""
+    start = not_before or datetime.now(UTC) - timedelta(minutes=5)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(start + timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(
+                f"urn:partage:dev:{cn.replace(' ', '-')}")]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return key, cert
+
+
 class DevAuthority:
     """A development CA and one signing certificate it issued."""
 
-    def __init__(self, ca_key, ca_cert: x509.Certificate, key, cert: x509.Certificate) -> None:
+    def __init__(self, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, key: rsa.RSAPrivateKey,
+                 cert: x509.Certificate) -> None:
         self.ca_key, self.ca_cert, self.key, self.cert = ca_key, ca_cert, key, cert
 
     @classmethod
@@ -105,30 +130,13 @@ class DevAuthority:
                                                 encipher_only=False, decipher_only=False), critical=True)
                    .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
                    .sign(ca_key, hashes.SHA256()))
-        authority = cls(ca_key, ca_cert, None, None)
-        authority.key, authority.cert = authority.issue(signer_cn, days=days)
-        return authority
+        key, cert = _issue(ca_key, ca_cert, signer_cn, days=days)
+        return cls(ca_key, ca_cert, key, cert)
 
-    def issue(self, cn: str, *, days: int = 3650, not_before: datetime | None = None):
+    def issue(self, cn: str, *, days: int = 3650,
+              not_before: datetime | None = None) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
         """A new signing key and certificate issued by this CA."""
-        start = not_before or datetime.now(UTC) - timedelta(minutes=5)
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(self.ca_cert.subject)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(start).not_valid_after(start + timedelta(days=days))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True,
-                                             key_encipherment=False, data_encipherment=False,
-                                             key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                             encipher_only=False, decipher_only=False), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(
-                    f"urn:partage:dev:{cn.replace(' ', '-')}")]), critical=False)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()),
-                               critical=False)
-                .sign(self.ca_key, hashes.SHA256()))
-        return key, cert
+        return _issue(self.ca_key, self.ca_cert, cn, days=days, not_before=not_before)
 
     # --- persistence --------------------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -142,10 +150,13 @@ class DevAuthority:
 
     @classmethod
     def load(cls, directory: Path) -> DevAuthority:
-        def key(name):
-            return serialization.load_pem_private_key((directory / name).read_bytes(), password=None)
+        def key(name: str) -> rsa.RSAPrivateKey:
+            loaded = serialization.load_pem_private_key((directory / name).read_bytes(), password=None)
+            if not isinstance(loaded, rsa.RSAPrivateKey):   # save() writes RSA keys only
+                raise ValueError(f"{directory / name}: not an RSA private key")
+            return loaded
 
-        def cert(name):
+        def cert(name: str) -> x509.Certificate:
             return x509.load_pem_x509_certificate((directory / name).read_bytes())
 
         return cls(key("ca.key"), cert("ca.pem"), key("idp.key"), cert("idp.pem"))
@@ -155,26 +166,28 @@ class DevAuthority:
         return self.ca_cert.public_bytes(serialization.Encoding.PEM)
 
     # --- credentials ----------------------------------------------------------------------
-    def _window(self, hours: float, not_before: datetime | None):
+    def _window(self, hours: float, not_before: datetime | None) -> tuple[datetime, datetime]:
         start = not_before or datetime.now(UTC) - timedelta(minutes=1)
         return start, start + timedelta(hours=hours)
 
     def saml_assertion(self, actor: Actor, *, audience: str = DEFAULT_AUDIENCE, hours: float = 8,
-                       not_before: datetime | None = None, key=None, cert=None) -> bytes:
+                       not_before: datetime | None = None, key: tokens.SigningKey | None = None,
+                       cert: x509.Certificate | None = None) -> bytes:
         """A signed VIHF-like assertion (bytes of the saml2:Assertion element)."""
         start, end = self._window(hours, not_before)
         unsigned = saml.build_assertion(actor, issuer=ISSUER, audience=audience, not_before=start,
                                         not_after=end)
-        signer = XMLSigner(method=methods.enveloped, signature_algorithm="rsa-sha256",
+        signer = XMLSigner(method=SignatureConstructionMethod.enveloped, signature_algorithm="rsa-sha256",
                            digest_algorithm="sha256", c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#")
         signer.namespaces = {"ds": saml.DS}
-        key, cert = key or self.key, cert or self.cert
-        signed = signer.sign(unsigned, key=key, cert=[cert], reference_uri="#" + unsigned.get("ID"),
+        signed = signer.sign(unsigned, key=key or self.key, cert=[cert or self.cert],
+                             reference_uri="#" + unsigned.get("ID", ""),
                              id_attribute="ID")
         return etree.tostring(signed)
 
     def jwt(self, actor: Actor, *, audience: str = DEFAULT_AUDIENCE, hours: float = 8,
-            not_before: datetime | None = None, key=None, cert=None) -> str:
+            not_before: datetime | None = None, key: tokens.SigningKey | None = None,
+            cert: x509.Certificate | None = None) -> str:
         start, end = self._window(hours, not_before)
         claims = tokens.build_claims(actor, issuer=ISSUER, audience=audience, not_before=start, not_after=end)
         return tokens.sign(claims, key or self.key, [cert or self.cert])

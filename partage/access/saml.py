@@ -32,8 +32,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from lxml import etree
-from signxml import InvalidInput, SignatureConfiguration, XMLVerifier
-from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidSignature
+from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
+from signxml.verifier import SignatureConfiguration, VerifyResult, XMLVerifier
 
 from .actor import (
     KINDS,
@@ -106,19 +106,19 @@ def build_assertion(actor: Actor, *, issuer: str, audience: str, not_before: dat
         "urn:oasis:names:tc:SAML:2.0:ac:classes:X509"
     statement = etree.SubElement(root, S + "AttributeStatement")
 
-    def attribute(name: str, *values) -> None:
-        values = [v for v in values if v not in (None, "")]
-        if not values:
+    def attribute(name: str, *values: str | etree._Element | None) -> None:
+        given = [v for v in values if v is not None and not (isinstance(v, str) and v == "")]
+        if not given:
             return
         element = etree.SubElement(statement, S + "Attribute", Name=name)
-        for value in values:
+        for value in given:
             holder = etree.SubElement(element, S + "AttributeValue")
             if isinstance(value, etree._Element):
                 holder.append(value)
             else:
                 holder.text = value
 
-    def coded(tag: str, code: str, system: str):
+    def coded(tag: str, code: str, system: str) -> etree._Element | None:
         if not code:
             return None
         return etree.Element(f"{{{HL7}}}{tag}", {f"{{{XSI}}}type": "CE", "code": code, "codeSystem": system})
@@ -172,7 +172,8 @@ def verify_assertion(assertion: etree._Element | bytes, *, ca_pem_file: str, aud
         raise AuthenticationRequired(f"SAML assertion signature refused: {exc}") from exc
     except Exception as exc:   # malformed signature structures surface as assorted errors
         raise AuthenticationRequired(f"SAML assertion signature refused: {exc.__class__.__name__}") from exc
-    signed = result.signed_xml
+    # one signature is expected (signxml answers a list only when several are)
+    signed = result.signed_xml if isinstance(result, VerifyResult) else None
     if signed is None or signed.tag != f"{{{SAML}}}Assertion":
         raise AuthenticationRequired("the signature does not cover the SAML assertion")
     S = f"{{{SAML}}}"
@@ -199,9 +200,9 @@ def _actor_from(signed: etree._Element) -> Actor:
     name_id = (signed.findtext(f"{S}Subject/{S}NameID") or "").strip()
     if not name_id:
         raise AuthenticationRequired("SAML assertion without Subject/NameID")
-    attrs: dict[str, list] = {}
+    attrs: dict[str, list[str | etree._Element]] = {}
     for attribute in signed.iter(S + "Attribute"):
-        values = []
+        values: list[str | etree._Element] = []
         for value in attribute.findall(S + "AttributeValue"):
             child = next((c for c in value if isinstance(c.tag, str)), None)
             values.append(child if child is not None else (value.text or "").strip())

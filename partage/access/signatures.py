@@ -26,10 +26,12 @@ import io
 import logging
 import uuid
 
+from cryptography import x509
 from lxml import etree
-from signxml import methods
-from signxml.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
+from signxml.algorithms import SignatureConstructionMethod
+from signxml.xades.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
 
+from ..config import Settings
 from ..metadata.errors import ErrorCode, XdsError
 from ..metadata.model import (
     Association,
@@ -40,7 +42,8 @@ from ..metadata.model import (
     DocumentEntry,
     SubmissionRequest,
 )
-from .actor import CONNECTOR, PATIENT, PROFESSIONAL, REPRESENTATIVE
+from .actor import CONNECTOR, PATIENT, PROFESSIONAL, REPRESENTATIVE, Actor
+from .tokens import SigningKey
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
@@ -89,16 +92,18 @@ def build_manifest(submission_set_uid: str, documents: dict[str, bytes]) -> etre
     return manifest
 
 
-def sign_manifest(manifest: etree._Element, key, cert) -> bytes:
-    signer = XAdESSigner(method=methods.enveloping, signature_algorithm="rsa-sha256", digest_algorithm="sha256")
+def sign_manifest(manifest: etree._Element, key: SigningKey, cert: x509.Certificate) -> bytes:
+    signer = XAdESSigner(method=SignatureConstructionMethod.enveloping, signature_algorithm="rsa-sha256", digest_algorithm="sha256")
     return etree.tostring(signer.sign(manifest, key=key, cert=[cert]), xml_declaration=True, encoding="UTF-8")
 
 
-def sign_submission(request: SubmissionRequest, key, cert, *, entry_id: str = "dsg-signature",
-                    author: Author | None = None) -> DocumentEntry:
+def sign_submission(request: SubmissionRequest, key: SigningKey, cert: x509.Certificate, *,
+                    entry_id: str = "dsg-signature", author: Author | None = None) -> DocumentEntry:
     """Add a SubmissionSet signature document (and its `signs` association) to `request`,
     whose documents must all have their contents. Returns the signature's entry."""
     ss = request.submission_set
+    if ss is None:
+        raise SignatureError("the submission has no SubmissionSet to sign")
     documents = {}
     for doc in request.documents:
         content = request.contents.get(doc.entry_uuid)
@@ -182,24 +187,25 @@ def check_manifest(manifest: etree._Element, submission_set_uid: str, documents:
     return problems
 
 
-def check_submission(settings, actor, request: SubmissionRequest) -> list[XdsError]:
+def check_submission(settings: Settings, actor: Actor, request: SubmissionRequest) -> list[XdsError]:
     """Verify every DSG signature document of a provided submission (ITI-41, ITI-65)."""
     signatures = [d for d in request.documents if is_signature(d)]
     if not signatures:
-        if getattr(settings, "require_signed_submissions", False) and actor.kind in (
+        if settings.require_signed_submissions and actor.kind in (
                 PROFESSIONAL, CONNECTOR, PATIENT, REPRESENTATIVE):
             return [XdsError(ErrorCode.REPOSITORY_METADATA,
                              "this registry requires signed submission sets (IHE DSG detached signature)")]
         return []
+    # the SubmissionSet's presence is checked before (validate_submission)
+    ss_uid = request.submission_set.unique_id if request.submission_set is not None else ""
     if not settings.trust:
         if settings.insecure_dev:
             log.warning("submission signature of %s not verified: no --trust (insecure development mode)",
-                        request.submission_set.unique_id)
+                        ss_uid)
             return []
         return [XdsError(ErrorCode.REPOSITORY_METADATA,
                          "a submission signature cannot be verified: no trusted CA is configured (--trust)")]
     errors = []
-    ss = request.submission_set
     for sig in signatures:
         content = request.contents.get(sig.entry_uuid)
         if content is None:
@@ -208,7 +214,7 @@ def check_submission(settings, actor, request: SubmissionRequest) -> list[XdsErr
                   if d is not sig and d.entry_uuid in request.contents and not is_signature(d)}
         try:
             manifest = verify_signature(_read(content), settings.trust)
-            problems = check_manifest(manifest, ss.unique_id, others)
+            problems = check_manifest(manifest, ss_uid, others)
         except SignatureError as exc:
             problems = [str(exc)]
         signed_uids = {uid for uid, _ in others.items()}

@@ -22,10 +22,11 @@ import base64
 import dataclasses
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from signxml.exceptions import InvalidCertificate
 from signxml.util import X509CertChainVerifier
@@ -43,10 +44,13 @@ from .saml import PROFESSION_SYSTEM, PURPOSE_SYSTEM, SPECIALTY_SYSTEM
 
 ALGORITHMS = ["RS256", "PS256", "ES256"]
 
+# The private keys credentials are signed with (the development CA issues RSA ones).
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
 
 def build_claims(actor: Actor, *, issuer: str, audience: str, not_before: datetime,
-                 not_after: datetime, jti: str | None = None) -> dict:
-    iua = {"subject_name": actor.name, "subject_organization_id": actor.structure,
+                 not_after: datetime, jti: str | None = None) -> dict[str, Any]:
+    iua: dict[str, Any] = {"subject_name": actor.name, "subject_organization_id": actor.structure,
            "purpose_of_use": {"system": PURPOSE_SYSTEM, "code": actor.purpose or NORMAL}}
     if actor.role:
         iua["subject_role"] = {"system": PROFESSION_SYSTEM, "code": actor.role}
@@ -63,13 +67,13 @@ def build_claims(actor: Actor, *, issuer: str, audience: str, not_before: dateti
             "jti": jti or uuid.uuid4().hex, "extensions": {"ihe_iua": iua, "fr_vihf": vihf}}
 
 
-def sign(claims: dict, key, chain: list[x509.Certificate]) -> str:
+def sign(claims: dict[str, Any], key: SigningKey, chain: list[x509.Certificate]) -> str:
     x5c = [base64.b64encode(c.public_bytes(_der())).decode("ascii") for c in chain]
     algorithm = "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
     return jwt.encode(claims, key, algorithm=algorithm, headers={"x5c": x5c})
 
 
-def _der():
+def _der() -> Encoding:
     return Encoding.DER
 
 
@@ -91,11 +95,16 @@ def verify_token(token: str, *, ca_pem_file: str, audience: str, clock_skew: int
         raise AuthenticationRequired("bearer token has no x5c certificate chain")
     moment = now or datetime.now(UTC)
     try:
-        leaf = X509CertChainVerifier(ca_pem_file=ca_pem_file, verification_time=moment).verify(chain)
+        # signxml.util leaves X509CertChainVerifier unannotated; verify() returns the leaf certificate
+        verifier = X509CertChainVerifier(ca_pem_file=ca_pem_file, verification_time=moment)  # type: ignore[no-untyped-call]
+        leaf: x509.Certificate = verifier.verify(chain)  # type: ignore[no-untyped-call]
     except InvalidCertificate as exc:
         raise AuthenticationRequired(f"bearer token certificate refused: {exc}") from exc
+    public_key = leaf.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):   # what ALGORITHMS verify
+        raise AuthenticationRequired("bearer token refused: its certificate's key is neither RSA nor EC")
     try:
-        claims = jwt.decode(token, leaf.public_key(), algorithms=ALGORITHMS, audience=audience,
+        claims = jwt.decode(token, public_key, algorithms=ALGORITHMS, audience=audience,
                             leeway=clock_skew, options={"require": ["exp", "sub", "aud", "iat"]})
     except jwt.ExpiredSignatureError as exc:
         raise AuthenticationRequired("bearer token has expired") from exc
@@ -110,7 +119,7 @@ def verify_token(token: str, *, ca_pem_file: str, audience: str, clock_skew: int
     return dataclasses.replace(actor_from_claims(claims), credential_expires=int(claims["exp"]))
 
 
-def actor_from_claims(claims: dict) -> Actor:
+def actor_from_claims(claims: dict[str, Any]) -> Actor:
     ext = claims.get("extensions") or {}
     iua, vihf = ext.get("ihe_iua") or {}, ext.get("fr_vihf") or {}
     purpose = (iua.get("purpose_of_use") or {}).get("code") or NORMAL

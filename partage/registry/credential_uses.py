@@ -6,13 +6,14 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 
 from . import schema
+from .store import Registry
 
 
 class AlreadyUsed(Exception):
     """The credential id is in the cache: this is a replay."""
 
 
-def consume(registry, key: str, *, expires_at: int, now: int) -> None:
+def consume(registry: Registry, key: str, *, expires_at: int, now: int) -> None:
     """Record one use of `key` (kept until `expires_at`), dropping uses expired by `now`;
     AlreadyUsed if the key was recorded before."""
     t = schema.credential_uses
