@@ -81,14 +81,14 @@ class Records:
         with self.registry.read() as conn:
             return load(conn, self.registry.patient_pk(conn, patient_id))
 
-    def _upsert(self, conn: Connection, pk: int, **values) -> None:
+    def _upsert(self, conn: Connection, pk: int, **values: str | int | None) -> None:
         a = schema.patient_access
         now = utc_now()
         exists = conn.execute(select(a.c.patient_pk).where(a.c.patient_pk == pk)).first()
         if exists is None:
             conn.execute(a.insert().values(patient_pk=pk, status=values.pop("status", OPEN),
                                            medecin_traitant=values.pop("medecin_traitant", ""),
-                                           bdg_opposed=int(values.pop("bdg_opposed", False)),
+                                           bdg_opposed=int(values.pop("bdg_opposed", 0) or 0),
                                            opened_at=now, updated_at=now, **values))
         elif values:
             conn.execute(a.update().where(a.c.patient_pk == pk).values(updated_at=now, **values))

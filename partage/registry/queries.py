@@ -7,8 +7,9 @@ model objects (and deciding which ones an actor may see) is the query flow's job
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any, Unpack
 
-from sqlalchemy import Connection, and_, exists, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, and_, exists, or_, select
 
 from ..metadata.model import Code
 from ..metadata.query import (
@@ -26,10 +27,12 @@ CODES = schema.object_codes
 AUTHORS = schema.object_authors
 COLUMNS = (OBJ.c.pk, OBJ.c.entry_uuid, OBJ.c.patient_pk, OBJ.c.kind, OBJ.c.status, OBJ.c.lineage,
            OBJ.c.body)
+Rows = Sequence[Row[Unpack[tuple[Any, ...]]]]   # of COLUMNS
+Clauses = list[ColumnElement[bool]]
 
 
-def _code_filter(attribute: str, groups: CodeFilter) -> list:
-    clauses = []
+def _code_filter(attribute: str, groups: CodeFilter) -> Clauses:
+    clauses: Clauses = []
     for group in groups:
         alternatives = []
         for code in group:
@@ -42,8 +45,8 @@ def _code_filter(attribute: str, groups: CodeFilter) -> list:
     return clauses
 
 
-def _time_filter(column, window: TimeRange) -> list:
-    clauses = []
+def _time_filter(column: ColumnElement[Any], window: TimeRange) -> Clauses:
+    clauses: Clauses = []
     if window.low:
         clauses.append(column >= pad_time(window.low))
     if window.high:
@@ -51,15 +54,15 @@ def _time_filter(column, window: TimeRange) -> list:
     return clauses
 
 
-def _author_filter(patterns: Sequence[str]) -> list:
+def _author_filter(patterns: Sequence[str]) -> Clauses:
     if not patterns:
         return []
     return [exists().where(AUTHORS.c.object_pk == OBJ.c.pk,
                            or_(*[AUTHORS.c.person.like(p, escape="\\") for p in patterns]))]
 
 
-def document_clauses(f: DocumentFilter) -> list:
-    clauses = [OBJ.c.kind == schema.KIND_DOCUMENT]
+def document_clauses(f: DocumentFilter) -> Clauses:
+    clauses: Clauses = [OBJ.c.kind == schema.KIND_DOCUMENT]
     if f.statuses:
         clauses.append(OBJ.c.status.in_(f.statuses))
     if f.object_types:
@@ -79,7 +82,7 @@ def document_clauses(f: DocumentFilter) -> list:
     return clauses
 
 
-def find_documents(conn: Connection, patient_pk: int, f: DocumentFilter, limit: int | None = None):
+def find_documents(conn: Connection, patient_pk: int, f: DocumentFilter, limit: int | None = None) -> Rows:
     query = select(*COLUMNS).where(OBJ.c.patient_pk == patient_pk, *document_clauses(f))
     query = query.order_by(OBJ.c.creation_time.desc(), OBJ.c.pk.desc())
     if limit is not None:
@@ -88,8 +91,8 @@ def find_documents(conn: Connection, patient_pk: int, f: DocumentFilter, limit: 
 
 
 def find_submission_sets(conn: Connection, patient_pk: int, f: SubmissionSetFilter,
-                         limit: int | None = None):
-    clauses = [OBJ.c.patient_pk == patient_pk, OBJ.c.kind == schema.KIND_SUBMISSION_SET]
+                         limit: int | None = None) -> Rows:
+    clauses: Clauses = [OBJ.c.patient_pk == patient_pk, OBJ.c.kind == schema.KIND_SUBMISSION_SET]
     if f.statuses:
         clauses.append(OBJ.c.status.in_(f.statuses))
     if f.source_ids:
@@ -101,8 +104,8 @@ def find_submission_sets(conn: Connection, patient_pk: int, f: SubmissionSetFilt
     return conn.execute(query.limit(limit) if limit else query).all()
 
 
-def find_folders(conn: Connection, patient_pk: int, f: FolderFilter, limit: int | None = None):
-    clauses = [OBJ.c.patient_pk == patient_pk, OBJ.c.kind == schema.KIND_FOLDER]
+def find_folders(conn: Connection, patient_pk: int, f: FolderFilter, limit: int | None = None) -> Rows:
+    clauses: Clauses = [OBJ.c.patient_pk == patient_pk, OBJ.c.kind == schema.KIND_FOLDER]
     if f.statuses:
         clauses.append(OBJ.c.status.in_(f.statuses))
     clauses += _time_filter(OBJ.c.last_update_time, f.last_update_time)
@@ -112,12 +115,13 @@ def find_folders(conn: Connection, patient_pk: int, f: FolderFilter, limit: int 
 
 
 def by_ids(conn: Connection, kind: str | None, *, entry_uuids: Iterable[str] = (),
-           unique_ids: Iterable[str] = (), logical_ids: Iterable[str] = (), extra: Sequence = ()):
+           unique_ids: Iterable[str] = (), logical_ids: Iterable[str] = (),
+           extra: Sequence[ColumnElement[bool]] = ()) -> Rows:
     """Objects by entryUUID, uniqueId or logical id (every version of the last two: callers filter)."""
     entry_uuids, unique_ids, logical_ids = list(entry_uuids), list(unique_ids), list(logical_ids)
     if not entry_uuids and not unique_ids and not logical_ids:
         return []
-    match = []
+    match: Clauses = []
     if entry_uuids:
         match.append(OBJ.c.entry_uuid.in_(entry_uuids))
     if unique_ids:
@@ -131,10 +135,10 @@ def by_ids(conn: Connection, kind: str | None, *, entry_uuids: Iterable[str] = (
 
 
 def associations(conn: Connection, *, sources: Iterable[str] = (), targets: Iterable[str] = (),
-                 either: Iterable[str] = (), types: Sequence[str] = (), statuses: Sequence[str] = ()):
+                 either: Iterable[str] = (), types: Sequence[str] = (), statuses: Sequence[str] = ()) -> Rows:
     """Associations touching the given objects, optionally of given types/statuses."""
     sources, targets, either = list(sources), list(targets), list(either)
-    match = []
+    match: Clauses = []
     if sources:
         match.append(OBJ.c.source_uuid.in_(sources))
     if targets:
@@ -152,10 +156,10 @@ def associations(conn: Connection, *, sources: Iterable[str] = (), targets: Iter
 
 
 
-def lineage_heads(conn: Connection, lineages: Iterable[str]):
+def lineage_heads(conn: Connection, lineages: Iterable[str]) -> Rows:
     """The newest versions of documents' lineages: every version not Deprecated."""
     wanted = [lineage for lineage in dict.fromkeys(lineages) if lineage]
-    out = []
+    out: list[Row[Unpack[tuple[Any, ...]]]] = []
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
         out += conn.execute(select(*COLUMNS).where(

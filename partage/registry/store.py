@@ -7,14 +7,16 @@ upgrade); PostgreSQL gets a pooled engine. Everything here is keyed by patient.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, Row, create_engine, event, select
 from sqlalchemy.engine import make_url
 
 from ..metadata.datatypes import CX
@@ -24,11 +26,12 @@ from .indexing import object_from_row
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x70617274616765   # "partage": the advisory lock serialising migrations
+_T = TypeVar("_T")
 
 
 def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # pragma: no cover - driver callback
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:  # pragma: no cover - driver callback
         dbapi_connection.isolation_level = None   # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -38,7 +41,7 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection):  # pragma: no cover - driver callback
+    def _on_begin(conn: Connection) -> None:  # pragma: no cover - driver callback
         mode = "BEGIN IMMEDIATE" if conn.get_execution_options().get("partage_write") else "BEGIN"
         conn.exec_driver_sql(mode)
 
@@ -59,7 +62,7 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_ti
 class Registry:
     """Owns the engine; hands out read and write transactions."""
 
-    def __init__(self, url: str, **pool) -> None:
+    def __init__(self, url: str, **pool: int) -> None:
         """`pool`: make_engine's pool_size, max_overflow, pool_timeout, pool_recycle (PostgreSQL)."""
         self.url = url
         self.engine = make_engine(url, **pool)
@@ -109,7 +112,7 @@ class Registry:
         return patients.patient_pk(conn, cx)
 
     def upsert_patient(self, conn: Connection, identifiers: Iterable[CX],
-                       demographics: dict | None = None) -> int:
+                       demographics: dict[str, Any] | None = None) -> int:
         return patients.upsert(conn, identifiers, demographics)
 
     def merge_patients(self, conn: Connection, surviving: CX, merged: CX) -> int:
@@ -125,16 +128,16 @@ class Registry:
                 out[row.entry_uuid] = object_from_row(row.body)
         return out
 
-    def rows_by_uuid(self, conn: Connection, uuids: Iterable[str]):
+    def rows_by_uuid(self, conn: Connection, uuids: Iterable[str]) -> dict[str, Row[Any]]:
         objs = schema.registry_objects
         uuids = list(dict.fromkeys(uuids))
-        rows = {}
+        rows: dict[str, Row[Any]] = {}
         for chunk in _chunks(uuids, 500):
             for row in conn.execute(select(objs).where(objs.c.entry_uuid.in_(chunk))):
                 rows[row.entry_uuid] = row
         return rows
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
+def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]

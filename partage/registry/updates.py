@@ -12,14 +12,17 @@ text jobs) of a document no version of which remains goes in the same transactio
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Unpack
 
 from sqlalchemy import Connection, delete, select, update
+from sqlalchemy.engine import Row as SqlRow
 
 from ..metadata.datatypes import DTM
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import (
+    AnyObject,
+    Association,
     AssociationType,
     AvailabilityStatus,
     DocumentEntry,
@@ -41,12 +44,21 @@ ALLOWED_TRANSITIONS = {
     ("Approved", "Deleted"), ("Deprecated", "Deleted"), ("Archived", "Deleted"),
 }
 UPDATE_ERROR = ErrorCode.METADATA_UPDATE
-Row = Any
+Row = SqlRow[Unpack[tuple[Any, ...]]]   # a registry_objects row
+
+
+def _set_status(status: AvailabilityStatus) -> Callable[[AnyObject], None]:
+    """The change `rewrite` makes to give an object `status`."""
+    def change(obj: AnyObject) -> None:
+        obj.availability_status = status
+    return change
 
 
 def apply_update(registry: Registry, conn: Connection, request: SubmissionRequest) -> None:
     """Check an ITI-57 request against the registry and write it (ids already assigned)."""
     ss = request.submission_set
+    if ss is None:   # validate_submission asks for one first
+        raise XdsErrors.one(ErrorCode.REGISTRY_METADATA, "the update has no SubmissionSet")
     now = utc_now()
     patient_pk = registry.patient_pk(conn, ss.patient_id)
     if patient_pk is None:
@@ -62,7 +74,8 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
                  != ["no"] for a in request.associations
                  if a.association_type == AssociationType.HAS_MEMBER and a.source_uuid == ss.entry_uuid}
     new_versions: list[DocumentEntry | Folder] = []
-    for obj in [*request.documents, *request.folders]:
+    members: list[DocumentEntry | Folder] = [*request.documents, *request.folders]
+    for obj in members:
         if obj.entry_uuid not in previous_version:
             if isinstance(obj, DocumentEntry):
                 # ITI TF-2b 3.57.4.1.3.1: the first version of a DocumentEntry is registered
@@ -80,7 +93,7 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
                       if a.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS]
     for change in status_changes:
         errors += _check_status_change(conn, change, patient_pk)
-    errors += _check_submitted_associations(conn, request, patient_pk)
+    errors += _check_submitted_associations(conn, request, ss.entry_uuid, patient_pk)
     if errors:
         raise XdsErrors(errors)
 
@@ -91,8 +104,7 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
         prior = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid, OBJ.c.status != "Deprecated")
                              .order_by(OBJ.c.version.desc())).first()
         if prior is not None:
-            rewrite(conn, prior.entry_uuid,
-                    lambda o: setattr(o, "availability_status", AvailabilityStatus.DEPRECATED))
+            rewrite(conn, prior.entry_uuid, _set_status(AvailabilityStatus.DEPRECATED))
         obj.version = str(int(previous_version[obj.entry_uuid]) + 1)
         obj.availability_status = AvailabilityStatus.APPROVED
         if isinstance(obj, Folder):
@@ -103,7 +115,7 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
         if isinstance(obj, Folder) and prior is not None and propagate.get(obj.entry_uuid, True):
             _propagate_folder_members(conn, prior.entry_uuid, obj.entry_uuid, patient_pk, now)
     new_ids = {o.entry_uuid for o in new_versions}
-    for obj in [*request.documents, *request.folders]:
+    for obj in members:
         if obj.entry_uuid not in new_ids:
             obj.availability_status = AvailabilityStatus.APPROVED
             obj.lid, obj.version = obj.lid or obj.entry_uuid, "1"
@@ -114,10 +126,10 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
         insert_object(conn, assoc, patient_pk=patient_pk, registered_at=now)
     for change in status_changes:
         new = STATUS_BY_SHORT[status_short(change.new_status)]
-        rewrite(conn, change.target_uuid, lambda o, new=new: setattr(o, "availability_status", new))
+        rewrite(conn, change.target_uuid, _set_status(new))
 
 
-def _check_new_version(conn: Connection, obj, previous: str, patient_pk: int) -> list[XdsError]:
+def _check_new_version(conn: Connection, obj: DocumentEntry | Folder, previous: str, patient_pk: int) -> list[XdsError]:
     where = obj.entry_uuid
     if not obj.lid or obj.lid == obj.entry_uuid:
         return [XdsError(UPDATE_ERROR, f"{obj.kind} {where} updates a previous version but has no lid", where)]
@@ -142,8 +154,9 @@ def _check_new_version(conn: Connection, obj, previous: str, patient_pk: int) ->
                                    f"{obj.kind} {obj.lid} belongs to another patient and is linked to "
                                    f"{', '.join(sorted(linked)[:3])}: its patient cannot change", where))
     prior = object_from_row(latest.body)
-    if getattr(prior, "unique_id", "") != getattr(obj, "unique_id", ""):
-        errors.append(XdsError(UPDATE_ERROR, f"a new version must keep uniqueId {prior.unique_id}", where))
+    prior_unique_id = "" if isinstance(prior, Association) else prior.unique_id
+    if prior_unique_id != obj.unique_id:
+        errors.append(XdsError(UPDATE_ERROR, f"a new version must keep uniqueId {prior_unique_id}", where))
     if isinstance(obj, DocumentEntry) and latest.blob_address is not None:
         # Bytes held here: their digests and place are facts, not metadata to edit. For a
         # document held by another repository (ITI-42) they are the source's to correct.
@@ -166,6 +179,8 @@ def _propagate_folder_members(conn: Connection, prior_uuid: str, new_uuid: str, 
         OBJ.c.assoc_type == str(AssociationType.HAS_MEMBER), OBJ.c.status == "Approved")).all()
     for row in rows:
         member = object_from_row(row.body)
+        if not isinstance(member, Association):   # the rows are associations
+            continue
         member.entry_uuid = member.lid = f"urn:uuid:{uuid.uuid4()}"
         member.source_uuid, member.version = new_uuid, "1"
         member.availability_status = AvailabilityStatus.APPROVED
@@ -185,7 +200,7 @@ def _linked_objects(conn: Connection, versions: list[str]) -> set[str]:
         OBJ.c.kind.in_([schema.KIND_DOCUMENT, schema.KIND_FOLDER]))).scalars())
 
 
-def _check_submitted_associations(conn: Connection, request: SubmissionRequest,
+def _check_submitted_associations(conn: Connection, request: SubmissionRequest, ss_uuid: str,
                                   patient_pk: int) -> list[XdsError]:
     """ITI-57 rules on the associations an update carries (ITI TF-2b 3.57.4.1.3).
 
@@ -194,7 +209,6 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest,
     not Deprecated, and does not repeat an association that exists.
     """
     errors: list[XdsError] = []
-    ss_uuid = request.submission_set.entry_uuid
     submitted = {o.entry_uuid for o in [*request.documents, *request.folders, *request.associations]}
     submitted.add(ss_uuid)
     for assoc in request.associations:
@@ -232,7 +246,7 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest,
     return errors
 
 
-def _check_status_change(conn: Connection, change, patient_pk: int) -> list[XdsError]:
+def _check_status_change(conn: Connection, change: Association, patient_pk: int) -> list[XdsError]:
     where = change.entry_uuid
     row = conn.execute(select(OBJ).where(OBJ.c.entry_uuid == change.target_uuid)).first()
     if row is None:
@@ -260,7 +274,7 @@ def _check_status_change(conn: Connection, change, patient_pk: int) -> list[XdsE
     return []
 
 
-def _emptied_submission_sets(conn: Connection, rows, removing: set[str]) -> list[XdsError]:
+def _emptied_submission_sets(conn: Connection, rows: Iterable[Row], removing: set[str]) -> list[XdsError]:
     """ITI TF-2b 3.62.4.1.3: a SubmissionSet that stays must keep at least one member.
 
     Removing every HasMember of a SubmissionSet but not the SubmissionSet itself would
