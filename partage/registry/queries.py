@@ -7,7 +7,7 @@ model objects (and deciding which ones an actor may see) is the query flow's job
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Unpack
+from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, and_, exists, or_, select
 
@@ -27,7 +27,8 @@ CODES = schema.object_codes
 AUTHORS = schema.object_authors
 COLUMNS = (OBJ.c.pk, OBJ.c.entry_uuid, OBJ.c.patient_pk, OBJ.c.kind, OBJ.c.status, OBJ.c.lineage,
            OBJ.c.body)
-Rows = Sequence[Row[Unpack[tuple[Any, ...]]]]   # of COLUMNS
+ObjectRow = Row[*tuple[Any, ...]]   # a registry_objects row (COLUMNS, or all of them)
+Rows = Sequence[ObjectRow]
 Clauses = list[ColumnElement[bool]]
 
 
@@ -159,7 +160,7 @@ def associations(conn: Connection, *, sources: Iterable[str] = (), targets: Iter
 def lineage_heads(conn: Connection, lineages: Iterable[str]) -> Rows:
     """The newest versions of documents' lineages: every version not Deprecated."""
     wanted = [lineage for lineage in dict.fromkeys(lineages) if lineage]
-    out: list[Row[Unpack[tuple[Any, ...]]]] = []
+    out: list[ObjectRow] = []
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
         out += conn.execute(select(*COLUMNS).where(

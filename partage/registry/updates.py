@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Unpack
 
 from sqlalchemy import Connection, delete, select, update
-from sqlalchemy.engine import Row as SqlRow
 
 from ..metadata.datatypes import DTM
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
@@ -32,6 +30,7 @@ from ..metadata.model import (
 from . import derived, schema
 from .clock import utc_now
 from .indexing import object_from_row, status_short
+from .queries import ObjectRow
 from .register import insert_object, rewrite
 from .store import Registry
 
@@ -44,7 +43,7 @@ ALLOWED_TRANSITIONS = {
     ("Approved", "Deleted"), ("Deprecated", "Deleted"), ("Archived", "Deleted"),
 }
 UPDATE_ERROR = ErrorCode.METADATA_UPDATE
-Row = SqlRow[Unpack[tuple[Any, ...]]]   # a registry_objects row
+Row = ObjectRow
 
 
 def _set_status(status: AvailabilityStatus) -> Callable[[AnyObject], None]:
