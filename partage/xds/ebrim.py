@@ -283,7 +283,8 @@ def _apply_classification(obj: AnyObject, c: etree._Element, errors: list[XdsErr
     if scheme in (C.DOC_AUTHOR, C.SS_AUTHOR) and isinstance(obj, DocumentEntry | SubmissionSet):
         obj.authors.append(_read_author(c, _where(obj), obj.kind, problems))
     elif node in (C.DOC_LIMITED_METADATA, C.SS_LIMITED_METADATA, C.FOLDER_LIMITED_METADATA):
-        obj.limited_metadata = True
+        if not isinstance(obj, Association):   # an Association has no limited-metadata form
+            obj.limited_metadata = True
     elif isinstance(obj, DocumentEntry) and scheme in DOC_CODE_BY_SCHEME:
         attr = DOC_CODE_BY_SCHEME[scheme]
         code = _read_code(c, errors, where)
@@ -428,7 +429,7 @@ def _write_extra_slots(element: etree._Element, obj: RegistryObject) -> None:
             _slot(element, name, texts)
 
 
-def _write_code(element, obj_id: str, scheme_uuid: str, code: Code, index: int) -> None:
+def _write_code(element: etree._Element, obj_id: str, scheme_uuid: str, code: Code, index: int) -> None:
     c = _el(element, "Classification", classificationScheme=scheme_uuid, classifiedObject=obj_id,
             nodeRepresentation=code.code, objectType=C.OBJECT_TYPE_CLASSIFICATION,
             id=_stable_id(obj_id, scheme_uuid, str(index), code.code))
@@ -436,7 +437,7 @@ def _write_code(element, obj_id: str, scheme_uuid: str, code: Code, index: int) 
     _localized_el(c, "Name", code.display)
 
 
-def _write_author(element, obj_id: str, scheme_uuid: str, author: Author, index: int) -> None:
+def _write_author(element: etree._Element, obj_id: str, scheme_uuid: str, author: Author, index: int) -> None:
     c = _el(element, "Classification", classificationScheme=scheme_uuid, classifiedObject=obj_id,
             nodeRepresentation="", objectType=C.OBJECT_TYPE_CLASSIFICATION,
             id=author.classification_id or _stable_id(obj_id, scheme_uuid, str(index)))
@@ -454,12 +455,12 @@ def _write_ext_id(element: etree._Element, obj_id: str, scheme_uuid: str, value:
     _localized_el(e, "Name", EXT_ID_NAMES[scheme_uuid])
 
 
-def _write_limited(element, obj_id: str, node: str) -> None:
+def _write_limited(element: etree._Element, obj_id: str, node: str) -> None:
     _el(element, "Classification", classifiedObject=obj_id, classificationNode=node,
         objectType=C.OBJECT_TYPE_CLASSIFICATION, id=_stable_id(obj_id, node))
 
 
-def write_document(doc: DocumentEntry, parent=None) -> etree._Element:
+def write_document(doc: DocumentEntry, parent: etree._Element | None = None) -> etree._Element:
     e = _el(parent, "ExtrinsicObject", **_common_attrs(doc, str(doc.object_type)),
             mimeType=doc.mime_type or "application/octet-stream")
     for slot_name, attr in DOC_SLOTS.items():
@@ -485,7 +486,7 @@ def write_document(doc: DocumentEntry, parent=None) -> etree._Element:
     return e
 
 
-def write_submission_set(ss: SubmissionSet, parent=None) -> etree._Element:
+def write_submission_set(ss: SubmissionSet, parent: etree._Element | None = None) -> etree._Element:
     e = _el(parent, "RegistryPackage", **_common_attrs(ss, C.OBJECT_TYPE_REGISTRY_PACKAGE))
     if ss.submission_time:
         _slot(e, "submissionTime", [ss.submission_time.format()])
@@ -507,7 +508,7 @@ def write_submission_set(ss: SubmissionSet, parent=None) -> etree._Element:
     return e
 
 
-def write_folder(folder: Folder, parent=None) -> etree._Element:
+def write_folder(folder: Folder, parent: etree._Element | None = None) -> etree._Element:
     e = _el(parent, "RegistryPackage", **_common_attrs(folder, C.OBJECT_TYPE_REGISTRY_PACKAGE))
     if folder.last_update_time:
         _slot(e, "lastUpdateTime", [folder.last_update_time.format()])
@@ -525,7 +526,7 @@ def write_folder(folder: Folder, parent=None) -> etree._Element:
     return e
 
 
-def write_association(assoc: Association, parent=None) -> etree._Element:
+def write_association(assoc: Association, parent: etree._Element | None = None) -> etree._Element:
     attrs = _common_attrs(assoc, C.OBJECT_TYPE_ASSOCIATION)
     e = _el(parent, "Association", **attrs, associationType=str(assoc.association_type),
             sourceObject=assoc.source_uuid, targetObject=assoc.target_uuid)
@@ -542,19 +543,19 @@ def write_association(assoc: Association, parent=None) -> etree._Element:
     return e
 
 
-WRITERS = {
-    "DocumentEntry": write_document, "SubmissionSet": write_submission_set,
-    "Folder": write_folder, "Association": write_association,
-}
-
-
 def write_object(obj: AnyObject | ObjectRef, parent: etree._Element) -> etree._Element:
     if isinstance(obj, ObjectRef):
         attrs = {"id": obj.entry_uuid}
         if obj.home_community_id:
             attrs["home"] = obj.home_community_id
         return _el(parent, "ObjectRef", **attrs)
-    return WRITERS[obj.kind](obj, parent)
+    if isinstance(obj, DocumentEntry):
+        return write_document(obj, parent)
+    if isinstance(obj, SubmissionSet):
+        return write_submission_set(obj, parent)
+    if isinstance(obj, Folder):
+        return write_folder(obj, parent)
+    return write_association(obj, parent)
 
 
 def write_object_list(objects: Iterable[AnyObject | ObjectRef], parent: etree._Element) -> etree._Element:

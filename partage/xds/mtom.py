@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
-from typing import BinaryIO
+from typing import IO, BinaryIO
 from urllib.parse import unquote
 
 from lxml import etree
@@ -50,7 +50,7 @@ class Part:
     content_type: str
     size: int
     sha1_hex: str
-    file: BinaryIO
+    file: IO[bytes]
     content_id: str = ""
 
     def read(self) -> bytes:
@@ -85,7 +85,7 @@ class MultipartMessage:
     def __enter__(self) -> MultipartMessage:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -99,7 +99,7 @@ class Attachment:
 
     cid: str
     content_type: str
-    source: bytes | str | os.PathLike | BinaryIO
+    source: bytes | str | os.PathLike[str] | BinaryIO
 
 
 # --------------------------------------------------------------------------- helpers
@@ -200,6 +200,8 @@ class _HeaderWatch:
             self.done = True
             return
         for event, element in events:
+            if not isinstance(element, etree._Element):   # start/end events carry elements
+                continue
             if event == "end" and element.tag == SOAP_HEADER:
                 self.done = True
                 self.on_header(element)
@@ -442,7 +444,7 @@ def build_multipart(root_xml: bytes, attachments: list[Attachment], *,
     return content_type, _chunks(root_head, root_xml, heads, attachments, tail), length
 
 
-def _source_size(source) -> int | None:
+def _source_size(source: bytes | str | os.PathLike[str] | BinaryIO) -> int | None:
     if isinstance(source, bytes | bytearray | memoryview):
         return len(source)
     if isinstance(source, str | os.PathLike):

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from lxml import etree
 
 from ..metadata.errors import XdsError
+from ..metadata.model import AnyObject, ObjectRef
 from ..xmlsafe import xml_text
 from . import constants as C
 from .ebrim import write_object_list
@@ -33,7 +34,7 @@ def error_list(parent: etree._Element, errors: list[XdsError]) -> None:
         })
 
 
-def registry_response(errors: list[XdsError] = (), status: str | None = None) -> etree._Element:
+def registry_response(errors: Iterable[XdsError] = (), status: str | None = None) -> etree._Element:
     errors = list(errors)
     root = etree.Element(RS + "RegistryResponse", status=status or status_of(errors),
                          nsmap={"rs": C.RS})
@@ -41,7 +42,8 @@ def registry_response(errors: list[XdsError] = (), status: str | None = None) ->
     return root
 
 
-def query_response(objects, errors: list[XdsError] = ()) -> etree._Element:
+def query_response(objects: Iterable[AnyObject | ObjectRef],
+                   errors: Iterable[XdsError] = ()) -> etree._Element:
     errors = list(errors)
     root = etree.Element(f"{{{C.QUERY}}}AdhocQueryResponse", status=status_of(errors),
                          nsmap={"query": C.QUERY, "rim": C.RIM, "rs": C.RS})
