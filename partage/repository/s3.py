@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO, Literal, Protocol, TypedDict
+from typing import IO, BinaryIO, Literal, Protocol, TypedDict
 from urllib.parse import urlparse
 
 # boto3 and botocore ship no type information (their stubs are separate packages).
@@ -97,7 +97,7 @@ class S3BlobStore(BlobStore):
         tail = f"{address[:2]}/{address[2:4]}/{address}"
         return f"{self.prefix}/{tail}" if self.prefix else tail
 
-    def put(self, source: BinaryIO) -> StoredBlob:
+    def put(self, source: IO[bytes]) -> StoredBlob:
         sha1, sha256, size = hashlib.sha1(), hashlib.sha256(), 0
         with tempfile.TemporaryFile(dir=self.spool_dir, prefix="partage-s3-") as spool:
             while chunk := source.read(CHUNK):

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 CHUNK = 1 << 20
 
@@ -31,7 +31,7 @@ class BlobStore(ABC):
     """What the repository needs from a storage backend (filesystem, S3-compatible...)."""
 
     @abstractmethod
-    def put(self, source: BinaryIO) -> StoredBlob:
+    def put(self, source: IO[bytes]) -> StoredBlob:
         """Store the stream's bytes (from its current position) and return their digests."""
 
     @abstractmethod
@@ -69,7 +69,7 @@ class FilesystemBlobStore(BlobStore):
             raise ValueError(f"not a blob address: {address!r}")
         return self.root / address[:2] / address[2:4] / address
 
-    def put(self, source: BinaryIO) -> StoredBlob:
+    def put(self, source: IO[bytes]) -> StoredBlob:
         sha1, sha256, size = hashlib.sha1(), hashlib.sha256(), 0
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
         try:

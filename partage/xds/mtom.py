@@ -139,7 +139,7 @@ def xop_includes(element: etree._Element) -> list[tuple[etree._Element, str]]:
 
 
 # --------------------------------------------------------------------------- reading
-def read_soap_request(content_type: str, stream: BinaryIO, *, max_total: int,
+def read_soap_request(content_type: str, stream: IO[bytes], *, max_total: int,
                       spool_threshold: int = 1 << 20,
                       on_root: Callable[[bytes], None] | None = None,
                       max_root: int | None = None,
@@ -212,7 +212,7 @@ class _HeaderWatch:
                 return
 
 
-def parse_multipart(content_type: str, stream: BinaryIO, *, max_total: int,
+def parse_multipart(content_type: str, stream: IO[bytes], *, max_total: int,
                     spool_threshold: int = 1 << 20,
                     on_root: Callable[[bytes], None] | None = None,
                     max_root: int | None = None) -> MultipartMessage:
@@ -286,7 +286,7 @@ class _PartReader:
     between reads.
     """
 
-    def __init__(self, stream: BinaryIO, boundary: bytes, max_total: int) -> None:
+    def __init__(self, stream: IO[bytes], boundary: bytes, max_total: int) -> None:
         self.stream = stream
         self.delimiter = b"\n--" + boundary
         self.max_total = max_total
