@@ -125,8 +125,7 @@ def test_malformed_requests_are_refused(text, code, rule):
 
 def test_acknowledgement_mirrors_the_header_and_names_the_rules():
     outcome = DocumentOutcome("AE", "2 error(s)", "c-1", problems=[
-        Problem("207", "missing-title", "le titre du document (title) est obligatoire",
-                "/hl7:ClinicalDocument (ligne 3)", "CISIS-CDA"),
+        Problem("207", "missing-title", "the CDA has no title", "/hl7:ClinicalDocument (line 3)", "CISIS-CDA"),
         Problem("207", "902", "patient unknown", "PID^1^3")])
     text = ack(outcome, mdm())
     segments = text.split("\r")
