@@ -5,7 +5,9 @@ schematrons): a table of rules, each with a stable id, checking the tree by dire
 element navigation (no XPath compilation per document, no walk of the body). Rule ids
 follow the vocabulary of the negative corpus (expected.json) where it names one.
 
-Each rule is a generator of Issues; `check_rules` turns them into Findings.
+Each rule is a generator of Issues; `check_rules` turns them into Findings. Messages are
+French, like the ANS schematrons' (docs/cda-rules.md, "Language of the reports"); rule ids
+and titles are identifiers and documentation, in English.
 """
 
 from __future__ import annotations

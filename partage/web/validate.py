@@ -250,7 +250,7 @@ def _uploads() -> list[Upload]:
                 out.append(Upload(f.filename or key, f.read(), f.mimetype or ""))
         return out
     data = request.get_data(cache=True, parse_form_data=False)
-    name = request.args.get("filename") or "(request body)"
+    name = request.args.get("filename") or "(corps de la requête)"
     return [Upload(name, data, request.content_type or "")]
 
 
