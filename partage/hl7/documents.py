@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..access.actor import SYSTEM, Actor
+from ..cda.gate import rule_in_context
 from ..cda.header import read_header
 from ..cda.to_xds import (
     MappingError,
@@ -463,7 +464,7 @@ def process(services: Services, message: FeedMessage) -> DocumentOutcome:
     except XdsErrors as exc:
         # The metadata rules run before the CDA profile: when they refuse, name the CDA
         # rules too, since the metadata came from the header.
-        if any(_RULE.search(e.context) for e in exc.errors) or not any(
+        if any(rule_in_context(e.context) for e in exc.errors) or not any(
                 e.code in (ErrorCode.REPOSITORY_METADATA, ErrorCode.REGISTRY_METADATA) for e in exc.errors):
             raise
         extra = [e for doc in message.documents for e in _profile_errors(services, doc)]
@@ -490,19 +491,15 @@ def _delete(services: Services, actor: Actor, message: FeedMessage, ss, mapped: 
     update_document_set(services, actor, request)
 
 
-_RULE = re.compile(r"CDA rule (\S+) \((\w+)\): ")
-
-
 def problems_of(errors: list[XdsError]) -> tuple[str, list[Problem]]:
     """XdsErrors of the ingest flow -> the acknowledgement code and its ERR segments."""
     code, problems = "AE", []
     for e in errors:
         if e.warning:
             continue
-        match = _RULE.search(e.context)
-        if match:
-            problems.append(Problem(APPLICATION_ERROR, match.group(1), e.context[match.end():],
-                                    e.location, "CISIS-CDA"))
+        cda_rule = rule_in_context(e.context)
+        if cda_rule:
+            problems.append(Problem(APPLICATION_ERROR, cda_rule[0], cda_rule[1], e.location, "CISIS-CDA"))
         elif e.code == ErrorCode.UNKNOWN_PATIENT_ID:
             code = "AR"
             problems.append(Problem(APPLICATION_ERROR, UNKNOWN_PATIENT, e.context, "PID^1^3"))
