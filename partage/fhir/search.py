@@ -36,6 +36,7 @@ from ..registry.search_index import (
     date_range,
 )
 from . import searchparams as SP
+from .ids import paging_number
 from .outcome import FhirError, Issue
 from .patients import patient_token
 
@@ -251,13 +252,14 @@ def parse(resource: SP.ResourceSearch, params: Params, *, strict: bool) -> Parse
 
 
 def _count(text: str) -> int:
+    """`_count` as a plain decimal number (ids.paging_number: bounded length), at most MAX_COUNT."""
     try:
-        count = int(text)
+        count = paging_number(text, DEFAULT_COUNT, lowest=-1, highest=MAX_COUNT)
     except ValueError as exc:
-        raise FhirError.one(400, f"_count must be an integer, not {text!r}") from exc
+        raise FhirError.one(400, f"_count must be an integer: {exc}") from exc
     if count < 0:
         raise FhirError.one(400, "_count must not be negative")
-    return min(count, MAX_COUNT)
+    return count
 
 
 def _sort(parsed: Parsed, values: list[str], refuse: Any) -> None:
