@@ -7,7 +7,8 @@ dates; DocumentReference.date (registration, MHD) apart from creation; token sys
 |value, system| and value; Patient family/given folding, birthdate ranges, value-only
 identifier; Prefer: handling strict/lenient and self links; _format (and Binary); meta,
 ETag, Last-Modified, If-None-Match, If-Modified-Since, vread; Location of creates; _count,
-_sort, _total and keyset paging; the CapabilityStatement against what the routes accept.
+_sort, _total and keyset paging; the CapabilityStatement against what the routes accept; the
+door's limits (a repeated single-valued element, ids that cannot be keys, `_count` not a plain number).
 """
 
 from __future__ import annotations
@@ -511,6 +512,52 @@ def test_capability_statement_lists_what_strict_search_accepts(server, world):
                 value = "folder"
             r = get(server, rtype, {**base, name: value}, Prefer="handling=strict")
             assert r.status_code == 200, (rtype, name, r.text[:300])
+
+
+# --- the doors' limits: repeated elements, ids and numbers that name nothing --------------------------
+def test_a_repeated_single_valued_element_is_a_400_outcome(server):
+    """The models would keep the last of two values silently: the door refuses the resource."""
+    created_before = get(server, "Patient", {"family": "Doublon", "_total": "accurate"}).json()["total"]
+    body = b'{"resourceType": "Patient", "name": [{"family": "Doublon"}], "birthDate": "1970-01-01", ' \
+           b'"birthDate": "1980-01-01"}'
+    r = server.http.post(f"{server.fhir}/Patient", data=body, timeout=30,
+                         headers={**JSON, "Content-Type": "application/fhir+json"})
+    issue = outcome(r, 400)["issue"][0]
+    assert issue["code"] == "structure" and issue["expression"] == ["Patient.birthDate"]
+    xml = ('<Patient xmlns="http://hl7.org/fhir"><name><family value="Doublon"/></name>'
+           '<gender value="male"/><gender value="female"/></Patient>')
+    r = server.http.post(f"{server.fhir}/Patient", data=xml.encode(), timeout=30,
+                         headers={**JSON, "Content-Type": "application/fhir+xml"})
+    assert outcome(r, 400)["issue"][0]["expression"] == ["Patient.gender"]
+    # the generic client sees the refusal as an HTTP error carrying the outcome
+    with pytest.raises(requests.HTTPError) as refused:
+        server.client.post_json("Patient", {"resourceType": "Patient", "gender": ["male", "female"]})
+    assert refused.value.response.status_code == 400
+    assert get(server, "Patient", {"family": "Doublon", "_total": "accurate"}).json()["total"] == created_before
+
+
+@pytest.mark.parametrize("path", [
+    "DocumentReference/99999999999999999999999", "List/99999999999999999999999",
+    "Patient/99999999999999999999999", "Patient/pk-99999999999999999999999",
+    "Observation/99999999999999999999999", "Observation/\u00b2", "AuditEvent/99999999999999999999999",
+    "DocumentReference/x/_history/99999999999999999999999",
+])
+def test_ids_that_cannot_be_keys_are_404_outcomes(server, path):
+    outcome(get(server, path), 404)
+
+
+@pytest.mark.parametrize("count", ["\uff11\uff12", "9" * 30, "1_0", "1e3", "ten"])
+def test_count_must_be_a_plain_number(server, world, count):
+    outcome(get(server, "DocumentReference", {**world["query"], "_count": count}), 400)
+    outcome(get(server, "Patient", {"family": "x", "_count": count}), 400)
+
+
+def test_prefer_handling_is_read_among_other_preferences(server, world):
+    strict = get(server, "DocumentReference", {**world["query"], "nonsense": "1"},
+                 Prefer='return=representation, handling="strict"')
+    outcome(strict, 400)
+    assert get(server, "DocumentReference", {**world["query"], "nonsense": "1"},
+               Prefer="return=minimal").status_code == 200     # lenient by default
 
 
 def test_every_answer_was_validated():
