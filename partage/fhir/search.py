@@ -45,6 +45,10 @@ MISSING = "XDSStoredQueryMissingParam"   # what ITI-18 answers for a missing req
 DEFAULT_COUNT, MAX_COUNT = 20, 1000   # HAPI FHIR pages by 20 too
 PREFIXES: tuple[DatePrefix, ...] = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 MAX_CURSOR = 2048
+# Bounds on one search (docs/robustness.md): each criterion is a predicate of its own, and a
+# database refuses (SQLite: expression depth) or slows down on thousands of them.
+MAX_CRITERIA = 64        # parameter values AND'ed together
+MAX_ALTERNATIVES = 100   # values OR'ed in one parameter value (comma-separated)
 
 
 @dataclass
@@ -141,7 +145,10 @@ def date_match(text: str, name: str) -> DateMatch:
 
 
 def _alternatives(param: SP.SearchParam, raw: str, modifier: str) -> list[tuple[Index, Match]]:
-    values = split_escaped(raw, ",")
+    values = split_escaped(raw, ",", MAX_ALTERNATIVES)
+    if len(values) > MAX_ALTERNATIVES:
+        raise FhirError.one(400, f"{param.name}: at most {MAX_ALTERNATIVES} values separated by commas",
+                            "too-costly")
     out: list[tuple[Index, Match]] = []
     if param.type == "token":
         assert param.tokens is not None
@@ -232,6 +239,8 @@ def parse(resource: SP.ResourceSearch, params: Params, *, strict: bool) -> Parse
         else:
             for value in values:
                 parsed.criteria.append(Criterion(tuple(_alternatives(param, value, modifier))))
+        if len(parsed.criteria) + len(parsed.patient_refs) + len(parsed.patient_identifiers) > MAX_CRITERIA:
+            raise FhirError.one(400, f"a search may combine at most {MAX_CRITERIA} parameter values", "too-costly")
         parsed.applied += [(key, v) for v in values]
     if problems and strict:
         raise FhirError(400, [Issue(p, "not-supported") for p in problems])
@@ -270,6 +279,9 @@ def _sort(parsed: Parsed, values: list[str], refuse: Any) -> None:
             param = parsed.resource.by_name.get(key.lstrip("-"))
             if param is None or param.sort is None:
                 refuse(f"_sort={key}", f"{parsed.resource.resource_type} cannot be sorted on {key.lstrip('-')!r}")
+                continue
+            if any(k.lstrip("-") == key.lstrip("-") for k in parsed.sort_keys):   # the first one decides
+                refuse(f"_sort={key}", f"already sorted on {key.lstrip('-')!r}")
                 continue
             parsed.sort.append(Sort(param.sort, key.startswith("-")))
             parsed.sort_keys.append(key)

@@ -233,6 +233,29 @@ def test_unknown_parameters_strict_and_lenient():
     assert all(i.code == "not-supported" for i in caught.value.issues)
 
 
+def test_a_search_is_bounded_before_any_sql():
+    """Thousands of criteria made SQLite refuse the statement (answered 503, an outage that was not)."""
+    many = {"family": [f"a{i}" for i in range(S.MAX_CRITERIA + 1)]}
+    with pytest.raises(FhirError) as caught:
+        S.patient_search(many)
+    assert caught.value.status == 400 and caught.value.issues[0].code == "too-costly"
+    parsed, _ = S.patient_search({"family": [f"a{i}" for i in range(S.MAX_CRITERIA)]})
+    assert len(parsed.criteria) == S.MAX_CRITERIA
+    with pytest.raises(FhirError) as caught:
+        S.patient_search({"birthdate": [",".join(["1970"] * (S.MAX_ALTERNATIVES + 1))]})
+    assert caught.value.status == 400 and "birthdate" in caught.value.issues[0].diagnostics
+    parsed, _ = S.patient_search({"birthdate": [",".join(["1970"] * S.MAX_ALTERNATIVES)]})
+    assert len(parsed.criteria[0].alternatives) == S.MAX_ALTERNATIVES
+    assert S.patient_search({"identifier": [r"a\," * 500]})[0].criteria   # escaped commas are one value
+
+
+def test_a_sort_key_given_twice_is_sorted_on_once():
+    parsed, _ = S.patient_search({"_sort": [",".join(["birthdate"] * 50), "-birthdate"]})
+    assert parsed.sort_keys == ["birthdate"] and len(parsed.sort) == 1 and len(parsed.ignored) == 50
+    with pytest.raises(FhirError):
+        S.patient_search({"_sort": ["birthdate,-birthdate"]}, strict=True)
+
+
 def test_patient_identifier_cx():
     parsed, _ = S.document_search({"patient.identifier": ["urn:oid:1.2.250.1.213.1.4.10|279"],
                                    "status": ["current"]})
