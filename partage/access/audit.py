@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from ..metadata import er7
 from ..metadata.datatypes import CX, DatatypeError
 from ..registry import schema
 from .actor import BRIS_DE_GLACE, Actor
@@ -186,12 +187,7 @@ def record(services, action: str, actor: Actor, *, patient_id: str | CX = "", de
 
 def first_pid3(text: str) -> str:
     """The first identifier of an HL7 v2 message's PID-3 (for the audit of the feed)."""
-    for segment in text.replace("\n", "\r").split("\r"):
-        if segment.startswith("PID") and len(segment) > 4:
-            fields = segment.split(segment[3])
-            if len(fields) > 3:
-                return fields[3].split("~")[0]
-    return ""
+    return er7.first_repetition(text, "PID", 3)
 
 
 def _cx(text: str | CX) -> CX | None:

@@ -7,9 +7,12 @@ For operators and the README tour: feeding a patient (ITI-8 ADT) needs no other 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from ..metadata.er7 import Er7Error, Er7Message
+from .journal import Journal
 from .mllp import MllpClient
 
 
@@ -37,18 +40,13 @@ def run_send(args: argparse.Namespace) -> int:
             text = path.read_text(encoding="utf-8").replace("\r\n", "\r").replace("\n", "\r")
             ack = client.send(text)
             sys.stdout.write(f"{path}: {ack.replace(chr(13), chr(10)).strip()}\n")
-            msa = next((s for s in ack.split("\r") if s.startswith("MSA|")), "MSA|??")
-            if msa.split("|")[1] != "AA":
+            if ack_status(ack)[0] != "AA":
                 worst = 1
     return worst
 
 
 def run_replay(args: argparse.Namespace) -> int:
     """Each kept message goes to the listener again; the server forgets those it accepts."""
-    import os
-
-    from .documents import Journal
-
     data_dir = args.data or Path(os.environ.get("PARTAGE_DATA_DIR", "partage-data"))
     entries = Journal.in_data_dir(data_dir).entries()
     if args.list or not entries:
@@ -62,9 +60,17 @@ def run_replay(args: argparse.Namespace) -> int:
     with MllpClient(host or "127.0.0.1", int(port), timeout=args.timeout) as client:
         for path, _meta in entries:
             ack = client.send(path.read_bytes())
-            msa = next((s for s in ack.split("\r") if s.startswith("MSA|")), "MSA|??")
-            code = msa.split("|")[1]
+            code, text = ack_status(ack)
             still += code != "AA"
-            sys.stdout.write(f"{path.name}: {code} {'|'.join(msa.split('|')[3:])}\n")
+            sys.stdout.write(f"{path.name}: {code} {text}\n")
     sys.stdout.write(f"{len(entries) - still} accepted, {still} still refused\n")
     return 1 if still else 0
+
+
+def ack_status(ack: str) -> tuple[str, str]:
+    """(MSA-1, MSA-3) of an acknowledgement; ("??", "") when it has no MSA."""
+    try:
+        msa = Er7Message.parse(ack).first("MSA")
+    except Er7Error:
+        msa = None
+    return (msa.field(1) or "??", msa.field(3)) if msa is not None else ("??", "")

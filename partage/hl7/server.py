@@ -14,8 +14,8 @@ import threading
 
 from ..services import Services
 from .mllp import MllpDecoder, MllpError, frame
-from .pif import FeedOutcome, ack
-from .routing import route
+from .outcome import FeedOutcome
+from .routing import ack, route
 
 log = logging.getLogger("partage.hl7")
 
@@ -59,7 +59,7 @@ class MllpServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, services: Services, *, idle_timeout: float = IDLE_TIMEOUT,
+    def __init__(self, address: tuple[str, int], services: Services, *, idle_timeout: float = IDLE_TIMEOUT,
                  max_message: int = MAX_MESSAGE) -> None:
         self.services = services
         self.idle_timeout = idle_timeout
