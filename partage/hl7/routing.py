@@ -1,9 +1,12 @@
 """Which feed takes an inbound HL7 v2 message, by its MSH-9 message type, and the
 acknowledgement that goes back.
 
-One MLLP listener serves every feed. The message is read once (`partage.metadata.er7`); its
-route names the feed's handler (`handle_message(services, message) -> FeedOutcome`), the ACK
-flavour of its profile, and the actor and action of its audit record (one per message).
+One MLLP listener serves every feed. The message's size is judged first, on its text, before
+anything reads it (segments and separators counted: a message past the limits is refused AR
+with only its MSH read); then it is read once (`partage.metadata.er7`); its route names the
+feed's handler (`handle_message(services, message) -> FeedOutcome`), the ACK flavour of its
+profile, and the actor and action of its audit record (one per message, written ahead of any
+write: fail closed).
 """
 
 from __future__ import annotations
@@ -14,16 +17,21 @@ from dataclasses import dataclass
 
 from ..access import audit
 from ..access.actor import PATIENT_FEED_ACTOR, Actor
-from ..metadata.er7 import Er7Error, Er7Message
+from ..metadata.er7 import Er7Error, Er7Message, MessageHeader, read_header
 from ..services import Services
 from . import document_feed, patient_feed
 from .acks import DOCUMENT_FEED, PATIENT_FEED, AckFlavour, acknowledgement
 from .document_submission import DOCUMENT_FEED_ACTOR
-from .outcome import REJECTED, SEGMENT_SEQUENCE, FeedOutcome, Problem
+from .outcome import APPLICATION_ERROR, REJECTED, SEGMENT_SEQUENCE, FeedOutcome, Problem
 
 log = logging.getLogger("partage.hl7")
 
 Handler = Callable[[Services, Er7Message], FeedOutcome]
+
+MAX_SEGMENTS = 1000   # ADT, MDM, ORU messages have tens; each segment costs the reader a tuple of fields
+# Fields, components and repetitions: beyond a base, one separator per 16 characters (a real
+# message is a few hundred separators, plus a base64 CDA that has none).
+SEPARATORS_BASE, CHARS_PER_SEPARATOR = 20000, 16
 
 
 @dataclass(frozen=True)
@@ -42,33 +50,59 @@ ROUTES: dict[str, Route] = {"ADT": PATIENT_ROUTE, "MDM": DOCUMENT_ROUTE, "ORU": 
 UNROUTED = Route(patient_feed.handle_message, PATIENT_FEED, PATIENT_FEED_ACTOR)
 
 
-def route_of(message: Er7Message | None) -> Route:
-    if message is None:
+def route_of(header: MessageHeader | None) -> Route:
+    if header is None:
         return UNROUTED
-    return ROUTES.get(message.header.message_type.message_code, UNROUTED)
+    return ROUTES.get(header.message_type.message_code, UNROUTED)
 
 
 def route(services: Services, text: str) -> str:
     """Handle one message and return the acknowledgement to send back (and audit it once)."""
+    too_big = over_limits(text)
+    if too_big is not None:   # refused before the reader builds anything
+        return ack(too_big, text)
     message, unreadable = _read(text)
-    chosen = route_of(message)
-    kind = message.header.message_type.message_code if message else ""
+    header = message.header if message else None
+    chosen = route_of(header)
+    kind = header.message_type.message_code if header else ""
     token = audit.begin(chosen.action or f"HL7 {kind or '?'}", request=text.split("\r", 1)[0][:300])
     try:
         audit.note_actor(chosen.actor)
+        opened = audit.current()
+        if opened is not None:
+            audit.open_record(services, opened)   # fail closed: no write without its audit record
         outcome = chosen.handler(services, message) if message else _not_a_message(unreadable)
-        answer = acknowledgement(outcome, message.header if message else None, chosen.flavour)
-        _audit(services, chosen, text, outcome)
+        answer = acknowledgement(outcome, header, chosen.flavour)
+        _audit(services, chosen, message, outcome)
         return answer
     finally:
         audit.end(token)
 
 
+def over_limits(text: str) -> FeedOutcome | None:
+    """The refusal of a message too big to read (segments, then fields, components and
+    repetitions, counted on its text before any parsing); None when it is within the limits."""
+    segments = text.count("\r") + text.count("\n")
+    if segments > MAX_SEGMENTS:
+        return _refusal("hl7-too-many-segments", f"{segments} segments: a message may have at most {MAX_SEGMENTS}")
+    separators = sum(text.count(c) for c in "|^~&")
+    if separators > SEPARATORS_BASE + len(text) // CHARS_PER_SEPARATOR:
+        return _refusal("hl7-too-many-elements", f"{separators} fields, components and repetitions in "
+                                                 f"{len(text)} characters: too many to read")
+    return None
+
+
 def ack(outcome: FeedOutcome, text: str) -> str:
-    """The acknowledgement of `outcome` to `text` in the flavour of its route (the listener's
-    answer when handling failed)."""
-    message, _unreadable = _read(text)
-    return acknowledgement(outcome, message.header if message else None, route_of(message).flavour)
+    """The acknowledgement of `outcome` to `text` in the flavour of its route, with only its MSH
+    read (the answer to a message refused before it is read, or whose handling failed)."""
+    header = read_header(text)
+    if header is not None and not outcome.control_id:
+        outcome.control_id = header.control_id
+    return acknowledgement(outcome, header, route_of(header).flavour)
+
+
+def _refusal(rule: str, text: str) -> FeedOutcome:
+    return FeedOutcome(REJECTED, text, "", [Problem(APPLICATION_ERROR, rule, text)])
 
 
 def _read(text: str) -> tuple[Er7Message | None, str]:
@@ -84,15 +118,16 @@ def _not_a_message(reason: str) -> FeedOutcome:
     return FeedOutcome(REJECTED, text, "", [Problem(SEGMENT_SEQUENCE, "hl7-not-parsable", text, "MSH")])
 
 
-def _audit(services: Services, chosen: Route, text: str, outcome: FeedOutcome) -> None:
+def _audit(services: Services, chosen: Route, message: Er7Message | None, outcome: FeedOutcome) -> None:
     ctx = audit.current()
     if ctx is None:
         return
-    if chosen.notes_pid3 and not ctx.patients:
-        audit.note_patient(audit.first_pid3(text))
+    if chosen.notes_pid3 and not ctx.patients and message is not None:
+        pid = message.first("PID")
+        audit.note_patient(pid.first(3) if pid is not None else "")
     if not outcome.accepted:
         ctx.remarks.append(f"{outcome.code}|{outcome.control_id}|{outcome.text}"[:200])
     try:
         audit.finish(services, ctx, 200 if outcome.accepted else 400)
-    except Exception:   # the ACK stands; the failure to audit is logged
-        log.exception("could not write the audit record of an HL7 message")
+    except audit.AuditUnavailable:   # the ACK stands: its pending record was written first
+        log.error("could not complete the audit record of an HL7 message")

@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 
 from .datatypes import MSG, VID, escape_hl7
 
-__all__ = ["Er7Error", "Er7Message", "MessageHeader", "Segment", "first_repetition", "one_line", "text_field"]
+__all__ = ["Er7Error", "Er7Message", "MessageHeader", "Segment", "one_line", "read_header",
+           "text_field"]
 
 STANDARD_SEPARATORS = "|^~\\&"   # field, component, repetition, escape, subcomponent
 STANDARD_ENCODING = STANDARD_SEPARATORS[1:]
+HEADER_FIELDS = 18   # MSH-1 .. MSH-18: what an acknowledgement mirrors
 _ESCAPE_CODES = {"|": "F", "^": "S", "~": "R", "\\": "E", "&": "T"}
 
 
@@ -130,8 +132,28 @@ def _translation(separator: str, encoding: str) -> dict[int, str] | None:
     return table
 
 
-def _segment(line: str, position: int, separator: str, translate: dict[int, str] | None) -> Segment:
-    parts = line.split(separator)
+def read_header(text: str) -> MessageHeader | None:
+    """The MSH of `text` read alone (None when `text` does not start with a usable one), with
+    work bounded whatever follows: only the first segment, and only up to MSH-18. This is what
+    answers a message refused before it is read (the listener's limits, a failure)."""
+    end = len(text)
+    for stop in ("\r", "\n"):
+        found = text.find(stop, 0, end)
+        if found >= 0:
+            end = found
+    line = text[:end]
+    try:
+        separator, encoding = _delimiters(line)
+    except Er7Error:
+        return None
+    # MSH's parts are MSH-2 .. ; MSH-18 is the 18th part after the name, the rest is left whole.
+    return MessageHeader.of(_segment(line, 0, separator, _translation(separator, encoding), HEADER_FIELDS))
+
+
+def _segment(line: str, position: int, separator: str, translate: dict[int, str] | None,
+             max_fields: int = -1) -> Segment:
+    """`max_fields` >= 0: only the parts before that many separators are read (the rest dropped)."""
+    parts = line.split(separator, max_fields)[:max_fields] if max_fields >= 0 else line.split(separator)
     name = parts[0].strip()
     values = parts[2:] if name == "MSH" else parts[1:]
     if translate is not None:
@@ -139,16 +161,6 @@ def _segment(line: str, position: int, separator: str, translate: dict[int, str]
     if name == "MSH":
         return Segment(name, ("MSH", "|", STANDARD_ENCODING, *values), position)
     return Segment(name, (name, *values), position)
-
-
-def first_repetition(text: str, segment: str, n: int) -> str:
-    """The first repetition of SEG-n of the first such segment of `text`, as ER7 text; '' when
-    absent, or when `text` is not a message."""
-    try:
-        found = Er7Message.parse(text).first(segment)
-    except Er7Error:
-        return ""
-    return found.first(n) if found is not None else ""
 
 
 def one_line(value: str, limit: int = 0) -> str:

@@ -10,10 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partage.access.audit import first_pid3
 from partage.hl7.mllp import MllpDecoder, frame
 from partage.metadata.datatypes import CX, ED, MSG, XPN, unescape_hl7
-from partage.metadata.er7 import Er7Error, Er7Message, first_repetition, one_line, text_field
+from partage.metadata.er7 import Er7Error, Er7Message, one_line, read_header, text_field
 
 ADT = ("MSH|^~\\&|DPI^1.2.3^ISO|HOPITAL|PARTAGE|PARTAGE|20240101||ADT^A01^ADT_A01|c\\F\\1|P|2.5^FRA|||||FRA"
        "|8859/15~UNICODE UTF-8\r"
@@ -96,10 +95,12 @@ def test_a_megabyte_document_comes_out_whole():
     assert base64.b64decode(value.data) == data
 
 
-def test_first_repetition_is_tolerant():
-    assert first_repetition(ADT, "PID", 3) == "123^^^&1.2.250.1.213.1.4.10&ISO^INS"
-    assert first_repetition(ADT, "MRG", 1) == "" and first_repetition("garbage", "PID", 3) == ""
-    assert first_pid3(ADT) == first_repetition(ADT, "PID", 3)   # the audit of the feed uses the reader
+def test_read_header_reads_msh_alone_with_bounded_work():
+    """What answers a message refused before it is read: its MSH, whatever follows it."""
+    assert read_header(ADT) == Er7Message.parse(ADT).header
+    huge = ADT.split("\r", 1)[0] + "|" * 200_000 + "\rNTE|1\r" * 3
+    assert read_header(huge) == Er7Message.parse(ADT.split("\r", 1)[0]).header
+    assert read_header("garbage") is None and read_header("") is None
 
 
 def test_text_field_keeps_a_field_whole():
