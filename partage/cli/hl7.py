@@ -11,9 +11,9 @@ import os
 import sys
 from pathlib import Path
 
+from ..hl7.acks import ack_status
 from ..hl7.journal import Journal
 from ..hl7.mllp import MllpClient
-from ..metadata.er7 import Er7Error, Er7Message
 from .common import CliError, Subparsers, host_port
 
 
@@ -84,15 +84,7 @@ def run_replay(args: argparse.Namespace) -> int:
             ack = client.send(path.read_bytes())
             code, text = ack_status(ack)
             still += code != "AA"
-            sys.stdout.write(f"{path.name}: {code} {text}\n")
+            sys.stdout.write(f"{path.name}: {code or '??'} {text}\n")
     sys.stdout.write(f"{len(entries) - still} accepted, {still} still refused\n")
     return 1 if still else 0
 
-
-def ack_status(ack: str) -> tuple[str, str]:
-    """(MSA-1, MSA-3) of an acknowledgement; ("??", "") when it has no MSA."""
-    try:
-        msa = Er7Message.parse(ack).first("MSA")
-    except Er7Error:
-        msa = None
-    return (msa.field(1) or "??", msa.field(3)) if msa is not None else ("??", "")

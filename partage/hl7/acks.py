@@ -1,5 +1,5 @@
 """HL7 v2 acknowledgements: the one writer of ACK (MSH, MSA, ERR) and of the document feed's
-business acknowledgement ZAM^Z01.
+business acknowledgement ZAM^Z01, and what a sender reads of an ACK it gets back (`ack_status`).
 
 An acknowledgement answers a `FeedOutcome` (AA / AE / AR and its problems) to the message it
 was about: MSH mirrors the message's sender and receiver (MSH-3/4 <- its MSH-5/6, MSH-5/6 <- its
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..metadata.datatypes import CE, EI, MSG, escape_hl7
-from ..metadata.er7 import MessageHeader, one_line, text_field
+from ..metadata.er7 import Er7Error, Er7Message, MessageHeader, one_line, text_field
 from .outcome import ACCEPTED, APPLICATION_ERROR, CONDITION_TEXT, OTHER, FeedOutcome, Problem
 
 ENCODING = "^~\\&"
@@ -87,6 +87,16 @@ def business_ack(outcome: FeedOutcome, received: MessageHeader | None) -> str:
     if not accepted:
         segments.append(_business_err(_problems(outcome)))
     return _message(segments)
+
+
+def ack_status(ack: str) -> tuple[str, str]:
+    """(MSA-1, MSA-3 as ER7 text) of an acknowledgement received; ("", "") when it has no MSA
+    (or is no message)."""
+    try:
+        msa = Er7Message.parse(ack).first("MSA")
+    except Er7Error:
+        return "", ""
+    return (msa.field(1), msa.field(3)) if msa is not None else ("", "")
 
 
 def _problems(outcome: FeedOutcome) -> list[Problem]:

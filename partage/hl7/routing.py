@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..access import audit
 from ..access.actor import PATIENT_FEED_ACTOR, Actor
-from ..metadata.er7 import Er7Error, Er7Message, MessageHeader, read_header
+from ..metadata.er7 import Er7Error, Er7Message, MessageHeader, first_segment, read_header
 from ..services import Services
 from . import document_feed, patient_feed
 from .acks import DOCUMENT_FEED, PATIENT_FEED, AckFlavour, acknowledgement
@@ -65,7 +65,7 @@ def route(services: Services, text: str) -> str:
     header = message.header if message else None
     chosen = route_of(header)
     kind = header.message_type.message_code if header else ""
-    token = audit.begin(chosen.action or f"HL7 {kind or '?'}", request=text.split("\r", 1)[0][:300])
+    token = audit.begin(chosen.action or f"HL7 {kind or '?'}", request=first_segment(text, 300))
     try:
         audit.note_actor(chosen.actor)
         opened = audit.current()
@@ -85,11 +85,18 @@ def over_limits(text: str) -> FeedOutcome | None:
     segments = text.count("\r") + text.count("\n")
     if segments > MAX_SEGMENTS:
         return _refusal("hl7-too-many-segments", f"{segments} segments: a message may have at most {MAX_SEGMENTS}")
-    separators = sum(text.count(c) for c in "|^~&")
+    separators = sum(text.count(c) for c in _separators(text))
     if separators > SEPARATORS_BASE + len(text) // CHARS_PER_SEPARATOR:
         return _refusal("hl7-too-many-elements", f"{separators} fields, components and repetitions in "
                                                  f"{len(text)} characters: too many to read")
     return None
+
+
+def _separators(text: str) -> set[str]:
+    """The standard field, component, repetition and subcomponent separators, and those the
+    text's MSH-1 / MSH-2 declare (read from its first 8 characters: nothing is split)."""
+    declared = text[3:6] + text[7:8] if text.startswith("MSH") else ""
+    return set("|^~&") | {c for c in declared if c not in "\r\n"}
 
 
 def ack(outcome: FeedOutcome, text: str) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from .datatypes import MSG, VID, escape_hl7
 
-__all__ = ["Er7Error", "Er7Message", "MessageHeader", "Segment", "one_line", "read_header",
+__all__ = ["Er7Error", "Er7Message", "MessageHeader", "Segment", "first_segment", "one_line", "read_header",
            "text_field"]
 
 STANDARD_SEPARATORS = "|^~\\&"   # field, component, repetition, escape, subcomponent
@@ -132,16 +132,22 @@ def _translation(separator: str, encoding: str) -> dict[int, str] | None:
     return table
 
 
-def read_header(text: str) -> MessageHeader | None:
-    """The MSH of `text` read alone (None when `text` does not start with a usable one), with
-    work bounded whatever follows: only the first segment, and only up to MSH-18. This is what
-    answers a message refused before it is read (the listener's limits, a failure)."""
-    end = len(text)
+def first_segment(text: str, limit: int = 0) -> str:
+    """The first segment of `text` as received, cut to `limit` characters (0: whole); what
+    follows it is neither split nor copied."""
+    end = min(len(text), limit) if limit else len(text)
     for stop in ("\r", "\n"):
         found = text.find(stop, 0, end)
         if found >= 0:
             end = found
-    line = text[:end]
+    return text[:end]
+
+
+def read_header(text: str) -> MessageHeader | None:
+    """The MSH of `text` read alone (None when `text` does not start with a usable one), with
+    work bounded whatever follows: only the first segment, and only up to MSH-18. This is what
+    answers a message refused before it is read (the listener's limits, a failure)."""
+    line = first_segment(text)
     try:
         separator, encoding = _delimiters(line)
     except Er7Error:

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from partage.hl7.mllp import MllpDecoder, frame
 from partage.metadata.datatypes import CX, ED, MSG, XPN, unescape_hl7
-from partage.metadata.er7 import Er7Error, Er7Message, one_line, read_header, text_field
+from partage.metadata.er7 import (
+    Er7Error,
+    Er7Message,
+    first_segment,
+    one_line,
+    read_header,
+    text_field,
+)
 
 ADT = ("MSH|^~\\&|DPI^1.2.3^ISO|HOPITAL|PARTAGE|PARTAGE|20240101||ADT^A01^ADT_A01|c\\F\\1|P|2.5^FRA|||||FRA"
        "|8859/15~UNICODE UTF-8\r"
@@ -136,3 +143,9 @@ def test_latin1_bytes_decoded_as_the_listener_does_still_read():
     m = Er7Message.parse(frame(raw)[1:-2].decode("utf-8", errors="replace"))
     assert XPN.parse(m.first("PID").first(5)).given_name == "H\ufffdL\ufffdNE"
     assert CX.parse(m.first("PID").repetitions(3)[0], strict=False).id == "123"
+
+
+def test_first_segment_is_cut_without_reading_the_rest():
+    assert first_segment(ADT) == ADT.split("\r", 1)[0]
+    assert first_segment(ADT, 10) == ADT[:10]
+    assert first_segment("MSH|^~\\&|A\nPID|1") == "MSH|^~\\&|A" and first_segment("") == ""

@@ -173,3 +173,31 @@ def test_the_listeners_last_resort_answer_follows_the_route():
     assert segments(ack(FeedOutcome("AE", "internal error"), MDM)).segments[0].field(9) == "ACK^T02^ACK"
     assert segments(ack(FeedOutcome("AE", "internal error"), ADT)).segments[0].field(9) == "ACK^A01"
     assert segments(ack(FeedOutcome("AE", "internal error"), "garbage")).first("MSA").field(1) == "AE"
+
+
+# --- limits: judged on the text before the reader sees it -------------------------------------
+
+@pytest.mark.parametrize("extra", ["NTE|1\r" * 1200, "NTE|" + "|" * 60_000 + "\r",
+                                   "NTE|1|" + "^" * 60_000 + "\r", "PID|||" + "1~" * 30_000 + "\r"])
+@pytest.mark.parametrize("base", [ADT, MDM])
+def test_a_message_past_the_limits_is_refused_in_its_flavour(services, monkeypatch, base, extra):
+    control_id = Er7Message.parse(base).header.control_id
+
+    def never(*_args: object) -> None:
+        raise AssertionError("the reader saw a message past the limits")
+
+    monkeypatch.setattr(Er7Message, "parse", classmethod(never))
+    answer = route(services, base + extra)
+    monkeypatch.undo()
+    m = segments(answer)
+    msa = m.first("MSA")
+    assert msa.field(1) == "AR" and msa.field(2) == control_id
+    assert "too many" in msa.field(3) or "at most" in msa.field(3)
+    assert m.segments[0].field(9) == ("ACK^T02^ACK" if base is MDM else "ACK^A01")
+
+
+def test_declared_separators_are_counted_too(services):
+    """A message declaring its own separators cannot pass the limit with them (# for |, @ for ^)."""
+    text = "MSH#@*$!#DPI#HOPITAL#PARTAGE#PARTAGE#20240101##ADT@A28@ADT_A05#enc-2#P#2.5\rNTE#" + "#" * 60_000 + "\r"
+    msa = segments(route(services, text)).first("MSA")
+    assert msa.fields[:3] == ("MSA", "AR", "enc-2") and "too many" in msa.field(3)
