@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from partage.config import Settings
-from partage.hl7.acks import DOCUMENT_FEED, PATIENT_FEED, AckFlavour, acknowledgement, business_ack
+from partage.hl7.acks import (
+    DOCUMENT_FEED,
+    PATIENT_FEED,
+    AckFlavour,
+    ack_status,
+    acknowledgement,
+    business_ack,
+)
 from partage.hl7.mllp import frame
 from partage.hl7.outcome import DocumentOutcome, FeedOutcome, Problem
 from partage.hl7.routing import ack, route
@@ -132,6 +139,13 @@ def test_business_ack_escapes_rules_and_reasons():
     assert CE.parse(err.field(5)) == CE("a^b", "bad | thing", "PARTAGE")
     assert [unescape_hl7(r, strict=False) for r in err.repetitions(6)] == ["a^b", "c~d"]
     assert m.segments[0].field(21) == "2.1^CISIS_CDA_HL7_V2"
+
+
+def test_a_sender_reads_the_status_of_an_ack_with_the_reader():
+    refused = acknowledgement(FeedOutcome("AE", "PID-3 a|b", "c-9"), header(ADT), PATIENT_FEED)
+    assert ack_status(refused) == ("AE", "PID-3 a\\F\\b")   # MSA-3 as ER7 text
+    assert ack_status(refused.replace("\r", "\n")) == ("AE", "PID-3 a\\F\\b")
+    assert ack_status("MSH|^~\\&|A\rEVN|1\r") == ("", "") and ack_status("garbage") == ("", "")
 
 
 # --- the router picks the flavour of the feed --------------------------------------------------
