@@ -16,6 +16,10 @@ import dataclasses
 import os
 import time
 
+from cryptography import x509
+from sqlalchemy.exc import IntegrityError
+
+from ..registry import schema
 from . import audit, saml, tokens
 from .actor import INSECURE_DEV_ACTOR, Actor, AuthenticationRequired
 
@@ -25,8 +29,6 @@ def trust_problem(settings) -> str:
     if not settings.trust:
         return ""
     try:
-        from cryptography import x509
-
         with open(settings.trust, "rb") as handle:
             certificates = x509.load_pem_x509_certificates(handle.read())
     except (OSError, ValueError) as exc:
@@ -53,9 +55,6 @@ def _consume(services, actor: Actor) -> None:
         return
     if not actor.credential_id:
         raise AuthenticationRequired("a single-use credential needs an identifier (assertion ID / jti)")
-    from sqlalchemy.exc import IntegrityError
-
-    from ..registry import schema
 
     t = schema.credential_uses
     key = f"{actor.auth_method}:{actor.credential_id}"[:160]

@@ -48,6 +48,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, func, or_, select
 
 from ..registry import derived, schema
+from .index import MAX_INDEXED_BYTES, read_document, store
 
 log = logging.getLogger("partage.clinical")
 
@@ -141,8 +142,6 @@ def claim(registry, *, lease_s: float = LEASE_S, now: float | None = None) -> Jo
 def _whole_text(services, entry_uuid: str) -> tuple[int, str] | None:
     """(patient_pk, whole text) of a registered document, or None when its bytes are not
     here any more (removed) or too large to read."""
-    from .index import MAX_INDEXED_BYTES, read_document
-
     objs = schema.registry_objects
     with services.registry.read() as conn:
         row = conn.execute(select(objs.c.patient_pk, objs.c.mime_type, objs.c.blob_address, objs.c.size)
@@ -161,8 +160,6 @@ def _whole_text(services, entry_uuid: str) -> tuple[int, str] | None:
 
 def process(services, job: Job) -> bool:
     """Index a claimed job's document; False if the job was no longer ours (nothing written)."""
-    from .index import store
-
     found = _whole_text(services, job.doc_entry_uuid)
     t = schema.text_index_jobs
     with services.registry.write() as conn:

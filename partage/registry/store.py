@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 
@@ -68,9 +70,6 @@ class Registry:
     # --- lifecycle -------------------------------------------------------------------
     def migrate(self) -> None:
         """Bring the schema to the newest revision (alembic), so old databases open."""
-        from alembic import command
-        from alembic.config import Config
-
         with self._migrate_lock:
             cfg = Config()
             cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
