@@ -82,7 +82,7 @@ def route(services: Services, text: str) -> str:
 def over_limits(text: str) -> FeedOutcome | None:
     """The refusal of a message too big to read (segments, then fields, components and
     repetitions, counted on its text before any parsing); None when it is within the limits."""
-    segments = text.count("\r") + text.count("\n")
+    segments = text.count("\r") + text.count("\n") - text.count("\r\n")   # CR, LF or CRLF ends one
     if segments > MAX_SEGMENTS:
         return _refusal("hl7-too-many-segments", f"{segments} segments: a message may have at most {MAX_SEGMENTS}")
     separators = sum(text.count(c) for c in _separators(text))

@@ -215,3 +215,9 @@ def test_declared_separators_are_counted_too(services):
     text = "MSH#@*$!#DPI#HOPITAL#PARTAGE#PARTAGE#20240101##ADT@A28@ADT_A05#enc-2#P#2.5\rNTE#" + "#" * 60_000 + "\r"
     msa = segments(route(services, text)).first("MSA")
     assert msa.fields[:3] == ("MSA", "AR", "enc-2") and "too many" in msa.field(3)
+
+
+def test_crlf_line_ends_count_one_segment_each(services):
+    pid = F.patient_id()
+    text = f"MSH|^~\\&|DPI|HOPITAL|PARTAGE|PARTAGE|20240101||ADT^A01|crlf|P|2.5\r\nPID|||{pid}\r\n"
+    assert segments(route(services, text + "NTE|1\r\n" * 900)).first("MSA").field(1) == "AA"
