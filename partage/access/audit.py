@@ -221,16 +221,6 @@ def record(services, action: str, actor: Actor, *, patient_id: str | CX = "", de
     return finish(services, ctx, outcome_status)
 
 
-def first_pid3(text: str) -> str:
-    """The first identifier of an HL7 v2 message's PID-3 (for the audit of the feed)."""
-    for segment in text.replace("\n", "\r").split("\r"):
-        if segment.startswith("PID") and len(segment) > 4:
-            fields = segment.split(segment[3])
-            if len(fields) > 3:
-                return fields[3].split("~")[0]
-    return ""
-
-
 def _cx(text: str | CX) -> CX | None:
     """The audit trail keeps patients as the HL7 text of their CX."""
     if isinstance(text, CX):

@@ -119,64 +119,67 @@ def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
         if xds.get(key):
             wanted = parse_cx(str(xds[key]))
             if wanted not in patient_ids:
-                out.append(_f(rule, f"XDS {label} {xds[key]} is none of the CDA patient identifiers "
-                              f"{', '.join(CX(e, HD.iso(r)).format() for r, e in patient_ids) or '(none)'}",
+                out.append(_f(rule, f"le {label} des métadonnées XDS, {xds[key]}, n'est aucun des identifiants "
+                              "du patient dans le CDA : "
+                              f"{', '.join(CX(e, HD.iso(r)).format() for r, e in patient_ids) or '(aucun)'}",
                               f"{_CD}/hl7:recordTarget/hl7:patientRole/hl7:id"))
 
     if xds.get("unique_id") and str(xds["unique_id"]) != cda_unique_id(header.id):
-        out.append(_f("xds-uniqueId-mismatch", f"XDS uniqueId {xds['unique_id']} differs from the CDA id "
-                      f"({cda_unique_id(header.id) or 'absent'})", f"{_CD}/hl7:id"))
+        out.append(_f("xds-uniqueId-mismatch", f"l'uniqueId des métadonnées XDS, {xds['unique_id']}, diffère de "
+                      f"l'identifiant du CDA ({cda_unique_id(header.id) or 'absent'})", f"{_CD}/hl7:id"))
 
     type_code = _code_of(xds.get("type_code"))
     if type_code and not _code_matches(header.code, type_code):
         shown = f"{header.code.code} ({header.code.code_system})" if header.code else "absent"
-        out.append(_f("xds-typeCode-mismatch", f"XDS typeCode {type_code[0]} ({type_code[1]}) differs from "
-                      f"ClinicalDocument/code {shown}", f"{_CD}/hl7:code"))
+        out.append(_f("xds-typeCode-mismatch", f"le typeCode des métadonnées XDS, {type_code[0]} "
+                      f"({type_code[1]}), diffère de ClinicalDocument/code : {shown}", f"{_CD}/hl7:code"))
 
     class_code = _code_of(xds.get("class_code"))
     derived_class = TYPE_TO_CLASS.get((header.code.code, _norm(header.code.code_system))) if header.code else None
     if class_code and derived_class and header.code and class_code[0] != derived_class:
-        out.append(_f("xds-classCode-mismatch", f"XDS classCode {class_code[0]} is not the class ASS_X04 gives "
-                      f"the document's type {header.code.code}: {derived_class}", f"{_CD}/hl7:code"))
+        out.append(_f("xds-classCode-mismatch", f"le classCode des métadonnées XDS, {class_code[0]}, n'est pas la "
+                      f"classe que la table ASS_X04 associe au type du document {header.code.code} : "
+                      f"{derived_class}", f"{_CD}/hl7:code"))
 
     if "confidentiality_codes" in xds and header.confidentiality:
         conf = _codes_of(xds["confidentiality_codes"])
         wanted = (header.confidentiality.code, _norm(header.confidentiality.code_system or CONFIDENTIALITY_SYSTEM))
         if not any(c[0] == wanted[0] and (not c[1] or c[1] == wanted[1]) for c in conf):
-            out.append(_f("xds-confidentialityCode-mismatch", f"XDS confidentialityCode does not include the "
-                          f"CDA confidentialityCode {wanted[0]}", f"{_CD}/hl7:confidentialityCode"))
+            out.append(_f("xds-confidentialityCode-mismatch", f"les confidentialityCode des métadonnées XDS "
+                          f"n'incluent pas le confidentialityCode du CDA, {wanted[0]}", f"{_CD}/hl7:confidentialityCode"))
 
-    for key, rule, value, where in (
-            ("creation_time", "xds-creationTime-mismatch", header.effective_time, "hl7:effectiveTime"),
-            ("service_start_time", "xds-serviceStartTime-mismatch",
+    for key, rule, label, value, where in (
+            ("creation_time", "xds-creationTime-mismatch", "creationTime", header.effective_time,
+             "hl7:effectiveTime"),
+            ("service_start_time", "xds-serviceStartTime-mismatch", "serviceStartTime",
              header.service_event.start if header.service_event else "",
              "hl7:documentationOf/hl7:serviceEvent/hl7:effectiveTime/hl7:low"),
-            ("service_stop_time", "xds-serviceStopTime-mismatch",
+            ("service_stop_time", "xds-serviceStopTime-mismatch", "serviceStopTime",
              header.service_event.stop if header.service_event else "",
              "hl7:documentationOf/hl7:serviceEvent/hl7:effectiveTime/hl7:high")):
         if xds.get(key) and value and not _same_time(value, str(xds[key])):
-            out.append(_f(rule, f"XDS {key} {xds[key]} differs from the CDA {where.rsplit(':', 1)[-1]} {value} "
-                          f"(UTC {ts_to_utc(value)})", f"{_CD}/{where}"))
+            out.append(_f(rule, f"le {label} des métadonnées XDS, {xds[key]}, diffère de "
+                          f"l'élément {where.rsplit(':', 1)[-1]} du CDA, {value} (UTC {ts_to_utc(value)})", f"{_CD}/{where}"))
 
     if xds.get("language_code") and str(xds["language_code"]).lower() != header.language_code.lower():
-        out.append(_f("xds-languageCode-mismatch", f"XDS languageCode {xds['language_code']} differs from the "
-                      f"CDA languageCode {header.language_code or '(absent)'}", f"{_CD}/hl7:languageCode"))
+        out.append(_f("xds-languageCode-mismatch", f"le languageCode des métadonnées XDS, {xds['language_code']}, "
+                      f"diffère du languageCode du CDA, {header.language_code or '(absent)'}", f"{_CD}/hl7:languageCode"))
 
     if xds.get("title") and " ".join(str(xds["title"]).split()) != header.title:
-        out.append(_f("xds-title-mismatch", f"XDS title '{xds['title']}' differs from the CDA title "
-                      f"'{header.title}'", f"{_CD}/hl7:title", WARNING))
+        out.append(_f("xds-title-mismatch", f"le titre des métadonnées XDS, « {xds['title']} », diffère du "
+                      f"titre du CDA, « {header.title} »", f"{_CD}/hl7:title", WARNING))
 
     if xds.get("legal_authenticator"):
         wanted = parse_xcn_id(str(xds["legal_authenticator"]))
         have = header.legal_authenticator.ids if header.legal_authenticator else []
         if wanted not in have and not any(w[1] == wanted[1] and not wanted[0] for w in have):
-            out.append(_f("xds-legalAuthenticator-mismatch", f"XDS legalAuthenticator {xds['legal_authenticator']} "
-                          "is not the CDA legalAuthenticator", f"{_CD}/hl7:legalAuthenticator/hl7:assignedEntity/hl7:id"))
+            out.append(_f("xds-legalAuthenticator-mismatch", f"le legalAuthenticator des métadonnées XDS, "
+                          f"{xds['legal_authenticator']}, n'est pas le legalAuthenticator du CDA", f"{_CD}/hl7:legalAuthenticator/hl7:assignedEntity/hl7:id"))
 
     facility = _code_of(xds.get("healthcare_facility_type_code"))
     if facility and header.encounter is not None and not _code_matches(header.encounter.facility_code, facility):
-        out.append(_f("xds-healthcareFacilityTypeCode-mismatch", f"XDS healthcareFacilityTypeCode {facility[0]} "
-                      "differs from healthCareFacility/code",
+        out.append(_f("xds-healthcareFacilityTypeCode-mismatch", f"le healthcareFacilityTypeCode des métadonnées "
+                      f"XDS, {facility[0]}, diffère de healthCareFacility/code",
                       f"{_CD}/hl7:componentOf/hl7:encompassingEncounter/hl7:location/hl7:healthCareFacility/hl7:code"))
 
     setting = _code_of(xds.get("practice_setting_code"))
@@ -184,14 +187,15 @@ def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
         orgs = [p.organization.industry_code for e in header.service_events for p in e.performers
                 if p.organization is not None and p.organization.industry_code]
         if orgs and not any(_code_matches(c, setting) for c in orgs):
-            out.append(_f("xds-practiceSettingCode-mismatch", f"XDS practiceSettingCode {setting[0]} differs from "
-                          "the performer organisation's standardIndustryClassCode",
+            out.append(_f("xds-practiceSettingCode-mismatch", f"le practiceSettingCode des métadonnées XDS, "
+                          f"{setting[0]}, diffère du standardIndustryClassCode de l'organisation de "
+                          "l'exécutant (performer)",
                           f"{_CD}/hl7:documentationOf/hl7:serviceEvent/hl7:performer/hl7:assignedEntity"
                           "/hl7:representedOrganization/hl7:standardIndustryClassCode"))
 
     if xds.get("mime_type") and str(xds["mime_type"]) != CDA_MIME_TYPE:
-        out.append(_f("xds-mimeType", f"a CDA document is submitted with mimeType {CDA_MIME_TYPE}, not "
-                      f"{xds['mime_type']}", "/"))
+        out.append(_f("xds-mimeType", f"un document CDA se soumet avec le mimeType {CDA_MIME_TYPE}, "
+                      f"pas {xds['mime_type']}", "/"))
 
     fmt = _code_of(xds.get("format_code"))
     expected_format = XDS_SD_FORMAT_CODES.get(header.media_type) if header.body == "nonXMLBody" else None
@@ -199,17 +203,18 @@ def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
         expected_format = next((MODEL_TO_FORMAT[root][0] for root, _ in reversed(header.template_ids)
                                 if root in MODEL_TO_FORMAT), None)
     if fmt and expected_format and fmt[0] != expected_format and header.body != "nonXMLBody":
-        out.append(_f("xds-formatCode-mismatch", f"a document of this model has formatCode {expected_format} "
-                      f"(ASS_A11), not {fmt[0]}", f"{_CD}/hl7:templateId"))
+        out.append(_f("xds-formatCode-mismatch", f"un document de ce modèle a le formatCode {expected_format} "
+                      f"(table ASS_A11), pas {fmt[0]}", f"{_CD}/hl7:templateId"))
     elif fmt and expected_format and fmt[0] != expected_format:
-        out.append(_f("xds-formatCode-mismatch", f"an unstructured {header.media_type} document has formatCode "
-                      f"{expected_format}, not {fmt[0]}", f"{_CD}/hl7:component/hl7:nonXMLBody/hl7:text/@mediaType"))
+        out.append(_f("xds-formatCode-mismatch", f"un document non structuré {header.media_type} a le formatCode "
+                      f"{expected_format}, pas {fmt[0]}", f"{_CD}/hl7:component/hl7:nonXMLBody/hl7:text/@mediaType"))
 
     if xds.get("authors"):
         author_ids = {i for a in header.authors for i in a.ids}
         xds_ids = [parse_xcn_id(p) for p in _author_persons(xds["authors"]) if p]
         if xds_ids and not any(i in author_ids or any(i[1] == a[1] for a in author_ids) for i in xds_ids):
-            out.append(_f("xds-author-mismatch", "none of the XDS authorPerson identifiers is a CDA author",
+            out.append(_f("xds-author-mismatch", "aucun des identifiants authorPerson des métadonnées XDS "
+                          "n'est celui d'un auteur du CDA",
                           f"{_CD}/hl7:author/hl7:assignedAuthor/hl7:id", WARNING))
     return out
 

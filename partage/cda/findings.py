@@ -18,6 +18,8 @@ from typing import Any
 from lxml import etree
 from lxml.builder import ElementMaker
 
+from .messages import LAYER_NAMES, STATUS_NAMES
+
 ERROR = "error"
 WARNING = "warning"
 INFO = "info"
@@ -148,7 +150,8 @@ class Report:
         out = list(self.missing)
         for name, layer in self.layers.items():
             if not layer.complete:
-                out.append(f"{name} : {layer.status}" + (f" ({layer.reason})" if layer.reason else ""))
+                out.append(f"{LAYER_NAMES.get(name, name)} : {STATUS_NAMES.get(layer.status, layer.status)}"
+                           + (f" ({layer.reason})" if layer.reason else ""))
         return out
 
     def rules(self) -> set[str]:
@@ -181,7 +184,7 @@ SVRL = "http://purl.oclc.org/dsdl/svrl"
 def to_svrl(report: Report) -> bytes:
     """ISO Schematron Validation Report Language: what schematron-minded tools read."""
     E = ElementMaker(namespace=SVRL, nsmap={"svrl": SVRL})
-    root = E("schematron-output", title=f"Partage CDA validation: {report.file}",
+    root = E("schematron-output", title=f"Partage – validation CDA : {report.file}",
              schemaVersion=report.profile or "")
     root.append(E("ns-prefix-in-attribute-values", uri="urn:hl7-org:v3", prefix="hl7"))
     for layer, result in report.layers.items():

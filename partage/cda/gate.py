@@ -9,13 +9,15 @@ text/plain, a DICOM SR, XML of another kind) is not CDA and this layer does not 
 The DocumentEntry's metadata go to the cross-check (layer 5). A finding of a blocking
 layer with a blocking severity refuses the submission with the transaction's metadata
 error code (XDSRepositoryMetadataError for ITI-41/ITI-65, XDSRegistryMetadataError
-otherwise), one XdsError per finding: the rule id and the message in codeContext, the
-XPath and line in location. Other findings are returned as warnings.
+otherwise), one XdsError per finding: the rule id, the layer and the message in codeContext
+(French, like the report: `finding_context`, read back by `rule_in_context`), the XPath and
+line in location. Other findings are returned as warnings.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +26,7 @@ from lxml import etree
 from ..metadata.errors import ErrorCode, XdsError
 from .constants import CLINICAL_DOCUMENT, HL7
 from .findings import LAYERS, PARSE, SCHEMA, SCHEMATRON, Finding, Report
+from .messages import LAYER_NAMES
 from .profile import Profile, Validator, get_profile, get_validator
 
 log = logging.getLogger("partage.cda")
@@ -144,7 +147,23 @@ def validator_for(settings: Any, name: str | None = None) -> Validator:
 
 def _where(f: Finding) -> str:
     where = f.location or "/"
-    return f"{where} (line {f.line})" if f.line is not None else where
+    return f"{where} (ligne {f.line})" if f.line is not None else where
+
+
+def finding_context(entry_id: str, f: Finding) -> str:
+    """The codeContext of one finding: 'DocumentEntry X : règle CDA RULE (LAYER) : message'."""
+    return f"DocumentEntry {entry_id} : règle CDA {f.rule} ({LAYER_NAMES.get(f.layer, f.layer)}) : {f.message}"
+
+
+_CONTEXT_RULE = re.compile(r"règle CDA (\S+) \((?:" + "|".join(
+    re.escape(name) for name in sorted({*LAYER_NAMES.values(), *LAYER_NAMES}, key=len, reverse=True))
+    + r")\) : ")
+
+
+def rule_in_context(context: str) -> tuple[str, str] | None:
+    """(rule id, message) of a codeContext written by `finding_context`, else None."""
+    match = _CONTEXT_RULE.search(context)
+    return (match.group(1), context[match.end():]) if match else None
 
 
 def findings_to_errors(report: Report, entry_id: str, code: str,
@@ -152,12 +171,11 @@ def findings_to_errors(report: Report, entry_id: str, code: str,
     out = []
     blocking = list(blocking)
     for f in blocking[:MAX_FINDINGS_REPORTED]:
-        out.append(XdsError(code, f"DocumentEntry {entry_id}: CDA rule {f.rule} ({f.layer}): {f.message}",
-                            _where(f)))
+        out.append(XdsError(code, finding_context(entry_id, f), _where(f)))
     if len(blocking) > MAX_FINDINGS_REPORTED:
-        out.append(XdsError(code, f"DocumentEntry {entry_id}: {len(blocking) - MAX_FINDINGS_REPORTED} more "
-                                  "CDA findings not listed (POST the document to /validate for all of them)",
-                            "/"))
+        out.append(XdsError(code, f"DocumentEntry {entry_id} : {len(blocking) - MAX_FINDINGS_REPORTED} autre(s) "
+                                  "remarque(s) CDA non listée(s) (envoyez le document à /validate pour toutes "
+                                  "les voir)", "/"))
     return out
 
 
@@ -185,8 +203,9 @@ class CdaGate:
             return []
         limit = self.validator.profile.limits.max_bytes
         if content.size > limit:
-            return [XdsError(error_code, f"DocumentEntry {entry.entry_uuid}: the CDA document is {content.size} "
-                                         f"bytes; the validation limit is {limit}", "/")]
+            return [XdsError(error_code, f"DocumentEntry {entry.entry_uuid} : le document CDA fait "
+                                         f"{content.size} octets ; la limite de validation est de {limit} "
+                                         "octets", "/")]
         content.file.seek(0)
         data = content.file.read()
         content.file.seek(0)

@@ -382,7 +382,7 @@ def read_header_element(doc: etree._Element, auto_presentable: bool = False,
     tree (the rules layer's RuleContext), reused and completed instead of rebuilt.
     """
     if doc.tag != CLINICAL_DOCUMENT:
-        raise ValueError(f"not a CDA ClinicalDocument: {doc.tag}")
+        raise ValueError(f"l'élément {doc.tag} n'est pas un ClinicalDocument CDA")
     if buckets is None:
         return _read_header(doc, auto_presentable)
     _shared.buckets = buckets
@@ -466,5 +466,5 @@ def read_header(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> CdaHeader:
     """Parse (hardened) and read the header; XmlRejected or ValueError when that is impossible."""
     parsed = parse_cda(data, limits)
     if parsed.clinical_document is None:
-        raise ValueError(f"not a CDA document: root element is {parsed.root.tag}")
+        raise ValueError(f"pas un document CDA : l'élément racine est {parsed.root.tag}")
     return read_header_element(parsed.clinical_document, parsed.auto_presentable)

@@ -2,7 +2,10 @@
 
 One language per page: the ANS schematrons speak French, so Partage's own findings, layer
 names, statuses and reasons do too. Rule ids stay as they are (they are identifiers, not
-prose); JSON keys stay English (they are an API).
+prose); JSON keys stay English (they are an API). The words shared by several layers are
+here; each layer's own messages stay beside the check that writes them (`rules.py`,
+`crosscheck.py`, `terminology.py`, `profile.py`, `models.py`, `gate.py`, `to_xds.py`).
+A third-party reader's own text (libxml2's, a decoder's) is quoted, never translated.
 """
 
 from __future__ import annotations
@@ -58,3 +61,8 @@ def parse_message(rule: str, *, size: int, limits: tuple[int, int], detail: str)
         return "le document est vide"
     technical = detail.removeprefix("malformed XML: ")
     return f"XML mal formé (message du lecteur libxml2 : {technical})"
+
+
+def schema_message(detail: str) -> str:
+    """The French message of one XSD error (libxml2's own words quoted, as parse_message does)."""
+    return f"non conforme au schéma XML du CDA (message du validateur libxml2 : {detail.strip()})"

@@ -21,7 +21,7 @@ rule, in order (docs/cda-rules.md, "Model schematron"):
    theirs so; real documents rarely do).
 5. Still no version: every version of the model is tried and the one the document fits best
    (fewest errors, then the latest) is retained; the report says so.
-6. No model: "no model schematron for templateIds ..." (not run; an error in a profile
+6. No model: "aucun schematron de modèle pour les templateIds ..." (not run; an error in a profile
    requiring a model).
 
 Seven schematrons assert no document templateId at all (CANCER-CR-GM, CANCER-FRCP, CSE-MDE,

@@ -5,7 +5,9 @@ schematrons): a table of rules, each with a stable id, checking the tree by dire
 element navigation (no XPath compilation per document, no walk of the body). Rule ids
 follow the vocabulary of the negative corpus (expected.json) where it names one.
 
-Each rule is a generator of Issues; `check_rules` turns them into Findings.
+Each rule is a generator of Issues; `check_rules` turns them into Findings. Messages are
+French, like the ANS schematrons' (docs/cda-rules.md, "Language of the reports"); rule ids
+and titles are identifiers and documentation, in English.
 """
 
 from __future__ import annotations
@@ -212,13 +214,13 @@ def _ii_issues(ctx: RuleContext, el: etree._Element, what: str, need_extension: 
     if el.get("nullFlavor") is not None and root is None:
         return
     if not root:
-        yield ctx.at(el, f"{what}: @root is required", "root")
+        yield ctx.at(el, f"{what} : @root est obligatoire", "root")
     elif not is_uid(root):
-        yield ctx.at(el, f"{what}: @root '{root}' is not an OID, UUID or RUID", "root")
+        yield ctx.at(el, f"{what} : @root « {root} » n'est ni un OID, ni un UUID, ni un RUID", "root")
     if need_extension and not el.get("extension"):
-        yield ctx.at(el, f"{what}: @extension is required", "extension")
+        yield ctx.at(el, f"{what} : @extension est obligatoire", "extension")
     elif el.get("extension") is not None and not el.get("extension"):
-        yield ctx.at(el, f"{what}: @extension must not be empty", "extension")
+        yield ctx.at(el, f"{what} : @extension ne doit pas être vide", "extension")
 
 
 # --- document identity -------------------------------------------------------------------
@@ -227,12 +229,12 @@ def _ii_issues(ctx: RuleContext, el: etree._Element, what: str, need_extension: 
 def _realm(ctx: RuleContext) -> Iterator[Issue]:
     realms = ctx.kids("realmCode")
     if not realms:
-        yield ctx.missing(ctx.doc, "hl7:realmCode", "realmCode is required and must be 'FR'")
+        yield ctx.missing(ctx.doc, "hl7:realmCode", "realmCode est obligatoire et doit valoir « FR »")
     for el in realms:
         if el.get("code") != "FR":
-            yield ctx.at(el, f"realmCode must be 'FR', found '{el.get('code', '')}'", "code")
+            yield ctx.at(el, f"realmCode doit valoir « FR » ; trouvé : « {el.get('code', '')} »", "code")
     if len(realms) > 1:
-        yield ctx.at(realms[1], "realmCode must appear once")
+        yield ctx.at(realms[1], "realmCode ne doit figurer qu'une fois")
 
 
 @rule("missing-typeId", "typeId root 2.16.840.1.113883.1.3, extension POCD_HD000040")
@@ -240,22 +242,22 @@ def _type_id(ctx: RuleContext) -> Iterator[Issue]:
     type_ids = ctx.kids("typeId")
     if not type_ids:
         yield ctx.missing(ctx.doc, "hl7:typeId", "typeId (root 2.16.840.1.113883.1.3, extension "
-                          "POCD_HD000040) is required")
+                          "POCD_HD000040) est obligatoire")
         return
     el = type_ids[0]
     if el.get("root") != TYPE_ID_ROOT or el.get("extension") != TYPE_ID_EXTENSION:
-        yield ctx.at(el, f"typeId must be root {TYPE_ID_ROOT} extension {TYPE_ID_EXTENSION}, found "
-                     f"'{el.get('root', '')}' / '{el.get('extension', '')}'")
+        yield ctx.at(el, f"typeId doit avoir la racine {TYPE_ID_ROOT} et l'extension {TYPE_ID_EXTENSION} ; trouvé : "
+                     f"« {el.get('root', '')} » / « {el.get('extension', '')} »")
     if len(type_ids) > 1:
-        yield ctx.at(type_ids[1], "typeId must appear once")
+        yield ctx.at(type_ids[1], "typeId ne doit figurer qu'une fois")
 
 
 def _template(ctx: RuleContext, root: str, label: str) -> Iterator[Issue]:
     found = [t for t in ctx.kids("templateId") if t.get("root") == root]
     if not found:
-        yield ctx.missing(ctx.doc, f"hl7:templateId[@root='{root}']", f"the {label} templateId {root} is required")
+        yield ctx.missing(ctx.doc, f"hl7:templateId[@root='{root}']", f"le templateId {label} {root} est obligatoire")
     elif len(found) > 1:
-        yield ctx.at(found[1], f"the {label} templateId {root} must appear once")
+        yield ctx.at(found[1], f"le templateId {label} {root} ne doit figurer qu'une fois")
 
 
 @rule("missing-hl7fr-templateId", "templateId 2.16.840.1.113883.2.8.2.1 (HL7 France), once")
@@ -272,8 +274,8 @@ def _template_cisis(ctx: RuleContext) -> Iterator[Issue]:
 def _template_model(ctx: RuleContext) -> Iterator[Issue]:
     others = [t for t in ctx.kids("templateId") if t.get("root") not in (TEMPLATE_CISIS, TEMPLATE_HL7_FRANCE)]
     if not others:
-        yield ctx.missing(ctx.doc, "hl7:templateId", "a templateId naming the document model (volet) "
-                          "is required besides 2.16.840.1.113883.2.8.2.1 and 1.2.250.1.213.1.1.1.1")
+        yield ctx.missing(ctx.doc, "hl7:templateId", "un templateId désignant le modèle de document (volet) "
+                          "est obligatoire en plus de 2.16.840.1.113883.2.8.2.1 et 1.2.250.1.213.1.1.1.1")
     for t in others:
         yield from _ii_issues(ctx, t, "templateId")
 
@@ -282,10 +284,10 @@ def _template_model(ctx: RuleContext) -> Iterator[Issue]:
 def _id(ctx: RuleContext) -> Iterator[Issue]:
     ids = ctx.present("id")
     if not ids:
-        yield ctx.missing(ctx.doc, "hl7:id", "the document id (ClinicalDocument/id) is required")
+        yield ctx.missing(ctx.doc, "hl7:id", "l'identifiant du document (ClinicalDocument/id) est obligatoire")
         return
     if len(ids) > 1:
-        yield ctx.at(ids[1], "ClinicalDocument/id must appear once")
+        yield ctx.at(ids[1], "ClinicalDocument/id ne doit figurer qu'une fois")
     yield from _ii_issues(ctx, ids[0], "ClinicalDocument/id")
 
 
@@ -293,23 +295,23 @@ def _id(ctx: RuleContext) -> Iterator[Issue]:
 def _code(ctx: RuleContext) -> Iterator[Issue]:
     codes = ctx.present("code")
     if not codes:
-        yield ctx.missing(ctx.doc, "hl7:code", "the document type code (ClinicalDocument/code) is required")
+        yield ctx.missing(ctx.doc, "hl7:code", "le code du type de document (ClinicalDocument/code) est obligatoire")
         return
     if len(codes) > 1:
-        yield ctx.at(codes[1], "ClinicalDocument/code must appear once")
+        yield ctx.at(codes[1], "ClinicalDocument/code ne doit figurer qu'une fois")
     yield from _coded_attributes(ctx, codes[0], "ClinicalDocument/code")
 
 
 def _coded_attributes(ctx: RuleContext, el: etree._Element, what: str, display: bool = True) -> Iterator[Issue]:
     if not el.get("code"):
-        yield ctx.at(el, f"{what}: @code is required", "code")
+        yield ctx.at(el, f"{what} : @code est obligatoire", "code")
     system = el.get("codeSystem")
     if not system:
-        yield ctx.at(el, f"{what}: @codeSystem is required", "codeSystem")
+        yield ctx.at(el, f"{what} : @codeSystem est obligatoire", "codeSystem")
     elif not is_oid(system):
-        yield ctx.at(el, f"{what}: @codeSystem '{system}' is not an OID", "codeSystem")
+        yield ctx.at(el, f"{what} : @codeSystem « {system} » n'est pas un OID", "codeSystem")
     if display and not el.get("displayName"):
-        yield ctx.at(el, f"{what}: @displayName is required", "displayName")
+        yield ctx.at(el, f"{what} : @displayName est obligatoire", "displayName")
 
 
 @rule("code-not-in-typecode-jdv", "ClinicalDocument/code in JDV_J07_XdsTypeCode_CISIS")
@@ -323,47 +325,47 @@ def _code_in_jdv(ctx: RuleContext) -> Iterator[Issue]:
     if value_set is None:
         return   # reported once by the profile as "value set not configured"
     if not value_set.contains(code, system):
-        yield ctx.at(el, f"document type code {code} ({system}) is not in {value_set.name or VS_TYPE_CODE} "
-                     f"({VS_TYPE_CODE})", "code")
+        yield ctx.at(el, f"le code du type de document {code} ({system}) n'appartient pas au jeu de valeurs "
+                     f"{value_set.name or VS_TYPE_CODE} ({VS_TYPE_CODE})", "code")
 
 
 @rule("missing-title", "ClinicalDocument/title, once, not empty")
 def _title(ctx: RuleContext) -> Iterator[Issue]:
     titles = ctx.present("title")
     if not titles:
-        yield ctx.missing(ctx.doc, "hl7:title", "the document title is required")
+        yield ctx.missing(ctx.doc, "hl7:title", "le titre du document (title) est obligatoire")
         return
     if len(titles) > 1:
-        yield ctx.at(titles[1], "title must appear once")
+        yield ctx.at(titles[1], "title ne doit figurer qu'une fois")
     if not text_of(titles[0]).strip():
-        yield ctx.at(titles[0], "the document title must not be empty")
+        yield ctx.at(titles[0], "le titre du document ne doit pas être vide")
 
 
 @rule("missing-effectiveTime", "ClinicalDocument/effectiveTime with a TS @value")
 def _effective_time(ctx: RuleContext) -> Iterator[Issue]:
     times = ctx.present("effectiveTime")
     if not times:
-        yield ctx.missing(ctx.doc, "hl7:effectiveTime", "the document creation date (effectiveTime) is required")
+        yield ctx.missing(ctx.doc, "hl7:effectiveTime", "la date de création du document (effectiveTime) est obligatoire")
         return
     if len(times) > 1:
-        yield ctx.at(times[1], "effectiveTime must appear once")
+        yield ctx.at(times[1], "effectiveTime ne doit figurer qu'une fois")
     if not times[0].get("value"):
-        yield ctx.at(times[0], "effectiveTime/@value is required", "value")
+        yield ctx.at(times[0], "effectiveTime/@value est obligatoire", "value")
 
 
 @rule("missing-confidentialityCode", "confidentialityCode with @code, @codeSystem, @displayName")
 def _confidentiality_present(ctx: RuleContext) -> Iterator[Issue]:
     codes = ctx.present("confidentialityCode")
     if not codes:
-        yield ctx.missing(ctx.doc, "hl7:confidentialityCode", "confidentialityCode is required")
+        yield ctx.missing(ctx.doc, "hl7:confidentialityCode", "confidentialityCode est obligatoire")
         return
     if len(codes) > 1:
-        yield ctx.at(codes[1], "confidentialityCode must appear once")
+        yield ctx.at(codes[1], "confidentialityCode ne doit figurer qu'une fois")
     el = codes[0]
     if not el.get("codeSystem"):
-        yield ctx.at(el, "confidentialityCode: @codeSystem is required", "codeSystem")
+        yield ctx.at(el, "confidentialityCode : @codeSystem est obligatoire", "codeSystem")
     if not el.get("displayName"):
-        yield ctx.at(el, "confidentialityCode: @displayName is required", "displayName")
+        yield ctx.at(el, "confidentialityCode : @displayName est obligatoire", "displayName")
 
 
 @rule("bad-confidentialityCode", "confidentialityCode N, R or V of 2.16.840.1.113883.5.25")
@@ -374,9 +376,9 @@ def _confidentiality_value(ctx: RuleContext) -> Iterator[Issue]:
     el = codes[0]
     code, system = el.get("code", ""), el.get("codeSystem", "")
     if code not in _CONFIDENTIALITY:
-        yield ctx.at(el, f"confidentialityCode must be N, R or V, found '{code}'", "code")
+        yield ctx.at(el, f"confidentialityCode doit valoir N, R ou V ; trouvé : « {code} »", "code")
     elif system and system != CONFIDENTIALITY_SYSTEM:
-        yield ctx.at(el, f"confidentialityCode must come from {CONFIDENTIALITY_SYSTEM}, found '{system}'",
+        yield ctx.at(el, f"le codeSystem de confidentialityCode doit être {CONFIDENTIALITY_SYSTEM} ; trouvé : « {system} »",
                      "codeSystem")
 
 
@@ -384,26 +386,26 @@ def _confidentiality_value(ctx: RuleContext) -> Iterator[Issue]:
 def _language_present(ctx: RuleContext) -> Iterator[Issue]:
     codes = ctx.present("languageCode")
     if not codes:
-        yield ctx.missing(ctx.doc, "hl7:languageCode", "languageCode is required")
+        yield ctx.missing(ctx.doc, "hl7:languageCode", "languageCode est obligatoire")
     elif len(codes) > 1:
-        yield ctx.at(codes[1], "languageCode must appear once")
+        yield ctx.at(codes[1], "languageCode ne doit figurer qu'une fois")
 
 
 @rule("languageCode-not-fr", "languageCode fr-FR")
 def _language_fr(ctx: RuleContext) -> Iterator[Issue]:
     codes = ctx.present("languageCode")
     if codes and codes[0].get("code") != "fr-FR":
-        yield ctx.at(codes[0], f"languageCode must be 'fr-FR', found '{codes[0].get('code', '')}'", "code")
+        yield ctx.at(codes[0], f"languageCode doit valoir « fr-FR » ; trouvé : « {codes[0].get('code', '')} »", "code")
 
 
 @rule("missing-setId", "setId, once, with a uid root")
 def _set_id(ctx: RuleContext) -> Iterator[Issue]:
     set_ids = ctx.present("setId")
     if not set_ids:
-        yield ctx.missing(ctx.doc, "hl7:setId", "setId (identifier shared by all versions) is required")
+        yield ctx.missing(ctx.doc, "hl7:setId", "setId (identifiant commun à toutes les versions du document) est obligatoire")
         return
     if len(set_ids) > 1:
-        yield ctx.at(set_ids[1], "setId must appear once")
+        yield ctx.at(set_ids[1], "setId ne doit figurer qu'une fois")
     yield from _ii_issues(ctx, set_ids[0], "setId")
 
 
@@ -411,13 +413,13 @@ def _set_id(ctx: RuleContext) -> Iterator[Issue]:
 def _version(ctx: RuleContext) -> Iterator[Issue]:
     versions = ctx.present("versionNumber")
     if not versions:
-        yield ctx.missing(ctx.doc, "hl7:versionNumber", "versionNumber is required")
+        yield ctx.missing(ctx.doc, "hl7:versionNumber", "versionNumber est obligatoire")
         return
     if len(versions) > 1:
-        yield ctx.at(versions[1], "versionNumber must appear once")
+        yield ctx.at(versions[1], "versionNumber ne doit figurer qu'une fois")
     value = versions[0].get("value", "")
     if not _INT.match(value):
-        yield ctx.at(versions[0], f"versionNumber/@value must be a positive integer, found '{value}'", "value")
+        yield ctx.at(versions[0], f"versionNumber/@value doit être un entier positif ; trouvé : « {value} »", "value")
 
 
 @rule("ts-invalid", "header dates start with at least a 4-digit year (HL7 TS)",
@@ -428,10 +430,10 @@ def _timestamps(ctx: RuleContext) -> Iterator[Issue]:
         if value is None or el.get("nullFlavor") is not None or is_ts(value):
             continue
         if not _TS_PREFIX.match(value):
-            yield ctx.at(el, f"{what}: '{value}' is not an HL7 TS", "value")
+            yield ctx.at(el, f"{what} : « {value} » n'est pas une date au format HL7 TS", "value")
         else:
-            yield ctx.at(el, f"{what}: '{value}' is not a well-formed HL7 TS (YYYYMMDD[HHMM[SS]][+/-ZZZZ]); "
-                         "its time zone may be misread", "value", rule="ts-malformed")
+            yield ctx.at(el, f"{what} : « {value} » n'est pas une date HL7 TS bien formée (AAAAMMJJ[HHMM[SS]][+/-ZZZZ]) ; "
+                         "son fuseau horaire risque d'être mal lu", "value", rule="ts-malformed")
 
 
 _TIME_OWNERS = (("author", ("time",)), ("legalAuthenticator", ("time",)), ("authenticator", ("time",)),
@@ -469,13 +471,13 @@ def _first(items: list[etree._Element]) -> etree._Element | None:
 def _record_target(ctx: RuleContext) -> Iterator[Issue]:
     targets = ctx.present("recordTarget")
     if not targets:
-        yield ctx.missing(ctx.doc, "hl7:recordTarget", "recordTarget (the patient) is required")
+        yield ctx.missing(ctx.doc, "hl7:recordTarget", "recordTarget (le patient) est obligatoire")
         return
     if len(targets) > 1:
-        yield ctx.at(targets[1], "recordTarget must appear once (one patient per document)")
+        yield ctx.at(targets[1], "recordTarget ne doit figurer qu'une fois (un seul patient par document)")
     roles = ctx.all(targets[0], "patientRole")
     if len(roles) != 1 or ctx.patient is None:
-        yield ctx.missing(targets[0], "hl7:patientRole/hl7:patient", "recordTarget needs one patientRole with a patient")
+        yield ctx.missing(targets[0], "hl7:patientRole/hl7:patient", "recordTarget doit contenir un patientRole avec un patient")
 
 
 @rule("missing-patient-id", "patientRole/id with @root and @extension",
@@ -486,12 +488,12 @@ def _patient_ids(ctx: RuleContext) -> Iterator[Issue]:
         return
     ids = [i for i in ctx.all(role, "id") if i.get("nullFlavor") is None]
     if not ids:
-        yield ctx.missing(role, "hl7:id", "the patient needs at least one identifier (patientRole/id)")
+        yield ctx.missing(role, "hl7:id", "le patient doit avoir au moins un identifiant (patientRole/id)")
     for el in ids:
         yield from _ii_issues(ctx, el, "patientRole/id", need_extension=True)
         if el.get("root") in _NIR_ROOTS and not _nir_key_ok(el.get("extension", "")):
-            yield ctx.at(el, f"INS-NIR '{el.get('extension', '')}' is not 13 characters plus a valid "
-                         "2-digit key", "extension", rule="ins-nir-key")
+            yield ctx.at(el, f"l'INS-NIR « {el.get('extension', '')} » n'a pas 13 caractères suivis d'une clé de "
+                         "contrôle valide à 2 chiffres", "extension", rule="ins-nir-key")
 
 
 _NIR_ROOTS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.10"})
@@ -513,31 +515,31 @@ def _patient_name(ctx: RuleContext) -> Iterator[Issue]:
         return
     names = [n for n in ctx.all(patient, "name") if n.get("nullFlavor") is None]
     if not names:
-        yield ctx.missing(patient, "hl7:name", "the patient name is required")
+        yield ctx.missing(patient, "hl7:name", "le nom du patient (patient/name) est obligatoire")
         return
     if len(names) > 1:
-        yield ctx.at(names[1], "patient/name must appear once")
+        yield ctx.at(names[1], "patient/name ne doit figurer qu'une fois")
     families = [f for f in ctx.all(names[0], "family") if f.get("nullFlavor") is None]
     givens = [g for g in ctx.all(names[0], "given") if g.get("nullFlavor") is None]
     if not families:
-        yield ctx.missing(names[0], "hl7:family", "the patient family name is required")
+        yield ctx.missing(names[0], "hl7:family", "le nom de famille du patient (family) est obligatoire")
     if not givens:
-        yield ctx.missing(names[0], "hl7:given", "the patient given name is required")
+        yield ctx.missing(names[0], "hl7:given", "le prénom du patient (given) est obligatoire")
     for name in names:
         for fam in ctx.all(name, "family"):
             if fam.get("nullFlavor") is not None:
                 continue
             qualifier = fam.get("qualifier")
             if qualifier is None:
-                yield ctx.at(fam, "patient family name needs @qualifier: BR (birth name) or CL (used name)",
+                yield ctx.at(fam, "le nom de famille du patient doit porter @qualifier : BR (nom de naissance) ou CL (nom utilisé)",
                              rule="patient-name-qualifier")
             elif qualifier not in _NAME_QUALIFIERS:
-                yield ctx.at(fam, f"patient family name @qualifier must be BR (birth name) or CL (used "
-                             f"name), found '{qualifier}'", "qualifier", rule="patient-name-qualifier")
+                yield ctx.at(fam, f"le @qualifier du nom de famille du patient doit valoir BR (nom de naissance) ou CL "
+                             f"(nom utilisé) ; trouvé : « {qualifier} »", "qualifier", rule="patient-name-qualifier")
         for giv in ctx.all(name, "given"):
             qualifier = giv.get("qualifier")
             if qualifier is not None and qualifier not in _NAME_QUALIFIERS:
-                yield ctx.at(giv, f"patient given name @qualifier must be BR or CL, found '{qualifier}'",
+                yield ctx.at(giv, f"le @qualifier du prénom du patient doit valoir BR ou CL ; trouvé : « {qualifier} »",
                              "qualifier", rule="patient-name-qualifier")
 
 
@@ -575,13 +577,13 @@ def _patient_traits(ctx: RuleContext) -> Iterator[Issue]:
         elif tag == _H + "birthplace":
             county = ctx.one(el, "place/addr/county")
     if gender is None:
-        yield ctx.missing(patient, "hl7:administrativeGenderCode", "patient administrativeGenderCode is required",
+        yield ctx.missing(patient, "hl7:administrativeGenderCode", "le sexe du patient (administrativeGenderCode) est obligatoire",
                           rule="missing-patient-gender")
     elif not gender.get("code") and gender.get("nullFlavor") is None:
-        yield ctx.at(gender, "administrativeGenderCode/@code is required", "code", rule="missing-patient-gender")
+        yield ctx.at(gender, "administrativeGenderCode/@code est obligatoire", "code", rule="missing-patient-gender")
     if not ctx.has_ins:
         if birth is None:
-            yield ctx.missing(patient, "hl7:birthTime", "patient birthTime is required")
+            yield ctx.missing(patient, "hl7:birthTime", "la date de naissance du patient (birthTime) est obligatoire")
         return
     present = {
         "ins-without-birthTime": birth is not None and bool(birth.get("value")),
@@ -594,8 +596,8 @@ def _patient_traits(ctx: RuleContext) -> Iterator[Issue]:
     for rule_id, ok in present.items():
         if not ok:
             step, what = _INS_TRAITS[rule_id]
-            yield ctx.missing(patient, step, f"the patient is identified by an INS: the INS trait '{what}' is "
-                              f"required ({step})", rule=rule_id)
+            yield ctx.missing(patient, step, f"le patient est identifié par son INS : le trait d'identité « {what} » est "
+                              f"obligatoire ({step})", rule=rule_id)
 
 
 # --- participants --------------------------------------------------------------------------
@@ -604,7 +606,7 @@ def _patient_traits(ctx: RuleContext) -> Iterator[Issue]:
 def _author(ctx: RuleContext) -> Iterator[Issue]:
     authors = [a for a in ctx.present("author") if ctx.one(a, "assignedAuthor") is not None]
     if not authors:
-        yield ctx.missing(ctx.doc, "hl7:author", "at least one author (with assignedAuthor) is required")
+        yield ctx.missing(ctx.doc, "hl7:author", "au moins un auteur (author avec assignedAuthor) est obligatoire")
 
 
 @rule("author-incomplete", "author: time, assignedAuthor/id (root, extension), a person name or a device")
@@ -615,42 +617,42 @@ def _author_content(ctx: RuleContext) -> Iterator[Issue]:
             continue
         times = ctx.all(author, "time")
         if len(times) != 1:
-            yield ctx.missing(author, "hl7:time", "author/time is required, once")
+            yield ctx.missing(author, "hl7:time", "author/time est obligatoire, une seule fois")
         elif times[0].get("nullFlavor") is None and not times[0].get("value"):
-            yield ctx.at(times[0], "author/time/@value is required", "value")
+            yield ctx.at(times[0], "author/time/@value est obligatoire", "value")
         ids = ctx.all(assigned, "id")
         if not ids:
-            yield ctx.missing(assigned, "hl7:id", "assignedAuthor/id is required")
+            yield ctx.missing(assigned, "hl7:id", "assignedAuthor/id est obligatoire")
         for el in ids:
             if el.get("nullFlavor") is None:
                 yield from _ii_issues(ctx, el, "assignedAuthor/id", need_extension=True)
         person, device = ctx.one(assigned, "assignedPerson"), ctx.one(assigned, "assignedAuthoringDevice")
         if person is not None and device is not None:
-            yield ctx.at(device, "an author is a person or a device, not both")
+            yield ctx.at(device, "un auteur est une personne ou un dispositif, pas les deux")
         if person is not None and len([n for n in ctx.all(person, "name") if ctx.one(n, "family") is not None]) != 1:
-            yield ctx.missing(person, "hl7:name/hl7:family", "assignedPerson needs one name with a family name")
+            yield ctx.missing(person, "hl7:name/hl7:family", "assignedPerson doit porter un nom (name) avec un nom de famille (family)")
         if device is not None:
             for part in ("manufacturerModelName", "softwareName"):
                 if ctx.one(device, part) is None:
-                    yield ctx.missing(device, f"hl7:{part}", f"assignedAuthoringDevice/{part} is required")
+                    yield ctx.missing(device, f"hl7:{part}", f"assignedAuthoringDevice/{part} est obligatoire")
 
 
 @rule("missing-custodian", "custodian/assignedCustodian/representedCustodianOrganization/id")
 def _custodian(ctx: RuleContext) -> Iterator[Issue]:
     custodians = [c for c in ctx.present("custodian") if ctx.one(c, "assignedCustodian") is not None]
     if not custodians:
-        yield ctx.missing(ctx.doc, "hl7:custodian", "custodian (organisation keeping the document) is required")
+        yield ctx.missing(ctx.doc, "hl7:custodian", "custodian (l'organisation qui conserve le document) est obligatoire")
         return
     if len(custodians) > 1:
-        yield ctx.at(custodians[1], "custodian must appear once")
+        yield ctx.at(custodians[1], "custodian ne doit figurer qu'une fois")
     org = ctx.one(custodians[0], "assignedCustodian/representedCustodianOrganization")
     if org is None:
         yield ctx.missing(ctx.one(custodians[0], "assignedCustodian"), "hl7:representedCustodianOrganization",
-                          "custodian needs a representedCustodianOrganization")
+                          "custodian doit contenir un representedCustodianOrganization")
         return
     ids = [i for i in ctx.all(org, "id") if i.get("nullFlavor") is None]
     if len(ids) != 1:
-        yield ctx.missing(org, "hl7:id", "representedCustodianOrganization needs exactly one id")
+        yield ctx.missing(org, "hl7:id", "representedCustodianOrganization doit porter exactement un id")
     for el in ids:
         yield from _ii_issues(ctx, el, "representedCustodianOrganization/id")
 
@@ -661,8 +663,9 @@ def _custodian_root(ctx: RuleContext) -> Iterator[Issue]:
         org = ctx.one(custodian, "assignedCustodian/representedCustodianOrganization")
         for el in ctx.all(org, "id"):
             if el.get("nullFlavor") is None and el.get("root") not in CUSTODIAN_ROOTS:
-                yield ctx.at(el, f"custodian organisation id root must be 1.2.250.1.71.4.2.2 (health "
-                             f"structure) or 1.2.250.1.213.4.1 (DMP host), found '{el.get('root', '')}'", "root")
+                yield ctx.at(el, f"la racine de l'identifiant de l'organisation custodian doit être 1.2.250.1.71.4.2.2 "
+                             f"(structure de santé) ou 1.2.250.1.213.4.1 (hébergeur du DMP) ; trouvé : "
+                             f"« {el.get('root', '')} »", "root")
 
 
 @rule("missing-legalAuthenticator", "legalAuthenticator with signatureCode S, once")
@@ -670,11 +673,11 @@ def _legal(ctx: RuleContext) -> Iterator[Issue]:
     legal = ctx.kids("legalAuthenticator")
     signed = [el for el in legal if _attr(ctx.one(el, "signatureCode"), "code") == "S"]
     if not legal:
-        yield ctx.missing(ctx.doc, "hl7:legalAuthenticator", "legalAuthenticator (who signs the document) is required")
+        yield ctx.missing(ctx.doc, "hl7:legalAuthenticator", "legalAuthenticator (le signataire du document) est obligatoire")
     elif not signed:
-        yield ctx.missing(legal[0], "hl7:signatureCode[@code='S']", "legalAuthenticator/signatureCode must be 'S'")
+        yield ctx.missing(legal[0], "hl7:signatureCode[@code='S']", "legalAuthenticator/signatureCode doit valoir « S »")
     elif len(legal) > 1:
-        yield ctx.at(legal[1], "legalAuthenticator must appear once")
+        yield ctx.at(legal[1], "legalAuthenticator ne doit figurer qu'une fois")
 
 
 @rule("legalAuthenticator-incomplete", "legalAuthenticator: time, assignedEntity/id (root, extension), name")
@@ -682,22 +685,22 @@ def _legal_content(ctx: RuleContext) -> Iterator[Issue]:
     for legal in ctx.kids("legalAuthenticator"):
         time = ctx.one(legal, "time")
         if time is None:
-            yield ctx.missing(legal, "hl7:time", "legalAuthenticator/time is required")
+            yield ctx.missing(legal, "hl7:time", "legalAuthenticator/time est obligatoire")
         elif time.get("nullFlavor") is None and not time.get("value"):
-            yield ctx.at(time, "legalAuthenticator/time/@value is required", "value")
+            yield ctx.at(time, "legalAuthenticator/time/@value est obligatoire", "value")
         entities = ctx.all(legal, "assignedEntity")
         if len(entities) != 1:
-            yield ctx.missing(legal, "hl7:assignedEntity", "legalAuthenticator needs one assignedEntity")
+            yield ctx.missing(legal, "hl7:assignedEntity", "legalAuthenticator doit contenir un assignedEntity")
             continue
         ids = [i for i in ctx.all(entities[0], "id") if i.get("nullFlavor") is None]
         if len(ids) != 1:
-            yield ctx.missing(entities[0], "hl7:id", "legalAuthenticator/assignedEntity needs exactly one id")
+            yield ctx.missing(entities[0], "hl7:id", "legalAuthenticator/assignedEntity doit porter exactement un id")
         for el in ids:
             yield from _ii_issues(ctx, el, "legalAuthenticator/assignedEntity/id", need_extension=True)
         person = ctx.one(entities[0], "assignedPerson")
         if person is not None and len([n for n in ctx.all(person, "name")
                                        if n.get("nullFlavor") is None and ctx.one(n, "family") is not None]) != 1:
-            yield ctx.missing(person, "hl7:name/hl7:family", "the legal authenticator needs one name with a family name")
+            yield ctx.missing(person, "hl7:name/hl7:family", "le signataire (legalAuthenticator) doit porter un nom avec un nom de famille (family)")
 
 
 @rule("missing-documentationOf", "documentationOf/serviceEvent; the first one with one performer and effectiveTime")
@@ -705,17 +708,17 @@ def _documentation_of(ctx: RuleContext) -> Iterator[Issue]:
     docs = [d for d in ctx.present("documentationOf") if ctx.one(d, "serviceEvent") is not None]
     if not docs:
         yield ctx.missing(ctx.doc, "hl7:documentationOf/hl7:serviceEvent",
-                          "documentationOf/serviceEvent (the main act) is required")
+                          "documentationOf/serviceEvent (l'acte principal) est obligatoire")
         return
     first = ctx.kids("documentationOf")[0]
     event = ctx.one(first, "serviceEvent")
     if event is None:
-        yield ctx.missing(first, "hl7:serviceEvent", "the first documentationOf needs a serviceEvent")
+        yield ctx.missing(first, "hl7:serviceEvent", "le premier documentationOf doit contenir un serviceEvent")
         return
     if len(ctx.all(event, "performer")) != 1:
-        yield ctx.missing(event, "hl7:performer", "the main act (first serviceEvent) needs exactly one performer")
+        yield ctx.missing(event, "hl7:performer", "l'acte principal (premier serviceEvent) doit avoir exactement un performer")
     if len(ctx.all(event, "effectiveTime")) != 1:
-        yield ctx.missing(event, "hl7:effectiveTime", "the main act (first serviceEvent) needs exactly one effectiveTime")
+        yield ctx.missing(event, "hl7:effectiveTime", "l'acte principal (premier serviceEvent) doit avoir exactement un effectiveTime")
 
 
 @rule("serviceEvent-incomplete", "serviceEvent: effectiveTime/low, performer PRF with assignedEntity/representedOrganization")
@@ -726,12 +729,12 @@ def _service_events(ctx: RuleContext) -> Iterator[Issue]:
             continue
         for interval in ctx.all(event, "effectiveTime"):
             if interval.get("nullFlavor") is None and ctx.one(interval, "low") is None:
-                yield ctx.missing(interval, "hl7:low", "serviceEvent/effectiveTime needs a low bound (start)")
+                yield ctx.missing(interval, "hl7:low", "serviceEvent/effectiveTime doit avoir une borne de début (low)")
         for performer in ctx.all(event, "performer"):
             if performer.get("typeCode") == "PRF" and ctx.one(performer, "assignedEntity") is not None:
                 if ctx.one(performer, "assignedEntity/representedOrganization") is None:
                     yield ctx.missing(ctx.one(performer, "assignedEntity"), "hl7:representedOrganization",
-                                      "the performer of the main act needs its representedOrganization")
+                                      "l'exécutant (performer) de l'acte principal doit porter son representedOrganization")
 
 
 @rule("relatedDocument-invalid", "relatedDocument: at most one RPLC, parentDocument with one id")
@@ -739,18 +742,18 @@ def _related(ctx: RuleContext) -> Iterator[Issue]:
     related = ctx.kids("relatedDocument")
     replaces = [r for r in related if r.get("typeCode") == "RPLC"]
     if len(replaces) > 1:
-        yield ctx.at(replaces[1], "a document replaces at most one document (one relatedDocument RPLC)")
+        yield ctx.at(replaces[1], "un document en remplace au plus un (un seul relatedDocument RPLC)")
     for rel in related:
         if rel.get("typeCode") not in ("RPLC", "APND", "XFRM"):
-            yield ctx.at(rel, f"relatedDocument/@typeCode must be RPLC, APND or XFRM, found "
-                         f"'{rel.get('typeCode', '')}'", "typeCode")
+            yield ctx.at(rel, f"relatedDocument/@typeCode doit valoir RPLC, APND ou XFRM ; trouvé : "
+                         f"« {rel.get('typeCode', '')} »", "typeCode")
         parent = ctx.one(rel, "parentDocument")
         if parent is None:
-            yield ctx.missing(rel, "hl7:parentDocument", "relatedDocument needs a parentDocument")
+            yield ctx.missing(rel, "hl7:parentDocument", "relatedDocument doit contenir un parentDocument")
             continue
         ids = [i for i in ctx.all(parent, "id") if i.get("nullFlavor") is None]
         if len(ids) != 1:
-            yield ctx.missing(parent, "hl7:id", "parentDocument needs exactly one id")
+            yield ctx.missing(parent, "hl7:id", "parentDocument doit porter exactement un id")
         for el in ids:
             yield from _ii_issues(ctx, el, "parentDocument/id")
 
@@ -759,9 +762,9 @@ def _related(ctx: RuleContext) -> Iterator[Issue]:
 def _component_of(ctx: RuleContext) -> Iterator[Issue]:
     comps = [c for c in ctx.present("componentOf") if ctx.one(c, "encompassingEncounter") is not None]
     if not comps:
-        yield ctx.missing(ctx.doc, "hl7:componentOf", "componentOf/encompassingEncounter (the care encounter) is required")
+        yield ctx.missing(ctx.doc, "hl7:componentOf", "componentOf/encompassingEncounter (la prise en charge) est obligatoire")
     elif len(comps) > 1:
-        yield ctx.at(comps[1], "componentOf must appear once")
+        yield ctx.at(comps[1], "componentOf ne doit figurer qu'une fois")
 
 
 @rule("encounter-incomplete", "encompassingEncounter: effectiveTime, location/healthCareFacility/code")
@@ -771,17 +774,17 @@ def _encounter(ctx: RuleContext) -> Iterator[Issue]:
         if enc is None or enc.get("nullFlavor") is not None:
             continue
         if len(ctx.all(enc, "effectiveTime")) != 1:
-            yield ctx.missing(enc, "hl7:effectiveTime", "encompassingEncounter/effectiveTime is required, once")
+            yield ctx.missing(enc, "hl7:effectiveTime", "encompassingEncounter/effectiveTime est obligatoire, une seule fois")
         for ident in ctx.all(enc, "id"):
             yield from _ii_issues(ctx, ident, "encompassingEncounter/id")
         facility = ctx.one(enc, "location/healthCareFacility")
         if facility is None or facility.get("nullFlavor") is not None:
             yield ctx.missing(enc, "hl7:location/hl7:healthCareFacility",
-                              "encompassingEncounter/location/healthCareFacility is required")
+                              "encompassingEncounter/location/healthCareFacility est obligatoire")
             continue
         codes = [c for c in ctx.all(facility, "code") if c.get("nullFlavor") is None]
         if len(codes) != 1:
-            yield ctx.missing(facility, "hl7:code", "healthCareFacility/code (type of facility) is required, once")
+            yield ctx.missing(facility, "hl7:code", "healthCareFacility/code (cadre d'exercice) est obligatoire, une seule fois")
         else:
             yield from _coded_attributes(ctx, codes[0], "healthCareFacility/code")
 
@@ -800,19 +803,19 @@ def _communication(ctx: RuleContext) -> Iterator[Issue]:
     for el in elements(_HEADER_TELECOMS(ctx.doc)):
         value, null, use = el.get("value"), el.get("nullFlavor"), el.get("use")
         if (value is None) == (null is None):
-            yield ctx.at(el, "telecom needs either @value or @nullFlavor (exactly one of them)")
+            yield ctx.at(el, "telecom doit porter soit @value, soit @nullFlavor (exactement l'un des deux)")
             continue
         if value is not None:
             scheme, _, rest = value.partition(":")
             if scheme not in _TELECOM_SCHEMES or not rest:
-                yield ctx.at(el, f"telecom '{value}' is not scheme:address with scheme tel, fax, mailto, "
-                             "http, ftp or mllp", "value")
+                yield ctx.at(el, f"telecom « {value} » n'est pas de la forme schéma:adresse, avec un schéma tel, fax, "
+                             "mailto, http, ftp ou mllp", "value")
         if use is not None and use not in _TELECOM_USES:
-            yield ctx.at(el, f"telecom/@use '{use}' is not one of {', '.join(sorted(_TELECOM_USES))}", "use")
+            yield ctx.at(el, f"telecom/@use « {use} » ne fait pas partie de {', '.join(sorted(_TELECOM_USES))}", "use")
     for el in elements(_HEADER_ADDRS(ctx.doc)):
         use = el.get("use")
         if use not in _ADDR_USES:
-            yield ctx.at(el, f"addr/@use '{use}' is not one of H, HP, HV, WP, TMP", "use", rule="addr-invalid")
+            yield ctx.at(el, f"addr/@use « {use} » ne fait pas partie de H, HP, HV, WP, TMP", "use", rule="addr-invalid")
 
 
 # --- body ----------------------------------------------------------------------------------
@@ -828,12 +831,12 @@ def _body(ctx: RuleContext) -> tuple[etree._Element | None, etree._Element | Non
 def _body_present(ctx: RuleContext) -> Iterator[Issue]:
     components = ctx.kids("component")
     if not components:
-        yield ctx.missing(ctx.doc, "hl7:component", "the document body (component) is required")
+        yield ctx.missing(ctx.doc, "hl7:component", "le corps du document (component) est obligatoire")
         return
     if len(components) > 1:
-        yield ctx.at(components[1], "component must appear once")
+        yield ctx.at(components[1], "component ne doit figurer qu'une fois")
     if _body(ctx)[1] is None:
-        yield ctx.missing(components[0], "hl7:structuredBody", "component needs a structuredBody or a nonXMLBody")
+        yield ctx.missing(components[0], "hl7:structuredBody", "component doit contenir un structuredBody ou un nonXMLBody")
 
 
 @rule("nonxml-templateIds", "nonXMLBody documents carry exactly the three templateIds (HL7 France, CI-SIS, XDS-SD)")
@@ -845,12 +848,12 @@ def _nonxml_templates(ctx: RuleContext) -> Iterator[Issue]:
     expected = {TEMPLATE_HL7_FRANCE, TEMPLATE_CISIS, TEMPLATE_XDS_SD}
     if TEMPLATE_XDS_SD not in roots:
         yield ctx.missing(ctx.doc, f"hl7:templateId[@root='{TEMPLATE_XDS_SD}']",
-                          f"an unstructured document (nonXMLBody) needs templateId {TEMPLATE_XDS_SD} (XDS-SD)")
+                          f"un document non structuré (nonXMLBody) doit porter le templateId {TEMPLATE_XDS_SD} (XDS-SD)")
     elif len(roots) != 3 or set(roots) != expected:
         extra = sorted(set(r or "" for r in roots) - expected)
-        yield ctx.at(ctx.kids("templateId")[0], "an unstructured document carries exactly the templateIds "
-                     f"{TEMPLATE_HL7_FRANCE}, {TEMPLATE_CISIS} and {TEMPLATE_XDS_SD}"
-                     + (f"; remove {', '.join(extra)}" if extra else ""))
+        yield ctx.at(ctx.kids("templateId")[0], "un document non structuré porte exactement les templateIds "
+                     f"{TEMPLATE_HL7_FRANCE}, {TEMPLATE_CISIS} et {TEMPLATE_XDS_SD}"
+                     + (f" ; retirer {', '.join(extra)}" if extra else ""))
 
 
 def _nonxml_text(ctx: RuleContext) -> etree._Element | None:
@@ -867,11 +870,11 @@ def _nonxml_media(ctx: RuleContext) -> Iterator[Issue]:
         return
     text = ctx.one(body, "text")
     if text is None:
-        yield ctx.missing(body, "hl7:text", "nonXMLBody/text (the document content) is required")
+        yield ctx.missing(body, "hl7:text", "nonXMLBody/text (le contenu du document) est obligatoire")
         return
     media = text.get("mediaType", "")
     if media not in NONXML_MEDIA_TYPES:
-        yield ctx.at(text, f"nonXMLBody/text/@mediaType '{media}' is not an accepted format "
+        yield ctx.at(text, f"nonXMLBody/text/@mediaType « {media} » n'est pas un format accepté "
                      f"({', '.join(sorted(NONXML_MEDIA_TYPES))})", "mediaType")
 
 
@@ -882,28 +885,28 @@ def _nonxml_payload(ctx: RuleContext) -> Iterator[Issue]:
         return
     reference = ctx.one(text, "reference")
     if reference is not None:
-        yield ctx.at(reference, "nonXMLBody/text must carry the document inline, not a reference")
+        yield ctx.at(reference, "nonXMLBody/text doit contenir le document lui-même, pas une référence (reference)")
         return
     media, representation = text.get("mediaType", ""), text.get("representation", "TXT")
     if media in BINARY_MEDIA_TYPES and representation != "B64":
-        yield ctx.at(text, f"a {media} body must be base64-encoded (representation='B64')", "representation")
+        yield ctx.at(text, f"un corps {media} doit être encodé en base64 (representation='B64')", "representation")
         return
     payload = (text.text or "").encode("ascii", "replace") if representation == "B64" else None
     if payload is None:
         if not (text.text or "").strip():
-            yield ctx.at(text, "nonXMLBody/text is empty")
+            yield ctx.at(text, "nonXMLBody/text est vide")
         return
     try:
         decoded = binascii.a2b_base64(payload.translate(None, _B64_WS), strict_mode=True)
     except (binascii.Error, ValueError) as exc:
-        yield ctx.at(text, f"nonXMLBody/text is declared B64 but is not valid base64 ({exc})")
+        yield ctx.at(text, f"nonXMLBody/text est déclaré B64 mais n'est pas du base64 valide (message du décodeur : {exc})")
         return
     if not decoded:
-        yield ctx.at(text, "nonXMLBody/text is empty")
+        yield ctx.at(text, "nonXMLBody/text est vide")
         return
     magic = MEDIA_MAGIC.get(media)
     if magic and not decoded.startswith(magic):
-        yield ctx.at(text, f"the decoded content does not look like {media}", "mediaType")
+        yield ctx.at(text, f"le contenu décodé n'a pas la signature d'un fichier {media}", "mediaType")
 
 
 def check_rules(doc: etree._Element, terminology: ValueSetSource | None = None, only: set[str] | None = None,
@@ -922,5 +925,5 @@ def check_rules(doc: etree._Element, terminology: ValueSetSource | None = None, 
 
 
 def auto_presentable_finding(doc: etree._Element) -> Finding:
-    return Finding("auto-presentable", INFO, RULES, "auto-présentable document: the ClinicalDocument embedded "
-                   "in the xsl:stylesheet was validated", xpath_of(doc), line_of(doc))
+    return Finding("auto-presentable", INFO, RULES, "document auto-présentable : le ClinicalDocument inclus "
+                   "dans la feuille xsl:stylesheet a été validé", xpath_of(doc), line_of(doc))

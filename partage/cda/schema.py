@@ -15,6 +15,7 @@ from lxml import etree
 
 from .findings import ERROR, SCHEMA, Finding
 from .locate import elements, xpath_of
+from .messages import schema_message
 
 SCHEMA_NAMES = ("CDA_extended.xsd", "cda/CDA_extended.xsd", "CDA.xsd", "cda/CDA.xsd",
                 "infrastructure/cda/CDA_extended.xsd")
@@ -68,7 +69,8 @@ def check_schema(root: etree._Element, schema_path: str | Path) -> list[Finding]
     for entry in schema.error_log:  # type: ignore[attr-defined]  # lxml-stubs: _ErrorLog is iterable
         if len(findings) >= MAX_SCHEMA_FINDINGS:
             findings.append(Finding("xsd-invalid", ERROR, SCHEMA,
-                                    f"more than {MAX_SCHEMA_FINDINGS} schema errors; the rest are not listed"))
+                                    f"plus de {MAX_SCHEMA_FINDINGS} erreurs de schéma ; les suivantes ne "
+                                    "sont pas listées"))
             break
         location = "/"
         if entry.path:
@@ -77,5 +79,6 @@ def check_schema(root: etree._Element, schema_path: str | Path) -> list[Finding]
                 location = xpath_of(nodes[0]) if nodes else entry.path
             except etree.XPathError:
                 location = entry.path
-        findings.append(Finding("xsd-invalid", ERROR, SCHEMA, entry.message, location, entry.line or None))
+        findings.append(Finding("xsd-invalid", ERROR, SCHEMA, schema_message(entry.message), location,
+                                entry.line or None))
     return findings

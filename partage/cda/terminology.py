@@ -160,7 +160,7 @@ def _violation(binding: Binding, el: etree._Element) -> Finding:
     else:
         code = " ".join(text_of(el).split())
     system = el.get("codeSystem") if binding.with_system and binding.attribute == "code" else None
-    shown = f"{code} ({system})" if system else f"'{code}'"
+    shown = f"{code} ({system})" if system else f"« {code} »"
     where = xpath_of(el) + (f"/@{binding.attribute}" if binding.attribute else "")
     return Finding(binding.id, ERROR, TERMINOLOGY,
                    f"{shown} n'appartient pas au jeu de valeurs {binding.jdv} ({binding.oid})", where, line_of(el))

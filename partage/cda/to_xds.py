@@ -167,7 +167,8 @@ def class_code(type_code: Code) -> Code:
     cls = TYPE_TO_CLASS.get((type_code.code, system))
     if cls is None:
         raise MappingError("hl7-classCode-unknown",
-                           f"no classCode for typeCode {type_code.code} ({system}) in ASS_X04-CorrespondanceType-Classe")
+                           f"aucun classCode pour le typeCode {type_code.code} ({system}) dans la table "
+                           "ASS_X04-CorrespondanceType-Classe")
     return Code(cls, TRE_A03, CLASS_DISPLAY.get(cls, ""))
 
 
@@ -176,7 +177,8 @@ def format_code(header: CdaHeader) -> Code:
         fmt = MEDIA_TYPE_TO_FORMAT.get(header.media_type)
         if fmt is None:
             raise MappingError("hl7-formatCode-unknown",
-                               f"no formatCode for an unstructured body of mediaType {header.media_type or '(none)'}")
+                               f"aucun formatCode pour un corps non structuré de mediaType "
+                               f"{header.media_type or '(aucun)'}")
         return Code(fmt, TRE_A11)
     for root, _ext in reversed(header.template_ids):   # the most specific model is the last one
         found = MODEL_TO_FORMAT.get(root)
@@ -190,17 +192,17 @@ def _patient_id(header: CdaHeader, ctx: MessageContext) -> tuple[CX, CX]:
     patient = header.patient
     ids = patient.ids if patient else []
     if not ids:
-        raise MappingError("hl7-patient-missing", "the CDA has no recordTarget/patientRole/id")
+        raise MappingError("hl7-patient-missing", "le CDA ne porte pas de recordTarget/patientRole/id")
     pid3 = {(cx.assigning_authority.universal_id, cx.id) for cx in ctx.patient_ids
             if cx.assigning_authority.universal_id}
     ins = next((i for i in ids if i[0] in INS_ROOTS and i[1]), None)
     chosen = ins or next((i for i in ids if i in pid3), None)
     if chosen is None:
-        raise MappingError("hl7-ins-missing", "the CDA recordTarget carries no INS and none of its "
-                           "identifiers is in PID-3 (IG error 903)")
+        raise MappingError("hl7-ins-missing", "le recordTarget du CDA ne porte pas d'INS et aucun de "
+                           "ses identifiants ne figure dans PID-3 (erreur 903 du guide)")
     if pid3 and chosen not in pid3:
-        raise MappingError("hl7-pid3-mismatch", f"PID-3 does not carry the CDA patient identifier "
-                           f"{_cx(chosen).format()} (PID-3 must be identical to recordTarget/patientRole/id)")
+        raise MappingError("hl7-pid3-mismatch", f"PID-3 ne porte pas l'identifiant du patient du CDA, "
+                           f"{_cx(chosen).format()} (PID-3 doit être identique à recordTarget/patientRole/id)")
     local = next((i for i in ids if i != chosen and i[1] and i[0] not in INS_ROOTS), None)
     return _cx(chosen), _cx(local or chosen)
 
@@ -226,7 +228,8 @@ def _dtm(ts: str, where: str) -> DTM:
     try:
         return DTM(ts_to_utc(ts))
     except DatatypeError as exc:
-        raise MappingError("hl7-time-invalid", f"{where} {ts!r} is not a usable time: {exc}") from None
+        raise MappingError("hl7-time-invalid", f"{where} « {ts} » n'est pas une date utilisable (contrôle du "
+                           f"type DTM : {exc})") from None
 
 
 def _required(value: Any, rule: str, message: str) -> Any:
@@ -253,10 +256,10 @@ def to_xds(header: CdaHeader, ctx: MessageContext, *, entry_id: str = "Document0
            submission_id: str = "SubmissionSet01") -> XdsMetadata:
     """The DocumentEntry and SubmissionSet of the document; MappingError when impossible."""
     patient_id, source_patient_id = _patient_id(header, ctx)
-    type_code = _required(_code(header.code), "hl7-typeCode-missing", "the CDA has no ClinicalDocument/code")
+    type_code = _required(_code(header.code), "hl7-typeCode-missing", "le CDA ne porte pas de ClinicalDocument/code")
     entry = DocumentEntry(entry_uuid=entry_id)
     entry.unique_id = _required(cda_unique_id(header.id), "hl7-uniqueId-missing",
-                                "the CDA has no ClinicalDocument/id")
+                                "le CDA ne porte pas de ClinicalDocument/id")
     entry.patient_id, entry.source_patient_id = patient_id, source_patient_id
     entry.source_patient_info = _source_patient_info(header)
     entry.type_code = type_code
@@ -266,13 +269,13 @@ def to_xds(header: CdaHeader, ctx: MessageContext, *, entry_id: str = "Document0
     entry.title = header.title
     entry.language_code = header.language_code
     entry.creation_time = _dtm(_required(header.effective_time, "hl7-creationTime-missing",
-                                         "the CDA has no effectiveTime"), "effectiveTime")
+                                         "le CDA ne porte pas d'effectiveTime"), "effectiveTime")
     event = header.service_event
     if event is not None:
         entry.service_start_time = _dtm(event.start, "serviceEvent/effectiveTime/low") if event.start else None
         entry.service_stop_time = _dtm(event.stop, "serviceEvent/effectiveTime/high") if event.stop else None
     conf = _required(_code(header.confidentiality, CONFIDENTIALITY_SYSTEM), "hl7-confidentiality-missing",
-                     "the CDA has no confidentialityCode")
+                     "le CDA ne porte pas de confidentialityCode")
     entry.confidentiality_codes = [conf]
     for flag, (code, display) in MASKING_FLAGS.items():
         if ctx.flags.get(flag):
@@ -280,13 +283,13 @@ def to_xds(header: CdaHeader, ctx: MessageContext, *, entry_id: str = "Document0
     encounter = header.encounter
     entry.healthcare_facility_type_code = _required(
         _code(encounter.facility_code) if encounter else None, "hl7-healthcareFacilityTypeCode-missing",
-        "the CDA has no componentOf/encompassingEncounter/location/healthCareFacility/code")
+        "le CDA ne porte pas de componentOf/encompassingEncounter/location/healthCareFacility/code")
     setting = next((p.organization.industry_code for e in header.service_events for p in e.performers
                     if p.organization is not None and p.organization.industry_code
                     and p.organization.industry_code.code), None)
     entry.practice_setting_code = _required(
         _code(setting), "hl7-practiceSettingCode-missing",
-        "the CDA has no documentationOf/serviceEvent/performer/assignedEntity/representedOrganization/"
+        "le CDA ne porte pas de documentationOf/serviceEvent/performer/assignedEntity/representedOrganization/"
         "standardIndustryClassCode")
     if header.legal_authenticator is not None:   # typed: XCN or None
         entry.legal_authenticator = _xcn(header.legal_authenticator)
@@ -301,8 +304,8 @@ def to_xds(header: CdaHeader, ctx: MessageContext, *, entry_id: str = "Document0
     content = PATIENT_CLASS_TO_CONTENT_TYPE.get(ctx.patient_class.strip().upper())
     if content is None:
         raise MappingError("hl7-contentTypeCode-unknown",
-                           f"PV1-2 {ctx.patient_class or '(empty)'} gives no contentTypeCode "
-                           f"(expected one of {', '.join(PATIENT_CLASS_TO_CONTENT_TYPE)})")
+                           f"PV1-2 {ctx.patient_class or '(vide)'} ne donne aucun contentTypeCode "
+                           f"(valeurs attendues : {', '.join(PATIENT_CLASS_TO_CONTENT_TYPE)})")
     ss.content_type_code = Code(content, CONTENT_TYPE_SYSTEM)
     sender = Author(person=ctx.sender_person)
     if ctx.sender_institution is not None:

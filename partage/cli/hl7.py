@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..hl7.documents import Journal
+from ..hl7.acks import ack_status
+from ..hl7.journal import Journal
 from ..hl7.mllp import MllpClient
 from .common import CliError, Subparsers, host_port
 
@@ -59,8 +60,7 @@ def run_send(args: argparse.Namespace) -> int:
         for path, text in messages:
             ack = client.send(text)
             sys.stdout.write(f"{path}: {ack.replace(chr(13), chr(10)).strip()}\n")
-            msa = next((s for s in ack.split("\r") if s.startswith("MSA|")), "MSA|??")
-            if msa.split("|")[1] != "AA":
+            if ack_status(ack)[0] != "AA":
                 worst = 1
     return worst
 
@@ -82,9 +82,9 @@ def run_replay(args: argparse.Namespace) -> int:
     with MllpClient(host, port, timeout=args.timeout) as client:
         for path, _meta in entries:
             ack = client.send(path.read_bytes())
-            msa = next((s for s in ack.split("\r") if s.startswith("MSA|")), "MSA|??")
-            code = msa.split("|")[1]
+            code, text = ack_status(ack)
             still += code != "AA"
-            sys.stdout.write(f"{path.name}: {code} {'|'.join(msa.split('|')[3:])}\n")
+            sys.stdout.write(f"{path.name}: {code or '??'} {text}\n")
     sys.stdout.write(f"{len(entries) - still} accepted, {still} still refused\n")
     return 1 if still else 0
+

@@ -1,26 +1,45 @@
 """The CapabilityStatement at /fhir/metadata: what this MHD Document Recipient/Responder
-(PDSm "gestionnaire de partage de documents") serves, generated from the same tables the
-search code reads, so it cannot promise a parameter the server ignores."""
+(PDSm "gestionnaire de partage de documents") serves. The searchParam lists are written from
+the declarations the search parser reads (`searchparams`), so the statement cannot promise a
+parameter the server ignores, nor hide one it answers."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .. import __version__
-from . import clinical, search
+from . import clinical
+from . import searchparams as SP
 
 MHD_CS = "https://profiles.ihe.net/ITI/MHD/CapabilityStatement/"
-_TYPES = {"date": "date", "creation": "date", "period": "date", "period-start": "date", "period-end": "date",
-          "author.given": "string", "author.family": "string", "source.given": "string",
-          "source.family": "string", "patient": "reference", "related": "reference"}
 
 
-def _params(names: set[str]) -> list[dict[str, Any]]:
-    return [{"name": n, "type": _TYPES.get(n, "token")} for n in sorted(names) if ":" not in n]
+def search_params(resource: SP.ResourceSearch) -> list[dict[str, Any]]:
+    """The declared parameters, then the result parameters every search takes."""
+    out = []
+    for p in resource.params:
+        item: dict[str, Any] = {"name": p.name, "type": p.type}
+        if p.definition:
+            item["definition"] = p.definition
+        sortable = " Sortable (_sort)." if p.sort is not None else ""
+        modifiers = f" Modifiers: {', '.join(':' + m for m in sorted(p.modifiers))}." if p.modifiers else ""
+        item["documentation"] = f"{p.expression}: {p.documentation}.{sortable}{modifiers}"
+        out.append(item)
+    for name, (kind, documentation) in SP.RESULT_PARAMS.items():
+        if name in resource.results:
+            out.append({"name": name, "type": kind, "documentation": documentation})
+    return out
+
+
+def _sorts(resource: SP.ResourceSearch) -> str:
+    keys = [p.name for p in resource.params if p.sort is not None]
+    default = f" (default {', '.join(resource.default_sort)})" if resource.default_sort else ""
+    return f"_sort on {', '.join(keys)}{default}" if keys else "no _sort"
 
 
 def capability_statement(base_url: str, date: str) -> dict[str, Any]:
-    read_search = [{"code": "read"}, {"code": "search-type"}]
+    read_search = [{"code": "read"}, {"code": "vread"}, {"code": "search-type"}]
+    versioned = {"versioning": "versioned", "readHistory": False, "conditionalRead": "full-support"}
     return {
         "resourceType": "CapabilityStatement",
         "status": "active", "date": date, "kind": "instance",
@@ -40,16 +59,21 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             "interaction": [{"code": "transaction", "documentation": "ITI-65 Provide Document Bundle"}],
             "resource": [
                 {"type": "DocumentReference",
-                 "interaction": [*read_search, {"code": "create"}, {"code": "patch"}],
+                 "interaction": [*read_search, {"code": "create"}, {"code": "patch"}], **versioned,
                  "conditionalUpdate": False, "conditionalCreate": False,
-                 "searchParam": _params(search.DOCUMENT_PARAMS),
+                 "searchParam": search_params(SP.DOCUMENT_REFERENCE),
                  "documentation": "ITI-67; create = PDSm simplified publish; patch = PDSm metadata "
-                                  "update (status, securityLabel, isArchived), conditional on identifier"},
-                {"type": "List", "interaction": read_search, "searchParam": _params(search.LIST_PARAMS),
-                 "documentation": "ITI-66 (SubmissionSets and Folders)"},
-                {"type": "Binary", "interaction": [{"code": "read"}], "documentation": "ITI-68"},
+                                  "update (status, securityLabel, isArchived), conditional on identifier; "
+                                  f"{_sorts(SP.DOCUMENT_REFERENCE)}; only the current version is kept"},
+                {"type": "List", "interaction": read_search, **versioned,
+                 "searchParam": search_params(SP.LIST),
+                 "documentation": f"ITI-66 (SubmissionSets and Folders); {_sorts(SP.LIST)}"},
+                {"type": "Binary", "interaction": [{"code": "read"}],
+                 "documentation": "ITI-68: the document's bytes; the Binary resource with _format or "
+                                  "Accept: application/fhir+json|xml"},
                 {"type": "Patient", "interaction": [*read_search, {"code": "create"}, {"code": "update"}],
-                 "searchParam": _params({"identifier", "_id", "family", "given", "birthdate"})},
+                 **versioned, "searchParam": search_params(SP.PATIENT),
+                 "documentation": f"PDQm-like search; {_sorts(SP.PATIENT)}"},
                 *clinical.capability_resources(),
                 {"type": "AuditEvent", "interaction": read_search,
                  "searchParam": [{"name": "patient.identifier", "type": "token"}, {"name": "_count", "type": "number"}],

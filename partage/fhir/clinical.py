@@ -24,21 +24,26 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Response, request
 
 from ..clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL
 from ..metadata.datatypes import CX
 from ..metadata.model import DocumentEntry
+from ..metadata.query import DocumentFilter
 from ..query.clinical import ClinicalReader, FactQuery, FactRow
+from ..query.paging import PageRequest
+from ..query.search import SearchService
 from ..query.view import Reader
+from ..registry.search import ObjectSearch
 from . import formats
 from .clinical_map import KINDS_OF_RESOURCE, FactMapper, is_current_treatment
 from .codes import scheme_of
 from .ids import numeric_id, paging_number
 from .outcome import FhirError
 from .patients import Patients, patient_token, reference_id
-from .search import DEFAULT_COUNT, MAX_COUNT, _date_range, document_search, page_links
+from .search import DEFAULT_COUNT, MAX_COUNT, Parsed, bundle, date_match
 from .views import Views
 
 Json = dict[str, Any]
@@ -98,8 +103,7 @@ class ClinicalViews:
             for alternative in value.split(","):
                 system, sep, code = alternative.partition("|")
                 q.codes.append((scheme_of(system), code) if sep else ("", system))
-        window = _date_range(params.get("date", []), "date")
-        q.date_low, q.date_high = window.low, window.high
+        q.date_low, q.date_high = _window(params.get("date", []))
         sort = [k for v in params.get("_sort", []) for k in v.split(",") if k] or ["-date"]
         if sort[0] not in ("date", "-date"):
             raise FhirError.one(400, f"_sort={sort[0]}: only date and -date are supported", "not-supported")
@@ -124,7 +128,7 @@ class ClinicalViews:
         page = resources[offset:offset + count]
         echo = {k: v for k, v in params.items() if k in ("patient", "patient.identifier", "subject", "code", "date",
                                                          "category", "status", "clinical-status", "_sort")}
-        return self._searchset(page, len(resources), page_links(url, _Paging(count, offset, echo), len(resources)))
+        return self._searchset(page, len(resources), _offset_links(url, echo, count, offset, len(resources)))
 
     def read(self, resource_type: str, rid: str) -> Json | None:
         pk = numeric_id(rid)
@@ -141,25 +145,28 @@ class ClinicalViews:
                            "search": {"mode": "match"}} for r in resources]}
 
     # --- keyword search -----------------------------------------------------------------
-    def content_search(self, params: Params, url: str) -> Json:
-        terms = " ".join(params.get("_content", []))
-        params = dict(params)
-        params.setdefault("status", ["current"])
-        parsed = document_search(params)
-        patient_id = self.views._patient_id(parsed)
-        hits = self.reader.search(patient_id, terms, parsed.document, limit=MAX_COUNT) if patient_id else []
-        hits = [h for h in hits if parsed.keep(h.document)]
-        page = hits[parsed.offset:parsed.offset + parsed.count]
+    def content_search(self, parsed: Parsed, search: ObjectSearch, url: str) -> Json:
+        """MHD Full-Text Search: the documents matching the other parameters (found by the
+        database, judged by the gate) ranked by `_content`, a page at a time."""
+        terms = " ".join(parsed.content)
+        patient_id = self.views.patient_id(parsed)
+        found = SearchService(self.services, self.actor).objects(patient_id, search, PageRequest(MAX_COUNT))
+        uuids = [o.entry_uuid for o in found.objects]
+        hits = self.reader.search(patient_id, terms, DocumentFilter(entry_uuids=uuids), limit=MAX_COUNT) \
+            if patient_id and uuids else []
+        offset = parsed.after[0] if parsed.after else 0
+        if not isinstance(offset, int) or offset < 0:
+            raise FhirError.one(400, "_cursor: not a page of this search; start again from the first page")
+        page = hits[offset:offset + parsed.count]
         resources = self.views.documents_with_relations([h.document for h in page])
         top = max((h.rank for h in page), default=0.0) or 1.0
-        entries = []
-        for hit, resource in zip(page, resources, strict=True):
-            entries.append({"fullUrl": f"{self.base_url}/DocumentReference/{resource['id']}", "resource": resource,
-                            "search": {"mode": "match", "score": round(max(hit.rank, 0.0) / top, 4),
-                                       "extension": [{"url": EXCERPT_EXTENSION,
-                                                      "valueString": hit.excerpt_html}]}})
-        return {"resourceType": "Bundle", "type": "searchset", "total": len(hits),
-                "link": page_links(url, parsed, len(hits)), "entry": entries}
+        out = bundle(self.base_url, url, parsed, resources,
+                     (offset + parsed.count,) if offset + parsed.count < len(hits) else None,
+                     len(hits) if offset == 0 or parsed.page.total else None)
+        for entry, hit in zip(out.get("entry", []), page, strict=False):
+            entry["search"] = {"mode": "match", "score": round(max(hit.rank, 0.0) / top, 4),
+                               "extension": [{"url": EXCERPT_EXTENSION, "valueString": hit.excerpt_html}]}
+        return out
 
     # --- $summary -----------------------------------------------------------------------
     def summary(self, rid: str) -> Json | None:
@@ -213,11 +220,32 @@ class ClinicalViews:
                 "timestamp": now, "entry": [{"fullUrl": comp_url, "resource": composition}, *entries]}
 
 
-class _Paging:
-    """What search.page_links needs."""
+def _window(values: list[str]) -> tuple[str, str]:
+    """`date` values as one [low, high) window of 14 digits (eq, ge, gt, le, lt)."""
+    low, high = "", ""
+    for value in values:
+        m = date_match(value, "date")
+        if m.prefix in ("eq", "ge", "gt"):
+            start = m.low if m.prefix in ("eq", "ge") else m.high
+            low = max(low, start)
+        if m.prefix in ("eq", "le", "lt"):
+            end = m.high if m.prefix in ("eq", "le") else m.low
+            high = min(high, end) if high else end
+        if m.prefix not in ("eq", "ge", "gt", "le", "lt"):
+            raise FhirError.one(400, f"date: the {m.prefix} prefix is not supported here", "not-supported")
+    return low, high
 
-    def __init__(self, count: int, offset: int, echo: Params) -> None:
-        self.count, self.offset, self.echo = count, offset, echo
+
+def _offset_links(url: str, echo: Params, count: int, offset: int, total: int) -> list[dict[str, str]]:
+    def link(at: int) -> str:
+        query = [(k, v) for k, vs in echo.items() for v in vs] + [("_count", str(count)), ("_offset", str(at))]
+        return f"{url}?{urlencode(query)}"
+    out = [{"relation": "self", "url": link(offset)}, {"relation": "first", "url": link(0)}]
+    if count and offset + count < total:
+        out.append({"relation": "next", "url": link(offset + count)})
+    if offset > 0:
+        out.append({"relation": "previous", "url": link(max(offset - count, 0))})
+    return out
 
 
 def _dedupe(facts: list[FactRow]) -> list[FactRow]:
@@ -304,8 +332,8 @@ def register(bp, services_of, actor_of, base_url_of, params_of) -> None:
     bp.add_url_rule("/Patient/<rid>/$summary", view_func=patient_summary, methods=["GET"])
 
 
-def content_search(services, actor, base_url: str, params: Params) -> Json:
-    return ClinicalViews(services, actor, base_url).content_search(params, f"{base_url}/DocumentReference")
+def content_search(services, actor, base_url: str, parsed: Parsed, search: ObjectSearch) -> Json:
+    return ClinicalViews(services, actor, base_url).content_search(parsed, search, f"{base_url}/DocumentReference")
 
 
 def capability_resources() -> list[Json]:

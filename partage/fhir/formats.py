@@ -32,10 +32,32 @@ FHIR_NS = "{http://hl7.org/fhir}"
 FHIR_MEDIA_TYPES = (JSON_TYPE, XML_TYPE, "application/xml", "text/xml")
 
 
+def _format_param(request: Request) -> str:
+    """`_format` as given; a `+` left unencoded in a URL arrives as a space."""
+    return request.args.get("_format", "").split(";")[0].strip().replace(" ", "+").lower()
+
+
+def check_format(request: Request) -> None:
+    """406 for a `_format` that is neither JSON nor XML (FHIR R4 http.html#mime-type)."""
+    fmt = _format_param(request)
+    if fmt and fmt not in _XML_NAMES | _JSON_NAMES:
+        raise FhirError.one(406, f"_format={fmt}: this server answers json or xml "
+                            f"({JSON_TYPE}, {XML_TYPE})", "not-supported")
+
+
+def wants_resource(request: Request) -> bool:
+    """Whether a Binary read asks for the Binary resource (by `_format` or a FHIR media type
+    in Accept) rather than the document's own bytes."""
+    if _format_param(request) in _XML_NAMES | _JSON_NAMES:
+        return True
+    return any(media.split(";")[0].strip().lower() in (JSON_TYPE, XML_TYPE) and quality > 0
+               for media, quality in request.accept_mimetypes)
+
+
 def wants_xml(request: Request) -> bool:
     """`_format` wins, then the Accept header, then the format of the request's own body
     (an XML Bundle posted without Accept is answered in XML); JSON by default."""
-    fmt = request.args.get("_format", "").split(";")[0].strip()
+    fmt = _format_param(request)
     if fmt:
         return fmt in _XML_NAMES
     accept = request.headers.get("Accept", "")

@@ -8,7 +8,9 @@ system/code with OID schemes as `urn:oid:` (see `codes`). Resources are FHIR JSO
 `formats` parses and serialises them with the fhir.resources R4B models.
 
 Not carried by MHD and so not mapped (they stay in the registry and in ITI-18 answers):
-`UNMAPPED` below. Hour- and minute-precision times gain seconds (FHIR has no such
+`UNMAPPED` below. What the server says of a resource rather than of the metadata (FHIR
+`meta.versionId` and `meta.lastUpdated`, and `DocumentReference.date`: when the entry was
+registered, as MHD defines it) comes from the registry row (`ServerMeta`), never from a client. Hour- and minute-precision times gain seconds (FHIR has no such
 precision).
 """
 
@@ -60,7 +62,7 @@ URI = "urn:ietf:rfc:3986"
 
 UNMAPPED = {
     "DocumentEntry": {"home_community_id", "extra_slots", "lid", "object_type", "repository_unique_id",
-                      "document_availability", "entry_uuid_if_symbolic"},
+                      "document_availability", "entry_uuid_if_symbolic", "version"},
     "SubmissionSet": {"home_community_id", "extra_slots", "lid", "version"},
     "Folder": {"home_community_id", "extra_slots", "lid", "version"},
     "Author": {"classification_id"},
@@ -93,6 +95,25 @@ def entry_uuid_of(rid: str) -> str:
 def default_patient_reference(cx: CX) -> Json:
     """A logical reference (by identifier): what a pure mapping can say about a patient."""
     return {"identifier": dt.cx_to_identifier(cx)}
+
+
+@dataclass(frozen=True)
+class ServerMeta:
+    """What the registry row says of a resource: its FHIR version (a counter of the row's
+    changes), when it last changed and when it was registered (FHIR instants)."""
+
+    version_id: str
+    last_updated: str
+    registered: str
+
+
+def _with_server_meta(res: Json, meta: ServerMeta | None, *, dated: bool = False) -> None:
+    if meta is None:
+        return
+    res["meta"]["versionId"] = meta.version_id
+    res["meta"]["lastUpdated"] = meta.last_updated
+    if dated and meta.registered:
+        res["date"] = meta.registered
 
 
 @dataclass
@@ -140,10 +161,22 @@ def _compact(resource: Json) -> Json:
     for key, value in resource.items():
         if isinstance(value, dict):
             value = _compact(value)
+            if not value:
+                continue
         elif isinstance(value, list):
-            value = [_compact(v) if isinstance(v, dict) else v for v in value]
-            value = [v for v in value if v not in ({}, None, "")]
-        if value in ({}, [], None, ""):
+            items = []
+            for item in value:
+                if isinstance(item, dict):
+                    item = _compact(item)
+                    if not item:
+                        continue
+                elif item is None or item == "":
+                    continue
+                items.append(item)
+            if not items:
+                continue
+            value = items
+        elif value is None or value == "":
             continue
         out[key] = value
     return out
@@ -243,13 +276,12 @@ def _authors_in(refs: Iterable[Json], resolve: Resolve, where: str, errors: list
 
 # --- DocumentEntry <-> DocumentReference --------------------------------------------------------
 def document_reference(doc: DocumentEntry, links: Links | None = None,
-                       relations: Iterable[Association] = ()) -> Json:
+                       relations: Iterable[Association] = (), meta: ServerMeta | None = None) -> Json:
     links = links or Links()
     contained: list[Json] = []
     res: Json = {"resourceType": "DocumentReference", "id": resource_id(doc.entry_uuid),
                  "meta": {"profile": [PROFILE["DocumentReference", doc.limited_metadata]]}}
-    if doc.version:
-        res["meta"]["versionId"] = doc.version
+    _with_server_meta(res, meta, dated=True)
     status = doc.availability_status or AvailabilityStatus.APPROVED
     if doc.unique_id:
         res["masterIdentifier"] = {"system": URI, "value": _uid_value(doc.unique_id)}
@@ -263,8 +295,6 @@ def document_reference(doc: DocumentEntry, links: Links | None = None,
         res["category"] = [concept(doc.class_code)]
     if doc.patient_id:
         res["subject"] = links.patient(doc.patient_id)
-    if doc.creation_time and dt.dtm_to_instant(doc.creation_time):
-        res["date"] = dt.dtm_to_instant(doc.creation_time)
     res["author"] = _authors_out(doc.authors, "author", contained)
     if doc.legal_authenticator:
         contained.append({**dt.xcn_to_practitioner(doc.legal_authenticator), "id": "authenticator"})
@@ -398,7 +428,6 @@ def document_entry(res: Json, resolve: Resolve, patient: Callable[[Json], CX | N
         doc.entry_uuid = entry_uuid_of(res["id"]) if _looks_uuid(res["id"]) else res["id"]
     profiles = (res.get("meta") or {}).get("profile") or []
     doc.limited_metadata = PROFILE["DocumentReference", True] in profiles
-    doc.version = (res.get("meta") or {}).get("versionId", "") or ""
     master = res.get("masterIdentifier") or {}
     doc.unique_id = _uid_of(master.get("value", ""))
     status = res.get("status", "")
@@ -463,11 +492,6 @@ def document_entry(res: Json, resolve: Resolve, patient: Callable[[Json], CX | N
         fmt = content.get("format")
         if fmt:
             doc.format_code = Code(fmt.get("code", ""), scheme_of(fmt.get("system", "")), fmt.get("display", ""))
-    if not doc.creation_time and res.get("date"):
-        try:
-            doc.creation_time = dt.fhir_to_dtm(res["date"])
-        except DatatypeError as exc:
-            error(f"DocumentReference.date: {exc}")
     context = res.get("context") or {}
     doc.event_codes = [c for c in map(code_of, context.get("event") or []) if c]
     period = context.get("period") or {}
@@ -523,13 +547,14 @@ def _recipient_of(resource: Json, resolve: Resolve) -> Recipient:
 
 
 def submission_set_list(ss: SubmissionSet, members: Iterable[tuple[str, str]] = (),
-                        links: Links | None = None) -> Json:
+                        links: Links | None = None, meta: ServerMeta | None = None) -> Json:
     """`members`: (kind, entryUUID) of the DocumentEntries and Folders it holds."""
     links = links or Links()
     contained: list[Json] = []
     res: Json = {"resourceType": "List", "id": resource_id(ss.entry_uuid),
                  "meta": {"profile": [PROFILE["SubmissionSet", ss.limited_metadata]]},
                  "extension": []}
+    _with_server_meta(res, meta)
     if ss.source_id:
         res["extension"].append({"url": EXT_SOURCE_ID, "valueIdentifier": {"value": _oid_value(ss.source_id)}})
     if ss.content_type_code:
@@ -566,7 +591,8 @@ def _member_ref(kind: str, entry_uuid: str) -> str:
     return f"{'DocumentReference' if kind == 'DocumentEntry' else 'List'}/{resource_id(entry_uuid)}"
 
 
-def folder_list(folder: Folder, members: Iterable[str] = (), links: Links | None = None) -> Json:
+def folder_list(folder: Folder, members: Iterable[str] = (), links: Links | None = None,
+                meta: ServerMeta | None = None) -> Json:
     links = links or Links()
     status = folder.availability_status or AvailabilityStatus.APPROVED
     res: Json = {"resourceType": "List", "id": resource_id(folder.entry_uuid),
@@ -577,8 +603,7 @@ def folder_list(folder: Folder, members: Iterable[str] = (), links: Links | None
                  "status": "current" if status != AvailabilityStatus.DELETED else "entered-in-error",
                  "mode": "working", "title": folder.title,
                  "code": {"coding": [{"system": LIST_TYPES, "code": "folder"}]}}
-    if folder.version:
-        res["meta"]["versionId"] = folder.version
+    _with_server_meta(res, meta)
     if folder.patient_id:
         res["subject"] = links.patient(folder.patient_id)
     if folder.last_update_time:
@@ -684,7 +709,6 @@ def folder(res: Json, patient: Callable[[Json], CX | None],
             f.last_update_time = dt.fhir_to_dtm(res["date"])
         except DatatypeError as exc:
             out.errors.append(XdsError(code, f"List.date: {exc}", where))
-    f.version = (res.get("meta") or {}).get("versionId", "") or ""
     if res.get("subject"):
         pid = patient(res["subject"])
         if pid is None:

@@ -14,17 +14,18 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from ..metadata.datatypes import CX, HD, XPN, is_oid
+from ..metadata.datatypes import CX, DTM, HD, XPN, is_oid
 from ..registry import patients as registry_patients
 from ..registry.patients import FHIR_ID_AUTHORITY, PatientRecord, fhir_id_cx
+from ..registry.search import patient_meta
 from ..services import Services
+from . import datatypes as dt
 from .codes import scheme_of, system_of
 from .datatypes import cx_to_identifier
 from .outcome import FhirError
 
 Json = dict[str, Any]
 _ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-SEARCH_LIMIT = 1000
 
 
 def identifier_cx(identifier: Json) -> CX | None:
@@ -103,7 +104,13 @@ class Patients:
         return out
 
     # --- reads -------------------------------------------------------------------------------
-    def resource(self, record: PatientRecord) -> Json:
+    def meta(self, pk: int) -> Any:
+        """(revision, updated_at) of a patient's row."""
+        with self.registry.read() as conn:
+            return patient_meta(conn, pk)
+
+    def resource(self, record: PatientRecord, row: Any = None) -> Json:
+        """The Patient; `row` (revision, updated_at) gives meta.versionId and meta.lastUpdated."""
         stored = record.demographics.get("fhir")
         res: Json = dict(stored) if isinstance(stored, dict) else _from_feed(record.demographics)
         res["resourceType"] = "Patient"
@@ -116,28 +123,10 @@ class Patients:
             if (ident["system"], ident["value"]) not in known:
                 res.setdefault("identifier", []).append(ident)
         res.pop("meta", None)
+        if row is not None:
+            res["meta"] = {"versionId": str(row.revision or 1),
+                           "lastUpdated": dt.dtm_to_instant(DTM(row.updated_at[:14])) or ""}
         return res
-
-    def search(self, params: dict[str, list[str]]) -> list[PatientRecord]:
-        """identifier, _id, family, given, birthdate (exact, case-insensitive names)."""
-        with self.registry.read() as conn:
-            pks: set[int] | None = None
-            for value in params.get("identifier", []):
-                found = set()
-                for alternative in value.split(","):
-                    system, _, ident = alternative.rpartition("|")
-                    cx = identifier_cx({"system": system, "value": ident})
-                    pk = self.registry.patient_pk(conn, cx) if cx else None
-                    if pk is not None:
-                        found.add(pk)
-                pks = found if pks is None else pks & found
-            for rid in params.get("_id", []):
-                pk = self.pk_of_id(conn, rid)
-                found = {pk} if pk is not None else set()
-                pks = found if pks is None else pks & found
-            chosen = sorted(pks) if pks is not None else registry_patients.live(conn, SEARCH_LIMIT)
-            records = [registry_patients.record(conn, pk) for pk in chosen]
-        return [r for r in records if r is not None and _matches(self.resource(r), params)]
 
     # --- writes ------------------------------------------------------------------------------
     def save(self, resource: Json, rid: str | None = None) -> tuple[str, bool]:
@@ -184,19 +173,3 @@ def _from_feed(demo: Json) -> Json:
     if sex:
         res["gender"] = sex
     return res
-
-
-def _matches(res: Json, params: dict[str, list[str]]) -> bool:
-    names = res.get("name") or []
-    families = {(n.get("family") or "").lower() for n in names}
-    givens = {g.lower() for n in names for g in n.get("given") or []}
-    for value in params.get("family", []):
-        if not any(f.startswith(v.lower()) for v in value.split(",") for f in families):
-            return False
-    for value in params.get("given", []):
-        if not any(g.startswith(v.lower()) for v in value.split(",") for g in givens):
-            return False
-    for value in params.get("birthdate", []):
-        if res.get("birthDate") not in [v.removeprefix("eq") for v in value.split(",")]:
-            return False
-    return True

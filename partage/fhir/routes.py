@@ -11,10 +11,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import http_date, parse_date
 
 from .. import jsonsafe
 from ..access import authn
@@ -23,20 +26,23 @@ from ..failures import classify
 from ..ingest import IngestService
 from ..metadata.errors import XdsErrors
 from ..query import QueryService
+from ..query.search import SearchService
 from ..services import Services
-from . import access, clinical, formats, mapping, patients, publish, search, update
+from . import access, clinical, formats, mapping, patients, publish, search, searchparams, update
 from . import bundle as iti65
 from .capability import capability_statement
 from .outcome import FhirError, Issue, from_xds, operation_outcome
 from .views import Views
 
 log = logging.getLogger("partage.fhir")
+Json = dict[str, Any]
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 CHUNK = 1 << 16
 
 
 def _services() -> Services:
-    return current_app.extensions["partage"]
+    services: Services = current_app.extensions["partage"]
+    return services
 
 
 def _actor(services: Services) -> Actor:
@@ -46,7 +52,7 @@ def _actor(services: Services) -> Actor:
 
 
 def _base_url() -> str:
-    return request.host_url.rstrip("/") + bp.url_prefix
+    return request.host_url.rstrip("/") + (bp.url_prefix or "")
 
 
 def _now() -> str:
@@ -62,6 +68,68 @@ def _params() -> dict[str, list[str]]:
         for key in source:
             params.setdefault(key, []).extend(source.getlist(key))
     return params
+
+
+def _strict() -> bool:
+    """`Prefer: handling=strict`: refuse what the server would otherwise ignore (FHIR search)."""
+    for item in request.headers.get("Prefer", "").split(","):
+        name, _, value = item.strip().partition("=")
+        if name.strip().lower() == "handling":
+            return value.strip().strip('"').lower() == "strict"
+    return False
+
+
+def _cursor() -> str:
+    return request.args.get(searchparams.PAGE_PARAM, "")
+
+
+def _version(resource: Json) -> tuple[str, datetime | None]:
+    meta = resource.get("meta") or {}
+    updated = meta.get("lastUpdated")
+    return str(meta.get("versionId") or ""), (datetime.fromisoformat(updated.replace("Z", "+00:00"))
+                                              if updated else None)
+
+
+def _not_modified(etag: str, modified: datetime | None) -> bool:
+    """If-None-Match (it wins when present), else If-Modified-Since (RFC 9110 13.1.2-3)."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        wanted = {t.strip().removeprefix("W/").strip('"') for t in if_none_match.split(",")}
+        return "*" in wanted or etag.removeprefix("W/").strip('"') in wanted
+    since = parse_date(request.headers.get("If-Modified-Since"))
+    return since is not None and modified is not None and modified <= since
+
+
+def _read(resource: Json, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A resource read: ETag W/"versionId" and Last-Modified from its meta; 304 when the
+    client's copy is current (a GET only)."""
+    version, modified = _version(resource)
+    headers = dict(headers or {})
+    if version:
+        headers["ETag"] = f'W/"{version}"'
+    if modified is not None:
+        headers["Last-Modified"] = http_date(modified)
+    if request.method == "GET" and status == 200 and version and _not_modified(headers["ETag"], modified):
+        return Response(status=304, headers=headers)
+    return formats.respond(resource, request, status, headers=headers)
+
+
+def _vread(resource: Json | None, what: str, vid: str) -> Response:
+    """Only the current version of a resource is kept: an older one is answered 404."""
+    if resource is None:
+        raise FhirError.one(404, f"{what} is not known", "not-found")
+    current, _ = _version(resource)
+    if vid != current:
+        raise FhirError.one(404, f"{what}/_history/{vid}: only the current version ({current}) is kept",
+                            "not-found")
+    return _read(resource)
+
+
+def _created(resource: Json, path: str, created: bool = True) -> Response:
+    """A create (201) or update (200): Location names the version, ETag and Last-Modified too."""
+    version, _ = _version(resource)
+    location = f"{_base_url()}/{path}/_history/{version}" if version else f"{_base_url()}/{path}"
+    return _read(resource, 201 if created else 200, headers={"Location": location})
 
 
 def _outcome(status: int, issues: list[Issue]) -> Response:
@@ -125,6 +193,11 @@ def routing_error(exc: HTTPException) -> Response:
     return _http_error(exc)
 
 
+@bp.before_request
+def _check_format() -> None:
+    formats.check_format(request)
+
+
 # --- capability ------------------------------------------------------------------------------
 @bp.get("/metadata")
 def metadata() -> Response:
@@ -164,22 +237,32 @@ def _existing_document(reference: str) -> str | None:
 @bp.post("/DocumentReference/_search")
 def find_document_references() -> Response:
     services = _services()
-    if "_content" in _params():   # keyword search (partage.fhir.clinical)
-        return formats.respond(clinical.content_search(services, _actor(services), _base_url(), _params()),
-                               request)
-    views = Views(services, _actor(services), _base_url())
-    found = views.find_documents(search.document_search(_params()), f"{_base_url()}/DocumentReference")
-    return formats.respond(found, request)
+    actor = _actor(services)
+    parsed, found = search.document_search(_params(), strict=_strict())
+    base = f"{_base_url()}/DocumentReference"
+    if parsed.content:   # keyword search (partage.fhir.clinical)
+        return formats.respond(clinical.content_search(services, actor, _base_url(), parsed, found), request)
+    return formats.respond(Views(services, actor, _base_url()).find_documents(parsed, found, base, _cursor()),
+                           request)
+
+
+def _document(rid: str) -> Json | None:
+    services = _services()
+    return Views(services, _actor(services), _base_url()).read_document(rid)
 
 
 @bp.get("/DocumentReference/<rid>")
 def read_document_reference(rid: str) -> Response:
-    services = _services()
-    resource = Views(services, _actor(services), _base_url()).read_document(rid)
+    resource = _document(rid)
     if resource is None:
         raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found",
                             "XDSDocumentUniqueIdError")
-    return formats.respond(resource, request, headers={"ETag": f'W/"{resource.get("meta", {}).get("versionId", "1")}"'})
+    return _read(resource)
+
+
+@bp.get("/DocumentReference/<rid>/_history/<vid>")
+def vread_document_reference(rid: str, vid: str) -> Response:
+    return _vread(_document(rid), f"DocumentReference/{rid}", vid)
 
 
 @bp.post("/DocumentReference")
@@ -191,8 +274,9 @@ def simplified_publish() -> Response:
     result = IngestService(services, actor).provide_and_register(submission)
     rid = mapping.resource_id(result.assigned_ids.get("Document0", ""))
     resource = Views(services, actor, _base_url()).read_document(rid)
-    location = f"{_base_url()}/DocumentReference/{rid}"
-    return formats.respond(resource or {}, request, 201, headers={"Location": location})
+    if resource is None:   # registered, but not for this actor's eyes (e.g. a masked document)
+        return Response(status=201, headers={"Location": f"{_base_url()}/DocumentReference/{rid}"})
+    return _created(resource, f"DocumentReference/{rid}")
 
 
 @bp.patch("/DocumentReference")
@@ -206,11 +290,13 @@ def patch_document_reference(rid: str | None = None) -> Response:
     doc = views.document_entry(rid)
     if doc is None:
         raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found")
-    current = views.document_resource(doc, [])
+    row = views.meta_of([doc.entry_uuid]).get(doc.entry_uuid)
+    current = views.document_resource(doc, [], row)
     current.pop("relatesTo", None)
+    version = str(row.revision) if row is not None else "1"
     if_match = request.headers.get("If-Match", "").removeprefix("W/").strip('"')
-    if if_match and if_match != (doc.version or "1"):
-        raise FhirError.one(412, f"If-Match {if_match} but the current version is {doc.version or '1'}",
+    if if_match and if_match != version:
+        raise FhirError.one(412, f"If-Match {if_match} but the current version is {version}",
                             "conflict", "XDSMetadataVersionError")
     if request.mimetype in ("application/json-patch+json", "application/json"):
         try:
@@ -226,7 +312,10 @@ def patch_document_reference(rid: str | None = None) -> Response:
                             "Patch Parameters resource (application/fhir+json or +xml)", "not-supported")
     update.update_document(services, actor, doc, current, patched)
     latest = _latest_version(services, actor, doc.unique_id) or rid
-    return formats.respond(Views(services, actor, _base_url()).read_document(latest) or {}, request)
+    resource = Views(services, actor, _base_url()).read_document(latest)
+    if resource is None:
+        raise FhirError.one(404, f"DocumentReference/{latest} is not visible after the update", "not-found")
+    return _read(resource)
 
 
 def _conditional_target(services: Services, actor: Actor) -> str:
@@ -258,16 +347,26 @@ def _latest_version(services: Services, actor: Actor, unique_id: str) -> str | N
 def find_lists() -> Response:
     services = _services()
     views = Views(services, _actor(services), _base_url())
-    return formats.respond(views.find_lists(search.list_search(_params()), f"{_base_url()}/List"), request)
+    parsed, found = search.list_search(_params(), strict=_strict())
+    return formats.respond(views.find_lists(parsed, found, f"{_base_url()}/List", _cursor()), request)
+
+
+def _list(rid: str) -> Json | None:
+    services = _services()
+    return Views(services, _actor(services), _base_url()).read_list(rid)
 
 
 @bp.get("/List/<rid>")
 def read_list(rid: str) -> Response:
-    services = _services()
-    resource = Views(services, _actor(services), _base_url()).read_list(rid)
+    resource = _list(rid)
     if resource is None:
         raise FhirError.one(404, f"List/{rid} is not known", "not-found")
-    return formats.respond(resource, request)
+    return _read(resource)
+
+
+@bp.get("/List/<rid>/_history/<vid>")
+def vread_list(rid: str, vid: str) -> Response:
+    return _vread(_list(rid), f"List/{rid}", vid)
 
 
 # --- ITI-68 -------------------------------------------------------------------------------------
@@ -281,14 +380,24 @@ def retrieve_document(rid: str) -> Response:
         raise FhirError.one(404, f"no document behind Binary/{rid} in this repository", "not-found",
                             "XDSDocumentUniqueIdError")
     entry = located.document
+    as_resource = formats.wants_resource(request)   # a Binary resource (base64), not the bytes
+    # The bytes never change under a uniqueId: their hash is a strong validator (the resource
+    # form is another representation, hence another tag).
+    etag = ""
+    if entry.hash:
+        form = ("-xml" if formats.wants_xml(request) else "-json") if as_resource else ""
+        etag = f'"{entry.hash}{form}"'
+    if etag and _not_modified(etag, None):
+        return Response(status=304, headers={"ETag": etag})
     stream = services.blobs.open(located.blob_address)
-    if formats.wants_xml(request) or request.accept_mimetypes.best == formats.JSON_TYPE:
+    if as_resource:
         data = stream.read()
         stream.close()
         return formats.respond({"resourceType": "Binary", "id": rid, "contentType": entry.mime_type,
-                                "data": base64.b64encode(data).decode("ascii")}, request)
+                                "data": base64.b64encode(data).decode("ascii")}, request,
+                               headers={"ETag": etag} if etag else None)
 
-    def chunks():
+    def chunks() -> Iterator[bytes]:
         with stream:
             while chunk := stream.read(CHUNK):
                 yield chunk
@@ -296,35 +405,45 @@ def retrieve_document(rid: str) -> Response:
                         direct_passthrough=True)
     if entry.size is not None:
         response.content_length = entry.size
-    if entry.hash:
-        response.headers["ETag"] = f'"{entry.hash}"'
+    if etag:
+        response.headers["ETag"] = etag
     return response
 
 
 # --- Patient ------------------------------------------------------------------------------------
 @bp.get("/Patient")
+@bp.post("/Patient/_search")
 def find_patients() -> Response:
     services = _services()
     actor = _actor(services)
+    parsed, found = search.patient_search(_params(), strict=_strict())
+    page = SearchService(services, actor).patients(found, parsed.page)
     people = patients.Patients(services)
-    found = [people.resource(r) for r in access.visible_patients(services, actor, people.search(_params()))]
-    base = _base_url()
-    return formats.respond({"resourceType": "Bundle", "type": "searchset", "total": len(found),
-                            "link": [{"relation": "self", "url": request.url}],
-                            "entry": [{"fullUrl": f"{base}/Patient/{p['id']}", "resource": p,
-                                       "search": {"mode": "match"}} for p in found]}, request)
+    resources = [people.resource(record, row) for record, row in page.records]
+    return formats.respond(search.bundle(_base_url(), f"{_base_url()}/Patient", parsed, resources, page.next,
+                                         page.total, _cursor()), request)
 
 
-@bp.get("/Patient/<rid>")
-def read_patient(rid: str) -> Response:
+def _patient(rid: str) -> Json | None:
     services = _services()
     actor = _actor(services)
     people = patients.Patients(services)
     record = people.record(rid)
     shown = access.visible_patients(services, actor, [record]) if record else []
-    if not shown:
+    return people.resource(shown[0], people.meta(shown[0].pk)) if shown else None
+
+
+@bp.get("/Patient/<rid>")
+def read_patient(rid: str) -> Response:
+    resource = _patient(rid)
+    if resource is None:
         raise FhirError.one(404, f"Patient/{rid} is not known", "not-found")
-    return formats.respond(people.resource(shown[0]), request)
+    return _read(resource)
+
+
+@bp.get("/Patient/<rid>/_history/<vid>")
+def vread_patient(rid: str, vid: str) -> Response:
+    return _vread(_patient(rid), f"Patient/{rid}", vid)
 
 
 @bp.post("/Patient")
@@ -337,9 +456,10 @@ def save_patient(rid: str | None = None) -> Response:
         raise FhirError.one(400, f"the body's id {body.get('id')!r} differs from the URL's {rid!r}")
     people = patients.Patients(services)
     rid, created = people.save(body, rid)
-    resource = people.resource(people.record(rid))
-    location = f"{_base_url()}/Patient/{rid}"
-    return formats.respond(resource, request, 201 if created else 200, headers={"Location": location})
+    record = people.record(rid)
+    if record is None:   # saved in this request: it exists
+        raise FhirError.one(500, f"Patient/{rid} was saved but cannot be read back", "exception")
+    return _created(people.resource(record, people.meta(record.pk)), f"Patient/{rid}", created)
 
 
 # --- clinical reading (Observation, AllergyIntolerance, Condition, ..., Patient/$summary) ------

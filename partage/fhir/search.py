@@ -1,315 +1,355 @@
-"""ITI-67 / ITI-66 search parameters -> the model's query filters (and back to links).
+"""A FHIR search request, read against the declarations of `searchparams`, and its links.
 
-Token parameters are `system|code` (comma = OR, repeated = AND, as ITI-18's code lists);
-dates take the FHIR prefixes eq, ge, gt, le, lt, sa, eb at any precision. What SQL cannot
-say exactly (author name parts, related identifiers) narrows in SQL and is finished by
-`post_filter`. Unknown parameters are ignored, as FHIR allows, and not echoed in links.
+`parse` turns the query parameters of a search into registry criteria (`partage.registry.
+search_index`), the sort, the page asked for, and what was applied. FHIR's rules (R4
+search.html): repeated parameters AND, comma-separated values OR, `\\,` `\\|` `\\$` `\\\\`
+escapes; tokens are `system|value`, `value` (any system), `|value` (no system), `system|`
+(any value); dates take the prefixes eq ne gt lt ge le sa eb at any precision (a value without
+a time zone is read as UTC); strings match a prefix, accents and case folded (`:exact`:
+as written).
+
+`Prefer: handling=strict` refuses (400) a parameter, modifier, `_sort` key or `_total` the
+server does not support; lenient (the default) ignores it, says so in an OperationOutcome
+entry of the Bundle, and leaves it out of the self link, which shows what was applied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+import binascii
+import json
 from dataclasses import dataclass, field
-from datetime import timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 from ..metadata.datatypes import CX, DTM, DatatypeError
-from ..metadata.model import AnyObject, Code
-from ..metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter, TimeRange
-from .codes import scheme_of
+from ..query.paging import Key, PageRequest
+from ..registry.search import ObjectSearch, PatientSearch
+from ..registry.search_index import (
+    Criterion,
+    DateMatch,
+    DatePrefix,
+    Index,
+    Match,
+    Sort,
+    StringMatch,
+    date_range,
+)
+from . import searchparams as SP
 from .ids import paging_number
-from .outcome import FhirError
+from .outcome import FhirError, Issue
 from .patients import patient_token
 
-MISSING = "XDSStoredQueryMissingParam"   # what ITI-18 answers for a missing required parameter
-
 Params = dict[str, list[str]]
-
-DOCUMENT_CODES = {"category": "class", "type": "type", "setting": "setting", "facility": "hcft",
-                  "event": "event", "security-label": "conf", "format": "format"}
-DOCUMENT_STATUS = {"current": ["Approved", "Archived"], "superseded": ["Deprecated"],
-                   "entered-in-error": ["Deleted"]}
-LIST_STATUS = {"current": ["Approved", "Archived"], "retired": ["Deprecated"],
-               "entered-in-error": ["Deleted"]}
-DOCUMENT_PARAMS = {"patient", "patient.identifier", "status", "identifier", "date", "creation",
-                   "author.given", "author.family", "period", "period-start", "period-end",
-                   "related", "related:identifier", "isArchived", *DOCUMENT_CODES}
-LIST_PARAMS = {"patient", "patient.identifier", "status", "identifier", "code", "date",
-               "designationType", "sourceId", "source.given", "source.family", "isArchived"}
-PAGING = ("_count", "_offset", "_sort", "_format")
-DEFAULT_COUNT, MAX_COUNT = 100, 1000
+MISSING = "XDSStoredQueryMissingParam"   # what ITI-18 answers for a missing required parameter
+DEFAULT_COUNT, MAX_COUNT = 20, 1000   # HAPI FHIR pages by 20 too
+PREFIXES: tuple[DatePrefix, ...] = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
+MAX_CURSOR = 2048
+# Bounds on one search (docs/robustness.md): each criterion is a predicate of its own, and a
+# database refuses (SQLite: expression depth) or slows down on thousands of them.
+MAX_CRITERIA = 64        # parameter values AND'ed together
+MAX_ALTERNATIVES = 100   # values OR'ed in one parameter value (comma-separated)
 
 
 @dataclass
-class Search:
-    """A parsed search: who, which filter, and the paging asked for."""
+class Parsed:
+    """A search as understood: criteria for the registry, and what the links must repeat."""
 
-    patient_ref: str = ""          # Patient/<id> (resolved by the caller)
-    patient_identifier: CX | None = None
-    patient_identifier_given: bool = False   # asked for, even if no patient can have it
-    document: DocumentFilter | None = None
-    submission_set: SubmissionSetFilter | None = None
-    folder: FolderFilter | None = None
-    list_codes: list[str] = field(default_factory=list)   # submissionset / folder
-    identifiers: list[str] = field(default_factory=list)  # uniqueId or entryUUID alternatives
-    post: list[Callable[[AnyObject], bool]] = field(default_factory=list)
+    resource: SP.ResourceSearch
+    criteria: list[Criterion] = field(default_factory=list)
+    sort: list[Sort] = field(default_factory=list)
+    sort_keys: list[str] = field(default_factory=list)       # as applied, e.g. ["-date"]
     count: int = DEFAULT_COUNT
-    offset: int = 0
-    sort: list[str] = field(default_factory=list)
-    echo: Params = field(default_factory=dict)            # the parameters understood, for links
+    after: Key | None = None
+    total: str = ""                                         # none | estimate | accurate | ""
+    patient_refs: list[str] = field(default_factory=list)
+    patient_identifiers: list[str] = field(default_factory=list)
+    content: list[str] = field(default_factory=list)        # _content words
+    applied: list[tuple[str, str]] = field(default_factory=list)   # (key, raw value) in request order
+    ignored: list[str] = field(default_factory=list)        # lenient: what was not applied, and why
 
-    def keep(self, obj: AnyObject) -> bool:
-        return all(test(obj) for test in self.post)
+    @property
+    def page(self) -> PageRequest:
+        return PageRequest(self.count, self.after, self.total in ("accurate", "estimate") or self.count == 0)
 
+    @property
+    def signature(self) -> str:
+        """What a cursor of this search is bound to: its order (or relevance for _content)."""
+        return "_content" if self.content else ",".join(self.sort_keys)
 
-def _tokens(value: str) -> list[tuple[str, str]]:
-    out = []
-    for alternative in value.split(","):
-        system, sep, code = alternative.partition("|")
-        out.append((system, code) if sep else ("", system))
-    return out
+    def has(self, name: str) -> bool:
+        return any(k.split(":")[0] == name for k, _ in self.applied)
 
-
-def _codes(value: str) -> list[Code]:
-    return [Code(code, scheme_of(system)) for system, code in _tokens(value)]
-
-
-def _date_range(values: list[str], name: str) -> TimeRange:
-    window = TimeRange()
-    for raw in values:
-        prefix, text = (raw[:2], raw[2:]) if raw[:2] in ("eq", "ge", "gt", "le", "lt", "sa", "eb", "ne") else ("eq", raw)
-        try:
-            dtm = DTM.from_iso(text) if ("T" in text and ("Z" in text or "+" in text[10:] or "-" in text[10:])) \
-                else DTM(text.replace("-", "").replace("T", "").replace(":", ""))
-        except DatatypeError as exc:
-            raise FhirError.one(400, f"{name}={raw}: {exc}") from exc
-        low = dtm.lower_bound()
-        after = (DTM(dtm.upper_bound()).to_datetime() + timedelta(seconds=1)).strftime("%Y%m%d%H%M%S")
-        if prefix == "ne":
-            raise FhirError.one(400, f"{name}: the ne prefix is not supported", "not-supported")
-        if prefix in ("eq", "ge", "sa", "gt"):
-            new_low = low if prefix in ("eq", "ge") else after
-            window.low = max(window.low, new_low) if window.low else new_low
-        if prefix in ("eq", "le", "eb", "lt"):
-            new_high = after if prefix in ("eq", "le") else low
-            window.high = min(window.high, new_high) if window.high else new_high
-    return window
+    def patient_identifier(self) -> CX | None:
+        return patient_token(self.patient_identifiers[-1]) if self.patient_identifiers else None
 
 
-def _bounds(raw: str, name: str) -> tuple[str, str, str]:
-    """`[prefix]date` -> (prefix, first second, first second after), as 14 DTM digits."""
-    prefix, text = (raw[:2], raw[2:]) if raw[:2] in ("eq", "ge", "gt", "le", "lt", "sa", "eb", "ne") else ("eq", raw)
-    window = _date_range([text], name)
-    return prefix, window.low, window.high
+# --- values --------------------------------------------------------------------------------------
+def split_escaped(text: str, sep: str, limit: int = -1) -> list[str]:
+    """Split on `sep` where it is not escaped by a backslash (the escapes stay)."""
+    parts, current, escaped = [], [], False
+    for ch in text:
+        if escaped:
+            current.append("\\" + ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == sep and limit != 0:
+            parts.append("".join(current))
+            current = []
+            limit -= 1
+        else:
+            current.append(ch)
+    if escaped:
+        current.append("\\")
+    parts.append("".join(current))
+    return parts
 
 
-def _period_test(raw: str) -> Callable[[AnyObject], bool]:
-    """FHIR date search on the service period (serviceStartTime..serviceStopTime).
-
-    A missing start or stop leaves that side open (an act still going on has no stop);
-    an entry with neither has no period and matches nothing. eq: the asked time contains
-    the period; ge/le: the period reaches into the time from/until the value; gt/lt: the
-    same beyond the value; sa/eb: the period starts after / ends before the value.
-    """
-    prefix, low, after = _bounds(raw, "period")
-    if prefix == "ne":
-        raise FhirError.one(400, "period: the ne prefix is not supported", "not-supported")
-
-    def test(obj: AnyObject) -> bool:
-        start_time, stop_time = getattr(obj, "service_start_time", None), getattr(obj, "service_stop_time", None)
-        if start_time is None and stop_time is None:
-            return False
-        start = start_time.lower_bound() if start_time is not None else ""
-        stop = _after(stop_time) if stop_time is not None else ""
-        if prefix == "eq":
-            return bool(start) and bool(stop) and low <= start and stop <= after
-        if prefix in ("ge", "gt"):      # reaches past the value: no stop = still going on
-            return not stop or stop > (low if prefix == "ge" else after)
-        if prefix in ("le", "lt"):
-            return not start or start < (after if prefix == "le" else low)
-        if prefix == "sa":
-            return bool(start) and start >= after
-        return bool(stop) and stop <= low   # eb
-    return test
+def unescape(text: str) -> str:
+    out, escaped = [], False
+    for ch in text:
+        if escaped:
+            out.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
-def _after(dtm: DTM) -> str:
-    return (DTM(dtm.upper_bound()).to_datetime() + timedelta(seconds=1)).strftime("%Y%m%d%H%M%S")
+def token(text: str) -> tuple[str | None, str | None]:
+    """`system|value` -> (system, value): None is "any", `|value` has the system ""."""
+    parts = split_escaped(text, "|", 1)
+    if len(parts) == 1:
+        value = unescape(parts[0])
+        return None, value or None
+    system, value = unescape(parts[0]), unescape(parts[1])
+    return system, value or None
 
 
-def _statuses(values: list[str], table: dict[str, list[str]], name: str) -> list[str]:
-    out: list[str] = []
-    for value in values:
-        for status in value.split(","):
-            if status not in table:
-                raise FhirError.one(400, f"{name}={status}: expected one of {', '.join(table)}")
-            out += table[status]
-    return out
-
-
-def _archived(values: list[str], statuses: list[str]) -> list[str]:
-    """PDSm isArchived: true keeps only Archived entries, false drops them."""
-    if not values:
-        return statuses
-    wanted = values[-1].lower() == "true"
-    base = statuses or ["Approved", "Archived", "Deprecated", "Deleted"]
-    return ["Archived"] if wanted else [s for s in base if s != "Archived"] or ["-"]
-
-
-def _person_test(attr: str, field_name: str, value: str) -> Callable[[AnyObject], bool]:
-    prefixes = [v.lower() for v in value.split(",")]
-
-    def test(obj: AnyObject) -> bool:
-        for author in getattr(obj, attr, []):
-            xcn = author.person
-            if xcn is None:
-                continue
-            names = [xcn.family_name] if field_name == "family" else [xcn.given_name, xcn.further_given_names]
-            if any(n.lower().startswith(p) for n in names if n for p in prefixes):
-                return True
-        return False
-    return test
-
-
-def _related_test(value: str) -> Callable[[AnyObject], bool]:
-    wanted = [(scheme_of(s), c) for s, c in _tokens(value)]
-
-    def test(obj: AnyObject) -> bool:
-        for cx in getattr(obj, "reference_ids", []):
-            if any(c == cx.id and (not s or s == cx.assigning_authority.universal_id) for s, c in wanted):
-                return True
-        return False
-    return test
-
-
-def _common(params: Params, allowed: set[str]) -> Search:
-    s = Search()
-    for name in (*allowed, *PAGING, "patient:identifier"):
-        if name in params:
-            s.echo[name] = params[name]
-    patients = params.get("patient", [])
-    identifiers = params.get("patient.identifier", []) + params.get("patient:identifier", [])
-    if not patients and not identifiers:
-        raise FhirError.one(400, "patient or patient.identifier is required", "required", MISSING)
-    if patients:
-        s.patient_ref = patients[-1]
-    if identifiers:
-        s.patient_identifier = patient_token(identifiers[-1])
-        s.patient_identifier_given = True
-    if "status" not in params:
-        raise FhirError.one(400, "status is required (e.g. status=current)", "required", MISSING)
+def date_match(text: str, name: str) -> DateMatch:
+    prefix: DatePrefix = "eq"
+    if text[:2] in PREFIXES:
+        prefix, text = text[:2], text[2:]   # type: ignore[assignment]
+    elif text[:2] == "ap":
+        raise FhirError.one(400, f"{name}: the ap prefix is not supported", "not-supported")
+    if "T" in text and not (text.endswith("Z") or "+" in text[10:] or "-" in text[10:]):
+        text += "Z"   # no time zone: read as UTC
     try:
-        s.count = paging_number(str(params.get("_count", [DEFAULT_COUNT])[-1]), DEFAULT_COUNT, lowest=-1,
-                                highest=MAX_COUNT)
-        s.offset = paging_number(params.get("_offset", ["0"])[-1], 0)
-    except ValueError as exc:
-        raise FhirError.one(400, f"_count/_offset must be integers: {exc}") from exc
-    if s.count < 0:
-        raise FhirError.one(400, "_count must not be negative")
-    s.sort = [k for v in params.get("_sort", []) for k in v.split(",") if k]
-    for value in params.get("identifier", []):
-        s.identifiers += [code for _system, code in _tokens(value)]
-    return s
+        low, high = date_range(DTM.from_iso(text))
+    except DatatypeError as exc:
+        raise FhirError.one(400, f"{name}={text}: {exc}") from exc
+    return DateMatch(prefix, low, high)
 
 
-def document_search(params: Params) -> Search:
-    """ITI-67 Find Document References (MHD 4.2 and PDSm parameters)."""
-    s = _common(params, DOCUMENT_PARAMS)
-    f = DocumentFilter()
-    f.statuses = _archived(params.get("isArchived", []),
-                           _statuses(params.get("status", []), DOCUMENT_STATUS, "status"))
-    for name, attribute in DOCUMENT_CODES.items():
-        groups = [_codes(v) for v in params.get(name, [])]
-        if groups:
-            f.codes[attribute] = groups
-    f.creation_time = _date_range(params.get("date", []) + params.get("creation", []), "creation")
-    f.service_start = _date_range(params.get("period-start", []), "period-start")
-    f.service_stop = _date_range(params.get("period-end", []), "period-end")
-    for raw in params.get("period", []):
-        s.post.append(_period_test(raw))
-    for name, part in (("author.given", "given"), ("author.family", "family")):
-        for value in params.get(name, []):   # FHIR string search: case-insensitive prefix
-            s.post.append(_person_test("authors", part, value))
-    for value in params.get("related", []) + params.get("related:identifier", []):
-        s.post.append(_related_test(value))
-    s.document = f
-    return s
+def _alternatives(param: SP.SearchParam, raw: str, modifier: str) -> list[tuple[Index, Match]]:
+    values = split_escaped(raw, ",", MAX_ALTERNATIVES)
+    if len(values) > MAX_ALTERNATIVES:
+        raise FhirError.one(400, f"{param.name}: at most {MAX_ALTERNATIVES} values separated by commas",
+                            "too-costly")
+    out: list[tuple[Index, Match]] = []
+    if param.type == "token":
+        assert param.tokens is not None
+        for value in values:
+            out += param.tokens(*token(value))
+    elif param.type == "date":
+        assert param.index is not None
+        out += [(param.index, date_match(v, param.name)) for v in values if v]
+    elif param.type == "string":
+        assert param.index is not None
+        for value in values:
+            text = unescape(value)
+            if text:
+                out += [(index, StringMatch(text, exact=modifier == "exact"))
+                        for index in (param.index, *param.also)]
+    return out
 
 
-def list_search(params: Params) -> Search:
-    """ITI-66 Find Lists: SubmissionSets and Folders."""
-    s = _common(params, LIST_PARAMS)
-    codes = [c for v in params.get("code", []) for _, c in _tokens(v)] or ["submissionset", "folder"]
-    unknown = set(codes) - {"submissionset", "folder"}
-    if unknown:
-        raise FhirError.one(400, f"code={','.join(unknown)}: only submissionset and folder Lists are served")
-    s.list_codes = codes
-    statuses = _archived(params.get("isArchived", []), _statuses(params.get("status", []), LIST_STATUS, "status"))
-    window = _date_range(params.get("date", []), "date")
-    designations = [_codes(v) for v in params.get("designationType", [])]
-    s.submission_set = SubmissionSetFilter(statuses=statuses, submission_time=window,
-                                           source_ids=[v.removeprefix("urn:oid:") for value in
-                                                       params.get("sourceId", []) for _, v in _tokens(value)],
-                                           content_types=designations)
-    s.folder = FolderFilter(statuses=statuses, last_update_time=window, codes=designations)
-    for name, part in (("source.given", "given"), ("source.family", "family")):
-        for value in params.get(name, []):
-            s.post.append(_person_test("authors", part, value))
-    return s
+# --- the cursor (where a next page starts) -------------------------------------------------------
+def encode_cursor(signature: str, position: Key) -> str:
+    raw = json.dumps([signature, *position], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def identifier_matches(obj: AnyObject, identifiers: list[str]) -> bool:
-    if not identifiers:
-        return True
-    unique_id = getattr(obj, "unique_id", "")
-    for value in identifiers:
-        if value in (obj.entry_uuid, unique_id) or value.removeprefix("urn:oid:") == unique_id:
-            return True
-    return False
+def decode_cursor(text: str, signature: str, size: int) -> Key:
+    """A position of `size` values: the sort values (text), then a key or an offset (an integer)."""
+    try:
+        if len(text) > MAX_CURSOR:
+            raise ValueError("too long")
+        value = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if (not isinstance(value, list) or len(value) != size + 1 or value[0] != signature
+                or not all(isinstance(v, str) and "\x00" not in v for v in value[1:-1])
+                or not isinstance(value[-1], int) or isinstance(value[-1], bool) or not 0 <= value[-1] < 2 ** 62):
+            raise ValueError("not a position of this search")
+    except (ValueError, binascii.Error) as exc:
+        raise FhirError.one(400, f"{SP.PAGE_PARAM}: not a page of this search ({exc}); start again from "
+                            "the first page", "invalid") from exc
+    return tuple(value[1:])
 
 
-def _time(obj: AnyObject, *attrs: str) -> str:
-    """The first of these DTM attributes the object has, as 14 sortable digits ('' if none)."""
-    for attr in attrs:
-        value = getattr(obj, attr, None)
-        if value is not None:
-            return str(value.lower_bound())
-    return ""
+# --- the request ----------------------------------------------------------------------------------
+def parse(resource: SP.ResourceSearch, params: Params, *, strict: bool) -> Parsed:
+    parsed = Parsed(resource)
+    problems: list[str] = []
 
+    def refuse(key: str, why: str) -> None:
+        problems.append(f"{key}: {why}")
 
-SORT_KEYS: dict[str, Callable[[AnyObject], str]] = {
-    "date": lambda o: _time(o, "creation_time", "submission_time", "last_update_time"),
-    "creation": lambda o: _time(o, "creation_time"),
-    "period": lambda o: _time(o, "service_start_time"),
-    "period-start": lambda o: _time(o, "service_start_time"),
-    "period-end": lambda o: _time(o, "service_stop_time"),
-}
-
-
-def sort_objects(objects: list[AnyObject], keys: list[str]) -> list[AnyObject]:
-    """Stable multi-key sort; unknown keys are ignored. Default: newest first."""
-    if not keys:
-        keys = ["-date"]
-    for key in reversed(keys):
-        name = key.lstrip("-")
-        if name not in SORT_KEYS:
+    cursor = ""
+    if any("\x00" in key or any("\x00" in v for v in values) for key, values in params.items()):
+        raise FhirError.one(400, "a search parameter holds a NUL character")
+    for key, values in params.items():
+        name, _, modifier = key.partition(":")
+        if key in SP.FORMAT_PARAMS:
+            parsed.applied += [(key, v) for v in values]
             continue
-        getter = SORT_KEYS[name]
-        objects = sorted(objects, key=getter, reverse=key.startswith("-"))
-    return objects
+        if key == SP.PAGE_PARAM:
+            cursor = values[-1]
+            continue
+        if key == "_count":
+            parsed.count = _count(values[-1])
+            parsed.applied.append((key, values[-1]))
+            continue
+        if key == "_total":
+            mode = values[-1]
+            if mode in ("none", "estimate", "accurate"):
+                parsed.total = mode
+                parsed.applied.append((key, mode))
+            else:
+                refuse(key, f"{mode!r} is not none, estimate or accurate")
+            continue
+        if key == "_sort":
+            _sort(parsed, values, refuse)
+            continue
+        param = resource.by_name.get(name)
+        if param is None:
+            refuse(key, f"{resource.resource_type} has no search parameter {name!r} here")
+            continue
+        if modifier and modifier not in param.modifiers:
+            refuse(key, f"the modifier :{modifier} is not supported")
+            continue
+        if name == "patient" and modifier == "identifier" or name == "patient.identifier":
+            parsed.patient_identifiers += values
+        elif name == "patient":
+            parsed.patient_refs += values
+        elif name == "_content":
+            parsed.content += values
+        else:
+            for value in values:
+                parsed.criteria.append(Criterion(tuple(_alternatives(param, value, modifier))))
+        if len(parsed.criteria) + len(parsed.patient_refs) + len(parsed.patient_identifiers) > MAX_CRITERIA:
+            raise FhirError.one(400, f"a search may combine at most {MAX_CRITERIA} parameter values", "too-costly")
+        parsed.applied += [(key, v) for v in values]
+    if problems and strict:
+        raise FhirError(400, [Issue(p, "not-supported") for p in problems])
+    parsed.ignored = problems
+    if not parsed.sort:
+        for key in resource.default_sort:
+            param = resource.by_name[key.lstrip("-")]
+            assert param.sort is not None
+            parsed.sort.append(Sort(param.sort, key.startswith("-")))
+    if parsed.content and parsed.sort_keys:
+        if strict:
+            raise FhirError.one(400, "_sort: _content results are ranked by relevance", "not-supported")
+        parsed.ignored.append("_sort: _content results are ranked by relevance")
+        parsed.applied = [(k, v) for k, v in parsed.applied if k != "_sort"]
+    if cursor:   # a keyset position (sort values, pk); for _content, an offset in the ranking
+        parsed.after = decode_cursor(cursor, parsed.signature, 1 if parsed.content else len(parsed.sort) + 1)
+    return parsed
 
 
-def page_links(base: str, search: Search, total: int) -> list[dict[str, str]]:
-    def url(offset: int) -> str:
-        params = {k: v for k, v in search.echo.items() if k not in ("_offset", "_count")}
-        query = [(k, x) for k, vs in params.items() for x in vs]
-        query += [("_count", str(search.count)), ("_offset", str(offset))]
+def _count(text: str) -> int:
+    """`_count` as a plain decimal number (ids.paging_number: bounded length), at most MAX_COUNT."""
+    try:
+        count = paging_number(text, DEFAULT_COUNT, lowest=-1, highest=MAX_COUNT)
+    except ValueError as exc:
+        raise FhirError.one(400, f"_count must be an integer: {exc}") from exc
+    if count < 0:
+        raise FhirError.one(400, "_count must not be negative")
+    return count
+
+
+def _sort(parsed: Parsed, values: list[str], refuse: Any) -> None:
+    for value in values:
+        for key in (k.strip() for k in value.split(",")):
+            if not key:
+                continue
+            param = parsed.resource.by_name.get(key.lstrip("-"))
+            if param is None or param.sort is None:
+                refuse(f"_sort={key}", f"{parsed.resource.resource_type} cannot be sorted on {key.lstrip('-')!r}")
+                continue
+            if any(k.lstrip("-") == key.lstrip("-") for k in parsed.sort_keys):   # the first one decides
+                refuse(f"_sort={key}", f"already sorted on {key.lstrip('-')!r}")
+                continue
+            parsed.sort.append(Sort(param.sort, key.startswith("-")))
+            parsed.sort_keys.append(key)
+    if parsed.sort_keys:
+        parsed.applied.append(("_sort", ",".join(parsed.sort_keys)))
+
+
+# --- per resource -----------------------------------------------------------------------------------
+def _require_patient_and_status(parsed: Parsed) -> None:
+    if not parsed.patient_refs and not parsed.patient_identifiers:
+        raise FhirError.one(400, "patient or patient.identifier is required", "required", MISSING)
+    if not parsed.has("status"):
+        raise FhirError.one(400, "status is required (e.g. status=current)", "required", MISSING)
+
+
+def document_search(params: Params, *, strict: bool = False) -> tuple[Parsed, ObjectSearch]:
+    """ITI-67 Find Document References (MHD 4.2 and PDSm parameters)."""
+    if "_content" in params and "status" not in params:   # keyword search: current documents by default
+        params = {**params, "status": ["current"]}
+    parsed = parse(SP.DOCUMENT_REFERENCE, params, strict=strict)
+    _require_patient_and_status(parsed)
+    return parsed, ObjectSearch(SP.DOCUMENT_KINDS, parsed.criteria, parsed.sort)
+
+
+def list_search(params: Params, *, strict: bool = False) -> tuple[Parsed, ObjectSearch]:
+    """ITI-66 Find Document Lists: SubmissionSets and Folders."""
+    parsed = parse(SP.LIST, params, strict=strict)
+    _require_patient_and_status(parsed)
+    return parsed, ObjectSearch(SP.LIST_KINDS_ALL, parsed.criteria, parsed.sort)
+
+
+def patient_search(params: Params, *, strict: bool = False) -> tuple[Parsed, PatientSearch]:
+    parsed = parse(SP.PATIENT, params, strict=strict)
+    return parsed, PatientSearch(parsed.criteria, parsed.sort)
+
+
+# --- the Bundle's links ------------------------------------------------------------------------------
+def links(base: str, parsed: Parsed, next_position: Key | None, cursor: str = "") -> list[dict[str, str]]:
+    """self (what was applied), first, and next when another page follows."""
+    def url(extra: list[tuple[str, str]]) -> str:
+        query = [(k, v) for k, v in parsed.applied if k != "_count"] + [("_count", str(parsed.count))] + extra
         return f"{base}?{urlencode(query)}"
-    links = [{"relation": "self", "url": url(search.offset)}]
-    if search.count and search.offset + search.count < total:
-        links.append({"relation": "next", "url": url(search.offset + search.count)})
-    if search.offset > 0:
-        links.append({"relation": "previous", "url": url(max(search.offset - search.count, 0))})
-    links.append({"relation": "first", "url": url(0)})
-    return links
+    out = [{"relation": "self", "url": url([(SP.PAGE_PARAM, cursor)] if cursor else [])},
+           {"relation": "first", "url": url([])}]
+    if next_position is not None:
+        out.append({"relation": "next",
+                    "url": url([(SP.PAGE_PARAM, encode_cursor(parsed.signature, next_position))])})
+    return out
 
+
+def outcome_entry(parsed: Parsed) -> list[dict[str, Any]]:
+    """Lenient handling: an OperationOutcome entry saying what was not applied."""
+    if not parsed.ignored:
+        return []
+    return [{"resource": {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "warning", "code": "not-supported", "diagnostics": f"ignored: {why}"}
+        for why in parsed.ignored]}, "search": {"mode": "outcome"}}]
+
+
+def bundle(base_url: str, link_base: str, parsed: Parsed, resources: list[dict[str, Any]],
+           next_position: Key | None, total: int | None, cursor: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None and parsed.total != "none":
+        out["total"] = total
+    out["link"] = links(link_base, parsed, next_position, cursor)
+    entries = [{"fullUrl": f"{base_url}/{r['resourceType']}/{r['id']}", "resource": r,
+                "search": {"mode": "match"}} for r in resources]
+    out["entry"] = entries + outcome_entry(parsed)
+    if not out["entry"]:
+        del out["entry"]
+    return out

@@ -1,7 +1,8 @@
 """ITI-67 / ITI-66 and reads: the query flow's model objects as DocumentReferences and Lists.
 
-Every read goes through `QueryService` (so the access policy decides what is seen) and
-every resource through `mapping` (so ITI-67 says what ITI-18 says).
+Every read goes through `QueryService` or `SearchService` (so the one gate decides what is
+seen) and every resource through `mapping` (so ITI-67 says what ITI-18 says); FHIR meta
+(versionId, lastUpdated) and DocumentReference.date come from the registry rows.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..access.actor import Actor
-from ..metadata.datatypes import CX
+from ..metadata.datatypes import CX, DTM
 from ..metadata.model import (
     AnyObject,
     Association,
@@ -20,10 +21,13 @@ from ..metadata.model import (
 )
 from ..metadata.query import DocumentFilter
 from ..query import QueryService
+from ..query.search import SearchService
+from ..registry.search import ObjectSearch, object_meta
 from ..services import Services
+from . import datatypes as dt
 from . import mapping
 from .patients import Patients, reference_id
-from .search import Search, identifier_matches, page_links, sort_objects
+from .search import Parsed, bundle
 
 Json = dict[str, Any]
 HAS_MEMBER = str(AssociationType.HAS_MEMBER)
@@ -34,6 +38,8 @@ class Views:
 
     def __init__(self, services: Services, actor: Actor, base_url: str) -> None:
         self.queries = QueryService(services, actor)
+        self.searches = SearchService(services, actor)
+        self.registry = services.registry
         self.patients = Patients(services)
         self.base_url = base_url
         self._patient_refs: dict[CX, Json] = {}
@@ -51,16 +57,22 @@ class Views:
         return f"{self.base_url}/Binary/{mapping.resource_id(doc.entry_uuid)}"
 
     # --- resources ----------------------------------------------------------------------------
-    def document_resource(self, doc: DocumentEntry, relations: list[Association]) -> Json:
-        return mapping.document_reference(doc, self.links, relations)
+    def meta_of(self, entry_uuids: list[str]) -> dict[str, Any]:
+        """The registry rows' FHIR meta of objects already judged visible."""
+        with self.registry.read() as conn:
+            return object_meta(conn, entry_uuids)
 
-    def documents_with_relations(self, docs: list[DocumentEntry]) -> list[Json]:
+    def document_resource(self, doc: DocumentEntry, relations: list[Association], row: Any = None) -> Json:
+        return mapping.document_reference(doc, self.links, relations, server_meta(row))
+
+    def documents_with_relations(self, docs: list[DocumentEntry], rows: dict[str, Any] | None = None) -> list[Json]:
         if not docs:
             return []
+        rows = rows if rows is not None else self.meta_of([d.entry_uuid for d in docs])
         result = self.queries.get_documents_and_associations(entry_uuids=[d.entry_uuid for d in docs])
         relations = [o for o in result.objects if isinstance(o, Association) and _known_type(o)
                      and AssociationType(o.association_type).is_relationship]
-        return [self.document_resource(d, relations) for d in docs]
+        return [self.document_resource(d, relations, rows.get(d.entry_uuid)) for d in docs]
 
     def read_document(self, rid: str) -> Json | None:
         uuid = mapping.entry_uuid_of(rid)
@@ -70,7 +82,7 @@ class Views:
             return None
         relations = [o for o in result.objects if isinstance(o, Association) and _known_type(o)
                      and AssociationType(o.association_type).is_relationship]
-        return self.document_resource(docs[0], relations)
+        return self.document_resource(docs[0], relations, self.meta_of([uuid]).get(uuid))
 
     def document_entry(self, rid: str) -> DocumentEntry | None:
         uuid = mapping.entry_uuid_of(rid)
@@ -82,71 +94,68 @@ class Views:
         result = self.queries.get_submission_set_and_contents(DocumentFilter(), entry_uuid=uuid)
         sets = [o for o in result.objects if isinstance(o, SubmissionSet)]
         if sets:
-            return self._submission_set_resource(sets[0], result.objects)
+            return self._submission_set_resource(sets[0], result.objects, server_meta(self.meta_of([uuid]).get(uuid)))
         result = self.queries.get_folder_and_contents(DocumentFilter(), entry_uuid=uuid)
         folders = [o for o in result.objects if isinstance(o, Folder)]
         if folders:
-            return self._folder_resource(folders[0], result.objects)
+            return self._folder_resource(folders[0], result.objects, server_meta(self.meta_of([uuid]).get(uuid)))
         return None
 
-    def _submission_set_resource(self, ss: SubmissionSet, objects: list[AnyObject]) -> Json:
+    def _submission_set_resource(self, ss: SubmissionSet, objects: list[AnyObject],
+                                 meta: mapping.ServerMeta | None = None) -> Json:
         kinds = {o.entry_uuid: o.kind for o in objects}
         members = [(kinds.get(a.target_uuid, "DocumentEntry"), a.target_uuid) for a in objects
                    if isinstance(a, Association) and a.source_uuid == ss.entry_uuid
                    and str(a.association_type) == HAS_MEMBER and kinds.get(a.target_uuid) != "Association"]
-        return mapping.submission_set_list(ss, members, self.links)
+        return mapping.submission_set_list(ss, members, self.links, meta)
 
-    def _folder_resource(self, folder: Folder, objects: list[AnyObject]) -> Json:
+    def _folder_resource(self, folder: Folder, objects: list[AnyObject],
+                         meta: mapping.ServerMeta | None = None) -> Json:
         members = [a.target_uuid for a in objects if isinstance(a, Association)
                    and a.source_uuid == folder.entry_uuid and str(a.association_type) == HAS_MEMBER]
-        return mapping.folder_list(folder, members, self.links)
+        return mapping.folder_list(folder, members, self.links, meta)
 
     # --- searches --------------------------------------------------------------------------------
-    def _patient_id(self, search: Search) -> CX | None:
-        if search.patient_identifier_given:
-            return search.patient_identifier
-        rid = reference_id(search.patient_ref) or search.patient_ref
-        return self.patients.patient_id_for_search(rid)
+    def patient_id(self, parsed: Parsed) -> CX | None:
+        """The patient a search names (patient.identifier wins, as ITI-18 has one patient id)."""
+        if parsed.patient_identifiers:
+            return parsed.patient_identifier()
+        ref = parsed.patient_refs[-1]
+        return self.patients.patient_id_for_search(reference_id(ref) or ref)
 
-    def find_documents(self, search: Search, base: str) -> Json:
-        patient_id = self._patient_id(search)
-        objects: list[AnyObject] = []
-        if patient_id:
-            objects = self.queries.find_documents(patient_id, search.document).objects
-        objects = [o for o in objects if identifier_matches(o, search.identifiers) and search.keep(o)]
-        return self._bundle(sort_objects(objects, search.sort), search, base,
-                            lambda page: self.documents_with_relations(page))
+    def find_documents(self, parsed: Parsed, search: ObjectSearch, link_base: str, cursor: str = "") -> Json:
+        page = self.searches.objects(self.patient_id(parsed), search, parsed.page, relations=True)
+        resources = [self.document_resource(d, page.relations, page.rows.get(d.entry_uuid))
+                     for d in page.objects if isinstance(d, DocumentEntry)]
+        return bundle(self.base_url, link_base, parsed, resources, page.next, page.total, cursor)
 
-    def find_lists(self, search: Search, base: str) -> Json:
-        patient_id = self._patient_id(search)
-        objects: list[AnyObject] = []
-        if patient_id:
-            if "submissionset" in search.list_codes:
-                objects += self.queries.find_submission_sets(patient_id, search.submission_set).objects
-            if "folder" in search.list_codes:
-                objects += self.queries.find_folders(patient_id, search.folder).objects
-        objects = [o for o in objects if identifier_matches(o, search.identifiers) and search.keep(o)]
+    def find_lists(self, parsed: Parsed, search: ObjectSearch, link_base: str, cursor: str = "") -> Json:
+        page = self.searches.objects(self.patient_id(parsed), search, parsed.page)
+        resources = []
+        for obj in page.objects:
+            meta = server_meta(page.rows.get(obj.entry_uuid))
+            if isinstance(obj, SubmissionSet):
+                contents = self.queries.get_submission_set_and_contents(DocumentFilter(), entry_uuid=obj.entry_uuid)
+                resources.append(self._submission_set_resource(obj, contents.objects, meta))
+            elif isinstance(obj, Folder):
+                contents = self.queries.get_folder_and_contents(DocumentFilter(), entry_uuid=obj.entry_uuid)
+                resources.append(self._folder_resource(obj, contents.objects, meta))
+        return bundle(self.base_url, link_base, parsed, resources, page.next, page.total, cursor)
 
-        def render(page: list[AnyObject]) -> list[Json]:
-            out = []
-            for obj in page:
-                if isinstance(obj, SubmissionSet):
-                    contents = self.queries.get_submission_set_and_contents(DocumentFilter(),
-                                                                            entry_uuid=obj.entry_uuid)
-                    out.append(self._submission_set_resource(obj, contents.objects))
-                else:
-                    contents = self.queries.get_folder_and_contents(DocumentFilter(), entry_uuid=obj.entry_uuid)
-                    out.append(self._folder_resource(obj, contents.objects))
-            return out
-        return self._bundle(sort_objects(objects, search.sort), search, base, render)
 
-    def _bundle(self, objects: list[AnyObject], search: Search, base: str, render) -> Json:
-        page = objects[search.offset:search.offset + search.count]
-        resources = render(page)
-        return {"resourceType": "Bundle", "type": "searchset", "total": len(objects),
-                "link": page_links(base, search, len(objects)),
-                "entry": [{"fullUrl": f"{self.base_url}/{r['resourceType']}/{r['id']}", "resource": r,
-                           "search": {"mode": "match"}} for r in resources]}
+def server_meta(row: Any) -> mapping.ServerMeta | None:
+    """FHIR meta of a registry row (revision, updated_at, registered_at)."""
+    if row is None:
+        return None
+    return mapping.ServerMeta(str(row.revision or 1), instant(row.updated_at or row.registered_at),
+                              instant(row.registered_at))
+
+
+def instant(digits: str | None) -> str:
+    """14 registry digits (UTC) as a FHIR instant."""
+    if not digits:
+        return ""
+    return dt.dtm_to_instant(DTM(digits[:14])) or ""
 
 
 def _known_type(assoc: Association) -> bool:

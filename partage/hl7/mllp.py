@@ -146,5 +146,5 @@ class MllpClient:
     def __enter__(self) -> MllpClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -1,83 +1,140 @@
-"""Which handler takes an inbound HL7 v2 message, by its MSH-9 message type.
+"""Which feed takes an inbound HL7 v2 message, by its MSH-9 message type, and the
+acknowledgement that goes back.
 
-One MLLP listener serves every feed; each feed is a module with
-`handle_message(services, text) -> FeedOutcome` and `ack(outcome, text) -> str`.
+One MLLP listener serves every feed. The message's size is judged first, on its text, before
+anything reads it (segments and separators counted: a message past the limits is refused AR
+with only its MSH read); then it is read once (`partage.metadata.er7`); its route names the
+feed's handler (`handle_message(services, message) -> FeedOutcome`), the ACK flavour of its
+profile, and the actor and action of its audit record (one per message, written ahead of any
+write: fail closed).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from ..access.actor import PATIENT_FEED_ACTOR
+from ..access import audit
+from ..access.actor import PATIENT_FEED_ACTOR, Actor
+from ..metadata.er7 import Er7Error, Er7Message, MessageHeader, first_segment, read_header
 from ..services import Services
-from . import documents, pif
+from . import document_feed, patient_feed
+from .acks import DOCUMENT_FEED, PATIENT_FEED, AckFlavour, acknowledgement
+from .document_submission import DOCUMENT_FEED_ACTOR
+from .outcome import APPLICATION_ERROR, REJECTED, SEGMENT_SEQUENCE, FeedOutcome, Problem
 
 log = logging.getLogger("partage.hl7")
 
-Handler = Callable[[Services, str], pif.FeedOutcome]
-Acker = Callable[[pif.FeedOutcome, str], str]
+Handler = Callable[[Services, Er7Message], FeedOutcome]
 
-# message type (MSH-9.1) -> (handler, acknowledgement writer)
-ROUTES: dict[str, tuple[Handler, Acker]] = {
-    "ADT": (pif.handle_message, pif.ack),
-    "MDM": (documents.handle_message, documents.ack),   # CDA documents (ANS CISIS_CDA_HL7_V2)
-    "ORU": (documents.handle_message, documents.ack),
-}
-
-
-MAX_SEGMENTS = 1000   # ADT, MDM, ORU messages have tens; each segment costs the handlers objects
+MAX_SEGMENTS = 1000   # ADT, MDM, ORU messages have tens; each segment costs the reader a tuple of fields
 # Fields, components and repetitions: beyond a base, one separator per 16 characters (a real
 # message is a few hundred separators, plus a base64 CDA that has none).
 SEPARATORS_BASE, CHARS_PER_SEPARATOR = 20000, 16
 
 
-def message_type(text: str) -> str:
-    first = text.split("\r", 1)[0]
-    if not first.startswith("MSH") or len(first) < 4:
-        return ""
-    fields = first.split(first[3])
-    return fields[8].split("^")[0] if len(fields) > 8 else ""
+@dataclass(frozen=True)
+class Route:
+    handler: Handler
+    flavour: AckFlavour
+    actor: Actor
+    action: str = ""            # the audit action ("" -> "HL7 <message type>")
+    notes_pid3: bool = False    # the audit record names the PID-3 patient when the feed did not
 
 
-def _control_id(text: str) -> str:
-    first = text.split("\r", 1)[0]
-    fields = first.split(first[3]) if first.startswith("MSH") and len(first) > 3 else []
-    return fields[9] if len(fields) > 9 else ""
+PATIENT_ROUTE = Route(patient_feed.handle_message, PATIENT_FEED, PATIENT_FEED_ACTOR, "ITI-8", notes_pid3=True)
+DOCUMENT_ROUTE = Route(document_feed.handle_message, DOCUMENT_FEED, DOCUMENT_FEED_ACTOR)   # ANS CISIS_CDA_HL7_V2
+ROUTES: dict[str, Route] = {"ADT": PATIENT_ROUTE, "MDM": DOCUMENT_ROUTE, "ORU": DOCUMENT_ROUTE}
+# Any other message type (and text that is no message) goes to the patient feed, which refuses it.
+UNROUTED = Route(patient_feed.handle_message, PATIENT_FEED, PATIENT_FEED_ACTOR)
+
+
+def route_of(header: MessageHeader | None) -> Route:
+    if header is None:
+        return UNROUTED
+    return ROUTES.get(header.message_type.message_code, UNROUTED)
 
 
 def route(services: Services, text: str) -> str:
     """Handle one message and return the acknowledgement to send back (and audit it once)."""
-    from ..access import audit
-
-    handler, acker = ROUTES.get(message_type(text), (pif.handle_message, pif.ack))
-    kind = message_type(text)
-    segments = text.count("\r") + text.count("\n")   # counted on the text, before any parsing
-    if segments > MAX_SEGMENTS:
-        return pif.ack(pif.FeedOutcome("AR", f"{segments} segments: a message may have at most {MAX_SEGMENTS}",
-                                       _control_id(text)), text)
-    separators = sum(text.count(c) for c in "|^~&")
-    if separators > SEPARATORS_BASE + len(text) // CHARS_PER_SEPARATOR:
-        return pif.ack(pif.FeedOutcome("AR", f"{separators} fields, components and repetitions in {len(text)} "
-                                             "characters: too many to read", _control_id(text)), text)
-    token = audit.begin("ITI-8" if kind == "ADT" else f"HL7 {kind or '?'}", request=text.split("\r", 1)[0][:300])
+    too_big = over_limits(text)
+    if too_big is not None:   # refused before the reader builds anything
+        return ack(too_big, text)
+    message, unreadable = _read(text)
+    header = message.header if message else None
+    chosen = route_of(header)
+    kind = header.message_type.message_code if header else ""
+    token = audit.begin(chosen.action or f"HL7 {kind or '?'}", request=first_segment(text, 300))
     try:
-        audit.note_actor(PATIENT_FEED_ACTOR if kind == "ADT" else getattr(documents, "DOCUMENT_FEED_ACTOR", PATIENT_FEED_ACTOR))
+        audit.note_actor(chosen.actor)
         opened = audit.current()
         if opened is not None:
             audit.open_record(services, opened)   # fail closed: no write without its audit record
-        answer = acker(handler(services, text), text)
-        ctx = audit.current()
-        if ctx is not None:
-            if kind == "ADT" and not ctx.patients:
-                audit.note_patient(audit.first_pid3(text))
-            accepted = "MSA|AA" in answer or "MSA|CA" in answer
-            if not accepted:
-                ctx.remarks.append(answer.split("MSA|", 1)[-1].split("\r", 1)[0][:200])
-            try:
-                audit.finish(services, ctx, 200 if accepted else 400)
-            except audit.AuditUnavailable:   # the ACK stands: its pending record was written first
-                log.error("could not complete the audit record of an HL7 message")
+        outcome = chosen.handler(services, message) if message else _not_a_message(unreadable)
+        answer = acknowledgement(outcome, header, chosen.flavour)
+        _audit(services, chosen, message, outcome)
         return answer
     finally:
         audit.end(token)
+
+
+def over_limits(text: str) -> FeedOutcome | None:
+    """The refusal of a message too big to read (segments, then fields, components and
+    repetitions, counted on its text before any parsing); None when it is within the limits."""
+    segments = text.count("\r") + text.count("\n") - text.count("\r\n")   # CR, LF or CRLF ends one
+    if segments > MAX_SEGMENTS:
+        return _refusal("hl7-too-many-segments", f"{segments} segments: a message may have at most {MAX_SEGMENTS}")
+    separators = sum(text.count(c) for c in _separators(text))
+    if separators > SEPARATORS_BASE + len(text) // CHARS_PER_SEPARATOR:
+        return _refusal("hl7-too-many-elements", f"{separators} fields, components and repetitions in "
+                                                 f"{len(text)} characters: too many to read")
+    return None
+
+
+def _separators(text: str) -> set[str]:
+    """The standard field, component, repetition and subcomponent separators, and those the
+    text's MSH-1 / MSH-2 declare (read from its first 8 characters: nothing is split)."""
+    declared = text[3:6] + text[7:8] if text.startswith("MSH") else ""
+    return set("|^~&") | {c for c in declared if c not in "\r\n"}
+
+
+def ack(outcome: FeedOutcome, text: str) -> str:
+    """The acknowledgement of `outcome` to `text` in the flavour of its route, with only its MSH
+    read (the answer to a message refused before it is read, or whose handling failed)."""
+    header = read_header(text)
+    if header is not None and not outcome.control_id:
+        outcome.control_id = header.control_id
+    return acknowledgement(outcome, header, route_of(header).flavour)
+
+
+def _refusal(rule: str, text: str) -> FeedOutcome:
+    return FeedOutcome(REJECTED, text, "", [Problem(APPLICATION_ERROR, rule, text)])
+
+
+def _read(text: str) -> tuple[Er7Message | None, str]:
+    """The message, or None and why the text is none."""
+    try:
+        return Er7Message.parse(text), ""
+    except Er7Error as exc:
+        return None, str(exc)
+
+
+def _not_a_message(reason: str) -> FeedOutcome:
+    text = f"message cannot be parsed: {reason}"
+    return FeedOutcome(REJECTED, text, "", [Problem(SEGMENT_SEQUENCE, "hl7-not-parsable", text, "MSH")])
+
+
+def _audit(services: Services, chosen: Route, message: Er7Message | None, outcome: FeedOutcome) -> None:
+    ctx = audit.current()
+    if ctx is None:
+        return
+    if chosen.notes_pid3 and not ctx.patients and message is not None:
+        pid = message.first("PID")
+        audit.note_patient(pid.first(3) if pid is not None else "")
+    if not outcome.accepted:
+        ctx.remarks.append(f"{outcome.code}|{outcome.control_id}|{outcome.text}"[:200])
+    try:
+        audit.finish(services, ctx, 200 if outcome.accepted else 400)
+    except audit.AuditUnavailable:   # the ACK stands: its pending record was written first
+        log.error("could not complete the audit record of an HL7 message")

@@ -22,8 +22,8 @@ from typing import Any
 from ..failures import classify
 from ..services import Services
 from .mllp import MllpDecoder, MllpError, frame
-from .pif import FeedOutcome, ack
-from .routing import route
+from .outcome import FeedOutcome
+from .routing import ack, route
 
 log = logging.getLogger("partage.hl7")
 

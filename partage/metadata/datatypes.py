@@ -27,8 +27,12 @@ __all__ = [
     "CE",
     "CX",
     "DTM",
+    "ED",
+    "EI",
     "HD",
+    "MSG",
     "Recipient",
+    "VID",
     "XCN",
     "XPN",
     "XON",
@@ -107,6 +111,8 @@ def unescape_hl7(text: str, strict: bool = True) -> str:
     Strict: only the five separator escapes are allowed (ITI TF-3 4.2.3.1.7 forbids \\H\\ \\N\\
     \\Zdddd\\) and a raw separator or stray backslash is an error. Lenient: both are literal.
     """
+    if "\\" not in text and not (strict and any(d in text for d in _DELIMITERS)):
+        return text   # nothing to decode: a megabyte of base64 (ED.5) is not walked char by char
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -585,6 +591,82 @@ class XPN(_Composite):
     @classmethod
     def parse(cls, text: str, strict: bool = False) -> Self:
         return cls._from_text(_require_text(text, "XPN"), "XPN", strict)
+
+
+# --- HL7 v2 message fields: MSG, VID, EI, ED ----------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class MSG(_Composite):
+    """Message type (MSH-9): ``ADT^A01^ADT_A01``, ``MDM^T02^MDM_T02``."""
+
+    message_code: str = ""        # MSG.1
+    trigger_event: str = ""       # MSG.2
+    message_structure: str = ""   # MSG.3
+    extra: tuple[str, ...] = ()
+
+    _NAME = "MSG"
+    _LAYOUT = (("message_code", False), ("trigger_event", False), ("message_structure", False))
+
+    @classmethod
+    def parse(cls, text: str, strict: bool = False) -> Self:
+        return cls._from_text(_require_text(text, "MSG"), "MSG", strict)
+
+
+@dataclass(frozen=True, slots=True)
+class VID(_Composite):
+    """Version identifier (MSH-12): ``2.5``, ``2.6^FRA``; the CE components are kept as text."""
+
+    version_id: str = ""                  # VID.1
+    internationalization_code: str = ""   # VID.2 (CE, read as text)
+    international_version_id: str = ""    # VID.3 (CE, read as text)
+    extra: tuple[str, ...] = ()
+
+    _NAME = "VID"
+    _LAYOUT = (("version_id", False), ("internationalization_code", False),
+               ("international_version_id", False))
+
+    @classmethod
+    def parse(cls, text: str, strict: bool = False) -> Self:
+        return cls._from_text(_require_text(text, "VID"), "VID", strict)
+
+
+@dataclass(frozen=True, slots=True)
+class EI(_Composite):
+    """Entity identifier (TXA-12, TXA-13): ``extension^namespace^root^ISO``."""
+
+    entity_identifier: str = ""   # EI.1
+    namespace_id: str = ""        # EI.2
+    universal_id: str = ""        # EI.3
+    universal_id_type: str = ""   # EI.4
+    extra: tuple[str, ...] = ()
+
+    _NAME = "EI"
+    _LAYOUT = (("entity_identifier", False), ("namespace_id", False), ("universal_id", False),
+               ("universal_id_type", False))
+
+    @classmethod
+    def parse(cls, text: str, strict: bool = False) -> Self:
+        return cls._from_text(_require_text(text, "EI"), "EI", strict)
+
+
+@dataclass(frozen=True, slots=True)
+class ED(_Composite):
+    """Encapsulated data (OBX-5 of type ED): ``^TEXT^XML^Base64^<data>``."""
+
+    source_application: HD = HD()   # ED.1
+    type_of_data: str = ""          # ED.2
+    data_subtype: str = ""          # ED.3
+    encoding: str = ""              # ED.4
+    data: str = ""                  # ED.5
+    extra: tuple[str, ...] = ()
+
+    _NAME = "ED"
+    _LAYOUT = (("source_application", True), ("type_of_data", False), ("data_subtype", False),
+               ("encoding", False), ("data", False))
+
+    @classmethod
+    def parse(cls, text: str, strict: bool = False) -> Self:
+        return cls._from_text(_require_text(text, "ED"), "ED", strict)
 
 
 # --- intendedRecipient ---------------------------------------------------------------------

@@ -31,8 +31,8 @@ from .indexing import author_rows, code_rows, row_values
 from .store import Registry
 
 OBJECT_COLUMNS = [c.name for c in schema.registry_objects.columns if c.name != "pk"]
-CODE_COLUMNS = ["object_pk", "patient_pk", "attribute", "code", "scheme"]
-AUTHOR_COLUMNS = ["object_pk", "patient_pk", "person"]
+CODE_COLUMNS = [c.name for c in schema.object_codes.columns if c.name != "pk"]
+AUTHOR_COLUMNS = [c.name for c in schema.object_authors.columns if c.name != "pk"]
 UNIQUE_ID_COLUMNS = ["unique_id", "kind", "lid", "hash"]
 
 

@@ -18,6 +18,7 @@ from ..metadata.model import (
     SubmissionSet,
 )
 from .schema import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
+from .search_index import date_range, normalize, token_hashes
 
 KIND_OF = {
     "DocumentEntry": KIND_DOCUMENT, "SubmissionSet": KIND_SUBMISSION_SET,
@@ -55,9 +56,15 @@ def time_column(value: DTM | None) -> str | None:
     return value.lower_bound() if value is not None else None
 
 
+def high_column(value: DTM | None) -> str | None:
+    """The exclusive end of the range a DTM covers (search_index.date_range)."""
+    return date_range(value)[1] if value is not None else None
+
+
 def row_values(obj: AnyObject, *, patient_pk: int | None, registered_at: str,
                blob_address: str | None = None, lineage: str | None = None) -> dict[str, Any]:
-    """The row of `obj`; a DocumentEntry's `lineage` defaults to its own logical id."""
+    """The row of `obj`; a DocumentEntry's `lineage` defaults to its own logical id. A new row
+    is revision 1, last updated when registered (`register.rewrite` counts the changes)."""
     values: dict[str, Any] = {
         "kind": KIND_OF[obj.kind],
         "entry_uuid": obj.entry_uuid,
@@ -67,6 +74,8 @@ def row_values(obj: AnyObject, *, patient_pk: int | None, registered_at: str,
         "status": status_short(obj.availability_status),
         "home_community_id": obj.home_community_id,
         "registered_at": registered_at,
+        "revision": 1,
+        "updated_at": registered_at,
         "body": json.dumps(codec.to_dict(obj), separators=(",", ":"), ensure_ascii=False),
     }
     if isinstance(obj, DocumentEntry):
@@ -75,6 +84,9 @@ def row_values(obj: AnyObject, *, patient_pk: int | None, registered_at: str,
             creation_time=time_column(obj.creation_time),
             service_start=time_column(obj.service_start_time),
             service_stop=time_column(obj.service_stop_time),
+            creation_high=high_column(obj.creation_time),
+            service_start_high=high_column(obj.service_start_time),
+            service_stop_high=high_column(obj.service_stop_time),
             hash=obj.hash or None, size=obj.size,
             repository_unique_id=obj.repository_unique_id or None,
             mime_type=obj.mime_type or None,
@@ -93,21 +105,32 @@ def row_values(obj: AnyObject, *, patient_pk: int | None, registered_at: str,
     return values
 
 
-def code_rows(obj: AnyObject) -> list[dict[str, str]]:
+def code_rows(obj: AnyObject) -> list[dict[str, Any]]:
+    """The token rows of `obj`: each coded value (scheme, code) and each referenceIdList CX,
+    whose token is (assigning authority, id) and whose text is the whole CX (ITI-18 matches it)."""
     rows = []
     for name, attribute in CODE_ATTRIBUTES.items():
         value = getattr(obj, name, None)
         if value is None:
             continue
         for code in value if isinstance(value, list) else [value]:
-            rows.append({"attribute": attribute, "code": code.code, "scheme": code.scheme})
+            rows.append({"attribute": attribute, "code": code.code, "scheme": code.scheme,
+                         **token_hashes(attribute, code.scheme, code.code)})
     for ref in getattr(obj, "reference_ids", ()):
-        rows.append({"attribute": REFERENCE_ID_ATTRIBUTE, "code": ref.format(), "scheme": ""})
+        rows.append({"attribute": REFERENCE_ID_ATTRIBUTE, "code": ref.format(), "scheme": "",
+                     **token_hashes(REFERENCE_ID_ATTRIBUTE, ref.assigning_authority.universal_id, ref.id)})
     return rows
 
 
-def author_rows(obj: AnyObject) -> list[dict[str, str]]:
-    return [{"person": a.person.format()} for a in getattr(obj, "authors", ()) if a.person]
+def author_rows(obj: AnyObject) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for author in getattr(obj, "authors", ()):
+        person = author.person
+        if person:
+            given = " ".join(n for n in (person.given_name, person.further_given_names) if n)
+            rows.append({"person": person.format(), "family_norm": normalize(person.family_name) or None,
+                         "given_norm": normalize(given) or None})
+    return rows
 
 
 def object_from_row(body: str) -> AnyObject:

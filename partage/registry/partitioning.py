@@ -70,6 +70,8 @@ def _ddl(partitions: int) -> list[str]:
         "ON DELETE CASCADE ON UPDATE CASCADE",
         # The query indexes of schema.py (created on every partition).
         "CREATE INDEX ix_objects_patient_kind_status ON registry_objects (patient_pk, kind, status, creation_time)",
+        "CREATE INDEX ix_objects_patient_kind_registered ON registry_objects "
+        "(patient_pk, kind, registered_at, pk)",
         "CREATE INDEX ix_objects_unique_id ON registry_objects (unique_id)",
         "CREATE INDEX ix_objects_lid ON registry_objects (lid, version)",
         "CREATE INDEX ix_objects_source ON registry_objects (source_uuid)",
@@ -78,6 +80,9 @@ def _ddl(partitions: int) -> list[str]:
         "CREATE INDEX ix_objects_entry_uuid ON registry_objects (entry_uuid)",
         "CREATE INDEX ix_codes_patient_attr_code ON object_codes (patient_pk, attribute, code)",
         "CREATE INDEX ix_codes_object ON object_codes (object_pk)",
+        "CREATE INDEX ix_codes_patient_hash_sv ON object_codes (patient_pk, hash_sys_value)",
+        "CREATE INDEX ix_codes_patient_hash_v ON object_codes (patient_pk, hash_value)",
+        "CREATE INDEX ix_codes_patient_hash_s ON object_codes (patient_pk, hash_sys)",
         "CREATE INDEX ix_authors_patient_person ON object_authors (patient_pk, person)",
         "CREATE INDEX ix_authors_object ON object_authors (object_pk)",
     ]

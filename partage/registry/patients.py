@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from ..metadata.datatypes import CX, HD
-from . import schema
+from . import patient_index, schema
 from .clock import utc_now
 
 # "FHIR Patient logical ids of this Partage server", in the UUID-derived arc 2.25.
@@ -99,16 +99,24 @@ def upsert(conn: Connection, identifiers: Iterable[CX], demographics: dict[str, 
     t, p = schema.patient_identifiers, schema.patients
     now = utc_now()
     pk = next((found for found in (patient_pk(conn, cx) for cx in parsed) if found is not None), None)
+    existed = pk is not None
     if pk is None:
         pk = conn.execute(p.insert().values(
             demographics=json.dumps(demographics or {}), public_id=new_public_id(), created_at=now, updated_at=now
         )).inserted_primary_key[0]
+        patient_index.reindex(conn, pk, demographics or {})
     elif demographics is not None:
-        conn.execute(update(p).where(p.c.pk == pk).values(demographics=json.dumps(demographics), updated_at=now))
+        conn.execute(update(p).where(p.c.pk == pk).values(demographics=json.dumps(demographics), updated_at=now,
+                                                          revision=p.c.revision + 1))
+        patient_index.reindex(conn, pk, demographics)
+    added = False
     for cx in parsed:
         if patient_pk(conn, cx) is None:
             conn.execute(t.insert().values(patient_pk=pk, authority=cx.assigning_authority.universal_id,
                                            value=cx.id, id_type=cx.id_type))
+            added = True
+    if added and existed and demographics is None:   # a new identifier is a new version too
+        conn.execute(update(p).where(p.c.pk == pk).values(updated_at=now, revision=p.c.revision + 1))
     return pk
 
 
@@ -128,10 +136,3 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
     for table in (objs, schema.object_codes, schema.object_authors, schema.clinical_facts, schema.document_text):
         conn.execute(update(table).where(table.c.patient_pk == gone).values(patient_pk=keep))
     return keep
-
-
-def live(conn: Connection, limit: int) -> list[int]:
-    """Patients not merged into another, oldest first (an unfiltered Patient search)."""
-    p = schema.patients
-    return list(conn.execute(select(p.c.pk).where(p.c.merged_into.is_(None)).order_by(p.c.pk).limit(limit))
-                .scalars())

@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, exists, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, exists, false, or_, select
 
-from ..metadata.model import Code
 from ..metadata.query import (
     CodeFilter,
     DocumentFilter,
@@ -20,7 +19,8 @@ from ..metadata.query import (
     TimeRange,
 )
 from . import schema
-from .indexing import pad_time
+from .indexing import REFERENCE_ID_ATTRIBUTE, pad_time
+from .search_index import hash_sys_value, hash_value
 
 OBJ = schema.registry_objects
 CODES = schema.object_codes
@@ -33,17 +33,25 @@ Clauses = list[ColumnElement[bool]]
 
 
 def _code_filter(attribute: str, groups: CodeFilter) -> Clauses:
+    """Each group: one of its codes (code and scheme; code alone without a scheme), through
+    the token hashes FHIR search uses too (search_index.token_hashes)."""
     clauses: Clauses = []
     for group in groups:
-        alternatives = []
-        for code in group:
-            match = CODES.c.code == code.code
-            if code.scheme:
-                match = and_(match, CODES.c.scheme == code.scheme)
-            alternatives.append(match)
-        clauses.append(exists().where(CODES.c.object_pk == OBJ.c.pk,
-                                      CODES.c.attribute == attribute, or_(*alternatives)))
+        with_scheme = [hash_sys_value(attribute, c.scheme, c.code) for c in group if c.scheme]
+        code_only = [hash_value(attribute, c.code) for c in group if not c.scheme]
+        tests: Clauses = []
+        if with_scheme:
+            tests.append(CODES.c.hash_sys_value.in_(with_scheme))
+        if code_only:
+            tests.append(CODES.c.hash_value.in_(code_only))
+        clauses.append(exists().where(CODES.c.object_pk == OBJ.c.pk, or_(*tests)) if tests else false())
     return clauses
+
+
+def _reference_filter(reference_ids: Sequence[str]) -> Clauses:
+    """$XDSDocumentEntryReferenceIdList: a referenceIdList value, as the whole CX text."""
+    return [exists().where(CODES.c.object_pk == OBJ.c.pk, CODES.c.attribute == REFERENCE_ID_ATTRIBUTE,
+                           CODES.c.code.in_(list(reference_ids)))]
 
 
 def _time_filter(column: ColumnElement[Any], window: TimeRange) -> Clauses:
@@ -75,7 +83,7 @@ def document_clauses(f: DocumentFilter) -> Clauses:
     clauses += _time_filter(OBJ.c.service_stop, f.service_stop)
     clauses += _author_filter(f.author_persons)
     if f.reference_ids:
-        clauses += _code_filter("refid", [[Code(r, "") for r in f.reference_ids]])
+        clauses += _reference_filter(f.reference_ids)
     if f.unique_ids:
         clauses.append(OBJ.c.unique_id.in_(f.unique_ids))
     if f.entry_uuids:

@@ -293,6 +293,7 @@ def rewrite(conn: Connection, entry_uuid: str, mutate: Callable[[AnyObject], Non
     mutate(obj)
     values = row_values(obj, patient_pk=row.patient_pk, registered_at=row.registered_at,
                         blob_address=row.blob_address, lineage=row.lineage)
+    values.update(revision=(row.revision or 1) + 1, updated_at=utc_now())   # a new FHIR version
     conn.execute(update(OBJ).where(OBJ.c.pk == row.pk).values(**values))
     conn.execute(schema.object_codes.delete().where(schema.object_codes.c.object_pk == row.pk))
     conn.execute(schema.object_authors.delete().where(schema.object_authors.c.object_pk == row.pk))

@@ -43,6 +43,8 @@ patients = Table(
     Column("public_id", String(64), nullable=True),
     Column("created_at", String(20), nullable=False),
     Column("updated_at", String(20), nullable=False),
+    # The FHIR Patient's version (meta.versionId, ETag): 1, then one more at each change (0006).
+    Column("revision", Integer, nullable=False, default=1, server_default="1"),
 )
 
 patient_identifiers = Table(
@@ -54,6 +56,23 @@ patient_identifiers = Table(
     Column("id_type", String(16), nullable=False, default=""),  # CX.5 (NH, PI, INS-NIR...)
     UniqueConstraint("authority", "value", name="uq_patient_identifiers_authority_value"),
 )
+Index("ix_patient_identifiers_value", patient_identifiers.c.value)   # a value-only search (0006)
+
+# The patients' search index (registry.patient_index; migration 0006): one row per name part
+# (normalized, and as given) and one for the birth date (the range it covers).
+patient_index = Table(
+    "patient_index", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("patient_pk", Integer, ForeignKey("patients.pk"), nullable=False),
+    Column("attribute", String(16), nullable=False),      # family | given | birthdate
+    Column("value_norm", String(200), nullable=True),
+    Column("value_exact", String(200), nullable=True),
+    Column("low", String(14), nullable=True),
+    Column("high", String(14), nullable=True),
+)
+Index("ix_patient_index_value", patient_index.c.attribute, patient_index.c.value_norm)
+Index("ix_patient_index_date", patient_index.c.attribute, patient_index.c.low)
+Index("ix_patient_index_patient", patient_index.c.patient_pk)
 
 registry_objects = Table(
     "registry_objects", metadata,
@@ -74,6 +93,11 @@ registry_objects = Table(
     Column("creation_time", String(14), nullable=True),   # DTM padded to 14 digits (lower bound)
     Column("service_start", String(14), nullable=True),
     Column("service_stop", String(14), nullable=True),
+    # The end of each of these ranges, exclusive (search_index.date_range): "2024" covers
+    # 20240101000000 up to 20250101000000 (migration 0006).
+    Column("creation_high", String(14), nullable=True),
+    Column("service_start_high", String(14), nullable=True),
+    Column("service_stop_high", String(14), nullable=True),
     Column("hash", String(40), nullable=True),
     Column("size", BigInteger, nullable=True),
     Column("repository_unique_id", String(64), nullable=True),
@@ -90,11 +114,19 @@ registry_objects = Table(
     Column("target_uuid", String(64), nullable=True),
     # Bookkeeping
     Column("registered_at", String(20), nullable=False),
+    # The row's own version (FHIR meta.versionId, ETag) and when it last changed (meta.lastUpdated):
+    # a status change rewrites the row (register.rewrite) and counts one more (migration 0006).
+    Column("revision", Integer, nullable=False, default=1, server_default="1"),
+    Column("updated_at", String(20), nullable=True),
     Column("body", Text, nullable=False),                 # metadata.codec JSON
     UniqueConstraint("entry_uuid", name="uq_registry_objects_entry_uuid"),
 )
 Index("ix_objects_patient_kind_status", registry_objects.c.patient_pk, registry_objects.c.kind,
       registry_objects.c.status, registry_objects.c.creation_time)
+# FHIR search's default order (newest registration first, migration 0006): a heavy patient's
+# first page is read from this index in order, not sorted from all its entries (registry.search).
+Index("ix_objects_patient_kind_registered", registry_objects.c.patient_pk, registry_objects.c.kind,
+      registry_objects.c.registered_at, registry_objects.c.pk)
 Index("ix_objects_unique_id", registry_objects.c.unique_id)
 Index("ix_objects_lid", registry_objects.c.lid, registry_objects.c.version)
 Index("ix_objects_source", registry_objects.c.source_uuid)
@@ -140,10 +172,17 @@ object_codes = Table(
     Column("attribute", String(8), nullable=False),     # see registry.indexing.CODE_ATTRIBUTES
     Column("code", String(256), nullable=False),
     Column("scheme", String(128), nullable=False, default=""),
+    # The token as search compares it, hashed (registry.search_index.token_hashes; migration 0006).
+    Column("hash_sys_value", BigInteger, nullable=True),
+    Column("hash_value", BigInteger, nullable=True),
+    Column("hash_sys", BigInteger, nullable=True),
 )
 Index("ix_codes_patient_attr_code", object_codes.c.patient_pk, object_codes.c.attribute,
       object_codes.c.code)
 Index("ix_codes_object", object_codes.c.object_pk)
+Index("ix_codes_patient_hash_sv", object_codes.c.patient_pk, object_codes.c.hash_sys_value)
+Index("ix_codes_patient_hash_v", object_codes.c.patient_pk, object_codes.c.hash_value)
+Index("ix_codes_patient_hash_s", object_codes.c.patient_pk, object_codes.c.hash_sys)
 
 object_authors = Table(
     "object_authors", metadata,
@@ -152,6 +191,10 @@ object_authors = Table(
            ForeignKey("registry_objects.pk", ondelete="CASCADE"), nullable=False),
     Column("patient_pk", Integer, nullable=True),
     Column("person", String(256), nullable=False),
+    # Name parts as string search compares them (search_index.normalize; migration 0006):
+    # the family name; the given names, first and further, space-separated.
+    Column("family_norm", String(200), nullable=True),
+    Column("given_norm", String(200), nullable=True),
 )
 Index("ix_authors_patient_person", object_authors.c.patient_pk, object_authors.c.person)
 Index("ix_authors_object", object_authors.c.object_pk)

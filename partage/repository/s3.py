@@ -1,24 +1,31 @@
-"""Blobs in an S3-compatible object store (AWS S3, MinIO, Ceph RGW, Scaleway, OVH...).
+"""Blobs in an S3-compatible object store (AWS S3, SeaweedFS, MinIO, Ceph RGW, Scaleway, OVH...).
 
-Selected with `PARTAGE_BLOB_URL=s3://bucket/prefix`; `PARTAGE_S3_ENDPOINT_URL` names a
-non-AWS endpoint (e.g. http://minio:9000). Credentials and region come from boto3's
-usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws, instance roles): they
-never pass through Partage's settings.
+Selected with `PARTAGE_BLOB_URL=s3://bucket/prefix` (one bucket per deployment);
+`PARTAGE_S3_ENDPOINT_URL` names a non-AWS endpoint (e.g. http://seaweedfs:8333). Credentials
+and region come from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
+~/.aws, instance roles): they never pass through Partage's settings.
 
-The same contract as the filesystem store: the address is the SHA-256 of the bytes,
-known only once they are all read, so `put` spools the stream to a local temporary
-file while hashing (SHA-1 + SHA-256 + size in one pass, never the whole document in
-memory), then uploads it under `prefix/ab/cd/<sha256>` (multipart above 8 MB). An S3
-PUT or a completed multipart upload is atomic: readers see the whole object or none,
-the equivalent of the filesystem store's rename. An address already present is not
-uploaded again (content addressing makes the bytes identical).
+The same contract as the filesystem store: the address is the SHA-256 of the bytes, known
+only once they are all read. Nothing is spooled to the worker's disk (workers keep no
+state): a document up to `PART_SIZE` is hashed in memory and sent with one PUT; a larger
+one is streamed as a multipart upload under `prefix/incoming/<uuid>` while it is hashed,
+part by part (at most one part in memory), then copied by the server to its address
+`prefix/ab/cd/<sha256>` and the incoming object deleted. Every PUT and part carries its
+Content-MD5, which the server checks. A completed PUT, multipart upload or copy is atomic:
+readers see the whole object or none. An address already present is not written again
+(content addressing makes the bytes identical). Reads are checked against the address
+(`VerifiedStream`). A crash between the upload and the copy leaves an object under
+`incoming/`, never a wrong one under an address; `stale_incoming` lists them for fsck.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import tempfile
+import time
+import uuid
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import IO, BinaryIO, Literal, Protocol, TypedDict
 from urllib.parse import urlparse
 
@@ -27,21 +34,27 @@ import boto3  # type: ignore[import-untyped]
 from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
-from .store import CHUNK, BlobStore, StoredBlob, _valid_address
+from .store import BlobStore, BlobStream, StoredBlob, VerifiedStream, _valid_address
 
-MULTIPART_CHUNK = 8 * 1024 * 1024
-
-
-class _GetObjectOutput(TypedDict):
-    Body: BinaryIO   # a botocore StreamingBody: read(n), close, context manager
+PART_SIZE = 8 * 1024 * 1024   # S3's minimum part is 5 MiB; one part is the most held in memory
+INCOMING = "incoming"
 
 
-class _ListedObject(TypedDict):
+def _md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
+
+
+class _Digest(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+class _Listed(TypedDict):
     Key: str
+    LastModified: datetime
 
 
 class _ListPage(TypedDict, total=False):
-    Contents: list[_ListedObject]
+    Contents: list[_Listed]
 
 
 class _ListPaginator(Protocol):
@@ -52,73 +65,144 @@ class _S3Exceptions(Protocol):
     NoSuchKey: type[Exception]
 
 
+class _Object(TypedDict):
+    Body: BinaryIO   # a botocore StreamingBody: read(n), close
+    ContentLength: int
+
+
+class _Upload(TypedDict):
+    UploadId: str
+
+
+class _UploadedPart(TypedDict):
+    ETag: str
+
+
 class S3Client(Protocol):
     """The calls this store makes on a boto3 S3 client (boto3 builds its clients at run time)."""
 
     exceptions: _S3Exceptions
 
-    def upload_fileobj(self, Fileobj: BinaryIO, Bucket: str, Key: str, *, Config: TransferConfig,
-                       ExtraArgs: dict[str, object]) -> None: ...
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes, ContentMD5: str, ContentType: str,
+                   Metadata: dict[str, str]) -> object: ...
 
-    def get_object(self, *, Bucket: str, Key: str) -> _GetObjectOutput: ...
+    def copy(self, CopySource: dict[str, str], Bucket: str, Key: str, *, ExtraArgs: dict[str, object],
+             Config: TransferConfig) -> None: ...
+
+    def create_multipart_upload(self, *, Bucket: str, Key: str, ContentType: str) -> _Upload: ...
+
+    def upload_part(self, *, Bucket: str, Key: str, UploadId: str, PartNumber: int, Body: bytes,
+                    ContentMD5: str) -> _UploadedPart: ...
+
+    def complete_multipart_upload(self, *, Bucket: str, Key: str, UploadId: str,
+                                  MultipartUpload: dict[str, list[dict[str, object]]]) -> object: ...
+
+    def abort_multipart_upload(self, *, Bucket: str, Key: str, UploadId: str) -> object: ...
+
+    def get_object(self, *, Bucket: str, Key: str) -> _Object: ...
 
     def head_object(self, *, Bucket: str, Key: str) -> object: ...
 
     def delete_object(self, *, Bucket: str, Key: str) -> object: ...
 
-    def head_bucket(self, *, Bucket: str) -> object: ...
+    def list_objects_v2(self, *, Bucket: str, Prefix: str, MaxKeys: int) -> object: ...
 
     def get_paginator(self, operation_name: Literal["list_objects_v2"]) -> _ListPaginator: ...
 
 
+def _read_part(source: IO[bytes], size: int) -> bytes:
+    """Exactly `size` bytes, or fewer only at the end of the stream."""
+    parts, got = [], 0
+    while got < size:
+        chunk = source.read(size - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
 class S3BlobStore(BlobStore):
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 client: S3Client | None = None, spool_dir: str | None = None,
-                 max_concurrency: int = 4) -> None:
+                 client: S3Client | None = None, part_size: int = PART_SIZE) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client: S3Client = client or boto3.client("s3", endpoint_url=endpoint_url or None)
-        self.spool_dir = spool_dir
-        self.transfer = TransferConfig(multipart_threshold=MULTIPART_CHUNK, multipart_chunksize=MULTIPART_CHUNK,
-                                       max_concurrency=max_concurrency)
+        self.part_size = part_size
+        self.copy_config = TransferConfig(multipart_threshold=4 * 1024 ** 3, multipart_chunksize=256 * 1024 ** 2)
 
     @classmethod
     def from_url(cls, url: str, *, endpoint_url: str | None = None, client: S3Client | None = None,
-                 spool_dir: str | None = None, max_concurrency: int = 4) -> S3BlobStore:
+                 part_size: int = PART_SIZE) -> S3BlobStore:
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ValueError(f"not an S3 blob URL (s3://bucket/prefix): {url!r}")
-        return cls(parsed.netloc, parsed.path, endpoint_url=endpoint_url, client=client,
-                   spool_dir=spool_dir, max_concurrency=max_concurrency)
+        return cls(parsed.netloc, parsed.path, endpoint_url=endpoint_url, client=client, part_size=part_size)
+
+    def _under_prefix(self, tail: str) -> str:
+        return f"{self.prefix}/{tail}" if self.prefix else tail
 
     def key(self, address: str) -> str:
         if not _valid_address(address):
             raise ValueError(f"not a blob address: {address!r}")
-        tail = f"{address[:2]}/{address[2:4]}/{address}"
-        return f"{self.prefix}/{tail}" if self.prefix else tail
+        return self._under_prefix(f"{address[:2]}/{address[2:4]}/{address}")
 
     def put(self, source: IO[bytes]) -> StoredBlob:
-        sha1, sha256, size = hashlib.sha1(), hashlib.sha256(), 0
-        with tempfile.TemporaryFile(dir=self.spool_dir, prefix="partage-s3-") as spool:
-            while chunk := source.read(CHUNK):
-                sha1.update(chunk)
-                sha256.update(chunk)
-                size += len(chunk)
-                spool.write(chunk)
+        sha1, sha256 = hashlib.sha1(), hashlib.sha256()
+        first = _read_part(source, self.part_size)
+        sha1.update(first)
+        sha256.update(first)
+        if len(first) < self.part_size:   # the whole document: one PUT
             address = sha256.hexdigest()
             if not self.exists(address):
-                spool.seek(0)
-                self.client.upload_fileobj(spool, self.bucket, self.key(address), Config=self.transfer,
-                                           ExtraArgs={"ContentType": "application/octet-stream",
-                                                      "Metadata": {"sha1": sha1.hexdigest()}})
+                self.client.put_object(Bucket=self.bucket, Key=self.key(address), Body=first,
+                                       ContentMD5=_md5(first), ContentType="application/octet-stream",
+                                       Metadata={"sha1": sha1.hexdigest()})
+            return StoredBlob(address, sha1.hexdigest(), len(first))
+        incoming = self._under_prefix(f"{INCOMING}/{uuid.uuid4().hex}")
+        size = self._upload_parts(incoming, first, source, sha1, sha256)
+        address = sha256.hexdigest()
+        try:
+            if not self.exists(address):
+                self.client.copy({"Bucket": self.bucket, "Key": incoming}, self.bucket, self.key(address),
+                                 ExtraArgs={"Metadata": {"sha1": sha1.hexdigest()}, "MetadataDirective": "REPLACE",
+                                            "ContentType": "application/octet-stream"},
+                                 Config=self.copy_config)
+        finally:
+            self.client.delete_object(Bucket=self.bucket, Key=incoming)
         return StoredBlob(address, sha1.hexdigest(), size)
 
-    def open(self, address: str) -> BinaryIO:
-        """The object's body, streamed (botocore StreamingBody: read(n), close, context manager)."""
+    def _upload_parts(self, key: str, first: bytes, source: IO[bytes], sha1: _Digest, sha256: _Digest) -> int:
+        """Stream `first` and the rest of `source` as a multipart upload to `key`; the size."""
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=key,
+                                                     ContentType="application/octet-stream")
+        upload_id = upload["UploadId"]
+        parts: list[dict[str, object]] = []
+        size, part, number = 0, first, 1
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self.key(address))["Body"]
+            while part:
+                answer = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                 PartNumber=number, Body=part, ContentMD5=_md5(part))
+                parts.append({"ETag": answer["ETag"], "PartNumber": number})
+                size += len(part)
+                number += 1
+                part = _read_part(source, self.part_size)
+                sha1.update(part)
+                sha256.update(part)
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                  MultipartUpload={"Parts": parts})
+        except BaseException:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        return size
+
+    def open(self, address: str) -> BlobStream:
+        """The object's body, streamed and checked against the address as it is read."""
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.key(address))
         except self.client.exceptions.NoSuchKey as exc:
             raise FileNotFoundError(address) from exc
+        return VerifiedStream(answer["Body"], address, int(answer["ContentLength"]))
 
     def exists(self, address: str) -> bool:
         try:
@@ -132,19 +216,27 @@ class S3BlobStore(BlobStore):
     def delete(self, address: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(address))
 
-    def addresses(self) -> Iterator[str]:
+    def _objects(self, start: str) -> Iterator[_Listed]:
         paginator = self.client.get_paginator("list_objects_v2")
-        start = f"{self.prefix}/" if self.prefix else ""
         for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
-            for item in page.get("Contents", ()):
-                name = item["Key"].rsplit("/", 1)[-1]
-                if _valid_address(name) and item["Key"] == self.key(name):
-                    yield name
+            yield from page.get("Contents", ())
+
+    def addresses(self) -> Iterator[str]:
+        for item in self._objects(f"{self.prefix}/" if self.prefix else ""):
+            name = item["Key"].rsplit("/", 1)[-1]
+            if _valid_address(name) and item["Key"] == self.key(name):
+                yield name
+
+    def stale_incoming(self, min_age_seconds: float = 3600) -> list[str]:
+        """Keys of uploads a crash left under incoming/ (never at an address)."""
+        now = time.time()
+        return [item["Key"] for item in self._objects(self._under_prefix(f"{INCOMING}/"))
+                if now - item["LastModified"].timestamp() >= min_age_seconds]
 
     def status(self) -> dict[str, str]:
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            # a listing, not HEAD bucket: it proves the keys may read (some servers answer HEAD anyway)
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._under_prefix(""), MaxKeys=1)
             return {"backend": "s3", "status": "ok"}
         except Exception as exc:   # health must answer, not raise
             return {"backend": "s3", "status": f"error: {exc.__class__.__name__}"}
-

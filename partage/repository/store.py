@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Protocol
 
 CHUNK = 1 << 20
 
@@ -27,6 +27,18 @@ class StoredBlob:
     size: int
 
 
+class BlobStream(Protocol):
+    """What readers of a blob use: read to the end (or some), close, or `with`."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> BlobStream: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
 class BlobStore(ABC):
     """What the repository needs from a storage backend (filesystem, S3-compatible...)."""
 
@@ -35,8 +47,9 @@ class BlobStore(ABC):
         """Store the stream's bytes (from its current position) and return their digests."""
 
     @abstractmethod
-    def open(self, address: str) -> BinaryIO:
-        """A readable binary stream of the blob; FileNotFoundError if absent."""
+    def open(self, address: str) -> BlobStream:
+        """A readable stream of the blob, checked against its address as it is read to the
+        end (BlobCorrupted); FileNotFoundError if absent."""
 
     @abstractmethod
     def exists(self, address: str) -> bool: ...
@@ -50,6 +63,48 @@ class BlobStore(ABC):
 
     @abstractmethod
     def status(self) -> dict[str, str]: ...
+
+
+class BlobCorrupted(OSError):
+    """The bytes read back are not the bytes stored: their SHA-256 is not their address."""
+
+
+class VerifiedStream:
+    """A blob's stream that checks, once `size` bytes have been read, that their SHA-256 is
+    the blob's address; BlobCorrupted otherwise (served bytes are never silently wrong:
+    a reader streaming to a client stops short, and the client sees a truncated answer)."""
+
+    def __init__(self, raw: BinaryIO | BlobStream, address: str, size: int) -> None:
+        self._raw = raw
+        self._address = address
+        self._size = size
+        self._read = 0
+        self._sha256 = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._raw.read() if n is None or n < 0 else self._raw.read(n)
+        self._sha256.update(chunk)
+        before, self._read = self._read, self._read + len(chunk)
+        if (before < self._size <= self._read) or (not chunk and before < self._size) or self._read > self._size:
+            self._check()
+        return chunk
+
+    def _check(self) -> None:
+        if self._read != self._size or self._sha256.hexdigest() != self._address:
+            raise BlobCorrupted(f"blob {self._address}: {self._read} bytes read of {self._size}, "
+                                "SHA-256 differs from the address")
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> VerifiedStream:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def _valid_address(address: str) -> bool:
@@ -95,8 +150,9 @@ class FilesystemBlobStore(BlobStore):
             raise
         return StoredBlob(address, sha1.hexdigest(), size)
 
-    def open(self, address: str) -> BinaryIO:
-        return open(self.path(address), "rb")
+    def open(self, address: str) -> BlobStream:
+        raw = open(self.path(address), "rb")
+        return VerifiedStream(raw, address, os.fstat(raw.fileno()).st_size)
 
     def exists(self, address: str) -> bool:
         return self.path(address).exists()

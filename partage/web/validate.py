@@ -111,8 +111,8 @@ def validate_upload(services: Services, upload: Upload, profile_name: str | None
         # XML, but neither CDA nor SOAP nor FHIR: the CDA validator says what it is (or why
         # it is not readable) in its own words.
         return [validator.validate(data, filename=upload.name)]
-    return [_refused(upload.name, "not-supported", "the file is neither a CDA document (XML), an ITI-41 "
-                     "request (SOAP 1.2) nor an MHD Provide Document Bundle (FHIR JSON or XML)")]
+    return [_refused(upload.name, "not-supported", "le fichier n'est ni un document CDA (XML), ni une requête "
+                     "ITI-41 (SOAP 1.2), ni un Bundle MHD Provide Document (FHIR JSON ou XML)")]
 
 
 def _refused(name: str, rule: str, message: str, layer: str = PARSE) -> Report:
@@ -139,8 +139,8 @@ def _documents(validator: Validator, name: str, request_model: SubmissionRequest
         data = content.file.read()
         if not is_cda(data[:64 * 1024]):
             reports.append(Report(file=label, valid=True, findings=[Finding(
-                "not-cda", INFO, PARSE, f"mimeType {entry.mime_type or '?'}: not a CDA document, not checked "
-                                        "by the CDA profile", "/")]))
+                "not-cda", INFO, PARSE, f"mimeType {entry.mime_type or '?'} : pas un document CDA, non vérifié "
+                                        "par le profil CDA", "/")]))
             continue
         reports.append(validator.validate(data, filename=label, xds_metadata=entry_metadata(entry)))
     return reports
@@ -154,11 +154,11 @@ def _validate_iti41(services: Services, validator: Validator, upload: Upload) ->
                                     io.BytesIO(upload.data), max_total=limit)
         envelope = parse_envelope(message.root, require_action=False)
     except (MtomError, XmlInputError, SoapError) as exc:
-        return [_refused(upload.name, "soap-unreadable", f"unreadable SOAP request: {exc}")]
+        return [_refused(upload.name, "soap-unreadable", f"requête SOAP illisible : {exc}")]
     body = envelope.body
     if body.tag != "{urn:ihe:iti:xds-b:2007}ProvideAndRegisterDocumentSetRequest":
-        return [_refused(upload.name, "not-iti41", f"the SOAP body is {body.tag}, not an ITI-41 "
-                         "ProvideAndRegisterDocumentSetRequest")]
+        return [_refused(upload.name, "not-iti41", f"le corps SOAP est {body.tag}, pas une requête "
+                         "ITI-41 ProvideAndRegisterDocumentSetRequest")]
     submit = body.find("{urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0}SubmitObjectsRequest")
     try:
         if submit is None:
@@ -174,9 +174,9 @@ def _validate_iti41(services: Services, validator: Validator, upload: Upload) ->
                                                                      sha1="")
     except XdsErrors as exc:
         return [_metadata_report(upload.name, exc.errors) or _refused(upload.name, "iti41-unreadable",
-                                                                        "unreadable ITI-41 request")]
+                                                                        "requête ITI-41 illisible")]
     except (MtomError, ValueError) as exc:
-        return [_refused(upload.name, "iti41-unreadable", f"unreadable ITI-41 request: {exc}")]
+        return [_refused(upload.name, "iti41-unreadable", f"requête ITI-41 illisible : {exc}")]
     meta = _metadata_report(upload.name, validate_submission(model, services.domain, ITI_41))
     return ([meta] if meta else []) + _documents(validator, upload.name, model)
 
@@ -185,9 +185,9 @@ def _validate_bundle(validator: Validator, upload: Upload, *, xml: bool) -> list
     try:
         resource = parse_resource(upload.data, xml, "Bundle")
     except FhirError as exc:
-        return [_refused(upload.name, "fhir-unreadable", f"not an MHD Provide Document Bundle: {exc}")]
+        return [_refused(upload.name, "fhir-unreadable", f"pas un Bundle MHD Provide Document : {exc}")]
     except RecursionError:
-        return [_refused(upload.name, "fhir-unreadable", "the JSON nests too deeply")]
+        return [_refused(upload.name, "fhir-unreadable", "le JSON est imbriqué trop profondément")]
     try:
         # The subject's identifier is the patient id the cross-check compares; a subject given
         # only by reference is not looked up (validation reads no patient data).
@@ -250,7 +250,7 @@ def _uploads() -> list[Upload]:
                 out.append(Upload(f.filename or key, f.read(), f.mimetype or ""))
         return out
     data = request.get_data(cache=True, parse_form_data=False)
-    name = request.args.get("filename") or "(request body)"
+    name = request.args.get("filename") or "(corps de la requête)"
     return [Upload(name, data, request.content_type or "")]
 
 
@@ -288,8 +288,8 @@ def validate_post() -> Response:
             reports += validate_upload(services, upload, profile)
         except Exception:   # a report for this file, never a traceback to the client
             log.exception("validation of %s failed", upload.name)
-            reports.append(_refused(upload.name, "internal-error", "the validator failed on this file; "
-                                    "the server log has the details"))
+            reports.append(_refused(upload.name, "internal-error", "le validateur a échoué sur ce fichier ; "
+                                    "le journal du serveur en donne le détail"))
     log.info("validated %d upload(s): %d report(s), %d failing", len(uploads), len(reports),
              sum(not r.valid for r in reports))
     limit = services.settings.max_report_findings
@@ -301,7 +301,7 @@ def _bounded(report: Report, limit: int) -> Report:
     if len(report.findings) > limit:
         left = len(report.findings) - limit
         report.findings = report.findings[:limit] + [Finding(
-            "report-truncated", INFO, PARSE, f"{left} more finding(s) not shown (PARTAGE_MAX_REPORT_FINDINGS "
+            "report-truncated", INFO, PARSE, f"{left} autre(s) remarque(s) non affichée(s) (PARTAGE_MAX_REPORT_FINDINGS "
             f"{limit})", "/")]
     return report
 

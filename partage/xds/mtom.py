@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
-from typing import IO, BinaryIO
+from typing import IO, Protocol, runtime_checkable
 from urllib.parse import unquote
 
 from lxml import etree
@@ -89,6 +89,23 @@ class MultipartMessage:
         self.close()
 
 
+class Readable(Protocol):
+    """A stream an attachment's bytes are read from (a file, a blob store's stream)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class _Seekable(Protocol):
+    def seekable(self) -> bool: ...
+
+    def tell(self) -> int: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+
 @dataclass
 class Attachment:
     """An outgoing part. `source` is bytes, a filesystem path, or a binary file object.
@@ -99,7 +116,7 @@ class Attachment:
 
     cid: str
     content_type: str
-    source: bytes | str | os.PathLike[str] | BinaryIO
+    source: bytes | str | os.PathLike[str] | Readable
 
 
 # --------------------------------------------------------------------------- helpers
@@ -444,11 +461,13 @@ def build_multipart(root_xml: bytes, attachments: list[Attachment], *,
     return content_type, _chunks(root_head, root_xml, heads, attachments, tail), length
 
 
-def _source_size(source: bytes | str | os.PathLike[str] | BinaryIO) -> int | None:
+def _source_size(source: bytes | str | os.PathLike[str] | Readable) -> int | None:
     if isinstance(source, bytes | bytearray | memoryview):
         return len(source)
     if isinstance(source, str | os.PathLike):
         return os.path.getsize(source)
+    if not isinstance(source, _Seekable):   # a stream that cannot tell its length
+        return None
     try:
         if source.seekable():
             here = source.tell()
@@ -462,7 +481,7 @@ def _source_size(source: bytes | str | os.PathLike[str] | BinaryIO) -> int | Non
 
 def _chunks(root_head: bytes, root_xml: bytes, heads: list[bytes], attachments: list[Attachment],
             tail: bytes) -> Iterator[bytes]:
-    opened: list[BinaryIO] = [a.source for a in attachments
+    opened: list[Readable] = [a.source for a in attachments
                               if not isinstance(a.source, bytes | bytearray | memoryview | str | os.PathLike)]
     try:
         yield root_head + root_xml

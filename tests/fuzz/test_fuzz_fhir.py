@@ -82,3 +82,31 @@ def test_hostile_search_parameters(app_client, params):
     started = time.monotonic()
     response = app_client.get("/fhir/DocumentReference", query_string=params)
     _assert_fhir_answer(response, started)
+
+
+PATIENT_KEYS = ["identifier", "_id", "family", "given", "name", "birthdate", "family:exact", "given:contains",
+                "_count", "_sort", "_total", "_cursor", "_format", "gender"]
+LIST_KEYS = ["patient.identifier", "status", "code", "date", "designationType", "sourceId", "source.family",
+             "identifier", "_sort", "_cursor", "_total", "_count"]
+
+
+@FUZZ
+@given(params=st.dictionaries(st.sampled_from(PATIENT_KEYS), st.text(max_size=30), max_size=5),
+       strict=st.booleans())
+def test_hostile_patient_search_parameters(app_client, params, strict):
+    started = time.monotonic()
+    headers = {"Prefer": "handling=strict"} if strict else {}
+    response = app_client.get("/fhir/Patient", query_string=params, headers=headers)
+    _assert_fhir_answer(response, started)
+
+
+@FUZZ
+@given(params=st.dictionaries(st.sampled_from(LIST_KEYS), st.text(max_size=30), max_size=5),
+       cursor=st.one_of(st.none(), st.binary(max_size=60)))
+def test_hostile_list_search_parameters_and_cursors(app_client, params, cursor):
+    started = time.monotonic()
+    params = {"patient.identifier": f"{PATIENT['system']}|{PATIENT['value']}", "status": "current", **params}
+    if cursor is not None:
+        params["_cursor"] = base64.urlsafe_b64encode(cursor).decode()
+    response = app_client.get("/fhir/List", query_string=params)
+    _assert_fhir_answer(response, started)

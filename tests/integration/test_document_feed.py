@@ -26,7 +26,7 @@ import pytest
 import requests
 from lxml import etree
 
-from partage.hl7.documents import Journal
+from partage.hl7.journal import Journal
 from partage.hl7.mllp import MllpClient, MllpDecoder, frame
 from partage.metadata.datatypes import CX, HD
 from tests.conftest import corpus_path

@@ -7,8 +7,16 @@ import io
 
 import pytest
 
-from partage.cda.findings import PARSE, SCHEMA
-from partage.cda.gate import CdaGate, entry_metadata, is_cda, parse_blocking, profile_from_settings
+from partage.cda.findings import PARSE, SCHEMA, Finding
+from partage.cda.gate import (
+    CdaGate,
+    entry_metadata,
+    finding_context,
+    is_cda,
+    parse_blocking,
+    profile_from_settings,
+    rule_in_context,
+)
 from partage.config import Settings
 from partage.metadata.datatypes import CX, DTM, XCN
 from partage.metadata.errors import ErrorCode
@@ -110,16 +118,27 @@ def test_a_broken_cda_is_refused_with_rule_and_location(gate):
     assert refusing and all(e.code == ErrorCode.REGISTRY_METADATA for e in refusing)
     missing = [e for e in refusing if "missing-title" in e.context]
     assert missing, [e.context for e in errors]
-    assert missing[0].context.startswith("DocumentEntry Document01: CDA rule missing-title (rules):")
+    assert missing[0].context == ("DocumentEntry Document01 : règle CDA missing-title (structuration minimale) : "
+                                  "le titre du document (title) est obligatoire")
     assert missing[0].location.startswith("/hl7:ClinicalDocument/hl7:title")
-    assert "(line " in missing[0].location
+    assert "(ligne " in missing[0].location
+    assert rule_in_context(missing[0].context) == ("missing-title", "le titre du document (title) est obligatoire")
 
 
 def test_metadata_that_contradict_the_header_are_refused(gate):
     errors = gate(_entry(type_code=Code("11490-0", "2.16.840.1.113883.6.1")), _content(sample_cda()))
-    assert [e.context.split(":")[1].strip() for e in errors if not e.warning] == \
-        ["CDA rule xds-typeCode-mismatch (metadata)"]
+    assert [e.context.split(" : ")[1] for e in errors if not e.warning] == \
+        ["règle CDA xds-typeCode-mismatch (cohérence avec les métadonnées XDS)"]
     assert errors[0].code == ErrorCode.REPOSITORY_METADATA
+
+
+def test_the_code_context_reads_back_for_every_layer():
+    """The HL7 feed's acknowledgement reads the rule id back from the codeContext: every layer's
+    French name (some hold parentheses) must give it back, and the message after it, whole."""
+    for layer in ("parse", "schema", "rules", "schematron", "model", "terminology", "metadata"):
+        f = Finding("une-regle", "error", layer, "message (avec : ponctuation)")
+        assert rule_in_context(finding_context("Document01", f)) == ("une-regle", "message (avec : ponctuation)")
+    assert rule_in_context("DocumentEntry.title: required") is None
 
 
 def test_the_declared_mime_type_does_not_exempt_a_cda(gate):
@@ -137,7 +156,7 @@ def test_non_cda_documents_are_not_checked(gate):
 
 def test_a_cda_that_does_not_parse_is_refused(gate):
     errors = gate(_entry(), _content(sample_cda()[:2000]))
-    assert errors and not errors[0].warning and "(parse)" in errors[0].context
+    assert errors and not errors[0].warning and "(lecture XML)" in errors[0].context
 
 
 def test_advisory_configuration_turns_errors_into_warnings():

@@ -1,5 +1,6 @@
 """The hospital document feed without a server: CDA header -> XDS metadata (partage.cda.to_xds),
-reading MDM / ORU messages and writing their acknowledgements (partage.hl7.documents)."""
+reading MDM / ORU messages (partage.hl7.document_message) and writing their acknowledgements
+(partage.hl7.acks), the journal of messages not processed (partage.hl7.journal)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from partage.cda.crosscheck import cross_check
 from partage.cda.gate import entry_metadata
 from partage.cda.header import read_header
 from partage.cda.to_xds import MappingError, MessageContext, membership, to_xds
-from partage.hl7.documents import DocumentOutcome, Journal, Problem, Refused, ack, read_message
+from partage.hl7.acks import DOCUMENT_FEED, acknowledgement, business_ack
+from partage.hl7.document_message import read_message
+from partage.hl7.journal import Journal
+from partage.hl7.outcome import DocumentOutcome, Problem, Refused
 from partage.metadata.datatypes import CX, DTM
+from partage.metadata.er7 import Er7Message
 from partage.metadata.model import SubmissionRequest
 from partage.metadata.validate import ITI_41, validate_submission
 from partage.terminology.domain import load_affinity_domain
@@ -96,7 +101,7 @@ def mdm(trigger="T02", orc="NW", status="F", payload: bytes | None = None) -> st
 
 
 def test_mdm_is_read_as_the_ig_profiles_it():
-    m = read_message(mdm())
+    m = read_message(Er7Message.parse(mdm()))
     assert (m.message_type, m.trigger, m.control_id, m.processing) == ("MDM", "T02", "c-1", "initial")
     assert m.documents[0].data == sample_cda() and m.documents[0].status == "F"
     assert m.flags == {"MASQUE_PS": True, "DESTDMP": False}
@@ -119,7 +124,7 @@ def test_mdm_is_read_as_the_ig_profiles_it():
 ])
 def test_malformed_requests_are_refused(text, code, rule):
     with pytest.raises(Refused) as caught:
-        read_message(text)
+        read_message(Er7Message.parse(text))
     assert caught.value.code == code and caught.value.problems[0].rule == rule
 
 
@@ -127,7 +132,7 @@ def test_acknowledgement_mirrors_the_header_and_names_the_rules():
     outcome = DocumentOutcome("AE", "2 error(s)", "c-1", problems=[
         Problem("207", "missing-title", "the CDA has no title", "/hl7:ClinicalDocument (line 3)", "CISIS-CDA"),
         Problem("207", "902", "patient unknown", "PID^1^3")])
-    text = ack(outcome, mdm())
+    text = acknowledgement(outcome, Er7Message.parse(mdm()).header, DOCUMENT_FEED)
     segments = text.split("\r")
     assert segments[0].startswith("MSH|^~\\&|PFI|ORG|RIS|ORG|")
     assert "|ACK^T02^ACK|" in segments[0] and "|P|2.6|||||FRA|UNICODE UTF-8" in segments[0]
@@ -149,9 +154,8 @@ def test_journal_keeps_a_message_until_it_is_accepted(tmp_path):
 
 
 def test_business_acknowledgement_is_the_igs_zam_z01():
-    from partage.hl7.documents import business_ack
-
-    ok = business_ack(DocumentOutcome("AA", "indexed", "c-1"), mdm()).split("\r")
+    header = Er7Message.parse(mdm()).header
+    ok = business_ack(DocumentOutcome("AA", "indexed", "c-1"), header).split("\r")
     assert ok[0].startswith("MSH|^~\\&|PFI|ORG|RIS|ORG|") and "|ZAM^Z01^ZAM_Z01|" in ok[0]
     assert ok[0].endswith("|P|2.6|||||FRA|UNICODE UTF-8|||2.1^CISIS_CDA_HL7_V2")
     assert ok[1].startswith("EVN||")
@@ -160,7 +164,7 @@ def test_business_acknowledgement_is_the_igs_zam_z01():
     assert ok[3] == ""
     ko = business_ack(DocumentOutcome("AE", "2 error(s)", "c-1", problems=[
         Problem("207", "missing-title", "no title", "/x", "CISIS-CDA"), Problem("207", "missing-setId", "no setId")]),
-        mdm()).split("\r")
+        header).split("\r")
     assert ko[2].split("|")[5] == "N^^expandedYes-NoIndicator"
     err = ko[3].split("|")
     assert err[3] == "207^Application error^messageErrorCondition"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 
+from ...hl7.acks import ack_status
 from ...hl7.mllp import MllpClient, MllpError
 
 _control_ids = itertools.count(1)
@@ -35,15 +36,6 @@ def build_a01(patient_id: str, *, sending_application: str = "PARTAGE-TESTKIT",
     return "\r".join(segments) + "\r"
 
 
-def ack_code(ack: str) -> tuple[str, str]:
-    """(MSA-1, MSA-3 text) of an HL7 v2 acknowledgement; ("", "") when there is no MSA."""
-    for segment in ack.replace("\n", "\r").split("\r"):
-        if segment.startswith("MSA"):
-            fields = segment.split(segment[3] if len(segment) > 3 else "|")
-            return (fields[1] if len(fields) > 1 else ""), (fields[3] if len(fields) > 3 else "")
-    return "", ""
-
-
 class Feeder:
     """Sends A01s to one MLLP listener, on one connection."""
 
@@ -57,7 +49,7 @@ class Feeder:
             ack = self.client.send(build_a01(patient_id))
         except MllpError as exc:
             raise FeedError(f"patient identity feed to {self.address} failed: {exc}") from exc
-        code, text = ack_code(ack)
+        code, text = ack_status(ack)
         if code not in ("AA", "CA"):
             raise FeedError(f"patient identity feed for {patient_id} not accepted by {self.address}: "
                             f"MSA-1={code or 'missing'} {text}".rstrip())

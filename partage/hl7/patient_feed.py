@@ -1,0 +1,76 @@
+"""ITI-8 Patient Identity Feed (HL7 v2.3.1 ADT): messages in, registry patients out.
+
+A01/A04/A05/A08/A28/A31 create or update the patient known by the PID-3 identifiers;
+A40 merges the MRG-1 patient into the PID-3 patient, whose documents it then owns.
+The outcome is AA when applied, AE when the content is wrong, AR when the message is not
+one this listener takes (its ACK is written by `acks`, flavour `PATIENT_FEED`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from ..metadata.datatypes import CX
+from ..metadata.er7 import Er7Message, Segment
+from ..services import Services
+from .fields import patient_identifiers
+from .outcome import (
+    APPLICATION_ERROR,
+    ERROR,
+    REJECTED,
+    REQUIRED_FIELD_MISSING,
+    FeedOutcome,
+    Problem,
+)
+
+log = logging.getLogger("partage.hl7")
+
+CREATE_OR_UPDATE = {"A01", "A04", "A05", "A08", "A28", "A31"}
+MERGE = {"A40"}
+
+
+def handle_message(services: Services, message: Er7Message) -> FeedOutcome:
+    control_id = message.header.control_id
+    event = message.header.message_type
+    if event.message_code != "ADT" or event.trigger_event not in CREATE_OR_UPDATE | MERGE:
+        return _refused(REJECTED, APPLICATION_ERROR, "hl7-message-type", control_id,
+                        f"message type {event} is not accepted by this listener")
+    pid = message.first("PID")
+    if pid is None:
+        return _refused(ERROR, REQUIRED_FIELD_MISSING, "hl7-pid-missing", control_id, "PID segment is missing")
+    ids = patient_identifiers(pid, 3)
+    if not ids:
+        return _refused(ERROR, REQUIRED_FIELD_MISSING, "hl7-pid3-missing", control_id,
+                        "PID-3 has no identifier with an ISO assigning authority")
+    mrg = message.first("MRG")
+    merged = patient_identifiers(mrg, 1) if mrg is not None else []
+    if event.trigger_event in MERGE and not merged:
+        return _refused(ERROR, REQUIRED_FIELD_MISSING, "hl7-mrg1-missing", control_id,
+                        "A40 needs MRG-1 with the merged patient's identifier")
+    _apply(services, event.trigger_event, ids, merged, _demographics(pid, event.trigger_event))
+    return FeedOutcome("AA", "", control_id)
+
+
+def _refused(code: str, condition: str, rule: str, control_id: str, text: str) -> FeedOutcome:
+    return FeedOutcome(code, text, control_id, [Problem(condition, rule, text)])
+
+
+def _demographics(pid: Segment, trigger: str) -> dict[str, str]:
+    """What the registry keeps of the patient: PID-5, PID-7, PID-8 as received (ER7 text)."""
+    return {"name": pid.first(5), "birth_date": pid.first(7), "sex": pid.first(8), "event": trigger,
+            "received": datetime.now(UTC).strftime("%Y%m%d%H%M%S")}
+
+
+def _apply(services: Services, trigger: str, ids: list[CX], merged: list[CX],
+           demographics: dict[str, str]) -> None:
+    """One transaction: the patient created or updated; for A40, the MRG-1 patients merged in."""
+    registry = services.registry
+    with registry.write() as conn:
+        registry.upsert_patient(conn, ids, demographics)
+        if trigger in MERGE:
+            for prior in merged:
+                registry.merge_patients(conn, ids[0], prior)
+            log.info("ITI-8 A40: %s merged into %s", merged, ids[0])
+        else:
+            log.info("ITI-8 %s: patient %s", trigger, ids)
