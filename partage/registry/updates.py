@@ -287,14 +287,25 @@ def _emptied_submission_sets(conn: Connection, rows, removing: set[str]) -> list
 
 
 def latest_versions(conn: Connection, lids: Iterable[str]) -> dict[str, Row]:
-    """The newest version not Deprecated of each logical id (what an ITI-57 update replaces)."""
+    """The newest version of each logical id, whatever its status: what an ITI-57 new version
+    replaces (the registry refuses it later if that version is not Approved), and so whose
+    authors are asked first."""
     out: dict[str, Row] = {}
     wanted = [lid for lid in dict.fromkeys(lids) if lid]
     if not wanted:
         return out
-    for row in conn.execute(select(OBJ).where(OBJ.c.lid.in_(wanted), OBJ.c.status != "Deprecated")
-                            .order_by(OBJ.c.version)):
+    for row in conn.execute(select(OBJ).where(OBJ.c.lid.in_(wanted)).order_by(OBJ.c.version, OBJ.c.pk)):
         out[row.lid] = row
+    return out
+
+
+def rows(conn: Connection, entry_uuids: Iterable[str]) -> dict[str, Row]:
+    """Registry objects by entryUUID (what a change names)."""
+    wanted = list(dict.fromkeys(u for u in entry_uuids if u))
+    out: dict[str, Row] = {}
+    for start in range(0, len(wanted), 500):
+        for row in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(wanted[start:start + 500]))):
+            out[row.entry_uuid] = row
     return out
 
 
