@@ -40,11 +40,12 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             "interaction": [{"code": "transaction", "documentation": "ITI-65 Provide Document Bundle"}],
             "resource": [
                 {"type": "DocumentReference",
-                 "interaction": [*read_search, {"code": "create"}, {"code": "patch"}],
+                 "interaction": [*read_search, {"code": "create"}, {"code": "patch"}, {"code": "delete"}],
                  "conditionalUpdate": False, "conditionalCreate": False,
                  "searchParam": _params(search.DOCUMENT_PARAMS),
                  "documentation": "ITI-67; create = PDSm simplified publish; patch = PDSm metadata "
-                                  "update (status, securityLabel, isArchived), conditional on identifier"},
+                                  "update (status, securityLabel, isArchived), conditional on identifier; "
+                                  "delete = the author sets the document entered-in-error (a tombstone)"},
                 {"type": "List", "interaction": read_search, "searchParam": _params(search.LIST_PARAMS),
                  "documentation": "ITI-66 (SubmissionSets and Folders)"},
                 {"type": "Binary", "interaction": [{"code": "read"}], "documentation": "ITI-68"},

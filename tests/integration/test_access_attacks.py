@@ -96,6 +96,19 @@ class Record:
                               timeout=30, headers={"Authorization": f"Bearer {self.authority.jwt(actor)}",
                                                    "Content-Type": "application/json-patch+json"})
 
+    def delete(self, actor: Actor, rid: str) -> requests.Response:
+        return requests.delete(f"{self.server.base_url}/fhir/DocumentReference/{rid}", timeout=30,
+                               headers={"Authorization": f"Bearer {self.authority.jwt(actor)}",
+                                        "Accept": "application/fhir+json"})
+
+    def last_event(self, actor: Actor, action: str) -> tuple[str, str]:
+        """(decision, outcome) of the actor's latest audited request of this action."""
+        t = schema.audit_events
+        with self.server.services.registry.read() as conn:
+            row = conn.execute(select(t.c.decision, t.c.outcome).where(t.c.actor_id == actor.id, t.c.action == action)
+                               .order_by(t.c.pk.desc()).limit(1)).first()
+        return (row.decision, str(row.outcome)) if row else ("", "")
+
     # --- documents ------------------------------------------------------------------------------
     def document(self, entry_id: str, author: str, *, conf: str | None = None, klass: str = "10",
                  institution: str = HOSPITAL) -> DocumentEntry:
@@ -327,11 +340,16 @@ def test_only_authors_change_documents(server):
         answer = r.patch(gp, bare(d1), operations)
         assert answer.status_code == 403 and answer.json()["resourceType"] == "OperationOutcome", answer.text
     assert {u: r.status_of(u) for u in before} == before and len(r.versions(d.unique_id)) == 1
-    # FHIR DELETE is no interaction of this server: the author deletes with PATCH entered-in-error
-    for who in (gp, doctor):
-        deleted = requests.delete(f"{server.base_url}/fhir/DocumentReference/{bare(d1)}", timeout=30,
-                                  headers={"Authorization": f"Bearer {server.authority.jwt(who)}"})
-        assert deleted.status_code == 405 and r.status_of(d1) == "Approved"
+    # FHIR DELETE by anyone but the author: 403 OperationOutcome, audited, nothing changed; a
+    # document the actor may not see answers as an unknown one
+    for who, rid, code in ((gp, d1, 403), (nurse, d1, 403), (patient, d1, 403), (nurse, m1, 404),
+                           (pharmacist, d1, 404), (elsewhere, d1, 404)):   # class 10, another structure
+        deleted = r.delete(who, bare(rid))
+        assert deleted.status_code == code and deleted.json()["resourceType"] == "OperationOutcome", deleted.text
+        assert m.unique_id not in deleted.text and d.unique_id not in deleted.text
+        decision, outcome = r.last_event(who, "PDSm-delete")
+        assert outcome == "4" and (decision == "deny") == (code == 403), (who.name, decision, outcome)
+    assert {u: r.status_of(u) for u in before} == before
 
     # the author replaces, deletes, still reads, and removes their own
     d2 = r.document("d2", DOCTOR)
@@ -344,6 +362,13 @@ def test_only_authors_change_documents(server):
     assert r.patch(doctor, bare(m1), [{"op": "replace", "path": "/status", "value": "entered-in-error"}]) \
         .status_code == 200
     assert r.status_of(m1) == "Deleted"
+    # and deletes with FHIR DELETE: a tombstone (status Deleted), still the author's to read
+    [e1] = r.filed(doctor, [r.document("e", DOCTOR)])
+    assert r.delete(doctor, bare(e1)).status_code == 204 and r.status_of(e1) == "Deleted"
+    assert r.last_event(doctor, "PDSm-delete") == ("permit", "0")
+    assert r.get(doctor, f"/fhir/DocumentReference/{bare(e1)}").json()["status"] == "entered-in-error"
+    assert r.get(gp, f"/fhir/DocumentReference/{bare(e1)}").status_code == 404
+    assert r.delete(doctor, bare(e1)).status_code == 204 and r.status_of(e1) == "Deleted"
 
 
 def test_removing_a_relation_needs_the_authors_of_both_documents(server):
