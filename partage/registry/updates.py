@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from ..metadata.datatypes import DTM
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
@@ -371,6 +371,13 @@ def remove_bytes(conn: Connection, unique_id: str, rows: Sequence[Row], *, remov
     _tombstones(conn, rows, removed_by=removed_by, transaction="ITI-86", at=utc_now(), keep_bytes=True)
     conn.execute(update(OBJ).where(OBJ.c.unique_id == unique_id, OBJ.c.kind == schema.KIND_DOCUMENT)
                  .values(blob_address=None))
+
+
+def removed_count(conn: Connection, *, before: str = "") -> int:
+    """How many tombstones a purge (of those removed before `before`, YYYYMMDD...) would take."""
+    t = schema.removed_objects
+    clauses = [t.c.removed_at < before] if before else []
+    return conn.execute(select(func.count()).select_from(t).where(*clauses)).scalar() or 0
 
 
 def purge_removed(conn: Connection, *, before: str = "") -> set[str]:

@@ -188,7 +188,7 @@ READ_PATHS = [
     "ITI-43", "ITI-67 search", "ITI-67 read", "ITI-66", "ITI-68", "_content", "Observation & co", "$summary",
     "dossier", "Patient", "AuditEvent",
 ]
-CHANGES = ["iti-62", "iti-86", "status", "version", "patch-status", "patch-label", "xfrm", "rplc"]
+CHANGES = ["iti-62", "iti-86", "status", "version", "patch-status", "patch-label", "delete", "xfrm", "rplc"]
 scenario = st.fixed_dictionaries({
     "record": st.sampled_from(["none", "open", "open", "open", "open", "open", "closed"]),
     "medecin_traitant": st.sampled_from(["", GP, GP, DOCTOR]),
@@ -896,6 +896,10 @@ def try_change(case: Case, kind: str, pick: int, flag: bool, who: str) -> None:
     elif kind == "patch-status":
         allowed, possible = o.may_change(target), head and (target.status, DELETED) in TRANSITIONS
         ok = _patch(case, target, [{"op": "replace", "path": "/status", "value": "entered-in-error"}])
+    elif kind == "delete":     # FHIR DELETE: the document becomes Deleted
+        allowed = o.may_change(target)
+        possible = target.status == DELETED or (head and (target.status, DELETED) in TRANSITIONS)
+        ok = _delete(case, target)
     elif kind == "patch-label":
         allowed = o.may_mask(target) if o.who.kind in (PATIENT, REPRESENTATIVE) else o.may_change(target)
         possible = head and target.status == APPROVED
@@ -911,18 +915,19 @@ def try_change(case: Case, kind: str, pick: int, flag: bool, who: str) -> None:
         ok = _remove_documents(case, target.uid)
     after = snapshot(case.world, m)
     event(f"change {kind} by {o.who.kind}: {'allowed' if allowed else 'refused'}{'' if possible else ' (impossible)'} -> {ok}")
-    if kind.startswith("patch") and ok == "hidden":
-        assert target.uuid not in case.visible, "PATCH of a visible document answered 404"
+    fhir = kind.startswith("patch") or kind == "delete"
+    if fhir and ok == "hidden":
+        assert target.uuid not in case.visible, f"{kind} of a visible document answered 404"
         assert after == before
         return
-    if kind.startswith("patch") and target.uuid not in case.visible:
-        raise AssertionError(f"PATCH of a hidden document answered {ok}")
+    if fhir and target.uuid not in case.visible:
+        raise AssertionError(f"{kind} of a hidden document answered {ok}")
     if not allowed:
         assert ok == "refused", f"{kind} by a non-author: {ok}"
         assert after == before, f"a refused {kind} changed the record"
     elif possible:
         assert ok == "done", f"{kind} by the author: {ok}"
-        if not (kind == "patch-status" and target.status == DELETED):
+        if not (kind in ("patch-status", "delete") and target.status == DELETED):
             assert after != before
     else:
         assert ok != "done" or after == before
@@ -1009,6 +1014,18 @@ def _patch(case: Case, target: Version, operations: list | None) -> str:
         assert response.json["resourceType"] == "OperationOutcome"
         return "refused"
     return "done" if response.status_code == 200 else f"failed: {response.status_code}"
+
+
+def _delete(case: Case, target: Version) -> str:
+    rid = bare(target.uuid)
+    response = case.fhir("delete", f"/fhir/DocumentReference/{rid}")
+    case.assert_nothing_hidden(response.data.decode(), "DELETE", {rid})
+    if response.status_code == 404:
+        return "hidden"
+    if response.status_code == 403:
+        assert response.json["resourceType"] == "OperationOutcome"
+        return "refused"
+    return "done" if response.status_code == 204 else f"failed: {response.status_code}"
 
 
 def _remove_metadata(case: Case, refs: list[str]) -> str:
