@@ -17,7 +17,7 @@ from sqlalchemy import or_, select
 
 from .config import Settings
 from .metadata.model import AssociationType
-from .registry import schema
+from .registry import derived, schema
 from .services import Services
 
 HAS_MEMBER = AssociationType.HAS_MEMBER.value
@@ -32,12 +32,13 @@ class FsckReport:
     temp_files: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)            # entry_uuid of no submission set
     dangling_associations: list[str] = field(default_factory=list)   # an end is missing
+    derived_orphans: dict[str, list[str]] = field(default_factory=dict)  # table -> logical ids of no document
     registered_documents: int = 0
     blobs: int = 0
 
     @property
     def consistent(self) -> bool:
-        return not (self.missing_blobs or self.orphans or self.dangling_associations)
+        return not (self.missing_blobs or self.orphans or self.dangling_associations or self.derived_orphans)
 
 
 def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
@@ -58,6 +59,8 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
         if address not in referenced and _age(services, address, now) >= min_age_seconds:
             report.unreferenced_blobs.append(address)
     _check_registry(services, report)
+    with services.registry.read() as conn:
+        report.derived_orphans = derived.orphans(conn)
     temp_files = getattr(services.blobs, "temp_files", lambda: [])()
     report.temp_files = [str(p) for p in temp_files if now - p.stat().st_mtime >= min_age_seconds]
     return report
@@ -99,6 +102,9 @@ def _age(services: Services, address: str, now: float) -> float:
 
 
 def remove_leftovers(services: Services, report: FsckReport) -> None:
+    if report.derived_orphans:   # facts and text of documents gone: derived data follows its document
+        with services.registry.write() as conn:
+            derived.delete_orphans(conn)
     for address in report.unreferenced_blobs:
         services.blobs.delete(address)
     for name in report.temp_files:
@@ -125,10 +131,15 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
             out.write(f"ORPHAN   {entry_uuid} is a member of no submission set\n")
         for entry_uuid in report.dangling_associations:
             out.write(f"DANGLING association {entry_uuid} has a missing end\n")
+        for table, lids in report.derived_orphans.items():
+            for lid in lids:
+                out.write(f"DERIVED  {table} rows of {lid}: no version of that document remains\n")
         if repair:
             remove_leftovers(services, report)
-            out.write(f"repaired: removed {len(report.unreferenced_blobs)} blobs and "
-                      f"{len(report.temp_files)} temporary files\n")
+            out.write(f"repaired: removed {len(report.unreferenced_blobs)} blobs, "
+                      f"{len(report.temp_files)} temporary files and the derived rows of "
+                      f"{len({lid for lids in report.derived_orphans.values() for lid in lids})} removed documents\n")
+            report.derived_orphans = {}   # repaired
         out.write("consistent\n" if report.consistent else "INCONSISTENT\n")
         return 0 if report.consistent else 1
     finally:

@@ -12,7 +12,7 @@ nothing. What the registry checks and writes is `partage.registry.updates`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
@@ -28,15 +28,18 @@ from .access.decisions import (
     modify_decision,
     update_decision,
 )
-from .access.gate import Graph, document_visible
+from .access.gate import Graph
 from .metadata.errors import ErrorCode, XdsError, XdsErrors
 from .metadata.ids import assign_uuids
-from .metadata.model import AssociationType, DocumentEntry, SubmissionRequest
+from .metadata.model import Association, AssociationType, DocumentEntry, SubmissionRequest
 from .metadata.validate import ITI_57, validate_submission
-from .query.view import Reader
+from .query.view import Reader, graph_of
 from .registry import updates
 from .registry.indexing import object_from_row
 from .services import Services
+
+# Relations that change the document they point to (docs/access.md, "Changing documents").
+CHANGING_TYPES = frozenset({AssociationType.RPLC, AssociationType.XFRM_RPLC, AssociationType.XFRM})
 
 
 def _refuse(decision: Decision) -> XdsErrors:
@@ -90,25 +93,54 @@ def _check_update(reader: Reader, conn: Connection, patient_pk: int | None, requ
             continue   # no version to update: the registry's rules answer (XDSMetadataVersionError)
         prior = object_from_row(row.body)
         assert isinstance(prior, DocumentEntry)
+        if row.patient_pk != patient_pk:
+            # a new version naming another patient moves the document: the record it leaves
+            # must be open to the actor too (a blocked author may not carry it elsewhere)
+            _may_change_record(reader, conn, row.patient_pk)
         if actor.kind in PATIENT_KINDS:
-            view = reader.view(conn, Graph(), [row.patient_pk] if row.patient_pk is not None else [])
-            seen = document_visible(view, prior, row.patient_pk, row.lineage or "")
+            # the one gate, on the version with its lineage (a newer replacement may hide it)
+            seen = reader.visible(conn, graph_of([row]), audited=False).objects
             problem = masking_problem(doc, prior) if seen else "a patient may not change a document they cannot see"
             if problem:
                 raise _refuse(deny(problem))
             continue
         for version in (prior, doc):
-            decision = modify_decision(actor, version, "update")
-            if not decision:
-                raise _refuse(decision)
-    targets = conn.execute(updates.OBJ.select().where(
-        updates.OBJ.c.entry_uuid.in_([a.target_uuid for a in status_changes]))).all() if status_changes else []
-    for row in targets:
-        target = object_from_row(row.body)
-        if isinstance(target, DocumentEntry):
-            decision = modify_decision(actor, target, "change the status of")
-            if not decision:
-                raise _refuse(decision)
+            _require(modify_decision(actor, version, "update"))
+    changed = [a.target_uuid for a in status_changes]
+    for target in _documents_touched(conn, updates.rows(conn, changed).values()):
+        _require(modify_decision(actor, target, "change the status of"))
+    # Relations an update submits between registered documents (ITI-57 SubmitAssociation)
+    # change what those documents say: a replacement or a transform is for their authors.
+    submitted = {o.entry_uuid for o in request.objects()}
+    linked = [end for a in request.associations if a.association_type in CHANGING_TYPES
+              for end in (a.source_uuid, a.target_uuid) if end not in submitted]
+    for target in _documents_touched(conn, updates.rows(conn, linked).values()):
+        _require(modify_decision(actor, target, "relate"))
+
+
+def _require(decision: Decision) -> None:
+    if not decision:
+        raise _refuse(decision)
+
+
+def _documents_touched(conn: Connection, rows: Iterable[updates.Row]) -> list[DocumentEntry]:
+    """The documents a change of these objects changes: a DocumentEntry itself; for an
+    association (a membership, a relation), the DocumentEntries at its ends, through an
+    association it points to (a SubmissionSet's HasMember of a folder membership)."""
+    out: list[DocumentEntry] = []
+    pending = list(rows)
+    for _ in range(3):   # association -> association -> document: nested HasMember is two deep
+        ends: list[str] = []
+        for row in pending:
+            obj = object_from_row(row.body)
+            if isinstance(obj, DocumentEntry):
+                out.append(obj)
+            elif isinstance(obj, Association):
+                ends += [obj.source_uuid, obj.target_uuid]
+        if not ends:
+            break
+        pending = list(updates.rows(conn, ends).values())
+    return out
 
 
 # ------------------------------------------------------------------ ITI-62 Remove Metadata
@@ -124,7 +156,8 @@ def remove_metadata(services: Services, actor: Actor, refs: Sequence[str]) -> No
 
 
 def _may_remove(reader: Reader, conn: Connection, row: updates.Row) -> None:
-    """Removing metadata or bytes: the record open to the actor, and for a document its author."""
+    """Removing metadata or bytes: the record open to the actor, and the author of every
+    document the removed object is or links (an association: the documents at its ends)."""
     actor = reader.actor
     if actor.kind in TRUSTED_KINDS:
         return
@@ -132,11 +165,8 @@ def _may_remove(reader: Reader, conn: Connection, row: updates.Row) -> None:
     if actor.kind in PATIENT_KINDS:
         raise _refuse(deny("a patient masks documents; removing them is for their author"))
     _may_change_record(reader, conn, patient_pk)
-    obj = object_from_row(row.body)
-    if isinstance(obj, DocumentEntry):
-        decision = modify_decision(actor, obj, "remove")
-        if not decision:
-            raise _refuse(decision)
+    for doc in _documents_touched(conn, [row]):
+        _require(modify_decision(actor, doc, "remove"))
 
 
 # ------------------------------------------------------------------ ITI-86 Remove Documents

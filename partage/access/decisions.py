@@ -11,12 +11,12 @@ read rules to a query's result is `partage.access.gate`; the flows (ingest, life
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ..metadata.datatypes import DTM, DatatypeError
-from ..metadata.model import AvailabilityStatus, Code, DocumentEntry
+from ..metadata.model import Author, AvailabilityStatus, Code, DocumentEntry
 from ..registry.access_state import NONE, OPEN, RecordState
 from .actor import (
     ADMIN,
@@ -283,6 +283,13 @@ def read_decision(actor: Actor, record: RecordState, doc: DocumentEntry | None, 
     return PERMIT
 
 
+def tells_withheld(actor: Actor) -> bool:
+    """May a view say that some documents are not shown (never how many or which)? To a
+    professional or a connector, yes; not to the patient or a representative, whom it would
+    tell that a document invisible to them exists."""
+    return actor.kind not in PATIENT_KINDS
+
+
 # --- writing ------------------------------------------------------------------------------------
 def submit_decision(actor: Actor, record: RecordState, documents: list[DocumentEntry],
                     table: AccessTable, *, own_patient: bool | None = None) -> Decision:
@@ -338,21 +345,38 @@ def modify_decision(actor: Actor, doc: DocumentEntry, action: str) -> Decision:
         return deny(f"administrators do not {action} documents")
     if owns(actor, doc):
         return PERMIT
+    # The reason names no document: the target may be one the actor may not see.
     if actor.kind in PATIENT_KINDS:
-        return deny(f"document {doc.unique_id}: a patient masks documents; only its author may {action} it")
-    return deny(f"document {doc.unique_id}: only its author may {action} it")
+        return deny(f"a patient masks documents; only a document's author may {action} it")
+    return deny(f"only the document's author may {action} it")
 
 
 # Attributes a patient's new version may not change (everything but masking and identity).
 _NOT_COMPARED = frozenset({"entry_uuid", "availability_status", "version", "lid",
                            "confidentiality_codes", "home_community_id"})
+# Facts about the bytes: a new version may leave them out (the registry keeps the stored ones).
+_MAY_OMIT = frozenset({"hash", "size", "repository_unique_id"})
+
+
+def _meaning(value: object) -> object:
+    """An attribute without its wire artefacts: a code is its concept (not its display name),
+    an author is not the id of the ebRIM Classification that carried it."""
+    if isinstance(value, Code):
+        return (value.code, value.scheme)
+    if isinstance(value, Author):
+        return replace(value, classification_id="")
+    if isinstance(value, list):
+        return [_meaning(v) for v in value]
+    return value
 
 
 def masking_problem(new: DocumentEntry, previous: DocumentEntry) -> str:
     """A patient (or representative) manages masking, nothing else: the new version may only
     add or remove MASQUE_PS on the previous one, every other attribute unchanged."""
     for name in DocumentEntry.__dataclass_fields__:
-        if name not in _NOT_COMPARED and getattr(new, name) != getattr(previous, name):
+        if name in _NOT_COMPARED or (name in _MAY_OMIT and not getattr(new, name)):
+            continue
+        if _meaning(getattr(new, name)) != _meaning(getattr(previous, name)):
             return "a patient may only change the masking (confidentiality codes) of a document"
     changed = {(c.code, c.scheme) for c in previous.confidentiality_codes} ^ \
               {(c.code, c.scheme) for c in new.confidentiality_codes}

@@ -27,7 +27,7 @@ from ..access.credentials import (
 from ..access.signatures import SignatureError, sign_submission
 from ..metadata.datatypes import CX, DatatypeError
 from ..metadata.model import DocumentContent
-from ..registry import schema
+from ..registry import schema, updates
 from ..registry.access_state import RecordError, Records, purge_record
 from ..services import Services
 from ..xds import constants as C
@@ -77,9 +77,14 @@ def add_access_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     action("notifications", "print the notifications owed to the patient (bris de glace accesses)")
     actions.choices["notifications"].add_argument("--mark-sent", action="store_true",
                                                   help="mark the printed notifications as sent")
-    purge = actions.add_parser("purge", help="delete the records closed more than 10 years ago")
+    purge = actions.add_parser("purge", help="delete the records closed more than 10 years ago, or with "
+                                             "--removed the tombstones of removed objects and their bytes")
     storage_arguments(purge)
     purge.add_argument("--dry-run", action="store_true")
+    purge.add_argument("--removed", action="store_true",
+                       help="instead: purge for good what ITI-62 / ITI-86 removed (tombstones and bytes)")
+    purge.add_argument("--before", default="", metavar="YYYYMMDD",
+                       help="with --removed: only what was removed before this date (default: everything)")
     purge.set_defaults(func=cmd_purge)
 
 
@@ -200,8 +205,14 @@ def _notifications(services: Services, args: argparse.Namespace, patient: CX) ->
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    if args.before and not args.removed:
+        raise CliError("--before goes with --removed")
+    if args.before and not (args.before.isdigit() and len(args.before) == 8):
+        raise CliError(f"--before {args.before!r}: a date as YYYYMMDD")
     services = _services(args)
     try:
+        if args.removed:
+            return _purge_removed(services, args)
         due = Records(services.registry).purgeable()
         for pk in due:
             if args.dry_run:
@@ -217,6 +228,26 @@ def cmd_purge(args: argparse.Namespace) -> int:
         return 0
     finally:
         services.close()
+
+
+def _purge_removed(services: Services, args: argparse.Namespace) -> int:
+    """The administrator's purge of removed objects: the tombstones ITI-62 and ITI-86 left
+    (docs/access.md, "Removal leaves a tombstone") go for good, and the bytes nothing else uses."""
+    if args.dry_run:
+        with services.registry.read() as conn:
+            count = updates.removed_count(conn, before=args.before)
+        print(f"would purge {count} removed objects")
+        return 0
+    with services.registry.write() as conn:
+        count = updates.removed_count(conn, before=args.before)
+        unused = updates.purge_removed(conn, before=args.before)
+    for address in unused:
+        services.blobs.delete(address)
+    audit.record(services, "access-purge", _operator(),
+                 detail=f"{count} removed objects purged{' (removed before ' + args.before + ')' if args.before else ''}, "
+                        f"{len(unused)} documents' bytes deleted")
+    print(f"purged {count} removed objects and the bytes of {len(unused)} documents")
+    return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -160,12 +160,8 @@ def search() -> Response:
 
 
 def _as_seen_by(services, actor: Actor, rows: list[dict], everything: bool) -> list[dict]:
-    """A patient's view of the trail names only documents the one gate lets them see."""
-    if everything:
-        return rows
-    named = [uid for r in rows for uid in r["objects"]]
-    shown = QueryService(services, actor).visible_unique_ids(named)
-    return [{**r, "objects": [u for u in r["objects"] if u in shown]} for r in rows]
+    """A patient's view of the trail passes through the one gate (QueryService.visible_events)."""
+    return rows if everything else QueryService(services, actor).visible_events(rows)
 
 
 @bp.get("/AuditEvent/<rid>")
@@ -186,6 +182,9 @@ def read(rid: str) -> Response:
     if row is None:
         raise FhirError.one(404, f"AuditEvent/{rid} is not known", "not-found")
     row["objects"] = json.loads(row["objects"] or "[]")
-    row = _as_seen_by(services, actor, [row], everything)[0]
+    seen = _as_seen_by(services, actor, [row], everything)
+    if not seen:
+        raise FhirError.one(404, f"AuditEvent/{rid} is not known", "not-found")
+    row = seen[0]
     return formats.respond(resource(row, request.host_url.rstrip("/") + "/fhir", for_patient=not everything),
                            request)

@@ -59,12 +59,14 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             "interaction": [{"code": "transaction", "documentation": "ITI-65 Provide Document Bundle"}],
             "resource": [
                 {"type": "DocumentReference",
-                 "interaction": [*read_search, {"code": "create"}, {"code": "patch"}], **versioned,
+                 "interaction": [*read_search, {"code": "create"}, {"code": "patch"}, {"code": "delete"}],
+                 **versioned,
                  "conditionalUpdate": False, "conditionalCreate": False,
                  "searchParam": search_params(SP.DOCUMENT_REFERENCE),
                  "documentation": "ITI-67; create = PDSm simplified publish; patch = PDSm metadata "
                                   "update (status, securityLabel, isArchived), conditional on identifier; "
-                                  f"{_sorts(SP.DOCUMENT_REFERENCE)}; only the current version is kept"},
+                                  f"{_sorts(SP.DOCUMENT_REFERENCE)}; only the current version is kept; "
+                                  "delete = the author sets the document entered-in-error (a tombstone)"},
                 {"type": "List", "interaction": read_search, **versioned,
                  "searchParam": search_params(SP.LIST),
                  "documentation": f"ITI-66 (SubmissionSets and Folders); {_sorts(SP.LIST)}"},

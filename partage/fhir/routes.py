@@ -318,6 +318,22 @@ def patch_document_reference(rid: str | None = None) -> Response:
     return _read(resource)
 
 
+@bp.delete("/DocumentReference/<rid>")
+def delete_document_reference(rid: str) -> Response:
+    """Deleting a document (docs/access.md, "Changing documents: authors alone"): the version
+    becomes Deleted (`entered-in-error`), as with a PDSm PATCH of its status, and stays in the
+    registry as a tombstone for the audit trail. Its author's act alone: anyone else gets the
+    lifecycle's refusal (403), and a document the actor may not see answers as an unknown one."""
+    services = _services()
+    actor = _actor(services)
+    doc = Views(services, actor, _base_url()).document_entry(rid)
+    if doc is None:
+        raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found",
+                            "XDSDocumentUniqueIdError")
+    update.delete_document(services, actor, doc)
+    return Response(status=204)
+
+
 def _conditional_target(services: Services, actor: Actor) -> str:
     """`PATCH DocumentReference?identifier=...`: exactly one current document must match."""
     values = request.args.getlist("identifier")

@@ -205,3 +205,16 @@ def update_document(services: Services, actor: Actor, doc: DocumentEntry, curren
             source_uuid=ss.entry_uuid, target_uuid=target.entry_uuid,
             original_status=str(old_status), new_status=str(new_status))])
         lifecycle.update_document_set(services, actor, request)
+
+
+def delete_document(services: Services, actor: Actor, doc: DocumentEntry) -> None:
+    """FHIR DELETE of a DocumentReference: a status update to Deleted run as ITI-57 (the
+    lifecycle asks who may: authors alone). Deleting a deleted document changes nothing."""
+    old_status = doc.availability_status or AvailabilityStatus.APPROVED
+    if old_status == AvailabilityStatus.DELETED:
+        return
+    ss = _submission_set(doc, services)
+    lifecycle.update_document_set(services, actor, SubmissionRequest(ss, [], [], [Association(
+        entry_uuid="delete-status", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
+        source_uuid=ss.entry_uuid, target_uuid=doc.entry_uuid,
+        original_status=str(old_status), new_status=str(AvailabilityStatus.DELETED))]))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..access.actor import Actor
+from ..access.decisions import tells_withheld
 from ..metadata.datatypes import CX
 from ..metadata.model import DocumentEntry
 from ..metadata.query import DocumentFilter
@@ -79,6 +80,13 @@ class ClinicalReader:
         self.services = services
         self.actor = actor
         self.queries = QueryService(services, actor)
+        self._withheld = False
+
+    @property
+    def filtered(self) -> bool:
+        """Whether a view may say that the gate withheld documents of the record from this actor
+        (docs/access.md: never how many or which; never to the patient)."""
+        return self._withheld and tells_withheld(self.actor)
 
     # --- the documents this actor may see -----------------------------------------------
     def documents(self, patient_id: CX | None, f: DocumentFilter | None = None) -> dict[str, DocumentEntry]:
@@ -86,6 +94,7 @@ class ClinicalReader:
         f = f or DocumentFilter()
         f.statuses = [APPROVED]
         result = self.queries.find_documents(patient_id, f)
+        self._withheld = self._withheld or result.incomplete
         out: dict[str, DocumentEntry] = {}
         for obj in result.objects:
             if isinstance(obj, DocumentEntry):

@@ -66,19 +66,24 @@ class QueryService:
             raise XdsErrors.one(ErrorCode.TOO_MANY_RESULTS,
                                 f"the query matches more than {self.limit} objects; narrow it")
 
-    def _single_patient(self, rows: Sequence[Row]) -> None:
-        if not self.object_refs and len({r.patient_pk for r in rows if r.patient_pk is not None}) > 1:
-            raise XdsErrors.one(ErrorCode.RESULT_NOT_SINGLE_PATIENT,
-                                "the requested objects belong to more than one patient")
-
     def _answer(self, conn: Connection, rows: Sequence[Row], *, roots: set[str] | None = None,
-                context: Sequence[Row] = (), patient_pk: int | None = None) -> QueryResult:
-        """The rows, judged as one graph (with `context` rows to judge, never returned)."""
+                context: Sequence[Row] = (), patient_pk: int | None = None,
+                single_patient: bool = False) -> QueryResult:
+        """The rows, judged as one graph (with `context` rows to judge, never returned).
+
+        `single_patient`: a Get query answering full metadata of more than one patient is
+        XDSResultNotSinglePatient (ITI TF-2a 3.18.4.1.3). Asked of what the actor may see,
+        so that an id of another patient's hidden document answers as an unknown one."""
         self._check_limit(rows)
         graph = graph_of(rows, roots=roots)
         for row in context:
             graph.add(node_of(row, answer=False))
         outcome = self.reader.visible(conn, graph, patient_pk=patient_pk)
+        if single_patient and not self.object_refs:
+            shown = {o.entry_uuid for o in outcome.objects}
+            if len({r.patient_pk for r in rows if r.entry_uuid in shown and r.patient_pk is not None}) > 1:
+                raise XdsErrors.one(ErrorCode.RESULT_NOT_SINGLE_PATIENT,
+                                    "the requested objects belong to more than one patient")
         return QueryResult(outcome.objects, incomplete=outcome.withheld > 0)
 
     def _associations(self, conn: Connection, **match: Any) -> list[Row]:
@@ -133,38 +138,34 @@ class QueryService:
             # $XDS...LogicalID: every version of the logical object (ITI-18 with Metadata Update).
             rows = list(Q.by_ids(conn, kind, entry_uuids=entry_uuids, unique_ids=unique_ids,
                                  logical_ids=logical_ids))
-            self._single_patient(rows)
-            return self._answer(conn, rows)
+            return self._answer(conn, rows, single_patient=True)
 
     def get_associations(self, uuids: Sequence[str]) -> QueryResult:
         """Associations of the given objects: only those whose two ends the actor may see."""
         with self.registry.read() as conn:
             anchors = Q.by_ids(conn, None, entry_uuids=uuids)
-            self._single_patient(anchors)
             rows = self._associations(conn, either=[a.entry_uuid for a in anchors])
-            return self._answer(conn, rows, roots={a.entry_uuid for a in anchors}, context=anchors)
+            return self._answer(conn, rows, roots={a.entry_uuid for a in anchors}, context=anchors,
+                                single_patient=True)
 
     def get_documents_and_associations(self, *, entry_uuids: Sequence[str] = (),
                                        unique_ids: Sequence[str] = ()) -> QueryResult:
         with self.registry.read() as conn:
             docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=entry_uuids, unique_ids=unique_ids)
-            self._single_patient(docs)
             assocs = self._associations(conn, either=[d.entry_uuid for d in docs])
-            return self._answer(conn, [*docs, *assocs], roots={d.entry_uuid for d in docs})
+            return self._answer(conn, [*docs, *assocs], roots={d.entry_uuid for d in docs}, single_patient=True)
 
     def get_submission_sets(self, uuids: Sequence[str]) -> QueryResult:
         """The SubmissionSets holding the given objects, and those HasMember associations."""
         with self.registry.read() as conn:
             members = Q.by_ids(conn, None, entry_uuids=uuids)
-            self._single_patient(members)
             assocs = self._associations(conn, targets=[m.entry_uuid for m in members], types=[HAS_MEMBER])
             sets = Q.by_ids(conn, schema.KIND_SUBMISSION_SET,
                             entry_uuids=[object_from_row(a.body).source_uuid for a in assocs])
             set_ids = {s.entry_uuid for s in sets}
             assocs = [a for a in assocs if object_from_row(a.body).source_uuid in set_ids]
-            self._single_patient([*sets, *members])
             return self._answer(conn, [*sets, *assocs], roots={m.entry_uuid for m in members},
-                                context=members)
+                                context=members, single_patient=True)
 
     def get_submission_set_and_contents(self, f: DocumentFilter, *, entry_uuid: str = "",
                                         unique_id: str = "") -> QueryResult:
@@ -212,13 +213,13 @@ class QueryService:
                             unique_ids=[unique_id] if unique_id else [])
             if not docs:
                 return QueryResult()
-            self._single_patient(docs)
             assocs = self._associations(conn, targets=[d.entry_uuid for d in docs], types=[HAS_MEMBER])
             folders = Q.by_ids(conn, schema.KIND_FOLDER,
                                entry_uuids=[object_from_row(a.body).source_uuid for a in assocs])
             folder_ids = {f.entry_uuid for f in folders}
             links = [a for a in assocs if object_from_row(a.body).source_uuid in folder_ids]
-            return self._answer(conn, folders, roots={d.entry_uuid for d in docs}, context=[*docs, *links])
+            return self._answer(conn, folders, roots={d.entry_uuid for d in docs}, context=[*docs, *links],
+                                single_patient=True)
 
     def get_related_documents(self, types: Sequence[str], f: DocumentFilter, *, entry_uuid: str = "",
                               unique_id: str = "") -> QueryResult:
@@ -265,6 +266,15 @@ class QueryService:
                     return Located(doc, row.blob_address)
         return None
 
+
+    def visible_events(self, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Audit events as the patient (or a representative) may read them: each names only the
+        documents the actor may see, and an event that named documents none of which the actor
+        may see is left out (its presence alone, a successful ITI-41, would say that something
+        hidden was filed or read). docs/access.md, "The audit trail"."""
+        shown = self.visible_unique_ids([uid for e in events for uid in e["objects"]])
+        return [{**e, "objects": [u for u in e["objects"] if u in shown]} for e in events
+                if not e["objects"] or any(u in shown for u in e["objects"])]
 
     def visible_unique_ids(self, unique_ids: Sequence[str]) -> set[str]:
         """Which of these document uniqueIds name a document the actor may see (the audit

@@ -30,7 +30,6 @@ from ..metadata.datatypes import CX
 from ..metadata.model import (
     Association,
     AssociationType,
-    AvailabilityStatus,
     DocumentEntry,
     Folder,
     SubmissionSet,
@@ -94,15 +93,21 @@ class Reader:
     def view(self, conn: Connection, graph: Graph, patient_pks: Sequence[int] = ()) -> AccessView:
         pks = {n.patient_pk for n in graph.nodes.values() if n.patient_pk is not None} | set(patient_pks)
         own = self.own_patient_pk(conn)
-        # A version that is not Deprecated is itself the newest of its lineage (ITI-57 and RPLC
-        # deprecate what they supersede): only Deprecated ones need their lineage's heads.
-        lineages = [n.lineage for n in graph.nodes.values() if isinstance(n.obj, DocumentEntry)
-                    and n.lineage and n.obj.availability_status == AvailabilityStatus.DEPRECATED]
+        # Every document needs its lineage's newest versions (registry: only lineages of more
+        # than one version): an older one is hidden by them, and a version that is not
+        # Deprecated may still have a newer sibling (a replaced document set back to Approved;
+        # the last version of a lineage deprecated by status).
+        lineages = [n.lineage for n in graph.nodes.values() if isinstance(n.obj, DocumentEntry) and n.lineage]
         heads: dict[str, list[DocumentEntry]] = {}
-        for row in Q.lineage_heads(conn, lineages) if lineages else []:
-            head = object_from_row(row.body)
+        keys = Q.lineage_heads(conn, lineages) if lineages else []
+        missing = [k.entry_uuid for k in keys if k.entry_uuid not in graph.nodes]
+        loaded = {row.entry_uuid: object_from_row(row.body)
+                  for row in (Q.by_ids(conn, None, entry_uuids=missing) if missing else [])}
+        for key in keys:
+            node = graph.nodes.get(key.entry_uuid)
+            head = node.obj if node is not None else loaded.get(key.entry_uuid)
             if isinstance(head, DocumentEntry):
-                heads.setdefault(row.lineage, []).append(head)
+                heads.setdefault(key.lineage, []).append(head)
         return AccessView(actor=self.actor, records=access_state.load_many(conn, sorted(pks)),
                           own_patient_pk=own, heads=heads, table=self.services.access_table)
 

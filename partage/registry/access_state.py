@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, delete, select
 
 from ..metadata.datatypes import CX
-from . import schema
+from . import derived, schema
 from .clock import utc_now
 from .store import Registry
 
@@ -157,15 +157,17 @@ class Records:
 
 
 def purge_record(registry: Registry, patient_pk: int) -> tuple[int, set[str]]:
-    """Delete a closed record's registry objects; the audit trail stays. Returns the number of
-    objects removed and the blob addresses no object uses any more (the caller deletes them)."""
+    """Delete a closed record's registry objects, with what derives from them (facts, text) and
+    the tombstones of what was removed from it earlier; the audit trail stays. Returns the
+    number of objects removed and the blob addresses no object uses any more (the caller
+    deletes them)."""
     obj, a = schema.registry_objects, schema.patient_access
     with registry.write() as conn:
         state = load(conn, patient_pk)
         if state.status != CLOSED:
             raise RecordError(f"patient #{patient_pk}'s record is not closed")
-        rows = conn.execute(select(obj.c.pk, obj.c.entry_uuid, obj.c.unique_id, obj.c.blob_address)
-                            .where(obj.c.patient_pk == patient_pk)).all()
+        rows = conn.execute(select(obj.c.pk, obj.c.entry_uuid, obj.c.unique_id, obj.c.blob_address, obj.c.lid,
+                                   obj.c.kind).where(obj.c.patient_pk == patient_pk)).all()
         uuids = [r.entry_uuid for r in rows]
         assocs = conn.execute(select(obj.c.pk).where(obj.c.kind == schema.KIND_ASSOCIATION,
                                                      obj.c.source_uuid.in_(uuids) | obj.c.target_uuid.in_(uuids))
@@ -179,9 +181,15 @@ def purge_record(registry: Registry, patient_pk: int) -> tuple[int, set[str]]:
             still = set(conn.execute(select(obj.c.unique_id).where(obj.c.unique_id.in_(uids))).scalars())
             conn.execute(delete(schema.unique_ids).where(schema.unique_ids.c.unique_id.in_(
                 [u for u in uids if u not in still])))
-        addresses = {r.blob_address for r in rows if r.blob_address}
+        derived.forget_orphans(conn, [r.lid or r.entry_uuid for r in rows if r.kind == schema.KIND_DOCUMENT])
+        tombstones = schema.removed_objects
+        addresses = {r.blob_address for r in rows if r.blob_address} | set(conn.execute(
+            select(tombstones.c.blob_address).where(tombstones.c.patient_pk == patient_pk,
+                                                    tombstones.c.blob_address.is_not(None))).scalars())
+        conn.execute(delete(tombstones).where(tombstones.c.patient_pk == patient_pk))
         used = set(conn.execute(select(obj.c.blob_address).where(obj.c.blob_address.in_(list(addresses))))
-                   .scalars()) if addresses else set()
+                   .scalars()) | set(conn.execute(select(tombstones.c.blob_address).where(
+                       tombstones.c.blob_address.in_(list(addresses)))).scalars()) if addresses else set()
         conn.execute(delete(schema.patient_blocks).where(schema.patient_blocks.c.patient_pk == patient_pk))
         conn.execute(a.update().where(a.c.patient_pk == patient_pk).values(status="purged", updated_at=utc_now()))
     return len(pks), addresses - used

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, exists, false, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, exists, false, func, or_, select
 
 from ..metadata.query import (
     CodeFilter,
@@ -164,14 +164,33 @@ def associations(conn: Connection, *, sources: Iterable[str] = (), targets: Iter
     return conn.execute(select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk)).all()
 
 
+def lineage_heads(conn: Connection, lineages: Iterable[str]) -> list[Row[Any]]:
+    """The newest versions of documents' lineages, as rows `(pk, entry_uuid, lineage)`: every
+    version not Deprecated, and for a lineage whose every version is Deprecated (its newest
+    one deprecated by a status update), the last registered one.
 
-def lineage_heads(conn: Connection, lineages: Iterable[str]) -> Rows:
-    """The newest versions of documents' lineages: every version not Deprecated."""
+    Only lineages of more than one version are answered: a document alone in its lineage is
+    its own newest version, which is what nearly every document is (one aggregate query,
+    returning nothing, for a whole page of them). Keys only: the caller usually holds these
+    versions already and loads the others' bodies with `by_ids`."""
     wanted = [lineage for lineage in dict.fromkeys(lineages) if lineage]
-    out: list[ObjectRow] = []
+    keys = (OBJ.c.pk, OBJ.c.entry_uuid, OBJ.c.lineage)
+    out: list[Row[Any]] = []
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
-        out += conn.execute(select(*COLUMNS).where(
-            OBJ.c.kind == schema.KIND_DOCUMENT, OBJ.c.lineage.in_(chunk),
+        several = list(conn.execute(select(OBJ.c.lineage).where(
+            OBJ.c.kind == schema.KIND_DOCUMENT, OBJ.c.lineage.in_(chunk))
+            .group_by(OBJ.c.lineage).having(func.count() > 1)).scalars())
+        if not several:
+            continue
+        live = conn.execute(select(*keys).where(
+            OBJ.c.kind == schema.KIND_DOCUMENT, OBJ.c.lineage.in_(several),
             OBJ.c.status != "Deprecated")).all()
+        out += live
+        dead = sorted(set(several) - {row.lineage for row in live})
+        if dead:
+            last = (select(func.max(OBJ.c.pk)).where(OBJ.c.kind == schema.KIND_DOCUMENT,
+                                                     OBJ.c.lineage.in_(dead))
+                    .group_by(OBJ.c.lineage).scalar_subquery())
+            out += conn.execute(select(*keys).where(OBJ.c.pk.in_(last))).all()
     return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from ..metadata.datatypes import DTM
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
@@ -300,14 +300,25 @@ def _emptied_submission_sets(conn: Connection, rows: Iterable[Row], removing: se
 
 
 def latest_versions(conn: Connection, lids: Iterable[str]) -> dict[str, Row]:
-    """The newest version not Deprecated of each logical id (what an ITI-57 update replaces)."""
+    """The newest version of each logical id, whatever its status: what an ITI-57 new version
+    replaces (the registry refuses it later if that version is not Approved), and so whose
+    authors are asked first."""
     out: dict[str, Row] = {}
     wanted = [lid for lid in dict.fromkeys(lids) if lid]
     if not wanted:
         return out
-    for row in conn.execute(select(OBJ).where(OBJ.c.lid.in_(wanted), OBJ.c.status != "Deprecated")
-                            .order_by(OBJ.c.version)):
+    for row in conn.execute(select(OBJ).where(OBJ.c.lid.in_(wanted)).order_by(OBJ.c.version, OBJ.c.pk)):
         out[row.lid] = row
+    return out
+
+
+def rows(conn: Connection, entry_uuids: Iterable[str]) -> dict[str, Row]:
+    """Registry objects by entryUUID (what a change names)."""
+    wanted = list(dict.fromkeys(u for u in entry_uuids if u))
+    out: dict[str, Row] = {}
+    for start in range(0, len(wanted), 500):
+        for row in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(wanted[start:start + 500]))):
+            out[row.entry_uuid] = row
     return out
 
 
@@ -373,6 +384,13 @@ def remove_bytes(conn: Connection, unique_id: str, rows: Sequence[Row], *, remov
     _tombstones(conn, rows, removed_by=removed_by, transaction="ITI-86", at=utc_now(), keep_bytes=True)
     conn.execute(update(OBJ).where(OBJ.c.unique_id == unique_id, OBJ.c.kind == schema.KIND_DOCUMENT)
                  .values(blob_address=None))
+
+
+def removed_count(conn: Connection, *, before: str = "") -> int:
+    """How many tombstones a purge (of those removed before `before`, YYYYMMDD...) would take."""
+    t = schema.removed_objects
+    clauses = [t.c.removed_at < before] if before else []
+    return conn.execute(select(func.count()).select_from(t).where(*clauses)).scalar() or 0
 
 
 def purge_removed(conn: Connection, *, before: str = "") -> set[str]:

@@ -39,6 +39,7 @@ FHIR_ACTIONS = [   # (method, path pattern, name)
     ("POST", r"/fhir/DocumentReference/_search$", "ITI-67"),
     ("PUT", r"/fhir/DocumentReference.*", "PDSm-update"),
     ("PATCH", r"/fhir/DocumentReference.*", "PDSm-update"),
+    ("DELETE", r"/fhir/DocumentReference/.*", "PDSm-delete"),
     ("GET", r"/fhir/List(/.*)?$", "ITI-66"),
     ("GET", r"/fhir/Binary/.*", "ITI-68"),
     ("GET", r"/fhir/Patient.*", "ITI-78"),

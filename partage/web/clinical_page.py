@@ -207,7 +207,7 @@ def patient_page(rid: str) -> Response:
         birth=resource.get("birthDate", ""), content=content, documents=documents, hits=hits,
         chosen=chosen, classes=classes, types=types, trend=trend, trend_svg=trend_svg(trend),
         series=sorted(series.items(), key=lambda kv: -len(kv[1])), when=when, flags=INTERPRETATION_FLAGS,
-        doc_id=lambda d: resource_id(d.entry_uuid), authors=_authors, Markup=Markup,
+        doc_id=lambda d: resource_id(d.entry_uuid), authors=_authors, Markup=Markup, filtered=reader.filtered,
         generated=datetime.now(UTC).strftime("%d/%m/%Y %H:%M UTC"))
     return _page(body)
 

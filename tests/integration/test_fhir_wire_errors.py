@@ -91,7 +91,7 @@ ROUTING = [
     ("POST", "/fhir/Binary", 404),
     ("GET", "/fhir/", 405),
     ("GET", "/fhir", 405),
-    ("DELETE", "/fhir/DocumentReference/x", 405),
+    ("DELETE", "/fhir/List/x", 405),
     ("PUT", "/fhir/List/x", 405),
 ]
 

@@ -9,6 +9,7 @@ from sqlalchemy import delete
 from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.fsck import check, remove_leftovers, run_fsck
 from partage.ingest import IngestService
+from partage.lifecycle import remove_metadata
 from partage.registry import schema
 from tests import factories as F
 
@@ -68,3 +69,38 @@ def test_orphan_entry_and_dangling_association_are_reported(services, capsys):
     run_fsck(services.settings, repair=False, min_age_seconds=0)
     out = capsys.readouterr().out
     assert "ORPHAN" in out and "DANGLING" in out and out.strip().endswith("INCONSISTENT")
+
+
+def test_derived_rows_of_removed_documents_are_reported_and_repaired(services, capsys):
+    """Derived data follows its document: ITI-62 removes a document's text and facts in its own
+    transaction; rows left by anything else (a crash of an older version, a manual edit) are
+    found by fsck and removed by --repair."""
+    pid = F.patient_id()
+    with services.registry.write() as conn:
+        services.registry.upsert_patient(conn, [pid])
+    request = F.submission(pid, [F.document(pid, mime_type="text/plain")], payload=b"compte rendu: creatinine stable")
+    IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(request)
+    doc = request.documents[0]
+    with services.registry.read() as conn:
+        refs = [r.entry_uuid for r in conn.execute(OBJ.select().where(OBJ.c.kind == schema.KIND_ASSOCIATION,
+                                                                        OBJ.c.target_uuid == doc.entry_uuid))]
+        pk = conn.execute(OBJ.select().where(OBJ.c.entry_uuid == doc.entry_uuid)).first().patient_pk
+    text = schema.document_text
+    with services.registry.read() as conn:
+        assert conn.execute(text.select().where(text.c.doc_lid == doc.entry_uuid)).first() is not None
+    remove_metadata(services, INSECURE_DEV_ACTOR, [doc.entry_uuid, *refs, request.submission_set.entry_uuid])
+    with services.registry.read() as conn:
+        assert conn.execute(text.select().where(text.c.doc_lid == doc.entry_uuid)).first() is None
+    assert check(services, min_age_seconds=0).derived_orphans == {}
+
+    with services.registry.write() as conn:
+        conn.execute(schema.clinical_facts.insert().values(
+            patient_pk=pk, doc_lid="urn:uuid:00000000-0000-4000-8000-00000000dead",
+            doc_entry_uuid="urn:uuid:00000000-0000-4000-8000-00000000dead", seq=0, kind="lab", code="3016-3"))
+    report = check(services, min_age_seconds=0)
+    assert report.derived_orphans == {"clinical_facts": ["urn:uuid:00000000-0000-4000-8000-00000000dead"]}
+    assert not report.consistent
+    assert run_fsck(services.settings, repair=False, min_age_seconds=0) == 1
+    assert "DERIVED  clinical_facts rows of urn:uuid:00000000-0000-4000-8000-00000000dead" in capsys.readouterr().out
+    assert run_fsck(services.settings, repair=True, min_age_seconds=0) == 0
+    assert check(services, min_age_seconds=0).derived_orphans == {}

@@ -7,7 +7,6 @@ import dataclasses
 import itertools
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -17,30 +16,11 @@ from partage.access.credentials import sample_actors
 from partage.metadata.datatypes import CX, DTM, XCN, XON
 from partage.metadata.model import Author, AvailabilityStatus, Code, DocumentEntry
 from partage.registry.access_state import CLOSED, NONE, OPEN, RecordState
+from tests.access_doc import table, yes
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "access.md"
 PID = "279035121518001^^^&1.2.250.1.213.1.4.10&ISO"
 CONF = "1.2.250.1.213.1.1.4.13"
 STRUCTURE = "10B0000001"
-
-
-def table(name: str) -> list[dict[str, str]]:
-    """The markdown table after `<!-- table:NAME -->` in docs/access.md, as dicts."""
-    lines = DOC.read_text(encoding="utf-8").splitlines()
-    start = lines.index(f"<!-- table:{name} -->") + 1
-    rows = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
-    header, body = rows[0], rows[2:]
-    return [dict(zip(header, row, strict=True)) for row in body]
-
-
-def yes(cell: str) -> bool:
-    assert cell in ("yes", "no"), cell
-    return cell == "yes"
-
 
 ACTORS = sample_actors(PID)
 AUTHOR = dataclasses.replace(ACTORS["doctor"], id="810000000077", name="Dr Auteur")

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import select
 
 from partage.access import audit
 from partage.access.actor import Actor
@@ -138,3 +139,69 @@ def test_audit_trail_is_append_only(svc):
             with svc.registry.write() as conn:
                 conn.execute(statement)
     assert [r["actor_id"] for r in audit.events(svc) if r["pk"] == pk] == ["x"]
+
+
+def test_purge_of_removed_objects(tmp_path, capsys):
+    """ITI-86 leaves a tombstone and the bytes; `partage access purge --removed` (an
+    administrator's act) takes both for good, and is audited."""
+    from partage import lifecycle
+
+    data = tmp_path / "data"
+    services = Services.open(Settings(data_dir=data))
+    try:
+        pid = _patient(services)
+        Records(services.registry).open(pid)
+        system = Actor(id="t", kind="system")
+        request = F.submission(pid)
+        IngestService(services, system).provide_and_register(request)
+        uid = request.documents[0].unique_id
+        lifecycle.remove_documents(services, system, [(services.settings.repository_unique_id, uid)])
+        t = schema.removed_objects
+        with services.registry.read() as conn:
+            [address] = conn.execute(select(t.c.blob_address).where(t.c.blob_address.is_not(None))).scalars().all()
+        assert services.blobs.exists(address)          # removal is a tombstone: the bytes stay
+    finally:
+        services.close()
+    assert main(["access", "purge", "--before", "20200101", "--data", str(data)]) == 1   # needs --removed
+    assert main(["access", "purge", "--removed", "--before", "2020", "--data", str(data)]) == 1
+    capsys.readouterr()
+    assert main(["access", "purge", "--removed", "--dry-run", "--data", str(data)]) == 0
+    assert "would purge 1 removed objects" in capsys.readouterr().out
+    assert main(["access", "purge", "--removed", "--before", "20000101", "--data", str(data)]) == 0
+    assert "purged 0 removed objects" in capsys.readouterr().out
+    assert main(["access", "purge", "--removed", "--data", str(data)]) == 0
+    assert "purged 1 removed objects and the bytes of 1 documents" in capsys.readouterr().out
+    services = Services.open(Settings(data_dir=data))
+    try:
+        with services.registry.read() as conn:
+            assert conn.execute(select(t.c.pk)).first() is None
+        assert not services.blobs.exists(address)
+        assert [r["action"] for r in audit.events(services, limit=1)] == ["access-purge"]
+    finally:
+        services.close()
+
+
+def test_purging_a_record_takes_its_tombstones_and_derived_rows(svc):
+    from partage import lifecycle
+
+    records = Records(svc.registry)
+    pid = _patient(svc)
+    records.open(pid)
+    system = Actor(id="t", kind="system")
+    first, second = F.submission(pid), F.submission(pid)
+    for request in (first, second):
+        IngestService(svc, system).provide_and_register(request)
+    lifecycle.remove_documents(svc, system, [(svc.settings.repository_unique_id, first.documents[0].unique_id)])
+    with svc.registry.write() as conn:
+        lid = conn.execute(select(schema.registry_objects.c.lid).where(
+            schema.registry_objects.c.unique_id == second.documents[0].unique_id)).scalar()
+        conn.execute(schema.clinical_facts.insert().values(
+            patient_pk=svc.registry.patient_pk(conn, pid), doc_lid=lid, doc_entry_uuid=lid, seq=0, kind="lab",
+            code="X"))
+    records.close(pid)
+    [due] = records.purgeable(now=datetime.now(UTC) + timedelta(days=365 * 10 + 5))
+    removed, unused = purge_record(svc.registry, due)
+    assert len(unused) == 2        # the removed document's bytes too
+    with svc.registry.read() as conn:
+        assert conn.execute(select(schema.removed_objects.c.pk)).first() is None
+        assert conn.execute(select(schema.clinical_facts.c.pk)).first() is None
