@@ -164,7 +164,7 @@ def associations(conn: Connection, *, sources: Iterable[str] = (), targets: Iter
     return conn.execute(select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk)).all()
 
 
-def lineage_heads(conn: Connection, lineages: Iterable[str]) -> list[Row[Any]]:
+def lineage_heads(conn: Connection, lineages: Iterable[str]) -> list[ObjectRow]:
     """The newest versions of documents' lineages, as rows `(pk, entry_uuid, lineage)`: every
     version not Deprecated, and for a lineage whose every version is Deprecated (its newest
     one deprecated by a status update), the last registered one.
@@ -175,7 +175,7 @@ def lineage_heads(conn: Connection, lineages: Iterable[str]) -> list[Row[Any]]:
     versions already and loads the others' bodies with `by_ids`."""
     wanted = [lineage for lineage in dict.fromkeys(lineages) if lineage]
     keys = (OBJ.c.pk, OBJ.c.entry_uuid, OBJ.c.lineage)
-    out: list[Row[Any]] = []
+    out: list[ObjectRow] = []
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
         several = list(conn.execute(select(OBJ.c.lineage).where(
