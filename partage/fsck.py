@@ -13,16 +13,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import or_, select
-
 from .config import Settings
-from .metadata.model import AssociationType
-from .registry import derived, schema
+from .registry import consistency, derived
 from .services import Services
-
-HAS_MEMBER = AssociationType.HAS_MEMBER.value
-
-OBJ = schema.registry_objects
 
 
 @dataclass
@@ -45,8 +38,7 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
     """Inspect; blobs younger than min_age may belong to a submission still in flight."""
     report = FsckReport()
     with services.registry.read() as conn:
-        rows = conn.execute(select(OBJ.c.entry_uuid, OBJ.c.blob_address)
-                            .where(OBJ.c.blob_address.is_not(None))).all()
+        rows = consistency.document_blobs(conn)
     referenced = set()
     for row in rows:
         report.registered_documents += 1
@@ -70,25 +62,9 @@ def _check_registry(services: Services, report: FsckReport) -> None:
     """Registry-internal consistency: every document and folder belongs to a submission set
     (a HasMember from one), and every association's two ends exist. A half-done
     submission would show here; one transaction per submission means none should."""
-    members = OBJ.alias("members")
-    owners = OBJ.alias("owners")
-    owned = (select(members.c.target_uuid)
-             .join(owners, owners.c.entry_uuid == members.c.source_uuid)
-             .where(members.c.kind == schema.KIND_ASSOCIATION,
-                    members.c.assoc_type == HAS_MEMBER,
-                    owners.c.kind == schema.KIND_SUBMISSION_SET))
-    ends = OBJ.alias("ends")
     with services.registry.read() as conn:
-        report.orphans = list(conn.execute(
-            select(OBJ.c.entry_uuid)
-            .where(OBJ.c.kind.in_([schema.KIND_DOCUMENT, schema.KIND_FOLDER]),
-                   OBJ.c.entry_uuid.not_in(owned))).scalars())
-        report.dangling_associations = list(conn.execute(
-            select(OBJ.c.entry_uuid).where(
-                OBJ.c.kind == schema.KIND_ASSOCIATION,
-                or_(~select(ends.c.pk).where(ends.c.entry_uuid == OBJ.c.source_uuid).exists(),
-                    ~select(ends.c.pk).where(ends.c.entry_uuid == OBJ.c.target_uuid).exists())))
-            .scalars())
+        report.orphans = consistency.orphans(conn)
+        report.dangling_associations = consistency.dangling_associations(conn)
 
 
 def _age(services: Services, address: str, now: float) -> float:

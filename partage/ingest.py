@@ -20,13 +20,13 @@ from .access.decisions import TRUSTED_KINDS, Decision, modify_decision, submit_d
 from .access.gate import Graph
 from .clinical import index as clinical_index
 from .clinical import queue as clinical_queue
+from .metadata import kinds
 from .metadata.errors import ErrorCode, XdsError, XdsErrors
 from .metadata.ids import assign_uuids
 from .metadata.model import AssociationType, DocumentEntry, SubmissionRequest
 from .metadata.validate import ITI_41, ITI_42, Transaction, validate_submission
 from .query.view import Reader
 from .registry import queries as Q
-from .registry import schema
 from .registry.indexing import object_from_row
 from .registry.register import register
 from .services import Services
@@ -166,7 +166,7 @@ def _targets(conn: Connection, request: SubmissionRequest) -> list[tuple[Documen
     if not wanted:
         return []
     out = []
-    for row in Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=sorted(wanted)):
+    for row in Q.by_ids(conn, kinds.KIND_DOCUMENT, entry_uuids=sorted(wanted)):
         doc = object_from_row(row.body)
         if isinstance(doc, DocumentEntry):
             out.append((doc, wanted[row.entry_uuid]))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..metadata.datatypes import is_oid
-from ..registry.schema import KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
+from ..metadata.kinds import KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
 from ..registry.search_index import (
     ColumnIndex,
     DateIndex,

@@ -21,6 +21,7 @@ from ..cda.header import read_header
 from ..cda.to_xds import MappingError, XdsMetadata, membership, to_xds
 from ..ingest import IngestService
 from ..lifecycle import update_document_set
+from ..metadata import kinds
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import (
     Association,
@@ -32,7 +33,6 @@ from ..metadata.model import (
     SubmissionSet,
 )
 from ..query import QueryService
-from ..registry import schema
 from ..services import Services
 from .document_message import DELETE, INITIAL, REPLACE, DocumentObx, FeedMessage
 from .outcome import (
@@ -111,7 +111,7 @@ def _actor(message: FeedMessage) -> Actor:
 
 def _current_entry(services: Services, actor: Actor, unique_id: str) -> DocumentEntry | None:
     """The Approved entry with this uniqueId, if any."""
-    found = QueryService(services, actor).get_objects(schema.KIND_DOCUMENT, unique_ids=[unique_id]).objects
+    found = QueryService(services, actor).get_objects(kinds.KIND_DOCUMENT, unique_ids=[unique_id]).objects
     current = [o for o in found if isinstance(o, DocumentEntry)
                and o.availability_status in (None, AvailabilityStatus.APPROVED)]
     return current[0] if current else None

@@ -16,12 +16,12 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from ..access.actor import Actor
+from ..metadata import kinds
 from ..metadata.datatypes import CX
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import AnyObject, Association, AssociationType, DocumentEntry
 from ..metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter
 from ..registry import queries as Q
-from ..registry import schema
 from ..registry.indexing import object_from_row
 from ..services import Services
 from .view import Reader, graph_of, node_of
@@ -151,7 +151,7 @@ class QueryService:
     def get_documents_and_associations(self, *, entry_uuids: Sequence[str] = (),
                                        unique_ids: Sequence[str] = ()) -> QueryResult:
         with self.registry.read() as conn:
-            docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=entry_uuids, unique_ids=unique_ids)
+            docs = Q.by_ids(conn, kinds.KIND_DOCUMENT, entry_uuids=entry_uuids, unique_ids=unique_ids)
             assocs = self._associations(conn, either=[d.entry_uuid for d in docs])
             return self._answer(conn, [*docs, *assocs], roots={d.entry_uuid for d in docs}, single_patient=True)
 
@@ -160,7 +160,7 @@ class QueryService:
         with self.registry.read() as conn:
             members = Q.by_ids(conn, None, entry_uuids=uuids)
             assocs = self._associations(conn, targets=[m.entry_uuid for m in members], types=[HAS_MEMBER])
-            sets = Q.by_ids(conn, schema.KIND_SUBMISSION_SET,
+            sets = Q.by_ids(conn, kinds.KIND_SUBMISSION_SET,
                             entry_uuids=[object_from_row(a.body).source_uuid for a in assocs])
             set_ids = {s.entry_uuid for s in sets}
             assocs = [a for a in assocs if object_from_row(a.body).source_uuid in set_ids]
@@ -170,17 +170,17 @@ class QueryService:
     def get_submission_set_and_contents(self, f: DocumentFilter, *, entry_uuid: str = "",
                                         unique_id: str = "") -> QueryResult:
         with self.registry.read() as conn:
-            sets = Q.by_ids(conn, schema.KIND_SUBMISSION_SET, entry_uuids=[entry_uuid] if entry_uuid else [],
+            sets = Q.by_ids(conn, kinds.KIND_SUBMISSION_SET, entry_uuids=[entry_uuid] if entry_uuid else [],
                             unique_ids=[unique_id] if unique_id else [])
             if not sets:
                 return QueryResult()
             ss = sets[0]
             member_assocs = self._associations(conn, sources=[ss.entry_uuid], types=[HAS_MEMBER])
             member_ids = [object_from_row(a.body).target_uuid for a in member_assocs]
-            docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=member_ids,
+            docs = Q.by_ids(conn, kinds.KIND_DOCUMENT, entry_uuids=member_ids,
                             extra=Q.document_clauses(f)[1:])
-            folders = Q.by_ids(conn, schema.KIND_FOLDER, entry_uuids=member_ids)
-            inner = Q.by_ids(conn, schema.KIND_ASSOCIATION, entry_uuids=member_ids,
+            folders = Q.by_ids(conn, kinds.KIND_FOLDER, entry_uuids=member_ids)
+            inner = Q.by_ids(conn, kinds.KIND_ASSOCIATION, entry_uuids=member_ids,
                              extra=[Q.OBJ.c.status.in_(self.association_statuses)])
             kept = {r.entry_uuid for r in [*docs, *folders]}
             inner = [a for a in inner if _ends(a) <= kept]
@@ -191,7 +191,7 @@ class QueryService:
     def get_folder_and_contents(self, f: DocumentFilter, *, entry_uuid: str = "",
                                 unique_id: str = "") -> QueryResult:
         with self.registry.read() as conn:
-            folders = Q.by_ids(conn, schema.KIND_FOLDER, entry_uuids=[entry_uuid] if entry_uuid else [],
+            folders = Q.by_ids(conn, kinds.KIND_FOLDER, entry_uuids=[entry_uuid] if entry_uuid else [],
                                unique_ids=[unique_id] if unique_id else [])
             if not folders:
                 return QueryResult()
@@ -200,7 +200,7 @@ class QueryService:
             if self.metadata_level < 2:
                 folders = [max(folders, key=lambda r: int(object_from_row(r.body).version or 1))]
             assocs = self._associations(conn, sources=[f.entry_uuid for f in folders], types=[HAS_MEMBER])
-            docs = Q.by_ids(conn, schema.KIND_DOCUMENT,
+            docs = Q.by_ids(conn, kinds.KIND_DOCUMENT,
                             entry_uuids=[object_from_row(a.body).target_uuid for a in assocs],
                             extra=Q.document_clauses(f)[1:])
             kept = {d.entry_uuid for d in docs}
@@ -209,12 +209,12 @@ class QueryService:
 
     def get_folders_for_document(self, *, entry_uuid: str = "", unique_id: str = "") -> QueryResult:
         with self.registry.read() as conn:
-            docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=[entry_uuid] if entry_uuid else [],
+            docs = Q.by_ids(conn, kinds.KIND_DOCUMENT, entry_uuids=[entry_uuid] if entry_uuid else [],
                             unique_ids=[unique_id] if unique_id else [])
             if not docs:
                 return QueryResult()
             assocs = self._associations(conn, targets=[d.entry_uuid for d in docs], types=[HAS_MEMBER])
-            folders = Q.by_ids(conn, schema.KIND_FOLDER,
+            folders = Q.by_ids(conn, kinds.KIND_FOLDER,
                                entry_uuids=[object_from_row(a.body).source_uuid for a in assocs])
             folder_ids = {f.entry_uuid for f in folders}
             links = [a for a in assocs if object_from_row(a.body).source_uuid in folder_ids]
@@ -224,7 +224,7 @@ class QueryService:
     def get_related_documents(self, types: Sequence[str], f: DocumentFilter, *, entry_uuid: str = "",
                               unique_id: str = "") -> QueryResult:
         with self.registry.read() as conn:
-            docs = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=[entry_uuid] if entry_uuid else [],
+            docs = Q.by_ids(conn, kinds.KIND_DOCUMENT, entry_uuids=[entry_uuid] if entry_uuid else [],
                             unique_ids=[unique_id] if unique_id else [])
             if not docs:
                 return QueryResult()
@@ -233,7 +233,7 @@ class QueryService:
             if not assocs:
                 return QueryResult()
             others = {e for a in assocs for e in _ends(a)} - {doc.entry_uuid}
-            related = Q.by_ids(conn, schema.KIND_DOCUMENT, entry_uuids=sorted(others),
+            related = Q.by_ids(conn, kinds.KIND_DOCUMENT, entry_uuids=sorted(others),
                                extra=Q.document_clauses(f)[1:])
             kept = {r.entry_uuid for r in related} | {doc.entry_uuid}
             assocs = [a for a in assocs if _ends(a) <= kept]
@@ -255,7 +255,7 @@ class QueryService:
         with self.registry.read() as conn:
             rows = conn.execute(
                 select(*Q.COLUMNS, Q.OBJ.c.blob_address)
-                .where(Q.OBJ.c.unique_id == unique_id, Q.OBJ.c.kind == schema.KIND_DOCUMENT,
+                .where(Q.OBJ.c.unique_id == unique_id, Q.OBJ.c.kind == kinds.KIND_DOCUMENT,
                        Q.OBJ.c.blob_address.is_not(None))
                 .order_by(Q.OBJ.c.version.desc())).all()
             for row in rows:
@@ -283,7 +283,7 @@ class QueryService:
         if not wanted:
             return set()
         with self.registry.read() as conn:
-            rows = Q.by_ids(conn, schema.KIND_DOCUMENT, unique_ids=wanted)
+            rows = Q.by_ids(conn, kinds.KIND_DOCUMENT, unique_ids=wanted)
             outcome = self.reader.visible(conn, graph_of(rows), audited=False)
         shown = {o.unique_id for o in outcome.objects if isinstance(o, DocumentEntry)}
         hidden = {object_from_row(r.body).unique_id for r in rows} - shown   # type: ignore[union-attr]

@@ -23,6 +23,12 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+# The object kinds are the model's; re-exported under the names the registry's modules use.
+from ..metadata.kinds import KIND_ASSOCIATION as KIND_ASSOCIATION
+from ..metadata.kinds import KIND_DOCUMENT as KIND_DOCUMENT
+from ..metadata.kinds import KIND_FOLDER as KIND_FOLDER
+from ..metadata.kinds import KIND_SUBMISSION_SET as KIND_SUBMISSION_SET
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -32,7 +38,6 @@ NAMING = {
 metadata = MetaData(naming_convention=NAMING)
 
 # Stable kind codes stored in registry_objects.kind (small, indexable).
-KIND_DOCUMENT, KIND_SUBMISSION_SET, KIND_FOLDER, KIND_ASSOCIATION = "D", "S", "F", "A"
 
 patients = Table(
     "patients", metadata,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from lxml import etree
 
+from ..metadata import kinds
 from ..metadata.datatypes import CX, DatatypeError
 from ..metadata.errors import ErrorCode, XdsErrors
 from ..metadata.model import Code, ObjectRef
 from ..metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter, TimeRange
 from ..query import QueryResult, QueryService
-from ..registry import schema
 from . import constants as C
 from .sqparams import Params
 
@@ -119,11 +119,11 @@ def run(service: QueryService, name: str, p: Params) -> QueryResult:
         folders = FolderFilter(statuses=_statuses(p.values("$XDSFolderStatus")))
         return service.get_all(_patient(p, "$patientId"), docs, sets, folders)
     if name == "GetDocuments":
-        return service.get_objects(schema.KIND_DOCUMENT, entry_uuids=p.values("$XDSDocumentEntryEntryUUID"),
+        return service.get_objects(kinds.KIND_DOCUMENT, entry_uuids=p.values("$XDSDocumentEntryEntryUUID"),
                                    unique_ids=p.values("$XDSDocumentEntryUniqueId"),
                                    logical_ids=p.values("$XDSDocumentEntryLogicalID"))
     if name == "GetFolders":
-        return service.get_objects(schema.KIND_FOLDER, entry_uuids=p.values("$XDSFolderEntryUUID"),
+        return service.get_objects(kinds.KIND_FOLDER, entry_uuids=p.values("$XDSFolderEntryUUID"),
                                    unique_ids=p.values("$XDSFolderUniqueId"),
                                    logical_ids=p.values("$XDSFolderLogicalID"))
     if name == "GetAssociations":
