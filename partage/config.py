@@ -58,6 +58,19 @@ class Settings:
     db_pool_timeout: int = 30         # PostgreSQL: seconds to wait for a free connection
     db_pool_recycle: int = 1800       # PostgreSQL: reconnect connections older than this (s; -1 never)
     text_indexer: bool = True         # run the background PDF text indexer in each worker (clinical/queue.py)
+    # Notifications (docs/notifications.md): DSUB / FHIR subscriptions and the patients' e-mails.
+    notifier: bool = True             # `partage serve` runs the outbox sender (partage/notify/sender.py)
+    notify_poll: float = 0.5          # seconds between two looks at the outbox when idle
+    notify_timeout: float = 10.0      # seconds one delivery (HTTP POST, SMTP exchange) may take
+    notify_max_attempts: int = 12     # a delivery failing this often is given up (backoff 1 s .. 5 min)
+    subscription_max_days: int = 365  # a subscription ends after this long at most (and by default)
+    notify_patient_documents: bool = False   # also e-mail patients about each new document they may see
+    smtp_host: str = ""               # SMTP server for the patients' e-mails ("" = e-mails stay queued)
+    smtp_port: int = 25
+    smtp_security: str = "none"       # none | starttls | ssl
+    smtp_user: str = ""
+    smtp_password: str = ""
+    mail_from: str = "partage@localhost"   # sender address of the patients' e-mails
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -95,6 +108,8 @@ def _coerce(current: Any, value: Any) -> Any:
             return value.strip().lower() in ("1", "true", "yes", "on")
         if isinstance(current, int):
             return int(value)
+        if isinstance(current, float):
+            return float(value)
         if isinstance(current, Path):
             return Path(value)
     return value

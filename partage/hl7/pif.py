@@ -89,6 +89,8 @@ def handle_message(services: Services, text: str) -> FeedOutcome:
         return outcome
     demographics = {"name": _field(pid, "pid_5"), "birth_date": _field(pid, "pid_7"),
                     "sex": _field(pid, "pid_8"), "event": trigger,
+                    # PID-13 (XTN, repeating): the patient's e-mail for notices (docs/notifications.md)
+                    "telecom": _identifiers(pid, "pid_13"),
                     "received": datetime.now(UTC).strftime("%Y%m%d%H%M%S")}
     registry = services.registry
     with registry.write() as conn:

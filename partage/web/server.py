@@ -2,7 +2,8 @@
 
 The master migrates the database once, then forks workers that each build their own
 Services (engines are never shared across a fork). The MLLP listener runs as a thread
-of the master so that one port serves however many HTTP workers there are.
+of the master so that one port serves however many HTTP workers there are; so does the
+notification sender (`partage.web.notifier`: the outbox's deliveries, docs/notifications.md).
 
 Each worker also runs the background PDF text indexer (`partage.clinical.queue`), as a
 thread started after the worker has loaded the app (`post_worker_init`, so it uses the
@@ -23,6 +24,7 @@ from gunicorn.app.base import BaseApplication
 
 from ..config import Settings
 from ..services import Services
+from .notifier import Notifier
 
 log = logging.getLogger("partage")
 
@@ -39,6 +41,7 @@ class PartageServer(BaseApplication):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.mllp = None
+        self.notifier: Notifier | None = None
         super().__init__()
 
     def load_config(self) -> None:
@@ -66,6 +69,8 @@ class PartageServer(BaseApplication):
         return create_app(self.settings)
 
     def _when_ready(self, _arbiter) -> None:
+        if self.settings.notifier:   # the outbox sender (partage.web.notifier, docs/notifications.md)
+            self.notifier = Notifier(self.settings).start()
         if self.settings.mllp_port:
             from ..hl7.server import start_mllp_server
 
@@ -86,6 +91,8 @@ class PartageServer(BaseApplication):
     def _on_exit(self, _arbiter) -> None:
         if self.mllp is not None:
             self.mllp.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
 
 
 def serve(settings: Settings) -> int:

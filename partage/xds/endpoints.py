@@ -26,7 +26,7 @@ from ..query import QueryService
 from ..services import Services
 from ..xmlsafe import XmlInputError
 from . import constants as C
-from . import ebrim, retrieve, storedquery
+from . import dsub, ebrim, retrieve, storedquery
 from .mtom import Attachment, MtomError, build_multipart, read_soap_request, xop_includes
 from .responses import query_response, registry_response
 from .soap import SoapError, build_envelope, fault_envelope, parse_envelope
@@ -230,3 +230,12 @@ def repository_endpoint() -> Response:
     return dispatch(REPOSITORY_ACTIONS)
 
 
+# DSUB (ITI-52): the notification broker and each subscription's manager (partage.xds.dsub).
+@bp.post(dsub.BROKER_PATH)
+def notification_broker_endpoint() -> Response:
+    return dsub.handle()
+
+
+@bp.post(f"{dsub.SUBSCRIPTION_PATH}/<rid>")
+def subscription_endpoint(rid: str) -> Response:
+    return dsub.handle(rid)

@@ -30,7 +30,7 @@ FAULT_CODES = ("VersionMismatch", "MustUnderstand", "DataEncodingUnknown", "Send
 # Header namespaces this stack processes itself (wsse:Security goes to the access layer).
 UNDERSTOOD = frozenset({C.WSA, C.WSSE})
 # Prefixes a fault subcode may use, e.g. "wsa:ActionNotSupported".
-SUBCODE_PREFIXES = {"wsa": C.WSA, "wsse": C.WSSE, "xdsb": C.XDSB}
+SUBCODE_PREFIXES = {"wsa": C.WSA, "wsse": C.WSSE, "xdsb": C.XDSB, "wsnt": C.WSNT, "wsrf-r": C.WSRF_R}
 
 
 class SoapError(Exception):
