@@ -1,8 +1,8 @@
 """The outbox sender: a background thread that delivers what the outbox holds.
 
-`Sender(services, renderers).start()` / `.stop()`. `partage serve` starts one in the
-gunicorn master (partage.web.server, `when_ready`), beside the MLLP listener; several
-servers (hosts) may each run one: rows are leased one batch at a time (`FOR UPDATE SKIP
+`Sender(services, renderers).start()` / `.stop()`. `partage serve` runs exactly one, in a
+process the gunicorn master starts (partage.web.notifier, from partage.web.server's
+`when_ready`), not one per worker; several servers (hosts) may each run one: rows are leased one batch at a time (`FOR UPDATE SKIP
 LOCKED` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so two senders never hold the same row.
 
 Guarantees (docs/notifications.md):
@@ -53,6 +53,7 @@ class Sender:
         self.notices = Notices(services)
         self.workers = workers
         self._stop = threading.Event()
+        self.first_pass = threading.Event()   # set once the outbox was looked at (or that failed)
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -81,6 +82,7 @@ class Sender:
             except Exception:   # the database is away: try again later
                 log.exception("notification sender: claiming from the outbox failed")
                 busy = False
+            self.first_pass.set()
             if not busy:
                 self._stop.wait(self.poll_s)
 

@@ -1,58 +1,80 @@
 """The notification sender of a server, in a process of its own, wired with the doors' renderers.
 
 The composition root's one piece of the notification engine. `Notifier(settings).start()`
-starts a process (spawned: a fresh interpreter, never a fork of a process with threads)
-that opens its own Services and runs `partage.notify.sender.Sender` with the DSUB and FHIR
-renderers; `.stop()` asks it to stop after the deliveries in progress (SIGTERM), then waits.
-The process also stops when its parent goes away, so a killed server leaves no sender behind.
+runs `python -m partage.web.notifier` (a fresh interpreter, never a fork of a process with
+threads), hands it the settings on its stdin, and waits until it says it is ready: its
+Services are open and the sender (`partage.notify.sender.Sender`, with the DSUB and FHIR
+renderers) has looked at the outbox once. A server that answers has a working sender whose
+start-up is over. `.stop()` asks it to stop after the deliveries in progress (SIGTERM), then
+waits. The process also stops when its parent goes away, so a killed server leaves no sender
+behind; a sender that dies while the server runs is started again (after 1, 2, 4 ... 60 s).
 
-`partage serve` runs one, started by the gunicorn master (partage.web.server, `when_ready` /
-`on_exit`). A process rather than a thread of the master: gunicorn forks its workers from the
-master, and a fork taken while a thread is inside SQLite or a pool lock hangs the new worker.
-`PARTAGE_NOTIFIER=0` turns it off (the outbox then waits for a server that runs one).
+`partage serve` runs exactly one, started by the gunicorn master (partage.web.server,
+`when_ready` / `on_exit`), not one per worker. A process rather than a thread of the master:
+gunicorn forks its workers from the master, and a fork taken while a thread is inside SQLite
+or a pool lock hangs the new worker. Not `multiprocessing`: its children are inherited by
+the forked workers, whose exit would try to join (or, as daemons, kill) the master's sender.
+Several servers (hosts) may each run one: outbox rows are leased in the database, so no row
+is delivered by two senders (partage.registry.outbox). `PARTAGE_NOTIFIER=0` turns it off
+(the outbox then waits for a server that runs one).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
+import pickle
+import select
 import signal
+import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from ..config import Settings
-from ..fhir.subscriptions import FhirRenderer
-from ..notify.channels import Renderer
-from ..notify.model import DSUB, FHIR
-from ..notify.sender import Sender
-from ..services import Services
-from ..xds.dsub import NotifyRenderer
 
 log = logging.getLogger("partage.notify")
 PARENT_CHECK_S = 1.0
+READY_TIMEOUT_S = 60.0
+READY = b"ready\n"
+RESTART_MAX_S = 60.0
 
 
-def renderers() -> dict[str, Renderer]:
+def renderers() -> dict[str, Any]:
     """Each door renders the notifications of the subscriptions it made."""
+    from ..fhir.subscriptions import FhirRenderer
+    from ..notify.model import DSUB, FHIR
+    from ..xds.dsub import NotifyRenderer
+
     return {DSUB: NotifyRenderer(), FHIR: FhirRenderer()}
 
 
-def run(settings: Settings, parent_pid: int) -> None:
-    """The sender process: deliver until SIGTERM / SIGINT or until the parent is gone."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+def run(settings: Settings, parent_pid: int, ready: Any = None) -> None:
+    """The sender process: deliver until SIGTERM / SIGINT or until the parent is gone.
+    `ready` (a binary stream) is told once the sender has looked at the outbox."""
+    from ..notify.sender import Sender
+    from ..services import Services
+
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: Any) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    # Ctrl-C reaches the whole process group: the server decides when its sender stops (SIGTERM).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     services = Services.open(settings, migrate=False)
     sender = Sender(services, renderers()).start()
     try:
+        sender.first_pass.wait(READY_TIMEOUT_S)
+        if ready is not None:
+            try:
+                ready.write(READY)
+                ready.flush()
+                ready.close()
+            except OSError:   # the server stopped waiting: carry on, it may still be there
+                pass
         while not stop.wait(PARENT_CHECK_S):
             if os.getppid() != parent_pid:
                 log.info("notification sender: the server is gone; stopping")
@@ -62,23 +84,101 @@ def run(settings: Settings, parent_pid: int) -> None:
         services.close()
 
 
+def main() -> int:
+    """`python -m partage.web.notifier`: the settings come pickled on stdin, from the server."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    settings, parent_pid = pickle.load(sys.stdin.buffer)
+    sys.stdin.close()
+    ready = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout = sys.stderr   # nothing else goes to the server's pipe
+    run(settings, parent_pid, ready)
+    return 0
+
+
 class Notifier:
+    """The server's one sender process: started, watched (restarted if it dies), stopped."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.process: Any = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._watch: threading.Thread | None = None
 
     def start(self) -> Notifier:
-        context = multiprocessing.get_context("spawn")
-        self.process = context.Process(target=run, args=(self.settings, os.getpid()), name="partage-notifier")
-        self.process.start()
-        log.info("notification sender process %s started", self.process.pid)
+        self._spawn()
+        self._watch = threading.Thread(target=self._supervise, name="partage-notifier-watch", daemon=True)
+        self._watch.start()
         return self
 
+    def _spawn(self) -> bool:
+        """Start the process and wait for its ready line; False if it did not come."""
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            process = subprocess.Popen([sys.executable, "-m", "partage.web.notifier"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, close_fds=True)
+            self.process = process
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write(pickle.dumps((self.settings, os.getpid())))
+            process.stdin.close()
+        except OSError:
+            pass
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        line = b""
+        while time.monotonic() < deadline and not line.endswith(b"\n"):
+            readable, _, _ = select.select([process.stdout], [], [], max(deadline - time.monotonic(), 0))
+            if not readable:
+                break
+            chunk = os.read(process.stdout.fileno(), 64)
+            if not chunk:
+                break
+            line += chunk
+        ok = line == READY
+        process.stdout.close()
+        if ok:
+            log.info("notification sender process %s started", process.pid)
+        else:
+            log.error("notification sender process %s did not start (exit status %s); see the log above",
+                      process.pid, process.poll())
+        return ok
+
+    def _supervise(self) -> None:
+        delay = 1.0
+        while not self._stopping.is_set():
+            process = self.process
+            if process is None:
+                return
+            started = time.monotonic()
+            status = process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > RESTART_MAX_S:
+                delay = 1.0
+            log.error("notification sender process %s exited with status %s; starting another in %.0f s",
+                      process.pid, status, delay)
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, RESTART_MAX_S)
+            self._spawn()
+
     def stop(self, timeout: float = 15.0) -> None:
-        if self.process is None or not self.process.is_alive():
+        """Ask the sender to stop after the deliveries in progress; kill it if it does not."""
+        self._stopping.set()
+        with self._lock:
+            process = self.process
+        if process is None or process.poll() is not None:
             return
-        self.process.terminate()
-        self.process.join(timeout)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.info("notification sender process %s stopped", process.pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

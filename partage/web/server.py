@@ -7,8 +7,10 @@ says why and what a client sees at each limit.
 
 The master migrates the database once, then forks workers that each build their own
 Services (engines are never shared across a fork). The MLLP listener runs as a thread
-of the master so that one port serves however many HTTP workers there are; so does the
-notification sender (`partage.web.notifier`: the outbox's deliveries, docs/notifications.md).
+of the master so that one port serves however many HTTP workers there are. The master also
+starts the one notification sender of the server, a process of its own, and waits until it
+is ready before forking the workers (`partage.web.notifier`: the outbox's deliveries,
+docs/notifications.md); it stops it on exit.
 
 Each worker also runs the background PDF text indexer (`partage.clinical.queue`), as a
 thread started after the worker has loaded the app (`post_worker_init`, so it uses the
