@@ -53,6 +53,7 @@ ACTION_SUBSCRIBE_RESPONSE = "http://docs.oasis-open.org/wsn/bw-2/NotificationPro
 ACTION_UNSUBSCRIBE = "http://docs.oasis-open.org/wsn/bw-2/SubscriptionManager/UnsubscribeRequest"
 ACTION_UNSUBSCRIBE_RESPONSE = "http://docs.oasis-open.org/wsn/bw-2/SubscriptionManager/UnsubscribeResponse"
 ACTION_NOTIFY = "http://docs.oasis-open.org/wsn/bw-2/NotificationConsumer/Notify"
+RESPONSE_ACTIONS.update({ACTION_SUBSCRIBE: ACTION_SUBSCRIBE_RESPONSE, ACTION_UNSUBSCRIBE: ACTION_UNSUBSCRIBE_RESPONSE})
 TOPIC_DIALECT_SIMPLE = "http://docs.oasis-open.org/wsn/t-1/TopicExpression/Simple"
 TOPIC_DIALECT_CONCRETE = "http://docs.oasis-open.org/wsn/t-1/TopicExpression/Concrete"
 TOPIC_FULL_DOCUMENT_ENTRY = "FullDocumentEntry"

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, cast
+from typing import Any
 
-from flask import Response, current_app, request
 from lxml import etree
 
-from ..access import audit, authn
-from ..access.actor import Actor, AuthenticationRequired
+from ..access import audit
+from ..access.actor import Actor
 from ..metadata.datatypes import CX, DatatypeError
 from ..metadata.errors import XdsErrors
 from ..metadata.model import DocumentEntry, ObjectRef
@@ -47,11 +46,9 @@ from ..notify.model import (
 )
 from ..notify.subscriptions import SubscriptionError, Subscriptions
 from ..services import Services
-from ..xmlsafe import XmlInputError
 from . import constants as C
 from .ebrim import write_object_list
-from .mtom import MtomError, read_soap_request
-from .soap import SoapError, build_envelope, fault_envelope, parse_envelope
+from .soap import SoapError, build_envelope, header_of
 from .sqparams import Params
 from .storedquery import adhoc_slots, codes_of, document_filter, like_pattern
 
@@ -219,69 +216,46 @@ class NotifyRenderer:
         raise NotImplementedError("DSUB subscriptions have no handshake")
 
 
-# --------------------------------------------------------------------------- the endpoints
-def _respond(action: str, body: etree._Element, relates_to: str | None) -> Response:
-    return Response(build_envelope(action, body, relates_to=relates_to), status=200,
-                    content_type=f'application/soap+xml; charset=UTF-8; action="{action}"')
-
-
-def _fault_response(error: SoapError, relates_to: str | None) -> Response:
-    return Response(fault_envelope(error, relates_to=relates_to), status=400 if error.code == "Sender" else 500,
-                    content_type="application/soap+xml; charset=UTF-8")
-
-
-def _header_subscription_id(header: etree._Element | None) -> str:
+# --------------------------------------------------------------------------- the operations
+# The doors' transport (partage.xds.endpoints.dispatch) reads the request within the routes'
+# limits, checks the credentials as soon as the Header has streamed in, and answers a
+# SoapError raised here as a SOAP Fault; these only read the body and answer it.
+def _header_subscription_id(payload: etree._Element) -> str:
+    header = header_of(payload)
     if header is None:
         return ""
     return (header.findtext(f"{{{C.DSUB}}}SubscriptionId") or "").strip()
 
 
-def handle(subscription_id: str = "") -> Response:
-    """POST /xds/notification-broker (Subscribe, Unsubscribe with the SubscriptionId reference
-    parameter) and /xds/subscription/<id> (Unsubscribe)."""
-    services: Services = current_app.extensions["partage"]
-    try:
-        message = read_soap_request(request.headers.get("Content-Type", ""), cast(BinaryIO, request.stream),
-                                    max_total=services.settings.max_request_bytes)
-        envelope = parse_envelope(message.root)
-    except (MtomError, XmlInputError) as exc:
-        return _fault_response(SoapError("Sender", "", f"unreadable request: {exc}"), None)
-    except SoapError as exc:
-        return _fault_response(exc, None)
-    relates = envelope.message_id
-    audit.set_action({C.ACTION_SUBSCRIBE: "ITI-52", C.ACTION_UNSUBSCRIBE: "ITI-52-unsubscribe"}.get(
-        envelope.action, envelope.action))
-    try:   # credentials first, as on every XDS.b endpoint: an unauthenticated caller learns nothing
-        actor = authn.soap_actor(services, envelope.header, address=request.remote_addr or "")
-    except AuthenticationRequired as exc:
-        return _fault_response(SoapError("Sender", "wsse:FailedAuthentication", str(exc)), relates)
-    if envelope.action == C.ACTION_UNSUBSCRIBE:
-        subscription_id = subscription_id or _header_subscription_id(envelope.header)
-        if not subscription_id:
-            return _fault_response(_fault("wsrf-r:ResourceUnknownFault",
-                                          "Unsubscribe goes to the subscription's address (its "
-                                          "SubscriptionReference) or carries its dsub:SubscriptionId"), relates)
-    elif envelope.action != C.ACTION_SUBSCRIBE or subscription_id:
-        return _fault_response(SoapError("Sender", "wsa:ActionNotSupported",
-                                         f"action {envelope.action!r} is not served at {request.path}"), relates)
+def _refused(exc: SubscriptionError) -> SoapError:
+    if exc.kind == SubscriptionError.FORBIDDEN:
+        audit.note_denied(exc.message)
+    return _fault(FAULT_OF.get(exc.kind, "wsnt:SubscribeCreationFailedFault"), exc.message)
+
+
+def subscribe(services: Services, actor: Actor, body: etree._Element, base_url: str) -> etree._Element:
+    """ITI-52 Subscribe by an authenticated actor: the wsnt:SubscribeResponse, or SoapError."""
     try:
         subscriptions = Subscriptions(services, actor)
-        if envelope.action == C.ACTION_UNSUBSCRIBE:
-            if envelope.body.tag != WSNT + "Unsubscribe":
-                raise _fault("", f"expected wsnt:Unsubscribe in the body, got {envelope.body.tag}")
-            subscriptions.cancel(subscription_id)
-            return _respond(C.ACTION_UNSUBSCRIBE_RESPONSE, etree.Element(WSNT + "UnsubscribeResponse",
-                                                                         nsmap={"wsnt": C.WSNT}), relates)
-        wanted, ends = read_subscribe(envelope.body)
-        wanted.base_url = request.host_url.rstrip("/")
+        wanted, ends = read_subscribe(body)
+        wanted.base_url = base_url
         wanted.ends_at = subscriptions.end_time(ends)
-        created = subscriptions.create(wanted, handshake=False)
-        return _respond(C.ACTION_SUBSCRIBE_RESPONSE, subscribe_response(created), relates)
+        return subscribe_response(subscriptions.create(wanted, handshake=False))
     except SubscriptionError as exc:
-        if exc.kind == SubscriptionError.FORBIDDEN:
-            audit.note_denied(exc.message)
-        return _fault_response(_fault(FAULT_OF.get(exc.kind, "wsnt:SubscribeCreationFailedFault"), exc.message),
-                               relates)
-    except SoapError as exc:
-        return _fault_response(exc, relates)
+        raise _refused(exc) from None
 
+
+def unsubscribe(services: Services, actor: Actor, body: etree._Element, subscription_id: str) -> etree._Element:
+    """ITI-52 Unsubscribe of the subscription at `subscription_id` (the address it was given)
+    or named by the dsub:SubscriptionId header: the wsnt:UnsubscribeResponse, or SoapError."""
+    subscription_id = subscription_id or _header_subscription_id(body)
+    if not subscription_id:
+        raise _fault("wsrf-r:ResourceUnknownFault", "Unsubscribe goes to the subscription's address (its "
+                                                    "SubscriptionReference) or carries its dsub:SubscriptionId")
+    if body.tag != WSNT + "Unsubscribe":
+        raise _fault("", f"expected wsnt:Unsubscribe in the body, got {body.tag}")
+    try:
+        Subscriptions(services, actor).cancel(subscription_id)
+    except SubscriptionError as exc:
+        raise _refused(exc) from None
+    return etree.Element(WSNT + "UnsubscribeResponse", nsmap={"wsnt": C.WSNT})

@@ -1,4 +1,6 @@
-"""The XDS.b doors: POST /xds/registry and /xds/repository, SOAP 1.2 dispatched on wsa:Action.
+"""The XDS.b doors: POST /xds/registry and /xds/repository, SOAP 1.2 dispatched on wsa:Action;
+DSUB's /xds/notification-broker and /xds/subscription/<id> (partage.xds.dsub) go through the
+same transport, limits and credential checks.
 
 Each handler parses its request into the model, calls a flow (ingest, query, update,
 retrieve), and writes the ebRS answer. Requests and responses use MTOM when the
@@ -151,6 +153,14 @@ def handle_remove_documents(services: Services, actor: Actor, body, parts) -> Re
     return Reply(registry_response(result.errors, status=status))
 
 
+def handle_subscribe(services: Services, actor: Actor, body, parts) -> Reply:
+    return Reply(dsub.subscribe(services, actor, body, base_url=request.host_url.rstrip("/")))
+
+
+def handle_unsubscribe(services: Services, actor: Actor, body, parts) -> Reply:
+    return Reply(dsub.unsubscribe(services, actor, body, (request.view_args or {}).get("rid", "")))
+
+
 Handler = Callable[[Services, Actor, etree._Element, dict], Reply]
 REGISTRY_ACTIONS: dict[str, Handler] = {
     C.ACTION_REGISTER: handle_register,
@@ -165,6 +175,9 @@ REPOSITORY_ACTIONS: dict[str, Handler] = {
     # A combined registry/repository also answers registry actions at the repository URL.
     **REGISTRY_ACTIONS,
 }
+# DSUB (ITI-52): the notification broker, and each subscription's own address (its manager).
+BROKER_ACTIONS: dict[str, Handler] = {C.ACTION_SUBSCRIBE: handle_subscribe, C.ACTION_UNSUBSCRIBE: handle_unsubscribe}
+MANAGER_ACTIONS: dict[str, Handler] = {C.ACTION_UNSUBSCRIBE: handle_unsubscribe}
 
 
 # --------------------------------------------------------------------------- transport
@@ -236,6 +249,8 @@ def dispatch(actions: dict[str, Handler]) -> Response:
         reply = handler(services, actor, envelope.body, message.parts)
     except AuthenticationRequired as exc:
         return _fault(SoapError("Sender", "wsse:FailedAuthentication", str(exc)), envelope.message_id, mtom)
+    except SoapError as exc:   # a refusal the operation answers as a Fault (DSUB)
+        return _fault(exc, envelope.message_id, mtom)
     except XdsErrors as exc:
         reply = Reply(_error_body(envelope.action, exc.errors))
     except Exception as exc:   # never a traceback to the client: a RegistryError with a reference
@@ -245,6 +260,9 @@ def dispatch(actions: dict[str, Handler]) -> Response:
             return _fault(SoapError("Receiver" if known.status >= 500 else "Sender", f"xdsb:{code}", known.message),
                           envelope.message_id, mtom, known.status, known.retry_after)
         log.exception("internal error on %s", envelope.action)
+        if envelope.action not in REPOSITORY_ACTIONS:   # no ebRS answer to carry it: a Receiver Fault
+            return _fault(SoapError("Receiver", "", "internal error; the server log has the details"),
+                          envelope.message_id, mtom)
         reply = Reply(_error_body(envelope.action, [XdsError(
             ErrorCode.REGISTRY_ERROR if envelope.action in REGISTRY_ACTIONS else ErrorCode.REPOSITORY_ERROR,
             "internal error; the server log has the details")]))
@@ -276,12 +294,11 @@ def repository_endpoint() -> Response:
     return dispatch(REPOSITORY_ACTIONS)
 
 
-# DSUB (ITI-52): the notification broker and each subscription's manager (partage.xds.dsub).
 @bp.post(dsub.BROKER_PATH)
 def notification_broker_endpoint() -> Response:
-    return dsub.handle()
+    return dispatch(BROKER_ACTIONS)
 
 
 @bp.post(f"{dsub.SUBSCRIPTION_PATH}/<rid>")
 def subscription_endpoint(rid: str) -> Response:
-    return dsub.handle(rid)
+    return dispatch(MANAGER_ACTIONS)
