@@ -95,6 +95,9 @@ class Settings:
     smtp_user: str = ""
     smtp_password: str = ""
     mail_from: str = "partage@localhost"   # sender address of the patients' e-mails
+    # where subscribers' endpoints may be (partage/notify/destinations.py): public, private,
+    # loopback, networks (CIDR), host names, *.domains
+    notify_destinations: str = "public,private,loopback"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,6 +145,13 @@ class Settings:
                      "max_documents_per_submission", "query_result_limit"):
             if getattr(self, name) <= 0:
                 out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
+        for name in ("notify_poll", "notify_timeout", "notify_max_attempts", "subscription_max_days"):
+            if getattr(self, name) <= 0:
+                out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
+        if not 1 <= self.smtp_port <= 65535:
+            out.append(f"{_name('smtp_port')}: {self.smtp_port} is not between 1 and 65535")
+        if self.smtp_security.lower() not in ("none", "starttls", "ssl"):
+            out.append(f"{_name('smtp_security')}: {self.smtp_security!r} is not none, starttls or ssl")
         if self.one_time_credentials not in ("saml", "all", "none"):
             out.append(f"{_name('one_time_credentials')}: {self.one_time_credentials!r} is not saml, all or none")
         if self.hl7_business_ack_to:

@@ -9,7 +9,8 @@ since...) sends nothing, and leaves no gap in the event numbers.
 
 Each attempt that sends something writes one audit record (action ITI-53 for DSUB, ITI-112
 for FHIR; the subscriber as actor, the documents named, the endpoint and HTTP status in the
-detail); a failure is retried with exponential backoff (1 s, 2 s, 4 s ... at most 5 min)
+detail), shown writable before anything is sent (fail closed: when the audit store refuses,
+the row waits); POSTs go only to allowed destinations (partage.notify.destinations); a failure is retried with exponential backoff (1 s, 2 s, 4 s ... at most 5 min)
 until `notify_max_attempts`, then given up (`failed`; a FHIR subscription goes to `error`).
 """
 
@@ -32,7 +33,8 @@ from ..registry import outbox
 from ..registry import subscriptions as rows
 from ..registry.outbox import EVENTS
 from ..services import Services
-from .channels import Event, Outcome, Renderer, post
+from .channels import Event, Outcome, Renderer, Transport
+from .destinations import Destinations
 from .model import ACTIVE, DOCUMENT, ERROR, FHIR, OFF, REQUESTED, Subscription, cx_of
 
 log = logging.getLogger("partage.notify")
@@ -72,6 +74,7 @@ class Deliveries:
         self.services = services
         self.renderers = renderers
         self.settings = services.settings
+        self.transport = Transport(Destinations.from_settings(self.settings), self.settings.notify_timeout)
 
     def run(self, row: Any, token: str) -> str:
         """Deliver one claimed row; returns what became of it (for logs and counts)."""
@@ -124,7 +127,15 @@ class Deliveries:
                 return "lost"   # another sender took the row over (lease expired)
             event = Event(row.delivery_id, sub, objects, number, datetime.now(UTC))
             message = renderer.event(self.services, event)
-            result = post(sub.endpoint, message, self.settings.notify_timeout)
+            ctx = audit.current()
+            try:   # fail closed: nothing leaves unless its audit record can be written
+                if ctx is not None:
+                    audit.open_record(self.services, ctx)
+            except audit.AuditUnavailable as exc:
+                outbox.retry(self.services.registry, EVENTS, row.pk, token, time.time() + backoff(int(row.attempts) + 1),
+                             str(exc), count=False)
+                return "postponed"
+            result = self.transport.post(sub.endpoint, message)
             self._audit(row, sub, result)
         finally:
             audit.end(context)
@@ -133,8 +144,7 @@ class Deliveries:
     def _handshake(self, sub: Subscription, renderer: Renderer, row: Any, token: str) -> str:
         if sub.status != REQUESTED:
             return self._settler(row, token)("skipped", f"the subscription is {sub.status}")
-        result = post(sub.endpoint, renderer.handshake(self.services, sub, row.delivery_id),
-                      self.settings.notify_timeout)
+        result = self.transport.post(sub.endpoint, renderer.handshake(self.services, sub, row.delivery_id))
         # DSUBm ITI-112: a handshake that cannot be sent or is refused puts the subscription in
         # error at once (the subscriber re-activates it once its endpoint answers).
         with self.services.registry.write() as conn:

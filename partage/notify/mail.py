@@ -196,6 +196,12 @@ class Notices:
             audit.note_patient(record.xds_patient_id.format(), record.pk)
             ctx = audit.current()
             assert ctx is not None
+            try:   # fail closed: no e-mail unless its audit record can be written
+                audit.open_record(self.services, ctx)
+            except audit.AuditUnavailable as exc:
+                outbox.retry(registry, NOTICES, row.pk, token, time.time() + backoff(int(row.attempts) + 1),
+                             str(exc), count=False)
+                return "postponed"
             try:
                 send(self.settings, message(self.settings, record.email, mail, row.notice_id or ""))
             except SmtpFailure as exc:

@@ -14,17 +14,18 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from urllib.parse import urlsplit
 
 from ..access.actor import ADMIN, INSECURE_DEV, NORMAL, Actor
 from ..query.view import Reader
 from ..registry import outbox
 from ..registry import subscriptions as rows
 from ..services import Services
+from .destinations import Destinations, endpoint_problem
 from .model import ACTIVE, ERROR, FHIR, OFF, REQUESTED, Subscription
 
+__all__ = ["SubscriptionError", "Subscriptions", "endpoint_problem"]
+
 DAY_S = 86400.0
-MAX_ENDPOINT = 2048
 
 
 class SubscriptionError(Exception):
@@ -37,21 +38,6 @@ class SubscriptionError(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = message
-
-
-def endpoint_problem(url: str) -> str:
-    """Why a notification endpoint is not usable ("" when it is): an absolute http(s) URL
-    with a host and no credentials in it."""
-    if not url or len(url) > MAX_ENDPOINT:
-        return f"the endpoint must be an absolute http(s) URL of at most {MAX_ENDPOINT} characters"
-    if any(ch in url for ch in "\r\n\t "):
-        return "the endpoint URL contains white space"
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"the endpoint {url!r} is not an absolute http or https URL"
-    if parts.username or parts.password:
-        return "the endpoint URL must not carry credentials"
-    return ""
 
 
 class Subscriptions:
@@ -81,7 +67,7 @@ class Subscriptions:
             raise SubscriptionError(SubscriptionError.FORBIDDEN,
                                     f"a subscription is a standing access: it cannot be made in the "
                                     f"{self.actor.purpose} access mode, which is for one access")
-        problem = endpoint_problem(sub.endpoint)
+        problem = Destinations.from_settings(self.services.settings).url_problem(sub.endpoint)
         if problem:
             raise SubscriptionError(SubscriptionError.INVALID, problem)
         sub = dataclasses.replace(sub, actor=self.actor, id=uuid.uuid4().hex,

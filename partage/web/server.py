@@ -30,6 +30,7 @@ import sys
 from gunicorn.app.base import BaseApplication
 
 from ..config import Settings
+from ..notify.destinations import DEFAULT as DEFAULT_DESTINATIONS
 from ..services import Services
 from .notifier import Notifier
 
@@ -115,6 +116,9 @@ def serve(settings: Settings) -> int:
     if not settings.insecure_dev and not settings.trust:
         log.warning("no --trust (PARTAGE_TRUST) configured: no credential can be verified, so every "
                     "request for patient data will be refused (see docs/access.md)")
+    if settings.notifier and not settings.insecure_dev and settings.notify_destinations == DEFAULT_DESTINATIONS:
+        log.warning("notifications may go to any public, private or loopback address: set "
+                    "PARTAGE_NOTIFY_DESTINATIONS to your subscribers' networks or names (docs/notifications.md)")
     services = Services.open(settings, migrate=True)
     log.info("data directory %s, database %s", settings.data_dir.resolve(),
              services.registry.engine.url.render_as_string(hide_password=True))

@@ -273,6 +273,9 @@ def test_subscriptions_need_the_credentials_of_a_query(server, authority):
                                         "wsnt:UnacceptableInitialTerminationTimeFault"]
     local = subscribe(_soap(server, authority, gp), server.base_url, "file:///etc/passwd", patient=pid.format())
     assert _fault(local) == "wsnt:SubscribeCreationFailedFault"
+    metadata = subscribe(_soap(server, authority, gp), server.base_url, "http://169.254.169.254/latest/meta-data/",
+                         patient=pid.format())              # link-local: never a destination by default
+    assert _fault(metadata) == "wsnt:SubscribeCreationFailedFault" and "allowed" in _text(metadata)
     r = requests.post(f"{server.base_url}/fhir/Subscription", timeout=30, headers=FHIR_JSON,
                       json=fhir_subscription(url, f"DocumentReference?patient.identifier={F.token(pid)}"))
     assert r.status_code == 401 and r.json()["resourceType"] == "OperationOutcome"
@@ -392,6 +395,7 @@ def test_fhir_subscription_refusals(server, authority):
         (fhir_subscription("http://127.0.0.1:9/x", criteria + "&title=x"), 400),          # not a filter of the topic
         (fhir_subscription("http://127.0.0.1:9/x", "DocumentReference?type=x"), 400),     # patient-dependent: no patient
         (fhir_subscription("ftp://127.0.0.1/x", criteria), 400),
+        (fhir_subscription("http://169.254.169.254/latest/meta-data/", criteria), 400),
         (fhir_subscription("http://127.0.0.1:9/x", criteria, end="2001-01-01T00:00:00Z"), 400),
         (fhir_subscription("http://127.0.0.1:9/x", criteria, payload="everything"), 400),
         (fhir_subscription("http://127.0.0.1:9/x", f"DocumentReference?patient.identifier={F.token(F.patient_id())}"), 403),
