@@ -197,7 +197,7 @@ def audit_row(conn: Connection, audit_pk: int | None) -> Row[Any] | None:
 
 
 def backlog(registry: Registry) -> dict[str, dict[str, int]]:
-    """Rows by state, per lane (`partage notify status`, tests)."""
+    """Rows by state, per lane (tests, operators reading the backlog)."""
     out: dict[str, dict[str, int]] = {}
     with registry.read() as conn:
         for lane in (EVENTS, NOTICES):
