@@ -7,7 +7,9 @@ Services are open and the sender (`partage.notify.sender.Sender`, with the DSUB 
 renderers) has looked at the outbox once. A server that answers has a working sender whose
 start-up is over. `.stop()` asks it to stop after the deliveries in progress (SIGTERM), then
 waits. The process also stops when its parent goes away, so a killed server leaves no sender
-behind; a sender that dies while the server runs is started again (after 1, 2, 4 ... 60 s).
+behind; a sender that fails while the server runs (a non-zero exit: a crash, a kill) is
+started again (after 1, 2, 4 ... 60 s). One that exits cleanly was asked to stop (SIGTERM to
+the server's process group, as a service manager sends it) and is not restarted.
 
 `partage serve` runs exactly one, started by the gunicorn master (partage.web.server,
 `when_ready` / `on_exit`), not one per worker. A process rather than a thread of the master:
@@ -38,6 +40,7 @@ log = logging.getLogger("partage.notify")
 PARENT_CHECK_S = 1.0
 READY_TIMEOUT_S = 60.0
 READY = b"ready\n"
+STOPPING = b"stopping\n"
 RESTART_MAX_S = 60.0
 
 
@@ -68,20 +71,25 @@ def run(settings: Settings, parent_pid: int, ready: Any = None) -> None:
     sender = Sender(services, renderers()).start()
     try:
         sender.first_pass.wait(READY_TIMEOUT_S)
-        if ready is not None:
-            try:
-                ready.write(READY)
-                ready.flush()
-                ready.close()
-            except OSError:   # the server stopped waiting: carry on, it may still be there
-                pass
+        _say(ready, READY)
         while not stop.wait(PARENT_CHECK_S):
             if os.getppid() != parent_pid:
                 log.info("notification sender: the server is gone; stopping")
                 break
+        _say(ready, STOPPING)   # a clean stop, asked for: the server does not start another
     finally:
         sender.stop()
         services.close()
+
+
+def _say(channel: Any, line: bytes) -> None:
+    if channel is None:
+        return
+    try:
+        channel.write(line)
+        channel.flush()
+    except OSError:   # the server stopped listening: carry on, it may still be there
+        pass
 
 
 def main() -> int:
@@ -126,39 +134,37 @@ class Notifier:
             process.stdin.close()
         except OSError:
             pass
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        line = b""
-        while time.monotonic() < deadline and not line.endswith(b"\n"):
-            readable, _, _ = select.select([process.stdout], [], [], max(deadline - time.monotonic(), 0))
-            if not readable:
-                break
-            chunk = os.read(process.stdout.fileno(), 64)
-            if not chunk:
-                break
-            line += chunk
-        ok = line == READY
-        process.stdout.close()
-        if ok:
+        line = _read_line(process.stdout.fileno(), READY_TIMEOUT_S)
+        if line == READY:
             log.info("notification sender process %s started", process.pid)
-        else:
-            log.error("notification sender process %s did not start (exit status %s); see the log above",
-                      process.pid, process.poll())
-        return ok
+            return True
+        log.error("notification sender process %s did not start; see the log above", process.pid)
+        return False
 
     def _supervise(self) -> None:
+        """Restart the sender when it fails. Its exit status is no witness (the gunicorn master
+        reaps every child, this one included): what it said on its pipe before the end is."""
         delay = 1.0
         while not self._stopping.is_set():
             process = self.process
-            if process is None:
+            if process is None or process.stdout is None:
                 return
             started = time.monotonic()
-            status = process.wait()
+            said = _read_all(process.stdout.fileno())
+            process.stdout.close()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:   # closed its pipe but lives on: end it
+                process.kill()
             if self._stopping.is_set():
+                return
+            if STOPPING in said:   # asked to stop (SIGTERM to the server's process group): not a failure
+                log.info("notification sender process %s stopped", process.pid)
                 return
             if time.monotonic() - started > RESTART_MAX_S:
                 delay = 1.0
-            log.error("notification sender process %s exited with status %s; starting another in %.0f s",
-                      process.pid, status, delay)
+            log.error("notification sender process %s ended unexpectedly; starting another in %.0f s",
+                      process.pid, delay)
             if self._stopping.wait(delay):
                 return
             delay = min(delay * 2, RESTART_MAX_S)
@@ -178,6 +184,29 @@ class Notifier:
             process.kill()
             process.wait(5)
         log.info("notification sender process %s stopped", process.pid)
+
+
+def _read_line(fd: int, timeout: float) -> bytes:
+    """The first line written on `fd` within `timeout` seconds (b"" if none)."""
+    line = b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return b""
+        chunk = os.read(fd, 1)
+        if not chunk:
+            return b""
+        line += chunk
+    return line
+
+
+def _read_all(fd: int) -> bytes:
+    """Everything written on `fd` until its writer is gone."""
+    said = b""
+    while chunk := os.read(fd, 256):
+        said += chunk
+    return said
 
 
 if __name__ == "__main__":
