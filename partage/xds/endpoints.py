@@ -214,19 +214,21 @@ def dispatch(actions: dict[str, Handler]) -> Response:
             raise SoapError("Sender", "wsa:ActionNotSupported", f"action {action!r} is not served at {request.path}")
 
     def check_header(header: etree._Element | None) -> None:
-        """A plain message's credentials, checked as soon as its Header has streamed in."""
+        """A plain message's credentials, checked as soon as its Header has streamed in, before
+        its action: an unauthenticated caller learns nothing, not even which actions a route serves."""
         action = (header.findtext(f"{{{C.WSA}}}Action") or "").strip() if header is not None else ""
         if action:
-            check_action(action)
             audit.set_action(action)
         seen["actor"] = authn.soap_actor(services, header, address=request.remote_addr or "")
+        if action:
+            check_action(action)
 
     def check_root(root: bytes) -> None:
-        """The envelope, its action and its credentials, checked before any attachment is spooled."""
+        """The envelope, its credentials and its action, checked before any attachment is spooled."""
         envelope = seen["envelope"] = parse_envelope(root)
-        check_action(envelope.action)
         if "actor" not in seen:
             seen["actor"] = _actor(services, envelope)
+        check_action(envelope.action)
 
     try:
         message = read_soap_request(content_type, request.stream, max_total=services.settings.max_request_bytes,
