@@ -82,6 +82,22 @@ class Settings:
     db_pool_timeout: int = 30         # PostgreSQL: seconds to wait for a free connection
     db_pool_recycle: int = 1800       # PostgreSQL: reconnect connections older than this (s; -1 never)
     text_indexer: bool = True         # run the background PDF text indexer in each worker (clinical/queue.py)
+    # Notifications (docs/notifications.md): DSUB / FHIR subscriptions and the patients' e-mails.
+    notifier: bool = True             # `partage serve` runs the outbox sender (partage/notify/sender.py)
+    notify_poll: float = 0.5          # seconds between two looks at the outbox when idle
+    notify_timeout: float = 10.0      # seconds one delivery (HTTP POST, SMTP exchange) may take
+    notify_max_attempts: int = 12     # a delivery failing this often is given up (backoff 1 s .. 5 min)
+    subscription_max_days: int = 365  # a subscription ends after this long at most (and by default)
+    notify_patient_documents: bool = False   # also e-mail patients about each new document they may see
+    smtp_host: str = ""               # SMTP server for the patients' e-mails ("" = e-mails stay queued)
+    smtp_port: int = 25
+    smtp_security: str = "none"       # none | starttls | ssl
+    smtp_user: str = ""
+    smtp_password: str = ""
+    mail_from: str = "partage@localhost"   # sender address of the patients' e-mails
+    # where subscribers' endpoints may be (partage/notify/destinations.py): public, private,
+    # loopback, networks (CIDR), host names, *.domains
+    notify_destinations: str = "public,private,loopback"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -129,6 +145,13 @@ class Settings:
                      "max_documents_per_submission", "query_result_limit"):
             if getattr(self, name) <= 0:
                 out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
+        for name in ("notify_poll", "notify_timeout", "notify_max_attempts", "subscription_max_days"):
+            if getattr(self, name) <= 0:
+                out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
+        if not 1 <= self.smtp_port <= 65535:
+            out.append(f"{_name('smtp_port')}: {self.smtp_port} is not between 1 and 65535")
+        if self.smtp_security.lower() not in ("none", "starttls", "ssl"):
+            out.append(f"{_name('smtp_security')}: {self.smtp_security!r} is not none, starttls or ssl")
         if self.one_time_credentials not in ("saml", "all", "none"):
             out.append(f"{_name('one_time_credentials')}: {self.one_time_credentials!r} is not saml, all or none")
         if self.hl7_business_ack_to:

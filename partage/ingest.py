@@ -1,7 +1,8 @@
 """The ingest flow: ITI-41, ITI-42, ITI-65 and the HL7 feed are doors to this pipeline.
 
 parse (door) -> metadata rules -> documents (hash, size, CDA profile) -> policy
--> ids -> repository.put -> registry.register (one transaction) -> audit.
+-> ids -> repository.put -> registry.register (one transaction, with the notifications it
+causes written to the outbox) -> audit.
 Nothing is registered unless everything passes; blobs written for a refused
 submission are unreferenced and removed by `partage fsck --repair`.
 """
@@ -26,6 +27,7 @@ from .metadata.ids import assign_uuids
 from .metadata.model import AssociationType, DocumentEntry, SubmissionRequest
 from .metadata.validate import ITI_41, ITI_42, Transaction, validate_submission
 from .query.view import Reader
+from .registry import outbox, schema
 from .registry import queries as Q
 from .registry.indexing import object_from_row
 from .registry.register import register
@@ -90,6 +92,9 @@ class IngestService:
             addresses[entry_uuid] = stored.address
         indexed = clinical_index.prepare(request)   # facts and text, read outside the write lock
         with self.services.registry.write() as conn:
+            # What subscribers and the patient are owed, in this transaction: written here, or
+            # rolled back with the registration (partage.notify delivers it after the commit).
+            outbox.enqueue_registration(conn, request, patient_documents=settings.notify_patient_documents)
             register(self.services.registry, conn, request, addresses)
             indexed.store(conn, self.services.registry)
         if indexed.pending:

@@ -56,9 +56,10 @@ class LiveServer:
 
     def __init__(self, data_dir: Path, *, database_url: str = "", extra_args: list[str] | None = None,
                  insecure_dev: bool = True, workers: int = 1, mllp: bool = True,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        self.env = dict(env or {})   # PARTAGE_* settings that have no flag (over os.environ at start)
+        self.port = port or free_port()
         self.mllp_port = free_port() if mllp else 0
         self.base_url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "partage.cli", "serve", "--data", str(data_dir),
@@ -69,7 +70,6 @@ class LiveServer:
         if insecure_dev:
             args.append("--insecure-dev")
         self.args = args
-        self.extra_env = env or {}
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
@@ -77,7 +77,7 @@ class LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, env={**os.environ, **self.extra_env})
+                                        start_new_session=True, env={**os.environ, **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

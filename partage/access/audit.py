@@ -4,7 +4,7 @@ A request opens an `AuditContext` (the web app does it for every /xds and /fhir
 request; the CLI and the MLLP listener record their own events); the door names the
 actor once authenticated, the policy notes the patient, the documents returned and
 the decision; when the request ends, one row is written to `audit_events`. A
-successful bris de glace access also queues a notification to the patient.
+successful bris de glace or centre 15 access also queues a notice to the patient.
 
 Outcomes follow ATNA (DICOM EventOutcomeIndicator): 0 success, 4 minor failure (the
 request was refused: authentication, policy, invalid request), 8 serious failure
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from sqlalchemy import select
 from ..failures import Unavailable
 from ..metadata.datatypes import CX, DatatypeError
 from ..registry import schema
-from .actor import BRIS_DE_GLACE, Actor
+from .actor import BRIS_DE_GLACE, CENTRE_15, Actor
 
 log = logging.getLogger("partage.audit")
 
@@ -198,12 +199,16 @@ def _write(services, ctx: AuditContext, status: int) -> int | None:
                    credential_id=actor.credential_id[:128], patient_pk=patient_pk,
                    patient_id=patient_id[:256], objects=json.dumps(ctx.objects), detail=detail)
         pk = conn.execute(schema.audit_events.insert().values(**row)).inserted_primary_key[0]
-        if (ctx.actor is not None and actor.purpose == BRIS_DE_GLACE and outcome == SUCCESS
+        if (ctx.actor is not None and actor.purpose in (BRIS_DE_GLACE, CENTRE_15) and outcome == SUCCESS
                 and patient_pk is not None):
+            # A notice owed to the patient, in the audit row's transaction; partage.notify
+            # e-mails it (docs/notifications.md).
+            mode = "emergency mode (bris de glace)" if actor.purpose == BRIS_DE_GLACE else "SAMU regulation (centre 15)"
             conn.execute(schema.access_notifications.insert().values(
-                patient_pk=patient_pk, created_at=row["recorded_at"], kind="bris_de_glace", audit_pk=pk,
-                message=f"{actor.name or actor.id} ({actor.structure}) accessed your record in emergency "
-                        f"mode (bris de glace): {actor.reason}"))
+                patient_pk=patient_pk, created_at=row["recorded_at"], kind=actor.purpose, audit_pk=pk,
+                notice_id=str(uuid.uuid4()),
+                message=f"{actor.name or actor.id} ({actor.structure}) accessed your record in {mode}: "
+                        f"{actor.reason}"))
     return pk
 
 

@@ -2,7 +2,7 @@
 
 A bad setting must stop the start with one line naming it (exit status 2), not start a
 server that looks healthy and fails on the first request, nor fail in a worker with a
-traceback: values (`Settings.problems`), files (affinity domain, access matrix, trust
+traceback: values (`Settings.problems`, the notification destinations), files (affinity domain, access matrix, trust
 store, CDA schema / value sets / Schematron and the validation profile, all loaded the
 way the workers will load them), the database (reachable, migrated) and the ports (free).
 """
@@ -20,6 +20,7 @@ from ..access.authn import trust_problem
 from ..access.decisions import AccessTable
 from ..cda.gate import CdaGate
 from ..config import Settings
+from ..notify.destinations import Destinations
 from ..services import Services
 from ..terminology.domain import load_affinity_domain
 
@@ -43,7 +44,7 @@ def first_problem(settings: Settings) -> str:
     propagate, logger.propagate = logger.propagate, False
     logger.addHandler(held)
     try:
-        for check in (_values, _files, _ports, _database):
+        for check in (_values, _notifications, _files, _ports, _database):
             problem = check(settings)
             if problem:
                 return problem
@@ -58,6 +59,14 @@ def first_problem(settings: Settings) -> str:
 def _values(settings: Settings) -> str:
     problems = settings.problems()
     return problems[0] if problems else ""
+
+
+def _notifications(settings: Settings) -> str:
+    try:
+        Destinations.from_settings(settings)
+    except ValueError as exc:
+        return f"PARTAGE_NOTIFY_DESTINATIONS: {exc}"
+    return ""
 
 
 def _exists(path: str, flag: str, *, directory: bool | None = None) -> str:

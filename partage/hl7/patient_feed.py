@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from ..metadata.datatypes import CX
 from ..metadata.er7 import Er7Message, Segment
@@ -56,14 +57,16 @@ def _refused(code: str, condition: str, rule: str, control_id: str, text: str) -
     return FeedOutcome(code, text, control_id, [Problem(condition, rule, text)])
 
 
-def _demographics(pid: Segment, trigger: str) -> dict[str, str]:
-    """What the registry keeps of the patient: PID-5, PID-7, PID-8 as received (ER7 text)."""
+def _demographics(pid: Segment, trigger: str) -> dict[str, Any]:
+    """What the registry keeps of the patient: PID-5, PID-7, PID-8 as received (ER7 text), and
+    PID-13's repetitions (XTN: the patient's e-mail for notices, docs/notifications.md)."""
     return {"name": pid.first(5), "birth_date": pid.first(7), "sex": pid.first(8), "event": trigger,
+            "telecom": [t for t in pid.repetitions(13) if t.strip()],
             "received": datetime.now(UTC).strftime("%Y%m%d%H%M%S")}
 
 
 def _apply(services: Services, trigger: str, ids: list[CX], merged: list[CX],
-           demographics: dict[str, str]) -> None:
+           demographics: dict[str, Any]) -> None:
     """One transaction: the patient created or updated; for A40, the MRG-1 patients merged in."""
     registry = services.registry
     with registry.write() as conn:

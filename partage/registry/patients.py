@@ -9,6 +9,7 @@ keeps that id as an identifier under `FHIR_ID_AUTHORITY`.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,13 +17,14 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from ..metadata.datatypes import CX, HD
+from ..metadata.datatypes import CX, HD, XTN, DatatypeError
 from . import patient_index, schema
 from .clock import utc_now
 
 # "FHIR Patient logical ids of this Partage server", in the UUID-derived arc 2.25.
 FHIR_ID_AUTHORITY = "2.25.211310386435413264734375473219935735847"
 MAX_MERGE_CHAIN = 32   # merge chains are short; the bound guards against a cycle
+_EMAIL = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
 
 
 @dataclass
@@ -39,10 +41,39 @@ class PatientRecord:
                      if cx.assigning_authority.universal_id == FHIR_ID_AUTHORITY), self.public_id)
 
     @property
+    def email(self) -> str:
+        """Where the patient's notices are e-mailed (docs/notifications.md): the first
+        `telecom` of system `email` of a Patient created through FHIR, else the first e-mail
+        repetition of PID-13 the ITI-8 feed sent (XTN `^NET^Internet^address`); "" if none."""
+        stored = self.demographics.get("fhir")
+        telecoms = stored.get("telecom") if isinstance(stored, dict) else None
+        for telecom in telecoms if isinstance(telecoms, list) else []:
+            if isinstance(telecom, dict) and telecom.get("system") == "email":
+                address = _address(str(telecom.get("value") or ""))
+                if address:
+                    return address
+        for text in self.demographics.get("telecom") or []:
+            try:
+                xtn = XTN.parse(str(text), strict=False)
+            except DatatypeError:
+                continue
+            if xtn.equipment_type.lower() == "internet" or xtn.use_code == "NET":
+                address = _address(xtn.email)
+                if address:
+                    return address
+        return ""
+
+    @property
     def xds_patient_id(self) -> CX | None:
         """The CX that XDS metadata carries: the first identifier that is not a FHIR id."""
         return next((cx for cx in self.identifiers
                      if cx.assigning_authority.universal_id != FHIR_ID_AUTHORITY), None)
+
+
+def _address(text: str) -> str:
+    """An e-mail address fit for a To: header (one address, no spaces or line breaks), or ""."""
+    text = text.strip().removeprefix("mailto:")
+    return text if _EMAIL.fullmatch(text) else ""
 
 
 def fhir_id_cx(rid: str) -> CX:
@@ -133,6 +164,7 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
         return keep
     p, objs = schema.patients, schema.registry_objects
     conn.execute(update(p).where(p.c.pk == gone).values(merged_into=keep, updated_at=utc_now()))
-    for table in (objs, schema.object_codes, schema.object_authors, schema.clinical_facts, schema.document_text):
+    for table in (objs, schema.object_codes, schema.object_authors, schema.clinical_facts, schema.document_text,
+                  schema.subscriptions):
         conn.execute(update(table).where(table.c.patient_pk == gone).values(patient_pk=keep))
     return keep

@@ -259,17 +259,86 @@ credential_uses = Table(
     Column("expires_at", BigInteger, nullable=False),           # epoch seconds
 )
 
-# Notifications owed to patients (bris de glace accesses); a sender drains them.
+# Notices owed to patients: bris de glace and centre 15 accesses (written with the access's
+# audit row), new documents (written with the registration, when configured). The outbox
+# sender (partage.notify) e-mails them; the delivery columns came with migration 0007.
 access_notifications = Table(
     "access_notifications", metadata,
     Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("patient_pk", Integer, nullable=False, index=True),
     Column("created_at", String(32), nullable=False),
-    Column("kind", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),                  # bris_de_glace | centre_15 | new_document
     Column("message", Text, nullable=False),
     Column("audit_pk", BigInteger().with_variant(Integer, "sqlite"), nullable=True),
     Column("sent_at", String(32), nullable=True),
+    Column("notice_id", String(64), nullable=True),              # the e-mail's Message-ID (one per notice)
+    Column("documents", Text, nullable=True),                    # new_document: JSON list of entryUUIDs
+    Column("state", String(16), nullable=False, server_default="pending"),   # pending | sent | skipped | failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Float, nullable=True),             # epoch seconds; NULL = now
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
 )
+Index("ix_access_notifications_due", access_notifications.c.state, access_notifications.c.next_attempt_at)
+
+# --- notifications (partage.notify; migration 0007) --------------------------------------
+# Subscriptions made through DSUB (ITI-52) or FHIR (DSUBm ITI-110). `actor` is the subscriber
+# as authenticated when subscribing (JSON, no credential): deliveries are judged as that
+# actor's reads. `patient_pk` NULL: a multi-patient subscription. `ends_at`: epoch seconds.
+subscriptions = Table(
+    "subscriptions", metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("public_id", String(64), nullable=False),
+    Column("door", String(8), nullable=False),                   # dsub | fhir
+    Column("topic", String(16), nullable=False),                 # document | submission_set
+    Column("payload", String(16), nullable=False),               # full | minimal | id-only | empty
+    Column("patient_pk", Integer, nullable=True),
+    Column("patient_id", String(256), nullable=False, default=""),   # the CX subscribed to (HL7 text)
+    Column("filter", Text, nullable=False, default="{}"),        # partage.notify.model.Filter as JSON
+    Column("endpoint", String(2048), nullable=False),
+    Column("mime_type", String(64), nullable=False, default=""),
+    Column("base_url", String(512), nullable=False, default=""),  # the server as the subscriber named it
+    Column("status", String(16), nullable=False),                # requested | active | off | error
+    Column("actor_id", String(128), nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("events", Integer, nullable=False, default=0),        # events delivered since the start
+    Column("resource", Text, nullable=False, default="{}"),      # FHIR: the Subscription as accepted
+    Column("error", Text, nullable=False, default=""),
+    Column("ends_at", Float, nullable=False),
+    Column("created_at", String(20), nullable=False),
+    Column("updated_at", String(20), nullable=False),
+    UniqueConstraint("public_id", name="uq_subscriptions_public_id"),
+)
+Index("ix_subscriptions_patient_status", subscriptions.c.patient_pk, subscriptions.c.status)
+Index("ix_subscriptions_actor", subscriptions.c.actor_id)
+
+# The outbox: one row per (registration, subscription) written in the registration's
+# transaction, and handshakes; the sender claims rows (a lease), delivers, and marks them.
+# `delivery_id` is what the recipient deduplicates on (wsa:MessageID, Bundle.id).
+notification_outbox = Table(
+    "notification_outbox", metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("delivery_id", String(64), nullable=False),
+    Column("subscription_pk", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("kind", String(16), nullable=False),                  # event | handshake
+    Column("patient_pk", Integer, nullable=True),
+    Column("patient_id", String(256), nullable=False, default=""),
+    Column("submission_set", String(64), nullable=False, default=""),
+    Column("documents", Text, nullable=False, default="[]"),     # JSON list of DocumentEntry entryUUIDs
+    Column("created_at", String(32), nullable=False),
+    Column("state", String(16), nullable=False),                 # pending | delivered | skipped | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", Float, nullable=True),
+    Column("event_number", Integer, nullable=True),              # FHIR: given when first sent, kept on retries
+    Column("delivered_at", String(32), nullable=True),
+    Column("last_error", Text, nullable=False, default=""),
+    UniqueConstraint("delivery_id", name="uq_notification_outbox_delivery_id"),
+)
+Index("ix_outbox_due", notification_outbox.c.state, notification_outbox.c.next_attempt_at)
+Index("ix_outbox_subscription", notification_outbox.c.subscription_pk)
 
 # --- clinical reading (partage.clinical; migration 0003) ------------------------------
 # Facts extracted from level-3 CDA entries. Keyed by the source document's logical id

@@ -36,6 +36,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(fhir_audit_bp)
     from ..fhir.consent import bp as fhir_consent_bp
     app.register_blueprint(fhir_consent_bp)
+    from ..fhir.subscriptions import bp as fhir_subscription_bp  # DSUBm (docs/notifications.md)
+    app.register_blueprint(fhir_subscription_bp)
     from .validate import bp as validate_bp
     app.register_blueprint(validate_bp)
     _ = services.document_checks   # load the CDA profile now: a bad --schema-dir fails at start, not later

@@ -9,7 +9,7 @@ raises `BodyTooLarge` (a 413 in the door's shape as well).
 | route | setting |
 |---|---|
 | /xds/repository (MTOM ITI-41 carries documents) | max_request_bytes |
-| /xds/registry (metadata only) | registry_max_bytes |
+| /xds/registry (metadata only), DSUB's /xds/notification-broker and /xds/subscription/<id> | registry_max_bytes |
 | /fhir (an ITI-65 Bundle carries base64 documents) | fhir_max_bytes |
 | /validate | validate_max_bytes |
 | anything else | other_max_bytes |

@@ -7,7 +7,10 @@ says why and what a client sees at each limit.
 
 The master migrates the database once, then forks workers that each build their own
 Services (engines are never shared across a fork). The MLLP listener runs as a thread
-of the master so that one port serves however many HTTP workers there are.
+of the master so that one port serves however many HTTP workers there are. The master also
+starts the one notification sender of the server, a process of its own, and waits until it
+is ready before forking the workers (`partage.web.notifier`: the outbox's deliveries,
+docs/notifications.md); it stops it on exit.
 
 Each worker also runs the background PDF text indexer (`partage.clinical.queue`), as a
 thread started after the worker has loaded the app (`post_worker_init`, so it uses the
@@ -27,7 +30,9 @@ import sys
 from gunicorn.app.base import BaseApplication
 
 from ..config import Settings
+from ..notify.destinations import DEFAULT as DEFAULT_DESTINATIONS
 from ..services import Services
+from .notifier import Notifier
 
 log = logging.getLogger("partage")
 
@@ -44,6 +49,7 @@ class PartageServer(BaseApplication):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.mllp = None
+        self.notifier: Notifier | None = None
         super().__init__()
 
     def load_config(self) -> None:
@@ -69,6 +75,8 @@ class PartageServer(BaseApplication):
         return create_app(self.settings)
 
     def _when_ready(self, _arbiter) -> None:
+        if self.settings.notifier:   # the outbox sender (partage.web.notifier, docs/notifications.md)
+            self.notifier = Notifier(self.settings).start()
         if self.settings.mllp_port:
             from ..hl7.server import start_mllp_server
 
@@ -89,6 +97,8 @@ class PartageServer(BaseApplication):
     def _on_exit(self, _arbiter) -> None:
         if self.mllp is not None:
             self.mllp.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
 
 
 def serve(settings: Settings) -> int:
@@ -106,6 +116,9 @@ def serve(settings: Settings) -> int:
     if not settings.insecure_dev and not settings.trust:
         log.warning("no --trust (PARTAGE_TRUST) configured: no credential can be verified, so every "
                     "request for patient data will be refused (see docs/access.md)")
+    if settings.notifier and not settings.insecure_dev and settings.notify_destinations == DEFAULT_DESTINATIONS:
+        log.warning("notifications may go to any public, private or loopback address: set "
+                    "PARTAGE_NOTIFY_DESTINATIONS to your subscribers' networks or names (docs/notifications.md)")
     services = Services.open(settings, migrate=True)
     log.info("data directory %s, database %s", settings.data_dir.resolve(),
              services.registry.engine.url.render_as_string(hide_password=True))

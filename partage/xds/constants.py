@@ -44,6 +44,31 @@ RESPONSE_ACTIONS = {
     ACTION_REMOVE_DOCUMENTS: "urn:ihe:iti:2017:RemoveDocumentsResponse",
 }
 
+# --- DSUB (ITI-52, ITI-53): WS-BaseNotification 1.3 over SOAP 1.2 ----------------------
+WSNT = "http://docs.oasis-open.org/wsn/b-2"
+WSRF_R = "http://docs.oasis-open.org/wsrf/r-2"
+DSUB = "urn:ihe:iti:dsub:2009"
+ACTION_SUBSCRIBE = "http://docs.oasis-open.org/wsn/bw-2/NotificationProducer/SubscribeRequest"
+ACTION_SUBSCRIBE_RESPONSE = "http://docs.oasis-open.org/wsn/bw-2/NotificationProducer/SubscribeResponse"
+ACTION_UNSUBSCRIBE = "http://docs.oasis-open.org/wsn/bw-2/SubscriptionManager/UnsubscribeRequest"
+ACTION_UNSUBSCRIBE_RESPONSE = "http://docs.oasis-open.org/wsn/bw-2/SubscriptionManager/UnsubscribeResponse"
+ACTION_NOTIFY = "http://docs.oasis-open.org/wsn/bw-2/NotificationConsumer/Notify"
+RESPONSE_ACTIONS.update({ACTION_SUBSCRIBE: ACTION_SUBSCRIBE_RESPONSE, ACTION_UNSUBSCRIBE: ACTION_UNSUBSCRIBE_RESPONSE})
+TOPIC_DIALECT_SIMPLE = "http://docs.oasis-open.org/wsn/t-1/TopicExpression/Simple"
+TOPIC_DIALECT_CONCRETE = "http://docs.oasis-open.org/wsn/t-1/TopicExpression/Concrete"
+TOPIC_FULL_DOCUMENT_ENTRY = "FullDocumentEntry"
+TOPIC_MINIMAL_DOCUMENT_ENTRY = "MinimalDocumentEntry"
+TOPIC_SUBMISSION_SET = "SubmissionSetMetadata"
+# ITI-52 subscription filters: the rim:AdhocQuery id of the wsnt:Filter (ITI TF-2 3.52.5,
+# the DSUB Extensions supplement for the patient-independent ones).
+DSUB_QUERIES = {
+    "urn:uuid:aa2332d0-f8fe-11e0-be50-0800200c9a66": "SubscriptionForDocumentEntry",
+    "urn:uuid:742790e0-aba6-43d6-9f1f-e43ed9790b79": "SubscriptionForPatientIndependentDocumentEntry",
+    "urn:uuid:fbede94e-dbdc-4f6b-bc1f-d730e677cece": "SubscriptionForSubmissionSet",
+    "urn:uuid:868cad3d-ec09-4565-b66c-1be10d034399": "SubscriptionForPatientIndependentSubmissionSet",
+    "urn:uuid:9376254e-da05-41f5-9af3-ac56d63d8ebd": "SubscriptionForFolder",
+}
+
 # --- Response status and error severity ----------------------------------------------
 STATUS_SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
 STATUS_FAILURE = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"

@@ -1,4 +1,6 @@
-"""The XDS.b doors: POST /xds/registry and /xds/repository, SOAP 1.2 dispatched on wsa:Action.
+"""The XDS.b doors: POST /xds/registry and /xds/repository, SOAP 1.2 dispatched on wsa:Action;
+DSUB's /xds/notification-broker and /xds/subscription/<id> (partage.xds.dsub) go through the
+same transport, limits and credential checks.
 
 Each handler parses its request into the model, calls a flow (ingest, query, update,
 retrieve), and writes the ebRS answer. Requests and responses use MTOM when the
@@ -27,7 +29,7 @@ from ..query import QueryService
 from ..services import Services
 from ..xmlsafe import XmlInputError
 from . import constants as C
-from . import ebrim, retrieve, storedquery
+from . import dsub, ebrim, retrieve, storedquery
 from .mtom import (
     Attachment,
     MtomError,
@@ -151,6 +153,14 @@ def handle_remove_documents(services: Services, actor: Actor, body, parts) -> Re
     return Reply(registry_response(result.errors, status=status))
 
 
+def handle_subscribe(services: Services, actor: Actor, body, parts) -> Reply:
+    return Reply(dsub.subscribe(services, actor, body, base_url=request.host_url.rstrip("/")))
+
+
+def handle_unsubscribe(services: Services, actor: Actor, body, parts) -> Reply:
+    return Reply(dsub.unsubscribe(services, actor, body, (request.view_args or {}).get("rid", "")))
+
+
 Handler = Callable[[Services, Actor, etree._Element, dict], Reply]
 REGISTRY_ACTIONS: dict[str, Handler] = {
     C.ACTION_REGISTER: handle_register,
@@ -165,6 +175,9 @@ REPOSITORY_ACTIONS: dict[str, Handler] = {
     # A combined registry/repository also answers registry actions at the repository URL.
     **REGISTRY_ACTIONS,
 }
+# DSUB (ITI-52): the notification broker, and each subscription's own address (its manager).
+BROKER_ACTIONS: dict[str, Handler] = {C.ACTION_SUBSCRIBE: handle_subscribe, C.ACTION_UNSUBSCRIBE: handle_unsubscribe}
+MANAGER_ACTIONS: dict[str, Handler] = {C.ACTION_UNSUBSCRIBE: handle_unsubscribe}
 
 
 # --------------------------------------------------------------------------- transport
@@ -201,19 +214,21 @@ def dispatch(actions: dict[str, Handler]) -> Response:
             raise SoapError("Sender", "wsa:ActionNotSupported", f"action {action!r} is not served at {request.path}")
 
     def check_header(header: etree._Element | None) -> None:
-        """A plain message's credentials, checked as soon as its Header has streamed in."""
+        """A plain message's credentials, checked as soon as its Header has streamed in, before
+        its action: an unauthenticated caller learns nothing, not even which actions a route serves."""
         action = (header.findtext(f"{{{C.WSA}}}Action") or "").strip() if header is not None else ""
         if action:
-            check_action(action)
             audit.set_action(action)
         seen["actor"] = authn.soap_actor(services, header, address=request.remote_addr or "")
+        if action:
+            check_action(action)
 
     def check_root(root: bytes) -> None:
-        """The envelope, its action and its credentials, checked before any attachment is spooled."""
+        """The envelope, its credentials and its action, checked before any attachment is spooled."""
         envelope = seen["envelope"] = parse_envelope(root)
-        check_action(envelope.action)
         if "actor" not in seen:
             seen["actor"] = _actor(services, envelope)
+        check_action(envelope.action)
 
     try:
         message = read_soap_request(content_type, request.stream, max_total=services.settings.max_request_bytes,
@@ -236,6 +251,8 @@ def dispatch(actions: dict[str, Handler]) -> Response:
         reply = handler(services, actor, envelope.body, message.parts)
     except AuthenticationRequired as exc:
         return _fault(SoapError("Sender", "wsse:FailedAuthentication", str(exc)), envelope.message_id, mtom)
+    except SoapError as exc:   # a refusal the operation answers as a Fault (DSUB)
+        return _fault(exc, envelope.message_id, mtom)
     except XdsErrors as exc:
         reply = Reply(_error_body(envelope.action, exc.errors))
     except Exception as exc:   # never a traceback to the client: a RegistryError with a reference
@@ -245,6 +262,9 @@ def dispatch(actions: dict[str, Handler]) -> Response:
             return _fault(SoapError("Receiver" if known.status >= 500 else "Sender", f"xdsb:{code}", known.message),
                           envelope.message_id, mtom, known.status, known.retry_after)
         log.exception("internal error on %s", envelope.action)
+        if envelope.action not in REPOSITORY_ACTIONS:   # no ebRS answer to carry it: a Receiver Fault
+            return _fault(SoapError("Receiver", "", "internal error; the server log has the details"),
+                          envelope.message_id, mtom)
         reply = Reply(_error_body(envelope.action, [XdsError(
             ErrorCode.REGISTRY_ERROR if envelope.action in REGISTRY_ACTIONS else ErrorCode.REPOSITORY_ERROR,
             "internal error; the server log has the details")]))
@@ -276,3 +296,11 @@ def repository_endpoint() -> Response:
     return dispatch(REPOSITORY_ACTIONS)
 
 
+@bp.post(dsub.BROKER_PATH)
+def notification_broker_endpoint() -> Response:
+    return dispatch(BROKER_ACTIONS)
+
+
+@bp.post(f"{dsub.SUBSCRIPTION_PATH}/<rid>")
+def subscription_endpoint(rid: str) -> Response:
+    return dispatch(MANAGER_ACTIONS)

@@ -30,7 +30,7 @@ FAULT_CODES = ("VersionMismatch", "MustUnderstand", "DataEncodingUnknown", "Send
 # Header namespaces this stack processes itself (wsse:Security goes to the access layer).
 UNDERSTOOD = frozenset({C.WSA, C.WSSE})
 # Prefixes a fault subcode may use, e.g. "wsa:ActionNotSupported".
-SUBCODE_PREFIXES = {"wsa": C.WSA, "wsse": C.WSSE, "xdsb": C.XDSB}
+SUBCODE_PREFIXES = {"wsa": C.WSA, "wsse": C.WSSE, "xdsb": C.XDSB, "wsnt": C.WSNT, "wsrf-r": C.WSRF_R}
 
 
 class SoapError(Exception):
@@ -152,6 +152,13 @@ def _subcode_name(subcode: str) -> tuple[str, str, str]:
 
 
 # --------------------------------------------------------------------------- reading
+def header_of(payload: etree._Element) -> etree._Element | None:
+    """The soap:Header of the envelope a body payload (SoapRequest.body) was read from."""
+    body = payload.getparent()
+    envelope = body.getparent() if body is not None else None
+    return envelope.find(S + "Header") if envelope is not None else None
+
+
 def parse_envelope(data: bytes, *, require_action: bool = True,
                    understood: frozenset[str] = UNDERSTOOD,
                    max_bytes: int = DEFAULT_MAX_BYTES,

@@ -192,6 +192,34 @@ TABLE: dict[str, dict[str, Param]] = {
     },
 }
 
+# DSUB (ITI-52) subscription filters: FindDocuments' and FindSubmissionSets' filters, with the
+# patient required for the patient-dependent ones; $XDSDocumentEntryAuthorInstitution as in
+# the DSUB filters of national profiles (an author's organisation). docs/notifications.md.
+DSUB_DOCUMENT_FILTERS = {
+    "$XDSDocumentEntryClassCode": CODED,
+    "$XDSDocumentEntryTypeCode": CODED,
+    "$XDSDocumentEntryPracticeSettingCode": CODED,
+    "$XDSDocumentEntryHealthcareFacilityTypeCode": CODED,
+    "$XDSDocumentEntryEventCodeList": Param(and_or=True, coded=True),
+    "$XDSDocumentEntryConfidentialityCode": Param(and_or=True, coded=True),
+    "$XDSDocumentEntryFormatCode": CODED,
+    "$XDSDocumentEntryAuthorPerson": Param(),
+    "$XDSDocumentEntryAuthorInstitution": Param(),
+}
+DSUB_SUBMISSION_SET_FILTERS = {
+    "$XDSSubmissionSetSourceId": Param(),
+    "$XDSSubmissionSetAuthorPerson": Param(),
+    "$XDSSubmissionSetContentType": CODED,
+}
+TABLE.update({
+    "SubscriptionForDocumentEntry": {"$XDSDocumentEntryPatientId": Param(required=True, multiple=False),
+                                     **DSUB_DOCUMENT_FILTERS},
+    "SubscriptionForPatientIndependentDocumentEntry": DSUB_DOCUMENT_FILTERS,
+    "SubscriptionForSubmissionSet": {"$XDSSubmissionSetPatientId": Param(required=True, multiple=False),
+                                     **DSUB_SUBMISSION_SET_FILTERS},
+    "SubscriptionForPatientIndependentSubmissionSet": DSUB_SUBMISSION_SET_FILTERS,
+})
+
 # Exactly one of each pair must be given.
 ONE_OF = {
     "GetDocuments": ("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId", "$XDSDocumentEntryLogicalID"),

@@ -31,17 +31,23 @@ def read_request(request: etree._Element) -> tuple[str, dict[str, list[str]], st
     if name is None:
         raise XdsErrors.one(ErrorCode.UNKNOWN_STORED_QUERY, f"unknown stored query id {query_id!r}",
                             query_id)
-    raw: dict[str, list[str]] = {}
-    for slot in adhoc.findall(f"{R}Slot"):
-        values = [(v.text or "") for v in slot.iterfind(f"{R}ValueList/{R}Value")]
-        raw.setdefault(slot.get("name", ""), []).extend(values)
+    raw = adhoc_slots(adhoc)
     if return_type not in ("LeafClass", "ObjectRef"):
         raise XdsErrors.one(ErrorCode.REGISTRY_ERROR,
                             f"returnType {return_type!r} is neither LeafClass nor ObjectRef")
     return name, raw, return_type
 
 
-def _codes(values: list[str]) -> list[Code]:
+def adhoc_slots(adhoc: etree._Element) -> dict[str, list[str]]:
+    """The raw parameters of a rim:AdhocQuery (ITI-18, and the ITI-52 subscription filter)."""
+    raw: dict[str, list[str]] = {}
+    for slot in adhoc.findall(f"{R}Slot"):
+        values = [(v.text or "") for v in slot.iterfind(f"{R}ValueList/{R}Value")]
+        raw.setdefault(slot.get("name", ""), []).extend(values)
+    return raw
+
+
+def codes_of(values: list[str]) -> list[Code]:
     out = []
     for value in values:
         code, _, scheme = value.partition("^^")
@@ -66,20 +72,20 @@ def document_filter(p: Params) -> DocumentFilter:
               "format": "$XDSDocumentEntryFormatCode"}
     for attribute, name in single.items():
         if p.has(name):
-            f.codes[attribute] = [_codes(p.values(name))]
+            f.codes[attribute] = [codes_of(p.values(name))]
     for attribute, name in (("event", "$XDSDocumentEntryEventCodeList"),
                             ("conf", "$XDSDocumentEntryConfidentialityCode")):
         if p.has(name):
-            f.codes[attribute] = [_codes(group) for group in p.groups(name)]
+            f.codes[attribute] = [codes_of(group) for group in p.groups(name)]
     f.creation_time = _range(p, "$XDSDocumentEntryCreationTimeFrom", "$XDSDocumentEntryCreationTimeTo")
     f.service_start = _range(p, "$XDSDocumentEntryServiceStartTimeFrom", "$XDSDocumentEntryServiceStartTimeTo")
     f.service_stop = _range(p, "$XDSDocumentEntryServiceStopTimeFrom", "$XDSDocumentEntryServiceStopTimeTo")
-    f.author_persons = [_like(v) for v in p.values("$XDSDocumentEntryAuthorPerson")]
+    f.author_persons = [like_pattern(v) for v in p.values("$XDSDocumentEntryAuthorPerson")]
     f.reference_ids = p.values("$XDSDocumentEntryReferenceIdList")
     return f
 
 
-def _like(pattern: str) -> str:
+def like_pattern(pattern: str) -> str:
     """ITI-18 wildcards (% and _) are SQL LIKE's; other characters are literal."""
     return pattern.replace("\\", "\\\\")
 
@@ -105,13 +111,13 @@ def run(service: QueryService, name: str, p: Params) -> QueryResult:
             statuses=_statuses(p.values("$XDSSubmissionSetStatus")),
             source_ids=p.values("$XDSSubmissionSetSourceId"),
             submission_time=_range(p, "$XDSSubmissionSetSubmissionTimeFrom", "$XDSSubmissionSetSubmissionTimeTo"),
-            author_persons=[_like(v) for v in p.values("$XDSSubmissionSetAuthorPerson")],
-            content_types=[_codes(p.values("$XDSSubmissionSetContentType"))] if p.has("$XDSSubmissionSetContentType") else [])
+            author_persons=[like_pattern(v) for v in p.values("$XDSSubmissionSetAuthorPerson")],
+            content_types=[codes_of(p.values("$XDSSubmissionSetContentType"))] if p.has("$XDSSubmissionSetContentType") else [])
         return service.find_submission_sets(_patient(p, "$XDSSubmissionSetPatientId"), f)
     if name == "FindFolders":
         f = FolderFilter(statuses=_statuses(p.values("$XDSFolderStatus")),
                          last_update_time=_range(p, "$XDSFolderLastUpdateTimeFrom", "$XDSFolderLastUpdateTimeTo"),
-                         codes=[_codes(g) for g in p.groups("$XDSFolderCodeList")])
+                         codes=[codes_of(g) for g in p.groups("$XDSFolderCodeList")])
         return service.find_folders(_patient(p, "$XDSFolderPatientId"), f)
     if name == "GetAll":
         docs = document_filter(p)

@@ -66,6 +66,9 @@ def test_serve_refuses_bad_settings_with_one_line(tmp_path, busy_port):
         ([], {"PARTAGE_MAX_REQUEST_BYTES": "lots"}, "PARTAGE_MAX_REQUEST_BYTES"),
         ([], {"PARTAGE_MLLP_IDLE_TIMEOUT": "-1"}, "PARTAGE_MLLP_IDLE_TIMEOUT"),
         ([], {"PARTAGE_HEADER_TIMEOUT": "0"}, "PARTAGE_HEADER_TIMEOUT"),
+        ([], {"PARTAGE_NOTIFY_DESTINATIONS": "public,the intranet"}, "PARTAGE_NOTIFY_DESTINATIONS"),
+        ([], {"PARTAGE_SMTP_SECURITY": "tls-please"}, "PARTAGE_SMTP_SECURITY"),
+        ([], {"PARTAGE_NOTIFY_POLL": "0"}, "PARTAGE_NOTIFY_POLL"),
     ]
     for args, env, named in cases:
         result = partage("serve", "--data", data, "--insecure-dev", *args, env=env, timeout=60)

@@ -269,6 +269,8 @@ def test_mtom_credentials_are_checked_before_attachments_are_spooled(secure):
     ("PATCH", "/fhir/DocumentReference/x", "application/json-patch+json"),
     ("POST", "/fhir/DocumentReference/_search", "application/x-www-form-urlencoded"),
     ("POST", "/xds/registry", SOAP), ("POST", "/xds/repository", "multipart/related; boundary=b"),
+    ("POST", "/xds/notification-broker", SOAP), ("POST", "/xds/subscription/x", SOAP),
+    ("POST", "/fhir/Subscription", FHIR_JSON), ("PUT", "/fhir/Subscription/x", FHIR_JSON),
 ])
 def test_unauthenticated_bodies_are_refused_before_they_are_read(secure, method, path, ctype):
     with connect(secure.port) as sock, RssWatch(secure.process.pid) as watch:

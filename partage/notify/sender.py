@@ -1,0 +1,134 @@
+"""The outbox sender: a background thread that delivers what the outbox holds.
+
+`Sender(services, renderers).start()` / `.stop()`. `partage serve` runs exactly one, in a
+process the gunicorn master starts (partage.web.notifier, from partage.web.server's
+`when_ready`), not one per worker; several servers (hosts) may each run one: rows are leased one batch at a time (`FOR UPDATE SKIP
+LOCKED` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so two senders never hold the same row.
+
+Guarantees (docs/notifications.md):
+- a notification is written in the registration's transaction (partage.registry.outbox), so a
+  registration that rolled back sends nothing and one that committed is never lost;
+- a row is marked delivered only after its endpoint answered 2xx; a crash between the POST
+  and the mark sends it again after the lease (`LEASE_S`), with the same delivery id
+  (wsa:MessageID, Bundle.id), which is what the recipient deduplicates on: exactly once per
+  subscriber, deduplicated by id;
+- a subscription's rows are delivered in order, one at a time; subscriptions are served in
+  parallel (`WORKERS` threads), so a slow endpoint delays only its own subscribers.
+
+The sender polls the outbox every `notify_poll` seconds when idle (0.5 s by default: a
+registration in any process of any host is seen within that), and drains it when busy.
+Patients' e-mails are sent only when `smtp_host` is set; otherwise they stay queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..registry import outbox
+from ..registry.outbox import EVENTS, NOTICES
+from ..services import Services
+from .channels import Renderer
+from .deliver import Deliveries
+from .mail import Notices
+
+log = logging.getLogger("partage.notify")
+
+BATCH = 20
+WORKERS = 4
+
+
+class Sender:
+    def __init__(self, services: Services, renderers: Mapping[str, Renderer], *,
+                 poll_s: float | None = None, workers: int = WORKERS) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.poll_s = self.settings.notify_poll if poll_s is None else poll_s
+        # A batch of one subscription is delivered in sequence: the lease covers it whole.
+        self.lease_s = BATCH * self.settings.notify_timeout + 30.0
+        self.deliveries = Deliveries(services, renderers)
+        self.notices = Notices(services)
+        self.workers = workers
+        self._stop = threading.Event()
+        self.first_pass = threading.Event()   # set once the outbox was looked at (or that failed)
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> Sender:
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="partage-notify")
+        self._thread = threading.Thread(target=self._run, name="partage-notify-sender", daemon=True)
+        self._thread.start()
+        log.info("notification sender started (poll %.1f s, e-mail %s)", self.poll_s,
+                 f"via {self.settings.smtp_host}:{self.settings.smtp_port}" if self.settings.smtp_host
+                 else "off: no smtp_host")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the deliveries in progress; a row cut short is taken again after its lease."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.drain_once()
+            except Exception:   # the database is away: try again later
+                log.exception("notification sender: claiming from the outbox failed")
+                busy = False
+            self.first_pass.set()
+            if not busy:
+                self._stop.wait(self.poll_s)
+
+    # --- work ------------------------------------------------------------------------------------
+    def drain_once(self) -> bool:
+        """Claim and deliver one batch of each lane; True if anything was claimed."""
+        counts = self._events()
+        if self.settings.smtp_host:
+            counts += self._notices()
+        return counts > 0
+
+    def drain(self, rounds: int = 100) -> None:
+        """Deliver everything due now (tests, the CLI); stops early once nothing is due."""
+        for _ in range(rounds):
+            if self._stop.is_set() or not self.drain_once():
+                return
+
+    def _events(self) -> int:
+        token, claimed = outbox.claim(self.services.registry, EVENTS, lease_s=self.lease_s, limit=BATCH)
+        if not claimed:
+            return 0
+        by_subscription: dict[int, list[Any]] = {}
+        for row in claimed:
+            by_subscription.setdefault(row.subscription_pk, []).append(row)
+        self._map(lambda group: [self._one(self.deliveries.run, row, token) for row in group],
+                  list(by_subscription.values()))
+        return len(claimed)
+
+    def _notices(self) -> int:
+        token, claimed = outbox.claim(self.services.registry, NOTICES, lease_s=self.lease_s, limit=BATCH)
+        if claimed:
+            self._map(lambda row: self._one(self.notices.run, row, token), claimed)
+        return len(claimed)
+
+    def _map(self, work: Any, items: list[Any]) -> None:
+        if self._pool is None or len(items) == 1:
+            for item in items:
+                work(item)
+            return
+        for future in [self._pool.submit(work, item) for item in items]:
+            future.result()
+
+    @staticmethod
+    def _one(run: Any, row: Any, token: str) -> str:
+        try:
+            return str(run(row, token))
+        except Exception:   # left leased: taken again after the lease, like a crash
+            log.exception("delivering outbox row #%s failed", row.pk)
+            return "error"

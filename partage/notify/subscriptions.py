@@ -1,0 +1,131 @@
+"""Subscribing and unsubscribing, for both doors: who may, for how long, to where.
+
+A subscription needs the credentials a query needs (the door authenticates the actor the
+same way), and it is refused where the query would show nothing: a patient-dependent
+subscription needs the patient's record to be open to the actor (`Reader.record`, noted on
+the request's audit record), and an unknown patient is answered exactly like a record the
+actor may not open. Emergency modes (bris de glace, centre 15) are for one access, not a
+standing one: a subscription in those modes is refused. Only its subscriber (or an
+administrator) reads, cancels or re-activates a subscription; to anyone else it does not exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+
+from ..access.actor import ADMIN, INSECURE_DEV, NORMAL, Actor
+from ..query.view import Reader
+from ..registry import outbox
+from ..registry import subscriptions as rows
+from ..services import Services
+from .destinations import Destinations, endpoint_problem
+from .model import ACTIVE, ERROR, FHIR, OFF, REQUESTED, Subscription
+
+__all__ = ["SubscriptionError", "Subscriptions", "endpoint_problem"]
+
+DAY_S = 86400.0
+
+
+class SubscriptionError(Exception):
+    """A subscription request refused; `kind` says which standard error the door answers."""
+
+    INVALID, FORBIDDEN, NOT_FOUND, TERMINATION, UNSUPPORTED = (
+        "invalid", "forbidden", "not-found", "termination", "not-supported")
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class Subscriptions:
+    """One actor's subscriptions (the door authenticated the actor)."""
+
+    def __init__(self, services: Services, actor: Actor) -> None:
+        self.services = services
+        self.actor = actor
+        self.registry = services.registry
+
+    # --- creating ---------------------------------------------------------------------------
+    def end_time(self, requested: float | None, now: float | None = None) -> float:
+        """The termination time: the one asked for, at most `subscription_max_days` ahead (the
+        broker assigns it when none is asked); SubscriptionError(TERMINATION) if in the past."""
+        now = time.time() if now is None else now
+        longest = now + self.services.settings.subscription_max_days * DAY_S
+        if requested is None:
+            return longest
+        if requested <= now:
+            raise SubscriptionError(SubscriptionError.TERMINATION, "the termination time is not in the future")
+        return min(requested, longest)
+
+    def create(self, sub: Subscription, *, handshake: bool) -> Subscription:
+        """Check and store a new subscription for this actor. `handshake` (FHIR): it starts
+        `requested` and a handshake is queued; DSUB subscriptions are active at once."""
+        if self.actor.purpose != NORMAL:
+            raise SubscriptionError(SubscriptionError.FORBIDDEN,
+                                    f"a subscription is a standing access: it cannot be made in the "
+                                    f"{self.actor.purpose} access mode, which is for one access")
+        problem = Destinations.from_settings(self.services.settings).url_problem(sub.endpoint)
+        if problem:
+            raise SubscriptionError(SubscriptionError.INVALID, problem)
+        sub = dataclasses.replace(sub, actor=self.actor, id=uuid.uuid4().hex,
+                                  status=REQUESTED if handshake else ACTIVE, events=0, error="")
+        reader = Reader(self.services, self.actor)
+        with self.registry.write() as conn:
+            if sub.patient_id is not None:
+                pk = self.registry.patient_pk(conn, sub.patient_id)
+                if pk is None or not reader.record(conn, pk, sub.patient_id):
+                    raise SubscriptionError(SubscriptionError.FORBIDDEN,
+                                            f"no record of patient {sub.patient_id.format()} is open to you")
+                sub.patient_pk = pk
+            sub.pk = rows.insert(conn, sub.row_values())
+            if handshake:
+                outbox.enqueue_handshake(conn, sub.pk)
+            row = rows.by_pk(conn, sub.pk)
+        assert row is not None
+        return Subscription.from_row(row)
+
+    # --- reading and changing -------------------------------------------------------------------
+    def _sees_all(self) -> bool:
+        return self.actor.kind in (ADMIN, INSECURE_DEV)
+
+    def _owns(self, sub: Subscription) -> bool:
+        return self._sees_all() or (sub.actor.id == self.actor.id and sub.actor.kind == self.actor.kind)
+
+    def get(self, public_id: str) -> Subscription:
+        with self.registry.read() as conn:
+            row = rows.by_public_id(conn, public_id)
+        sub = Subscription.from_row(row) if row is not None else None
+        if sub is None or not self._owns(sub):
+            raise SubscriptionError(SubscriptionError.NOT_FOUND, f"no subscription {public_id} is yours")
+        return sub
+
+    def mine(self, door: str | None = None) -> list[Subscription]:
+        with self.registry.read() as conn:
+            found = rows.of_actor(conn, None if self._sees_all() else self.actor.id[:128])
+        subs = [Subscription.from_row(r) for r in found]
+        return [s for s in subs if self._owns(s) and (door is None or s.door == door)]
+
+    def cancel(self, public_id: str) -> Subscription:
+        """Unsubscribe (DSUB Unsubscribe, FHIR status=off): nothing more is sent, pending
+        notifications included."""
+        sub = self.get(public_id)
+        with self.registry.write() as conn:
+            rows.update_fields(conn, sub.pk or 0, status=OFF)
+        return dataclasses.replace(sub, status=OFF)
+
+    def reactivate(self, public_id: str) -> Subscription:
+        """FHIR: a subscription `off` or in `error` asks again (a new handshake)."""
+        sub = self.get(public_id)
+        if sub.door != FHIR or sub.status not in (OFF, ERROR):
+            raise SubscriptionError(SubscriptionError.INVALID,
+                                    f"only a subscription that is off or in error can be re-activated "
+                                    f"(this one is {sub.status})")
+        if sub.ends_at <= time.time():
+            raise SubscriptionError(SubscriptionError.TERMINATION, "the subscription has ended")
+        with self.registry.write() as conn:
+            rows.update_fields(conn, sub.pk or 0, status=REQUESTED, error="")
+            outbox.enqueue_handshake(conn, sub.pk or 0)
+        return dataclasses.replace(sub, status=REQUESTED, error="")

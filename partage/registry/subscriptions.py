@@ -1,0 +1,62 @@
+"""Subscriptions (DSUB ITI-52, DSUBm ITI-110): the rows, by id, by subscriber, by patient.
+
+`partage.notify` decides who may subscribe and turns rows into its model; this module is
+only the SQL. A subscription is found for a registration by its patient (`patient_pk`) or
+because it names none (multi-patient), while it is `requested` or `active` and not ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Row, or_, select, update
+
+from . import schema
+from .clock import utc_now
+
+S = schema.subscriptions
+LIVE = ("requested", "active")
+
+
+def insert(conn: Connection, values: Mapping[str, Any]) -> int:
+    now = utc_now()
+    key = conn.execute(S.insert().values(**values, created_at=now, updated_at=now)).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def by_public_id(conn: Connection, public_id: str) -> Row[Any] | None:
+    return conn.execute(select(S).where(S.c.public_id == public_id)).first() if public_id else None
+
+
+def by_pk(conn: Connection, pk: int) -> Row[Any] | None:
+    return conn.execute(select(S).where(S.c.pk == pk)).first()
+
+
+def of_actor(conn: Connection, actor_id: str | None, limit: int = 1000) -> list[Any]:
+    """A subscriber's subscriptions (every one when `actor_id` is None), newest first."""
+    query = select(S).order_by(S.c.pk.desc()).limit(limit)
+    if actor_id is not None:
+        query = query.where(S.c.actor_id == actor_id)
+    return list(conn.execute(query).all())
+
+
+def live_for_patient(conn: Connection, patient_pk: int, now: float) -> list[Any]:
+    """Subscriptions a registration for this patient may concern: the patient's own and the
+    multi-patient ones, requested or active, not ended."""
+    return list(conn.execute(select(S.c.pk, S.c.topic).where(
+        or_(S.c.patient_pk == patient_pk, S.c.patient_pk.is_(None)),
+        S.c.status.in_(LIVE), S.c.ends_at > now).order_by(S.c.pk)).all())
+
+
+def update_fields(conn: Connection, pk: int, **values: Any) -> None:
+    conn.execute(update(S).where(S.c.pk == pk).values(**values, updated_at=utc_now()))
+
+
+def next_event_number(conn: Connection, pk: int) -> int:
+    """Count one more event delivered on the subscription; returns its number (1, 2, ...)."""
+    conn.execute(update(S).where(S.c.pk == pk).values(events=S.c.events + 1))
+    return int(conn.execute(select(S.c.events).where(S.c.pk == pk)).scalar_one())
+
+
