@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .clinical import cli as clinical_cli
     clinical_cli.add_commands(sub, _serve_arguments)
 
+    # `partage dev-idp`: the development OpenID provider of the page's login
+    from .web import devidp
+    devidp.add_command(sub)
+
     _optional_commands(sub)
     return parser
 

@@ -58,6 +58,11 @@ class Settings:
     db_pool_timeout: int = 30         # PostgreSQL: seconds to wait for a free connection
     db_pool_recycle: int = 1800       # PostgreSQL: reconnect connections older than this (s; -1 never)
     text_indexer: bool = True         # run the background PDF text indexer in each worker (clinical/queue.py)
+    oidc_issuer: str = ""             # the professional's page signs in with this OpenID provider (Pro Santé Connect)
+    oidc_client_id: str = "partage"   # this server's client id at the provider
+    oidc_client_secret: str = ""      # ... and its secret
+    session_secret: str = ""          # signs the page's session cookies ("" = a key kept in <data_dir>/session.key)
+    session_lifetime: int = 8 * 3600  # seconds a page session lasts after signing in
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -211,6 +211,18 @@ credential_uses = Table(
     Column("expires_at", BigInteger, nullable=False),           # epoch seconds
 )
 
+# Sessions of the professional's page (partage.web.login; migration 0006): the cookie is
+# signed and carries the claims, this row lets a sign-out end it for good. `sid_hash` is the
+# SHA-256 of the session id (a copy of the table opens no session).
+page_sessions = Table(
+    "page_sessions", metadata,
+    Column("sid_hash", String(64), primary_key=True),
+    Column("actor_id", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),           # epoch seconds
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("ended_at", BigInteger, nullable=True),
+)
+
 # Notifications owed to patients (bris de glace accesses); a sender drains them.
 access_notifications = Table(
     "access_notifications", metadata,
@@ -255,7 +267,8 @@ Index("ix_facts_patient_kind_code", clinical_facts.c.patient_pk, clinical_facts.
       clinical_facts.c.code, clinical_facts.c.effective)
 
 # The searchable text of each document (one row per logical document). The full-text
-# index is the database's own: an FTS5 table `document_text_fts` (rowid = pk) on SQLite,
+# index is the database's own: an FTS5 table `document_text_fts` of French stems (rowid = pk;
+# migration 0006, partage.registry.text_search) on SQLite,
 # a generated tsvector column `tsv` ('french' configuration) with a GIN index on
 # PostgreSQL; both are created by migration 0003, not declared here.
 document_text = Table(

@@ -35,6 +35,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     from .validate import bp as validate_bp
     app.register_blueprint(validate_bp)
     _ = services.document_checks   # load the CDA profile now: a bad --schema-dir fails at start, not later
+    from . import login, pages
     from .clinical_page import bp as clinical_page_bp
+    login.install(app, settings)
     app.register_blueprint(clinical_page_bp)
+    pages.install(app)
     return app

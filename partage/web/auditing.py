@@ -39,6 +39,8 @@ FHIR_ACTIONS = [   # (method, path pattern, name)
     ("PUT", r"/fhir/Consent.*", "consent-update"),
     ("GET", r"/dossier/[^/]+/documents/[^/]+/content$", "page-document-content"),
     ("GET", r"/dossier/[^/]+/documents/.*", "page-document"),
+    ("GET", r"/dossier/[^/]+/resultats$", "page-results"),
+    ("POST", r"/dossier/[^/]+/acces$", "page-access-mode"),
     ("GET", r"/dossier/.*", "page-record"),
 ]
 
