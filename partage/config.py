@@ -17,6 +17,10 @@ DEFAULT_REPOSITORY_UNIQUE_ID = "2.25.211310386435413264734375473219935735845"
 DEFAULT_HOME_COMMUNITY_ID = "urn:oid:2.25.211310386435413264734375473219935735846"
 
 
+class SettingsError(ValueError):
+    """A setting (flag or PARTAGE_* variable) has a value that cannot be used; the message names it."""
+
+
 @dataclass
 class Settings:
     data_dir: Path = Path("partage-data")
@@ -27,7 +31,7 @@ class Settings:
     mllp_port: int = 2575             # 0 disables the MLLP listener
     hl7_business_ack_to: str = ""     # HOST:PORT (MLLP) receiving the document feed's ZAM^Z01 business acks
     workers: int = 2
-    threads: int = 4
+    threads: int = 8                  # application threads per worker (requests inside the app)
     codes: str = ""                   # affinity domain: SVS directory or NIST codes.xml
     cda_schema_dir: str = ""          # directory holding CDA_extended.xsd / CDA.xsd
     cda_valuesets_dir: str = ""       # SVS directory for the CDA terminology layer
@@ -43,7 +47,27 @@ class Settings:
     max_request_bytes: int = 300 * 1024 * 1024
     max_documents_per_submission: int = 1000
     query_result_limit: int = 5000    # beyond this a stored query answers XDSTooManyResults
-    http_timeout: int = 120           # seconds a worker may spend on one request
+    http_timeout: int = 120           # seconds a worker may go without answering the master (heartbeat)
+    # --- limits and deadlines of the HTTP doors (docs/robustness.md) ---
+    header_timeout: float = 10.0      # s to send a request's headers (new or kept-alive connection)
+    body_timeout: float = 30.0        # s of grace for a request body, then it must keep body_min_rate
+    body_min_rate: int = 16 * 1024    # bytes/s a body must average after the grace period
+    send_timeout: float = 60.0        # s a client may take to accept a chunk of the answer
+    queue_timeout: float = 30.0       # s a request may wait for a free thread before a 503
+    max_queued: int = 256             # requests waiting for a thread (per worker) before a 503
+    registry_max_bytes: int = 32 * 1024 * 1024   # POST /xds/registry (metadata only)
+    soap_max_bytes: int = 64 * 1024 * 1024       # a SOAP envelope (plain body or MTOM root part), held in memory
+    fhir_max_bytes: int = 160 * 1024 * 1024      # /fhir bodies (an ITI-65 Bundle carries base64 documents)
+    other_max_bytes: int = 64 * 1024  # any other route
+    max_json_depth: int = 64          # nesting of a JSON body
+    max_json_containers: int = 2000   # objects + arrays of a JSON body, beyond one per 16 bytes
+    max_bundle_entries: int = 5000    # entries of one FHIR Bundle
+    max_report_findings: int = 1000   # findings kept per validation report (the rest counted)
+    # --- MLLP (ITI-8 and the document feed) ---
+    mllp_idle_timeout: float = 300.0  # s for one whole message, from its first byte (bytes do not reset it)
+    mllp_max_message: int = 64 * 1024 * 1024     # one MLLP frame
+    mllp_max_connections: int = 64   # concurrent MLLP connections
+    mllp_max_buffered: int = 128 * 1024 * 1024   # bytes of frames held or being processed, all connections
     insecure_dev: bool = False        # serve without authentication: development only
     trust: str = ""                   # PEM file of CA certificates trusted to sign SAML assertions / JWTs
     audience: str = "partage"         # the audience credentials must name (SAML Audience, JWT aud)
@@ -86,12 +110,50 @@ class Settings:
             if f.name == "extra":
                 continue
             raw = env.get(f"PARTAGE_{f.name.upper()}")
-            if raw is not None:
-                setattr(settings, f.name, _coerce(getattr(settings, f.name), raw))
+            if raw is not None and (raw.strip() or isinstance(getattr(settings, f.name), str)):
+                setattr(settings, f.name, _coerce_named(f"PARTAGE_{f.name.upper()}", getattr(settings, f.name), raw))
         for key, value in overrides.items():
             if value is not None:
-                setattr(settings, key, _coerce(getattr(settings, key), value))
+                flag = "--" + key.replace("_", "-")
+                setattr(settings, key, _coerce_named(flag, getattr(settings, key), value))
         return settings
+
+    def problems(self) -> list[str]:
+        """Values no server can run with, each naming its setting (files are checked by the CLI)."""
+        out = []
+        for name, low, high in (("port", 1, 65535), ("mllp_port", 0, 65535), ("workers", 1, 64),
+                                ("threads", 1, 256)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                out.append(f"{_name(name)}: {value} is not between {low} and {high}")
+        for name in ("header_timeout", "body_timeout", "body_min_rate", "send_timeout", "queue_timeout",
+                     "max_queued", "http_timeout", "max_request_bytes", "registry_max_bytes", "soap_max_bytes",
+                     "fhir_max_bytes", "other_max_bytes", "validate_max_bytes", "max_json_depth",
+                     "max_json_containers", "max_bundle_entries", "max_report_findings", "mllp_idle_timeout",
+                     "mllp_max_message", "mllp_max_connections", "mllp_max_buffered",
+                     "max_documents_per_submission", "query_result_limit"):
+            if getattr(self, name) <= 0:
+                out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
+        if self.one_time_credentials not in ("saml", "all", "none"):
+            out.append(f"{_name('one_time_credentials')}: {self.one_time_credentials!r} is not saml, all or none")
+        if self.hl7_business_ack_to:
+            host, sep, port = self.hl7_business_ack_to.rpartition(":")
+            if not sep or not port.isdigit():
+                out.append(f"{_name('hl7_business_ack_to')}: {self.hl7_business_ack_to!r} is not HOST:PORT")
+        return out
+
+
+def _name(field_name: str) -> str:
+    """How a user names a setting: its flag and its variable."""
+    return f"--{field_name.replace('_', '-')} (PARTAGE_{field_name.upper()})"
+
+
+def _coerce_named(name: str, current: object, value: object) -> object:
+    try:
+        return _coerce(current, value)
+    except ValueError:
+        kind = "a number" if isinstance(current, int | float) and not isinstance(current, bool) else "valid"
+        raise SettingsError(f"{name}: {value!r} is not {kind}") from None
 
 
 def _coerce(current: Any, value: Any) -> Any:
@@ -100,6 +162,8 @@ def _coerce(current: Any, value: Any) -> Any:
             return value.strip().lower() in ("1", "true", "yes", "on")
         if isinstance(current, int):
             return int(value)
+        if isinstance(current, float):
+            return float(value)
         if isinstance(current, Path):
             return Path(value)
     return value

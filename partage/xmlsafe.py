@@ -26,6 +26,11 @@ from lxml import etree
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 128
+# Elements cost libxml2 about 120 bytes each and `<a/>` is 4 bytes on the wire: beyond a
+# base, a document may have one tag per MARKUP_BYTES bytes (real CDA, SOAP and FHIR XML
+# have one per 30 bytes or more), so that a tree stays a small multiple of its bytes.
+MARKUP_BASE = 20000
+MARKUP_BYTES = 16
 LIBXML2_MAX_DEPTH = 256   # libxml2's limit without XML_PARSE_HUGE; deeper is refused anyway
 
 NOT_WELL_FORMED = "not-well-formed"
@@ -139,6 +144,9 @@ def parse_xml(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
                              None, TOO_LARGE)
     if not data.strip():
         raise XmlSyntaxError("empty input where an XML document was expected", 1)
+    too_many = markup_excess(data)   # counted on the bytes, before a tree is built
+    if too_many:
+        raise UnsafeXmlError(too_many, None, TOO_LARGE)
     _check_doctype(data)
     try:
         root = etree.fromstring(data, _parser())
@@ -153,6 +161,16 @@ def parse_xml(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
     if _deeper_than(root, max_depth):
         raise UnsafeXmlError(f"XML nesting deeper than {max_depth} levels", None, TOO_DEEP)
     return root
+
+
+def markup_excess(data: bytes, base: int = MARKUP_BASE, per: int = MARKUP_BYTES) -> str:
+    """Why `data` holds too many tags to be parsed (counted on the bytes, before any tree), or ""."""
+    allowed = base + len(data) // per
+    count = data.count(b"<")
+    if count <= allowed:
+        return ""
+    return (f"{count} tags in {len(data)} bytes: more than the {allowed} allowed "
+            f"({base} + one per {per} bytes)")
 
 
 _DEPTH_CHECKS: dict[int, etree.XPath] = {}

@@ -55,7 +55,8 @@ class LiveServer:
     """`partage serve` in a subprocess, talked to only through its ports."""
 
     def __init__(self, data_dir: Path, *, database_url: str = "", extra_args: list[str] | None = None,
-                 insecure_dev: bool = True, workers: int = 1, mllp: bool = True) -> None:
+                 insecure_dev: bool = True, workers: int = 1, mllp: bool = True,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.mllp_port = free_port() if mllp else 0
@@ -68,6 +69,7 @@ class LiveServer:
         if insecure_dev:
             args.append("--insecure-dev")
         self.args = args
+        self.extra_env = env or {}
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
@@ -75,7 +77,7 @@ class LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                                        start_new_session=True, env={**os.environ, **self.extra_env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

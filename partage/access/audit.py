@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from ..failures import Unavailable
 from ..metadata.datatypes import CX, DatatypeError
 from ..registry import schema
 from .actor import BRIS_DE_GLACE, Actor
@@ -46,6 +47,10 @@ class AuditContext:
     auth_error: str = ""
     failure: str = ""
     remarks: list[str] = field(default_factory=list)
+
+
+class AuditUnavailable(Unavailable):
+    """The audit store refused the record: nothing may be sent or written (fail closed)."""
 
 
 _current: ContextVar[AuditContext | None] = ContextVar("partage_audit", default=None)
@@ -124,8 +129,40 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def open_record(services, ctx: AuditContext) -> None:
+    """Prove, before a write runs, that its audit record can be written (fail closed).
+
+    The trail is append-only, so the proof is the record's insert itself, made inside a
+    savepoint that is rolled back: the same triggers, rights, locks and connection as the
+    real record. AuditUnavailable if it fails: the write must not run.
+    """
+    row = dict(recorded_at=_now(), action=ctx.action[:80], request=ctx.request[:300], outcome=SERIOUS_FAILURE,
+               decision="error", actor_id="unauthenticated", actor_name="", actor_kind="unknown",
+               actor_role="", purpose="", reason="", structure="", address=ctx.address[:64], credential_id="",
+               patient_pk=None, patient_id="", objects="[]", detail="probe")
+    try:
+        with services.registry.write() as conn:
+            savepoint = conn.begin_nested()
+            conn.execute(schema.audit_events.insert().values(**row))
+            savepoint.rollback()
+    except Exception as exc:
+        log.error("the audit store refused a record: %s", exc)
+        raise AuditUnavailable("the audit trail cannot be written; nothing was done, try again later") from exc
+
+
 def finish(services, ctx: AuditContext, status: int = 200) -> int | None:
-    """Write the one audit row of this access; returns its key."""
+    """Write the one audit row of this access; returns its key.
+
+    AuditUnavailable when the store refuses it: the caller must then not send patient data.
+    """
+    try:
+        return _write(services, ctx, status)
+    except Exception as exc:
+        log.error("the audit store refused a record: %s", exc)
+        raise AuditUnavailable("the audit trail cannot be written; nothing was sent, try again later") from exc
+
+
+def _write(services, ctx: AuditContext, status: int) -> int | None:
     if ctx.auth_error or status == 401:
         outcome, decision = MINOR_FAILURE, "unauthenticated"
     elif status >= 500 or ctx.failure:

@@ -286,40 +286,29 @@ def read_decision(actor: Actor, record: RecordState, doc: DocumentEntry | None, 
 # --- writing ------------------------------------------------------------------------------------
 def submit_decision(actor: Actor, record: RecordState, documents: list[DocumentEntry],
                     table: AccessTable, *, own_patient: bool | None = None) -> Decision:
-    """May the actor file these documents in this record?"""
+    """May the actor file these documents in this record? The record as for any change, then
+    each document: a patient's class, a connector's structure, a professional's class and
+    authorship."""
     kind = actor.kind
-    if kind in TRUSTED_KINDS:
-        return PERMIT
-    if kind in PATIENT_KINDS:
-        if record.patient_pk is None or not own_patient:
-            return deny("not the actor's own record")
-        if record.status != OPEN:
-            return deny("the patient's record is not open")
-        for doc in documents:
-            if doc.class_code is None or doc.class_code.code not in table.patient_submit_classes:
-                return deny("a patient may only submit documents of class "
-                            + ", ".join(sorted(table.patient_submit_classes)))
-        return PERMIT
-    if kind == CONNECTOR:
-        if record.status != OPEN:
-            return deny("the patient's record is not open")
-        for doc in documents:
-            if not from_structure(actor, doc):
-                return deny(f"document {doc.unique_id}: the authenticated structure is not its "
-                            "author institution")
-        return PERMIT
-    if kind == PROFESSIONAL:
-        decision = professional_record_access(actor, record, table, own_patient)
-        if not decision:
-            return decision
-        for doc in documents:
-            if not class_allowed(actor, doc, table):
-                return deny(f"profession {actor.role} may not submit class {_class_name(doc)}")
-            if not is_author(actor, doc):
-                return deny(f"document {doc.unique_id}: the authenticated professional is not "
-                            "one of its authors")
-        return PERMIT
-    return deny(f"actor kind {kind!r} may not submit documents")
+    if kind not in TRUSTED_KINDS | PATIENT_KINDS | {CONNECTOR, PROFESSIONAL}:
+        return deny(f"actor kind {kind!r} may not submit documents")
+    decision = update_decision(actor, record, table, own_patient=own_patient)
+    if not decision or kind in TRUSTED_KINDS:
+        return decision
+    for doc in documents:
+        if kind in PATIENT_KINDS and (doc.class_code is None
+                                      or doc.class_code.code not in table.patient_submit_classes):
+            return deny("a patient may only submit documents of class "
+                        + ", ".join(sorted(table.patient_submit_classes)))
+        if kind == CONNECTOR and not from_structure(actor, doc):
+            return deny(f"document {doc.unique_id}: the authenticated structure is not its "
+                        "author institution")
+        if kind == PROFESSIONAL and not class_allowed(actor, doc, table):
+            return deny(f"profession {actor.role} may not submit class {_class_name(doc)}")
+        if kind == PROFESSIONAL and not is_author(actor, doc):
+            return deny(f"document {doc.unique_id}: the authenticated professional is not "
+                        "one of its authors")
+    return PERMIT
 
 
 def update_decision(actor: Actor, record: RecordState, table: AccessTable, *,

@@ -27,6 +27,7 @@ from ..metadata.datatypes import CX
 from ..query import QueryService
 from ..registry import schema
 from . import formats
+from .ids import numeric_id, paging_number
 from .outcome import FhirError, Issue, operation_outcome
 from .patients import patient_token
 
@@ -142,7 +143,7 @@ def search() -> Response:
             raise FhirError.one(403, "a patient reads only the audit trail of their own record", "forbidden")
         wanted = own
     try:
-        count = max(1, min(int(request.args.get("_count", "100")), 1000))
+        count = paging_number(request.args.get("_count", ""), 100, lowest=1, highest=1000)
     except ValueError as exc:
         raise FhirError.one(400, "_count must be a number") from exc
     rows = audit.events(services, patient_id=wanted.format() if wanted else "", limit=count) \
@@ -173,10 +174,11 @@ def read(rid: str) -> Response:
     actor = authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
     everything, own = _scope(actor)
     row = None
-    if rid.isdigit() and len(rid) <= 18:
+    pk = numeric_id(rid)
+    if pk is not None:
         t = schema.audit_events
         with services.registry.read() as conn:
-            found = conn.execute(select(t).where(t.c.pk == int(rid))).first()
+            found = conn.execute(select(t).where(t.c.pk == pk)).first()
             if found is not None:
                 own_pk = services.registry.patient_pk(conn, own) if own else None
                 if everything or (own_pk is not None and found.patient_pk == own_pk):

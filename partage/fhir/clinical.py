@@ -34,6 +34,7 @@ from ..query.view import Reader
 from . import formats
 from .clinical_map import KINDS_OF_RESOURCE, FactMapper
 from .codes import scheme_of
+from .ids import numeric_id, paging_number
 from .outcome import FhirError
 from .patients import Patients, patient_token, reference_id
 from .search import DEFAULT_COUNT, MAX_COUNT, _date_range, document_search, page_links
@@ -99,8 +100,8 @@ class ClinicalViews:
             raise FhirError.one(400, f"_sort={sort[0]}: only date and -date are supported", "not-supported")
         q.newest_first = sort[0] == "-date"
         try:
-            count = min(int(params.get("_count", [DEFAULT_COUNT])[-1]), MAX_COUNT)
-            offset = max(int(params.get("_offset", ["0"])[-1]), 0)
+            count = paging_number(str(params.get("_count", [DEFAULT_COUNT])[-1]), DEFAULT_COUNT, highest=MAX_COUNT)
+            offset = paging_number(params.get("_offset", ["0"])[-1], 0)
         except ValueError as exc:
             raise FhirError.one(400, f"_count/_offset must be integers: {exc}") from exc
         if count < 0:
@@ -121,9 +122,10 @@ class ClinicalViews:
         return self._searchset(page, len(resources), page_links(url, _Paging(count, offset, echo), len(resources)))
 
     def read(self, resource_type: str, rid: str) -> Json | None:
-        if not rid.isdigit():
+        pk = numeric_id(rid)
+        if pk is None:
             return None
-        fact = self.reader.fact(int(rid))
+        fact = self.reader.fact(pk)
         if fact is None or fact.kind not in KINDS_OF_RESOURCE[resource_type]:
             return None
         return self.mapper.resource(fact)

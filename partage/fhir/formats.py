@@ -14,12 +14,14 @@ import json
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
-from flask import Request, Response
+from flask import Request, Response, current_app
 from lxml import etree
 from pydantic import ValidationError
 
+from .. import jsonsafe
+from ..failures import TooComplex
 from ..mhd.structure import Repeat, json_repeats, load_json, xml_repeats
-from ..xmlsafe import XmlInputError, parse_xml
+from ..xmlsafe import XmlInputError, parse_xml, xml_text
 from .outcome import FhirError, Issue
 
 JSON_TYPE = "application/fhir+json"
@@ -69,8 +71,15 @@ def _repeated(repeats: list[Repeat]) -> FhirError:
     return FhirError(400, [Issue(r.describe(), "structure", expression=r.path) for r in repeats[:20]])
 
 
-def parse_resource(data: bytes, xml: bool, expected: str | tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Bytes -> a validated resource as FHIR JSON; FhirError(400) when it is not one."""
+def parse_resource(data: bytes, xml: bool, expected: str | tuple[str, ...] | None = None,
+                   limits: jsonsafe.JsonLimits = jsonsafe.DEFAULT_LIMITS,
+                   max_entries: int = 5000) -> dict[str, Any]:
+    """Bytes -> a validated resource as FHIR JSON; FhirError(400) when it is not one.
+
+    Bounded (docs/robustness.md): the JSON structure is counted before it is built
+    (`partage.jsonsafe`), a Bundle may hold `max_entries` entries, and its entries are turned
+    into models one at a time, each of at most `limits.max_resource_containers` objects.
+    """
     if not data.strip():
         raise FhirError.one(400, "the request has no body", "required")
     if xml:
@@ -85,7 +94,12 @@ def parse_resource(data: bytes, xml: bool, expected: str | tuple[str, ...] | Non
         repeats = xml_repeats(root)
     else:
         try:
-            raw = load_json(data)
+            jsonsafe.scan(data, limits)   # counted before anything is built
+            raw = load_json(data)         # remembers member names given twice
+        except TooComplex as exc:
+            raise FhirError.one(400, str(exc), "too-costly") from exc
+        except RecursionError:
+            raise FhirError.one(400, f"JSON nested deeper than {limits.max_depth} levels", "too-costly") from None
         except ValueError as exc:
             raise FhirError.one(400, f"unreadable JSON: {exc}", "structure") from exc
         if not isinstance(raw, dict) or not isinstance(raw.get("resourceType"), str):
@@ -100,12 +114,25 @@ def parse_resource(data: bytes, xml: bool, expected: str | tuple[str, ...] | Non
         raise FhirError.one(400, f"unknown resource type {resource_type!r}", "not-supported") from exc
     if repeats:   # the models would keep the last one silently
         raise _repeated(repeats)
+    if xml:
+        if resource_type == "Bundle" and len(root.findall(FHIR_NS + "entry")) > max_entries:
+            raise FhirError.one(400, f"a Bundle may hold at most {max_entries} entries "
+                                     "(PARTAGE_MAX_BUNDLE_ENTRIES)", "too-costly")
+    elif resource_type == "Bundle" and isinstance(raw.get("entry"), list):
+        if len(raw["entry"]) > max_entries:
+            raise FhirError.one(400, f"a Bundle may hold at most {max_entries} entries "
+                                     "(PARTAGE_MAX_BUNDLE_ENTRIES)", "too-costly")
+        entries = raw.pop("entry")
+        shell = _validated(model_class, raw, resource_type, limits)
+        entry_class = get_fhir_model_class("BundleEntry")
+        shell["entry"] = [_validated(entry_class, entry, f"Bundle.entry.{n}", limits)
+                          for n, entry in enumerate(entries)]
+        return shell
+    if not xml:
+        return _validated(model_class, raw, resource_type, limits)
     try:
-        if xml:
-            parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-            model = model_class.model_validate_xml(data, xmlparser=parser)
-        else:
-            model = model_class.model_validate(raw)
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+        model = model_class.model_validate_xml(data, xmlparser=parser)
     except ValidationError as exc:
         raise _model_errors(exc, resource_type) from exc
     except (ValueError, TypeError, etree.XMLSyntaxError) as exc:
@@ -116,17 +143,54 @@ def parse_resource(data: bytes, xml: bool, expected: str | tuple[str, ...] | Non
     return model.model_dump(mode="json", exclude_none=True)
 
 
+def _validated(model_class: Any, raw: Any, where: str, limits: jsonsafe.JsonLimits) -> dict[str, Any]:
+    """One JSON value through its model and back, the model dropped at once (memory stays bounded)."""
+    try:
+        too_many = jsonsafe.containers(raw, limits.max_resource_containers, limits.max_depth) \
+            > limits.max_resource_containers
+    except TooComplex as exc:
+        raise FhirError.one(400, f"{where}: {exc}", "too-costly") from exc
+    if too_many:
+        raise FhirError.one(400, f"{where} has more than {limits.max_resource_containers} objects and arrays",
+                            "too-costly")
+    try:
+        return model_class.model_validate(raw).model_dump(mode="json", exclude_none=True)
+    except ValidationError as exc:
+        raise _model_errors(exc, where) from exc
+    except (ValueError, TypeError) as exc:
+        raise FhirError.one(400, f"{where} is not valid FHIR: {exc}", "structure") from exc
+    except (LookupError, AttributeError) as exc:   # the models trip over some shapes (resourceType "")
+        raise FhirError.one(400, f"{where} is not valid FHIR: cannot read "
+                            f"{type(exc).__name__} {exc}", "structure") from exc
+
+
 def read_body(request: Request, expected: str | tuple[str, ...] | None = None) -> dict[str, Any]:
-    return parse_resource(request.get_data(cache=True), _is_xml_body(request), expected)
+    settings = current_app.extensions["partage"].settings
+    return parse_resource(request.get_data(cache=True), _is_xml_body(request), expected,
+                          json_limits(settings), settings.max_bundle_entries)
+
+
+def json_limits(settings: Any) -> jsonsafe.JsonLimits:
+    return jsonsafe.JsonLimits(max_depth=settings.max_json_depth, base_containers=settings.max_json_containers)
 
 
 def serialise(resource: dict[str, Any], xml: bool) -> tuple[bytes, str]:
     if not xml:
         return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode(), \
             f"{JSON_TYPE}; charset=utf-8"
-    model = get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-    text = model.model_dump_xml()
-    return (text.encode() if isinstance(text, str) else bytes(text)), f"{XML_TYPE}; charset=utf-8"
+    model = get_fhir_model_class(resource["resourceType"]).model_validate(_xml_writable(resource))
+    return model.model_dump_xml(), f"{XML_TYPE}; charset=utf-8"
+
+
+def _xml_writable(value: Any) -> Any:
+    """`value` with every string made writable into XML (stored text may quote a client's NUL bytes)."""
+    if isinstance(value, str):
+        return xml_text(value)
+    if isinstance(value, dict):
+        return {k: _xml_writable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_xml_writable(v) for v in value]
+    return value
 
 
 def respond(resource: dict[str, Any], request: Request, status: int = 200,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
+from ..xmlsafe import xml_text
 
 XDS_ERROR_SYSTEM = "urn:partage:fhir:xds-error-code"
 
@@ -80,13 +81,15 @@ def operation_outcome(issues: list[Issue], status: int = 400) -> dict[str, Any]:
     for issue in issues:
         if not issue.xds_code and issue.severity in ("error", "fatal"):
             issue = Issue(issue.diagnostics, issue.code, issue.severity, default_xds_code(status), issue.expression)
+        # Diagnostics quote what the client sent: characters XML cannot carry are replaced, so
+        # that the outcome can be written in either format.
         item: dict[str, Any] = {"severity": issue.severity, "code": issue.code,
-                                "diagnostics": issue.diagnostics}
+                                "diagnostics": xml_text(issue.diagnostics)}
         if issue.xds_code:
             item["details"] = {"coding": [{"system": XDS_ERROR_SYSTEM, "code": issue.xds_code}],
                                "text": issue.xds_code}
         if issue.expression:
-            item["expression"] = [issue.expression]
+            item["expression"] = [xml_text(issue.expression)]
         out.append(item)
     return {"resourceType": "OperationOutcome", "issue": out or [
         {"severity": "information", "code": "informational", "diagnostics": "ok"}]}

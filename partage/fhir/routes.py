@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import logging
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
+from .. import jsonsafe
 from ..access import authn
 from ..access.actor import Actor, AuthenticationRequired
+from ..failures import classify
 from ..ingest import IngestService
 from ..metadata.errors import XdsErrors
 from ..query import QueryService
@@ -89,6 +90,13 @@ def _unauthenticated(exc: AuthenticationRequired) -> Response:
 def _internal(exc: Exception) -> Response:
     if isinstance(exc, HTTPException) and exc.code and exc.code < 500:
         return _http_error(exc)
+    known = classify(exc)
+    if known is not None:   # an outage (503), a slow or big body, a structural limit
+        response = _outcome(known.status, [Issue(known.message, "transient" if known.status == 503 else
+                                                 "too-costly" if known.status == 413 else "invalid")])
+        if known.retry_after:
+            response.headers["Retry-After"] = str(known.retry_after)
+        return response
     log.exception("internal error on %s %s", request.method, request.path)
     return _outcome(500, [Issue("internal error; the server log has the details", "exception")])
 
@@ -110,14 +118,10 @@ def _http_error(exc: HTTPException) -> Response:
     return response
 
 
-@bp.app_errorhandler(HTTPException)
-def _routing_error(exc: HTTPException) -> Response | HTTPException:
+def routing_error(exc: HTTPException) -> Response:
     """Errors raised before a /fhir view runs (no route, method not allowed) and those of the
-    other /fhir blueprints: a FHIR client gets an OperationOutcome, never an HTML page. Other
-    paths keep the application's own answer."""
-    prefix = bp.url_prefix or "/fhir"
-    if request.path != prefix and not request.path.startswith(prefix + "/"):
-        return exc
+    other /fhir blueprints: a FHIR client gets an OperationOutcome, never an HTML page (the
+    application's last-resort handler sends /fhir paths here)."""
     return _http_error(exc)
 
 
@@ -210,8 +214,9 @@ def patch_document_reference(rid: str | None = None) -> Response:
                             "conflict", "XDSMetadataVersionError")
     if request.mimetype in ("application/json-patch+json", "application/json"):
         try:
-            operations = json.loads(request.get_data() or b"null")
-        except ValueError as exc:
+            operations = jsonsafe.loads(request.get_data() or b"null",
+                                        formats.json_limits(services.settings))
+        except ValueError as exc:   # TooComplex included: over a structural limit
             raise FhirError.one(400, f"unreadable JSON Patch: {exc}", "structure") from exc
         patched = update.apply_json_patch(current, operations)
     elif request.mimetype in formats.FHIR_MEDIA_TYPES:   # FHIRPath Patch (MHD Patch Parameters)

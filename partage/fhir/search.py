@@ -17,6 +17,7 @@ from ..metadata.datatypes import CX, DTM, DatatypeError
 from ..metadata.model import AnyObject, Code
 from ..metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter, TimeRange
 from .codes import scheme_of
+from .ids import paging_number
 from .outcome import FhirError
 from .patients import patient_token
 
@@ -198,8 +199,9 @@ def _common(params: Params, allowed: set[str]) -> Search:
     if "status" not in params:
         raise FhirError.one(400, "status is required (e.g. status=current)", "required", MISSING)
     try:
-        s.count = min(int(params.get("_count", [DEFAULT_COUNT])[-1]), MAX_COUNT)
-        s.offset = max(int(params.get("_offset", ["0"])[-1]), 0)
+        s.count = paging_number(str(params.get("_count", [DEFAULT_COUNT])[-1]), DEFAULT_COUNT, lowest=-1,
+                                highest=MAX_COUNT)
+        s.offset = paging_number(params.get("_offset", ["0"])[-1], 0)
     except ValueError as exc:
         raise FhirError.one(400, f"_count/_offset must be integers: {exc}") from exc
     if s.count < 0:

@@ -3,6 +3,11 @@
 Opens the request's audit context before the door runs and writes the record when the
 response is ready (`partage.access.audit`). Public endpoints (health, metrics, the FHIR
 CapabilityStatement, CDA validation) hold no patient data and are not audited.
+
+Fail closed: a request that may write (POST, PUT, PATCH, DELETE) runs only once its record
+is shown writable (`audit.open_record`); an answer goes out only once its record is written. When the audit
+store refuses either, the client gets 503 with Retry-After in the door's shape (SOAP
+Fault, OperationOutcome) and nothing else: no patient data, no write.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ import re
 from flask import Flask, Response, g, request
 
 from ..access import audit
+from ..failures import RETRY_AFTER
 from ..xds import constants as C
+from .answers import error_answer
 
 log = logging.getLogger("partage.audit")
 
 AUDITED_PREFIXES = ("/xds/", "/fhir", "/dossier")   # /dossier: the record web pages
 PUBLIC_PATHS = frozenset({"/fhir/metadata"})
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 SOAP_ACTIONS = {
     C.ACTION_PNR: "ITI-41", C.ACTION_REGISTER: "ITI-42", C.ACTION_RETRIEVE: "ITI-43",
@@ -67,6 +75,12 @@ def install(app: Flask) -> None:
             g.partage_audit_token = audit.begin(action_name(request.method, request.path),
                                                 request=f"{request.method} {request.full_path.rstrip('?')}",
                                                 address=request.remote_addr or "")
+            if request.method in WRITE_METHODS:
+                ctx = audit.current()
+                if ctx is not None:
+                    g.partage_audit_refused = True
+                    audit.open_record(services, ctx)   # AuditUnavailable -> 503, the door never runs
+                    g.partage_audit_refused = False
 
     @app.after_request
     def _write_audit(response: Response) -> Response:
@@ -74,11 +88,14 @@ def install(app: Flask) -> None:
         if ctx is not None and getattr(g, "partage_audit_token", None) is not None:
             if ctx.action.startswith("urn:"):
                 ctx.action = action_name(request.method, request.path, ctx.action)
+            g.partage_audit_written = True
+            if getattr(g, "partage_audit_refused", False):
+                return response   # the store refused the record ahead: this is already the 503
             try:
                 audit.finish(services, ctx, response.status_code)
-            except Exception:   # the response stands; the failure to audit is logged loudly
-                log.exception("could not write the audit record of %s %s", request.method, request.path)
-            g.partage_audit_written = True
+            except audit.AuditUnavailable as exc:
+                response.close()   # nothing of it is sent
+                return unavailable(request.path, str(exc))
         return response
 
     @app.teardown_request
@@ -90,10 +107,19 @@ def install(app: Flask) -> None:
         if ctx is not None and not getattr(g, "partage_audit_written", False):
             try:
                 audit.finish(services, ctx, 500)
-            except Exception:
-                log.exception("could not write the audit record of a failed request")
+            except audit.AuditUnavailable:
+                log.error("could not write the audit record of a failed request")
         g.partage_audit_token = None
         try:
             audit.end(token)
         except ValueError:   # reset from another context: nothing to restore
             pass
+
+
+def unavailable(path: str, message: str) -> Response:
+    """503 with Retry-After, in the door's shape (the browser's pages: the French error page)."""
+    from . import pages
+    if pages.browser_path():
+        return pages.error_page(503, RETRY_AFTER)
+    content_type, body = error_answer(path, 503, message, RETRY_AFTER)
+    return Response(body, 503, content_type=content_type, headers={"Retry-After": str(RETRY_AFTER)})

@@ -12,16 +12,16 @@ with profession, savoir-faire and activities). Its users are the professionals o
 (`--client-id`, `--client-secret`) whose redirect URIs are on loopback addresses (or those
 given with `--redirect-uri`).
 
+The command (`partage dev-idp`, flags in `partage.cli.devidp`) runs it:
+
     partage dev-idp --port 9000
     PARTAGE_OIDC_ISSUER=http://127.0.0.1:9000 PARTAGE_OIDC_CLIENT_SECRET=dev-secret partage serve ...
 """
 
 from __future__ import annotations
 
-import argparse
 import html
 import secrets
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +36,6 @@ from authlib.oidc.core import UserInfo, UserInfoEndpoint
 from authlib.oidc.core.grants import OpenIDCode
 from flask import Flask, Response, jsonify, request
 from joserfc.jwk import RSAKey
-from werkzeug.serving import make_server
 
 from ..access.actor import PROFESSIONAL, Actor
 from ..access.credentials import sample_actors
@@ -329,34 +328,3 @@ def create_provider(issuer: str, client_id: str = "partage", client_secret: str 
         return Response("<!doctype html><p>Déconnecté.</p>", 200, {"Content-Type": "text/html; charset=utf-8"})
 
     return app
-
-
-# --- the command ---------------------------------------------------------------------------------------
-def add_command(sub: Any) -> None:
-    """`partage dev-idp` (called by the CLI's parser)."""
-    p = sub.add_parser("dev-idp", help="DEVELOPMENT ONLY: a local OpenID provider shaped like Pro Santé Connect")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9000)
-    p.add_argument("--issuer", default="", help="the issuer URL (default http://HOST:PORT)")
-    p.add_argument("--client-id", default="partage")
-    p.add_argument("--client-secret", default="dev-secret")
-    p.add_argument("--redirect-uri", action="append", default=[],
-                   help="an allowed redirect URI (default: /connexion/retour on any loopback address)")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    issuer = args.issuer or f"http://{args.host}:{args.port}"
-    app = create_provider(issuer, args.client_id, args.client_secret, args.redirect_uri)
-    try:
-        server = make_server(args.host, args.port, app, threaded=True)
-    except OSError as exc:
-        sys.stderr.write(f"partage dev-idp: cannot listen on {args.host}:{args.port}: {exc}\n")
-        return 2
-    sys.stderr.write(f"partage dev-idp (DEVELOPMENT ONLY) listening on {issuer}; client {args.client_id}\n")
-    sys.stderr.flush()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0

@@ -6,12 +6,13 @@ text). The API doors keep their own error formats (SOAP Fault, OperationOutcome)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, current_app, render_template, request
+from flask import Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
+
+from ..failures import classify
 
 log = logging.getLogger("partage.web")
 BROWSER_PREFIXES = ("/dossier", "/connexion")
@@ -29,9 +30,12 @@ TEXTS = {
     403: ("Accès refusé", "Vous n'avez pas accès à cette page."),
     404: ("Page introuvable", "Cette page n'existe pas, ou ce que vous cherchez ne vous est pas accessible."),
     405: ("Action non permise", "Cette action n'est pas permise à cette adresse."),
+    408: ("Délai dépassé", "La demande est arrivée trop lentement ; réessayez."),
     413: ("Demande trop volumineuse", "La demande dépasse la taille acceptée."),
     500: ("Erreur du serveur", "Une erreur est survenue de notre côté. Elle a été enregistrée ; réessayez "
                                "dans un instant."),
+    503: ("Service momentanément indisponible", "Le service ne peut pas répondre pour le moment ; "
+                                                "réessayez dans un instant."),
 }
 
 
@@ -51,33 +55,33 @@ def message(title: str, text: str, status: int, **extra: Any) -> Response:
     return html(render_template("message.html", title=title, message=text, status=status, **extra), status)
 
 
-def error_page(status: int) -> Response:
+def error_page(status: int, retry_after: int | None = None) -> Response:
     title, text = TEXTS.get(status, TEXTS[500] if status >= 500 else TEXTS[400])
-    return message(title, text, status)
+    response = message(title, text, status)
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
-def _browser_path() -> bool:
+def browser_path() -> bool:
+    """Is this request for one of the browser's pages (French HTML errors, not a door's shape)?"""
     return request.path.startswith(BROWSER_PREFIXES)
 
 
-def view_error(exc: Exception) -> WerkzeugResponse:
-    """What a browser page's view raised (its blueprints register this for Exception)."""
+def failure_page(exc: Exception) -> WerkzeugResponse:
+    """The page for what a browser page raised, or a routing error on the browser's paths: the
+    same status as every door gives (outage 503 + Retry-After, 408, 413, 400), in French."""
     if isinstance(exc, HTTPException):
         if isinstance(exc.response, WerkzeugResponse):   # abort(a response): that response
             return exc.response
         return error_page(exc.code or 500)
-    log.exception("error on %s %s", request.method, request.path)
-    return error_page(500)
+    known = classify(exc)
+    if known is None:
+        log.exception("error on %s %s", request.method, request.path)
+        return error_page(500)
+    if known.status >= 500:
+        log.error("%s %s: %s (%s)", request.method, request.path, known.message, exc)
+    return error_page(known.status, known.retry_after)
 
 
-def install(app: Flask) -> None:
-    """French error pages for routing errors on the browser's paths: the app's handler of HTTP
-    errors, which hands other paths to the one installed before it (the FHIR door's)."""
-    previous: Callable[[HTTPException], Any] | None = app.error_handler_spec[None][None].get(HTTPException)
-
-    def routing_error(exc: HTTPException) -> Any:
-        if _browser_path() and exc.response is None:
-            return error_page(exc.code or 500)
-        return previous(exc) if previous is not None else exc
-
-    app.register_error_handler(HTTPException, routing_error)
+view_error = failure_page   # what the page blueprints register for Exception

@@ -1,5 +1,10 @@
 """`partage serve`: gunicorn workers for HTTP, the MLLP listener in the master process.
 
+Each worker is a `partage.web.worker.HypercornWorker`: an asyncio HTTP server in front
+(slow and idle clients cost a coroutine; header, body and answer deadlines), the Flask
+application in a bounded pool of threads behind the admission layer. docs/robustness.md
+says why and what a client sees at each limit.
+
 The master migrates the database once, then forks workers that each build their own
 Services (engines are never shared across a fork). The MLLP listener runs as a thread
 of the master so that one port serves however many HTTP workers there are.
@@ -46,11 +51,9 @@ class PartageServer(BaseApplication):
         self.cfg.set("bind", [f"{s.host}:{s.port}"])
         self.cfg.set("workers", s.workers)
         self.cfg.set("threads", s.threads)
-        self.cfg.set("worker_class", "gthread" if s.threads > 1 else "sync")
+        self.cfg.set("worker_class", "partage.web.worker.HypercornWorker")
         self.cfg.set("timeout", s.http_timeout)
         self.cfg.set("graceful_timeout", 30)
-        self.cfg.set("keepalive", 5)
-        self.cfg.set("accesslog", "-")
         self.cfg.set("when_ready", self._when_ready)
         self.cfg.set("on_exit", self._on_exit)
         self.cfg.set("post_worker_init", self._post_worker_init)

@@ -292,7 +292,18 @@ def validate_post() -> Response:
                                     "the server log has the details"))
     log.info("validated %d upload(s): %d report(s), %d failing", len(uploads), len(reports),
              sum(not r.valid for r in reports))
-    return _render(reports, fmt)
+    limit = services.settings.max_report_findings
+    return _render([_bounded(r, limit) for r in reports[:limit]], fmt)
+
+
+def _bounded(report: Report, limit: int) -> Report:
+    """At most `limit` findings in a report (the first ones), then one saying how many were left out."""
+    if len(report.findings) > limit:
+        left = len(report.findings) - limit
+        report.findings = report.findings[:limit] + [Finding(
+            "report-truncated", INFO, PARSE, f"{left} more finding(s) not shown (PARTAGE_MAX_REPORT_FINDINGS "
+            f"{limit})", "/")]
+    return report
 
 
 def _problem(status: int, message: str) -> Response:

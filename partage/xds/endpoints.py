@@ -19,6 +19,7 @@ from lxml import etree
 from .. import lifecycle
 from ..access import audit, authn
 from ..access.actor import Actor, AuthenticationRequired
+from ..failures import classify
 from ..ingest import IngestService
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import DocumentContent
@@ -27,9 +28,16 @@ from ..services import Services
 from ..xmlsafe import XmlInputError
 from . import constants as C
 from . import ebrim, retrieve, storedquery
-from .mtom import Attachment, MtomError, build_multipart, read_soap_request, xop_includes
+from .mtom import (
+    Attachment,
+    MtomError,
+    MtomTooLarge,
+    build_multipart,
+    read_soap_request,
+    xop_includes,
+)
 from .responses import query_response, registry_response
-from .soap import SoapError, build_envelope, fault_envelope, parse_envelope
+from .soap import SoapError, SoapRequest, build_envelope, fault_envelope, parse_envelope
 from .sqparams import Params
 
 log = logging.getLogger("partage.xds")
@@ -172,37 +180,70 @@ def _respond(envelope_bytes: bytes, attachments: list[Attachment], mtom: bool,
     return response
 
 
-def _fault(error: SoapError, relates_to: str | None, mtom: bool) -> Response:
+def _fault(error: SoapError, relates_to: str | None, mtom: bool, status: int = 0,
+           retry_after: int | None = None) -> Response:
     body = fault_envelope(error, relates_to=relates_to)
-    status = 400 if error.code == "Sender" else 500
-    return _respond(body, [], mtom, "http://www.w3.org/2005/08/addressing/soap/fault", status)
+    status = status or (400 if error.code == "Sender" else 500)
+    response = _respond(body, [], mtom, "http://www.w3.org/2005/08/addressing/soap/fault", status)
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def dispatch(actions: dict[str, Handler]) -> Response:
     services = _services()
     content_type = request.headers.get("Content-Type", "")
     mtom = "multipart/related" in content_type.lower()
+    seen: dict[str, object] = {}
+
+    def check_action(action: str) -> None:
+        if action not in actions:
+            raise SoapError("Sender", "wsa:ActionNotSupported", f"action {action!r} is not served at {request.path}")
+
+    def check_header(header: etree._Element | None) -> None:
+        """A plain message's credentials, checked as soon as its Header has streamed in."""
+        action = (header.findtext(f"{{{C.WSA}}}Action") or "").strip() if header is not None else ""
+        if action:
+            check_action(action)
+            audit.set_action(action)
+        seen["actor"] = authn.soap_actor(services, header, address=request.remote_addr or "")
+
+    def check_root(root: bytes) -> None:
+        """The envelope, its action and its credentials, checked before any attachment is spooled."""
+        envelope = seen["envelope"] = parse_envelope(root)
+        check_action(envelope.action)
+        if "actor" not in seen:
+            seen["actor"] = _actor(services, envelope)
+
     try:
-        message = read_soap_request(content_type, request.stream,
-                                    max_total=services.settings.max_request_bytes)
-        envelope = parse_envelope(message.root)
+        message = read_soap_request(content_type, request.stream, max_total=services.settings.max_request_bytes,
+                                    max_root=services.settings.soap_max_bytes, on_root=check_root,
+                                    on_header=check_header)
+    except MtomTooLarge as exc:
+        return _fault(SoapError("Sender", f"xdsb:{ErrorCode.INVALID_REQUEST}", str(exc)), _message_id(seen),
+                      mtom, 413)
     except (MtomError, XmlInputError) as exc:
-        return _fault(SoapError("Sender", "", f"unreadable request: {exc}"), None, mtom)
+        return _fault(SoapError("Sender", "", f"unreadable request: {exc}"), _message_id(seen), mtom)
     except SoapError as exc:
-        return _fault(exc, None, mtom)
-    handler = actions.get(envelope.action)
-    if handler is None:
-        return _fault(SoapError("Sender", "wsa:ActionNotSupported",
-                                f"action {envelope.action!r} is not served at {request.path}"),
-                      envelope.message_id, mtom)
+        return _fault(exc, _message_id(seen), mtom)
+    except AuthenticationRequired as exc:
+        return _fault(SoapError("Sender", "wsse:FailedAuthentication", str(exc)), _message_id(seen), mtom)
+    envelope = seen["envelope"]
+    actor = seen["actor"]
+    assert isinstance(envelope, SoapRequest) and isinstance(actor, Actor)
+    handler = actions[envelope.action]
     try:
-        actor = _actor(services, envelope)
         reply = handler(services, actor, envelope.body, message.parts)
     except AuthenticationRequired as exc:
         return _fault(SoapError("Sender", "wsse:FailedAuthentication", str(exc)), envelope.message_id, mtom)
     except XdsErrors as exc:
         reply = Reply(_error_body(envelope.action, exc.errors))
-    except Exception:   # never a traceback to the client: a RegistryError with a reference
+    except Exception as exc:   # never a traceback to the client: a RegistryError with a reference
+        known = classify(exc)
+        if known is not None and known.status in (408, 413, 503):   # an outage, a slow or big body
+            code = "XDSRegistryBusy" if known.status >= 500 else str(ErrorCode.INVALID_REQUEST)
+            return _fault(SoapError("Receiver" if known.status >= 500 else "Sender", f"xdsb:{code}", known.message),
+                          envelope.message_id, mtom, known.status, known.retry_after)
         log.exception("internal error on %s", envelope.action)
         reply = Reply(_error_body(envelope.action, [XdsError(
             ErrorCode.REGISTRY_ERROR if envelope.action in REGISTRY_ACTIONS else ErrorCode.REPOSITORY_ERROR,
@@ -210,6 +251,11 @@ def dispatch(actions: dict[str, Handler]) -> Response:
     response_action = C.RESPONSE_ACTIONS[envelope.action]
     out = build_envelope(response_action, reply.body, relates_to=envelope.message_id)
     return _respond(out, reply.attachments, mtom or bool(reply.attachments), response_action)
+
+
+def _message_id(seen: dict[str, object]) -> str | None:
+    envelope = seen.get("envelope")
+    return envelope.message_id if isinstance(envelope, SoapRequest) else None
 
 
 def _error_body(action: str, errors: list[XdsError]) -> etree._Element:

@@ -14,7 +14,7 @@ import hashlib
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import BinaryIO
@@ -22,16 +22,25 @@ from urllib.parse import unquote
 
 from lxml import etree
 
+from ..failures import TooLarge
 from . import constants as C
 
 CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
+MAX_PREAMBLE = 64 * 1024
+MAX_PARTS = 10000   # a submission holds at most PARTAGE_MAX_DOCUMENTS_PER_SUBMISSION (1000) documents
 XOP_INCLUDE = f"{{{C.XOP}}}Include"
+SOAP_HEADER = f"{{{C.SOAP12}}}Header"
+SOAP_BODY = f"{{{C.SOAP12}}}Body"
 SOAP_CONTENT_TYPES = ("application/soap+xml", "text/xml", "application/xml")
 
 
 class MtomError(ValueError):
     """The multipart message cannot be used (the message says why)."""
+
+
+class MtomTooLarge(MtomError, TooLarge):
+    """The message, or its SOAP envelope, exceeds its size limit (HTTP 413)."""
 
 
 @dataclass
@@ -131,28 +140,80 @@ def xop_includes(element: etree._Element) -> list[tuple[etree._Element, str]]:
 
 # --------------------------------------------------------------------------- reading
 def read_soap_request(content_type: str, stream: BinaryIO, *, max_total: int,
-                      spool_threshold: int = 1 << 20) -> MultipartMessage:
-    """An MTOM message, or a plain SOAP message (inline base64) as a message with no parts."""
+                      spool_threshold: int = 1 << 20,
+                      on_root: Callable[[bytes], None] | None = None,
+                      max_root: int | None = None,
+                      on_header: Callable[[etree._Element | None], None] | None = None) -> MultipartMessage:
+    """An MTOM message, or a plain SOAP message (inline base64) as a message with no parts.
+
+    The SOAP envelope (the plain body, or the MTOM root part) is held in memory: at most
+    `max_root` bytes (default max_total); attachments stream to spooled files.
+
+    `on_root` sees the root part (the SOAP envelope) as soon as it is read, before any
+    attachment is spooled: what it raises stops the reading (credentials are checked there).
+    `on_header` sees a plain message's soap:Header (None when the Body comes first) as soon as
+    it has streamed in, before the rest is read: credentials are checked before megabytes of
+    inline documents are.
+    """
     media, _ = content_type_params(content_type or "")
     if media == "multipart/related":
         return parse_multipart(content_type, stream, max_total=max_total,
-                               spool_threshold=spool_threshold)
+                               spool_threshold=spool_threshold, on_root=on_root, max_root=max_root)
     if media not in SOAP_CONTENT_TYPES:
         raise MtomError(f"unsupported Content-Type {content_type!r}: expected application/soap+xml "
                         "or multipart/related (MTOM/XOP)")
     data = bytearray()
+    watch = _HeaderWatch(on_header) if on_header is not None else None
     while True:
         chunk = stream.read(CHUNK)
         if not chunk:
             break
         data += chunk
-        if len(data) > max_total:
-            raise MtomError(f"message exceeds the size limit of {max_total} bytes")
+        if watch is not None and not watch.done:
+            watch.feed(chunk)
+        if len(data) > min(max_total, max_root or max_total):
+            max_total = min(max_total, max_root or max_total)
+            raise MtomTooLarge(f"SOAP message exceeds the size limit of {max_total} bytes")
+    if on_root is not None:
+        on_root(bytes(data))
     return MultipartMessage(root=bytes(data), root_content_type=content_type)
 
 
+class _HeaderWatch:
+    """Parses the start of a plain SOAP message as it streams, until its Header has ended.
+
+    The parser is as hardened as `partage.xmlsafe` (no network, no DTD, no entity
+    expansion); a message it cannot read is left to the full parse, which says why.
+    """
+
+    def __init__(self, on_header: Callable[[etree._Element | None], None]) -> None:
+        self.on_header = on_header
+        self.done = False
+        self._parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False, no_network=True,
+                                           load_dtd=False, huge_tree=False)
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self._parser.feed(chunk)
+            events = list(self._parser.read_events())
+        except etree.XMLSyntaxError:
+            self.done = True
+            return
+        for event, element in events:
+            if event == "end" and element.tag == SOAP_HEADER:
+                self.done = True
+                self.on_header(element)
+                return
+            if event == "start" and element.tag == SOAP_BODY:
+                self.done = True
+                self.on_header(None)
+                return
+
+
 def parse_multipart(content_type: str, stream: BinaryIO, *, max_total: int,
-                    spool_threshold: int = 1 << 20) -> MultipartMessage:
+                    spool_threshold: int = 1 << 20,
+                    on_root: Callable[[bytes], None] | None = None,
+                    max_root: int | None = None) -> MultipartMessage:
     """Parse a multipart/related body from `stream`, reading it in chunks.
 
     The root part is the one named by the `start` parameter, else the first part.
@@ -171,6 +232,8 @@ def parse_multipart(content_type: str, stream: BinaryIO, *, max_total: int,
     root_found = False
     try:
         for index, headers in enumerate(reader.parts()):
+            if index >= MAX_PARTS:
+                raise MtomError(f"more than {MAX_PARTS} MIME parts")
             cid = normalize_cid(headers.get("content-id", ""))
             part_type = headers.get("content-type", "application/octet-stream")
             encoding = headers.get("content-transfer-encoding", "binary").strip().lower()
@@ -182,8 +245,12 @@ def parse_multipart(content_type: str, stream: BinaryIO, *, max_total: int,
                 root = bytearray()
                 for chunk in reader.body():
                     root += chunk
+                    if max_root is not None and len(root) > max_root:
+                        raise MtomTooLarge(f"the SOAP envelope (root part) exceeds {max_root} bytes")
                 message.root, message.root_content_type = bytes(root), part_type
                 root_found = True
+                if on_root is not None:
+                    on_root(message.root)
                 continue
             if not cid:
                 raise MtomError(f"MIME part {index + 1} has no Content-ID, so nothing can reference it")
@@ -235,11 +302,12 @@ class _PartReader:
             return False
         self.total += len(chunk)
         if self.total > self.max_total:
-            raise MtomError(f"message exceeds the size limit of {self.max_total} bytes")
+            raise MtomTooLarge(f"message exceeds the size limit of {self.max_total} bytes")
         self.buffer += chunk
         return True
 
     def _skip_preamble(self) -> None:
+        """Up to the first delimiter; a preamble is a line or two, so at most MAX_PREAMBLE bytes."""
         while True:
             at = self.buffer.find(self.delimiter)
             if at >= 0:
@@ -248,6 +316,9 @@ class _PartReader:
             keep = len(self.delimiter)
             if len(self.buffer) > keep:
                 del self.buffer[:-keep]
+            if self.total > MAX_PREAMBLE:
+                raise MtomError(f"no multipart boundary in the first {MAX_PREAMBLE} bytes (wrong boundary "
+                                "parameter?)")
             if not self._fill():
                 raise MtomError("no multipart boundary found in the body (wrong boundary parameter?)")
 

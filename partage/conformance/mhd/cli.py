@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit status 0 only when no test failed (tests not run do not count as failures)."""
-    from .runner import FAILED
+    from .runner import FAILED as FAIL
+    from .runner import PASSED as PASS
     from .runner import run as run_collections
 
     collections = args.collections
@@ -54,4 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.json:
         args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2))
-    return 1 if any(r.outcome == FAILED for r in results) else 0
+    if not any(r.outcome in (PASS, FAIL) for r in results):
+        print("partage testkit mhd: no test ran (no collection or test matched)", file=sys.stderr)
+        return 1
+    return 1 if any(r.outcome == FAIL for r in results) else 0

@@ -11,7 +11,7 @@ from .codes import prepare_code_map
 from .feed import Feeder
 from .plan import PlanError, TestKit
 from .report import Console, summary_line, write_json, write_junit
-from .runner import FAILED, Runner, RunnerConfig
+from .runner import FAILED, PASSED, Runner, RunnerConfig
 from .transactions import Endpoints
 
 DEFAULT_COLLECTIONS = ("reg", "R.b", "SQ.b", "rep", "PR.b", "reg_mu", "reg_rm")
@@ -115,4 +115,7 @@ def run_nist(args: argparse.Namespace) -> int:
     if args.junit:
         write_junit(results, args.junit)
     print(summary_line(results), file=out, flush=True)
+    if not any(r.status in (PASSED, FAILED) for r in results):
+        print("partage testkit nist: no test ran (nothing selected, or every test was skipped)", file=sys.stderr)
+        return 1
     return 1 if any(r.status == FAILED for r in results) else 0

@@ -1,17 +1,43 @@
-"""`partage dev-credentials`, `partage access ...` (record state) and `partage audit`."""
+"""`partage dev-credentials`, `partage access ...` (record state), `partage audit`, `partage sign`."""
 
 from __future__ import annotations
 
 import argparse
+import base64
 import getpass
+import hashlib
+import io
 import json
 import sys
 from pathlib import Path
 
-from .actor import SYSTEM, Actor
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from lxml import etree
+
+from ..access import audit, saml
+from ..access.actor import SYSTEM, Actor
+from ..access.credentials import (
+    DEFAULT_AUDIENCE,
+    DEFAULT_PATIENT,
+    DevAuthority,
+    sample_actors,
+    write_dev_credentials,
+)
+from ..access.signatures import SignatureError, sign_submission
+from ..metadata.datatypes import CX, DatatypeError
+from ..metadata.model import DocumentContent
+from ..registry import schema
+from ..registry.access_state import RecordError, Records, purge_record
+from ..services import Services
+from ..xds import constants as C
+from ..xds import ebrim
+from ..xds.soap import build_envelope, parse_envelope
+from ..xmlsafe import parse_xml
+from .common import CliError, Subparsers, existing_data_dir, settings_from, storage_arguments
 
 
-def add_commands(sub, serve_arguments) -> None:
+def add_credentials_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     creds = sub.add_parser("dev-credentials", help="make a development CA and signed credentials for "
                                                    "sample actors (tests, the README tour)")
     creds.add_argument("--out", required=True, type=Path, help="directory to write (reuses its CA if present)")
@@ -24,13 +50,15 @@ def add_commands(sub, serve_arguments) -> None:
     creds.add_argument("--as", dest="actor", default="gp", help="the sample actor of --wrap (default gp)")
     creds.set_defaults(func=cmd_dev_credentials)
 
+
+def add_access_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     access = sub.add_parser("access", help="a patient's record state: consent, closing, blocks, "
                                            "médecin traitant, opposition to bris de glace")
     actions = access.add_subparsers(dest="access_command", required=True)
 
-    def action(name: str, help_text: str, *extra: str):
+    def action(name: str, help_text: str, *extra: str) -> argparse.ArgumentParser:
         p = actions.add_parser(name, help=help_text)
-        serve_arguments(p)
+        storage_arguments(p)
         p.add_argument("patient", help="the patient's CX, e.g. 270017512345615^^^&1.2.250.1.213.1.4.10&ISO")
         for arg in extra:
             p.add_argument(arg)
@@ -50,26 +78,25 @@ def add_commands(sub, serve_arguments) -> None:
     actions.choices["notifications"].add_argument("--mark-sent", action="store_true",
                                                   help="mark the printed notifications as sent")
     purge = actions.add_parser("purge", help="delete the records closed more than 10 years ago")
-    serve_arguments(purge)
+    storage_arguments(purge)
     purge.add_argument("--dry-run", action="store_true")
     purge.set_defaults(func=cmd_purge)
 
-    audit = sub.add_parser("audit", help="read the audit trail (newest first)")
-    serve_arguments(audit)
-    audit.add_argument("--patient", default="", help="only accesses to this patient (CX)")
-    audit.add_argument("--actor", default="", help="only accesses by this actor id")
-    audit.add_argument("--limit", type=int, default=50)
-    audit.add_argument("--json", action="store_true", help="one JSON object per line")
-    audit.set_defaults(func=cmd_audit)
 
-    add_sign_command(sub)
+def add_audit_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
+    trail = sub.add_parser("audit", help="read the audit trail (newest first)")
+    storage_arguments(trail)
+    trail.add_argument("--patient", default="", help="only accesses to this patient (CX)")
+    trail.add_argument("--actor", default="", help="only accesses by this actor id")
+    trail.add_argument("--limit", type=int, default=50)
+    trail.add_argument("--json", action="store_true", help="one JSON object per line")
+    trail.set_defaults(func=cmd_audit)
 
 
-def _services(args):
-    from ..cli import settings_from
-    from ..services import Services
-
-    return Services.open(settings_from(args), migrate=True)
+def _services(args: argparse.Namespace) -> Services:
+    settings = settings_from(args)
+    existing_data_dir(settings)
+    return Services.open(settings, migrate=True)
 
 
 def _operator() -> Actor:
@@ -81,8 +108,6 @@ def _operator() -> Actor:
 
 
 def cmd_dev_credentials(args: argparse.Namespace) -> int:
-    from .credentials import DEFAULT_AUDIENCE, DEFAULT_PATIENT, write_dev_credentials
-
     if args.wrap is not None:
         return _wrap(args, args.patient or DEFAULT_PATIENT, args.audience or DEFAULT_AUDIENCE)
 
@@ -96,12 +121,6 @@ def cmd_dev_credentials(args: argparse.Namespace) -> int:
 
 
 def _wrap(args: argparse.Namespace, patient_id: str, audience: str) -> int:
-    from lxml import etree
-
-    from ..xmlsafe import parse_xml
-    from . import saml
-    from .credentials import DevAuthority, sample_actors
-
     if not (args.out / "ca.key").exists():
         print(f"partage dev-credentials: no CA in {args.out}; run without --wrap first", file=sys.stderr)
         return 2
@@ -123,15 +142,10 @@ def _wrap(args: argparse.Namespace, patient_id: str, audience: str) -> int:
 
 
 def cmd_access(args: argparse.Namespace) -> int:
-    from ..metadata.datatypes import CX, DatatypeError
-    from ..registry.access_state import RecordError, Records
-    from . import audit
-
     try:
         patient = CX.parse(args.patient, strict=False)
     except DatatypeError as exc:
-        print(f"partage access: {args.patient!r} is not a patient identifier (CX): {exc}", file=sys.stderr)
-        return 2
+        raise CliError(f"partage access: {args.patient!r} is not a patient identifier (CX): {exc}") from None
     services = _services(args)
     try:
         records = Records(services.registry)
@@ -168,10 +182,7 @@ def cmd_access(args: argparse.Namespace) -> int:
         services.close()
 
 
-def _notifications(services, args, patient) -> int:
-    from ..registry import schema
-    from . import audit
-
+def _notifications(services: Services, args: argparse.Namespace, patient: CX) -> int:
     with services.registry.read() as conn:
         pk = services.registry.patient_pk(conn, patient)
     if pk is None:
@@ -189,9 +200,6 @@ def _notifications(services, args, patient) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from ..registry.access_state import Records, purge_record
-    from . import audit
-
     services = _services(args)
     try:
         due = Records(services.registry).purgeable()
@@ -212,8 +220,6 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from . import audit
-
     services = _services(args)
     try:
         rows = audit.events(services, patient_id=args.patient, actor_id=args.actor, limit=args.limit)
@@ -230,7 +236,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         services.close()
 
 
-def add_sign_command(sub) -> None:
+def add_sign_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     sign = sub.add_parser("sign", help="sign an ITI-41 submission (IHE DSG detached SubmissionSet signature)")
     sign.add_argument("envelope", type=Path, help="a SOAP ITI-41 request with inline (base64) documents")
     sign.add_argument("--credentials", type=Path, default=None,
@@ -242,36 +248,35 @@ def add_sign_command(sub) -> None:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    import base64
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-    from lxml import etree
-
-    from ..metadata.model import DocumentContent
-    from ..xds import constants as C
-    from ..xds import ebrim
-    from ..xds.soap import build_envelope, parse_envelope
-    from .signatures import SignatureError, sign_submission
-
     key_path = args.key or (args.credentials / "idp.key" if args.credentials else None)
     cert_path = args.cert or (args.credentials / "idp.pem" if args.credentials else None)
     if key_path is None or cert_path is None:
         print("partage sign: give --credentials DIR or --key and --cert", file=sys.stderr)
         return 2
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"{key_path}: not an unencrypted PEM private key ({exc})", 2) from None
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except ValueError as exc:
+        raise CliError(f"{cert_path}: not a PEM certificate ({exc})", 2) from None
     envelope = parse_envelope(args.envelope.read_bytes())
     body = envelope.body
     submit = body.find(f"{{{C.LCM}}}SubmitObjectsRequest")
     if body.tag != f"{{{C.XDSB}}}ProvideAndRegisterDocumentSetRequest" or submit is None:
         print("partage sign: not an ITI-41 ProvideAndRegisterDocumentSetRequest", file=sys.stderr)
         return 2
-    request = ebrim.read_submission(submit)
-    import hashlib
-    import io
+    try:
+        request = ebrim.read_submission(submit)
+    except Exception as exc:   # XdsErrors and friends: the request's metadata are not usable
+        raise CliError(f"{args.envelope}: the submission cannot be read: {exc}", 2) from None
     for document in body.findall(f"{{{C.XDSB}}}Document"):
-        data = base64.b64decode("".join((document.text or "").split()))
+        try:
+            data = base64.b64decode("".join((document.text or "").split()), validate=True)
+        except ValueError:
+            raise CliError(f"{args.envelope}: Document {document.get('id', '?')} is not inline base64 "
+                           "(sign takes requests with inline documents)", 2) from None
         request.contents[document.get("id", "")] = DocumentContent(
             file=io.BytesIO(data), size=len(data), sha1=hashlib.sha1(data).hexdigest())
     try:

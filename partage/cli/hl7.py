@@ -7,13 +7,17 @@ For operators and the README tour: feeding a patient (ITI-8 ADT) needs no other 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from .mllp import MllpClient
+from ..hl7.documents import Journal
+from ..hl7.mllp import MllpClient
+from .common import CliError, Subparsers, host_port
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_parser(commands: Subparsers[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("hl7", help="HL7 v2 tools: send messages over MLLP, replay the kept ones")
     sub = parser.add_subparsers(dest="hl7_command", required=True)
     send = sub.add_parser("send", help="send HL7 v2 message files over MLLP")
     send.add_argument("files", nargs="+", type=Path, help="files holding one message each")
@@ -29,12 +33,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     replay.set_defaults(func=run_replay)
 
 
+def read_message(path: Path) -> str:
+    """One HL7 v2 message file as text with CR segment separators; CliError when it is not one."""
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise CliError(f"{path}: is a directory, not a message file", 2) from None
+    if b"\x00" in data:
+        raise CliError(f"{path}: a binary file, not an HL7 v2 message (text)", 2)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CliError(f"{path}: not UTF-8 text; HL7 v2 message files are sent as UTF-8", 2) from None
+    text = text.replace("\r\n", "\r").replace("\n", "\r")
+    if not text.lstrip().startswith("MSH"):
+        raise CliError(f"{path}: not an HL7 v2 message (it does not start with MSH)", 2)
+    return text
+
+
 def run_send(args: argparse.Namespace) -> int:
-    host, _, port = args.to.rpartition(":")
+    host, port = host_port(args.to, "--to")
+    messages = [(path, read_message(path)) for path in args.files]   # every file checked before sending
     worst = 0
-    with MllpClient(host or "127.0.0.1", int(port), timeout=args.timeout) as client:
-        for path in args.files:
-            text = path.read_text(encoding="utf-8").replace("\r\n", "\r").replace("\n", "\r")
+    with MllpClient(host, port, timeout=args.timeout) as client:
+        for path, text in messages:
             ack = client.send(text)
             sys.stdout.write(f"{path}: {ack.replace(chr(13), chr(10)).strip()}\n")
             msa = next((s for s in ack.split("\r") if s.startswith("MSA|")), "MSA|??")
@@ -45,11 +67,9 @@ def run_send(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     """Each kept message goes to the listener again; the server forgets those it accepts."""
-    import os
-
-    from .documents import Journal
-
     data_dir = args.data or Path(os.environ.get("PARTAGE_DATA_DIR", "partage-data"))
+    if not data_dir.is_dir():
+        raise CliError(f"no Partage data directory at {data_dir}; give --data DIR", 2)
     entries = Journal.in_data_dir(data_dir).entries()
     if args.list or not entries:
         for path, meta in entries:
@@ -57,9 +77,9 @@ def run_replay(args: argparse.Namespace) -> int:
                              f"{meta.get('reason', '')} {' '.join(meta.get('rules', []))}\n")
         sys.stdout.write(f"{len(entries)} message(s) kept in {Journal.in_data_dir(data_dir).directory}\n")
         return 0
-    host, _, port = args.to.rpartition(":")
+    host, port = host_port(args.to, "--to")
     still = 0
-    with MllpClient(host or "127.0.0.1", int(port), timeout=args.timeout) as client:
+    with MllpClient(host, port, timeout=args.timeout) as client:
         for path, _meta in entries:
             ack = client.send(path.read_bytes())
             msa = next((s for s in ack.split("\r") if s.startswith("MSA|")), "MSA|??")

@@ -1,0 +1,58 @@
+"""What the command modules share: settings from flags, storage flags, and the one error type.
+
+A command that meets a problem it expects (a missing file, a bad setting, a peer that does
+not answer) raises `CliError`; `partage.cli.main` prints it as one line and exits with its
+status. Nothing reaches the user as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import Settings, SettingsError
+
+Subparsers = argparse._SubParsersAction  # the `sub` each command module adds its parser to
+
+
+class CliError(Exception):
+    """An expected failure of a command: printed as one line, exit status `status`."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def storage_arguments(p: argparse.ArgumentParser) -> None:
+    """--data and --database: what the commands that open the registry need."""
+    p.add_argument("--data", dest="data_dir", metavar="DIR",
+                   help="data directory (default PARTAGE_DATA_DIR or ./partage-data)")
+    p.add_argument("--database", dest="database_url", metavar="URL",
+                   help="SQLAlchemy URL (default PARTAGE_DATABASE_URL, or SQLite in the data directory)")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Defaults < PARTAGE_* environment < the flags this command has (SettingsError names a bad one)."""
+    names = {f for f in Settings.__dataclass_fields__ if f != "extra"}
+    return Settings.from_env(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def existing_data_dir(settings: Settings) -> None:
+    """For commands that read a store: refuse a data directory that holds none (instead of making one)."""
+    if settings.database_url:
+        return
+    database = Path(settings.database.removeprefix("sqlite:///"))
+    if not database.is_file():
+        raise CliError(f"no Partage data in {settings.data_dir} ({database.name} not found); "
+                       "give --data DIR or --database URL", 2)
+
+
+def host_port(value: str, flag: str) -> tuple[str, int]:
+    """HOST:PORT (host optional) -> (host, port); CliError naming `flag` otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"{flag} must be HOST:PORT (e.g. 127.0.0.1:2575), not {value!r}", 2)
+    return host or "127.0.0.1", int(port)
+
+
+__all__ = ["CliError", "Subparsers", "SettingsError", "existing_data_dir", "host_port", "settings_from", "storage_arguments"]
