@@ -51,10 +51,8 @@ from ..clinical.narrative import render as render_narrative
 from ..metadata.datatypes import CX
 from ..metadata.model import DocumentEntry
 from ..metadata.query import DocumentFilter
-from ..query import QueryService
 from ..query.clinical import ClinicalReader, FactQuery, summary_content
 from ..query.view import Reader
-from ..registry import access_state
 from ..registry import patients as registry_patients
 from ..registry.patients import PatientRecord
 from ..services import Services
@@ -131,16 +129,19 @@ def _refused(rid: str, actor: Actor) -> Response:
     return message("Accès refusé", "Vous n'avez pas accès à ce dossier.", 403, **extra)
 
 
-def _patient(services: Services, actor: Actor, rid: str) -> tuple[PatientRecord, CX, str]:
+def _patient(services: Services, actor: Actor, rid: str,
+             reader: Reader | None = None) -> tuple[PatientRecord, CX, str]:
     """The patient behind the page's id if the actor may open the record (404 when unknown,
-    a refusal that names no one when the gate says no), and its médecin traitant's id."""
+    a refusal that names no one when the gate says no), and its médecin traitant's id.
+    `reader`: the page's own (the record's state is then loaded once for the whole page)."""
+    reader = reader or Reader(services, actor)
     with services.registry.read() as conn:
         pk = registry_patients.by_public_id(conn, rid)
         record = registry_patients.record(conn, pk) if pk is not None else None
         if record is None or record.xds_patient_id is None:
             abort(404)
-        allowed = Reader(services, actor).record(conn, record.pk, record.xds_patient_id)
-        medecin_traitant = access_state.load(conn, record.pk).medecin_traitant if allowed else ""
+        allowed = reader.record(conn, record.pk, record.xds_patient_id)
+        medecin_traitant = reader.record_states(conn, [record.pk])[record.pk].medecin_traitant if allowed else ""
     if not allowed:
         abort(_refused(rid, actor))
     return record, record.xds_patient_id, medecin_traitant
@@ -184,14 +185,15 @@ def _common(rid: str, actor: Actor) -> dict[str, Any]:
 def patient_page(rid: str) -> Response:
     services = _services()
     actor = _actor(services, rid)
-    record, patient_id, medecin_traitant = _patient(services, actor, rid)
+    chosen = _chosen(request.args)
     reader = ClinicalReader(services, actor)
-    content = summary_content(reader, patient_id)
+    with services.registry.snapshot():   # the page's reads: one transaction, one state of the record
+        record, patient_id, medecin_traitant = _patient(services, actor, rid, reader.queries.reader)
+        content = summary_content(reader, patient_id)
+        hits = reader.search(patient_id, chosen["q"], documents=content["by_lid"]) if chosen["q"] else []
     names = _labels(services)
     view = glance.build(content, record, names, medecin_traitant, fmt.today_paris())
-    chosen = _chosen(request.args)
     filtered = any(chosen[k] for k in ("class", "type", "author", "from", "to"))
-    hits = reader.search(patient_id, chosen["q"], documents=content["by_lid"]) if chosen["q"] else []
     everything = glance.timeline(content["documents"], names)
     rows = glance.filtered(everything, type_code=chosen["type"], class_code=chosen["class"], author=chosen["author"],
                            low=_day(chosen["from"]), high=_day(chosen["to"])) if filtered else everything
@@ -216,15 +218,17 @@ def patient_page(rid: str) -> Response:
 def results_history(rid: str) -> Response:
     services = _services()
     actor = _actor(services, rid)
-    _record, patient_id, _mt = _patient(services, actor, rid)
     code, system = (request.args.get("code") or "").strip()[:200], (request.args.get("system") or "").strip()[:64]
-    if not code:
-        abort(404)
     reader = ClinicalReader(services, actor)
-    facts = [f for f in reader.facts(patient_id, FactQuery(kinds=[LAB], codes=[(system, code)]))]
-    if not facts:   # a result without a code is named by its display
-        facts = [f for f in reader.facts(patient_id, FactQuery(kinds=[LAB]))
-                 if not f.code and f.display == code]
+    with services.registry.snapshot():
+        _record, patient_id, _mt = _patient(services, actor, rid, reader.queries.reader)
+        if not code:
+            abort(404)
+        docs = reader.documents(patient_id)
+        facts = reader.facts(patient_id, FactQuery(kinds=[LAB], codes=[(system, code)]), documents=docs)
+        if not facts:   # a result without a code is named by its display
+            facts = [f for f in reader.facts(patient_id, FactQuery(kinds=[LAB]), documents=docs)
+                     if not f.code and f.display == code]
     if not facts:
         abort(404)
     names = _labels(services)
@@ -263,12 +267,14 @@ def _is_number(text: str) -> bool:
 
 def _located_document(services: Services, actor: Actor, rid: str, doc_rid: str) -> tuple[DocumentEntry, Any]:
     """The document this actor may see in this patient's record, and where its bytes are; 404 otherwise."""
-    _record, patient_id, _mt = _patient(services, actor, rid)
-    if not _UUID.fullmatch(doc_rid):
-        abort(404)
-    docs = ClinicalReader(services, actor).documents(patient_id, DocumentFilter(entry_uuids=[f"urn:uuid:{doc_rid}"]))
-    doc = next(iter(docs.values()), None)
-    located = QueryService(services, actor).locate_document(doc.unique_id) if doc else None
+    reader = ClinicalReader(services, actor)
+    with services.registry.snapshot():
+        _record, patient_id, _mt = _patient(services, actor, rid, reader.queries.reader)
+        if not _UUID.fullmatch(doc_rid):
+            abort(404)
+        docs = reader.documents(patient_id, DocumentFilter(entry_uuids=[f"urn:uuid:{doc_rid}"]))
+        doc = next(iter(docs.values()), None)
+        located = reader.queries.locate_document(doc.unique_id) if doc else None
     if doc is None or located is None:
         abort(404)
     return doc, located
