@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                     url = f"{live.base_url}/dossier/{rid}"
                     driver.get(url)
                     driver.find_element(By.CSS_SELECTOR, "button[value='gp']").click()
-                    assert driver.current_url == url, driver.current_url
+                    assert driver.current_url == url, (driver.current_url, url, driver.page_source[:500])
                     server, paint, loaded, size = [], [], [], 0
                     first = driver.current_window_handle
                     for _ in range(args.repeat):

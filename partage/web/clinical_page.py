@@ -184,10 +184,10 @@ def _common(rid: str, actor: Actor) -> dict[str, Any]:
 @bp.get("/<rid>")
 def patient_page(rid: str) -> Response:
     services = _services()
-    actor = _actor(services, rid)
     chosen = _chosen(request.args)
-    reader = ClinicalReader(services, actor)
-    with services.registry.snapshot():   # the page's reads: one transaction, one state of the record
+    with services.registry.snapshot():   # the page's reads (session included): one transaction, one state
+        actor = _actor(services, rid)
+        reader = ClinicalReader(services, actor)
         record, patient_id, medecin_traitant = _patient(services, actor, rid, reader.queries.reader)
         content = summary_content(reader, patient_id)
         hits = reader.search(patient_id, chosen["q"], documents=content["by_lid"]) if chosen["q"] else []
@@ -217,10 +217,10 @@ def patient_page(rid: str) -> Response:
 @bp.get("/<rid>/resultats")
 def results_history(rid: str) -> Response:
     services = _services()
-    actor = _actor(services, rid)
     code, system = (request.args.get("code") or "").strip()[:200], (request.args.get("system") or "").strip()[:64]
-    reader = ClinicalReader(services, actor)
     with services.registry.snapshot():
+        actor = _actor(services, rid)
+        reader = ClinicalReader(services, actor)
         _record, patient_id, _mt = _patient(services, actor, rid, reader.queries.reader)
         if not code:
             abort(404)
