@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from selenium import webdriver
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     url = f"{live.base_url}/dossier/{rid}"
                     driver.get(url)
                     driver.find_element(By.CSS_SELECTOR, "button[value='gp']").click()
-                    assert driver.current_url == url, (driver.current_url, url, driver.page_source[:500])
+                    WebDriverWait(driver, 30).until(lambda d: d.current_url == url)   # back from the provider
                     server, paint, loaded, size = [], [], [], 0
                     first = driver.current_window_handle
                     for _ in range(args.repeat):

@@ -107,6 +107,8 @@ def unescape_hl7(text: str, strict: bool = True) -> str:
     Strict: only the five separator escapes are allowed (ITI TF-3 4.2.3.1.7 forbids \\H\\ \\N\\
     \\Zdddd\\) and a raw separator or stray backslash is an error. Lenient: both are literal.
     """
+    if "\\" not in text and not (strict and any(d in text for d in _DELIMITERS)):
+        return text   # nothing escaped and nothing to refuse (most values): as it is
     out: list[str] = []
     i = 0
     while i < len(text):
