@@ -131,11 +131,16 @@ class Settings:
                      "fhir_max_bytes", "other_max_bytes", "validate_max_bytes", "max_json_depth",
                      "max_json_containers", "max_bundle_entries", "max_report_findings", "mllp_idle_timeout",
                      "mllp_max_message", "mllp_max_connections", "mllp_max_buffered",
-                     "max_documents_per_submission", "query_result_limit"):
+                     "max_documents_per_submission", "query_result_limit", "session_lifetime"):
             if getattr(self, name) <= 0:
                 out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
         if self.one_time_credentials not in ("saml", "all", "none"):
             out.append(f"{_name('one_time_credentials')}: {self.one_time_credentials!r} is not saml, all or none")
+        if self.oidc_issuer and not self.oidc_issuer.startswith(("https://", "http://")):
+            out.append(f"{_name('oidc_issuer')}: {self.oidc_issuer!r} is not an http(s) URL")
+        if self.oidc_issuer and not self.oidc_client_secret:
+            out.append(f"{_name('oidc_client_secret')}: needed with {_name('oidc_issuer')} (the provider "
+                       "authenticates this server with it)")
         if self.hl7_business_ack_to:
             host, sep, port = self.hl7_business_ack_to.rpartition(":")
             if not sep or not port.isdigit():

@@ -229,3 +229,12 @@ def test_timeline_filters_as_the_page_shows_the_documents():
     assert kept(type_code="11502-2") == ["d2"] and kept(class_code="31") == ["d3"]
     assert kept(author="Dr Jean DURAND") == ["d1"] == kept(author="durand") == kept(author="810000000042")
     assert kept(author="Claire MARTIN") == ["d2", "d3"] and kept(author="Jean DURAND", type_code="11502-2") == []
+
+
+def test_sign_in_settings_are_checked_before_the_server_starts():
+    from partage.config import Settings
+    assert Settings(oidc_issuer="https://psc.example", oidc_client_secret="s").problems() == []
+    problems = " ".join(Settings(oidc_issuer="psc.example", session_lifetime=0).problems())
+    assert "--oidc-issuer (PARTAGE_OIDC_ISSUER): 'psc.example' is not an http(s) URL" in problems
+    assert "--oidc-client-secret (PARTAGE_OIDC_CLIENT_SECRET): needed" in problems
+    assert "--session-lifetime (PARTAGE_SESSION_LIFETIME): 0 must be positive" in problems
