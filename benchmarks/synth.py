@@ -35,6 +35,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from partage.cda import to_xds
 from partage.cda.crosscheck import cda_unique_id, ts_to_utc
 from partage.cda.header import CdaHeader, read_header
 from partage.metadata.datatypes import CX, DTM, HD, XCN
@@ -107,10 +108,19 @@ class Model:
         return Code(c.code, c.code_system, c.display_name) if c else None
 
     @property
+    def class_code(self) -> Code | None:
+        """The classCode ASS_X04 gives the document's type (None for a type the table lacks)."""
+        try:
+            return to_xds.class_code(self.type_code) if self.type_code else None
+        except to_xds.MappingError:
+            return None
+
+    @property
     def format_code(self) -> Code:
-        if self.header.body == "nonXMLBody" and self.header.media_type in XDS_SD_FORMATS:
-            return Code(XDS_SD_FORMATS[self.header.media_type], "1.3.6.1.4.1.19376.1.2.3")
-        return STRUCTURED_FORMAT
+        """The formatCode a DMP client gives this document (ASS_A11 by model, XDS-SD by mediaType)."""
+        if self.header.body == "nonXMLBody" and self.header.media_type not in XDS_SD_FORMATS:
+            return STRUCTURED_FORMAT
+        return to_xds.format_code(self.header)
 
     @property
     def facility_code(self) -> Code:
@@ -279,6 +289,8 @@ class Generator:
         (the cross-check compares them), else spread over ten years (registry-only loads)."""
         h = model.header
         code, label, _w = self.rnd.choices(CLASSES, weights=[c[2] for c in CLASSES])[0]
+        if header_times and model.class_code is not None:   # the bytes travel: the metadata agree
+            code, label = model.class_code.code, model.class_code.display
         entry = DocumentEntry(
             entry_uuid=uuid.uuid4().urn, unique_id=cda_unique_id((doc_id, "")), patient_id=pid,
             source_patient_id=pid, mime_type=model.mime_type, language_code=h.language_code or "fr-FR",

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .access.decisions import AccessTable
+from .cda.gate import CdaGate
 from .config import Settings
 from .registry.store import Registry
 from .repository import BlobStore, open_blob_store
+from .terminology.domain import load_affinity_domain
 
 log = logging.getLogger("partage")
 
@@ -38,8 +40,6 @@ class Services:
     @cached_property
     def domain(self):
         """The affinity domain (allowed codes), loaded once: SVS files or a NIST codes.xml."""
-        from .terminology.domain import load_affinity_domain
-
         return load_affinity_domain(self.settings.codes)
 
     @cached_property
@@ -50,8 +50,6 @@ class Services:
     @cached_property
     def document_checks(self) -> list:
         """Per-document checks of the ingest flow: the CDA profile on every ClinicalDocument."""
-        from .cda.gate import CdaGate
-
         return [CdaGate.from_settings(self.settings)]
 
     def close(self) -> None:

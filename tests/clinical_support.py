@@ -9,6 +9,7 @@ import uuid
 
 from lxml import etree
 
+from partage.cda import to_xds
 from partage.cda.crosscheck import cda_unique_id, ts_to_utc
 from partage.cda.header import read_header
 from partage.metadata.datatypes import CX, DTM, HD, XCN
@@ -66,6 +67,8 @@ def metadata_for(data: bytes, **overrides) -> dict:
                                             settings[0].display_name or "")
     if h.code:
         out["type_code"] = Code(h.code.code, h.code.code_system, h.code.display_name or "")
+        out["class_code"] = to_xds.class_code(out["type_code"])     # ASS_X04, as a DMP client derives it
+    out["format_code"] = to_xds.format_code(h)                      # ASS_A11: the document's model
     if h.confidentiality:
         out["confidentiality_codes"] = [Code(h.confidentiality.code, h.confidentiality.code_system or
                                              "2.16.840.1.113883.5.25")]
@@ -132,3 +135,12 @@ def wait_for_text_index(services, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"PDF text jobs still queued after {timeout} s: {backlog(services.registry)}")
         time.sleep(0.1)
+
+
+def retyped(data: bytes, type_code: str, display: str) -> bytes:
+    """The same CDA filed as another LOINC document type (so its ASS_X04 class changes with it)."""
+    root = etree.fromstring(data)
+    code = root.find("{urn:hl7-org:v3}code")
+    code.set("code", type_code)
+    code.set("displayName", display)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")

@@ -16,6 +16,9 @@ import dataclasses
 import os
 import time
 
+from cryptography import x509
+
+from ..registry import credential_uses
 from . import audit, saml, tokens
 from .actor import INSECURE_DEV_ACTOR, Actor, AuthenticationRequired
 
@@ -25,8 +28,6 @@ def trust_problem(settings) -> str:
     if not settings.trust:
         return ""
     try:
-        from cryptography import x509
-
         with open(settings.trust, "rb") as handle:
             certificates = x509.load_pem_x509_certificates(handle.read())
     except (OSError, ValueError) as exc:
@@ -53,18 +54,12 @@ def _consume(services, actor: Actor) -> None:
         return
     if not actor.credential_id:
         raise AuthenticationRequired("a single-use credential needs an identifier (assertion ID / jti)")
-    from sqlalchemy.exc import IntegrityError
 
-    from ..registry import schema
-
-    t = schema.credential_uses
     key = f"{actor.auth_method}:{actor.credential_id}"[:160]
     now = int(time.time()) - services.settings.clock_skew
     try:
-        with services.registry.write() as conn:
-            conn.execute(t.delete().where(t.c.expires_at < now))
-            conn.execute(t.insert().values(credential_id=key, expires_at=actor.credential_expires or now))
-    except IntegrityError as exc:
+        credential_uses.consume(services.registry, key, expires_at=actor.credential_expires or now, now=now)
+    except credential_uses.AlreadyUsed as exc:
         raise AuthenticationRequired("this credential was already used (replay refused)") from exc
 
 

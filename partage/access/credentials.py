@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from lxml import etree
+from signxml import XMLSigner, methods
 
 from ..metadata.datatypes import CX
 from . import saml, tokens
@@ -161,8 +162,6 @@ class DevAuthority:
     def saml_assertion(self, actor: Actor, *, audience: str = DEFAULT_AUDIENCE, hours: float = 8,
                        not_before: datetime | None = None, key=None, cert=None) -> bytes:
         """A signed VIHF-like assertion (bytes of the saml2:Assertion element)."""
-        from signxml import XMLSigner, methods
-
         start, end = self._window(hours, not_before)
         unsigned = saml.build_assertion(actor, issuer=ISSUER, audience=audience, not_before=start,
                                         not_after=end)

@@ -32,6 +32,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from lxml import etree
+from signxml import InvalidInput, SignatureConfiguration, XMLVerifier
+from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidSignature
 
 from .actor import (
     KINDS,
@@ -160,8 +162,6 @@ def find_assertion(soap_header: etree._Element | None) -> etree._Element | None:
 def verify_assertion(assertion: etree._Element | bytes, *, ca_pem_file: str, audience: str,
                      clock_skew: int = 120, now: datetime | None = None) -> Actor:
     """Verify signature, chain, validity window and audience; the Actor it asserts."""
-    from signxml import InvalidInput, SignatureConfiguration, XMLVerifier
-    from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidSignature
 
     data = etree.tostring(assertion) if isinstance(assertion, etree._Element) else assertion
     now = now or datetime.now(UTC)

@@ -27,6 +27,8 @@ import logging
 import uuid
 
 from lxml import etree
+from signxml import methods
+from signxml.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
 
 from ..metadata.errors import ErrorCode, XdsError
 from ..metadata.model import (
@@ -38,6 +40,7 @@ from ..metadata.model import (
     DocumentEntry,
     SubmissionRequest,
 )
+from .actor import CONNECTOR, PATIENT, PROFESSIONAL, REPRESENTATIVE
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
@@ -87,9 +90,6 @@ def build_manifest(submission_set_uid: str, documents: dict[str, bytes]) -> etre
 
 
 def sign_manifest(manifest: etree._Element, key, cert) -> bytes:
-    from signxml import methods
-    from signxml.xades import XAdESSigner
-
     signer = XAdESSigner(method=methods.enveloping, signature_algorithm="rsa-sha256", digest_algorithm="sha256")
     return etree.tostring(signer.sign(manifest, key=key, cert=[cert]), xml_declaration=True, encoding="UTF-8")
 
@@ -137,8 +137,6 @@ def sign_submission(request: SubmissionRequest, key, cert, *, entry_id: str = "d
 # --------------------------------------------------------------------------- verifying
 def verify_signature(data: bytes, ca_pem_file: str) -> etree._Element:
     """The signed ds:Manifest of a DSG signature document (signature and chain verified)."""
-    from signxml.xades import XAdESSignatureConfiguration, XAdESVerifier
-
     try:
         results = XAdESVerifier().verify(data, ca_pem_file=ca_pem_file,
                                          expect_config=XAdESSignatureConfiguration(expect_references=3))
@@ -186,8 +184,6 @@ def check_manifest(manifest: etree._Element, submission_set_uid: str, documents:
 
 def check_submission(settings, actor, request: SubmissionRequest) -> list[XdsError]:
     """Verify every DSG signature document of a provided submission (ITI-41, ITI-65)."""
-    from .actor import CONNECTOR, PATIENT, PROFESSIONAL, REPRESENTATIVE
-
     signatures = [d for d in request.documents if is_signature(d)]
     if not signatures:
         if getattr(settings, "require_signed_submissions", False) and actor.kind in (

@@ -23,7 +23,12 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime
 
+import jwt
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from signxml.exceptions import InvalidCertificate
+from signxml.util import X509CertChainVerifier
 
 from .actor import (
     KINDS,
@@ -59,26 +64,18 @@ def build_claims(actor: Actor, *, issuer: str, audience: str, not_before: dateti
 
 
 def sign(claims: dict, key, chain: list[x509.Certificate]) -> str:
-    import jwt
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     x5c = [base64.b64encode(c.public_bytes(_der())).decode("ascii") for c in chain]
     algorithm = "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
     return jwt.encode(claims, key, algorithm=algorithm, headers={"x5c": x5c})
 
 
 def _der():
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     return Encoding.DER
 
 
 def verify_token(token: str, *, ca_pem_file: str, audience: str, clock_skew: int = 120,
                  now: datetime | None = None) -> Actor:
     """Verify chain, signature, audience and validity window; the Actor the token asserts."""
-    import jwt
-    from signxml.exceptions import InvalidCertificate
-    from signxml.util import X509CertChainVerifier
 
     try:
         header = jwt.get_unverified_header(token)

@@ -137,7 +137,7 @@ def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
     derived_class = TYPE_TO_CLASS.get((header.code.code, _norm(header.code.code_system))) if header.code else None
     if class_code and derived_class and header.code and class_code[0] != derived_class:
         out.append(_f("xds-classCode-mismatch", f"XDS classCode {class_code[0]} is not the class ASS_X04 gives "
-                      f"the document's type {header.code.code}: {derived_class}", f"{_CD}/hl7:code", WARNING))
+                      f"the document's type {header.code.code}: {derived_class}", f"{_CD}/hl7:code"))
 
     if "confidentiality_codes" in xds and header.confidentiality:
         conf = _codes_of(xds["confidentiality_codes"])
@@ -200,7 +200,7 @@ def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
                                 if root in MODEL_TO_FORMAT), None)
     if fmt and expected_format and fmt[0] != expected_format and header.body != "nonXMLBody":
         out.append(_f("xds-formatCode-mismatch", f"a document of this model has formatCode {expected_format} "
-                      f"(ASS_A11), not {fmt[0]}", f"{_CD}/hl7:templateId", WARNING))
+                      f"(ASS_A11), not {fmt[0]}", f"{_CD}/hl7:templateId"))
     elif fmt and expected_format and fmt[0] != expected_format:
         out.append(_f("xds-formatCode-mismatch", f"an unstructured {header.media_type} document has formatCode "
                       f"{expected_format}, not {fmt[0]}", f"{_CD}/hl7:component/hl7:nonXMLBody/hl7:text/@mediaType"))

@@ -42,12 +42,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection
 
-from ..registry import derived, schema
+from ..registry import derived, text_jobs
+from .index import MAX_INDEXED_BYTES, read_document, store
 
 log = logging.getLogger("partage.clinical")
 
@@ -93,19 +92,12 @@ def _give_way(max_s: float = YIELD_MAX_S) -> None:
         time.sleep(min(QUIET_S - quiet_for, remaining))
 
 
-@dataclass(frozen=True)
-class Job:
-    pk: int
-    doc_entry_uuid: str
-    doc_lid: str
-    token: str
+Job = text_jobs.Job
 
 
 def enqueue(conn: Connection, *, lid: str, entry_uuid: str) -> None:
     """Add a job, on the registration's connection (so it commits or rolls back with it)."""
-    conn.execute(schema.text_index_jobs.insert().values(
-        doc_entry_uuid=entry_uuid, doc_lid=lid, attempts=0,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds")))
+    text_jobs.enqueue(conn, lid=lid, entry_uuid=entry_uuid)
 
 
 def notify() -> None:
@@ -119,34 +111,14 @@ def _token() -> str:
 
 def claim(registry, *, lease_s: float = LEASE_S, now: float | None = None) -> Job | None:
     """Take the oldest free job (None when there is none), for `lease_s` seconds."""
-    t = schema.text_index_jobs
-    now = time.time() if now is None else now
-    free = (t.c.attempts < MAX_ATTEMPTS, or_(t.c.claimed_until.is_(None), t.c.claimed_until < now))
-    with registry.read() as conn:   # an idle poll takes no write lock
-        if conn.execute(select(t.c.pk).where(*free).limit(1)).first() is None:
-            return None
-    with registry.write() as conn:   # BEGIN IMMEDIATE on SQLite
-        row = conn.execute(
-            select(t.c.pk, t.c.doc_entry_uuid, t.c.doc_lid).where(*free)
-            .order_by(t.c.pk).limit(1)
-            .with_for_update(skip_locked=True)).first()   # not rendered on SQLite
-        if row is None:
-            return None
-        token = _token()
-        conn.execute(t.update().where(t.c.pk == row.pk).values(
-            claimed_by=token, claimed_until=now + lease_s, attempts=t.c.attempts + 1))
-    return Job(pk=row.pk, doc_entry_uuid=row.doc_entry_uuid, doc_lid=row.doc_lid, token=token)
+    return text_jobs.claim(registry, token=_token(), lease_s=lease_s,
+                           now=time.time() if now is None else now, max_attempts=MAX_ATTEMPTS)
 
 
 def _whole_text(services, entry_uuid: str) -> tuple[int, str] | None:
     """(patient_pk, whole text) of a registered document, or None when its bytes are not
     here any more (removed) or too large to read."""
-    from .index import MAX_INDEXED_BYTES, read_document
-
-    objs = schema.registry_objects
-    with services.registry.read() as conn:
-        row = conn.execute(select(objs.c.patient_pk, objs.c.mime_type, objs.c.blob_address, objs.c.size)
-                           .where(objs.c.entry_uuid == entry_uuid)).first()
+    row = text_jobs.document_of(services.registry, entry_uuid)
     if (row is None or not row.blob_address or row.patient_pk is None or (row.size or 0) > MAX_INDEXED_BYTES
             or not services.blobs.exists(row.blob_address)):
         return None
@@ -161,13 +133,9 @@ def _whole_text(services, entry_uuid: str) -> tuple[int, str] | None:
 
 def process(services, job: Job) -> bool:
     """Index a claimed job's document; False if the job was no longer ours (nothing written)."""
-    from .index import store
-
     found = _whole_text(services, job.doc_entry_uuid)
-    t = schema.text_index_jobs
     with services.registry.write() as conn:
-        mine = conn.execute(t.delete().where(t.c.pk == job.pk, t.c.claimed_by == job.token)).rowcount
-        if mine != 1:
+        if not text_jobs.finish(conn, job):
             log.info("text index job %s was taken by another indexer; result dropped", job.pk)
             return False
         if found is not None:
@@ -200,11 +168,7 @@ def drain(services, *, lease_s: float = LEASE_S, stop: threading.Event | None = 
 
 def backlog(registry) -> dict[str, int]:
     """Jobs waiting (or in progress) and jobs given up after MAX_ATTEMPTS."""
-    t = schema.text_index_jobs
-    with registry.read() as conn:
-        waiting = conn.execute(select(func.count()).select_from(t).where(t.c.attempts < MAX_ATTEMPTS)).scalar()
-        failed = conn.execute(select(func.count()).select_from(t).where(t.c.attempts >= MAX_ATTEMPTS)).scalar()
-    return {"waiting": waiting, "failed": failed}
+    return text_jobs.backlog(registry, max_attempts=MAX_ATTEMPTS)
 
 
 class TextIndexer:

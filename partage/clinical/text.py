@@ -21,6 +21,7 @@ import logging
 import time
 
 from lxml import etree
+from pypdf import PdfReader
 
 from .cdaread import HL7, child, clean
 
@@ -34,8 +35,6 @@ _H = f"{{{HL7}}}"
 def pdf_text(data: bytes) -> str:
     """The text layer of a PDF, or '' if it has none or cannot be read."""
     try:
-        from pypdf import PdfReader
-
         reader = PdfReader(io.BytesIO(data))
         parts = []
         deadline = time.monotonic() + PDF_TIME_BUDGET_S

@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import re
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import lifecycle
@@ -156,7 +157,6 @@ def _submission_set(doc: DocumentEntry, services: Services) -> SubmissionSet:
 
 
 def _now():
-    from datetime import UTC, datetime
     return datetime.now(UTC)
 
 

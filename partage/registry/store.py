@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 
@@ -71,9 +73,6 @@ class Registry:
     # --- lifecycle -------------------------------------------------------------------
     def migrate(self) -> None:
         """Bring the schema to the newest revision (alembic), so old databases open."""
-        from alembic import command
-        from alembic.config import Config
-
         with self._migrate_lock:
             cfg = Config()
             cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

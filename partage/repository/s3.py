@@ -22,6 +22,10 @@ from collections.abc import Iterator
 from typing import BinaryIO
 from urllib.parse import urlparse
 
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+
 from .store import CHUNK, BlobStore, StoredBlob, _valid_address
 
 MULTIPART_CHUNK = 8 * 1024 * 1024
@@ -30,9 +34,6 @@ MULTIPART_CHUNK = 8 * 1024 * 1024
 class S3BlobStore(BlobStore):
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
                  client=None, spool_dir: str | None = None, max_concurrency: int = 4) -> None:
-        import boto3
-        from boto3.s3.transfer import TransferConfig
-
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client or boto3.client("s3", endpoint_url=endpoint_url or None)
@@ -77,8 +78,6 @@ class S3BlobStore(BlobStore):
             raise FileNotFoundError(address) from exc
 
     def exists(self, address: str) -> bool:
-        from botocore.exceptions import ClientError
-
         try:
             self.client.head_object(Bucket=self.bucket, Key=self.key(address))
             return True

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from partage.access.actor import INSECURE_DEV_ACTOR, PROFESSIONAL, Actor
+from partage.cda.header import read_header
 from partage.clinical.queue import drain
 from partage.ingest import IngestService
 from partage.lifecycle import update_document_set
@@ -143,17 +144,16 @@ def test_a_masked_documents_facts_are_never_counted(services):
 
 def test_a_profession_sees_the_facts_of_the_classes_it_may_read_only(services):
     _patient(services)
-    # class 31 (imagerie) is not readable by nurses (profession 60)
-    _ingest(services, C.submission(_corpus("BIO-CR-BIO_2024.01_TSH_1.xml"),
-                                   class_code=Code("31", "1.2.250.1.213.1.1.4.1", "Imagerie")))
+    # class 31 (imagerie, the class of type 18748-4) is not readable by nurses (profession 60)
+    _ingest(services, C.submission(C.retyped(_corpus("BIO-CR-BIO_2024.01_TSH_1.xml"),
+                                             "18748-4", "CR d'imagerie médicale")))
     assert _reader(services, NURSE).facts(PID) == []
     assert _reader(services, DOCTOR).facts(PID)
 
 
 def test_keyword_search_is_ranked_highlighted_and_filtered(services):
     _patient(services)
-    _ingest(services, C.submission(_corpus("VAC_2023.01.xml"),
-                                   class_code=Code("11", "1.2.250.1.213.1.1.4.1", "Synthèse")))
+    _ingest(services, C.submission(_corpus("VAC_2023.01.xml")))   # class 52 (certificat); IPS-FR: 11
     _ingest(services, C.submission(_corpus("IPS-FR_2024.01_DLU.xml"), "doc2"))
     _ingest(services, C.pdf_submission(PID, C.make_pdf("Bilan renal: creatinine elevee, avis nephrologique"),
                                        "doc3", creation_time=DTM("20240601120000")))
@@ -167,8 +167,9 @@ def test_keyword_search_is_ranked_highlighted_and_filtered(services):
     assert [h.document.title for h in reader.search(PID, "creatinine")] == ["Compte rendu PDF"]
     assert reader.search(PID, "nephro")                            # prefix
     assert len(reader.search(PID, "TETANIQUE")) == 2               # case and accents folded
-    only_synthesis = DocumentFilter(codes={"class": [[Code("11", "1.2.250.1.213.1.1.4.1")]]})
-    assert len(reader.search(PID, "tétanique", only_synthesis)) == 1
+    only_certificates = DocumentFilter(codes={"class": [[Code("52", "1.2.250.1.213.1.1.4.1")]]})
+    assert [h.document.title for h in reader.search(PID, "tétanique", only_certificates)] == [
+        read_header(_corpus("VAC_2023.01.xml")).title]
     recent = DocumentFilter(creation_time=TimeRange(low="20240501000000"))
     assert [h.document.title for h in reader.search(PID, "creatinine", recent)] == ["Compte rendu PDF"]
     assert reader.search(PID, "tétanique", recent) == []

@@ -7,7 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_COLLECTIONS = ("MHDv420_DocumentRecipient_comprehensive", "MHDv420_DocumentRecipient_minimal")
+from .runner import DEFAULT_COLLECTIONS
+from .runner import FAILED as FAIL
+from .runner import PASSED as PASS
+from .runner import run as run_collections
+
 DEFAULT_FHIR = "http://127.0.0.1:8080/fhir"
 
 
@@ -30,9 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit status 0 only when no test failed (tests not run do not count as failures)."""
-    from .runner import FAILED as FAIL
-    from .runner import PASSED as PASS
-    from .runner import run as run_collections
 
     collections = args.collections
     if (collections / "TestCollections").is_dir():

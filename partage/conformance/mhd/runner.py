@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import hapi
-from .cli import DEFAULT_COLLECTIONS
 from .engine import Engine
 from .model import FAIL, PASS, Action, Environment, Report, TestContext, TestRecord
 
 PASSED, FAILED, NOT_RUN = "pass", "fail", "not run"
+
+DEFAULT_COLLECTIONS = ("MHDv420_DocumentRecipient_comprehensive", "MHDv420_DocumentRecipient_minimal")
 
 
 @dataclass
