@@ -112,8 +112,9 @@ def _provider() -> Any:
     oauth = current_app.extensions["partage_oauth"]
     client = oauth.create_client(PROVIDER)
     if client is None:
+        # Not an outage (nothing to retry): this server has no sign-in, as a path it does not serve.
         abort(message("Connexion indisponible", "La connexion par Pro Santé Connect n'est pas configurée sur "
-                      "ce serveur (réglage oidc_issuer).", 503))
+                      "ce serveur (réglage oidc_issuer).", 404))
     return client
 
 

@@ -209,3 +209,18 @@ def test_error_pages_are_french_without_a_stack_trace(server):
     for response in (unknown, nowhere, wrong, broken):
         assert response.headers["Content-Type"].startswith("text/html")
         assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_a_server_without_a_provider_has_no_sign_in_page_and_no_5xx(tmp_path):
+    """No PARTAGE_OIDC_ISSUER: /connexion is a French 404 saying so (not an outage to retry)."""
+    from partage.config import Settings
+    from partage.services import Services
+    from partage.web.app import create_app
+
+    services = Services.open(Settings(data_dir=tmp_path / "data"))
+    try:
+        answer = create_app(services=services).test_client().get("/connexion", headers={"Accept": "text/html"})
+    finally:
+        services.close()
+    assert answer.status_code == 404
+    assert "pas configurée" in answer.get_data(as_text=True) and "Traceback" not in answer.get_data(as_text=True)
