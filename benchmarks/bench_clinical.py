@@ -8,13 +8,16 @@ document ids rewritten in memory): an IPS-FR synthesis, a DLU, a vaccination rec
 12 lab reports derived from BIO-CR-BIO (creatinine and HbA1c at monthly dates, TSH),
 prescriptions, imaging and discharge letters, and PDF reports. Every document goes
 through the real ingest flow (CDA profile included). Then each question the issue asks
-is ONE HTTP request to the app (Flask test client: server-side time, no network),
-repeated --repeat times after a warm-up; figures are per request. Nothing is asserted.
+is ONE HTTP request to the app (Flask test client: server-side time, no network) by the
+patient's médecin traitant with her bearer JWT (verified on every request, as the FHIR door
+does; the access gate decides as for any professional), repeated --repeat times after a
+warm-up; figures are per request. Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -27,10 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from partage.access.actor import INSECURE_DEV_ACTOR  # noqa: E402
+from partage.access.credentials import DevAuthority, sample_actors  # noqa: E402
 from partage.config import Settings  # noqa: E402
+from partage.hl7.routing import route  # noqa: E402
 from partage.ingest import IngestService  # noqa: E402
-from partage.metadata.model import Code  # noqa: E402
+from partage.metadata.datatypes import CX, DTM, HD, XCN  # noqa: E402
+from partage.metadata.model import Author, Code  # noqa: E402
 from partage.registry import patients  # noqa: E402
+from partage.registry.access_state import Records  # noqa: E402
 from partage.services import Services  # noqa: E402
 from partage.web.app import create_app  # noqa: E402
 from tests import clinical_support as C  # noqa: E402
@@ -89,17 +96,37 @@ def record_documents(corpus: Path) -> list[tuple[str, bytes, dict]]:
     return docs
 
 
-def build(services: Services, corpus: Path) -> str:
+PATIENT_NAME = ("DURAND", "Élise")        # the sample patient, fed by ITI-8 (born 15/03/1979, F)
+BIRTH_DATE = "19790315"
+GP = sample_actors()["gp"]                   # her médecin traitant, author of the consultation letters
+GP_XCN = XCN(GP.id, "MARTIN", "Claire", prefix="Dr", assigning_authority=HD.iso("1.2.250.1.71.4.2.1"))
+
+
+def feed_patient(services: Services) -> CX:
+    """The patient as a hospital's identity feed gives her (ITI-8 ADT^A04 over the real route),
+    her record opened with her médecin traitant."""
     pid = C.patient_cx(NIR)
-    with services.registry.write() as conn:
-        services.registry.upsert_patient(conn, [pid])
+    family, given = PATIENT_NAME
+    message = "\r".join([
+        "MSH|^~\\&|DPI|HOPITAL|PARTAGE|PARTAGE|20241120090000||ADT^A04^ADT_A01|BENCH0001|P|2.5",
+        "EVN|A04|20241120090000",
+        f"PID|||{pid.format()}||{family}^{given}||{BIRTH_DATE}|F", "PV1||O"]) + "\r"
+    answer = route(services, message)
+    assert "MSA|AA" in answer, answer
+    Records(services.registry).open(pid, medecin_traitant=GP.id)
+    return pid
+
+
+def build(services: Services, corpus: Path) -> CX:
+    pid = feed_patient(services)
     ingest = IngestService(services, INSECURE_DEV_ACTOR)
     documents = record_documents(corpus)
     for i, (_kind, data, extra) in enumerate(documents):
         ingest.provide_and_register(C.submission(C.for_patient(data, NIR), f"d{i}", **extra))
     for i in range(31 - len(documents)):
         pdf = C.make_pdf(f"Compte rendu de consultation {i}: patient diabetique, fonction renale suivie")
-        ingest.provide_and_register(C.pdf_submission(pid, pdf, f"p{i}", creation_time=f"202409{i + 1:02d}100000"))
+        ingest.provide_and_register(C.pdf_submission(pid, pdf, f"p{i}", creation_time=DTM(f"202409{i + 1:02d}100000"),
+                                                     title="Consultation de suivi", authors=[Author(person=GP_XCN)]))
     from partage.clinical.queue import drain
 
     drain(services)   # PDF text is indexed in the background (no server thread here)
@@ -118,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), database_url=args.database or f"sqlite:///{tmp}/registry.sqlite3",
-                            insecure_dev=True)
+                            trust=str(Path(tmp) / "ca" / "ca.pem"))
+        authority = DevAuthority.create()
+        authority.save(Path(tmp) / "ca")
+        # every request as the médecin traitant with her bearer JWT: the real authentication and gate
+        headers = {"Authorization": f"Bearer {authority.jwt(GP, hours=2)}"}
         services = Services.open(settings)
         started = time.perf_counter()
         build(services, corpus)
@@ -135,17 +166,19 @@ def main(argv: list[str] | None = None) -> int:
             ("keyword search", f"/fhir/DocumentReference?patient={patient}&_content=creatinine"),
             ("$summary", f"/fhir/{patient}/$summary"),
             ("professional's page", f"/dossier/{rid}"),
+            ("page + search", f"/dossier/{rid}?q=thyro%C3%AFde"),
+            ("creatinine history", f"/dossier/{rid}/resultats?code=2160-0&system=2.16.840.1.113883.6.1"),
         ]
         print(f"patient with 31 documents built in {built_s:.1f} s ({services.registry.engine.dialect.name}); "
-              f"{args.repeat} runs per request after a warm-up")
+              f"{args.repeat} runs per request after a warm-up; load average {os.getloadavg()[0]:.2f}")
         print(f"  {'request':<22} {'median ms':>10} {'p95 ms':>9}  answer")
         for label, url in questions:
-            response = client.get(url)
+            response = client.get(url, headers=headers)
             assert response.status_code == 200, (url, response.status_code, response.get_data(as_text=True)[:500])
             times = []
             for _ in range(args.repeat):
                 t = time.perf_counter()
-                response = client.get(url)
+                response = client.get(url, headers=headers)
                 times.append((time.perf_counter() - t) * 1000)
             ordered = sorted(times)
             p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]

@@ -98,6 +98,11 @@ class Settings:
     # where subscribers' endpoints may be (partage/notify/destinations.py): public, private,
     # loopback, networks (CIDR), host names, *.domains
     notify_destinations: str = "public,private,loopback"
+    oidc_issuer: str = ""             # the professional's page signs in with this OpenID provider (Pro Santé Connect)
+    oidc_client_id: str = "partage"   # this server's client id at the provider
+    oidc_client_secret: str = ""      # ... and its secret
+    session_secret: str = ""          # signs the page's session cookies ("" = a key kept in <data_dir>/session.key)
+    session_lifetime: int = 8 * 3600  # seconds a page session lasts after signing in
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,7 +147,7 @@ class Settings:
                      "fhir_max_bytes", "other_max_bytes", "validate_max_bytes", "max_json_depth",
                      "max_json_containers", "max_bundle_entries", "max_report_findings", "mllp_idle_timeout",
                      "mllp_max_message", "mllp_max_connections", "mllp_max_buffered",
-                     "max_documents_per_submission", "query_result_limit"):
+                     "max_documents_per_submission", "query_result_limit", "session_lifetime"):
             if getattr(self, name) <= 0:
                 out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
         for name in ("notify_poll", "notify_timeout", "notify_max_attempts", "subscription_max_days"):
@@ -154,6 +159,11 @@ class Settings:
             out.append(f"{_name('smtp_security')}: {self.smtp_security!r} is not none, starttls or ssl")
         if self.one_time_credentials not in ("saml", "all", "none"):
             out.append(f"{_name('one_time_credentials')}: {self.one_time_credentials!r} is not saml, all or none")
+        if self.oidc_issuer and not self.oidc_issuer.startswith(("https://", "http://")):
+            out.append(f"{_name('oidc_issuer')}: {self.oidc_issuer!r} is not an http(s) URL")
+        if self.oidc_issuer and not self.oidc_client_secret:
+            out.append(f"{_name('oidc_client_secret')}: needed with {_name('oidc_issuer')} (the provider "
+                       "authenticates this server with it)")
         if self.hl7_business_ack_to:
             host, sep, port = self.hl7_business_ack_to.rpartition(":")
             if not sep or not port.isdigit():

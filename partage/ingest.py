@@ -27,7 +27,7 @@ from .metadata.ids import assign_uuids
 from .metadata.model import AssociationType, DocumentEntry, SubmissionRequest
 from .metadata.validate import ITI_41, ITI_42, Transaction, validate_submission
 from .query.view import Reader
-from .registry import outbox, schema
+from .registry import outbox
 from .registry import queries as Q
 from .registry.indexing import object_from_row
 from .registry.register import register

@@ -20,13 +20,13 @@ from ..config import SettingsError
 from ..hl7.mllp import MllpError
 from ..xds.soap import SoapError
 from ..xmlsafe import XmlInputError
-from . import access, clinical, dev_s3, fsck, hl7, serve, testkit, validate
+from . import access, clinical, dev_s3, devidp, fsck, hl7, serve, testkit, validate
 from .common import CliError, Subparsers
 
 GROUPS: list[Callable[[Subparsers[argparse.ArgumentParser]], None]] = [
     serve.add_parser, validate.add_parser, testkit.add_parser, hl7.add_parser, fsck.add_parser,
     access.add_credentials_parser, access.add_access_parser, access.add_audit_parser, access.add_sign_parser,
-    clinical.add_parser, dev_s3.add_parser,
+    clinical.add_parser, dev_s3.add_parser, devidp.add_parser,
 ]
 
 

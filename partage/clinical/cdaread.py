@@ -132,3 +132,17 @@ def section_title(el: etree._Element) -> str:
     for anc in el.iterancestors(_H + "section"):
         return clean(child(anc, "title").text if child(anc, "title") is not None else "")
     return ""
+
+
+def panel_name(el: etree._Element) -> str:
+    """The panel a result belongs to, as the lab names it: the nearest battery (organizer) or
+    report entry (act) around it with a named code, else its section's code or title."""
+    for anc in el.iterancestors(_H + "organizer", _H + "act", _H + "section"):
+        code = child(anc, "code")
+        name = clean(code.get("displayName")) if code is not None else ""
+        if anc.tag == _H + "section":
+            title = child(anc, "title")
+            return name or clean(title.text if title is not None else "")
+        if name:
+            return name
+    return ""

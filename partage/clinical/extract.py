@@ -32,6 +32,7 @@ from .cdaread import (
     interval,
     narrative_index,
     original_text,
+    panel_name,
     quantity,
     section_title,
     templates,
@@ -162,6 +163,10 @@ def extract(doc: etree._Element) -> list[Fact]:
         section = section_title(el)
         if section:
             fact.detail["section"] = section
+        if fact.kind == LAB:
+            panel = panel_name(el)
+            if panel:
+                fact.detail["panel"] = panel
         facts.append(fact)
     return facts
 

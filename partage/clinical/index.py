@@ -19,12 +19,12 @@ import json
 import logging
 
 from lxml import etree
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select
 
 from ..cda.gate import is_cda
 from ..cda.parser import XmlRejected, parse_cda
 from ..metadata.model import SubmissionRequest
-from ..registry import derived, schema
+from ..registry import derived, schema, text_search
 from .extract import Fact, extract
 from .text import document_text, has_pdf
 
@@ -93,13 +93,7 @@ def store(conn: Connection, *, patient_pk: int, lid: str, entry_uuid: str,
     if facts:
         conn.execute(schema.clinical_facts.insert(),
                      fact_rows(facts, patient_pk=patient_pk, lid=lid, entry_uuid=entry_uuid))
-    body = body.replace("\x00", "")   # PostgreSQL text cannot hold NUL (a text/plain document may)
-    if body:
-        pk = conn.execute(schema.document_text.insert().values(
-            patient_pk=patient_pk, doc_lid=lid, doc_entry_uuid=entry_uuid, body=body)).inserted_primary_key[0]
-        if conn.dialect.name == "sqlite":
-            conn.execute(text("INSERT INTO document_text_fts(rowid, body) VALUES (:pk, :body)"),
-                         {"pk": pk, "body": body})
+    text_search.put_text(conn, patient_pk=patient_pk, lid=lid, entry_uuid=entry_uuid, body=body)
 
 
 class Prepared:

@@ -28,17 +28,16 @@ from urllib.parse import urlencode
 
 from flask import Response, request
 
-from ..clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL
+from ..clinical.extract import LAB, VITAL
 from ..metadata.datatypes import CX
-from ..metadata.model import DocumentEntry
 from ..metadata.query import DocumentFilter
-from ..query.clinical import ClinicalReader, FactQuery, FactRow
+from ..query.clinical import ClinicalReader, FactQuery, FactRow, summary_content
 from ..query.paging import PageRequest
 from ..query.search import SearchService
 from ..query.view import Reader
 from ..registry.search import ObjectSearch
 from . import formats
-from .clinical_map import KINDS_OF_RESOURCE, FactMapper, is_current_treatment
+from .clinical_map import KINDS_OF_RESOURCE, FactMapper
 from .codes import scheme_of
 from .ids import numeric_id, paging_number
 from .outcome import FhirError
@@ -49,10 +48,6 @@ from .views import Views
 Json = dict[str, Any]
 Params = dict[str, list[str]]
 EXCERPT_EXTENSION = "urn:partage:fhir:StructureDefinition:search-excerpt"
-# Types and classes that make a document "a synthesis" (first section of $summary).
-SYNTHESIS_TYPES = {"60591-5", "74207-2", "34133-9"}   # patient summary, DLU, summary of episode note
-SYNTHESIS_CLASS = "11"
-RECENT_RESULTS = 50
 SECTIONS = [  # (title, LOINC section code, display)
     ("Synthèse", "60591-5", "Patient summary Document"),
     ("Allergies et intolérances", "48765-2", "Allergies and adverse reactions Document"),
@@ -246,53 +241,6 @@ def _offset_links(url: str, echo: Params, count: int, offset: int, total: int) -
     if offset > 0:
         out.append({"relation": "previous", "url": link(max(offset - count, 0))})
     return out
-
-
-def _dedupe(facts: list[FactRow]) -> list[FactRow]:
-    """The same fact repeated by several documents: keep its newest mention (facts are newest first)."""
-    seen, out = set(), []
-    for f in facts:
-        key = (f.kind, f.code_system, f.code, f.display if not f.code else "", f.effective[:8], f.value)
-        if key not in seen:
-            seen.add(key)
-            out.append(f)
-    return out
-
-
-def is_synthesis(doc: DocumentEntry) -> bool:
-    return bool((doc.class_code and doc.class_code.code == SYNTHESIS_CLASS)
-                or (doc.type_code and doc.type_code.code in SYNTHESIS_TYPES))
-
-
-def summary_content(reader: ClinicalReader, patient_id: CX) -> dict[str, Any]:
-    """What the synthesis shows, by section code: one read of the visible documents, one of facts."""
-    docs = reader.documents(patient_id)
-    facts = reader.facts(patient_id, documents=docs)
-    by_kind: dict[str, list[FactRow]] = {}
-    for f in facts:
-        by_kind.setdefault(f.kind, []).append(f)
-    problems = _dedupe(by_kind.get(PROBLEM, []))
-    labs_latest: dict[tuple[str, str], FactRow] = {}
-    for f in by_kind.get(LAB, []):
-        labs_latest.setdefault((f.code_system, f.code or f.display), f)
-    vitals_latest: dict[tuple[str, str], FactRow] = {}
-    for f in by_kind.get(VITAL, []):
-        vitals_latest.setdefault((f.code_system, f.code or f.display), f)
-    ordered = sorted(docs.values(), key=lambda d: d.creation_time.lower_bound() if d.creation_time else "",
-                     reverse=True)
-    synthesis = next((d for d in ordered if is_synthesis(d)), None)
-    return {
-        "synthesis": synthesis,
-        "documents": ordered,
-        "48765-2": [f for f in _dedupe(by_kind.get(ALLERGY, [])) if f.status not in ("resolved", "inactive")],
-        "11450-4": [f for f in problems if f.status not in ("resolved", "inactive", "remission")],
-        "11348-0": [f for f in problems if f.status in ("resolved", "inactive", "remission")],
-        "10160-0": [f for f in _dedupe(by_kind.get(MEDICATION, [])) if is_current_treatment(f)],
-        "30954-2": list(labs_latest.values())[:RECENT_RESULTS],
-        "8716-3": list(vitals_latest.values()),
-        "11369-6": _dedupe(by_kind.get(IMMUNIZATION, [])),
-        "labs": by_kind.get(LAB, []),
-    }
 
 
 # --- routes -----------------------------------------------------------------------------------

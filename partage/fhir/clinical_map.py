@@ -12,7 +12,7 @@ from typing import Any
 
 from ..clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL
 from ..metadata.datatypes import CX
-from ..query.clinical import FactRow
+from ..query.clinical import FactRow, is_current_treatment
 from .codes import system_of
 from .mapping import resource_id
 
@@ -232,17 +232,3 @@ class FactMapper:
         if fact.detail.get("series"):
             res["note"] = [{"text": fact.detail["series"]}]
         return res
-
-
-def is_current_treatment(fact: FactRow, today: str = "") -> bool:
-    """A treatment with no end, or an end not yet reached (digits compared as prefixes)."""
-    if fact.kind != MEDICATION:
-        return False
-    if fact.status in ("aborted", "cancelled", "nullified"):
-        return False
-    if not fact.effective_end:
-        return True
-    if not today:
-        from datetime import UTC, datetime
-        today = datetime.now(UTC).strftime("%Y%m%d")
-    return fact.effective_end[:8] >= today[:8]

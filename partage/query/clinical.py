@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from ..access.actor import Actor
 from ..access.decisions import tells_withheld
+from ..clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL
 from ..metadata.datatypes import CX
 from ..metadata.model import DocumentEntry
 from ..metadata.query import DocumentFilter
@@ -26,6 +28,10 @@ from ..services import Services
 from .service import QueryService
 
 APPROVED = "Approved"
+# Types and classes that make a document "a synthesis" (the VSM block, $summary's first section).
+SYNTHESIS_TYPES = {"60591-5", "74207-2", "34133-9"}   # patient summary, DLU, summary of episode note
+SYNTHESIS_CLASS = "11"
+RECENT_RESULTS = 50
 
 
 @dataclass
@@ -80,13 +86,13 @@ class ClinicalReader:
         self.services = services
         self.actor = actor
         self.queries = QueryService(services, actor)
-        self._withheld = False
+        self.incomplete = False   # some document matched that the actor may not see (never says which)
 
     @property
     def filtered(self) -> bool:
         """Whether a view may say that the gate withheld documents of the record from this actor
         (docs/access.md: never how many or which; never to the patient)."""
-        return self._withheld and tells_withheld(self.actor)
+        return self.incomplete and tells_withheld(self.actor)
 
     # --- the documents this actor may see -----------------------------------------------
     def documents(self, patient_id: CX | None, f: DocumentFilter | None = None) -> dict[str, DocumentEntry]:
@@ -94,7 +100,7 @@ class ClinicalReader:
         f = f or DocumentFilter()
         f.statuses = [APPROVED]
         result = self.queries.find_documents(patient_id, f)
-        self._withheld = self._withheld or result.incomplete
+        self.incomplete = self.incomplete or result.incomplete
         out: dict[str, DocumentEntry] = {}
         for obj in result.objects:
             if isinstance(obj, DocumentEntry):
@@ -142,9 +148,10 @@ class ClinicalReader:
 
     # --- keyword search -------------------------------------------------------------------
     def search(self, patient_id: CX | None, terms: str, f: DocumentFilter | None = None,
-               limit: int = 50) -> list[SearchHit]:
-        """Ranked, highlighted matches among the documents the actor may see (and the filter keeps)."""
-        docs = self.documents(patient_id, f)
+               limit: int = 50, documents: dict[str, DocumentEntry] | None = None) -> list[SearchHit]:
+        """Ranked, highlighted matches among the documents the actor may see (and the filter keeps;
+        `documents`: those already read for this actor)."""
+        docs = self.documents(patient_id, f) if documents is None else documents
         if not docs or not terms.strip():
             return []
         with self.services.registry.read() as conn:
@@ -152,3 +159,71 @@ class ClinicalReader:
         for hit in hits:
             hit.document = docs[hit.doc_lid]
         return hits
+
+
+# --- the synthesis both doors show ($summary, the professional's page) -----------------------
+def is_current_treatment(fact: FactRow, today: str = "") -> bool:
+    """A treatment with no end, or an end not yet reached (digits compared as prefixes)."""
+    if fact.kind != MEDICATION:
+        return False
+    if fact.status in ("aborted", "cancelled", "nullified"):
+        return False
+    if not fact.effective_end:
+        return True
+    today = today or datetime.now(UTC).strftime("%Y%m%d")
+    return fact.effective_end[:8] >= today[:8]
+
+
+def is_synthesis(doc: DocumentEntry) -> bool:
+    return bool((doc.class_code and doc.class_code.code == SYNTHESIS_CLASS)
+                or (doc.type_code and doc.type_code.code in SYNTHESIS_TYPES))
+
+
+def dedupe(facts: list[FactRow]) -> list[FactRow]:
+    """The same fact repeated by several documents: keep its newest mention (facts are newest first)."""
+    seen: set[tuple[str, ...]] = set()
+    out: list[FactRow] = []
+    for f in facts:
+        key = (f.kind, f.code_system, f.code, f.display if not f.code else "", f.effective[:8], f.value)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def summary_content(reader: ClinicalReader, patient_id: CX) -> dict[str, Any]:
+    """What a synthesis shows, by LOINC section code: one read of the visible documents, one of
+    facts. Also "synthesis" (the latest synthesis document), "documents" (newest first),
+    "labs" and "vitals" (every value, newest first), "incomplete" (the policy withheld something)."""
+    docs = reader.documents(patient_id)
+    facts = reader.facts(patient_id, documents=docs)
+    by_lid = docs
+    by_kind: dict[str, list[FactRow]] = {}
+    for f in facts:
+        by_kind.setdefault(f.kind, []).append(f)
+    problems = dedupe(by_kind.get(PROBLEM, []))
+    labs_latest: dict[tuple[str, str], FactRow] = {}
+    for f in by_kind.get(LAB, []):
+        labs_latest.setdefault((f.code_system, f.code or f.display), f)
+    vitals_latest: dict[tuple[str, str], FactRow] = {}
+    for f in by_kind.get(VITAL, []):
+        vitals_latest.setdefault((f.code_system, f.code or f.display), f)
+    ordered = sorted(docs.values(), key=lambda d: d.creation_time.lower_bound() if d.creation_time else "",
+                     reverse=True)
+    synthesis = next((d for d in ordered if is_synthesis(d)), None)
+    return {
+        "synthesis": synthesis,
+        "documents": ordered,
+        "48765-2": [f for f in dedupe(by_kind.get(ALLERGY, [])) if f.status not in ("resolved", "inactive")],
+        "11450-4": [f for f in problems if f.status not in ("resolved", "inactive", "remission")],
+        "11348-0": [f for f in problems if f.status in ("resolved", "inactive", "remission")],
+        "10160-0": [f for f in dedupe(by_kind.get(MEDICATION, [])) if is_current_treatment(f)],
+        "30954-2": list(labs_latest.values())[:RECENT_RESULTS],
+        "8716-3": list(vitals_latest.values()),
+        "11369-6": dedupe(by_kind.get(IMMUNIZATION, [])),
+        "labs": by_kind.get(LAB, []),
+        "vitals": by_kind.get(VITAL, []),
+        "problems": problems,
+        "incomplete": reader.filtered,   # withheld, and this actor may be told so (never the patient)
+        "by_lid": by_lid,
+    }

@@ -63,6 +63,9 @@ class Reader:
         self.actor = actor
         self.registry = services.registry
         self._own: int | None | bool = False     # False: not looked up yet
+        # Record states loaded in the transaction `_states_conn` (a page asks several times).
+        self._states: dict[int, access_state.RecordState] = {}
+        self._states_conn: Connection | None = None
 
     def own_patient_pk(self, conn: Connection) -> int | None:
         if self._own is False:
@@ -108,8 +111,18 @@ class Reader:
             head = node.obj if node is not None else loaded.get(key.entry_uuid)
             if isinstance(head, DocumentEntry):
                 heads.setdefault(key.lineage, []).append(head)
-        return AccessView(actor=self.actor, records=access_state.load_many(conn, sorted(pks)),
+        return AccessView(actor=self.actor, records=self.record_states(conn, pks),
                           own_patient_pk=own, heads=heads, table=self.services.access_table)
+
+    def record_states(self, conn: Connection, pks: Iterable[int]) -> dict[int, access_state.RecordState]:
+        """The access states of these patients' records, each loaded once per transaction."""
+        if self._states_conn is not conn:
+            self._states, self._states_conn = {}, conn
+        wanted = sorted(set(pks))
+        missing = [pk for pk in wanted if pk not in self._states]
+        if missing:
+            self._states.update(access_state.load_many(conn, missing))
+        return {pk: self._states[pk] for pk in wanted}
 
     # --- the verdict ----------------------------------------------------------------------
     def visible(self, conn: Connection, graph: Graph, *, patient_pk: int | None = None,

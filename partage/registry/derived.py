@@ -6,21 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, text
+from sqlalchemy import Connection, and_, or_, select
 
-from . import schema
+from . import schema, text_search
 
 OBJ = schema.registry_objects
 
 
 def forget_text(conn: Connection, lid: str) -> None:
     """Remove a document's text from the search index (both engines)."""
-    t = schema.document_text
-    if conn.dialect.name == "sqlite":   # external-content FTS5 (migration 0003): told what leaves
-        for pk, body in conn.execute(select(t.c.pk, t.c.body).where(t.c.doc_lid == lid)).all():
-            conn.execute(text("INSERT INTO document_text_fts(document_text_fts, rowid, body) "
-                              "VALUES ('delete', :pk, :body)"), {"pk": pk, "body": body})
-    conn.execute(t.delete().where(t.c.doc_lid == lid))
+    text_search.delete_text(conn, lid)
 
 
 def forget(conn: Connection, lid: str) -> None:

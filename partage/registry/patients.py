@@ -88,10 +88,17 @@ def patient_pk(conn: Connection, cx: CX | None) -> int | None:
     """The surviving patient behind an identifier, or None if it was never fed."""
     if cx is None or not cx.id or not cx.assigning_authority.universal_id:
         return None
-    t = schema.patient_identifiers
-    pk = conn.execute(select(t.c.patient_pk).where(
-        t.c.authority == cx.assigning_authority.universal_id, t.c.value == cx.id)).scalar()
-    return surviving(conn, pk) if pk is not None else None
+    t, p = schema.patient_identifiers, schema.patients
+    row = conn.execute(select(t.c.patient_pk, p.c.merged_into).join(p, p.c.pk == t.c.patient_pk).where(
+        t.c.authority == cx.assigning_authority.universal_id, t.c.value == cx.id)).first()
+    return _followed(conn, row)
+
+
+def _followed(conn: Connection, row: Any) -> int | None:
+    """(pk, merged_into) -> the surviving patient (one statement per merge followed, none otherwise)."""
+    if row is None:
+        return None
+    return int(row[0]) if row[1] is None else surviving(conn, row[1])
 
 
 def surviving(conn: Connection, pk: int) -> int:
@@ -106,11 +113,11 @@ def surviving(conn: Connection, pk: int) -> int:
 
 def by_public_id(conn: Connection, rid: str) -> int | None:
     """A patient by the id a URL or a FHIR reference carries (public id or FHIR id)."""
+    if not rid:
+        return None
     p = schema.patients
-    pk = conn.execute(select(p.c.pk).where(p.c.public_id == rid)).scalar() if rid else None
-    if pk is None:
-        pk = patient_pk(conn, fhir_id_cx(rid)) if rid else None
-    return surviving(conn, pk) if pk is not None else None
+    row = conn.execute(select(p.c.pk, p.c.merged_into).where(p.c.public_id == rid)).first()
+    return _followed(conn, row) if row is not None else patient_pk(conn, fhir_id_cx(rid))
 
 
 def record(conn: Connection, pk: int) -> PatientRecord | None:

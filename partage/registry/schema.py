@@ -259,6 +259,18 @@ credential_uses = Table(
     Column("expires_at", BigInteger, nullable=False),           # epoch seconds
 )
 
+# Sessions of the professional's page (partage.web.login; migration 0008): the cookie is
+# signed and carries the claims, this row lets a sign-out end it for good. `sid_hash` is the
+# SHA-256 of the session id (a copy of the table opens no session).
+page_sessions = Table(
+    "page_sessions", metadata,
+    Column("sid_hash", String(64), primary_key=True),
+    Column("actor_id", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),           # epoch seconds
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("ended_at", BigInteger, nullable=True),
+)
+
 # Notices owed to patients: bris de glace and centre 15 accesses (written with the access's
 # audit row), new documents (written with the registration, when configured). The outbox
 # sender (partage.notify) e-mails them; the delivery columns came with migration 0007.
@@ -372,7 +384,8 @@ Index("ix_facts_patient_kind_code", clinical_facts.c.patient_pk, clinical_facts.
       clinical_facts.c.code, clinical_facts.c.effective)
 
 # The searchable text of each document (one row per logical document). The full-text
-# index is the database's own: an FTS5 table `document_text_fts` (rowid = pk) on SQLite,
+# index is the database's own: an FTS5 table `document_text_fts` of French stems (rowid = pk;
+# migration 0008, partage.registry.text_search) on SQLite,
 # a generated tsvector column `tsv` ('french' configuration) with a GIN index on
 # PostgreSQL; both are created by migration 0003, not declared here.
 document_text = Table(

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,6 +70,8 @@ class Registry:
         self._write_engine = self.engine.execution_options(partage_write=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._migrate_lock = threading.Lock()
+        # The read transaction `snapshot()` opened in this context, shared by the reads inside it.
+        self._shared: ContextVar[Connection | None] = ContextVar(f"partage_snapshot_{id(self)}", default=None)
 
     # --- lifecycle -------------------------------------------------------------------
     def migrate(self) -> None:
@@ -97,8 +100,29 @@ class Registry:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        """A read transaction; inside `snapshot()`, the snapshot's own."""
+        shared = self._shared.get()
+        if shared is not None:
+            yield shared
+            return
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """One read transaction for every read made inside it (in this thread or task): a page
+        built from several reads takes one connection and one transaction instead of one each,
+        and sees one state of the registry. Writes (`write()`) are not affected."""
+        if self._shared.get() is not None:
+            with self.read() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn, conn.begin():
+            token = self._shared.set(conn)
+            try:
+                yield conn
+            finally:
+                self._shared.reset(token)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

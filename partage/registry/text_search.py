@@ -1,29 +1,46 @@
-"""Full-text search over document text: SQLite FTS5 (embedded) or PostgreSQL ('french').
+"""Full-text search over document text, in French, on both databases.
 
-Both answer the same question the same way: every word of the query must occur (as a
-prefix: "hémo" finds "hémoglobine"), results are ranked (FTS5 bm25, PostgreSQL
-ts_rank) and come with a highlighted excerpt. Words are reduced to letters and digits
-before they reach the engine, so a query cannot use (or break) the engines' own query
-syntax. Both fold accents ("hemoglobine" finds "hémoglobine"; on PostgreSQL when the
-unaccent extension is available, see migration 0003); PostgreSQL's french configuration
-also stems ("glycémies" finds "glycémie").
+Both engines answer the same question the same way: every word of the query must occur,
+stemmed and with accents folded ("thyroïde" finds "thyroïdienne", "diabete" finds
+"diabète", "glycémies" finds "glycémie"), as a prefix of a word's stem ("néphro" finds
+"néphrologie"); results are ranked and come with a highlighted excerpt.
 
-Callers pass the logical ids of the documents the actor may see; nothing else is searched.
+- PostgreSQL: the `partage_french` text search configuration (migration 0003: `french`
+  stemming, with `unaccent` when the extension can be had), a generated tsvector with a GIN
+  index, `ts_rank`, `ts_headline`.
+- SQLite: an FTS5 table `document_text_fts` (migration 0006) holding, for each row of
+  `document_text`, the Snowball French stem of every word with its accents folded
+  (`search_keys`, PyStemmer, the Snowball project's own binding): the same function builds
+  the index and the query. Ranked by `bm25`; the excerpt is cut from the document's text
+  around the words whose key the query matches (`excerpt`).
+
+Words are reduced to letters and digits before they reach an engine, so a query cannot
+use (or break) the engines' own query syntax. Callers pass the logical ids of the
+documents the actor may see; nothing else is searched. This module owns the SQL of the
+text index (writes included).
 """
 
 from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, text
+import Stemmer  # PyStemmer ships no type information (pyproject: ignore_missing_imports)
+from sqlalchemy import Connection, bindparam, select, text
+
+from . import schema
 
 MAX_TERMS = 12
 PG_CONFIG = "partage_french"       # created by migration 0003: french stemming (+ unaccent)
 OPEN, CLOSE = "\u27e6", "\u27e7"     # highlight markers, escaped to <mark> after HTML escaping
-_WORD = re.compile(r"\w+", re.UNICODE)
+EXCERPT_WORDS = 24                 # words around the matches (SQLite; ts_headline: MaxWords=30)
+EXCERPT_SCAN_CHARS = 400_000       # the excerpt is looked for in the text's first 400 kB
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_STEMMER = Stemmer.Stemmer("french")
 
 
 @dataclass
@@ -47,6 +64,55 @@ def terms_of(query: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(query or "")][:MAX_TERMS]
 
 
+def _fold(word: str) -> str:
+    """Accents off (é -> e, ï -> i, œ stays a letter): NFKD, combining marks dropped."""
+    return "".join(ch for ch in unicodedata.normalize("NFKD", word) if not unicodedata.combining(ch))
+
+
+@lru_cache(maxsize=65536)
+def search_key(word: str) -> str:
+    """The key a word is indexed and searched by: its Snowball French stem, accents folded
+    (stemming first: the French stemmer reads accents, e.g. to tell a suffix)."""
+    return _fold(_STEMMER.stemWord(word.lower()))
+
+
+def search_keys(body: str) -> str:
+    """The text as the SQLite index holds it: the key of every word, space-separated."""
+    return " ".join(search_key(w) for w in _WORD.findall(body))
+
+
+# --- writes -----------------------------------------------------------------------------------
+def put_text(conn: Connection, *, patient_pk: int, lid: str, entry_uuid: str, body: str) -> None:
+    """Store a document's searchable text (one row per logical document) and index it."""
+    body = body.replace("\x00", "")   # PostgreSQL text cannot hold NUL (a text/plain document may)
+    if not body:
+        return
+    inserted = conn.execute(schema.document_text.insert().values(
+        patient_pk=patient_pk, doc_lid=lid, doc_entry_uuid=entry_uuid, body=body)).inserted_primary_key
+    assert inserted is not None
+    pk = int(inserted[0])
+    if conn.dialect.name == "sqlite":
+        index_row(conn, pk, body)
+
+
+def index_row(conn: Connection, pk: int, body: str) -> None:
+    """SQLite: the FTS5 row of a document_text row (PostgreSQL's tsvector is generated)."""
+    conn.execute(text("INSERT INTO document_text_fts(rowid, stems) VALUES (:pk, :stems)"),
+                 {"pk": pk, "stems": search_keys(body)})
+
+
+def delete_text(conn: Connection, lid: str) -> None:
+    """Remove a document's text and its index entry (both engines)."""
+    t = schema.document_text
+    if conn.dialect.name == "sqlite":
+        pks = list(conn.execute(select(t.c.pk).where(t.c.doc_lid == lid)).scalars())
+        if pks:
+            conn.execute(text("DELETE FROM document_text_fts WHERE rowid IN :pks")
+                         .bindparams(bindparam("pks", expanding=True)), {"pks": pks})
+    conn.execute(t.delete().where(t.c.doc_lid == lid))
+
+
+# --- reads ------------------------------------------------------------------------------------
 def full_text(conn: Connection, lids: list[str], query: str, limit: int = 50) -> list[SearchHit]:
     terms = terms_of(query)
     if not terms or not lids:
@@ -57,15 +123,52 @@ def full_text(conn: Connection, lids: list[str], query: str, limit: int = 50) ->
 
 
 def _sqlite(conn: Connection, lids: list[str], terms: list[str], limit: int) -> list[SearchHit]:
-    match = " ".join(f'"{t}"*' for t in terms)
+    keys = [k for k in dict.fromkeys(search_key(t) for t in terms) if k]
+    if not keys:
+        return []
+    match = " ".join(f'"{k}"*' for k in keys)
     stmt = text(
-        "SELECT t.doc_lid AS doc_lid, bm25(document_text_fts) AS score, "
-        f"snippet(document_text_fts, 0, '{OPEN}', '{CLOSE}', '…', 24) AS excerpt "
+        "SELECT t.doc_lid AS doc_lid, bm25(document_text_fts) AS score, t.body AS body "
         "FROM document_text_fts JOIN document_text t ON t.pk = document_text_fts.rowid "
         "WHERE document_text_fts MATCH :match AND t.doc_lid IN :lids "
         "ORDER BY score LIMIT :limit").bindparams(bindparam("lids", expanding=True))
     rows = conn.execute(stmt, {"match": match, "lids": lids, "limit": limit}).all()
-    return [SearchHit(r.doc_lid, -float(r.score), r.excerpt or "") for r in rows]
+    return [SearchHit(r.doc_lid, -float(r.score), excerpt(r.body or "", keys)) for r in rows]
+
+
+def excerpt(body: str, keys: list[str], width: int = EXCERPT_WORDS) -> str:
+    """About `width` words of `body` around the words whose key starts with one of `keys`
+    (the window naming the most different keys), the matches between OPEN and CLOSE."""
+    words = list(_WORD.finditer(body[:EXCERPT_SCAN_CHARS]))
+    if not words:
+        return ""
+    matched: list[tuple[int, int]] = []    # (word index, which key)
+    for i, m in enumerate(words):
+        key = search_key(m.group())
+        for n, k in enumerate(keys):
+            if key.startswith(k):
+                matched.append((i, n))
+                break
+    start = 0
+    if matched:
+        best = -1
+        for i, _n in matched:
+            first = max(0, i - width // 4)
+            covered = len({n for j, n in matched if first <= j < first + width})
+            if covered > best:
+                best, start = covered, first
+    end = min(len(words), start + width)
+    hit_words = {i for i, _n in matched if start <= i < end}
+    out: list[str] = ["…"] if start > 0 else []
+    position = words[start].start()
+    for i in range(start, end):
+        m = words[i]
+        out.append(body[position:m.start()])
+        out.append(f"{OPEN}{m.group()}{CLOSE}" if i in hit_words else m.group())
+        position = m.end()
+    if end < len(words):
+        out.append(" …")
+    return " ".join("".join(out).split())
 
 
 def _postgresql(conn: Connection, lids: list[str], terms: list[str], limit: int) -> list[SearchHit]:

@@ -11,6 +11,7 @@ from ..config import Settings
 from ..failures import classify
 from ..fhir import routes as fhir_routes
 from ..services import Services
+from . import pages
 from .answers import error_answer
 
 log = logging.getLogger("partage")
@@ -41,7 +42,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     from .validate import bp as validate_bp
     app.register_blueprint(validate_bp)
     _ = services.document_checks   # load the CDA profile now: a bad --schema-dir fails at start, not later
+    from . import login
     from .clinical_page import bp as clinical_page_bp
+    login.install(app, settings)
     app.register_blueprint(clinical_page_bp)
     app.register_error_handler(Exception, last_resort)
     return app
@@ -51,8 +54,11 @@ def last_resort(exc: Exception) -> Response:
     """Whatever no door handled, answered in the door's shape: never an HTML page or a traceback.
 
     Outages (database, audit store) are 503 with Retry-After; slow or oversized bodies 408/413;
-    inputs that broke a structural limit while read (deep nesting, huge numbers) 400.
+    inputs that broke a structural limit while read (deep nesting, huge numbers) 400. The
+    browser's pages (`/dossier`, `/connexion`) get the French error page instead.
     """
+    if pages.browser_path():
+        return pages.failure_page(exc)
     retry_after = None
     if isinstance(exc, HTTPException) and (request.path == "/fhir" or request.path.startswith("/fhir/")):
         return fhir_routes.routing_error(exc)   # an OperationOutcome, with Allow on a 405

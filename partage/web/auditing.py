@@ -49,6 +49,8 @@ FHIR_ACTIONS = [   # (method, path pattern, name)
     ("PUT", r"/fhir/Consent.*", "consent-update"),
     ("GET", r"/dossier/[^/]+/documents/[^/]+/content$", "page-document-content"),
     ("GET", r"/dossier/[^/]+/documents/.*", "page-document"),
+    ("GET", r"/dossier/[^/]+/resultats$", "page-results"),
+    ("POST", r"/dossier/[^/]+/acces$", "page-access-mode"),
     ("GET", r"/dossier/.*", "page-record"),
 ]
 
@@ -117,6 +119,9 @@ def install(app: Flask) -> None:
 
 
 def unavailable(path: str, message: str) -> Response:
-    """503 with Retry-After, in the door's shape."""
+    """503 with Retry-After, in the door's shape (the browser's pages: the French error page)."""
+    from . import pages
+    if pages.browser_path():
+        return pages.error_page(503, RETRY_AFTER)
     content_type, body = error_answer(path, 503, message, RETRY_AFTER)
     return Response(body, 503, content_type=content_type, headers={"Retry-After": str(RETRY_AFTER)})

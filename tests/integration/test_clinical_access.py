@@ -97,8 +97,11 @@ def test_masked_facts_are_not_in_the_summary_search_or_page(server, authority, a
     page = _get(server, authority, other, server.dossier)
     assert page.status_code == 200 and "Glucose" in page.text
     assert "Thyréostimuline" not in page.text and "Thyroxine" not in page.text
+    assert "ne vous sont pas accessibles" in page.text        # the page says something is not shown...
+    assert "TSH" not in page.text and "1 document" not in page.text   # ...never what, nor how many
     gp_page = _get(server, authority, actors["gp"], server.dossier)
     assert "Thyréostimuline" in gp_page.text
+    assert "ne vous sont pas accessibles" not in gp_page.text
 
 
 def test_a_masked_fact_cannot_be_read_by_id(server, authority, actors):

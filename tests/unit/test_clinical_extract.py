@@ -37,6 +37,17 @@ def test_lab_results_of_a_bio_cr_bio_report():
 
 
 @pytest.mark.corpus
+@pytest.mark.parametrize("name, code, panel", [
+    ("BIO-CR-BIO_2024.01_Glycemie_mole.xml", "40193-5", "Biochimie"),          # the report entry's code
+    ("BIO-CR-BIO_2024.01_Electrophorese.xml", "2885-2", "Electrophorèse des protéines"),
+])
+def test_a_lab_result_knows_its_panel(name, code, panel):
+    found = next(f for f in _by(_facts(name), LAB) if f.code == code)
+    assert found.detail["panel"] == panel
+    assert all("panel" not in f.detail for f in _facts(name) if f.kind != LAB)
+
+
+@pytest.mark.corpus
 def test_every_lab_result_of_an_electrophoresis_has_a_code_and_a_value():
     labs = _by(_facts("BIO-CR-BIO_2024.01_Electrophorese.xml"), LAB)
     assert len(labs) >= 20

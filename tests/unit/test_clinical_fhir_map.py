@@ -1,5 +1,5 @@
-"""Facts -> FHIR R4B resources (valid, pointing back to their document), dates, current treatments,
-and the page's trend plot."""
+"""Facts -> FHIR R4B resources (valid, pointing back to their document), dates, current treatments.
+(The page's plots and formatting: tests/unit/test_page.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from partage.fhir.clinical_map import FactMapper, fhir_datetime, is_current_treatment
 from partage.query.clinical import FactRow
-from partage.web.clinical_page import trend_svg, when
 from tests import factories as F
 
 PID = F.patient_id(7)
@@ -73,13 +72,3 @@ def test_current_treatment_and_other_resources_are_valid():
     vaccine = _valid(mapper().resource(fact("immunization", code="61077869", display="BCG", status="completed",
                                             detail={"lot": "235421176"})))
     assert vaccine["occurrenceString"] == "unknown" and vaccine["lotNumber"] == "235421176"
-
-
-def test_trend_plot():
-    points = [fact("lab", display="Créatinine <x>", value_num=v, effective=d, ref_low="7 mg/L", ref_high="12 mg/L")
-              for v, d in ((9.0, "20240115"), (11.0, "20240215"), (13.5, "20240315"))]
-    svg = str(trend_svg(points))
-    assert svg.startswith("<svg") and svg.count("<circle") == 3 and "<polyline" in svg and "<rect" in svg
-    assert "Créatinine &lt;x&gt;" in svg and "<x>" not in svg
-    assert str(trend_svg(points[:1])) == ""
-    assert when("20240315073000") == "15/03/2024" and when("1975") == "1975"
