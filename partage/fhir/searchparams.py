@@ -294,3 +294,12 @@ RESULT_PARAMS: dict[str, tuple[ParamType, str]] = {
 }
 FORMAT_PARAMS = ("_format", "_pretty")   # the response's form, never a filter
 PAGE_PARAM = "_cursor"                   # where a next link starts (opaque)
+
+
+def coded_attributes(resource: ResourceSearch) -> dict[str, str]:
+    """Parameter name -> the model's code attribute, for the parameters that search exactly one
+    coded attribute (category -> class, type -> type, ...): what a Subscription's criteria may
+    filter on, from the same declarations as the searches."""
+    return {p.name: p.index.attributes[0] for p in resource.params
+            if isinstance(p.index, TokenIndex) and len(p.index.attributes) == 1
+            and p.index.attributes[0] != "refid"}

@@ -55,7 +55,7 @@ from . import formats, mapping
 from .codes import scheme_of
 from .outcome import FhirError, Issue, operation_outcome
 from .patients import Patients, patient_token, reference_id
-from .search import DOCUMENT_CODES
+from .searchparams import DOCUMENT_REFERENCE, coded_attributes
 
 bp = Blueprint("fhir_subscription", __name__, url_prefix="/fhir")
 
@@ -74,6 +74,7 @@ TOPICS = {
 }
 PAYLOADS = (EMPTY, ID_ONLY, FULL_RESOURCE)
 MIME_TYPES = (formats.JSON_TYPE, formats.XML_TYPE)
+DOCUMENT_CODES = coded_attributes(DOCUMENT_REFERENCE)   # category -> class, type -> type, ...
 DOCUMENT_FILTERS = {"patient", "patient.identifier", "status", "author.given", "author.family", *DOCUMENT_CODES}
 LIST_FILTERS = {"patient", "patient.identifier", "code", "sourceId", "source.given", "source.family"}
 _HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*")
