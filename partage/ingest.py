@@ -20,7 +20,6 @@ from .access.actor import Actor
 from .access.decisions import TRUSTED_KINDS, Decision, modify_decision, submit_decision
 from .access.gate import Graph
 from .clinical import index as clinical_index
-from .clinical import queue as clinical_queue
 from .metadata import kinds
 from .metadata.errors import ErrorCode, XdsError, XdsErrors
 from .metadata.ids import assign_uuids
@@ -55,8 +54,7 @@ class IngestService:
 
     def provide_and_register(self, request: SubmissionRequest) -> IngestResult:
         """ITI-41 (and ITI-65): documents with their bytes, stored here."""
-        with clinical_queue.request_in_progress():   # the background indexer gives way
-            return self._submit(request, ITI_41, with_contents=True)
+        return self._submit(request, ITI_41, with_contents=True)
 
     def register(self, request: SubmissionRequest) -> IngestResult:
         """ITI-42: metadata of documents held by a repository (maybe another one)."""
@@ -97,8 +95,6 @@ class IngestService:
             outbox.enqueue_registration(conn, request, patient_documents=settings.notify_patient_documents)
             register(self.services.registry, conn, request, addresses)
             indexed.store(conn, self.services.registry)
-        if indexed.pending:
-            clinical_queue.notify()   # PDF text: this process's background indexer (clinical/queue.py)
         log.info("registered submission set %s (%d documents) for %s",
                  request.submission_set.unique_id, len(request.documents),
                  request.submission_set.patient_id)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from werkzeug.serving import make_server
+
+from ..web.devidp import create_provider
 from .common import CliError, Subparsers
 
 
@@ -26,10 +29,6 @@ def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from werkzeug.serving import make_server
-
-    from ..web.devidp import create_provider  # Authlib loads only for this command
-
     if not 0 < args.port < 65536:
         raise CliError(f"--port must be 1-65535, not {args.port}", 2)
     issuer = args.issuer or f"http://{args.host}:{args.port}"

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, select
 from ..cda.gate import is_cda
 from ..cda.parser import XmlRejected, parse_cda
 from ..metadata.model import SubmissionRequest
-from ..registry import derived, schema, text_search
+from ..registry import derived, schema, text_jobs, text_search
 from .extract import Fact, extract
 from .text import document_text, has_pdf
 
@@ -121,10 +121,8 @@ class Prepared:
         for doc, facts, body, pending in self.documents:
             lid = doc.lid or doc.entry_uuid
             store(conn, patient_pk=patient_pk, lid=lid, entry_uuid=doc.entry_uuid, facts=facts, body=body)
-            if pending:
-                from .queue import enqueue
-
-                enqueue(conn, lid=lid, entry_uuid=doc.entry_uuid)
+            if pending:   # the whole text later, by the background indexer (queue.py)
+                text_jobs.enqueue(conn, lid=lid, entry_uuid=doc.entry_uuid)
             count += len(facts)
         return count
 

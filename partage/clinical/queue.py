@@ -22,14 +22,10 @@ A job is done by `claim` + `process`, each one short transaction:
 A job is tried `MAX_ATTEMPTS` times (each claim counts); after that it stays in the
 table, is no longer claimed, and `partage clinical reindex` reports it as failed.
 
-`TextIndexer` is the background thread: one per server process (gunicorn worker, see
-`partage.web.server`), draining the queue, then waiting for `notify()` (called by the
-ingest flow of the same process after a commit) or `POLL_S`. It shares the process's
-CPU (and GIL) with the requests, so it gives way to them: before each job it waits until
-no submission has been in progress in its process (`request_in_progress`) for
-`QUIET_S`, but never more than `YIELD_MAX_S`, so that a steady stream of submissions
-slows indexing (one job per YIELD_MAX_S and worker) without stopping it. `drain()` empties the queue synchronously (`partage clinical reindex`,
-tests).
+`TextIndexer` is a thread of the server's background process (`partage.web.background`,
+one per server, at a lower CPU priority than the HTTP workers, which never read a PDF): it
+drains the queue, then looks again every `POLL_S`. `drain()` empties the queue synchronously
+(`partage clinical reindex`, tests).
 """
 
 from __future__ import annotations
@@ -40,10 +36,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from sqlalchemy import Connection
 
 from ..registry import derived, text_jobs
 from .index import MAX_INDEXED_BYTES, read_document, store
@@ -52,57 +44,11 @@ log = logging.getLogger("partage.clinical")
 
 LEASE_S = 300.0     # a claimed job is taken again after this long (pypdf stops after 3 s per PDF)
 MAX_ATTEMPTS = 5
-POLL_S = 1.0        # an idle indexer looks for jobs this often (jobs of other processes)
-YIELD_MAX_S = 2.0   # the longest an indexer waits for this process's submissions to pause
-QUIET_S = 0.2       # ... a pause being this long without a submission
+POLL_S = 0.5        # an idle indexer looks for jobs this often (the workers register them)
 _wake = threading.Event()
-_idle = threading.Event()   # set when no submission is in progress in this process
-_idle.set()
-_active = 0
-_last_end = 0.0
-_active_lock = threading.Lock()
-
-
-@contextmanager
-def request_in_progress() -> Iterator[None]:
-    """Marks a submission being handled by this process: the indexer waits for it."""
-    global _active, _last_end
-    with _active_lock:
-        _active += 1
-        _idle.clear()
-    try:
-        yield
-    finally:
-        with _active_lock:
-            _active -= 1
-            _last_end = time.monotonic()
-            if _active == 0:
-                _idle.set()
-
-
-def _give_way(max_s: float = YIELD_MAX_S) -> None:
-    """Wait until this process's submissions pause for QUIET_S (at most max_s)."""
-    deadline = time.monotonic() + max_s
-    while (remaining := deadline - time.monotonic()) > 0:
-        if not _idle.wait(remaining):
-            return
-        quiet_for = time.monotonic() - _last_end
-        if quiet_for >= QUIET_S:
-            return
-        time.sleep(min(QUIET_S - quiet_for, remaining))
 
 
 Job = text_jobs.Job
-
-
-def enqueue(conn: Connection, *, lid: str, entry_uuid: str) -> None:
-    """Add a job, on the registration's connection (so it commits or rolls back with it)."""
-    text_jobs.enqueue(conn, lid=lid, entry_uuid=entry_uuid)
-
-
-def notify() -> None:
-    """Wake this process's indexer now (a submission just committed jobs)."""
-    _wake.set()
 
 
 def _token() -> str:
@@ -146,14 +92,10 @@ def process(services, job: Job) -> bool:
     return True
 
 
-def drain(services, *, lease_s: float = LEASE_S, stop: threading.Event | None = None,
-          give_way: bool = False) -> dict[str, int]:
-    """Do every free job now; returns counts. A job that fails is left to its lease.
-    `give_way`: before each job, wait (up to YIELD_MAX_S) for this process's submissions to pause."""
+def drain(services, *, lease_s: float = LEASE_S, stop: threading.Event | None = None) -> dict[str, int]:
+    """Do every free job now; returns counts. A job that fails is left to its lease."""
     counts = {"indexed": 0, "dropped": 0, "errors": 0}
     while stop is None or not stop.is_set():
-        if give_way:
-            _give_way()
         job = claim(services.registry, lease_s=lease_s)
         if job is None:
             break
@@ -197,7 +139,7 @@ class TextIndexer:
         while not self._stop.is_set():
             _wake.clear()
             try:
-                drain(self.services, stop=self._stop, give_way=True)
+                drain(self.services, stop=self._stop)
             except Exception:   # the database is away: try again later
                 log.exception("text indexer: claiming jobs failed")
             _wake.wait(self.poll_s)

@@ -10,9 +10,18 @@ from werkzeug.exceptions import HTTPException
 from ..config import Settings
 from ..failures import classify
 from ..fhir import routes as fhir_routes
+from ..fhir.audit import bp as fhir_audit_bp
+from ..fhir.consent import bp as fhir_consent_bp
+from ..fhir.routes import bp as fhir_bp
+from ..fhir.subscriptions import bp as fhir_subscription_bp  # DSUBm (docs/notifications.md)
 from ..services import Services
-from . import pages
+from ..xds.endpoints import bp as xds_bp
+from . import login, pages
 from .answers import error_answer
+from .auditing import install as install_audit
+from .clinical_page import bp as clinical_page_bp
+from .health import bp as health_bp
+from .validate import bp as validate_bp
 
 log = logging.getLogger("partage")
 
@@ -24,26 +33,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions["partage"] = services
 
-    from .auditing import install as install_audit
     install_audit(app)
 
-    from .health import bp as health_bp
     app.register_blueprint(health_bp)
-    from ..xds.endpoints import bp as xds_bp
     app.register_blueprint(xds_bp)
-    from ..fhir.routes import bp as fhir_bp
     app.register_blueprint(fhir_bp)
-    from ..fhir.audit import bp as fhir_audit_bp
     app.register_blueprint(fhir_audit_bp)
-    from ..fhir.consent import bp as fhir_consent_bp
     app.register_blueprint(fhir_consent_bp)
-    from ..fhir.subscriptions import bp as fhir_subscription_bp  # DSUBm (docs/notifications.md)
     app.register_blueprint(fhir_subscription_bp)
-    from .validate import bp as validate_bp
     app.register_blueprint(validate_bp)
     _ = services.document_checks   # load the CDA profile now: a bad --schema-dir fails at start, not later
-    from . import login
-    from .clinical_page import bp as clinical_page_bp
     login.install(app, settings)
     app.register_blueprint(clinical_page_bp)
     app.register_error_handler(Exception, last_resort)

@@ -20,6 +20,7 @@ from flask import Flask, Response, g, request
 from ..access import audit
 from ..failures import RETRY_AFTER
 from ..xds import constants as C
+from . import pages
 from .answers import error_answer
 
 log = logging.getLogger("partage.audit")
@@ -120,7 +121,6 @@ def install(app: Flask) -> None:
 
 def unavailable(path: str, message: str) -> Response:
     """503 with Retry-After, in the door's shape (the browser's pages: the French error page)."""
-    from . import pages
     if pages.browser_path():
         return pages.error_page(503, RETRY_AFTER)
     content_type, body = error_answer(path, 503, message, RETRY_AFTER)

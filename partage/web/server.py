@@ -8,18 +8,11 @@ says why and what a client sees at each limit.
 The master migrates the database once, then forks workers that each build their own
 Services (engines are never shared across a fork). The MLLP listener runs as a thread
 of the master so that one port serves however many HTTP workers there are. The master also
-starts the one notification sender of the server, a process of its own, and waits until it
-is ready before forking the workers (`partage.web.notifier`: the outbox's deliveries,
-docs/notifications.md); it stops it on exit.
-
-Each worker also runs the background PDF text indexer (`partage.clinical.queue`), as a
-thread started after the worker has loaded the app (`post_worker_init`, so it uses the
-worker's own Services and engine, never one inherited across the fork) and stopped when
-the worker exits. Several workers (and several hosts) share the queue safely: jobs are
-claimed one at a time, with `FOR UPDATE SKIP LOCKED` on PostgreSQL. A worker replaced by
-gunicorn (crash, timeout, `max_requests`) leaves its claimed job to the others after the
-job's lease. `PARTAGE_TEXT_INDEXER=0` turns the thread off (then `partage clinical
-reindex` drains the queue).
+starts the server's one background process and waits until it is ready before forking the
+workers (`partage.web.background`: the outbox's deliveries, docs/notifications.md, and the
+PDF text indexer, docs/clinical-reading.md, at a lower CPU priority than the workers); it
+stops it on exit. The workers only validate, store and register: a PDF's text is read by
+the background process from the durable job queue, never on a worker's CPU share or GIL.
 """
 
 from __future__ import annotations
@@ -29,10 +22,13 @@ import sys
 
 from gunicorn.app.base import BaseApplication
 
+from ..access.authn import trust_problem
 from ..config import Settings
+from ..hl7.server import start_mllp_server
 from ..notify.destinations import DEFAULT as DEFAULT_DESTINATIONS
 from ..services import Services
-from .notifier import Notifier
+from .app import create_app
+from .background import BackgroundProcess, wanted
 
 log = logging.getLogger("partage")
 
@@ -49,7 +45,7 @@ class PartageServer(BaseApplication):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.mllp = None
-        self.notifier: Notifier | None = None
+        self.background: BackgroundProcess | None = None
         super().__init__()
 
     def load_config(self) -> None:
@@ -62,43 +58,26 @@ class PartageServer(BaseApplication):
         self.cfg.set("graceful_timeout", 30)
         self.cfg.set("when_ready", self._when_ready)
         self.cfg.set("on_exit", self._on_exit)
-        self.cfg.set("post_worker_init", self._post_worker_init)
-        self.cfg.set("worker_exit", self._worker_exit)
         if "control_socket_disable" in self.cfg.settings:
             # gunicorn >= 27 opens one control socket per user ($HOME/.gunicorn/gunicorn.ctl):
             # unused here, and several servers on one host would fight over that path.
             self.cfg.set("control_socket_disable", True)
 
     def load(self):
-        from .app import create_app
-
         return create_app(self.settings)
 
     def _when_ready(self, _arbiter) -> None:
-        if self.settings.notifier:   # the outbox sender (partage.web.notifier, docs/notifications.md)
-            self.notifier = Notifier(self.settings).start()
+        if wanted(self.settings):   # the outbox sender and the PDF text indexer (partage.web.background)
+            self.background = BackgroundProcess(self.settings).start()
         if self.settings.mllp_port:
-            from ..hl7.server import start_mllp_server
-
             self.mllp = start_mllp_server(Services.open(self.settings, migrate=False))
             log.info("MLLP listener on %s:%d", self.settings.mllp_bind_host, self.mllp.port)
-
-    def _post_worker_init(self, worker) -> None:
-        if self.settings.text_indexer:
-            from ..clinical.queue import TextIndexer
-
-            worker.partage_text_indexer = TextIndexer(worker.wsgi.extensions["partage"]).start()
-
-    def _worker_exit(self, _arbiter, worker) -> None:
-        indexer = getattr(worker, "partage_text_indexer", None)
-        if indexer is not None:
-            indexer.stop()
 
     def _on_exit(self, _arbiter) -> None:
         if self.mllp is not None:
             self.mllp.stop()
-        if self.notifier is not None:
-            self.notifier.stop()
+        if self.background is not None:
+            self.background.stop()
 
 
 def serve(settings: Settings) -> int:
@@ -107,8 +86,6 @@ def serve(settings: Settings) -> int:
     if settings.insecure_dev:
         sys.stderr.write(BANNER_INSECURE)
     else:
-        from ..access.authn import trust_problem
-
         problem = trust_problem(settings)
         if problem:
             log.error("%s", problem)

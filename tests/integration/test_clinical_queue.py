@@ -19,7 +19,7 @@ from partage.config import Settings
 from partage.ingest import IngestService
 from partage.metadata.errors import XdsErrors
 from partage.query.clinical import ClinicalReader
-from partage.registry import schema
+from partage.registry import schema, text_jobs
 from partage.services import Services
 from tests import clinical_support as C
 from tests import factories as F
@@ -116,13 +116,13 @@ def test_a_refused_submission_leaves_no_job(services):
 
 def test_a_rolled_back_registration_leaves_no_job(services, monkeypatch):
     _patient(services)
-    enqueue = queue.enqueue
+    enqueue = text_jobs.enqueue
 
     def enqueue_then_fail(conn, **kw):
         enqueue(conn, **kw)
         raise RuntimeError("the database went away after the job was written")
 
-    monkeypatch.setattr(queue, "enqueue", enqueue_then_fail)
+    monkeypatch.setattr(text_jobs, "enqueue", enqueue_then_fail)
     with pytest.raises(RuntimeError):
         _ingest(services, C.pdf_submission(PID, C.make_pdf(PDF_WORDS)))
     assert _jobs(services) == 0 and _texts(services) == 0
