@@ -21,11 +21,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-
 from ..failures import Unavailable
 from ..metadata.datatypes import CX, DatatypeError
-from ..registry import schema
+from ..registry import audit_log
 from .actor import BRIS_DE_GLACE, CENTRE_15, Actor
 
 log = logging.getLogger("partage.audit")
@@ -143,9 +141,7 @@ def open_record(services, ctx: AuditContext) -> None:
                patient_pk=None, patient_id="", objects="[]", detail="probe")
     try:
         with services.registry.write() as conn:
-            savepoint = conn.begin_nested()
-            conn.execute(schema.audit_events.insert().values(**row))
-            savepoint.rollback()
+            audit_log.probe(conn, row)
     except Exception as exc:
         log.error("the audit store refused a record: %s", exc)
         raise AuditUnavailable("the audit trail cannot be written; nothing was done, try again later") from exc
@@ -198,17 +194,17 @@ def _write(services, ctx: AuditContext, status: int) -> int | None:
                    structure=actor.structure[:64], address=(ctx.address or actor.address)[:64],
                    credential_id=actor.credential_id[:128], patient_pk=patient_pk,
                    patient_id=patient_id[:256], objects=json.dumps(ctx.objects), detail=detail)
-        pk = conn.execute(schema.audit_events.insert().values(**row)).inserted_primary_key[0]
+        pk = audit_log.append(conn, row)
         if (ctx.actor is not None and actor.purpose in (BRIS_DE_GLACE, CENTRE_15) and outcome == SUCCESS
                 and patient_pk is not None):
             # A notice owed to the patient, in the audit row's transaction; partage.notify
             # e-mails it (docs/notifications.md).
             mode = "emergency mode (bris de glace)" if actor.purpose == BRIS_DE_GLACE else "SAMU regulation (centre 15)"
-            conn.execute(schema.access_notifications.insert().values(
-                patient_pk=patient_pk, created_at=row["recorded_at"], kind=actor.purpose, audit_pk=pk,
+            audit_log.add_notice(
+                conn, patient_pk=patient_pk, created_at=row["recorded_at"], kind=actor.purpose, audit_pk=pk,
                 notice_id=str(uuid.uuid4()),
                 message=f"{actor.name or actor.id} ({actor.structure}) accessed your record in {mode}: "
-                        f"{actor.reason}"))
+                        f"{actor.reason}")
     return pk
 
 
@@ -240,26 +236,16 @@ def _cx(text: str | CX) -> CX | None:
 def events(services, *, patient_id: str | CX = "", patient_pk: int | None = None, actor_id: str = "",
            limit: int = 100, since_pk: int = 0) -> list[dict]:
     """Audit rows, newest first, for a patient and/or an actor."""
-    t = schema.audit_events
     registry = services.registry
     with registry.read() as conn:
-        query = select(t)
         if patient_id:
             patient_pk = registry.patient_pk(conn, _cx(patient_id))
             if patient_pk is None:
                 return []
-        if patient_pk is not None:
-            query = query.where(t.c.patient_pk == patient_pk)
-        if actor_id:
-            query = query.where(t.c.actor_id == actor_id)
-        if since_pk:
-            query = query.where(t.c.pk > since_pk)
-        rows = conn.execute(query.order_by(t.c.pk.desc()).limit(limit)).all()
-    return [{**row._asdict(), "objects": json.loads(row.objects or "[]")} for row in rows]
+        rows = audit_log.events(conn, patient_pk=patient_pk, actor_id=actor_id, limit=limit, since_pk=since_pk)
+    return [{**row, "objects": json.loads(row["objects"] or "[]")} for row in rows]
 
 
 def notifications(services, patient_pk: int) -> list[dict]:
-    t = schema.access_notifications
     with services.registry.read() as conn:
-        rows = conn.execute(select(t).where(t.c.patient_pk == patient_pk).order_by(t.c.pk)).all()
-    return [row._asdict() for row in rows]
+        return audit_log.notices(conn, patient_pk)

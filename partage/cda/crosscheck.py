@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..metadata.datatypes import CX, HD, XCN
+from ..metadata.datatypes import CE, CX, HD, XCN
 from .ans_maps import MODEL_TO_FORMAT, TYPE_TO_CLASS
 from .constants import CONFIDENTIALITY_SYSTEM, XDS_SD_FORMAT_CODES
 from .findings import ERROR, METADATA, WARNING, Finding
@@ -31,9 +31,9 @@ def _code_of(value: Any) -> tuple[str, str] | None:
         return (value[0], _norm(value[1]))
     if hasattr(value, "code"):
         return (value.code, _norm(getattr(value, "scheme", "") or getattr(value, "code_system", "")))
-    if isinstance(value, str):
-        code, _, scheme = value.partition("^^")
-        return (code, _norm(scheme))
+    if isinstance(value, str):   # code^^codingScheme
+        ce = CE.parse(value)
+        return (ce.identifier, _norm(ce.coding_system))
     return None
 
 

@@ -27,7 +27,7 @@ from ..access.credentials import (
 from ..access.signatures import SignatureError, sign_submission
 from ..metadata.datatypes import CX, DatatypeError
 from ..metadata.model import DocumentContent
-from ..registry import schema, updates
+from ..registry import audit_log, updates
 from ..registry.access_state import RecordError, Records, purge_record
 from ..services import Services
 from ..xds import constants as C
@@ -197,10 +197,8 @@ def _notifications(services: Services, args: argparse.Namespace, patient: CX) ->
     for notice in pending:
         print(json.dumps(notice, ensure_ascii=False))
     if args.mark_sent and pending:
-        t = schema.access_notifications
         with services.registry.write() as conn:
-            conn.execute(t.update().where(t.c.pk.in_([n["pk"] for n in pending]))
-                         .values(sent_at=audit._now()))
+            audit_log.mark_notices_sent(conn, [n["pk"] for n in pending], audit._now())
     return 0
 
 

@@ -19,12 +19,12 @@ import json
 import logging
 
 from lxml import etree
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from ..cda.gate import is_cda
 from ..cda.parser import XmlRejected, parse_cda
 from ..metadata.model import SubmissionRequest
-from ..registry import derived, schema, text_jobs, text_search
+from ..registry import derived, text_jobs, text_search
 from .extract import Fact, extract
 from .text import document_text, has_pdf
 
@@ -90,9 +90,7 @@ def fact_rows(facts: list[Fact], *, patient_pk: int, lid: str, entry_uuid: str) 
 
 def store(conn: Connection, *, patient_pk: int, lid: str, entry_uuid: str,
           facts: list[Fact], body: str) -> None:
-    if facts:
-        conn.execute(schema.clinical_facts.insert(),
-                     fact_rows(facts, patient_pk=patient_pk, lid=lid, entry_uuid=entry_uuid))
+    derived.add_facts(conn, fact_rows(facts, patient_pk=patient_pk, lid=lid, entry_uuid=entry_uuid))
     text_search.put_text(conn, patient_pk=patient_pk, lid=lid, entry_uuid=entry_uuid, body=body)
 
 
@@ -142,23 +140,13 @@ def prepare(request: SubmissionRequest) -> Prepared:
     return Prepared(request, documents)
 
 
-def index_submission(conn: Connection, registry, request: SubmissionRequest) -> int:
-    """prepare + store in one call (for callers already inside the registration's transaction)."""
-    return prepare(request).store(conn, registry)
-
-
 # --- re-indexing (documents registered before migration 0003, or after the readers improved) ---
 def reindex(services, *, force: bool = False) -> dict[str, int]:
     """Read the facts and text of the Approved documents held here that have none (every one
     with `force`, replacing what was read before). One short transaction per document."""
-    objs, t, f = schema.registry_objects, schema.document_text, schema.clinical_facts
     with services.registry.read() as conn:
-        rows = conn.execute(select(objs.c.entry_uuid, objs.c.lid, objs.c.patient_pk, objs.c.mime_type,
-                                   objs.c.blob_address, objs.c.size).where(
-            objs.c.kind == schema.KIND_DOCUMENT, objs.c.status == "Approved",
-            objs.c.blob_address.is_not(None), objs.c.patient_pk.is_not(None))).all()
-        done = set(conn.execute(select(t.c.doc_lid)).scalars()) | \
-            set(conn.execute(select(f.c.doc_lid).distinct()).scalars())
+        rows = derived.indexable_documents(conn)
+        done = derived.indexed_lids(conn)
     counts = {"documents": 0, "facts": 0, "skipped": 0}
     for row in rows:
         if (row.lid in done and not force) or (row.size or 0) > MAX_INDEXED_BYTES:

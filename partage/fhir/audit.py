@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy import select
 
 from ..access import audit, authn
 from ..access.actor import (
@@ -25,7 +24,7 @@ from ..access.actor import (
 )
 from ..metadata.datatypes import CX
 from ..query import QueryService
-from ..registry import schema
+from ..registry import audit_log
 from . import formats
 from .ids import numeric_id, paging_number
 from .outcome import FhirError, Issue, operation_outcome
@@ -172,13 +171,12 @@ def read(rid: str) -> Response:
     row = None
     pk = numeric_id(rid)
     if pk is not None:
-        t = schema.audit_events
         with services.registry.read() as conn:
-            found = conn.execute(select(t).where(t.c.pk == pk)).first()
+            found = audit_log.event(conn, pk)
             if found is not None:
                 own_pk = services.registry.patient_pk(conn, own) if own else None
-                if everything or (own_pk is not None and found.patient_pk == own_pk):
-                    row = found._asdict()
+                if everything or (own_pk is not None and found["patient_pk"] == own_pk):
+                    row = found
     if row is None:
         raise FhirError.one(404, f"AuditEvent/{rid} is not known", "not-found")
     row["objects"] = json.loads(row["objects"] or "[]")

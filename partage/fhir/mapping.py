@@ -20,7 +20,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..metadata.datatypes import CX, XCN, XPN, DatatypeError, Recipient, is_oid, is_uuid_urn
+from ..metadata.datatypes import (
+    CX,
+    XCN,
+    XPN,
+    DatatypeError,
+    Recipient,
+    is_oid,
+    is_uuid_urn,
+    source_patient_field,
+    unique_id_parts,
+)
 from ..metadata.errors import ErrorCode, XdsError
 from ..metadata.model import (
     Association,
@@ -140,7 +150,7 @@ def code_of(cc: Json | None) -> Code | None:
 
 
 def _uid_value(uid: str) -> str:
-    return f"urn:oid:{uid}" if is_oid(uid.partition("^")[0]) else uid
+    return f"urn:oid:{uid}" if is_oid(unique_id_parts(uid)[0]) else uid
 
 
 def _uid_of(value: str) -> str:
@@ -349,7 +359,7 @@ def _source_patient(doc: DocumentEntry) -> Json:
         patient["extension"] = [{"url": EXT_SOURCE_PATIENT_INFO, "valueString": line}
                                 for line in doc.source_patient_info]
     for line in doc.source_patient_info:
-        field_name, _, value = line.partition("|")
+        field_name, value = source_patient_field(line)
         if field_name == "PID-5" and "name" not in patient:
             xpn = XPN.parse(value)
             name: Json = {"family": xpn.family_name} if xpn.family_name else {}

@@ -100,6 +100,19 @@ _ESCAPE_TABLE = str.maketrans({char: f"\\{code}\\" for code, char in _ESCAPES.it
 _DELIMITERS = "|^&~"
 
 
+def unique_id_parts(value: str) -> tuple[str, str]:
+    """A document uniqueId as (root, extension): CI-SIS writes a CDA id `root^extension`
+    (ClinicalDocument/id), IHE a bare OID (extension "")."""
+    root, _, extension = value.partition("^")
+    return root, extension
+
+
+def source_patient_field(line: str) -> tuple[str, str]:
+    """One sourcePatientInfo line, `PID-n|value` (ITI TF-3 4.2.3.2.23), as (field, HL7 value)."""
+    field, _, value = line.partition("|")
+    return field, value
+
+
 def escape_hl7(text: str) -> str:
     """Write the HL7 separators and the escape character as \\F\\ \\S\\ \\T\\ \\R\\ \\E\\."""
     return text.translate(_ESCAPE_TABLE)

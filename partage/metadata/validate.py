@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-from .datatypes import CX, XCN, XON, XTN, DatatypeError, is_oid, is_uuid_urn
+from .datatypes import CX, XCN, XON, XTN, DatatypeError, is_oid, is_uuid_urn, unique_id_parts
 from .errors import DUPLICATE_UNIQUE_ID_IN_MESSAGE, ErrorCode, XdsError
 from .model import (
     Association,
@@ -182,7 +182,7 @@ def _check_document(doc: DocumentEntry, domain: CodeDomain, tx: Transaction,
 
 
 def _check_document_unique_id(value: str, where: str, out: _Collector) -> None:
-    root, _, extension = value.partition("^")
+    root, extension = unique_id_parts(value)
     if len(value) > MAX_UNIQUE_ID or not is_oid(root) or ("^" in value and not extension):
         out.add(f"DocumentEntry.uniqueId {value!r} is not an OID or OID^extension "
                 f"of at most {MAX_UNIQUE_ID} characters", where)

@@ -31,9 +31,10 @@ from ..access.actor import BRIS_DE_GLACE, CENTRE_15, PATIENT, SYSTEM, Actor
 from ..config import Settings
 from ..metadata.datatypes import CX
 from ..metadata.errors import XdsErrors
+from ..metadata.kinds import KIND_DOCUMENT
 from ..metadata.model import DocumentEntry
 from ..query import QueryService
-from ..registry import outbox, patients, schema
+from ..registry import outbox, patients
 from ..registry.outbox import NOTICES
 from ..services import Services
 from .deliver import backoff
@@ -230,13 +231,13 @@ class Notices:
             docs: list[DocumentEntry] = []
             if shown:
                 try:
-                    found = as_patient.get_objects(schema.KIND_DOCUMENT, unique_ids=sorted(shown)).objects
+                    found = as_patient.get_objects(KIND_DOCUMENT, unique_ids=sorted(shown)).objects
                 except XdsErrors:
                     found = []
                 docs = _newest([d for d in found if isinstance(d, DocumentEntry)])
             return access_mail(row.kind, event, docs)
         wanted = json.loads(row.documents or "[]")
-        found = as_patient.get_objects(schema.KIND_DOCUMENT, entry_uuids=wanted).objects if wanted else []
+        found = as_patient.get_objects(KIND_DOCUMENT, entry_uuids=wanted).objects if wanted else []
         docs = [d for d in found if isinstance(d, DocumentEntry)]
         return documents_mail(docs) if docs else None
 

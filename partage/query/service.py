@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from ..access.actor import Actor
 from ..metadata import kinds
@@ -253,11 +253,7 @@ class QueryService:
         that a refusal does not reveal that the document exists.
         """
         with self.registry.read() as conn:
-            rows = conn.execute(
-                select(*Q.COLUMNS, Q.OBJ.c.blob_address)
-                .where(Q.OBJ.c.unique_id == unique_id, Q.OBJ.c.kind == kinds.KIND_DOCUMENT,
-                       Q.OBJ.c.blob_address.is_not(None))
-                .order_by(Q.OBJ.c.version.desc())).all()
+            rows = Q.stored_versions(conn, unique_id)
             for row in rows:
                 outcome = self.reader.visible(conn, graph_of([row]))
                 if outcome.objects:

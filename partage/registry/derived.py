@@ -81,3 +81,25 @@ def facts(conn: Connection, lids: Sequence[str], kinds: Sequence[str] = (),
 
 def fact(conn: Connection, pk: int) -> Any:
     return conn.execute(select(FACTS).where(FACTS.c.pk == pk)).first()
+
+
+def add_facts(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """A document's clinical facts, as `partage.clinical.index.fact_rows` shapes them."""
+    if rows:
+        conn.execute(schema.clinical_facts.insert(), list(rows))
+
+
+def indexable_documents(conn: Connection) -> list[Any]:
+    """(entry_uuid, lid, patient_pk, mime_type, blob_address, size) of the Approved documents
+    held here with their patient: what `partage clinical reindex` reads again."""
+    return list(conn.execute(select(OBJ.c.entry_uuid, OBJ.c.lid, OBJ.c.patient_pk, OBJ.c.mime_type,
+                                    OBJ.c.blob_address, OBJ.c.size).where(
+        OBJ.c.kind == schema.KIND_DOCUMENT, OBJ.c.status == "Approved",
+        OBJ.c.blob_address.is_not(None), OBJ.c.patient_pk.is_not(None))).all())
+
+
+def indexed_lids(conn: Connection) -> set[str]:
+    """Logical ids of the documents that have text or facts already."""
+    text, facts = schema.document_text, schema.clinical_facts
+    return set(conn.execute(select(text.c.doc_lid)).scalars()) | \
+        set(conn.execute(select(facts.c.doc_lid).distinct()).scalars())

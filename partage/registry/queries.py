@@ -123,6 +123,16 @@ def find_folders(conn: Connection, patient_pk: int, f: FolderFilter, limit: int 
     return conn.execute(query.limit(limit) if limit else query).all()
 
 
+def stored_versions(conn: Connection, unique_id: str) -> Rows:
+    """The versions of a document whose bytes are held here (blob_address among the columns),
+    newest first: what a retrieve chooses from."""
+    return conn.execute(
+        select(*COLUMNS, OBJ.c.blob_address)
+        .where(OBJ.c.unique_id == unique_id, OBJ.c.kind == schema.KIND_DOCUMENT,
+               OBJ.c.blob_address.is_not(None))
+        .order_by(OBJ.c.version.desc())).all()
+
+
 def by_ids(conn: Connection, kind: str | None, *, entry_uuids: Iterable[str] = (),
            unique_ids: Iterable[str] = (), logical_ids: Iterable[str] = (),
            extra: Sequence[ColumnElement[bool]] = ()) -> Rows:

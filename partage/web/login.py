@@ -54,6 +54,7 @@ from ..access import audit, saml
 from ..access.actor import BRIS_DE_GLACE, NORMAL, Actor, AuthenticationRequired
 from ..access.tokens import actor_from_claims
 from ..config import Settings
+from ..metadata.datatypes import CE
 from ..registry import page_sessions
 from .pages import message, view_error
 
@@ -183,7 +184,8 @@ def psc_claims(userinfo: dict[str, Any], id_token: dict[str, Any]) -> dict[str, 
     role = str(exercice.get("codeProfession") or "")
     if not role:
         for value in info.get("SubjectRole") or []:
-            code, _, system = str(value).partition("^")
+            ce = CE.parse(str(value))   # code^system (Pro Santé Connect) or code^text^system
+            code, system = ce.identifier, ce.coding_system or ce.text
             if not system or system == PROFESSION_ROLE_SYSTEM:
                 role = code
                 break

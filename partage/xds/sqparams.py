@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..metadata.datatypes import CE, DatatypeError
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 
 
@@ -86,8 +87,11 @@ def check_coded(item: str) -> None:
     ITI TF-2a 3.18.4.1.2.3.4: a code without its coding scheme is ambiguous, so it is
     refused rather than matched against any scheme.
     """
-    code, sep, scheme = item.partition("^^")
-    if not sep or not code.strip() or not scheme.strip() or "^" in scheme:
+    try:
+        ce = CE.parse(item, strict=True)
+    except DatatypeError:
+        ce = CE()
+    if not ce.identifier.strip() or ce.text or not ce.coding_system.strip() or ce.extra:
         raise ParamSyntaxError(f"{item!r} is not a coded value code^^codingScheme")
 
 

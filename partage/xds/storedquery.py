@@ -5,7 +5,7 @@ from __future__ import annotations
 from lxml import etree
 
 from ..metadata import kinds
-from ..metadata.datatypes import CX, DatatypeError
+from ..metadata.datatypes import CE, CX, DatatypeError
 from ..metadata.errors import ErrorCode, XdsErrors
 from ..metadata.model import Code, ObjectRef
 from ..metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter, TimeRange
@@ -49,9 +49,9 @@ def adhoc_slots(adhoc: etree._Element) -> dict[str, list[str]]:
 
 def codes_of(values: list[str]) -> list[Code]:
     out = []
-    for value in values:
-        code, _, scheme = value.partition("^^")
-        out.append(Code(code, scheme))
+    for value in values:   # checked by sqparams.check_coded: code^^codingScheme
+        ce = CE.parse(value)
+        out.append(Code(ce.identifier, ce.coding_system))
     return out
 
 

@@ -1,0 +1,63 @@
+"""The audit trail's tables: one row per access (`audit_events`, append-only) and the notices
+owed to patients (`access_notifications`). What a row says is `partage.access.audit`'s
+business; how it is stored and read is here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from . import schema
+
+EVENTS = schema.audit_events
+NOTICES = schema.access_notifications
+
+
+def probe(conn: Connection, row: dict[str, Any]) -> None:
+    """Insert `row` inside a savepoint rolled back at once: proves a record can be written
+    (same triggers, rights and locks as the real one) and leaves nothing."""
+    savepoint = conn.begin_nested()
+    conn.execute(EVENTS.insert().values(**row))
+    savepoint.rollback()
+
+
+def append(conn: Connection, row: dict[str, Any]) -> int:
+    """Write one audit row; its key."""
+    return int(conn.execute(EVENTS.insert().values(**row)).inserted_primary_key[0])
+
+
+def add_notice(conn: Connection, **values: Any) -> None:
+    """A notice owed to a patient, in the transaction of the audit row it is about."""
+    conn.execute(NOTICES.insert().values(**values))
+
+
+def events(conn: Connection, *, patient_pk: int | None = None, actor_id: str = "", limit: int = 100,
+           since_pk: int = 0) -> list[dict[str, Any]]:
+    """Audit rows, newest first, for a patient and/or an actor."""
+    query = select(EVENTS)
+    if patient_pk is not None:
+        query = query.where(EVENTS.c.patient_pk == patient_pk)
+    if actor_id:
+        query = query.where(EVENTS.c.actor_id == actor_id)
+    if since_pk:
+        query = query.where(EVENTS.c.pk > since_pk)
+    return [row._asdict() for row in conn.execute(query.order_by(EVENTS.c.pk.desc()).limit(limit)).all()]
+
+
+def event(conn: Connection, pk: int) -> dict[str, Any] | None:
+    """One audit row by its key."""
+    found = conn.execute(select(EVENTS).where(EVENTS.c.pk == pk)).first()
+    return found._asdict() if found is not None else None
+
+
+def notices(conn: Connection, patient_pk: int) -> list[dict[str, Any]]:
+    """The notices owed to a patient, oldest first."""
+    return [row._asdict() for row in
+            conn.execute(select(NOTICES).where(NOTICES.c.patient_pk == patient_pk).order_by(NOTICES.c.pk)).all()]
+
+
+def mark_notices_sent(conn: Connection, pks: Iterable[int], sent_at: str) -> None:
+    """Notices handed over by hand (`partage access notifications --mark-sent`)."""
+    conn.execute(NOTICES.update().where(NOTICES.c.pk.in_(list(pks))).values(sent_at=sent_at))
