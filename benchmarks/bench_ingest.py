@@ -13,11 +13,11 @@ median 60 KB, or --size), generated before the clock starts, one document per IT
 Provide and Register (MTOM), sent by 2 x workers concurrent clients. Every answer must
 be Success: a refusal stops the benchmark and prints the XDS errors.
 
-The text of PDFs (embedded in most corpus models) is indexed after the response by each
-worker's background indexer (partage.clinical.queue): `documents_per_s` is what clients
+The text of PDFs (embedded in most corpus models) is indexed after the response by the
+server's background process (partage.web.background, partage.clinical.queue): `documents_per_s` is what clients
 see; `text_indexed_s` is the time from the start until the queue was empty (every PDF
 read), polled every 0.2 s, and `documents_per_s_text_indexed` the rate that makes.
-`--no-text-indexer` runs the servers without that thread (PARTAGE_TEXT_INDEXER=0): the
+`--no-text-indexer` runs the servers without the indexer (PARTAGE_TEXT_INDEXER=0): the
 request path alone, the jobs left queued.
 """
 
