@@ -20,6 +20,7 @@ from lxml import etree
 from pydantic import ValidationError
 
 from .. import jsonsafe
+from ..config import Settings
 from ..failures import TooComplex
 from ..mhd.structure import Repeat, json_repeats, load_json, xml_repeats
 from ..xmlsafe import XmlInputError, parse_xml, xml_text
@@ -188,12 +189,12 @@ def _validated(model_class: type[FHIRAbstractModel], raw: Any, where: str, limit
 
 
 def read_body(request: Request, expected: str | tuple[str, ...] | None = None) -> dict[str, Any]:
-    settings = current_app.extensions["partage"].settings
+    settings: Settings = current_app.extensions["partage"].settings
     return parse_resource(request.get_data(cache=True), _is_xml_body(request), expected,
                           json_limits(settings), settings.max_bundle_entries)
 
 
-def json_limits(settings: Any) -> jsonsafe.JsonLimits:
+def json_limits(settings: Settings) -> jsonsafe.JsonLimits:
     return jsonsafe.JsonLimits(max_depth=settings.max_json_depth, base_containers=settings.max_json_containers)
 
 
