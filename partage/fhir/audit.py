@@ -10,6 +10,7 @@ urn:oid:<authority>|<id>`) or everything. Professionals are refused (403).
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
@@ -25,6 +26,7 @@ from ..access.actor import (
 from ..metadata.datatypes import CX
 from ..query import QueryService
 from ..registry import audit_log
+from ..services import Services
 from . import formats
 from .ids import numeric_id, paging_number
 from .outcome import FhirError, Issue, operation_outcome
@@ -32,6 +34,7 @@ from .patients import patient_token
 
 bp = Blueprint("fhir_audit", __name__, url_prefix="/fhir")
 
+Json = dict[str, Any]   # a FHIR resource, or an audit row as the registry gives it
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 EVENT_TYPES = {   # action -> (DICOM event id, display, FHIR action code)
     "ITI-18": ("110112", "Query", "E"), "ITI-67": ("110112", "Query", "E"),
@@ -61,11 +64,11 @@ def _fhir_error(exc: FhirError) -> Response:
     return formats.respond(operation_outcome(exc.issues), request, exc.status)
 
 
-def resource(row: dict, base: str, *, for_patient: bool = False) -> dict:
+def resource(row: Json, base: str, *, for_patient: bool = False) -> Json:
     """The AuditEvent of one audit row. `for_patient`: the patient's own view, which says
     nothing of what the policy withheld from whom (no outcome text)."""
     event_id, display, action = EVENT_TYPES.get(row["action"], ("110100", "Application Activity", "E"))
-    agent = {"who": {"identifier": {"value": row["actor_id"]}, "display": row["actor_name"] or row["actor_id"]},
+    agent: Json = {"who": {"identifier": {"value": row["actor_id"]}, "display": row["actor_name"] or row["actor_id"]},
              "type": {"coding": [{"system": "urn:partage:actor-kind", "code": row["actor_kind"]}]},
              "requestor": True}
     if row["actor_role"]:
@@ -75,7 +78,7 @@ def resource(row: dict, base: str, *, for_patient: bool = False) -> dict:
             agent["role"].append({"coding": [{"system": "urn:oid:1.2.250.1.71.4.2.5", "code": specialty}]})
     if row["address"]:
         agent["network"] = {"address": row["address"], "type": "2"}
-    event = {"resourceType": "AuditEvent", "id": str(row["pk"]),
+    event: Json = {"resourceType": "AuditEvent", "id": str(row["pk"]),
              "type": {"system": DCM, "code": event_id, "display": display},
              "subtype": [{"system": "urn:ihe:event-type-code", "code": row["action"]}],
              "action": action, "recorded": row["recorded_at"][:19] + "Z",
@@ -86,11 +89,11 @@ def resource(row: dict, base: str, *, for_patient: bool = False) -> dict:
     if row["detail"] and not for_patient:
         event["outcomeDesc"] = row["detail"]
     if row["purpose"]:
-        purpose = {"coding": [{"system": "urn:oid:1.2.250.1.213.1.1.4.248", "code": row["purpose"]}]}
+        purpose: Json = {"coding": [{"system": "urn:oid:1.2.250.1.213.1.1.4.248", "code": row["purpose"]}]}
         if row["reason"]:
             purpose["text"] = row["reason"]
         event["purposeOfEvent"] = [purpose]
-    entities = []
+    entities: list[Json] = []
     if row["patient_id"]:
         entities.append({"what": {"identifier": {"value": row["patient_id"]}},
                          "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
@@ -125,7 +128,7 @@ def patient_param() -> CX | None:
     return cx
 
 
-def _same_patient(services, a: CX | None, b: CX | None) -> bool:
+def _same_patient(services: Services, a: CX | None, b: CX | None) -> bool:
     with services.registry.read() as conn:
         pa, pb = services.registry.patient_pk(conn, a), services.registry.patient_pk(conn, b)
     return pa is not None and pa == pb
@@ -133,7 +136,7 @@ def _same_patient(services, a: CX | None, b: CX | None) -> bool:
 
 @bp.get("/AuditEvent")
 def search() -> Response:
-    services = current_app.extensions["partage"]
+    services: Services = current_app.extensions["partage"]
     actor = authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
     everything, own = _scope(actor)
     wanted = patient_param()
@@ -158,14 +161,14 @@ def search() -> Response:
                                        "search": {"mode": "match"}} for r in rows]}, request)
 
 
-def _as_seen_by(services, actor: Actor, rows: list[dict], everything: bool) -> list[dict]:
+def _as_seen_by(services: Services, actor: Actor, rows: list[Json], everything: bool) -> list[Json]:
     """A patient's view of the trail passes through the one gate (QueryService.visible_events)."""
     return rows if everything else QueryService(services, actor).visible_events(rows)
 
 
 @bp.get("/AuditEvent/<rid>")
 def read(rid: str) -> Response:
-    services = current_app.extensions["partage"]
+    services: Services = current_app.extensions["partage"]
     actor = authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
     everything, own = _scope(actor)
     row = None

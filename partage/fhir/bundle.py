@@ -179,11 +179,11 @@ def read_provide_bundle(bundle: Json, patient: Callable[[Json], CX | None],
         else:
             errors.append(XdsError(ErrorCode.MISSING_DOCUMENT, "DocumentReference.content.attachment has "
                                    "neither url (to a Binary in the Bundle) nor data", where))
-        for kind, target in parsed.relations:
-            target_uuid = symbolic(target) or existing_document(target.get("reference") or "")
+        for kind, target_ref in parsed.relations:
+            target_uuid = symbolic(target_ref) or existing_document(target_ref.get("reference") or "")
             if target_uuid is None:
                 errors.append(XdsError(ErrorCode.UNRESOLVED_REFERENCE,
-                                       f"relatesTo target {target.get('reference')!r} is neither in the Bundle "
+                                       f"relatesTo target {target_ref.get('reference')!r} is neither in the Bundle "
                                        "nor a DocumentReference on this server", where))
                 continue
             request.associations.append(Association(

@@ -22,12 +22,14 @@ policy has chosen the documents this actor may see.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Response, request
+from flask import Blueprint, Response, request
 
+from ..access.actor import Actor
 from ..clinical.extract import LAB, VITAL
 from ..metadata.datatypes import CX
 from ..metadata.query import DocumentFilter
@@ -36,6 +38,7 @@ from ..query.paging import PageRequest
 from ..query.search import SearchService
 from ..query.view import Reader
 from ..registry.search import ObjectSearch
+from ..services import Services
 from . import formats
 from .clinical_map import KINDS_OF_RESOURCE, FactMapper
 from .codes import scheme_of
@@ -63,7 +66,7 @@ SECTIONS = [  # (title, LOINC section code, display)
 class ClinicalViews:
     """One request's clinical reads as FHIR resources."""
 
-    def __init__(self, services, actor, base_url: str) -> None:
+    def __init__(self, services: Services, actor: Actor, base_url: str) -> None:
         self.services = services
         self.actor = actor
         self.base_url = base_url
@@ -244,21 +247,22 @@ def _offset_links(url: str, echo: Params, count: int, offset: int, total: int) -
 
 
 # --- routes -----------------------------------------------------------------------------------
-def register(bp, services_of, actor_of, base_url_of, params_of) -> None:
+def register(bp: Blueprint, services_of: Callable[[], Services], actor_of: Callable[[Services], Actor],
+             base_url_of: Callable[[], str], params_of: Callable[[], Params]) -> None:
     """Add the clinical routes to the /fhir blueprint (helpers are routes.py's own)."""
 
     def views() -> ClinicalViews:
         services = services_of()
         return ClinicalViews(services, actor_of(services), base_url_of())
 
-    def search_route(resource_type: str):
+    def search_route(resource_type: str) -> Callable[[], Response]:
         def handler() -> Response:
             return formats.respond(views().search(resource_type, params_of(),
                                                   f"{base_url_of()}/{resource_type}"), request)
         handler.__name__ = f"search_{resource_type.lower()}"
         return handler
 
-    def read_route(resource_type: str):
+    def read_route(resource_type: str) -> Callable[[str], Response]:
         def handler(rid: str) -> Response:
             resource = views().read(resource_type, rid)
             if resource is None:
@@ -280,7 +284,7 @@ def register(bp, services_of, actor_of, base_url_of, params_of) -> None:
     bp.add_url_rule("/Patient/<rid>/$summary", view_func=patient_summary, methods=["GET"])
 
 
-def content_search(services, actor, base_url: str, parsed: Parsed, search: ObjectSearch) -> Json:
+def content_search(services: Services, actor: Actor, base_url: str, parsed: Parsed, search: ObjectSearch) -> Json:
     return ClinicalViews(services, actor, base_url).content_search(parsed, search, f"{base_url}/DocumentReference")
 
 

@@ -101,6 +101,11 @@ class FactMapper:
         return {"resourceType": RESOURCE_OF_KIND[fact.kind], "id": str(fact.pk),
                 "meta": {"source": self.document_url(fact)}}
 
+    def _refer_to_patient(self, res: Json, key: str, fact: FactRow) -> None:
+        """res[key]: the fact's patient, as its document names it (a registered one always does)."""
+        if fact.document.patient_id is not None:
+            res[key] = self.patient_reference(fact.document.patient_id)
+
     def resource(self, fact: FactRow) -> Json:
         return {LAB: self.observation, VITAL: self.observation, ALLERGY: self.allergy,
                 PROBLEM: self.condition, MEDICATION: self.medication,
@@ -113,7 +118,7 @@ class FactMapper:
         category = "laboratory" if fact.kind == LAB else "vital-signs"
         res["category"] = [{"coding": [{"system": OBS_CATEGORY, "code": category}]}]
         res["code"] = concept(fact.code, fact.code_system, fact.display)
-        res["subject"] = self.patient_reference(fact.document.patient_id)
+        self._refer_to_patient(res, "subject", fact)
         when = fhir_datetime(fact.effective)
         if when:
             res["effectiveDateTime"] = when
@@ -167,7 +172,7 @@ class FactMapper:
         if fact.detail.get("criticality") in ("low", "high", "unable-to-assess"):
             res["criticality"] = fact.detail["criticality"]
         res["code"] = concept(fact.code, fact.code_system, fact.display)
-        res["patient"] = self.patient_reference(fact.document.patient_id)
+        self._refer_to_patient(res, "patient", fact)
         when = fhir_datetime(fact.effective)
         if when:
             res["onsetDateTime"] = when
@@ -187,7 +192,7 @@ class FactMapper:
         if fact.detail.get("severity"):
             res["severity"] = {"text": fact.detail["severity"]}
         res["code"] = concept(fact.code, fact.code_system, fact.display)
-        res["subject"] = self.patient_reference(fact.document.patient_id)
+        self._refer_to_patient(res, "subject", fact)
         start, end = fhir_datetime(fact.effective), fhir_datetime(fact.effective_end)
         if start:
             res["onsetDateTime"] = start
@@ -201,7 +206,7 @@ class FactMapper:
         if fact.detail.get("mood") == "INT":
             res["status"] = "intended" if is_current_treatment(fact) else "completed"
         res["medicationCodeableConcept"] = concept(fact.code, fact.code_system, fact.display)
-        res["subject"] = self.patient_reference(fact.document.patient_id)
+        self._refer_to_patient(res, "subject", fact)
         start, end = fhir_datetime(fact.effective), fhir_datetime(fact.effective_end)
         if start or end:
             res["effectivePeriod"] = {k: v for k, v in (("start", start), ("end", end)) if v}
@@ -219,7 +224,7 @@ class FactMapper:
         res = self._base(fact)
         res["status"] = "not-done" if fact.status == "not-done" else "completed"
         res["vaccineCode"] = concept(fact.code, fact.code_system, fact.display)
-        res["patient"] = self.patient_reference(fact.document.patient_id)
+        self._refer_to_patient(res, "patient", fact)
         when = fhir_datetime(fact.effective)
         if when:
             res["occurrenceDateTime"] = when

@@ -19,6 +19,8 @@ traitant cannot be blocked...). The Consent's id is the patient's opaque public 
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, current_app, request
 
 from ..access import audit, authn
@@ -33,6 +35,7 @@ from ..access.actor import (
 from ..metadata.datatypes import CX
 from ..registry import patients
 from ..registry.access_state import CLOSED, NONE, OPEN, RecordError, Records
+from ..services import Services
 from . import formats
 from .audit import patient_param
 from .outcome import FhirError, Issue, operation_outcome
@@ -41,6 +44,7 @@ bp = Blueprint("fhir_consent", __name__, url_prefix="/fhir")
 
 PROFESSIONAL_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 PURPOSE_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.248"
+Json = dict[str, Any]
 STATUS = {OPEN: "active", CLOSED: "inactive", NONE: "proposed", "purged": "inactive"}
 
 
@@ -56,15 +60,16 @@ def _fhir_error(exc: FhirError) -> Response:
     return formats.respond(operation_outcome(exc.issues), request, exc.status)
 
 
-def _services():
-    return current_app.extensions["partage"]
+def _services() -> Services:
+    services: Services = current_app.extensions["partage"]
+    return services
 
 
-def _actor(services) -> Actor:
+def _actor(services: Services) -> Actor:
     return authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
 
 
-def _patient_of(services, actor: Actor, wanted: CX | None) -> CX:
+def _patient_of(services: Services, actor: Actor, wanted: CX | None) -> CX:
     """The patient whose Consent the actor may read or change."""
     if actor.kind in (ADMIN, INSECURE_DEV):
         if wanted is None:
@@ -82,7 +87,7 @@ def _patient_of(services, actor: Actor, wanted: CX | None) -> CX:
                              "the record's consent", "forbidden")
 
 
-def resource(services, patient_id: CX) -> dict:
+def resource(services: Services, patient_id: CX) -> Json:
     with services.registry.read() as conn:
         pk = services.registry.patient_pk(conn, patient_id)
         record = patients.record(conn, pk) if pk is not None else None
@@ -112,7 +117,7 @@ def resource(services, patient_id: CX) -> dict:
     return consent
 
 
-def _wanted_state(body: dict) -> tuple[str, str, set[str], bool]:
+def _wanted_state(body: Json) -> tuple[str, str, set[str], bool]:
     status = body.get("status")
     if status not in ("active", "inactive", "proposed"):
         raise FhirError.one(400, "Consent.status must be active (open), inactive (closed) or proposed")

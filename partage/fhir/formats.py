@@ -14,11 +14,13 @@ import json
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
+from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from flask import Request, Response, current_app
 from lxml import etree
 from pydantic import ValidationError
 
 from .. import jsonsafe
+from ..config import Settings
 from ..failures import TooComplex
 from ..mhd.structure import Repeat, json_repeats, load_json, xml_repeats
 from ..xmlsafe import XmlInputError, parse_xml, xml_text
@@ -165,7 +167,7 @@ def parse_resource(data: bytes, xml: bool, expected: str | tuple[str, ...] | Non
     return model.model_dump(mode="json", exclude_none=True)
 
 
-def _validated(model_class: Any, raw: Any, where: str, limits: jsonsafe.JsonLimits) -> dict[str, Any]:
+def _validated(model_class: type[FHIRAbstractModel], raw: Any, where: str, limits: jsonsafe.JsonLimits) -> dict[str, Any]:
     """One JSON value through its model and back, the model dropped at once (memory stays bounded)."""
     try:
         too_many = jsonsafe.containers(raw, limits.max_resource_containers, limits.max_depth) \
@@ -187,12 +189,12 @@ def _validated(model_class: Any, raw: Any, where: str, limits: jsonsafe.JsonLimi
 
 
 def read_body(request: Request, expected: str | tuple[str, ...] | None = None) -> dict[str, Any]:
-    settings = current_app.extensions["partage"].settings
+    settings: Settings = current_app.extensions["partage"].settings
     return parse_resource(request.get_data(cache=True), _is_xml_body(request), expected,
                           json_limits(settings), settings.max_bundle_entries)
 
 
-def json_limits(settings: Any) -> jsonsafe.JsonLimits:
+def json_limits(settings: Settings) -> jsonsafe.JsonLimits:
     return jsonsafe.JsonLimits(max_depth=settings.max_json_depth, base_containers=settings.max_json_containers)
 
 
@@ -201,7 +203,8 @@ def serialise(resource: dict[str, Any], xml: bool) -> tuple[bytes, str]:
         return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode(), \
             f"{JSON_TYPE}; charset=utf-8"
     model = get_fhir_model_class(resource["resourceType"]).model_validate(_xml_writable(resource))
-    return model.model_dump_xml(), f"{XML_TYPE}; charset=utf-8"
+    xml_body = model.model_dump_xml()   # annotated str by fhir_core, but the UTF-8 encoded bytes
+    return xml_body if isinstance(xml_body, bytes) else xml_body.encode(), f"{XML_TYPE}; charset=utf-8"
 
 
 def _xml_writable(value: Any) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..metadata.datatypes import (
     CX,
@@ -473,8 +473,8 @@ def document_entry(res: Json, resolve: Resolve, patient: Callable[[Json], CX | N
             continue
         out.relations.append((str(kind), rel.get("target") or {}))
     codes_of_relations = {(k, _ref_text(t)) for k, t in out.relations}
-    for kind, target in list(out.relations):
-        if kind == AssociationType.XFRM and (str(AssociationType.RPLC), _ref_text(target)) in codes_of_relations:
+    for relation, target in list(out.relations):
+        if relation == AssociationType.XFRM and (str(AssociationType.RPLC), _ref_text(target)) in codes_of_relations:
             out.relations = [r for r in out.relations if _ref_text(r[1]) != _ref_text(target)]
             out.relations.append((str(AssociationType.XFRM_RPLC), target))
     doc.comments = res.get("description", "") or ""
@@ -548,6 +548,12 @@ def _recipient_resource(recipient: Recipient, rid: str) -> list[Json]:
                     institutions=[recipient.organization] if recipient.organization else [],
                     telecoms=[recipient.telecom] if recipient.telecom else [])
     return _author_resources(author, rid)
+
+
+def _kept_recipient(ref: Json, recipient: Json, resolve: Resolve) -> Recipient:
+    """An intendedRecipient reference's kept value, else the one read from the resource it names."""
+    return dt.kept(ref, Recipient, lambda _value: {"reference": ref.get("reference")},
+                   lambda _ref: _recipient_of(recipient, resolve))
 
 
 def _recipient_of(resource: Json, resolve: Resolve) -> Recipient:
@@ -628,7 +634,7 @@ def list_kind(res: Json) -> str:
     """'submissionset', 'folder' or '' (another List)."""
     for c in (res.get("code") or {}).get("coding") or []:
         if c.get("system") == LIST_TYPES and c.get("code") in ("submissionset", "folder"):
-            return c["code"]
+            return str(c["code"])
     return ""
 
 
@@ -645,15 +651,20 @@ def _identifiers(res: Json) -> tuple[str, str]:
     return unique_id, entry_uuid
 
 
+ListObject = TypeVar("ListObject", SubmissionSet, Folder)
+
+
 @dataclass
-class ParsedList:
-    obj: SubmissionSet | Folder
+class ParsedList(Generic[ListObject]):
+    """A List read into the model (a SubmissionSet or a Folder), with its members to resolve."""
+
+    obj: ListObject
     members: list[Json] = field(default_factory=list)    # entry.item references
     errors: list[XdsError] = field(default_factory=list)
 
 
 def submission_set(res: Json, resolve: Resolve, patient: Callable[[Json], CX | None],
-                   code: str = ErrorCode.REGISTRY_METADATA) -> ParsedList:
+                   code: str = ErrorCode.REGISTRY_METADATA) -> ParsedList[SubmissionSet]:
     ss = SubmissionSet()
     out = ParsedList(ss)
     where = res.get("id") or "SubmissionSet"
@@ -670,9 +681,7 @@ def submission_set(res: Json, resolve: Resolve, patient: Callable[[Json], CX | N
         if recipient is None:
             out.errors.append(XdsError(code, f"intendedRecipient {_ref_text(ref)} does not resolve", where))
         else:
-            ss.intended_recipients.append(dt.kept(
-                ref, Recipient, lambda _value, r=ref: {"reference": r.get("reference")},
-                lambda _r, rec=recipient: _recipient_of(rec, resolve)))
+            ss.intended_recipients.append(_kept_recipient(ref, recipient, resolve))
     ss.availability_status = AvailabilityStatus.APPROVED
     if any(e.get("valueBoolean") for e in _ext(res, EXT_IS_ARCHIVED)):
         ss.availability_status = AvailabilityStatus.ARCHIVED
@@ -703,7 +712,7 @@ def submission_set(res: Json, resolve: Resolve, patient: Callable[[Json], CX | N
 
 
 def folder(res: Json, patient: Callable[[Json], CX | None],
-           code: str = ErrorCode.REGISTRY_METADATA) -> ParsedList:
+           code: str = ErrorCode.REGISTRY_METADATA) -> ParsedList[Folder]:
     f = Folder()
     out = ParsedList(f)
     where = res.get("id") or "Folder"

@@ -17,7 +17,7 @@ from ..xmlsafe import xml_text
 XDS_ERROR_SYSTEM = "urn:partage:fhir:xds-error-code"
 
 # XDS error code -> (HTTP status, OperationOutcome.issue.code)
-_STATUS = {
+_STATUS: dict[str, tuple[int, str]] = {   # keyed by text: a code may come as a plain str
     ErrorCode.UNKNOWN_PATIENT_ID: (400, "not-found"),
     ErrorCode.POLICY_VIOLATION: (403, "forbidden"),
     ErrorCode.DOCUMENT_UNIQUE_ID_ERROR: (404, "not-found"),

@@ -9,10 +9,11 @@ its authors are the document's, its contentTypeCode is the document's classCode
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ..metadata.datatypes import DTM
+from ..metadata.datatypes import CX, DTM
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import Association, AssociationType, SubmissionRequest, SubmissionSet
 from ..services import Services
@@ -23,7 +24,8 @@ Json = dict[str, Any]
 ERROR = ErrorCode.REPOSITORY_METADATA
 
 
-def simplified_submission(res: Json, services: Services, patient) -> SubmissionRequest:
+def simplified_submission(res: Json, services: Services,
+                          patient: Callable[[Json], CX | None]) -> SubmissionRequest:
     parsed = mapping.document_entry(res, mapping.contained_resolver(res), patient, ERROR)
     errors = list(parsed.errors)
     doc = parsed.entry

@@ -156,7 +156,7 @@ def _submission_set(doc: DocumentEntry, services: Services) -> SubmissionSet:
                          content_type_code=doc.class_code, limited_metadata=doc.class_code is None)
 
 
-def _now():
+def _now() -> datetime:
     return datetime.now(UTC)
 
 

@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..config import Settings
 from ..failures import classify
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     return app
 
 
-def last_resort(exc: Exception) -> Response:
+def last_resort(exc: Exception) -> WerkzeugResponse:
     """Whatever no door handled, answered in the door's shape: never an HTML page or a traceback.
 
     Outages (database, audit store) are 503 with Retry-After; slow or oversized bodies 408/413;

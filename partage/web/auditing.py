@@ -102,7 +102,7 @@ def install(app: Flask) -> None:
         return response
 
     @app.teardown_request
-    def _close_audit(exc) -> None:
+    def _close_audit(exc: BaseException | None) -> None:
         token = getattr(g, "partage_audit_token", None)
         if token is None:
             return

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from .. import __version__
+from ..services import Services
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-def healthz():
-    services = current_app.extensions["partage"]
+def healthz() -> tuple[Response, int]:
+    services: Services = current_app.extensions["partage"]
     storage = {"registry": services.registry.status(), "repository": services.blobs.status()}
     ok = all(part["status"] == "ok" for part in storage.values())
     body = {"status": "ok" if ok else "degraded", "version": __version__, "storage": storage,

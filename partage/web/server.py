@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 import sys
 
-from gunicorn.app.base import BaseApplication
+from flask import Flask
+from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]  # gunicorn ships no types
 
 from ..access.authn import trust_problem
 from ..config import Settings
-from ..hl7.server import start_mllp_server
+from ..hl7.server import MllpServer, start_mllp_server
 from ..notify.destinations import DEFAULT as DEFAULT_DESTINATIONS
 from ..services import Services
 from .app import create_app
@@ -41,10 +42,10 @@ BANNER_INSECURE = """
 """
 
 
-class PartageServer(BaseApplication):
+class PartageServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.mllp = None
+        self.mllp: MllpServer | None = None
         self.background: BackgroundProcess | None = None
         super().__init__()
 
@@ -63,17 +64,17 @@ class PartageServer(BaseApplication):
             # unused here, and several servers on one host would fight over that path.
             self.cfg.set("control_socket_disable", True)
 
-    def load(self):
+    def load(self) -> Flask:
         return create_app(self.settings)
 
-    def _when_ready(self, _arbiter) -> None:
+    def _when_ready(self, _arbiter: object) -> None:
         if wanted(self.settings):   # the outbox sender and the PDF text indexer (partage.web.background)
             self.background = BackgroundProcess(self.settings).start()
         if self.settings.mllp_port:
             self.mllp = start_mllp_server(Services.open(self.settings, migrate=False))
             log.info("MLLP listener on %s:%d", self.settings.mllp_bind_host, self.mllp.port)
 
-    def _on_exit(self, _arbiter) -> None:
+    def _on_exit(self, _arbiter: object) -> None:
         if self.mllp is not None:
             self.mllp.stop()
         if self.background is not None:

@@ -23,7 +23,7 @@ import signal
 from typing import Any, cast
 
 from a2wsgi import WSGIMiddleware
-from gunicorn.workers.base import Worker
+from gunicorn.workers.base import Worker  # type: ignore[import-untyped]  # gunicorn ships no types
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets

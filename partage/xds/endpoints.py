@@ -34,6 +34,7 @@ from .mtom import (
     Attachment,
     MtomError,
     MtomTooLarge,
+    Part,
     build_multipart,
     read_soap_request,
     xop_includes,
@@ -48,6 +49,7 @@ bp = Blueprint("xds", __name__)
 XDSB = f"{{{C.XDSB}}}"
 LCM = f"{{{C.LCM}}}"
 SPOOL = 1 << 20
+Parts = dict[str, Part]   # a message's attachments by normalised Content-ID
 
 
 class Reply:
@@ -59,16 +61,17 @@ class Reply:
 
 
 def _services() -> Services:
-    return current_app.extensions["partage"]
+    services: Services = current_app.extensions["partage"]
+    return services
 
 
-def _actor(services: Services, envelope) -> Actor:
+def _actor(services: Services, envelope: SoapRequest) -> Actor:
     """The VIHF-like SAML assertion of the WS-Security header, verified (partage.access.authn)."""
     audit.set_action(envelope.action)
     return authn.soap_actor(services, envelope.header, address=request.remote_addr or "")
 
 
-def _content_from_element(document: etree._Element, parts) -> DocumentContent:
+def _content_from_element(document: etree._Element, parts: Parts) -> DocumentContent:
     """An xdsb:Document as a file: its XOP part, or its inline base64 decoded to a spool."""
     includes = xop_includes(document)
     if includes:
@@ -92,7 +95,7 @@ def _content_from_element(document: etree._Element, parts) -> DocumentContent:
 
 
 # --------------------------------------------------------------------------- handlers
-def handle_provide_and_register(services: Services, actor: Actor, body, parts) -> Reply:
+def handle_provide_and_register(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
     submit = body.find(f"{LCM}SubmitObjectsRequest")
     if submit is None:
         raise XdsErrors.one(ErrorCode.REPOSITORY_METADATA,
@@ -107,13 +110,13 @@ def handle_provide_and_register(services: Services, actor: Actor, body, parts) -
     return Reply(registry_response())
 
 
-def handle_register(services: Services, actor: Actor, body, parts) -> Reply:
+def handle_register(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
     submission = ebrim.read_submission(body)
     IngestService(services, actor).register(submission)
     return Reply(registry_response())
 
 
-def handle_stored_query(services: Services, actor: Actor, body, parts) -> Reply:
+def handle_stored_query(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
     try:
         name, raw, return_type = storedquery.read_request(body)
         params = Params(name, raw)
@@ -125,23 +128,23 @@ def handle_stored_query(services: Services, actor: Actor, body, parts) -> Reply:
     return Reply(query_response(objects, params.warnings + result.warnings))
 
 
-def handle_retrieve(services: Services, actor: Actor, body, parts) -> Reply:
+def handle_retrieve(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
     element, attachments = retrieve.retrieve_document_set(services, actor, body)
     return Reply(element, attachments)
 
 
-def handle_update(services: Services, actor: Actor, body, parts) -> Reply:
+def handle_update(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
     lifecycle.update_document_set(services, actor, ebrim.read_submission(body))
     return Reply(registry_response())
 
 
-def handle_remove_metadata(services: Services, actor: Actor, body, parts) -> Reply:
+def handle_remove_metadata(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
     refs = [r.get("id", "") for r in body.iter(f"{{{C.RIM}}}ObjectRef")]
     lifecycle.remove_metadata(services, actor, refs)
     return Reply(registry_response())
 
 
-def handle_remove_documents(services: Services, actor: Actor, body, parts) -> Reply:
+def handle_remove_documents(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
     xdsb, rmd = f"{{{C.XDSB}}}", f"{{{C.RMD}}}"
     requests = body.findall(f"{xdsb}DocumentRequest") or body.findall(f"{rmd}DocumentRequest")
     items = [((item.findtext(f"{xdsb}RepositoryUniqueId") or "").strip(),
@@ -153,15 +156,15 @@ def handle_remove_documents(services: Services, actor: Actor, body, parts) -> Re
     return Reply(registry_response(result.errors, status=status))
 
 
-def handle_subscribe(services: Services, actor: Actor, body, parts) -> Reply:
+def handle_subscribe(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
     return Reply(dsub.subscribe(services, actor, body, base_url=request.host_url.rstrip("/")))
 
 
-def handle_unsubscribe(services: Services, actor: Actor, body, parts) -> Reply:
+def handle_unsubscribe(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
     return Reply(dsub.unsubscribe(services, actor, body, (request.view_args or {}).get("rid", "")))
 
 
-Handler = Callable[[Services, Actor, etree._Element, dict], Reply]
+Handler = Callable[[Services, Actor, etree._Element, Parts], Reply]
 REGISTRY_ACTIONS: dict[str, Handler] = {
     C.ACTION_REGISTER: handle_register,
     C.ACTION_STORED_QUERY: handle_stored_query,

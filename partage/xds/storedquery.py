@@ -107,18 +107,19 @@ def run(service: QueryService, name: str, p: Params) -> QueryResult:
     if name in ("FindDocuments", "FindDocumentsByReferenceId"):
         return service.find_documents(_patient(p, "$XDSDocumentEntryPatientId"), document_filter(p))
     if name == "FindSubmissionSets":
-        f = SubmissionSetFilter(
+        set_filter = SubmissionSetFilter(
             statuses=_statuses(p.values("$XDSSubmissionSetStatus")),
             source_ids=p.values("$XDSSubmissionSetSourceId"),
             submission_time=_range(p, "$XDSSubmissionSetSubmissionTimeFrom", "$XDSSubmissionSetSubmissionTimeTo"),
             author_persons=[like_pattern(v) for v in p.values("$XDSSubmissionSetAuthorPerson")],
             content_types=[codes_of(p.values("$XDSSubmissionSetContentType"))] if p.has("$XDSSubmissionSetContentType") else [])
-        return service.find_submission_sets(_patient(p, "$XDSSubmissionSetPatientId"), f)
+        return service.find_submission_sets(_patient(p, "$XDSSubmissionSetPatientId"), set_filter)
     if name == "FindFolders":
-        f = FolderFilter(statuses=_statuses(p.values("$XDSFolderStatus")),
-                         last_update_time=_range(p, "$XDSFolderLastUpdateTimeFrom", "$XDSFolderLastUpdateTimeTo"),
-                         codes=[codes_of(g) for g in p.groups("$XDSFolderCodeList")])
-        return service.find_folders(_patient(p, "$XDSFolderPatientId"), f)
+        folder_filter = FolderFilter(
+            statuses=_statuses(p.values("$XDSFolderStatus")),
+            last_update_time=_range(p, "$XDSFolderLastUpdateTimeFrom", "$XDSFolderLastUpdateTimeTo"),
+            codes=[codes_of(g) for g in p.groups("$XDSFolderCodeList")])
+        return service.find_folders(_patient(p, "$XDSFolderPatientId"), folder_filter)
     if name == "GetAll":
         docs = document_filter(p)
         sets = SubmissionSetFilter(statuses=_statuses(p.values("$XDSSubmissionSetStatus")))
