@@ -116,7 +116,7 @@ def over_http(data_dir: Path, url: str, patients: list[str], n: int, rnd) -> dic
             return reply
 
         def mhd(pid):   # ITI-67: the same query through the FHIR door
-            value = pid.split("^", 1)[0]
+            value = pid.id   # the patients are CX (the typed model)
             response = client.session.get(f"{server.base_url}/fhir/DocumentReference", timeout=60, params={
                 "patient.identifier": f"urn:oid:{INS_NIR_TEST}|{value}", "status": "current"},
                 headers={"Accept": "application/fhir+json"})

@@ -21,18 +21,18 @@ from ..access.actor import (
     PATIENT,
     REPRESENTATIVE,
     Actor,
-    AuthenticationRequired,
 )
 from ..metadata.datatypes import CX
 from ..query import QueryService
 from ..registry import audit_log
 from ..services import Services
-from . import formats
+from . import errors, formats
 from .ids import numeric_id, paging_number
 from .outcome import FhirError, Issue, operation_outcome
 from .patients import patient_token
 
 bp = Blueprint("fhir_audit", __name__, url_prefix="/fhir")
+errors.install(bp)
 
 Json = dict[str, Any]   # a FHIR resource, or an audit row as the registry gives it
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -50,18 +50,6 @@ EVENT_TYPES = {   # action -> (DICOM event id, display, FHIR action code)
 
 def _outcome(status: int, message: str, code: str) -> Response:
     return formats.respond(operation_outcome([Issue(message, code)]), request, status)
-
-
-@bp.errorhandler(AuthenticationRequired)
-def _unauthenticated(exc: AuthenticationRequired) -> Response:
-    response = _outcome(401, str(exc), "login")
-    response.headers["WWW-Authenticate"] = 'Bearer realm="partage"'
-    return response
-
-
-@bp.errorhandler(FhirError)
-def _fhir_error(exc: FhirError) -> Response:
-    return formats.respond(operation_outcome(exc.issues), request, exc.status)
 
 
 def resource(row: Json, base: str, *, for_patient: bool = False) -> Json:

@@ -30,34 +30,22 @@ from ..access.actor import (
     PATIENT,
     REPRESENTATIVE,
     Actor,
-    AuthenticationRequired,
 )
 from ..metadata.datatypes import CX
 from ..registry import patients
 from ..registry.access_state import CLOSED, NONE, OPEN, RecordError, Records
 from ..services import Services
-from . import formats
+from . import errors, formats
 from .audit import patient_param
-from .outcome import FhirError, Issue, operation_outcome
+from .outcome import FhirError
 
 bp = Blueprint("fhir_consent", __name__, url_prefix="/fhir")
+errors.install(bp)
 
 PROFESSIONAL_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 PURPOSE_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.248"
 Json = dict[str, Any]
 STATUS = {OPEN: "active", CLOSED: "inactive", NONE: "proposed", "purged": "inactive"}
-
-
-@bp.errorhandler(AuthenticationRequired)
-def _unauthenticated(exc: AuthenticationRequired) -> Response:
-    response = formats.respond(operation_outcome([Issue(str(exc), "login")]), request, 401)
-    response.headers["WWW-Authenticate"] = 'Bearer realm="partage"'
-    return response
-
-
-@bp.errorhandler(FhirError)
-def _fhir_error(exc: FhirError) -> Response:
-    return formats.respond(operation_outcome(exc.issues), request, exc.status)
 
 
 def _services() -> Services:

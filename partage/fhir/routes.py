@@ -21,22 +21,34 @@ from werkzeug.http import http_date, parse_date
 
 from .. import jsonsafe
 from ..access import authn
-from ..access.actor import Actor, AuthenticationRequired
+from ..access.actor import Actor
 from ..failures import classify
 from ..ingest import IngestService
 from ..metadata.errors import XdsErrors
 from ..query import QueryService
 from ..query.search import SearchService
 from ..services import Services
-from . import access, clinical, formats, mapping, patients, publish, search, searchparams, update
+from . import (
+    access,
+    clinical,
+    errors,
+    formats,
+    mapping,
+    patients,
+    publish,
+    search,
+    searchparams,
+    update,
+)
 from . import bundle as iti65
 from .capability import capability_statement
-from .outcome import FhirError, Issue, from_xds, operation_outcome
+from .outcome import FhirError, Issue
 from .views import Views
 
 log = logging.getLogger("partage.fhir")
 Json = dict[str, Any]
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
+errors.install(bp)
 CHUNK = 1 << 16
 
 
@@ -132,26 +144,7 @@ def _created(resource: Json, path: str, created: bool = True) -> Response:
     return _read(resource, 201 if created else 200, headers={"Location": location})
 
 
-def _outcome(status: int, issues: list[Issue]) -> Response:
-    return formats.respond(operation_outcome(issues, status), request, status)
-
-
-@bp.errorhandler(FhirError)
-def _fhir_error(exc: FhirError) -> Response:
-    return _outcome(exc.status, exc.issues)
-
-
-@bp.errorhandler(XdsErrors)
-def _xds_error(exc: XdsErrors) -> Response:
-    error = from_xds(exc)
-    return _outcome(error.status, error.issues)
-
-
-@bp.errorhandler(AuthenticationRequired)
-def _unauthenticated(exc: AuthenticationRequired) -> Response:
-    response = _outcome(401, [Issue(str(exc), "login")])
-    response.headers["WWW-Authenticate"] = 'Bearer realm="partage"'
-    return response
+_outcome = errors.outcome_response
 
 
 @bp.errorhandler(Exception)

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 from flask import Blueprint, Response, current_app, request
 
 from ..access import audit, authn
-from ..access.actor import Actor, AuthenticationRequired
+from ..access.actor import Actor
 from ..metadata.datatypes import CX
 from ..metadata.model import Association, AssociationType, Code, DocumentEntry, SubmissionSet
 from ..metadata.query import CodeFilter
@@ -51,13 +51,14 @@ from ..notify.model import (
 )
 from ..notify.subscriptions import SubscriptionError, Subscriptions
 from ..services import Services
-from . import formats, mapping
+from . import errors, formats, mapping
 from .codes import scheme_of
 from .outcome import FhirError, Issue, operation_outcome
 from .patients import Patients, patient_token, reference_id
 from .searchparams import DOCUMENT_REFERENCE, coded_attributes
 
 bp = Blueprint("fhir_subscription", __name__, url_prefix="/fhir")
+errors.install(bp)
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 FILTER_CRITERIA = BACKPORT + "backport-filter-criteria"
@@ -83,18 +84,6 @@ HAS_MEMBER = str(AssociationType.HAS_MEMBER)
 
 
 # --------------------------------------------------------------------------- errors
-@bp.errorhandler(FhirError)
-def _fhir_error(exc: FhirError) -> Response:
-    return formats.respond(operation_outcome(exc.issues, exc.status), request, exc.status)
-
-
-@bp.errorhandler(AuthenticationRequired)
-def _unauthenticated(exc: AuthenticationRequired) -> Response:
-    response = formats.respond(operation_outcome([Issue(str(exc), "login")]), request, 401)
-    response.headers["WWW-Authenticate"] = 'Bearer realm="partage"'
-    return response
-
-
 @bp.errorhandler(SubscriptionError)
 def _subscription_error(exc: SubscriptionError) -> Response:
     status, code = {SubscriptionError.FORBIDDEN: (403, "forbidden"), SubscriptionError.NOT_FOUND: (404, "not-found"),
