@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, or_, select
 
 from . import schema, text_search
 
@@ -69,7 +69,7 @@ def facts(conn: Connection, lids: Sequence[str], kinds: Sequence[str] = (),
     """Fact rows of these documents, of these kinds and (system or '', code) codes."""
     out: list[Any] = []
     for start in range(0, len(lids), CHUNK):
-        clauses = [FACTS.c.doc_lid.in_(list(lids[start:start + CHUNK]))]
+        clauses: list[ColumnElement[bool]] = [FACTS.c.doc_lid.in_(list(lids[start:start + CHUNK]))]
         if kinds:
             clauses.append(FACTS.c.kind.in_(list(kinds)))
         if codes:
