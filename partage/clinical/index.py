@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from lxml import etree
 from sqlalchemy import Connection
@@ -27,12 +27,37 @@ from ..cda.parser import XmlRejected, parse_cda
 from ..metadata.model import DocumentContent, DocumentEntry, SubmissionRequest
 from ..registry import derived, text_jobs, text_search
 from ..registry.store import Registry
-from ..services import Services
 from .extract import Fact, extract
 from .text import document_text, has_pdf
 
 log = logging.getLogger("partage.clinical")
 MAX_INDEXED_BYTES = 20 * 1024 * 1024   # beyond this a document is not read for facts or text
+
+
+class Stream(Protocol):
+    """A blob opened for reading (partage.repository.store.BlobStream)."""
+
+    def read(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class Blobs(Protocol):
+    """What the indexers read of the blob store (clinical sits beside partage.repository)."""
+
+    def exists(self, address: str) -> bool: ...
+
+    def open(self, address: str) -> Stream: ...
+
+
+class Holder(Protocol):
+    """What the indexers read of the process's Services (clinical sits below services.py)."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def blobs(self) -> Blobs: ...
 
 
 def _read(content: DocumentContent | None) -> bytes | None:
@@ -146,7 +171,7 @@ def prepare(request: SubmissionRequest) -> Prepared:
 
 
 # --- re-indexing (documents registered before migration 0003, or after the readers improved) ---
-def reindex(services: Services, *, force: bool = False) -> dict[str, int]:
+def reindex(services: Holder, *, force: bool = False) -> dict[str, int]:
     """Read the facts and text of the Approved documents held here that have none (every one
     with `force`, replacing what was read before). One short transaction per document."""
     with services.registry.read() as conn:

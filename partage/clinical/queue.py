@@ -39,8 +39,7 @@ import uuid
 
 from ..registry import derived, text_jobs
 from ..registry.store import Registry
-from ..services import Services
-from .index import MAX_INDEXED_BYTES, read_document, store
+from .index import MAX_INDEXED_BYTES, Holder, read_document, store
 
 log = logging.getLogger("partage.clinical")
 
@@ -63,7 +62,7 @@ def claim(registry: Registry, *, lease_s: float = LEASE_S, now: float | None = N
                            now=time.time() if now is None else now, max_attempts=MAX_ATTEMPTS)
 
 
-def _whole_text(services: Services, entry_uuid: str) -> tuple[int, str] | None:
+def _whole_text(services: Holder, entry_uuid: str) -> tuple[int, str] | None:
     """(patient_pk, whole text) of a registered document, or None when its bytes are not
     here any more (removed) or too large to read."""
     row = text_jobs.document_of(services.registry, entry_uuid)
@@ -79,7 +78,7 @@ def _whole_text(services: Services, entry_uuid: str) -> tuple[int, str] | None:
     return row.patient_pk, body
 
 
-def process(services: Services, job: Job) -> bool:
+def process(services: Holder, job: Job) -> bool:
     """Index a claimed job's document; False if the job was no longer ours (nothing written)."""
     found = _whole_text(services, job.doc_entry_uuid)
     with services.registry.write() as conn:
@@ -94,7 +93,7 @@ def process(services: Services, job: Job) -> bool:
     return True
 
 
-def drain(services: Services, *, lease_s: float = LEASE_S, stop: threading.Event | None = None) -> dict[str, int]:
+def drain(services: Holder, *, lease_s: float = LEASE_S, stop: threading.Event | None = None) -> dict[str, int]:
     """Do every free job now; returns counts. A job that fails is left to its lease."""
     counts = {"indexed": 0, "dropped": 0, "errors": 0}
     while stop is None or not stop.is_set():
@@ -118,7 +117,7 @@ def backlog(registry: Registry) -> dict[str, int]:
 class TextIndexer:
     """The background thread of one server process."""
 
-    def __init__(self, services: Services, *, poll_s: float = POLL_S) -> None:
+    def __init__(self, services: Holder, *, poll_s: float = POLL_S) -> None:
         self.services = services
         self.poll_s = poll_s
         self._stop = threading.Event()
