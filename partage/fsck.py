@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from .config import Settings
 from .registry import consistency, derived
+from .repository.store import FilesystemBlobStore
 from .services import Services
 
 
@@ -53,7 +54,8 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
     _check_registry(services, report)
     with services.registry.read() as conn:
         report.derived_orphans = derived.orphans(conn)
-    temp_files = getattr(services.blobs, "temp_files", lambda: [])()
+    blobs = services.blobs
+    temp_files = blobs.temp_files() if isinstance(blobs, FilesystemBlobStore) else []   # S3 keeps none here
     report.temp_files = [str(p) for p in temp_files if now - p.stat().st_mtime >= min_age_seconds]
     return report
 
@@ -68,11 +70,11 @@ def _check_registry(services: Services, report: FsckReport) -> None:
 
 
 def _age(services: Services, address: str, now: float) -> float:
-    path = getattr(services.blobs, "path", None)
-    if path is None:
+    blobs = services.blobs
+    if not isinstance(blobs, FilesystemBlobStore):
         return float("inf")
     try:
-        return now - path(address).stat().st_mtime
+        return now - blobs.path(address).stat().st_mtime
     except FileNotFoundError:
         return 0.0
 
