@@ -12,10 +12,11 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from .config import Settings
 from .registry import consistency, derived
-from .repository.store import FilesystemBlobStore
 from .services import Services
 
 
@@ -33,6 +34,15 @@ class FsckReport:
     @property
     def consistent(self) -> bool:
         return not (self.missing_blobs or self.orphans or self.dangling_associations or self.derived_orphans)
+
+
+@runtime_checkable
+class LocalBlobs(Protocol):
+    """A blob store in this machine's files (the filesystem one): its paths and temp files."""
+
+    def path(self, address: str) -> Path: ...
+
+    def temp_files(self) -> list[Path]: ...
 
 
 def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
@@ -55,7 +65,7 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
     with services.registry.read() as conn:
         report.derived_orphans = derived.orphans(conn)
     blobs = services.blobs
-    temp_files = blobs.temp_files() if isinstance(blobs, FilesystemBlobStore) else []   # S3 keeps none here
+    temp_files = blobs.temp_files() if isinstance(blobs, LocalBlobs) else []   # S3 keeps none here
     report.temp_files = [str(p) for p in temp_files if now - p.stat().st_mtime >= min_age_seconds]
     return report
 
@@ -71,7 +81,7 @@ def _check_registry(services: Services, report: FsckReport) -> None:
 
 def _age(services: Services, address: str, now: float) -> float:
     blobs = services.blobs
-    if not isinstance(blobs, FilesystemBlobStore):
+    if not isinstance(blobs, LocalBlobs):
         return float("inf")
     try:
         return now - blobs.path(address).stat().st_mtime
