@@ -27,7 +27,7 @@ from ..services import Services
 from .view import Reader, graph_of, node_of
 
 HAS_MEMBER = str(AssociationType.HAS_MEMBER)
-Row = Any   # a registry row with queries.COLUMNS
+Row = Q.ObjectRow   # a registry row with queries.COLUMNS
 
 
 @dataclass
