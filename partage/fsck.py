@@ -12,6 +12,8 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from .config import Settings
 from .registry import consistency, derived
@@ -34,6 +36,15 @@ class FsckReport:
         return not (self.missing_blobs or self.orphans or self.dangling_associations or self.derived_orphans)
 
 
+@runtime_checkable
+class LocalBlobs(Protocol):
+    """A blob store in this machine's files (the filesystem one): its paths and temp files."""
+
+    def path(self, address: str) -> Path: ...
+
+    def temp_files(self) -> list[Path]: ...
+
+
 def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
     """Inspect; blobs younger than min_age may belong to a submission still in flight."""
     report = FsckReport()
@@ -53,7 +64,8 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
     _check_registry(services, report)
     with services.registry.read() as conn:
         report.derived_orphans = derived.orphans(conn)
-    temp_files = getattr(services.blobs, "temp_files", lambda: [])()
+    blobs = services.blobs
+    temp_files = blobs.temp_files() if isinstance(blobs, LocalBlobs) else []   # S3 keeps none here
     report.temp_files = [str(p) for p in temp_files if now - p.stat().st_mtime >= min_age_seconds]
     return report
 
@@ -68,11 +80,11 @@ def _check_registry(services: Services, report: FsckReport) -> None:
 
 
 def _age(services: Services, address: str, now: float) -> float:
-    path = getattr(services.blobs, "path", None)
-    if path is None:
+    blobs = services.blobs
+    if not isinstance(blobs, LocalBlobs):
         return float("inf")
     try:
-        return now - path(address).stat().st_mtime
+        return now - blobs.path(address).stat().st_mtime
     except FileNotFoundError:
         return 0.0
 

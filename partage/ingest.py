@@ -95,9 +95,10 @@ class IngestService:
             outbox.enqueue_registration(conn, request, patient_documents=settings.notify_patient_documents)
             register(self.services.registry, conn, request, addresses)
             indexed.store(conn, self.services.registry)
+        ss = request.submission_set
+        assert ss is not None   # validate_submission refuses a submission without one
         log.info("registered submission set %s (%d documents) for %s",
-                 request.submission_set.unique_id, len(request.documents),
-                 request.submission_set.patient_id)
+                 ss.unique_id, len(request.documents), ss.patient_id)
         return IngestResult(assigned_ids=assigned, warnings=warnings)
 
     def _check_access(self, request: SubmissionRequest) -> None:

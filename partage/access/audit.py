@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from ..failures import Unavailable
 from ..metadata.datatypes import CX, DatatypeError
 from ..registry import audit_log
+from ..registry.store import Registry
 from .actor import BRIS_DE_GLACE, CENTRE_15, Actor
 
 log = logging.getLogger("partage.audit")
@@ -52,15 +54,22 @@ class AuditUnavailable(Unavailable):
     """The audit store refused the record: nothing may be sent or written (fail closed)."""
 
 
+class Holder(Protocol):
+    """What the audit trail reads of the process's Services (access sits below services.py)."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+
 _current: ContextVar[AuditContext | None] = ContextVar("partage_audit", default=None)
 
 
-def begin(action: str, *, request: str = "", address: str = ""):
+def begin(action: str, *, request: str = "", address: str = "") -> Token[AuditContext | None]:
     """Open the context of one access; returns the token `end` needs."""
     return _current.set(AuditContext(action=action, request=request, address=address))
 
 
-def end(token) -> None:
+def end(token: Token[AuditContext | None]) -> None:
     _current.reset(token)
 
 
@@ -128,7 +137,7 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def open_record(services, ctx: AuditContext) -> None:
+def open_record(services: Holder, ctx: AuditContext) -> None:
     """Prove, before a write runs, that its audit record can be written (fail closed).
 
     The trail is append-only, so the proof is the record's insert itself, made inside a
@@ -147,7 +156,7 @@ def open_record(services, ctx: AuditContext) -> None:
         raise AuditUnavailable("the audit trail cannot be written; nothing was done, try again later") from exc
 
 
-def finish(services, ctx: AuditContext, status: int = 200) -> int | None:
+def finish(services: Holder, ctx: AuditContext, status: int = 200) -> int | None:
     """Write the one audit row of this access; returns its key.
 
     AuditUnavailable when the store refuses it: the caller must then not send patient data.
@@ -159,7 +168,7 @@ def finish(services, ctx: AuditContext, status: int = 200) -> int | None:
         raise AuditUnavailable("the audit trail cannot be written; nothing was sent, try again later") from exc
 
 
-def _write(services, ctx: AuditContext, status: int) -> int | None:
+def _write(services: Holder, ctx: AuditContext, status: int) -> int | None:
     if ctx.auth_error or status == 401:
         outcome, decision = MINOR_FAILURE, "unauthenticated"
     elif status >= 500 or ctx.failure:
@@ -208,7 +217,7 @@ def _write(services, ctx: AuditContext, status: int) -> int | None:
     return pk
 
 
-def record(services, action: str, actor: Actor, *, patient_id: str | CX = "", detail: str = "",
+def record(services: Holder, action: str, actor: Actor, *, patient_id: str | CX = "", detail: str = "",
            outcome_status: int = 200) -> int | None:
     """One audit row for an access outside a web request (CLI, MLLP)."""
     ctx = AuditContext(action=action, actor=actor)
@@ -233,8 +242,8 @@ def _cx(text: str | CX) -> CX | None:
 
 
 # ----------------------------------------------------------------- reading
-def events(services, *, patient_id: str | CX = "", patient_pk: int | None = None, actor_id: str = "",
-           limit: int = 100, since_pk: int = 0) -> list[dict]:
+def events(services: Holder, *, patient_id: str | CX = "", patient_pk: int | None = None, actor_id: str = "",
+           limit: int = 100, since_pk: int = 0) -> list[dict[str, Any]]:
     """Audit rows, newest first, for a patient and/or an actor."""
     registry = services.registry
     with registry.read() as conn:
@@ -246,6 +255,6 @@ def events(services, *, patient_id: str | CX = "", patient_pk: int | None = None
     return [{**row, "objects": json.loads(row["objects"] or "[]")} for row in rows]
 
 
-def notifications(services, patient_pk: int) -> list[dict]:
+def notifications(services: Holder, patient_pk: int) -> list[dict[str, Any]]:
     with services.registry.read() as conn:
         return audit_log.notices(conn, patient_pk)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
 
 from ..access import audit, saml
@@ -286,6 +287,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except (ValueError, TypeError) as exc:
         raise CliError(f"{key_path}: not an unencrypted PEM private key ({exc})", 2) from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise CliError(f"{key_path}: an RSA or EC private key is needed to sign", 2)
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except ValueError as exc:
@@ -321,6 +324,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
         element = etree.SubElement(out, f"{{{C.XDSB}}}Document", id=entry_id)
         element.text = base64.b64encode(content.file.read()).decode("ascii")
     data = build_envelope(C.ACTION_PNR, out, to=envelope.to)
+    assert request.submission_set is not None   # sign_submission refuses a submission without one
     if args.out:
         args.out.write_bytes(data)
         print(f"signed submission set {request.submission_set.unique_id}: signature document "

@@ -30,8 +30,7 @@ def run_reindex(args: argparse.Namespace) -> int:
     try:
         queue = drain(services)   # first: a queued document has no text row yet, reindex would read it twice
         counts = reindex(services, force=args.force)
-        counts["queue"] = {**queue, **backlog(services.registry)}
-        print(json.dumps(counts))
+        print(json.dumps({**counts, "queue": {**queue, **backlog(services.registry)}}))
     finally:
         services.close()
     return 0

@@ -19,13 +19,23 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+# boto3 and botocore ship no type information (their stubs are separate packages).
+import boto3  # type: ignore[import-untyped]
+from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
 from .common import CliError, Subparsers
 
 ROLES = ("master", "volume", "filer", "s3")
+
+
+class DevS3Client(Protocol):
+    """The calls made here on a boto3 S3 client (the tests also hand it to S3BlobStore)."""
+
+    def head_bucket(self, *, Bucket: str) -> object: ...
+
+    def create_bucket(self, *, Bucket: str) -> object: ...
 
 
 def weed_binary() -> str | None:
@@ -98,22 +108,23 @@ class LocalS3:
         self.stop()
         raise CliError(f"SeaweedFS did not answer on {self.endpoint} within {timeout:.0f} s", 1)
 
-    def client(self) -> object:
+    def client(self) -> DevS3Client:
         """A boto3 S3 client signing with this server's identity."""
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key, region_name="us-east-1")
+        client: DevS3Client = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                                           aws_secret_access_key=self.secret_key, region_name="us-east-1")
+        return client
 
     def _bucket_ready(self) -> bool:
         """The gateway answers signed requests and the bucket exists (SeaweedFS creates the
         `-bucket` one shortly after it starts answering; creating it here too is harmless)."""
         client = self.client()
         try:
-            client.head_bucket(Bucket=self.bucket)  # type: ignore[attr-defined]
+            client.head_bucket(Bucket=self.bucket)
             return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
                 try:
-                    client.create_bucket(Bucket=self.bucket)  # type: ignore[attr-defined]
+                    client.create_bucket(Bucket=self.bucket)
                 except ClientError:
                     pass   # being created by the server at the same moment
             return False

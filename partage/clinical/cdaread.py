@@ -5,6 +5,7 @@ from __future__ import annotations
 from lxml import etree
 
 from ..cda.crosscheck import ts_to_utc
+from ..cda.locate import text_of
 
 HL7 = "urn:hl7-org:v3"
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
@@ -38,7 +39,7 @@ def narrative_index(doc: etree._Element) -> dict[str, str]:
     for el in doc.iter(_H + "*"):
         ident = el.get("ID")
         if ident:
-            out[ident] = clean("".join(el.itertext()))
+            out[ident] = clean(text_of(el))
     return out
 
 
@@ -130,7 +131,8 @@ def quantity(el: etree._Element | None) -> tuple[float | None, str, str]:
 
 def section_title(el: etree._Element) -> str:
     for anc in el.iterancestors(_H + "section"):
-        return clean(child(anc, "title").text if child(anc, "title") is not None else "")
+        title = child(anc, "title")
+        return clean(title.text if title is not None else "")
     return ""
 
 

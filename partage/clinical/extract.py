@@ -199,7 +199,7 @@ def _related(el: etree._Element, template: str = "", code: str = "") -> etree._E
             continue
         if template and template in templates(obs):
             return obs
-        if code and (child(obs, "code") is not None and child(obs, "code").get("code") == code):
+        if code and ((obs_code := child(obs, "code")) is not None and obs_code.get("code") == code):
             return obs
     return None
 
@@ -236,7 +236,8 @@ def _lab(el: etree._Element, narrative: dict[str, str], kind: str) -> Fact | Non
             low, high = child(value, "low"), child(value, "high")
             parts = [quantity(p)[2] for p in (low, high) if p is not None]
             fact.value_text = " - ".join(p for p in parts if p)
-            fact.unit = (low if low is not None else high).get("unit", "") if (low is not None or high is not None) else ""
+            bound = low if low is not None else high
+            fact.unit = bound.get("unit", "") if bound is not None else ""
         elif vtype in ("CD", "CE", "CV", "CO"):
             vcode, vsystem, vdisplay = coded(value, narrative)
             fact.value_text = vdisplay or vcode
@@ -273,7 +274,8 @@ def _allergy(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
     code = system = display = ""
     if agent is not None:
         code, system, display = coded(child(agent, "code"), narrative)
-        display = display or clean(child(agent, "name").text if child(agent, "name") is not None else "")
+        name = child(agent, "name")
+        display = display or clean(name.text if name is not None else "")
     if not code and not display:   # no agent: the reaction described in value
         code, system, display = coded(child(el, "value"), narrative)
     if not code and not display:
@@ -289,8 +291,9 @@ def _allergy(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
         if rcode or rdisplay:
             fact.detail["reaction"] = {"code": rcode, "system": rsystem, "display": rdisplay}
     crit = _related(el, code=LOINC_CRITICALITY)
-    if crit is not None and child(crit, "value") is not None:
-        fact.detail["criticality"] = child(crit, "value").get("code", "")
+    crit_value = child(crit, "value")
+    if crit_value is not None:
+        fact.detail["criticality"] = crit_value.get("code", "")
     return fact
 
 
@@ -309,8 +312,9 @@ def _problem(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
     ptype = coded(child(el, "code"), narrative)
     fact.detail["type"] = {"code": ptype[0], "system": ptype[1], "display": ptype[2]}
     sev = _related(el, T_SEVERITY)
-    if sev is not None and child(sev, "value") is not None:
-        fact.detail["severity"] = coded(child(sev, "value"), narrative)[2] or child(sev, "value").get("code", "")
+    sev_value = child(sev, "value")
+    if sev_value is not None:
+        fact.detail["severity"] = coded(sev_value, narrative)[2] or sev_value.get("code", "")
     return fact
 
 

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any, Protocol
 
 from lxml import etree
 from sqlalchemy import Connection
 
 from ..cda.gate import is_cda
 from ..cda.parser import XmlRejected, parse_cda
-from ..metadata.model import SubmissionRequest
+from ..metadata.model import DocumentContent, DocumentEntry, SubmissionRequest
 from ..registry import derived, text_jobs, text_search
+from ..registry.store import Registry
 from .extract import Fact, extract
 from .text import document_text, has_pdf
 
@@ -32,11 +34,37 @@ log = logging.getLogger("partage.clinical")
 MAX_INDEXED_BYTES = 20 * 1024 * 1024   # beyond this a document is not read for facts or text
 
 
-def _read(content) -> bytes | None:
+class Stream(Protocol):
+    """A blob opened for reading (partage.repository.store.BlobStream)."""
+
+    def read(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class Blobs(Protocol):
+    """What the indexers read of the blob store (clinical sits beside partage.repository)."""
+
+    def exists(self, address: str) -> bool: ...
+
+    def open(self, address: str) -> Stream: ...
+
+
+class Holder(Protocol):
+    """What the indexers read of the process's Services (clinical sits below services.py)."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def blobs(self) -> Blobs: ...
+
+
+def _read(content: DocumentContent | None) -> bytes | None:
     if content is None or content.size > MAX_INDEXED_BYTES:
         return None
     content.file.seek(0)
-    data = content.file.read()
+    data: bytes = content.file.read()
     content.file.seek(0)
     return data
 
@@ -75,7 +103,7 @@ def read_parts(mime_type: str, data: bytes, *, pdfs: bool,
     return facts, body, pending
 
 
-def fact_rows(facts: list[Fact], *, patient_pk: int, lid: str, entry_uuid: str) -> list[dict]:
+def fact_rows(facts: list[Fact], *, patient_pk: int, lid: str, entry_uuid: str) -> list[dict[str, Any]]:
     rows = []
     for seq, f in enumerate(facts):
         row = f.as_dict()
@@ -99,7 +127,7 @@ class Prepared:
     write lock is not held while documents are parsed), stored inside it."""
 
     def __init__(self, request: SubmissionRequest,
-                 documents: list[tuple[object, list[Fact], str, bool]]) -> None:
+                 documents: list[tuple[DocumentEntry, list[Fact], str, bool]]) -> None:
         self.request = request
         self.documents = documents   # (entry, facts, cheap text, PDF text to read later)
 
@@ -108,11 +136,12 @@ class Prepared:
         """Documents whose PDF text is left to the background indexer."""
         return sum(1 for *_rest, pending in self.documents if pending)
 
-    def store(self, conn: Connection, registry) -> int:
+    def store(self, conn: Connection, registry: Registry) -> int:
         """Write them on the registration's connection; returns the number of facts."""
-        if not self.documents:
+        ss = self.request.submission_set
+        if not self.documents or ss is None:
             return 0
-        patient_pk = registry.patient_pk(conn, self.request.submission_set.patient_id)
+        patient_pk = registry.patient_pk(conn, ss.patient_id)
         if patient_pk is None:
             return 0
         count = 0
@@ -128,20 +157,21 @@ class Prepared:
 def prepare(request: SubmissionRequest) -> Prepared:
     """Read the facts and cheap text of a submission's documents (those whose bytes are
     here); PDF text is left to the background indexer."""
-    documents = []
+    documents: list[tuple[DocumentEntry, list[Fact], str, bool]] = []
     for doc in request.documents:
         content = request.contents.get(doc.entry_uuid)
         data = _read(content)
-        if not data:
+        if content is None or not data:
             continue
-        facts, body, pending = read_parts(doc.mime_type, data, pdfs=False, cda=getattr(content, "cda", None))
+        cda = content.cda if isinstance(content.cda, etree._Element) else None   # set by the CDA gate
+        facts, body, pending = read_parts(doc.mime_type, data, pdfs=False, cda=cda)
         if facts or body or pending:
             documents.append((doc, facts, body, pending))
     return Prepared(request, documents)
 
 
 # --- re-indexing (documents registered before migration 0003, or after the readers improved) ---
-def reindex(services, *, force: bool = False) -> dict[str, int]:
+def reindex(services: Holder, *, force: bool = False) -> dict[str, int]:
     """Read the facts and text of the Approved documents held here that have none (every one
     with `force`, replacing what was read before). One short transaction per document."""
     with services.registry.read() as conn:

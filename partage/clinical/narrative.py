@@ -11,6 +11,7 @@ from __future__ import annotations
 from lxml import etree, html
 from lxml.html import builder as E
 
+from ..cda.locate import text_of
 from .cdaread import HL7, child, clean
 
 _H = f"{{{HL7}}}"
@@ -64,7 +65,7 @@ def _section(section: etree._Element, level: int, depth: int = 0) -> html.HtmlEl
     title = child(section, "title")
     if title is not None:
         out.append(html.Element(f"h{min(level, 6)}"))
-        out[-1].text = clean("".join(title.itertext()))
+        out[-1].text = clean(text_of(title))
     text = child(section, "text")
     if text is not None:
         body = _convert(text, depth)
@@ -85,7 +86,7 @@ def render(doc: etree._Element) -> str:
     root = E.DIV(E.CLASS("cda"))
     title = child(doc, "title")
     if title is not None:
-        root.append(E.H2(clean("".join(title.itertext()))))
+        root.append(E.H2(clean(text_of(title))))
     structured = child(doc, "component", "structuredBody")
     if structured is not None:
         for comp in structured.findall(_H + "component"):
@@ -95,5 +96,7 @@ def render(doc: etree._Element) -> str:
     nonxml = child(doc, "component", "nonXMLBody", "text")
     if nonxml is not None and (nonxml.get("mediaType") or "").startswith("text/") \
             and nonxml.get("representation") != "B64":
-        root.append(E.PRE("".join(nonxml.itertext())))
-    return html.tostring(root, encoding="unicode")
+        root.append(E.PRE(text_of(nonxml)))
+    page = html.tostring(root, encoding="unicode")
+    assert isinstance(page, str)   # encoding="unicode" gives text (lxml types it as Any)
+    return page

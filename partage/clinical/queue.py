@@ -38,7 +38,8 @@ import time
 import uuid
 
 from ..registry import derived, text_jobs
-from .index import MAX_INDEXED_BYTES, read_document, store
+from ..registry.store import Registry
+from .index import MAX_INDEXED_BYTES, Holder, read_document, store
 
 log = logging.getLogger("partage.clinical")
 
@@ -55,13 +56,13 @@ def _token() -> str:
     return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
 
 
-def claim(registry, *, lease_s: float = LEASE_S, now: float | None = None) -> Job | None:
+def claim(registry: Registry, *, lease_s: float = LEASE_S, now: float | None = None) -> Job | None:
     """Take the oldest free job (None when there is none), for `lease_s` seconds."""
     return text_jobs.claim(registry, token=_token(), lease_s=lease_s,
                            now=time.time() if now is None else now, max_attempts=MAX_ATTEMPTS)
 
 
-def _whole_text(services, entry_uuid: str) -> tuple[int, str] | None:
+def _whole_text(services: Holder, entry_uuid: str) -> tuple[int, str] | None:
     """(patient_pk, whole text) of a registered document, or None when its bytes are not
     here any more (removed) or too large to read."""
     row = text_jobs.document_of(services.registry, entry_uuid)
@@ -77,7 +78,7 @@ def _whole_text(services, entry_uuid: str) -> tuple[int, str] | None:
     return row.patient_pk, body
 
 
-def process(services, job: Job) -> bool:
+def process(services: Holder, job: Job) -> bool:
     """Index a claimed job's document; False if the job was no longer ours (nothing written)."""
     found = _whole_text(services, job.doc_entry_uuid)
     with services.registry.write() as conn:
@@ -92,7 +93,7 @@ def process(services, job: Job) -> bool:
     return True
 
 
-def drain(services, *, lease_s: float = LEASE_S, stop: threading.Event | None = None) -> dict[str, int]:
+def drain(services: Holder, *, lease_s: float = LEASE_S, stop: threading.Event | None = None) -> dict[str, int]:
     """Do every free job now; returns counts. A job that fails is left to its lease."""
     counts = {"indexed": 0, "dropped": 0, "errors": 0}
     while stop is None or not stop.is_set():
@@ -108,7 +109,7 @@ def drain(services, *, lease_s: float = LEASE_S, stop: threading.Event | None = 
     return counts
 
 
-def backlog(registry) -> dict[str, int]:
+def backlog(registry: Registry) -> dict[str, int]:
     """Jobs waiting (or in progress) and jobs given up after MAX_ATTEMPTS."""
     return text_jobs.backlog(registry, max_attempts=MAX_ATTEMPTS)
 
@@ -116,7 +117,7 @@ def backlog(registry) -> dict[str, int]:
 class TextIndexer:
     """The background thread of one server process."""
 
-    def __init__(self, services, *, poll_s: float = POLL_S) -> None:
+    def __init__(self, services: Holder, *, poll_s: float = POLL_S) -> None:
         self.services = services
         self.poll_s = poll_s
         self._stop = threading.Event()

@@ -23,6 +23,7 @@ import time
 from lxml import etree
 from pypdf import PdfReader
 
+from ..cda.locate import text_of
 from .cdaread import HL7, child, clean
 
 log = logging.getLogger("partage.clinical")
@@ -52,7 +53,7 @@ def _b64_pdf(el: etree._Element) -> str:
     if not _is_b64_pdf(el):
         return ""
     try:
-        data = base64.b64decode("".join(el.itertext()), validate=False)
+        data = base64.b64decode(text_of(el), validate=False)
     except (binascii.Error, ValueError):
         return ""
     return pdf_text(data)
@@ -85,7 +86,8 @@ def has_pdf(mime_type: str, data: bytes, cda: etree._Element | None = None) -> b
 def cda_text(doc: etree._Element, *, pdfs: bool = True) -> str:
     """Title, section titles and narrative of a ClinicalDocument; text of embedded PDFs
     (unless `pdfs` is False)."""
-    parts = [clean(child(doc, "title").text) if child(doc, "title") is not None else ""]
+    title = child(doc, "title")
+    parts = [clean(title.text) if title is not None else ""]
     body = child(doc, "component")
     if body is None:
         return " ".join(p for p in parts if p)
@@ -94,10 +96,10 @@ def cda_text(doc: etree._Element, *, pdfs: bool = True) -> str:
         for section in structured.iter(_H + "section"):
             title = child(section, "title")
             if title is not None:
-                parts.append(clean("".join(title.itertext())))
+                parts.append(clean(text_of(title)))
             text = child(section, "text")
             if text is not None:
-                parts.append(clean("".join(text.itertext())))
+                parts.append(clean(text_of(text)))
         for media in structured.iter(_H + "observationMedia") if pdfs else ():
             value = child(media, "value")
             if value is not None:
@@ -105,7 +107,7 @@ def cda_text(doc: etree._Element, *, pdfs: bool = True) -> str:
     nonxml = child(body, "nonXMLBody", "text")
     if nonxml is not None:
         if (nonxml.get("mediaType") or "").startswith("text/") and nonxml.get("representation") != "B64":
-            parts.append(clean("".join(nonxml.itertext())))
+            parts.append(clean(text_of(nonxml)))
         elif pdfs:
             parts.append(_b64_pdf(nonxml))
     return " ".join(p for p in parts if p)[:MAX_CHARS]

@@ -30,6 +30,8 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ..config import Settings
+
 MAX_ENDPOINT = 2048
 KEYWORDS = ("public", "private", "loopback")
 DEFAULT = "public,private,loopback"
@@ -107,7 +109,7 @@ class Destinations:
         return cls(frozenset(keywords), tuple(networks), tuple(names), tuple(domains))
 
     @classmethod
-    def from_settings(cls, settings) -> Destinations:
+    def from_settings(cls, settings: Settings) -> Destinations:
         return cls.parse(settings.notify_destinations)
 
     # --- the decision --------------------------------------------------------------------------
@@ -135,7 +137,8 @@ class Destinations:
             if self.allows(literal) or self.trusts_name(host):
                 return [str(literal)]
             raise DestinationRefused(f"{host} is not an allowed notification destination")
-        found = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = [i[4][0] for i in infos if isinstance(i[4][0], str)]   # IPv4, IPv6: (address, port, ...)
         if self.trusts_name(host):
             return found
         allowed = [a for a in found if self.allows(ipaddress.ip_address(a.split("%")[0]))]

@@ -27,7 +27,7 @@ from ..services import Services
 from .view import Reader, graph_of, node_of
 
 HAS_MEMBER = str(AssociationType.HAS_MEMBER)
-Row = Any   # a registry row with queries.COLUMNS
+Row = Q.ObjectRow   # a registry row with queries.COLUMNS
 
 
 @dataclass
@@ -161,9 +161,9 @@ class QueryService:
             members = Q.by_ids(conn, None, entry_uuids=uuids)
             assocs = self._associations(conn, targets=[m.entry_uuid for m in members], types=[HAS_MEMBER])
             sets = Q.by_ids(conn, kinds.KIND_SUBMISSION_SET,
-                            entry_uuids=[object_from_row(a.body).source_uuid for a in assocs])
+                            entry_uuids=[_association(a).source_uuid for a in assocs])
             set_ids = {s.entry_uuid for s in sets}
-            assocs = [a for a in assocs if object_from_row(a.body).source_uuid in set_ids]
+            assocs = [a for a in assocs if _association(a).source_uuid in set_ids]
             return self._answer(conn, [*sets, *assocs], roots={m.entry_uuid for m in members},
                                 context=members, single_patient=True)
 
@@ -176,7 +176,7 @@ class QueryService:
                 return QueryResult()
             ss = sets[0]
             member_assocs = self._associations(conn, sources=[ss.entry_uuid], types=[HAS_MEMBER])
-            member_ids = [object_from_row(a.body).target_uuid for a in member_assocs]
+            member_ids = [_association(a).target_uuid for a in member_assocs]
             docs = Q.by_ids(conn, kinds.KIND_DOCUMENT, entry_uuids=member_ids,
                             extra=Q.document_clauses(f)[1:])
             folders = Q.by_ids(conn, kinds.KIND_FOLDER, entry_uuids=member_ids)
@@ -185,7 +185,7 @@ class QueryService:
             kept = {r.entry_uuid for r in [*docs, *folders]}
             inner = [a for a in inner if _ends(a) <= kept]
             kept |= {a.entry_uuid for a in inner}
-            member_assocs = [a for a in member_assocs if object_from_row(a.body).target_uuid in kept]
+            member_assocs = [a for a in member_assocs if _association(a).target_uuid in kept]
             return self._answer(conn, [ss, *docs, *folders, *member_assocs, *inner], roots={ss.entry_uuid})
 
     def get_folder_and_contents(self, f: DocumentFilter, *, entry_uuid: str = "",
@@ -201,10 +201,10 @@ class QueryService:
                 folders = [max(folders, key=lambda r: int(object_from_row(r.body).version or 1))]
             assocs = self._associations(conn, sources=[f.entry_uuid for f in folders], types=[HAS_MEMBER])
             docs = Q.by_ids(conn, kinds.KIND_DOCUMENT,
-                            entry_uuids=[object_from_row(a.body).target_uuid for a in assocs],
+                            entry_uuids=[_association(a).target_uuid for a in assocs],
                             extra=Q.document_clauses(f)[1:])
             kept = {d.entry_uuid for d in docs}
-            assocs = [a for a in assocs if object_from_row(a.body).target_uuid in kept]
+            assocs = [a for a in assocs if _association(a).target_uuid in kept]
             return self._answer(conn, [*folders, *docs, *assocs], roots={r.entry_uuid for r in folders})
 
     def get_folders_for_document(self, *, entry_uuid: str = "", unique_id: str = "") -> QueryResult:
@@ -215,9 +215,9 @@ class QueryService:
                 return QueryResult()
             assocs = self._associations(conn, targets=[d.entry_uuid for d in docs], types=[HAS_MEMBER])
             folders = Q.by_ids(conn, kinds.KIND_FOLDER,
-                               entry_uuids=[object_from_row(a.body).source_uuid for a in assocs])
+                               entry_uuids=[_association(a).source_uuid for a in assocs])
             folder_ids = {f.entry_uuid for f in folders}
-            links = [a for a in assocs if object_from_row(a.body).source_uuid in folder_ids]
+            links = [a for a in assocs if _association(a).source_uuid in folder_ids]
             return self._answer(conn, folders, roots={d.entry_uuid for d in docs}, context=[*docs, *links],
                                 single_patient=True)
 
@@ -282,13 +282,26 @@ class QueryService:
             rows = Q.by_ids(conn, kinds.KIND_DOCUMENT, unique_ids=wanted)
             outcome = self.reader.visible(conn, graph_of(rows), audited=False)
         shown = {o.unique_id for o in outcome.objects if isinstance(o, DocumentEntry)}
-        hidden = {object_from_row(r.body).unique_id for r in rows} - shown   # type: ignore[union-attr]
+        hidden = {_document(r).unique_id for r in rows} - shown
         return shown - hidden   # a uniqueId one of whose versions is hidden stays unnamed
 
 
-def _ends(row: Row) -> set[str]:
+def _document(row: Row) -> DocumentEntry:
+    """The DocumentEntry a document row holds (rows of another kind are a caller's bug)."""
+    obj = object_from_row(row.body)
+    assert isinstance(obj, DocumentEntry)
+    return obj
+
+
+def _association(row: Row) -> Association:
+    """The Association an association row holds (rows of another kind are a caller's bug)."""
     obj = object_from_row(row.body)
     assert isinstance(obj, Association)
+    return obj
+
+
+def _ends(row: Row) -> set[str]:
+    obj = _association(row)
     return {obj.source_uuid, obj.target_uuid}
 
 

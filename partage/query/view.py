@@ -10,7 +10,6 @@ notes the outcome on the request's audit record. Flows build graphs; nothing els
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -43,12 +42,12 @@ HAS_MEMBER = str(AssociationType.HAS_MEMBER)
 MAX_CLOSURE_ROUNDS = 4   # far ends of far ends: nested HasMember (folder memberships) are two deep
 
 
-def node_of(row: Any, *, answer: bool = True) -> Node:
+def node_of(row: Q.ObjectRow, *, answer: bool = True) -> Node:
     """A registry row (queries.COLUMNS) as a gate node."""
     return Node(object_from_row(row.body), row.patient_pk, row.lineage or "", answer)
 
 
-def graph_of(rows: Iterable[Any], *, roots: set[str] | None = None) -> Graph:
+def graph_of(rows: Iterable[Q.ObjectRow], *, roots: set[str] | None = None) -> Graph:
     graph = Graph(roots=roots)
     for row in rows:
         graph.add(node_of(row))

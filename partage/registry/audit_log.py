@@ -25,7 +25,9 @@ def probe(conn: Connection, row: dict[str, Any]) -> None:
 
 def append(conn: Connection, row: dict[str, Any]) -> int:
     """Write one audit row; its key."""
-    return int(conn.execute(EVENTS.insert().values(**row)).inserted_primary_key[0])
+    key = conn.execute(EVENTS.insert().values(**row)).inserted_primary_key
+    assert key is not None   # a single-row insert always has one
+    return int(key[0])
 
 
 def add_notice(conn: Connection, **values: Any) -> None:

@@ -17,11 +17,11 @@ deprecations): a submission that needs them goes through the ingest flow.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Table, select
 
 from ..metadata.datatypes import CX
 from ..metadata.model import AnyObject, AvailabilityStatus, SubmissionRequest
@@ -167,7 +167,7 @@ class BulkLoader:
         return list(conn.execute(t.insert().returning(t.c.pk, sort_by_parameter_order=True),
                                  [_complete(row) for row in rows]).scalars().all())
 
-    def _insert(self, conn: Connection, table, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    def _insert(self, conn: Connection, table: Table, columns: list[str], rows: list[dict[str, Any]]) -> None:
         if self.is_postgres:
             self._copy(conn, table.name, columns, rows)
         else:
@@ -177,6 +177,7 @@ class BulkLoader:
     def _copy(conn: Connection, table: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
         """COPY ... FROM STDIN through psycopg 3, inside the SQLAlchemy transaction."""
         raw = conn.connection.driver_connection
+        assert raw is not None   # an open connection has its driver's
         with raw.cursor() as cursor:
             with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in rows:
@@ -188,7 +189,10 @@ def _complete(row: dict[str, Any]) -> dict[str, Any]:
     return {c: row.get(c) for c in OBJECT_COLUMNS}
 
 
-def _chunks(items: list, size: int):
+T = TypeVar("T")
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, Row, or_, select
 
 from ..metadata.kinds import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
 from ..metadata.model import AssociationType
@@ -16,7 +16,7 @@ OBJ = schema.registry_objects
 HAS_MEMBER = AssociationType.HAS_MEMBER.value
 
 
-def document_blobs(conn: Connection) -> list[Any]:
+def document_blobs(conn: Connection) -> list[Row[*tuple[Any, ...]]]:
     """(entry_uuid, blob_address) of every registered object that has content."""
     return list(conn.execute(select(OBJ.c.entry_uuid, OBJ.c.blob_address)
                              .where(OBJ.c.blob_address.is_not(None))).all())

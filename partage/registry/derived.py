@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, and_, or_, select
 
 from . import schema, text_search
 
@@ -65,11 +65,11 @@ CHUNK = 500
 
 
 def facts(conn: Connection, lids: Sequence[str], kinds: Sequence[str] = (),
-          codes: Sequence[tuple[str, str]] = ()) -> list[Any]:
+          codes: Sequence[tuple[str, str]] = ()) -> list[Row[*tuple[Any, ...]]]:
     """Fact rows of these documents, of these kinds and (system or '', code) codes."""
-    out: list[Any] = []
+    out: list[Row[*tuple[Any, ...]]] = []
     for start in range(0, len(lids), CHUNK):
-        clauses = [FACTS.c.doc_lid.in_(list(lids[start:start + CHUNK]))]
+        clauses: list[ColumnElement[bool]] = [FACTS.c.doc_lid.in_(list(lids[start:start + CHUNK]))]
         if kinds:
             clauses.append(FACTS.c.kind.in_(list(kinds)))
         if codes:
@@ -79,7 +79,7 @@ def facts(conn: Connection, lids: Sequence[str], kinds: Sequence[str] = (),
     return out
 
 
-def fact(conn: Connection, pk: int) -> Any:
+def fact(conn: Connection, pk: int) -> Row[*tuple[Any, ...]] | None:
     return conn.execute(select(FACTS).where(FACTS.c.pk == pk)).first()
 
 
@@ -89,7 +89,7 @@ def add_facts(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         conn.execute(schema.clinical_facts.insert(), list(rows))
 
 
-def indexable_documents(conn: Connection) -> list[Any]:
+def indexable_documents(conn: Connection) -> list[Row[*tuple[Any, ...]]]:
     """(entry_uuid, lid, patient_pk, mime_type, blob_address, size) of the Approved documents
     held here with their patient: what `partage clinical reindex` reads again."""
     return list(conn.execute(select(OBJ.c.entry_uuid, OBJ.c.lid, OBJ.c.patient_pk, OBJ.c.mime_type,

@@ -139,9 +139,11 @@ def upsert(conn: Connection, identifiers: Iterable[CX], demographics: dict[str, 
     pk = next((found for found in (patient_pk(conn, cx) for cx in parsed) if found is not None), None)
     existed = pk is not None
     if pk is None:
-        pk = conn.execute(p.insert().values(
+        key = conn.execute(p.insert().values(
             demographics=json.dumps(demographics or {}), public_id=new_public_id(), created_at=now, updated_at=now
-        )).inserted_primary_key[0]
+        )).inserted_primary_key
+        assert key is not None   # a single-row insert always has one
+        pk = key[0]
         patient_index.reindex(conn, pk, demographics or {})
     elif demographics is not None:
         conn.execute(update(p).where(p.c.pk == pk).values(demographics=json.dumps(demographics), updated_at=now,

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +32,7 @@ from ..metadata.model import (
     DocumentEntry,
     Folder,
     SubmissionRequest,
+    SubmissionSet,
 )
 from . import schema
 from .clock import utc_now
@@ -47,6 +49,7 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
     """Insert the request's objects (ids already assigned) after the database rules."""
     blob_addresses = blob_addresses or {}
     ss = request.submission_set
+    assert ss is not None   # metadata.validate refuses a submission without one
     errors: list[XdsError] = []
     patient_pk = registry.patient_pk(conn, ss.patient_id)
     if patient_pk is None:
@@ -98,7 +101,7 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
                             f"by another submission ({exc.orig.__class__.__name__})") from exc
 
 
-def _lineages(request: SubmissionRequest, rows: dict) -> dict[str, str]:
+def _lineages(request: SubmissionRequest, rows: dict[str, Row[Any]]) -> dict[str, str]:
     """A replacement (RPLC, XFRM_RPLC) continues the lineage of the document it replaces."""
     out: dict[str, str] = {}
     for assoc in request.associations:
@@ -108,7 +111,7 @@ def _lineages(request: SubmissionRequest, rows: dict) -> dict[str, str]:
     return out
 
 
-def _external_references(request: SubmissionRequest, in_request: dict) -> list[str]:
+def _external_references(request: SubmissionRequest, in_request: dict[str, AnyObject]) -> list[str]:
     refs = []
     for assoc in request.associations:
         for ref in (assoc.source_uuid, assoc.target_uuid):
@@ -121,16 +124,17 @@ def _uuid_exists(conn: Connection, entry_uuid: str) -> bool:
     return conn.execute(select(OBJ.c.pk).where(OBJ.c.entry_uuid == entry_uuid)).first() is not None
 
 
-def _kind_of(ref: str, in_request: dict, rows: dict) -> str:
+def _kind_of(ref: str, in_request: dict[str, AnyObject], rows: dict[str, Row[Any]]) -> str:
     if ref in in_request:
         return in_request[ref].kind
     row = rows.get(ref)
     return KIND_NAMES[row.kind] if row is not None else ""
 
 
-def _check_associations(request: SubmissionRequest, in_request: dict, rows: dict) -> list[XdsError]:
+def _check_associations(request: SubmissionRequest, in_request: dict[str, AnyObject],
+                        rows: dict[str, Row[Any]]) -> list[XdsError]:
     errors = []
-    ss_id = request.submission_set.entry_uuid
+    ss_id = request.submission_set.entry_uuid if request.submission_set is not None else ""
     for assoc in request.associations:
         where = assoc.entry_uuid
         try:
@@ -177,7 +181,7 @@ def _check_associations(request: SubmissionRequest, in_request: dict, rows: dict
 
 def _check_unique_ids(conn: Connection, request: SubmissionRequest) -> list[XdsError]:
     wanted = {o.unique_id: o for o in [request.submission_set, *request.documents, *request.folders]
-              if o.unique_id}
+              if o is not None and o.unique_id}
     if not wanted:
         return []
     u = schema.unique_ids
@@ -186,7 +190,7 @@ def _check_unique_ids(conn: Connection, request: SubmissionRequest) -> list[XdsE
     return [e for uid, row in taken.items() for e in _conflict(wanted[uid], row)]
 
 
-def _conflict(obj: AnyObject, claim) -> list[XdsError]:
+def _conflict(obj: DocumentEntry | SubmissionSet | Folder, claim: Row[Any]) -> list[XdsError]:
     """Nothing when `obj` may reuse the claimed uniqueId: a resubmission of the same document.
 
     A document uniqueId already registered with another hash is both a duplicate
@@ -207,7 +211,9 @@ def _conflict(obj: AnyObject, claim) -> list[XdsError]:
 
 def _claim_unique_id(conn: Connection, obj: AnyObject) -> None:
     """Insert the uniqueId claim, or accept an identical one; raise if another won the race."""
-    uid = getattr(obj, "unique_id", "")
+    if isinstance(obj, Association):
+        return   # associations have no uniqueId
+    uid = obj.unique_id
     if not uid:
         return
     u = schema.unique_ids
@@ -215,14 +221,15 @@ def _claim_unique_id(conn: Connection, obj: AnyObject) -> None:
               "lid": obj.logical_id, "hash": getattr(obj, "hash", None) or None}
     insert = (pg_insert(u) if conn.dialect.name == "postgresql" else sqlite_insert(u)).values(**values)
     conn.execute(insert.on_conflict_do_nothing(index_elements=["unique_id"]))
-    claim = conn.execute(select(u).where(u.c.unique_id == uid)).first()
+    claim = conn.execute(select(u).where(u.c.unique_id == uid)).one()   # inserted, or already there
     if claim.lid != obj.logical_id:
         conflicts = _conflict(obj, claim)
         if conflicts:
             raise XdsErrors(conflicts)
 
 
-def _effects(conn: Connection, request: SubmissionRequest, rows: dict, now: str) -> list[Association]:
+def _effects(conn: Connection, request: SubmissionRequest, rows: dict[str, Row[Any]],
+             now: str) -> list[Association]:
     """Deprecations and folder updates caused by the submission; returns new associations."""
     extra: list[Association] = []
     folders_touched: set[str] = set()
@@ -272,7 +279,9 @@ def insert_object(conn: Connection, obj: AnyObject, *, patient_pk: int | None,
                   registered_at: str, blob_address: str | None = None, lineage: str | None = None) -> int:
     values = row_values(obj, patient_pk=patient_pk, registered_at=registered_at,
                         blob_address=blob_address, lineage=lineage)
-    pk = conn.execute(OBJ.insert().values(**values)).inserted_primary_key[0]
+    key = conn.execute(OBJ.insert().values(**values)).inserted_primary_key
+    assert key is not None   # a single-row insert always has one
+    pk: int = key[0]
     codes = code_rows(obj)
     if codes:
         conn.execute(schema.object_codes.insert(),

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, Row, func, or_, select
 
 from . import schema
+from .store import Registry
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ def enqueue(conn: Connection, *, lid: str, entry_uuid: str) -> None:
         created_at=datetime.now(UTC).isoformat(timespec="seconds")))
 
 
-def claim(registry: Any, *, token: str, lease_s: float, now: float, max_attempts: int) -> Job | None:
+def claim(registry: Registry, *, token: str, lease_s: float, now: float, max_attempts: int) -> Job | None:
     """Take the oldest free job (never claimed, or its lease expired, tried fewer than
     `max_attempts` times) for `lease_s` seconds under `token`; None when there is none.
     PostgreSQL: concurrent workers skip each other's rows (FOR UPDATE SKIP LOCKED);
@@ -55,7 +56,7 @@ def claim(registry: Any, *, token: str, lease_s: float, now: float, max_attempts
     return Job(pk=row.pk, doc_entry_uuid=row.doc_entry_uuid, doc_lid=row.doc_lid, token=token)
 
 
-def document_of(registry: Any, entry_uuid: str) -> Any:
+def document_of(registry: Registry, entry_uuid: str) -> Row[*tuple[Any, ...]] | None:
     """(patient_pk, mime_type, blob_address, size) of a registered document, or None."""
     objs = schema.registry_objects
     with registry.read() as conn:
@@ -69,7 +70,7 @@ def finish(conn: Connection, job: Job) -> bool:
     return bool(conn.execute(t.delete().where(t.c.pk == job.pk, t.c.claimed_by == job.token)).rowcount == 1)
 
 
-def backlog(registry: Any, *, max_attempts: int) -> dict[str, int]:
+def backlog(registry: Registry, *, max_attempts: int) -> dict[str, int]:
     """Jobs waiting (or in progress) and jobs given up after `max_attempts`."""
     t = schema.text_index_jobs
     with registry.read() as conn:

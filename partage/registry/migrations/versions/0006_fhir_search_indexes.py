@@ -69,7 +69,7 @@ def upgrade() -> None:
     _reindex(op.get_bind())
 
 
-def _reindex(conn) -> None:
+def _reindex(conn: sa.Connection) -> None:
     objects = sa.table("registry_objects", sa.column("pk"), sa.column("patient_pk"), sa.column("body"),
                        sa.column("registered_at"), sa.column("updated_at"), *(sa.column(h) for h in HIGHS))
     codes = sa.table("object_codes", *(sa.column(c) for c in (
@@ -104,10 +104,10 @@ def _reindex(conn) -> None:
     index = sa.table("patient_index", *(sa.column(c) for c in (
         "patient_pk", "attribute", "value_norm", "value_exact", "low", "high")))
     for pk, demographics in conn.execute(sa.select(patients.c.pk, patients.c.demographics)).all():
-        rows = index_rows(json.loads(demographics or "{}"))
-        if rows:
+        entries = index_rows(json.loads(demographics or "{}"))
+        if entries:
             conn.execute(index.insert(), [{"patient_pk": pk, "value_norm": None, "value_exact": None,
-                                           "low": None, "high": None, **r} for r in rows])
+                                           "low": None, "high": None, **r} for r in entries])
 
 
 def downgrade() -> None:
