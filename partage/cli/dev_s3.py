@@ -161,6 +161,8 @@ def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port must be 1-65535, not {args.port}", 2)
     secret = os.environ.get("PARTAGE_DEV_S3_SECRET") or "partage-dev-secret"
     with LocalS3(args.dir, bucket=args.bucket, s3_port=args.port, secret_key=secret) as s3:
         for key, value in s3.environment.items():

@@ -102,6 +102,8 @@ def test_commands_report_bad_input_in_one_line(tmp_path):
         (["clinical", "reindex", "--data", str(empty)], 2, "no Partage data"),
         (["fsck", "--database", "postgresql+psycopg://postgres@127.0.0.1:1/nothing"], 1, "database"),
         (["validate", str(tmp_path / "missing.xml")], 2, "missing.xml"),
+        (["dev-s3", "--port", "70000", "--dir", str(tmp_path / "s3")], 2, "--port"),
+        (["dev-idp", "--port", "70000"], 2, "--port"),
     ]
     for args, status, word in cases:
         assert_one_line(partage(*args), status, word)
