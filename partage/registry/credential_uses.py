@@ -20,6 +20,6 @@ def consume(registry: Registry, key: str, *, expires_at: int, now: int) -> None:
     try:
         with registry.write() as conn:
             conn.execute(t.delete().where(t.c.expires_at < now))
-            conn.execute(t.insert().values(credential_id=key, expires_at=expires_at))
+            conn.execute(t.insert(), dict(credential_id=key, expires_at=expires_at))
     except IntegrityError as exc:
         raise AlreadyUsed(key) from exc

@@ -100,7 +100,7 @@ def enqueue_registration(conn: Connection, request: SubmissionRequest, *, patien
 def enqueue_handshake(conn: Connection, subscription_pk: int) -> str:
     """A FHIR handshake owed to a new (or re-activated) subscription; returns its delivery id."""
     row = _event_row(subscription_pk, HANDSHAKE)
-    conn.execute(schema.notification_outbox.insert().values(**row))
+    conn.execute(schema.notification_outbox.insert(), row)
     return str(row["delivery_id"])
 
 

@@ -279,7 +279,7 @@ def insert_object(conn: Connection, obj: AnyObject, *, patient_pk: int | None,
                   registered_at: str, blob_address: str | None = None, lineage: str | None = None) -> int:
     values = row_values(obj, patient_pk=patient_pk, registered_at=registered_at,
                         blob_address=blob_address, lineage=lineage)
-    key = conn.execute(OBJ.insert().values(**values)).inserted_primary_key
+    key = conn.execute(OBJ.insert(), values).inserted_primary_key   # one compiled statement for all rows
     assert key is not None   # a single-row insert always has one
     pk: int = key[0]
     codes = code_rows(obj)

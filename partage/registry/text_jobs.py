@@ -29,7 +29,7 @@ class Job:
 
 def enqueue(conn: Connection, *, lid: str, entry_uuid: str) -> None:
     """Add a job, on the registration's connection (so it commits or rolls back with it)."""
-    conn.execute(schema.text_index_jobs.insert().values(
+    conn.execute(schema.text_index_jobs.insert(), dict(
         doc_entry_uuid=entry_uuid, doc_lid=lid, attempts=0,
         created_at=datetime.now(UTC).isoformat(timespec="seconds")))
 

@@ -87,7 +87,7 @@ def put_text(conn: Connection, *, patient_pk: int, lid: str, entry_uuid: str, bo
     body = body.replace("\x00", "")   # PostgreSQL text cannot hold NUL (a text/plain document may)
     if not body:
         return
-    inserted = conn.execute(schema.document_text.insert().values(
+    inserted = conn.execute(schema.document_text.insert(), dict(
         patient_pk=patient_pk, doc_lid=lid, doc_entry_uuid=entry_uuid, body=body)).inserted_primary_key
     assert inserted is not None
     pk = int(inserted[0])
