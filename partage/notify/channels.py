@@ -13,7 +13,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -52,6 +52,12 @@ class Renderer(Protocol):
     action: str     # the audit trail's name of a delivery (ITI-53, ITI-112)
 
     def event(self, services: Services, event: Event) -> Outgoing: ...
+
+
+@runtime_checkable
+class Handshaking(Renderer, Protocol):
+    """A channel whose new subscriptions are confirmed by a first message (DSUBm ITI-112's
+    handshake); DSUB has none."""
 
     def handshake(self, services: Services, subscription: Subscription, delivery_id: str) -> Outgoing: ...
 

@@ -33,7 +33,7 @@ from ..registry import outbox
 from ..registry import subscriptions as rows
 from ..registry.outbox import EVENTS
 from ..services import Services
-from .channels import Event, Outcome, Renderer, Transport
+from .channels import Event, Handshaking, Outcome, Renderer, Transport
 from .destinations import Destinations
 from .model import ACTIVE, DOCUMENT, ERROR, FHIR, OFF, REQUESTED, Subscription, cx_of
 
@@ -144,6 +144,8 @@ class Deliveries:
     def _handshake(self, sub: Subscription, renderer: Renderer, row: Any, token: str) -> str:
         if sub.status != REQUESTED:
             return self._settler(row, token)("skipped", f"the subscription is {sub.status}")
+        if not isinstance(renderer, Handshaking):
+            return self._settler(row, token)("skipped", f"{renderer.action} subscriptions have no handshake")
         result = self.transport.post(sub.endpoint, renderer.handshake(self.services, sub, row.delivery_id))
         # DSUBm ITI-112: a handshake that cannot be sent or is refused puts the subscription in
         # error at once (the subscriber re-activates it once its endpoint answers).

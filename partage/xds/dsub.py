@@ -212,9 +212,6 @@ class NotifyRenderer:
                                   to=event.subscription.endpoint)
         return Outgoing(envelope, f'application/soap+xml; charset=UTF-8; action="{C.ACTION_NOTIFY}"')
 
-    def handshake(self, services: Services, subscription: Subscription, delivery_id: str) -> Outgoing:
-        raise NotImplementedError("DSUB subscriptions have no handshake")
-
 
 # --------------------------------------------------------------------------- the operations
 # The doors' transport (partage.xds.endpoints.dispatch) reads the request within the routes'
