@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from lxml import etree
-
 from partage.access import saml
 from partage.access.credentials import DevAuthority, sample_actors
 from partage.config import Settings
@@ -34,16 +32,15 @@ from partage.registry.access_state import Records
 from partage.services import Services
 from partage.web.app import create_app
 from partage.xds import constants as C
-from partage.xds import ebrim
-from partage.xds.mtom import Attachment, build_multipart
+from partage.xds.mtom import build_multipart
 from partage.xds.soap import build_envelope
 
 from .bench_ingest import validation_args
 from .common import load_average, machine, save
 from .synth import Corpus, Generator, patient_cx
 
-X = f"{{{C.XDSB}}}"
-LCM = f"{{{C.LCM}}}"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.xdsclient import provide_and_register_body  # noqa: E402
 
 # Where a function's own time goes: the first prefix of its file that matches (most specific first).
 PARTS = [
@@ -72,14 +69,7 @@ def part_of(filename: str, name: str) -> str:
 
 def request_body(request, payloads: dict[str, bytes], assertion: bytes) -> tuple[str, bytes]:
     """The ITI-41 MTOM message a DMP client sends: envelope with its WS-Security header."""
-    body = etree.Element(X + "ProvideAndRegisterDocumentSetRequest", nsmap={"xdsb": C.XDSB})
-    submit = etree.SubElement(body, LCM + "SubmitObjectsRequest", nsmap={"lcm": C.LCM, "rim": C.RIM})
-    ebrim.write_object_list(request.objects(), submit)
-    attachments = []
-    for i, (doc_id, data) in enumerate(payloads.items()):
-        element = etree.SubElement(body, X + "Document", id=doc_id)
-        etree.SubElement(element, f"{{{C.XOP}}}Include", href=f"cid:doc{i}@bench")
-        attachments.append(Attachment(f"doc{i}@bench", "application/octet-stream", data))
+    body, attachments = provide_and_register_body(request, payloads)
     envelope = build_envelope(C.ACTION_PNR, body, to="http://localhost/xds/repository",
                               extra_headers=[saml.security_header(assertion)])
     content_type, chunks, _length = build_multipart(envelope, attachments, action=C.ACTION_PNR)

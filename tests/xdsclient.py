@@ -33,6 +33,20 @@ class Reply:
         return [e.get("errorCode") for e in self.body.iter(f"{RS}RegistryError")]
 
 
+def provide_and_register_body(request, documents: dict[str, bytes]) -> tuple[etree._Element, list[Attachment]]:
+    """The ITI-41 body and its MTOM attachments (one per document, referenced by xop:Include)."""
+    body = etree.Element(X + "ProvideAndRegisterDocumentSetRequest", nsmap={"xdsb": C.XDSB})
+    submit = etree.SubElement(body, LCM + "SubmitObjectsRequest", nsmap={"lcm": C.LCM, "rim": C.RIM})
+    ebrim.write_object_list(request.objects(), submit)
+    attachments = []
+    for i, (doc_id, data) in enumerate(documents.items()):
+        element = etree.SubElement(body, X + "Document", id=doc_id)
+        cid = f"doc{i}@test"
+        etree.SubElement(element, f"{{{C.XOP}}}Include", href=f"cid:{cid}")
+        attachments.append(Attachment(cid, "application/octet-stream", data))
+    return body, attachments
+
+
 class XdsClient:
     def __init__(self, base_url: str, *, mtom: bool = True, headers: dict | None = None,
                  security=None) -> None:
@@ -64,16 +78,7 @@ class XdsClient:
 
     # --- transactions -------------------------------------------------------------
     def provide_and_register(self, request, documents: dict[str, bytes]) -> Reply:
-        body = etree.Element(X + "ProvideAndRegisterDocumentSetRequest", nsmap={"xdsb": C.XDSB})
-        submit = etree.SubElement(body, LCM + "SubmitObjectsRequest", nsmap={"lcm": C.LCM, "rim": C.RIM})
-        ebrim.write_object_list(request.objects(), submit)
-        attachments = []
-        for i, (doc_id, data) in enumerate(documents.items()):
-            element = etree.SubElement(body, X + "Document", id=doc_id)
-            cid = f"doc{i}@test"
-            etree.SubElement(element, f"{{{C.XOP}}}Include", href=f"cid:{cid}")
-            attachments.append(Attachment(cid, "application/octet-stream", data))
-        return self.call(self.repository, C.ACTION_PNR, body, attachments)
+        return self.call(self.repository, C.ACTION_PNR, *provide_and_register_body(request, documents))
 
     def register(self, request) -> Reply:
         submit = etree.Element(LCM + "SubmitObjectsRequest", nsmap={"lcm": C.LCM, "rim": C.RIM})
