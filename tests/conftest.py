@@ -93,3 +93,21 @@ def services(database_url, tmp_path):
     svc = Services.open(settings)
     yield svc
     svc.close()
+
+
+# --- sharded layout: two extra PostgreSQL clusters, once per session (tests/pg_shards.py) ------
+from tests.pg_shards import shard_clusters  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_shard_clusters():
+    """Two throw-away PostgreSQL clusters on free ports for the sharded registry; skipped (or
+    failed, when PostgreSQL is required) when the coordinator or initdb is not available."""
+    require_postgres()
+    try:
+        with shard_clusters(2) as clusters:
+            yield clusters
+    except RuntimeError as exc:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"cannot create the shard clusters: {exc}")
+        pytest.skip(f"cannot create the shard clusters: {exc}")

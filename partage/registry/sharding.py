@@ -1,0 +1,306 @@
+"""Optional, PostgreSQL only: shard the registry by patient over several PostgreSQL servers.
+
+    python -m partage.registry.sharding --database postgresql+psycopg://coordinator/partage \\
+        --shard postgresql+psycopg://postgres@shard1:5432/partage_shard \\
+        --shard postgresql+psycopg://postgres@shard2:5432/partage_shard [--partitions 2]
+
+PostgreSQL's own machinery, nothing in between: `registry_objects`, `object_codes` and
+`object_authors` become tables partitioned by HASH (patient_pk) on the *coordinator* (the
+database the servers name in PARTAGE_DATABASE_URL) whose partitions are `postgres_fdw`
+FOREIGN TABLEs; each partition's rows live in a plain table on one *shard* (partition i on
+shard i mod the number of shards). Everything else stays on the coordinator: patients and
+their identifiers, the global index of uniqueIds (`unique_ids`), the sequences (a partition
+row's `pk` is drawn on the coordinator, so it is unique over every shard), notifications,
+audit. The servers keep talking to the coordinator only; a patient's query is pruned to the
+one foreign partition of that patient and runs, filters included, on its shard.
+
+What changes and why (docs/deployment.md, "Sharding the registry"):
+
+- Foreign partitions carry no constraints on the coordinator: the primary keys, the
+  entryUUID uniqueness and the query indexes are created on each shard's partition table
+  (`pk` unique, `entry_uuid` unique within the partition), the foreign keys from the index
+  tables to `registry_objects` and from `registry_objects` to `patients` are dropped (the
+  registry writes an object and its index rows in one transaction and deletes them together).
+- `postgres_fdw` has no two-phase commit: at COMMIT the coordinator commits each shard's
+  transaction, then its own. A coordinator that dies between the two leaves shard rows whose
+  uniqueId was never claimed in `unique_ids`. `unclaimed()` finds those submissions (a
+  submission set whose uniqueId has no claim, its members and associations) and
+  `remove_unclaimed()` deletes them: `partage fsck` reports them, `partage fsck --repair`
+  removes them. The submitter had its error (its connection died before the answer) and
+  submits again.
+- DDL does not reach the shards by itself: ALTER TABLE on the partitioned parent changes the
+  coordinator's foreign-table definition only. A migration that changes the three tables
+  calls `alter_partitions()` (it runs the statement on every shard partition, then on the
+  parent); `partage serve` on a sharded database at head migrates nothing.
+
+The same shape (distribution column patient_pk, everything else on one node) is what Citus
+asks for; docs/deployment.md gives the statements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, create_engine, select
+from sqlalchemy.engine import URL, make_url
+
+from ..metadata.kinds import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
+from ..metadata.model import AssociationType
+from . import schema
+from .partitioning import TABLES, is_partitioned
+from .store import Registry
+
+SERVER_PREFIX = "partage_shard_"
+HAS_MEMBER = AssociationType.HAS_MEMBER.value
+OBJ = schema.registry_objects
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard server as the coordinator's postgres_fdw sees it."""
+
+    name: str          # the foreign server's name on the coordinator
+    url: URL           # how to reach the shard's database (SQLAlchemy, psycopg)
+    partitions: tuple[int, ...] = field(default=())
+
+
+def _url(url: str) -> URL:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"a shard is a PostgreSQL database: {url}")
+    return parsed.set(drivername="postgresql+psycopg")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _columns(conn: Connection, table: str) -> list[str]:
+    """The column definitions of a coordinator table as the catalog has them (migrations included)."""
+    rows = conn.exec_driver_sql(
+        "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+        "WHERE attrelid = %(t)s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", {"t": table})
+    return [f'"{name}" {kind}{" NOT NULL" if notnull or name == "patient_pk" else ""}' for name, kind, notnull in rows]
+
+
+def _indexes(conn: Connection, table: str) -> list[tuple[str, str]]:
+    """(name, definition) of a coordinator table's indexes, primary key and unique ones included."""
+    rows = conn.exec_driver_sql("SELECT indexname, indexdef FROM pg_indexes "
+                                "WHERE schemaname = 'public' AND tablename = %(t)s ORDER BY indexname", {"t": table})
+    return [(name, definition) for name, definition in rows]
+
+
+def _shard_ddl(columns: dict[str, list[str]], indexes: dict[str, list[tuple[str, str]]],
+               partitions: tuple[int, ...]) -> list[str]:
+    out = []
+    for table in TABLES:
+        for i in partitions:
+            part = f"{table}_p{i}"
+            out.append(f"CREATE TABLE {part} ({', '.join(columns[table])})")
+            for name, definition in indexes[table]:
+                head, _, tail = definition.partition(f" ON public.{table} ")
+                out.append(head.replace(f" {name}", f" {name}_p{i}", 1) + f" ON {part} " + tail)
+    return out
+
+
+def _coordinator_ddl(shards: list[Shard], partitions: int) -> list[str]:
+    out = ["CREATE EXTENSION IF NOT EXISTS postgres_fdw"]
+    for shard in shards:
+        url = shard.url
+        options = [f"host {_quote(url.host or '127.0.0.1')}", f"port {_quote(str(url.port or 5432))}",
+                   f"dbname {_quote(url.database or 'postgres')}",
+                   # a query by id (not by patient) reads every shard at once, not one after another
+                   "async_capable 'true'", "parallel_commit 'true'", "fetch_size '1000'"]
+        out.append(f"CREATE SERVER {shard.name} FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({', '.join(options)})")
+        user = [f"user {_quote(url.username or 'postgres')}"]
+        if url.password:
+            user.append(f"password {_quote(str(url.password))}")
+        out.append(f"CREATE USER MAPPING FOR PUBLIC SERVER {shard.name} OPTIONS ({', '.join(user)})")
+    out += [
+        "ALTER TABLE object_codes DROP CONSTRAINT IF EXISTS fk_object_codes_object_pk_registry_objects",
+        "ALTER TABLE object_authors DROP CONSTRAINT IF EXISTS fk_object_authors_object_pk_registry_objects",
+    ]
+    for table in TABLES:
+        out += [
+            f"ALTER TABLE {table} RENAME TO {table}_flat",
+            f"CREATE TABLE {table} (LIKE {table}_flat INCLUDING DEFAULTS) PARTITION BY HASH (patient_pk)",
+            f"ALTER TABLE {table} ALTER COLUMN patient_pk SET NOT NULL",
+            f"ALTER SEQUENCE {table}_pk_seq OWNED BY {table}.pk",
+        ]
+        for shard in shards:
+            out += [f"CREATE FOREIGN TABLE {table}_p{i} PARTITION OF {table} "
+                    f"FOR VALUES WITH (MODULUS {partitions}, REMAINDER {i}) "
+                    f"SERVER {shard.name} OPTIONS (schema_name 'public', table_name '{table}_p{i}')"
+                    for i in shard.partitions]
+        out += [f"INSERT INTO {table} SELECT * FROM {table}_flat", f"DROP TABLE {table}_flat"]
+    return out
+
+
+def plan(shard_urls: list[str], partitions: int | None = None) -> list[Shard]:
+    """Which partitions go to which shard: partition i to shard i mod len(shards)."""
+    if not shard_urls:
+        raise ValueError("at least one --shard")
+    count = partitions or len(shard_urls)
+    if not len(shard_urls) <= count <= 1024:
+        raise ValueError("partitions: at least one per shard, at most 1024")
+    return [Shard(f"{SERVER_PREFIX}{k}", _url(url), tuple(range(k, count, len(shard_urls))))
+            for k, url in enumerate(shard_urls)]
+
+
+def shard(registry: Registry, shard_urls: list[str], partitions: int | None = None) -> list[Shard]:
+    """Move the three per-patient tables of a registry at migration head onto the shards.
+
+    The shards' partition tables are created first (each shard in its own transaction; the
+    shard databases must not have them yet), then the coordinator is converted in one
+    transaction that also copies its rows there. Run it with the servers stopped."""
+    if registry.engine.dialect.name != "postgresql":
+        raise ValueError("sharding by patient is for PostgreSQL")
+    shards = plan(shard_urls, partitions)
+    count = sum(len(s.partitions) for s in shards)
+    with registry.read() as conn:
+        if is_partitioned(conn):
+            raise ValueError("registry_objects is already partitioned or sharded")
+        columns = {t: _columns(conn, t) for t in TABLES}
+        indexes = {t: _indexes(conn, t) for t in TABLES}
+    for target in shards:
+        engine = create_engine(target.url)
+        try:
+            with engine.begin() as conn:
+                for statement in _shard_ddl(columns, indexes, target.partitions):
+                    conn.exec_driver_sql(statement)
+        finally:
+            engine.dispose()
+    with registry.write() as conn:
+        for statement in _coordinator_ddl(shards, count):
+            conn.exec_driver_sql(statement)
+    return shards
+
+
+def shards(conn: Connection) -> list[Shard]:
+    """The shards of a sharded coordinator, from its catalog (foreign servers and user mappings)."""
+    rows = conn.exec_driver_sql(
+        "SELECT s.srvname, s.srvoptions, m.umoptions FROM pg_foreign_server s "
+        "LEFT JOIN pg_user_mappings m ON m.srvid = s.oid AND m.usename = 'public' "
+        "WHERE s.srvname LIKE %(p)s ORDER BY s.srvname", {"p": SERVER_PREFIX + "%"}).all()
+    parts = conn.exec_driver_sql(
+        "SELECT s.srvname, c.relname FROM pg_foreign_table f JOIN pg_class c ON c.oid = f.ftrelid "
+        "JOIN pg_foreign_server s ON s.oid = f.ftserver WHERE c.relname LIKE 'registry_objects_p%%'").all()
+    out = []
+    for name, server_options, user_options in rows:
+        opts = dict(o.split("=", 1) for o in [*(server_options or []), *(user_options or [])])
+        url = URL.create("postgresql+psycopg", username=opts.get("user"), password=opts.get("password"),
+                         host=opts.get("host"), port=int(opts.get("port", "5432")), database=opts.get("dbname"))
+        mine = sorted(int(rel.rsplit("_p", 1)[1]) for server, rel in parts if server == name)
+        out.append(Shard(name, url, tuple(mine)))
+    return out
+
+
+def is_sharded(conn: Connection) -> bool:
+    if conn.dialect.name != "postgresql":
+        return False
+    return bool(conn.exec_driver_sql(
+        "SELECT count(*) FROM pg_foreign_table f JOIN pg_class c ON c.oid = f.ftrelid "
+        "WHERE c.relname LIKE 'registry_objects_p%%'").scalar())
+
+
+def alter_partitions(conn: Connection, table: str, action: str) -> None:
+    """For a migration: `ALTER TABLE <partition> <action>` on every shard, then on the parent.
+
+    `action` must be idempotent (ADD COLUMN IF NOT EXISTS ...): the shards commit on their own,
+    before the migration's transaction, so a migration that fails after this and is run again
+    finds the shards already changed. On a database that is not sharded it alters the table."""
+    if table not in TABLES:
+        raise ValueError(f"{table} is not sharded")
+    if is_sharded(conn):
+        for target in shards(conn):
+            engine = create_engine(target.url)
+            try:
+                with engine.begin() as remote:
+                    for i in target.partitions:
+                        remote.exec_driver_sql(f"ALTER TABLE {table}_p{i} {action}")
+            finally:
+                engine.dispose()
+    conn.exec_driver_sql(f"ALTER TABLE {table} {action}")
+
+
+# ------------------------------------------------------------------ recovery
+def unclaimed(conn: Connection, *, min_age_seconds: float = 300.0) -> list[str]:
+    """entryUUIDs of the objects of submissions whose coordinator transaction did not commit.
+
+    A registered submission set always has its uniqueId claimed in `unique_ids` (on the
+    coordinator, in the submission's transaction); one without is the shard half of a
+    submission whose coordinator half was lost. Its members (documents and folders no other
+    submission set has) and the associations of that submission go with it. Only submission
+    sets registered at least `min_age_seconds` ago are judged: a submission in flight
+    commits its shard half a moment before the coordinator's."""
+    claims = schema.unique_ids
+    cutoff = _cutoff(min_age_seconds)
+    sets = {row.entry_uuid: row.patient_pk for row in conn.execute(
+        select(OBJ.c.entry_uuid, OBJ.c.patient_pk).where(
+            OBJ.c.kind == KIND_SUBMISSION_SET, OBJ.c.registered_at <= cutoff,
+            ~select(claims.c.unique_id).where(claims.c.unique_id == OBJ.c.unique_id).exists()))}
+    if not sets:
+        return []
+    found: set[str] = set(sets)
+    for patient in set(sets.values()):
+        rows = conn.execute(select(OBJ.c.entry_uuid, OBJ.c.kind, OBJ.c.source_uuid, OBJ.c.target_uuid,
+                                   OBJ.c.assoc_type, OBJ.c.registered_at)
+                            .where(OBJ.c.patient_pk == patient)).all()
+        kinds = {r.entry_uuid: r.kind for r in rows}
+        owners: dict[str, set[str]] = {}
+        for r in rows:
+            if r.kind == KIND_ASSOCIATION and r.assoc_type == HAS_MEMBER and kinds.get(r.source_uuid) == \
+                    KIND_SUBMISSION_SET:
+                owners.setdefault(r.target_uuid, set()).add(r.source_uuid)
+        found |= {uuid for uuid, by in owners.items()
+                  if kinds.get(uuid) in (KIND_DOCUMENT, KIND_FOLDER) and by <= found}
+        changed = True
+        while changed:   # associations with an end gone, and HasMembers of a set gone
+            more = {r.entry_uuid for r in rows if r.kind == KIND_ASSOCIATION and r.entry_uuid not in found
+                    and (r.source_uuid in found or r.target_uuid in found)}
+            changed = bool(more)
+            found |= more
+    return sorted(found)
+
+
+def remove_unclaimed(conn: Connection, entry_uuids: list[str]) -> None:
+    """Delete those objects and their index rows (codes, authors), on their shards."""
+    for chunk in (entry_uuids[i:i + 500] for i in range(0, len(entry_uuids), 500)):
+        rows = conn.execute(select(OBJ.c.pk, OBJ.c.patient_pk).where(OBJ.c.entry_uuid.in_(chunk))).all()
+        for row in rows:
+            for table in (schema.object_codes, schema.object_authors):
+                conn.execute(table.delete().where(table.c.patient_pk == row.patient_pk, table.c.object_pk == row.pk))
+            conn.execute(OBJ.delete().where(OBJ.c.patient_pk == row.patient_pk, OBJ.c.pk == row.pk))
+
+
+def _cutoff(min_age_seconds: float) -> str:
+    """registered_at (UTC DTM digits) of a submission min_age_seconds old."""
+    return (datetime.now(UTC) - timedelta(seconds=min_age_seconds)).strftime("%Y%m%d%H%M%S")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="shard the registry's per-patient tables over PostgreSQL servers")
+    parser.add_argument("--database", required=True, help="the coordinator's PostgreSQL SQLAlchemy URL")
+    parser.add_argument("--shard", action="append", required=True, help="a shard's PostgreSQL URL (repeat)")
+    parser.add_argument("--partitions", type=int, default=None, help="hash partitions in all (default: one a shard)")
+    args = parser.parse_args(argv)
+    registry = Registry(args.database)
+    registry.migrate()
+    try:
+        placed = shard(registry, args.shard, args.partitions)
+    except ValueError as exc:
+        print(f"partage.registry.sharding: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        registry.dispose()
+    for target in placed:
+        print(f"{target.name}: {target.url.render_as_string(hide_password=True)} "
+              f"partitions {', '.join(map(str, target.partitions))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
