@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .config import Settings
-from .registry import consistency, derived
+from .registry import consistency, derived, sharding
 from .services import Services
 
 
@@ -28,12 +28,16 @@ class FsckReport:
     orphans: list[str] = field(default_factory=list)            # entry_uuid of no submission set
     dangling_associations: list[str] = field(default_factory=list)   # an end is missing
     derived_orphans: dict[str, list[str]] = field(default_factory=dict)  # table -> logical ids of no document
+    # A sharded registry: objects on a shard whose submission's coordinator half never
+    # committed (its uniqueIds unclaimed; postgres_fdw has no two-phase commit).
+    unclaimed: list[str] = field(default_factory=list)
     registered_documents: int = 0
     blobs: int = 0
 
     @property
     def consistent(self) -> bool:
-        return not (self.missing_blobs or self.orphans or self.dangling_associations or self.derived_orphans)
+        return not (self.missing_blobs or self.orphans or self.dangling_associations or self.derived_orphans
+                    or self.unclaimed)
 
 
 @runtime_checkable
@@ -63,6 +67,9 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
             report.unreferenced_blobs.append(address)
     _check_registry(services, report)
     with services.registry.read() as conn:
+        if sharding.is_sharded(conn):
+            report.unclaimed = sharding.unclaimed(conn, min_age_seconds=min_age_seconds)
+    with services.registry.read() as conn:
         report.derived_orphans = derived.orphans(conn)
     blobs = services.blobs
     temp_files = blobs.temp_files() if isinstance(blobs, LocalBlobs) else []   # S3 keeps none here
@@ -90,6 +97,10 @@ def _age(services: Services, address: str, now: float) -> float:
 
 
 def remove_leftovers(services: Services, report: FsckReport) -> None:
+    if report.unclaimed:   # first: removing them may make derived rows orphans
+        with services.registry.write() as conn:
+            sharding.remove_unclaimed(conn, report.unclaimed)
+        report.unclaimed = []
     if report.derived_orphans:   # facts and text of documents gone: derived data follows its document
         with services.registry.write() as conn:
             derived.delete_orphans(conn)
@@ -119,11 +130,16 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
             out.write(f"ORPHAN   {entry_uuid} is a member of no submission set\n")
         for entry_uuid in report.dangling_associations:
             out.write(f"DANGLING association {entry_uuid} has a missing end\n")
+        for entry_uuid in report.unclaimed:
+            out.write(f"UNCLAIMED {entry_uuid} is on a shard, its submission's uniqueIds are not claimed\n")
         for table, lids in report.derived_orphans.items():
             for lid in lids:
                 out.write(f"DERIVED  {table} rows of {lid}: no version of that document remains\n")
         if repair:
+            unclaimed = len(report.unclaimed)
             remove_leftovers(services, report)
+            if unclaimed:
+                out.write(f"repaired: removed {unclaimed} unclaimed objects from the shards\n")
             out.write(f"repaired: removed {len(report.unreferenced_blobs)} blobs, "
                       f"{len(report.temp_files)} temporary files and the derived rows of "
                       f"{len({lid for lids in report.derived_orphans.values() for lid in lids})} removed documents\n")

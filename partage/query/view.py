@@ -101,7 +101,12 @@ class Reader:
         # the last version of a lineage deprecated by status).
         lineages = [n.lineage for n in graph.nodes.values() if isinstance(n.obj, DocumentEntry) and n.lineage]
         heads: dict[str, list[DocumentEntry]] = {}
-        keys = Q.lineage_heads(conn, lineages) if lineages else []
+        # their patients, so that a sharded registry reads their shards only (a lineage stays with its patient)
+        documents = [n for n in graph.nodes.values() if isinstance(n.obj, DocumentEntry) and n.lineage]
+        owners = {n.patient_pk for n in documents if n.patient_pk is not None}
+        if len(owners) < len({n.patient_pk for n in documents}):
+            owners = set()   # a document of no patient: do not narrow
+        keys = Q.lineage_heads(conn, lineages, owners) if lineages else []
         missing = [k.entry_uuid for k in keys if k.entry_uuid not in graph.nodes]
         loaded = {row.entry_uuid: object_from_row(row.body)
                   for row in (Q.by_ids(conn, None, entry_uuids=missing) if missing else [])}

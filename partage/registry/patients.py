@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Table, select, update
 
 from ..metadata.datatypes import CX, HD, XTN, DatatypeError
 from . import patient_index, schema
@@ -23,6 +23,8 @@ from .clock import utc_now
 
 # "FHIR Patient logical ids of this Partage server", in the UUID-derived arc 2.25.
 FHIR_ID_AUTHORITY = "2.25.211310386435413264734375473219935735847"
+# The tables registry.sharding distributes over the shards.
+SHARDED_TABLES = ("registry_objects", "object_codes", "object_authors")
 MAX_MERGE_CHAIN = 32   # merge chains are short; the bound guards against a cycle
 _EMAIL = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
 
@@ -173,7 +175,34 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
         return keep
     p, objs = schema.patients, schema.registry_objects
     conn.execute(update(p).where(p.c.pk == gone).values(merged_into=keep, updated_at=utc_now()))
+    sharded = has_foreign_partitions(conn)
     for table in (objs, schema.object_codes, schema.object_authors, schema.clinical_facts, schema.document_text,
                   schema.subscriptions):
-        conn.execute(update(table).where(table.c.patient_pk == gone).values(patient_pk=keep))
+        if sharded and table.name in SHARDED_TABLES:
+            _move(conn, table, gone, keep)
+        else:
+            conn.execute(update(table).where(table.c.patient_pk == gone).values(patient_pk=keep))
     return keep
+
+
+def has_foreign_partitions(conn: Connection) -> bool:
+    """Is the registry sharded (registry.sharding): registry_objects has postgres_fdw partitions?"""
+    if conn.dialect.name != "postgresql":
+        return False
+    return bool(conn.exec_driver_sql(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_foreign_table f ON f.ftrelid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass('registry_objects'))").scalar())
+
+
+def _move(conn: Connection, table: Table, gone: int, keep: int) -> None:
+    """Move a merged patient's rows to the survivor's partition, on a sharded registry.
+
+    An UPDATE of patient_pk would not: PostgreSQL does not move a row out of a foreign
+    partition (postgres_fdw runs the UPDATE on the shard, where the row stays, under the
+    wrong hash). Delete and insert again, in one statement, through the partitioned parent."""
+    names = [f'"{c.name}"' for c in table.c]
+    values = ["%(keep)s" if c.name == "patient_pk" else f'"{c.name}"' for c in table.c]
+    conn.exec_driver_sql(
+        f"WITH moved AS (DELETE FROM {table.name} WHERE patient_pk = %(gone)s RETURNING *) "
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {', '.join(values)} FROM moved",
+        {"gone": gone, "keep": keep})

@@ -174,7 +174,7 @@ def associations(conn: Connection, *, sources: Iterable[str] = (), targets: Iter
     return conn.execute(select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk)).all()
 
 
-def lineage_heads(conn: Connection, lineages: Iterable[str]) -> list[ObjectRow]:
+def lineage_heads(conn: Connection, lineages: Iterable[str], patient_pks: Iterable[int] = ()) -> list[ObjectRow]:
     """The newest versions of documents' lineages, as rows `(pk, entry_uuid, lineage)`: every
     version not Deprecated, and for a lineage whose every version is Deprecated (its newest
     one deprecated by a status update), the last registered one.
@@ -182,25 +182,30 @@ def lineage_heads(conn: Connection, lineages: Iterable[str]) -> list[ObjectRow]:
     Only lineages of more than one version are answered: a document alone in its lineage is
     its own newest version, which is what nearly every document is (one aggregate query,
     returning nothing, for a whole page of them). Keys only: the caller usually holds these
-    versions already and loads the others' bodies with `by_ids`."""
+    versions already and loads the others' bodies with `by_ids`.
+
+    `patient_pks`: the patients these documents belong to (a lineage never leaves its
+    patient), so that the queries are pruned to their partitions, their shards on a sharded
+    registry (registry.sharding), instead of reading every one."""
+    mine = [OBJ.c.patient_pk.in_(sorted(set(patient_pks)))] if patient_pks else []
     wanted = [lineage for lineage in dict.fromkeys(lineages) if lineage]
     keys = (OBJ.c.pk, OBJ.c.entry_uuid, OBJ.c.lineage)
     out: list[ObjectRow] = []
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
         several = list(conn.execute(select(OBJ.c.lineage).where(
-            OBJ.c.kind == schema.KIND_DOCUMENT, OBJ.c.lineage.in_(chunk))
+            OBJ.c.kind == schema.KIND_DOCUMENT, OBJ.c.lineage.in_(chunk), *mine)
             .group_by(OBJ.c.lineage).having(func.count() > 1)).scalars())
         if not several:
             continue
         live = conn.execute(select(*keys).where(
             OBJ.c.kind == schema.KIND_DOCUMENT, OBJ.c.lineage.in_(several),
-            OBJ.c.status != "Deprecated")).all()
+            OBJ.c.status != "Deprecated", *mine)).all()
         out += live
         dead = sorted(set(several) - {row.lineage for row in live})
         if dead:
             last = (select(func.max(OBJ.c.pk)).where(OBJ.c.kind == schema.KIND_DOCUMENT,
-                                                     OBJ.c.lineage.in_(dead))
+                                                     OBJ.c.lineage.in_(dead), *mine)
                     .group_by(OBJ.c.lineage).scalar_subquery())
-            out += conn.execute(select(*keys).where(OBJ.c.pk.in_(last))).all()
+            out += conn.execute(select(*keys).where(OBJ.c.pk.in_(last), *mine)).all()
     return out

@@ -49,7 +49,7 @@ from sqlalchemy.engine import URL, make_url
 
 from ..metadata.kinds import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
 from ..metadata.model import AssociationType
-from . import schema
+from . import patients, schema
 from .partitioning import TABLES, is_partitioned
 from .store import Registry
 
@@ -199,11 +199,7 @@ def shards(conn: Connection) -> list[Shard]:
 
 
 def is_sharded(conn: Connection) -> bool:
-    if conn.dialect.name != "postgresql":
-        return False
-    return bool(conn.exec_driver_sql(
-        "SELECT count(*) FROM pg_foreign_table f JOIN pg_class c ON c.oid = f.ftrelid "
-        "WHERE c.relname LIKE 'registry_objects_p%%'").scalar())
+    return patients.has_foreign_partitions(conn)
 
 
 def alter_partitions(conn: Connection, table: str, action: str) -> None:

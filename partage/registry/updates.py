@@ -353,6 +353,9 @@ def remove_objects(conn: Connection, rows: dict[str, Row], *, removed_by: str,
     _tombstones(conn, rows.values(), removed_by=removed_by, transaction="ITI-62", at=now, keep_bytes=True)
     lids = {r.lid for r in rows.values() if r.kind == schema.KIND_DOCUMENT}
     for row in rows.values():
+        # The index rows explicitly: on a sharded registry no foreign key cascades (registry.sharding).
+        for index in (schema.object_codes, schema.object_authors):
+            conn.execute(index.delete().where(index.c.patient_pk == row.patient_pk, index.c.object_pk == row.pk))
         conn.execute(OBJ.delete().where(OBJ.c.pk == row.pk))
         if row.unique_id:
             remaining = conn.execute(select(OBJ.c.pk).where(OBJ.c.unique_id == row.unique_id)).first()

@@ -1,0 +1,313 @@
+"""partage.registry.sharding: the registry sharded by patient over two more PostgreSQL servers
+(postgres_fdw foreign partitions), driven through a real `partage serve` with authentication on.
+
+A patient's rows are on the shard its hash chooses and its FindDocuments reads that shard
+only; the access policy holds; a patient merge moves rows across shards; a stopped shard is
+an XDS error (no 500) and loses nothing; a coordinator that dies between the shards' commit
+and its own leaves unclaimed shard rows that `partage fsck --repair` removes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import threading
+import time
+
+import psycopg
+import pytest
+from lxml import etree
+from sqlalchemy import create_engine, exists, select
+
+from partage.access import saml
+from partage.access.actor import INSECURE_DEV_ACTOR
+from partage.access.credentials import sample_actors
+from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
+from partage.fsck import check, remove_leftovers
+from partage.ingest import IngestService
+from partage.metadata.datatypes import XCN
+from partage.metadata.model import Code
+from partage.metadata.query import DocumentFilter
+from partage.query import QueryService
+from partage.registry import queries as Q
+from partage.registry import sharding
+from partage.registry.access_state import Records
+from partage.services import Services
+from tests import factories as F
+from tests.support import LiveServer, postgres_database
+from tests.xdsclient import XdsClient, objects_of
+
+pytestmark = pytest.mark.postgres
+
+APPROVED = "('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"
+CONF = "1.2.250.1.213.1.1.4.13"
+SOAP = "{http://www.w3.org/2003/05/soap-envelope}"
+
+
+@dataclasses.dataclass
+class Layout:
+    server: LiveServer
+    services: Services
+    clusters: list
+    shards: list[sharding.Shard]
+    url: str
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory, authority, pg_shard_clusters):
+    root = tmp_path_factory.mktemp("sharded")
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(postgres_database("partage_sharded"))
+        services = Services.open(Settings(data_dir=root / "data", database_url=url))   # migrates to head
+        stack.callback(services.close)
+        shards = sharding.shard(services.registry, [c.database() for c in pg_shard_clusters])
+        # `partage serve` on the sharded coordinator (it migrates: at head, nothing to do)
+        server = stack.enter_context(LiveServer(root / "data", database_url=url, insecure_dev=False, mllp=False,
+                                                extra_args=["--trust", str(authority.directory / "ca.pem")]))
+        yield Layout(server, services, pg_shard_clusters, shards, url)
+
+
+def _soap(layout, authority, name, pid) -> XdsClient:
+    actor = sample_actors(pid)[name]
+    return XdsClient(layout.server.base_url,
+                     security=lambda: saml.security_header(authority.saml_assertion(actor)))
+
+
+def _patient(layout, *, on_shard: int | None = None):
+    """A new patient with a record open (the sample GP as médecin traitant), on the given shard."""
+    while True:
+        pid = F.patient_id()
+        with layout.services.registry.write() as conn:
+            pk = layout.services.registry.upsert_patient(conn, [pid])
+        if on_shard is None or _shard_of(layout, pk) == on_shard:
+            Records(layout.services.registry).open(pid, medecin_traitant="810001234567")
+            return pid, pk
+
+
+def _partition_of(layout, pk: int) -> int:
+    count = sum(len(s.partitions) for s in layout.shards)
+    with layout.services.registry.read() as conn:
+        for i in range(count):
+            if conn.exec_driver_sql("SELECT satisfies_hash_partition('registry_objects'::regclass, %(n)s, %(i)s, "
+                                    "%(pk)s::integer)", {"n": count, "i": i, "pk": pk}).scalar():
+                return i
+    raise AssertionError("no partition")
+
+
+def _shard_of(layout, pk: int) -> int:
+    part = _partition_of(layout, pk)
+    return next(k for k, s in enumerate(layout.shards) if part in s.partitions)
+
+
+def _on_shard(layout, k: int, sql: str, params: dict | None = None) -> list[tuple]:
+    """Read a shard's database directly, not through the coordinator."""
+    engine = create_engine(layout.shards[k].url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(sql, params or {})]
+    finally:
+        engine.dispose()
+
+
+def _doc(pid, entry_id, author_id, conf=None):
+    doc = F.document(pid, entry_id)
+    doc.authors[0].person = XCN.parse(f"{author_id}^AUTEUR^Test^^^Dr^^^&1.2.250.1.71.4.2.1&ISO")
+    if conf:
+        doc.confidentiality_codes = [Code("N", "2.16.840.1.113883.5.25", "Normal"), Code(conf, CONF, conf)]
+    return doc
+
+
+def _find(client, pid):
+    return client.stored_query("FindDocuments", {"$XDSDocumentEntryPatientId": [f"'{pid}'"],
+                                                 "$XDSDocumentEntryStatus": [APPROVED]})
+
+
+def _uids(reply) -> set[str]:
+    assert reply.status == "Success", reply.error_codes
+    return {o.unique_id for o in objects_of(reply)}
+
+
+def _submit(layout, authority, pid, docs):
+    reply = _soap(layout, authority, "doctor", pid).provide_and_register(
+        F.submission(pid, docs, contents=False), {d.entry_uuid: f"<doc>{d.entry_uuid}</doc>".encode() for d in docs})
+    assert reply.status == "Success", reply.error_codes
+
+
+# ------------------------------------------------------------------ flows
+def test_submit_find_retrieve_on_both_shards(sharded, authority):
+    doctor = sample_actors(F.patient_id())["doctor"].id
+    for k in range(2):
+        pid, pk = _patient(sharded, on_shard=k)
+        normal, masked = _doc(pid, "normal", doctor), _doc(pid, "masked", doctor, conf="MASQUE_PS")
+        _submit(sharded, authority, pid, [normal, masked])
+
+        assert _uids(_find(_soap(sharded, authority, "doctor", pid), pid)) == {normal.unique_id, masked.unique_id}
+        nurse = _soap(sharded, authority, "nurse", pid)     # MASQUE_PS is not for the nurse
+        assert _uids(_find(nurse, pid)) == {normal.unique_id}
+        retrieved, documents = nurse.retrieve(DEFAULT_REPOSITORY_UNIQUE_ID, [masked.unique_id])
+        assert retrieved.status == "Failure" and not documents
+        retrieved, documents = _soap(sharded, authority, "gp", pid).retrieve(
+            DEFAULT_REPOSITORY_UNIQUE_ID, [normal.unique_id])
+        assert retrieved.status == "Success" and documents[normal.unique_id].read() == b"<doc>normal</doc>"
+
+        # the rows are on the shard the hash chose, and only there
+        part = _partition_of(sharded, pk)
+        here = _on_shard(sharded, k, f"SELECT kind, count(*) FROM registry_objects_p{part} "
+                                     "WHERE patient_pk = %(pk)s GROUP BY kind ORDER BY kind", {"pk": pk})
+        assert dict(here) == {"A": 2, "D": 2, "S": 1}   # two HasMember associations
+        assert _on_shard(sharded, k, f"SELECT count(*) FROM object_codes_p{part} WHERE patient_pk = %(pk)s",
+                         {"pk": pk})[0][0] > 0
+        other = 1 - k
+        for i in sharded.shards[other].partitions:
+            assert _on_shard(sharded, other, f"SELECT count(*) FROM registry_objects_p{i} "
+                                             "WHERE patient_pk = %(pk)s", {"pk": pk}) == [(0,)]
+        with sharded.services.registry.read() as conn:   # the global index is on the coordinator
+            claims = conn.exec_driver_sql("SELECT count(*) FROM unique_ids WHERE unique_id IN (%(a)s, %(b)s)",
+                                          {"a": normal.unique_id, "b": masked.unique_id}).scalar()
+        assert claims == 2
+
+
+def _plan(layout, statement) -> str:
+    sql = str(statement.compile(layout.services.registry.engine, compile_kwargs={"literal_binds": True}))
+    with layout.services.registry.read() as conn:
+        return "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql.replace("%", "%%")))
+
+
+def test_a_patients_query_reads_one_shard(sharded, authority):
+    pid, pk = _patient(sharded)
+    _submit(sharded, authority, pid, [_doc(pid, "d", "810000000002")])
+    part = _partition_of(sharded, pk)
+    # FindDocuments as the registry sends it (registry.queries), a status filter
+    plan = _plan(sharded, select(*Q.COLUMNS).where(Q.OBJ.c.patient_pk == pk,
+                                                   *Q.document_clauses(DocumentFilter(statuses=["Approved"]))))
+    scans = re.findall(r"Foreign Scan on (\w+)", plan)
+    assert scans == [f"registry_objects_p{part}"], plan          # one foreign partition, on one shard
+    # the index tables too, when the subquery names the patient
+    plan = _plan(sharded, select(Q.OBJ.c.body).where(
+        Q.OBJ.c.patient_pk == pk, Q.OBJ.c.kind == "D",
+        exists().where(Q.CODES.c.patient_pk == pk, Q.CODES.c.object_pk == Q.OBJ.c.pk, Q.CODES.c.code == "10")))
+    assert sorted(re.findall(r"Foreign Scan on (\w+)", plan)) == [f"object_codes_p{part}",
+                                                                 f"registry_objects_p{part}"], plan
+    found = QueryService(sharded.services, INSECURE_DEV_ACTOR).find_documents(
+        pid, DocumentFilter(statuses=["Approved"])).objects
+    assert len(found) == 1
+
+
+def test_merge_moves_a_patients_rows_to_the_survivors_shard(sharded, authority):
+    keep, keep_pk = _patient(sharded, on_shard=0)
+    gone, gone_pk = _patient(sharded, on_shard=1)
+    _submit(sharded, authority, keep, [_doc(keep, "k", "810000000002")])
+    _submit(sharded, authority, gone, [_doc(gone, "g", "810000000002")])
+    with sharded.services.registry.write() as conn:
+        sharded.services.registry.merge_patients(conn, keep, gone)
+    assert len(_uids(_find(_soap(sharded, authority, "doctor", keep), keep))) == 2
+    for i in sharded.shards[1].partitions:
+        assert _on_shard(sharded, 1, f"SELECT count(*) FROM registry_objects_p{i} WHERE patient_pk = %(pk)s",
+                         {"pk": gone_pk}) == [(0,)]
+    part = _partition_of(sharded, keep_pk)
+    assert _on_shard(sharded, 0, f"SELECT count(*) FROM registry_objects_p{part} WHERE patient_pk = %(pk)s",
+                     {"pk": keep_pk}) == [(6,)]   # two submissions: S, D, A each
+
+
+def _busy(reply) -> bool:
+    """The answer to a dependency that is down (partage.failures): a 503 SOAP Fault, XDSRegistryBusy."""
+    return (reply.http_status == 503 and reply.body.tag == f"{SOAP}Fault"
+            and b"XDSRegistryBusy" in etree.tostring(reply.body))
+
+
+def test_a_stopped_shard_is_an_xds_error_and_loses_nothing(sharded, authority):
+    up, _ = _patient(sharded, on_shard=0)
+    down, _ = _patient(sharded, on_shard=1)
+    kept = _doc(down, "kept", "810000000002")
+    _submit(sharded, authority, down, [kept])
+    _submit(sharded, authority, up, [_doc(up, "fine", "810000000002")])
+    sharded.clusters[1].stop()
+    try:
+        reply = _find(_soap(sharded, authority, "doctor", down), down)
+        assert _busy(reply), (reply.http_status, etree.tostring(reply.body))
+        refused = _soap(sharded, authority, "doctor", down).provide_and_register(
+            F.submission(down, [_doc(down, "late", "810000000002")], contents=False), {"late": b"<doc/>"})
+        assert _busy(refused), (refused.http_status, etree.tostring(refused.body))
+        # the other shard's patients are still found (a submission, which checks its entryUUIDs
+        # against every shard, waits for all of them: docs/deployment.md)
+        assert len(_uids(_find(_soap(sharded, authority, "doctor", up), up))) == 1
+    finally:
+        sharded.clusters[1].start()
+    assert _uids(_find(_soap(sharded, authority, "doctor", down), down)) == {kept.unique_id}
+
+
+# ------------------------------------------------------------------ no 2PC: the recovery
+def test_a_coordinator_lost_between_the_commits_leaves_rows_that_fsck_removes(sharded):
+    """postgres_fdw commits the shard's transaction, then the coordinator's: kill the
+    coordinator's session in between (a trigger on the shard holds its commit for a while)."""
+    pid, pk = _patient(sharded)
+    k, part = _shard_of(sharded, pk), _partition_of(sharded, pk)
+    slow = (f"CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$BEGIN PERFORM pg_sleep(3); RETURN NULL; END$$; "
+            f"CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON registry_objects_p{part} "
+            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.kind = 'S') EXECUTE FUNCTION slow_commit()")
+    shard_url = sharded.shards[k].url.render_as_string(hide_password=False).replace("+psycopg", "")
+    with psycopg.connect(shard_url, autocommit=True) as shard_conn:
+        shard_conn.execute(slow)
+        request = F.submission(pid, [F.document(pid, "lost")], contents=False)
+        failure: list[BaseException] = []
+
+        def submit() -> None:
+            try:
+                IngestService(sharded.services, INSECURE_DEV_ACTOR).register(request)
+            except BaseException as exc:   # the coordinator's session dies under it
+                failure.append(exc)
+
+        worker = threading.Thread(target=submit)
+        worker.start()
+        coordinator = sharded.url.replace("+psycopg", "")
+        with psycopg.connect(coordinator, autocommit=True) as admin:
+            deadline = time.monotonic() + 10
+            killed = False
+            while not killed and time.monotonic() < deadline:
+                time.sleep(0.3)
+                killed = bool(admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND state = 'active' AND query ILIKE 'COMMIT%%'").fetchone()[0])
+        worker.join(30)
+        time.sleep(3.5)   # the shard's commit completes after the coordinator's session is gone
+        shard_conn.execute(f"DROP TRIGGER slow_commit ON registry_objects_p{part}; DROP FUNCTION slow_commit()")
+    assert killed and failure, "the coordinator was to die during COMMIT"
+
+    with sharded.services.registry.read() as conn:
+        lost = sharding.unclaimed(conn, min_age_seconds=0)
+        claimed = conn.exec_driver_sql("SELECT count(*) FROM unique_ids WHERE unique_id = %(u)s",
+                                       {"u": request.submission_set.unique_id}).scalar()
+    assert claimed == 0 and len(lost) == 3, lost     # submission set, document, HasMember: on the shard only
+    report = check(sharded.services, min_age_seconds=0)
+    assert sorted(report.unclaimed) == lost and not report.consistent
+    remove_leftovers(sharded.services, report)
+    assert check(sharded.services, min_age_seconds=0).consistent
+    assert QueryService(sharded.services, INSECURE_DEV_ACTOR).find_documents(
+        pid, DocumentFilter(statuses=["Approved"])).objects == []
+    IngestService(sharded.services, INSECURE_DEV_ACTOR).register(request)   # submitted again: accepted
+    assert len(QueryService(sharded.services, INSECURE_DEV_ACTOR).find_documents(
+        pid, DocumentFilter(statuses=["Approved"])).objects) == 1
+
+
+# ------------------------------------------------------------------ schema changes
+def test_a_migration_reaches_the_shards_through_alter_partitions(sharded, authority):
+    with sharded.services.registry.write() as conn:
+        assert sharding.is_sharded(conn)
+        sharding.alter_partitions(conn, "object_authors", "ADD COLUMN IF NOT EXISTS probe text")
+    try:
+        for k, target in enumerate(sharded.shards):
+            for i in target.partitions:
+                assert _on_shard(sharded, k, "SELECT count(*) FROM information_schema.columns WHERE "
+                                             "table_name = %(t)s AND column_name = 'probe'",
+                                 {"t": f"object_authors_p{i}"}) == [(1,)]
+        pid, _ = _patient(sharded)
+        _submit(sharded, authority, pid, [_doc(pid, "after", "810000000002")])
+        with sharded.services.registry.read() as conn:   # the new column is readable through the coordinator
+            assert conn.exec_driver_sql("SELECT count(probe) FROM object_authors").scalar() == 0
+    finally:
+        with sharded.services.registry.write() as conn:
+            sharding.alter_partitions(conn, "object_authors", "DROP COLUMN IF EXISTS probe")
+    with pytest.raises(ValueError, match="already partitioned or sharded"):
+        sharding.shard(sharded.services.registry, [sharded.clusters[0].database()])
+    sharded.services.registry.migrate()   # at head: nothing to do, no error
