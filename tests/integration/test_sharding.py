@@ -249,12 +249,12 @@ def test_a_coordinator_lost_between_the_commits_leaves_rows_that_fsck_removes(sh
     shard_url = sharded.shards[k].url.render_as_string(hide_password=False).replace("+psycopg", "")
     with psycopg.connect(shard_url, autocommit=True) as shard_conn:
         shard_conn.execute(slow)
-        request = F.submission(pid, [F.document(pid, "lost")], contents=False)
+        request = F.submission(pid, [F.document(pid, "lost")])
         failure: list[BaseException] = []
 
         def submit() -> None:
             try:
-                IngestService(sharded.services, INSECURE_DEV_ACTOR).register(request)
+                IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(request)
             except BaseException as exc:   # the coordinator's session dies under it
                 failure.append(exc)
 
@@ -272,7 +272,7 @@ def test_a_coordinator_lost_between_the_commits_leaves_rows_that_fsck_removes(sh
         worker.join(30)
         time.sleep(3.5)   # the shard's commit completes after the coordinator's session is gone
         shard_conn.execute(f"DROP TRIGGER slow_commit ON registry_objects_p{part}; DROP FUNCTION slow_commit()")
-    assert killed and failure, "the coordinator was to die during COMMIT"
+    assert killed and failure, f"the coordinator was to die during COMMIT: {killed} {failure}"
 
     with sharded.services.registry.read() as conn:
         lost = sharding.unclaimed(conn, min_age_seconds=0)
@@ -285,7 +285,7 @@ def test_a_coordinator_lost_between_the_commits_leaves_rows_that_fsck_removes(sh
     assert check(sharded.services, min_age_seconds=0).consistent
     assert QueryService(sharded.services, INSECURE_DEV_ACTOR).find_documents(
         pid, DocumentFilter(statuses=["Approved"])).objects == []
-    IngestService(sharded.services, INSECURE_DEV_ACTOR).register(request)   # submitted again: accepted
+    IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(request)   # submitted again: accepted
     assert len(QueryService(sharded.services, INSECURE_DEV_ACTOR).find_documents(
         pid, DocumentFilter(statuses=["Approved"])).objects) == 1
 
