@@ -46,6 +46,10 @@ def require_postgres() -> None:
 
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+# PARTAGE_TEST_SHARDED=1 (.ci/run sets it for the registry, query, access and crash tests): the
+# same tests once more on a registry sharded over two more PostgreSQL clusters (registry.sharding).
+if os.environ.get("PARTAGE_TEST_SHARDED") == "1":
+    BACKENDS.append(pytest.param("sharded", marks=pytest.mark.postgres))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -55,6 +59,10 @@ def database_url(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'registry.sqlite3'}"
         return
     require_postgres()
+    if request.param == "sharded":
+        with sharded_database(request.getfixturevalue("pg_shard_clusters")) as url:
+            yield url
+        return
     with postgres_database() as url:
         yield url
 
@@ -67,6 +75,10 @@ def module_database_url(request):
         yield ""
         return
     require_postgres()
+    if request.param == "sharded":
+        with sharded_database(request.getfixturevalue("pg_shard_clusters")) as url:
+            yield url
+        return
     with postgres_database() as url:
         yield url
 
@@ -96,7 +108,7 @@ def services(database_url, tmp_path):
 
 
 # --- sharded layout: two extra PostgreSQL clusters, once per session (tests/pg_shards.py) ------
-from tests.pg_shards import shard_clusters  # noqa: E402
+from tests.pg_shards import shard_clusters, sharded_database  # noqa: E402
 
 
 @pytest.fixture(scope="session")

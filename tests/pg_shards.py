@@ -19,7 +19,9 @@ from pathlib import Path
 
 import psycopg
 
-from tests.support import free_port
+from partage.registry import sharding
+from partage.registry.store import Registry
+from tests.support import free_port, postgres_database
 
 
 def pg_bin() -> Path | None:
@@ -102,3 +104,17 @@ def shard_clusters(count: int = 2) -> Iterator[list[ShardCluster]]:
         for cluster in clusters:
             cluster.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def sharded_database(clusters: list[ShardCluster]) -> Iterator[str]:
+    """A coordinator database (on the main PostgreSQL) at migration head whose per-patient
+    tables are sharded over a new database on each cluster; yields the coordinator's URL."""
+    with postgres_database("partage_sharded") as url:
+        registry = Registry(url)
+        try:
+            registry.migrate()
+            sharding.shard(registry, [cluster.database() for cluster in clusters])
+        finally:
+            registry.dispose()
+        yield url
