@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import re
 import threading
 import time
@@ -23,6 +24,7 @@ from partage.access import saml
 from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.access.credentials import sample_actors
 from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
+from partage.conformance.testkit import __main__ as testkit_entry
 from partage.fsck import check, remove_leftovers
 from partage.ingest import IngestService
 from partage.metadata.datatypes import XCN
@@ -32,8 +34,11 @@ from partage.query import QueryService
 from partage.registry import queries as Q
 from partage.registry import sharding
 from partage.registry.access_state import Records
+from partage.registry.store import Registry
 from partage.services import Services
 from tests import factories as F
+from tests.conftest import corpus_path
+from tests.pg_shards import sharded_database
 from tests.support import LiveServer, postgres_database
 from tests.xdsclient import XdsClient, objects_of
 
@@ -311,3 +316,30 @@ def test_a_migration_reaches_the_shards_through_alter_partitions(sharded, author
     with pytest.raises(ValueError, match="already partitioned or sharded"):
         sharding.shard(sharded.services.registry, [sharded.clusters[0].database()])
     sharded.services.registry.migrate()   # at head: nothing to do, no error
+
+
+# ------------------------------------------------------------------ the NIST XDS collections
+@pytest.mark.corpus
+def test_nist_xds_collections_pass_on_the_sharded_registry(tmp_path, pg_shard_clusters, capsys):
+    """docs/conformance.md's run (85 distinct tests of reg, R.b, SQ.b, rep, PR.b, reg_mu,
+    reg_rm), against `partage serve` on a sharded registry."""
+    testkit = corpus_path("nist", "testkit")
+    codes = corpus_path("nist", "environment", "codes.xml")
+    with sharded_database(pg_shard_clusters) as url, \
+            LiveServer(tmp_path / "data", database_url=url, extra_args=["--codes", str(codes)]) as server:
+        out = tmp_path / "nist.json"
+        code = testkit_entry.main(["nist", "--testkit", str(testkit), "--codes", str(codes),
+                                   "--registry", f"{server.base_url}/xds/registry",
+                                   "--repository", f"{server.base_url}/xds/repository",
+                                   "--mllp", f"127.0.0.1:{server.mllp_port}",
+                                   "--collections", "reg,R.b,SQ.b,rep,PR.b,reg_mu,reg_rm", "--json", str(out)])
+        registry = Registry(url)
+        with registry.read() as conn:
+            assert sharding.is_sharded(conn)
+            per_shard = conn.exec_driver_sql("SELECT count(DISTINCT tableoid) FROM registry_objects").scalar()
+        registry.dispose()
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert (report["passed"], report["failed"], report["not_run"]) == (85, 0, 0), printed
+    assert code == 0
+    assert per_shard == 2    # the kit's patients landed on both shards
