@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import re
 import threading
 import time
@@ -39,6 +40,7 @@ from partage.services import Services
 from tests import factories as F
 from tests.conftest import corpus_path
 from tests.pg_shards import sharded_database
+from tests.s3_support import start_local_s3
 from tests.support import LiveServer, postgres_database
 from tests.xdsclient import XdsClient, objects_of
 
@@ -60,16 +62,34 @@ class Layout:
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory, authority, pg_shard_clusters):
+    """The coordinator (a database on the main PostgreSQL), two shards, documents in SeaweedFS
+    (S3), `partage serve` with authentication on, and the same services in this process."""
     root = tmp_path_factory.mktemp("sharded")
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(postgres_database("partage_sharded"))
-        services = Services.open(Settings(data_dir=root / "data", database_url=url))   # migrates to head
+        s3 = start_local_s3(root / "s3")
+        stack.callback(s3.stop)
+        env = {**s3.environment, "PARTAGE_BLOB_URL": "s3://partage/sharded"}
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)              # boto3's credentials, for this process's services
+        stack.callback(_restore, saved)
+        services = Services.open(Settings(data_dir=root / "admin", database_url=url, blob_url=env["PARTAGE_BLOB_URL"],
+                                          s3_endpoint_url=env["PARTAGE_S3_ENDPOINT_URL"]))   # migrates to head
         stack.callback(services.close)
         shards = sharding.shard(services.registry, [c.database() for c in pg_shard_clusters])
         # `partage serve` on the sharded coordinator (it migrates: at head, nothing to do)
         server = stack.enter_context(LiveServer(root / "data", database_url=url, insecure_dev=False, mllp=False,
+                                                env=env,
                                                 extra_args=["--trust", str(authority.directory / "ca.pem")]))
         yield Layout(server, services, pg_shard_clusters, shards, url)
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _soap(layout, authority, name, pid) -> XdsClient:
@@ -154,6 +174,7 @@ def test_submit_find_retrieve_on_both_shards(sharded, authority):
         retrieved, documents = _soap(sharded, authority, "gp", pid).retrieve(
             DEFAULT_REPOSITORY_UNIQUE_ID, [normal.unique_id])
         assert retrieved.status == "Success" and documents[normal.unique_id].read() == b"<doc>normal</doc>"
+        assert not list(sharded.server.data_dir.glob("blobs/??/??/*"))   # the bytes are in SeaweedFS
 
         # the rows are on the shard the hash chose, and only there
         part = _partition_of(sharded, pk)
