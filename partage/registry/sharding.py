@@ -2,7 +2,9 @@
 
     python -m partage.registry.sharding --database postgresql+psycopg://coordinator/partage \\
         --shard postgresql+psycopg://postgres@shard1:5432/partage_shard \\
-        --shard postgresql+psycopg://postgres@shard2:5432/partage_shard [--partitions 2]
+        --shard postgresql+psycopg://postgres@shard2:5432/partage_shard [--partitions 16]
+    python -m partage.registry.sharding --database ... --move-partition 3 \\
+        --shard postgresql+psycopg://postgres@shard3:5432/partage_shard      (adding a shard)
 
 PostgreSQL's own machinery, nothing in between: `registry_objects`, `object_codes` and
 `object_authors` become tables partitioned by HASH (patient_pk) on the *coordinator* (the
@@ -41,8 +43,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import Connection, create_engine, select
 from sqlalchemy.engine import URL, make_url
@@ -56,6 +60,7 @@ from .store import Registry
 SERVER_PREFIX = "partage_shard_"
 HAS_MEMBER = AssociationType.HAS_MEMBER.value
 OBJ = schema.registry_objects
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,72 @@ def alter_partitions(conn: Connection, table: str, action: str) -> None:
     conn.exec_driver_sql(f"ALTER TABLE {table} {action}")
 
 
+# ------------------------------------------------------------------ adding a shard
+def move_partition(registry: Registry, partition: int, shard_url: str) -> Shard:
+    """Move one hash partition (its three tables) to another shard server, a new one or not.
+
+    How a shard is added: shard with more partitions than servers from the start (say 16
+    over 2), then move some of them to the new server. The target's tables are created like
+    the source's (same columns and indexes); then, in one coordinator transaction that holds
+    off writers (EXCLUSIVE locks: reads go on), the rows are copied, and the partition's
+    foreign table is swapped for one on the target. Run again after a failure: the target's
+    tables are emptied before the copy. The source's tables are dropped last."""
+    target_url = _url(shard_url)
+    with registry.read() as conn:
+        placed = shards(conn)
+        count = sum(len(s.partitions) for s in placed)
+        source = next((s for s in placed if partition in s.partitions), None)
+    if source is None:
+        raise ValueError(f"partition {partition} is not a foreign partition of this registry")
+    same = [s for s in placed if (s.url.host, s.url.port or 5432, s.url.database) ==
+            (target_url.host, target_url.port or 5432, target_url.database)]
+    if same and same[0].name == source.name:
+        raise ValueError(f"partition {partition} is already on {source.name}")
+    target = same[0] if same else Shard(_next_name(placed), target_url)
+    ddl = _remote(source.url, lambda conn: [
+        f"CREATE TABLE IF NOT EXISTS {table}_p{partition} ({', '.join(_columns(conn, f'{table}_p{partition}'))})"
+        for table in TABLES] + [definition.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1).replace(
+            "CREATE UNIQUE INDEX", "CREATE UNIQUE INDEX IF NOT EXISTS", 1)
+        for table in TABLES for _, definition in _indexes(conn, f"{table}_p{partition}")])
+    _remote(target.url, lambda conn: [conn.exec_driver_sql(statement) for statement in ddl])
+    with registry.write() as conn:
+        if not same:
+            for statement in _coordinator_ddl([target], count)[1:3]:   # its server and user mapping
+                conn.exec_driver_sql(statement)
+        conn.exec_driver_sql(f"LOCK TABLE {', '.join(TABLES)} IN EXCLUSIVE MODE")
+        for table in TABLES:
+            part, moving = f"{table}_p{partition}", f"{table}_p{partition}_moving"
+            for statement in (
+                    f"CREATE FOREIGN TABLE {moving} ({', '.join(_columns(conn, part))}) SERVER {target.name} "
+                    f"OPTIONS (schema_name 'public', table_name '{part}')",
+                    f"TRUNCATE {moving}",
+                    f"INSERT INTO {moving} SELECT * FROM {part}",
+                    f"ALTER TABLE {table} DETACH PARTITION {part}",
+                    f"DROP FOREIGN TABLE {part}",
+                    f"ALTER FOREIGN TABLE {moving} RENAME TO {part}",
+                    f"ALTER TABLE {table} ATTACH PARTITION {part} "
+                    f"FOR VALUES WITH (MODULUS {count}, REMAINDER {partition})"):
+                conn.exec_driver_sql(statement)
+    _remote(source.url, lambda conn: [conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}_p{partition}")
+                                      for table in TABLES])
+    return Shard(target.name, target.url, tuple(sorted({*target.partitions, partition})))
+
+
+def _next_name(placed: list[Shard]) -> str:
+    taken = {s.name for s in placed}
+    return next(f"{SERVER_PREFIX}{k}" for k in range(len(placed) + 1) if f"{SERVER_PREFIX}{k}" not in taken)
+
+
+def _remote(url: URL, work: Callable[[Connection], _T]) -> _T:
+    """`work` in one transaction on a shard's database."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            return work(conn)
+    finally:
+        engine.dispose()
+
+
 # ------------------------------------------------------------------ recovery
 def unclaimed(conn: Connection, *, min_age_seconds: float = 300.0) -> list[str]:
     """entryUUIDs of the objects of submissions whose coordinator transaction did not commit.
@@ -280,13 +351,20 @@ def _cutoff(min_age_seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="shard the registry's per-patient tables over PostgreSQL servers")
     parser.add_argument("--database", required=True, help="the coordinator's PostgreSQL SQLAlchemy URL")
-    parser.add_argument("--shard", action="append", required=True, help="a shard's PostgreSQL URL (repeat)")
+    parser.add_argument("--shard", action="append", default=[], help="a shard's PostgreSQL URL (repeat)")
     parser.add_argument("--partitions", type=int, default=None, help="hash partitions in all (default: one a shard)")
+    parser.add_argument("--move-partition", type=int, default=None, metavar="N",
+                        help="instead: move partition N to the one --shard given (adding a shard)")
     args = parser.parse_args(argv)
+    if not args.shard or (args.move_partition is not None and len(args.shard) != 1):
+        parser.error("--shard URL (one with --move-partition)")
     registry = Registry(args.database)
-    registry.migrate()
     try:
-        placed = shard(registry, args.shard, args.partitions)
+        if args.move_partition is not None:
+            placed = [move_partition(registry, args.move_partition, args.shard[0])]
+        else:
+            registry.migrate()
+            placed = shard(registry, args.shard, args.partitions)
     except ValueError as exc:
         print(f"partage.registry.sharding: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,8 @@ import dataclasses
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -38,7 +40,7 @@ from partage.registry.access_state import Records
 from partage.registry.store import Registry
 from partage.services import Services
 from tests import factories as F
-from tests.conftest import corpus_path
+from tests.conftest import PROJECT_ROOT, corpus_path
 from tests.pg_shards import sharded_database
 from tests.s3_support import start_local_s3
 from tests.support import LiveServer, postgres_database
@@ -364,3 +366,65 @@ def test_nist_xds_collections_pass_on_the_sharded_registry(tmp_path, pg_shard_cl
     assert (report["passed"], report["failed"], report["not_run"]) == (85, 0, 0), printed
     assert code == 0
     assert per_shard == 2    # the kit's patients landed on both shards
+
+
+# ------------------------------------------------------------------ adding a shard
+def test_adding_a_shard_moves_a_partition_and_its_rows(tmp_path, pg_shard_clusters):
+    """Four partitions over two shards; a third shard (another database) takes partition 1."""
+    with postgres_database("partage_sharded") as url:
+        services = Services.open(Settings(data_dir=tmp_path / "data", database_url=url, insecure_dev=True))
+        try:
+            sharding.shard(services.registry, [c.database() for c in pg_shard_clusters], partitions=4)
+            ingest = IngestService(services, INSECURE_DEV_ACTOR)
+            patients = {}
+            while len({_hash_partition(services, pk, 4) for pk in patients.values()}) < 4:
+                pid = F.patient_id()
+                with services.registry.write() as conn:
+                    patients[pid] = services.registry.upsert_patient(conn, [pid])
+                ingest.provide_and_register(F.submission(pid))
+            moved = [pid for pid, pk in patients.items() if _hash_partition(services, pk, 4) == 1]
+            new_shard = pg_shard_clusters[0].database("partage_shard_new")
+            placed = sharding.move_partition(services.registry, 1, new_shard)
+            assert placed.partitions == (1,) and placed.name == "partage_shard_2"
+            with services.registry.read() as conn:
+                layout = {s.name: s.partitions for s in sharding.shards(conn)}
+            assert layout == {"partage_shard_0": (0, 2), "partage_shard_1": (3,), "partage_shard_2": (1,)}
+            engine = create_engine(placed.url)
+            with engine.connect() as conn:   # the rows are on the new shard
+                assert conn.exec_driver_sql("SELECT count(DISTINCT patient_pk) FROM registry_objects_p1").scalar() \
+                    == len(moved)
+            engine.dispose()
+            query = QueryService(services, INSECURE_DEV_ACTOR)
+            for pid in patients:                                  # every patient still found, moved or not
+                assert len(query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects) == 1
+            ingest.provide_and_register(F.submission(moved[0]))   # and written to the new shard
+            assert len(query.find_documents(moved[0], DocumentFilter(statuses=["Approved"])).objects) == 2
+            with pytest.raises(ValueError, match="already on"):
+                sharding.move_partition(services.registry, 1, new_shard)
+        finally:
+            services.close()
+
+
+def _hash_partition(services, pk: int, count: int) -> int:
+    with services.registry.read() as conn:
+        return next(i for i in range(count) if conn.exec_driver_sql(
+            "SELECT satisfies_hash_partition('registry_objects'::regclass, %(n)s, %(i)s, %(pk)s::integer)",
+            {"n": count, "i": i, "pk": pk}).scalar())
+
+
+def test_the_command(tmp_path, pg_shard_clusters):
+    with postgres_database("partage_sharded") as url:
+        command = [sys.executable, "-m", "partage.registry.sharding", "--database", url]
+        urls = [c.database() for c in pg_shard_clusters]
+        done = subprocess.run([*command, "--shard", urls[0], "--shard", urls[1], "--partitions", "4"],
+                              capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
+        assert done.returncode == 0, done.stderr
+        assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["partage_shard_0", "partage_shard_1"]
+        assert done.stdout.splitlines()[0].endswith("partitions 0, 2")
+        again = subprocess.run([*command, "--shard", urls[0]], capture_output=True, text=True, timeout=120,
+                               cwd=PROJECT_ROOT)
+        assert again.returncode == 2 and "already partitioned or sharded" in again.stderr
+        moved = subprocess.run([*command, "--move-partition", "3", "--shard", urls[0]], capture_output=True,
+                               text=True, timeout=120, cwd=PROJECT_ROOT)
+        assert moved.returncode == 0 and moved.stdout.startswith("partage_shard_0:"), moved.stderr
+        assert moved.stdout.rstrip().endswith("partitions 0, 2, 3")
