@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Table, select
 
 from ..metadata.datatypes import CX
 from ..metadata.model import AnyObject, AvailabilityStatus, SubmissionRequest
-from . import schema
+from . import entry_index, schema
 from .clock import utc_now
 from .indexing import author_rows, code_rows, row_values
 from .store import Registry
@@ -104,6 +104,9 @@ class BulkLoader:
             if claims:
                 self._insert(conn, schema.unique_ids, UNIQUE_ID_COLUMNS, claims)
             pks = self._insert_objects(conn, objects)
+            if entry_index.sharded(conn):   # the global entryUUID index of a sharded registry
+                self._insert(conn, entry_index.entry_uuids, ["entry_uuid", "patient_pk"],
+                             [{"entry_uuid": v["entry_uuid"], "patient_pk": v["patient_pk"]} for v in objects])
             codes, authors = [], []
             for (obj, _cx, _b), pk, values in zip(pending.objects, pks, objects, strict=True):
                 for c in code_rows(obj):

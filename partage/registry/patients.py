@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, select, update
 
 from ..metadata.datatypes import CX, HD, XTN, DatatypeError
-from . import patient_index, schema
+from . import entry_index, patient_index, schema
 from .clock import utc_now
 
 # "FHIR Patient logical ids of this Partage server", in the UUID-derived arc 2.25.
@@ -175,7 +175,8 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
         return keep
     p, objs = schema.patients, schema.registry_objects
     conn.execute(update(p).where(p.c.pk == gone).values(merged_into=keep, updated_at=utc_now()))
-    sharded = has_foreign_partitions(conn)
+    sharded = entry_index.sharded(conn)
+    entry_index.moved(conn, gone, keep)
     for table in (objs, schema.object_codes, schema.object_authors, schema.clinical_facts, schema.document_text,
                   schema.subscriptions):
         if sharded and table.name in SHARDED_TABLES:
@@ -183,15 +184,6 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
         else:
             conn.execute(update(table).where(table.c.patient_pk == gone).values(patient_pk=keep))
     return keep
-
-
-def has_foreign_partitions(conn: Connection) -> bool:
-    """Is the registry sharded (registry.sharding): registry_objects has postgres_fdw partitions?"""
-    if conn.dialect.name != "postgresql":
-        return False
-    return bool(conn.exec_driver_sql(
-        "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_foreign_table f ON f.ftrelid = i.inhrelid "
-        "WHERE i.inhparent = to_regclass('registry_objects'))").scalar())
 
 
 def _move(conn: Connection, table: Table, gone: int, keep: int) -> None:

@@ -18,7 +18,7 @@ from ..metadata.query import (
     SubmissionSetFilter,
     TimeRange,
 )
-from . import schema
+from . import entry_index, schema
 from .indexing import REFERENCE_ID_ATTRIBUTE, pad_time
 from .search_index import hash_sys_value, hash_value
 
@@ -148,6 +148,8 @@ def by_ids(conn: Connection, kind: str | None, *, entry_uuids: Iterable[str] = (
     if logical_ids:
         match.append(OBJ.c.lid.in_(logical_ids))
     clauses = [or_(*match), *extra]
+    if entry_uuids and not unique_ids and not logical_ids:
+        clauses += entry_index.route(conn, entry_uuids)   # a sharded registry: their shards only
     if kind:
         clauses.append(OBJ.c.kind == kind)
     return conn.execute(select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk)).all()

@@ -34,7 +34,7 @@ from ..metadata.model import (
     SubmissionRequest,
     SubmissionSet,
 )
-from . import schema
+from . import entry_index, schema
 from .clock import utc_now
 from .indexing import author_rows, code_rows, object_from_row, row_values
 from .store import Registry
@@ -121,6 +121,8 @@ def _external_references(request: SubmissionRequest, in_request: dict[str, AnyOb
 
 
 def _uuid_exists(conn: Connection, entry_uuid: str) -> bool:
+    if entry_index.sharded(conn):   # the global index, not every shard
+        return entry_index.taken(conn, entry_uuid)
     return conn.execute(select(OBJ.c.pk).where(OBJ.c.entry_uuid == entry_uuid)).first() is not None
 
 
@@ -282,6 +284,8 @@ def insert_object(conn: Connection, obj: AnyObject, *, patient_pk: int | None,
     key = conn.execute(OBJ.insert(), values).inserted_primary_key   # one compiled statement for all rows
     assert key is not None   # a single-row insert always has one
     pk: int = key[0]
+    if patient_pk is not None and entry_index.sharded(conn):
+        entry_index.add(conn, [(obj.entry_uuid, patient_pk)])
     codes = code_rows(obj)
     if codes:
         conn.execute(schema.object_codes.insert(),
@@ -295,7 +299,8 @@ def insert_object(conn: Connection, obj: AnyObject, *, patient_pk: int | None,
 
 def rewrite(conn: Connection, entry_uuid: str, mutate: Callable[[AnyObject], None]) -> AnyObject | None:
     """Load one object, change it in place, store it back (body, columns, indexes)."""
-    row = conn.execute(select(OBJ).where(OBJ.c.entry_uuid == entry_uuid)).first()
+    row = conn.execute(select(OBJ).where(OBJ.c.entry_uuid == entry_uuid,
+                                         *entry_index.route(conn, [entry_uuid]))).first()
     if row is None:
         return None
     obj = object_from_row(row.body)
@@ -303,9 +308,10 @@ def rewrite(conn: Connection, entry_uuid: str, mutate: Callable[[AnyObject], Non
     values = row_values(obj, patient_pk=row.patient_pk, registered_at=row.registered_at,
                         blob_address=row.blob_address, lineage=row.lineage)
     values.update(revision=(row.revision or 1) + 1, updated_at=utc_now())   # a new FHIR version
-    conn.execute(update(OBJ).where(OBJ.c.pk == row.pk).values(**values))
-    conn.execute(schema.object_codes.delete().where(schema.object_codes.c.object_pk == row.pk))
-    conn.execute(schema.object_authors.delete().where(schema.object_authors.c.object_pk == row.pk))
+    mine = OBJ.c.patient_pk == row.patient_pk   # its partition (its shard when sharded)
+    conn.execute(update(OBJ).where(OBJ.c.pk == row.pk, mine).values(**values))
+    for index in (schema.object_codes, schema.object_authors):
+        conn.execute(index.delete().where(index.c.object_pk == row.pk, index.c.patient_pk == row.patient_pk))
     codes, authors = code_rows(obj), author_rows(obj)
     if codes:
         conn.execute(schema.object_codes.insert(),

@@ -53,7 +53,7 @@ from sqlalchemy.engine import URL, make_url
 
 from ..metadata.kinds import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
 from ..metadata.model import AssociationType
-from . import patients, schema
+from . import entry_index, schema
 from .partitioning import TABLES, is_partitioned
 from .store import Registry
 
@@ -140,6 +140,10 @@ def _coordinator_ddl(shards: list[Shard], partitions: int) -> list[str]:
                     f"FOR VALUES WITH (MODULUS {partitions}, REMAINDER {i}) "
                     f"SERVER {shard.name} OPTIONS (schema_name 'public', table_name '{table}_p{i}')"
                     for i in shard.partitions]
+        if table == "registry_objects":   # the global entryUUID index (registry.entry_index)
+            out += ["CREATE TABLE entry_uuids (entry_uuid varchar(64) PRIMARY KEY, patient_pk integer NOT NULL)",
+                    "CREATE INDEX ix_entry_uuids_patient ON entry_uuids (patient_pk)",
+                    "INSERT INTO entry_uuids SELECT entry_uuid, patient_pk FROM registry_objects_flat"]
         out += [f"INSERT INTO {table} SELECT * FROM {table}_flat", f"DROP TABLE {table}_flat"]
     return out
 
@@ -181,6 +185,7 @@ def shard(registry: Registry, shard_urls: list[str], partitions: int | None = No
     with registry.write() as conn:
         for statement in _coordinator_ddl(shards, count):
             conn.exec_driver_sql(statement)
+    registry.engine.dispose()   # pooled connections remember the registry was not sharded (entry_index)
     return shards
 
 
@@ -204,7 +209,7 @@ def shards(conn: Connection) -> list[Shard]:
 
 
 def is_sharded(conn: Connection) -> bool:
-    return patients.has_foreign_partitions(conn)
+    return entry_index.sharded(conn)
 
 
 def alter_partitions(conn: Connection, table: str, action: str) -> None:
@@ -341,6 +346,7 @@ def remove_unclaimed(conn: Connection, entry_uuids: list[str]) -> None:
             for table in (schema.object_codes, schema.object_authors):
                 conn.execute(table.delete().where(table.c.patient_pk == row.patient_pk, table.c.object_pk == row.pk))
             conn.execute(OBJ.delete().where(OBJ.c.patient_pk == row.patient_pk, OBJ.c.pk == row.pk))
+        entry_index.removed(conn, chunk)
 
 
 def _cutoff(min_age_seconds: float) -> str:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from ..metadata.datatypes import CX
 from ..metadata.model import AnyObject
-from . import patients, schema
+from . import entry_index, patients, schema
 from .indexing import object_from_row
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -148,7 +148,8 @@ class Registry:
         objs = schema.registry_objects
         out: dict[str, AnyObject] = {}
         for chunk in _chunks(uuids, 500):
-            for row in conn.execute(select(objs.c.entry_uuid, objs.c.body).where(objs.c.entry_uuid.in_(chunk))):
+            for row in conn.execute(select(objs.c.entry_uuid, objs.c.body).where(
+                    objs.c.entry_uuid.in_(chunk), *entry_index.route(conn, chunk))):
                 out[row.entry_uuid] = object_from_row(row.body)
         return out
 
@@ -157,7 +158,7 @@ class Registry:
         uuids = list(dict.fromkeys(uuids))
         rows: dict[str, Row[Any]] = {}
         for chunk in _chunks(uuids, 500):
-            for row in conn.execute(select(objs).where(objs.c.entry_uuid.in_(chunk))):
+            for row in conn.execute(select(objs).where(objs.c.entry_uuid.in_(chunk), *entry_index.route(conn, chunk))):
                 rows[row.entry_uuid] = row
         return rows
 

@@ -27,7 +27,7 @@ from ..metadata.model import (
     Folder,
     SubmissionRequest,
 )
-from . import derived, schema
+from . import derived, entry_index, schema
 from .clock import utc_now
 from .indexing import object_from_row, status_short
 from .queries import ObjectRow
@@ -356,11 +356,12 @@ def remove_objects(conn: Connection, rows: dict[str, Row], *, removed_by: str,
         # The index rows explicitly: on a sharded registry no foreign key cascades (registry.sharding).
         for index in (schema.object_codes, schema.object_authors):
             conn.execute(index.delete().where(index.c.patient_pk == row.patient_pk, index.c.object_pk == row.pk))
-        conn.execute(OBJ.delete().where(OBJ.c.pk == row.pk))
+        conn.execute(OBJ.delete().where(OBJ.c.pk == row.pk, OBJ.c.patient_pk == row.patient_pk))
         if row.unique_id:
             remaining = conn.execute(select(OBJ.c.pk).where(OBJ.c.unique_id == row.unique_id)).first()
             if remaining is None:
                 conn.execute(schema.unique_ids.delete().where(schema.unique_ids.c.unique_id == row.unique_id))
+    entry_index.removed(conn, [row.entry_uuid for row in rows.values()])
     derived.forget_orphans(conn, lids)
 
 

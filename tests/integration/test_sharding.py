@@ -256,9 +256,15 @@ def test_a_stopped_shard_is_an_xds_error_and_loses_nothing(sharded, authority):
         refused = _soap(sharded, authority, "doctor", down).provide_and_register(
             F.submission(down, [_doc(down, "late", "810000000002")], contents=False), {"late": b"<doc/>"})
         assert _busy(refused), (refused.http_status, etree.tostring(refused.body))
-        # the other shard's patients are still found (a submission, which checks its entryUUIDs
-        # against every shard, waits for all of them: docs/deployment.md)
-        assert len(_uids(_find(_soap(sharded, authority, "doctor", up), up))) == 1
+        # the other shard's patients are still served: found, fetched by entryUUID (the global
+        # entryUUID index names their shard) and written to
+        found = objects_of(_find(_soap(sharded, authority, "doctor", up), up))
+        assert len(found) == 1
+        by_id = _soap(sharded, authority, "doctor", up).stored_query(
+            "GetDocuments", {"$XDSDocumentEntryEntryUUID": [f"('{found[0].entry_uuid}')"]})
+        assert [o.unique_id for o in objects_of(by_id)] == [found[0].unique_id], by_id.error_codes
+        _submit(sharded, authority, up, [_doc(up, "during", "810000000002")])
+        assert len(_uids(_find(_soap(sharded, authority, "doctor", up), up))) == 2
     finally:
         sharded.clusters[1].start()
     assert _uids(_find(_soap(sharded, authority, "doctor", down), down)) == {kept.unique_id}
