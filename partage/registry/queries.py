@@ -32,9 +32,11 @@ Rows = Sequence[ObjectRow]
 Clauses = list[ColumnElement[bool]]
 
 
-def _code_filter(attribute: str, groups: CodeFilter) -> Clauses:
+def _code_filter(attribute: str, groups: CodeFilter, patient_pk: int | None = None) -> Clauses:
     """Each group: one of its codes (code and scheme; code alone without a scheme), through
-    the token hashes FHIR search uses too (search_index.token_hashes)."""
+    the token hashes FHIR search uses too (search_index.token_hashes). `patient_pk`: the
+    subquery names the patient too (a sharded registry: its shard only, see `_sharded_pk`)."""
+    mine = [CODES.c.patient_pk == patient_pk] if patient_pk is not None else []
     clauses: Clauses = []
     for group in groups:
         with_scheme = [hash_sys_value(attribute, c.scheme, c.code) for c in group if c.scheme]
@@ -44,13 +46,14 @@ def _code_filter(attribute: str, groups: CodeFilter) -> Clauses:
             tests.append(CODES.c.hash_sys_value.in_(with_scheme))
         if code_only:
             tests.append(CODES.c.hash_value.in_(code_only))
-        clauses.append(exists().where(CODES.c.object_pk == OBJ.c.pk, or_(*tests)) if tests else false())
+        clauses.append(exists().where(CODES.c.object_pk == OBJ.c.pk, *mine, or_(*tests)) if tests else false())
     return clauses
 
 
-def _reference_filter(reference_ids: Sequence[str]) -> Clauses:
+def _reference_filter(reference_ids: Sequence[str], patient_pk: int | None = None) -> Clauses:
     """$XDSDocumentEntryReferenceIdList: a referenceIdList value, as the whole CX text."""
-    return [exists().where(CODES.c.object_pk == OBJ.c.pk, CODES.c.attribute == REFERENCE_ID_ATTRIBUTE,
+    mine = [CODES.c.patient_pk == patient_pk] if patient_pk is not None else []
+    return [exists().where(CODES.c.object_pk == OBJ.c.pk, *mine, CODES.c.attribute == REFERENCE_ID_ATTRIBUTE,
                            CODES.c.code.in_(list(reference_ids)))]
 
 
@@ -63,27 +66,36 @@ def _time_filter(column: ColumnElement[Any], window: TimeRange) -> Clauses:
     return clauses
 
 
-def _author_filter(patterns: Sequence[str]) -> Clauses:
+def _author_filter(patterns: Sequence[str], patient_pk: int | None = None) -> Clauses:
     if not patterns:
         return []
-    return [exists().where(AUTHORS.c.object_pk == OBJ.c.pk,
+    mine = [AUTHORS.c.patient_pk == patient_pk] if patient_pk is not None else []
+    return [exists().where(AUTHORS.c.object_pk == OBJ.c.pk, *mine,
                            or_(*[AUTHORS.c.person.like(p, escape="\\") for p in patterns]))]
 
 
-def document_clauses(f: DocumentFilter) -> Clauses:
+def _sharded_pk(conn: Connection, patient_pk: int) -> int | None:
+    """The patient for the code and author subqueries on a sharded registry, where naming it
+    prunes them to the patient's shard (without it they would read every shard's index rows
+    with those codes). Not elsewhere: SQLite without statistics would then prefer the
+    (patient_pk, code) index for every outer row (docs/deployment.md, "Citus")."""
+    return patient_pk if entry_index.sharded(conn) else None
+
+
+def document_clauses(f: DocumentFilter, patient_pk: int | None = None) -> Clauses:
     clauses: Clauses = [OBJ.c.kind == schema.KIND_DOCUMENT]
     if f.statuses:
         clauses.append(OBJ.c.status.in_(f.statuses))
     if f.object_types:
         clauses.append(OBJ.c.object_type.in_(f.object_types))
     for attribute, groups in f.codes.items():
-        clauses += _code_filter(attribute, groups)
+        clauses += _code_filter(attribute, groups, patient_pk)
     clauses += _time_filter(OBJ.c.creation_time, f.creation_time)
     clauses += _time_filter(OBJ.c.service_start, f.service_start)
     clauses += _time_filter(OBJ.c.service_stop, f.service_stop)
-    clauses += _author_filter(f.author_persons)
+    clauses += _author_filter(f.author_persons, patient_pk)
     if f.reference_ids:
-        clauses += _reference_filter(f.reference_ids)
+        clauses += _reference_filter(f.reference_ids, patient_pk)
     if f.unique_ids:
         clauses.append(OBJ.c.unique_id.in_(f.unique_ids))
     if f.entry_uuids:
@@ -92,7 +104,7 @@ def document_clauses(f: DocumentFilter) -> Clauses:
 
 
 def find_documents(conn: Connection, patient_pk: int, f: DocumentFilter, limit: int | None = None) -> Rows:
-    query = select(*COLUMNS).where(OBJ.c.patient_pk == patient_pk, *document_clauses(f))
+    query = select(*COLUMNS).where(OBJ.c.patient_pk == patient_pk, *document_clauses(f, _sharded_pk(conn, patient_pk)))
     query = query.order_by(OBJ.c.creation_time.desc(), OBJ.c.pk.desc())
     if limit is not None:
         query = query.limit(limit)
@@ -107,8 +119,8 @@ def find_submission_sets(conn: Connection, patient_pk: int, f: SubmissionSetFilt
     if f.source_ids:
         clauses.append(OBJ.c.source_id.in_(f.source_ids))
     clauses += _time_filter(OBJ.c.submission_time, f.submission_time)
-    clauses += _author_filter(f.author_persons)
-    clauses += _code_filter("ctype", f.content_types)
+    clauses += _author_filter(f.author_persons, _sharded_pk(conn, patient_pk))
+    clauses += _code_filter("ctype", f.content_types, _sharded_pk(conn, patient_pk))
     query = select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk.desc())
     return conn.execute(query.limit(limit) if limit else query).all()
 
@@ -118,7 +130,7 @@ def find_folders(conn: Connection, patient_pk: int, f: FolderFilter, limit: int 
     if f.statuses:
         clauses.append(OBJ.c.status.in_(f.statuses))
     clauses += _time_filter(OBJ.c.last_update_time, f.last_update_time)
-    clauses += _code_filter("folder", f.codes)
+    clauses += _code_filter("folder", f.codes, _sharded_pk(conn, patient_pk))
     query = select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk.desc())
     return conn.execute(query.limit(limit) if limit else query).all()
 

@@ -11,7 +11,7 @@ from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.ingest import IngestService
 from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
-from partage.registry import schema
+from partage.registry import entry_index, schema
 from partage.registry.bulk import BulkLoader
 from partage.registry.register import register
 from tests import factories as F
@@ -52,6 +52,8 @@ def _snapshot(conn):
 def _clear(conn):
     for table in (schema.object_codes, schema.object_authors, schema.registry_objects, schema.unique_ids):
         conn.execute(delete(table))
+    if entry_index.sharded(conn):   # a sharded registry's global entryUUID index
+        conn.execute(delete(entry_index.entry_uuids))
 
 
 def test_bulk_rows_are_the_registration_rows(services):

@@ -21,7 +21,7 @@ import time
 import psycopg
 import pytest
 from lxml import etree
-from sqlalchemy import create_engine, exists, select
+from sqlalchemy import create_engine, select
 
 from partage.access import saml
 from partage.access.actor import INSECURE_DEV_ACTOR
@@ -210,12 +210,16 @@ def test_a_patients_query_reads_one_shard(sharded, authority):
                                                    *Q.document_clauses(DocumentFilter(statuses=["Approved"]))))
     scans = re.findall(r"Foreign Scan on (\w+)", plan)
     assert scans == [f"registry_objects_p{part}"], plan          # one foreign partition, on one shard
-    # the index tables too, when the subquery names the patient
-    plan = _plan(sharded, select(Q.OBJ.c.body).where(
-        Q.OBJ.c.patient_pk == pk, Q.OBJ.c.kind == "D",
-        exists().where(Q.CODES.c.patient_pk == pk, Q.CODES.c.object_pk == Q.OBJ.c.pk, Q.CODES.c.code == "10")))
-    assert sorted(re.findall(r"Foreign Scan on (\w+)", plan)) == [f"object_codes_p{part}",
-                                                                 f"registry_objects_p{part}"], plan
+    # with a class code and an author filter: their subqueries name the patient too (sharded)
+    wanted = DocumentFilter(statuses=["Approved"], codes={"class": [[Code("10", "1.2.250.1.213.1.1.4.1")]]},
+                            author_persons=["%AUTEUR%"])
+    with sharded.services.registry.read() as conn:
+        clauses = Q.document_clauses(wanted, Q._sharded_pk(conn, pk))
+    plan = _plan(sharded, select(*Q.COLUMNS).where(Q.OBJ.c.patient_pk == pk, *clauses))
+    assert sorted(re.findall(r"Foreign Scan on (\w+)", plan)) == [
+        f"object_authors_p{part}", f"object_codes_p{part}", f"registry_objects_p{part}"], plan
+    with sharded.services.registry.read() as conn:
+        assert len(Q.find_documents(conn, pk, wanted)) == 1
     found = QueryService(sharded.services, INSECURE_DEV_ACTOR).find_documents(
         pid, DocumentFilter(statuses=["Approved"])).objects
     assert len(found) == 1

@@ -1,0 +1,128 @@
+"""The sharded registry (partage.registry.sharding) against the unsharded one: bulk ingest rate
+and ITI-18 FindDocuments latency, at modest sizes on one machine.
+
+    .venv/bin/python -m benchmarks.bench_sharded                       # 10k, 100k documents
+    .venv/bin/python -m benchmarks.bench_sharded --sizes 10000,100000 --layouts flat,1,2
+
+Layouts: `flat` (one PostgreSQL database, tables not partitioned), `1` (the coordinator and
+one shard), `2` (the coordinator and two shards; two hash partitions per shard). The shards
+are throw-away clusters on free ports (tests/pg_shards.py) on the same machine as the
+coordinator, so the figures measure what sharding costs (a foreign scan, a round trip to
+the shard), not what more machines give. Each layout grows through the bulk path
+(`benchmarks.load`, COPY through the partitioned tables) to each size; at each size,
+server-side `QueryService.find_documents` (the ITI-18 flow, policy included) for 20 probe
+patients of 10 documents (status only, and classCode + creationTime), and the plan.
+
+Results: benchmarks/results/sharded-<largest>.json; docs/performance.md has the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from sqlalchemy import create_engine, select
+
+from partage.config import Settings
+from partage.registry import queries as Q
+from partage.registry import sharding
+from partage.registry.store import Registry
+from partage.services import Services
+
+from .bench_query import APPROVED, FILTERED, server_side
+from .common import load_average, machine, postgres_database, save
+from .load import load
+from .synth import Corpus, Generator, patient_cx
+
+
+def analyze(registry: Registry, shards: list[sharding.Shard]) -> None:
+    """Planner statistics on the shards (where the rows are) and on the coordinator."""
+    for target in shards:
+        engine = create_engine(target.url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+        engine.dispose()
+    with registry.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+
+
+def explain(registry: Registry, pid, f) -> str:
+    with registry.read() as conn:
+        pk = registry.patient_pk(conn, pid)
+        assert pk is not None
+        statement = select(*Q.COLUMNS).where(Q.OBJ.c.patient_pk == pk,
+                                             *Q.document_clauses(f, Q._sharded_pk(conn, pk)))
+        sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        return "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN (ANALYZE, VERBOSE) " + sql.replace("%", "%%")))
+
+
+def run_layout(layout: str, sizes: list[int], args, corpus: Corpus, clusters) -> list[dict]:
+    out = []
+    with ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix=f"bench-sharded-{layout}-"))
+        stack.callback(shutil.rmtree, tmp, True)
+        url = stack.enter_context(postgres_database("bench_sharded"))
+        services = Services.open(Settings(data_dir=tmp / "data", database_url=url, insecure_dev=True))
+        stack.callback(services.close)
+        shards: list[sharding.Shard] = []
+        if layout != "flat":
+            count = int(layout)
+            shards = sharding.shard(services.registry, [c.database("bench_shard") for c in clusters[:count]],
+                                    partitions=2 * count)
+        generator = Generator(corpus, seed=args.seed)
+        rnd = random.Random(args.seed)
+        for size in sizes:
+            loaded = load(services.registry, generator, size - generator.documents,
+                          batch_size=args.batch_size, label=f"{layout} load to {size}")
+            analyze(services.registry, shards)
+            probes = [patient_cx(i) for i in range(generator.probes)]
+            row = {"layout": layout, "shards": len(shards), "documents": generator.documents,
+                   "patients": generator.next_patient, "load": loaded, "load_average_before": load_average()}
+            print(f"{layout} {size}: server-side queries", file=sys.stderr, flush=True)
+            row["server"] = {"probe": server_side(services, probes, APPROVED, args.queries, rnd)[0],
+                             "filtered": server_side(services, probes, FILTERED, args.queries, rnd)[0]}
+            row["explain"] = {"filtered": explain(services.registry, probes[0], FILTERED)}
+            row["load_average_after"] = load_average()
+            print(f"{layout} {size}: load {loaded['documents_per_s']}/s, probe {row['server']['probe']}, "
+                  f"filtered {row['server']['filtered']}", file=sys.stderr, flush=True)
+            out.append(row)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.pg_shards import shard_clusters
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layouts", default="flat,1,2")
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=300, help="server-side queries per shape and size")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
+    corpus = Corpus.load()
+    started = time.monotonic()
+    runs = []
+    with shard_clusters(2) as clusters:
+        for layout in layouts:
+            runs += run_layout(layout, sizes, args, corpus, clusters)
+    payload = {"benchmark": "sharded", "command": " ".join(["python -m benchmarks.bench_sharded",
+                                                            *(argv or sys.argv[1:])]),
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+               "seconds": round(time.monotonic() - started), "runs": runs}
+    path = save(args.out or f"sharded-{sizes[-1]}", payload)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
