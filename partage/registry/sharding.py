@@ -11,9 +11,10 @@ PostgreSQL's own machinery, nothing in between: `registry_objects`, `object_code
 database the servers name in PARTAGE_DATABASE_URL) whose partitions are `postgres_fdw`
 FOREIGN TABLEs; each partition's rows live in a plain table on one *shard* (partition i on
 shard i mod the number of shards). Everything else stays on the coordinator: patients and
-their identifiers, the global index of uniqueIds (`unique_ids`), the sequences (a partition
-row's `pk` is drawn on the coordinator, so it is unique over every shard), notifications,
-audit. The servers keep talking to the coordinator only; a patient's query is pruned to the
+their identifiers, the global indexes of uniqueIds (`unique_ids`) and of entryUUIDs
+(`entry_uuids`, registry.entry_index: which patient, hence which shard; created here), the
+sequences (a partition row's `pk` is drawn on the coordinator, so it is unique over every
+shard), notifications, audit. The servers keep talking to the coordinator only; a patient's query is pruned to the
 one foreign partition of that patient and runs, filters included, on its shard.
 
 What changes and why (docs/deployment.md, "Sharding the registry"):
