@@ -11,7 +11,9 @@ coordinator, so the figures measure what sharding costs (a foreign scan, a round
 the shard), not what more machines give. Each layout grows through the bulk path
 (`benchmarks.load`, COPY through the partitioned tables) to each size; at each size,
 server-side `QueryService.find_documents` (the ITI-18 flow, policy included) for 20 probe
-patients of 10 documents (status only, and classCode + creationTime), and the plan.
+patients of 10 documents and 2 heavy patients of 2000 (status only, and classCode +
+creationTime), and the plans. Statistics: `ANALYZE` on the shards and the coordinator, and
+`sharding.analyze` for the foreign partitions (which a plain ANALYZE skips).
 
 Results: benchmarks/results/sharded-<largest>.json; docs/performance.md has the table.
 """
@@ -49,7 +51,10 @@ def analyze(registry: Registry, shards: list[sharding.Shard]) -> None:
             conn.exec_driver_sql("ANALYZE")
         engine.dispose()
     with registry.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+        auto.exec_driver_sql("ANALYZE")
+        if shards:   # foreign partitions: only when named (sharding.analyze)
+            sharding.analyze(auto)
 
 
 def explain(registry: Registry, pid, f) -> str:
@@ -82,12 +87,17 @@ def run_layout(layout: str, sizes: list[int], args, corpus: Corpus, clusters) ->
                           batch_size=args.batch_size, label=f"{layout} load to {size}")
             analyze(services.registry, shards)
             probes = [patient_cx(i) for i in range(generator.probes)]
+            heavy = [patient_cx(i) for i in range(generator.probes, generator.probes + generator.heavy)]
             row = {"layout": layout, "shards": len(shards), "documents": generator.documents,
                    "patients": generator.next_patient, "load": loaded, "load_average_before": load_average()}
             print(f"{layout} {size}: server-side queries", file=sys.stderr, flush=True)
             row["server"] = {"probe": server_side(services, probes, APPROVED, args.queries, rnd)[0],
-                             "filtered": server_side(services, probes, FILTERED, args.queries, rnd)[0]}
-            row["explain"] = {"filtered": explain(services.registry, probes[0], FILTERED)}
+                             "filtered": server_side(services, probes, FILTERED, args.queries, rnd)[0],
+                             "heavy": server_side(services, heavy, APPROVED, max(10, args.queries // 25), rnd)[0],
+                             "heavy filtered": server_side(services, heavy, FILTERED, max(10, args.queries // 25),
+                                                           rnd)[0]}
+            row["explain"] = {"filtered": explain(services.registry, probes[0], FILTERED),
+                              "heavy filtered": explain(services.registry, heavy[0], FILTERED)}
             row["load_average_after"] = load_average()
             print(f"{layout} {size}: load {loaded['documents_per_s']}/s, probe {row['server']['probe']}, "
                   f"filtered {row['server']['filtered']}", file=sys.stderr, flush=True)

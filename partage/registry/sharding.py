@@ -119,7 +119,9 @@ def _coordinator_ddl(shards: list[Shard], partitions: int) -> list[str]:
         options = [f"host {_quote(url.host or '127.0.0.1')}", f"port {_quote(str(url.port or 5432))}",
                    f"dbname {_quote(url.database or 'postgres')}",
                    # a query by id (not by patient) reads every shard at once, not one after another
-                   "async_capable 'true'", "parallel_commit 'true'", "fetch_size '1000'"]
+                   "async_capable 'true'", "parallel_commit 'true'", "fetch_size '1000'",
+                   # multi-row INSERTs and (PostgreSQL 16) COPY reach a shard 100 rows a round trip
+                   "batch_size '100'"]
         out.append(f"CREATE SERVER {shard.name} FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({', '.join(options)})")
         user = [f"user {_quote(url.username or 'postgres')}"]
         if url.password:
@@ -211,6 +213,23 @@ def shards(conn: Connection) -> list[Shard]:
 
 def is_sharded(conn: Connection) -> bool:
     return entry_index.sharded(conn)
+
+
+def analyze(conn: Connection) -> list[str]:
+    """Planner statistics for the foreign partitions, sampled from the shards through postgres_fdw.
+
+    A plain `ANALYZE` (autovacuum too) skips foreign tables, and without statistics the
+    planner takes every patient for one row and joins a query's code filter by nested loop,
+    one round trip to the shard per document. Run it after a bulk load and from time to time
+    (cron), as autovacuum would for local tables. Returns the tables analyzed."""
+    names = [str(name) for name in conn.exec_driver_sql(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_foreign_table f ON f.ftrelid = c.oid "
+        "WHERE i.inhparent IN ('registry_objects'::regclass, 'object_codes'::regclass, "
+        "'object_authors'::regclass) ORDER BY c.relname").scalars()]
+    for name in names:
+        conn.exec_driver_sql(f"ANALYZE {name}")
+    return names
 
 
 def alter_partitions(conn: Connection, table: str, action: str) -> None:

@@ -205,6 +205,8 @@ def test_a_patients_query_reads_one_shard(sharded, authority):
     pid, pk = _patient(sharded)
     _submit(sharded, authority, pid, [_doc(pid, "d", "810000000002")])
     part = _partition_of(sharded, pk)
+    with sharded.services.registry.write() as conn:   # statistics for the foreign partitions
+        assert len(sharding.analyze(conn)) == 6
     # FindDocuments as the registry sends it (registry.queries), a status filter
     plan = _plan(sharded, select(*Q.COLUMNS).where(Q.OBJ.c.patient_pk == pk,
                                                    *Q.document_clauses(DocumentFilter(statuses=["Approved"]))))
