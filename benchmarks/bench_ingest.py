@@ -14,7 +14,7 @@ Provide and Register (MTOM), sent by 2 x workers concurrent clients. Every answe
 be Success: a refusal stops the benchmark and prints the XDS errors.
 
 The text of PDFs (embedded in most corpus models) is indexed after the response by the
-server's background process (partage.web.background, partage.clinical.queue): `documents_per_s` is what clients
+server's background process (partage.server.background, partage.clinical.queue): `documents_per_s` is what clients
 see; `text_indexed_s` is the time from the start until the queue was empty (every PDF
 read), polled every 0.2 s, and `documents_per_s_text_indexed` the rate that makes.
 `--no-text-indexer` runs the servers without the indexer (PARTAGE_TEXT_INDEXER=0): the

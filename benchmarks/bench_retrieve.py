@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID
-from partage.fhir.mapping import resource_id
+from partage.mhd.mapping import resource_id
 from partage.registry.store import Registry
 
 from .common import ROOT, load_average, machine, postgres_database, save

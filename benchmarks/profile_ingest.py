@@ -28,12 +28,12 @@ from pathlib import Path
 from partage.access import saml
 from partage.access.credentials import DevAuthority, sample_actors
 from partage.config import Settings
+from partage.ebxml import constants as C
+from partage.ebxml.mtom import build_multipart
+from partage.ebxml.soap import build_envelope
 from partage.registry.access_state import Records
+from partage.server.app import create_app
 from partage.services import Services
-from partage.web.app import create_app
-from partage.xds import constants as C
-from partage.xds.mtom import build_multipart
-from partage.xds.soap import build_envelope
 
 from .bench_ingest import validation_args
 from .common import load_average, machine, save
@@ -44,8 +44,8 @@ from tests.xdsclient import provide_and_register_body  # noqa: E402
 
 # Where a function's own time goes: the first prefix of its file that matches (most specific first).
 PARTS = [
-    ("partage/xds/mtom", "MTOM reading (partage)"), ("partage/xds/soap", "SOAP envelope (partage)"),
-    ("partage/xds/ebrim", "ebRIM -> model (partage)"), ("partage/xds", "XDS door, other (partage)"),
+    ("partage/ebxml/mtom", "MTOM reading (partage)"), ("partage/ebxml/soap", "SOAP envelope (partage)"),
+    ("partage/ebxml/ebrim", "ebRIM -> model (partage)"), ("partage/xds", "XDS door, other (partage)"),
     ("partage/access/saml", "SAML verification (partage)"), ("signxml", "SAML verification (signxml)"),
     ("cryptography", "SAML verification (cryptography)"), ("partage/access", "access rules and audit"),
     ("partage/cda", "CDA validation (partage)"), ("saxonche", "CDA validation (Saxon schematron)"),

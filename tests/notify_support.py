@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from aiosmtpd.controller import Controller
 from lxml import etree
 
-from partage.xds import constants as C
-from partage.xds.soap import parse_envelope
+from partage.ebxml import constants as C
+from partage.ebxml.soap import parse_envelope
 from tests.support import free_port
 
 WSNT, WSA, RIM, LCM = (f"{{{ns}}}" for ns in (C.WSNT, C.WSA, C.RIM, C.LCM))

@@ -22,7 +22,7 @@ A job is done by `claim` + `process`, each one short transaction:
 A job is tried `MAX_ATTEMPTS` times (each claim counts); after that it stays in the
 table, is no longer claimed, and `partage clinical reindex` reports it as failed.
 
-`TextIndexer` is a thread of the server's background process (`partage.web.background`,
+`TextIndexer` is a thread of the server's background process (`partage.server.background`,
 one per server, at a lower CPU priority than the HTTP workers, which never read a PDF): it
 drains the queue, then looks again every `POLL_S`. `drain()` empties the queue synchronously
 (`partage clinical reindex`, tests).

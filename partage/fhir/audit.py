@@ -23,12 +23,13 @@ from ..access.actor import (
     Actor,
 )
 from ..metadata.datatypes import CX
+from ..mhd import formats
+from ..mhd.outcome import FhirError, Issue, operation_outcome
 from ..query import QueryService
 from ..registry import audit_log
 from ..services import Services
-from . import errors, formats
+from . import errors
 from .ids import numeric_id, paging_number
-from .outcome import FhirError, Issue, operation_outcome
 from .patients import patient_token
 
 bp = Blueprint("fhir_audit", __name__, url_prefix="/fhir")

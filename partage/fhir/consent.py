@@ -32,12 +32,13 @@ from ..access.actor import (
     Actor,
 )
 from ..metadata.datatypes import CX
+from ..mhd import formats
+from ..mhd.outcome import FhirError
 from ..registry import patients
 from ..registry.access_state import CLOSED, NONE, OPEN, RecordError, Records
 from ..services import Services
-from . import errors, formats
+from . import errors
 from .audit import patient_param
-from .outcome import FhirError
 
 bp = Blueprint("fhir_consent", __name__, url_prefix="/fhir")
 errors.install(bp)

@@ -25,24 +25,14 @@ from ..access.actor import Actor
 from ..failures import classify
 from ..ingest import IngestService
 from ..metadata.errors import XdsErrors
+from ..mhd import bundle as iti65
+from ..mhd import formats, mapping
+from ..mhd.outcome import FhirError, Issue
 from ..query import QueryService
 from ..query.search import SearchService
 from ..services import Services
-from . import (
-    access,
-    clinical,
-    errors,
-    formats,
-    mapping,
-    patients,
-    publish,
-    search,
-    searchparams,
-    update,
-)
-from . import bundle as iti65
+from . import access, clinical, errors, patients, publish, search, searchparams, update
 from .capability import capability_statement
-from .outcome import FhirError, Issue
 from .views import Views
 
 log = logging.getLogger("partage.fhir")

@@ -17,6 +17,8 @@ from typing import Literal
 
 from ..metadata.datatypes import is_oid
 from ..metadata.kinds import KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
+from ..mhd.codes import SCHEME_OF_URL, scheme_of
+from ..mhd.outcome import FhirError
 from ..registry.search_index import (
     ColumnIndex,
     DateIndex,
@@ -29,8 +31,6 @@ from ..registry.search_index import (
     TokenIndex,
     TokenMatch,
 )
-from .codes import SCHEME_OF_URL, scheme_of
-from .outcome import FhirError
 
 ParamType = Literal["number", "date", "string", "token", "reference", "uri", "special"]
 # A FHIR token (system or None, value or None: `system|`, `value`, `|value` = system "") -> what

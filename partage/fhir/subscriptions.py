@@ -36,6 +36,9 @@ from ..access.actor import Actor
 from ..metadata.datatypes import CX
 from ..metadata.model import Association, AssociationType, Code, DocumentEntry, SubmissionSet
 from ..metadata.query import CodeFilter
+from ..mhd import formats, mapping
+from ..mhd.codes import scheme_of
+from ..mhd.outcome import FhirError, Issue, operation_outcome
 from ..notify.channels import Event, Outgoing
 from ..notify.model import (
     DOCUMENT,
@@ -51,9 +54,7 @@ from ..notify.model import (
 )
 from ..notify.subscriptions import SubscriptionError, Subscriptions
 from ..services import Services
-from . import errors, formats, mapping
-from .codes import scheme_of
-from .outcome import FhirError, Issue, operation_outcome
+from . import errors
 from .patients import Patients, patient_token, reference_id
 from .searchparams import DOCUMENT_REFERENCE, coded_attributes
 

@@ -17,7 +17,7 @@ signed-in professional (`partage.web.login`: OpenID Connect, a session cookie), 
 bearer JWT of the FHIR door for a client program; `--insecure-dev`: none needed. Every
 piece of the page is read through `partage.query.clinical`, i.e. after the one gate: what
 the actor may not see is not on the page, and the page says that something is not shown,
-never what. Each request leaves one audit record (`partage.web.auditing`) with the actor's
+never what. Each request leaves one audit record (`partage.server.auditing`) with the actor's
 access mode. No JavaScript; the plots are inline SVG.
 """
 

@@ -31,6 +31,9 @@ from lxml import etree
 
 from ..access import audit
 from ..access.actor import Actor
+from ..ebxml import constants as C
+from ..ebxml.ebrim import write_object_list
+from ..ebxml.soap import SoapError, build_envelope, header_of
 from ..metadata.datatypes import CX, DatatypeError
 from ..metadata.errors import XdsErrors
 from ..metadata.model import DocumentEntry, ObjectRef
@@ -46,9 +49,6 @@ from ..notify.model import (
 )
 from ..notify.subscriptions import SubscriptionError, Subscriptions
 from ..services import Services
-from . import constants as C
-from .ebrim import write_object_list
-from .soap import SoapError, build_envelope, header_of
 from .sqparams import Params
 from .storedquery import adhoc_slots, codes_of, document_filter, like_pattern
 

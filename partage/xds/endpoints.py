@@ -21,16 +21,9 @@ from lxml import etree
 from .. import lifecycle
 from ..access import audit, authn
 from ..access.actor import Actor, AuthenticationRequired
-from ..failures import classify
-from ..ingest import IngestService
-from ..metadata.errors import ErrorCode, XdsError, XdsErrors
-from ..metadata.model import DocumentContent
-from ..query import QueryService
-from ..services import Services
-from ..xmlsafe import XmlInputError
-from . import constants as C
-from . import dsub, ebrim, retrieve, storedquery
-from .mtom import (
+from ..ebxml import constants as C
+from ..ebxml import ebrim
+from ..ebxml.mtom import (
     Attachment,
     MtomError,
     MtomTooLarge,
@@ -39,8 +32,16 @@ from .mtom import (
     read_soap_request,
     xop_includes,
 )
+from ..ebxml.soap import SoapError, SoapRequest, build_envelope, fault_envelope, parse_envelope
+from ..failures import classify
+from ..ingest import IngestService
+from ..metadata.errors import ErrorCode, XdsError, XdsErrors
+from ..metadata.model import DocumentContent
+from ..query import QueryService
+from ..services import Services
+from ..xmlsafe import XmlInputError
+from . import dsub, retrieve, storedquery
 from .responses import query_response, registry_response
-from .soap import SoapError, SoapRequest, build_envelope, fault_envelope, parse_envelope
 from .sqparams import Params
 
 log = logging.getLogger("partage.xds")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from ...xds import constants as C
-from ...xds.soap import SoapError
+from ...ebxml import constants as C
+from ...ebxml.soap import SoapError
 from .context import substitute_text, xpath_string
 from .plan import Assertion, Step, UseId
 from .rim import Objects, children, local, simple_status, simple_type

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from ...xds import constants as C
+from ...ebxml import constants as C
 
 RIM2 = "urn:oasis:names:tc:ebxml-regrep:rim:xsd:2.1"
 RS2 = "urn:oasis:names:tc:ebxml-regrep:registry:xsd:2.1"

@@ -18,9 +18,9 @@ import re
 from flask import Flask, Response, g, request
 
 from ..access import audit
+from ..ebxml import constants as C
 from ..failures import RETRY_AFTER
-from ..xds import constants as C
-from . import pages
+from ..web import pages
 from .answers import error_answer
 
 log = logging.getLogger("partage.audit")

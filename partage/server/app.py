@@ -16,13 +16,13 @@ from ..fhir.consent import bp as fhir_consent_bp
 from ..fhir.routes import bp as fhir_bp
 from ..fhir.subscriptions import bp as fhir_subscription_bp  # DSUBm (docs/notifications.md)
 from ..services import Services
+from ..web import login, pages
+from ..web.clinical_page import bp as clinical_page_bp
+from ..web.validate import bp as validate_bp
 from ..xds.endpoints import bp as xds_bp
-from . import login, pages
 from .answers import error_answer
 from .auditing import install as install_audit
-from .clinical_page import bp as clinical_page_bp
 from .health import bp as health_bp
-from .validate import bp as validate_bp
 
 log = logging.getLogger("partage")
 
