@@ -39,8 +39,8 @@ from .common import ROOT, load_average, machine, percentiles, postgres_database,
 from .synth import Corpus, Generator, corpus_dir, patient_cx
 
 sys.path.insert(0, str(ROOT))
-from tests.support import LiveServer  # noqa: E402
-from tests.xdsclient import XdsClient  # noqa: E402
+from tests.support import LiveServer
+from tests.xdsclient import XdsClient
 
 
 def validation_args() -> list[str]:

@@ -34,10 +34,10 @@ from .common import ROOT, load_average, machine, postgres_database, save
 from .synth import Corpus, Generator, patient_cx
 
 sys.path.insert(0, str(ROOT))
-from tests.factories import PatternStream  # noqa: E402
-from tests.memory import peak_rss_bytes  # noqa: E402
-from tests.support import LiveServer  # noqa: E402
-from tests.xdsclient import XdsClient  # noqa: E402
+from tests.factories import PatternStream
+from tests.memory import peak_rss_bytes
+from tests.support import LiveServer
+from tests.xdsclient import XdsClient
 
 MB = 1024 * 1024
 

@@ -40,7 +40,7 @@ from .common import load_average, machine, save
 from .synth import Corpus, Generator, patient_cx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.xdsclient import provide_and_register_body  # noqa: E402
+from tests.xdsclient import provide_and_register_body
 
 # Where a function's own time goes: the first prefix of its file that matches (most specific first).
 PARTS = [

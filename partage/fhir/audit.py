@@ -53,7 +53,7 @@ def _outcome(status: int, message: str, code: str) -> Response:
     return formats.respond(operation_outcome([Issue(message, code)]), request, status)
 
 
-def resource(row: Json, base: str, *, for_patient: bool = False) -> Json:
+def resource(row: Json, *, for_patient: bool = False) -> Json:
     """The AuditEvent of one audit row. `for_patient`: the patient's own view, which says
     nothing of what the policy withheld from whom (no outcome text)."""
     event_id, display, action = EVENT_TYPES.get(row["action"], ("110100", "Application Activity", "E"))
@@ -146,7 +146,7 @@ def search() -> Response:
     return formats.respond({"resourceType": "Bundle", "type": "searchset", "total": len(rows),
                             "link": [{"relation": "self", "url": request.url}],
                             "entry": [{"fullUrl": f"{base}/AuditEvent/{r['pk']}",
-                                       "resource": resource(r, base, for_patient=not everything),
+                                       "resource": resource(r, for_patient=not everything),
                                        "search": {"mode": "match"}} for r in rows]}, request)
 
 
@@ -176,5 +176,5 @@ def read(rid: str) -> Response:
     if not seen:
         raise FhirError.one(404, f"AuditEvent/{rid} is not known", "not-found")
     row = seen[0]
-    return formats.respond(resource(row, request.host_url.rstrip("/") + "/fhir", for_patient=not everything),
+    return formats.respond(resource(row, for_patient=not everything),
                            request)

@@ -285,7 +285,7 @@ class FhirRenderer:
         headers = dict(h.split(":", 1) for h in sub.resource.get("channel", {}).get("header", []) or [])
         return Outgoing(body, content_type, {k.strip(): v.strip() for k, v in headers.items()})
 
-    def handshake(self, services: Services, subscription: Subscription, delivery_id: str) -> Outgoing:
+    def handshake(self, services: Services, subscription: Subscription, delivery_id: str) -> Outgoing:  # noqa: ARG002 — the Renderer protocol's signature
         bundle = {"resourceType": "Bundle", "id": delivery_id, "type": "history", "timestamp": _instant(time.time()),
                   "entry": [_status_entry(subscription, _status_parameters(subscription, "handshake", 0))]}
         return self._outgoing(subscription, bundle)

@@ -695,7 +695,7 @@ class Recipient:
     telecom: XTN | None = None
 
     @classmethod
-    def parse(cls, text: str, strict: bool = False) -> Self:
+    def parse(cls, text: str, strict: bool = False) -> Self:  # noqa: ARG003 — every parse() takes strict
         parts = _require_text(text, "intendedRecipient").split("|")
         if len(parts) > 3:
             raise DatatypeError("intendedRecipient: at most XON|XCN|XTN (found more than three parts)")

@@ -127,7 +127,7 @@ def _check_submission_set(ss: SubmissionSet, domain: CodeDomain, out: _Collector
     elif ss.content_type_code is not None:
         _check_code(ss.content_type_code, "content_type_code", "SubmissionSet.contentTypeCode",
                     domain, where, out)
-    _check_authors(ss.authors, where, "SubmissionSet", domain, out)
+    _check_authors(ss.authors, where, "SubmissionSet", out)
 
 
 def _check_document(doc: DocumentEntry, domain: CodeDomain, tx: Transaction,
@@ -178,7 +178,7 @@ def _check_document(doc: DocumentEntry, domain: CodeDomain, tx: Transaction,
         _check_code(code, "confidentiality_codes", "DocumentEntry.confidentialityCode", domain, where, out)
     for code in doc.event_codes:
         _check_code(code, "event_codes", "DocumentEntry.eventCodeList", domain, where, out)
-    _check_authors(doc.authors, where, "DocumentEntry", domain, out)
+    _check_authors(doc.authors, where, "DocumentEntry", out)
 
 
 def _check_document_unique_id(value: str, where: str, out: _Collector) -> None:
@@ -257,8 +257,7 @@ def _check_code(code: Code, attribute: str, label: str, domain: CodeDomain, wher
                 where)
 
 
-def _check_authors(authors: list[Author], where: str, owner: str, domain: CodeDomain,
-                   out: _Collector) -> None:
+def _check_authors(authors: list[Author], where: str, owner: str, out: _Collector) -> None:
     for author in authors:
         if author.is_empty():
             out.add(f"{owner}.author has none of authorPerson, authorInstitution, authorRole, "

@@ -131,7 +131,7 @@ class Links:
     """How the output side writes references that depend on the server."""
 
     patient: Callable[[CX], Json] = default_patient_reference   # CX -> Reference
-    content_url: Callable[[DocumentEntry], str] = lambda doc: ""  # where ITI-68 gets the bytes
+    content_url: Callable[[DocumentEntry], str] = lambda _doc: ""  # where ITI-68 gets the bytes
 
 
 # --- small pieces -------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def install(app: Flask) -> None:
         return response
 
     @app.teardown_request
-    def _close_audit(exc: BaseException | None) -> None:
+    def _close_audit(exc: BaseException | None) -> None:  # noqa: ARG001 — Flask passes it
         token = getattr(g, "partage_audit_token", None)
         if token is None:
             return

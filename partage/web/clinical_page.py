@@ -111,7 +111,7 @@ def _unauthenticated(exc: AuthenticationRequired) -> Response:
 
 
 @bp.errorhandler(LoginRequired)
-def _login_required(exc: LoginRequired) -> WerkzeugResponse:
+def _login_required(exc: LoginRequired) -> WerkzeugResponse:  # noqa: ARG001 — Flask passes it
     if "text/html" in (request.headers.get("Accept") or ""):   # a browser: sign in, then come back
         response = redirect(url_for("login.sign_in", suite=request.full_path.rstrip("?")))
         response.headers["Cache-Control"] = "no-store"

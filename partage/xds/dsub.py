@@ -207,7 +207,7 @@ class NotifyRenderer:
 
     action = "ITI-53"
 
-    def event(self, services: Services, event: Event) -> Outgoing:
+    def event(self, services: Services, event: Event) -> Outgoing:  # noqa: ARG002 — the Renderer protocol's signature
         envelope = build_envelope(C.ACTION_NOTIFY, notify_body(event), message_id=f"urn:uuid:{event.delivery_id}",
                                   to=event.subscription.endpoint)
         return Outgoing(envelope, f'application/soap+xml; charset=UTF-8; action="{C.ACTION_NOTIFY}"')
