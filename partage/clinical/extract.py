@@ -84,9 +84,6 @@ KNOWN_MODELS = {
     "1.2.250.1.213.1.1.1.36": "CNAM-HR", "1.2.250.1.213.1.1.1.45": "IMG-CR-IMG",
     "1.2.250.1.213.1.1.1.47": "IMG-DA-IMG",
 }
-# Document models that are a synthesis of the record (the $summary's first entry).
-SYNTHESIS_MODELS = {"1.2.250.1.213.1.1.1.13", "1.2.250.1.213.1.1.1.51"}
-
 _H = f"{{{HL7}}}"
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-from .datatypes import CX, XCN, XON, XTN, DatatypeError, is_oid, is_uuid_urn, unique_id_parts
+from .datatypes import CX, XCN, XON, XTN, DatatypeError, is_oid, unique_id_parts
 from .errors import DUPLICATE_UNIQUE_ID_IN_MESSAGE, ErrorCode, XdsError
 from .model import (
     Association,
@@ -279,5 +279,3 @@ def _camel(attr: str) -> str:
     return head + "".join(p.capitalize() for p in rest)
 
 
-def is_symbolic(value: str) -> bool:
-    return not is_uuid_urn(value)

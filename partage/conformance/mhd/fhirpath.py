@@ -156,10 +156,6 @@ def _as_bool(coll: list[Any]) -> bool | None:
     return _as_bool_item(coll[0])
 
 
-def _result(value: bool | None) -> list[Any]:
-    return [] if value is None else [value]
-
-
 def _and(_ctx: Ctx, left: Coll, right: Coll) -> Coll:
     a, b = _as_bool(left), _as_bool(right)
     if a is False or b is False:

@@ -64,11 +64,6 @@ def attributes(element: etree._Element) -> list[tuple[str, str]]:
     return [(k, v) for k, v in element.items() if isinstance(k, str) and isinstance(v, str)]
 
 
-def is_v2(root: etree._Element) -> bool:
-    namespaces = {etree.QName(e).namespace for e in root.iter() if isinstance(e.tag, str)}
-    return bool(namespaces & {RIM2, RS2})
-
-
 def top_objects(root: etree._Element) -> list[etree._Element]:
     wrapper = object_list(root)
     if wrapper is None:
