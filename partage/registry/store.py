@@ -128,6 +128,8 @@ class Registry:
         self._migrate_lock = threading.Lock()
         # The read transaction `snapshot()` opened in this context, shared by the reads inside it.
         self._shared: ContextVar[Connection | None] = ContextVar(f"partage_snapshot_{id(self)}", default=None)
+        # Inside `one_sync()`: whether a write committed there still waits for its fsync.
+        self._deferred: ContextVar[list[bool] | None] = ContextVar(f"partage_sync_{id(self)}", default=None)
 
     # --- lifecycle -------------------------------------------------------------------
     def migrate(self) -> None:
@@ -186,8 +188,31 @@ class Registry:
         the commit is on disk (PostgreSQL: synchronous_commit; SQLite: `GroupSync`)."""
         with self._write_engine.connect() as conn, conn.begin():
             yield conn
-        if self._group_sync is not None:
+        if self._group_sync is None:
+            return
+        deferred = self._deferred.get()
+        if deferred is not None:
+            deferred[0] = True   # one_sync() syncs at its end, before any answer goes out
+        else:
             self._group_sync.sync()
+
+    @contextmanager
+    def one_sync(self) -> Iterator[None]:
+        """The writes made inside are made durable together, once, when it ends (even by an
+        error). The WAL is written in commit order, so one fsync after the last commit holds
+        every earlier one: a request that commits its credential use, its registration and
+        its audit record pays one fsync, shared with the requests ending at the same time."""
+        if self._group_sync is None or self._deferred.get() is not None:
+            yield
+            return
+        token = self._deferred.set([False])
+        try:
+            yield
+        finally:
+            wrote = self._deferred.get()
+            self._deferred.reset(token)
+            if wrote and wrote[0]:
+                self._group_sync.sync()
 
     # --- patients (partage.registry.patients) ----------------------------------------
     def patient_pk(self, conn: Connection, cx: CX | None) -> int | None:

@@ -22,6 +22,7 @@ from ..web.validate import bp as validate_bp
 from ..xds.endpoints import bp as xds_bp
 from .answers import error_answer
 from .auditing import install as install_audit
+from .durability import DurableAnswers
 from .health import bp as health_bp
 
 log = logging.getLogger("partage")
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     login.install(app, settings)
     app.register_blueprint(clinical_page_bp)
     app.register_error_handler(Exception, last_resort)
+    app.wsgi_app = DurableAnswers(app.wsgi_app, services.registry)  # type: ignore[method-assign]
     return app
 
 

@@ -7,6 +7,7 @@ import threading
 import time
 
 from partage.registry.store import GroupSync, Registry
+from partage.server.durability import DurableAnswers
 
 
 class RecordingSync(GroupSync):
@@ -90,4 +91,45 @@ def test_sqlite_writes_sync_the_wal(tmp_path, monkeypatch):
     with registry.read() as conn:
         conn.exec_driver_sql("SELECT 1")
     assert synced == [str(tmp_path / "r.sqlite3-wal")], "one fsync of the WAL per write, none per read"
+    registry.dispose()
+
+
+def test_writes_of_one_request_share_one_fsync_at_its_end(tmp_path, monkeypatch):
+    registry = Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    registry.migrate()
+    events: list[str] = []
+    monkeypatch.setattr(GroupSync, "_fsync", lambda self: events.append("fsync"))
+    with registry.one_sync():
+        for n in range(3):
+            with registry.write() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            events.append(f"write {n}")
+    assert events == ["write 0", "write 1", "write 2", "fsync"]
+    events.clear()
+    try:
+        with registry.one_sync():
+            with registry.write() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            raise ValueError("the request failed after a write")
+    except ValueError:
+        pass
+    assert events == ["fsync"], "what was committed before an error is made durable too"
+    registry.dispose()
+
+
+def test_the_answer_starts_only_after_the_sync(tmp_path, monkeypatch):
+    """DurableAnswers holds the status line until the request's writes are on disk."""
+    registry = Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    registry.migrate()
+    events: list[str] = []
+    monkeypatch.setattr(GroupSync, "_fsync", lambda self: events.append("fsync"))
+
+    def app(environ, start_response):
+        with registry.write() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"Success"]
+
+    body = DurableAnswers(app, registry)({}, lambda status, headers, exc_info=None: events.append(status))
+    assert events == ["fsync", "200 OK"] and list(body) == [b"Success"]
     registry.dispose()
