@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +51,12 @@ def _actor(services: Services) -> Actor:
     """The signed bearer JWT of the Authorization header, verified (partage.access.authn)."""
     return authn.http_actor(services, request.headers.get("Authorization"),
                             address=request.remote_addr or "")
+
+
+def _caller() -> tuple[Services, Actor]:
+    """The services and the authenticated actor a request is answered with."""
+    services = _services()
+    return services, _actor(services)
 
 
 def _base_url() -> str:
@@ -116,10 +122,16 @@ def _read(resource: Json, status: int = 200, headers: dict[str, str] | None = No
     return formats.respond(resource, request, status, headers=headers)
 
 
+def _known(resource: Json | None, what: str, xds_code: str = "") -> Json:
+    """The resource `what` (e.g. Patient/123) found, or the 404 of one unknown or not visible."""
+    if resource is None:
+        raise FhirError.one(404, f"{what} is not known", "not-found", xds_code)
+    return resource
+
+
 def _vread(resource: Json | None, what: str, vid: str) -> Response:
     """Only the current version of a resource is kept: an older one is answered 404."""
-    if resource is None:
-        raise FhirError.one(404, f"{what} is not known", "not-found")
+    resource = _known(resource, what)
     current, _ = _version(resource)
     if vid != current:
         raise FhirError.one(404, f"{what}/_history/{vid}: only the current version ({current}) is kept",
@@ -191,8 +203,7 @@ def metadata() -> Response:
 @bp.post("")
 @bp.post("/")
 def transaction() -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = _caller()
     body = formats.read_body(request, "Bundle")
     people = patients.Patients(services)
     provided = iti65.read_provide_bundle(body, people.resolve, _existing_document)
@@ -219,8 +230,7 @@ def _existing_document(reference: str) -> str | None:
 @bp.get("/DocumentReference")
 @bp.post("/DocumentReference/_search")
 def find_document_references() -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = _caller()
     parsed, found = search.document_search(_params(), strict=_strict())
     base = f"{_base_url()}/DocumentReference"
     if parsed.content:   # keyword search (partage.fhir.clinical)
@@ -234,24 +244,25 @@ def _document(rid: str) -> Json | None:
     return Views(services, _actor(services), _base_url()).read_document(rid)
 
 
-@bp.get("/DocumentReference/<rid>")
-def read_document_reference(rid: str) -> Response:
-    resource = _document(rid)
-    if resource is None:
-        raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found",
-                            "XDSDocumentUniqueIdError")
-    return _read(resource)
+def _readable(kind: str, endpoint: str, find: Callable[[str], Json | None], xds_code: str = "") -> None:
+    """The read (`GET /kind/rid`) and vread (`/_history/vid`) of the resources `find` gives;
+    `xds_code` goes with a read's 404."""
+    def read(rid: str) -> Response:
+        return _read(_known(find(rid), f"{kind}/{rid}", xds_code))
+
+    def vread(rid: str, vid: str) -> Response:
+        return _vread(find(rid), f"{kind}/{rid}", vid)
+
+    bp.add_url_rule(f"/{kind}/<rid>", f"read_{endpoint}", read, methods=["GET"])
+    bp.add_url_rule(f"/{kind}/<rid>/_history/<vid>", f"vread_{endpoint}", vread, methods=["GET"])
 
 
-@bp.get("/DocumentReference/<rid>/_history/<vid>")
-def vread_document_reference(rid: str, vid: str) -> Response:
-    return _vread(_document(rid), f"DocumentReference/{rid}", vid)
+_readable("DocumentReference", "document_reference", _document, "XDSDocumentUniqueIdError")
 
 
 @bp.post("/DocumentReference")
 def simplified_publish() -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = _caller()
     body = formats.read_body(request, "DocumentReference")
     submission = publish.simplified_submission(body, services, patients.Patients(services).resolve)
     result = IngestService(services, actor).provide_and_register(submission)
@@ -265,8 +276,7 @@ def simplified_publish() -> Response:
 @bp.patch("/DocumentReference")
 @bp.patch("/DocumentReference/<rid>")
 def patch_document_reference(rid: str | None = None) -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = _caller()
     views = Views(services, actor, _base_url())
     if rid is None:
         rid = _conditional_target(services, actor)
@@ -307,8 +317,7 @@ def delete_document_reference(rid: str) -> Response:
     becomes Deleted (`entered-in-error`), as with a PDSm PATCH of its status, and stays in the
     registry as a tombstone for the audit trail. Its author's act alone: anyone else gets the
     lifecycle's refusal (403), and a document the actor may not see answers as an unknown one."""
-    services = _services()
-    actor = _actor(services)
+    services, actor = _caller()
     doc = Views(services, actor, _base_url()).document_entry(rid)
     if doc is None:
         raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found",
@@ -355,24 +364,13 @@ def _list(rid: str) -> Json | None:
     return Views(services, _actor(services), _base_url()).read_list(rid)
 
 
-@bp.get("/List/<rid>")
-def read_list(rid: str) -> Response:
-    resource = _list(rid)
-    if resource is None:
-        raise FhirError.one(404, f"List/{rid} is not known", "not-found")
-    return _read(resource)
-
-
-@bp.get("/List/<rid>/_history/<vid>")
-def vread_list(rid: str, vid: str) -> Response:
-    return _vread(_list(rid), f"List/{rid}", vid)
+_readable("List", "list", _list)
 
 
 # --- ITI-68 -------------------------------------------------------------------------------------
 @bp.get("/Binary/<rid>")
 def retrieve_document(rid: str) -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = _caller()
     doc = Views(services, actor, _base_url()).document_entry(rid)
     located = QueryService(services, actor).locate_document(doc.unique_id) if doc else None
     if located is None:
@@ -413,8 +411,7 @@ def retrieve_document(rid: str) -> Response:
 @bp.get("/Patient")
 @bp.post("/Patient/_search")
 def find_patients() -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = _caller()
     parsed, found = search.patient_search(_params(), strict=_strict())
     page = SearchService(services, actor).patients(found, parsed.page)
     people = patients.Patients(services)
@@ -424,25 +421,14 @@ def find_patients() -> Response:
 
 
 def _patient(rid: str) -> Json | None:
-    services = _services()
-    actor = _actor(services)
+    services, actor = _caller()
     people = patients.Patients(services)
     record = people.record(rid)
     shown = access.visible_patients(services, actor, [record]) if record else []
     return people.resource(shown[0], people.meta(shown[0].pk)) if shown else None
 
 
-@bp.get("/Patient/<rid>")
-def read_patient(rid: str) -> Response:
-    resource = _patient(rid)
-    if resource is None:
-        raise FhirError.one(404, f"Patient/{rid} is not known", "not-found")
-    return _read(resource)
-
-
-@bp.get("/Patient/<rid>/_history/<vid>")
-def vread_patient(rid: str, vid: str) -> Response:
-    return _vread(_patient(rid), f"Patient/{rid}", vid)
+_readable("Patient", "patient", _patient)
 
 
 @bp.post("/Patient")
