@@ -496,34 +496,46 @@ def write_document(doc: DocumentEntry, parent: etree._Element | None = None) -> 
     return e
 
 
-def write_submission_set(ss: SubmissionSet, parent: etree._Element | None = None) -> etree._Element:
-    e = _el(parent, "RegistryPackage", **_common_attrs(ss, C.OBJECT_TYPE_REGISTRY_PACKAGE))
-    if ss.submission_time:
-        _slot(e, "submissionTime", [ss.submission_time.format()])
-    if ss.intended_recipients:
-        _slot(e, "intendedRecipient", ss.intended_recipients)
-    _write_extra_slots(e, ss)
-    _write_name_desc_version(e, ss)
-    for i, author in enumerate(ss.authors):
-        _write_author(e, ss.entry_uuid, C.SS_AUTHOR, author, i)
-    if ss.content_type_code:
-        _write_code(e, ss.entry_uuid, C.SS_CONTENT_TYPE, ss.content_type_code, 0)
-    _write_node(e, ss.entry_uuid, C.NODE_SUBMISSION_SET)
-    _write_limited_and_ext_ids(e, ss, C.SS_LIMITED_METADATA, SS_EXT_IDS)
+def _write_package(package: SubmissionSet | Folder, parent: etree._Element | None,
+                   slots: dict[str, list[object]], classify: Callable[[etree._Element], None], node: str,
+                   limited_node: str, ext_ids: dict[str, str]) -> etree._Element:
+    """A RegistryPackage in ebRIM's order: its slots (those with values), name, description and
+    version, the classifications `classify` writes, the `node` that makes it a SubmissionSet or
+    a Folder, the limited-metadata flag and the external identifiers."""
+    e = _el(parent, "RegistryPackage", **_common_attrs(package, C.OBJECT_TYPE_REGISTRY_PACKAGE))
+    for slot_name, items in slots.items():
+        if items:
+            _slot(e, slot_name, items)
+    _write_extra_slots(e, package)
+    _write_name_desc_version(e, package)
+    classify(e)
+    _write_node(e, package.entry_uuid, node)
+    _write_limited_and_ext_ids(e, package, limited_node, ext_ids)
     return e
+
+
+def write_submission_set(ss: SubmissionSet, parent: etree._Element | None = None) -> etree._Element:
+    def classify(e: etree._Element) -> None:
+        for i, author in enumerate(ss.authors):
+            _write_author(e, ss.entry_uuid, C.SS_AUTHOR, author, i)
+        if ss.content_type_code:
+            _write_code(e, ss.entry_uuid, C.SS_CONTENT_TYPE, ss.content_type_code, 0)
+
+    slots: dict[str, list[object]] = {
+        "submissionTime": [ss.submission_time.format()] if ss.submission_time else [],
+        "intendedRecipient": list(ss.intended_recipients)}
+    return _write_package(ss, parent, slots, classify, C.NODE_SUBMISSION_SET, C.SS_LIMITED_METADATA, SS_EXT_IDS)
 
 
 def write_folder(folder: Folder, parent: etree._Element | None = None) -> etree._Element:
-    e = _el(parent, "RegistryPackage", **_common_attrs(folder, C.OBJECT_TYPE_REGISTRY_PACKAGE))
-    if folder.last_update_time:
-        _slot(e, "lastUpdateTime", [folder.last_update_time.format()])
-    _write_extra_slots(e, folder)
-    _write_name_desc_version(e, folder)
-    for i, code in enumerate(folder.codes):
-        _write_code(e, folder.entry_uuid, C.FOLDER_CODE_LIST, code, i)
-    _write_node(e, folder.entry_uuid, C.NODE_FOLDER)
-    _write_limited_and_ext_ids(e, folder, C.FOLDER_LIMITED_METADATA, FOLDER_EXT_IDS)
-    return e
+    def classify(e: etree._Element) -> None:
+        for i, code in enumerate(folder.codes):
+            _write_code(e, folder.entry_uuid, C.FOLDER_CODE_LIST, code, i)
+
+    slots: dict[str, list[object]] = {
+        "lastUpdateTime": [folder.last_update_time.format()] if folder.last_update_time else []}
+    return _write_package(folder, parent, slots, classify, C.NODE_FOLDER, C.FOLDER_LIMITED_METADATA,
+                          FOLDER_EXT_IDS)
 
 
 def write_association(assoc: Association, parent: etree._Element | None = None) -> etree._Element:
