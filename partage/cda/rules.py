@@ -349,7 +349,7 @@ def _code_in_jdv(ctx: RuleContext) -> Iterator[Issue]:
                      f"{value_set.name or VS_TYPE_CODE} ({VS_TYPE_CODE})", "code")
 
 
-def _title_not_empty(ctx: RuleContext, title: etree._Element, what: str) -> Iterator[Issue]:
+def _title_not_empty(ctx: RuleContext, title: etree._Element, _what: str) -> Iterator[Issue]:
     if not text_of(title).strip():
         yield ctx.at(title, "le titre du document ne doit pas être vide")
 
