@@ -39,7 +39,7 @@ import uuid
 
 from ..registry import derived, text_jobs
 from ..registry.store import Registry
-from .index import MAX_INDEXED_BYTES, Holder, read_document, store
+from .index import MAX_INDEXED_BYTES, Holder, read_stored_document, store
 
 log = logging.getLogger("partage.clinical")
 
@@ -69,12 +69,7 @@ def _whole_text(services: Holder, entry_uuid: str) -> tuple[int, str] | None:
     if (row is None or not row.blob_address or row.patient_pk is None or (row.size or 0) > MAX_INDEXED_BYTES
             or not services.blobs.exists(row.blob_address)):
         return None
-    stream = services.blobs.open(row.blob_address)
-    try:
-        data = stream.read()
-    finally:
-        stream.close()
-    _facts, body = read_document(row.mime_type or "", data)
+    _facts, body = read_stored_document(services.blobs, row.blob_address, row.mime_type or "")
     return row.patient_pk, body
 
 

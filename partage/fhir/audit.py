@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Response, request
 
-from ..access import audit, authn
+from ..access import audit
 from ..access.actor import (
     ADMIN,
     INSECURE_DEV,
@@ -28,12 +28,11 @@ from ..mhd.outcome import FhirError, Issue, operation_outcome
 from ..query import QueryService
 from ..registry import audit_log
 from ..services import Services
-from . import errors
+from . import door
 from .ids import numeric_id, paging_number
 from .patients import patient_token
 
-bp = Blueprint("fhir_audit", __name__, url_prefix="/fhir")
-errors.install(bp)
+bp = door.blueprint("fhir_audit")
 
 Json = dict[str, Any]   # a FHIR resource, or an audit row as the registry gives it
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -125,8 +124,7 @@ def _same_patient(services: Services, a: CX | None, b: CX | None) -> bool:
 
 @bp.get("/AuditEvent")
 def search() -> Response:
-    services: Services = current_app.extensions["partage"]
-    actor = authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
+    services, actor = door.caller()
     everything, own = _scope(actor)
     wanted = patient_param()
     if not everything:
@@ -157,8 +155,7 @@ def _as_seen_by(services: Services, actor: Actor, rows: list[Json], everything: 
 
 @bp.get("/AuditEvent/<rid>")
 def read(rid: str) -> Response:
-    services: Services = current_app.extensions["partage"]
-    actor = authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
+    services, actor = door.caller()
     everything, own = _scope(actor)
     row = None
     pk = numeric_id(rid)

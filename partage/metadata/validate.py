@@ -93,22 +93,24 @@ def validate_submission(request: SubmissionRequest, domain: CodeDomain,
     _check_submission_set(ss, domain, out)
     for doc in request.documents:
         _check_document(doc, domain, transaction, out)
-        if doc.patient_id and ss.patient_id and doc.patient_id != ss.patient_id:
-            out.add(f"DocumentEntry {doc.entry_uuid} patientId {doc.patient_id} differs from the "
-                    f"SubmissionSet patientId {ss.patient_id}", doc.entry_uuid,
-                    ErrorCode.PATIENT_ID_DOES_NOT_MATCH)
+        _check_same_patient(doc, ss, out)
     for folder in request.folders:
         _check_folder(folder, domain, out)
-        if folder.patient_id and ss.patient_id and folder.patient_id != ss.patient_id:
-            out.add(f"Folder {folder.entry_uuid} patientId {folder.patient_id} differs from the "
-                    f"SubmissionSet patientId {ss.patient_id}", folder.entry_uuid,
-                    ErrorCode.PATIENT_ID_DOES_NOT_MATCH)
+        _check_same_patient(folder, ss, out)
     for assoc in request.associations:
         _check_association(assoc, domain, out)
     _check_unique_ids(request, out)
     _check_membership(request, ss, out)
     return out.errors
 
+
+
+def _check_same_patient(obj: DocumentEntry | Folder, ss: SubmissionSet, out: _Collector) -> None:
+    """A DocumentEntry or Folder is of its SubmissionSet's patient."""
+    if obj.patient_id and ss.patient_id and obj.patient_id != ss.patient_id:
+        out.add(f"{obj.kind} {obj.entry_uuid} patientId {obj.patient_id} differs from the "
+                f"SubmissionSet patientId {ss.patient_id}", obj.entry_uuid,
+                ErrorCode.PATIENT_ID_DOES_NOT_MATCH)
 
 def _check_submission_set(ss: SubmissionSet, domain: CodeDomain, out: _Collector) -> None:
     where = ss.entry_uuid or "SubmissionSet"
