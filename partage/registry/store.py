@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -114,6 +115,59 @@ class GroupSync:
             os.close(fd)
 
 
+class ForkGuard:
+    """No fork of this process while it holds a database connection.
+
+    A forked child inherits SQLite's in-process lock table: forked while a thread of the
+    parent is inside a write (the MLLP listener in the gunicorn master, when a worker is
+    spawned), the child believes a sibling holds the write lock and every write of the child
+    waits for it until the busy timeout. A pooled PostgreSQL socket shared by two processes
+    is no better. So a fork waits for the transactions in progress, holds new ones back,
+    closes the pool, and lets them go on once the fork is done.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._cond = threading.Condition()
+        self._active = 0
+        self._forking = False
+        ref = weakref.ref(self)
+        os.register_at_fork(before=lambda: _call(ref, ForkGuard._before_fork),
+                            after_in_parent=lambda: _call(ref, ForkGuard._after_fork),
+                            after_in_child=lambda: _call(ref, ForkGuard._after_fork))
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def _before_fork(self) -> None:
+        with self._cond:
+            self._forking = True
+            while self._active:
+                self._cond.wait()
+        self.engine.dispose()   # nothing checked out: closes every pooled connection
+
+    def _after_fork(self) -> None:
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
+
+
+def _call(ref: weakref.ReferenceType[ForkGuard], hook: Callable[[ForkGuard], None]) -> None:
+    guard = ref()
+    if guard is not None:
+        hook(guard)
+
+
 class Registry:
     """Owns the engine; hands out read and write transactions."""
 
@@ -122,6 +176,7 @@ class Registry:
         self.url = url
         self.engine = make_engine(url, **pool)
         self._write_engine = self.engine.execution_options(partage_write=True)
+        self._fork_guard = ForkGuard(self.engine)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         database = self.engine.url.database if self.is_sqlite else None
         self._group_sync = GroupSync(Path(f"{database}-wal")) if database and database != ":memory:" else None
@@ -163,7 +218,7 @@ class Registry:
         if shared is not None:
             yield shared
             return
-        with self.engine.connect() as conn, conn.begin():
+        with self._fork_guard.held(), self.engine.connect() as conn, conn.begin():
             yield conn
 
     @contextmanager
@@ -175,7 +230,7 @@ class Registry:
             with self.read() as conn:
                 yield conn
             return
-        with self.engine.connect() as conn, conn.begin():
+        with self._fork_guard.held(), self.engine.connect() as conn, conn.begin():
             token = self._shared.set(conn)
             try:
                 yield conn
@@ -186,7 +241,7 @@ class Registry:
     def write(self) -> Iterator[Connection]:
         """One all-or-nothing transaction: commit on success, roll back on any error. On return
         the commit is on disk (PostgreSQL: synchronous_commit; SQLite: `GroupSync`)."""
-        with self._write_engine.connect() as conn, conn.begin():
+        with self._fork_guard.held(), self._write_engine.connect() as conn, conn.begin():
             yield conn
         if self._group_sync is None:
             return
