@@ -59,7 +59,7 @@ def validation_args() -> list[str]:
     return ["--cda-schema-dir", str(corpus / "xsd" / "cda"), "--cda-valuesets", str(corpus / "valuesets")]
 
 
-def run(backend: str, workers: int, args, corpus: Corpus) -> dict:
+def run(backend: str, workers: int, clients: int, args, corpus: Corpus) -> dict:
     with ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix=f"bench-ingest-{backend}-"))
         stack.callback(shutil.rmtree, tmp, True)
@@ -100,7 +100,7 @@ def run(backend: str, workers: int, args, corpus: Corpus) -> dict:
         server = LiveServer(data_dir, database_url=url, workers=workers, mllp=False,
                             extra_args=extra, insecure_dev=authority is None)
         stack.enter_context(server)
-        clients = args.clients or 2 * workers
+        clients = clients or 2 * workers
         latencies: list[float] = []
         failures: list[str] = []
         lock = threading.Lock()
@@ -164,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--documents", type=int, default=200)
-    parser.add_argument("--clients", type=int, default=0, help="concurrent clients (default 2 x workers)")
+    parser.add_argument("--clients", default="0", help="concurrent clients, a comma-separated list for a "
+                        "sweep (default 2 x workers)")
+    parser.add_argument("--plot", default="", help="draw documents/s and p99 against concurrent clients "
+                        "into this PNG (matplotlib, the bench extra)")
     parser.add_argument("--size", type=int, default=None, help="every document this many bytes")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default="ingest")
@@ -179,13 +182,48 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for backend in [b for b in args.backends.split(",") if b]:
         for workers in [int(w) for w in args.workers.split(",")]:
-            result = run(backend, workers, args, corpus)
-            print(result, file=sys.stderr, flush=True)
-            runs.append(result)
+            for clients in [int(c) for c in args.clients.split(",")]:
+                result = run(backend, workers, clients, args, corpus)
+                print(result, file=sys.stderr, flush=True)
+                runs.append(result)
     payload = {"benchmark": "ingest", "command": " ".join(["python -m benchmarks.bench_ingest", *(argv or sys.argv[1:])]),
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "runs": runs}
     print(save(args.out, payload))
+    if args.plot:
+        plot(runs, Path(args.plot), payload["date"])
     return 0
+
+
+def plot(runs: list[dict], out: Path, date: str) -> None:
+    """Documents/s (left) and p99 latency (right) against concurrent clients, one line per
+    backend and worker count: where adding clients stops adding throughput."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rate_ax, p99_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series: dict[str, list[dict]] = {}
+    for r in runs:
+        series.setdefault(f"{r['backend']}, {r['workers']} worker(s)", []).append(r)
+    for label, points in series.items():
+        points.sort(key=lambda r: r["clients"])
+        clients = [r["clients"] for r in points]
+        rate_ax.plot(clients, [r["documents_per_s"] for r in points], marker="o", label=label)
+        p99_ax.plot(clients, [r["latency_ms"]["p99"] for r in points], marker="o", label=label)
+    rate_ax.set(xlabel="concurrent clients", ylabel="documents/s (ITI-41, full validation, SAML)",
+                title="Ingest rate against concurrency")
+    p99_ax.set(xlabel="concurrent clients", ylabel="p99 latency, ms", title="p99 against concurrency")
+    for ax in (rate_ax, p99_ax):
+        ax.grid(alpha=0.3)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
+        ax.legend()
+    fig.suptitle(f"benchmarks.bench_ingest, {date}, 2 cores (clients on the same machine)", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
 
 
 if __name__ == "__main__":
