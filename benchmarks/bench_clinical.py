@@ -38,8 +38,8 @@ from partage.metadata.datatypes import CX, DTM, HD, XCN  # noqa: E402
 from partage.metadata.model import Author, Code  # noqa: E402
 from partage.registry import patients  # noqa: E402
 from partage.registry.access_state import Records  # noqa: E402
+from partage.server.app import create_app  # noqa: E402
 from partage.services import Services  # noqa: E402
-from partage.web.app import create_app  # noqa: E402
 from tests import clinical_support as C  # noqa: E402
 
 H = "{urn:hl7-org:v3}"

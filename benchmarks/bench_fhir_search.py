@@ -35,8 +35,8 @@ from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.config import Settings
 from partage.fhir import search as fhir_search
 from partage.query.search import SearchService
+from partage.server.app import create_app
 from partage.services import Services
-from partage.web.app import create_app
 
 from .common import load_average, machine, percentiles, postgres_database, save, timed
 from .load import load

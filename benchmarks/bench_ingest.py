@@ -13,8 +13,14 @@ median 60 KB, or --size), generated before the clock starts, one document per IT
 Provide and Register (MTOM), sent by 2 x workers concurrent clients. Every answer must
 be Success: a refusal stops the benchmark and prints the XDS errors.
 
+Authentication is on, as in production: the server trusts a development CA and each
+submission carries a fresh signed SAML assertion of its document's author (a doctor whose
+RPPS is the CDA's author), verified and recorded in the replay cache by the server. The
+assertions are signed before the clock starts (a practice's software signs its own).
+`--no-auth` runs the server with `--insecure-dev` instead, for comparison.
+
 The text of PDFs (embedded in most corpus models) is indexed after the response by the
-server's background process (partage.web.background, partage.clinical.queue): `documents_per_s` is what clients
+server's background process (partage.server.background, partage.clinical.queue): `documents_per_s` is what clients
 see; `text_indexed_s` is the time from the start until the queue was empty (every PDF
 read), polled every 0.2 s, and `documents_per_s_text_indexed` the rate that makes.
 `--no-text-indexer` runs the servers without the indexer (PARTAGE_TEXT_INDEXER=0): the
@@ -24,6 +30,7 @@ request path alone, the jobs left queued.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -33,14 +40,18 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from partage.access import saml
+from partage.access.credentials import DevAuthority, sample_actors
+from partage.clinical.queue import backlog
+from partage.registry.access_state import Records
 from partage.registry.store import Registry
 
 from .common import ROOT, load_average, machine, percentiles, postgres_database, save
 from .synth import Corpus, Generator, corpus_dir, patient_cx
 
 sys.path.insert(0, str(ROOT))
-from tests.support import LiveServer  # noqa: E402
-from tests.xdsclient import XdsClient  # noqa: E402
+from tests.support import LiveServer
+from tests.xdsclient import XdsClient
 
 
 def validation_args() -> list[str]:
@@ -48,7 +59,7 @@ def validation_args() -> list[str]:
     return ["--cda-schema-dir", str(corpus / "xsd" / "cda"), "--cda-valuesets", str(corpus / "valuesets")]
 
 
-def run(backend: str, workers: int, args, corpus: Corpus) -> dict:
+def run(backend: str, workers: int, clients: int, args, corpus: Corpus) -> dict:
     with ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix=f"bench-ingest-{backend}-"))
         stack.callback(shutil.rmtree, tmp, True)
@@ -63,16 +74,33 @@ def run(backend: str, workers: int, args, corpus: Corpus) -> dict:
         with registry.write() as conn:
             for i in range(patients):
                 registry.upsert_patient(conn, [patient_cx(i)])
+        for i in range(patients):
+            Records(registry).open(patient_cx(i))   # a professional files into an open record
         registry.dispose()
+        authority = None if args.no_auth else DevAuthority.create()
         jobs = []
-        for n in range(args.documents):
+        n = 0
+        while len(jobs) < args.documents + 1:   # the first one warms the server up
+            n += 1
             request, payloads = generator.submission(n % patients, 1, with_bytes=True, size=args.size)
-            jobs.append((request, payloads))
-        total_bytes = sum(len(b) for _r, p in jobs for b in p.values())
+            security = None
+            if authority is not None:
+                author = request.documents[0].authors[0].person if request.documents[0].authors else None
+                if author is None:
+                    continue   # a model whose header names no RPPS author: no professional may file it
+                doctor = dataclasses.replace(sample_actors(patient_cx(n % patients))["doctor"], id=author.id_number)
+                security = saml.security_header(authority.saml_assertion(doctor))
+            jobs.append((request, payloads, security))
+        warm_job, jobs = jobs[0], jobs[1:]
+        total_bytes = sum(len(b) for _r, p, _s in jobs for b in p.values())
+        extra = validation_args()
+        if authority is not None:
+            authority.save(tmp / "ca")
+            extra += ["--trust", str(tmp / "ca" / "ca.pem")]
         server = LiveServer(data_dir, database_url=url, workers=workers, mllp=False,
-                            extra_args=validation_args())
+                            extra_args=extra, insecure_dev=authority is None)
         stack.enter_context(server)
-        clients = args.clients or 2 * workers
+        clients = clients or 2 * workers
         latencies: list[float] = []
         failures: list[str] = []
         lock = threading.Lock()
@@ -85,7 +113,7 @@ def run(backend: str, workers: int, args, corpus: Corpus) -> dict:
                     job = next(todo, None)
                 if job is None or failures:
                     return
-                request, payloads = job
+                request, payloads, client.security = job
                 started = time.perf_counter()
                 reply = client.provide_and_register(request, payloads)
                 ms = (time.perf_counter() - started) * 1000
@@ -95,9 +123,8 @@ def run(backend: str, workers: int, args, corpus: Corpus) -> dict:
                         failures.append(f"{reply.status} {reply.error_codes} "
                                         f"{[e.get('codeContext') for e in reply.body.iter() if e.get('codeContext')][:3]}")
 
-        warm = XdsClient(server.base_url)   # first request loads the validation profile
-        request, payloads = generator.submission(0, 1, with_bytes=True, size=args.size)
-        reply = warm.provide_and_register(request, payloads)
+        request, payloads, security = warm_job   # the first request loads the validation profile
+        reply = XdsClient(server.base_url, security=security).provide_and_register(request, payloads)
         if reply.status != "Success":
             raise SystemExit(f"warm-up submission refused: {reply.error_codes}\n{server.log()[-3000:]}")
         load_before = load_average()
@@ -111,7 +138,6 @@ def run(backend: str, workers: int, args, corpus: Corpus) -> dict:
         if failures:
             raise SystemExit(f"{len(failures)} submissions refused, first: {failures[0]}")
         load_after = load_average()
-        from partage.clinical.queue import backlog
 
         registry = Registry(url)
         backlog_at_end = backlog(registry)["waiting"]
@@ -121,7 +147,9 @@ def run(backend: str, workers: int, args, corpus: Corpus) -> dict:
             time.sleep(0.2)
         indexed = time.perf_counter() - started
         registry.dispose()
-        return {"backend": backend, "workers": workers, "text_indexer": not args.no_text_indexer, "clients": clients, "documents": len(jobs),
+        return {"backend": backend, "workers": workers, "text_indexer": not args.no_text_indexer,
+                "authentication": "none (--insecure-dev)" if authority is None else "SAML per request, single use",
+                "clients": clients, "documents": len(jobs),
                 "mean_document_bytes": round(total_bytes / len(jobs)), "seconds": round(elapsed, 2),
                 "documents_per_s": round(len(jobs) / elapsed, 1),
                 "megabytes_per_s": round(total_bytes / elapsed / 1e6, 2),
@@ -136,10 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--documents", type=int, default=200)
-    parser.add_argument("--clients", type=int, default=0, help="concurrent clients (default 2 x workers)")
+    parser.add_argument("--clients", default="0", help="concurrent clients, a comma-separated list for a "
+                        "sweep (default 2 x workers)")
+    parser.add_argument("--plot", default="", help="draw documents/s and p99 against concurrent clients "
+                        "into this PNG (matplotlib, the bench extra)")
     parser.add_argument("--size", type=int, default=None, help="every document this many bytes")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default="ingest")
+    parser.add_argument("--no-auth", action="store_true",
+                        help="servers in --insecure-dev (no credentials) instead of SAML per request")
     parser.add_argument("--no-text-indexer", action="store_true",
                         help="servers without the background PDF text indexer (the request path alone)")
     args = parser.parse_args(argv)
@@ -149,13 +182,48 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for backend in [b for b in args.backends.split(",") if b]:
         for workers in [int(w) for w in args.workers.split(",")]:
-            result = run(backend, workers, args, corpus)
-            print(result, file=sys.stderr, flush=True)
-            runs.append(result)
+            for clients in [int(c) for c in args.clients.split(",")]:
+                result = run(backend, workers, clients, args, corpus)
+                print(result, file=sys.stderr, flush=True)
+                runs.append(result)
     payload = {"benchmark": "ingest", "command": " ".join(["python -m benchmarks.bench_ingest", *(argv or sys.argv[1:])]),
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "runs": runs}
     print(save(args.out, payload))
+    if args.plot:
+        plot(runs, Path(args.plot), payload["date"])
     return 0
+
+
+def plot(runs: list[dict], out: Path, date: str) -> None:
+    """Documents/s (left) and p99 latency (right) against concurrent clients, one line per
+    backend and worker count: where adding clients stops adding throughput."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rate_ax, p99_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series: dict[str, list[dict]] = {}
+    for r in runs:
+        series.setdefault(f"{r['backend']}, {r['workers']} worker(s)", []).append(r)
+    for label, points in series.items():
+        points.sort(key=lambda r: r["clients"])
+        clients = [r["clients"] for r in points]
+        rate_ax.plot(clients, [r["documents_per_s"] for r in points], marker="o", label=label)
+        p99_ax.plot(clients, [r["latency_ms"]["p99"] for r in points], marker="o", label=label)
+    rate_ax.set(xlabel="concurrent clients", ylabel="documents/s (ITI-41, full validation, SAML)",
+                title="Ingest rate against concurrency")
+    p99_ax.set(xlabel="concurrent clients", ylabel="p99 latency, ms", title="p99 against concurrency")
+    for ax in (rate_ax, p99_ax):
+        ax.grid(alpha=0.3)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
+        ax.legend()
+    fig.suptitle(f"benchmarks.bench_ingest, {date}, 2 cores (clients on the same machine)", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
 
 
 if __name__ == "__main__":

@@ -27,17 +27,17 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID
-from partage.fhir.mapping import resource_id
+from partage.mhd.mapping import resource_id
 from partage.registry.store import Registry
 
 from .common import ROOT, load_average, machine, postgres_database, save
 from .synth import Corpus, Generator, patient_cx
 
 sys.path.insert(0, str(ROOT))
-from tests.factories import PatternStream  # noqa: E402
-from tests.memory import peak_rss_bytes  # noqa: E402
-from tests.support import LiveServer  # noqa: E402
-from tests.xdsclient import XdsClient  # noqa: E402
+from tests.factories import PatternStream
+from tests.memory import peak_rss_bytes
+from tests.support import LiveServer
+from tests.xdsclient import XdsClient
 
 MB = 1024 * 1024
 

@@ -25,27 +25,29 @@ import tempfile
 import time
 from pathlib import Path
 
+from sqlalchemy import Engine, event
+
 from partage.access import saml
 from partage.access.credentials import DevAuthority, sample_actors
 from partage.config import Settings
+from partage.ebxml import constants as C
+from partage.ebxml.mtom import build_multipart
+from partage.ebxml.soap import build_envelope
 from partage.registry.access_state import Records
+from partage.server.app import create_app
 from partage.services import Services
-from partage.web.app import create_app
-from partage.xds import constants as C
-from partage.xds.mtom import build_multipart
-from partage.xds.soap import build_envelope
 
 from .bench_ingest import validation_args
 from .common import load_average, machine, save
 from .synth import Corpus, Generator, patient_cx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.xdsclient import provide_and_register_body  # noqa: E402
+from tests.xdsclient import provide_and_register_body
 
 # Where a function's own time goes: the first prefix of its file that matches (most specific first).
 PARTS = [
-    ("partage/xds/mtom", "MTOM reading (partage)"), ("partage/xds/soap", "SOAP envelope (partage)"),
-    ("partage/xds/ebrim", "ebRIM -> model (partage)"), ("partage/xds", "XDS door, other (partage)"),
+    ("partage/ebxml/mtom", "MTOM reading (partage)"), ("partage/ebxml/soap", "SOAP envelope (partage)"),
+    ("partage/ebxml/ebrim", "ebRIM -> model (partage)"), ("partage/xds", "XDS door, other (partage)"),
     ("partage/access/saml", "SAML verification (partage)"), ("signxml", "SAML verification (signxml)"),
     ("cryptography", "SAML verification (cryptography)"), ("partage/access", "access rules and audit"),
     ("partage/cda", "CDA validation (partage)"), ("saxonche", "CDA validation (Saxon schematron)"),
@@ -58,6 +60,25 @@ PARTS = [
 BUILTIN_PARTS = [("lxml.etree", "lxml (XML parsing and XPath)"), ("posix.fsync", "fsync (blob store, SQLite)"),
                  ("_hashlib", "hashing (SHA-1, SHA-256)"), ("sqlite3", "registry (SQLite)"),
                  ("psycopg", "registry (psycopg)")]
+
+
+class RoundTrips:
+    """SQL statements and transactions the engine runs while counting (its cost in round trips)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.statements, self.transactions = engine, 0, 0
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "commit", self._commit)
+
+    def _statement(self, *_args: object) -> None:
+        self.statements += 1
+
+    def _commit(self, *_args: object) -> None:
+        self.transactions += 1
+
+    def stop(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+        event.remove(self.engine, "commit", self._commit)
 
 
 def part_of(filename: str, name: str) -> str:
@@ -120,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for content_type, body in bodies[:3]:
         submit(content_type, body)
+    counts = RoundTrips(services.registry.engine)
     load_before = load_average()
     profiler = cProfile.Profile()
     started = time.perf_counter()
@@ -128,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         submit(content_type, body)
     profiler.disable()
     elapsed = time.perf_counter() - started
+    counts.stop()
     n = len(bodies) - 3
     stats = pstats.Stats(profiler)
     parts: dict[str, float] = {}
@@ -142,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({'corpus mix' if args.mix else '60 KB CDA'}, mean message {mean_bytes // 1024} KB), "
           f"{'PostgreSQL' if args.database else 'SQLite'}; load average {load_before[0]}")
     print(f"wall {elapsed * 1000 / n:.1f} ms per submission under the profiler (profiled CPU {total * 1000 / n:.1f} ms)")
+    print(f"per submission: {counts.statements / n:.1f} SQL statements, {counts.transactions / n:.1f} "
+          f"transactions (each a commit the database makes durable)")
     print(f"{'part of the code':45} {'ms/doc':>8} {'share':>6}")
     for label, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
         print(f"{label:45} {seconds * 1000 / n:8.2f} {seconds / total:6.1%}")
@@ -154,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                "load_average": load_before, "submissions": n, "mean_message_bytes": mean_bytes,
                "backend": "postgresql" if args.database else "sqlite",
                "wall_ms_per_submission_profiled": round(elapsed * 1000 / n, 2),
+               "sql_statements_per_submission": round(counts.statements / n, 2),
+               "transactions_per_submission": round(counts.transactions / n, 2),
                "parts_ms_per_submission": {k: round(v * 1000 / n, 3) for k, v in
                                            sorted(parts.items(), key=lambda kv: -kv[1])},
                "top_functions": [{"ms_per_submission": round(o * 1000 / n, 3), "function": w, "part": p}

@@ -81,7 +81,7 @@ class Settings:
     db_max_overflow: int = 10         # PostgreSQL: extra connections under load, closed after use
     db_pool_timeout: int = 30         # PostgreSQL: seconds to wait for a free connection
     db_pool_recycle: int = 1800       # PostgreSQL: reconnect connections older than this (s; -1 never)
-    text_indexer: bool = True         # read PDFs' text in the server's background process (web/background.py)
+    text_indexer: bool = True         # read PDFs' text in the server's background process (server/background.py)
     # Notifications (docs/notifications.md): DSUB / FHIR subscriptions and the patients' e-mails.
     notifier: bool = True             # `partage serve` runs the outbox sender (partage/notify/sender.py)
     notify_poll: float = 0.5          # seconds between two looks at the outbox when idle

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from aiosmtpd.controller import Controller
 from lxml import etree
 
-from partage.xds import constants as C
-from partage.xds.soap import parse_envelope
+from partage.ebxml import constants as C
+from partage.ebxml.soap import parse_envelope
 from tests.support import free_port
 
 WSNT, WSA, RIM, LCM = (f"{{{ns}}}" for ns in (C.WSNT, C.WSA, C.RIM, C.LCM))
@@ -56,7 +56,7 @@ class Endpoint:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:   # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with owner._cond:
@@ -102,13 +102,13 @@ class _Inbox:
         self.cond = threading.Condition()
         self.refuse = refuse
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):   # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
             return "550 5.1.1 no such user"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):   # noqa: N802 - aiosmtpd's name
+    async def handle_DATA(self, server, session, envelope):
         with self.cond:
             self.messages.append(message_from_bytes(envelope.original_content or envelope.content,
                                                     policy=policy.default))

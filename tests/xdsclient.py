@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import requests
 from lxml import etree
 
-from partage.xds import constants as C
-from partage.xds import ebrim
-from partage.xds.mtom import Attachment, build_multipart, read_soap_request, xop_includes
-from partage.xds.soap import build_envelope, parse_envelope
+from partage.ebxml import constants as C
+from partage.ebxml import ebrim
+from partage.ebxml.mtom import Attachment, build_multipart, read_soap_request, xop_includes
+from partage.ebxml.soap import build_envelope, parse_envelope
 
 RIM, LCM, RS, Q, X = (f"{{{ns}}}" for ns in (C.RIM, C.LCM, C.RS, C.QUERY, C.XDSB))
 

@@ -57,6 +57,24 @@ PATIENT_FEED_ACTOR = Actor(id="patient-identity-feed", name="ITI-8 MLLP listener
                            auth_method="internal")
 
 
+def asserted_purpose(purpose: str, claim: str) -> str:
+    """The access mode a credential asserts in `claim` (normal when it names none); an unknown
+    one is refused."""
+    purpose = purpose or NORMAL
+    if purpose not in PURPOSES:
+        raise AuthenticationRequired(f"unknown access mode ({claim}) {purpose!r}")
+    return purpose
+
+
+def asserted_kind(kind: str) -> str:
+    """The actor kind a credential asserts (professional when it names none); the internal
+    kinds, which no credential may claim, are refused."""
+    kind = kind or PROFESSIONAL
+    if kind not in KINDS or kind in (SYSTEM, INSECURE_DEV):
+        raise AuthenticationRequired(f"actor kind {kind!r} cannot be asserted")
+    return kind
+
+
 def patient_claim(text: str) -> CX | None:
     """The patient a credential names (VIHF resource-id, IUA person_id), as a CX."""
     if not text:

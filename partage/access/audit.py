@@ -127,12 +127,6 @@ def note_denied(reason: str) -> None:
         ctx.denied.append(reason)
 
 
-def note_failure(reason: str) -> None:
-    ctx = _current.get()
-    if ctx is not None and not ctx.failure:
-        ctx.failure = reason
-
-
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from cryptography import x509
@@ -84,37 +85,43 @@ def _done(actor: Actor, address: str) -> Actor:
     return actor
 
 
-def soap_actor(services: Holder, header: etree._Element | None, *, address: str = "") -> Actor:
-    """The actor of an XDS.b request, from the SOAP Header element (or None)."""
+def _authenticated(services: Holder, address: str, verify: Callable[[], Actor]) -> Actor:
+    """The actor whose credential `verify` checks, consumed where credentials are single-use;
+    a refusal is audited. The insecure development mode answers its fixed actor instead."""
     if services.settings.insecure_dev:
         return _done(INSECURE_DEV_ACTOR, address)
     try:
-        assertion = saml.find_assertion(header)
-        if assertion is None:
-            raise AuthenticationRequired("a signed SAML assertion (VIHF) is required in the WS-Security header")
-        s = services.settings
-        actor = saml.verify_assertion(assertion, ca_pem_file=_trust(services), audience=s.audience,
-                                      clock_skew=s.clock_skew)
+        actor = verify()
         _consume(services, actor)
     except AuthenticationRequired as exc:
         audit.note_auth_failure(str(exc))
         raise
     return _done(actor, address)
+
+
+def _saml_actor(services: Holder, header: etree._Element | None) -> Actor:
+    assertion = saml.find_assertion(header)
+    if assertion is None:
+        raise AuthenticationRequired("a signed SAML assertion (VIHF) is required in the WS-Security header")
+    s = services.settings
+    return saml.verify_assertion(assertion, ca_pem_file=_trust(services), audience=s.audience,
+                                 clock_skew=s.clock_skew)
+
+
+def _bearer_actor(services: Holder, authorization: str | None) -> Actor:
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationRequired("a signed bearer token (Authorization: Bearer <JWT>) is required")
+    s = services.settings
+    return tokens.verify_token(token.strip(), ca_pem_file=_trust(services), audience=s.audience,
+                               clock_skew=s.clock_skew)
+
+
+def soap_actor(services: Holder, header: etree._Element | None, *, address: str = "") -> Actor:
+    """The actor of an XDS.b request, from the SOAP Header element (or None)."""
+    return _authenticated(services, address, lambda: _saml_actor(services, header))
 
 
 def http_actor(services: Holder, authorization: str | None, *, address: str = "") -> Actor:
     """The actor of an HTTP request, from its Authorization header."""
-    if services.settings.insecure_dev:
-        return _done(INSECURE_DEV_ACTOR, address)
-    try:
-        scheme, _, token = (authorization or "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthenticationRequired("a signed bearer token (Authorization: Bearer <JWT>) is required")
-        s = services.settings
-        actor = tokens.verify_token(token.strip(), ca_pem_file=_trust(services), audience=s.audience,
-                                    clock_skew=s.clock_skew)
-        _consume(services, actor)
-    except AuthenticationRequired as exc:
-        audit.note_auth_failure(str(exc))
-        raise
-    return _done(actor, address)
+    return _authenticated(services, address, lambda: _bearer_actor(services, authorization))

@@ -229,14 +229,3 @@ class Owned(Generic[T]):
     lineage: str = ""
 
 
-def visible_items(view: AccessView, items: Sequence[Owned[T]]) -> list[Owned[T]]:
-    """Derived items follow their document: shown only when it is."""
-    verdicts: dict[str, bool] = {}
-    out = []
-    for owned in items:
-        key = owned.owner.entry_uuid
-        if key not in verdicts:
-            verdicts[key] = bool(document_visible(view, owned.owner, owned.patient_pk, owned.lineage))
-        if verdicts[key]:
-            out.append(owned)
-    return out

@@ -36,12 +36,12 @@ from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, 
 from signxml.verifier import SignatureConfiguration, VerifyResult, XMLVerifier
 
 from .actor import (
-    KINDS,
     NORMAL,
     PROFESSIONAL,
-    PURPOSES,
     Actor,
     AuthenticationRequired,
+    asserted_kind,
+    asserted_purpose,
     patient_claim,
 )
 
@@ -217,12 +217,8 @@ def _actor_from(signed: etree._Element) -> Actor:
                 if isinstance(v, etree._Element)}
 
     roles = codes(A_ROLE)
-    purpose = codes(A_PURPOSE).get(PURPOSE_SYSTEM) or text(A_PURPOSE) or NORMAL
-    if purpose not in PURPOSES:
-        raise AuthenticationRequired(f"unknown access mode (purposeOfUse) {purpose!r}")
-    kind = text(A_KIND) or PROFESSIONAL
-    if kind not in KINDS or kind in ("system", "insecure-dev"):
-        raise AuthenticationRequired(f"actor kind {kind!r} cannot be asserted")
+    purpose = asserted_purpose(codes(A_PURPOSE).get(PURPOSE_SYSTEM) or text(A_PURPOSE), "purposeOfUse")
+    kind = asserted_kind(text(A_KIND))
     software = " ".join(v for v in (text(A_LPS_NAME), text(A_LPS_VERSION)) if v)
     return Actor(id=name_id, name=text(A_SUBJECT_ID), kind=kind, role=roles.get(PROFESSION_SYSTEM, ""),
                  specialty=roles.get(SPECIALTY_SYSTEM, ""), purpose=purpose,

@@ -32,12 +32,12 @@ from signxml.exceptions import InvalidCertificate
 from signxml.util import X509CertChainVerifier
 
 from .actor import (
-    KINDS,
     NORMAL,
     PROFESSIONAL,
-    PURPOSES,
     Actor,
     AuthenticationRequired,
+    asserted_kind,
+    asserted_purpose,
     patient_claim,
 )
 from .saml import PROFESSION_SYSTEM, PURPOSE_SYSTEM, SPECIALTY_SYSTEM
@@ -122,12 +122,8 @@ def verify_token(token: str, *, ca_pem_file: str, audience: str, clock_skew: int
 def actor_from_claims(claims: dict[str, Any]) -> Actor:
     ext = claims.get("extensions") or {}
     iua, vihf = ext.get("ihe_iua") or {}, ext.get("fr_vihf") or {}
-    purpose = (iua.get("purpose_of_use") or {}).get("code") or NORMAL
-    if purpose not in PURPOSES:
-        raise AuthenticationRequired(f"unknown access mode (purpose_of_use) {purpose!r}")
-    kind = vihf.get("kind") or PROFESSIONAL
-    if kind not in KINDS or kind in ("system", "insecure-dev"):
-        raise AuthenticationRequired(f"actor kind {kind!r} cannot be asserted")
+    purpose = asserted_purpose((iua.get("purpose_of_use") or {}).get("code") or "", "purpose_of_use")
+    kind = asserted_kind(vihf.get("kind") or "")
     role = iua.get("subject_role") or {}
     specialty = vihf.get("specialty") or ""
     if isinstance(specialty, dict):

@@ -11,7 +11,7 @@ full. The HTML form is `report_html.py`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,8 +212,3 @@ def to_svrl_many(reports: Sequence[Report]) -> bytes:
     return etree.tostring(wrapper, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def count_by_severity(findings: Iterable[Finding]) -> dict[str, int]:
-    counts = dict.fromkeys(SEVERITIES, 0)
-    for f in findings:
-        counts[f.severity] = counts.get(f.severity, 0) + 1
-    return counts

@@ -166,7 +166,7 @@ def rule_in_context(context: str) -> tuple[str, str] | None:
     return (match.group(1), context[match.end():]) if match else None
 
 
-def findings_to_errors(report: Report, entry_id: str, code: str,
+def findings_to_errors(entry_id: str, code: str,
                        blocking: Iterable[Finding]) -> list[XdsError]:
     out = []
     blocking = list(blocking)
@@ -215,8 +215,8 @@ class CdaGate:
         warnings = [f for f in report.findings if not self.blocks(f) and f.severity != "info"]
         if errors:
             log.info("CDA of %s refused: %s", entry.entry_uuid, ", ".join(sorted({f.rule for f in errors})))
-        out = findings_to_errors(report, entry.entry_uuid, error_code, errors)
+        out = findings_to_errors(entry.entry_uuid, error_code, errors)
         out += [XdsError(error_code, e.context, e.location, warning=True)
-                for e in findings_to_errors(report, entry.entry_uuid, error_code, warnings)]
+                for e in findings_to_errors(entry.entry_uuid, error_code, warnings)]
         return out
 

@@ -92,20 +92,23 @@ class CdaPatient:
 
 
 @dataclass(slots=True)
-class CdaServiceEvent:
+class CdaAct:
+    """What the header's acts (serviceEvent, encompassingEncounter) share: ids, a code and the
+    effectiveTime interval."""
+
     ids: list[Ident] = field(default_factory=list)
     code: CdaCode | None = None
     start: str = ""
     stop: str = ""
+
+
+@dataclass(slots=True)
+class CdaServiceEvent(CdaAct):
     performers: list[CdaPerson] = field(default_factory=list)
 
 
 @dataclass(slots=True)
-class CdaEncounter:
-    ids: list[Ident] = field(default_factory=list)
-    code: CdaCode | None = None
-    start: str = ""
-    stop: str = ""
+class CdaEncounter(CdaAct):
     facility_code: CdaCode | None = None   # location/healthCareFacility/code
     facility_ids: list[Ident] = field(default_factory=list)
     location_name: str = ""

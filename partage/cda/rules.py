@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -209,18 +209,45 @@ def rule(rule_id: str, title: str, severity: str = ERROR,
     return register
 
 
+def _required_attribute(ctx: RuleContext, el: etree._Element, what: str, name: str,
+                        valid: Callable[[str], bool], invalid: str) -> Iterator[Issue]:
+    """`el/@name` is given and `valid`; `invalid` says what a bad value is not."""
+    value = el.get(name)
+    if not value:
+        yield ctx.at(el, f"{what} : @{name} est obligatoire", name)
+    elif not valid(value):
+        yield ctx.at(el, f"{what} : @{name} « {value} » {invalid}", name)
+
+
 def _ii_issues(ctx: RuleContext, el: etree._Element, what: str, need_extension: bool = False) -> Iterator[Issue]:
-    root = el.get("root")
-    if el.get("nullFlavor") is not None and root is None:
+    if el.get("nullFlavor") is not None and el.get("root") is None:
         return
-    if not root:
-        yield ctx.at(el, f"{what} : @root est obligatoire", "root")
-    elif not is_uid(root):
-        yield ctx.at(el, f"{what} : @root « {root} » n'est ni un OID, ni un UUID, ni un RUID", "root")
+    yield from _required_attribute(ctx, el, what, "root", is_uid, "n'est ni un OID, ni un UUID, ni un RUID")
     if need_extension and not el.get("extension"):
         yield ctx.at(el, f"{what} : @extension est obligatoire", "extension")
     elif el.get("extension") is not None and not el.get("extension"):
         yield ctx.at(el, f"{what} : @extension ne doit pas être vide", "extension")
+
+
+def _once(ctx: RuleContext, found: list[etree._Element], step: str, missing: str, label: str,
+          parent: etree._Element | None = None, why: str = "") -> Generator[Issue, None, etree._Element | None]:
+    """An element the document must carry exactly once: the issue for its absence (at `step`
+    under `parent`, the document by default) or its repetition; then the first one, if any."""
+    if not found:
+        yield ctx.missing(ctx.doc if parent is None else parent, step, missing)
+        return None
+    if len(found) > 1:
+        yield ctx.at(found[1], f"{label} ne doit figurer qu'une fois{why}")
+    return found[0]
+
+
+def _exactly_one_id(ctx: RuleContext, owner: etree._Element, what: str, need_extension: bool = False) -> Iterator[Issue]:
+    """`owner` (named `what` in messages) carries exactly one id given (no nullFlavor), well-formed."""
+    ids = [i for i in ctx.all(owner, "id") if i.get("nullFlavor") is None]
+    if len(ids) != 1:
+        yield ctx.missing(owner, "hl7:id", f"{what} doit porter exactement un id")
+    for el in ids:
+        yield from _ii_issues(ctx, el, f"{what}/id", need_extension)
 
 
 # --- document identity -------------------------------------------------------------------
@@ -254,10 +281,8 @@ def _type_id(ctx: RuleContext) -> Iterator[Issue]:
 
 def _template(ctx: RuleContext, root: str, label: str) -> Iterator[Issue]:
     found = [t for t in ctx.kids("templateId") if t.get("root") == root]
-    if not found:
-        yield ctx.missing(ctx.doc, f"hl7:templateId[@root='{root}']", f"le templateId {label} {root} est obligatoire")
-    elif len(found) > 1:
-        yield ctx.at(found[1], f"le templateId {label} {root} ne doit figurer qu'une fois")
+    yield from _once(ctx, found, f"hl7:templateId[@root='{root}']", f"le templateId {label} {root} est obligatoire",
+                     f"le templateId {label} {root}")
 
 
 @rule("missing-hl7fr-templateId", "templateId 2.16.840.1.113883.2.8.2.1 (HL7 France), once")
@@ -280,38 +305,33 @@ def _template_model(ctx: RuleContext) -> Iterator[Issue]:
         yield from _ii_issues(ctx, t, "templateId")
 
 
-@rule("missing-id", "ClinicalDocument/id, once, with a uid root")
-def _id(ctx: RuleContext) -> Iterator[Issue]:
-    ids = ctx.present("id")
-    if not ids:
-        yield ctx.missing(ctx.doc, "hl7:id", "l'identifiant du document (ClinicalDocument/id) est obligatoire")
-        return
-    if len(ids) > 1:
-        yield ctx.at(ids[1], "ClinicalDocument/id ne doit figurer qu'une fois")
-    yield from _ii_issues(ctx, ids[0], "ClinicalDocument/id")
+def _carried_once(tag: str, what: str, missing: str,
+                  check_value: Callable[[RuleContext, etree._Element, str], Iterator[Issue]]) -> Check:
+    """The check of a header element carried once (`missing` when absent) whose value
+    `check_value` reads, its messages naming it `what`."""
+    def check(ctx: RuleContext) -> Iterator[Issue]:
+        el = yield from _once(ctx, ctx.present(tag), f"hl7:{tag}", missing, what)
+        if el is not None:
+            yield from check_value(ctx, el, what)
+    return check
 
 
-@rule("missing-code", "ClinicalDocument/code with @code, @codeSystem (OID) and @displayName")
-def _code(ctx: RuleContext) -> Iterator[Issue]:
-    codes = ctx.present("code")
-    if not codes:
-        yield ctx.missing(ctx.doc, "hl7:code", "le code du type de document (ClinicalDocument/code) est obligatoire")
-        return
-    if len(codes) > 1:
-        yield ctx.at(codes[1], "ClinicalDocument/code ne doit figurer qu'une fois")
-    yield from _coded_attributes(ctx, codes[0], "ClinicalDocument/code")
+rule("missing-id", "ClinicalDocument/id, once, with a uid root")(_carried_once(
+    "id", "ClinicalDocument/id", "l'identifiant du document (ClinicalDocument/id) est obligatoire",
+    _ii_issues))
 
 
 def _coded_attributes(ctx: RuleContext, el: etree._Element, what: str, display: bool = True) -> Iterator[Issue]:
     if not el.get("code"):
         yield ctx.at(el, f"{what} : @code est obligatoire", "code")
-    system = el.get("codeSystem")
-    if not system:
-        yield ctx.at(el, f"{what} : @codeSystem est obligatoire", "codeSystem")
-    elif not is_oid(system):
-        yield ctx.at(el, f"{what} : @codeSystem « {system} » n'est pas un OID", "codeSystem")
+    yield from _required_attribute(ctx, el, what, "codeSystem", is_oid, "n'est pas un OID")
     if display and not el.get("displayName"):
         yield ctx.at(el, f"{what} : @displayName est obligatoire", "displayName")
+
+
+rule("missing-code", "ClinicalDocument/code with @code, @codeSystem (OID) and @displayName")(_carried_once(
+    "code", "ClinicalDocument/code", "le code du type de document (ClinicalDocument/code) est obligatoire",
+    _coded_attributes))
 
 
 @rule("code-not-in-typecode-jdv", "ClinicalDocument/code in JDV_J07_XdsTypeCode_CISIS")
@@ -329,43 +349,29 @@ def _code_in_jdv(ctx: RuleContext) -> Iterator[Issue]:
                      f"{value_set.name or VS_TYPE_CODE} ({VS_TYPE_CODE})", "code")
 
 
-@rule("missing-title", "ClinicalDocument/title, once, not empty")
-def _title(ctx: RuleContext) -> Iterator[Issue]:
-    titles = ctx.present("title")
-    if not titles:
-        yield ctx.missing(ctx.doc, "hl7:title", "le titre du document (title) est obligatoire")
-        return
-    if len(titles) > 1:
-        yield ctx.at(titles[1], "title ne doit figurer qu'une fois")
-    if not text_of(titles[0]).strip():
-        yield ctx.at(titles[0], "le titre du document ne doit pas être vide")
+def _title_not_empty(ctx: RuleContext, title: etree._Element, _what: str) -> Iterator[Issue]:
+    if not text_of(title).strip():
+        yield ctx.at(title, "le titre du document ne doit pas être vide")
 
 
-@rule("missing-effectiveTime", "ClinicalDocument/effectiveTime with a TS @value")
-def _effective_time(ctx: RuleContext) -> Iterator[Issue]:
-    times = ctx.present("effectiveTime")
-    if not times:
-        yield ctx.missing(ctx.doc, "hl7:effectiveTime", "la date de création du document (effectiveTime) est obligatoire")
-        return
-    if len(times) > 1:
-        yield ctx.at(times[1], "effectiveTime ne doit figurer qu'une fois")
-    if not times[0].get("value"):
-        yield ctx.at(times[0], "effectiveTime/@value est obligatoire", "value")
+def _value_given(ctx: RuleContext, el: etree._Element, what: str) -> Iterator[Issue]:
+    if not el.get("value"):
+        yield ctx.at(el, f"{what}/@value est obligatoire", "value")
 
 
-@rule("missing-confidentialityCode", "confidentialityCode with @code, @codeSystem, @displayName")
-def _confidentiality_present(ctx: RuleContext) -> Iterator[Issue]:
-    codes = ctx.present("confidentialityCode")
-    if not codes:
-        yield ctx.missing(ctx.doc, "hl7:confidentialityCode", "confidentialityCode est obligatoire")
-        return
-    if len(codes) > 1:
-        yield ctx.at(codes[1], "confidentialityCode ne doit figurer qu'une fois")
-    el = codes[0]
-    if not el.get("codeSystem"):
-        yield ctx.at(el, "confidentialityCode : @codeSystem est obligatoire", "codeSystem")
-    if not el.get("displayName"):
-        yield ctx.at(el, "confidentialityCode : @displayName est obligatoire", "displayName")
+def _system_and_display_given(ctx: RuleContext, el: etree._Element, what: str) -> Iterator[Issue]:
+    for name in ("codeSystem", "displayName"):
+        if not el.get(name):
+            yield ctx.at(el, f"{what} : @{name} est obligatoire", name)
+
+
+rule("missing-title", "ClinicalDocument/title, once, not empty")(_carried_once(
+    "title", "title", "le titre du document (title) est obligatoire", _title_not_empty))
+rule("missing-effectiveTime", "ClinicalDocument/effectiveTime with a TS @value")(_carried_once(
+    "effectiveTime", "effectiveTime", "la date de création du document (effectiveTime) est obligatoire",
+    _value_given))
+rule("missing-confidentialityCode", "confidentialityCode with @code, @codeSystem, @displayName")(_carried_once(
+    "confidentialityCode", "confidentialityCode", "confidentialityCode est obligatoire", _system_and_display_given))
 
 
 @rule("bad-confidentialityCode", "confidentialityCode N, R or V of 2.16.840.1.113883.5.25")
@@ -384,11 +390,8 @@ def _confidentiality_value(ctx: RuleContext) -> Iterator[Issue]:
 
 @rule("missing-languageCode", "languageCode with @code")
 def _language_present(ctx: RuleContext) -> Iterator[Issue]:
-    codes = ctx.present("languageCode")
-    if not codes:
-        yield ctx.missing(ctx.doc, "hl7:languageCode", "languageCode est obligatoire")
-    elif len(codes) > 1:
-        yield ctx.at(codes[1], "languageCode ne doit figurer qu'une fois")
+    yield from _once(ctx, ctx.present("languageCode"), "hl7:languageCode", "languageCode est obligatoire",
+                     "languageCode")
 
 
 @rule("languageCode-not-fr", "languageCode fr-FR")
@@ -398,28 +401,19 @@ def _language_fr(ctx: RuleContext) -> Iterator[Issue]:
         yield ctx.at(codes[0], f"languageCode doit valoir « fr-FR » ; trouvé : « {codes[0].get('code', '')} »", "code")
 
 
-@rule("missing-setId", "setId, once, with a uid root")
-def _set_id(ctx: RuleContext) -> Iterator[Issue]:
-    set_ids = ctx.present("setId")
-    if not set_ids:
-        yield ctx.missing(ctx.doc, "hl7:setId", "setId (identifiant commun à toutes les versions du document) est obligatoire")
-        return
-    if len(set_ids) > 1:
-        yield ctx.at(set_ids[1], "setId ne doit figurer qu'une fois")
-    yield from _ii_issues(ctx, set_ids[0], "setId")
+rule("missing-setId", "setId, once, with a uid root")(_carried_once(
+    "setId", "setId", "setId (identifiant commun à toutes les versions du document) est obligatoire",
+    _ii_issues))
 
 
-@rule("missing-versionNumber", "versionNumber, once, a positive integer")
-def _version(ctx: RuleContext) -> Iterator[Issue]:
-    versions = ctx.present("versionNumber")
-    if not versions:
-        yield ctx.missing(ctx.doc, "hl7:versionNumber", "versionNumber est obligatoire")
-        return
-    if len(versions) > 1:
-        yield ctx.at(versions[1], "versionNumber ne doit figurer qu'une fois")
-    value = versions[0].get("value", "")
+def _positive_integer(ctx: RuleContext, el: etree._Element, what: str) -> Iterator[Issue]:
+    value = el.get("value", "")
     if not _INT.match(value):
-        yield ctx.at(versions[0], f"versionNumber/@value doit être un entier positif ; trouvé : « {value} »", "value")
+        yield ctx.at(el, f"{what}/@value doit être un entier positif ; trouvé : « {value} »", "value")
+
+
+rule("missing-versionNumber", "versionNumber, once, a positive integer")(_carried_once(
+    "versionNumber", "versionNumber", "versionNumber est obligatoire", _positive_integer))
 
 
 @rule("ts-invalid", "header dates start with at least a 4-digit year (HL7 TS)",
@@ -469,15 +463,14 @@ def _first(items: list[etree._Element]) -> etree._Element | None:
 
 @rule("missing-recordTarget", "exactly one recordTarget/patientRole/patient")
 def _record_target(ctx: RuleContext) -> Iterator[Issue]:
-    targets = ctx.present("recordTarget")
-    if not targets:
-        yield ctx.missing(ctx.doc, "hl7:recordTarget", "recordTarget (le patient) est obligatoire")
+    target = yield from _once(ctx, ctx.present("recordTarget"), "hl7:recordTarget",
+                              "recordTarget (le patient) est obligatoire", "recordTarget",
+                              why=" (un seul patient par document)")
+    if target is None:
         return
-    if len(targets) > 1:
-        yield ctx.at(targets[1], "recordTarget ne doit figurer qu'une fois (un seul patient par document)")
-    roles = ctx.all(targets[0], "patientRole")
+    roles = ctx.all(target, "patientRole")
     if len(roles) != 1 or ctx.patient is None:
-        yield ctx.missing(targets[0], "hl7:patientRole/hl7:patient", "recordTarget doit contenir un patientRole avec un patient")
+        yield ctx.missing(target, "hl7:patientRole/hl7:patient", "recordTarget doit contenir un patientRole avec un patient")
 
 
 @rule("missing-patient-id", "patientRole/id with @root and @extension",
@@ -514,17 +507,16 @@ def _patient_name(ctx: RuleContext) -> Iterator[Issue]:
     if patient is None:
         return
     names = [n for n in ctx.all(patient, "name") if n.get("nullFlavor") is None]
-    if not names:
-        yield ctx.missing(patient, "hl7:name", "le nom du patient (patient/name) est obligatoire")
+    first = yield from _once(ctx, names, "hl7:name", "le nom du patient (patient/name) est obligatoire", "patient/name",
+                             parent=patient)
+    if first is None:
         return
-    if len(names) > 1:
-        yield ctx.at(names[1], "patient/name ne doit figurer qu'une fois")
-    families = [f for f in ctx.all(names[0], "family") if f.get("nullFlavor") is None]
-    givens = [g for g in ctx.all(names[0], "given") if g.get("nullFlavor") is None]
+    families = [f for f in ctx.all(first, "family") if f.get("nullFlavor") is None]
+    givens = [g for g in ctx.all(first, "given") if g.get("nullFlavor") is None]
     if not families:
-        yield ctx.missing(names[0], "hl7:family", "le nom de famille du patient (family) est obligatoire")
+        yield ctx.missing(first, "hl7:family", "le nom de famille du patient (family) est obligatoire")
     if not givens:
-        yield ctx.missing(names[0], "hl7:given", "le prénom du patient (given) est obligatoire")
+        yield ctx.missing(first, "hl7:given", "le prénom du patient (given) est obligatoire")
     for name in names:
         for fam in ctx.all(name, "family"):
             if fam.get("nullFlavor") is not None:
@@ -640,21 +632,16 @@ def _author_content(ctx: RuleContext) -> Iterator[Issue]:
 @rule("missing-custodian", "custodian/assignedCustodian/representedCustodianOrganization/id")
 def _custodian(ctx: RuleContext) -> Iterator[Issue]:
     custodians = [c for c in ctx.present("custodian") if ctx.one(c, "assignedCustodian") is not None]
-    if not custodians:
-        yield ctx.missing(ctx.doc, "hl7:custodian", "custodian (l'organisation qui conserve le document) est obligatoire")
+    custodian = yield from _once(ctx, custodians, "hl7:custodian",
+                                 "custodian (l'organisation qui conserve le document) est obligatoire", "custodian")
+    if custodian is None:
         return
-    if len(custodians) > 1:
-        yield ctx.at(custodians[1], "custodian ne doit figurer qu'une fois")
-    org = ctx.one(custodians[0], "assignedCustodian/representedCustodianOrganization")
+    org = ctx.one(custodian, "assignedCustodian/representedCustodianOrganization")
     if org is None:
-        yield ctx.missing(ctx.one(custodians[0], "assignedCustodian"), "hl7:representedCustodianOrganization",
+        yield ctx.missing(ctx.one(custodian, "assignedCustodian"), "hl7:representedCustodianOrganization",
                           "custodian doit contenir un representedCustodianOrganization")
         return
-    ids = [i for i in ctx.all(org, "id") if i.get("nullFlavor") is None]
-    if len(ids) != 1:
-        yield ctx.missing(org, "hl7:id", "representedCustodianOrganization doit porter exactement un id")
-    for el in ids:
-        yield from _ii_issues(ctx, el, "representedCustodianOrganization/id")
+    yield from _exactly_one_id(ctx, org, "representedCustodianOrganization")
 
 
 @rule("custodian-bad-id-root", "custodian organisation id root 1.2.250.1.71.4.2.2 or 1.2.250.1.213.4.1")
@@ -692,11 +679,7 @@ def _legal_content(ctx: RuleContext) -> Iterator[Issue]:
         if len(entities) != 1:
             yield ctx.missing(legal, "hl7:assignedEntity", "legalAuthenticator doit contenir un assignedEntity")
             continue
-        ids = [i for i in ctx.all(entities[0], "id") if i.get("nullFlavor") is None]
-        if len(ids) != 1:
-            yield ctx.missing(entities[0], "hl7:id", "legalAuthenticator/assignedEntity doit porter exactement un id")
-        for el in ids:
-            yield from _ii_issues(ctx, el, "legalAuthenticator/assignedEntity/id", need_extension=True)
+        yield from _exactly_one_id(ctx, entities[0], "legalAuthenticator/assignedEntity", need_extension=True)
         person = ctx.one(entities[0], "assignedPerson")
         if person is not None and len([n for n in ctx.all(person, "name")
                                        if n.get("nullFlavor") is None and ctx.one(n, "family") is not None]) != 1:
@@ -721,12 +704,17 @@ def _documentation_of(ctx: RuleContext) -> Iterator[Issue]:
         yield ctx.missing(event, "hl7:effectiveTime", "l'acte principal (premier serviceEvent) doit avoir exactement un effectiveTime")
 
 
+def _given_in_each(ctx: RuleContext, owner: str, child: str) -> Iterator[etree._Element]:
+    """The `child` of each header `owner` present, where it is given (no nullFlavor)."""
+    for parent in ctx.present(owner):
+        el = ctx.one(parent, child)
+        if el is not None and el.get("nullFlavor") is None:
+            yield el
+
+
 @rule("serviceEvent-incomplete", "serviceEvent: effectiveTime/low, performer PRF with assignedEntity/representedOrganization")
 def _service_events(ctx: RuleContext) -> Iterator[Issue]:
-    for doc_of in ctx.present("documentationOf"):
-        event = ctx.one(doc_of, "serviceEvent")
-        if event is None or event.get("nullFlavor") is not None:
-            continue
+    for event in _given_in_each(ctx, "documentationOf", "serviceEvent"):
         for interval in ctx.all(event, "effectiveTime"):
             if interval.get("nullFlavor") is None and ctx.one(interval, "low") is None:
                 yield ctx.missing(interval, "hl7:low", "serviceEvent/effectiveTime doit avoir une borne de début (low)")
@@ -751,28 +739,19 @@ def _related(ctx: RuleContext) -> Iterator[Issue]:
         if parent is None:
             yield ctx.missing(rel, "hl7:parentDocument", "relatedDocument doit contenir un parentDocument")
             continue
-        ids = [i for i in ctx.all(parent, "id") if i.get("nullFlavor") is None]
-        if len(ids) != 1:
-            yield ctx.missing(parent, "hl7:id", "parentDocument doit porter exactement un id")
-        for el in ids:
-            yield from _ii_issues(ctx, el, "parentDocument/id")
+        yield from _exactly_one_id(ctx, parent, "parentDocument")
 
 
 @rule("missing-componentOf", "componentOf/encompassingEncounter, once")
 def _component_of(ctx: RuleContext) -> Iterator[Issue]:
     comps = [c for c in ctx.present("componentOf") if ctx.one(c, "encompassingEncounter") is not None]
-    if not comps:
-        yield ctx.missing(ctx.doc, "hl7:componentOf", "componentOf/encompassingEncounter (la prise en charge) est obligatoire")
-    elif len(comps) > 1:
-        yield ctx.at(comps[1], "componentOf ne doit figurer qu'une fois")
+    yield from _once(ctx, comps, "hl7:componentOf",
+                     "componentOf/encompassingEncounter (la prise en charge) est obligatoire", "componentOf")
 
 
 @rule("encounter-incomplete", "encompassingEncounter: effectiveTime, location/healthCareFacility/code")
 def _encounter(ctx: RuleContext) -> Iterator[Issue]:
-    for comp in ctx.present("componentOf"):
-        enc = ctx.one(comp, "encompassingEncounter")
-        if enc is None or enc.get("nullFlavor") is not None:
-            continue
+    for enc in _given_in_each(ctx, "componentOf", "encompassingEncounter"):
         if len(ctx.all(enc, "effectiveTime")) != 1:
             yield ctx.missing(enc, "hl7:effectiveTime", "encompassingEncounter/effectiveTime est obligatoire, une seule fois")
         for ident in ctx.all(enc, "id"):
@@ -829,14 +808,10 @@ def _body(ctx: RuleContext) -> tuple[etree._Element | None, etree._Element | Non
 
 @rule("missing-body", "one component with a structuredBody or a nonXMLBody")
 def _body_present(ctx: RuleContext) -> Iterator[Issue]:
-    components = ctx.kids("component")
-    if not components:
-        yield ctx.missing(ctx.doc, "hl7:component", "le corps du document (component) est obligatoire")
-        return
-    if len(components) > 1:
-        yield ctx.at(components[1], "component ne doit figurer qu'une fois")
-    if _body(ctx)[1] is None:
-        yield ctx.missing(components[0], "hl7:structuredBody", "component doit contenir un structuredBody ou un nonXMLBody")
+    component = yield from _once(ctx, ctx.kids("component"), "hl7:component",
+                                 "le corps du document (component) est obligatoire", "component")
+    if component is not None and _body(ctx)[1] is None:
+        yield ctx.missing(component, "hl7:structuredBody", "component doit contenir un structuredBody ou un nonXMLBody")
 
 
 @rule("nonxml-templateIds", "nonXMLBody documents carry exactly the three templateIds (HL7 France, CI-SIS, XDS-SD)")

@@ -132,7 +132,7 @@ _load_lock = threading.Lock()
 
 
 @lru_cache(maxsize=128)
-def _load(path: str, mtime: float, cache_dir: str) -> CompiledSchematron:
+def _load(path: str, _mtime: float, cache_dir: str) -> CompiledSchematron:
     cache = SchematronCache(Path(cache_dir) if cache_dir else None)
     return CompiledSchematron(path, cache.load(Path(path)))
 

@@ -26,14 +26,14 @@ from ..access.credentials import (
     write_dev_credentials,
 )
 from ..access.signatures import SignatureError, sign_submission
+from ..ebxml import constants as C
+from ..ebxml import ebrim
+from ..ebxml.soap import build_envelope, parse_envelope
 from ..metadata.datatypes import CX, DatatypeError
 from ..metadata.model import DocumentContent
 from ..registry import audit_log, updates
 from ..registry.access_state import RecordError, Records, purge_record
 from ..services import Services
-from ..xds import constants as C
-from ..xds import ebrim
-from ..xds.soap import build_envelope, parse_envelope
 from ..xmlsafe import parse_xml
 from .common import CliError, Subparsers, existing_data_dir, settings_from, storage_arguments
 

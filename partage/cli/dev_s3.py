@@ -93,7 +93,7 @@ class LocalS3:
         config.write_text(json.dumps({"identities": [{
             "name": "partage", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}), encoding="utf-8")
-        log = open(self.data_dir / "seaweedfs.log", "ab")  # noqa: SIM115 - the child's, closed by stop()
+        log = open(self.data_dir / "seaweedfs.log", "ab")
         self.process = subprocess.Popen(self._command(weed, config), stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         log.close()

@@ -17,8 +17,8 @@ from sqlalchemy import exc as sa_exc
 
 from .. import __version__
 from ..config import SettingsError
+from ..ebxml.soap import SoapError
 from ..hl7.mllp import MllpError
-from ..xds.soap import SoapError
 from ..xmlsafe import XmlInputError
 from . import access, clinical, dev_s3, devidp, fsck, hl7, serve, testkit, validate
 from .common import CliError, Subparsers

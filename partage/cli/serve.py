@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..web.server import serve
+from ..server.serve import serve
 from .common import Subparsers, settings_from, storage_arguments
 from .preflight import first_problem
 

@@ -84,9 +84,6 @@ KNOWN_MODELS = {
     "1.2.250.1.213.1.1.1.36": "CNAM-HR", "1.2.250.1.213.1.1.1.45": "IMG-CR-IMG",
     "1.2.250.1.213.1.1.1.47": "IMG-DA-IMG",
 }
-# Document models that are a synthesis of the record (the $summary's first entry).
-SYNTHESIS_MODELS = {"1.2.250.1.213.1.1.1.13", "1.2.250.1.213.1.1.1.51"}
-
 _H = f"{{{HL7}}}"
 
 
@@ -221,12 +218,24 @@ def _clinical_status(el: etree._Element) -> str:
 
 
 # --- readers -----------------------------------------------------------------------------
-def _lab(el: etree._Element, narrative: dict[str, str], kind: str) -> Fact | None:
-    code, system, display = coded(child(el, "code"), narrative)
+def _dated_fact(kind: str, el: etree._Element, named: tuple[str, str, str],
+                narrative: dict[str, str] | None = None, status: str = "") -> Fact | None:
+    """The fact `el` records, dated by its effectiveTime and named by `named` (code, system,
+    display) or else, given the `narrative`, by its original text; None when it has no name."""
+    code, system, display = named
+    if not code and not display and narrative is not None:
+        display = original_text(child(el, "text"), narrative)
     if not code and not display:
         return None
-    fact = Fact(kind, code, system, display)
+    fact = Fact(kind, code, system, display, status=status)
     fact.effective, fact.effective_end = effective(el)
+    return fact
+
+
+def _lab(el: etree._Element, narrative: dict[str, str], kind: str) -> Fact | None:
+    fact = _dated_fact(kind, el, coded(child(el, "code"), narrative))
+    if fact is None:
+        return None
     value = child(el, "value")
     if value is not None:
         vtype = value.get(XSI_TYPE, "").rpartition(":")[2]
@@ -278,12 +287,9 @@ def _allergy(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
         display = display or clean(name.text if name is not None else "")
     if not code and not display:   # no agent: the reaction described in value
         code, system, display = coded(child(el, "value"), narrative)
-    if not code and not display:
-        display = original_text(child(el, "text"), narrative)
-    if not code and not display:
+    fact = _dated_fact(ALLERGY, el, (code, system, display), narrative, _clinical_status(el))
+    if fact is None:
         return None
-    fact = Fact(ALLERGY, code, system, display, status=_clinical_status(el))
-    fact.effective, fact.effective_end = effective(el)
     fact.detail["type"] = {"code": type_code, "system": type_system, "display": type_display}
     reaction = child(el, "value")
     if reaction is not None and agent is not None:
@@ -300,13 +306,9 @@ def _allergy(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
 def _problem(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
     if _negated(el):
         return None
-    code, system, display = coded(child(el, "value"), narrative)
-    if not code and not display:
-        display = original_text(child(el, "text"), narrative)
-    if not code and not display:
+    fact = _dated_fact(PROBLEM, el, coded(child(el, "value"), narrative), narrative, _clinical_status(el))
+    if fact is None:
         return None
-    fact = Fact(PROBLEM, code, system, display, status=_clinical_status(el))
-    fact.effective, fact.effective_end = effective(el)
     if fact.effective_end and not fact.status:
         fact.status = "resolved"
     ptype = coded(child(el, "code"), narrative)
@@ -330,12 +332,9 @@ def _product(el: etree._Element, narrative: dict[str, str]) -> tuple[str, str, s
 
 def _medication(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
     code, system, display, _material = _product(el, narrative)
-    if not code and not display:
-        display = original_text(child(el, "text"), narrative)
-    if not code and not display:
+    fact = _dated_fact(MEDICATION, el, (code, system, display), narrative)
+    if fact is None:
         return None
-    fact = Fact(MEDICATION, code, system, display)
-    fact.effective, fact.effective_end = effective(el)
     sc = child(el, "statusCode")
     fact.status = sc.get("code", "") if sc is not None else ""
     fact.detail["mood"] = el.get("moodCode", "")
@@ -353,10 +352,9 @@ def _medication(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
 
 def _immunization(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
     code, system, display, material = _product(el, narrative)
-    if not code and not display:
+    fact = _dated_fact(IMMUNIZATION, el, (code, system, display))
+    if fact is None:
         return None
-    fact = Fact(IMMUNIZATION, code, system, display)
-    fact.effective, fact.effective_end = effective(el)
     fact.status = "not-done" if _negated(el) else "completed"
     if material is not None:
         lot = child(material, "lotNumberText")

@@ -75,6 +75,16 @@ def read_document(mime_type: str, data: bytes) -> tuple[list[Fact], str]:
     return facts, body
 
 
+def read_stored_document(blobs: Blobs, address: str, mime_type: str) -> tuple[list[Fact], str]:
+    """(facts, searchable text) of a document held in the blob store at `address`."""
+    stream = blobs.open(address)
+    try:
+        data = stream.read()
+    finally:
+        stream.close()
+    return read_document(mime_type, data)
+
+
 def read_parts(mime_type: str, data: bytes, *, pdfs: bool,
                cda: etree._Element | None = None) -> tuple[list[Fact], str, bool]:
     """(facts, searchable text, whether PDF text was left out); with `pdfs` False the text
@@ -182,12 +192,7 @@ def reindex(services: Holder, *, force: bool = False) -> dict[str, int]:
         if (row.lid in done and not force) or (row.size or 0) > MAX_INDEXED_BYTES:
             counts["skipped"] += 1
             continue
-        stream = services.blobs.open(row.blob_address)
-        try:
-            data = stream.read()
-        finally:
-            stream.close()
-        facts, body = read_document(row.mime_type or "", data)
+        facts, body = read_stored_document(services.blobs, row.blob_address, row.mime_type or "")
         with services.registry.write() as conn:
             derived.forget(conn, row.lid)
             store(conn, patient_pk=row.patient_pk, lid=row.lid, entry_uuid=row.entry_uuid, facts=facts, body=body)

@@ -22,7 +22,7 @@ A job is done by `claim` + `process`, each one short transaction:
 A job is tried `MAX_ATTEMPTS` times (each claim counts); after that it stays in the
 table, is no longer claimed, and `partage clinical reindex` reports it as failed.
 
-`TextIndexer` is a thread of the server's background process (`partage.web.background`,
+`TextIndexer` is a thread of the server's background process (`partage.server.background`,
 one per server, at a lower CPU priority than the HTTP workers, which never read a PDF): it
 drains the queue, then looks again every `POLL_S`. `drain()` empties the queue synchronously
 (`partage clinical reindex`, tests).
@@ -39,7 +39,7 @@ import uuid
 
 from ..registry import derived, text_jobs
 from ..registry.store import Registry
-from .index import MAX_INDEXED_BYTES, Holder, read_document, store
+from .index import MAX_INDEXED_BYTES, Holder, read_stored_document, store
 
 log = logging.getLogger("partage.clinical")
 
@@ -69,12 +69,7 @@ def _whole_text(services: Holder, entry_uuid: str) -> tuple[int, str] | None:
     if (row is None or not row.blob_address or row.patient_pk is None or (row.size or 0) > MAX_INDEXED_BYTES
             or not services.blobs.exists(row.blob_address)):
         return None
-    stream = services.blobs.open(row.blob_address)
-    try:
-        data = stream.read()
-    finally:
-        stream.close()
-    _facts, body = read_document(row.mime_type or "", data)
+    _facts, body = read_stored_document(services.blobs, row.blob_address, row.mime_type or "")
     return row.patient_pk, body
 
 

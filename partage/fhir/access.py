@@ -6,10 +6,10 @@ from __future__ import annotations
 from ..access import audit
 from ..access.actor import Actor
 from ..access.decisions import may_write_identity
+from ..mhd.outcome import FhirError
 from ..query.view import Reader
 from ..registry.patients import PatientRecord
 from ..services import Services
-from .outcome import FhirError
 
 
 def visible_patients(services: Services, actor: Actor, records: list[PatientRecord]) -> list[PatientRecord]:

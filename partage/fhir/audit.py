@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Response, request
 
-from ..access import audit, authn
+from ..access import audit
 from ..access.actor import (
     ADMIN,
     INSECURE_DEV,
@@ -23,16 +23,16 @@ from ..access.actor import (
     Actor,
 )
 from ..metadata.datatypes import CX
+from ..mhd import formats
+from ..mhd.outcome import FhirError, Issue, operation_outcome
 from ..query import QueryService
 from ..registry import audit_log
 from ..services import Services
-from . import errors, formats
+from . import door
 from .ids import numeric_id, paging_number
-from .outcome import FhirError, Issue, operation_outcome
 from .patients import patient_token
 
-bp = Blueprint("fhir_audit", __name__, url_prefix="/fhir")
-errors.install(bp)
+bp = door.blueprint("fhir_audit")
 
 Json = dict[str, Any]   # a FHIR resource, or an audit row as the registry gives it
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -52,7 +52,7 @@ def _outcome(status: int, message: str, code: str) -> Response:
     return formats.respond(operation_outcome([Issue(message, code)]), request, status)
 
 
-def resource(row: Json, base: str, *, for_patient: bool = False) -> Json:
+def resource(row: Json, *, for_patient: bool = False) -> Json:
     """The AuditEvent of one audit row. `for_patient`: the patient's own view, which says
     nothing of what the policy withheld from whom (no outcome text)."""
     event_id, display, action = EVENT_TYPES.get(row["action"], ("110100", "Application Activity", "E"))
@@ -124,8 +124,7 @@ def _same_patient(services: Services, a: CX | None, b: CX | None) -> bool:
 
 @bp.get("/AuditEvent")
 def search() -> Response:
-    services: Services = current_app.extensions["partage"]
-    actor = authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
+    services, actor = door.caller()
     everything, own = _scope(actor)
     wanted = patient_param()
     if not everything:
@@ -145,7 +144,7 @@ def search() -> Response:
     return formats.respond({"resourceType": "Bundle", "type": "searchset", "total": len(rows),
                             "link": [{"relation": "self", "url": request.url}],
                             "entry": [{"fullUrl": f"{base}/AuditEvent/{r['pk']}",
-                                       "resource": resource(r, base, for_patient=not everything),
+                                       "resource": resource(r, for_patient=not everything),
                                        "search": {"mode": "match"}} for r in rows]}, request)
 
 
@@ -156,8 +155,7 @@ def _as_seen_by(services: Services, actor: Actor, rows: list[Json], everything: 
 
 @bp.get("/AuditEvent/<rid>")
 def read(rid: str) -> Response:
-    services: Services = current_app.extensions["partage"]
-    actor = authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
+    services, actor = door.caller()
     everything, own = _scope(actor)
     row = None
     pk = numeric_id(rid)
@@ -175,5 +173,5 @@ def read(rid: str) -> Response:
     if not seen:
         raise FhirError.one(404, f"AuditEvent/{rid} is not known", "not-found")
     row = seen[0]
-    return formats.respond(resource(row, request.host_url.rstrip("/") + "/fhir", for_patient=not everything),
+    return formats.respond(resource(row, for_patient=not everything),
                            request)

@@ -33,17 +33,17 @@ from ..access.actor import Actor
 from ..clinical.extract import LAB, VITAL
 from ..metadata.datatypes import CX
 from ..metadata.query import DocumentFilter
+from ..mhd import formats
+from ..mhd.codes import scheme_of
+from ..mhd.outcome import FhirError
 from ..query.clinical import ClinicalReader, FactQuery, FactRow, summary_content
 from ..query.paging import PageRequest
 from ..query.search import SearchService
 from ..query.view import Reader
 from ..registry.search import ObjectSearch
 from ..services import Services
-from . import formats
 from .clinical_map import KINDS_OF_RESOURCE, FactMapper
-from .codes import scheme_of
 from .ids import numeric_id, paging_number
-from .outcome import FhirError
 from .patients import Patients, patient_token, reference_id
 from .search import DEFAULT_COUNT, MAX_COUNT, Parsed, bundle, date_match
 from .views import Views

@@ -12,9 +12,9 @@ from typing import Any
 
 from ..clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL
 from ..metadata.datatypes import CX
+from ..mhd.codes import system_of
+from ..mhd.mapping import resource_id
 from ..query.clinical import FactRow, is_current_treatment
-from .codes import system_of
-from .mapping import resource_id
 
 Json = dict[str, Any]
 RESOURCE_OF_KIND = {LAB: "Observation", VITAL: "Observation", ALLERGY: "AllergyIntolerance",

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Response, request
 
-from ..access import audit, authn
+from ..access import audit
 from ..access.actor import (
     ADMIN,
     INSECURE_DEV,
@@ -32,29 +32,20 @@ from ..access.actor import (
     Actor,
 )
 from ..metadata.datatypes import CX
+from ..mhd import formats
+from ..mhd.outcome import FhirError
 from ..registry import patients
 from ..registry.access_state import CLOSED, NONE, OPEN, RecordError, Records
 from ..services import Services
-from . import errors, formats
+from . import door
 from .audit import patient_param
-from .outcome import FhirError
 
-bp = Blueprint("fhir_consent", __name__, url_prefix="/fhir")
-errors.install(bp)
+bp = door.blueprint("fhir_consent")
 
 PROFESSIONAL_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 PURPOSE_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.248"
 Json = dict[str, Any]
 STATUS = {OPEN: "active", CLOSED: "inactive", NONE: "proposed", "purged": "inactive"}
-
-
-def _services() -> Services:
-    services: Services = current_app.extensions["partage"]
-    return services
-
-
-def _actor(services: Services) -> Actor:
-    return authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
 
 
 def _patient_of(services: Services, actor: Actor, wanted: CX | None) -> CX:
@@ -127,8 +118,7 @@ def _wanted_state(body: Json) -> tuple[str, str, set[str], bool]:
 
 @bp.get("/Consent")
 def search() -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = door.caller()
     patient_id = _patient_of(services, actor, patient_param())
     audit.note_patient(patient_id.format())
     consent = resource(services, patient_id)
@@ -140,8 +130,7 @@ def search() -> Response:
 
 @bp.put("/Consent/<rid>")
 def update(rid: str) -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = door.caller()
     patient_id = _patient_of(services, actor, patient_param())
     audit.note_patient(patient_id.format())
     current = resource(services, patient_id)

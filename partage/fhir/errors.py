@@ -10,8 +10,8 @@ from flask import Blueprint, Response, request
 
 from ..access.actor import AuthenticationRequired
 from ..metadata.errors import XdsErrors
-from . import formats
-from .outcome import FhirError, Issue, from_xds, operation_outcome
+from ..mhd import formats
+from ..mhd.outcome import FhirError, Issue, from_xds, operation_outcome
 
 
 def outcome_response(status: int, issues: list[Issue]) -> Response:

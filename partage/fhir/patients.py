@@ -14,27 +14,18 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from ..metadata.datatypes import CX, DTM, HD, XPN, is_oid
+from ..metadata.datatypes import CX, DTM, XPN
+from ..mhd import datatypes as dt
+from ..mhd.codes import system_of
+from ..mhd.datatypes import cx_to_identifier, identifier_cx
+from ..mhd.outcome import FhirError
 from ..registry import patients as registry_patients
 from ..registry.patients import FHIR_ID_AUTHORITY, PatientRecord, fhir_id_cx
 from ..registry.search import patient_meta
 from ..services import Services
-from . import datatypes as dt
-from .codes import scheme_of, system_of
-from .datatypes import cx_to_identifier
-from .outcome import FhirError
 
 Json = dict[str, Any]
 _ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-
-
-def identifier_cx(identifier: Json) -> CX | None:
-    """A FHIR Identifier whose system is an OID, as the registry's CX; None otherwise."""
-    authority = scheme_of(identifier.get("system", "") or "")
-    value = identifier.get("value", "") or ""
-    if not value or not is_oid(authority):
-        return None
-    return CX(value, HD.iso(authority))
 
 
 def patient_token(token: str) -> CX | None:

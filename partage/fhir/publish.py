@@ -16,9 +16,9 @@ from typing import Any
 from ..metadata.datatypes import CX, DTM
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import Association, AssociationType, SubmissionRequest, SubmissionSet
+from ..mhd import mapping
+from ..mhd.bundle import decode_base64, spool_content
 from ..services import Services
-from . import mapping
-from .bundle import decode_base64, spool_content
 
 Json = dict[str, Any]
 ERROR = ErrorCode.REPOSITORY_METADATA

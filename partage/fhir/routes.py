@@ -11,56 +11,33 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Response, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import http_date, parse_date
 
 from .. import jsonsafe
-from ..access import authn
 from ..access.actor import Actor
 from ..failures import classify
 from ..ingest import IngestService
 from ..metadata.errors import XdsErrors
+from ..mhd import bundle as iti65
+from ..mhd import formats, mapping
+from ..mhd.outcome import FhirError, Issue
 from ..query import QueryService
 from ..query.search import SearchService
 from ..services import Services
-from . import (
-    access,
-    clinical,
-    errors,
-    formats,
-    mapping,
-    patients,
-    publish,
-    search,
-    searchparams,
-    update,
-)
-from . import bundle as iti65
+from . import access, clinical, door, errors, patients, publish, search, searchparams, update
 from .capability import capability_statement
-from .outcome import FhirError, Issue
 from .views import Views
 
 log = logging.getLogger("partage.fhir")
 Json = dict[str, Any]
-bp = Blueprint("fhir", __name__, url_prefix="/fhir")
-errors.install(bp)
+bp = door.blueprint("fhir")
 CHUNK = 1 << 16
-
-
-def _services() -> Services:
-    services: Services = current_app.extensions["partage"]
-    return services
-
-
-def _actor(services: Services) -> Actor:
-    """The signed bearer JWT of the Authorization header, verified (partage.access.authn)."""
-    return authn.http_actor(services, request.headers.get("Authorization"),
-                            address=request.remote_addr or "")
 
 
 def _base_url() -> str:
@@ -126,10 +103,16 @@ def _read(resource: Json, status: int = 200, headers: dict[str, str] | None = No
     return formats.respond(resource, request, status, headers=headers)
 
 
+def _known(resource: Json | None, what: str, xds_code: str = "") -> Json:
+    """The resource `what` (e.g. Patient/123) found, or the 404 of one unknown or not visible."""
+    if resource is None:
+        raise FhirError.one(404, f"{what} is not known", "not-found", xds_code)
+    return resource
+
+
 def _vread(resource: Json | None, what: str, vid: str) -> Response:
     """Only the current version of a resource is kept: an older one is answered 404."""
-    if resource is None:
-        raise FhirError.one(404, f"{what} is not known", "not-found")
+    resource = _known(resource, what)
     current, _ = _version(resource)
     if vid != current:
         raise FhirError.one(404, f"{what}/_history/{vid}: only the current version ({current}) is kept",
@@ -201,8 +184,7 @@ def metadata() -> Response:
 @bp.post("")
 @bp.post("/")
 def transaction() -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = door.caller()
     body = formats.read_body(request, "Bundle")
     people = patients.Patients(services)
     provided = iti65.read_provide_bundle(body, people.resolve, _existing_document)
@@ -229,8 +211,7 @@ def _existing_document(reference: str) -> str | None:
 @bp.get("/DocumentReference")
 @bp.post("/DocumentReference/_search")
 def find_document_references() -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = door.caller()
     parsed, found = search.document_search(_params(), strict=_strict())
     base = f"{_base_url()}/DocumentReference"
     if parsed.content:   # keyword search (partage.fhir.clinical)
@@ -240,28 +221,29 @@ def find_document_references() -> Response:
 
 
 def _document(rid: str) -> Json | None:
-    services = _services()
-    return Views(services, _actor(services), _base_url()).read_document(rid)
+    services = door.services()
+    return Views(services, door.actor(services), _base_url()).read_document(rid)
 
 
-@bp.get("/DocumentReference/<rid>")
-def read_document_reference(rid: str) -> Response:
-    resource = _document(rid)
-    if resource is None:
-        raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found",
-                            "XDSDocumentUniqueIdError")
-    return _read(resource)
+def _readable(kind: str, endpoint: str, find: Callable[[str], Json | None], xds_code: str = "") -> None:
+    """The read (`GET /kind/rid`) and vread (`/_history/vid`) of the resources `find` gives;
+    `xds_code` goes with a read's 404."""
+    def read(rid: str) -> Response:
+        return _read(_known(find(rid), f"{kind}/{rid}", xds_code))
+
+    def vread(rid: str, vid: str) -> Response:
+        return _vread(find(rid), f"{kind}/{rid}", vid)
+
+    bp.add_url_rule(f"/{kind}/<rid>", f"read_{endpoint}", read, methods=["GET"])
+    bp.add_url_rule(f"/{kind}/<rid>/_history/<vid>", f"vread_{endpoint}", vread, methods=["GET"])
 
 
-@bp.get("/DocumentReference/<rid>/_history/<vid>")
-def vread_document_reference(rid: str, vid: str) -> Response:
-    return _vread(_document(rid), f"DocumentReference/{rid}", vid)
+_readable("DocumentReference", "document_reference", _document, "XDSDocumentUniqueIdError")
 
 
 @bp.post("/DocumentReference")
 def simplified_publish() -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = door.caller()
     body = formats.read_body(request, "DocumentReference")
     submission = publish.simplified_submission(body, services, patients.Patients(services).resolve)
     result = IngestService(services, actor).provide_and_register(submission)
@@ -275,8 +257,7 @@ def simplified_publish() -> Response:
 @bp.patch("/DocumentReference")
 @bp.patch("/DocumentReference/<rid>")
 def patch_document_reference(rid: str | None = None) -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = door.caller()
     views = Views(services, actor, _base_url())
     if rid is None:
         rid = _conditional_target(services, actor)
@@ -317,8 +298,7 @@ def delete_document_reference(rid: str) -> Response:
     becomes Deleted (`entered-in-error`), as with a PDSm PATCH of its status, and stays in the
     registry as a tombstone for the audit trail. Its author's act alone: anyone else gets the
     lifecycle's refusal (403), and a document the actor may not see answers as an unknown one."""
-    services = _services()
-    actor = _actor(services)
+    services, actor = door.caller()
     doc = Views(services, actor, _base_url()).document_entry(rid)
     if doc is None:
         raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found",
@@ -354,35 +334,24 @@ def _latest_version(services: Services, actor: Actor, unique_id: str) -> str | N
 @bp.get("/List")
 @bp.post("/List/_search")
 def find_lists() -> Response:
-    services = _services()
-    views = Views(services, _actor(services), _base_url())
+    services = door.services()
+    views = Views(services, door.actor(services), _base_url())
     parsed, found = search.list_search(_params(), strict=_strict())
     return formats.respond(views.find_lists(parsed, found, f"{_base_url()}/List", _cursor()), request)
 
 
 def _list(rid: str) -> Json | None:
-    services = _services()
-    return Views(services, _actor(services), _base_url()).read_list(rid)
+    services = door.services()
+    return Views(services, door.actor(services), _base_url()).read_list(rid)
 
 
-@bp.get("/List/<rid>")
-def read_list(rid: str) -> Response:
-    resource = _list(rid)
-    if resource is None:
-        raise FhirError.one(404, f"List/{rid} is not known", "not-found")
-    return _read(resource)
-
-
-@bp.get("/List/<rid>/_history/<vid>")
-def vread_list(rid: str, vid: str) -> Response:
-    return _vread(_list(rid), f"List/{rid}", vid)
+_readable("List", "list", _list)
 
 
 # --- ITI-68 -------------------------------------------------------------------------------------
 @bp.get("/Binary/<rid>")
 def retrieve_document(rid: str) -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = door.caller()
     doc = Views(services, actor, _base_url()).document_entry(rid)
     located = QueryService(services, actor).locate_document(doc.unique_id) if doc else None
     if located is None:
@@ -423,8 +392,7 @@ def retrieve_document(rid: str) -> Response:
 @bp.get("/Patient")
 @bp.post("/Patient/_search")
 def find_patients() -> Response:
-    services = _services()
-    actor = _actor(services)
+    services, actor = door.caller()
     parsed, found = search.patient_search(_params(), strict=_strict())
     page = SearchService(services, actor).patients(found, parsed.page)
     people = patients.Patients(services)
@@ -434,32 +402,21 @@ def find_patients() -> Response:
 
 
 def _patient(rid: str) -> Json | None:
-    services = _services()
-    actor = _actor(services)
+    services, actor = door.caller()
     people = patients.Patients(services)
     record = people.record(rid)
     shown = access.visible_patients(services, actor, [record]) if record else []
     return people.resource(shown[0], people.meta(shown[0].pk)) if shown else None
 
 
-@bp.get("/Patient/<rid>")
-def read_patient(rid: str) -> Response:
-    resource = _patient(rid)
-    if resource is None:
-        raise FhirError.one(404, f"Patient/{rid} is not known", "not-found")
-    return _read(resource)
-
-
-@bp.get("/Patient/<rid>/_history/<vid>")
-def vread_patient(rid: str, vid: str) -> Response:
-    return _vread(_patient(rid), f"Patient/{rid}", vid)
+_readable("Patient", "patient", _patient)
 
 
 @bp.post("/Patient")
 @bp.put("/Patient/<rid>")
 def save_patient(rid: str | None = None) -> Response:
-    services = _services()
-    access.check_write(_actor(services))
+    services = door.services()
+    access.check_write(door.actor(services))
     body = formats.read_body(request, "Patient")
     if rid is not None and body.get("id") not in (None, rid):
         raise FhirError.one(400, f"the body's id {body.get('id')!r} differs from the URL's {rid!r}")
@@ -472,4 +429,4 @@ def save_patient(rid: str | None = None) -> Response:
 
 
 # --- clinical reading (Observation, AllergyIntolerance, Condition, ..., Patient/$summary) ------
-clinical.register(bp, _services, _actor, _base_url, _params)
+clinical.register(bp, door.services, door.actor, _base_url, _params)

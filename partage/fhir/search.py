@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ..metadata.datatypes import CX, DTM, DatatypeError
+from ..mhd.outcome import FhirError, Issue
 from ..query.paging import Key, PageRequest
 from ..registry.search import ObjectSearch, PatientSearch
 from ..registry.search_index import (
@@ -37,7 +38,6 @@ from ..registry.search_index import (
 )
 from . import searchparams as SP
 from .ids import paging_number
-from .outcome import FhirError, Issue
 from .patients import patient_token
 
 Params = dict[str, list[str]]

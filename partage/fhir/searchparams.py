@@ -17,6 +17,8 @@ from typing import Literal
 
 from ..metadata.datatypes import is_oid
 from ..metadata.kinds import KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
+from ..mhd.codes import SCHEME_OF_URL, scheme_of
+from ..mhd.outcome import FhirError
 from ..registry.search_index import (
     ColumnIndex,
     DateIndex,
@@ -29,8 +31,6 @@ from ..registry.search_index import (
     TokenIndex,
     TokenMatch,
 )
-from .codes import SCHEME_OF_URL, scheme_of
-from .outcome import FhirError
 
 ParamType = Literal["number", "date", "string", "token", "reference", "uri", "special"]
 # A FHIR token (system or None, value or None: `system|`, `value`, `|value` = system "") -> what
@@ -93,6 +93,11 @@ def coded(attribute: str) -> Tokens:
             return [(index, TokenMatch(system, value))]
         return [(index, TokenMatch(s, value)) for s in schemes_of(system)]
     return tokens
+
+
+def coded_param(name: str, expression: str, documentation: str, attribute: str) -> SearchParam:
+    """A token parameter on one coded attribute of the model (system|code, either side optional)."""
+    return SearchParam(name, "token", expression, documentation, TokenIndex((attribute,)), coded(attribute))
 
 
 def related_tokens(system: str | None, value: str | None) -> list[tuple[Index, TokenMatch]]:
@@ -216,20 +221,13 @@ DOCUMENT_REFERENCE = ResourceSearch("DocumentReference", (
                 "author person (prefix, accents and case folded)", NameIndex("given")),
     SearchParam("author.family", "string", "DocumentReference.author.resolve().family", "the family name of "
                 "an author person (prefix, accents and case folded)", NameIndex("family")),
-    SearchParam("category", "token", "DocumentReference.category", "classCode (system|code)",
-                TokenIndex(("class",)), coded("class")),
-    SearchParam("type", "token", "DocumentReference.type", "typeCode (system|code)",
-                TokenIndex(("type",)), coded("type")),
-    SearchParam("setting", "token", "DocumentReference.context.practiceSetting", "practiceSettingCode",
-                TokenIndex(("setting",)), coded("setting")),
-    SearchParam("facility", "token", "DocumentReference.context.facilityType", "healthcareFacilityTypeCode",
-                TokenIndex(("hcft",)), coded("hcft")),
-    SearchParam("event", "token", "DocumentReference.context.event", "eventCodeList",
-                TokenIndex(("event",)), coded("event")),
-    SearchParam("security-label", "token", "DocumentReference.securityLabel", "confidentialityCode",
-                TokenIndex(("conf",)), coded("conf")),
-    SearchParam("format", "token", "DocumentReference.content.format", "formatCode",
-                TokenIndex(("format",)), coded("format")),
+    coded_param("category", "DocumentReference.category", "classCode (system|code)", "class"),
+    coded_param("type", "DocumentReference.type", "typeCode (system|code)", "type"),
+    coded_param("setting", "DocumentReference.context.practiceSetting", "practiceSettingCode", "setting"),
+    coded_param("facility", "DocumentReference.context.facilityType", "healthcareFacilityTypeCode", "hcft"),
+    coded_param("event", "DocumentReference.context.event", "eventCodeList", "event"),
+    coded_param("security-label", "DocumentReference.securityLabel", "confidentialityCode", "conf"),
+    coded_param("format", "DocumentReference.content.format", "formatCode", "format"),
     SearchParam("related", "token", "DocumentReference.context.related.identifier", "referenceIdList "
                 "(system|value: urn:oid: of the assigning authority, and the id)", TokenIndex(("refid",)),
                 related_tokens, modifiers=frozenset({"identifier"})),

@@ -29,13 +29,16 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from flask import Blueprint, Response, current_app, request
+from flask import Response, request
 
-from ..access import audit, authn
+from ..access import audit
 from ..access.actor import Actor
 from ..metadata.datatypes import CX
 from ..metadata.model import Association, AssociationType, Code, DocumentEntry, SubmissionSet
 from ..metadata.query import CodeFilter
+from ..mhd import formats, mapping
+from ..mhd.codes import scheme_of
+from ..mhd.outcome import FhirError, Issue, operation_outcome
 from ..notify.channels import Event, Outgoing
 from ..notify.model import (
     DOCUMENT,
@@ -51,14 +54,11 @@ from ..notify.model import (
 )
 from ..notify.subscriptions import SubscriptionError, Subscriptions
 from ..services import Services
-from . import errors, formats, mapping
-from .codes import scheme_of
-from .outcome import FhirError, Issue, operation_outcome
+from . import door
 from .patients import Patients, patient_token, reference_id
 from .searchparams import DOCUMENT_REFERENCE, coded_attributes
 
-bp = Blueprint("fhir_subscription", __name__, url_prefix="/fhir")
-errors.install(bp)
+bp = door.blueprint("fhir_subscription")
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 FILTER_CRITERIA = BACKPORT + "backport-filter-criteria"
@@ -284,7 +284,7 @@ class FhirRenderer:
         headers = dict(h.split(":", 1) for h in sub.resource.get("channel", {}).get("header", []) or [])
         return Outgoing(body, content_type, {k.strip(): v.strip() for k, v in headers.items()})
 
-    def handshake(self, services: Services, subscription: Subscription, delivery_id: str) -> Outgoing:
+    def handshake(self, services: Services, subscription: Subscription, delivery_id: str) -> Outgoing:  # noqa: ARG002 — the Renderer protocol's signature
         bundle = {"resourceType": "Bundle", "id": delivery_id, "type": "history", "timestamp": _instant(time.time()),
                   "entry": [_status_entry(subscription, _status_parameters(subscription, "handshake", 0))]}
         return self._outgoing(subscription, bundle)
@@ -336,16 +336,10 @@ class FhirRenderer:
 
 
 # --------------------------------------------------------------------------- routes
-def _services() -> Services:
-    services: Services = current_app.extensions["partage"]
-    return services
-
-
 def _subscriptions(action: str) -> Subscriptions:
-    services = _services()
+    services = door.services()
     audit.set_action(action)
-    actor = authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
-    return Subscriptions(services, actor)
+    return Subscriptions(services, door.actor(services))
 
 
 def _base_url() -> str:

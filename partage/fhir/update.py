@@ -29,9 +29,9 @@ from ..metadata.model import (
     SubmissionRequest,
     SubmissionSet,
 )
+from ..mhd import mapping
+from ..mhd.outcome import FhirError
 from ..services import Services
-from . import mapping
-from .outcome import FhirError
 
 Json = dict[str, Any]
 ALLOWED = {"status", "securityLabel", "extension"}

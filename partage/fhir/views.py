@@ -20,12 +20,12 @@ from ..metadata.model import (
     SubmissionSet,
 )
 from ..metadata.query import DocumentFilter
+from ..mhd import datatypes as dt
+from ..mhd import mapping
 from ..query import QueryService
 from ..query.search import SearchService
 from ..registry.search import ObjectSearch, object_meta
 from ..services import Services
-from . import datatypes as dt
-from . import mapping
 from .patients import Patients, reference_id
 from .search import Parsed, bundle
 

@@ -133,7 +133,7 @@ class MllpServer(socketserver.ThreadingTCPServer):
     def port(self) -> int:
         return self.server_address[1]
 
-    def verify_request(self, request: Any, client_address: Any) -> bool:
+    def verify_request(self, request: Any, client_address: Any) -> bool:  # noqa: ARG002 — socketserver's signature
         """Refuse a connection beyond max_connections (closed at once, before any read)."""
         if self._connections.acquire(blocking=False):
             return True

@@ -53,16 +53,19 @@ def _hl7_in(kind: type[HL7Value], text: str) -> HL7Value:
     return kind.parse(text, strict=False)
 
 
+def _hl7_text(value: HL7Value | list[HL7Value]) -> str | list[str]:
+    """An HL7 value, or a list of them, as stored: its HL7 text."""
+    return [v.format() for v in value] if isinstance(value, list) else value.format()
+
+
 def _author_out(author: Author) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields(Author):
         value = getattr(author, f.name)
         if not value:
             continue
-        if f.name == "person":
-            value = value.format()
-        elif f.name in _AUTHOR_HL7:
-            value = [v.format() for v in value]
+        if f.name in _AUTHOR_HL7:
+            value = _hl7_text(value)
         out[f.name] = value
     return out
 
@@ -94,10 +97,8 @@ def to_dict(obj: AnyObject) -> dict[str, Any]:
             value = [_author_out(a) for a in value]
         elif isinstance(value, StrEnum):
             value = value.value
-        elif f.name in _HL7_SINGLE:
-            value = value.format()
-        elif f.name in _HL7_LIST:
-            value = [v.format() for v in value]
+        elif f.name in _HL7_SINGLE or f.name in _HL7_LIST:
+            value = _hl7_text(value)
         out[f.name] = value
     return out
 

@@ -246,6 +246,11 @@ class _Composite:
             object.__setattr__(self, "extra", tuple(self.extra))
 
     @classmethod
+    def parse(cls, text: str, strict: bool = False) -> Self:
+        """Lenient by default: the TF sets no XDS rule on these types beyond well-formed HL7."""
+        return cls._from_text(_require_text(text, cls._NAME), cls._NAME, strict)
+
+    @classmethod
     def _from_text(cls, text: str, name: str, strict: bool) -> Self:
         components = text.split("^")
         values: dict[str, object] = {}
@@ -283,6 +288,23 @@ class _Composite:
         return None
 
 
+class _XdsComposite(_Composite):
+    """A composite ITI TF-3 Table 4.2.3.1.7-2 restricts: strict by default, ``check_xds``
+    states the restriction."""
+
+    __slots__ = ()
+
+    @classmethod
+    def parse(cls, text: str, strict: bool = True) -> Self:
+        value = cls._from_text(_require_text(text, cls._NAME), cls._NAME, strict)
+        if strict:
+            value.check_xds()
+        return value
+
+    def check_xds(self) -> None:
+        raise NotImplementedError
+
+
 # --- CX -----------------------------------------------------------------------------------
 
 _CXI_NEEDS_AUTHORITY = ("urn:ihe:iti:xds:2013:referral", "urn:ihe:iti:xds:2013:order",
@@ -290,7 +312,7 @@ _CXI_NEEDS_AUTHORITY = ("urn:ihe:iti:xds:2013:referral", "urn:ihe:iti:xds:2013:o
 
 
 @dataclass(frozen=True, slots=True)
-class CX(_Composite):
+class CX(_XdsComposite):
     """Identifier: patientId/sourcePatientId (CX) and referenceIdList (CXi)."""
 
     id: str
@@ -384,7 +406,7 @@ class CX(_Composite):
 # --- XCN ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class XCN(_Composite):
+class XCN(_XdsComposite):
     """A person (or software agent): authorPerson, legalAuthenticator."""
 
     id_number: str = ""                 # XCN.1
@@ -408,13 +430,6 @@ class XCN(_Composite):
                ("degree", False), ("source_table", False), ("assigning_authority", True),
                ("name_type_code", False), ("identifier_check_digit", False),
                ("check_digit_scheme", False), ("identifier_type_code", False))
-
-    @classmethod
-    def parse(cls, text: str, strict: bool = True) -> Self:
-        xcn = cls._from_text(_require_text(text, "XCN"), "XCN", strict)
-        if strict:
-            xcn.check_xds()
-        return xcn
 
     def check_xds(self) -> None:
         """ITI TF-3 Table 4.2.3.1.7-2 (XCN).
@@ -442,7 +457,7 @@ _XON_OTHER = ("name_type_code", "id_number", "check_digit", "check_digit_scheme"
 
 
 @dataclass(frozen=True, slots=True)
-class XON(_Composite):
+class XON(_XdsComposite):
     """An organization: authorInstitution, intendedRecipient."""
 
     organization_name: str = ""         # XON.1
@@ -462,13 +477,6 @@ class XON(_Composite):
                ("check_digit", False), ("check_digit_scheme", False),
                ("assigning_authority", True), ("id_type", False), ("assigning_facility", True),
                ("name_representation_code", False), ("organization_identifier", False))
-
-    @classmethod
-    def parse(cls, text: str, strict: bool = True) -> Self:
-        xon = cls._from_text(_require_text(text, "XON"), "XON", strict)
-        if strict:
-            xon.check_xds()
-        return xon
 
     def check_xds(self) -> None:
         """ITI TF-3 Table 4.2.3.1.7-2 (XON): XON.1 required; XON.6 ``&OID&ISO`` required when
@@ -501,7 +509,7 @@ _XTN_PHONE_ONLY = ("country_code", "area_code", "local_number", "extension")
 
 
 @dataclass(frozen=True, slots=True)
-class XTN(_Composite):
+class XTN(_XdsComposite):
     """A telecommunication address: authorTelecommunication, intendedRecipient."""
 
     use_code: str = ""          # XTN.2 (e.g. WPN, PRS, NET)
@@ -519,13 +527,6 @@ class XTN(_Composite):
     _LAYOUT = (("telephone_number", False), ("use_code", False), ("equipment_type", False),
                ("email", False), ("country_code", False), ("area_code", False),
                ("local_number", False), ("extension", False), ("any_text", False))
-
-    @classmethod
-    def parse(cls, text: str, strict: bool = True) -> Self:
-        xtn = cls._from_text(_require_text(text, "XTN"), "XTN", strict)
-        if strict:
-            xtn.check_xds()
-        return xtn
 
     def check_xds(self) -> None:
         """ITI TF-3 Table 4.2.3.1.7-2 (XTN): an email is ``[NET]^Internet^address``; a phone
@@ -577,10 +578,6 @@ class CE(_Composite):
     _NAME = "CE"
     _LAYOUT = (("identifier", False), ("text", False), ("coding_system", False))
 
-    @classmethod
-    def parse(cls, text: str, strict: bool = False) -> Self:
-        return cls._from_text(_require_text(text, "CE"), "CE", strict)
-
 
 # --- XPN ----------------------------------------------------------------------------------
 
@@ -601,10 +598,6 @@ class XPN(_Composite):
     _LAYOUT = (("family_name", False), ("given_name", False), ("further_given_names", False),
                ("suffix", False), ("prefix", False), ("degree", False), ("name_type_code", False))
 
-    @classmethod
-    def parse(cls, text: str, strict: bool = False) -> Self:
-        return cls._from_text(_require_text(text, "XPN"), "XPN", strict)
-
 
 # --- HL7 v2 message fields: MSG, VID, EI, ED ----------------------------------------------
 
@@ -620,10 +613,6 @@ class MSG(_Composite):
     _NAME = "MSG"
     _LAYOUT = (("message_code", False), ("trigger_event", False), ("message_structure", False))
 
-    @classmethod
-    def parse(cls, text: str, strict: bool = False) -> Self:
-        return cls._from_text(_require_text(text, "MSG"), "MSG", strict)
-
 
 @dataclass(frozen=True, slots=True)
 class VID(_Composite):
@@ -637,10 +626,6 @@ class VID(_Composite):
     _NAME = "VID"
     _LAYOUT = (("version_id", False), ("internationalization_code", False),
                ("international_version_id", False))
-
-    @classmethod
-    def parse(cls, text: str, strict: bool = False) -> Self:
-        return cls._from_text(_require_text(text, "VID"), "VID", strict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -656,10 +641,6 @@ class EI(_Composite):
     _NAME = "EI"
     _LAYOUT = (("entity_identifier", False), ("namespace_id", False), ("universal_id", False),
                ("universal_id_type", False))
-
-    @classmethod
-    def parse(cls, text: str, strict: bool = False) -> Self:
-        return cls._from_text(_require_text(text, "EI"), "EI", strict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -677,10 +658,6 @@ class ED(_Composite):
     _LAYOUT = (("source_application", True), ("type_of_data", False), ("data_subtype", False),
                ("encoding", False), ("data", False))
 
-    @classmethod
-    def parse(cls, text: str, strict: bool = False) -> Self:
-        return cls._from_text(_require_text(text, "ED"), "ED", strict)
-
 
 # --- intendedRecipient ---------------------------------------------------------------------
 
@@ -695,7 +672,7 @@ class Recipient:
     telecom: XTN | None = None
 
     @classmethod
-    def parse(cls, text: str, strict: bool = False) -> Self:
+    def parse(cls, text: str, strict: bool = False) -> Self:  # noqa: ARG003 — every parse() takes strict
         parts = _require_text(text, "intendedRecipient").split("|")
         if len(parts) > 3:
             raise DatatypeError("intendedRecipient: at most XON|XCN|XTN (found more than three parts)")

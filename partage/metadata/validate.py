@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-from .datatypes import CX, XCN, XON, XTN, DatatypeError, is_oid, is_uuid_urn, unique_id_parts
+from .datatypes import CX, XCN, XON, XTN, DatatypeError, is_oid, unique_id_parts
 from .errors import DUPLICATE_UNIQUE_ID_IN_MESSAGE, ErrorCode, XdsError
 from .model import (
     Association,
@@ -93,22 +93,24 @@ def validate_submission(request: SubmissionRequest, domain: CodeDomain,
     _check_submission_set(ss, domain, out)
     for doc in request.documents:
         _check_document(doc, domain, transaction, out)
-        if doc.patient_id and ss.patient_id and doc.patient_id != ss.patient_id:
-            out.add(f"DocumentEntry {doc.entry_uuid} patientId {doc.patient_id} differs from the "
-                    f"SubmissionSet patientId {ss.patient_id}", doc.entry_uuid,
-                    ErrorCode.PATIENT_ID_DOES_NOT_MATCH)
+        _check_same_patient(doc, ss, out)
     for folder in request.folders:
         _check_folder(folder, domain, out)
-        if folder.patient_id and ss.patient_id and folder.patient_id != ss.patient_id:
-            out.add(f"Folder {folder.entry_uuid} patientId {folder.patient_id} differs from the "
-                    f"SubmissionSet patientId {ss.patient_id}", folder.entry_uuid,
-                    ErrorCode.PATIENT_ID_DOES_NOT_MATCH)
+        _check_same_patient(folder, ss, out)
     for assoc in request.associations:
         _check_association(assoc, domain, out)
     _check_unique_ids(request, out)
     _check_membership(request, ss, out)
     return out.errors
 
+
+
+def _check_same_patient(obj: DocumentEntry | Folder, ss: SubmissionSet, out: _Collector) -> None:
+    """A DocumentEntry or Folder is of its SubmissionSet's patient."""
+    if obj.patient_id and ss.patient_id and obj.patient_id != ss.patient_id:
+        out.add(f"{obj.kind} {obj.entry_uuid} patientId {obj.patient_id} differs from the "
+                f"SubmissionSet patientId {ss.patient_id}", obj.entry_uuid,
+                ErrorCode.PATIENT_ID_DOES_NOT_MATCH)
 
 def _check_submission_set(ss: SubmissionSet, domain: CodeDomain, out: _Collector) -> None:
     where = ss.entry_uuid or "SubmissionSet"
@@ -127,7 +129,7 @@ def _check_submission_set(ss: SubmissionSet, domain: CodeDomain, out: _Collector
     elif ss.content_type_code is not None:
         _check_code(ss.content_type_code, "content_type_code", "SubmissionSet.contentTypeCode",
                     domain, where, out)
-    _check_authors(ss.authors, where, "SubmissionSet", domain, out)
+    _check_authors(ss.authors, where, "SubmissionSet", out)
 
 
 def _check_document(doc: DocumentEntry, domain: CodeDomain, tx: Transaction,
@@ -178,7 +180,7 @@ def _check_document(doc: DocumentEntry, domain: CodeDomain, tx: Transaction,
         _check_code(code, "confidentiality_codes", "DocumentEntry.confidentialityCode", domain, where, out)
     for code in doc.event_codes:
         _check_code(code, "event_codes", "DocumentEntry.eventCodeList", domain, where, out)
-    _check_authors(doc.authors, where, "DocumentEntry", domain, out)
+    _check_authors(doc.authors, where, "DocumentEntry", out)
 
 
 def _check_document_unique_id(value: str, where: str, out: _Collector) -> None:
@@ -257,8 +259,7 @@ def _check_code(code: Code, attribute: str, label: str, domain: CodeDomain, wher
                 where)
 
 
-def _check_authors(authors: list[Author], where: str, owner: str, domain: CodeDomain,
-                   out: _Collector) -> None:
+def _check_authors(authors: list[Author], where: str, owner: str, out: _Collector) -> None:
     for author in authors:
         if author.is_empty():
             out.add(f"{owner}.author has none of authorPerson, authorInstitution, authorRole, "
@@ -280,5 +281,3 @@ def _camel(attr: str) -> str:
     return head + "".join(p.capitalize() for p in rest)
 
 
-def is_symbolic(value: str) -> bool:
-    return not is_uuid_urn(value)

@@ -72,6 +72,3 @@ def read_recipient(text: str, where: str, label: str,
     return read(Recipient.parse, text, where, label, problems)
 
 
-def stored_cx(text: str) -> CX:
-    """A value read back from the registry, written by us: well-formed, maybe not XDS-strict."""
-    return CX.parse(text, strict=False)

@@ -3,7 +3,7 @@
 The engine (partage.notify) decides what is owed and to whom, and what the subscriber may
 see; it does not know ebRIM or FHIR. Each door gives a `Renderer` (partage.xds.dsub for
 DSUB, partage.fhir.subscriptions for FHIR), handed to the sender by the composition root
-(partage.web.background), so that the engine never imports a door. `Transport` POSTs what they
+(partage.server.background), so that the engine never imports a door. `Transport` POSTs what they
 render, to allowed destinations only (partage.notify.destinations, checked at connect time).
 """
 

@@ -1,7 +1,7 @@
 """The outbox sender: a background thread that delivers what the outbox holds.
 
 `Sender(services, renderers).start()` / `.stop()`. `partage serve` runs exactly one, in a
-process the gunicorn master starts (partage.web.background, from partage.web.server's
+process the gunicorn master starts (partage.server.background, from partage.server.serve's
 `when_ready`), not one per worker; several servers (hosts) may each run one: rows are leased one batch at a time (`FOR UPDATE SKIP
 LOCKED` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so two senders never hold the same row.
 

@@ -9,7 +9,7 @@ an actor may not see is returned, counted, or named through a relation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,42 +94,35 @@ class QueryService:
         return self.registry.patient_pk(conn, patient_id) if patient_id is not None else None
 
     # --- find queries ------------------------------------------------------------------
-    def find_documents(self, patient_id: CX | None, f: DocumentFilter, limit: int | None = None) -> QueryResult:
+    def _of_patient(self, patient_id: CX | None, find: Callable[[Connection, int], Sequence[Row]]) -> QueryResult:
+        """The answer made of the rows `find` reads of one patient's (by patient pk); empty
+        for a patient not known here."""
         with self.registry.read() as conn:
             pk = self._patient(conn, patient_id)
             if pk is None:
                 return QueryResult()
-            cap = (self.limit + 1) if self.limit else None
-            rows = Q.find_documents(conn, pk, f, min(cap, limit) if limit and cap else (cap or limit))
-            return self._answer(conn, rows, patient_pk=pk)
+            return self._answer(conn, find(conn, pk), patient_pk=pk)
+
+    def find_documents(self, patient_id: CX | None, f: DocumentFilter, limit: int | None = None) -> QueryResult:
+        cap = (self.limit + 1) if self.limit else None
+        return self._of_patient(patient_id, lambda conn, pk: Q.find_documents(
+            conn, pk, f, min(cap, limit) if limit and cap else (cap or limit)))
 
     def find_submission_sets(self, patient_id: CX | None, f: SubmissionSetFilter) -> QueryResult:
-        with self.registry.read() as conn:
-            pk = self._patient(conn, patient_id)
-            if pk is None:
-                return QueryResult()
-            rows = Q.find_submission_sets(conn, pk, f, (self.limit or 0) + 1)
-            return self._answer(conn, rows, patient_pk=pk)
+        return self._of_patient(patient_id, lambda conn, pk: Q.find_submission_sets(
+            conn, pk, f, (self.limit or 0) + 1))
 
     def find_folders(self, patient_id: CX | None, f: FolderFilter) -> QueryResult:
-        with self.registry.read() as conn:
-            pk = self._patient(conn, patient_id)
-            if pk is None:
-                return QueryResult()
-            rows = Q.find_folders(conn, pk, f, (self.limit or 0) + 1)
-            return self._answer(conn, rows, patient_pk=pk)
+        return self._of_patient(patient_id, lambda conn, pk: Q.find_folders(conn, pk, f, (self.limit or 0) + 1))
 
     def get_all(self, patient_id: CX | None, docs: DocumentFilter, sets: SubmissionSetFilter,
                 folders: FolderFilter) -> QueryResult:
-        with self.registry.read() as conn:
-            pk = self._patient(conn, patient_id)
-            if pk is None:
-                return QueryResult()
+        def everything(conn: Connection, pk: int) -> list[Row]:
             rows = [*Q.find_submission_sets(conn, pk, sets), *Q.find_documents(conn, pk, docs),
                     *Q.find_folders(conn, pk, folders)]
             ids = [r.entry_uuid for r in rows]
-            rows += _between(self._associations(conn, sources=ids), set(ids), nested=True)
-            return self._answer(conn, rows, patient_pk=pk)
+            return rows + _between(self._associations(conn, sources=ids), set(ids), nested=True)
+        return self._of_patient(patient_id, everything)
 
     # --- get queries -------------------------------------------------------------------
     def get_objects(self, kind: str, *, entry_uuids: Sequence[str] = (), unique_ids: Sequence[str] = (),
@@ -170,15 +163,13 @@ class QueryService:
     def get_submission_set_and_contents(self, f: DocumentFilter, *, entry_uuid: str = "",
                                         unique_id: str = "") -> QueryResult:
         with self.registry.read() as conn:
-            sets = Q.by_ids(conn, kinds.KIND_SUBMISSION_SET, entry_uuids=[entry_uuid] if entry_uuid else [],
-                            unique_ids=[unique_id] if unique_id else [])
+            sets = _named(conn, kinds.KIND_SUBMISSION_SET, entry_uuid, unique_id)
             if not sets:
                 return QueryResult()
             ss = sets[0]
             member_assocs = self._associations(conn, sources=[ss.entry_uuid], types=[HAS_MEMBER])
             member_ids = [_association(a).target_uuid for a in member_assocs]
-            docs = Q.by_ids(conn, kinds.KIND_DOCUMENT, entry_uuids=member_ids,
-                            extra=Q.document_clauses(f)[1:])
+            docs = _filtered_documents(conn, member_ids, f)
             folders = Q.by_ids(conn, kinds.KIND_FOLDER, entry_uuids=member_ids)
             inner = Q.by_ids(conn, kinds.KIND_ASSOCIATION, entry_uuids=member_ids,
                              extra=[Q.OBJ.c.status.in_(self.association_statuses)])
@@ -191,8 +182,7 @@ class QueryService:
     def get_folder_and_contents(self, f: DocumentFilter, *, entry_uuid: str = "",
                                 unique_id: str = "") -> QueryResult:
         with self.registry.read() as conn:
-            folders = Q.by_ids(conn, kinds.KIND_FOLDER, entry_uuids=[entry_uuid] if entry_uuid else [],
-                               unique_ids=[unique_id] if unique_id else [])
+            folders = _named(conn, kinds.KIND_FOLDER, entry_uuid, unique_id)
             if not folders:
                 return QueryResult()
             # A uniqueId names every version of the folder: $MetadataLevel 2 returns them all,
@@ -200,17 +190,14 @@ class QueryService:
             if self.metadata_level < 2:
                 folders = [max(folders, key=lambda r: int(object_from_row(r.body).version or 1))]
             assocs = self._associations(conn, sources=[f.entry_uuid for f in folders], types=[HAS_MEMBER])
-            docs = Q.by_ids(conn, kinds.KIND_DOCUMENT,
-                            entry_uuids=[_association(a).target_uuid for a in assocs],
-                            extra=Q.document_clauses(f)[1:])
+            docs = _filtered_documents(conn, [_association(a).target_uuid for a in assocs], f)
             kept = {d.entry_uuid for d in docs}
             assocs = [a for a in assocs if _association(a).target_uuid in kept]
             return self._answer(conn, [*folders, *docs, *assocs], roots={r.entry_uuid for r in folders})
 
     def get_folders_for_document(self, *, entry_uuid: str = "", unique_id: str = "") -> QueryResult:
         with self.registry.read() as conn:
-            docs = Q.by_ids(conn, kinds.KIND_DOCUMENT, entry_uuids=[entry_uuid] if entry_uuid else [],
-                            unique_ids=[unique_id] if unique_id else [])
+            docs = _named(conn, kinds.KIND_DOCUMENT, entry_uuid, unique_id)
             if not docs:
                 return QueryResult()
             assocs = self._associations(conn, targets=[d.entry_uuid for d in docs], types=[HAS_MEMBER])
@@ -224,8 +211,7 @@ class QueryService:
     def get_related_documents(self, types: Sequence[str], f: DocumentFilter, *, entry_uuid: str = "",
                               unique_id: str = "") -> QueryResult:
         with self.registry.read() as conn:
-            docs = Q.by_ids(conn, kinds.KIND_DOCUMENT, entry_uuids=[entry_uuid] if entry_uuid else [],
-                            unique_ids=[unique_id] if unique_id else [])
+            docs = _named(conn, kinds.KIND_DOCUMENT, entry_uuid, unique_id)
             if not docs:
                 return QueryResult()
             doc = docs[0]
@@ -303,6 +289,17 @@ def _association(row: Row) -> Association:
 def _ends(row: Row) -> set[str]:
     obj = _association(row)
     return {obj.source_uuid, obj.target_uuid}
+
+
+def _named(conn: Connection, kind: str, entry_uuid: str, unique_id: str) -> Sequence[Row]:
+    """The objects of `kind` a query names by its entryUUID or its uniqueId (either may be "")."""
+    return Q.by_ids(conn, kind, entry_uuids=[entry_uuid] if entry_uuid else [],
+                    unique_ids=[unique_id] if unique_id else [])
+
+
+def _filtered_documents(conn: Connection, entry_uuids: Sequence[str], f: DocumentFilter) -> Sequence[Row]:
+    """The DocumentEntries among `entry_uuids` that pass the filter `f`."""
+    return Q.by_ids(conn, kinds.KIND_DOCUMENT, entry_uuids=entry_uuids, extra=Q.document_clauses(f)[1:])
 
 
 def _between(assoc_rows: Sequence[Row], ids: set[str], *, nested: bool = False) -> list[Row]:

@@ -55,9 +55,13 @@ def add(conn: Connection, rows: Sequence[tuple[str, int]]) -> None:
         conn.execute(entry_uuids.insert(), [{"entry_uuid": e, "patient_pk": p} for e, p in rows])
 
 
-def taken(conn: Connection, entry_uuid: str) -> bool:
-    return conn.execute(select(entry_uuids.c.patient_pk).where(entry_uuids.c.entry_uuid == entry_uuid)).first() \
-        is not None
+def taken(conn: Connection, uuids: Sequence[str]) -> set[str]:
+    """Which of these entryUUIDs any shard holds."""
+    found: set[str] = set()
+    for start in range(0, len(uuids), 500):
+        found.update(conn.execute(select(entry_uuids.c.entry_uuid)
+                                  .where(entry_uuids.c.entry_uuid.in_(uuids[start:start + 500]))).scalars())
+    return found
 
 
 def patients_of(conn: Connection, uuids: Iterable[str]) -> list[int]:

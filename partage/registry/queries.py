@@ -83,11 +83,8 @@ def _sharded_pk(conn: Connection, patient_pk: int) -> int | None:
 
 
 def document_clauses(f: DocumentFilter, patient_pk: int | None = None) -> Clauses:
-    clauses: Clauses = [OBJ.c.kind == schema.KIND_DOCUMENT]
-    if f.statuses:
-        clauses.append(OBJ.c.status.in_(f.statuses))
-    if f.object_types:
-        clauses.append(OBJ.c.object_type.in_(f.object_types))
+    clauses: Clauses = [OBJ.c.kind == schema.KIND_DOCUMENT,
+                        *_in_any((OBJ.c.status, f.statuses), (OBJ.c.object_type, f.object_types))]
     for attribute, groups in f.codes.items():
         clauses += _code_filter(attribute, groups, patient_pk)
     clauses += _time_filter(OBJ.c.creation_time, f.creation_time)
@@ -96,10 +93,7 @@ def document_clauses(f: DocumentFilter, patient_pk: int | None = None) -> Clause
     clauses += _author_filter(f.author_persons, patient_pk)
     if f.reference_ids:
         clauses += _reference_filter(f.reference_ids, patient_pk)
-    if f.unique_ids:
-        clauses.append(OBJ.c.unique_id.in_(f.unique_ids))
-    if f.entry_uuids:
-        clauses.append(OBJ.c.entry_uuid.in_(f.entry_uuids))
+    clauses += _in_any((OBJ.c.unique_id, f.unique_ids), (OBJ.c.entry_uuid, f.entry_uuids))
     return clauses
 
 
@@ -113,26 +107,31 @@ def find_documents(conn: Connection, patient_pk: int, f: DocumentFilter, limit: 
 
 def find_submission_sets(conn: Connection, patient_pk: int, f: SubmissionSetFilter,
                          limit: int | None = None) -> Rows:
-    clauses: Clauses = [OBJ.c.patient_pk == patient_pk, OBJ.c.kind == schema.KIND_SUBMISSION_SET]
-    if f.statuses:
-        clauses.append(OBJ.c.status.in_(f.statuses))
-    if f.source_ids:
-        clauses.append(OBJ.c.source_id.in_(f.source_ids))
+    clauses: Clauses = [OBJ.c.patient_pk == patient_pk, OBJ.c.kind == schema.KIND_SUBMISSION_SET,
+                        *_in_any((OBJ.c.status, f.statuses), (OBJ.c.source_id, f.source_ids))]
     clauses += _time_filter(OBJ.c.submission_time, f.submission_time)
     clauses += _author_filter(f.author_persons, _sharded_pk(conn, patient_pk))
     clauses += _code_filter("ctype", f.content_types, _sharded_pk(conn, patient_pk))
-    query = select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk.desc())
-    return conn.execute(query.limit(limit) if limit else query).all()
+    return _newest_first(conn, clauses, limit)
 
 
 def find_folders(conn: Connection, patient_pk: int, f: FolderFilter, limit: int | None = None) -> Rows:
-    clauses: Clauses = [OBJ.c.patient_pk == patient_pk, OBJ.c.kind == schema.KIND_FOLDER]
-    if f.statuses:
-        clauses.append(OBJ.c.status.in_(f.statuses))
+    clauses: Clauses = [OBJ.c.patient_pk == patient_pk, OBJ.c.kind == schema.KIND_FOLDER,
+                        *_in_any((OBJ.c.status, f.statuses))]
     clauses += _time_filter(OBJ.c.last_update_time, f.last_update_time)
     clauses += _code_filter("folder", f.codes, _sharded_pk(conn, patient_pk))
+    return _newest_first(conn, clauses, limit)
+
+
+def _newest_first(conn: Connection, clauses: Clauses, limit: int | None) -> Rows:
+    """The objects matching every clause, newest first, at most `limit` (0 or None: all)."""
     query = select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk.desc())
     return conn.execute(query.limit(limit) if limit else query).all()
+
+
+def _in_any(*columns_values: tuple[ColumnElement[Any], Sequence[str]]) -> Clauses:
+    """`column IN values` for each pair whose values are not empty (no clause for an empty one)."""
+    return [column.in_(values) for column, values in columns_values if values]
 
 
 def stored_versions(conn: Connection, unique_id: str) -> Rows:
@@ -150,15 +149,9 @@ def by_ids(conn: Connection, kind: str | None, *, entry_uuids: Iterable[str] = (
            extra: Sequence[ColumnElement[bool]] = ()) -> Rows:
     """Objects by entryUUID, uniqueId or logical id (every version of the last two: callers filter)."""
     entry_uuids, unique_ids, logical_ids = list(entry_uuids), list(unique_ids), list(logical_ids)
-    if not entry_uuids and not unique_ids and not logical_ids:
+    match = _in_any((OBJ.c.entry_uuid, entry_uuids), (OBJ.c.unique_id, unique_ids), (OBJ.c.lid, logical_ids))
+    if not match:
         return []
-    match: Clauses = []
-    if entry_uuids:
-        match.append(OBJ.c.entry_uuid.in_(entry_uuids))
-    if unique_ids:
-        match.append(OBJ.c.unique_id.in_(unique_ids))
-    if logical_ids:
-        match.append(OBJ.c.lid.in_(logical_ids))
     clauses = [or_(*match), *extra]
     if entry_uuids and not unique_ids and not logical_ids:
         clauses += entry_index.route(conn, entry_uuids)   # a sharded registry: their shards only
@@ -171,20 +164,12 @@ def associations(conn: Connection, *, sources: Iterable[str] = (), targets: Iter
                  either: Iterable[str] = (), types: Sequence[str] = (), statuses: Sequence[str] = ()) -> Rows:
     """Associations touching the given objects, optionally of given types/statuses."""
     sources, targets, either = list(sources), list(targets), list(either)
-    match: Clauses = []
-    if sources:
-        match.append(OBJ.c.source_uuid.in_(sources))
-    if targets:
-        match.append(OBJ.c.target_uuid.in_(targets))
-    if either:
-        match += [OBJ.c.source_uuid.in_(either), OBJ.c.target_uuid.in_(either)]
+    match = _in_any((OBJ.c.source_uuid, sources), (OBJ.c.target_uuid, targets),
+                    (OBJ.c.source_uuid, either), (OBJ.c.target_uuid, either))
     if not match:
         return []
-    clauses = [OBJ.c.kind == schema.KIND_ASSOCIATION, or_(*match)]
-    if types:
-        clauses.append(OBJ.c.assoc_type.in_(list(types)))
-    if statuses:
-        clauses.append(OBJ.c.status.in_(list(statuses)))
+    clauses = [OBJ.c.kind == schema.KIND_ASSOCIATION, or_(*match),
+               *_in_any((OBJ.c.assoc_type, list(types)), (OBJ.c.status, list(statuses)))]
     return conn.execute(select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk)).all()
 
 

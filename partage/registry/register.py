@@ -69,8 +69,9 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
         if row.patient_pk is not None and row.patient_pk != patient_pk:
             errors.append(XdsError(ErrorCode.PATIENT_ID_DOES_NOT_MATCH,
                                    f"{KIND_NAMES[row.kind]} {ref} belongs to another patient", ref))
+    taken = _uuids_taken(conn, [u for u in in_request if u not in rows])
     for obj in in_request.values():
-        if obj.entry_uuid in rows or _uuid_exists(conn, obj.entry_uuid):
+        if obj.entry_uuid in rows or obj.entry_uuid in taken:
             errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
                                    f"id {obj.entry_uuid} is already used in the registry",
                                    obj.entry_uuid))
@@ -88,13 +89,10 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
     extra = _effects(conn, request, rows, now)
     lineages = _lineages(request, rows)
     try:
-        for obj in request.objects():
-            _claim_unique_id(conn, obj)
-            insert_object(conn, obj, patient_pk=patient_pk, registered_at=now,
-                          blob_address=blob_addresses.get(obj.entry_uuid),
-                          lineage=lineages.get(obj.entry_uuid))
-        for assoc in extra:
-            insert_object(conn, assoc, patient_pk=patient_pk, registered_at=now)
+        objects = request.objects()
+        _claim_unique_ids(conn, objects)
+        insert_objects(conn, [*objects, *extra], patient_pk=patient_pk, registered_at=now,
+                       blob_addresses=blob_addresses, lineages=lineages)
     except IntegrityError as exc:
         raise XdsErrors.one(ErrorCode.DUPLICATE_UNIQUE_ID,
                             "a uniqueId or id of this submission was registered concurrently "
@@ -120,10 +118,13 @@ def _external_references(request: SubmissionRequest, in_request: dict[str, AnyOb
     return list(dict.fromkeys(refs))
 
 
-def _uuid_exists(conn: Connection, entry_uuid: str) -> bool:
+def _uuids_taken(conn: Connection, entry_uuids: list[str]) -> set[str]:
+    """Which of these entryUUIDs the registry already holds (one query for a submission)."""
+    if not entry_uuids:
+        return set()
     if entry_index.sharded(conn):   # the global index, not every shard
-        return entry_index.taken(conn, entry_uuid)
-    return conn.execute(select(OBJ.c.pk).where(OBJ.c.entry_uuid == entry_uuid)).first() is not None
+        return entry_index.taken(conn, entry_uuids)
+    return set(conn.execute(select(OBJ.c.entry_uuid).where(OBJ.c.entry_uuid.in_(entry_uuids))).scalars())
 
 
 def _kind_of(ref: str, in_request: dict[str, AnyObject], rows: dict[str, Row[Any]]) -> str:
@@ -211,23 +212,34 @@ def _conflict(obj: DocumentEntry | SubmissionSet | Folder, claim: Row[Any]) -> l
     return [duplicate]
 
 
-def _claim_unique_id(conn: Connection, obj: AnyObject) -> None:
-    """Insert the uniqueId claim, or accept an identical one; raise if another won the race."""
-    if isinstance(obj, Association):
-        return   # associations have no uniqueId
-    uid = obj.unique_id
-    if not uid:
+def _claim_unique_ids(conn: Connection, objects: list[AnyObject]) -> None:
+    """Insert the submission's uniqueId claims (one statement), or accept identical ones;
+    raise if another submission won the race for one of them."""
+    claimed: dict[str, DocumentEntry | SubmissionSet | Folder] = {}
+    conflicts = []
+    for obj in objects:
+        if isinstance(obj, Association) or not obj.unique_id:
+            continue   # associations have no uniqueId
+        if obj.unique_id in claimed:   # twice in one submission (metadata.validate says so first)
+            conflicts.append(XdsError(ErrorCode.DUPLICATE_UNIQUE_ID,
+                                      f"uniqueId {obj.unique_id} is used twice in this submission", obj.entry_uuid))
+        claimed[obj.unique_id] = obj
+    if conflicts:
+        raise XdsErrors(conflicts)
+    if not claimed:
         return
     u = schema.unique_ids
-    values = {"unique_id": uid, "kind": row_values(obj, patient_pk=None, registered_at="")["kind"],
-              "lid": obj.logical_id, "hash": getattr(obj, "hash", None) or None}
-    insert = (pg_insert(u) if conn.dialect.name == "postgresql" else sqlite_insert(u)).values(**values)
-    conn.execute(insert.on_conflict_do_nothing(index_elements=["unique_id"]))
-    claim = conn.execute(select(u).where(u.c.unique_id == uid)).one()   # inserted, or already there
-    if claim.lid != obj.logical_id:
-        conflicts = _conflict(obj, claim)
-        if conflicts:
-            raise XdsErrors(conflicts)
+    values = [{"unique_id": uid, "kind": row_values(obj, patient_pk=None, registered_at="")["kind"],
+               "lid": obj.logical_id, "hash": getattr(obj, "hash", None) or None}
+              for uid, obj in claimed.items()]
+    insert = pg_insert(u) if conn.dialect.name == "postgresql" else sqlite_insert(u)
+    conn.execute(insert.on_conflict_do_nothing(index_elements=["unique_id"]), values)
+    for claim in conn.execute(select(u).where(u.c.unique_id.in_(list(claimed)))):   # inserted, or already there
+        obj = claimed[claim.unique_id]
+        if claim.lid != obj.logical_id:
+            conflicts += _conflict(obj, claim)
+    if conflicts:
+        raise XdsErrors(conflicts)
 
 
 def _effects(conn: Connection, request: SubmissionRequest, rows: dict[str, Row[Any]],
@@ -277,24 +289,50 @@ def folders_of(conn: Connection, doc_uuid: str) -> list[str]:
         OBJ.c.entry_uuid.in_(folder_uuids), OBJ.c.kind == schema.KIND_FOLDER)).scalars())
 
 
+def insert_objects(conn: Connection, objects: list[AnyObject], *, patient_pk: int | None,
+                   registered_at: str, blob_addresses: dict[str, str] | None = None,
+                   lineages: dict[str, str] | None = None) -> list[int]:
+    """The rows of these objects, one statement per table: the objects (their keys returned in
+    order), then every code row, then every author row."""
+    if not objects:
+        return []
+    blob_addresses, lineages = blob_addresses or {}, lineages or {}
+    values = [row_values(obj, patient_pk=patient_pk, registered_at=registered_at,
+                         blob_address=blob_addresses.get(obj.entry_uuid), lineage=lineages.get(obj.entry_uuid))
+              for obj in objects]
+    pks = [0] * len(values)
+    for places in _same_columns(values).values():   # an executemany needs one set of columns
+        inserted = conn.execute(OBJ.insert().returning(OBJ.c.pk, sort_by_parameter_order=True),
+                                [values[i] for i in places])
+        for place, pk in zip(places, inserted.scalars(), strict=True):
+            pks[place] = pk
+    if patient_pk is not None and entry_index.sharded(conn):   # the global entryUUID index
+        entry_index.add(conn, [(obj.entry_uuid, patient_pk) for obj in objects])
+    codes = [{**c, "object_pk": pk, "patient_pk": patient_pk} for obj, pk in zip(objects, pks, strict=True)
+             for c in code_rows(obj)]
+    if codes:
+        conn.execute(schema.object_codes.insert(), codes)
+    authors = [{**a, "object_pk": pk, "patient_pk": patient_pk} for obj, pk in zip(objects, pks, strict=True)
+               for a in author_rows(obj)]
+    if authors:
+        conn.execute(schema.object_authors.insert(), authors)
+    return pks
+
+
+def _same_columns(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[int]]:
+    """The rows' places grouped by the columns they set (a SubmissionSet's differ from a document's)."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for place, row in enumerate(rows):
+        groups.setdefault(tuple(sorted(row)), []).append(place)
+    return groups
+
+
 def insert_object(conn: Connection, obj: AnyObject, *, patient_pk: int | None,
                   registered_at: str, blob_address: str | None = None, lineage: str | None = None) -> int:
-    values = row_values(obj, patient_pk=patient_pk, registered_at=registered_at,
-                        blob_address=blob_address, lineage=lineage)
-    key = conn.execute(OBJ.insert(), values).inserted_primary_key   # one compiled statement for all rows
-    assert key is not None   # a single-row insert always has one
-    pk: int = key[0]
-    if patient_pk is not None and entry_index.sharded(conn):
-        entry_index.add(conn, [(obj.entry_uuid, patient_pk)])
-    codes = code_rows(obj)
-    if codes:
-        conn.execute(schema.object_codes.insert(),
-                     [{**c, "object_pk": pk, "patient_pk": patient_pk} for c in codes])
-    authors = author_rows(obj)
-    if authors:
-        conn.execute(schema.object_authors.insert(),
-                     [{**a, "object_pk": pk, "patient_pk": patient_pk} for a in authors])
-    return pk
+    """One object's rows (an update's new version, a lifecycle association)."""
+    return insert_objects(conn, [obj], patient_pk=patient_pk, registered_at=registered_at,
+                          blob_addresses={obj.entry_uuid: blob_address} if blob_address else None,
+                          lineages={obj.entry_uuid: lineage} if lineage else None)[0]
 
 
 def rewrite(conn: Connection, entry_uuid: str, mutate: Callable[[AnyObject], None]) -> AnyObject | None:

@@ -39,6 +39,30 @@ metadata = MetaData(naming_convention=NAMING)
 
 # Stable kind codes stored in registry_objects.kind (small, indexable).
 
+# The key of the tables that grow without bound: 64 bits on PostgreSQL, SQLite's INTEGER
+# (the rowid) there.
+BIG_KEY = BigInteger().with_variant(Integer, "sqlite")
+
+
+def _big_pk() -> Column[int]:
+    return Column("pk", BIG_KEY, primary_key=True)
+
+
+def _lease() -> list[Column[object]]:
+    """A worker's claim on a queued row: who holds it and until when (epoch seconds); the
+    claim lapses on its own if the worker dies."""
+    return [Column("claimed_by", String(64), nullable=True),
+            Column("claimed_until", Float, nullable=True)]
+
+
+def _source_document() -> list[Column[object]]:
+    """What a row read from a document is keyed by: the patient, the document's logical id
+    (what stays while versions replace each other) and the version it was read from."""
+    return [Column("patient_pk", Integer, nullable=False),
+            Column("doc_lid", String(64), nullable=False),
+            Column("doc_entry_uuid", String(64), nullable=False)]
+
+
 patients = Table(
     "patients", metadata,
     Column("pk", Integer, primary_key=True),
@@ -81,7 +105,7 @@ Index("ix_patient_index_patient", patient_index.c.patient_pk)
 
 registry_objects = Table(
     "registry_objects", metadata,
-    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _big_pk(),
     Column("kind", String(1), nullable=False),
     Column("entry_uuid", String(64), nullable=False),
     Column("lid", String(64), nullable=False),
@@ -144,7 +168,7 @@ Index("ix_patients_public_id", patients.c.public_id, unique=True)
 # queries; `partage access purge` (an administrator) removes them for good (migration 0005).
 removed_objects = Table(
     "removed_objects", metadata,
-    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _big_pk(),
     Column("entry_uuid", String(64), nullable=False),
     Column("kind", String(1), nullable=False),
     Column("patient_pk", Integer, nullable=True),
@@ -170,8 +194,8 @@ unique_ids = Table(
 # Multi-valued search indexes (the HAPI "search parameter index" idea).
 object_codes = Table(
     "object_codes", metadata,
-    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("object_pk", BigInteger().with_variant(Integer, "sqlite"),
+    _big_pk(),
+    Column("object_pk", BIG_KEY,
            ForeignKey("registry_objects.pk", ondelete="CASCADE"), nullable=False),
     Column("patient_pk", Integer, nullable=True),
     Column("attribute", String(8), nullable=False),     # see registry.indexing.CODE_ATTRIBUTES
@@ -191,8 +215,8 @@ Index("ix_codes_patient_hash_s", object_codes.c.patient_pk, object_codes.c.hash_
 
 object_authors = Table(
     "object_authors", metadata,
-    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("object_pk", BigInteger().with_variant(Integer, "sqlite"),
+    _big_pk(),
+    Column("object_pk", BIG_KEY,
            ForeignKey("registry_objects.pk", ondelete="CASCADE"), nullable=False),
     Column("patient_pk", Integer, nullable=True),
     Column("person", String(256), nullable=False),
@@ -229,7 +253,7 @@ patient_blocks = Table(
 # that the trail outlives a purged record.
 audit_events = Table(
     "audit_events", metadata,
-    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _big_pk(),
     Column("recorded_at", String(32), nullable=False),            # ISO 8601 UTC
     Column("action", String(80), nullable=False),                 # ITI-18, ITI-43, ITI-67...
     Column("request", String(300), nullable=False, default=""),   # method and path / wsa:Action
@@ -276,20 +300,19 @@ page_sessions = Table(
 # sender (partage.notify) e-mails them; the delivery columns came with migration 0007.
 access_notifications = Table(
     "access_notifications", metadata,
-    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _big_pk(),
     Column("patient_pk", Integer, nullable=False, index=True),
     Column("created_at", String(32), nullable=False),
     Column("kind", String(32), nullable=False),                  # bris_de_glace | centre_15 | new_document
     Column("message", Text, nullable=False),
-    Column("audit_pk", BigInteger().with_variant(Integer, "sqlite"), nullable=True),
+    Column("audit_pk", BIG_KEY, nullable=True),
     Column("sent_at", String(32), nullable=True),
     Column("notice_id", String(64), nullable=True),              # the e-mail's Message-ID (one per notice)
     Column("documents", Text, nullable=True),                    # new_document: JSON list of entryUUIDs
     Column("state", String(16), nullable=False, server_default="pending"),   # pending | sent | skipped | failed
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", Float, nullable=True),             # epoch seconds; NULL = now
-    Column("claimed_by", String(64), nullable=True),
-    Column("claimed_until", Float, nullable=True),
+    *_lease(),
     Column("last_error", Text, nullable=True),
 )
 Index("ix_access_notifications_due", access_notifications.c.state, access_notifications.c.next_attempt_at)
@@ -300,7 +323,7 @@ Index("ix_access_notifications_due", access_notifications.c.state, access_notifi
 # actor's reads. `patient_pk` NULL: a multi-patient subscription. `ends_at`: epoch seconds.
 subscriptions = Table(
     "subscriptions", metadata,
-    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _big_pk(),
     Column("public_id", String(64), nullable=False),
     Column("door", String(8), nullable=False),                   # dsub | fhir
     Column("topic", String(16), nullable=False),                 # document | submission_set
@@ -330,9 +353,9 @@ Index("ix_subscriptions_actor", subscriptions.c.actor_id)
 # `delivery_id` is what the recipient deduplicates on (wsa:MessageID, Bundle.id).
 notification_outbox = Table(
     "notification_outbox", metadata,
-    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _big_pk(),
     Column("delivery_id", String(64), nullable=False),
-    Column("subscription_pk", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("subscription_pk", BIG_KEY, nullable=False),
     Column("kind", String(16), nullable=False),                  # event | handshake
     Column("patient_pk", Integer, nullable=True),
     Column("patient_id", String(256), nullable=False, default=""),
@@ -342,8 +365,7 @@ notification_outbox = Table(
     Column("state", String(16), nullable=False),                 # pending | delivered | skipped | failed
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
-    Column("claimed_by", String(64), nullable=True),
-    Column("claimed_until", Float, nullable=True),
+    *_lease(),
     Column("event_number", Integer, nullable=True),              # FHIR: given when first sent, kept on retries
     Column("delivered_at", String(32), nullable=True),
     Column("last_error", Text, nullable=False, default=""),
@@ -358,10 +380,8 @@ Index("ix_outbox_subscription", notification_outbox.c.subscription_pk)
 # is shown only to whom that version is shown (partage.clinical.read).
 clinical_facts = Table(
     "clinical_facts", metadata,
-    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("patient_pk", Integer, nullable=False),
-    Column("doc_lid", String(64), nullable=False),
-    Column("doc_entry_uuid", String(64), nullable=False),     # the version it was read from
+    _big_pk(),
+    *_source_document(),
     Column("seq", Integer, nullable=False),                   # document order
     Column("kind", String(16), nullable=False),               # lab, vital, allergy, problem, ...
     Column("code", String(64), nullable=False, default=""),
@@ -390,10 +410,8 @@ Index("ix_facts_patient_kind_code", clinical_facts.c.patient_pk, clinical_facts.
 # PostgreSQL; both are created by migration 0003, not declared here.
 document_text = Table(
     "document_text", metadata,
-    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("patient_pk", Integer, nullable=False),
-    Column("doc_lid", String(64), nullable=False),
-    Column("doc_entry_uuid", String(64), nullable=False),
+    _big_pk(),
+    *_source_document(),
     Column("body", Text, nullable=False),
     UniqueConstraint("doc_lid", name="uq_document_text_doc_lid"),
 )
@@ -406,11 +424,10 @@ Index("ix_document_text_patient", document_text.c.patient_pk)
 # lease expires and another process takes it.
 text_index_jobs = Table(
     "text_index_jobs", metadata,
-    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    _big_pk(),
     Column("doc_entry_uuid", String(64), nullable=False),   # the version whose bytes are read
     Column("doc_lid", String(64), nullable=False),
     Column("created_at", String(32), nullable=False),       # ISO 8601 UTC
     Column("attempts", Integer, nullable=False, default=0),
-    Column("claimed_by", String(64), nullable=True),
-    Column("claimed_until", Float, nullable=True),
+    *_lease(),
 )

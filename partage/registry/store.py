@@ -7,9 +7,11 @@ upgrade); PostgreSQL gets a pooled engine. Everything here is keyed by patient.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -36,6 +38,9 @@ def _sqlite_setup(engine: Engine) -> None:
         dbapi_connection.isolation_level = None   # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a commit writes the WAL without fsync, holding the write lock only that long;
+        # `Registry.write` then fsyncs the WAL, one fsync shared by the commits waiting for it
+        # (`GroupSync`), before anyone is told the data is written.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
@@ -60,6 +65,109 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_ti
                          pool_recycle=pool_recycle, pool_pre_ping=True)
 
 
+class GroupSync:
+    """Group commit for SQLite: one fsync of the WAL for every commit that waits for it.
+
+    A writer calls `sync()` after its commit. The first waiter becomes the leader and fsyncs
+    the file; the others wait. A commit made while a leader's fsync runs waits for the next
+    one (its frames may have been written after the fsync began), so each caller returns only
+    once an fsync that began after its commit has ended: durable against power loss, with one
+    fsync per group instead of one per commit inside the write lock (`synchronous=FULL`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._issued = 0      # tickets handed to committed writers
+        self._synced = 0      # every ticket up to this one is on disk
+        self._leading = False
+
+    def sync(self) -> None:
+        with self._cond:
+            self._issued += 1
+            mine = self._issued
+            while self._synced < mine:
+                if self._leading:
+                    self._cond.wait()
+                    continue
+                self._leading, upto = True, self._issued
+                try:
+                    self._cond.release()
+                    try:
+                        self._fsync()
+                    finally:
+                        self._cond.acquire()
+                    self._synced = max(self._synced, upto)
+                finally:
+                    self._leading = False
+                    self._cond.notify_all()
+
+    def _fsync(self) -> None:
+        """fsync the WAL by name: it is recreated after a checkpoint resets it. No WAL file means
+        everything was checkpointed, and a checkpoint syncs the database file itself."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class ForkGuard:
+    """No fork of this process while it holds a database connection.
+
+    A forked child inherits SQLite's in-process lock table: forked while a thread of the
+    parent is inside a write (the MLLP listener in the gunicorn master, when a worker is
+    spawned), the child believes a sibling holds the write lock and every write of the child
+    waits for it until the busy timeout. A pooled PostgreSQL socket shared by two processes
+    is no better. So a fork waits for the transactions in progress, holds new ones back,
+    closes the pool, and lets them go on once the fork is done.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._cond = threading.Condition()
+        self._active = 0
+        self._forking = False
+        ref = weakref.ref(self)
+        os.register_at_fork(before=lambda: _call(ref, ForkGuard._before_fork),
+                            after_in_parent=lambda: _call(ref, ForkGuard._after_fork),
+                            after_in_child=lambda: _call(ref, ForkGuard._after_fork))
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def _before_fork(self) -> None:
+        with self._cond:
+            self._forking = True
+            while self._active:
+                self._cond.wait()
+        self.engine.dispose()   # nothing checked out: closes every pooled connection
+
+    def _after_fork(self) -> None:
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
+
+
+def _call(ref: weakref.ReferenceType[ForkGuard], hook: Callable[[ForkGuard], None]) -> None:
+    guard = ref()
+    if guard is not None:
+        hook(guard)
+
+
 class Registry:
     """Owns the engine; hands out read and write transactions."""
 
@@ -68,10 +176,15 @@ class Registry:
         self.url = url
         self.engine = make_engine(url, **pool)
         self._write_engine = self.engine.execution_options(partage_write=True)
+        self._fork_guard = ForkGuard(self.engine)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        database = self.engine.url.database if self.is_sqlite else None
+        self._group_sync = GroupSync(Path(f"{database}-wal")) if database and database != ":memory:" else None
         self._migrate_lock = threading.Lock()
         # The read transaction `snapshot()` opened in this context, shared by the reads inside it.
         self._shared: ContextVar[Connection | None] = ContextVar(f"partage_snapshot_{id(self)}", default=None)
+        # Inside `one_sync()`: whether a write committed there still waits for its fsync.
+        self._deferred: ContextVar[list[bool] | None] = ContextVar(f"partage_sync_{id(self)}", default=None)
 
     # --- lifecycle -------------------------------------------------------------------
     def migrate(self) -> None:
@@ -105,7 +218,7 @@ class Registry:
         if shared is not None:
             yield shared
             return
-        with self.engine.connect() as conn, conn.begin():
+        with self._fork_guard.held(), self.engine.connect() as conn, conn.begin():
             yield conn
 
     @contextmanager
@@ -117,7 +230,7 @@ class Registry:
             with self.read() as conn:
                 yield conn
             return
-        with self.engine.connect() as conn, conn.begin():
+        with self._fork_guard.held(), self.engine.connect() as conn, conn.begin():
             token = self._shared.set(conn)
             try:
                 yield conn
@@ -126,9 +239,35 @@ class Registry:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """One all-or-nothing transaction: commit on success, roll back on any error."""
-        with self._write_engine.connect() as conn, conn.begin():
+        """One all-or-nothing transaction: commit on success, roll back on any error. On return
+        the commit is on disk (PostgreSQL: synchronous_commit; SQLite: `GroupSync`)."""
+        with self._fork_guard.held(), self._write_engine.connect() as conn, conn.begin():
             yield conn
+        if self._group_sync is None:
+            return
+        deferred = self._deferred.get()
+        if deferred is not None:
+            deferred[0] = True   # one_sync() syncs at its end, before any answer goes out
+        else:
+            self._group_sync.sync()
+
+    @contextmanager
+    def one_sync(self) -> Iterator[None]:
+        """The writes made inside are made durable together, once, when it ends (even by an
+        error). The WAL is written in commit order, so one fsync after the last commit holds
+        every earlier one: a request that commits its credential use, its registration and
+        its audit record pays one fsync, shared with the requests ending at the same time."""
+        if self._group_sync is None or self._deferred.get() is not None:
+            yield
+            return
+        token = self._deferred.set([False])
+        try:
+            yield
+        finally:
+            wrote = self._deferred.get()
+            self._deferred.reset(token)
+            if wrote and wrote[0]:
+                self._group_sync.sync()
 
     # --- patients (partage.registry.patients) ----------------------------------------
     def patient_pk(self, conn: Connection, cx: CX | None) -> int | None:

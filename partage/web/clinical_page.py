@@ -17,7 +17,7 @@ signed-in professional (`partage.web.login`: OpenID Connect, a session cookie), 
 bearer JWT of the FHIR door for a client program; `--insecure-dev`: none needed. Every
 piece of the page is read through `partage.query.clinical`, i.e. after the one gate: what
 the actor may not see is not on the page, and the page says that something is not shown,
-never what. Each request leaves one audit record (`partage.web.auditing`) with the actor's
+never what. Each request leaves one audit record (`partage.server.auditing`) with the actor's
 access mode. No JavaScript; the plots are inline SVG.
 """
 
@@ -111,7 +111,7 @@ def _unauthenticated(exc: AuthenticationRequired) -> Response:
 
 
 @bp.errorhandler(LoginRequired)
-def _login_required(exc: LoginRequired) -> WerkzeugResponse:
+def _login_required(exc: LoginRequired) -> WerkzeugResponse:  # noqa: ARG001 — Flask passes it
     if "text/html" in (request.headers.get("Accept") or ""):   # a browser: sign in, then come back
         response = redirect(url_for("login.sign_in", suite=request.full_path.rstrip("?")))
         response.headers["Cache-Control"] = "no-store"

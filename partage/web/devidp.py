@@ -196,7 +196,7 @@ def create_provider(issuer: str, client_id: str = "partage", client_secret: str 
     store = Store(Client(client_id, client_secret, list(redirect_uris or [])))
     people = users()
 
-    def user_info(user: str, scope: str) -> UserInfo:
+    def user_info(user: str, scope: str) -> UserInfo:  # noqa: ARG001 — Authlib's signature
         return UserInfo(psc_userinfo(people[user]))
 
     class CodeGrant(grants.AuthorizationCodeGrant):
@@ -225,17 +225,17 @@ def create_provider(issuer: str, client_id: str = "partage", client_secret: str 
             return authorization_code.user
 
     class OpenID(OpenIDCode):
-        def exists_nonce(self, nonce: str, req: Any) -> bool:
+        def exists_nonce(self, nonce: str, req: Any) -> bool:  # noqa: ARG002 — Authlib's signature
             with store.lock:
                 return any(c.nonce == nonce for c in store.codes.values())
 
-        def resolve_client_private_key(self, client: ClientMixin) -> RSAKey:
+        def resolve_client_private_key(self, client: ClientMixin) -> RSAKey:  # noqa: ARG002 — Authlib's signature
             return key
 
-        def get_client_algorithm(self, client: ClientMixin) -> str:
+        def get_client_algorithm(self, client: ClientMixin) -> str:  # noqa: ARG002 — Authlib's signature
             return "RS256"
 
-        def get_encode_header(self, client: ClientMixin) -> dict[str, str]:
+        def get_encode_header(self, client: ClientMixin) -> dict[str, str]:  # noqa: ARG002 — Authlib's signature
             return {"alg": "RS256", "kid": str(key.kid)}
 
         def get_client_claims(self, client: ClientMixin) -> dict[str, Any]:

@@ -227,7 +227,7 @@ def specimen(display: str) -> str:
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)?")
 
 
-def result_text(text: str, ucum: str = "") -> str:
+def result_text(text: str) -> str:
     """A result given as text ("0.512 ug/mL", "0.5 - 1.2", "< 0.05"): its numbers and unit as a
     clinician writes them; words are kept as they are."""
     parts = text.split()

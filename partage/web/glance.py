@@ -18,7 +18,6 @@ from ..metadata.model import DocumentEntry
 from ..query.clinical import FactRow
 from ..registry.patients import PatientRecord
 from ..terminology.labels import (
-    CLASS_SYSTEM,
     CRITICALITY_SYSTEM,
     GENDER_SYSTEM,
     INTERPRETATION_SYSTEM,
@@ -331,13 +330,6 @@ def document_type(doc: DocumentEntry, labels: Labels) -> str:
     if code is None:
         return ""
     return code.display or labels(code.scheme or LOINC, code.code, code.code)
-
-
-def document_class(doc: DocumentEntry, labels: Labels) -> str:
-    code = doc.class_code
-    if code is None:
-        return ""
-    return code.display or labels(code.scheme or CLASS_SYSTEM, code.code, code.code)
 
 
 @dataclass

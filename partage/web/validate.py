@@ -42,17 +42,17 @@ from ..cda.findings import (
 from ..cda.gate import entry_metadata, is_cda, profile_from_settings, root_tag
 from ..cda.profile import DEFAULT_PROFILE, PROFILES, Validator, get_validator, profile_gaps
 from ..cda.report_html import to_html
-from ..fhir import bundle as iti65
-from ..fhir.formats import parse_resource
-from ..fhir.outcome import FhirError
-from ..fhir.patients import identifier_cx
+from ..ebxml import ebrim
+from ..ebxml.mtom import MtomError, read_soap_request, xop_includes
+from ..ebxml.soap import SoapError, parse_envelope
 from ..metadata.errors import XdsError, XdsErrors
 from ..metadata.model import DocumentContent, SubmissionRequest
 from ..metadata.validate import ITI_41, validate_submission
+from ..mhd import bundle as iti65
+from ..mhd.datatypes import identifier_cx
+from ..mhd.formats import parse_resource
+from ..mhd.outcome import FhirError
 from ..services import Services
-from ..xds import ebrim
-from ..xds.mtom import MtomError, read_soap_request, xop_includes
-from ..xds.soap import SoapError, parse_envelope
 from ..xmlsafe import XmlInputError
 
 log = logging.getLogger("partage.validate")

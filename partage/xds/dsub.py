@@ -31,6 +31,9 @@ from lxml import etree
 
 from ..access import audit
 from ..access.actor import Actor
+from ..ebxml import constants as C
+from ..ebxml.ebrim import write_object_list
+from ..ebxml.soap import SoapError, build_envelope, header_of
 from ..metadata.datatypes import CX, DatatypeError
 from ..metadata.errors import XdsErrors
 from ..metadata.model import DocumentEntry, ObjectRef
@@ -46,9 +49,6 @@ from ..notify.model import (
 )
 from ..notify.subscriptions import SubscriptionError, Subscriptions
 from ..services import Services
-from . import constants as C
-from .ebrim import write_object_list
-from .soap import SoapError, build_envelope, header_of
 from .sqparams import Params
 from .storedquery import adhoc_slots, codes_of, document_filter, like_pattern
 
@@ -207,7 +207,7 @@ class NotifyRenderer:
 
     action = "ITI-53"
 
-    def event(self, services: Services, event: Event) -> Outgoing:
+    def event(self, services: Services, event: Event) -> Outgoing:  # noqa: ARG002 — the Renderer protocol's signature
         envelope = build_envelope(C.ACTION_NOTIFY, notify_body(event), message_id=f"urn:uuid:{event.delivery_id}",
                                   to=event.subscription.endpoint)
         return Outgoing(envelope, f'application/soap+xml; charset=UTF-8; action="{C.ACTION_NOTIFY}"')

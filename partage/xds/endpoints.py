@@ -21,16 +21,9 @@ from lxml import etree
 from .. import lifecycle
 from ..access import audit, authn
 from ..access.actor import Actor, AuthenticationRequired
-from ..failures import classify
-from ..ingest import IngestService
-from ..metadata.errors import ErrorCode, XdsError, XdsErrors
-from ..metadata.model import DocumentContent
-from ..query import QueryService
-from ..services import Services
-from ..xmlsafe import XmlInputError
-from . import constants as C
-from . import dsub, ebrim, retrieve, storedquery
-from .mtom import (
+from ..ebxml import constants as C
+from ..ebxml import ebrim
+from ..ebxml.mtom import (
     Attachment,
     MtomError,
     MtomTooLarge,
@@ -39,8 +32,16 @@ from .mtom import (
     read_soap_request,
     xop_includes,
 )
+from ..ebxml.soap import SoapError, SoapRequest, build_envelope, fault_envelope, parse_envelope
+from ..failures import classify
+from ..ingest import IngestService
+from ..metadata.errors import ErrorCode, XdsError, XdsErrors
+from ..metadata.model import DocumentContent
+from ..query import QueryService
+from ..services import Services
+from ..xmlsafe import XmlInputError
+from . import dsub, retrieve, storedquery
 from .responses import query_response, registry_response
-from .soap import SoapError, SoapRequest, build_envelope, fault_envelope, parse_envelope
 from .sqparams import Params
 
 log = logging.getLogger("partage.xds")
@@ -110,13 +111,13 @@ def handle_provide_and_register(services: Services, actor: Actor, body: etree._E
     return Reply(registry_response())
 
 
-def handle_register(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
+def handle_register(services: Services, actor: Actor, body: etree._Element, _parts: Parts) -> Reply:
     submission = ebrim.read_submission(body)
     IngestService(services, actor).register(submission)
     return Reply(registry_response())
 
 
-def handle_stored_query(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
+def handle_stored_query(services: Services, actor: Actor, body: etree._Element, _parts: Parts) -> Reply:
     try:
         name, raw, return_type = storedquery.read_request(body)
         params = Params(name, raw)
@@ -128,23 +129,23 @@ def handle_stored_query(services: Services, actor: Actor, body: etree._Element, 
     return Reply(query_response(objects, params.warnings + result.warnings))
 
 
-def handle_retrieve(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
+def handle_retrieve(services: Services, actor: Actor, body: etree._Element, _parts: Parts) -> Reply:
     element, attachments = retrieve.retrieve_document_set(services, actor, body)
     return Reply(element, attachments)
 
 
-def handle_update(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
+def handle_update(services: Services, actor: Actor, body: etree._Element, _parts: Parts) -> Reply:
     lifecycle.update_document_set(services, actor, ebrim.read_submission(body))
     return Reply(registry_response())
 
 
-def handle_remove_metadata(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
+def handle_remove_metadata(services: Services, actor: Actor, body: etree._Element, _parts: Parts) -> Reply:
     refs = [r.get("id", "") for r in body.iter(f"{{{C.RIM}}}ObjectRef")]
     lifecycle.remove_metadata(services, actor, refs)
     return Reply(registry_response())
 
 
-def handle_remove_documents(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
+def handle_remove_documents(services: Services, actor: Actor, body: etree._Element, _parts: Parts) -> Reply:
     xdsb, rmd = f"{{{C.XDSB}}}", f"{{{C.RMD}}}"
     requests = body.findall(f"{xdsb}DocumentRequest") or body.findall(f"{rmd}DocumentRequest")
     items = [((item.findtext(f"{xdsb}RepositoryUniqueId") or "").strip(),
@@ -156,11 +157,11 @@ def handle_remove_documents(services: Services, actor: Actor, body: etree._Eleme
     return Reply(registry_response(result.errors, status=status))
 
 
-def handle_subscribe(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
+def handle_subscribe(services: Services, actor: Actor, body: etree._Element, _parts: Parts) -> Reply:
     return Reply(dsub.subscribe(services, actor, body, base_url=request.host_url.rstrip("/")))
 
 
-def handle_unsubscribe(services: Services, actor: Actor, body: etree._Element, parts: Parts) -> Reply:
+def handle_unsubscribe(services: Services, actor: Actor, body: etree._Element, _parts: Parts) -> Reply:
     return Reply(dsub.unsubscribe(services, actor, body, (request.view_args or {}).get("rid", "")))
 
 
@@ -305,5 +306,5 @@ def notification_broker_endpoint() -> Response:
 
 
 @bp.post(f"{dsub.SUBSCRIPTION_PATH}/<rid>")
-def subscription_endpoint(rid: str) -> Response:
+def subscription_endpoint(rid: str) -> Response:  # noqa: ARG001 — Flask passes it
     return dispatch(MANAGER_ACTIONS)

@@ -6,11 +6,11 @@ from collections.abc import Iterable
 
 from lxml import etree
 
+from ..ebxml import constants as C
+from ..ebxml.ebrim import write_object_list
 from ..metadata.errors import XdsError
 from ..metadata.model import AnyObject, ObjectRef
 from ..xmlsafe import xml_text
-from . import constants as C
-from .ebrim import write_object_list
 
 RS = f"{{{C.RS}}}"
 

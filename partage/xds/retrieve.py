@@ -9,11 +9,11 @@ from __future__ import annotations
 from lxml import etree
 
 from ..access.actor import Actor
+from ..ebxml import constants as C
+from ..ebxml.mtom import Attachment
 from ..metadata.errors import ErrorCode, XdsError
 from ..query import QueryService
 from ..services import Services
-from . import constants as C
-from .mtom import Attachment
 from .responses import error_list
 
 X = f"{{{C.XDSB}}}"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from lxml import etree
 
+from ..ebxml import constants as C
 from ..metadata import kinds
 from ..metadata.datatypes import CE, CX, DatatypeError
 from ..metadata.errors import ErrorCode, XdsErrors
 from ..metadata.model import Code, ObjectRef
 from ..metadata.query import DocumentFilter, FolderFilter, SubmissionSetFilter, TimeRange
 from ..query import QueryResult, QueryService
-from . import constants as C
 from .sqparams import Params
 
 Q = f"{{{C.QUERY}}}"

@@ -25,7 +25,7 @@ FUZZ = settings.get_profile("fuzz")
 @pytest.fixture(scope="module")
 def app_client(tmp_path_factory):
     """The real Flask app over a temporary data directory (the doors' own code paths)."""
-    from partage.web.app import create_app
+    from partage.server.app import create_app
 
     data_dir = tmp_path_factory.mktemp("fuzz")
     services = Services.open(Settings(data_dir=data_dir, insecure_dev=True))

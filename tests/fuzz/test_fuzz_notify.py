@@ -9,8 +9,8 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from partage.xds import constants as C
-from partage.xds.soap import build_envelope
+from partage.ebxml import constants as C
+from partage.ebxml.soap import build_envelope
 from tests import factories as F
 from tests.fuzz.conftest import FUZZ
 from tests.fuzz.mutations import mutated

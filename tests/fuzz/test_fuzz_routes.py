@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from partage.config import Settings
+from partage.server.app import create_app
 from partage.services import Services
-from partage.web.app import create_app
 from tests.fuzz.conftest import FUZZ
 from tests.support import LiveServer
 

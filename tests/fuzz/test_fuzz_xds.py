@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from partage.xds import constants as C
-from partage.xds.mtom import Attachment, build_multipart, read_soap_request
+from partage.ebxml import constants as C
+from partage.ebxml.mtom import Attachment, build_multipart, read_soap_request
 from tests import factories as F
 from tests.fuzz.conftest import FUZZ
 from tests.fuzz.mutations import mutated
@@ -26,8 +26,8 @@ FAULTS_WITH_500 = {"soap:MustUnderstand", "soap:VersionMismatch"}
 
 
 def _pnr_mtom() -> tuple[str, bytes]:
-    from partage.xds import ebrim
-    from partage.xds.soap import build_envelope
+    from partage.ebxml import ebrim
+    from partage.ebxml.soap import build_envelope
 
     pid = F.patient_id()
     request = F.submission(pid, contents=False)

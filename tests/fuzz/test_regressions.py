@@ -7,10 +7,10 @@ import json
 
 from lxml import etree
 
+from partage.ebxml import constants as C
+from partage.ebxml.soap import SoapError, fault_envelope
 from partage.metadata.errors import ErrorCode, XdsError
-from partage.xds import constants as C
 from partage.xds.responses import registry_response
-from partage.xds.soap import SoapError, fault_envelope
 
 
 def test_fault_quoting_control_characters_is_still_xml():

@@ -26,10 +26,10 @@ from lxml import etree
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from partage.ebxml import constants as C
+from partage.ebxml.mtom import read_soap_request
+from partage.ebxml.soap import build_envelope, parse_envelope
 from partage.hl7.mllp import END, START
-from partage.xds import constants as C
-from partage.xds.mtom import read_soap_request
-from partage.xds.soap import build_envelope, parse_envelope
 
 MODES = ("correct", "wrong_status", "wrong_error_code", "wrong_object")
 RS = f"{{{C.RS}}}"

@@ -462,14 +462,14 @@ def test_signed_submission_verified_and_tampering_refused(server, authority):
 
 # ------------------------------------------------------------------ the patient manages masking (ITI-57)
 def _update(client, pid, new_doc):
+    from partage.ebxml import constants as XC
+    from partage.ebxml import ebrim
     from partage.metadata.model import (
         Association,
         AssociationType,
         SubmissionRequest,
         SubmissionSet,
     )
-    from partage.xds import constants as XC
-    from partage.xds import ebrim
     ss = SubmissionSet(entry_uuid="ss", unique_id=F.oid(), source_id="1.2.250.1.999.2", patient_id=pid,
                        submission_time=DTM("20240401"), content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
     new_doc = copy.deepcopy(new_doc)
@@ -576,7 +576,7 @@ def test_patient_manages_consent_blocks_and_emergency_opposition(server, authori
 def test_only_the_author_removes_a_document(server, authority):
     """ITI-86: the bytes of a document are removed by its author, not by another professional
     with access to the record, nor by the patient (who masks instead)."""
-    from partage.xds import constants as XC
+    from partage.ebxml import constants as XC
 
     pid = _patient(server)
     doctor = _actor("doctor", pid)

@@ -22,6 +22,8 @@ from partage.access import saml
 from partage.access.actor import Actor
 from partage.access.credentials import sample_actors
 from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
+from partage.ebxml import constants as C
+from partage.ebxml import ebrim
 from partage.metadata.datatypes import DTM, XCN, XON
 from partage.metadata.model import (
     Association,
@@ -36,8 +38,6 @@ from partage.metadata.model import (
 from partage.registry import patients, schema
 from partage.registry.access_state import Records
 from partage.services import Services
-from partage.xds import constants as C
-from partage.xds import ebrim
 from tests import factories as F
 from tests.support import LiveServer
 from tests.xdsclient import XdsClient, objects_of

@@ -50,6 +50,10 @@ from partage.access import audit, saml
 from partage.access.actor import PATIENT_FEED_ACTOR, Actor
 from partage.access.credentials import sample_actors
 from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
+from partage.ebxml import constants as C
+from partage.ebxml import ebrim
+from partage.ebxml.mtom import read_soap_request
+from partage.ebxml.soap import build_envelope, parse_envelope
 from partage.ingest import IngestService
 from partage.metadata.datatypes import CX, DTM, XCN, XON
 from partage.metadata.model import (
@@ -64,12 +68,8 @@ from partage.metadata.model import (
 )
 from partage.registry import patients, schema
 from partage.registry.access_state import Records
+from partage.server.app import create_app
 from partage.services import Services
-from partage.web.app import create_app
-from partage.xds import constants as C
-from partage.xds import ebrim
-from partage.xds.mtom import read_soap_request
-from partage.xds.soap import build_envelope, parse_envelope
 from tests import factories as F
 from tests.access_oracle import (
     ADMIN,

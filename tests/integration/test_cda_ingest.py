@@ -113,7 +113,7 @@ def test_blocking_layers_are_configurable(services):
 
 
 def test_a_bad_validation_setting_fails_at_start_not_on_a_document(services):
-    from partage.web.app import create_app
+    from partage.server.app import create_app
 
     services.settings.validation_blocking = "rules,spelling"
     with pytest.raises(ValueError, match="unknown validation layer 'spelling'"):

@@ -87,7 +87,7 @@ def test_the_report_page_speaks_french_only(report):
 
 def test_the_xds_refusal_speaks_french_too(report):
     blocking = [f for f in report.findings if f.severity == ERROR and f.layer not in (MODEL, SCHEMA)]
-    errors = findings_to_errors(report, "Document01", "XDSRepositoryMetadataError", blocking)
+    errors = findings_to_errors("Document01", "XDSRepositoryMetadataError", blocking)
     assert errors
     for error in errors:
         read = rule_in_context(error.context)

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from partage.fhir import mapping
 from partage.metadata.datatypes import CX, DTM, XCN
 from partage.metadata.model import Author, Code, DocumentEntry
+from partage.mhd import mapping
 from tests import factories as F
 from tests.support import LiveServer
 from tests.unit.test_fhir_mapping import authors, dtms, ids, oids, ref_ids, spi, words, xcn
@@ -206,7 +206,7 @@ def provide_bundle(doc: DocumentEntry, payload: bytes, value: str, *, minimal: b
 
 def post_bundle(server, bundle: dict, *, xml: bool = False) -> requests.Response:
     if xml:
-        from partage.fhir.formats import serialise
+        from partage.mhd.formats import serialise
         body, content_type = serialise(bundle, True)
         return requests.post(server.fhir, data=body, timeout=60,
                              headers={"Content-Type": content_type, "Accept": "application/fhir+xml"})
@@ -262,7 +262,7 @@ def test_iti65_xml_without_accept_is_answered_in_xml(server):
     pid, value = new_patient(server)
     bundle = provide_bundle(text_doc(pid, "d1"), b"x", value)
     del bundle["entry"][1]["resource"]["date"]           # no submissionTime: refused
-    from partage.fhir.formats import serialise
+    from partage.mhd.formats import serialise
     body, content_type = serialise(bundle, True)
     r = requests.post(server.fhir, data=body, headers={"Content-Type": content_type}, timeout=60)
     assert r.status_code == 400 and r.headers["Content-Type"].startswith("application/fhir+xml")

@@ -87,10 +87,10 @@ class _Accepting(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def do_GET(self) -> None:   # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self._forward("GET")
 
-    def do_POST(self) -> None:   # noqa: N802
+    def do_POST(self) -> None:
         self._forward("POST")
 
     def log_message(self, *args) -> None:

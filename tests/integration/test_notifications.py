@@ -21,14 +21,14 @@ import requests
 from partage.access import audit, saml
 from partage.access.credentials import sample_actors
 from partage.config import Settings
+from partage.ebxml import constants as C
+from partage.ebxml.ebrim import read_object_list
 from partage.hl7.mllp import MllpClient
 from partage.metadata.datatypes import XCN, XON
 from partage.metadata.model import Code, DocumentEntry
 from partage.registry import outbox
 from partage.registry.access_state import Records
 from partage.services import Services
-from partage.xds import constants as C
-from partage.xds.ebrim import read_object_list
 from tests import factories as F
 from tests.integration.test_mhd import provide_bundle
 from tests.notify_support import (

@@ -13,11 +13,11 @@ from alembic.migration import MigrationContext
 
 from partage.access.credentials import sample_actors
 from partage.config import Settings
-from partage.fhir import formats
-from partage.fhir.outcome import FhirError
 from partage.fhir.subscriptions import FhirRenderer, read_subscription
 from partage.metadata.ids import assign_uuids
 from partage.metadata.model import Code
+from partage.mhd import formats
+from partage.mhd.outcome import FhirError
 from partage.notify.model import ACTIVE, DOCUMENT, DSUB, ERROR, FULL, Subscription
 from partage.notify.sender import Sender
 from partage.notify.subscriptions import SubscriptionError, Subscriptions

@@ -39,7 +39,7 @@ def _senders(master: int) -> list[int]:
     for pid in _tree(master):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"partage.web.background" in f.read():
+                if b"partage.server.background" in f.read():
                     found.append(pid)
         except OSError:
             pass

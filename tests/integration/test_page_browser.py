@@ -72,7 +72,7 @@ def driver():
 
 
 def _by():
-    from selenium.webdriver.common.by import By  # noqa: PLC0415  (optional test dependency, after the skip)
+    from selenium.webdriver.common.by import By
 
     return By
 
@@ -80,8 +80,8 @@ def _by():
 def _present(driver, by: str, value: str, timeout: float = 20):
     """The element once the page that has it is there (a click's navigation may take a moment,
     through redirects, on a busy machine)."""
-    from selenium.webdriver.support import expected_conditions  # noqa: PLC0415  (optional test dependency)
-    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, timeout).until(expected_conditions.presence_of_element_located((by, value)))
 
@@ -169,7 +169,7 @@ def test_a_gp_reads_the_record_in_one_screen(server, driver):
 
     # the timeline: filter by type, open a document in one click
     By = _by()
-    from selenium.webdriver.support.ui import Select  # noqa: PLC0415  (optional test dependency)
+    from selenium.webdriver.support.ui import Select
 
     Select(_present(driver, By.CSS_SELECTOR, "#timeline select[name=type]")).select_by_visible_text(
         "Lettre de sortie")

@@ -214,8 +214,8 @@ def test_error_pages_are_french_without_a_stack_trace(server):
 def test_a_server_without_a_provider_has_no_sign_in_page_and_no_5xx(tmp_path):
     """No PARTAGE_OIDC_ISSUER: /connexion is a French 404 saying so (not an outage to retry)."""
     from partage.config import Settings
+    from partage.server.app import create_app
     from partage.services import Services
-    from partage.web.app import create_app
 
     services = Services.open(Settings(data_dir=tmp_path / "data"))
     try:

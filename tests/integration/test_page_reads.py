@@ -12,8 +12,8 @@ from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.config import Settings
 from partage.ingest import IngestService
 from partage.metadata.datatypes import DTM
+from partage.server.app import create_app
 from partage.services import Services
-from partage.web.app import create_app
 from tests import clinical_support as C
 
 

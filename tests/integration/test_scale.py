@@ -29,7 +29,7 @@ def test_hosts_starting_together_migrate_once():
             try:
                 start.wait()
                 registry.migrate()
-            except BaseException as exc:   # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
             finally:
                 registry.dispose()

@@ -15,11 +15,11 @@ import pytest
 import requests
 
 from partage.config import Settings
+from partage.ebxml import constants as C
+from partage.ebxml.mtom import Attachment, build_multipart
+from partage.ebxml.soap import build_envelope
 from partage.fsck import check
 from partage.services import Services
-from partage.xds import constants as C
-from partage.xds.mtom import Attachment, build_multipart
-from partage.xds.soap import build_envelope
 from tests import factories as F
 from tests.support import LiveServer
 from tests.xdsclient import XdsClient, objects_of
@@ -29,7 +29,7 @@ def _slow_pnr_body(request, payload: bytes, pause: float):
     """The ITI-41 MTOM body, yielded in pieces with pauses (a slow client)."""
     from lxml import etree
 
-    from partage.xds import ebrim
+    from partage.ebxml import ebrim
     body = etree.Element(f"{{{C.XDSB}}}ProvideAndRegisterDocumentSetRequest", nsmap={"xdsb": C.XDSB})
     submit = etree.SubElement(body, f"{{{C.LCM}}}SubmitObjectsRequest", nsmap={"lcm": C.LCM, "rim": C.RIM})
     ebrim.write_object_list(request.objects(), submit)

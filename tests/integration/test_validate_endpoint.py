@@ -121,7 +121,7 @@ def test_an_iti41_request_is_validated_with_its_metadata(server):
 def test_an_mtom_iti41_request_is_validated(server):
     import re
 
-    from partage.xds.mtom import Attachment, build_multipart
+    from partage.ebxml.mtom import Attachment, build_multipart
 
     text = (EXAMPLES / "iti41-provide-invalid-cda.xml").read_text()
     envelope = re.sub(r'(<xdsb:Document id="Document01">)[^<]*(</xdsb:Document>)',

@@ -107,7 +107,7 @@ def test_an_incomplete_profile_says_so_at_start_and_in_every_report(bare_server)
                            "chromium-driver)")
 def test_the_web_report_shows_the_model_schematron_and_each_layer(server, tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extras")
-    from selenium.webdriver.common.by import By  # noqa: PLC0415  (optional test dependency, after the skip)
+    from selenium.webdriver.common.by import By
 
     upload = tmp_path / MUTATION
     upload.write_bytes(corpus_path("cda", "model-invalid", MUTATION).read_bytes())

@@ -15,10 +15,10 @@ from partage.access import saml, tokens
 from partage.access.actor import AuthenticationRequired
 from partage.access.credentials import DevAuthority, sample_actors, write_dev_credentials
 from partage.config import Settings
+from partage.ebxml import constants as C
+from partage.ebxml.soap import build_envelope
+from partage.server.app import create_app
 from partage.services import Services
-from partage.web.app import create_app
-from partage.xds import constants as C
-from partage.xds.soap import build_envelope
 
 PID = "1234567890123^^^&1.2.250.1.213.1.4.10&ISO"
 
@@ -227,7 +227,7 @@ def test_every_route_refuses_a_replayed_credential(app, authority):
 def test_insecure_dev_is_explicit(tmp_path):
     assert Settings().insecure_dev is False
     assert Settings.from_env({}).insecure_dev is False
-    from partage.web.server import BANNER_INSECURE
+    from partage.server.serve import BANNER_INSECURE
     assert "INSECURE" in BANNER_INSECURE
 
 
@@ -257,7 +257,7 @@ def test_dev_credentials_wrap(tmp_path, capsysbinary):
     from pathlib import Path
 
     from partage.cli import main
-    from partage.xds.soap import parse_envelope
+    from partage.ebxml.soap import parse_envelope
 
     example = Path(__file__).resolve().parents[2] / "examples" / "iti18-find-documents.xml"
     assert main(["dev-credentials", "--out", str(tmp_path), "--hours", "1"]) == 0

@@ -12,9 +12,9 @@ from partage.access import signatures as S
 from partage.access.actor import Actor
 from partage.access.credentials import DevAuthority
 from partage.config import Settings
-from partage.xds import constants as C
-from partage.xds import ebrim
-from partage.xds.soap import parse_envelope
+from partage.ebxml import constants as C
+from partage.ebxml import ebrim
+from partage.ebxml.soap import parse_envelope
 from tests import factories as F
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "iti41-provide.xml"

@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("saxonche", reason="saxonche is a dependency of partage (setup.cfg); not installed here")
 
-from partage.cda.profile import get_profile, get_validator  # noqa: E402
-from partage.cda.schematron import SchematronError, analyse_context, load_schematron  # noqa: E402
-from tests.unit.test_cda_samples import edit, sample_cda  # noqa: E402
+from partage.cda.profile import get_profile, get_validator
+from partage.cda.schematron import SchematronError, analyse_context, load_schematron
+from tests.unit.test_cda_samples import edit, sample_cda
 
 SCH = """<?xml version="1.0" encoding="UTF-8"?>
 <schema xmlns="http://purl.oclc.org/dsdl/schematron" queryBinding="xslt2">

@@ -4,11 +4,11 @@ metadata is refused with XDSRegistryMetadataError naming the place."""
 import pytest
 from lxml import etree
 
+from partage.ebxml import constants as C
+from partage.ebxml import ebrim
 from partage.metadata.datatypes import CX
 from partage.metadata.errors import XdsErrors
 from partage.metadata.model import Association, AssociationType, AvailabilityStatus, Code
-from partage.xds import constants as C
-from partage.xds import ebrim
 from tests import factories as F
 
 LCM = f"{{{C.LCM}}}"

@@ -9,8 +9,6 @@ from fhir.resources.R4B.list import List as FhirList
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from partage.fhir import mapping
-from partage.fhir.codes import scheme_of, system_of
 from partage.metadata.datatypes import CX, DTM, XCN, XON, XTN, Recipient
 from partage.metadata.model import (
     Association,
@@ -22,6 +20,8 @@ from partage.metadata.model import (
     Folder,
     SubmissionSet,
 )
+from partage.mhd import mapping
+from partage.mhd.codes import scheme_of, system_of
 
 # --- strategies: values as a conforming XDS source writes them ------------------------------
 oids = st.builds(lambda a, b, c: f"1.2.{a}.{b}.{c}", st.integers(0, 999), st.integers(1, 99999),

@@ -20,9 +20,9 @@ from sqlalchemy import Column, MetaData, String, Table, create_engine, insert, s
 from partage.fhir import search as S
 from partage.fhir import searchparams as SP
 from partage.fhir.capability import capability_statement
-from partage.fhir.outcome import FhirError
 from partage.metadata.datatypes import CX, DTM, HD, XCN
 from partage.metadata.model import Author, Code, DocumentEntry
+from partage.mhd.outcome import FhirError
 from partage.registry import indexing
 from partage.registry import search as R
 from partage.registry.search_index import (

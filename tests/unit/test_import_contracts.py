@@ -27,20 +27,33 @@ def test_import_contracts_are_kept():
     assert "0 broken" in done.stdout
 
 
-def test_a_broken_layer_is_reported(tmp_path):
-    """The contract is live: a registry module importing a door makes lint-imports fail."""
+def _lint_with(tmp_path: Path, package: str, line: str) -> subprocess.CompletedProcess[str]:
+    """lint-imports on a copy of the code with one module `zz_wrong_way` added to `package`."""
     if LINT_IMPORTS is None:
         pytest.skip("import-linter is not installed here")
     copy = tmp_path / "project"
     shutil.copytree(ROOT / "partage", copy / "partage",
                     ignore=shutil.ignore_patterns("__pycache__", "migrations"))
     shutil.copy(ROOT / "setup.cfg", copy / "setup.cfg")
-    (copy / "partage" / "registry" / "zz_wrong_way.py").write_text("from ..xds import soap  # noqa\n")
+    (copy / "partage" / package / "zz_wrong_way.py").write_text(line + "  # noqa\n")
     env = {**os.environ, "PYTHONPATH": str(copy)}
-    done = subprocess.run([LINT_IMPORTS, "--no-cache"], cwd=copy, capture_output=True, text=True,
+    return subprocess.run([LINT_IMPORTS, "--no-cache"], cwd=copy, capture_output=True, text=True,
                           timeout=300, env=env)
+
+
+@pytest.mark.parametrize("package, line, reported", [
+    # the registry reaching up to a wire format
+    ("registry", "from ..ebxml import soap", "partage.registry.zz_wrong_way -> partage.ebxml.soap"),
+    # one door reaching into another (the browser door into the FHIR door)
+    ("web", "from ..fhir import routes", "partage.web.zz_wrong_way -> partage.fhir.routes"),
+    # a wire format reaching up to a door
+    ("mhd", "from ..xds import endpoints", "partage.mhd.zz_wrong_way -> partage.xds.endpoints"),
+])
+def test_a_broken_layer_is_reported(tmp_path, package, line, reported):
+    """The contract is live: an import against the layers or between doors makes it fail."""
+    done = _lint_with(tmp_path, package, line)
     assert done.returncode != 0
-    assert "partage.registry.zz_wrong_way -> partage.xds.soap" in done.stdout
+    assert reported in done.stdout
 
 
 def test_the_architecture_diagram_is_generated_from_the_contract():

@@ -9,8 +9,8 @@ import os
 import pytest
 from lxml import etree
 
-from partage.xds import constants as C
-from partage.xds.mtom import (
+from partage.ebxml import constants as C
+from partage.ebxml.mtom import (
     CHUNK,
     Attachment,
     MtomError,
@@ -21,7 +21,7 @@ from partage.xds.mtom import (
     read_soap_request,
     xop_includes,
 )
-from partage.xds.soap import build_envelope, parse_envelope
+from partage.ebxml.soap import build_envelope, parse_envelope
 
 
 class CountingReader(io.RawIOBase):

@@ -9,13 +9,13 @@ import pytest
 from lxml import etree
 
 from partage.access.actor import Actor
+from partage.ebxml import constants as C
+from partage.ebxml.ebrim import read_object_list
+from partage.ebxml.soap import SoapError, parse_envelope
 from partage.metadata.model import Code
 from partage.notify.channels import Event
 from partage.notify.model import DOCUMENT, DSUB, FULL, MINIMAL, SUBMISSION_SET, Subscription
-from partage.xds import constants as C
 from partage.xds.dsub import NotifyRenderer, read_subscribe, subscribe_response
-from partage.xds.ebrim import read_object_list
-from partage.xds.soap import SoapError, parse_envelope
 from tests import factories as F
 from tests.notify_support import LCM, RIM, WSNT, subscribe_body
 

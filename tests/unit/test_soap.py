@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from partage.xds import constants as C
-from partage.xds.soap import (
+from partage.ebxml import constants as C
+from partage.ebxml.soap import (
     ACTION_SOAP_FAULT,
     ACTION_WSA_FAULT,
     SOAP11,

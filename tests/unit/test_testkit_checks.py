@@ -8,8 +8,8 @@ from lxml import etree
 from partage.conformance.testkit.assertions import ContentsCheck, check_assertions, check_response
 from partage.conformance.testkit.codes import QUERY_PARAMETERS, Code, CodeMap
 from partage.conformance.testkit.plan import Assertion, Step
-from partage.xds import constants as C
-from partage.xds.soap import SoapError
+from partage.ebxml import constants as C
+from partage.ebxml.soap import SoapError
 
 RS, RIM, QUERY = C.RS, C.RIM, C.QUERY
 CLASS_CODE = QUERY_PARAMETERS["$XDSDocumentEntryClassCode"]

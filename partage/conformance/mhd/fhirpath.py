@@ -156,30 +156,26 @@ def _as_bool(coll: list[Any]) -> bool | None:
     return _as_bool_item(coll[0])
 
 
-def _result(value: bool | None) -> list[Any]:
-    return [] if value is None else [value]
-
-
-def _and(ctx: Ctx, left: Coll, right: Coll) -> Coll:
+def _and(_ctx: Ctx, left: Coll, right: Coll) -> Coll:
     a, b = _as_bool(left), _as_bool(right)
     if a is False or b is False:
         return [False]
     return [True] if a is True and b is True else []
 
 
-def _or(ctx: Ctx, left: Coll, right: Coll) -> Coll:
+def _or(_ctx: Ctx, left: Coll, right: Coll) -> Coll:
     a, b = _as_bool(left), _as_bool(right)
     if a is True or b is True:
         return [True]
     return [False] if a is False and b is False else []
 
 
-def _xor(ctx: Ctx, left: Coll, right: Coll) -> Coll:
+def _xor(_ctx: Ctx, left: Coll, right: Coll) -> Coll:
     a, b = _as_bool(left), _as_bool(right)
     return [] if a is None or b is None else [a != b]
 
 
-def _implies(ctx: Ctx, left: Coll, right: Coll) -> Coll:
+def _implies(_ctx: Ctx, left: Coll, right: Coll) -> Coll:
     a = _as_bool(left)
     if a is False:
         return [True]
@@ -213,7 +209,7 @@ def _strip_zeros(text: str) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def _eq(ctx: Ctx, left: Coll, right: Coll) -> Coll:
+def _eq(_ctx: Ctx, left: Coll, right: Coll) -> Coll:
     if not left or not right:
         return []
     if len(left) != len(right):
@@ -224,7 +220,7 @@ def _eq(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     return [] if None in results else [True]
 
 
-def _not_eq(ctx: Ctx, left: Coll, right: Coll) -> Coll:
+def _not_eq(_ctx: Ctx, left: Coll, right: Coll) -> Coll:
     if not left or not right:
         return []
     if len(left) != len(right):
@@ -247,7 +243,7 @@ def _hapi_not_equivalent(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     return [not _hapi_equivalent(ctx, left, right)[0]]
 
 
-def _in(ctx: Ctx, left: Coll, right: Coll) -> Coll:
+def _in(_ctx: Ctx, left: Coll, right: Coll) -> Coll:
     if not left:
         return []
     if not right:
@@ -255,7 +251,7 @@ def _in(ctx: Ctx, left: Coll, right: Coll) -> Coll:
     return [all(any(_equals(a, b) for b in right) for a in left)]
 
 
-def _contains_op(ctx: Ctx, left: Coll, right: Coll) -> Coll:
+def _contains_op(_ctx: Ctx, left: Coll, right: Coll) -> Coll:
     if not left or not right:
         return []
     return [all(any(_equals(a, b) for a in left) for b in right)]
@@ -263,12 +259,12 @@ def _contains_op(ctx: Ctx, left: Coll, right: Coll) -> Coll:
 
 # --- HAPI's functions ------------------------------------------------------------------------------------
 
-def _not(ctx: Ctx, coll: Coll) -> Coll:
+def _not(_ctx: Ctx, coll: Coll) -> Coll:
     value = _as_bool(coll)
     return [] if value is None else [not value]
 
 
-def _iif(ctx: Ctx, data: Coll, cond: Expr, ok: Expr, fail: Expr | None = None) -> Coll:
+def _iif(_ctx: Ctx, data: Coll, cond: Expr, ok: Expr, fail: Expr | None = None) -> Coll:
     if _as_bool(cond(data)) is True:
         return ok(data)
     return fail(data) if fail else []
@@ -297,22 +293,22 @@ def _exists(ctx: Ctx, data: Coll, expr: Expr | None = None) -> Coll:
     return [bool(_where(ctx, data, expr))]
 
 
-def _all_true(ctx: Ctx, coll: Coll) -> Coll:
+def _all_true(_ctx: Ctx, coll: Coll) -> Coll:
     return [all(_as_bool_item(x) is True for x in coll)]
 
 
-def _any_true(ctx: Ctx, coll: Coll) -> Coll:
+def _any_true(_ctx: Ctx, coll: Coll) -> Coll:
     return [any(_as_bool_item(x) is True for x in coll)]
 
 
-def _starts_with(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
+def _starts_with(_ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     sw = _texts(arg)
     if not coll:
         return [False]
     return [True] if sw == "" else [_text(coll[0]).startswith(sw)]
 
 
-def _ends_with(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
+def _ends_with(_ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     sw = _texts(arg)
     if not coll:
         return [False]
@@ -321,7 +317,7 @@ def _ends_with(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     return [len(coll) == 1 and _text(coll[0]).endswith(sw)]
 
 
-def _contains_fn(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
+def _contains_fn(_ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     sw = _texts(arg)
     if len(coll) != 1:
         return [False]
@@ -331,7 +327,7 @@ def _contains_fn(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     return [bool(text) and sw in text]
 
 
-def _matches(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
+def _matches(_ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     sw = _texts(arg)
     if len(coll) == 1 and sw:
         text = _text(coll[0])
@@ -339,14 +335,14 @@ def _matches(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     return [False]
 
 
-def _index_of(ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
+def _index_of(_ctx: Ctx, coll: Coll, arg: Coll) -> Coll:
     sw = _texts(arg)
     if not coll or sw == "":
         return [0]
     return [_text(coll[0]).find(sw)]
 
 
-def _substring(ctx: Ctx, coll: Coll, start: Coll, length: Coll | None = None) -> Coll:
+def _substring(_ctx: Ctx, coll: Coll, start: Coll, length: Coll | None = None) -> Coll:
     i1 = int(_texts(start))
     if len(coll) != 1:
         return []
@@ -357,15 +353,15 @@ def _substring(ctx: Ctx, coll: Coll, start: Coll, length: Coll | None = None) ->
     return [out] if out else []
 
 
-def _length(ctx: Ctx, coll: Coll) -> Coll:
+def _length(_ctx: Ctx, coll: Coll) -> Coll:
     return [len(_text(coll[0]))] if len(coll) == 1 else []
 
 
-def _to_string(ctx: Ctx, coll: Coll) -> Coll:
+def _to_string(_ctx: Ctx, coll: Coll) -> Coll:
     return [_texts(coll)]
 
 
-def _hapi_group(ctx: Ctx, data: Coll, expr: Expr) -> Coll:
+def _hapi_group(_ctx: Ctx, data: Coll, expr: Expr) -> Coll:
     """HAPI's `a.(expr)`: expr evaluated once, with the whole collection `a` as its focus (so a
     function such as `is()` there sees every item of `a` at once)."""
     return expr(data)
@@ -386,7 +382,7 @@ def _hapi_value(ctx: Ctx, coll: Coll) -> Coll:
     return out
 
 
-def _hapi_is_op(ctx: Ctx, coll: Coll, name: Coll) -> Coll:
+def _hapi_is_op(_ctx: Ctx, coll: Coll, name: Coll) -> Coll:
     """opIs: one item whose fhirType is the type name as written (no namespace understood)."""
     tn = _texts(name)
     if len(coll) != 1 or not tn:
@@ -398,7 +394,7 @@ def _hapi_is_op(ctx: Ctx, coll: Coll, name: Coll) -> Coll:
     return [kind.lower() == tn.lower()]
 
 
-def _hapi_as_op(ctx: Ctx, coll: Coll, name: Coll) -> Coll:
+def _hapi_as_op(_ctx: Ctx, coll: Coll, name: Coll) -> Coll:
     tn = _texts(name)
     return [item for item in coll if _fhir_type(item)[0] == tn]
 

@@ -70,7 +70,7 @@ def _headers(script: Engine, op: etree._Element, action: Action) -> dict[str, st
         out[value_of(header, "field") or ""] = value or ""
     return out
 
-def _request_headers(script: Engine, op: etree._Element, action: Action, fmt: str) -> dict[str, str]:
+def _request_headers(script: Engine, op: etree._Element, action: Action) -> dict[str, str]:
     headers = _headers(script, op, action)
     headers.setdefault("accept-charset", "utf-8")
     accept = value_of(op, "accept")
@@ -173,7 +173,7 @@ def _read(script: Engine, op: etree._Element, action: Action, followed: bool, *,
         if action.result != ERROR:
             action.error("cannot generate targetUrl")
         return
-    headers = _request_headers(script, op, action, script.fmt)
+    headers = _request_headers(script, op, action)
     headers.setdefault("accept", hapi.CONTENT_TYPES[script.fmt])
     accept = headers["accept"]
     response = script.env.request("GET", url, headers)
@@ -187,11 +187,11 @@ def _read(script: Engine, op: etree._Element, action: Action, followed: bool, *,
             fmt = hapi.JSON if accept == hapi.CONTENT_TYPES[hapi.JSON] else hapi.XML
             parsed = hapi.read(response.content, fmt)
             fixture.resource, fixture.warnings = parsed.resource, parsed.warnings
-            _check_type(script, fixture, url, search)
+            _check_type(fixture, url, search)
     expected = "Bundle" if search else (value_of(op, "resource") or None)
     _record(script, op, action, fixture, followed, expected)
 
-def _check_type(script: Engine, fixture: Fixture, url: str, search: bool) -> None:
+def _check_type(fixture: Fixture, url: str, search: bool) -> None:
     """FhirClient.gobbleGetResponse: what a read or a search must answer."""
     expected = resource_type_of(url)
     returned = fixture.resource.get("resourceType") if fixture.resource else None
@@ -238,7 +238,7 @@ def _transaction(script: Engine, op: etree._Element, action: Action, followed: b
         resource = copy.deepcopy(resource)
         fixture_service.allocate_ids(resource)
         source.resource, source._view = resource, None
-    headers = _request_headers(script, op, action, script.fmt)
+    headers = _request_headers(script, op, action)
     url = _target(script, op, action, None)
     fixture = _post(script, url or script.env.fhir_base, resource, script.fmt, headers)
     if source.warnings:
@@ -255,7 +255,7 @@ def _create(script: Engine, op: etree._Element, action: Action, followed: bool) 
     kind = hapi.class_name(resource["resourceType"])
     url = _target(script, op, action, kind)
     fixture = _post(script, url or f"{script.env.fhir_base}/{kind}", resource, fmt,
-                         _request_headers(script, op, action, fmt))
+                         _request_headers(script, op, action))
     _record(script, op, action, fixture, followed, kind)
 
 def _save_to_cache(script: Engine, op: etree._Element, action: Action, followed: bool) -> None:

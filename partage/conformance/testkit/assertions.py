@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from ...xds import constants as C
-from ...xds.soap import SoapError
+from ...ebxml import constants as C
+from ...ebxml.soap import SoapError
 from .context import substitute_text, xpath_string
 from .plan import Assertion, Step, UseId
 from .rim import Objects, children, local, simple_status, simple_type
@@ -163,25 +163,30 @@ class ContentsCheck:
         if self.m.submission_set is not None:
             self.err("a SubmissionSet was returned")
 
-    def has_association(self, source: etree._Element, target: etree._Element,
-                        kind: str) -> etree._Element | None:
+    def _association(self, source: etree._Element, target_ids: set[str | None],
+                     kind: str) -> etree._Element | None:
+        """The first `kind` association from `source` to one of `target_ids`, or None."""
         type_uri = C.ASSOCIATION_HAS_MEMBER if kind == "HasMember" else rim_ihe(kind)
         for a in self.m.associations:
-            if (a.get("sourceObject") == source.get("id") and a.get("targetObject") == target.get("id")
+            if (a.get("sourceObject") == source.get("id") and a.get("targetObject") in target_ids
                     and a.get("associationType") == type_uri):
                 return a
-        self.err(f"{kind} association missing from {self.m.describe(source.get('id'))} "
-                 f"to {self.m.describe(target.get('id'))}")
         return None
+
+    def has_association(self, source: etree._Element, target: etree._Element,
+                        kind: str) -> etree._Element | None:
+        found = self._association(source, {target.get("id")}, kind)
+        if found is None:
+            self.err(f"{kind} association missing from {self.m.describe(source.get('id'))} "
+                     f"to {self.m.describe(target.get('id'))}")
+        return found
 
     def has_association_to_one_of(self, source: etree._Element, targets: Iterable[etree._Element],
                                   kind: str) -> etree._Element | None:
         ids = {t.get("id") for t in targets}
-        type_uri = C.ASSOCIATION_HAS_MEMBER if kind == "HasMember" else rim_ihe(kind)
-        for a in self.m.associations:
-            if (a.get("sourceObject") == source.get("id") and a.get("targetObject") in ids
-                    and a.get("associationType") == type_uri):
-                return a
+        found = self._association(source, ids, kind)
+        if found is not None:
+            return found
         self.err(f"{kind} association missing from {self.m.describe(source.get('id'))} to one of "
                  f"{', '.join(sorted(self.m.describe(i) for i in ids if i)) or 'nothing'}")
         return None
@@ -192,6 +197,25 @@ class ContentsCheck:
             self.err(f"{what} {obj.get('id')} has status {status or 'none'} instead of {wanted}")
             return False
         return True
+
+    def all_with_status(self, objects: Iterable[etree._Element], wanted: str, what: str) -> None:
+        """Each object has status `wanted`; only the first that has not is reported."""
+        for obj in objects:
+            if not self.status_is(obj, wanted, what):
+                return
+
+    def submission_set_holding(self, documents: int, folders: int,
+                               associations: int) -> etree._Element | None:
+        """The SubmissionSet, when it came with that many DocumentEntries and Folders and no
+        error so far; then the associations are counted too. None otherwise."""
+        self.has_submission_set()
+        self._count("Documents", self.m.documents, documents)
+        self._count("Folders", self.m.folders, folders)
+        ss = self.m.submission_set
+        if self.errors or ss is None:
+            return None
+        self._count("Associations", self.m.associations, associations)
+        return ss
 
     # predicates -----------------------------------------------------------------
     def ss_one_doc(self) -> None:
@@ -236,24 +260,16 @@ class ContentsCheck:
             self.status_is(submission_set, "Approved", "SubmissionSet")
 
     def p_DocDep(self, _: int) -> None:
-        for document in self.m.documents:
-            if not self.status_is(document, "Deprecated", "DocumentEntry"):
-                return
+        self.all_with_status(self.m.documents, "Deprecated", "DocumentEntry")
 
     def p_DocApp(self, _: int) -> None:
-        for document in self.m.documents:
-            if not self.status_is(document, "Approved", "DocumentEntry"):
-                return
+        self.all_with_status(self.m.documents, "Approved", "DocumentEntry")
 
     def p_FolApp(self, _: int) -> None:
-        for folder in self.m.folders:
-            if not self.status_is(folder, "Approved", "Folder"):
-                return
+        self.all_with_status(self.m.folders, "Approved", "Folder")
 
     def p_FolDep(self, _: int) -> None:
-        for folder in self.m.folders:
-            if not self.status_is(folder, "Deprecated", "Folder"):
-                return
+        self.all_with_status(self.m.folders, "Deprecated", "Folder")
 
     def _one_with_status(self, wanted: str) -> None:
         found = sum(1 for d in self.m.documents if simple_status(d.get("status")) == wanted)
@@ -294,21 +310,14 @@ class ContentsCheck:
         self.status_is(old, "Deprecated", "DocumentEntry")
 
     def p_SSwithOneFol(self, _: int) -> None:
-        self.has_submission_set()
-        self._count("Documents", self.m.documents, 0)
-        self._count("Folders", self.m.folders, 1)
-        if not self.errors and self.m.submission_set is not None:
-            self._count("Associations", self.m.associations, 1)
-            self.has_association(self.m.submission_set, self.m.folders[0], "HasMember")
+        ss = self.submission_set_holding(documents=0, folders=1, associations=1)
+        if ss is not None:
+            self.has_association(ss, self.m.folders[0], "HasMember")
 
     def p_SSwithOneDocOneFol(self, _: int) -> None:
-        self.has_submission_set()
-        self._count("Documents", self.m.documents, 1)
-        self._count("Folders", self.m.folders, 1)
-        ss = self.m.submission_set
-        if self.errors or ss is None:
+        ss = self.submission_set_holding(documents=1, folders=1, associations=4)
+        if ss is None:
             return
-        self._count("Associations", self.m.associations, 4)
         doc, folder = self.m.documents[0], self.m.folders[0]
         self.has_association(ss, doc, "HasMember")
         self.has_association(ss, folder, "HasMember")
@@ -316,13 +325,9 @@ class ContentsCheck:
         self.has_association_to_one_of(ss, [folder_doc] if folder_doc is not None else [], "HasMember")
 
     def p_SSwithTwoDocOneFol(self, _: int) -> None:
-        self.has_submission_set()
-        self._count("Documents", self.m.documents, 2)
-        self._count("Folders", self.m.folders, 1)
-        ss = self.m.submission_set
-        if self.errors or ss is None:
+        ss = self.submission_set_holding(documents=2, folders=1, associations=7)
+        if ss is None:
             return
-        self._count("Associations", self.m.associations, 7)
         folder = self.m.folders[0]
         folder_docs = []
         for doc in self.m.documents:
@@ -336,13 +341,9 @@ class ContentsCheck:
             self.has_association(ss, a, "HasMember")
 
     def p_SSwithTwoDocOneFolOneDocInFol(self, _: int) -> None:
-        self.has_submission_set()
-        self._count("Documents", self.m.documents, 2)
-        self._count("Folders", self.m.folders, 1)
-        ss = self.m.submission_set
-        if self.errors or ss is None:
+        ss = self.submission_set_holding(documents=2, folders=1, associations=5)
+        if ss is None:
             return
-        self._count("Associations", self.m.associations, 5)
         folder = self.m.folders[0]
         for doc in self.m.documents:
             self.has_association(ss, doc, "HasMember")

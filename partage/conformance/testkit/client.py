@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import requests
 from lxml import etree
 
-from ...xds.mtom import Attachment, MtomError, Part, build_multipart, read_soap_request
-from ...xds.soap import WSA_ANONYMOUS, SoapError, build_envelope, fault_of, parse_envelope
+from ...ebxml.mtom import Attachment, MtomError, Part, build_multipart, read_soap_request
+from ...ebxml.soap import WSA_ANONYMOUS, SoapError, build_envelope, fault_of, parse_envelope
 from ...xmlsafe import XmlInputError
 
 MAX_RESPONSE = 512 * 1024 * 1024

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from ...xds import constants as C
+from ...ebxml import constants as C
 
 RIM2 = "urn:oasis:names:tc:ebxml-regrep:rim:xsd:2.1"
 RS2 = "urn:oasis:names:tc:ebxml-regrep:registry:xsd:2.1"
@@ -62,11 +62,6 @@ def object_list(root: etree._Element) -> etree._Element | None:
 def attributes(element: etree._Element) -> list[tuple[str, str]]:
     """An element's attributes; lxml gives them as str (its types also allow bytes)."""
     return [(k, v) for k, v in element.items() if isinstance(k, str) and isinstance(v, str)]
-
-
-def is_v2(root: etree._Element) -> bool:
-    namespaces = {etree.QName(e).namespace for e in root.iter() if isinstance(e.tag, str)}
-    return bool(namespaces & {RIM2, RS2})
 
 
 def top_objects(root: etree._Element) -> list[etree._Element]:

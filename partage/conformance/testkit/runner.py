@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from ...xds import constants as C
+from ...ebxml import constants as C
 from ...xmlsafe import XmlInputError
 from .assertions import ContentsCheck, check_assertions, check_response, check_retrieve
 from .client import SoapClient, TransportError

@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 
 from lxml import etree
 
-from ...xds import constants as C
-from ...xds.mtom import Attachment, xop_includes
+from ...ebxml import constants as C
+from ...ebxml.mtom import Attachment, xop_includes
 from ...xmlsafe import parse_xml
 from . import rim
 from .assertions import RetrievedDocument

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from lxml import etree
 
@@ -324,6 +325,21 @@ def _read_external_ids(obj: RegistryObject, element: etree._Element, allowed: di
         setattr(obj, attr, _typed(obj, attr, text, problems) if attr in HL7_READERS and text else text)
 
 
+_Read = TypeVar("_Read", DocumentEntry, SubmissionSet, Folder, Association)
+
+
+def _read_contents(obj: _Read, element: etree._Element, slots: dict[str, str], list_slots: dict[str, str],
+                   ext_ids: dict[str, str] | None, errors: list[XdsError], problems: list[ValueProblem]) -> _Read:
+    """`obj` with what its element holds beyond its own attributes: slots, classifications and,
+    but for an Association (`ext_ids` None), external identifiers."""
+    _read_slots(obj, element, slots, list_slots, errors, problems)
+    for c in element.findall(f"{R}Classification"):
+        _apply_classification(obj, c, errors, problems)
+    if ext_ids is not None:
+        _read_external_ids(obj, element, ext_ids, errors, problems)
+    return obj
+
+
 def _read_document(element: etree._Element, errors: list[XdsError],
                    problems: list[ValueProblem]) -> DocumentEntry:
     doc = DocumentEntry()
@@ -335,33 +351,21 @@ def _read_document(element: etree._Element, errors: list[XdsError],
     except ValueError:
         errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
                                f"unknown DocumentEntry objectType {object_type}", doc.entry_uuid))
-    _read_slots(doc, element, DOC_SLOTS, DOC_LIST_SLOTS, errors, problems)
-    for c in element.findall(f"{R}Classification"):
-        _apply_classification(doc, c, errors, problems)
-    _read_external_ids(doc, element, DOC_EXT_IDS, errors, problems)
-    return doc
+    return _read_contents(doc, element, DOC_SLOTS, DOC_LIST_SLOTS, DOC_EXT_IDS, errors, problems)
 
 
 def _read_submission_set(element: etree._Element, errors: list[XdsError],
                          problems: list[ValueProblem]) -> SubmissionSet:
     ss = SubmissionSet()
     _read_common(ss, element)
-    _read_slots(ss, element, SS_SLOTS, SS_LIST_SLOTS, errors, problems)
-    for c in element.findall(f"{R}Classification"):
-        _apply_classification(ss, c, errors, problems)
-    _read_external_ids(ss, element, SS_EXT_IDS, errors, problems)
-    return ss
+    return _read_contents(ss, element, SS_SLOTS, SS_LIST_SLOTS, SS_EXT_IDS, errors, problems)
 
 
 def _read_folder(element: etree._Element, errors: list[XdsError],
                  problems: list[ValueProblem]) -> Folder:
     folder = Folder()
     _read_common(folder, element)
-    _read_slots(folder, element, FOLDER_SLOTS, {}, errors, problems)
-    for c in element.findall(f"{R}Classification"):
-        _apply_classification(folder, c, errors, problems)
-    _read_external_ids(folder, element, FOLDER_EXT_IDS, errors, problems)
-    return folder
+    return _read_contents(folder, element, FOLDER_SLOTS, {}, FOLDER_EXT_IDS, errors, problems)
 
 
 def _read_association(element: etree._Element) -> Association:
@@ -372,9 +376,7 @@ def _read_association(element: etree._Element) -> Association:
     assoc.source_uuid = element.get("sourceObject", "")
     assoc.target_uuid = element.get("targetObject", "")
     problems: list[ValueProblem] = []
-    _read_slots(assoc, element, ASSOC_SLOTS, {}, errors, problems)
-    for c in element.findall(f"{R}Classification"):
-        _apply_classification(assoc, c, errors, problems)
+    _read_contents(assoc, element, ASSOC_SLOTS, {}, None, errors, problems)
     if errors:
         raise XdsErrors(errors)
     return assoc
@@ -455,9 +457,21 @@ def _write_ext_id(element: etree._Element, obj_id: str, scheme_uuid: str, value:
     _localized_el(e, "Name", EXT_ID_NAMES[scheme_uuid])
 
 
-def _write_limited(element: etree._Element, obj_id: str, node: str) -> None:
+def _write_node(element: etree._Element, obj_id: str, node: str) -> None:
+    """A Classification of the object under a classification node: what makes a
+    RegistryPackage a SubmissionSet or a Folder, and what flags limited metadata."""
     _el(element, "Classification", classifiedObject=obj_id, classificationNode=node,
         objectType=C.OBJECT_TYPE_CLASSIFICATION, id=_stable_id(obj_id, node))
+
+
+def _write_limited_and_ext_ids(element: etree._Element, obj: DocumentEntry | SubmissionSet | Folder,
+                               limited_node: str, ext_ids: dict[str, str]) -> None:
+    """The limited-metadata flag and the ExternalIdentifiers that close the object."""
+    if obj.limited_metadata:
+        _write_node(element, obj.entry_uuid, limited_node)
+    for attr, scheme in ext_ids.items():
+        if getattr(obj, attr):
+            _write_ext_id(element, obj.entry_uuid, scheme, getattr(obj, attr))
 
 
 def write_document(doc: DocumentEntry, parent: etree._Element | None = None) -> etree._Element:
@@ -478,52 +492,50 @@ def write_document(doc: DocumentEntry, parent: etree._Element | None = None) -> 
         value = getattr(doc, attr)
         for i, code in enumerate(value if isinstance(value, list) else [value] if value else []):
             _write_code(e, doc.entry_uuid, scheme, code, i)
-    if doc.limited_metadata:
-        _write_limited(e, doc.entry_uuid, C.DOC_LIMITED_METADATA)
-    for attr, scheme in DOC_EXT_IDS.items():
-        if getattr(doc, attr):
-            _write_ext_id(e, doc.entry_uuid, scheme, getattr(doc, attr))
+    _write_limited_and_ext_ids(e, doc, C.DOC_LIMITED_METADATA, DOC_EXT_IDS)
+    return e
+
+
+def _write_package(package: SubmissionSet | Folder, parent: etree._Element | None,
+                   slots: dict[str, list[object]], classify: Callable[[etree._Element], None], node: str,
+                   limited_node: str, ext_ids: dict[str, str]) -> etree._Element:
+    """A RegistryPackage in ebRIM's order: its slots (those with values), name, description and
+    version, the classifications `classify` writes, the `node` that makes it a SubmissionSet or
+    a Folder, the limited-metadata flag and the external identifiers."""
+    e = _el(parent, "RegistryPackage", **_common_attrs(package, C.OBJECT_TYPE_REGISTRY_PACKAGE))
+    for slot_name, items in slots.items():
+        if items:
+            _slot(e, slot_name, items)
+    _write_extra_slots(e, package)
+    _write_name_desc_version(e, package)
+    classify(e)
+    _write_node(e, package.entry_uuid, node)
+    _write_limited_and_ext_ids(e, package, limited_node, ext_ids)
     return e
 
 
 def write_submission_set(ss: SubmissionSet, parent: etree._Element | None = None) -> etree._Element:
-    e = _el(parent, "RegistryPackage", **_common_attrs(ss, C.OBJECT_TYPE_REGISTRY_PACKAGE))
-    if ss.submission_time:
-        _slot(e, "submissionTime", [ss.submission_time.format()])
-    if ss.intended_recipients:
-        _slot(e, "intendedRecipient", ss.intended_recipients)
-    _write_extra_slots(e, ss)
-    _write_name_desc_version(e, ss)
-    for i, author in enumerate(ss.authors):
-        _write_author(e, ss.entry_uuid, C.SS_AUTHOR, author, i)
-    if ss.content_type_code:
-        _write_code(e, ss.entry_uuid, C.SS_CONTENT_TYPE, ss.content_type_code, 0)
-    _el(e, "Classification", classifiedObject=ss.entry_uuid, classificationNode=C.NODE_SUBMISSION_SET,
-        objectType=C.OBJECT_TYPE_CLASSIFICATION, id=_stable_id(ss.entry_uuid, C.NODE_SUBMISSION_SET))
-    if ss.limited_metadata:
-        _write_limited(e, ss.entry_uuid, C.SS_LIMITED_METADATA)
-    for attr, scheme in SS_EXT_IDS.items():
-        if getattr(ss, attr):
-            _write_ext_id(e, ss.entry_uuid, scheme, getattr(ss, attr))
-    return e
+    def classify(e: etree._Element) -> None:
+        for i, author in enumerate(ss.authors):
+            _write_author(e, ss.entry_uuid, C.SS_AUTHOR, author, i)
+        if ss.content_type_code:
+            _write_code(e, ss.entry_uuid, C.SS_CONTENT_TYPE, ss.content_type_code, 0)
+
+    slots: dict[str, list[object]] = {
+        "submissionTime": [ss.submission_time.format()] if ss.submission_time else [],
+        "intendedRecipient": list(ss.intended_recipients)}
+    return _write_package(ss, parent, slots, classify, C.NODE_SUBMISSION_SET, C.SS_LIMITED_METADATA, SS_EXT_IDS)
 
 
 def write_folder(folder: Folder, parent: etree._Element | None = None) -> etree._Element:
-    e = _el(parent, "RegistryPackage", **_common_attrs(folder, C.OBJECT_TYPE_REGISTRY_PACKAGE))
-    if folder.last_update_time:
-        _slot(e, "lastUpdateTime", [folder.last_update_time.format()])
-    _write_extra_slots(e, folder)
-    _write_name_desc_version(e, folder)
-    for i, code in enumerate(folder.codes):
-        _write_code(e, folder.entry_uuid, C.FOLDER_CODE_LIST, code, i)
-    _el(e, "Classification", classifiedObject=folder.entry_uuid, classificationNode=C.NODE_FOLDER,
-        objectType=C.OBJECT_TYPE_CLASSIFICATION, id=_stable_id(folder.entry_uuid, C.NODE_FOLDER))
-    if folder.limited_metadata:
-        _write_limited(e, folder.entry_uuid, C.FOLDER_LIMITED_METADATA)
-    for attr, scheme in FOLDER_EXT_IDS.items():
-        if getattr(folder, attr):
-            _write_ext_id(e, folder.entry_uuid, scheme, getattr(folder, attr))
-    return e
+    def classify(e: etree._Element) -> None:
+        for i, code in enumerate(folder.codes):
+            _write_code(e, folder.entry_uuid, C.FOLDER_CODE_LIST, code, i)
+
+    slots: dict[str, list[object]] = {
+        "lastUpdateTime": [folder.last_update_time.format()] if folder.last_update_time else []}
+    return _write_package(folder, parent, slots, classify, C.NODE_FOLDER, C.FOLDER_LIMITED_METADATA,
+                          FOLDER_EXT_IDS)
 
 
 def write_association(assoc: Association, parent: etree._Element | None = None) -> etree._Element:

@@ -7,7 +7,7 @@ FHIR renderers of the doors) and the reading of PDFs' text (`partage.clinical.qu
 it takes no GIL from the workers, and it runs at a lower priority (`os.nice`), so that on a
 busy host requests get the CPU first and the background catches up in the pauses.
 
-`BackgroundProcess(settings).start()` runs `python -m partage.web.background` (a fresh
+`BackgroundProcess(settings).start()` runs `python -m partage.server.background` (a fresh
 interpreter, never a fork of a process with threads), hands it the settings on its stdin,
 and waits until it says it is ready: its Services are open and the sender has looked at the
 outbox once. `.stop()` asks it to stop after the work in progress (SIGTERM), then waits.
@@ -15,7 +15,7 @@ The process also stops when its parent goes away, so a killed server leaves noth
 one that fails while the server runs (a crash, a kill) is started again (after 1, 2, 4 ...
 60 s). One that exits cleanly was asked to stop and is not restarted.
 
-`partage serve` runs exactly one, started by the gunicorn master (partage.web.server,
+`partage serve` runs exactly one, started by the gunicorn master (partage.server.serve,
 `when_ready` / `on_exit`), not one per worker. A process rather than a thread of the master:
 gunicorn forks its workers from the master, and a fork taken while a thread is inside SQLite
 or a pool lock hangs the new worker. Not `multiprocessing`: its children are inherited by
@@ -115,7 +115,7 @@ def _say(channel: Any, line: bytes) -> None:
 
 
 def main() -> int:
-    """`python -m partage.web.background`: the settings come pickled on stdin, from the server."""
+    """`python -m partage.server.background`: the settings come pickled on stdin, from the server."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     settings, parent_pid = pickle.load(sys.stdin.buffer)
@@ -147,7 +147,7 @@ class BackgroundProcess:
         with self._lock:
             if self._stopping.is_set():
                 return False
-            process = subprocess.Popen([sys.executable, "-m", "partage.web.background"], stdin=subprocess.PIPE,
+            process = subprocess.Popen([sys.executable, "-m", "partage.server.background"], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, close_fds=True)
             self.process = process
         assert process.stdin is not None and process.stdout is not None

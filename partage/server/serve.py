@@ -1,6 +1,6 @@
 """`partage serve`: gunicorn workers for HTTP, the MLLP listener in the master process.
 
-Each worker is a `partage.web.worker.HypercornWorker`: an asyncio HTTP server in front
+Each worker is a `partage.server.worker.HypercornWorker`: an asyncio HTTP server in front
 (slow and idle clients cost a coroutine; header, body and answer deadlines), the Flask
 application in a bounded pool of threads behind the admission layer. docs/robustness.md
 says why and what a client sees at each limit.
@@ -9,7 +9,7 @@ The master migrates the database once, then forks workers that each build their 
 Services (engines are never shared across a fork). The MLLP listener runs as a thread
 of the master so that one port serves however many HTTP workers there are. The master also
 starts the server's one background process and waits until it is ready before forking the
-workers (`partage.web.background`: the outbox's deliveries, docs/notifications.md, and the
+workers (`partage.server.background`: the outbox's deliveries, docs/notifications.md, and the
 PDF text indexer, docs/clinical-reading.md, at a lower CPU priority than the workers); it
 stops it on exit. The workers only validate, store and register: a PDF's text is read by
 the background process from the durable job queue, never on a worker's CPU share or GIL.
@@ -54,7 +54,7 @@ class PartageServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyp
         self.cfg.set("bind", [f"{s.host}:{s.port}"])
         self.cfg.set("workers", s.workers)
         self.cfg.set("threads", s.threads)
-        self.cfg.set("worker_class", "partage.web.worker.HypercornWorker")
+        self.cfg.set("worker_class", "partage.server.worker.HypercornWorker")
         self.cfg.set("timeout", s.http_timeout)
         self.cfg.set("graceful_timeout", 30)
         self.cfg.set("when_ready", self._when_ready)
@@ -68,7 +68,7 @@ class PartageServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyp
         return create_app(self.settings)
 
     def _when_ready(self, _arbiter: object) -> None:
-        if wanted(self.settings):   # the outbox sender and the PDF text indexer (partage.web.background)
+        if wanted(self.settings):   # the outbox sender and the PDF text indexer (partage.server.background)
             self.background = BackgroundProcess(self.settings).start()
         if self.settings.mllp_port:
             self.mllp = start_mllp_server(Services.open(self.settings, migrate=False))

@@ -18,9 +18,9 @@ import re
 from flask import Flask, Response, g, request
 
 from ..access import audit
+from ..ebxml import constants as C
 from ..failures import RETRY_AFTER
-from ..xds import constants as C
-from . import pages
+from ..web import pages
 from .answers import error_answer
 
 log = logging.getLogger("partage.audit")
@@ -102,7 +102,7 @@ def install(app: Flask) -> None:
         return response
 
     @app.teardown_request
-    def _close_audit(exc: BaseException | None) -> None:
+    def _close_audit(exc: BaseException | None) -> None:  # noqa: ARG001 — Flask passes it
         token = getattr(g, "partage_audit_token", None)
         if token is None:
             return

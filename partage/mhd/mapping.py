@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from ..metadata.datatypes import (
     CX,
+    DTM,
     XCN,
     XPN,
     DatatypeError,
@@ -131,7 +132,7 @@ class Links:
     """How the output side writes references that depend on the server."""
 
     patient: Callable[[CX], Json] = default_patient_reference   # CX -> Reference
-    content_url: Callable[[DocumentEntry], str] = lambda doc: ""  # where ITI-68 gets the bytes
+    content_url: Callable[[DocumentEntry], str] = lambda _doc: ""  # where ITI-68 gets the bytes
 
 
 # --- small pieces -------------------------------------------------------------------------------
@@ -661,16 +662,45 @@ class ParsedList(Generic[ListObject]):
     obj: ListObject
     members: list[Json] = field(default_factory=list)    # entry.item references
     errors: list[XdsError] = field(default_factory=list)
+    where: str = ""                                      # what errors are located by
+
+    @classmethod
+    def start(cls, obj: ListObject, res: Json) -> ParsedList[ListObject]:
+        """The reading of `res` into `obj` begun: its identifiers, and the Minimal profile
+        read as limited metadata."""
+        out = cls(obj, where=res.get("id") or obj.kind)
+        obj.unique_id, obj.entry_uuid = _identifiers(res)
+        profiles = (res.get("meta") or {}).get("profile") or []
+        obj.limited_metadata = PROFILE[obj.kind, True] in profiles
+        return out
+
+    def date(self, res: Json, code: str) -> DTM | None:
+        """List.date as a DTM; None when absent or (an error noted) malformed."""
+        if not res.get("date"):
+            return None
+        try:
+            return dt.fhir_to_dtm(res["date"])
+        except DatatypeError as exc:
+            self.errors.append(XdsError(code, f"List.date: {exc}", self.where))
+            return None
+
+    def subject(self, res: Json, patient: Callable[[Json], CX | None], known_here: str = "") -> CX | None:
+        """The patient List.subject resolves to; None when absent or (an error noted) unknown."""
+        if not res.get("subject"):
+            return None
+        pid = patient(res["subject"])
+        if pid is None:
+            self.errors.append(XdsError(ErrorCode.UNKNOWN_PATIENT_ID,
+                                        f"List.subject {_ref_text(res['subject'])} does not resolve{known_here}",
+                                        self.where))
+        return pid
 
 
 def submission_set(res: Json, resolve: Resolve, patient: Callable[[Json], CX | None],
                    code: str = ErrorCode.REGISTRY_METADATA) -> ParsedList[SubmissionSet]:
     ss = SubmissionSet()
-    out = ParsedList(ss)
-    where = res.get("id") or "SubmissionSet"
-    ss.unique_id, ss.entry_uuid = _identifiers(res)
-    profiles = (res.get("meta") or {}).get("profile") or []
-    ss.limited_metadata = PROFILE["SubmissionSet", True] in profiles
+    out = ParsedList.start(ss, res)
+    where = out.where
     for e in _ext(res, EXT_SOURCE_ID):
         ss.source_id = _uid_of((e.get("valueIdentifier") or {}).get("value", ""))
     for e in _ext(res, EXT_DESIGNATION):
@@ -686,19 +716,8 @@ def submission_set(res: Json, resolve: Resolve, patient: Callable[[Json], CX | N
     if any(e.get("valueBoolean") for e in _ext(res, EXT_IS_ARCHIVED)):
         ss.availability_status = AvailabilityStatus.ARCHIVED
     ss.title = res.get("title", "") or ""
-    if res.get("subject"):
-        pid = patient(res["subject"])
-        if pid is None:
-            out.errors.append(XdsError(ErrorCode.UNKNOWN_PATIENT_ID,
-                                       f"List.subject {_ref_text(res['subject'])} does not resolve to a "
-                                       "Patient known here", where))
-        else:
-            ss.patient_id = pid
-    if res.get("date"):
-        try:
-            ss.submission_time = dt.fhir_to_dtm(res["date"])
-        except DatatypeError as exc:
-            out.errors.append(XdsError(code, f"List.date: {exc}", where))
+    ss.patient_id = out.subject(res, patient, known_here=" to a Patient known here")
+    ss.submission_time = out.date(res, code)
     author_refs = ([res["source"]] if res.get("source") else []) + [
         e.get("valueReference") for e in _ext(res, EXT_MORE_AUTHORS)]
     ss.authors = _authors_in(author_refs, resolve, where, out.errors)
@@ -714,27 +733,13 @@ def submission_set(res: Json, resolve: Resolve, patient: Callable[[Json], CX | N
 def folder(res: Json, patient: Callable[[Json], CX | None],
            code: str = ErrorCode.REGISTRY_METADATA) -> ParsedList[Folder]:
     f = Folder()
-    out = ParsedList(f)
-    where = res.get("id") or "Folder"
-    f.unique_id, f.entry_uuid = _identifiers(res)
-    profiles = (res.get("meta") or {}).get("profile") or []
-    f.limited_metadata = PROFILE["Folder", True] in profiles
+    out = ParsedList.start(f, res)
     f.codes = [c for c in (code_of(e.get("valueCodeableConcept")) for e in _ext(res, EXT_DESIGNATION)) if c]
     f.title = res.get("title", "") or ""
     f.comments = " ".join(n.get("text", "") for n in res.get("note") or []).strip()
     f.availability_status = LIST_STATUS.get(res.get("status", "current"), AvailabilityStatus.APPROVED)
-    if res.get("date"):
-        try:
-            f.last_update_time = dt.fhir_to_dtm(res["date"])
-        except DatatypeError as exc:
-            out.errors.append(XdsError(code, f"List.date: {exc}", where))
-    if res.get("subject"):
-        pid = patient(res["subject"])
-        if pid is None:
-            out.errors.append(XdsError(ErrorCode.UNKNOWN_PATIENT_ID,
-                                       f"List.subject {_ref_text(res['subject'])} does not resolve", where))
-        else:
-            f.patient_id = pid
+    f.last_update_time = out.date(res, code)
+    f.patient_id = out.subject(res, patient)
     out.members = [e.get("item") or {} for e in res.get("entry") or []]
     return out
 

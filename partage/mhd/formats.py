@@ -22,9 +22,9 @@ from pydantic import ValidationError
 from .. import jsonsafe
 from ..config import Settings
 from ..failures import TooComplex
-from ..mhd.structure import Repeat, json_repeats, load_json, xml_repeats
 from ..xmlsafe import XmlInputError, parse_xml, xml_text
 from .outcome import FhirError, Issue
+from .structure import Repeat, json_repeats, load_json, xml_repeats
 
 JSON_TYPE = "application/fhir+json"
 XML_TYPE = "application/fhir+xml"

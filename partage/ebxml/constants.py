@@ -18,10 +18,6 @@ QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
 XDSB = "urn:ihe:iti:xds-b:2007"
 RMD = "urn:ihe:iti:rmd:2017"
 
-NSMAP = {
-    "soap": SOAP12, "wsa": WSA, "wsse": WSSE, "xop": XOP, "rim": RIM, "rs": RS,
-    "lcm": LCM, "query": QUERY, "xdsb": XDSB, "rmd": RMD,
-}
 
 # --- SOAP actions (request -> response) ---------------------------------------------
 ACTION_PNR = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"

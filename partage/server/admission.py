@@ -14,7 +14,7 @@ have not all arrived within `header_timeout` (bytes do not extend it). What this
 - a deadline on each chunk of the answer (`send_timeout`): a client that stops reading is
   dropped and its thread freed.
 
-Body *size* limits are per route and need the doors' answers: `partage.web.limits`.
+Body *size* limits are per route and need the doors' answers: `partage.server.limits`.
 """
 
 from __future__ import annotations

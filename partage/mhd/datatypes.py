@@ -22,6 +22,15 @@ XDS_VALUE = "urn:partage:fhir:xds-value"
 T = TypeVar("T", CX, XCN, XON, XTN, CE, Recipient)
 
 
+def identifier_cx(identifier: Json) -> CX | None:
+    """A FHIR Identifier whose system is an OID, as the registry's CX; None otherwise."""
+    authority = scheme_of(identifier.get("system", "") or "")
+    value = identifier.get("value", "") or ""
+    if not value or not is_oid(authority):
+        return None
+    return CX(value, HD.iso(authority))
+
+
 # --- keeping the wire value ------------------------------------------------------------------
 def keep(resource: Json, wire: str) -> Json:
     resource.setdefault("extension", []).append({"url": XDS_VALUE, "valueString": wire})

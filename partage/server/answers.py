@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 
-from ..fhir.outcome import Issue, operation_outcome
+from ..ebxml.soap import SoapError, fault_envelope
 from ..metadata.errors import ErrorCode
-from ..xds.soap import SoapError, fault_envelope
+from ..mhd.outcome import Issue, operation_outcome
 
 _FHIR_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
                408: "timeout", 413: "too-costly", 503: "transient"}

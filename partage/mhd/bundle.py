@@ -158,7 +158,7 @@ def read_provide_bundle(bundle: Json, patient: Callable[[Json], CX | None],
         request.documents.append(doc)
         where = doc.entry_uuid
         if parsed.url:
-            binary_url = _binary_url(parsed.url, binaries, by_url)
+            binary_url = _binary_url(parsed.url, binaries)
             if binary_url is None:
                 errors.append(XdsError(ErrorCode.MISSING_DOCUMENT,
                                        f"attachment.url {parsed.url!r} names no Binary in the Bundle", where))
@@ -252,7 +252,7 @@ def read_provide_bundle(bundle: Json, patient: Callable[[Json], CX | None],
     return out
 
 
-def _binary_url(url: str, binaries: dict[str, Json], by_url: dict[str, Json]) -> str | None:
+def _binary_url(url: str, binaries: dict[str, Json]) -> str | None:
     if url in binaries:
         return url
     for full_url, res in binaries.items():

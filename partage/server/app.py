@@ -16,13 +16,14 @@ from ..fhir.consent import bp as fhir_consent_bp
 from ..fhir.routes import bp as fhir_bp
 from ..fhir.subscriptions import bp as fhir_subscription_bp  # DSUBm (docs/notifications.md)
 from ..services import Services
+from ..web import login, pages
+from ..web.clinical_page import bp as clinical_page_bp
+from ..web.validate import bp as validate_bp
 from ..xds.endpoints import bp as xds_bp
-from . import login, pages
 from .answers import error_answer
 from .auditing import install as install_audit
-from .clinical_page import bp as clinical_page_bp
+from .durability import DurableAnswers
 from .health import bp as health_bp
-from .validate import bp as validate_bp
 
 log = logging.getLogger("partage")
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     login.install(app, settings)
     app.register_blueprint(clinical_page_bp)
     app.register_error_handler(Exception, last_resort)
+    app.wsgi_app = DurableAnswers(app.wsgi_app, services.registry)  # type: ignore[method-assign]
     return app
 
 

@@ -1,0 +1,40 @@
+"""What every blueprint of the FHIR door shares: its mount under /fhir with the door's answers
+to failures (partage.fhir.errors), and what it takes from a request, the process's services
+and the caller authenticated by the signed bearer JWT of the Authorization header
+(partage.access.authn). One place, so that `/fhir/DocumentReference`, `/fhir/AuditEvent`,
+`/fhir/Consent` and `/fhir/Subscription` authenticate and answer alike."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, request
+
+from ..access import authn
+from ..access.actor import Actor
+from ..services import Services
+from . import errors
+
+URL_PREFIX = "/fhir"
+
+
+def blueprint(name: str) -> Blueprint:
+    """A blueprint of the FHIR door, under /fhir, answering failures as the door does."""
+    bp = Blueprint(name, __name__, url_prefix=URL_PREFIX)
+    errors.install(bp)
+    return bp
+
+
+def services() -> Services:
+    """The services of the process answering the request."""
+    found: Services = current_app.extensions["partage"]
+    return found
+
+
+def actor(services: Services) -> Actor:
+    """The caller: the Authorization header's bearer JWT, verified."""
+    return authn.http_actor(services, request.headers.get("Authorization"), address=request.remote_addr or "")
+
+
+def caller() -> tuple[Services, Actor]:
+    """The services and the authenticated caller a request is answered with."""
+    held = services()
+    return held, actor(held)

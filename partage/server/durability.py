@@ -1,0 +1,43 @@
+"""Nothing is answered before what the request wrote is on disk.
+
+The registry makes each write durable before it returns (`Registry.write`); inside a request
+its writes are synced together once, at the end (`Registry.one_sync`). This middleware opens
+that scope around the application and holds the status line back until the sync is done, so
+a client reads "Success" only about data that survives a power loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from ..registry.store import Registry
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None] | None
+
+
+class DurableAnswers:
+    """WSGI middleware: the request's writes synced once, before its answer starts."""
+
+    def __init__(self, app: WsgiApp, registry: Registry) -> None:
+        self.app = app
+        self.registry = registry
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        held: list[tuple[str, list[tuple[str, str]], ExcInfo]] = []
+
+        def hold(status: str, headers: list[tuple[str, str]], exc_info: ExcInfo = None) -> Callable[[bytes], None]:
+            held[:] = [(status, headers, exc_info)]
+            return _no_write
+
+        with self.registry.one_sync():
+            body = self.app(environ, hold)
+        status, headers, exc_info = held[0]
+        start_response(status, headers, exc_info)
+        return body
+
+
+def _no_write(_data: bytes) -> None:
+    raise RuntimeError("the WSGI write() callable is not supported: return the body instead")
