@@ -16,7 +16,7 @@ What the schema gives and what this changes (docs/deployment.md says why):
   key: the primary keys become (patient_pk, pk) and the entryUUID constraint becomes
   (patient_pk, entry_uuid). Global uniqueness of a uniqueId stays a database fact
   (`unique_ids` is not partitioned); that of an entryUUID rests on the registration
-  check `register._uuid_exists` (entryUUIDs are UUIDs);
+  check `register._uuids_taken` (entryUUIDs are UUIDs);
 - object_codes / object_authors reference (patient_pk, object_pk) with ON UPDATE CASCADE,
   so that a patient merge (ITI-8 A40, which moves rows to the surviving patient and so
   to another partition) carries the index rows along;
