@@ -21,6 +21,7 @@ Results: benchmarks/results/sharded-<largest>.json; docs/performance.md has the 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import shutil
 import sys
@@ -116,7 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--out", default="")
+    parser.add_argument("--plot", default="", help="draw FindDocuments latency and the load rate "
+                        "per layout into this PNG (matplotlib, the bench extra)")
+    parser.add_argument("--from-results", default="", help="draw --plot from this results file "
+                        "instead of running")
     args = parser.parse_args(argv)
+    if args.from_results:
+        saved = json.loads(Path(args.from_results).read_text(encoding="utf-8"))
+        plot(saved["runs"], Path(args.plot or "docs/img/sharded.png"), saved["date"])
+        return 0
     sizes = sorted(int(s) for s in args.sizes.split(","))
     layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
     corpus = Corpus.load()
@@ -131,7 +140,45 @@ def main(argv: list[str] | None = None) -> int:
                "seconds": round(time.monotonic() - started), "runs": runs}
     path = save(args.out or f"sharded-{sizes[-1]}", payload)
     print(path)
+    if args.plot:
+        plot(runs, Path(args.plot), payload["date"])
     return 0
+
+
+def plot(runs: list[dict], out: Path, date: str) -> None:
+    """FindDocuments p50 / p99 server-side (probe patients) against registry size, and the bulk
+    load rate, one line per layout (flat, 1 shard, 2 shards)."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = {"flat": "one database", "1": "1 shard", "2": "2 shards"}
+    fig, (lat_ax, rate_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    layouts: dict[str, list[dict]] = {}
+    for r in runs:
+        layouts.setdefault(str(r["layout"]), []).append(r)
+    for layout, points in layouts.items():
+        points.sort(key=lambda r: r["documents"])
+        sizes = [r["documents"] for r in points]
+        label = names.get(layout, layout)
+        line, = lat_ax.plot(sizes, [r["server"]["probe"]["p99"] for r in points], marker="o", label=f"{label}, p99")
+        lat_ax.plot(sizes, [r["server"]["probe"]["p50"] for r in points], marker=".", linestyle="--",
+                    color=line.get_color(), label=f"{label}, p50")
+        rate_ax.plot(sizes, [r["load"]["documents_per_s"] for r in points], marker="o", label=label)
+    lat_ax.set(xlabel="documents in the registry", ylabel="ms, server-side",
+               title="FindDocuments, a patient of 10 documents")
+    rate_ax.set(xlabel="documents in the registry", ylabel="documents/s",
+                title="Bulk load rate (through the coordinator)")
+    for ax in (lat_ax, rate_ax):
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"benchmarks.bench_sharded, {date}, shards on the same 2-core machine", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
 
 
 if __name__ == "__main__":
