@@ -39,18 +39,29 @@ from .store import Registry
 TABLES = ("registry_objects", "object_codes", "object_authors")
 
 
-def _ddl(partitions: int) -> list[str]:
-    out = [
-        "ALTER TABLE object_codes DROP CONSTRAINT fk_object_codes_object_pk_registry_objects",
-        "ALTER TABLE object_authors DROP CONSTRAINT fk_object_authors_object_pk_registry_objects",
+# The index tables' references to registry_objects: dropped before the conversion (a local
+# layout adds them back on the partitioned keys; a sharded one cannot reference foreign tables).
+DROP_OBJECT_REFERENCES = [
+    "ALTER TABLE object_codes DROP CONSTRAINT IF EXISTS fk_object_codes_object_pk_registry_objects",
+    "ALTER TABLE object_authors DROP CONSTRAINT IF EXISTS fk_object_authors_object_pk_registry_objects",
+]
+
+
+def hash_parent(table: str) -> list[str]:
+    """`table` becomes a parent partitioned by HASH (patient_pk); its rows wait in `<table>_flat`
+    until the partitions exist (local ones here, foreign ones in `sharding`)."""
+    return [
+        f"ALTER TABLE {table} RENAME TO {table}_flat",
+        f"CREATE TABLE {table} (LIKE {table}_flat INCLUDING DEFAULTS) PARTITION BY HASH (patient_pk)",
+        f"ALTER TABLE {table} ALTER COLUMN patient_pk SET NOT NULL",
+        f"ALTER SEQUENCE {table}_pk_seq OWNED BY {table}.pk",
     ]
+
+
+def _ddl(partitions: int) -> list[str]:
+    out = list(DROP_OBJECT_REFERENCES)
     for table in TABLES:
-        out += [
-            f"ALTER TABLE {table} RENAME TO {table}_flat",
-            f"CREATE TABLE {table} (LIKE {table}_flat INCLUDING DEFAULTS) PARTITION BY HASH (patient_pk)",
-            f"ALTER TABLE {table} ALTER COLUMN patient_pk SET NOT NULL",
-            f"ALTER SEQUENCE {table}_pk_seq OWNED BY {table}.pk",
-        ]
+        out += hash_parent(table)
         out += [f"CREATE TABLE {table}_p{i} PARTITION OF {table} "
                 f"FOR VALUES WITH (MODULUS {partitions}, REMAINDER {i})" for i in range(partitions)]
         out += [f"INSERT INTO {table} SELECT * FROM {table}_flat", f"DROP TABLE {table}_flat"]

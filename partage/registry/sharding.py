@@ -55,7 +55,7 @@ from sqlalchemy.engine import URL, make_url
 from ..metadata.kinds import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
 from ..metadata.model import AssociationType
 from . import entry_index, schema
-from .partitioning import TABLES, is_partitioned
+from .partitioning import DROP_OBJECT_REFERENCES, TABLES, hash_parent, is_partitioned
 from .store import Registry
 
 SERVER_PREFIX = "partage_shard_"
@@ -127,17 +127,9 @@ def _coordinator_ddl(shards: list[Shard], partitions: int) -> list[str]:
         if url.password:
             user.append(f"password {_quote(str(url.password))}")
         out.append(f"CREATE USER MAPPING FOR PUBLIC SERVER {shard.name} OPTIONS ({', '.join(user)})")
-    out += [
-        "ALTER TABLE object_codes DROP CONSTRAINT IF EXISTS fk_object_codes_object_pk_registry_objects",
-        "ALTER TABLE object_authors DROP CONSTRAINT IF EXISTS fk_object_authors_object_pk_registry_objects",
-    ]
+    out += DROP_OBJECT_REFERENCES
     for table in TABLES:
-        out += [
-            f"ALTER TABLE {table} RENAME TO {table}_flat",
-            f"CREATE TABLE {table} (LIKE {table}_flat INCLUDING DEFAULTS) PARTITION BY HASH (patient_pk)",
-            f"ALTER TABLE {table} ALTER COLUMN patient_pk SET NOT NULL",
-            f"ALTER SEQUENCE {table}_pk_seq OWNED BY {table}.pk",
-        ]
+        out += hash_parent(table)
         for shard in shards:
             out += [f"CREATE FOREIGN TABLE {table}_p{i} PARTITION OF {table} "
                     f"FOR VALUES WITH (MODULUS {partitions}, REMAINDER {i}) "
