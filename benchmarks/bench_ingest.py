@@ -46,7 +46,7 @@ from partage.clinical.queue import backlog
 from partage.registry.access_state import Records
 from partage.registry.store import Registry
 
-from .common import ROOT, load_average, machine, percentiles, postgres_database, save
+from .common import ROOT, load_average, machine, percentiles, postgres_database, save, save_figure
 from .synth import Corpus, Generator, corpus_dir, patient_cx
 
 sys.path.insert(0, str(ROOT))
@@ -220,10 +220,7 @@ def plot(runs: list[dict], out: Path, date: str) -> None:
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
         ax.legend()
-    fig.suptitle(f"benchmarks.bench_ingest, {date}, 2 cores (clients on the same machine)", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, f"benchmarks.bench_ingest, {date}, 2 cores (clients on the same machine)")
 
 
 if __name__ == "__main__":

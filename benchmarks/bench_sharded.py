@@ -39,7 +39,7 @@ from partage.registry.store import Registry
 from partage.services import Services
 
 from .bench_query import APPROVED, FILTERED, server_side
-from .common import load_average, machine, postgres_database, save
+from .common import load_average, machine, postgres_database, save, save_figure
 from .load import load
 from .synth import Corpus, Generator, patient_cx
 
@@ -175,10 +175,7 @@ def plot(runs: list[dict], out: Path, date: str) -> None:
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"benchmarks.bench_sharded, {date}, shards on the same 2-core machine", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, f"benchmarks.bench_sharded, {date}, shards on the same 2-core machine")
 
 
 if __name__ == "__main__":
