@@ -43,8 +43,8 @@ _HL7_SINGLE = {"patient_id": CX, "source_patient_id": CX, "legal_authenticator":
                "creation_time": DTM, "service_start_time": DTM, "service_stop_time": DTM,
                "submission_time": DTM, "last_update_time": DTM}
 _HL7_LIST = {"reference_ids": CX, "intended_recipients": Recipient}
-_AUTHOR_HL7 = {"person": XCN, "institutions": XON, "telecoms": XTN}
 HL7Value = CX | XCN | XON | XTN | DTM | Recipient
+_AUTHOR_HL7: dict[str, type[HL7Value]] = {"person": XCN, "institutions": XON, "telecoms": XTN}
 
 
 def _hl7_in(kind: type[HL7Value], text: str) -> HL7Value:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import calendar
 import re
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -288,9 +289,9 @@ class _Composite:
         return None
 
 
-class _XdsComposite(_Composite):
+class _XdsComposite(_Composite, ABC):
     """A composite ITI TF-3 Table 4.2.3.1.7-2 restricts: strict by default, ``check_xds``
-    states the restriction."""
+    (each type's own) states the restriction."""
 
     __slots__ = ()
 
@@ -301,8 +302,9 @@ class _XdsComposite(_Composite):
             value.check_xds()
         return value
 
+    @abstractmethod
     def check_xds(self) -> None:
-        raise NotImplementedError
+        """Raise DatatypeError where the value breaks the XDS restriction of its type."""
 
 
 # --- CX -----------------------------------------------------------------------------------
