@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from partage.registry.store import GroupSync, Registry
 from partage.server.durability import DurableAnswers
 
@@ -94,11 +96,19 @@ def test_sqlite_writes_sync_the_wal(tmp_path, monkeypatch):
     registry.dispose()
 
 
-def test_writes_of_one_request_share_one_fsync_at_its_end(tmp_path, monkeypatch):
+@pytest.fixture
+def recorded(tmp_path, monkeypatch):
+    """A migrated SQLite registry whose WAL fsyncs are recorded as "fsync" in a list of events."""
     registry = Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
     registry.migrate()
     events: list[str] = []
     monkeypatch.setattr(GroupSync, "_fsync", lambda self: events.append("fsync"))
+    yield registry, events
+    registry.dispose()
+
+
+def test_writes_of_one_request_share_one_fsync_at_its_end(recorded):
+    registry, events = recorded
     with registry.one_sync():
         for n in range(3):
             with registry.write() as conn:
@@ -114,15 +124,11 @@ def test_writes_of_one_request_share_one_fsync_at_its_end(tmp_path, monkeypatch)
     except ValueError:
         pass
     assert events == ["fsync"], "what was committed before an error is made durable too"
-    registry.dispose()
 
 
-def test_the_answer_starts_only_after_the_sync(tmp_path, monkeypatch):
+def test_the_answer_starts_only_after_the_sync(recorded):
     """DurableAnswers holds the status line until the request's writes are on disk."""
-    registry = Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
-    registry.migrate()
-    events: list[str] = []
-    monkeypatch.setattr(GroupSync, "_fsync", lambda self: events.append("fsync"))
+    registry, events = recorded
 
     def app(environ, start_response):
         with registry.write() as conn:
@@ -132,4 +138,3 @@ def test_the_answer_starts_only_after_the_sync(tmp_path, monkeypatch):
 
     body = DurableAnswers(app, registry)({}, lambda status, headers, exc_info=None: events.append(status))
     assert events == ["fsync", "200 OK"] and list(body) == [b"Success"]
-    registry.dispose()
