@@ -55,8 +55,11 @@ from tests.xdsclient import XdsClient
 
 
 def validation_args() -> list[str]:
+    """Every layer of the cisis profile: schema, CI-SIS rules, the document's model schematron
+    (the corpus' ANS schematrons), terminology, the metadata cross-check."""
     corpus = corpus_dir()
-    return ["--cda-schema-dir", str(corpus / "xsd" / "cda"), "--cda-valuesets", str(corpus / "valuesets")]
+    return ["--cda-schema-dir", str(corpus / "xsd" / "cda"), "--cda-valuesets", str(corpus / "valuesets"),
+            "--cda-schematrons", str(corpus / "cda" / "schematrons")]
 
 
 def run(backend: str, workers: int, clients: int, args, corpus: Corpus) -> dict:

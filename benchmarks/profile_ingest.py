@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="", help="SQLAlchemy URL (default: SQLite in a temp dir)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--top", type=int, default=15, help="functions listed by own time")
+    parser.add_argument("--pstats", default="", help="also write the raw profile here (for snakeviz, "
+                        "gprof2dot or `python -m pstats`: callers, call graph)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="profile-ingest-"))
     authority = DevAuthority.create()
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     flags = validation_args()
     settings = Settings(data_dir=work / "data", database_url=args.database, trust=str(work / "ca" / "ca.pem"),
                         one_time_credentials="all", text_indexer=False, notifier=False,
-                        cda_schema_dir=flags[1], cda_valuesets_dir=flags[3])
+                        cda_schema_dir=flags[1], cda_valuesets_dir=flags[3],
+                        cda_model_schematrons=flags[5])
     services = Services.open(settings)
     client = create_app(services=services).test_client()
     generator = Generator(Corpus.load(), seed=args.seed)
@@ -153,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     counts.stop()
     n = len(bodies) - 3
     stats = pstats.Stats(profiler)
+    if args.pstats:
+        stats.dump_stats(args.pstats)
     parts: dict[str, float] = {}
     functions = []
     for (filename, line, name), (_cc, _nc, own, _cum, _callers) in stats.stats.items():  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 
 from ..metadata.datatypes import CX
 from . import derived, schema
@@ -45,17 +45,22 @@ def load(conn: Connection, patient_pk: int | None) -> RecordState:
     return load_many(conn, [patient_pk])[patient_pk]
 
 
+# Built once: read for every request that touches a record (values bound at execution).
+_BLOCKS_OF = select(schema.patient_blocks.c.patient_pk, schema.patient_blocks.c.professional_id).where(
+    schema.patient_blocks.c.patient_pk.in_(bindparam("pks", expanding=True)))
+_ACCESS_OF = select(schema.patient_access).where(
+    schema.patient_access.c.patient_pk.in_(bindparam("pks", expanding=True)))
+
+
 def load_many(conn: Connection, patient_pks: list[int]) -> dict[int, RecordState]:
     """The states of several patients in two queries."""
     out: dict[int, RecordState] = {}
     if not patient_pks:
         return out
-    a, b = schema.patient_access, schema.patient_blocks
     blocked: dict[int, set[str]] = {}
-    for pk, professional in conn.execute(select(b.c.patient_pk, b.c.professional_id)
-                                         .where(b.c.patient_pk.in_(patient_pks))):
+    for pk, professional in conn.execute(_BLOCKS_OF, {"pks": patient_pks}):
         blocked.setdefault(pk, set()).add(professional)
-    rows = {r.patient_pk: r for r in conn.execute(select(a).where(a.c.patient_pk.in_(patient_pks)))}
+    rows = {r.patient_pk: r for r in conn.execute(_ACCESS_OF, {"pks": patient_pks})}
     for pk in patient_pks:
         row = rows.get(pk)
         bl = frozenset(blocked.get(pk, ()))

@@ -13,26 +13,29 @@ from . import schema
 
 EVENTS = schema.audit_events
 NOTICES = schema.access_notifications
+# Built once: every request writes an audit row.
+_INSERT_EVENT = EVENTS.insert()
+_INSERT_NOTICE = NOTICES.insert()
 
 
 def probe(conn: Connection, row: dict[str, Any]) -> None:
     """Insert `row` inside a savepoint rolled back at once: proves a record can be written
     (same triggers, rights and locks as the real one) and leaves nothing."""
     savepoint = conn.begin_nested()
-    conn.execute(EVENTS.insert(), row)
+    conn.execute(_INSERT_EVENT, row)
     savepoint.rollback()
 
 
 def append(conn: Connection, row: dict[str, Any]) -> int:
     """Write one audit row; its key."""
-    key = conn.execute(EVENTS.insert(), row).inserted_primary_key
+    key = conn.execute(_INSERT_EVENT, row).inserted_primary_key
     assert key is not None   # a single-row insert always has one
     return int(key[0])
 
 
 def add_notice(conn: Connection, **values: Any) -> None:
     """A notice owed to a patient, in the transaction of the audit row it is about."""
-    conn.execute(NOTICES.insert(), values)
+    conn.execute(_INSERT_NOTICE, values)
 
 
 def events(conn: Connection, *, patient_pk: int | None = None, actor_id: str = "", limit: int = 100,

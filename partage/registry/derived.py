@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Connection, Row, and_, or_, select
 from . import schema, text_search
 
 OBJ = schema.registry_objects
+_INSERT_FACTS = schema.clinical_facts.insert()   # built once: every CDA registration writes facts
 
 
 def forget_text(conn: Connection, lid: str) -> None:
@@ -86,7 +87,7 @@ def fact(conn: Connection, pk: int) -> Row[*tuple[Any, ...]] | None:
 def add_facts(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """A document's clinical facts, as `partage.clinical.index.fact_rows` shapes them."""
     if rows:
-        conn.execute(schema.clinical_facts.insert(), list(rows))
+        conn.execute(_INSERT_FACTS, list(rows))
 
 
 def indexable_documents(conn: Connection) -> list[Row[*tuple[Any, ...]]]:

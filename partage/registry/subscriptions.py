@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Row, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, or_, select, update
 
 from . import schema
 from .clock import utc_now
@@ -42,12 +42,15 @@ def of_actor(conn: Connection, actor_id: str | None, limit: int = 1000) -> list[
     return list(conn.execute(query).all())
 
 
+_LIVE_FOR_PATIENT = select(S.c.pk, S.c.topic).where(   # built once: read by every registration
+    or_(S.c.patient_pk == bindparam("patient_pk"), S.c.patient_pk.is_(None)),
+    S.c.status.in_(LIVE), S.c.ends_at > bindparam("now")).order_by(S.c.pk)
+
+
 def live_for_patient(conn: Connection, patient_pk: int, now: float) -> list[Any]:
     """Subscriptions a registration for this patient may concern: the patient's own and the
     multi-patient ones, requested or active, not ended."""
-    return list(conn.execute(select(S.c.pk, S.c.topic).where(
-        or_(S.c.patient_pk == patient_pk, S.c.patient_pk.is_(None)),
-        S.c.status.in_(LIVE), S.c.ends_at > now).order_by(S.c.pk)).all())
+    return list(conn.execute(_LIVE_FOR_PATIENT, {"patient_pk": patient_pk, "now": now}).all())
 
 
 def update_fields(conn: Connection, pk: int, **values: Any) -> None:

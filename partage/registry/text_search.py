@@ -82,12 +82,17 @@ def search_keys(body: str) -> str:
 
 
 # --- writes -----------------------------------------------------------------------------------
+# Built once: every registration of a document with text writes both.
+_INSERT_TEXT = schema.document_text.insert()
+_INSERT_FTS = text("INSERT INTO document_text_fts(rowid, stems) VALUES (:pk, :stems)")
+
+
 def put_text(conn: Connection, *, patient_pk: int, lid: str, entry_uuid: str, body: str) -> None:
     """Store a document's searchable text (one row per logical document) and index it."""
     body = body.replace("\x00", "")   # PostgreSQL text cannot hold NUL (a text/plain document may)
     if not body:
         return
-    inserted = conn.execute(schema.document_text.insert(), dict(
+    inserted = conn.execute(_INSERT_TEXT, dict(
         patient_pk=patient_pk, doc_lid=lid, doc_entry_uuid=entry_uuid, body=body)).inserted_primary_key
     assert inserted is not None
     pk = int(inserted[0])
@@ -97,8 +102,7 @@ def put_text(conn: Connection, *, patient_pk: int, lid: str, entry_uuid: str, bo
 
 def index_row(conn: Connection, pk: int, body: str) -> None:
     """SQLite: the FTS5 row of a document_text row (PostgreSQL's tsvector is generated)."""
-    conn.execute(text("INSERT INTO document_text_fts(rowid, stems) VALUES (:pk, :stems)"),
-                 {"pk": pk, "stems": search_keys(body)})
+    conn.execute(_INSERT_FTS, {"pk": pk, "stems": search_keys(body)})
 
 
 def delete_text(conn: Connection, lid: str) -> None:
