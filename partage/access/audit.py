@@ -134,16 +134,16 @@ def _now() -> str:
 def open_record(services: Holder, ctx: AuditContext) -> None:
     """Prove, before a write runs, that its audit record can be written (fail closed).
 
-    The trail is append-only, so the proof is the record's insert itself, made inside a
-    savepoint that is rolled back: the same triggers, rights, locks and connection as the
-    real record. AuditUnavailable if it fails: the write must not run.
+    The trail is append-only, so the proof is the record's insert itself, made in a
+    transaction that is rolled back (`Registry.rehearsal`): the same triggers, rights and
+    locks as the real record. AuditUnavailable if it fails: the write must not run.
     """
     row = dict(recorded_at=_now(), action=ctx.action[:80], request=ctx.request[:300], outcome=SERIOUS_FAILURE,
                decision="error", actor_id="unauthenticated", actor_name="", actor_kind="unknown",
                actor_role="", purpose="", reason="", structure="", address=ctx.address[:64], credential_id="",
                patient_pk=None, patient_id="", objects="[]", detail="probe")
     try:
-        with services.registry.write() as conn:
+        with services.registry.rehearsal() as conn:
             audit_log.probe(conn, row)
     except Exception as exc:
         log.error("the audit store refused a record: %s", exc)

@@ -62,9 +62,11 @@ class Reader:
         self.actor = actor
         self.registry = services.registry
         self._own: int | None | bool = False     # False: not looked up yet
-        # Record states loaded in the transaction `_states_conn` (a page asks several times).
+        # What the decision reads, loaded once per transaction `_loaded_in` (a page is judged
+        # twice: once to cut it, once audited): record states, and lineages' newest versions.
         self._states: dict[int, access_state.RecordState] = {}
-        self._states_conn: Connection | None = None
+        self._heads: dict[str, list[Q.ObjectRow]] = {}   # lineage -> its heads (none: a lone version)
+        self._loaded_in: Connection | None = None
 
     def own_patient_pk(self, conn: Connection) -> int | None:
         if self._own is False:
@@ -106,7 +108,7 @@ class Reader:
         owners = {n.patient_pk for n in documents if n.patient_pk is not None}
         if len(owners) < len({n.patient_pk for n in documents}):
             owners = set()   # a document of no patient: do not narrow
-        keys = Q.lineage_heads(conn, lineages, owners) if lineages else []
+        keys = self.lineage_heads(conn, lineages, owners) if lineages else []
         missing = [k.entry_uuid for k in keys if k.entry_uuid not in graph.nodes]
         loaded = {row.entry_uuid: object_from_row(row.body)
                   for row in (Q.by_ids(conn, None, entry_uuids=missing) if missing else [])}
@@ -118,10 +120,26 @@ class Reader:
         return AccessView(actor=self.actor, records=self.record_states(conn, pks),
                           own_patient_pk=own, heads=heads, table=self.services.access_table)
 
+    def _transaction(self, conn: Connection) -> None:
+        """Forget what was loaded in another transaction (another state of the registry)."""
+        if self._loaded_in is not conn:
+            self._states, self._heads, self._loaded_in = {}, {}, conn
+
+    def lineage_heads(self, conn: Connection, lineages: Iterable[str], owners: set[int]) -> list[Q.ObjectRow]:
+        """`queries.lineage_heads`, each lineage asked once per transaction."""
+        self._transaction(conn)
+        wanted = list(dict.fromkeys(lineages))
+        missing = [lineage for lineage in wanted if lineage not in self._heads]
+        if missing:
+            for lineage in missing:
+                self._heads[lineage] = []
+            for key in Q.lineage_heads(conn, missing, owners):
+                self._heads[key.lineage].append(key)
+        return [key for lineage in wanted for key in self._heads[lineage]]
+
     def record_states(self, conn: Connection, pks: Iterable[int]) -> dict[int, access_state.RecordState]:
         """The access states of these patients' records, each loaded once per transaction."""
-        if self._states_conn is not conn:
-            self._states, self._states_conn = {}, conn
+        self._transaction(conn)
         wanted = sorted(set(pks))
         missing = [pk for pk in wanted if pk not in self._states]
         if missing:

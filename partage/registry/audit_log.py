@@ -19,11 +19,9 @@ _INSERT_NOTICE = NOTICES.insert()
 
 
 def probe(conn: Connection, row: dict[str, Any]) -> None:
-    """Insert `row` inside a savepoint rolled back at once: proves a record can be written
-    (same triggers, rights and locks as the real one) and leaves nothing."""
-    savepoint = conn.begin_nested()
+    """Insert `row` in a transaction the caller rolls back (`Registry.rehearsal`): proves a
+    record can be written (same triggers, rights and locks as the real one), leaves nothing."""
     conn.execute(_INSERT_EVENT, row)
-    savepoint.rollback()
 
 
 def append(conn: Connection, row: dict[str, Any]) -> int:
