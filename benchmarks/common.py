@@ -35,6 +35,40 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _process_stats() -> dict[int, tuple[str, int, float]]:
+    """pid -> (command name, parent pid, CPU seconds user + system), from /proc (Linux)."""
+    stats: dict[int, tuple[str, int, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name, rest = (entry / "stat").read_text().split("(", 1)[1].rsplit(")", 1)
+        except (OSError, ValueError):
+            continue   # exited meanwhile
+        fields = rest.split()
+        stats[int(entry.name)] = (name, int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return stats
+
+
+def named_processes_cpu(name: str) -> float:
+    """CPU seconds used so far by the living processes of this command name (`postgres`: the
+    database server's backends, which are not the benchmark's children)."""
+    return sum(cpu for comm, _parent, cpu in _process_stats().values() if comm == name)
+
+
+def process_tree_cpu(root_pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its living descendants (a
+    server's master, workers and background process)."""
+    stats = {pid: (parent, cpu) for pid, (_name, parent, cpu) in _process_stats().items()}
+    tree, total = {root_pid}, 0.0
+    for _ in range(8):   # a few generations deep
+        tree |= {pid for pid, (parent, _cpu) in stats.items() if parent in tree}
+    for pid in tree:
+        total += stats.get(pid, (0, 0.0))[1]
+    return total
+
+
 def percentiles(values_ms: list[float]) -> dict:
     if not values_ms:
         return {"n": 0}

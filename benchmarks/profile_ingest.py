@@ -30,19 +30,15 @@ from sqlalchemy import Engine, event
 from partage.access import saml
 from partage.access.credentials import DevAuthority, sample_actors
 from partage.config import Settings
-from partage.ebxml import constants as C
-from partage.ebxml.mtom import build_multipart
-from partage.ebxml.soap import build_envelope
 from partage.registry.access_state import Records
 from partage.server.app import create_app
 from partage.services import Services
 
-from .bench_ingest import validation_args
+from .bench_ingest import request_body, validation_args
 from .common import load_average, machine, save
 from .synth import Corpus, Generator, patient_cx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.xdsclient import provide_and_register_body
 
 # Where a function's own time goes: the first prefix of its file that matches (most specific first).
 PARTS = [
@@ -88,15 +84,6 @@ def part_of(filename: str, name: str) -> str:
     return next((label for key, label in PARTS if f"/{key}" in path or f"{key}/" in path), "other Python")
 
 
-def request_body(request, payloads: dict[str, bytes], assertion: bytes) -> tuple[str, bytes]:
-    """The ITI-41 MTOM message a DMP client sends: envelope with its WS-Security header."""
-    body, attachments = provide_and_register_body(request, payloads)
-    envelope = build_envelope(C.ACTION_PNR, body, to="http://localhost/xds/repository",
-                              extra_headers=[saml.security_header(assertion)])
-    content_type, chunks, _length = build_multipart(envelope, attachments, action=C.ACTION_PNR)
-    return content_type, b"".join(chunks)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=60)
@@ -135,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         Records(services.registry).open(pid)
         actor = dataclasses.replace(sample_actors(pid)["doctor"], id=doc.authors[0].person.id_number)
         messages.append((request, payloads, actor))
-    bodies = [request_body(r, p, authority.saml_assertion(a)) for r, p, a in messages]
+    bodies = [request_body(r, p, saml.security_header(authority.saml_assertion(a))) for r, p, a in messages]
 
     def submit(content_type: str, body: bytes) -> None:
         answer = client.post("/xds/repository", data=body, headers={"Content-Type": content_type})

@@ -30,6 +30,9 @@ def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p.add_argument("--cda-valuesets", "--valuesets", dest="cda_valuesets_dir", help="SVS directory for CDA terminology")
     p.add_argument("--cda-schematron", "--schematron", dest="cda_schematron",
                    help="an ISO Schematron file run on every CDA document")
+    p.add_argument("--cda-schematrons", "--schematrons", dest="cda_model_schematrons", metavar="DIR",
+                   help="the ANS document-model schematrons (TestContenuCDA layout): each CDA is checked "
+                        "against its model's")
     p.add_argument("--validation-profile", help="CDA profile of the ingest flow (default cisis)")
     p.add_argument("--validation-blocking",
                    help="layers whose errors refuse a CDA at ingest: comma list of schema, rules, schematron, "

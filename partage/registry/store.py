@@ -7,6 +7,7 @@ upgrade); PostgreSQL gets a pooled engine. Everything here is keyed by patient.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -120,6 +121,41 @@ class GroupSync:
             os.close(fd)
 
 
+class WriterQueue:
+    """SQLite writers wait their turn in the kernel, not in SQLite's busy handler.
+
+    Two processes (gunicorn workers) writing one SQLite file contend for its write lock;
+    the loser of `BEGIN IMMEDIATE` sleeps in SQLite's busy handler, which backs off (1, 2, 5,
+    ... 25, 50, 100 ms) and wakes long after the lock is free: a queue of submissions then
+    waits tens of milliseconds each. So a writer first takes an exclusive `flock` on a file
+    beside the database (the kernel wakes the next waiter at once when it is released), then
+    begins; SQLite's own lock still decides, this only orders who asks. The lock file is
+    opened once per process (a descriptor inherited over fork would share its lock with the
+    parent); threads of one process queue on a mutex first.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mutex = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._mutex:
+            fd = self._descriptor()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _descriptor(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+        return self._fd
+
+
 class ForkGuard:
     """No fork of this process while it holds a database connection.
 
@@ -184,7 +220,9 @@ class Registry:
         self._fork_guard = ForkGuard(self.engine)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         database = self.engine.url.database if self.is_sqlite else None
-        self._group_sync = GroupSync(Path(f"{database}-wal")) if database and database != ":memory:" else None
+        on_disk = bool(database and database != ":memory:")
+        self._group_sync = GroupSync(Path(f"{database}-wal")) if on_disk else None
+        self._writers = WriterQueue(Path(f"{database}-writer")) if on_disk else None
         self._migrate_lock = threading.Lock()
         # The read transaction `snapshot()` opened in this context, shared by the reads inside it.
         self._shared: ContextVar[Connection | None] = ContextVar(f"partage_snapshot_{id(self)}", default=None)
@@ -246,7 +284,7 @@ class Registry:
     def write(self) -> Iterator[Connection]:
         """One all-or-nothing transaction: commit on success, roll back on any error. On return
         the commit is on disk (PostgreSQL: synchronous_commit; SQLite: `GroupSync`)."""
-        with self._fork_guard.held(), self._write_engine.connect() as conn, conn.begin():
+        with self._fork_guard.held(), self._turn(), self._write_engine.connect() as conn, conn.begin():
             yield conn
         if self._group_sync is None:
             return
@@ -257,10 +295,19 @@ class Registry:
             self._group_sync.sync()
 
     @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This writer's turn (SQLite on disk: `WriterQueue`; PostgreSQL queues writers itself)."""
+        if self._writers is None:
+            yield
+            return
+        with self._writers.turn():
+            yield
+
+    @contextmanager
     def rehearsal(self) -> Iterator[Connection]:
         """A write transaction rolled back whatever happens: proves that writes would succeed
         (the same locks, triggers and rights) and leaves nothing, with nothing to make durable."""
-        with self._fork_guard.held(), self._write_engine.connect() as conn:
+        with self._fork_guard.held(), self._turn(), self._write_engine.connect() as conn:
             transaction = conn.begin()
             try:
                 yield conn

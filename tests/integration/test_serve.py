@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import requests
 
+from partage.cli.common import settings_from
+from partage.cli.main import build_parser
 from tests.support import LiveServer
 
 
@@ -34,3 +36,12 @@ def test_patient_data_needs_authentication_by_default(tmp_path):
     assert reply.http_status == 400
     assert reply.body.tag.endswith("Fault")
     assert b"FailedAuthentication" in __import__("lxml.etree").etree.tostring(reply.body)
+
+
+def test_serve_takes_every_validation_resource_the_readme_lists(tmp_path):
+    """README's table of `partage serve` flags: the model schematrons are one of them."""
+    args = build_parser().parse_args(["serve", "--data", str(tmp_path), "--cda-schematrons", "/srv/ans/sch",
+                                      "--cda-valuesets", "/srv/ans/jdv", "--cda-schema-dir", "/srv/ans/xsd"])
+    settings = settings_from(args)
+    assert (settings.cda_model_schematrons, settings.cda_valuesets_dir, settings.cda_schema_dir) == \
+        ("/srv/ans/sch", "/srv/ans/jdv", "/srv/ans/xsd")

@@ -1,0 +1,110 @@
+"""What a read costs and what it may reuse: the gate's lineage heads are read once per
+transaction (a page is judged twice) and never carried into the next one; PostgreSQL plans
+each execution for the patient it is about."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event
+
+from partage.access.actor import INSECURE_DEV_ACTOR
+from partage.fhir.search import document_search
+from partage.ingest import IngestService
+from partage.metadata.model import Association, AssociationType
+from partage.query.search import SearchService
+from partage.query.view import Reader
+from partage.registry import queries as Q
+from partage.registry.store import make_engine
+from tests import factories as F
+from tests.conftest import require_postgres
+from tests.support import postgres_database
+
+
+def _patient(services):
+    pid = F.patient_id()
+    with services.registry.write() as conn:
+        services.registry.upsert_patient(conn, [pid], {"name": "DOE^JANE"})
+    return pid
+
+
+def _ingest(services, request):
+    IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(request)
+
+
+def _replace(services, pid, target_uuid: str, entry_id: str) -> None:
+    new = F.document(pid, entry_id)
+    rplc = Association(entry_uuid=f"rplc-{entry_id}", association_type=AssociationType.RPLC,
+                       source_uuid=entry_id, target_uuid=target_uuid)
+    _ingest(services, F.submission(pid, [new], extra_associations=[rplc]))
+
+
+def _current(services, pid) -> list[str]:
+    return [o.entry_uuid for o in SearchService(services, INSECURE_DEV_ACTOR).objects(pid, *_search(pid)).objects]
+
+
+def _search(pid):
+    parsed, spec = document_search({"patient.identifier": [F.token(pid)], "status": ["current"]})
+    return spec, parsed.page
+
+
+class _Statements:
+    """The SQL statements an engine runs while counting."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.seen = engine, []
+        event.listen(engine, "before_cursor_execute", self._on)
+
+    def _on(self, _conn, _cursor, statement, *_rest) -> None:
+        self.seen.append(statement)
+
+    def lineage_queries(self) -> int:
+        return sum("GROUP BY registry_objects.lineage" in s for s in self.seen)
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._on)
+
+
+def test_a_page_reads_its_lineages_once(services):
+    pid = _patient(services)
+    _ingest(services, F.submission(pid))
+    _replace(services, pid, _current(services, pid)[0], "doc2")
+    for n in range(3):
+        _ingest(services, F.submission(pid, [F.document(pid, f"more{n}")]))
+    statements = _Statements(services.registry.engine)
+    try:
+        page = SearchService(services, INSECURE_DEV_ACTOR).objects(pid, *_search(pid))
+    finally:
+        statements.close()
+    assert len(page.objects) == 4   # the replacement and three others; the original is Deprecated
+    assert statements.lineage_queries() == 1   # the cut and the audited judgement share it
+
+
+def test_heads_are_not_carried_into_the_next_transaction(services):
+    """A Reader kept across transactions sees a version registered between them."""
+    pid = _patient(services)
+    _ingest(services, F.submission(pid))
+    _replace(services, pid, _current(services, pid)[0], "doc2")
+    [second] = _current(services, pid)
+    reader = Reader(services, INSECURE_DEV_ACTOR)
+    with services.registry.read() as conn:
+        [row] = Q.by_ids(conn, None, entry_uuids=[second])
+        heads = reader.lineage_heads(conn, [row.lineage], set())
+        assert [h.entry_uuid for h in heads] == [second]
+        assert reader.lineage_heads(conn, [row.lineage], set()) == heads   # asked again: the same
+    _replace(services, pid, second, "doc3")
+    [third] = _current(services, pid)
+    with services.registry.read() as conn:
+        assert [h.entry_uuid for h in reader.lineage_heads(conn, [row.lineage], set())] == [third]
+
+
+@pytest.mark.postgres
+def test_postgresql_plans_each_execution():
+    """The generic plan of a prepared statement suits the average patient, not the heavy one."""
+    require_postgres()
+    with postgres_database() as url:
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+        finally:
+            engine.dispose()
