@@ -62,13 +62,18 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_ti
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _sqlite_setup(engine)
         return engine
-    # A plan per execution, not psycopg's prepared statements' generic plan: the registry's data is
+    # A plan per execution, never a prepared statement's generic plan: the registry's data is
     # skewed by patient (most have a few documents, some thousands), and the generic plan chosen
     # after five executions of a statement suits the average patient, not the heavy one (a page of
     # a 2 000-document patient took 4 ms per lineage query with it, 0.4 ms with its own plan).
+    # psycopg's automatic server-side preparation is off too: with a plan per execution it saves
+    # only the parse, and prepared statements are session state that PgBouncer's transaction
+    # pooling cannot carry (docs/deployment.md).
+    connect_args: dict[str, Any] = {"options": "-c plan_cache_mode=force_custom_plan"}
+    if parsed.get_driver_name() == "psycopg":
+        connect_args["prepare_threshold"] = None
     return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout,
-                         pool_recycle=pool_recycle, pool_pre_ping=True,
-                         connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
+                         pool_recycle=pool_recycle, pool_pre_ping=True, connect_args=connect_args)
 
 
 class GroupSync:

@@ -106,5 +106,9 @@ def test_postgresql_plans_each_execution():
         try:
             with engine.connect() as conn:
                 assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+                for _ in range(8):   # psycopg would prepare it after 5 (session state PgBouncer loses)
+                    conn.exec_driver_sql("SELECT 1 WHERE 1 = %(x)s", {"x": 1}).all()
+                prepared = conn.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar()
+                assert prepared == 0
         finally:
             engine.dispose()
