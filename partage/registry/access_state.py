@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, bindparam, delete, select
 
 from ..metadata.datatypes import CX
-from . import derived, schema
+from . import derived, entry_index, schema
 from .clock import utc_now
 from .store import Registry
 
@@ -174,16 +174,18 @@ def purge_record(registry: Registry, patient_pk: int) -> tuple[int, set[str]]:
         rows = conn.execute(select(obj.c.pk, obj.c.entry_uuid, obj.c.unique_id, obj.c.blob_address, obj.c.lid,
                                    obj.c.kind).where(obj.c.patient_pk == patient_pk)).all()
         uuids = [r.entry_uuid for r in rows]
-        assocs = conn.execute(select(obj.c.pk).where(obj.c.kind == schema.KIND_ASSOCIATION,
-                                                     obj.c.source_uuid.in_(uuids) | obj.c.target_uuid.in_(uuids))
-                              ).scalars().all() if uuids else []
+        assocs = dict(conn.execute(select(obj.c.pk, obj.c.entry_uuid).where(
+            obj.c.kind == schema.KIND_ASSOCIATION, obj.c.source_uuid.in_(uuids) | obj.c.target_uuid.in_(uuids))
+        ).tuples().all()) if uuids else {}
         pks = {r.pk for r in rows} | set(assocs)
         for table in (schema.object_codes, schema.object_authors):
             conn.execute(delete(table).where(table.c.object_pk.in_(list(pks))))
         conn.execute(delete(obj).where(obj.c.pk.in_(list(pks))))
+        entry_index.removed(conn, [*uuids, *assocs.values()])   # a sharded registry's global index
         uids = [r.unique_id for r in rows if r.unique_id]
         if uids:
-            still = set(conn.execute(select(obj.c.unique_id).where(obj.c.unique_id.in_(uids))).scalars())
+            still = set(conn.execute(select(obj.c.unique_id).where(
+                obj.c.unique_id.in_(uids), *entry_index.route(conn, unique_ids=uids))).scalars())
             conn.execute(delete(schema.unique_ids).where(schema.unique_ids.c.unique_id.in_(
                 [u for u in uids if u not in still])))
         derived.forget_orphans(conn, [r.lid or r.entry_uuid for r in rows if r.kind == schema.KIND_DOCUMENT])

@@ -105,8 +105,8 @@ class BulkLoader:
                 self._insert(conn, schema.unique_ids, UNIQUE_ID_COLUMNS, claims)
             pks = self._insert_objects(conn, objects)
             if entry_index.sharded(conn):   # the global entryUUID index of a sharded registry
-                self._insert(conn, entry_index.entry_uuids, ["entry_uuid", "patient_pk"],
-                             [{"entry_uuid": v["entry_uuid"], "patient_pk": v["patient_pk"]} for v in objects])
+                self._insert(conn, entry_index.entry_uuids, entry_index.COLUMNS,
+                             [entry_index.index_row(v) for v in objects])
             codes, authors = [], []
             for (obj, _cx, _b), pk, values in zip(pending.objects, pks, objects, strict=True):
                 for c in code_rows(obj):

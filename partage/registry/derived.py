@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, and_, or_, select
 
-from . import schema, text_search
+from . import entry_index, schema, text_search
 
 OBJ = schema.registry_objects
 _INSERT_FACTS = schema.clinical_facts.insert()   # built once: every CDA registration writes facts
@@ -31,8 +31,8 @@ def forget_orphans(conn: Connection, lids: Iterable[str]) -> None:
     lids = list(dict.fromkeys(lids))
     if not lids:
         return
-    still = set(conn.execute(select(OBJ.c.lid).where(OBJ.c.lid.in_(lids), OBJ.c.kind == schema.KIND_DOCUMENT))
-                .scalars())
+    still = set(conn.execute(select(OBJ.c.lid).where(OBJ.c.lid.in_(lids), OBJ.c.kind == schema.KIND_DOCUMENT,
+                                                     *entry_index.route(conn, lids=lids))).scalars())
     for lid in lids:
         if lid not in still:
             forget(conn, lid)

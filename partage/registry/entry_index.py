@@ -1,16 +1,20 @@
-"""The global entryUUID index of a sharded registry (registry.sharding): entryUUID -> patient.
+"""The global index of a sharded registry (registry.sharding): entryUUID -> patient, with the
+object's uniqueId and logical id.
 
 On a sharded registry the objects live on the shard of their patient, so a look-up by
-entryUUID alone would ask every shard. This small table on the coordinator, written in the
-same transaction as the object, answers "which patient" (hence which shard) and "is this
-entryUUID taken anywhere"; the look-ups by entryUUID then name the patient and are pruned
-to one shard. It exists only on a sharded registry (`sharding.shard` creates and fills it):
-an unsharded registry has the entryUUID's unique index and needs none of this.
+entryUUID, uniqueId or logical id alone would ask every shard. This small table on the
+coordinator, written in the same transaction as the object, answers "which patients" (hence
+which shards) and "is this entryUUID taken anywhere"; the look-ups then name the patients and
+are pruned to their shards. Every version of a document has its row (its lid is the
+document's), so a logical id names every patient a version of it was filed for. It exists only
+on a sharded registry (`sharding.shard` creates and fills it; migration 0009 added the two
+ids): an unsharded registry has the columns' own indexes and needs none of this.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -31,8 +35,13 @@ entry_uuids = Table(
     "entry_uuids", metadata,
     Column("entry_uuid", String(64), primary_key=True),
     Column("patient_pk", Integer, nullable=False),
+    Column("unique_id", String(128), nullable=True),
+    Column("lid", String(64), nullable=True),
 )
 Index("ix_entry_uuids_patient", entry_uuids.c.patient_pk)
+Index("ix_entry_uuids_unique_id", entry_uuids.c.unique_id)
+Index("ix_entry_uuids_lid", entry_uuids.c.lid)
+COLUMNS = ["entry_uuid", "patient_pk", "unique_id", "lid"]
 
 _FLAG = "partage_sharded"
 
@@ -50,9 +59,15 @@ def sharded(conn: Connection) -> bool:
     return bool(cached)
 
 
-def add(conn: Connection, rows: Sequence[tuple[str, int]]) -> None:
+def index_row(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The index row of a registry_objects row (`indexing.row_values`)."""
+    return {column: values.get(column) for column in COLUMNS}
+
+
+def add(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Index these objects (their registry_objects rows, or `index_row`s)."""
     if rows:
-        conn.execute(entry_uuids.insert(), [{"entry_uuid": e, "patient_pk": p} for e, p in rows])
+        conn.execute(entry_uuids.insert(), [index_row(r) for r in rows])
 
 
 def taken(conn: Connection, uuids: Sequence[str]) -> set[str]:
@@ -64,21 +79,27 @@ def taken(conn: Connection, uuids: Sequence[str]) -> set[str]:
     return found
 
 
-def patients_of(conn: Connection, uuids: Iterable[str]) -> list[int]:
-    wanted = list(dict.fromkeys(uuids))
+def patients_of(conn: Connection, uuids: Iterable[str] = (), *, unique_ids: Iterable[str] = (),
+                lids: Iterable[str] = ()) -> list[int]:
+    """The patients holding objects of these entryUUIDs, uniqueIds or logical ids."""
     found: set[int] = set()
-    for start in range(0, len(wanted), 500):
-        found.update(conn.execute(select(entry_uuids.c.patient_pk).distinct()
-                                  .where(entry_uuids.c.entry_uuid.in_(wanted[start:start + 500]))).scalars())
+    for column, ids in ((entry_uuids.c.entry_uuid, uuids), (entry_uuids.c.unique_id, unique_ids),
+                        (entry_uuids.c.lid, lids)):
+        wanted = list(dict.fromkeys(ids))
+        for start in range(0, len(wanted), 500):
+            found.update(conn.execute(select(entry_uuids.c.patient_pk).distinct()
+                                      .where(column.in_(wanted[start:start + 500]))).scalars())
     return sorted(found)
 
 
-def route(conn: Connection, uuids: Iterable[str]) -> list[ColumnElement[bool]]:
-    """The clause that prunes a look-up by these entryUUIDs to their patients' shards: nothing
-    on an unsharded registry; `patient_pk IN (...)` on a sharded one (`IN ()` when none is known)."""
+def route(conn: Connection, uuids: Iterable[str] = (), *, unique_ids: Iterable[str] = (),
+          lids: Iterable[str] = ()) -> list[ColumnElement[bool]]:
+    """The clause that prunes a look-up by these entryUUIDs, uniqueIds or logical ids to their
+    patients' shards: nothing on an unsharded registry; `patient_pk IN (...)` on a sharded one
+    (`IN ()` when none is known: no shard holds them)."""
     if not sharded(conn):
         return []
-    return [schema.registry_objects.c.patient_pk.in_(patients_of(conn, uuids))]
+    return [schema.registry_objects.c.patient_pk.in_(patients_of(conn, uuids, unique_ids=unique_ids, lids=lids))]
 
 
 def moved(conn: Connection, gone: int, keep: int) -> None:

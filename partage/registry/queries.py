@@ -140,7 +140,7 @@ def stored_versions(conn: Connection, unique_id: str) -> Rows:
     return conn.execute(
         select(*COLUMNS, OBJ.c.blob_address)
         .where(OBJ.c.unique_id == unique_id, OBJ.c.kind == schema.KIND_DOCUMENT,
-               OBJ.c.blob_address.is_not(None))
+               OBJ.c.blob_address.is_not(None), *entry_index.route(conn, unique_ids=[unique_id]))
         .order_by(OBJ.c.version.desc())).all()
 
 
@@ -153,8 +153,7 @@ def by_ids(conn: Connection, kind: str | None, *, entry_uuids: Iterable[str] = (
     if not match:
         return []
     clauses = [or_(*match), *extra]
-    if entry_uuids and not unique_ids and not logical_ids:
-        clauses += entry_index.route(conn, entry_uuids)   # a sharded registry: their shards only
+    clauses += entry_index.route(conn, entry_uuids, unique_ids=unique_ids, lids=logical_ids)   # sharded: their shards
     if kind:
         clauses.append(OBJ.c.kind == kind)
     return conn.execute(select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk)).all()

@@ -311,8 +311,8 @@ def insert_objects(conn: Connection, objects: list[AnyObject], *, patient_pk: in
         inserted = conn.execute(_INSERT_OBJECTS, [values[i] for i in places])
         for place, pk in zip(places, inserted.scalars(), strict=True):
             pks[place] = pk
-    if patient_pk is not None and entry_index.sharded(conn):   # the global entryUUID index
-        entry_index.add(conn, [(obj.entry_uuid, patient_pk) for obj in objects])
+    if patient_pk is not None and entry_index.sharded(conn):   # the global index
+        entry_index.add(conn, values)
     codes = [{**c, "object_pk": pk, "patient_pk": patient_pk} for obj, pk in zip(objects, pks, strict=True)
              for c in code_rows(obj)]
     if codes:

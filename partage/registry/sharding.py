@@ -135,10 +135,14 @@ def _coordinator_ddl(shards: list[Shard], partitions: int) -> list[str]:
                     f"FOR VALUES WITH (MODULUS {partitions}, REMAINDER {i}) "
                     f"SERVER {shard.name} OPTIONS (schema_name 'public', table_name '{table}_p{i}')"
                     for i in shard.partitions]
-        if table == "registry_objects":   # the global entryUUID index (registry.entry_index)
-            out += ["CREATE TABLE entry_uuids (entry_uuid varchar(64) PRIMARY KEY, patient_pk integer NOT NULL)",
+        if table == "registry_objects":   # the global index (registry.entry_index)
+            out += ["CREATE TABLE entry_uuids (entry_uuid varchar(64) PRIMARY KEY, patient_pk integer NOT NULL, "
+                    "unique_id varchar(128), lid varchar(64))",
                     "CREATE INDEX ix_entry_uuids_patient ON entry_uuids (patient_pk)",
-                    "INSERT INTO entry_uuids SELECT entry_uuid, patient_pk FROM registry_objects_flat"]
+                    "CREATE INDEX ix_entry_uuids_unique_id ON entry_uuids (unique_id)",
+                    "CREATE INDEX ix_entry_uuids_lid ON entry_uuids (lid)",
+                    "INSERT INTO entry_uuids (entry_uuid, patient_pk, unique_id, lid) "
+                    "SELECT entry_uuid, patient_pk, unique_id, lid FROM registry_objects_flat"]
         out += [f"INSERT INTO {table} SELECT * FROM {table}_flat", f"DROP TABLE {table}_flat"]
     return out
 

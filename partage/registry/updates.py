@@ -307,7 +307,8 @@ def latest_versions(conn: Connection, lids: Iterable[str]) -> dict[str, Row]:
     wanted = [lid for lid in dict.fromkeys(lids) if lid]
     if not wanted:
         return out
-    for row in conn.execute(select(OBJ).where(OBJ.c.lid.in_(wanted)).order_by(OBJ.c.version, OBJ.c.pk)):
+    for row in conn.execute(select(OBJ).where(OBJ.c.lid.in_(wanted), *entry_index.route(conn, lids=wanted))
+                            .order_by(OBJ.c.version, OBJ.c.pk)):
         out[row.lid] = row
     return out
 
@@ -358,7 +359,8 @@ def remove_objects(conn: Connection, rows: dict[str, Row], *, removed_by: str,
             conn.execute(index.delete().where(index.c.patient_pk == row.patient_pk, index.c.object_pk == row.pk))
         conn.execute(OBJ.delete().where(OBJ.c.pk == row.pk, OBJ.c.patient_pk == row.patient_pk))
         if row.unique_id:
-            remaining = conn.execute(select(OBJ.c.pk).where(OBJ.c.unique_id == row.unique_id)).first()
+            remaining = conn.execute(select(OBJ.c.pk).where(
+                OBJ.c.unique_id == row.unique_id, *entry_index.route(conn, unique_ids=[row.unique_id]))).first()
             if remaining is None:
                 conn.execute(schema.unique_ids.delete().where(schema.unique_ids.c.unique_id == row.unique_id))
     entry_index.removed(conn, [row.entry_uuid for row in rows.values()])
@@ -379,7 +381,8 @@ def document_rows(conn: Connection, unique_id: str) -> list[Row]:
     """Every version of a document whose bytes this repository holds."""
     return list(conn.execute(select(OBJ).where(OBJ.c.unique_id == unique_id,
                                                OBJ.c.kind == schema.KIND_DOCUMENT,
-                                               OBJ.c.blob_address.is_not(None))).all())
+                                               OBJ.c.blob_address.is_not(None),
+                                               *entry_index.route(conn, unique_ids=[unique_id]))).all())
 
 
 def remove_bytes(conn: Connection, unique_id: str, rows: Sequence[Row], *, removed_by: str) -> None:

@@ -269,11 +269,44 @@ def test_a_stopped_shard_is_an_xds_error_and_loses_nothing(sharded, authority):
         by_id = _soap(sharded, authority, "doctor", up).stored_query(
             "GetDocuments", {"$XDSDocumentEntryEntryUUID": [f"('{found[0].entry_uuid}')"]})
         assert [o.unique_id for o in objects_of(by_id)] == [found[0].unique_id], by_id.error_codes
+        # ... and by uniqueId and by logical id (the global index names their patients: migration
+        # 0009), retrieved by uniqueId (ITI-43): none of these asks the stopped shard
+        doctor = _soap(sharded, authority, "doctor", up)
+        for param, value in (("$XDSDocumentEntryUniqueId", found[0].unique_id),
+                             ("$XDSDocumentEntryLogicalID", found[0].logical_id)):
+            by_other = doctor.stored_query("GetDocuments", {param: [f"('{value}')"]})
+            assert [o.unique_id for o in objects_of(by_other)] == [found[0].unique_id], (param, by_other.error_codes)
+        retrieved, documents = doctor.retrieve(DEFAULT_REPOSITORY_UNIQUE_ID, [found[0].unique_id])
+        assert retrieved.status == "Success" and found[0].unique_id in documents, retrieved.error_codes
         _submit(sharded, authority, up, [_doc(up, "during", "810000000002")])
         assert len(_uids(_find(_soap(sharded, authority, "doctor", up), up))) == 2
     finally:
         sharded.clusters[1].start()
     assert _uids(_find(_soap(sharded, authority, "doctor", down), down)) == {kept.unique_id}
+
+
+def test_migration_0009_indexes_the_ids_of_a_registry_sharded_before_it(sharded, authority):
+    """A registry sharded at revision 0008 had entry_uuids (entryUUID, patient) only: the
+    migration adds each object's uniqueId and logical id from the shards."""
+    pid, pk = _patient(sharded)
+    doc = _doc(pid, "old", "810000000002")
+    _submit(sharded, authority, pid, [doc])
+    registry = sharded.services.registry
+    with registry.write() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_entry_uuids_lid")
+        conn.exec_driver_sql("DROP INDEX ix_entry_uuids_unique_id")
+        conn.exec_driver_sql("ALTER TABLE entry_uuids DROP COLUMN unique_id, DROP COLUMN lid")
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0008'")
+    registry.engine.dispose()
+    registry.migrate()
+    with registry.read() as conn:
+        indexed = conn.exec_driver_sql(
+            "SELECT e.unique_id, e.lid, o.unique_id, o.lid FROM entry_uuids e JOIN registry_objects o "
+            "ON o.entry_uuid = e.entry_uuid AND o.patient_pk = e.patient_pk WHERE e.patient_pk = %(pk)s",
+            {"pk": pk}).all()
+    assert len(indexed) == 3   # the SubmissionSet, the document, the HasMember
+    assert all((r[0], r[1]) == (r[2], r[3]) for r in indexed), indexed
+    assert doc.unique_id in {r[0] for r in indexed}
 
 
 # ------------------------------------------------------------------ no 2PC: the recovery
