@@ -136,12 +136,15 @@ class WriterQueue:
     beside the database (the kernel wakes the next waiter at once when it is released), then
     begins; SQLite's own lock still decides, this only orders who asks. The lock file is
     opened once per process (a descriptor inherited over fork would share its lock with the
-    parent); threads of one process queue on a mutex first.
+    parent); threads of one process queue on a mutex first. A turn taken again by the thread
+    that holds it nests (the outer one keeps the lock): a nested write then meets SQLite's own
+    lock and its busy timeout, an error, never a wait on itself.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()
+        self._depth = 0   # turns held by the thread holding the mutex
         self._fd: int | None = None
         self._pid = 0
 
@@ -149,11 +152,15 @@ class WriterQueue:
     def turn(self) -> Iterator[None]:
         with self._mutex:
             fd = self._descriptor()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self._depth == 0:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            self._depth += 1
             try:
                 yield
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _descriptor(self) -> int:
         if self._fd is None or self._pid != os.getpid():

@@ -43,6 +43,26 @@ def test_a_write_holds_the_writers_lock_until_it_ends(registry, tmp_path):
     assert _lock_is_free(lock_path)
 
 
+def test_a_turn_taken_again_by_its_thread_nests(registry, tmp_path):
+    """Never a wait on itself: the inner turn returns at once and the outer keeps the lock."""
+    lock_path = f"{tmp_path / 'r.sqlite3'}-writer"
+    queue = registry._writers
+    done, held = threading.Event(), []
+
+    def nested() -> None:
+        with queue.turn():
+            with queue.turn():
+                held.append(not _lock_is_free(lock_path))
+            held.append(not _lock_is_free(lock_path))   # the outer turn still holds it
+        done.set()
+
+    worker = threading.Thread(target=nested, daemon=True)
+    worker.start()
+    assert done.wait(5), "a nested turn waited on itself"
+    assert held == [True, True]
+    assert _lock_is_free(lock_path)
+
+
 def test_the_rehearsal_queues_like_a_write_and_its_insert_is_gone(registry, tmp_path):
     lock_path = f"{tmp_path / 'r.sqlite3'}-writer"
     row = dict(recorded_at="2026-12-03T00:00:00Z", action="probe", request="", outcome=8, decision="error",
