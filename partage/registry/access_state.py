@@ -174,9 +174,10 @@ def purge_record(registry: Registry, patient_pk: int) -> tuple[int, set[str]]:
         rows = conn.execute(select(obj.c.pk, obj.c.entry_uuid, obj.c.unique_id, obj.c.blob_address, obj.c.lid,
                                    obj.c.kind).where(obj.c.patient_pk == patient_pk)).all()
         uuids = [r.entry_uuid for r in rows]
-        assocs = dict(conn.execute(select(obj.c.pk, obj.c.entry_uuid).where(
-            obj.c.kind == schema.KIND_ASSOCIATION, obj.c.source_uuid.in_(uuids) | obj.c.target_uuid.in_(uuids))
-        ).tuples().all()) if uuids else {}
+        assocs: dict[int, str] = {pk: entry_uuid for pk, entry_uuid in conn.execute(
+            select(obj.c.pk, obj.c.entry_uuid).where(
+                obj.c.kind == schema.KIND_ASSOCIATION,
+                obj.c.source_uuid.in_(uuids) | obj.c.target_uuid.in_(uuids)))} if uuids else {}
         pks = {r.pk for r in rows} | set(assocs)
         for table in (schema.object_codes, schema.object_authors):
             conn.execute(delete(table).where(table.c.object_pk.in_(list(pks))))
