@@ -102,6 +102,25 @@ def route(conn: Connection, uuids: Iterable[str] = (), *, unique_ids: Iterable[s
     return [schema.registry_objects.c.patient_pk.in_(patients_of(conn, uuids, unique_ids=unique_ids, lids=lids))]
 
 
+def route_references(conn: Connection, uuids: Iterable[str]) -> list[ColumnElement[bool]]:
+    """The clause that prunes a look-up of associations by their source or target to the shards
+    of those objects' patients: an association links objects of its own patient (the registry
+    refuses one across patients, and a merge moves all three together), so it lives on their
+    shard. Only when every one of them is indexed: an association left dangling by a removal
+    names an object no shard holds, and is then looked for everywhere, as before."""
+    if not sharded(conn):
+        return []
+    wanted = list(dict.fromkeys(uuids))
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        found.update({uuid: pk for uuid, pk in conn.execute(
+            select(entry_uuids.c.entry_uuid, entry_uuids.c.patient_pk)
+            .where(entry_uuids.c.entry_uuid.in_(wanted[start:start + 500])))})
+    if len(found) < len(wanted):
+        return []
+    return [schema.registry_objects.c.patient_pk.in_(sorted(set(found.values())))]
+
+
 def moved(conn: Connection, gone: int, keep: int) -> None:
     """A patient merge: the merged patient's entryUUIDs now belong to the survivor."""
     if sharded(conn):

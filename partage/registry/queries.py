@@ -168,7 +168,8 @@ def associations(conn: Connection, *, sources: Iterable[str] = (), targets: Iter
     if not match:
         return []
     clauses = [OBJ.c.kind == schema.KIND_ASSOCIATION, or_(*match),
-               *_in_any((OBJ.c.assoc_type, list(types)), (OBJ.c.status, list(statuses)))]
+               *_in_any((OBJ.c.assoc_type, list(types)), (OBJ.c.status, list(statuses))),
+               *entry_index.route_references(conn, [*sources, *targets, *either])]   # sharded: their shards
     return conn.execute(select(*COLUMNS).where(*clauses).order_by(OBJ.c.pk)).all()
 
 

@@ -278,21 +278,23 @@ def _dependents(conn: Connection, doc_uuid: str) -> list[str]:
     kinds = [str(AssociationType.APND), str(AssociationType.XFRM)]
     sources = conn.execute(select(OBJ.c.source_uuid).where(
         OBJ.c.kind == schema.KIND_ASSOCIATION, OBJ.c.target_uuid == doc_uuid,
-        OBJ.c.assoc_type.in_(kinds))).scalars().all()
+        OBJ.c.assoc_type.in_(kinds), *entry_index.route_references(conn, [doc_uuid]))).scalars().all()
     if not sources:
         return []
     return list(conn.execute(select(OBJ.c.entry_uuid).where(
-        OBJ.c.entry_uuid.in_(sources), OBJ.c.status == "Approved")).scalars())
+        OBJ.c.entry_uuid.in_(sources), OBJ.c.status == "Approved", *entry_index.route(conn, sources))).scalars())
 
 
 def folders_of(conn: Connection, doc_uuid: str) -> list[str]:
     folder_uuids = conn.execute(select(OBJ.c.source_uuid).where(
         OBJ.c.kind == schema.KIND_ASSOCIATION, OBJ.c.target_uuid == doc_uuid,
-        OBJ.c.assoc_type == str(AssociationType.HAS_MEMBER), OBJ.c.status == "Approved")).scalars().all()
+        OBJ.c.assoc_type == str(AssociationType.HAS_MEMBER), OBJ.c.status == "Approved",
+        *entry_index.route_references(conn, [doc_uuid]))).scalars().all()
     if not folder_uuids:
         return []
     return list(conn.execute(select(OBJ.c.entry_uuid).where(
-        OBJ.c.entry_uuid.in_(folder_uuids), OBJ.c.kind == schema.KIND_FOLDER)).scalars())
+        OBJ.c.entry_uuid.in_(folder_uuids), OBJ.c.kind == schema.KIND_FOLDER,
+        *entry_index.route(conn, folder_uuids))).scalars())
 
 
 def insert_objects(conn: Connection, objects: list[AnyObject], *, patient_pk: int | None,

@@ -278,6 +278,13 @@ def test_a_stopped_shard_is_an_xds_error_and_loses_nothing(sharded, authority):
             assert [o.unique_id for o in objects_of(by_other)] == [found[0].unique_id], (param, by_other.error_codes)
         retrieved, documents = doctor.retrieve(DEFAULT_REPOSITORY_UNIQUE_ID, [found[0].unique_id])
         assert retrieved.status == "Success" and found[0].unique_id in documents, retrieved.error_codes
+        # associations by source or target: they live with the objects they link (their patient)
+        assocs = doctor.stored_query("GetAssociations", {"$uuid": [f"('{found[0].entry_uuid}')"]})
+        assert [str(a.association_type).rsplit(":", 1)[-1] for a in objects_of(assocs)] == ["HasMember"], \
+            assocs.error_codes
+        package = doctor.stored_query("GetSubmissionSetAndContents", {
+            "$XDSSubmissionSetEntryUUID": [f"('{objects_of(assocs)[0].source_uuid}')"]})
+        assert found[0].unique_id in {getattr(o, "unique_id", "") for o in objects_of(package)}, package.error_codes
         _submit(sharded, authority, up, [_doc(up, "during", "810000000002")])
         assert len(_uids(_find(_soap(sharded, authority, "doctor", up), up))) == 2
     finally:
