@@ -15,6 +15,8 @@ from pathlib import Path
 
 import requests
 
+from partage.conformance.testkit import __main__ as testkit_entry
+
 PG_ADMIN_URL = os.environ.get("PARTAGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("PARTAGE_REQUIRE_POSTGRES", "") == "1" or os.environ.get("CI") == "true"
 
@@ -129,3 +131,12 @@ class LiveServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def run_nist_testkit(server: LiveServer, testkit: Path, codes: Path, out: Path, selection: list[str]) -> int:
+    """`partage-testkit nist` against the server's registry, repository and MLLP endpoints, its
+    JSON report written to `out`; `selection`: `--collections ...` or `--tests ...`."""
+    return testkit_entry.main(["nist", "--testkit", str(testkit), "--codes", str(codes),
+                               "--registry", f"{server.base_url}/xds/registry",
+                               "--repository", f"{server.base_url}/xds/repository",
+                               "--mllp", f"127.0.0.1:{server.mllp_port}", *selection, "--json", str(out)])

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, delete, select
 from ..metadata.datatypes import CX
 from . import derived, entry_index, schema
 from .clock import utc_now
+from .register import release_unique_ids
 from .store import Registry
 
 OPEN, CLOSED, NONE = "open", "closed", "none"
@@ -183,12 +184,7 @@ def purge_record(registry: Registry, patient_pk: int) -> tuple[int, set[str]]:
             conn.execute(delete(table).where(table.c.object_pk.in_(list(pks))))
         conn.execute(delete(obj).where(obj.c.pk.in_(list(pks))))
         entry_index.removed(conn, [*uuids, *assocs.values()])   # a sharded registry's global index
-        uids = [r.unique_id for r in rows if r.unique_id]
-        if uids:
-            still = set(conn.execute(select(obj.c.unique_id).where(
-                obj.c.unique_id.in_(uids), *entry_index.route(conn, unique_ids=uids))).scalars())
-            conn.execute(delete(schema.unique_ids).where(schema.unique_ids.c.unique_id.in_(
-                [u for u in uids if u not in still])))
+        release_unique_ids(conn, [r.unique_id for r in rows])
         derived.forget_orphans(conn, [r.lid or r.entry_uuid for r in rows if r.kind == schema.KIND_DOCUMENT])
         tombstones = schema.removed_objects
         addresses = {r.blob_address for r in rows if r.blob_address} | set(conn.execute(

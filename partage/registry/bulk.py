@@ -17,15 +17,16 @@ deprecations): a submission that needs them goes through the ingest flow.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
 from ..metadata.datatypes import CX
 from ..metadata.model import AnyObject, AvailabilityStatus, SubmissionRequest
 from . import entry_index, schema
+from .batches import chunks
 from .clock import utc_now
 from .indexing import author_rows, code_rows, row_values
 from .store import Registry
@@ -134,7 +135,7 @@ class BulkLoader:
         missing = [k for k in dict.fromkeys(keys.values()) if k not in self._patients]
         if missing:
             t = schema.patient_identifiers
-            for chunk in _chunks(missing, 500):
+            for chunk in chunks(missing):
                 by_authority: dict[str, list[str]] = {}
                 for authority, value in chunk:
                     by_authority.setdefault(authority, []).append(value)
@@ -192,12 +193,7 @@ def _complete(row: dict[str, Any]) -> dict[str, Any]:
     return {c: row.get(c) for c in OBJECT_COLUMNS}
 
 
-T = TypeVar("T")
 
-
-def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 __all__ = ["BulkLoader", "BulkStats"]

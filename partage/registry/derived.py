@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Row, and_, or_, select
 
 from . import entry_index, schema, text_search
+from .batches import chunks
 
 OBJ = schema.registry_objects
 _INSERT_FACTS = schema.clinical_facts.insert()   # built once: every CDA registration writes facts
@@ -62,15 +63,14 @@ def delete_orphans(conn: Connection) -> int:
 
 # --- reads (the query flow passes the logical ids of the documents the actor may see) -------
 FACTS = schema.clinical_facts
-CHUNK = 500
 
 
 def facts(conn: Connection, lids: Sequence[str], kinds: Sequence[str] = (),
           codes: Sequence[tuple[str, str]] = ()) -> list[Row[*tuple[Any, ...]]]:
     """Fact rows of these documents, of these kinds and (system or '', code) codes."""
     out: list[Row[*tuple[Any, ...]]] = []
-    for start in range(0, len(lids), CHUNK):
-        clauses: list[ColumnElement[bool]] = [FACTS.c.doc_lid.in_(list(lids[start:start + CHUNK]))]
+    for chunk in chunks(lids):
+        clauses: list[ColumnElement[bool]] = [FACTS.c.doc_lid.in_(chunk)]
         if kinds:
             clauses.append(FACTS.c.kind.in_(list(kinds)))
         if codes:

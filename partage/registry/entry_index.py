@@ -13,7 +13,7 @@ ids): an unsharded registry has the columns' own indexes and needs none of this.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 
 from . import schema
+from .batches import chunks
 
 metadata = MetaData()
 entry_uuids = Table(
@@ -70,26 +71,23 @@ def add(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         conn.execute(entry_uuids.insert(), [index_row(r) for r in rows])
 
 
+def _indexed(conn: Connection, column: ColumnElement[str], ids: Iterable[str]) -> Iterator[tuple[str, int]]:
+    """(entryUUID, patient) of the objects whose `column` is one of `ids`."""
+    for chunk in chunks(list(dict.fromkeys(ids))):
+        yield from conn.execute(select(entry_uuids.c.entry_uuid, entry_uuids.c.patient_pk).where(column.in_(chunk)))
+
+
 def taken(conn: Connection, uuids: Sequence[str]) -> set[str]:
     """Which of these entryUUIDs any shard holds."""
-    found: set[str] = set()
-    for start in range(0, len(uuids), 500):
-        found.update(conn.execute(select(entry_uuids.c.entry_uuid)
-                                  .where(entry_uuids.c.entry_uuid.in_(uuids[start:start + 500]))).scalars())
-    return found
+    return {entry_uuid for entry_uuid, _pk in _indexed(conn, entry_uuids.c.entry_uuid, uuids)}
 
 
 def patients_of(conn: Connection, uuids: Iterable[str] = (), *, unique_ids: Iterable[str] = (),
                 lids: Iterable[str] = ()) -> list[int]:
     """The patients holding objects of these entryUUIDs, uniqueIds or logical ids."""
-    found: set[int] = set()
-    for column, ids in ((entry_uuids.c.entry_uuid, uuids), (entry_uuids.c.unique_id, unique_ids),
-                        (entry_uuids.c.lid, lids)):
-        wanted = list(dict.fromkeys(ids))
-        for start in range(0, len(wanted), 500):
-            found.update(conn.execute(select(entry_uuids.c.patient_pk).distinct()
-                                      .where(column.in_(wanted[start:start + 500]))).scalars())
-    return sorted(found)
+    return sorted({pk for column, ids in ((entry_uuids.c.entry_uuid, uuids), (entry_uuids.c.unique_id, unique_ids),
+                                          (entry_uuids.c.lid, lids))
+                   for _uuid, pk in _indexed(conn, column, ids)})
 
 
 def route(conn: Connection, uuids: Iterable[str] = (), *, unique_ids: Iterable[str] = (),
@@ -111,11 +109,7 @@ def route_references(conn: Connection, uuids: Iterable[str]) -> list[ColumnEleme
     if not sharded(conn):
         return []
     wanted = list(dict.fromkeys(uuids))
-    found: dict[str, int] = {}
-    for start in range(0, len(wanted), 500):
-        found.update({uuid: pk for uuid, pk in conn.execute(
-            select(entry_uuids.c.entry_uuid, entry_uuids.c.patient_pk)
-            .where(entry_uuids.c.entry_uuid.in_(wanted[start:start + 500])))})
+    found = dict(_indexed(conn, entry_uuids.c.entry_uuid, wanted))
     if len(found) < len(wanted):
         return []
     return [schema.registry_objects.c.patient_pk.in_(sorted(set(found.values())))]

@@ -19,6 +19,7 @@ from ..metadata.query import (
     TimeRange,
 )
 from . import entry_index, schema
+from .batches import chunks
 from .indexing import REFERENCE_ID_ATTRIBUTE, pad_time
 from .search_index import hash_sys_value, hash_value
 
@@ -190,8 +191,7 @@ def lineage_heads(conn: Connection, lineages: Iterable[str], patient_pks: Iterab
     wanted = [lineage for lineage in dict.fromkeys(lineages) if lineage]
     keys = (OBJ.c.pk, OBJ.c.entry_uuid, OBJ.c.lineage)
     out: list[ObjectRow] = []
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
+    for chunk in chunks(wanted):
         several = list(conn.execute(select(OBJ.c.lineage).where(
             OBJ.c.kind == schema.KIND_DOCUMENT, OBJ.c.lineage.in_(chunk), *mine)
             .group_by(OBJ.c.lineage).having(func.count() > 1)).scalars())

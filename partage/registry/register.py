@@ -13,7 +13,7 @@ gain a member get a new lastUpdateTime.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, select, update
@@ -35,6 +35,7 @@ from ..metadata.model import (
     SubmissionSet,
 )
 from . import entry_index, schema
+from .batches import chunks
 from .clock import utc_now
 from .indexing import author_rows, code_rows, object_from_row, row_values
 from .store import Registry
@@ -246,6 +247,17 @@ def _claim_unique_ids(conn: Connection, objects: list[AnyObject]) -> None:
             conflicts += _conflict(obj, claim)
     if conflicts:
         raise XdsErrors(conflicts)
+
+
+def release_unique_ids(conn: Connection, unique_ids: Iterable[str]) -> None:
+    """Drop the claims of those uniqueIds that no registry object holds any more (after a
+    removal or a purge: a resubmitted document's other version keeps its claim)."""
+    for chunk in chunks(list(dict.fromkeys(u for u in unique_ids if u))):
+        still = set(conn.execute(select(OBJ.c.unique_id).where(
+            OBJ.c.unique_id.in_(chunk), *entry_index.route(conn, unique_ids=chunk))).scalars())
+        gone = [u for u in chunk if u not in still]
+        if gone:
+            conn.execute(schema.unique_ids.delete().where(schema.unique_ids.c.unique_id.in_(gone)))
 
 
 def _effects(conn: Connection, request: SubmissionRequest, rows: dict[str, Row[Any]],

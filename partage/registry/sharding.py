@@ -55,6 +55,7 @@ from sqlalchemy.engine import URL, make_url
 from ..metadata.kinds import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
 from ..metadata.model import AssociationType
 from . import entry_index, schema
+from .batches import chunks
 from .partitioning import DROP_OBJECT_REFERENCES, TABLES, hash_parent, is_partitioned
 from .store import Registry
 
@@ -356,7 +357,7 @@ def unclaimed(conn: Connection, *, min_age_seconds: float = 300.0) -> list[str]:
 
 def remove_unclaimed(conn: Connection, entry_uuids: list[str]) -> None:
     """Delete those objects and their index rows (codes, authors), on their shards."""
-    for chunk in (entry_uuids[i:i + 500] for i in range(0, len(entry_uuids), 500)):
+    for chunk in chunks(entry_uuids):
         rows = conn.execute(select(OBJ.c.pk, OBJ.c.patient_pk).where(OBJ.c.entry_uuid.in_(chunk))).all()
         for row in rows:
             for table in (schema.object_codes, schema.object_authors):

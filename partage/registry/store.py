@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -26,11 +26,11 @@ from sqlalchemy.engine import make_url
 from ..metadata.datatypes import CX
 from ..metadata.model import AnyObject
 from . import entry_index, patients, schema
+from .batches import chunks
 from .indexing import object_from_row
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x70617274616765   # "partage": the advisory lock serialising migrations
-_T = TypeVar("_T")
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -361,7 +361,7 @@ class Registry:
         uuids = list(dict.fromkeys(uuids))
         objs = schema.registry_objects
         out: dict[str, AnyObject] = {}
-        for chunk in _chunks(uuids, 500):
+        for chunk in chunks(uuids):
             for row in conn.execute(select(objs.c.entry_uuid, objs.c.body).where(
                     objs.c.entry_uuid.in_(chunk), *entry_index.route(conn, chunk))):
                 out[row.entry_uuid] = object_from_row(row.body)
@@ -371,12 +371,8 @@ class Registry:
         objs = schema.registry_objects
         uuids = list(dict.fromkeys(uuids))
         rows: dict[str, Row[Any]] = {}
-        for chunk in _chunks(uuids, 500):
+        for chunk in chunks(uuids):
             for row in conn.execute(select(objs).where(objs.c.entry_uuid.in_(chunk), *entry_index.route(conn, chunk))):
                 rows[row.entry_uuid] = row
         return rows
 
-
-def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

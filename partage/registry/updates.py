@@ -28,10 +28,11 @@ from ..metadata.model import (
     SubmissionRequest,
 )
 from . import derived, entry_index, schema
+from .batches import chunks
 from .clock import utc_now
 from .indexing import object_from_row, status_short
 from .queries import ObjectRow
-from .register import insert_object, rewrite
+from .register import insert_object, release_unique_ids, rewrite
 from .store import Registry
 
 OBJ = schema.registry_objects
@@ -317,8 +318,8 @@ def rows(conn: Connection, entry_uuids: Iterable[str]) -> dict[str, Row]:
     """Registry objects by entryUUID (what a change names)."""
     wanted = list(dict.fromkeys(u for u in entry_uuids if u))
     out: dict[str, Row] = {}
-    for start in range(0, len(wanted), 500):
-        for row in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(wanted[start:start + 500]))):
+    for chunk in chunks(wanted):
+        for row in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(chunk))):
             out[row.entry_uuid] = row
     return out
 
@@ -358,11 +359,7 @@ def remove_objects(conn: Connection, rows: dict[str, Row], *, removed_by: str,
         for index in (schema.object_codes, schema.object_authors):
             conn.execute(index.delete().where(index.c.patient_pk == row.patient_pk, index.c.object_pk == row.pk))
         conn.execute(OBJ.delete().where(OBJ.c.pk == row.pk, OBJ.c.patient_pk == row.patient_pk))
-        if row.unique_id:
-            remaining = conn.execute(select(OBJ.c.pk).where(
-                OBJ.c.unique_id == row.unique_id, *entry_index.route(conn, unique_ids=[row.unique_id]))).first()
-            if remaining is None:
-                conn.execute(schema.unique_ids.delete().where(schema.unique_ids.c.unique_id == row.unique_id))
+    release_unique_ids(conn, [row.unique_id for row in rows.values()])
     entry_index.removed(conn, [row.entry_uuid for row in rows.values()])
     derived.forget_orphans(conn, lids)
 

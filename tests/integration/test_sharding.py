@@ -27,7 +27,6 @@ from partage.access import saml
 from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.access.credentials import sample_actors
 from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
-from partage.conformance.testkit import __main__ as testkit_entry
 from partage.fsck import check, remove_leftovers
 from partage.ingest import IngestService
 from partage.metadata.datatypes import XCN
@@ -42,8 +41,8 @@ from partage.services import Services
 from tests import factories as F
 from tests.conftest import PROJECT_ROOT, corpus_path
 from tests.pg_shards import sharded_database
-from tests.s3_support import start_local_s3
-from tests.support import LiveServer, postgres_database
+from tests.s3_support import blob_store_environment
+from tests.support import LiveServer, postgres_database, run_nist_testkit
 from tests.xdsclient import XdsClient, objects_of
 
 pytestmark = pytest.mark.postgres
@@ -69,9 +68,7 @@ def sharded(tmp_path_factory, authority, pg_shard_clusters):
     root = tmp_path_factory.mktemp("sharded")
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(postgres_database("partage_sharded"))
-        s3 = start_local_s3(root / "s3")
-        stack.callback(s3.stop)
-        env = {**s3.environment, "PARTAGE_BLOB_URL": "s3://partage/sharded"}
+        env = blob_store_environment(stack, root / "s3", "sharded")
         saved = {name: os.environ.get(name) for name in env}
         os.environ.update(env)              # boto3's credentials, for this process's services
         stack.callback(_restore, saved)
@@ -403,11 +400,7 @@ def test_nist_xds_collections_pass_on_the_sharded_registry(tmp_path, pg_shard_cl
     with sharded_database(pg_shard_clusters) as url, \
             LiveServer(tmp_path / "data", database_url=url, extra_args=["--codes", str(codes)]) as server:
         out = tmp_path / "nist.json"
-        code = testkit_entry.main(["nist", "--testkit", str(testkit), "--codes", str(codes),
-                                   "--registry", f"{server.base_url}/xds/registry",
-                                   "--repository", f"{server.base_url}/xds/repository",
-                                   "--mllp", f"127.0.0.1:{server.mllp_port}",
-                                   "--collections", "reg,R.b,SQ.b,rep,PR.b,reg_mu,reg_rm", "--json", str(out)])
+        code = run_nist_testkit(server, testkit, codes, out, ["--collections", "reg,R.b,SQ.b,rep,PR.b,reg_mu,reg_rm"])
         registry = Registry(url)
         with registry.read() as conn:
             assert sharding.is_sharded(conn)

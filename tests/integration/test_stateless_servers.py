@@ -24,7 +24,7 @@ from partage.services import Services
 from tests import clinical_support as C
 from tests import factories as F
 from tests.conftest import require_postgres
-from tests.s3_support import start_local_s3
+from tests.s3_support import blob_store_environment
 from tests.support import LiveServer, postgres_database
 from tests.xdsclient import XdsClient, objects_of
 
@@ -37,9 +37,7 @@ def hosts(tmp_path_factory, authority):
     root = tmp_path_factory.mktemp("hosts")
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(postgres_database("partage_stateless"))
-        s3 = start_local_s3(root / "s3")
-        stack.callback(s3.stop)
-        env = {**s3.environment, "PARTAGE_BLOB_URL": "s3://partage/stateless"}
+        env = blob_store_environment(stack, root / "s3", "stateless")
         servers = [stack.enter_context(LiveServer(root / name, database_url=url, insecure_dev=False, mllp=False,
                                                   env=env, extra_args=["--trust", authority.ca_file,
                                                                        "--one-time-credentials", "all"]))

@@ -21,7 +21,7 @@ from partage.cli import main as partage_main
 from partage.conformance.testkit import __main__ as testkit_entry
 from tests.conftest import PROJECT_ROOT, corpus_path
 from tests.integration.fake_xds_server import REFUSED_TITLE, FakeXdsServer
-from tests.support import LiveServer
+from tests.support import LiveServer, run_nist_testkit
 
 SUBMISSION = """<lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
     xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0">
@@ -219,11 +219,7 @@ def test_real_nist_tests_pass_against_the_server(tmp_path, capsys):
     codes = corpus_path("nist", "environment", "codes.xml")
     with LiveServer(tmp_path / "data", extra_args=["--codes", str(codes)]) as server:
         out = tmp_path / "real.json"
-        code = testkit_entry.main(["nist", "--testkit", str(testkit), "--codes", str(codes),
-                             "--registry", f"{server.base_url}/xds/registry",
-                             "--repository", f"{server.base_url}/xds/repository",
-                             "--mllp", f"127.0.0.1:{server.mllp_port}",
-                             "--tests", "11990,12368,11981,20000d,30001", "--json", str(out)])
+        code = run_nist_testkit(server, testkit, codes, out, ["--tests", "11990,12368,11981,20000d,30001"])
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     assert {t: r["status"] for t, r in report["tests"].items()} == {
