@@ -39,8 +39,8 @@ from partage.registry.store import Registry
 from partage.services import Services
 
 from .bench_query import APPROVED, FILTERED, server_side
-from .common import load_average, machine, postgres_database, save, save_figure
-from .load import load
+from .common import load_average, machine, percentiles, postgres_database, save, save_figure, timed
+from .load import load, load_parallel
 from .synth import Corpus, Generator, patient_cx
 
 
@@ -68,6 +68,26 @@ def explain(registry: Registry, pid, f) -> str:
         return "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN (ANALYZE, VERBOSE) " + sql.replace("%", "%%")))
 
 
+def statement_side(registry: Registry, patients: list, f, n: int, rnd) -> dict:
+    """The registry's FindDocuments statement alone, rows fetched, the patient's key known: the
+    part of the query that grows with the registry (the policy and the decoding of a patient's
+    documents in `server_side` do not)."""
+    with registry.read() as conn:
+        statements = {}
+        for pid in patients:
+            pk = registry.patient_pk(conn, pid)
+            statements[pid] = select(*Q.COLUMNS).where(Q.OBJ.c.patient_pk == pk,
+                                                       *Q.document_clauses(f, Q._sharded_pk(conn, pk)))
+        for pid in patients[:10]:   # warm-up
+            conn.execute(statements[pid]).all()
+        times = []
+        for _ in range(n):
+            statement = statements[rnd.choice(patients)]
+            ms, _rows = timed(lambda: conn.execute(statement).all())   # noqa: B023 (called at once)
+            times.append(ms)
+    return percentiles(times)
+
+
 def run_layout(layout: str, sizes: list[int], args, corpus: Corpus, clusters) -> list[dict]:
     out = []
     with ExitStack() as stack:
@@ -82,26 +102,36 @@ def run_layout(layout: str, sizes: list[int], args, corpus: Corpus, clusters) ->
             shards = sharding.shard(services.registry, [c.database("bench_shard") for c in clusters[:count]],
                                     partitions=2 * count)
         generator = Generator(corpus, seed=args.seed)
+        # the probe and heavy patients (the first ones) here, the rest by the parallel loaders
+        load(services.registry, generator, generator.probes * generator.probe_docs +
+             generator.heavy * generator.heavy_docs, batch_size=args.batch_size, label=f"{layout} probes")
+        documents = generator.documents
         rnd = random.Random(args.seed)
-        for size in sizes:
-            loaded = load(services.registry, generator, size - generator.documents,
-                          batch_size=args.batch_size, label=f"{layout} load to {size}")
+        for step, size in enumerate(sizes):
+            loaded = load_parallel(url, size - documents, jobs=args.jobs, step=step, seed=args.seed,
+                                   batch_size=args.batch_size, label=f"{layout} load to {size}")
+            documents += loaded["documents"]
             analyze(services.registry, shards)
             probes = [patient_cx(i) for i in range(generator.probes)]
             heavy = [patient_cx(i) for i in range(generator.probes, generator.probes + generator.heavy)]
-            row = {"layout": layout, "shards": len(shards), "documents": generator.documents,
-                   "patients": generator.next_patient, "load": loaded, "load_average_before": load_average()}
+            with services.registry.read() as conn:
+                patients = conn.exec_driver_sql("SELECT count(*) FROM patients").scalar()
+            row = {"layout": layout, "shards": len(shards), "documents": documents, "patients": patients,
+                   "load": loaded, "load_average_before": load_average()}
             print(f"{layout} {size}: server-side queries", file=sys.stderr, flush=True)
             row["server"] = {"probe": server_side(services, probes, APPROVED, args.queries, rnd)[0],
                              "filtered": server_side(services, probes, FILTERED, args.queries, rnd)[0],
                              "heavy": server_side(services, heavy, APPROVED, max(10, args.queries // 25), rnd)[0],
                              "heavy filtered": server_side(services, heavy, FILTERED, max(10, args.queries // 25),
                                                            rnd)[0]}
+            row["statement"] = {"probe": statement_side(services.registry, probes, APPROVED, args.queries, rnd),
+                                "filtered": statement_side(services.registry, probes, FILTERED, args.queries, rnd)}
             row["explain"] = {"filtered": explain(services.registry, probes[0], FILTERED),
                               "heavy filtered": explain(services.registry, heavy[0], FILTERED)}
             row["load_average_after"] = load_average()
             print(f"{layout} {size}: load {loaded['documents_per_s']}/s, probe {row['server']['probe']}, "
-                  f"filtered {row['server']['filtered']}", file=sys.stderr, flush=True)
+                  f"filtered {row['server']['filtered']}, statement {row['statement']['probe']}",
+                  file=sys.stderr, flush=True)
             out.append(row)
     return out
 
@@ -116,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=300, help="server-side queries per shape and size")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--jobs", type=int, default=2, help="loader processes (benchmarks.load.load_parallel)")
     parser.add_argument("--out", default="")
     parser.add_argument("--plot", default="", help="draw FindDocuments latency and the load rate "
                         "per layout into this PNG (matplotlib, the bench extra)")
@@ -166,11 +197,14 @@ def plot(runs: list[dict], out: Path, date: str) -> None:
         line, = lat_ax.plot(sizes, [r["server"]["probe"]["p99"] for r in points], marker="o", label=f"{label}, p99")
         lat_ax.plot(sizes, [r["server"]["probe"]["p50"] for r in points], marker=".", linestyle="--",
                     color=line.get_color(), label=f"{label}, p50")
+        if all("statement" in r for r in points):
+            lat_ax.plot(sizes, [r["statement"]["probe"]["p99"] for r in points], marker="x", linestyle=":",
+                        color=line.get_color(), label=f"{label}, statement alone, p99")
         rate_ax.plot(sizes, [r["load"]["documents_per_s"] for r in points], marker="o", label=label)
     lat_ax.set(xlabel="documents in the registry", ylabel="ms, server-side",
                title="FindDocuments, a patient of 10 documents")
     rate_ax.set(xlabel="documents in the registry", ylabel="documents/s",
-                title="Bulk load rate (through the coordinator)")
+                title="Bulk load rate")
     for ax in (lat_ax, rate_ax):
         ax.set_xscale("log")
         ax.grid(alpha=0.3)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from partage.registry.bulk import BulkLoader
@@ -59,7 +61,7 @@ def load(registry: Registry, generator: Generator, documents: int, *, blobs: Blo
         loader.add(request, addresses)
         if not quiet:
             progress.update(generator.documents - start_docs)
-    loader.flush()
+    loader.close()
     elapsed = time.perf_counter() - started
     done = generator.documents - start_docs
     if not quiet:
@@ -68,6 +70,44 @@ def load(registry: Registry, generator: Generator, documents: int, *, blobs: Blo
     return {"documents": done, "objects": s.objects, "patients": s.patients, "codes": s.codes,
             "authors": s.authors, "seconds": round(elapsed, 1),
             "documents_per_s": round(done / elapsed) if elapsed else None}
+
+
+# Patient numbers of the parallel loaders' patients: worker k of growth step s numbers its
+# patients from FIRST_PARALLEL_PATIENT + (s * jobs + k) * PATIENTS_PER_WORKER (synth.nir is
+# unique below 95 million), leaving the first numbers to the probes and heavy patients.
+FIRST_PARALLEL_PATIENT = 1_000_000
+PATIENTS_PER_WORKER = 4_000_000
+
+
+def load_parallel(url: str, documents: int, *, jobs: int, step: int, seed: int, batch_size: int = 5000,
+                  label: str = "load") -> dict:
+    """Add `documents` more documents with `jobs` loader processes, each with its own patients
+    (`step` numbers the calls, so that each grows with new ones); returns a summary like `load`'s.
+
+    A loader is one Python process turning models into rows, which is what bounds a bulk load
+    (the database waits for it): two cores, two loaders."""
+    if jobs <= 1:
+        return {**_load_worker((url, documents, step, seed, batch_size, label)), "jobs": 1}
+    shares = [documents // jobs + (1 if k < documents % jobs else 0) for k in range(jobs)]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(_load_worker, [(url, share, step * jobs + k, seed, batch_size, f"{label} [{k}]")
+                                             for k, share in enumerate(shares)]))
+    elapsed = time.perf_counter() - started
+    done = sum(p["documents"] for p in parts)
+    return {**{key: sum(p[key] for p in parts) for key in ("documents", "objects", "patients", "codes", "authors")},
+            "jobs": jobs, "seconds": round(elapsed, 1), "documents_per_s": round(done / elapsed) if elapsed else None}
+
+
+def _load_worker(task: tuple[str, int, int, int, int, str]) -> dict:
+    url, documents, worker, seed, batch_size, label = task
+    registry = Registry(url)
+    try:
+        generator = Generator(Corpus.load(), seed=seed * 1000 + worker, probes=0, heavy=0,
+                              next_patient=FIRST_PARALLEL_PATIENT + worker * PATIENTS_PER_WORKER)
+        return load(registry, generator, documents, batch_size=batch_size, label=label)
+    finally:
+        registry.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:

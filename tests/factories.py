@@ -115,3 +115,15 @@ class PatternStream:
 
     def close(self) -> None:
         pass
+
+
+def registered_ids(request: SubmissionRequest) -> SubmissionRequest:
+    """The submission with UUID entryUUIDs, as the registry would have assigned them: what a
+    bulk load (registry.bulk) takes, since it runs no registration step."""
+    ids = {o.entry_uuid: uuid.uuid4().urn for o in request.objects()}
+    for obj in request.objects():
+        obj.entry_uuid = ids[obj.entry_uuid]
+    for assoc in request.associations:
+        assoc.source_uuid, assoc.target_uuid = ids[assoc.source_uuid], ids[assoc.target_uuid]
+    return request
+

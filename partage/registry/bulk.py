@@ -4,20 +4,22 @@ For building large registries (benchmarks, migrations from another registry) fro
 submissions that are already trusted: ids assigned, metadata valid, uniqueIds new. It
 writes exactly the rows `register.insert_object` writes (the values come from the same
 `indexing.row_values` / `code_rows` / `author_rows`), but in batches: one multi-row
-INSERT per table and batch on SQLite, COPY on PostgreSQL. It does not run the
+INSERT per table and batch on SQLite, COPY on PostgreSQL, and on a sharded registry COPY
+straight into each shard's partition tables (registry.shard_copy). It does not run the
 registration rules of `register.register` (references, relationships, RPLC
 deprecations): a submission that needs them goes through the ingest flow.
 
     loader = BulkLoader(registry)
     for request, blob_addresses in submissions:
         loader.add(request, blob_addresses)      # flushes every `batch_size` objects
-    loader.flush()
+    loader.close()                               # the rest, and the shard connections
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,8 @@ from . import entry_index, schema
 from .batches import chunks
 from .clock import utc_now
 from .indexing import author_rows, code_rows, row_values
+from .pg_copy import copy_rows, draw_keys
+from .shard_copy import ShardCopier
 from .store import Registry
 
 OBJECT_COLUMNS = [c.name for c in schema.registry_objects.columns if c.name != "pk"]
@@ -65,6 +69,7 @@ class BulkLoader:
         self._pending = _Pending()
         self._patients: dict[tuple[str, str], int] = {}   # (authority, value) -> patient pk
         self.is_postgres = registry.engine.dialect.name == "postgresql"
+        self._copier: ShardCopier | None = None
 
     def add(self, request: SubmissionRequest, blob_addresses: dict[str, str] | None = None) -> None:
         """Queue one submission (the same object states `register` gives: Approved, lid, version 1)."""
@@ -92,7 +97,8 @@ class BulkLoader:
             return
         pending, self._pending = self._pending, _Pending()
         now = utc_now()
-        with self.registry.write() as conn:
+        # Exits in reverse: the shards' transactions (if any) commit, then the coordinator's.
+        with self.registry.write() as conn, ExitStack() as shard_transactions:
             patient_pks = self._ensure_patients(conn, [cx for _o, cx, _b in pending.objects])
             objects, claims = [], []
             for obj, cx, blob in pending.objects:
@@ -104,8 +110,10 @@ class BulkLoader:
                                    "hash": getattr(obj, "hash", None) or None})
             if claims:
                 self._insert(conn, schema.unique_ids, UNIQUE_ID_COLUMNS, claims)
-            pks = self._insert_objects(conn, objects)
-            if entry_index.sharded(conn):   # the global entryUUID index of a sharded registry
+            copier = self._shards(conn)
+            pks = self._insert_objects(conn, objects) if copier is None else \
+                draw_keys(conn, "registry_objects", len(objects))
+            if copier is not None:   # the global entryUUID index of a sharded registry
                 self._insert(conn, entry_index.entry_uuids, entry_index.COLUMNS,
                              [entry_index.index_row(v) for v in objects])
             codes, authors = [], []
@@ -114,15 +122,38 @@ class BulkLoader:
                     codes.append({**c, "object_pk": pk, "patient_pk": values["patient_pk"]})
                 for a in author_rows(obj):
                     authors.append({**a, "object_pk": pk, "patient_pk": values["patient_pk"]})
-            if codes:
-                self._insert(conn, schema.object_codes, CODE_COLUMNS, codes)
-            if authors:
-                self._insert(conn, schema.object_authors, AUTHOR_COLUMNS, authors)
+            if copier is None:
+                if codes:
+                    self._insert(conn, schema.object_codes, CODE_COLUMNS, codes)
+                if authors:
+                    self._insert(conn, schema.object_authors, AUTHOR_COLUMNS, authors)
+            else:
+                for table, rows in (("object_codes", codes), ("object_authors", authors)):
+                    for row, key in zip(rows, draw_keys(conn, table, len(rows)), strict=True):
+                        row["pk"] = key
+                copier.write(conn, [
+                    ("registry_objects", ["pk", *OBJECT_COLUMNS],
+                     [{"pk": pk, **values} for pk, values in zip(pks, objects, strict=True)]),
+                    ("object_codes", ["pk", *CODE_COLUMNS], codes),
+                    ("object_authors", ["pk", *AUTHOR_COLUMNS], authors)], shard_transactions)
         self.stats.objects += len(objects)
         self.stats.documents += sum(1 for v in objects if v["kind"] == schema.KIND_DOCUMENT)
         self.stats.codes += len(codes)
         self.stats.authors += len(authors)
         self.stats.batches += 1
+
+    def close(self) -> None:
+        """Write what is pending and let go of the shard connections."""
+        self.flush()
+        if self._copier is not None:
+            self._copier.close()
+            self._copier = None
+
+    def _shards(self, conn: Connection) -> ShardCopier | None:
+        """On a sharded registry, the direct way to its shards (registry.shard_copy)."""
+        if self._copier is None and entry_index.sharded(conn):
+            self._copier = ShardCopier(conn)
+        return self._copier
 
     # --- patients ------------------------------------------------------------------------
     def _ensure_patients(self, conn: Connection, cxs: Iterable[CX]) -> dict[CX, int]:
@@ -162,38 +193,23 @@ class BulkLoader:
     def _insert_objects(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         t = schema.registry_objects
         if self.is_postgres:
-            pks = conn.exec_driver_sql(
-                "SELECT nextval(pg_get_serial_sequence('registry_objects', 'pk')) "
-                "FROM generate_series(1, %(n)s)", {"n": len(rows)}).scalars().all()
-            self._copy(conn, "registry_objects", ["pk", *OBJECT_COLUMNS],
-                       [{"pk": pk, **row} for pk, row in zip(pks, rows, strict=True)])
-            return list(pks)
+            pks = draw_keys(conn, "registry_objects", len(rows))
+            copy_rows(conn, "registry_objects", ["pk", *OBJECT_COLUMNS],
+                      [{"pk": pk, **row} for pk, row in zip(pks, rows, strict=True)])
+            return pks
         return list(conn.execute(t.insert().returning(t.c.pk, sort_by_parameter_order=True),
                                  [_complete(row) for row in rows]).scalars().all())
 
     def _insert(self, conn: Connection, table: Table, columns: list[str], rows: list[dict[str, Any]]) -> None:
         if self.is_postgres:
-            self._copy(conn, table.name, columns, rows)
+            copy_rows(conn, table.name, columns, rows)
         else:
             conn.execute(table.insert(), rows)
-
-    @staticmethod
-    def _copy(conn: Connection, table: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
-        """COPY ... FROM STDIN through psycopg 3, inside the SQLAlchemy transaction."""
-        raw = conn.connection.driver_connection
-        assert raw is not None   # an open connection has its driver's
-        with raw.cursor() as cursor:
-            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row([row.get(c) for c in columns])
 
 
 def _complete(row: dict[str, Any]) -> dict[str, Any]:
     """executemany needs every row to name the same columns."""
     return {c: row.get(c) for c in OBJECT_COLUMNS}
-
-
-
 
 
 __all__ = ["BulkLoader", "BulkStats"]

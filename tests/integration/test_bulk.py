@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import uuid
 
 from sqlalchemy import delete, select
 
@@ -20,14 +19,8 @@ VOLATILE = {"pk", "object_pk", "registered_at"}
 
 
 def _request(pid):
-    request = F.submission(pid, [F.document(pid, "d1"), F.document(pid, "d2", title="Second")],
-                           contents=False)
-    ids = {o.entry_uuid: uuid.uuid4().urn for o in request.objects()}
-    for obj in request.objects():
-        obj.entry_uuid = ids[obj.entry_uuid]
-    for assoc in request.associations:
-        assoc.source_uuid, assoc.target_uuid = ids[assoc.source_uuid], ids[assoc.target_uuid]
-    return request
+    return F.registered_ids(F.submission(pid, [F.document(pid, "d1"), F.document(pid, "d2", title="Second")],
+                                         contents=False))
 
 
 def _snapshot(conn):

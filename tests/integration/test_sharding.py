@@ -35,6 +35,7 @@ from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
 from partage.registry import queries as Q
 from partage.registry import sharding
+from partage.registry.bulk import BulkLoader
 from partage.registry.access_state import Records
 from partage.registry.store import Registry
 from partage.services import Services
@@ -314,6 +315,47 @@ def test_migration_0009_indexes_the_ids_of_a_registry_sharded_before_it(sharded,
 
 
 # ------------------------------------------------------------------ no 2PC: the recovery
+def test_a_bulk_load_copies_each_patients_rows_into_its_shard(sharded):
+    """registry.shard_copy: a bulk load COPYs a patient's rows into the partition table its hash
+    names, on that partition's shard, with keys from the coordinator's sequences; the claims and
+    the global index stay on the coordinator; the rows are found, and ingest goes on after."""
+    registry = sharded.services.registry
+    pids = [F.patient_id() for _ in range(12)]
+    loader = BulkLoader(registry, batch_size=7)      # several batches, each over both shards
+    for pid in pids:
+        loader.add(F.registered_ids(F.submission(pid, [F.document(pid, "d1"), F.document(pid, "d2")],
+                                                 contents=False)))
+    loader.close()
+    assert loader.stats.documents == 24 and loader.stats.batches >= 3
+    with registry.read() as conn:
+        pks = {pid: registry.patient_pk(conn, pid) for pid in pids}
+    assert {_shard_of(sharded, pk) for pk in pks.values()} == {0, 1}   # both shards had some
+    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+    keys: dict[str, list[int]] = {"registry_objects": [], "object_codes": [], "object_authors": []}
+    for pid, pk in pks.items():
+        k, part = _shard_of(sharded, pk), _partition_of(sharded, pk)
+        for table, found in keys.items():
+            rows = _on_shard(sharded, k, f"SELECT pk FROM {table}_p{part} WHERE patient_pk = %(pk)s", {"pk": pk})
+            assert rows, (table, pid)
+            found += [r[0] for r in rows]
+        assert len(_on_shard(sharded, k, f"SELECT 1 FROM registry_objects_p{part} "
+                                         "WHERE patient_pk = %(pk)s", {"pk": pk})) == 5
+        for i in (i for s in sharded.shards for i in s.partitions if i != part):   # nowhere else
+            owner = next(n for n, s in enumerate(sharded.shards) if i in s.partitions)
+            assert _on_shard(sharded, owner, f"SELECT count(*) FROM registry_objects_p{i} "
+                                             "WHERE patient_pk = %(pk)s", {"pk": pk}) == [(0,)]
+        assert len(query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects) == 2   # pruned read
+    for table, found in keys.items():
+        assert len(found) == len(set(found)), table      # keys unique over both shards
+    with registry.read() as conn:
+        indexed = conn.exec_driver_sql("SELECT count(*) FROM entry_uuids WHERE patient_pk = ANY(%(pks)s)",
+                                       {"pks": list(pks.values())}).scalar()
+    assert indexed == 12 * 5
+    result = IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(pids[0]))
+    assert result.assigned_ids          # the sequences moved past the bulk load's keys
+    assert len(query.find_documents(pids[0], DocumentFilter(statuses=["Approved"])).objects) == 3
+
+
 def test_a_coordinator_lost_between_the_commits_leaves_rows_that_fsck_removes(sharded):
     """postgres_fdw commits the shard's transaction, then the coordinator's: kill the
     coordinator's session in between (a trigger on the shard holds its commit for a while)."""
