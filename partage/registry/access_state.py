@@ -175,14 +175,16 @@ def purge_record(registry: Registry, patient_pk: int) -> tuple[int, set[str]]:
         rows = conn.execute(select(obj.c.pk, obj.c.entry_uuid, obj.c.unique_id, obj.c.blob_address, obj.c.lid,
                                    obj.c.kind).where(obj.c.patient_pk == patient_pk)).all()
         uuids = [r.entry_uuid for r in rows]
-        assocs: dict[int, str] = {pk: entry_uuid for pk, entry_uuid in conn.execute(
-            select(obj.c.pk, obj.c.entry_uuid).where(
-                obj.c.kind == schema.KIND_ASSOCIATION,
-                obj.c.source_uuid.in_(uuids) | obj.c.target_uuid.in_(uuids)))} if uuids else {}
+        linked = conn.execute(select(obj.c.pk, obj.c.entry_uuid, obj.c.patient_pk).where(
+            obj.c.kind == schema.KIND_ASSOCIATION, obj.c.source_uuid.in_(uuids) | obj.c.target_uuid.in_(uuids),
+            *entry_index.route_references(conn, uuids))).all() if uuids else []
+        assocs: dict[int, str] = {r.pk: r.entry_uuid for r in linked}
         pks = {r.pk for r in rows} | set(assocs)
+        # the patients of those rows, so that a sharded registry deletes on their shards only
+        owners = sorted({patient_pk} | {r.patient_pk for r in linked if r.patient_pk is not None})
         for table in (schema.object_codes, schema.object_authors):
-            conn.execute(delete(table).where(table.c.object_pk.in_(list(pks))))
-        conn.execute(delete(obj).where(obj.c.pk.in_(list(pks))))
+            conn.execute(delete(table).where(table.c.patient_pk.in_(owners), table.c.object_pk.in_(list(pks))))
+        conn.execute(delete(obj).where(obj.c.patient_pk.in_(owners), obj.c.pk.in_(list(pks))))
         entry_index.removed(conn, [*uuids, *assocs.values()])   # a sharded registry's global index
         release_unique_ids(conn, [r.unique_id for r in rows])
         derived.forget_orphans(conn, [r.lid or r.entry_uuid for r in rows if r.kind == schema.KIND_DOCUMENT])

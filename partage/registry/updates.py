@@ -101,7 +101,8 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
     ss.lid, ss.version = ss.lid or ss.entry_uuid, "1"
     insert_object(conn, ss, patient_pk=patient_pk, registered_at=now)
     for obj in new_versions:
-        prior = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid, OBJ.c.status != "Deprecated")
+        prior = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid, OBJ.c.status != "Deprecated",
+                                               *entry_index.route(conn, lids=[obj.lid]))
                              .order_by(OBJ.c.version.desc())).first()
         if prior is not None:
             rewrite(conn, prior.entry_uuid, _set_status(AvailabilityStatus.DEPRECATED))
@@ -133,7 +134,8 @@ def _check_new_version(conn: Connection, obj: DocumentEntry | Folder, previous: 
     where = obj.entry_uuid
     if not obj.lid or obj.lid == obj.entry_uuid:
         return [XdsError(UPDATE_ERROR, f"{obj.kind} {where} updates a previous version but has no lid", where)]
-    rows = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid).order_by(OBJ.c.version.desc())).all()
+    rows = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid, *entry_index.route(conn, lids=[obj.lid]))
+                        .order_by(OBJ.c.version.desc())).all()
     if not rows:
         # PreviousVersion names a version that does not exist (NIST 15800b).
         return [XdsError(ErrorCode.METADATA_VERSION, f"no {obj.kind} with logical id {obj.lid}: "
@@ -176,7 +178,8 @@ def _propagate_folder_members(conn: Connection, prior_uuid: str, new_uuid: str, 
     members of the version it replaces (new HasMember associations; the old ones stay)."""
     rows = conn.execute(select(OBJ.c.body).where(
         OBJ.c.kind == schema.KIND_ASSOCIATION, OBJ.c.source_uuid == prior_uuid,
-        OBJ.c.assoc_type == str(AssociationType.HAS_MEMBER), OBJ.c.status == "Approved")).all()
+        OBJ.c.assoc_type == str(AssociationType.HAS_MEMBER), OBJ.c.status == "Approved",
+        *entry_index.route_references(conn, [prior_uuid]))).all()
     for row in rows:
         member = object_from_row(row.body)
         if not isinstance(member, Association):   # the rows are associations
@@ -191,12 +194,13 @@ def _linked_objects(conn: Connection, versions: list[str]) -> set[str]:
     """DocumentEntries and Folders associated with any of `versions` (SubmissionSets aside)."""
     assocs = conn.execute(select(OBJ.c.source_uuid, OBJ.c.target_uuid).where(
         OBJ.c.kind == schema.KIND_ASSOCIATION,
-        OBJ.c.source_uuid.in_(versions) | OBJ.c.target_uuid.in_(versions))).all()
+        OBJ.c.source_uuid.in_(versions) | OBJ.c.target_uuid.in_(versions),
+        *entry_index.route_references(conn, versions))).all()
     others = {a.target_uuid if a.source_uuid in versions else a.source_uuid for a in assocs} - set(versions)
     if not others:
         return set()
     return set(conn.execute(select(OBJ.c.entry_uuid).where(
-        OBJ.c.entry_uuid.in_(list(others)),
+        OBJ.c.entry_uuid.in_(list(others)), *entry_index.route(conn, others),
         OBJ.c.kind.in_([schema.KIND_DOCUMENT, schema.KIND_FOLDER]))).scalars())
 
 
@@ -221,7 +225,8 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest, 
         ends = [u for u in (assoc.source_uuid, assoc.target_uuid) if u not in submitted]
         if not ends:
             continue
-        rows = {r.entry_uuid: r for r in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(ends)))}
+        rows = {r.entry_uuid: r for r in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(ends),
+                                                                        *entry_index.route(conn, ends)))}
         for end in ends:
             row = rows.get(end)
             if row is None:
@@ -239,7 +244,8 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest, 
             existing = conn.execute(select(OBJ.c.entry_uuid).where(
                 OBJ.c.kind == schema.KIND_ASSOCIATION, OBJ.c.source_uuid == assoc.source_uuid,
                 OBJ.c.target_uuid == assoc.target_uuid,
-                OBJ.c.assoc_type == str(assoc.association_type))).first()
+                OBJ.c.assoc_type == str(assoc.association_type),
+                *entry_index.route_references(conn, [assoc.source_uuid, assoc.target_uuid]))).first()
             if existing is not None:
                 errors.append(XdsError(UPDATE_ERROR, f"association {existing.entry_uuid} already links "
                                        f"{assoc.source_uuid} to {assoc.target_uuid}", assoc.entry_uuid))
@@ -248,7 +254,8 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest, 
 
 def _check_status_change(conn: Connection, change: Association, patient_pk: int) -> list[XdsError]:
     where = change.entry_uuid
-    row = conn.execute(select(OBJ).where(OBJ.c.entry_uuid == change.target_uuid)).first()
+    row = conn.execute(select(OBJ).where(OBJ.c.entry_uuid == change.target_uuid,
+                                         *entry_index.route(conn, [change.target_uuid]))).first()
     if row is None:
         return [XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"no object {change.target_uuid}", where)]
     original, new = status_short(change.original_status), status_short(change.new_status)
@@ -259,7 +266,8 @@ def _check_status_change(conn: Connection, change: Association, patient_pk: int)
         return [XdsError(UPDATE_ERROR, f"{change.target_uuid} is a SubmissionSet; its availabilityStatus "
                          "cannot be updated", where)]
     if row.kind in (schema.KIND_DOCUMENT, schema.KIND_FOLDER):
-        latest = conn.execute(select(OBJ.c.version).where(OBJ.c.lid == row.lid)
+        latest = conn.execute(select(OBJ.c.version).where(OBJ.c.lid == row.lid,
+                                                          *entry_index.route(conn, lids=[row.lid]))
                               .order_by(OBJ.c.version.desc())).first()
         if latest is not None and latest.version != row.version:
             # ITI TF-2b 3.57.4.1.3.3.2: only the most recent version's status may change.
@@ -285,12 +293,13 @@ def _emptied_submission_sets(conn: Connection, rows: Iterable[Row], removing: se
                and r.assoc_type == has_member and r.source_uuid not in removing}
     errors = []
     for source in sorted(sources):
-        owner = conn.execute(select(OBJ.c.kind).where(OBJ.c.entry_uuid == source)).first()
+        owner = conn.execute(select(OBJ.c.kind).where(OBJ.c.entry_uuid == source,
+                                                      *entry_index.route(conn, [source]))).first()
         if owner is None or owner.kind != schema.KIND_SUBMISSION_SET:
             continue
         left = conn.execute(select(OBJ.c.pk).where(
             OBJ.c.kind == schema.KIND_ASSOCIATION, OBJ.c.source_uuid == source, OBJ.c.assoc_type == has_member,
-            OBJ.c.entry_uuid.not_in(list(removing))).limit(1)).first()
+            OBJ.c.entry_uuid.not_in(list(removing)), *entry_index.route_references(conn, [source])).limit(1)).first()
         if left is None:
             errors.append(XdsError(ErrorCode.UNREFERENCED_OBJECT,
                                    f"SubmissionSet {source} would be left without any member; "
@@ -319,7 +328,7 @@ def rows(conn: Connection, entry_uuids: Iterable[str]) -> dict[str, Row]:
     wanted = list(dict.fromkeys(u for u in entry_uuids if u))
     out: dict[str, Row] = {}
     for chunk in chunks(wanted):
-        for row in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(chunk))):
+        for row in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(chunk), *entry_index.route(conn, chunk))):
             out[row.entry_uuid] = row
     return out
 
@@ -327,7 +336,8 @@ def rows(conn: Connection, entry_uuids: Iterable[str]) -> dict[str, Row]:
 # ------------------------------------------------------------------ ITI-62 Remove Metadata
 def removal_rows(conn: Connection, refs: Sequence[str]) -> tuple[dict[str, Row], list[XdsError]]:
     """The rows an ITI-62 names, and an error for each id the registry does not hold."""
-    rows = {r.entry_uuid: r for r in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(list(refs))))}
+    rows = {r.entry_uuid: r for r in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(list(refs)),
+                                                                    *entry_index.route(conn, refs)))}
     errors = [XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"no object {ref} in the registry", ref)
               for ref in refs if ref not in rows]
     return rows, errors
@@ -341,7 +351,8 @@ def remove_objects(conn: Connection, rows: dict[str, Row], *, removed_by: str,
     removing = set(rows)
     referencing = conn.execute(select(OBJ.c.entry_uuid, OBJ.c.source_uuid, OBJ.c.target_uuid).where(
         OBJ.c.kind == schema.KIND_ASSOCIATION,
-        (OBJ.c.source_uuid.in_(list(removing))) | (OBJ.c.target_uuid.in_(list(removing))))).all()
+        (OBJ.c.source_uuid.in_(list(removing))) | (OBJ.c.target_uuid.in_(list(removing))),
+        *entry_index.route_references(conn, sorted(removing)))).all()
     for assoc in referencing:
         if assoc.entry_uuid not in removing:
             errors.append(XdsError(ErrorCode.REFERENCES_EXIST,
@@ -386,7 +397,8 @@ def remove_bytes(conn: Connection, unique_id: str, rows: Sequence[Row], *, remov
     """The document's bytes leave the repository's answers; the tombstone keeps their address
     until an administrator purges them."""
     _tombstones(conn, rows, removed_by=removed_by, transaction="ITI-86", at=utc_now(), keep_bytes=True)
-    conn.execute(update(OBJ).where(OBJ.c.unique_id == unique_id, OBJ.c.kind == schema.KIND_DOCUMENT)
+    conn.execute(update(OBJ).where(OBJ.c.unique_id == unique_id, OBJ.c.kind == schema.KIND_DOCUMENT,
+                                   *entry_index.route(conn, unique_ids=[unique_id]))
                  .values(blob_address=None))
 
 

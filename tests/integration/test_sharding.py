@@ -29,14 +29,22 @@ from partage.access.credentials import sample_actors
 from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
 from partage.fsck import check, remove_leftovers
 from partage.ingest import IngestService
-from partage.metadata.datatypes import XCN
-from partage.metadata.model import Code
+from partage.lifecycle import remove_metadata, update_document_set
+from partage.metadata.datatypes import DTM, XCN
+from partage.metadata.model import (
+    Association,
+    AssociationType,
+    AvailabilityStatus,
+    Code,
+    SubmissionRequest,
+    SubmissionSet,
+)
 from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
 from partage.registry import queries as Q
 from partage.registry import sharding
-from partage.registry.bulk import BulkLoader
 from partage.registry.access_state import Records
+from partage.registry.bulk import BulkLoader
 from partage.registry.store import Registry
 from partage.services import Services
 from tests import factories as F
@@ -241,6 +249,12 @@ def test_merge_moves_a_patients_rows_to_the_survivors_shard(sharded, authority):
                      {"pk": keep_pk}) == [(6,)]   # two submissions: S, D, A each
 
 
+def _update_set(pid) -> SubmissionSet:
+    """The SubmissionSet of an ITI-57 update (symbolic id: the registry assigns the UUID)."""
+    return SubmissionSet(entry_uuid="ss", unique_id=F.oid(), source_id="1.2.250.1.999.2", patient_id=pid,
+                         submission_time=DTM("20240401"), content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
+
+
 def _busy(reply) -> bool:
     """The answer to a dependency that is down (partage.failures): a 503 SOAP Fault, XDSRegistryBusy."""
     return (reply.http_status == 503 and reply.body.tag == f"{SOAP}Fault"
@@ -283,8 +297,25 @@ def test_a_stopped_shard_is_an_xds_error_and_loses_nothing(sharded, authority):
         package = doctor.stored_query("GetSubmissionSetAndContents", {
             "$XDSSubmissionSetEntryUUID": [f"('{objects_of(assocs)[0].source_uuid}')"]})
         assert found[0].unique_id in {getattr(o, "unique_id", "") for o in objects_of(package)}, package.error_codes
-        _submit(sharded, authority, up, [_doc(up, "during", "810000000002")])
+        during = _doc(up, "during", "810000000002")
+        _submit(sharded, authority, up, [during])
         assert len(_uids(_find(_soap(sharded, authority, "doctor", up), up))) == 2
+        # ITI-57 and ITI-62 on that patient: every look-up they make by entryUUID, logical id or
+        # reference goes to the patient's shard (registry.updates with entry_index)
+        query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+        change = Association(entry_uuid="chg", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
+                             source_uuid="ss", target_uuid=found[0].entry_uuid,
+                             original_status=str(AvailabilityStatus.APPROVED),
+                             new_status=str(AvailabilityStatus.DEPRECATED))
+        update_document_set(sharded.services, INSECURE_DEV_ACTOR, SubmissionRequest(_update_set(up), [], [], [change]))
+        assert [d.availability_status.short for d in query.find_documents(
+            up, DocumentFilter(statuses=["Deprecated"])).objects] == ["Deprecated"]
+        later = next(d for d in query.find_documents(up, DocumentFilter(statuses=["Approved"])).objects
+                     if d.unique_id == during.unique_id)
+        links = query.get_associations([later.entry_uuid]).objects
+        remove_metadata(sharded.services, INSECURE_DEV_ACTOR,
+                        [later.entry_uuid, *[a.entry_uuid for a in links], *{a.source_uuid for a in links}])
+        assert query.find_documents(up, DocumentFilter(statuses=["Approved"])).objects == []
     finally:
         sharded.clusters[1].start()
     assert _uids(_find(_soap(sharded, authority, "doctor", down), down)) == {kept.unique_id}
