@@ -283,6 +283,15 @@ credential_uses = Table(
     Column("expires_at", BigInteger, nullable=False),           # epoch seconds
 )
 
+# PostgreSQL only (migration 0010): one row per writing thread, bumped at the end of a request
+# whose writes committed without waiting for the WAL flush (Registry.one_sync): that small
+# synchronous commit flushes the WAL past every earlier one, once for the whole request.
+durability_marks = Table(
+    "durability_marks", metadata,
+    Column("writer", String(64), primary_key=True),   # host, process and thread
+    Column("bumps", BigInteger, nullable=False),
+)
+
 # Sessions of the professional's page (partage.web.login; migration 0008): the cookie is
 # signed and carries the claims, this row lets a sign-out end it for good. `sid_hash` is the
 # SHA-256 of the session id (a copy of the table opens no session).

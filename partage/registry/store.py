@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import sqlite3
 import threading
 import weakref
@@ -21,6 +22,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, Row, create_engine, event, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 
 from ..metadata.datatypes import CX
@@ -295,15 +297,16 @@ class Registry:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One all-or-nothing transaction: commit on success, roll back on any error. On return
-        the commit is on disk (PostgreSQL: synchronous_commit; SQLite: `GroupSync`)."""
-        with self._fork_guard.held(), self._turn(), self._write_engine.connect() as conn, conn.begin():
-            yield conn
-        if self._group_sync is None:
-            return
+        the commit is on disk (PostgreSQL: synchronous_commit; SQLite: `GroupSync`), or, inside
+        `one_sync()`, will be before that scope ends."""
         deferred = self._deferred.get()
+        with self._fork_guard.held(), self._turn(), self._write_engine.connect() as conn, conn.begin():
+            if deferred is not None and not self.is_sqlite:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")   # one_sync() flushes at its end
+            yield conn
         if deferred is not None:
             deferred[0] = True   # one_sync() syncs at its end, before any answer goes out
-        else:
+        elif self._group_sync is not None:
             self._group_sync.sync()
 
     @contextmanager
@@ -331,8 +334,14 @@ class Registry:
         """The writes made inside are made durable together, once, when it ends (even by an
         error). The WAL is written in commit order, so one fsync after the last commit holds
         every earlier one: a request that commits its credential use, its registration and
-        its audit record pays one fsync, shared with the requests ending at the same time."""
-        if self._group_sync is None or self._deferred.get() is not None:
+        its audit record pays one fsync, shared with the requests ending at the same time.
+
+        PostgreSQL: the writes inside commit with `synchronous_commit = off` (visible at once,
+        flushed later), and the scope ends with one synchronous commit (`_flush_wal`), which
+        returns once the WAL is on disk up to itself, hence past each of them. SQLite on disk:
+        one `GroupSync`. What was committed inside is visible to other readers a moment before
+        it is durable, as with SQLite's `synchronous=NORMAL`; what is answered is durable."""
+        if (self._group_sync is None and self.is_sqlite) or self._deferred.get() is not None:
             yield
             return
         token = self._deferred.set([False])
@@ -342,7 +351,25 @@ class Registry:
             wrote = self._deferred.get()
             self._deferred.reset(token)
             if wrote and wrote[0]:
-                self._group_sync.sync()
+                if self._group_sync is not None:
+                    self._group_sync.sync()
+                else:
+                    self._flush_wal()
+
+    def _flush_wal(self) -> None:
+        """A synchronous commit that writes WAL (this thread's row of `durability_marks`): it
+        waits for the flush of the WAL up to its own commit record, which follows every commit
+        this thread made before (PostgreSQL writes one WAL, in order). A commit that wrote no
+        WAL would not wait."""
+        marks = schema.durability_marks
+        upsert = pg_insert(marks).values(writer=self._writer_name(), bumps=1)
+        with self._fork_guard.held(), self._write_engine.connect() as conn, conn.begin():
+            conn.execute(upsert.on_conflict_do_update(index_elements=[marks.c.writer],
+                                                      set_={"bumps": marks.c.bumps + 1}))
+
+    @staticmethod
+    def _writer_name() -> str:
+        return f"{socket.gethostname()[:32]}:{os.getpid()}:{threading.get_ident() % 10**12}"
 
     # --- patients (partage.registry.patients) ----------------------------------------
     def patient_pk(self, conn: Connection, cx: CX | None) -> int | None:

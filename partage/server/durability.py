@@ -3,16 +3,23 @@
 The registry makes each write durable before it returns (`Registry.write`); inside a request
 its writes are synced together once, at the end (`Registry.one_sync`). This middleware opens
 that scope around the application and holds the status line back until the sync is done, so
-a client reads "Success" only about data that survives a power loss.
+a client reads "Success" only about data that survives a power loss. If that sync fails (the
+database went away meanwhile), the answer prepared is dropped for the door's 503.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
+from ..failures import classify
 from ..registry.store import Registry
+from .answers import error_answer
+
+log = logging.getLogger("partage.server")
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None] | None
@@ -32,8 +39,21 @@ class DurableAnswers:
             held[:] = [(status, headers, exc_info)]
             return _no_write
 
-        with self.registry.one_sync():
-            body = self.app(environ, hold)
+        try:
+            with self.registry.one_sync():
+                body = self.app(environ, hold)
+        except Exception as exc:   # the closing sync failed: what the request wrote may not be on disk
+            known = classify(exc)
+            if known is None:
+                raise
+            log.error("%s %s: the final sync failed: %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), exc)
+            content_type, payload = error_answer(environ.get("PATH_INFO", ""), known.status, known.message,
+                                                 known.retry_after)
+            headers = [("Content-Type", content_type), ("Content-Length", str(len(payload)))]
+            if known.retry_after:
+                headers.append(("Retry-After", str(known.retry_after)))
+            start_response(f"{known.status} {HTTPStatus(known.status).phrase}", headers)
+            return [payload]
         status, headers, exc_info = held[0]
         start_response(status, headers, exc_info)
         return body

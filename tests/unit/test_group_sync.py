@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from partage.registry.store import GroupSync, Registry
 from partage.server.durability import DurableAnswers
@@ -138,3 +139,27 @@ def test_the_answer_starts_only_after_the_sync(recorded):
 
     body = DurableAnswers(app, registry)({}, lambda status, headers, exc_info=None: events.append(status))
     assert events == ["fsync", "200 OK"] and list(body) == [b"Success"]
+
+
+def test_a_failed_final_sync_answers_the_doors_503_not_the_prepared_success(recorded, monkeypatch):
+    """The writes may not be on disk: the "Success" the application prepared must not go out."""
+    registry, events = recorded
+
+    def disk_gone(self) -> None:
+        raise OperationalError("fsync", {}, OSError("I/O error"))
+
+    monkeypatch.setattr(GroupSync, "_fsync", disk_gone)
+
+    def app(environ, start_response):
+        with registry.write() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        start_response("200 OK", [("Content-Type", "application/soap+xml")])
+        return [b"<Success/>"]
+
+    answered: list[tuple[str, dict]] = []
+    body = DurableAnswers(app, registry)({"PATH_INFO": "/xds/iti41", "REQUEST_METHOD": "POST"},
+                                         lambda status, headers, exc_info=None: answered.append((status, dict(headers))))
+    (status, headers), = answered
+    payload = b"".join(body)
+    assert status.startswith("503") and headers["Retry-After"] and b"Success" not in payload
+    assert b"Fault" in payload and b"XDSRegistryBusy" in payload   # the XDS door's shape
