@@ -177,7 +177,7 @@ def _write(services: Holder, ctx: AuditContext, status: int) -> int | None:
     detail = "; ".join(filter(None, [ctx.auth_error, *ctx.denied, ctx.failure, *ctx.remarks,
                                      f"{ctx.filtered} object(s) withheld by the policy" if ctx.filtered else ""]))
     registry = services.registry
-    with registry.write() as conn:
+    with registry.write(closing=True) as conn:   # the request's last write: its flush covers the rest
         patient_id, patient_pk = "", None
         for cx, pk in ctx.patients.items():
             patient_id = patient_id or cx

@@ -71,7 +71,11 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_ti
     # psycopg's automatic server-side preparation is off too: with a plan per execution it saves
     # only the parse, and prepared statements are session state that PgBouncer's transaction
     # pooling cannot carry (docs/deployment.md).
-    connect_args: dict[str, Any] = {"options": "-c plan_cache_mode=force_custom_plan"}
+    # No JIT compilation: the registry's statements read a few index entries, but on a big
+    # table the planner's estimate (a foreign partition's above all, estimated from its size)
+    # passes jit_above_cost, and compiling then took 5 ms of a 7 ms FindDocuments at 1 million
+    # documents over 2 shards (benchmarks/bench_sharded.py, EXPLAIN ANALYZE).
+    connect_args: dict[str, Any] = {"options": "-c plan_cache_mode=force_custom_plan -c jit=off"}
     if parsed.get_driver_name() == "psycopg":
         connect_args["prepare_threshold"] = None
     return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout,
@@ -295,17 +299,23 @@ class Registry:
                 self._shared.reset(token)
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, closing: bool = False) -> Iterator[Connection]:
         """One all-or-nothing transaction: commit on success, roll back on any error. On return
         the commit is on disk (PostgreSQL: synchronous_commit; SQLite: `GroupSync`), or, inside
-        `one_sync()`, will be before that scope ends."""
+        `one_sync()`, will be before that scope ends.
+
+        `closing`: a request's last write, which always writes a row (the audit record). On
+        PostgreSQL it commits synchronously inside `one_sync()` too: that flushes the WAL past
+        every earlier commit of the request, which then needs no flush of its own."""
         deferred = self._deferred.get()
+        unflushed = deferred is not None and not self.is_sqlite and not closing
         with self._fork_guard.held(), self._turn(), self._write_engine.connect() as conn, conn.begin():
-            if deferred is not None and not self.is_sqlite:
+            if unflushed:
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")   # one_sync() flushes at its end
             yield conn
         if deferred is not None:
-            deferred[0] = True   # one_sync() syncs at its end, before any answer goes out
+            # what one_sync() must still make durable at its end, before any answer goes out
+            deferred[0] = True if self.is_sqlite else unflushed
         elif self._group_sync is not None:
             self._group_sync.sync()
 

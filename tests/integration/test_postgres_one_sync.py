@@ -65,3 +65,26 @@ def test_a_request_that_wrote_nothing_flushes_nothing_and_an_error_still_flushes
                 _use(conn, "before-the-error")
             raise ValueError("the request failed after a write")
     assert _bumps(registry) == 1   # what was committed before the error is made durable too
+
+
+def test_the_closing_write_is_the_requests_flush(registry):
+    """The audit record, the request's last write, commits synchronously: it flushes the WAL past
+    the request's earlier commits, and the request needs no flush of its own; a write after it
+    (none is expected) is flushed at the end as usual."""
+    with registry.one_sync():
+        with registry.write() as conn:
+            early = _use(conn, "early")
+        with registry.read() as conn:
+            written = conn.exec_driver_sql("SELECT pg_current_wal_insert_lsn()").scalar()
+        with registry.write(closing=True) as conn:
+            closing = _use(conn, "audit")
+        with registry.read() as conn:
+            flushed = conn.exec_driver_sql("SELECT pg_current_wal_flush_lsn() >= %(lsn)s::pg_lsn",
+                                           {"lsn": written}).scalar()
+    assert (early, closing, flushed) == ("off", "on", True) and _bumps(registry) == 0
+    with registry.one_sync():
+        with registry.write(closing=True) as conn:
+            _use(conn, "audit-2")
+        with registry.write() as conn:
+            _use(conn, "late")
+    assert _bumps(registry) == 1
