@@ -206,6 +206,7 @@ def plot(runs: list[dict], out: Path, date: str) -> None:
     rate_ax.set(xlabel="documents in the registry", ylabel="documents/s",
                 title="Bulk load rate")
     for ax in (lat_ax, rate_ax):
+        ax.set_ylim(bottom=0)   # rates and latencies compared from zero, not from their minimum
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
