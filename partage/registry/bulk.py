@@ -111,36 +111,41 @@ class BulkLoader:
             if claims:
                 self._insert(conn, schema.unique_ids, UNIQUE_ID_COLUMNS, claims)
             copier = self._shards(conn)
-            pks = self._insert_objects(conn, objects) if copier is None else \
-                draw_keys(conn, "registry_objects", len(objects))
-            if copier is not None:   # the global entryUUID index of a sharded registry
-                self._insert(conn, entry_index.entry_uuids, entry_index.COLUMNS,
-                             [entry_index.index_row(v) for v in objects])
-            codes, authors = [], []
-            for (obj, _cx, _b), pk, values in zip(pending.objects, pks, objects, strict=True):
-                for c in code_rows(obj):
-                    codes.append({**c, "object_pk": pk, "patient_pk": values["patient_pk"]})
-                for a in author_rows(obj):
-                    authors.append({**a, "object_pk": pk, "patient_pk": values["patient_pk"]})
             if copier is None:
-                if codes:
-                    self._insert(conn, schema.object_codes, CODE_COLUMNS, codes)
-                if authors:
-                    self._insert(conn, schema.object_authors, AUTHOR_COLUMNS, authors)
+                codes, authors = self._write_here(conn, pending, objects)
             else:
-                for table, rows in (("object_codes", codes), ("object_authors", authors)):
-                    for row, key in zip(rows, draw_keys(conn, table, len(rows)), strict=True):
-                        row["pk"] = key
-                copier.write(conn, [
-                    ("registry_objects", ["pk", *OBJECT_COLUMNS],
-                     [{"pk": pk, **values} for pk, values in zip(pks, objects, strict=True)]),
-                    ("object_codes", ["pk", *CODE_COLUMNS], codes),
-                    ("object_authors", ["pk", *AUTHOR_COLUMNS], authors)], shard_transactions)
+                codes, authors = self._write_to_shards(conn, copier, pending, objects, shard_transactions)
         self.stats.objects += len(objects)
         self.stats.documents += sum(1 for v in objects if v["kind"] == schema.KIND_DOCUMENT)
         self.stats.codes += len(codes)
         self.stats.authors += len(authors)
         self.stats.batches += 1
+
+    def _write_here(self, conn: Connection, pending: _Pending,
+                    objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The objects and their index rows in this database (unsharded)."""
+        codes, authors = _index_rows(pending, self._insert_objects(conn, objects), objects)
+        if codes:
+            self._insert(conn, schema.object_codes, CODE_COLUMNS, codes)
+        if authors:
+            self._insert(conn, schema.object_authors, AUTHOR_COLUMNS, authors)
+        return codes, authors
+
+    def _write_to_shards(self, conn: Connection, copier: ShardCopier, pending: _Pending, objects: list[dict[str, Any]],
+                         shard_transactions: ExitStack) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The global entryUUID index here, the rows on their shards, every key from here."""
+        self._insert(conn, entry_index.entry_uuids, entry_index.COLUMNS, [entry_index.index_row(v) for v in objects])
+        pks = draw_keys(conn, "registry_objects", len(objects))
+        codes, authors = _index_rows(pending, pks, objects)
+        for table, rows in (("object_codes", codes), ("object_authors", authors)):
+            for row, key in zip(rows, draw_keys(conn, table, len(rows)), strict=True):
+                row["pk"] = key
+        copier.write(conn, [
+            ("registry_objects", ["pk", *OBJECT_COLUMNS],
+             [{"pk": pk, **values} for pk, values in zip(pks, objects, strict=True)]),
+            ("object_codes", ["pk", *CODE_COLUMNS], codes),
+            ("object_authors", ["pk", *AUTHOR_COLUMNS], authors)], shard_transactions)
+        return codes, authors
 
     def close(self) -> None:
         """Write what is pending and let go of the shard connections."""
@@ -205,6 +210,16 @@ class BulkLoader:
             copy_rows(conn, table.name, columns, rows)
         else:
             conn.execute(table.insert(), rows)
+
+
+def _index_rows(pending: _Pending, pks: list[int],
+                objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The code and author rows of the pending objects, given their keys and rows."""
+    codes, authors = [], []
+    for (obj, _cx, _b), pk, values in zip(pending.objects, pks, objects, strict=True):
+        codes += [{**c, "object_pk": pk, "patient_pk": values["patient_pk"]} for c in code_rows(obj)]
+        authors += [{**a, "object_pk": pk, "patient_pk": values["patient_pk"]} for a in author_rows(obj)]
+    return codes, authors
 
 
 def _complete(row: dict[str, Any]) -> dict[str, Any]:

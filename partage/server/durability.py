@@ -39,6 +39,7 @@ class DurableAnswers:
             held[:] = [(status, headers, exc_info)]
             return _no_write
 
+        body: Iterable[bytes] | None = None
         try:
             with self.registry.one_sync():
                 body = self.app(environ, hold)
@@ -46,6 +47,9 @@ class DurableAnswers:
             known = classify(exc)
             if known is None:
                 raise
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()   # the prepared answer is dropped (WSGI: an iterable is always closed)
             log.error("%s %s: the final sync failed: %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), exc)
             content_type, payload = error_answer(environ.get("PATH_INFO", ""), known.status, known.message,
                                                  known.retry_after)
