@@ -101,7 +101,7 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
     lineages = _lineages(request, rows)
     try:
         objects = request.objects()
-        _claim_unique_ids(conn, objects)
+        claim_unique_ids(conn, objects)
         insert_objects(conn, [*objects, *extra], patient_pk=patient_pk, registered_at=now,
                        blob_addresses=blob_addresses, lineages=lineages)
     except IntegrityError as exc:
@@ -221,7 +221,7 @@ def _conflict(obj: DocumentEntry | SubmissionSet | Folder, claim: Row[Any]) -> l
     return [duplicate]
 
 
-def _claim_unique_ids(conn: Connection, objects: list[AnyObject]) -> None:
+def claim_unique_ids(conn: Connection, objects: list[AnyObject]) -> None:
     """Insert the submission's uniqueId claims (one statement), or accept identical ones;
     raise if another submission won the race for one of them."""
     claimed: dict[str, DocumentEntry | SubmissionSet | Folder] = {}

@@ -32,7 +32,7 @@ from .batches import chunks
 from .clock import utc_now
 from .indexing import object_from_row, status_short
 from .queries import ObjectRow
-from .register import insert_object, release_unique_ids, rewrite
+from .register import claim_unique_ids, insert_object, release_unique_ids, rewrite
 from .store import Registry
 
 OBJ = schema.registry_objects
@@ -99,6 +99,13 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
 
     ss.availability_status = AvailabilityStatus.APPROVED
     ss.lid, ss.version = ss.lid or ss.entry_uuid, "1"
+    for obj in members:
+        if obj.entry_uuid not in previous_version:   # a new Folder: its own logical id
+            obj.lid = obj.lid or obj.entry_uuid
+    # The update's uniqueIds are claimed like a submission's: the SubmissionSet's and a new
+    # Folder's must be new; a new version's is its lineage's (the same logical id). On a sharded
+    # registry an unclaimed SubmissionSet is the trace of a lost submission (sharding.unclaimed).
+    claim_unique_ids(conn, [ss, *members])
     insert_object(conn, ss, patient_pk=patient_pk, registered_at=now)
     for obj in new_versions:
         prior = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid, OBJ.c.status != "Deprecated",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from sqlalchemy import select
 
 from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.ingest import IngestService
@@ -364,3 +365,26 @@ def test_deprecated_associations_are_followed_only_when_asked(services):
     related = service.get_related_documents([str(AssociationType.APND)], DocumentFilter(),
                                             entry_uuid=first.entry_uuid)
     assert sorted(o.kind for o in related.objects) == ["Association", "DocumentEntry", "DocumentEntry"]
+
+
+def test_an_update_claims_its_submission_sets_unique_id(services):
+    """Like a submission's: a later update (or submission) cannot reuse it, and on a sharded
+    registry the update is not taken for the trace of a lost submission (sharding.unclaimed)."""
+    pid, doc = _setup(services)
+    request = _update_set(pid, _new_version(doc, title="v2"))
+    reused = request.submission_set.unique_id
+    update_document_set(services, INSECURE_DEV_ACTOR, request)
+    with services.registry.read() as conn:
+        claims = conn.execute(select(schema.unique_ids.c.kind).where(schema.unique_ids.c.unique_id == reused)).all()
+    assert [c.kind for c in claims] == [schema.KIND_SUBMISSION_SET]
+    [current] = _docs(services, pid, ["Approved"])
+    change = Association(entry_uuid="chg", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
+                         source_uuid="ss", target_uuid=current.entry_uuid,
+                         original_status=str(AvailabilityStatus.APPROVED),
+                         new_status=str(AvailabilityStatus.DEPRECATED))
+    again = _update_set(pid, change)
+    again.submission_set.unique_id = reused
+    with pytest.raises(XdsErrors) as exc:
+        update_document_set(services, INSECURE_DEV_ACTOR, again)
+    assert exc.value.codes == ["XDSDuplicateUniqueIdInRegistry"]
+    assert [d.title for d in _docs(services, pid, ["Approved"])] == ["v2"]   # nothing of it written
