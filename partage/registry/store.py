@@ -21,7 +21,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Row, create_engine, event, select
+from sqlalchemy import Connection, Engine, Row, bindparam, create_engine, event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 
@@ -33,6 +33,11 @@ from .indexing import object_from_row
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x70617274616765   # "partage": the advisory lock serialising migrations
+_HOST = socket.gethostname()[:32]   # with the process and thread: a durability_marks row
+_MARKS = schema.durability_marks
+# Built once: every PostgreSQL request that wrote ends with it (Registry._flush_wal).
+_BUMP_MARK = pg_insert(_MARKS).values(writer=bindparam("writer"), bumps=1).on_conflict_do_update(
+    index_elements=[_MARKS.c.writer], set_={"bumps": _MARKS.c.bumps + 1})
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -371,15 +376,9 @@ class Registry:
         waits for the flush of the WAL up to its own commit record, which follows every commit
         this thread made before (PostgreSQL writes one WAL, in order). A commit that wrote no
         WAL would not wait."""
-        marks = schema.durability_marks
-        upsert = pg_insert(marks).values(writer=self._writer_name(), bumps=1)
+        writer = f"{_HOST}:{os.getpid()}:{threading.get_ident() % 10**12}"
         with self._fork_guard.held(), self._write_engine.connect() as conn, conn.begin():
-            conn.execute(upsert.on_conflict_do_update(index_elements=[marks.c.writer],
-                                                      set_={"bumps": marks.c.bumps + 1}))
-
-    @staticmethod
-    def _writer_name() -> str:
-        return f"{socket.gethostname()[:32]}:{os.getpid()}:{threading.get_ident() % 10**12}"
+            conn.execute(_BUMP_MARK, {"writer": writer})
 
     # --- patients (partage.registry.patients) ----------------------------------------
     def patient_pk(self, conn: Connection, cx: CX | None) -> int | None:
@@ -404,7 +403,9 @@ class Registry:
                 out[row.entry_uuid] = object_from_row(row.body)
         return out
 
-    def rows_by_uuid(self, conn: Connection, uuids: Iterable[str]) -> dict[str, Row[Any]]:
+    @staticmethod
+    def rows_by_uuid(conn: Connection, uuids: Iterable[str]) -> dict[str, Row[Any]]:
+        """Whole registry rows by entryUUID (on a sharded registry, from their patients' shards)."""
         objs = schema.registry_objects
         uuids = list(dict.fromkeys(uuids))
         rows: dict[str, Row[Any]] = {}

@@ -28,7 +28,6 @@ from ..metadata.model import (
     SubmissionRequest,
 )
 from . import derived, entry_index, schema
-from .batches import chunks
 from .clock import utc_now
 from .indexing import object_from_row, status_short
 from .queries import ObjectRow
@@ -232,8 +231,7 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest, 
         ends = [u for u in (assoc.source_uuid, assoc.target_uuid) if u not in submitted]
         if not ends:
             continue
-        rows = {r.entry_uuid: r for r in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(ends),
-                                                                        *entry_index.route(conn, ends)))}
+        rows = Registry.rows_by_uuid(conn, ends)
         for end in ends:
             row = rows.get(end)
             if row is None:
@@ -261,8 +259,7 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest, 
 
 def _check_status_change(conn: Connection, change: Association, patient_pk: int) -> list[XdsError]:
     where = change.entry_uuid
-    row = conn.execute(select(OBJ).where(OBJ.c.entry_uuid == change.target_uuid,
-                                         *entry_index.route(conn, [change.target_uuid]))).first()
+    row = Registry.rows_by_uuid(conn, [change.target_uuid]).get(change.target_uuid)
     if row is None:
         return [XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"no object {change.target_uuid}", where)]
     original, new = status_short(change.original_status), status_short(change.new_status)
@@ -332,19 +329,13 @@ def latest_versions(conn: Connection, lids: Iterable[str]) -> dict[str, Row]:
 
 def rows(conn: Connection, entry_uuids: Iterable[str]) -> dict[str, Row]:
     """Registry objects by entryUUID (what a change names)."""
-    wanted = list(dict.fromkeys(u for u in entry_uuids if u))
-    out: dict[str, Row] = {}
-    for chunk in chunks(wanted):
-        for row in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(chunk), *entry_index.route(conn, chunk))):
-            out[row.entry_uuid] = row
-    return out
+    return Registry.rows_by_uuid(conn, [u for u in entry_uuids if u])
 
 
 # ------------------------------------------------------------------ ITI-62 Remove Metadata
 def removal_rows(conn: Connection, refs: Sequence[str]) -> tuple[dict[str, Row], list[XdsError]]:
     """The rows an ITI-62 names, and an error for each id the registry does not hold."""
-    rows = {r.entry_uuid: r for r in conn.execute(select(OBJ).where(OBJ.c.entry_uuid.in_(list(refs)),
-                                                                    *entry_index.route(conn, refs)))}
+    rows = Registry.rows_by_uuid(conn, refs)
     errors = [XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"no object {ref} in the registry", ref)
               for ref in refs if ref not in rows]
     return rows, errors

@@ -2,13 +2,16 @@
 outage, a bug): SOAP 1.2 Fault on /xds, OperationOutcome on /fhir, the validation service's
 JSON problem on /validate, a small JSON object elsewhere.
 
-Used by the ASGI admission layer (before the application runs) and by the application's
-last-resort error handler, so that no client ever sees an HTML error page or a traceback.
+Used by the ASGI admission layer (before the application runs), the WSGI middlewares
+(`wsgi_error`) and the application's last-resort error handler, so that no client ever sees an HTML error page or a traceback.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
 
 from ..ebxml.soap import SoapError, fault_envelope
 from ..metadata.errors import ErrorCode
@@ -42,3 +45,17 @@ def error_answer(path: str, status: int, message: str, retry_after: int | None =
     if retry_after:
         body["retry_after"] = retry_after
     return "application/json", json.dumps(body).encode()
+
+
+def wsgi_error(start_response: Callable[..., Any], path: str, status: int, message: str, *,
+               retry_after: int | None = None, close: bool = False) -> list[bytes]:
+    """Start and return the error answer at `path` from a WSGI middleware (no Flask there)."""
+    content_type, body = error_answer(path, status, message, retry_after)
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    if retry_after:
+        headers.append(("Retry-After", str(retry_after)))
+    if close:
+        headers.append(("Connection", "close"))
+    start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+    return [body]
+

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
 from ..failures import classify
 from ..registry.store import Registry
-from .answers import error_answer
+from .answers import wsgi_error
 
 log = logging.getLogger("partage.server")
 
@@ -51,13 +50,8 @@ class DurableAnswers:
             if close is not None:
                 close()   # the prepared answer is dropped (WSGI: an iterable is always closed)
             log.error("%s %s: the final sync failed: %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), exc)
-            content_type, payload = error_answer(environ.get("PATH_INFO", ""), known.status, known.message,
-                                                 known.retry_after)
-            headers = [("Content-Type", content_type), ("Content-Length", str(len(payload)))]
-            if known.retry_after:
-                headers.append(("Retry-After", str(known.retry_after)))
-            start_response(f"{known.status} {HTTPStatus(known.status).phrase}", headers)
-            return [payload]
+            return wsgi_error(start_response, environ.get("PATH_INFO", ""), known.status, known.message,
+                              retry_after=known.retry_after)
         status, headers, exc_info = held[0]
         start_response(status, headers, exc_info)
         return body

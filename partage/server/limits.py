@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..config import Settings
-from .answers import error_answer
+from .answers import wsgi_error
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -104,10 +104,6 @@ class BodyLimits:
             length = -1
         if length is not None and (length < 0 or length > limit):
             status, text = (413, message) if length > limit else (400, "malformed Content-Length")
-            content_type, body = error_answer(path, status, text)
-            start_response(f"{status} {'Request Entity Too Large' if status == 413 else 'Bad Request'}",
-                           [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                            ("Connection", "close")])
-            return [body]
+            return wsgi_error(start_response, path, status, text, close=True)
         environ["wsgi.input"] = CappedInput(environ["wsgi.input"], limit, message)
         return self.app(environ, start_response)
