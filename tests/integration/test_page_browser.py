@@ -7,9 +7,7 @@ sign out. The server runs WITHOUT --insecure-dev."""
 
 from __future__ import annotations
 
-import shutil
 import unicodedata
-from pathlib import Path
 
 import pytest
 
@@ -17,15 +15,13 @@ from benchmarks.bench_clinical import build
 from partage.config import Settings
 from partage.services import Services
 from tests import clinical_support as C
+from tests.browser import headless_chrome, present
 from tests.conftest import PROJECT_ROOT, corpus_path
 from tests.page_support import DevIdp
 from tests.support import LiveServer
 
 pytestmark = [pytest.mark.corpus, pytest.mark.slow]
 
-CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists()
-                                                 else None)
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WIDTH, HEIGHT = 1920, 1080
 BLOCKS = ["identity", "synthesis", "allergies", "treatments", "results", "timeline"]
 SCREENSHOTS = PROJECT_ROOT / "docs" / "img"
@@ -54,15 +50,7 @@ def server(tmp_path_factory, authority):
 
 @pytest.fixture(scope="module")
 def driver():
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("Chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extras")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={WIDTH},{HEIGHT}", "--hide-scrollbars", "--lang=fr-FR"):
-        options.add_argument(arg)
-    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    browser = headless_chrome(f"--window-size={WIDTH},{HEIGHT}", "--hide-scrollbars", "--lang=fr-FR")
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                             {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
     try:
@@ -77,15 +65,6 @@ def _by():
     return By
 
 
-def _present(driver, by: str, value: str, timeout: float = 20):
-    """The element once the page that has it is there (a click's navigation may take a moment,
-    through redirects, on a busy machine)."""
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(expected_conditions.presence_of_element_located((by, value)))
-
-
 def _rect(driver, element) -> dict:
     return driver.execute_script("const r = arguments[0].getBoundingClientRect();"
                                  "return {top: r.top, bottom: r.bottom, left: r.left, right: r.right,"
@@ -98,7 +77,7 @@ def test_a_gp_reads_the_record_in_one_screen(server, driver):
     # no session: the provider's page; the GP picks herself (Pro Santé Connect would check her e-CPS)
     assert "/authorize" in driver.current_url
     driver.find_element(By.CSS_SELECTOR, "button[value='gp']").click()
-    _present(driver, By.ID, "patient-name")
+    present(driver, By.ID, "patient-name")
     assert driver.current_url == server.dossier, driver.current_url
     assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "fr"
     assert driver.find_element(By.ID, "patient-name").text == "DURAND Élise"
@@ -139,7 +118,7 @@ def test_a_gp_reads_the_record_in_one_screen(server, driver):
 
     # its history is one click away, drawn as a plot with dates and the reference range
     line.find_element(By.CSS_SELECTOR, "td.analyte a").click()
-    assert _present(driver, By.ID, "history-title").text == "Créatinine"
+    assert present(driver, By.ID, "history-title").text == "Créatinine"
     plot = driver.find_element(By.CSS_SELECTOR, "svg.history")
     assert len(plot.find_elements(By.CSS_SELECTOR, "circle.point")) == 8
     dates = [t.text for t in plot.find_elements(By.CSS_SELECTOR, "text.date")]
@@ -150,10 +129,10 @@ def test_a_gp_reads_the_record_in_one_screen(server, driver):
     driver.back()
 
     # keyword search in French: "thyroïde" finds the thyroid report ("THYROIDIEN" in its text)
-    box = _present(driver, By.CSS_SELECTOR, "#search-form input[name=q]")
+    box = present(driver, By.CSS_SELECTOR, "#search-form input[name=q]")
     box.send_keys("thyroïde")
     box.submit()
-    _present(driver, By.ID, "search-results")
+    present(driver, By.ID, "search-results")
     hits = driver.find_elements(By.CSS_SELECTOR, "#search-results li.hit")
     assert hits, driver.find_element(By.ID, "search-results").text
     marks = [m.text for m in hits[0].find_elements(By.TAG_NAME, "mark")]
@@ -161,7 +140,7 @@ def test_a_gp_reads_the_record_in_one_screen(server, driver):
     for block in BLOCKS:   # the search shares the screen with the rest
         assert _rect(driver, driver.find_element(By.ID, block))["bottom"] <= HEIGHT, block
     hits[0].find_element(By.TAG_NAME, "a").click()          # the document, in one click
-    text = _present(driver, By.ID, "document").text
+    text = present(driver, By.ID, "document").text
     assert "/documents/" in driver.current_url, driver.current_url
     assert "thyroidien" in _folded(text) and "Thyréostimuline" in text
     driver.back()
@@ -171,20 +150,20 @@ def test_a_gp_reads_the_record_in_one_screen(server, driver):
     By = _by()
     from selenium.webdriver.support.ui import Select
 
-    Select(_present(driver, By.CSS_SELECTOR, "#timeline select[name=type]")).select_by_visible_text(
+    Select(present(driver, By.CSS_SELECTOR, "#timeline select[name=type]")).select_by_visible_text(
         "Lettre de sortie")
     driver.find_element(By.CSS_SELECTOR, "#timeline form.filters button").click()
-    _present(driver, By.XPATH, "//section[@id='timeline']//a[contains(., 'tout afficher')]")
+    present(driver, By.XPATH, "//section[@id='timeline']//a[contains(., 'tout afficher')]")
     rows = driver.find_elements(By.CSS_SELECTOR, "#timeline tr.doc")
     assert len(rows) == 3 and all("Consultation de suivi" in r.text for r in rows)
     driver.get(server.dossier)
-    _present(driver, By.XPATH, "//section[@id='timeline']//a[normalize-space()='SYNTHESE MEDICALE']").click()
-    assert "Thyroïdite auto-immune" in _present(driver, By.ID, "document").text
+    present(driver, By.XPATH, "//section[@id='timeline']//a[normalize-space()='SYNTHESE MEDICALE']").click()
+    assert "Thyroïdite auto-immune" in present(driver, By.ID, "document").text
 
     # sign out: the session is over
     driver.get(server.dossier)
-    _present(driver, By.ID, "logout").click()
-    assert "déconnecté" in _present(driver, By.ID, "message").text
+    present(driver, By.ID, "logout").click()
+    assert "déconnecté" in present(driver, By.ID, "message").text
     driver.get(server.dossier)
-    _present(driver, By.CSS_SELECTOR, "button[value='gp']")
+    present(driver, By.CSS_SELECTOR, "button[value='gp']")
     assert "/authorize" in driver.current_url

@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.browser import headless_chrome, present
 from tests.conftest import corpus_path
 from tests.support import LiveServer
 
 pytestmark = pytest.mark.corpus
 
 MUTATION = "section-templateId-removed__VAC_2023.01.xml"     # a model-invalid/ case: only the volet sees it
-CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists()
-                                                 else None)
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -102,27 +99,19 @@ def test_an_incomplete_profile_says_so_at_start_and_in_every_report(bare_server)
     assert "incomplet sur ce serveur" in form
 
 
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                    reason="Chromium and chromedriver are not installed (Debian: apt-get install chromium "
-                           "chromium-driver)")
 def test_the_web_report_shows_the_model_schematron_and_each_layer(server, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extras")
-    from selenium.webdriver.common.by import By
-
     upload = tmp_path / MUTATION
     upload.write_bytes(corpus_path("cda", "model-invalid", MUTATION).read_bytes())
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    driver = headless_chrome()
+    from selenium.webdriver.common.by import By
+
     try:
         driver.get(f"{server.base_url}/validate")
         assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "fr"
         driver.find_element(By.ID, "file").send_keys(str(upload))
         assert driver.find_element(By.CSS_SELECTOR, "#profile option:checked").get_attribute("value") == "cisis"
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        report = driver.find_element(By.CSS_SELECTOR, "section.report")
+        report = present(driver, By.CSS_SELECTOR, "section.report")
         assert report.get_attribute("data-verdict") == "non conforme"
         model = driver.find_element(By.CSS_SELECTOR, "p.model")
         assert model.get_attribute("data-model-schematron") == "CI-SIS_VAC_2023.01.sch"
