@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from .datatypes import CX, DTM, XCN, XON, XTN, Recipient
@@ -47,7 +48,11 @@ HL7Value = CX | XCN | XON | XTN | DTM | Recipient
 _AUTHOR_HL7: dict[str, type[HL7Value]] = {"person": XCN, "institutions": XON, "telecoms": XTN}
 
 
+@lru_cache(maxsize=8192)
 def _hl7_in(kind: type[HL7Value], text: str) -> HL7Value:
+    """The value behind a stored HL7 text. Remembered (bounded): the values are immutable
+    and a registry's answers repeat the same authors, institutions, patients and times, whose
+    parsing was most of the time spent reading a row into the model."""
     if issubclass(kind, DTM):
         return kind.parse(text)
     return kind.parse(text, strict=False)
@@ -73,7 +78,7 @@ def _author_out(author: Author) -> dict[str, Any]:
 def _author_in(data: dict[str, Any]) -> Author:
     kwargs = dict(data)
     if kwargs.get("person"):
-        kwargs["person"] = XCN.parse(kwargs["person"], strict=False)
+        kwargs["person"] = _hl7_in(XCN, kwargs["person"])
     else:
         kwargs.pop("person", None)
     for name in ("institutions", "telecoms"):
