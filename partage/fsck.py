@@ -29,15 +29,17 @@ class FsckReport:
     dangling_associations: list[str] = field(default_factory=list)   # an end is missing
     derived_orphans: dict[str, list[str]] = field(default_factory=dict)  # table -> logical ids of no document
     # A sharded registry: objects on a shard whose submission's coordinator half never
-    # committed (its uniqueIds unclaimed; postgres_fdw has no two-phase commit).
-    unclaimed: list[str] = field(default_factory=list)
+    # committed (absent from the global index; postgres_fdw has no two-phase commit).
+    lost: list[str] = field(default_factory=list)
+    # (entry_uuid, uniqueId) of objects registered without their uniqueId's claim.
+    unclaimed_ids: list[tuple[str, str]] = field(default_factory=list)
     registered_documents: int = 0
     blobs: int = 0
 
     @property
     def consistent(self) -> bool:
         return not (self.missing_blobs or self.orphans or self.dangling_associations or self.derived_orphans
-                    or self.unclaimed)
+                    or self.lost or self.unclaimed_ids)
 
 
 @runtime_checkable
@@ -68,7 +70,10 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
     _check_registry(services, report)
     with services.registry.read() as conn:
         if sharding.is_sharded(conn):
-            report.unclaimed = sharding.unclaimed(conn, min_age_seconds=min_age_seconds)
+            report.lost = sharding.lost_submissions(conn, min_age_seconds=min_age_seconds)
+        lost = set(report.lost)   # removed by --repair, not claimed
+        report.unclaimed_ids = [(row.entry_uuid, row.unique_id) for row in consistency.unclaimed_unique_ids(
+            conn, before=consistency.registered_before(min_age_seconds)) if row.entry_uuid not in lost]
     with services.registry.read() as conn:
         report.derived_orphans = derived.orphans(conn)
     blobs = services.blobs
@@ -97,10 +102,16 @@ def _age(services: Services, address: str, now: float) -> float:
 
 
 def remove_leftovers(services: Services, report: FsckReport) -> None:
-    if report.unclaimed:   # first: removing them may make derived rows orphans
+    if report.lost:   # first: removing them may make derived rows orphans
         with services.registry.write() as conn:
-            sharding.remove_unclaimed(conn, report.unclaimed)
-        report.unclaimed = []
+            sharding.remove_lost(conn, report.lost)
+        report.lost = []
+    if report.unclaimed_ids:   # registered and kept: their uniqueIds are claimed, as registering does
+        wanted = {entry_uuid for entry_uuid, _ in report.unclaimed_ids}
+        with services.registry.write() as conn:
+            consistency.claim_unclaimed(conn, [row for row in consistency.unclaimed_unique_ids(
+                conn, before=consistency.registered_before(0)) if row.entry_uuid in wanted])
+        report.unclaimed_ids = []
     if report.derived_orphans:   # facts and text of documents gone: derived data follows its document
         with services.registry.write() as conn:
             derived.delete_orphans(conn)
@@ -130,16 +141,22 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
             out.write(f"ORPHAN   {entry_uuid} is a member of no submission set\n")
         for entry_uuid in report.dangling_associations:
             out.write(f"DANGLING association {entry_uuid} has a missing end\n")
-        for entry_uuid in report.unclaimed:
-            out.write(f"UNCLAIMED {entry_uuid} is on a shard, its submission's uniqueIds are not claimed\n")
+        for entry_uuid in report.lost:
+            out.write(f"LOST     {entry_uuid} is on a shard, its submission's coordinator transaction never "
+                      "committed\n")
+        for entry_uuid, unique_id in report.unclaimed_ids:
+            out.write(f"NOCLAIM  {entry_uuid}: its uniqueId {unique_id} is not claimed (a later submission "
+                      "could reuse it)\n")
         for table, lids in report.derived_orphans.items():
             for lid in lids:
                 out.write(f"DERIVED  {table} rows of {lid}: no version of that document remains\n")
         if repair:
-            unclaimed = len(report.unclaimed)
+            lost, unclaimed = len(report.lost), len(report.unclaimed_ids)
             remove_leftovers(services, report)
+            if lost:
+                out.write(f"repaired: removed {lost} objects of lost submissions from the shards\n")
             if unclaimed:
-                out.write(f"repaired: removed {unclaimed} unclaimed objects from the shards\n")
+                out.write(f"repaired: claimed the uniqueIds of {unclaimed} objects\n")
             out.write(f"repaired: removed {len(report.unreferenced_blobs)} blobs, "
                       f"{len(report.temp_files)} temporary files and the derived rows of "
                       f"{len({lid for lids in report.derived_orphans.values() for lid in lids})} removed documents\n")

@@ -45,7 +45,7 @@ _HL7_SINGLE = {"patient_id": CX, "source_patient_id": CX, "legal_authenticator":
                "submission_time": DTM, "last_update_time": DTM}
 _HL7_LIST = {"reference_ids": CX, "intended_recipients": Recipient}
 HL7Value = CX | XCN | XON | XTN | DTM | Recipient
-_AUTHOR_HL7: dict[str, type[HL7Value]] = {"person": XCN, "institutions": XON, "telecoms": XTN}
+_AUTHOR_HL7 = {"person": XCN, "institutions": XON, "telecoms": XTN}
 
 
 @lru_cache(maxsize=8192)

@@ -1,16 +1,18 @@
 """The registry's side of `partage fsck`: which blobs registered documents point at, and the
 objects a half-done submission would leave (documents and folders of no submission set,
-associations with a missing end). One transaction per submission means there should be none."""
+associations with a missing end), and uniqueIds registered without their claim. One
+transaction per submission means there should be none."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, or_, select
 
 from ..metadata.kinds import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
 from ..metadata.model import AssociationType
-from . import schema
+from . import register, schema
 
 OBJ = schema.registry_objects
 HAS_MEMBER = AssociationType.HAS_MEMBER.value
@@ -40,3 +42,37 @@ def dangling_associations(conn: Connection) -> list[str]:
         OBJ.c.kind == KIND_ASSOCIATION,
         or_(~select(ends.c.pk).where(ends.c.entry_uuid == OBJ.c.source_uuid).exists(),
             ~select(ends.c.pk).where(ends.c.entry_uuid == OBJ.c.target_uuid).exists()))).scalars())
+
+
+def registered_before(min_age_seconds: float) -> str:
+    """registered_at (UTC DTM digits) of an object min_age_seconds old: what is younger may
+    belong to a submission still in flight."""
+    return (datetime.now(UTC) - timedelta(seconds=min_age_seconds)).strftime("%Y%m%d%H%M%S")
+
+
+def unclaimed_unique_ids(conn: Connection, *, before: str) -> list[Row[*tuple[Any, ...]]]:
+    """Documents, SubmissionSets and Folders registered before `before` whose uniqueId has no
+    claim in `unique_ids`, oldest first, as (entry_uuid, unique_id, kind, lid, hash).
+
+    Every submission and update claims its uniqueIds in its own transaction, and the claims
+    are what XDSDuplicateUniqueIdInRegistry is checked against; an ITI-57 update made by an
+    earlier Partage did not claim its SubmissionSet's (nor a new Folder's), so that uniqueId
+    could be registered again."""
+    claims = schema.unique_ids
+    return list(conn.execute(
+        select(OBJ.c.entry_uuid, OBJ.c.unique_id, OBJ.c.kind, OBJ.c.lid, OBJ.c.hash)
+        .where(OBJ.c.kind.in_([KIND_DOCUMENT, KIND_SUBMISSION_SET, KIND_FOLDER]), OBJ.c.unique_id.is_not(None),
+               OBJ.c.registered_at <= before,
+               ~select(claims.c.unique_id).where(claims.c.unique_id == OBJ.c.unique_id).exists())
+        .order_by(OBJ.c.registered_at, OBJ.c.pk)).all())
+
+
+def claim_unclaimed(conn: Connection, rows: list[Row[*tuple[Any, ...]]]) -> int:
+    """Claim those uniqueIds for their objects (`fsck --repair`): one claim per uniqueId, the
+    oldest object's (its logical id), as its registration would have. Returns the claims made."""
+    values: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        values.setdefault(row.unique_id, {"unique_id": row.unique_id, "kind": row.kind, "lid": row.lid,
+                                          "hash": row.hash if row.kind == KIND_DOCUMENT else None})
+    register.restore_claims(conn, list(values.values()))
+    return len(values)

@@ -221,6 +221,13 @@ def _conflict(obj: DocumentEntry | SubmissionSet | Folder, claim: Row[Any]) -> l
     return [duplicate]
 
 
+def restore_claims(conn: Connection, values: list[dict[str, Any]]) -> None:
+    """Claims (unique_id, kind, lid, hash) for objects registered without theirs (`partage
+    fsck --repair`); a uniqueId claimed meanwhile keeps its claim."""
+    if values:
+        conn.execute(_CLAIM[conn.dialect.name], values)
+
+
 def claim_unique_ids(conn: Connection, objects: list[AnyObject]) -> None:
     """Insert the submission's uniqueId claims (one statement), or accept identical ones;
     raise if another submission won the race for one of them."""

@@ -25,10 +25,10 @@ What changes and why (docs/deployment.md, "Sharding the registry"):
   tables to `registry_objects` and from `registry_objects` to `patients` are dropped (the
   registry writes an object and its index rows in one transaction and deletes them together).
 - `postgres_fdw` has no two-phase commit: at COMMIT the coordinator commits each shard's
-  transaction, then its own. A coordinator that dies between the two leaves shard rows whose
-  uniqueId was never claimed in `unique_ids`. `unclaimed()` finds those submissions (a
-  submission set whose uniqueId has no claim, its members and associations) and
-  `remove_unclaimed()` deletes them: `partage fsck` reports them, `partage fsck --repair`
+  transaction, then its own. A coordinator that dies between the two leaves shard rows the
+  coordinator never indexed (`entry_index`). `lost_submissions()` finds those submissions (a
+  submission set absent from the global index, its members and associations) and
+  `remove_lost()` deletes them: `partage fsck` reports them, `partage fsck --repair`
   removes them. The submitter had its error (its connection died before the answer) and
   submits again.
 - DDL does not reach the shards by itself: ALTER TABLE on the partitioned parent changes the
@@ -46,7 +46,6 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import Connection, create_engine, select
@@ -54,7 +53,7 @@ from sqlalchemy.engine import URL, make_url
 
 from ..metadata.kinds import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
 from ..metadata.model import AssociationType
-from . import entry_index, schema
+from . import consistency, entry_index, schema
 from .batches import chunks
 from .partitioning import DROP_OBJECT_REFERENCES, TABLES, hash_parent, is_partitioned
 from .store import Registry
@@ -316,21 +315,23 @@ def _remote(url: URL, work: Callable[[Connection], _T]) -> _T:
 
 
 # ------------------------------------------------------------------ recovery
-def unclaimed(conn: Connection, *, min_age_seconds: float = 300.0) -> list[str]:
+def lost_submissions(conn: Connection, *, min_age_seconds: float = 300.0) -> list[str]:
     """entryUUIDs of the objects of submissions whose coordinator transaction did not commit.
 
-    A registered submission set always has its uniqueId claimed in `unique_ids` (on the
-    coordinator, in the submission's transaction); one without is the shard half of a
-    submission whose coordinator half was lost. Its members (documents and folders no other
+    A registered submission set always has its row in the global index (`entry_index`, on the
+    coordinator, written in the submission's transaction with its uniqueId claims); one without
+    is the shard half of a submission whose coordinator half was lost. (The index, not the
+    claims, is the witness: an ITI-57 update made by an earlier Partage did not claim its
+    SubmissionSet's uniqueId, yet it committed; `consistency.unclaimed_unique_ids` finds those.) Its members (documents and folders no other
     submission set has) and the associations of that submission go with it. Only submission
     sets registered at least `min_age_seconds` ago are judged: a submission in flight
     commits its shard half a moment before the coordinator's."""
-    claims = schema.unique_ids
-    cutoff = _cutoff(min_age_seconds)
+    indexed = entry_index.entry_uuids
+    cutoff = consistency.registered_before(min_age_seconds)
     sets = {row.entry_uuid: row.patient_pk for row in conn.execute(
         select(OBJ.c.entry_uuid, OBJ.c.patient_pk).where(
             OBJ.c.kind == KIND_SUBMISSION_SET, OBJ.c.registered_at <= cutoff,
-            ~select(claims.c.unique_id).where(claims.c.unique_id == OBJ.c.unique_id).exists()))}
+            ~select(indexed.c.entry_uuid).where(indexed.c.entry_uuid == OBJ.c.entry_uuid).exists()))}
     if not sets:
         return []
     found: set[str] = set(sets)
@@ -355,7 +356,7 @@ def unclaimed(conn: Connection, *, min_age_seconds: float = 300.0) -> list[str]:
     return sorted(found)
 
 
-def remove_unclaimed(conn: Connection, entry_uuids: list[str]) -> None:
+def remove_lost(conn: Connection, entry_uuids: list[str]) -> None:
     """Delete those objects and their index rows (codes, authors), on their shards."""
     for chunk in chunks(entry_uuids):
         rows = conn.execute(select(OBJ.c.pk, OBJ.c.patient_pk).where(OBJ.c.entry_uuid.in_(chunk))).all()
@@ -364,11 +365,6 @@ def remove_unclaimed(conn: Connection, entry_uuids: list[str]) -> None:
                 conn.execute(table.delete().where(table.c.patient_pk == row.patient_pk, table.c.object_pk == row.pk))
             conn.execute(OBJ.delete().where(OBJ.c.patient_pk == row.patient_pk, OBJ.c.pk == row.pk))
         entry_index.removed(conn, chunk)
-
-
-def _cutoff(min_age_seconds: float) -> str:
-    """registered_at (UTC DTM digits) of a submission min_age_seconds old."""
-    return (datetime.now(UTC) - timedelta(seconds=min_age_seconds)).strftime("%Y%m%d%H%M%S")
 
 
 def main(argv: list[str] | None = None) -> int:

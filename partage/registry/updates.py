@@ -102,8 +102,8 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
         if obj.entry_uuid not in previous_version:   # a new Folder: its own logical id
             obj.lid = obj.lid or obj.entry_uuid
     # The update's uniqueIds are claimed like a submission's: the SubmissionSet's and a new
-    # Folder's must be new; a new version's is its lineage's (the same logical id). On a sharded
-    # registry an unclaimed SubmissionSet is the trace of a lost submission (sharding.unclaimed).
+    # Folder's must be new; a new version's is its lineage's (the same logical id). `partage
+    # fsck` reports an object whose uniqueId is not claimed (consistency.unclaimed_unique_ids).
     claim_unique_ids(conn, [ss, *members])
     insert_object(conn, ss, patient_pk=patient_pk, registered_at=now)
     for obj in new_versions:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 
-from sqlalchemy import delete
+import pytest
+from sqlalchemy import delete, select
 
 from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.fsck import check, remove_leftovers, run_fsck
 from partage.ingest import IngestService
 from partage.lifecycle import remove_metadata
+from partage.metadata.errors import XdsErrors
 from partage.registry import schema
 from tests import factories as F
 
@@ -104,3 +106,32 @@ def test_derived_rows_of_removed_documents_are_reported_and_repaired(services, c
     assert "DERIVED  clinical_facts rows of urn:uuid:00000000-0000-4000-8000-00000000dead" in capsys.readouterr().out
     assert run_fsck(services.settings, repair=True, min_age_seconds=0) == 0
     assert check(services, min_age_seconds=0).derived_orphans == {}
+
+
+def test_an_unclaimed_unique_id_is_claimed_by_repair_and_its_objects_kept(services, capsys):
+    """What an ITI-57 update of an earlier Partage left: a SubmissionSet registered without its
+    uniqueId's claim. fsck names it (not, on a sharded registry, as a lost submission: the global
+    index says its transaction committed), --repair claims it and removes nothing, and the
+    uniqueId cannot be registered again."""
+    request = _submit(services)
+    ss = request.submission_set
+    with services.registry.write() as conn:
+        conn.execute(delete(schema.unique_ids).where(schema.unique_ids.c.unique_id == ss.unique_id))
+    report = check(services, min_age_seconds=0)
+    assert report.unclaimed_ids == [(ss.entry_uuid, ss.unique_id)] and report.lost == []
+    assert not report.consistent
+    assert check(services, min_age_seconds=3600).unclaimed_ids == []   # maybe a submission in flight
+    assert run_fsck(services.settings, repair=True, min_age_seconds=0) == 0
+    out = capsys.readouterr().out
+    assert f"NOCLAIM  {ss.entry_uuid}" in out and "claimed the uniqueIds of 1 objects" in out
+    assert check(services, min_age_seconds=0).consistent
+    with services.registry.read() as conn:
+        kept = conn.execute(select(OBJ.c.entry_uuid).where(OBJ.c.entry_uuid.in_(
+            [ss.entry_uuid, request.documents[0].entry_uuid]))).scalars().all()
+        claim = conn.execute(select(schema.unique_ids).where(schema.unique_ids.c.unique_id == ss.unique_id)).one()
+    assert len(kept) == 2 and (claim.kind, claim.lid) == (schema.KIND_SUBMISSION_SET, ss.entry_uuid)
+    again = F.submission(request.documents[0].patient_id)
+    again.submission_set.unique_id = ss.unique_id
+    with pytest.raises(XdsErrors) as exc:
+        IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(again)
+    assert exc.value.codes == ["XDSDuplicateUniqueIdInRegistry"]

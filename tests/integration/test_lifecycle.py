@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from partage.access.actor import INSECURE_DEV_ACTOR
+from partage.fsck import check
 from partage.ingest import IngestService
 from partage.lifecycle import remove_metadata, update_document_set
 from partage.metadata.datatypes import DTM
@@ -368,8 +369,8 @@ def test_deprecated_associations_are_followed_only_when_asked(services):
 
 
 def test_an_update_claims_its_submission_sets_unique_id(services):
-    """Like a submission's: a later update (or submission) cannot reuse it, and on a sharded
-    registry the update is not taken for the trace of a lost submission (sharding.unclaimed)."""
+    """Like a submission's: a later update (or submission) cannot reuse it, and fsck takes the
+    update for neither a lost submission (sharded) nor an object without its claim."""
     pid, doc = _setup(services)
     request = _update_set(pid, _new_version(doc, title="v2"))
     reused = request.submission_set.unique_id
@@ -377,6 +378,8 @@ def test_an_update_claims_its_submission_sets_unique_id(services):
     with services.registry.read() as conn:
         claims = conn.execute(select(schema.unique_ids.c.kind).where(schema.unique_ids.c.unique_id == reused)).all()
     assert [c.kind for c in claims] == [schema.KIND_SUBMISSION_SET]
+    report = check(services, min_age_seconds=0)
+    assert report.lost == [] and report.unclaimed_ids == [] and report.consistent
     [current] = _docs(services, pid, ["Approved"])
     change = Association(entry_uuid="chg", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
                          source_uuid="ss", target_uuid=current.entry_uuid,

@@ -4,7 +4,7 @@
 A patient's rows are on the shard its hash chooses and its FindDocuments reads that shard
 only; the access policy holds; a patient merge moves rows across shards; a stopped shard is
 an XDS error (no 500) and loses nothing; a coordinator that dies between the shards' commit
-and its own leaves unclaimed shard rows that `partage fsck --repair` removes."""
+and its own leaves shard rows the coordinator never indexed, which `partage fsck --repair` removes."""
 
 from __future__ import annotations
 
@@ -426,12 +426,13 @@ def test_a_coordinator_lost_between_the_commits_leaves_rows_that_fsck_removes(sh
     assert killed and failure, f"the coordinator was to die during COMMIT: {killed} {failure}"
 
     with sharded.services.registry.read() as conn:
-        lost = sharding.unclaimed(conn, min_age_seconds=0)
+        lost = sharding.lost_submissions(conn, min_age_seconds=0)
         claimed = conn.exec_driver_sql("SELECT count(*) FROM unique_ids WHERE unique_id = %(u)s",
                                        {"u": request.submission_set.unique_id}).scalar()
     assert claimed == 0 and len(lost) == 3, lost     # submission set, document, HasMember: on the shard only
     report = check(sharded.services, min_age_seconds=0)
-    assert sorted(report.unclaimed) == lost and not report.consistent
+    assert sorted(report.lost) == lost and not report.consistent
+    assert report.unclaimed_ids == []   # removed, not claimed
     remove_leftovers(sharded.services, report)
     assert check(sharded.services, min_age_seconds=0).consistent
     assert QueryService(sharded.services, INSECURE_DEV_ACTOR).find_documents(
