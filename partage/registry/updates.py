@@ -214,9 +214,11 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest, 
                                   patient_pk: int) -> list[XdsError]:
     """ITI-57 rules on the associations an update carries (ITI TF-2b 3.57.4.1.3).
 
-    AssociationPropagation is "yes" or "no". An association between objects already
-    registered (Submit Association) links objects of the update's patient that are
-    not Deprecated, and does not repeat an association that exists.
+    AssociationPropagation is "yes" or "no". Every association links objects of the update's
+    patient (XDSPatientIDReconciliationError otherwise), the update's own HasMember from its
+    SubmissionSet and a status change's source included. An association between objects
+    already registered (Submit Association) links objects that are not Deprecated, and does
+    not repeat an association that exists.
     """
     errors: list[XdsError] = []
     submitted = {o.entry_uuid for o in [*request.documents, *request.folders, *request.associations]}
@@ -226,15 +228,22 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest, 
         if propagation is not None and [v.strip().lower() for v in propagation] not in (["yes"], ["no"]):
             errors.append(XdsError(UPDATE_ERROR, f"AssociationPropagation {propagation} is neither yes nor no",
                                    assoc.entry_uuid))
-        if assoc.source_uuid == ss_uuid or assoc.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS:
-            continue
-        ends = [u for u in (assoc.source_uuid, assoc.target_uuid) if u not in submitted]
+        # The update's own membership (from its SubmissionSet) and status changes have their own
+        # rules (_check_status_change checks a change's target); their ends, like every other
+        # association's, are the update's patient's objects: the registry keeps an association
+        # with its patient's (entry_index.route_references reads it there).
+        own = assoc.source_uuid == ss_uuid or assoc.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS
+        candidates = [assoc.source_uuid] if assoc.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS \
+            else [assoc.source_uuid, assoc.target_uuid]
+        ends = [u for u in candidates if u not in submitted]
         if not ends:
             continue
         rows = Registry.rows_by_uuid(conn, ends)
         for end in ends:
             row = rows.get(end)
             if row is None:
+                if own:
+                    continue
                 errors.append(XdsError(ErrorCode.UNRESOLVED_REFERENCE,
                                        f"association {assoc.entry_uuid} references {end}, which is not registered",
                                        assoc.entry_uuid))
@@ -242,10 +251,12 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest, 
                 errors.append(XdsError(ErrorCode.PATIENT_ID_RECONCILIATION,
                                        f"association {assoc.entry_uuid} links {end}, which belongs to another "
                                        "patient than the update's SubmissionSet", assoc.entry_uuid))
+            elif own:
+                continue
             elif row.status == "Deprecated":
                 errors.append(XdsError(UPDATE_ERROR, f"association {assoc.entry_uuid} links {end}, which is "
                                        "Deprecated", assoc.entry_uuid))
-        if len(ends) == 2 and not errors:
+        if len(ends) == 2 and not errors and not own:
             existing = conn.execute(select(OBJ.c.entry_uuid).where(
                 OBJ.c.kind == schema.KIND_ASSOCIATION, OBJ.c.source_uuid == assoc.source_uuid,
                 OBJ.c.target_uuid == assoc.target_uuid,

@@ -391,3 +391,34 @@ def test_an_update_claims_its_submission_sets_unique_id(services):
         update_document_set(services, INSECURE_DEV_ACTOR, again)
     assert exc.value.codes == ["XDSDuplicateUniqueIdInRegistry"]
     assert [d.title for d in _docs(services, pid, ["Approved"])] == ["v2"]   # nothing of it written
+
+
+def test_an_update_links_objects_of_its_own_patient_only(services):
+    """ITI-57 for patient B may not reach patient A's objects: neither a HasMember from its
+    SubmissionSet (SubmissionSetStatus Reference) nor a status change whose source is A's, as
+    for a submission (XDSPatientIDReconciliationError). Accepted, the association was kept with
+    B's rows, out of sight of A's (another shard on a sharded registry): ITI-62 then removed A's
+    document and left it dangling."""
+    a, doc = _setup(services)
+    b, _ = _setup(services)
+    reference = Association(entry_uuid="ref", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
+                            target_uuid=doc.entry_uuid, submission_set_status="Reference")
+    with pytest.raises(XdsErrors) as exc:
+        update_document_set(services, INSECURE_DEV_ACTOR, _update_set(b, reference))
+    assert exc.value.codes == ["XDSPatientIDReconciliationError"]
+    [b_doc] = _docs(services, b, ["Approved"])
+    change = Association(entry_uuid="chg", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
+                         source_uuid=doc.entry_uuid, target_uuid=b_doc.entry_uuid,
+                         original_status=str(AvailabilityStatus.APPROVED),
+                         new_status=str(AvailabilityStatus.DEPRECATED))
+    with pytest.raises(XdsErrors) as exc:
+        update_document_set(services, INSECURE_DEV_ACTOR, _update_set(b, change))
+    assert "XDSPatientIDReconciliationError" in exc.value.codes
+    with services.registry.read() as conn:
+        links = conn.execute(select(schema.registry_objects.c.entry_uuid).where(
+            schema.registry_objects.c.kind == schema.KIND_ASSOCIATION,
+            schema.registry_objects.c.target_uuid == doc.entry_uuid)).scalars().all()
+    assert len(links) == 1   # A's own HasMember, nothing of B's updates
+    own = Association(entry_uuid="own", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
+                      target_uuid=b_doc.entry_uuid, submission_set_status="Reference")
+    update_document_set(services, INSECURE_DEV_ACTOR, _update_set(b, own))   # B's own document: accepted
