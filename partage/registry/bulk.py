@@ -87,19 +87,31 @@ class BulkLoader:
             self.flush()
 
     def add_all(self, requests: Iterable[SubmissionRequest]) -> BulkStats:
+        """Load these submissions, the last batch included, and let go of the shard connections."""
         for request in requests:
             self.add(request)
-        self.flush()
+        self.close()
         return self.stats
 
     def flush(self) -> None:
         if not self._pending:
             return
         pending, self._pending = self._pending, _Pending()
+        learned: list[tuple[str, str]] = []   # patients remembered in this batch's transaction
+        try:
+            self._write_batch(pending, learned)
+        except BaseException:
+            # The batch rolled back, the patients it created with it: a later batch must not
+            # use their keys (nothing on a shard would refuse rows of a patient that is not).
+            for key in learned:
+                self._patients.pop(key, None)
+            raise
+
+    def _write_batch(self, pending: _Pending, learned: list[tuple[str, str]]) -> None:
         now = utc_now()
         # Exits in reverse: the shards' transactions (if any) commit, then the coordinator's.
         with self.registry.write() as conn, ExitStack() as shard_transactions:
-            patient_pks = self._ensure_patients(conn, [cx for _o, cx, _b in pending.objects])
+            patient_pks, created = self._ensure_patients(conn, [cx for _o, cx, _b in pending.objects], learned)
             objects, claims = [], []
             for obj, cx, blob in pending.objects:
                 values = row_values(obj, patient_pk=patient_pks[cx], registered_at=now, blob_address=blob)
@@ -115,6 +127,7 @@ class BulkLoader:
                 codes, authors = self._write_here(conn, pending, objects)
             else:
                 codes, authors = self._write_to_shards(conn, copier, pending, objects, shard_transactions)
+        self.stats.patients += created
         self.stats.objects += len(objects)
         self.stats.documents += sum(1 for v in objects if v["kind"] == schema.KIND_DOCUMENT)
         self.stats.codes += len(codes)
@@ -161,14 +174,18 @@ class BulkLoader:
         return self._copier
 
     # --- patients ------------------------------------------------------------------------
-    def _ensure_patients(self, conn: Connection, cxs: Iterable[CX]) -> dict[CX, int]:
-        """CX -> patient pk, creating the patients the registry does not know (no merge chains)."""
+    def _ensure_patients(self, conn: Connection, cxs: Iterable[CX],
+                         learned: list[tuple[str, str]]) -> tuple[dict[CX, int], int]:
+        """CX -> patient pk, creating the patients the registry does not know (no merge chains),
+        and how many were created; `learned` receives the keys remembered meanwhile."""
         keys: dict[CX, tuple[str, str]] = {}
         id_types: dict[tuple[str, str], str] = {}
         for cx in dict.fromkeys(cxs):
             keys[cx] = cx.key
             id_types[keys[cx]] = cx.id_type
         missing = [k for k in dict.fromkeys(keys.values()) if k not in self._patients]
+        learned += missing
+        created = 0
         if missing:
             t = schema.patient_identifiers
             for chunk in chunks(missing):
@@ -191,8 +208,8 @@ class BulkLoader:
                                            "id_type": id_types[(a, v)]}
                                           for pk, (a, v) in zip(pks, new, strict=True)])
                 self._patients.update(zip(new, pks, strict=True))
-                self.stats.patients += len(new)
-        return {cx: self._patients[key] for cx, key in keys.items()}
+                created = len(new)
+        return {cx: self._patients[key] for cx, key in keys.items()}, created
 
     # --- writes --------------------------------------------------------------------------
     def _insert_objects(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 from sqlalchemy import delete, select
 
 from partage.access.actor import INSECURE_DEV_ACTOR
@@ -90,3 +91,27 @@ def test_bulk_loaded_documents_are_found_and_ingest_continues(services):
     result = IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(pids[0]))
     assert result.assigned_ids
     assert len(query.find_documents(pids[0], DocumentFilter(statuses=["Approved"])).objects) == 5
+
+
+def test_a_failed_batch_forgets_the_patients_it_created(services):
+    """A batch that fails rolls back the patients it created: the loader must not go on filing
+    rows under their keys (a sharded registry has no foreign key to refuse them)."""
+    loader = BulkLoader(services.registry)
+    first = _request(F.patient_id())
+    loader.add_all([first])
+    pid = F.patient_id()
+    clash = _request(pid)
+    clash.submission_set.unique_id = first.submission_set.unique_id   # already claimed: the batch fails
+    loader.add(clash)
+    with pytest.raises(Exception) as failure:
+        loader.flush()
+    assert "unique" in str(failure.value).lower() or "duplicate" in str(failure.value).lower(), failure.value
+    again = _request(pid)
+    loader.add_all([again])
+    with services.registry.read() as conn:
+        pk = services.registry.patient_pk(conn, pid)
+        owners = set(conn.execute(select(schema.registry_objects.c.patient_pk).where(
+            schema.registry_objects.c.entry_uuid.in_([o.entry_uuid for o in again.objects()]))).scalars())
+    assert pk is not None and owners == {pk}
+    assert len(QueryService(services, INSECURE_DEV_ACTOR).find_documents(
+        pid, DocumentFilter(statuses=["Approved"])).objects) == 2
