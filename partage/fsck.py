@@ -31,6 +31,8 @@ class FsckReport:
     # A sharded registry: objects on a shard whose submission's coordinator half never
     # committed (absent from the global index; postgres_fdw has no two-phase commit).
     lost: list[str] = field(default_factory=list)
+    # A sharded registry: what a merge across shards left (registry.sharding.MergeLeftovers).
+    merges: sharding.MergeLeftovers = field(default_factory=sharding.MergeLeftovers)
     # (entry_uuid, uniqueId) of objects registered without their uniqueId's claim.
     unclaimed_ids: list[tuple[str, str]] = field(default_factory=list)
     registered_documents: int = 0
@@ -39,7 +41,8 @@ class FsckReport:
     @property
     def consistent(self) -> bool:
         return not (self.missing_blobs or self.orphans or self.dangling_associations or self.derived_orphans
-                    or self.lost or self.unclaimed_ids)
+                    or self.lost or self.unclaimed_ids or self.merges.stale or self.merges.copies
+                    or self.merges.misplaced)
 
 
 @runtime_checkable
@@ -71,6 +74,7 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
     with services.registry.read() as conn:
         if sharding.is_sharded(conn):
             report.lost = sharding.lost_submissions(conn, min_age_seconds=min_age_seconds)
+            report.merges = sharding.merge_leftovers(conn)
         lost = set(report.lost)   # removed by --repair, not claimed
         report.unclaimed_ids = [(row.entry_uuid, row.unique_id) for row in consistency.unclaimed_unique_ids(
             conn, before=consistency.registered_before(min_age_seconds)) if row.entry_uuid not in lost]
@@ -106,6 +110,10 @@ def remove_leftovers(services: Services, report: FsckReport) -> None:
         with services.registry.write() as conn:
             sharding.remove_lost(conn, report.lost)
         report.lost = []
+    if report.merges.stale:   # a merge's originals, their copies on the survivor's shard
+        with services.registry.write() as conn:
+            sharding.remove_stale(conn, sorted(report.merges.stale))
+        report.merges.stale = {}
     if report.unclaimed_ids:   # registered and kept: their uniqueIds are claimed, as registering does
         wanted = {entry_uuid for entry_uuid, _ in report.unclaimed_ids}
         with services.registry.write() as conn:
@@ -144,6 +152,13 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
         for entry_uuid in report.lost:
             out.write(f"LOST     {entry_uuid} is on a shard, its submission's coordinator transaction never "
                       "committed\n")
+        for gone, uuids in report.merges.stale.items():
+            for entry_uuid in uuids:
+                out.write(f"STALE    {entry_uuid} of merged patient {gone}: its copy is on the survivor's shard\n")
+        for entry_uuid in report.merges.copies:
+            out.write(f"COPY     {entry_uuid}: copied by a merge that did not commit (send the A40 again)\n")
+        for entry_uuid in report.merges.misplaced:
+            out.write(f"MISPLACED {entry_uuid}: the global index names a patient that does not hold it\n")
         for entry_uuid, unique_id in report.unclaimed_ids:
             out.write(f"NOCLAIM  {entry_uuid}: its uniqueId {unique_id} is not claimed (a later submission "
                       "could reuse it)\n")
@@ -152,11 +167,14 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
                 out.write(f"DERIVED  {table} rows of {lid}: no version of that document remains\n")
         if repair:
             lost, unclaimed = len(report.lost), len(report.unclaimed_ids)
+            stale = sum(len(v) for v in report.merges.stale.values())
             remove_leftovers(services, report)
             if lost:
                 out.write(f"repaired: removed {lost} objects of lost submissions from the shards\n")
             if unclaimed:
                 out.write(f"repaired: claimed the uniqueIds of {unclaimed} objects\n")
+            if stale:
+                out.write(f"repaired: removed {stale} objects merges left on their shards\n")
             out.write(f"repaired: removed {len(report.unreferenced_blobs)} blobs, "
                       f"{len(report.temp_files)} temporary files and the derived rows of "
                       f"{len({lid for lids in report.derived_orphans.values() for lid in lids})} removed documents\n")

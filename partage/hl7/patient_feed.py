@@ -77,3 +77,18 @@ def _apply(services: Services, trigger: str, ids: list[CX], merged: list[CX],
             log.info("ITI-8 A40: %s merged into %s", merged, ids[0])
         else:
             log.info("ITI-8 %s: patient %s", trigger, ids)
+    if trigger in MERGE:
+        _settle(services, merged)
+
+
+def _settle(services: Services, merged: list[CX]) -> None:
+    """A sharded registry's merge across shards copies the rows in the merge's transaction and
+    deletes the originals here, once it has committed (registry.patients.settle_merge). The
+    merge is done whatever happens here: a failure leaves rows no query reads, which `partage
+    fsck` reports and `--repair` deletes."""
+    for prior in merged:
+        try:
+            services.registry.settle_merge(prior)
+        except Exception:   # the merge has committed; the leftovers are fsck's
+            log.warning("ITI-8 A40: the rows of %s left on its shard are not deleted yet (partage fsck --repair)",
+                        prior, exc_info=True)

@@ -115,6 +115,21 @@ def route_references(conn: Connection, uuids: Iterable[str]) -> list[ColumnEleme
     return [schema.registry_objects.c.patient_pk.in_(sorted(set(found.values())))]
 
 
+def server_of(conn: Connection, patient_pk: int) -> str | None:
+    """The foreign server (shard) that holds this patient's partition of registry_objects; None
+    where the registry is not sharded. The partition is the one PostgreSQL's hash routing names
+    (`satisfies_hash_partition`; partition `registry_objects_p<i>` is remainder i)."""
+    if not sharded(conn):
+        return None
+    name = conn.exec_driver_sql(
+        "WITH parts AS (SELECT c.relname, f.ftserver FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_foreign_table f ON f.ftrelid = c.oid WHERE i.inhparent = 'registry_objects'::regclass) "
+        "SELECT s.srvname FROM parts JOIN pg_foreign_server s ON s.oid = parts.ftserver "
+        "WHERE satisfies_hash_partition('registry_objects'::regclass, (SELECT count(*) FROM parts)::integer, "
+        "substring(parts.relname FROM '_p([0-9]+)$')::integer, %(pk)s::integer)", {"pk": patient_pk}).scalar()
+    return str(name) if name is not None else None
+
+
 def moved(conn: Connection, gone: int, keep: int) -> None:
     """A patient merge: the merged patient's entryUUIDs now belong to the survivor."""
     if sharded(conn):

@@ -183,25 +183,66 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
     p, objs = schema.patients, schema.registry_objects
     conn.execute(update(p).where(p.c.pk == gone).values(merged_into=keep, updated_at=utc_now()))
     sharded = entry_index.sharded(conn)
+    across = sharded and entry_index.server_of(conn, gone) != entry_index.server_of(conn, keep)
     entry_index.moved(conn, gone, keep)
     for table in (objs, schema.object_codes, schema.object_authors, schema.clinical_facts, schema.document_text,
                   schema.subscriptions):
         if sharded and table.name in SHARDED_TABLES:
-            _move(conn, table, gone, keep)
+            (_copy if across else _move)(conn, table, gone, keep)
         else:
             conn.execute(update(table).where(table.c.patient_pk == gone).values(patient_pk=keep))
     return keep
 
 
+def settle_merge(conn: Connection, merged: CX) -> int:
+    """The second step of a merge across two shards, in its own transaction once the merge has
+    committed: delete the merged patient's rows left on its shard, those whose copy is on the
+    survivor's (`_copy`). Returns the rows deleted (0 where the merge moved them, or was not)."""
+    row = conn.execute(_BY_IDENTIFIER, {"authority": merged.assigning_authority.universal_id,
+                                        "value": merged.id}).first()
+    if row is None or row.merged_into is None or not entry_index.sharded(conn):
+        return 0
+    return drop_copied(conn, int(row[0]), surviving(conn, row.merged_into))
+
+
+def drop_copied(conn: Connection, gone: int, keep: int) -> int:
+    """Delete the rows of patient `gone` that have their copy (the same key) under `keep`."""
+    deleted = 0
+    for name in ("object_codes", "object_authors", "registry_objects"):   # the objects last
+        table = schema.metadata.tables[name]
+        copy = table.alias("copy")
+        deleted += conn.execute(table.delete().where(
+            table.c.patient_pk == gone,
+            select(copy.c.pk).where(copy.c.patient_pk == keep, copy.c.pk == table.c.pk).exists())).rowcount
+    return deleted
+
+
 def _move(conn: Connection, table: Table, gone: int, keep: int) -> None:
-    """Move a merged patient's rows to the survivor's partition, on a sharded registry.
+    """Move a merged patient's rows to the survivor's partition on the same shard.
 
     An UPDATE of patient_pk would not: PostgreSQL does not move a row out of a foreign
     partition (postgres_fdw runs the UPDATE on the shard, where the row stays, under the
-    wrong hash). Delete and insert again, in one statement, through the partitioned parent."""
+    wrong hash). Delete and insert again, in one statement, through the partitioned parent:
+    one shard, one remote transaction, so both or neither."""
     names = [f'"{c.name}"' for c in table.c]
     values = ["%(keep)s" if c.name == "patient_pk" else f'"{c.name}"' for c in table.c]
     conn.exec_driver_sql(
         f"WITH moved AS (DELETE FROM {table.name} WHERE patient_pk = %(gone)s RETURNING *) "
         f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {', '.join(values)} FROM moved",
         {"gone": gone, "keep": keep})
+
+
+def _copy(conn: Connection, table: Table, gone: int, keep: int) -> None:
+    """Copy a merged patient's rows to the survivor's partition on another shard, leaving them
+    where they are until the merge has committed (`settle_merge` deletes them then).
+
+    postgres_fdw has no two-phase commit: a move across two shards in one transaction could
+    commit the delete on one and fail the insert on the other, and lose the rows. Copied
+    first, the worst is a copy without its merge (the coordinator's commit failed): the global
+    index still names the merged patient, fsck reports the copy, and the merge sent again
+    completes (ON CONFLICT DO NOTHING: what was copied is not copied twice)."""
+    names = [f'"{c.name}"' for c in table.c]
+    values = ["%(keep)s" if c.name == "patient_pk" else f'"{c.name}"' for c in table.c]
+    conn.exec_driver_sql(
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {', '.join(values)} FROM {table.name} "
+        f"WHERE patient_pk = %(gone)s ON CONFLICT DO NOTHING", {"gone": gone, "keep": keep})

@@ -53,7 +53,7 @@ from sqlalchemy.engine import URL, make_url
 
 from ..metadata.kinds import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
 from ..metadata.model import AssociationType
-from . import consistency, entry_index, schema
+from . import consistency, entry_index, patients, schema
 from .batches import chunks
 from .partitioning import DROP_OBJECT_REFERENCES, TABLES, hash_parent, is_partitioned
 from .store import Registry
@@ -354,6 +354,47 @@ def lost_submissions(conn: Connection, *, min_age_seconds: float = 300.0) -> lis
             changed = bool(more)
             found |= more
     return sorted(found)
+
+
+@dataclass
+class MergeLeftovers:
+    """Rows whose patient is not the one the global index names: what a merge across shards
+    leaves when its second step did not run (`stale`, the merged patient's originals, their
+    copies on the survivor's shard) or when its coordinator commit failed after the copy
+    (`copies`, the survivor's copies of a merge that did not happen: send the A40 again)."""
+
+    stale: dict[int, list[str]] = field(default_factory=dict)    # merged patient pk -> entryUUIDs
+    copies: list[str] = field(default_factory=list)
+    misplaced: list[str] = field(default_factory=list)   # the index names a patient without the row
+
+
+def merge_leftovers(conn: Connection) -> MergeLeftovers:
+    """Compare every object's patient with the global index's (a full scan, as fsck is)."""
+    indexed = entry_index.entry_uuids
+    rows = conn.execute(select(OBJ.c.pk, OBJ.c.patient_pk, OBJ.c.entry_uuid, indexed.c.patient_pk.label("indexed"))
+                        .join(indexed, indexed.c.entry_uuid == OBJ.c.entry_uuid)
+                        .where(OBJ.c.patient_pk != indexed.c.patient_pk)).all()
+    out = MergeLeftovers()
+    if not rows:
+        return out
+    pks = sorted({r.patient_pk for r in rows} | {r.indexed for r in rows})
+    merged = dict(conn.execute(select(schema.patients.c.pk, schema.patients.c.merged_into)
+                               .where(schema.patients.c.pk.in_(pks))).all())
+    held = {(r.patient_pk, r.pk) for r in conn.execute(select(OBJ.c.patient_pk, OBJ.c.pk).where(
+        OBJ.c.patient_pk.in_(sorted({r.indexed for r in rows})), OBJ.c.pk.in_(sorted({r.pk for r in rows}))))}
+    for r in rows:
+        if (r.indexed, r.pk) not in held:
+            out.misplaced.append(r.entry_uuid)
+        elif merged.get(r.patient_pk) is not None:
+            out.stale.setdefault(r.patient_pk, []).append(r.entry_uuid)
+        else:
+            out.copies.append(r.entry_uuid)
+    return out
+
+
+def remove_stale(conn: Connection, merged_patients: list[int]) -> int:
+    """Delete what merges of these patients left on their shards (their rows copied to the survivor's)."""
+    return sum(patients.drop_copied(conn, gone, patients.surviving(conn, gone)) for gone in merged_patients)
 
 
 def remove_lost(conn: Connection, entry_uuids: list[str]) -> None:

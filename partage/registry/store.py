@@ -390,7 +390,14 @@ class Registry:
         return patients.upsert(conn, identifiers, demographics)
 
     def merge_patients(self, conn: Connection, surviving: CX, merged: CX) -> int:
+        """ITI-8 A40 in the caller's transaction; on a sharded registry, call `settle_merge`
+        in another once it has committed."""
         return patients.merge(conn, surviving, merged)
+
+    def settle_merge(self, merged: CX) -> int:
+        """A merge's second step (patients.settle_merge), in its own transaction."""
+        with self.write() as conn:
+            return patients.settle_merge(conn, merged)
 
     # --- object reads ----------------------------------------------------------------
     def objects_by_uuid(self, conn: Connection, uuids: Iterable[str]) -> dict[str, AnyObject]:

@@ -28,9 +28,11 @@ from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.access.credentials import sample_actors
 from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
 from partage.fsck import check, remove_leftovers
+from partage.hl7.patient_feed import handle_message
 from partage.ingest import IngestService
 from partage.lifecycle import remove_metadata, update_document_set
 from partage.metadata.datatypes import DTM, XCN
+from partage.metadata.er7 import Er7Message
 from partage.metadata.model import (
     Association,
     AssociationType,
@@ -42,7 +44,7 @@ from partage.metadata.model import (
 from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
 from partage.registry import queries as Q
-from partage.registry import sharding
+from partage.registry import schema, sharding
 from partage.registry.access_state import Records
 from partage.registry.bulk import BulkLoader
 from partage.registry.store import Registry
@@ -233,20 +235,81 @@ def test_a_patients_query_reads_one_shard(sharded, authority):
     assert len(found) == 1
 
 
+def _a40(keep, gone) -> Er7Message:
+    return Er7Message.parse("\r".join([
+        "MSH|^~\\&|DPI|HOPITAL|PARTAGE|PARTAGE|20240101120000||ADT^A40^ADT_A39|m1|P|2.5", "EVN|A40|20240101120000",
+        f"PID|||{keep.format()}||DUPONT^JEANNE||19700101|F", f"MRG|{gone.format()}"]) + "\r")
+
+
 def test_merge_moves_a_patients_rows_to_the_survivors_shard(sharded, authority):
+    """ITI-8 A40 across shards: the rows are copied in the merge's transaction, the originals
+    deleted in a second one; nothing is left behind, nothing is read twice."""
     keep, keep_pk = _patient(sharded, on_shard=0)
     gone, gone_pk = _patient(sharded, on_shard=1)
     _submit(sharded, authority, keep, [_doc(keep, "k", "810000000002")])
     _submit(sharded, authority, gone, [_doc(gone, "g", "810000000002")])
-    with sharded.services.registry.write() as conn:
-        sharded.services.registry.merge_patients(conn, keep, gone)
+    assert handle_message(sharded.services, _a40(keep, gone)).code == "AA"
     assert len(_uids(_find(_soap(sharded, authority, "doctor", keep), keep))) == 2
     for i in sharded.shards[1].partitions:
         assert _on_shard(sharded, 1, f"SELECT count(*) FROM registry_objects_p{i} WHERE patient_pk = %(pk)s",
                          {"pk": gone_pk}) == [(0,)]
+        assert _on_shard(sharded, 1, f"SELECT count(*) FROM object_codes_p{i} WHERE patient_pk = %(pk)s",
+                         {"pk": gone_pk}) == [(0,)]
     part = _partition_of(sharded, keep_pk)
     assert _on_shard(sharded, 0, f"SELECT count(*) FROM registry_objects_p{part} WHERE patient_pk = %(pk)s",
                      {"pk": keep_pk}) == [(6,)]   # two submissions: S, D, A each
+    report = check(sharded.services, min_age_seconds=0)
+    assert report.merges == sharding.MergeLeftovers() and not report.lost
+
+
+def test_a_merge_whose_second_step_did_not_run_loses_nothing_and_fsck_finishes_it(sharded, authority):
+    """The merge committed (rows copied to the survivor's shard), its second step never ran:
+    the survivor's documents are read once, the merged patient's originals are read by no
+    query; fsck names them STALE and --repair deletes them, copies kept."""
+    keep, keep_pk = _patient(sharded, on_shard=0)
+    gone, gone_pk = _patient(sharded, on_shard=1)
+    _submit(sharded, authority, gone, [_doc(gone, "g", "810000000002")])
+    with sharded.services.registry.write() as conn:
+        sharded.services.registry.merge_patients(conn, keep, gone)   # no settle_merge: as if it crashed
+    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+    [doc] = query.find_documents(keep, DocumentFilter(statuses=["Approved"])).objects
+    assert [o.entry_uuid for o in query.get_objects(schema.KIND_DOCUMENT, entry_uuids=[doc.entry_uuid]).objects] == [
+        doc.entry_uuid]
+    assert len(query.find_documents(gone, DocumentFilter(statuses=["Approved"])).objects) == 1   # the survivor's
+    report = check(sharded.services, min_age_seconds=0)
+    assert list(report.merges.stale) == [gone_pk] and len(report.merges.stale[gone_pk]) == 3
+    assert not report.merges.copies and not report.merges.misplaced and not report.consistent
+    remove_leftovers(sharded.services, report)
+    assert check(sharded.services, min_age_seconds=0).consistent
+    assert sum(_on_shard(sharded, 1, f"SELECT count(*) FROM registry_objects_p{i} WHERE patient_pk = %(pk)s",
+                         {"pk": gone_pk})[0][0] for i in sharded.shards[1].partitions) == 0
+    assert len(query.find_documents(keep, DocumentFilter(statuses=["Approved"])).objects) == 1
+
+
+def test_a_merge_whose_coordinator_died_after_the_copy_is_completed_when_sent_again(sharded, authority):
+    """The survivor's shard committed the copies, the coordinator's commit was lost (no merge):
+    fsck names the copies, nothing of the merged patient is lost, and the A40 sent again
+    completes the merge without copying anything twice."""
+    keep, keep_pk = _patient(sharded, on_shard=0)
+    gone, gone_pk = _patient(sharded, on_shard=1)
+    _submit(sharded, authority, keep, [_doc(keep, "k", "810000000002")])
+    _submit(sharded, authority, gone, [_doc(gone, "g", "810000000002")])
+
+    def merge() -> None:
+        with sharded.services.registry.write() as conn:
+            sharded.services.registry.merge_patients(conn, keep, gone)
+
+    _coordinator_dies_at_commit(sharded, keep_pk, "S", merge)
+    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+    assert len(query.find_documents(gone, DocumentFilter(statuses=["Approved"])).objects) == 1   # still there
+    report = check(sharded.services, min_age_seconds=0)
+    assert len(report.merges.copies) == 3 and not report.merges.stale and not report.consistent
+    assert handle_message(sharded.services, _a40(keep, gone)).code == "AA"   # sent again
+    assert len(query.find_documents(keep, DocumentFilter(statuses=["Approved"])).objects) == 2
+    part = _partition_of(sharded, keep_pk)
+    assert _on_shard(sharded, 0, f"SELECT count(*) FROM registry_objects_p{part} WHERE patient_pk = %(pk)s",
+                     {"pk": keep_pk}) == [(6,)]
+    assert check(sharded.services, min_age_seconds=0).consistent
 
 
 def _update_set(pid) -> SubmissionSet:
@@ -388,28 +451,28 @@ def test_a_bulk_load_copies_each_patients_rows_into_its_shard(sharded):
     assert len(query.find_documents(pids[0], DocumentFilter(statuses=["Approved"])).objects) == 3
 
 
-def test_a_coordinator_lost_between_the_commits_leaves_rows_that_fsck_removes(sharded):
-    """postgres_fdw commits the shard's transaction, then the coordinator's: kill the
-    coordinator's session in between (a trigger on the shard holds its commit for a while)."""
-    pid, pk = _patient(sharded)
+def _coordinator_dies_at_commit(sharded, pk: int, kind: str, work) -> None:
+    """Run `work` (one registry transaction) so that the shard of patient `pk` commits its half
+    and the coordinator's session dies before committing its own: a deferred trigger on the
+    shard's partition (rows of `kind`) holds the shard's COMMIT while the coordinator's backend
+    is terminated; the shard's commit completes after."""
     k, part = _shard_of(sharded, pk), _partition_of(sharded, pk)
     slow = (f"CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
             f"$$BEGIN PERFORM pg_sleep(3); RETURN NULL; END$$; "
             f"CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON registry_objects_p{part} "
-            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.kind = 'S') EXECUTE FUNCTION slow_commit()")
+            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.kind = '{kind}') EXECUTE FUNCTION slow_commit()")
     shard_url = sharded.shards[k].url.render_as_string(hide_password=False).replace("+psycopg", "")
     with psycopg.connect(shard_url, autocommit=True) as shard_conn:
         shard_conn.execute(slow)
-        request = F.submission(pid, [F.document(pid, "lost")])
         failure: list[BaseException] = []
 
-        def submit() -> None:
+        def run() -> None:
             try:
-                IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(request)
+                work()
             except BaseException as exc:   # the coordinator's session dies under it
                 failure.append(exc)
 
-        worker = threading.Thread(target=submit)
+        worker = threading.Thread(target=run)
         worker.start()
         coordinator = sharded.url.replace("+psycopg", "")
         with psycopg.connect(coordinator, autocommit=True) as admin:
@@ -424,6 +487,15 @@ def test_a_coordinator_lost_between_the_commits_leaves_rows_that_fsck_removes(sh
         time.sleep(3.5)   # the shard's commit completes after the coordinator's session is gone
         shard_conn.execute(f"DROP TRIGGER slow_commit ON registry_objects_p{part}; DROP FUNCTION slow_commit()")
     assert killed and failure, f"the coordinator was to die during COMMIT: {killed} {failure}"
+
+
+def test_a_coordinator_lost_between_the_commits_leaves_rows_that_fsck_removes(sharded):
+    """postgres_fdw commits the shard's transaction, then the coordinator's: kill the
+    coordinator's session in between (a trigger on the shard holds its commit for a while)."""
+    pid, pk = _patient(sharded)
+    request = F.submission(pid, [F.document(pid, "lost")])
+    _coordinator_dies_at_commit(sharded, pk, "S", lambda: IngestService(
+        sharded.services, INSECURE_DEV_ACTOR).provide_and_register(request))
 
     with sharded.services.registry.read() as conn:
         lost = sharding.lost_submissions(conn, min_age_seconds=0)
