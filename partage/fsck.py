@@ -31,6 +31,9 @@ class FsckReport:
     # A sharded registry: objects on a shard whose submission's coordinator half never
     # committed (absent from the global index; postgres_fdw has no two-phase commit).
     lost: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    # A sharded registry: entryUUIDs in the global index that are on no shard (a lost removal's).
+    indexed_only: list[str] = field(default_factory=list)   # --repair: statuses the lost ones had changed, set back
     # A sharded registry: what a merge across shards left (registry.sharding.MergeLeftovers).
     merges: sharding.MergeLeftovers = field(default_factory=sharding.MergeLeftovers)
     # (entry_uuid, uniqueId) of objects registered without their uniqueId's claim.
@@ -41,7 +44,7 @@ class FsckReport:
     @property
     def consistent(self) -> bool:
         return not (self.missing_blobs or self.orphans or self.dangling_associations or self.derived_orphans
-                    or self.lost or self.unclaimed_ids or self.merges.stale or self.merges.copies
+                    or self.lost or self.indexed_only or self.unclaimed_ids or self.merges.stale or self.merges.copies
                     or self.merges.misplaced)
 
 
@@ -75,6 +78,7 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
         if sharding.is_sharded(conn):
             report.lost = sharding.lost_submissions(conn, min_age_seconds=min_age_seconds)
             report.merges = sharding.merge_leftovers(conn)
+            report.indexed_only = sharding.indexed_only(conn)
         lost = set(report.lost)   # removed by --repair, not claimed
         report.unclaimed_ids = [(row.entry_uuid, row.unique_id) for row in consistency.unclaimed_unique_ids(
             conn, before=consistency.registered_before(min_age_seconds)) if row.entry_uuid not in lost]
@@ -108,8 +112,12 @@ def _age(services: Services, address: str, now: float) -> float:
 def remove_leftovers(services: Services, report: FsckReport) -> None:
     if report.lost:   # first: removing them may make derived rows orphans
         with services.registry.write() as conn:
-            sharding.remove_lost(conn, report.lost)
+            report.restored = sharding.remove_lost(conn, report.lost)
         report.lost = []
+    if report.indexed_only:   # a removal's coordinator half, finished
+        with services.registry.write() as conn:
+            sharding.remove_index_rows(conn, report.indexed_only)
+        report.indexed_only = []
     if report.merges.stale:   # a merge's originals, their copies on the survivor's shard
         with services.registry.write() as conn:
             sharding.remove_stale(conn, sorted(report.merges.stale))
@@ -152,6 +160,9 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
         for entry_uuid in report.lost:
             out.write(f"LOST     {entry_uuid} is on a shard, its submission's coordinator transaction never "
                       "committed\n")
+        for entry_uuid in report.indexed_only:
+            out.write(f"INDEXED  {entry_uuid} is in the global index and on no shard (a removal's coordinator "
+                      "half was lost)\n")
         for gone, uuids in report.merges.stale.items():
             for entry_uuid in uuids:
                 out.write(f"STALE    {entry_uuid} of merged patient {gone}: its copy is on the survivor's shard\n")
@@ -168,11 +179,15 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
         if repair:
             lost, unclaimed = len(report.lost), len(report.unclaimed_ids)
             stale = sum(len(v) for v in report.merges.stale.values())
+            indexed_only = len(report.indexed_only)
             remove_leftovers(services, report)
             if lost:
-                out.write(f"repaired: removed {lost} objects of lost submissions from the shards\n")
+                out.write(f"repaired: removed {lost} objects of lost submissions from the shards, and set back "
+                          f"the status of {len(report.restored)} objects they had changed\n")
             if unclaimed:
                 out.write(f"repaired: claimed the uniqueIds of {unclaimed} objects\n")
+            if indexed_only:
+                out.write(f"repaired: removed {indexed_only} global index rows of removed objects\n")
             if stale:
                 out.write(f"repaired: removed {stale} objects merges left on their shards\n")
             out.write(f"repaired: removed {len(report.unreferenced_blobs)} blobs, "

@@ -52,10 +52,12 @@ from sqlalchemy import Connection, create_engine, select
 from sqlalchemy.engine import URL, make_url
 
 from ..metadata.kinds import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
-from ..metadata.model import AssociationType
+from ..metadata.model import Association, AssociationType, AvailabilityStatus, DocumentEntry, Folder
 from . import consistency, entry_index, patients, schema
 from .batches import chunks
+from .indexing import object_from_row, status_short
 from .partitioning import DROP_OBJECT_REFERENCES, TABLES, hash_parent, is_partitioned
+from .register import release_unique_ids, set_status
 from .store import Registry
 
 SERVER_PREFIX = "partage_shard_"
@@ -397,8 +399,10 @@ def remove_stale(conn: Connection, merged_patients: list[int]) -> int:
     return sum(patients.drop_copied(conn, gone, patients.surviving(conn, gone)) for gone in merged_patients)
 
 
-def remove_lost(conn: Connection, entry_uuids: list[str]) -> None:
-    """Delete those objects and their index rows (codes, authors), on their shards."""
+def remove_lost(conn: Connection, entry_uuids: list[str]) -> list[str]:
+    """Delete those objects and their index rows (codes, authors), on their shards, once what
+    the lost submission changed in place is undone (`undo_lost`); returns the objects restored."""
+    restored = undo_lost(conn, entry_uuids)
     for chunk in chunks(entry_uuids):
         rows = conn.execute(select(OBJ.c.pk, OBJ.c.patient_pk).where(OBJ.c.entry_uuid.in_(chunk))).all()
         for row in rows:
@@ -406,6 +410,65 @@ def remove_lost(conn: Connection, entry_uuids: list[str]) -> None:
                 conn.execute(table.delete().where(table.c.patient_pk == row.patient_pk, table.c.object_pk == row.pk))
             conn.execute(OBJ.delete().where(OBJ.c.patient_pk == row.patient_pk, OBJ.c.pk == row.pk))
         entry_index.removed(conn, chunk)
+    return restored
+
+
+def indexed_only(conn: Connection) -> list[str]:
+    """entryUUIDs the global index holds that are on no shard: what a removal (ITI-62, a purge)
+    leaves when its shards committed and its coordinator half was lost."""
+    indexed = entry_index.entry_uuids
+    return sorted(conn.execute(select(indexed.c.entry_uuid).where(
+        ~select(OBJ.c.pk).where(OBJ.c.entry_uuid == indexed.c.entry_uuid).exists())).scalars())
+
+
+def remove_index_rows(conn: Connection, entry_uuids: list[str]) -> None:
+    """Finish such a removal on the coordinator: the uniqueIds no object holds any more are
+    released, then the index rows are deleted (as the removal's own transaction does)."""
+    indexed = entry_index.entry_uuids
+    for chunk in chunks(entry_uuids):
+        release_unique_ids(conn, [u for u in conn.execute(select(indexed.c.unique_id).where(
+            indexed.c.entry_uuid.in_(chunk))).scalars() if u])
+        entry_index.removed(conn, chunk)
+
+
+def undo_lost(conn: Connection, entry_uuids: list[str]) -> list[str]:
+    """The statuses a lost submission or update changed on registered objects, set back.
+
+    Its shard half committed what it changed in place: the version it succeeded deprecated
+    (ITI-57), the document it replaced deprecated (RPLC, XFRM_RPLC), the objects it changed
+    the status of (UpdateAvailabilityStatus). Removing only its own objects would leave those
+    changes with nothing behind them (a document with no Approved version, which the
+    submission sent again cannot update). A version it succeeded is set back to Approved (the
+    status an update requires; an Archived one too, a status the registry does not keep
+    apart); a status change is set back to its OriginalStatus, where the status is still its
+    NewStatus."""
+    lost = set(entry_uuids)
+    rows = [r for chunk in chunks(entry_uuids) for r in conn.execute(
+        select(OBJ.c.entry_uuid, OBJ.c.body).where(OBJ.c.entry_uuid.in_(chunk))).all()]
+    back: dict[str, tuple[str, str]] = {}   # entryUUID -> (status it has now, status to set back)
+    deprecated, approved = AvailabilityStatus.DEPRECATED.short, AvailabilityStatus.APPROVED.short
+    for row in rows:
+        obj = object_from_row(row.body)
+        if isinstance(obj, Association) and obj.target_uuid not in lost:
+            if obj.association_type in (AssociationType.RPLC, AssociationType.XFRM_RPLC):
+                back[obj.target_uuid] = (deprecated, approved)
+            elif obj.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS:
+                back[obj.target_uuid] = (status_short(obj.new_status), status_short(obj.original_status))
+        elif isinstance(obj, DocumentEntry | Folder) and obj.lid and obj.lid != obj.entry_uuid:
+            prior = conn.execute(select(OBJ.c.entry_uuid).where(
+                OBJ.c.lid == obj.lid, OBJ.c.entry_uuid.not_in(sorted(lost)), *entry_index.route(conn, lids=[obj.lid]))
+                .order_by(OBJ.c.version.desc())).first()
+            if prior is not None:
+                back[prior.entry_uuid] = (deprecated, approved)
+    restored = []
+    for entry_uuid, (now, before) in back.items():
+        status = {s.short: s for s in AvailabilityStatus}.get(before)
+        current = conn.execute(select(OBJ.c.status).where(OBJ.c.entry_uuid == entry_uuid,
+                                                          *entry_index.route(conn, [entry_uuid]))).scalar()
+        if status is not None and current == now and now != before:
+            set_status(conn, [entry_uuid], status)
+            restored.append(entry_uuid)
+    return sorted(restored)
 
 
 def main(argv: list[str] | None = None) -> int:

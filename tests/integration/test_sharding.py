@@ -9,6 +9,7 @@ and its own leaves shard rows the coordinator never indexed, which `partage fsck
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import os
@@ -451,16 +452,17 @@ def test_a_bulk_load_copies_each_patients_rows_into_its_shard(sharded):
     assert len(query.find_documents(pids[0], DocumentFilter(statuses=["Approved"])).objects) == 3
 
 
-def _coordinator_dies_at_commit(sharded, pk: int, kind: str, work) -> None:
+def _coordinator_dies_at_commit(sharded, pk: int, kind: str, work, on: str = "INSERT") -> None:
     """Run `work` (one registry transaction) so that the shard of patient `pk` commits its half
     and the coordinator's session dies before committing its own: a deferred trigger on the
-    shard's partition (rows of `kind`) holds the shard's COMMIT while the coordinator's backend
-    is terminated; the shard's commit completes after."""
+    shard's partition (an `on` of rows of `kind`) holds the shard's COMMIT while the
+    coordinator's backend is terminated; the shard's commit completes after."""
+    row = "OLD" if on == "DELETE" else "NEW"
     k, part = _shard_of(sharded, pk), _partition_of(sharded, pk)
     slow = (f"CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
             f"$$BEGIN PERFORM pg_sleep(3); RETURN NULL; END$$; "
-            f"CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON registry_objects_p{part} "
-            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.kind = '{kind}') EXECUTE FUNCTION slow_commit()")
+            f"CREATE CONSTRAINT TRIGGER slow_commit AFTER {on} ON registry_objects_p{part} "
+            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ({row}.kind = '{kind}') EXECUTE FUNCTION slow_commit()")
     shard_url = sharded.shards[k].url.render_as_string(hide_password=False).replace("+psycopg", "")
     with psycopg.connect(shard_url, autocommit=True) as shard_conn:
         shard_conn.execute(slow)
@@ -512,6 +514,78 @@ def test_a_coordinator_lost_between_the_commits_leaves_rows_that_fsck_removes(sh
     IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(request)   # submitted again: accepted
     assert len(QueryService(sharded.services, INSECURE_DEV_ACTOR).find_documents(
         pid, DocumentFilter(statuses=["Approved"])).objects) == 1
+
+
+def test_a_lost_update_is_removed_and_what_it_changed_set_back(sharded):
+    """An ITI-57 new version whose coordinator half was lost: its shard half had deprecated the
+    version it succeeds. fsck --repair removes the update and sets that version back to
+    Approved, so that the update sent again is accepted (else: no Approved version to update)."""
+    pid, pk = _patient(sharded)
+    IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(pid))
+    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+    [doc] = query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects
+
+    def update() -> SubmissionRequest:
+        new = copy.deepcopy(doc)
+        new.lid, new.entry_uuid, new.version, new.title = doc.entry_uuid, "newversion", "", "v2"
+        member = Association(entry_uuid="hm", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
+                             target_uuid="newversion", submission_set_status="Original", previous_version="1")
+        return SubmissionRequest(_update_set(pid), [new], [], [member])
+
+    lost = update()
+    _coordinator_dies_at_commit(sharded, pk, "S", lambda: update_document_set(
+        sharded.services, INSECURE_DEV_ACTOR, lost))
+    assert [d.title for d in query.find_documents(pid, DocumentFilter(statuses=["Deprecated"])).objects] == [doc.title]
+    report = check(sharded.services, min_age_seconds=0)
+    assert len(report.lost) == 3 and not report.consistent   # SubmissionSet, new version, HasMember
+    remove_leftovers(sharded.services, report)
+    assert report.restored == [doc.entry_uuid]
+    assert check(sharded.services, min_age_seconds=0).consistent
+    assert [d.entry_uuid for d in query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects] == [
+        doc.entry_uuid]
+    update_document_set(sharded.services, INSECURE_DEV_ACTOR, update())   # sent again: accepted
+    assert [d.title for d in query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects] == ["v2"]
+
+
+def test_a_lost_status_change_is_set_back(sharded):
+    """An ITI-57 status change (Approved -> Deprecated) whose coordinator half was lost."""
+    pid, pk = _patient(sharded)
+    IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(pid))
+    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+    [doc] = query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects
+    change = Association(entry_uuid="chg", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
+                         source_uuid="ss", target_uuid=doc.entry_uuid,
+                         original_status=str(AvailabilityStatus.APPROVED), new_status=str(AvailabilityStatus.DEPRECATED))
+    _coordinator_dies_at_commit(sharded, pk, "S", lambda: update_document_set(
+        sharded.services, INSECURE_DEV_ACTOR, SubmissionRequest(_update_set(pid), [], [], [change])))
+    assert query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects == []
+    report = check(sharded.services, min_age_seconds=0)
+    remove_leftovers(sharded.services, report)
+    assert report.restored == [doc.entry_uuid] and check(sharded.services, min_age_seconds=0).consistent
+    assert len(query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects) == 1
+
+
+def test_a_lost_removal_leaves_index_rows_that_fsck_removes(sharded):
+    """ITI-62 whose shard half committed alone: the objects are gone, the global index and the
+    uniqueId claims still name them; fsck reports them, --repair finishes the removal, and the
+    uniqueId is free again."""
+    pid, pk = _patient(sharded)
+    request = F.submission(pid)
+    IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(request)
+    with sharded.services.registry.read() as conn:
+        uuids = [r.entry_uuid for r in conn.execute(select(schema.registry_objects.c.entry_uuid).where(
+            schema.registry_objects.c.patient_pk == pk))]
+    _coordinator_dies_at_commit(sharded, pk, "S", lambda: remove_metadata(
+        sharded.services, INSECURE_DEV_ACTOR, uuids), on="DELETE")
+    report = check(sharded.services, min_age_seconds=0)
+    assert report.indexed_only == sorted(uuids) and not report.consistent
+    remove_leftovers(sharded.services, report)
+    assert check(sharded.services, min_age_seconds=0).consistent
+    with sharded.services.registry.read() as conn:
+        claims = conn.execute(select(schema.unique_ids.c.unique_id).where(schema.unique_ids.c.unique_id.in_(
+            [request.submission_set.unique_id, request.documents[0].unique_id]))).all()
+    assert claims == []
+    IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(request)   # its uniqueIds free again
 
 
 # ------------------------------------------------------------------ schema changes
