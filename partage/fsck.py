@@ -1,9 +1,14 @@
-"""`partage fsck`: is every registered document's content present, and is every blob used?
+"""`partage fsck`: is every registered document's content present, is every blob used, and
+is the registry whole?
 
 A crash can leave a blob without a registration (written, then the transaction never
 committed) or a temporary file; it can never leave a registration without its blob,
 because the blob is renamed into place before the registry transaction begins. This
 command proves that on a real data directory, and cleans the leftovers with --repair.
+It also checks the registry: members of no submission set, associations with a missing end,
+uniqueIds without their claim, derived rows of removed documents, and on a sharded registry
+what a commit without two-phase commit can leave (docs/deployment.md, "Commit without
+two-phase commit, and the recovery").
 """
 
 from __future__ import annotations
