@@ -14,6 +14,7 @@ from typing import Any
 
 from ..metadata.datatypes import CX
 from ..metadata.er7 import Er7Message, Segment
+from ..registry.patients import MergeConflict
 from ..services import Services
 from .fields import patient_identifiers
 from .outcome import (
@@ -49,7 +50,10 @@ def handle_message(services: Services, message: Er7Message) -> FeedOutcome:
     if event.trigger_event in MERGE and not merged:
         return _refused(ERROR, REQUIRED_FIELD_MISSING, "hl7-mrg1-missing", control_id,
                         "A40 needs MRG-1 with the merged patient's identifier")
-    _apply(services, event.trigger_event, ids, merged, _demographics(pid, event.trigger_event))
+    try:
+        _apply(services, event.trigger_event, ids, merged, _demographics(pid, event.trigger_event))
+    except MergeConflict as exc:   # nothing applied: the sender may send it again once fsck is read
+        return _refused(ERROR, APPLICATION_ERROR, "hl7-merge-conflict", control_id, str(exc))
     return FeedOutcome("AA", "", control_id)
 
 

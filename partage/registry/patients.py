@@ -15,10 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, func, select, update
 
 from ..metadata.datatypes import CX, HD, XTN, DatatypeError
 from . import entry_index, patient_index, schema
+from .batches import chunks
 from .clock import utc_now
 
 # "FHIR Patient logical ids of this Partage server", in the UUID-derived arc 2.25.
@@ -185,6 +186,8 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
     sharded = entry_index.sharded(conn)
     across = sharded and entry_index.server_of(conn, gone) != entry_index.server_of(conn, keep)
     entry_index.moved(conn, gone, keep)
+    if across:
+        _settle_merged_into(conn, gone)
     for table in (objs, schema.object_codes, schema.object_authors, schema.clinical_facts, schema.document_text,
                   schema.subscriptions):
         if sharded and table.name in SHARDED_TABLES:
@@ -192,6 +195,15 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
         else:
             conn.execute(update(table).where(table.c.patient_pk == gone).values(patient_pk=keep))
     return keep
+
+
+def _settle_merged_into(conn: Connection, pk: int) -> None:
+    """Before a patient's rows are copied on: the originals earlier merges into it left on
+    their shards go (their copies are this patient's), or they would stand in the way of the
+    copies where the next survivor's partition is theirs."""
+    p = schema.patients
+    for earlier in conn.execute(select(p.c.pk).where(p.c.merged_into == pk)).scalars():
+        drop_copied(conn, int(earlier), pk)
 
 
 def settle_merge(conn: Connection, merged: CX) -> int:
@@ -206,14 +218,20 @@ def settle_merge(conn: Connection, merged: CX) -> int:
 
 
 def drop_copied(conn: Connection, gone: int, keep: int) -> int:
-    """Delete the rows of patient `gone` that have their copy (the same key) under `keep`."""
+    """Delete the rows of patient `gone` whose object has its copy (the same key) under `keep`:
+    the objects, and their code and author rows by object (a copy rewritten since, by a status
+    change, has new code rows of its own)."""
+    objs = schema.registry_objects
+    copy = objs.alias("copy")
     deleted = 0
-    for name in ("object_codes", "object_authors", "registry_objects"):   # the objects last
+    for name in ("object_codes", "object_authors"):
         table = schema.metadata.tables[name]
-        copy = table.alias("copy")
         deleted += conn.execute(table.delete().where(
             table.c.patient_pk == gone,
-            select(copy.c.pk).where(copy.c.patient_pk == keep, copy.c.pk == table.c.pk).exists())).rowcount
+            select(copy.c.pk).where(copy.c.patient_pk == keep, copy.c.pk == table.c.object_pk).exists())).rowcount
+    deleted += conn.execute(objs.delete().where(
+        objs.c.patient_pk == gone,
+        select(copy.c.pk).where(copy.c.patient_pk == keep, copy.c.pk == objs.c.pk).exists())).rowcount
     return deleted
 
 
@@ -232,6 +250,10 @@ def _move(conn: Connection, table: Table, gone: int, keep: int) -> None:
         {"gone": gone, "keep": keep})
 
 
+class MergeConflict(Exception):
+    """A merge across shards found rows of another patient where the survivor's copies go."""
+
+
 def _copy(conn: Connection, table: Table, gone: int, keep: int) -> None:
     """Copy a merged patient's rows to the survivor's partition on another shard, leaving them
     where they are until the merge has committed (`settle_merge` deletes them then).
@@ -240,9 +262,23 @@ def _copy(conn: Connection, table: Table, gone: int, keep: int) -> None:
     commit the delete on one and fail the insert on the other, and lose the rows. Copied
     first, the worst is a copy without its merge (the coordinator's commit failed): the global
     index still names the merged patient, fsck reports the copy, and the merge sent again
-    completes (ON CONFLICT DO NOTHING: what was copied is not copied twice)."""
+    completes (ON CONFLICT DO NOTHING: what was copied is not copied twice; anything else in
+    the way is a MergeConflict, the merge refused).
+
+    The originals are written first (an UPDATE that changes nothing): a write on them that is
+    under way holds the merge until it commits, and one that comes after fails on the shard
+    (postgres_fdw's remote transactions are REPEATABLE READ) instead of changing an original
+    that is about to go."""
+    conn.exec_driver_sql(f"UPDATE {table.name} SET patient_pk = patient_pk WHERE patient_pk = %(gone)s",
+                         {"gone": gone})
     names = [f'"{c.name}"' for c in table.c]
     values = ["%(keep)s" if c.name == "patient_pk" else f'"{c.name}"' for c in table.c]
     conn.exec_driver_sql(
         f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {', '.join(values)} FROM {table.name} "
         f"WHERE patient_pk = %(gone)s ON CONFLICT DO NOTHING", {"gone": gone, "keep": keep})
+    keys = list(conn.execute(select(table.c.pk).where(table.c.patient_pk == gone)).scalars())
+    copied = sum(conn.execute(select(func.count()).select_from(table).where(
+        table.c.patient_pk == keep, table.c.pk.in_(chunk))).scalar() or 0 for chunk in chunks(keys))
+    if copied != len(keys):
+        raise MergeConflict(f"{len(keys) - copied} rows of {table.name} could not be copied to the survivor's "
+                            "shard: other rows hold their keys there (partage fsck names them)")

@@ -46,6 +46,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import Connection, create_engine, select
@@ -358,6 +359,11 @@ def lost_submissions(conn: Connection, *, min_age_seconds: float = 300.0) -> lis
     return sorted(found)
 
 
+# A lost submission's changes to registered objects are set back only where the object was
+# changed last within this long of the submission (registered_at and updated_at are seconds).
+LOST_CHANGE_WINDOW_S = 2
+
+
 @dataclass
 class MergeLeftovers:
     """Rows whose patient is not the one the global index names: what a merge across shards
@@ -435,23 +441,31 @@ def undo_lost(conn: Connection, entry_uuids: list[str]) -> list[str]:
     """The statuses a lost submission or update changed on registered objects, set back.
 
     Its shard half committed what it changed in place: the version it succeeded deprecated
-    (ITI-57), the document it replaced deprecated (RPLC, XFRM_RPLC), the objects it changed
-    the status of (UpdateAvailabilityStatus). Removing only its own objects would leave those
-    changes with nothing behind them (a document with no Approved version, which the
-    submission sent again cannot update). A version it succeeded is set back to Approved (the
-    status an update requires; an Archived one too, a status the registry does not keep
-    apart); a status change is set back to its OriginalStatus, where the status is still its
-    NewStatus."""
+    (ITI-57), the document it replaced deprecated with its addenda and transforms (RPLC,
+    XFRM_RPLC), the objects it changed the status of (UpdateAvailabilityStatus). Removing only
+    its own objects would leave those changes with nothing behind them (a document with no
+    Approved version, which the submission sent again cannot update). A version it succeeded
+    or replaced is set back to Approved (the status an update or a replacement requires; an
+    Archived one too, a status the registry does not keep apart); a status change is set back
+    to its OriginalStatus. Only an object still in the status the lost submission gave it and
+    changed last while it ran (from its registration time to `LOST_CHANGE_WINDOW_S` after): an
+    earlier deprecation was not its doing, a later change committed and stands."""
     lost = set(entry_uuids)
     rows = [r for chunk in chunks(entry_uuids) for r in conn.execute(
-        select(OBJ.c.entry_uuid, OBJ.c.body).where(OBJ.c.entry_uuid.in_(chunk))).all()]
+        select(OBJ.c.entry_uuid, OBJ.c.body, OBJ.c.registered_at).where(OBJ.c.entry_uuid.in_(chunk))).all()]
+    if not rows:
+        return []
+    since = min(r.registered_at for r in rows)[:14]
+    at = datetime.strptime(max(r.registered_at for r in rows)[:14], "%Y%m%d%H%M%S")
+    until = (at + timedelta(seconds=LOST_CHANGE_WINDOW_S)).strftime("%Y%m%d%H%M%S")
     back: dict[str, tuple[str, str]] = {}   # entryUUID -> (status it has now, status to set back)
     deprecated, approved = AvailabilityStatus.DEPRECATED.short, AvailabilityStatus.APPROVED.short
     for row in rows:
         obj = object_from_row(row.body)
         if isinstance(obj, Association) and obj.target_uuid not in lost:
             if obj.association_type in (AssociationType.RPLC, AssociationType.XFRM_RPLC):
-                back[obj.target_uuid] = (deprecated, approved)
+                for replaced in [obj.target_uuid, *_dependents(conn, obj.target_uuid)]:
+                    back[replaced] = (deprecated, approved)
             elif obj.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS:
                 back[obj.target_uuid] = (status_short(obj.new_status), status_short(obj.original_status))
         elif isinstance(obj, DocumentEntry | Folder) and obj.lid and obj.lid != obj.entry_uuid:
@@ -460,16 +474,27 @@ def undo_lost(conn: Connection, entry_uuids: list[str]) -> list[str]:
                 .order_by(OBJ.c.version.desc())).first()
             if prior is not None:
                 back[prior.entry_uuid] = (deprecated, approved)
+    statuses = {s.short: s for s in AvailabilityStatus}
     restored = []
     for entry_uuid, (now, before) in back.items():
-        status = {s.short: s for s in AvailabilityStatus}.get(before)
-        current = conn.execute(select(OBJ.c.status).where(OBJ.c.entry_uuid == entry_uuid,
-                                                          *entry_index.route(conn, [entry_uuid]))).scalar()
-        if status is not None and current == now and now != before:
-            set_status(conn, [entry_uuid], status)
-            restored.append(entry_uuid)
+        current = conn.execute(select(OBJ.c.status, OBJ.c.updated_at).where(
+            OBJ.c.entry_uuid == entry_uuid, *entry_index.route(conn, [entry_uuid]))).first()
+        status = statuses.get(before)
+        if status is None or current is None or current.status != now or now == before:
+            continue
+        if not current.updated_at or not since <= current.updated_at[:14] <= until:
+            continue   # not changed by the lost submission, or changed again since by one that committed
+        set_status(conn, [entry_uuid], status)
+        restored.append(entry_uuid)
     return sorted(restored)
 
+
+def _dependents(conn: Connection, doc_uuid: str) -> list[str]:
+    """The addenda and transforms of a document (APND, XFRM to it): a replacement deprecates them."""
+    kinds = [str(AssociationType.APND), str(AssociationType.XFRM)]
+    return list(conn.execute(select(OBJ.c.source_uuid).where(
+        OBJ.c.kind == KIND_ASSOCIATION, OBJ.c.target_uuid == doc_uuid, OBJ.c.assoc_type.in_(kinds),
+        *entry_index.route_references(conn, [doc_uuid]))).scalars())
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="shard the registry's per-patient tables over PostgreSQL servers")

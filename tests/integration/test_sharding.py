@@ -48,6 +48,7 @@ from partage.registry import queries as Q
 from partage.registry import schema, sharding
 from partage.registry.access_state import Records
 from partage.registry.bulk import BulkLoader
+from partage.registry.register import set_status
 from partage.registry.store import Registry
 from partage.services import Services
 from tests import factories as F
@@ -311,6 +312,71 @@ def test_a_merge_whose_coordinator_died_after_the_copy_is_completed_when_sent_ag
     assert _on_shard(sharded, 0, f"SELECT count(*) FROM registry_objects_p{part} WHERE patient_pk = %(pk)s",
                      {"pk": keep_pk}) == [(6,)]
     assert check(sharded.services, min_age_seconds=0).consistent
+
+
+def test_a_write_racing_a_merge_across_shards_fails_instead_of_being_lost(sharded):
+    """A status change that read the merged patient's row before the merge committed: the
+    merge's transaction holds that row, the change fails once the merge commits (instead of
+    changing an original the merge's second step then deletes); sent again, it applies to the
+    survivor's copy."""
+    keep, _ = _patient(sharded, on_shard=0)
+    gone, _ = _patient(sharded, on_shard=1)
+    IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(gone))
+    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+    [doc] = query.find_documents(gone, DocumentFilter(statuses=["Approved"])).objects
+    registry, outcome = sharded.services.registry, []
+
+    def change() -> None:
+        try:
+            with registry.write() as conn:
+                set_status(conn, [doc.entry_uuid], AvailabilityStatus.DEPRECATED)
+            outcome.append("applied")
+        except Exception as exc:   # the shard's serialization failure, as a database error
+            outcome.append(type(exc).__name__)
+
+    with registry.write() as conn:
+        registry.merge_patients(conn, keep, gone)
+        writer = threading.Thread(target=change)
+        writer.start()
+        writer.join(2)
+        assert writer.is_alive()   # held by the merge's transaction
+    writer.join(30)
+    registry.settle_merge(gone)
+    assert outcome and outcome[0] != "applied", outcome
+    assert len(query.find_documents(keep, DocumentFilter(statuses=["Approved"])).objects) == 1   # nothing half-done
+    with registry.write() as conn:   # sent again
+        set_status(conn, [doc.entry_uuid], AvailabilityStatus.DEPRECATED)
+    assert [d.entry_uuid for d in query.find_documents(keep, DocumentFilter(statuses=["Deprecated"])).objects] == [
+        doc.entry_uuid]
+    assert check(sharded.services, min_age_seconds=0).consistent
+
+
+def test_a_merge_chain_across_shards_whose_first_step_was_not_settled(sharded):
+    """A merged into B (another shard), its second step not run; then B into C, on A's
+    partition: A's originals are settled first, so the copies reach C (they would have hit
+    A's rows, same keys, and been dropped); codes of a copy rewritten meanwhile go too."""
+    a, a_pk = _patient(sharded, on_shard=1)
+    b, _ = _patient(sharded, on_shard=0)
+    while True:
+        c, c_pk = _patient(sharded, on_shard=1)
+        if _partition_of(sharded, c_pk) == _partition_of(sharded, a_pk):
+            break
+    IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(a))
+    registry = sharded.services.registry
+    with registry.write() as conn:
+        registry.merge_patients(conn, b, a)   # its settle_merge did not run
+    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+    [doc] = query.find_documents(b, DocumentFilter(statuses=["Approved"])).objects
+    with registry.write() as conn:   # the copy rewritten: its code rows are new ones
+        set_status(conn, [doc.entry_uuid], AvailabilityStatus.DEPRECATED)
+        set_status(conn, [doc.entry_uuid], AvailabilityStatus.APPROVED)
+    assert handle_message(sharded.services, _a40(c, b)).code == "AA"
+    assert [d.entry_uuid for d in query.find_documents(c, DocumentFilter(statuses=["Approved"])).objects] == [
+        doc.entry_uuid]
+    assert check(sharded.services, min_age_seconds=0).consistent
+    for table in ("registry_objects", "object_codes", "object_authors"):
+        assert sum(_on_shard(sharded, 1, f"SELECT count(*) FROM {table}_p{i} WHERE patient_pk = %(pk)s",
+                             {"pk": a_pk})[0][0] for i in sharded.shards[1].partitions) == 0, table
 
 
 def _update_set(pid) -> SubmissionSet:
@@ -586,6 +652,49 @@ def test_a_lost_removal_leaves_index_rows_that_fsck_removes(sharded):
             [request.submission_set.unique_id, request.documents[0].unique_id]))).all()
     assert claims == []
     IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(request)   # its uniqueIds free again
+
+
+def test_a_lost_replacement_sets_back_the_document_and_its_addendum(sharded):
+    """A lost RPLC had deprecated the replaced document and its Approved addendum: both come back."""
+    pid, pk = _patient(sharded)
+    ingest = IngestService(sharded.services, INSECURE_DEV_ACTOR)
+    ingest.provide_and_register(F.submission(pid, [F.document(pid, "x")]))
+    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+    [x] = query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects
+    addendum = Association(entry_uuid="a1", association_type=AssociationType.APND, source_uuid="y",
+                           target_uuid=x.entry_uuid)
+    ingest.provide_and_register(F.submission(pid, [F.document(pid, "y")], extra_associations=[addendum]))
+    rplc = Association(entry_uuid="r1", association_type=AssociationType.RPLC, source_uuid="n",
+                       target_uuid=x.entry_uuid)
+    _coordinator_dies_at_commit(sharded, pk, "S", lambda: ingest.provide_and_register(
+        F.submission(pid, [F.document(pid, "n")], extra_associations=[rplc])))
+    assert len(query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects) == 1   # the new one only
+    report = check(sharded.services, min_age_seconds=0)
+    remove_leftovers(sharded.services, report)
+    assert len(report.restored) == 2 and check(sharded.services, min_age_seconds=0).consistent
+    assert len(query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects) == 2
+
+
+def test_a_lost_status_change_changed_again_since_is_left_as_it_is(sharded):
+    """After the lost change (Approved -> Deprecated), committed ones set Approved then
+    Deprecated again: the last committed status stands."""
+    pid, pk = _patient(sharded)
+    IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(pid))
+    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+    [doc] = query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects
+    change = Association(entry_uuid="chg", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
+                         source_uuid="ss", target_uuid=doc.entry_uuid,
+                         original_status=str(AvailabilityStatus.APPROVED), new_status=str(AvailabilityStatus.DEPRECATED))
+    _coordinator_dies_at_commit(sharded, pk, "S", lambda: update_document_set(
+        sharded.services, INSECURE_DEV_ACTOR, SubmissionRequest(_update_set(pid), [], [], [change])))
+    time.sleep(sharding.LOST_CHANGE_WINDOW_S + 1.1)
+    with sharded.services.registry.write() as conn:
+        set_status(conn, [doc.entry_uuid], AvailabilityStatus.APPROVED)
+        set_status(conn, [doc.entry_uuid], AvailabilityStatus.DEPRECATED)
+    report = check(sharded.services, min_age_seconds=0)
+    remove_leftovers(sharded.services, report)
+    assert report.restored == [] and check(sharded.services, min_age_seconds=0).consistent
+    assert query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects == []
 
 
 # ------------------------------------------------------------------ schema changes
