@@ -116,17 +116,20 @@ def route_references(conn: Connection, uuids: Iterable[str]) -> list[ColumnEleme
 
 
 def server_of(conn: Connection, patient_pk: int) -> str | None:
-    """The foreign server (shard) that holds this patient's partition of registry_objects; None
-    where the registry is not sharded. The partition is the one PostgreSQL's hash routing names
-    (`satisfies_hash_partition`; partition `registry_objects_p<i>` is remainder i)."""
+    """The foreign server (shard) that holds this patient's partition of registry_objects, ""
+    for a partition on the coordinator itself; None where the registry is not sharded. The
+    partition is the one PostgreSQL's hash routing names: `satisfies_hash_partition` with each
+    partition's own bound (modulus, remainder), whatever the partitions are called."""
     if not sharded(conn):
         return None
     name = conn.exec_driver_sql(
-        "WITH parts AS (SELECT c.relname, f.ftserver FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "JOIN pg_foreign_table f ON f.ftrelid = c.oid WHERE i.inhparent = 'registry_objects'::regclass) "
-        "SELECT s.srvname FROM parts JOIN pg_foreign_server s ON s.oid = parts.ftserver "
-        "WHERE satisfies_hash_partition('registry_objects'::regclass, (SELECT count(*) FROM parts)::integer, "
-        "substring(parts.relname FROM '_p([0-9]+)$')::integer, %(pk)s::integer)", {"pk": patient_pk}).scalar()
+        "WITH parts AS (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound, f.ftserver FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid LEFT JOIN pg_foreign_table f ON f.ftrelid = c.oid "
+        "WHERE i.inhparent = 'registry_objects'::regclass) "
+        "SELECT coalesce(s.srvname, '') FROM parts LEFT JOIN pg_foreign_server s ON s.oid = parts.ftserver "
+        "WHERE satisfies_hash_partition('registry_objects'::regclass, "
+        "substring(parts.bound FROM 'modulus ([0-9]+)')::integer, "
+        "substring(parts.bound FROM 'remainder ([0-9]+)')::integer, %(pk)s::integer)", {"pk": patient_pk}).scalar()
     return str(name) if name is not None else None
 
 
