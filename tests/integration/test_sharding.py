@@ -613,8 +613,9 @@ def test_a_lost_update_is_removed_and_what_it_changed_set_back(sharded):
     assert [d.title for d in query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects] == ["v2"]
 
 
-def test_a_lost_status_change_is_set_back(sharded):
-    """An ITI-57 status change (Approved -> Deprecated) whose coordinator half was lost."""
+def _lost_status_change(sharded):
+    """A patient's document, then an ITI-57 status change of it (Approved -> Deprecated) whose
+    coordinator half is lost: (patient, document, query service)."""
     pid, pk = _patient(sharded)
     IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(pid))
     query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
@@ -624,6 +625,12 @@ def test_a_lost_status_change_is_set_back(sharded):
                          original_status=str(AvailabilityStatus.APPROVED), new_status=str(AvailabilityStatus.DEPRECATED))
     _coordinator_dies_at_commit(sharded, pk, "S", lambda: update_document_set(
         sharded.services, INSECURE_DEV_ACTOR, SubmissionRequest(_update_set(pid), [], [], [change])))
+    return pid, doc, query
+
+
+def test_a_lost_status_change_is_set_back(sharded):
+    """An ITI-57 status change (Approved -> Deprecated) whose coordinator half was lost."""
+    pid, doc, query = _lost_status_change(sharded)
     assert query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects == []
     report = check(sharded.services, min_age_seconds=0)
     remove_leftovers(sharded.services, report)
@@ -678,15 +685,7 @@ def test_a_lost_replacement_sets_back_the_document_and_its_addendum(sharded):
 def test_a_lost_status_change_changed_again_since_is_left_as_it_is(sharded):
     """After the lost change (Approved -> Deprecated), committed ones set Approved then
     Deprecated again: the last committed status stands."""
-    pid, pk = _patient(sharded)
-    IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(pid))
-    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
-    [doc] = query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects
-    change = Association(entry_uuid="chg", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
-                         source_uuid="ss", target_uuid=doc.entry_uuid,
-                         original_status=str(AvailabilityStatus.APPROVED), new_status=str(AvailabilityStatus.DEPRECATED))
-    _coordinator_dies_at_commit(sharded, pk, "S", lambda: update_document_set(
-        sharded.services, INSECURE_DEV_ACTOR, SubmissionRequest(_update_set(pid), [], [], [change])))
+    pid, doc, query = _lost_status_change(sharded)
     time.sleep(sharding.LOST_CHANGE_WINDOW_S + 1.1)
     with sharded.services.registry.write() as conn:
         set_status(conn, [doc.entry_uuid], AvailabilityStatus.APPROVED)
