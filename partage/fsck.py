@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .config import Settings
-from .registry import consistency, derived, sharding
+from .registry import consistency, derived, shard_recovery, sharding
 from .services import Services
 
 
@@ -39,8 +39,8 @@ class FsckReport:
     restored: list[str] = field(default_factory=list)
     # A sharded registry: entryUUIDs in the global index that are on no shard (a lost removal's).
     indexed_only: list[str] = field(default_factory=list)   # --repair: statuses the lost ones had changed, set back
-    # A sharded registry: what a merge across shards left (registry.sharding.MergeLeftovers).
-    merges: sharding.MergeLeftovers = field(default_factory=sharding.MergeLeftovers)
+    # A sharded registry: what a merge across shards left (registry.shard_recovery.MergeLeftovers).
+    merges: shard_recovery.MergeLeftovers = field(default_factory=shard_recovery.MergeLeftovers)
     # (entry_uuid, uniqueId) of objects registered without their uniqueId's claim.
     unclaimed_ids: list[tuple[str, str]] = field(default_factory=list)
     registered_documents: int = 0
@@ -81,9 +81,9 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
     _check_registry(services, report)
     with services.registry.read() as conn:
         if sharding.is_sharded(conn):
-            report.lost = sharding.lost_submissions(conn, min_age_seconds=min_age_seconds)
-            report.merges = sharding.merge_leftovers(conn)
-            report.indexed_only = sharding.indexed_only(conn)
+            report.lost = shard_recovery.lost_submissions(conn, min_age_seconds=min_age_seconds)
+            report.merges = shard_recovery.merge_leftovers(conn)
+            report.indexed_only = shard_recovery.indexed_only(conn)
         lost = set(report.lost)   # removed by --repair, not claimed
         report.unclaimed_ids = [(row.entry_uuid, row.unique_id) for row in consistency.unclaimed_unique_ids(
             conn, before=consistency.registered_before(min_age_seconds)) if row.entry_uuid not in lost]
@@ -117,15 +117,15 @@ def _age(services: Services, address: str, now: float) -> float:
 def remove_leftovers(services: Services, report: FsckReport) -> None:
     if report.lost:   # first: removing them may make derived rows orphans
         with services.registry.write() as conn:
-            report.restored = sharding.remove_lost(conn, report.lost)
+            report.restored = shard_recovery.remove_lost(conn, report.lost)
         report.lost = []
     if report.indexed_only:   # a removal's coordinator half, finished
         with services.registry.write() as conn:
-            sharding.remove_index_rows(conn, report.indexed_only)
+            shard_recovery.remove_index_rows(conn, report.indexed_only)
         report.indexed_only = []
     if report.merges.stale:   # a merge's originals, their copies on the survivor's shard
         with services.registry.write() as conn:
-            sharding.remove_stale(conn, sorted(report.merges.stale))
+            shard_recovery.remove_stale(conn, sorted(report.merges.stale))
         report.merges.stale = {}
     if report.unclaimed_ids:   # registered and kept: their uniqueIds are claimed, as registering does
         wanted = {entry_uuid for entry_uuid, _ in report.unclaimed_ids}

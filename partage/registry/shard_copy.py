@@ -11,7 +11,7 @@ What the coordinator still does, in the batch's transaction: the patients, the u
 claims, the global entryUUID index and the `pk` values (drawn from its sequences, as the
 foreign partitions' defaults would). The shards' transactions commit just before the
 coordinator's, the order `postgres_fdw` itself commits in: a coordinator lost between the two
-leaves shard rows the coordinator never indexed, which `sharding.lost_submissions` finds and
+leaves shard rows the coordinator never indexed, which `shard_recovery.lost_submissions` finds and
 `partage fsck --repair` removes, as for any submission.
 """
 

@@ -45,7 +45,7 @@ from partage.metadata.model import (
 from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
 from partage.registry import queries as Q
-from partage.registry import schema, sharding
+from partage.registry import schema, shard_recovery, sharding
 from partage.registry.access_state import Records
 from partage.registry.bulk import BulkLoader
 from partage.registry.register import set_status
@@ -261,7 +261,7 @@ def test_merge_moves_a_patients_rows_to_the_survivors_shard(sharded, authority):
     assert _on_shard(sharded, 0, f"SELECT count(*) FROM registry_objects_p{part} WHERE patient_pk = %(pk)s",
                      {"pk": keep_pk}) == [(6,)]   # two submissions: S, D, A each
     report = check(sharded.services, min_age_seconds=0)
-    assert report.merges == sharding.MergeLeftovers() and not report.lost
+    assert report.merges == shard_recovery.MergeLeftovers() and not report.lost
 
 
 def test_a_merge_whose_second_step_did_not_run_loses_nothing_and_fsck_finishes_it(sharded, authority):
@@ -566,7 +566,7 @@ def test_a_coordinator_lost_between_the_commits_leaves_rows_that_fsck_removes(sh
         sharded.services, INSECURE_DEV_ACTOR).provide_and_register(request))
 
     with sharded.services.registry.read() as conn:
-        lost = sharding.lost_submissions(conn, min_age_seconds=0)
+        lost = shard_recovery.lost_submissions(conn, min_age_seconds=0)
         claimed = conn.exec_driver_sql("SELECT count(*) FROM unique_ids WHERE unique_id = %(u)s",
                                        {"u": request.submission_set.unique_id}).scalar()
     assert claimed == 0 and len(lost) == 3, lost     # submission set, document, HasMember: on the shard only
@@ -686,7 +686,7 @@ def test_a_lost_status_change_changed_again_since_is_left_as_it_is(sharded):
     """After the lost change (Approved -> Deprecated), committed ones set Approved then
     Deprecated again: the last committed status stands."""
     pid, doc, query = _lost_status_change(sharded)
-    time.sleep(sharding.LOST_CHANGE_WINDOW_S + 1.1)
+    time.sleep(shard_recovery.LOST_CHANGE_WINDOW_S + 1.1)
     with sharded.services.registry.write() as conn:
         set_status(conn, [doc.entry_uuid], AvailabilityStatus.APPROVED)
         set_status(conn, [doc.entry_uuid], AvailabilityStatus.DEPRECATED)
