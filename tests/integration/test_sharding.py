@@ -338,7 +338,14 @@ def test_a_write_racing_a_merge_across_shards_fails_instead_of_being_lost(sharde
         registry.merge_patients(conn, keep, gone)
         writer = threading.Thread(target=change)
         writer.start()
-        writer.join(2)
+        with psycopg.connect(sharded.url.replace("+psycopg", ""), autocommit=True) as admin:
+            deadline = time.monotonic() + 20
+            while not admin.execute(   # the write has read the row and waits on the merge's hold
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND state = 'active' AND query ILIKE 'UPDATE registry_objects%%'"
+            ).fetchone()[0]:
+                assert time.monotonic() < deadline and writer.is_alive(), outcome
+                time.sleep(0.1)
         assert writer.is_alive()   # held by the merge's transaction
     writer.join(30)
     registry.settle_merge(gone)
