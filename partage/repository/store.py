@@ -141,7 +141,8 @@ class FilesystemBlobStore(BlobStore):
             if final.exists():
                 os.unlink(tmp_name)
             else:
-                final.parent.mkdir(parents=True, exist_ok=True)
+                if not final.parent.is_dir():
+                    _make_durable_dirs(final.parent)
                 os.replace(tmp_name, final)
                 _fsync_dir(final.parent)
         except BaseException:
@@ -174,6 +175,21 @@ class FilesystemBlobStore(BlobStore):
     def status(self) -> dict[str, str]:
         ok = os.access(self.root, os.W_OK)
         return {"backend": "filesystem", "status": "ok" if ok else "error: not writable"}
+
+
+def _make_durable_dirs(path: Path) -> None:
+    """Create `path` and its missing parents, each one's entry made durable in its parent (a
+    power loss must not take away the directory a blob was renamed into after the answer)."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:   # another writer made it meanwhile
+            pass
+        _fsync_dir(directory.parent)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -58,3 +58,22 @@ def test_addresses_are_validated(tmp_path):
     with pytest.raises(ValueError):
         store.open("../../etc/passwd")
     assert not store.exists("0" * 64)
+
+
+def test_a_new_blob_directory_is_made_durable_in_its_parent(tmp_path, monkeypatch):
+    """The blob is renamed into root/ab/cd/: directories created for it are synced into their
+    parents (else a power loss after the answer could take the directory, and the blob, away);
+    a second blob in the same directory syncs that directory only."""
+    from partage.repository import store as blob_store
+
+    synced: list = []
+    monkeypatch.setattr(blob_store, "_fsync_dir", lambda path: synced.append(path))
+    store = FilesystemBlobStore(tmp_path)
+    first = store.put(io.BytesIO(b"first"))
+    leaf = store.path(first.address).parent
+    assert synced == [tmp_path, leaf.parent, leaf]   # ab in root, cd in ab, the blob in cd
+    synced.clear()
+    data = next(f"x{i}".encode() for i in range(1_000_000)   # deterministic: the first with the same ab/cd
+                if hashlib.sha256(f"x{i}".encode()).hexdigest()[:4] == first.address[:4])
+    second = store.put(io.BytesIO(data))
+    assert store.path(second.address).parent == leaf and synced == [leaf]
