@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+GOAL_DOCUMENTS_PER_S, GOAL_P99_MS = 200, 100   # issue 21's acceptance, drawn on the plot
+
+
 def plot(runs: list[dict], out: Path, date: str) -> None:
     """Documents/s (left) and p99 latency (right) against concurrent clients, one line per
     backend and worker count: where adding clients stops adding throughput."""
@@ -259,11 +262,14 @@ def plot(runs: list[dict], out: Path, date: str) -> None:
         clients = [r["clients"] for r in points]
         rate_ax.plot(clients, [r["documents_per_s"] for r in points], marker="o", label=label)
         p99_ax.plot(clients, [r["latency_ms"]["p99"] for r in points], marker="o", label=label)
+    rate_ax.axhline(GOAL_DOCUMENTS_PER_S, linestyle=":", color="grey", label=f"goal: {GOAL_DOCUMENTS_PER_S}/s")
+    p99_ax.axhline(GOAL_P99_MS, linestyle=":", color="grey", label=f"goal: p99 < {GOAL_P99_MS} ms")
     rate_ax.set(xlabel="concurrent clients", ylabel="documents/s (ITI-41, full validation, SAML)",
                 title="Ingest rate against concurrency")
     p99_ax.set(xlabel="concurrent clients", ylabel="p99 latency, ms", title="p99 against concurrency")
     for ax in (rate_ax, p99_ax):
         ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)   # compared from zero, not from their minimum
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
         ax.legend()
