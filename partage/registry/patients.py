@@ -210,9 +210,11 @@ def settle_merge(conn: Connection, merged: CX) -> int:
     """The second step of a merge across two shards, in its own transaction once the merge has
     committed: delete the merged patient's rows left on its shard, those whose copy is on the
     survivor's (`_copy`). Returns the rows deleted (0 where the merge moved them, or was not)."""
+    if not entry_index.sharded(conn):
+        return 0   # an unsharded merge moves the rows in its own transaction
     row = conn.execute(_BY_IDENTIFIER, {"authority": merged.assigning_authority.universal_id,
                                         "value": merged.id}).first()
-    if row is None or row.merged_into is None or not entry_index.sharded(conn):
+    if row is None or row.merged_into is None:
         return 0
     return drop_copied(conn, int(row[0]), surviving(conn, row.merged_into))
 
@@ -242,12 +244,19 @@ def _move(conn: Connection, table: Table, gone: int, keep: int) -> None:
     partition (postgres_fdw runs the UPDATE on the shard, where the row stays, under the
     wrong hash). Delete and insert again, in one statement, through the partitioned parent:
     one shard, one remote transaction, so both or neither."""
-    names = [f'"{c.name}"' for c in table.c]
-    values = ["%(keep)s" if c.name == "patient_pk" else f'"{c.name}"' for c in table.c]
+    names, values = _columns_for(table)
     conn.exec_driver_sql(
         f"WITH moved AS (DELETE FROM {table.name} WHERE patient_pk = %(gone)s RETURNING *) "
-        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {', '.join(values)} FROM moved",
+        f"INSERT INTO {table.name} ({names}) SELECT {values} FROM moved",
         {"gone": gone, "keep": keep})
+
+
+def _columns_for(table: Table) -> tuple[str, str]:
+    """The column list of an INSERT of a merged patient's rows, and the SELECT list that gives
+    them to the survivor (`%(keep)s` for patient_pk)."""
+    names = [f'"{c.name}"' for c in table.c]
+    values = ["%(keep)s" if c.name == "patient_pk" else f'"{c.name}"' for c in table.c]
+    return ", ".join(names), ", ".join(values)
 
 
 class MergeConflict(Exception):
@@ -271,10 +280,9 @@ def _copy(conn: Connection, table: Table, gone: int, keep: int) -> None:
     that is about to go."""
     conn.exec_driver_sql(f"UPDATE {table.name} SET patient_pk = patient_pk WHERE patient_pk = %(gone)s",
                          {"gone": gone})
-    names = [f'"{c.name}"' for c in table.c]
-    values = ["%(keep)s" if c.name == "patient_pk" else f'"{c.name}"' for c in table.c]
+    names, values = _columns_for(table)
     conn.exec_driver_sql(
-        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {', '.join(values)} FROM {table.name} "
+        f"INSERT INTO {table.name} ({names}) SELECT {values} FROM {table.name} "
         f"WHERE patient_pk = %(gone)s ON CONFLICT DO NOTHING", {"gone": gone, "keep": keep})
     keys = list(conn.execute(select(table.c.pk).where(table.c.patient_pk == gone)).scalars())
     copied = sum(conn.execute(select(func.count()).select_from(table).where(

@@ -279,7 +279,7 @@ def _effects(conn: Connection, request: SubmissionRequest, rows: dict[str, Row[A
                 folders_touched.add(assoc.source_uuid)
         elif assoc.association_type in REPLACING_TYPES:
             replaced = assoc.target_uuid
-            set_status(conn, [replaced, *_dependents(conn, replaced)], AvailabilityStatus.DEPRECATED)
+            set_status(conn, [replaced, *dependents(conn, replaced)], AvailabilityStatus.DEPRECATED)
             for folder_uuid in folders_of(conn, replaced):
                 extra.append(Association(
                     entry_uuid=uuid.uuid4().urn, association_type=AssociationType.HAS_MEMBER,
@@ -292,8 +292,9 @@ def _effects(conn: Connection, request: SubmissionRequest, rows: dict[str, Row[A
     return extra
 
 
-def _dependents(conn: Connection, doc_uuid: str) -> list[str]:
-    """Approved addenda and transforms of a document: deprecated along with it."""
+def dependents(conn: Connection, doc_uuid: str, status: str = "Approved") -> list[str]:
+    """The addenda and transforms of a document in `status`: a replacement deprecates the
+    Approved ones along with it (and a lost one's are set back: registry.shard_recovery)."""
     kinds = [str(AssociationType.APND), str(AssociationType.XFRM)]
     sources = conn.execute(select(OBJ.c.source_uuid).where(
         OBJ.c.kind == schema.KIND_ASSOCIATION, OBJ.c.target_uuid == doc_uuid,
@@ -301,7 +302,7 @@ def _dependents(conn: Connection, doc_uuid: str) -> list[str]:
     if not sources:
         return []
     return list(conn.execute(select(OBJ.c.entry_uuid).where(
-        OBJ.c.entry_uuid.in_(sources), OBJ.c.status == "Approved", *entry_index.route(conn, sources))).scalars())
+        OBJ.c.entry_uuid.in_(sources), OBJ.c.status == status, *entry_index.route(conn, sources))).scalars())
 
 
 def folders_of(conn: Connection, doc_uuid: str) -> list[str]:

@@ -21,7 +21,8 @@ from ..metadata.model import Association, AssociationType, AvailabilityStatus, D
 from . import consistency, entry_index, patients, schema
 from .batches import chunks
 from .indexing import object_from_row, status_short
-from .register import release_unique_ids, set_status
+from .register import dependents, release_unique_ids, set_status
+from .updates import STATUS_BY_SHORT
 
 OBJ = schema.registry_objects
 HAS_MEMBER = AssociationType.HAS_MEMBER.value
@@ -33,8 +34,9 @@ def lost_submissions(conn: Connection, *, min_age_seconds: float = 300.0) -> lis
     coordinator, written in the submission's transaction with its uniqueId claims); one without
     is the shard half of a submission whose coordinator half was lost. (The index, not the
     claims, is the witness: an ITI-57 update made by an earlier Partage did not claim its
-    SubmissionSet's uniqueId, yet it committed; `consistency.unclaimed_unique_ids` finds those.) Its members (documents and folders no other
-    submission set has) and the associations of that submission go with it. Only submission
+    SubmissionSet's uniqueId, yet it committed; `consistency.unclaimed_unique_ids` finds
+    those.) Its members (documents and folders no other submission set has) and the
+    associations of that submission go with it. Only submission
     sets registered at least `min_age_seconds` ago are judged: a submission in flight
     commits its shard half a moment before the coordinator's."""
     indexed = entry_index.entry_uuids
@@ -172,7 +174,7 @@ def undo_lost(conn: Connection, entry_uuids: list[str]) -> list[str]:
         obj = object_from_row(row.body)
         if isinstance(obj, Association) and obj.target_uuid not in lost:
             if obj.association_type in (AssociationType.RPLC, AssociationType.XFRM_RPLC):
-                for replaced in [obj.target_uuid, *_dependents(conn, obj.target_uuid)]:
+                for replaced in [obj.target_uuid, *dependents(conn, obj.target_uuid, status="Deprecated")]:
                     back[replaced] = (deprecated, approved)
             elif obj.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS:
                 back[obj.target_uuid] = (status_short(obj.new_status), status_short(obj.original_status))
@@ -182,12 +184,11 @@ def undo_lost(conn: Connection, entry_uuids: list[str]) -> list[str]:
                 .order_by(OBJ.c.version.desc())).first()
             if prior is not None:
                 back[prior.entry_uuid] = (deprecated, approved)
-    statuses = {s.short: s for s in AvailabilityStatus}
     restored = []
     for entry_uuid, (now, before) in back.items():
         current = conn.execute(select(OBJ.c.status, OBJ.c.updated_at).where(
             OBJ.c.entry_uuid == entry_uuid, *entry_index.route(conn, [entry_uuid]))).first()
-        status = statuses.get(before)
+        status = STATUS_BY_SHORT.get(before)
         if status is None or current is None or current.status != now or now == before:
             continue
         if not current.updated_at or not since <= current.updated_at[:14] <= until:
@@ -195,11 +196,3 @@ def undo_lost(conn: Connection, entry_uuids: list[str]) -> list[str]:
         set_status(conn, [entry_uuid], status)
         restored.append(entry_uuid)
     return sorted(restored)
-
-
-def _dependents(conn: Connection, doc_uuid: str) -> list[str]:
-    """The addenda and transforms of a document (APND, XFRM to it): a replacement deprecates them."""
-    kinds = [str(AssociationType.APND), str(AssociationType.XFRM)]
-    return list(conn.execute(select(OBJ.c.source_uuid).where(
-        OBJ.c.kind == KIND_ASSOCIATION, OBJ.c.target_uuid == doc_uuid, OBJ.c.assoc_type.in_(kinds),
-        *entry_index.route_references(conn, [doc_uuid]))).scalars())

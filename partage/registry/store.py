@@ -395,7 +395,10 @@ class Registry:
         return patients.merge(conn, surviving, merged)
 
     def settle_merge(self, merged: CX) -> int:
-        """A merge's second step (patients.settle_merge), in its own transaction."""
+        """A merge's second step (patients.settle_merge), in its own transaction; nothing to do,
+        and no transaction, on SQLite (never sharded)."""
+        if self.is_sqlite:
+            return 0
         with self.write() as conn:
             return patients.settle_merge(conn, merged)
 

@@ -232,10 +232,10 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest, 
         # rules (_check_status_change checks a change's target); their ends, like every other
         # association's, are the update's patient's objects: the registry keeps an association
         # with its patient's (entry_index.route_references reads it there).
-        own = assoc.source_uuid == ss_uuid or assoc.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS
-        candidates = [assoc.source_uuid] if assoc.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS \
-            else [assoc.source_uuid, assoc.target_uuid]
-        ends = [u for u in candidates if u not in submitted]
+        status_change = assoc.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS
+        own = status_change or assoc.source_uuid == ss_uuid
+        named = [assoc.source_uuid] if status_change else [assoc.source_uuid, assoc.target_uuid]
+        ends = [u for u in named if u not in submitted]
         if not ends:
             continue
         rows = Registry.rows_by_uuid(conn, ends)
