@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .config import Settings
-from .registry import consistency, derived, shard_recovery, sharding
+from .registry import consistency, derived, shard_recovery, sharding, updates
 from .services import Services
 
 
@@ -36,13 +36,15 @@ class FsckReport:
     # A sharded registry: objects on a shard whose submission's coordinator half never
     # committed (absent from the global index; postgres_fdw has no two-phase commit).
     lost: list[str] = field(default_factory=list)
-    restored: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)   # --repair: statuses the lost ones had changed, set back
     # A sharded registry: entryUUIDs in the global index that are on no shard (a lost removal's).
-    indexed_only: list[str] = field(default_factory=list)   # --repair: statuses the lost ones had changed, set back
+    indexed_only: list[str] = field(default_factory=list)
     # A sharded registry: what a merge across shards left (registry.shard_recovery.MergeLeftovers).
     merges: shard_recovery.MergeLeftovers = field(default_factory=shard_recovery.MergeLeftovers)
     # (entry_uuid, uniqueId) of objects registered without their uniqueId's claim.
     unclaimed_ids: list[tuple[str, str]] = field(default_factory=list)
+    # Logical ids with an older version not Deprecated (an update across shards, second step not run).
+    unsettled: list[str] = field(default_factory=list)
     registered_documents: int = 0
     blobs: int = 0
 
@@ -50,7 +52,7 @@ class FsckReport:
     def consistent(self) -> bool:
         return not (self.missing_blobs or self.orphans or self.dangling_associations or self.derived_orphans
                     or self.lost or self.indexed_only or self.unclaimed_ids or self.merges.stale or self.merges.copies
-                    or self.merges.misplaced)
+                    or self.merges.misplaced or self.unsettled)
 
 
 @runtime_checkable
@@ -87,6 +89,8 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
         lost = set(report.lost)   # removed by --repair, not claimed
         report.unclaimed_ids = [(row.entry_uuid, row.unique_id) for row in consistency.unclaimed_unique_ids(
             conn, before=consistency.registered_before(min_age_seconds)) if row.entry_uuid not in lost]
+        report.unsettled = consistency.unsettled_versions(conn, before=consistency.registered_before(min_age_seconds),
+                                                          ignoring=lost)
     with services.registry.read() as conn:
         report.derived_orphans = derived.orphans(conn)
     blobs = services.blobs
@@ -127,6 +131,10 @@ def remove_leftovers(services: Services, report: FsckReport) -> None:
         with services.registry.write() as conn:
             shard_recovery.remove_stale(conn, sorted(report.merges.stale))
         report.merges.stale = {}
+    if report.unsettled:   # an update across shards: the versions it succeeded, deprecated
+        with services.registry.write() as conn:
+            updates.settle_versions(conn, report.unsettled)
+        report.unsettled = []
     if report.unclaimed_ids:   # registered and kept: their uniqueIds are claimed, as registering does
         wanted = {entry_uuid for entry_uuid, _ in report.unclaimed_ids}
         with services.registry.write() as conn:
@@ -178,13 +186,16 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
         for entry_uuid, unique_id in report.unclaimed_ids:
             out.write(f"NOCLAIM  {entry_uuid}: its uniqueId {unique_id} is not claimed (a later submission "
                       "could reuse it)\n")
+        for lid in report.unsettled:
+            out.write(f"UNSETTLED {lid}: an older version is not Deprecated (an update moved it to another "
+                      "shard and its second step did not run)\n")
         for table, lids in report.derived_orphans.items():
             for lid in lids:
                 out.write(f"DERIVED  {table} rows of {lid}: no version of that document remains\n")
         if repair:
             lost, unclaimed = len(report.lost), len(report.unclaimed_ids)
             stale = sum(len(v) for v in report.merges.stale.values())
-            indexed_only = len(report.indexed_only)
+            indexed_only, unsettled = len(report.indexed_only), len(report.unsettled)
             remove_leftovers(services, report)
             if lost:
                 out.write(f"repaired: removed {lost} objects of lost submissions from the shards, and set back "
@@ -193,6 +204,8 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
                 out.write(f"repaired: claimed the uniqueIds of {unclaimed} objects\n")
             if indexed_only:
                 out.write(f"repaired: removed {indexed_only} global index rows of removed objects\n")
+            if unsettled:
+                out.write(f"repaired: deprecated the older versions of {unsettled} documents or folders\n")
             if stale:
                 out.write(f"repaired: removed {stale} objects merges left on their shards\n")
             out.write(f"repaired: removed {len(report.unreferenced_blobs)} blobs, "

@@ -12,6 +12,7 @@ nothing. What the registry checks and writes is `partage.registry.updates`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,8 @@ from .query.view import Reader, graph_of
 from .registry import updates
 from .registry.indexing import object_from_row
 from .services import Services
+
+log = logging.getLogger(__name__)
 
 # Relations that change the document they point to (docs/access.md, "Changing documents").
 CHANGING_TYPES = frozenset({AssociationType.RPLC, AssociationType.XFRM_RPLC, AssociationType.XFRM})
@@ -74,7 +77,22 @@ def update_document_set(services: Services, actor: Actor, request: SubmissionReq
         if ss.patient_id is not None:
             audit.note_patient(ss.patient_id.format(), patient_pk)
         _check_update(reader, conn, patient_pk, request)
-        updates.apply_update(registry, conn, request)
+        unsettled = updates.apply_update(registry, conn, request)
+    if unsettled:
+        _settle_versions(services, unsettled)
+
+
+def _settle_versions(services: Services, lids: list[str]) -> None:
+    """The second step of an update that moved documents to a patient on another shard: the
+    versions it succeeds, deprecated once it has committed (registry.updates.apply_update).
+    The update is done whatever happens here: a failure leaves the older version Approved
+    too, which `partage fsck` reports (UNSETTLED) and `--repair` settles."""
+    try:
+        with services.registry.write() as conn:
+            updates.settle_versions(conn, lids)
+    except Exception:   # committed; the older versions are fsck's
+        log.warning("ITI-57: the versions succeeded in %s are not deprecated yet (partage fsck --repair)",
+                    ", ".join(lids), exc_info=True)
 
 
 def _check_update(reader: Reader, conn: Connection, patient_pk: int | None, request: SubmissionRequest) -> None:

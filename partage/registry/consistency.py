@@ -1,10 +1,12 @@
 """The registry's side of `partage fsck`: which blobs registered documents point at, and the
 objects a half-done submission would leave (documents and folders of no submission set,
-associations with a missing end), and uniqueIds registered without their claim. One
-transaction per submission means there should be none."""
+associations with a missing end), uniqueIds registered without their claim, and lineages
+with more than one current version (an update across shards whose second step did not run).
+One transaction per submission means there should be none."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +15,7 @@ from sqlalchemy import Connection, Row, or_, select
 from ..metadata.kinds import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
 from ..metadata.model import AssociationType
 from . import register, schema
+from .batches import chunks
 
 OBJ = schema.registry_objects
 HAS_MEMBER = AssociationType.HAS_MEMBER.value
@@ -76,3 +79,23 @@ def claim_unclaimed(conn: Connection, rows: list[Row[*tuple[Any, ...]]]) -> int:
                                           "hash": row.hash if row.kind == KIND_DOCUMENT else None})
     register.restore_claims(conn, list(values.values()))
     return len(values)
+
+
+def unsettled_versions(conn: Connection, *, before: str, ignoring: Collection[str] = ()) -> list[str]:
+    """Logical ids of DocumentEntries and Folders with a version older than the latest that is
+    not Deprecated, the latest registered before `before`: an ITI-57 that moved them to a
+    patient on another shard committed, its second step (`updates.settle_versions`) did not.
+    Only lineages updated at least once can be one (version > 1: a small share, on each shard
+    by its own condition), then their versions are compared; the objects `ignoring` names (a
+    lost submission's, which fsck removes first) are left out."""
+    kinds = [KIND_DOCUMENT, KIND_FOLDER]
+    updated = sorted(set(conn.execute(select(OBJ.c.lid).where(OBJ.c.kind.in_(kinds), OBJ.c.version > 1)).scalars()))
+    out = []
+    for chunk in chunks(updated):
+        rows = [r for r in conn.execute(select(
+            OBJ.c.entry_uuid, OBJ.c.lid, OBJ.c.version, OBJ.c.status, OBJ.c.registered_at).where(
+                OBJ.c.kind.in_(kinds), OBJ.c.lid.in_(chunk))) if r.entry_uuid not in ignoring]
+        latest = {r.lid: r for r in sorted(rows, key=lambda r: r.version)}   # the last one wins
+        out += sorted({r.lid for r in rows if r.version < latest[r.lid].version and r.status != "Deprecated"
+                       and latest[r.lid].registered_at[:14] <= before})
+    return out

@@ -53,8 +53,16 @@ def _set_status(status: AvailabilityStatus) -> Callable[[AnyObject], None]:
     return change
 
 
-def apply_update(registry: Registry, conn: Connection, request: SubmissionRequest) -> None:
-    """Check an ITI-57 request against the registry and write it (ids already assigned)."""
+def apply_update(registry: Registry, conn: Connection, request: SubmissionRequest) -> list[str]:
+    """Check an ITI-57 request against the registry and write it (ids already assigned).
+
+    Returns the logical ids whose version it succeeds is on another shard (a new version that
+    moves a document or folder to a patient of another shard): their deprecation is the
+    caller's second step, `settle_versions` in its own transaction once this one committed.
+    postgres_fdw has no two-phase commit: written in one transaction, the old shard could
+    commit the deprecation while the new version was lost with the other shard, leaving a
+    document with no Approved version. In two steps, a failure between them leaves two
+    Approved versions, which `partage fsck` names (UNSETTLED) and `--repair` settles."""
     ss = request.submission_set
     if ss is None:   # validate_submission asks for one first
         raise XdsErrors.one(ErrorCode.REGISTRY_METADATA, "the update has no SubmissionSet")
@@ -106,12 +114,15 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
     # fsck` reports an object whose uniqueId is not claimed (consistency.unclaimed_unique_ids).
     claim_unique_ids(conn, [ss, *members])
     insert_object(conn, ss, patient_pk=patient_pk, registered_at=now)
+    unsettled: list[str] = []
     for obj in new_versions:
         prior = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid, OBJ.c.status != "Deprecated",
                                                *entry_index.route(conn, lids=[obj.lid]))
                              .order_by(OBJ.c.version.desc())).first()
-        if prior is not None:
+        if prior is not None and _same_shard(conn, prior.patient_pk, patient_pk):
             rewrite(conn, prior.entry_uuid, _set_status(AvailabilityStatus.DEPRECATED))
+        elif prior is not None:
+            unsettled.append(obj.lid)
         obj.version = str(int(previous_version[obj.entry_uuid]) + 1)
         obj.availability_status = AvailabilityStatus.APPROVED
         if isinstance(obj, Folder):
@@ -134,6 +145,30 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
     for change in status_changes:
         new = STATUS_BY_SHORT[status_short(change.new_status)]
         rewrite(conn, change.target_uuid, _set_status(new))
+    return unsettled
+
+
+def _same_shard(conn: Connection, patient_pk: int, other_pk: int) -> bool:
+    """Are the rows of these two patients on one database (always, unsharded)?"""
+    return patient_pk == other_pk or entry_index.server_of(conn, patient_pk) == entry_index.server_of(conn, other_pk)
+
+
+def settle_versions(conn: Connection, lids: Iterable[str]) -> list[str]:
+    """The second step of an update across shards (`apply_update`), and fsck's repair of one
+    that did not run: in these lineages, every DocumentEntry or Folder version older than the
+    latest that is not Deprecated is deprecated, as the update would have in one database.
+    Idempotent. Returns the entryUUIDs it deprecated."""
+    settled: list[str] = []
+    for lid in dict.fromkeys(lids):
+        rows = conn.execute(select(OBJ.c.entry_uuid, OBJ.c.version, OBJ.c.status).where(
+            OBJ.c.lid == lid, OBJ.c.kind.in_([schema.KIND_DOCUMENT, schema.KIND_FOLDER]),
+            *entry_index.route(conn, lids=[lid]))).all()
+        latest = max((r.version for r in rows), default=0)
+        for row in rows:
+            if row.version < latest and row.status != AvailabilityStatus.DEPRECATED.short:
+                rewrite(conn, row.entry_uuid, _set_status(AvailabilityStatus.DEPRECATED))
+                settled.append(row.entry_uuid)
+    return settled
 
 
 def _check_new_version(conn: Connection, obj: DocumentEntry | Folder, previous: str, patient_pk: int) -> list[XdsError]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -10,9 +11,21 @@ from sqlalchemy import delete, select
 from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.fsck import check, remove_leftovers, run_fsck
 from partage.ingest import IngestService
-from partage.lifecycle import remove_metadata
+from partage.lifecycle import remove_metadata, update_document_set
+from partage.metadata.datatypes import DTM
 from partage.metadata.errors import XdsErrors
+from partage.metadata.model import (
+    Association,
+    AssociationType,
+    AvailabilityStatus,
+    Code,
+    SubmissionRequest,
+    SubmissionSet,
+)
+from partage.metadata.query import DocumentFilter
+from partage.query import QueryService
 from partage.registry import schema
+from partage.registry.register import set_status
 from tests import factories as F
 
 OBJ = schema.registry_objects
@@ -135,3 +148,45 @@ def test_an_unclaimed_unique_id_is_claimed_by_repair_and_its_objects_kept(servic
     with pytest.raises(XdsErrors) as exc:
         IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(again)
     assert exc.value.codes == ["XDSDuplicateUniqueIdInRegistry"]
+
+
+def _new_version(doc, title: str) -> SubmissionRequest:
+    """ITI-57: the next version of `doc` (symbolic ids: the registry assigns the UUIDs)."""
+    new = copy.deepcopy(doc)
+    new.lid, new.entry_uuid, new.version, new.title = doc.lid, "v", "", title
+    ss = SubmissionSet(entry_uuid="ss", unique_id=F.oid(), source_id="1.2.250.1.999.2", patient_id=doc.patient_id,
+                       submission_time=DTM("20240401"), content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
+    member = Association(entry_uuid="hm", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
+                         target_uuid="v", submission_set_status="Original", previous_version=doc.version)
+    return SubmissionRequest(ss, [new], [], [member])
+
+
+def test_an_older_version_left_approved_is_unsettled_and_repair_deprecates_it(services, capsys):
+    """Two current versions of one document: what an update across shards leaves when its
+    second step did not run (test_sharding.py makes it for real). fsck names the lineage
+    (UNSETTLED), --repair deprecates the older one; updates and status changes that settled
+    are not named."""
+    request = _submit(services)
+    query = QueryService(services, INSECURE_DEV_ACTOR)
+    pid = request.documents[0].patient_id
+    [v1] = query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects
+    update_document_set(services, INSECURE_DEV_ACTOR, _new_version(v1, "v2"))
+    [v2] = query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects
+    change = Association(entry_uuid="chg", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
+                         source_uuid="ss", target_uuid=v2.entry_uuid, original_status=str(AvailabilityStatus.APPROVED),
+                         new_status=str(AvailabilityStatus.DEPRECATED))
+    update = _new_version(v2, "unused")
+    update_document_set(services, INSECURE_DEV_ACTOR, SubmissionRequest(update.submission_set, [], [], [change]))
+    assert check(services, min_age_seconds=0).consistent   # v1 and v2 Deprecated: settled
+    with services.registry.write() as conn:
+        set_status(conn, [v2.entry_uuid], AvailabilityStatus.APPROVED)
+        set_status(conn, [v1.entry_uuid], AvailabilityStatus.APPROVED)   # the older one, left current
+    report = check(services, min_age_seconds=0)
+    assert report.unsettled == [v1.lid] and not report.consistent
+    assert check(services, min_age_seconds=3600).unsettled == []   # maybe an update in flight
+    assert run_fsck(services.settings, repair=True, min_age_seconds=0) == 0
+    out = capsys.readouterr().out
+    assert f"UNSETTLED {v1.lid}" in out and "deprecated the older versions of 1 documents" in out
+    assert [d.entry_uuid for d in query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects] == [
+        v2.entry_uuid]
+    assert check(services, min_age_seconds=0).consistent

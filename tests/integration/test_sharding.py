@@ -45,7 +45,7 @@ from partage.metadata.model import (
 from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
 from partage.registry import queries as Q
-from partage.registry import schema, shard_recovery, sharding
+from partage.registry import schema, shard_recovery, sharding, updates
 from partage.registry.access_state import Records
 from partage.registry.bulk import BulkLoader
 from partage.registry.register import set_status
@@ -701,6 +701,90 @@ def test_a_lost_status_change_changed_again_since_is_left_as_it_is(sharded):
     remove_leftovers(sharded.services, report)
     assert report.restored == [] and check(sharded.services, min_age_seconds=0).consistent
     assert query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects == []
+
+
+def _moving_update(doc, to_pid) -> SubmissionRequest:
+    """ITI-57: a new version of `doc` that names patient `to_pid` (it moves the document)."""
+    new = copy.deepcopy(doc)
+    new.lid, new.entry_uuid, new.version, new.title = doc.lid or doc.entry_uuid, "moved", "", "moved"
+    new.patient_id = to_pid
+    member = Association(entry_uuid="hm", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
+                         target_uuid="moved", submission_set_status="Original", previous_version=doc.version or "1")
+    return SubmissionRequest(_update_set(to_pid), [new], [], [member])
+
+
+def _statuses_on_shard(sharded, k: int, pk: int) -> list[tuple]:
+    """(kind, status) of a patient's objects, read on its shard."""
+    return sorted(row for i in sharded.shards[k].partitions for row in _on_shard(
+        sharded, k, f"SELECT kind, status FROM registry_objects_p{i} WHERE patient_pk = %(pk)s", {"pk": pk}))
+
+
+def test_an_update_moving_a_document_across_shards_changes_the_old_shard_after_it_commits(sharded, monkeypatch):
+    """An ITI-57 new version naming a patient on another shard: its transaction writes the new
+    patient's shard only (postgres_fdw has no two-phase commit: a deprecation committed alone
+    would leave a document with no Approved version); the old version is deprecated in a
+    second transaction. That step not run (as if the server died between): the old version is
+    still Approved on its shard, fsck names the lineage UNSETTLED, --repair deprecates it."""
+    a, a_pk = _patient(sharded, on_shard=0)
+    b, b_pk = _patient(sharded, on_shard=1)
+    IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(a))
+    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+    [doc] = query.find_documents(a, DocumentFilter(statuses=["Approved"])).objects
+
+    def not_run(conn, lids):
+        raise RuntimeError("the server died before the second step")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(updates, "settle_versions", not_run)
+        update_document_set(sharded.services, INSECURE_DEV_ACTOR, _moving_update(doc, b))   # committed
+    assert ("D", "Approved") in _statuses_on_shard(sharded, 0, a_pk)   # the update did not write shard 0
+    assert [d.title for d in query.find_documents(b, DocumentFilter(statuses=["Approved"])).objects] == ["moved"]
+    report = check(sharded.services, min_age_seconds=0)
+    assert report.unsettled == [doc.lid] and not report.consistent
+    assert check(sharded.services, min_age_seconds=3600).unsettled == []   # an update in flight is not named
+    remove_leftovers(sharded.services, report)
+    assert check(sharded.services, min_age_seconds=0).consistent
+    assert ("D", "Approved") not in _statuses_on_shard(sharded, 0, a_pk)
+    assert query.find_documents(a, DocumentFilter(statuses=["Approved"])).objects == []
+    assert [d.entry_uuid for d in query.find_documents(a, DocumentFilter(statuses=["Deprecated"])).objects] == [
+        doc.entry_uuid]
+    assert [d.title for d in query.find_documents(b, DocumentFilter(statuses=["Approved"])).objects] == ["moved"]
+
+
+def test_an_update_moving_a_document_across_shards_deprecates_the_old_version(sharded):
+    """The whole flow: once the update has returned, the old version is Deprecated on its shard
+    and the registry is consistent."""
+    a, a_pk = _patient(sharded, on_shard=1)
+    b, _ = _patient(sharded, on_shard=0)
+    IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(a))
+    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+    [doc] = query.find_documents(a, DocumentFilter(statuses=["Approved"])).objects
+    update_document_set(sharded.services, INSECURE_DEV_ACTOR, _moving_update(doc, b))
+    assert ("D", "Deprecated") in _statuses_on_shard(sharded, 1, a_pk)
+    assert query.find_documents(a, DocumentFilter(statuses=["Approved"])).objects == []
+    assert [d.title for d in query.find_documents(b, DocumentFilter(statuses=["Approved"])).objects] == ["moved"]
+    assert check(sharded.services, min_age_seconds=0).consistent
+
+
+def test_a_lost_update_moving_a_document_across_shards_leaves_the_old_version_approved(sharded):
+    """The new patient's shard committed the update, the coordinator's commit was lost: the old
+    version was never changed (nothing to set back); fsck removes the update's objects."""
+    a, _ = _patient(sharded, on_shard=0)
+    b, b_pk = _patient(sharded, on_shard=1)
+    IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(a))
+    query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
+    [doc] = query.find_documents(a, DocumentFilter(statuses=["Approved"])).objects
+    _coordinator_dies_at_commit(sharded, b_pk, "S", lambda: update_document_set(
+        sharded.services, INSECURE_DEV_ACTOR, _moving_update(doc, b)))
+    report = check(sharded.services, min_age_seconds=0)
+    assert len(report.lost) == 3 and report.unsettled == []   # SubmissionSet, new version, HasMember
+    remove_leftovers(sharded.services, report)
+    assert report.restored == [] and check(sharded.services, min_age_seconds=0).consistent
+    assert [d.entry_uuid for d in query.find_documents(a, DocumentFilter(statuses=["Approved"])).objects] == [
+        doc.entry_uuid]
+    assert query.find_documents(b, DocumentFilter(statuses=["Approved"])).objects == []
+    update_document_set(sharded.services, INSECURE_DEV_ACTOR, _moving_update(doc, b))   # sent again: accepted
+    assert [d.title for d in query.find_documents(b, DocumentFilter(statuses=["Approved"])).objects] == ["moved"]
 
 
 # ------------------------------------------------------------------ schema changes
