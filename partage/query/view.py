@@ -34,6 +34,7 @@ from ..metadata.model import (
     SubmissionSet,
 )
 from ..registry import access_state
+from ..registry import lineages as lineages_held
 from ..registry import queries as Q
 from ..registry.indexing import object_from_row
 from ..services import Services
@@ -103,7 +104,8 @@ class Reader:
         # the last version of a lineage deprecated by status).
         lineages = [n.lineage for n in graph.nodes.values() if isinstance(n.obj, DocumentEntry) and n.lineage]
         heads: dict[str, list[DocumentEntry]] = {}
-        # their patients, so that a sharded registry reads their shards only (a lineage stays with its patient)
+        # their patients, so that a sharded registry reads their shards only (a lineage stays with
+        # its patient unless an update moved it: registry.lineages)
         documents = [n for n in graph.nodes.values() if isinstance(n.obj, DocumentEntry) and n.lineage]
         owners = {n.patient_pk for n in documents if n.patient_pk is not None}
         if len(owners) < len({n.patient_pk for n in documents}):
@@ -126,14 +128,17 @@ class Reader:
             self._states, self._heads, self._loaded_in = {}, {}, conn
 
     def lineage_heads(self, conn: Connection, lineages: Iterable[str], owners: set[int]) -> list[Q.ObjectRow]:
-        """`queries.lineage_heads`, each lineage asked once per transaction."""
+        """`queries.lineage_heads`, each lineage asked once per transaction; read with the
+        documents' patients (`owners`, none: every patient) and the other patients of a lineage
+        an ITI-57 update moved (registry.lineages)."""
         self._transaction(conn)
         wanted = list(dict.fromkeys(lineages))
         missing = [lineage for lineage in wanted if lineage not in self._heads]
         if missing:
             for lineage in missing:
                 self._heads[lineage] = []
-            for key in Q.lineage_heads(conn, missing, owners):
+            holders = owners | lineages_held.patients_of(conn, missing) if owners else owners
+            for key in Q.lineage_heads(conn, missing, holders):
                 self._heads[key.lineage].append(key)
         return [key for lineage in wanted for key in self._heads[lineage]]
 

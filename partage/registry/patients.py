@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, func, select, update
 
 from ..metadata.datatypes import CX, HD, XTN, DatatypeError
-from . import entry_index, patient_index, schema
+from . import entry_index, lineages, patient_index, schema
 from .batches import chunks
 from .clock import utc_now
 
@@ -186,6 +186,7 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
     sharded = entry_index.sharded(conn)
     across = sharded and entry_index.server_of(conn, gone) != entry_index.server_of(conn, keep)
     entry_index.moved(conn, gone, keep)
+    lineages.merge(conn, gone, keep)
     if across:
         _settle_merged_into(conn, gone)
     for table in (objs, schema.object_codes, schema.object_authors, schema.clinical_facts, schema.document_text,

@@ -277,6 +277,18 @@ Index("ix_audit_patient", audit_events.c.patient_pk, audit_events.c.pk)
 Index("ix_audit_actor", audit_events.c.actor_id, audit_events.c.pk)
 
 # Credentials already used (assertion ID / jti), until they expire: replay detection.
+# Lineages that span patients (migration 0011): an ITI-57 new version that names another
+# patient (a filing error corrected) moves the document and leaves the older versions, and
+# the documents they replaced, with the first one. Every patient holding a version of such a
+# lineage, so that the view finds a lineage's newest versions wherever they are (query.view:
+# its reads are otherwise narrowed to the documents' own patients, their own shards). Written
+# by `updates.apply_update`, carried to the survivor by a merge (`patients.merge`).
+lineage_patients = Table(
+    "lineage_patients", metadata,
+    Column("lineage", String(64), primary_key=True),
+    Column("patient_pk", Integer, primary_key=True),
+)
+
 credential_uses = Table(
     "credential_uses", metadata,
     Column("credential_id", String(160), primary_key=True),

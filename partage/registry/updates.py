@@ -27,7 +27,7 @@ from ..metadata.model import (
     Folder,
     SubmissionRequest,
 )
-from . import derived, entry_index, schema
+from . import derived, entry_index, lineages, schema
 from .clock import utc_now
 from .indexing import object_from_row, status_short
 from .queries import ObjectRow
@@ -119,6 +119,9 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
         prior = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid, OBJ.c.status != "Deprecated",
                                                *entry_index.route(conn, lids=[obj.lid]))
                              .order_by(OBJ.c.version.desc())).first()
+        if isinstance(obj, DocumentEntry) and prior is not None and prior.patient_pk != patient_pk:
+            # moved to another patient: its lineage spans two (what the view reads heads by)
+            lineages.record(conn, prior.lineage or prior.lid, [prior.patient_pk, patient_pk])
         if prior is not None and _same_shard(conn, prior.patient_pk, patient_pk):
             rewrite(conn, prior.entry_uuid, _set_status(AvailabilityStatus.DEPRECATED))
         elif prior is not None:

@@ -301,6 +301,36 @@ def test_the_newest_version_decides_even_when_deprecated_or_not_alone(server):
     assert r.readable(nurse, h1) == (404, 404)
 
 
+def test_a_document_moved_to_another_patient_and_masked_there_hides_the_versions_left_behind(server):
+    """ITI-57 may move a document to another patient (a filing error corrected: the new
+    version names the right patient, the old one stays, Deprecated, in the first record). A
+    masking of the moved document must hide the versions left behind too: a lineage's newest
+    versions are looked for with every patient that holds one, not only the queried one's."""
+    a, b = Record(server), Record(server)
+    d = a.document("d", DOCTOR)
+    [d1] = a.filed(a.actor("doctor"), [d])
+    moved = copy.deepcopy(a.leaf(a.actor("doctor"), d1))
+    moved.lid, moved.entry_uuid, moved.version, moved.patient_id = d1, "newversion", "", b.pid
+    for author in moved.authors:
+        author.classification_id = ""
+    reply = b.update(b.actor("doctor"), SubmissionRequest(b.update_set(), [moved], [], [Association(
+        entry_uuid="hm", association_type=AssociationType.HAS_MEMBER, source_uuid="ss", target_uuid="newversion",
+        submission_set_status="Original", previous_version="1")]))
+    assert reply.status == "Success", reply.error_codes
+    d1_, d2 = a.versions(d.unique_id)
+    assert d1_ == d1 and a.status_of(d1) == "Deprecated"
+    assert a.found(a.actor("nurse")) == {d1} and b.found(b.actor("nurse")) == {d2}   # nothing masked yet
+    masked = b.new_version(b.actor("patient"), b.leaf(b.actor("patient"), d2),
+                           confidentiality_codes=[*d.confidentiality_codes, Code("MASQUE_PS", CONF, "masqué")])
+    assert masked.status == "Success", masked.error_codes
+    nurse = a.actor("nurse")
+    assert a.found(nurse) == set() and b.found(b.actor("nurse")) == set()
+    assert a.readable(nurse, d1) == (404, 404) and not a.retrieved(nurse, d.unique_id)
+    assert objects_of(a.query(nurse, "GetDocuments", {"$XDSDocumentEntryEntryUUID": [f"('{d1}')"]})) == []
+    assert a.found(a.actor("gp")) == {d1}   # the médecin traitant of both records sees them
+    assert len(b.found(b.actor("gp"))) == 2
+
+
 # ============================================================================ 2. destructive actions
 def test_only_authors_change_documents(server):
     r = Record(server)

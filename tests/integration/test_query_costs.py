@@ -60,6 +60,9 @@ class _Statements:
     def lineage_queries(self) -> int:
         return sum("GROUP BY registry_objects.lineage" in s for s in self.seen)
 
+    def holder_queries(self) -> int:
+        return sum("FROM lineage_patients" in s for s in self.seen)
+
     def close(self) -> None:
         event.remove(self.engine, "before_cursor_execute", self._on)
 
@@ -77,6 +80,7 @@ def test_a_page_reads_its_lineages_once(services):
         statements.close()
     assert len(page.objects) == 4   # the replacement and three others; the original is Deprecated
     assert statements.lineage_queries() == 1   # the cut and the audited judgement share it
+    assert statements.holder_queries() == 1    # and the patients of moved lineages (registry.lineages)
 
 
 def test_heads_are_not_carried_into_the_next_transaction(services):
