@@ -62,14 +62,15 @@ def read_answer(sock: socket.socket, timeout: float = 30.0) -> Answer | None:
     return Answer(status, headers, rest if length < 0 else rest[:length])
 
 
-def send_stream(sock: socket.socket, chunks: Iterable[bytes], *, chunked: bool = False) -> int:
-    """Send chunks until they end or the peer stops listening; returns the bytes sent."""
+def send_stream(sock: socket.socket, chunks: Iterable[bytes], *, chunked: bool = False, finish: bool = True) -> int:
+    """Send chunks until they end or the peer stops listening; returns the bytes sent.
+    `finish=False`: a chunked body is left open (no last chunk), as a sender cut short."""
     sent = 0
     try:
         for chunk in chunks:
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
             sent += len(chunk)
-        if chunked:
+        if chunked and finish:
             sock.sendall(b"0\r\n\r\n")
     except OSError:
         pass

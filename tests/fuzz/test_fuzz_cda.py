@@ -50,6 +50,6 @@ def test_mutated_cda_always_gets_a_report(data):
     document = data.draw(mutated(SEED, 6))
     started = time.monotonic()
     report = validator.validate(document, filename="fuzz.xml")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10   # bounded (milliseconds here; 10 s: a loaded machine's margin)
     for finding in report.findings:
         assert finding.rule and finding.severity in {"error", "warning", "info"} and finding.layer

@@ -26,7 +26,7 @@ from tests.support import LiveServer
 
 pytestmark = pytest.mark.corpus
 
-LIFETIME = 6   # seconds a session lasts on this server (the expiry test waits it out)
+LIFETIME = 15  # seconds a session lasts here: long enough for a test's steps on a loaded machine (the expiry test waits it out)
 
 
 @pytest.fixture(scope="module")

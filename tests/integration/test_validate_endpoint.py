@@ -185,7 +185,7 @@ def test_limits_and_hostile_input(server):
     for hostile in (bomb, xxe):
         started = time.monotonic()
         reports = _post(server, hostile).json()
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 10   # refused at parse: an expanded bomb would take far longer
         assert reports[0]["valid"] is False and reports[0]["findings"][0]["layer"] == "parse"
         assert "root:" not in json.dumps(reports)
     other = _post(server, b"%PDF-1.4 pas un CDA").json()
