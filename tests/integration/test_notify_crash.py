@@ -90,12 +90,18 @@ def test_sigkill_between_registration_and_delivery_delivers_once_after_restart(
             F.submission(pid, [doc], contents=False), {"d1": b"<doc>crash</doc>"})
         assert reply.status == "Success", reply.error_codes
 
-        # every delivery has been tried and failed (endpoints down), none delivered
+        # every delivery has been tried and failed (endpoints down), none delivered; the server
+        # is frozen (SIGSTOP) while no row is leased, so that the kill below leaves no lease
+        # (a row killed leased waits for its lease to expire, minutes)
         deadline = time.monotonic() + 20
         while True:
             rows = _rows(services, pid)
             if len(rows) == 3 and all(r.last_error and r.claimed_by is None for r in rows):
-                break
+                first.send_signal(signal.SIGSTOP)
+                rows = _rows(services, pid)
+                if all(r.claimed_by is None for r in rows):
+                    break
+                first.send_signal(signal.SIGCONT)   # a retry claimed one meanwhile: again
             assert time.monotonic() < deadline, [(r.state, r.attempts, r.last_error) for r in rows]
             time.sleep(0.1)
         assert {r.state for r in rows} == {"pending"}
