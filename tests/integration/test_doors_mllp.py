@@ -56,14 +56,14 @@ def test_trickled_message_is_cut_at_its_deadline(server):
                 closed_at = time.monotonic()
                 break
         assert closed_at is not None, "the trickling sender was never cut off"
-        assert 1.5 <= closed_at - started <= 4.0
+        assert 1.5 <= closed_at - started <= 10.0   # at its 2 s deadline, long before the message's end
     _still_served(server)
 
 
 def test_idle_connection_is_closed_and_a_kept_connection_gets_a_fresh_deadline(server):
     with _connect(server) as idle:
         time.sleep(2.6)
-        assert closed_by_peer(idle, wait=1.0)
+        assert closed_by_peer(idle, wait=5.0)
     # A message answered resets the deadline: two messages 1.5 s apart on one connection.
     with MllpClient("127.0.0.1", server.mllp_port, timeout=10) as client:
         assert "MSA|AA" in client.send(adt("A01", F.patient_id()))
@@ -76,9 +76,12 @@ def test_connection_flood_is_capped(server):
     try:
         for _ in range(40):
             flood.append(_connect(server))
-        time.sleep(0.5)
-        refused = sum(closed_by_peer(sock, wait=0.05) for sock in flood)
-        assert refused >= 40 - 8, f"only {refused} of 40 connections refused with a cap of 8"
+        # as the listener gets to them, and before the 2 s idle deadline would close any connection
+        deadline, refused = time.monotonic() + 1.5, set()
+        while len(refused) < 40 - 8 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            refused |= {i for i, sock in enumerate(flood) if i not in refused and closed_by_peer(sock, wait=0.05)}
+        assert len(refused) >= 40 - 8, f"only {len(refused)} of 40 connections refused with a cap of 8"
     finally:
         for sock in flood:
             sock.close()
