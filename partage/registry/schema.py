@@ -276,7 +276,6 @@ audit_events = Table(
 Index("ix_audit_patient", audit_events.c.patient_pk, audit_events.c.pk)
 Index("ix_audit_actor", audit_events.c.actor_id, audit_events.c.pk)
 
-# Credentials already used (assertion ID / jti), until they expire: replay detection.
 # Lineages that span patients (migration 0011): an ITI-57 new version that names another
 # patient (a filing error corrected) moves the document and leaves the older versions, and
 # the documents they replaced, with the first one. Every patient holding a version of such a
@@ -289,6 +288,7 @@ lineage_patients = Table(
     Column("patient_pk", Integer, primary_key=True),
 )
 
+# Credentials already used (assertion ID / jti), until they expire: replay detection.
 credential_uses = Table(
     "credential_uses", metadata,
     Column("credential_id", String(160), primary_key=True),
