@@ -101,7 +101,24 @@ def validate_submission(request: SubmissionRequest, domain: CodeDomain,
         _check_association(assoc, domain, out)
     _check_unique_ids(request, out)
     _check_membership(request, ss, out)
+    _check_logical_ids(request, ss, transaction, out)
     return out.errors
+
+
+def _check_logical_ids(request: SubmissionRequest, ss: SubmissionSet, transaction: Transaction,
+                       out: _Collector) -> None:
+    """A new object's logical id (lid) is its own id: only an ITI-57 new version, the target
+    of the SubmissionSet's HasMember with PreviousVersion, names another's (ITI TF-3 metadata
+    versioning: the first version's logicalId is its entryUUID). A lid borrowed by a submission would make its object a version of
+    someone else's document: of its lineage, its masking, its history."""
+    versions = {a.target_uuid for a in request.associations
+                if transaction == ITI_57 and a.association_type == AssociationType.HAS_MEMBER
+                and a.source_uuid == ss.entry_uuid and a.previous_version}
+    for obj in request.objects():
+        if obj.lid and obj.lid != obj.entry_uuid and obj.entry_uuid not in versions:
+            out.add(f"{type(obj).__name__} {obj.entry_uuid} has lid {obj.lid}: a new object's logical id is "
+                    "its own id (a new version of an object is an ITI-57 update naming its PreviousVersion)",
+                    obj.entry_uuid, ErrorCode.METADATA_VERSION)
 
 
 

@@ -80,8 +80,8 @@ class BulkLoader:
         patient = ss.patient_id
         for obj in request.objects():
             obj.availability_status = AvailabilityStatus.APPROVED
-            obj.lid = obj.lid or obj.entry_uuid
-            obj.version = obj.version or "1"
+            obj.lid = obj.entry_uuid
+            obj.version = "1"
             self._pending.objects.append((obj, patient, blob_addresses.get(obj.entry_uuid)))
         if len(self._pending) >= self.batch_size:
             self.flush()

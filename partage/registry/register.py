@@ -93,8 +93,8 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
 
     for obj in request.objects():
         obj.availability_status = AvailabilityStatus.APPROVED
-        obj.lid = obj.lid or obj.entry_uuid
-        obj.version = obj.version or "1"
+        obj.lid = obj.entry_uuid   # a first version (metadata.validate refuses another lid)
+        obj.version = "1"          # the registry numbers versions (a submitted VersionInfo is not one)
     for folder in request.folders:
         folder.last_update_time = DTM(now)
     extra = _effects(conn, request, rows, now)

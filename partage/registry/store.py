@@ -303,6 +303,15 @@ class Registry:
             finally:
                 self._shared.reset(token)
 
+    @staticmethod
+    def conflicted(exc: BaseException) -> bool:
+        """Did this transaction fail on a serialization conflict (SQLSTATE 40001)? A sharded
+        registry's shards run their part of a transaction in REPEATABLE READ (postgres_fdw):
+        a row changed by a concurrent transaction since is refused there instead of read anew.
+        The transaction run again from the start sees the other's outcome."""
+        orig = getattr(exc, "orig", None)
+        return getattr(orig, "sqlstate", None) == "40001"
+
     @contextmanager
     def write(self, *, closing: bool = False) -> Iterator[Connection]:
         """One all-or-nothing transaction: commit on success, roll back on any error. On return

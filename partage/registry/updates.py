@@ -105,10 +105,10 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
         raise XdsErrors(errors)
 
     ss.availability_status = AvailabilityStatus.APPROVED
-    ss.lid, ss.version = ss.lid or ss.entry_uuid, "1"
+    ss.lid, ss.version = ss.entry_uuid, "1"
     for obj in members:
         if obj.entry_uuid not in previous_version:   # a new Folder: its own logical id
-            obj.lid = obj.lid or obj.entry_uuid
+            obj.lid = obj.entry_uuid
     # The update's uniqueIds are claimed like a submission's: the SubmissionSet's and a new
     # Folder's must be new; a new version's is its lineage's (the same logical id). `partage
     # fsck` reports an object whose uniqueId is not claimed (consistency.unclaimed_unique_ids).
@@ -139,11 +139,11 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
     for obj in members:
         if obj.entry_uuid not in new_ids:
             obj.availability_status = AvailabilityStatus.APPROVED
-            obj.lid, obj.version = obj.lid or obj.entry_uuid, "1"
+            obj.lid, obj.version = obj.entry_uuid, "1"
             insert_object(conn, obj, patient_pk=patient_pk, registered_at=now)
     for assoc in request.associations:
         assoc.availability_status = AvailabilityStatus.APPROVED
-        assoc.lid, assoc.version = assoc.lid or assoc.entry_uuid, assoc.version or "1"
+        assoc.lid, assoc.version = assoc.entry_uuid, "1"
         insert_object(conn, assoc, patient_pk=patient_pk, registered_at=now)
     for change in status_changes:
         new = STATUS_BY_SHORT[status_short(change.new_status)]
@@ -178,8 +178,10 @@ def _check_new_version(conn: Connection, obj: DocumentEntry | Folder, previous: 
     where = obj.entry_uuid
     if not obj.lid or obj.lid == obj.entry_uuid:
         return [XdsError(UPDATE_ERROR, f"{obj.kind} {where} updates a previous version but has no lid", where)]
+    # Locked (PostgreSQL; SQLite has one writer): a concurrent update of the same version waits
+    # for this one and then finds it Deprecated, instead of registering a second version 2.
     rows = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid, *entry_index.route(conn, lids=[obj.lid]))
-                        .order_by(OBJ.c.version.desc())).all()
+                        .order_by(OBJ.c.version.desc()).with_for_update()).all()
     if not rows:
         # PreviousVersion names a version that does not exist (NIST 15800b).
         return [XdsError(ErrorCode.METADATA_VERSION, f"no {obj.kind} with logical id {obj.lid}: "

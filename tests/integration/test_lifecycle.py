@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 
 import pytest
 from sqlalchemy import select
@@ -23,7 +24,7 @@ from partage.metadata.model import (
 )
 from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
-from partage.registry import schema
+from partage.registry import schema, updates
 from tests import factories as F
 
 ALL = ["Approved", "Deprecated", "Archived", "Deleted"]
@@ -422,3 +423,81 @@ def test_an_update_links_objects_of_its_own_patient_only(services):
     own = Association(entry_uuid="own", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
                       target_uuid=b_doc.entry_uuid, submission_set_status="Reference")
     update_document_set(services, INSECURE_DEV_ACTOR, _update_set(b, own))   # B's own document: accepted
+
+
+def test_a_submission_cannot_borrow_another_documents_logical_id(services):
+    """A first version's lid is its own id: a submission naming another document's (here
+    another patient's) would join its lineage (its versions, its masking; fsck would then take
+    the victim for the older version). XDSMetadataVersionError; a submitted VersionInfo is not
+    a version either: the registry numbers versions."""
+    victim, doc = _setup(services)
+    pid = F.patient_id()
+    with services.registry.write() as conn:
+        services.registry.upsert_patient(conn, [pid])
+    borrowing = F.document(pid, "d1")
+    borrowing.lid, borrowing.version = doc.entry_uuid, "2"
+    with pytest.raises(XdsErrors) as exc:
+        IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(pid, [borrowing]))
+    assert exc.value.codes == ["XDSMetadataVersionError"] and doc.entry_uuid in str(exc.value)
+    assert _docs(services, pid) == [] and [d.entry_uuid for d in _docs(services, victim)] == [doc.entry_uuid]
+    numbered = F.document(pid, "d2")
+    numbered.version = "7"
+    IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(pid, [numbered]))
+    [mine] = _docs(services, pid)
+    assert (mine.version, mine.logical_id) == ("1", mine.entry_uuid)
+    # an update's new Folder (no PreviousVersion) cannot borrow a lid either
+    folder = F.folder(pid, "f")
+    folder.lid = doc.entry_uuid
+    request = _update_set(pid)
+    request.folders.append(folder)
+    request.associations.append(Association(entry_uuid="hm-f", association_type=AssociationType.HAS_MEMBER,
+                                            source_uuid="ss", target_uuid="f"))
+    with pytest.raises(XdsErrors) as exc:
+        update_document_set(services, INSECURE_DEV_ACTOR, request)
+    assert exc.value.codes == ["XDSMetadataVersionError"]
+    assert check(services, min_age_seconds=0).consistent
+
+
+@pytest.mark.postgres
+def test_two_updates_of_one_version_at_once_make_one_version_2(services, monkeypatch):
+    """The second waits for the first (the versions are locked while checked) and is then
+    refused, instead of registering a second Approved version 2."""
+    if services.registry.is_sqlite:
+        pytest.skip("SQLite has one writer at a time")
+    pid, doc = _setup(services)
+    inside, go = threading.Event(), threading.Event()
+    check_new_version = updates._check_new_version
+
+    def held_first(*args, **kwargs):
+        errors = check_new_version(*args, **kwargs)
+        if not inside.is_set():   # the first update holds its transaction open here
+            inside.set()
+            go.wait(30)
+        return errors
+
+    monkeypatch.setattr(updates, "_check_new_version", held_first)
+    outcomes: dict[str, object] = {}
+
+    def update(name: str) -> None:
+        try:
+            update_document_set(services, INSECURE_DEV_ACTOR, _update_set(pid, _new_version(doc, title=name)))
+            outcomes[name] = "ok"
+        except XdsErrors as exc:
+            outcomes[name] = exc.codes
+
+    first = threading.Thread(target=update, args=("first",))
+    first.start()
+    assert inside.wait(30)
+    second = threading.Thread(target=update, args=("second",))
+    second.start()
+    second.join(1.0)
+    assert second.is_alive(), "the second update did not wait for the first"
+    go.set()
+    first.join(30)
+    second.join(30)
+    # refused: version 1 found Deprecated once the lock is granted (one database), or version 2
+    # found the latest when the transaction is run again after a shard's serialization conflict
+    assert outcomes["first"] == "ok" and outcomes["second"] in (
+        ["XDSMetadataUpdateError"], ["XDSMetadataVersionError"]), outcomes
+    assert [(d.version, d.title) for d in _docs(services, pid, ["Approved"])] == [("2", "first")]
+    assert check(services, min_age_seconds=0).consistent
