@@ -90,7 +90,7 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
         report.unclaimed_ids = [(row.entry_uuid, row.unique_id) for row in consistency.unclaimed_unique_ids(
             conn, before=consistency.registered_before(min_age_seconds)) if row.entry_uuid not in lost]
         report.unsettled = consistency.unsettled_versions(conn, before=consistency.registered_before(min_age_seconds),
-                                                          ignoring=lost)
+                                                          ignoring=lost, merged=set(report.merges.stale))
     with services.registry.read() as conn:
         report.derived_orphans = derived.orphans(conn)
     blobs = services.blobs

@@ -81,20 +81,23 @@ def claim_unclaimed(conn: Connection, rows: list[Row[*tuple[Any, ...]]]) -> int:
     return len(values)
 
 
-def unsettled_versions(conn: Connection, *, before: str, ignoring: Collection[str] = ()) -> list[str]:
+def unsettled_versions(conn: Connection, *, before: str, ignoring: Collection[str] = (),
+                       merged: Collection[int] = ()) -> list[str]:
     """Logical ids of DocumentEntries and Folders with a version older than the latest that is
     not Deprecated, the latest registered before `before`: an ITI-57 that moved them to a
     patient on another shard committed, its second step (`updates.settle_versions`) did not.
     Only lineages updated at least once can be one (version > 1: a small share, on each shard
     by its own condition), then their versions are compared; the objects `ignoring` names (a
-    lost submission's, which fsck removes first) are left out."""
+    lost submission's) and the rows of `merged` patients (a merge's originals, whose copies are
+    the survivor's) are left out: fsck removes those first."""
     kinds = [KIND_DOCUMENT, KIND_FOLDER]
     updated = sorted(set(conn.execute(select(OBJ.c.lid).where(OBJ.c.kind.in_(kinds), OBJ.c.version > 1)).scalars()))
     out = []
     for chunk in chunks(updated):
         rows = [r for r in conn.execute(select(
-            OBJ.c.entry_uuid, OBJ.c.lid, OBJ.c.version, OBJ.c.status, OBJ.c.registered_at).where(
-                OBJ.c.kind.in_(kinds), OBJ.c.lid.in_(chunk))) if r.entry_uuid not in ignoring]
+            OBJ.c.entry_uuid, OBJ.c.patient_pk, OBJ.c.lid, OBJ.c.version, OBJ.c.status, OBJ.c.registered_at).where(
+                OBJ.c.kind.in_(kinds), OBJ.c.lid.in_(chunk)))
+                if r.entry_uuid not in ignoring and r.patient_pk not in merged]
         latest = {r.lid: r for r in sorted(rows, key=lambda r: r.version)}   # the last one wins
         out += sorted({r.lid for r in rows if r.version < latest[r.lid].version and r.status != "Deprecated"
                        and latest[r.lid].registered_at[:14] <= before})

@@ -278,8 +278,14 @@ def test_a_merge_whose_second_step_did_not_run_loses_nothing_and_fsck_finishes_i
     assert [o.entry_uuid for o in query.get_objects(schema.KIND_DOCUMENT, entry_uuids=[doc.entry_uuid]).objects] == [
         doc.entry_uuid]
     assert len(query.find_documents(gone, DocumentFilter(statuses=["Approved"])).objects) == 1   # the survivor's
+    new = copy.deepcopy(doc)   # a new version of the survivor's copy: the original is no older version of it
+    new.lid, new.entry_uuid, new.version, new.patient_id = doc.logical_id, "v2", "", keep
+    update_document_set(sharded.services, INSECURE_DEV_ACTOR, SubmissionRequest(_update_set(keep), [new], [], [
+        Association(entry_uuid="hm", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
+                    target_uuid="v2", submission_set_status="Original", previous_version="1")]))
     report = check(sharded.services, min_age_seconds=0)
     assert list(report.merges.stale) == [gone_pk] and len(report.merges.stale[gone_pk]) == 3
+    assert report.unsettled == []
     assert not report.merges.copies and not report.merges.misplaced and not report.consistent
     remove_leftovers(sharded.services, report)
     assert check(sharded.services, min_age_seconds=0).consistent
