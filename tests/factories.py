@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import itertools
@@ -92,6 +93,25 @@ def submission(pid: str | CX, docs: list[DocumentEntry] | None = None, *, conten
 def folder(pid: str | CX, entry_id: str = "fol1") -> Folder:
     return Folder(entry_uuid=entry_id, unique_id=oid(), patient_id=cx(pid), title="Dossier",
                   codes=[Code("F1", "1.2.3.4.5", "Folder code")])
+
+
+def update_set(pid: str | CX) -> SubmissionSet:
+    """The SubmissionSet of an ITI-57 update (symbolic id "ss": the registry assigns the UUID)."""
+    return SubmissionSet(entry_uuid="ss", unique_id=oid(), source_id="1.2.250.1.999.2", patient_id=cx(pid),
+                         submission_time=DTM("20240401"), content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
+
+
+def new_version(doc: DocumentEntry, pid: str | CX | None = None, **changes) -> SubmissionRequest:
+    """ITI-57: the next version of `doc` (a registered DocumentEntry), for its patient or for
+    `pid` (a new version naming another patient moves the document), with these changes."""
+    new = copy.deepcopy(doc)
+    new.lid, new.entry_uuid, new.version = doc.logical_id, "newversion", ""
+    new.patient_id = cx(pid) if pid is not None else doc.patient_id
+    for key, value in changes.items():
+        setattr(new, key, value)
+    return SubmissionRequest(update_set(new.patient_id), [new], [], [Association(
+        entry_uuid="hm", association_type=AssociationType.HAS_MEMBER, source_uuid="ss", target_uuid="newversion",
+        submission_set_status="Original", previous_version=doc.version or "1")])
 
 
 class PatternStream:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import io
 
 import pytest
@@ -12,15 +11,12 @@ from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.fsck import check, remove_leftovers, run_fsck
 from partage.ingest import IngestService
 from partage.lifecycle import remove_metadata, update_document_set
-from partage.metadata.datatypes import DTM
 from partage.metadata.errors import XdsErrors
 from partage.metadata.model import (
     Association,
     AssociationType,
     AvailabilityStatus,
-    Code,
     SubmissionRequest,
-    SubmissionSet,
 )
 from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
@@ -150,17 +146,6 @@ def test_an_unclaimed_unique_id_is_claimed_by_repair_and_its_objects_kept(servic
     assert exc.value.codes == ["XDSDuplicateUniqueIdInRegistry"]
 
 
-def _new_version(doc, title: str) -> SubmissionRequest:
-    """ITI-57: the next version of `doc` (symbolic ids: the registry assigns the UUIDs)."""
-    new = copy.deepcopy(doc)
-    new.lid, new.entry_uuid, new.version, new.title = doc.lid, "v", "", title
-    ss = SubmissionSet(entry_uuid="ss", unique_id=F.oid(), source_id="1.2.250.1.999.2", patient_id=doc.patient_id,
-                       submission_time=DTM("20240401"), content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
-    member = Association(entry_uuid="hm", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
-                         target_uuid="v", submission_set_status="Original", previous_version=doc.version)
-    return SubmissionRequest(ss, [new], [], [member])
-
-
 def test_an_older_version_left_approved_is_unsettled_and_repair_deprecates_it(services, capsys):
     """Two current versions of one document: what an update across shards leaves when its
     second step did not run (test_sharding.py makes it for real). fsck names the lineage
@@ -170,13 +155,12 @@ def test_an_older_version_left_approved_is_unsettled_and_repair_deprecates_it(se
     query = QueryService(services, INSECURE_DEV_ACTOR)
     pid = request.documents[0].patient_id
     [v1] = query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects
-    update_document_set(services, INSECURE_DEV_ACTOR, _new_version(v1, "v2"))
+    update_document_set(services, INSECURE_DEV_ACTOR, F.new_version(v1, title="v2"))
     [v2] = query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects
     change = Association(entry_uuid="chg", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
                          source_uuid="ss", target_uuid=v2.entry_uuid, original_status=str(AvailabilityStatus.APPROVED),
                          new_status=str(AvailabilityStatus.DEPRECATED))
-    update = _new_version(v2, "unused")
-    update_document_set(services, INSECURE_DEV_ACTOR, SubmissionRequest(update.submission_set, [], [], [change]))
+    update_document_set(services, INSECURE_DEV_ACTOR, SubmissionRequest(F.update_set(pid), [], [], [change]))
     assert check(services, min_age_seconds=0).consistent   # v1 and v2 Deprecated: settled
     with services.registry.write() as conn:
         set_status(conn, [v2.entry_uuid], AvailabilityStatus.APPROVED)

@@ -5,8 +5,6 @@ left behind) is tested in test_access_attacks.py."""
 
 from __future__ import annotations
 
-import copy
-
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import delete, select
@@ -14,14 +12,6 @@ from sqlalchemy import delete, select
 from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.ingest import IngestService
 from partage.lifecycle import update_document_set
-from partage.metadata.datatypes import DTM
-from partage.metadata.model import (
-    Association,
-    AssociationType,
-    Code,
-    SubmissionRequest,
-    SubmissionSet,
-)
 from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
 from partage.registry import lineages, schema
@@ -43,13 +33,7 @@ def _moved(services):
     (a, a_pk), (b, b_pk) = _patient(services), _patient(services)
     IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(a))
     [doc] = QueryService(services, INSECURE_DEV_ACTOR).find_documents(a, DocumentFilter(statuses=["Approved"])).objects
-    new = copy.deepcopy(doc)
-    new.lid, new.entry_uuid, new.version, new.patient_id = doc.lid, "v2", "", b
-    ss = SubmissionSet(entry_uuid="ss", unique_id=F.oid(), source_id="1.2.250.1.999.2", patient_id=b,
-                       submission_time=DTM("20240401"), content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
-    update_document_set(services, INSECURE_DEV_ACTOR, SubmissionRequest(ss, [new], [], [Association(
-        entry_uuid="hm", association_type=AssociationType.HAS_MEMBER, source_uuid="ss", target_uuid="v2",
-        submission_set_status="Original", previous_version="1")]))
+    update_document_set(services, INSECURE_DEV_ACTOR, F.new_version(doc, b))
     return a_pk, b_pk, doc.lid
 
 

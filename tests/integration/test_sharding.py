@@ -32,7 +32,7 @@ from partage.fsck import check, remove_leftovers
 from partage.hl7.patient_feed import handle_message
 from partage.ingest import IngestService
 from partage.lifecycle import remove_metadata, update_document_set
-from partage.metadata.datatypes import DTM, XCN
+from partage.metadata.datatypes import XCN
 from partage.metadata.er7 import Er7Message
 from partage.metadata.model import (
     Association,
@@ -40,7 +40,6 @@ from partage.metadata.model import (
     AvailabilityStatus,
     Code,
     SubmissionRequest,
-    SubmissionSet,
 )
 from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
@@ -278,11 +277,8 @@ def test_a_merge_whose_second_step_did_not_run_loses_nothing_and_fsck_finishes_i
     assert [o.entry_uuid for o in query.get_objects(schema.KIND_DOCUMENT, entry_uuids=[doc.entry_uuid]).objects] == [
         doc.entry_uuid]
     assert len(query.find_documents(gone, DocumentFilter(statuses=["Approved"])).objects) == 1   # the survivor's
-    new = copy.deepcopy(doc)   # a new version of the survivor's copy: the original is no older version of it
-    new.lid, new.entry_uuid, new.version, new.patient_id = doc.logical_id, "v2", "", keep
-    update_document_set(sharded.services, INSECURE_DEV_ACTOR, SubmissionRequest(_update_set(keep), [new], [], [
-        Association(entry_uuid="hm", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
-                    target_uuid="v2", submission_set_status="Original", previous_version="1")]))
+    # a new version of the survivor's copy: the original is no older version of it
+    update_document_set(sharded.services, INSECURE_DEV_ACTOR, F.new_version(doc, keep))
     report = check(sharded.services, min_age_seconds=0)
     assert list(report.merges.stale) == [gone_pk] and len(report.merges.stale[gone_pk]) == 3
     assert report.unsettled == []
@@ -392,12 +388,6 @@ def test_a_merge_chain_across_shards_whose_first_step_was_not_settled(sharded):
                              {"pk": a_pk})[0][0] for i in sharded.shards[1].partitions) == 0, table
 
 
-def _update_set(pid) -> SubmissionSet:
-    """The SubmissionSet of an ITI-57 update (symbolic id: the registry assigns the UUID)."""
-    return SubmissionSet(entry_uuid="ss", unique_id=F.oid(), source_id="1.2.250.1.999.2", patient_id=pid,
-                         submission_time=DTM("20240401"), content_type_code=Code("04", "1.2.250.1.213.1.1.4.2.2"))
-
-
 def _busy(reply) -> bool:
     """The answer to a dependency that is down (partage.failures): a 503 SOAP Fault, XDSRegistryBusy."""
     return (reply.http_status == 503 and reply.body.tag == f"{SOAP}Fault"
@@ -450,7 +440,7 @@ def test_a_stopped_shard_is_an_xds_error_and_loses_nothing(sharded, authority):
                              source_uuid="ss", target_uuid=found[0].entry_uuid,
                              original_status=str(AvailabilityStatus.APPROVED),
                              new_status=str(AvailabilityStatus.DEPRECATED))
-        update_document_set(sharded.services, INSECURE_DEV_ACTOR, SubmissionRequest(_update_set(up), [], [], [change]))
+        update_document_set(sharded.services, INSECURE_DEV_ACTOR, SubmissionRequest(F.update_set(up), [], [], [change]))
         assert [d.availability_status.short for d in query.find_documents(
             up, DocumentFilter(statuses=["Deprecated"])).objects] == ["Deprecated"]
         later = next(d for d in query.find_documents(up, DocumentFilter(statuses=["Approved"])).objects
@@ -610,7 +600,7 @@ def test_a_lost_update_is_removed_and_what_it_changed_set_back(sharded):
         new.lid, new.entry_uuid, new.version, new.title = doc.entry_uuid, "newversion", "", "v2"
         member = Association(entry_uuid="hm", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
                              target_uuid="newversion", submission_set_status="Original", previous_version="1")
-        return SubmissionRequest(_update_set(pid), [new], [], [member])
+        return SubmissionRequest(F.update_set(pid), [new], [], [member])
 
     lost = update()
     _coordinator_dies_at_commit(sharded, pk, "S", lambda: update_document_set(
@@ -638,7 +628,7 @@ def _lost_status_change(sharded):
                          source_uuid="ss", target_uuid=doc.entry_uuid,
                          original_status=str(AvailabilityStatus.APPROVED), new_status=str(AvailabilityStatus.DEPRECATED))
     _coordinator_dies_at_commit(sharded, pk, "S", lambda: update_document_set(
-        sharded.services, INSECURE_DEV_ACTOR, SubmissionRequest(_update_set(pid), [], [], [change])))
+        sharded.services, INSECURE_DEV_ACTOR, SubmissionRequest(F.update_set(pid), [], [], [change])))
     return pid, doc, query
 
 
@@ -710,16 +700,6 @@ def test_a_lost_status_change_changed_again_since_is_left_as_it_is(sharded):
     assert query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects == []
 
 
-def _moving_update(doc, to_pid) -> SubmissionRequest:
-    """ITI-57: a new version of `doc` that names patient `to_pid` (it moves the document)."""
-    new = copy.deepcopy(doc)
-    new.lid, new.entry_uuid, new.version, new.title = doc.lid or doc.entry_uuid, "moved", "", "moved"
-    new.patient_id = to_pid
-    member = Association(entry_uuid="hm", association_type=AssociationType.HAS_MEMBER, source_uuid="ss",
-                         target_uuid="moved", submission_set_status="Original", previous_version=doc.version or "1")
-    return SubmissionRequest(_update_set(to_pid), [new], [], [member])
-
-
 def _statuses_on_shard(sharded, k: int, pk: int) -> list[tuple]:
     """(kind, status) of a patient's objects, read on its shard."""
     return sorted(row for i in sharded.shards[k].partitions for row in _on_shard(
@@ -743,7 +723,7 @@ def test_an_update_moving_a_document_across_shards_changes_the_old_shard_after_i
 
     with monkeypatch.context() as patch:
         patch.setattr(updates, "settle_versions", not_run)
-        update_document_set(sharded.services, INSECURE_DEV_ACTOR, _moving_update(doc, b))   # committed
+        update_document_set(sharded.services, INSECURE_DEV_ACTOR, F.new_version(doc, b, title="moved"))   # committed
     assert ("D", "Approved") in _statuses_on_shard(sharded, 0, a_pk)   # the update did not write shard 0
     assert [d.title for d in query.find_documents(b, DocumentFilter(statuses=["Approved"])).objects] == ["moved"]
     report = check(sharded.services, min_age_seconds=0)
@@ -766,7 +746,7 @@ def test_an_update_moving_a_document_across_shards_deprecates_the_old_version(sh
     IngestService(sharded.services, INSECURE_DEV_ACTOR).provide_and_register(F.submission(a))
     query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
     [doc] = query.find_documents(a, DocumentFilter(statuses=["Approved"])).objects
-    update_document_set(sharded.services, INSECURE_DEV_ACTOR, _moving_update(doc, b))
+    update_document_set(sharded.services, INSECURE_DEV_ACTOR, F.new_version(doc, b, title="moved"))
     assert ("D", "Deprecated") in _statuses_on_shard(sharded, 1, a_pk)
     assert query.find_documents(a, DocumentFilter(statuses=["Approved"])).objects == []
     assert [d.title for d in query.find_documents(b, DocumentFilter(statuses=["Approved"])).objects] == ["moved"]
@@ -782,7 +762,7 @@ def test_a_lost_update_moving_a_document_across_shards_leaves_the_old_version_ap
     query = QueryService(sharded.services, INSECURE_DEV_ACTOR)
     [doc] = query.find_documents(a, DocumentFilter(statuses=["Approved"])).objects
     _coordinator_dies_at_commit(sharded, b_pk, "S", lambda: update_document_set(
-        sharded.services, INSECURE_DEV_ACTOR, _moving_update(doc, b)))
+        sharded.services, INSECURE_DEV_ACTOR, F.new_version(doc, b, title="moved")))
     report = check(sharded.services, min_age_seconds=0)
     assert len(report.lost) == 3 and report.unsettled == []   # SubmissionSet, new version, HasMember
     remove_leftovers(sharded.services, report)
@@ -790,7 +770,7 @@ def test_a_lost_update_moving_a_document_across_shards_leaves_the_old_version_ap
     assert [d.entry_uuid for d in query.find_documents(a, DocumentFilter(statuses=["Approved"])).objects] == [
         doc.entry_uuid]
     assert query.find_documents(b, DocumentFilter(statuses=["Approved"])).objects == []
-    update_document_set(sharded.services, INSECURE_DEV_ACTOR, _moving_update(doc, b))   # sent again: accepted
+    update_document_set(sharded.services, INSECURE_DEV_ACTOR, F.new_version(doc, b, title="moved"))   # sent again: accepted
     assert [d.title for d in query.find_documents(b, DocumentFilter(statuses=["Approved"])).objects] == ["moved"]
 
 
