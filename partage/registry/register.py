@@ -69,7 +69,7 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
                             "(not sent by the patient identity feed)", ss.entry_uuid)
     in_request = request.by_id()
     external = _external_references(request, in_request)
-    rows = registry.rows_by_uuid(conn, external)
+    rows = registry.rows_by_uuid(conn, external, lock=True)   # a replaced document, a folder: checked, then changed
     now = utc_now()
     for ref in external:
         if ref not in rows:

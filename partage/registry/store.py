@@ -423,13 +423,17 @@ class Registry:
         return out
 
     @staticmethod
-    def rows_by_uuid(conn: Connection, uuids: Iterable[str]) -> dict[str, Row[Any]]:
-        """Whole registry rows by entryUUID (on a sharded registry, from their patients' shards)."""
+    def rows_by_uuid(conn: Connection, uuids: Iterable[str], *, lock: bool = False) -> dict[str, Row[Any]]:
+        """Whole registry rows by entryUUID (on a sharded registry, from their patients' shards).
+        `lock`: rows a write checks and then changes (the target of a replacement, a status
+        change), locked until it commits, so that a concurrent one waits and sees the outcome
+        (PostgreSQL; SQLite has one writer)."""
         objs = schema.registry_objects
         uuids = list(dict.fromkeys(uuids))
         rows: dict[str, Row[Any]] = {}
         for chunk in chunks(uuids):
-            for row in conn.execute(select(objs).where(objs.c.entry_uuid.in_(chunk), *entry_index.route(conn, chunk))):
+            statement = select(objs).where(objs.c.entry_uuid.in_(chunk), *entry_index.route(conn, chunk))
+            for row in conn.execute(statement.with_for_update() if lock else statement):
                 rows[row.entry_uuid] = row
         return rows
 

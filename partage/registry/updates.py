@@ -310,7 +310,7 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest, 
 
 def _check_status_change(conn: Connection, change: Association, patient_pk: int) -> list[XdsError]:
     where = change.entry_uuid
-    row = Registry.rows_by_uuid(conn, [change.target_uuid]).get(change.target_uuid)
+    row = Registry.rows_by_uuid(conn, [change.target_uuid], lock=True).get(change.target_uuid)
     if row is None:
         return [XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"no object {change.target_uuid}", where)]
     original, new = status_short(change.original_status), status_short(change.new_status)

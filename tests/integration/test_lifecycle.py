@@ -24,6 +24,7 @@ from partage.metadata.model import (
 )
 from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
+from partage.registry import register as register_module
 from partage.registry import schema, updates
 from tests import factories as F
 
@@ -501,3 +502,50 @@ def test_two_updates_of_one_version_at_once_make_one_version_2(services, monkeyp
         ["XDSMetadataUpdateError"], ["XDSMetadataVersionError"]), outcomes
     assert [(d.version, d.title) for d in _docs(services, pid, ["Approved"])] == [("2", "first")]
     assert check(services, min_age_seconds=0).consistent
+
+
+@pytest.mark.postgres
+def test_two_replacements_of_one_document_at_once_make_one(services, monkeypatch):
+    """A replaced document must be Approved: two RPLC of it at once, the second waits for the
+    first (the target is locked while checked) and is refused, instead of two replacements."""
+    if services.registry.is_sqlite:
+        pytest.skip("SQLite has one writer at a time")
+    pid, doc = _setup(services)
+    inside, go = threading.Event(), threading.Event()
+    check = register_module._check_associations
+
+    def held_first(*args, **kwargs):
+        errors = check(*args, **kwargs)
+        if not inside.is_set():
+            inside.set()
+            go.wait(30)
+        return errors
+
+    monkeypatch.setattr(register_module, "_check_associations", held_first)
+    outcomes: dict[str, object] = {}
+
+    def replace(name: str) -> None:
+        rplc = Association(entry_uuid=f"r-{name}", association_type=AssociationType.RPLC, source_uuid=name,
+                           target_uuid=doc.entry_uuid)
+        try:
+            IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(
+                F.submission(pid, [F.document(pid, name)], extra_associations=[rplc]))
+            outcomes[name] = "ok"
+        except XdsErrors as exc:
+            outcomes[name] = exc.codes
+        except Exception as exc:   # a shard's serialization conflict: the door answers 503, retry later
+            outcomes[name] = "conflict" if services.registry.conflicted(exc) else repr(exc)
+
+    first = threading.Thread(target=replace, args=("first",))
+    first.start()
+    assert inside.wait(30)
+    second = threading.Thread(target=replace, args=("second",))
+    second.start()
+    second.join(1.0)
+    assert second.is_alive(), "the second replacement did not wait for the first"
+    go.set()
+    first.join(30)
+    second.join(30)
+    assert outcomes["first"] == "ok" and outcomes["second"] in (["XDSRegistryMetadataError"], "conflict"), outcomes
+    [current] = _docs(services, pid, ["Approved"])   # one replacement, the first's
+    assert current.entry_uuid != doc.entry_uuid and _docs(services, pid, ["Deprecated"])[0].entry_uuid == doc.entry_uuid
