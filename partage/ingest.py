@@ -89,12 +89,15 @@ class IngestService:
             stored = self.services.blobs.put(content.file)
             addresses[entry_uuid] = stored.address
         indexed = clinical_index.prepare(request)   # facts and text, read outside the write lock
-        with self.services.registry.write() as conn:
+
+        def write(conn: Connection) -> None:
             # What subscribers and the patient are owed, in this transaction: written here, or
             # rolled back with the registration (partage.notify delivers it after the commit).
             outbox.enqueue_registration(conn, request, patient_documents=settings.notify_patient_documents)
             register(self.services.registry, conn, request, addresses)
             indexed.store(conn, self.services.registry)
+
+        self.services.registry.writing(write)   # run again after a shard's serialization conflict
         ss = request.submission_set
         assert ss is not None   # validate_submission refuses a submission without one
         log.info("registered submission set %s (%d documents) for %s",

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
 from .access import audit
 from .access.actor import Actor
@@ -72,19 +71,15 @@ def update_document_set(services: Services, actor: Actor, request: SubmissionReq
         raise XdsErrors(errors)
     assign_uuids(request)
     registry = services.registry
-    for attempt in (1, 2):   # once more after a serialization conflict (Registry.conflicted)
-        reader = Reader(services, actor)
-        try:
-            with registry.write() as conn:
-                patient_pk = registry.patient_pk(conn, ss.patient_id)
-                if ss.patient_id is not None:
-                    audit.note_patient(ss.patient_id.format(), patient_pk)
-                _check_update(reader, conn, patient_pk, request)
-                unsettled = updates.apply_update(registry, conn, request)
-            break
-        except DBAPIError as exc:
-            if attempt == 2 or not registry.conflicted(exc):
-                raise
+
+    def update(conn: Connection) -> list[str]:
+        patient_pk = registry.patient_pk(conn, ss.patient_id)
+        if ss.patient_id is not None:
+            audit.note_patient(ss.patient_id.format(), patient_pk)
+        _check_update(Reader(services, actor), conn, patient_pk, request)
+        return updates.apply_update(registry, conn, request)
+
+    unsettled = registry.writing(update)   # run again after a shard's serialization conflict
     if unsettled:
         _settle_versions(services, unsettled)
 

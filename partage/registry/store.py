@@ -17,19 +17,22 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, Row, bindparam, create_engine, event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from ..metadata.datatypes import CX
 from ..metadata.model import AnyObject
 from . import entry_index, patients, schema
 from .batches import chunks
 from .indexing import object_from_row
+
+_T = TypeVar("_T")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x70617274616765   # "partage": the advisory lock serialising migrations
@@ -311,6 +314,19 @@ class Registry:
         The transaction run again from the start sees the other's outcome."""
         orig = getattr(exc, "orig", None)
         return getattr(orig, "sqlstate", None) == "40001"
+
+    def writing(self, work: Callable[[Connection], _T]) -> _T:
+        """`work` in one write transaction (`write()`), run once more from the start if it met
+        a serialization conflict (`conflicted`): the second run sees what the other committed
+        and answers by it (a refusal, usually) instead of a 503."""
+        try:
+            with self.write() as conn:
+                return work(conn)
+        except DBAPIError as exc:
+            if not self.conflicted(exc):
+                raise
+        with self.write() as conn:
+            return work(conn)
 
     @contextmanager
     def write(self, *, closing: bool = False) -> Iterator[Connection]:
