@@ -109,8 +109,9 @@ def _check_logical_ids(request: SubmissionRequest, ss: SubmissionSet, transactio
                        out: _Collector) -> None:
     """A new object's logical id (lid) is its own id: only an ITI-57 new version, the target
     of the SubmissionSet's HasMember with PreviousVersion, names another's (ITI TF-3 metadata
-    versioning: the first version's logicalId is its entryUUID). A lid borrowed by a submission would make its object a version of
-    someone else's document: of its lineage, its masking, its history."""
+    versioning: the first version's logicalId is its entryUUID). A lid borrowed by a
+    submission would make its object a version of someone else's document: of its lineage,
+    its masking, its history."""
     versions = {a.target_uuid for a in request.associations
                 if transaction == ITI_57 and a.association_type == AssociationType.HAS_MEMBER
                 and a.source_uuid == ss.entry_uuid and a.previous_version}
