@@ -459,6 +459,44 @@ def test_a_submission_cannot_borrow_another_documents_logical_id(services):
     assert check(services, min_age_seconds=0).consistent
 
 
+def _race(monkeypatch, module, check: str, write) -> dict[str, object]:
+    """Run `write("first")` and `write("second")` so that the first holds its transaction open
+    right after `module.check` (its checks, its locks taken) while the second starts; the second
+    must wait for it. Returns each one's outcome: "ok" or its XDS error codes."""
+    inside, go = threading.Event(), threading.Event()
+    checked = getattr(module, check)
+
+    def held_first(*args, **kwargs):
+        errors = checked(*args, **kwargs)
+        if not inside.is_set():
+            inside.set()
+            go.wait(30)
+        return errors
+
+    monkeypatch.setattr(module, check, held_first)
+    outcomes: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        try:
+            write(name)
+            outcomes[name] = "ok"
+        except XdsErrors as exc:
+            outcomes[name] = exc.codes
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert inside.wait(30)
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    second.join(1.0)
+    waited = second.is_alive()
+    go.set()
+    first.join(30)
+    second.join(30)
+    assert waited, "the second did not wait for the first"
+    return outcomes
+
+
 @pytest.mark.postgres
 def test_two_updates_of_one_version_at_once_make_one_version_2(services, monkeypatch):
     """The second waits for the first (the versions are locked while checked) and is then
@@ -466,36 +504,8 @@ def test_two_updates_of_one_version_at_once_make_one_version_2(services, monkeyp
     if services.registry.is_sqlite:
         pytest.skip("SQLite has one writer at a time")
     pid, doc = _setup(services)
-    inside, go = threading.Event(), threading.Event()
-    check_new_version = updates._check_new_version
-
-    def held_first(*args, **kwargs):
-        errors = check_new_version(*args, **kwargs)
-        if not inside.is_set():   # the first update holds its transaction open here
-            inside.set()
-            go.wait(30)
-        return errors
-
-    monkeypatch.setattr(updates, "_check_new_version", held_first)
-    outcomes: dict[str, object] = {}
-
-    def update(name: str) -> None:
-        try:
-            update_document_set(services, INSECURE_DEV_ACTOR, _update_set(pid, _new_version(doc, title=name)))
-            outcomes[name] = "ok"
-        except XdsErrors as exc:
-            outcomes[name] = exc.codes
-
-    first = threading.Thread(target=update, args=("first",))
-    first.start()
-    assert inside.wait(30)
-    second = threading.Thread(target=update, args=("second",))
-    second.start()
-    second.join(1.0)
-    assert second.is_alive(), "the second update did not wait for the first"
-    go.set()
-    first.join(30)
-    second.join(30)
+    outcomes = _race(monkeypatch, updates, "_check_new_version", lambda name: update_document_set(
+        services, INSECURE_DEV_ACTOR, _update_set(pid, _new_version(doc, title=name))))
     # refused: version 1 found Deprecated once the lock is granted (one database), or version 2
     # found the latest when the transaction is run again after a shard's serialization conflict
     assert outcomes["first"] == "ok" and outcomes["second"] in (
@@ -511,39 +521,14 @@ def test_two_replacements_of_one_document_at_once_make_one(services, monkeypatch
     if services.registry.is_sqlite:
         pytest.skip("SQLite has one writer at a time")
     pid, doc = _setup(services)
-    inside, go = threading.Event(), threading.Event()
-    check = register_module._check_associations
-
-    def held_first(*args, **kwargs):
-        errors = check(*args, **kwargs)
-        if not inside.is_set():
-            inside.set()
-            go.wait(30)
-        return errors
-
-    monkeypatch.setattr(register_module, "_check_associations", held_first)
-    outcomes: dict[str, object] = {}
 
     def replace(name: str) -> None:
         rplc = Association(entry_uuid=f"r-{name}", association_type=AssociationType.RPLC, source_uuid=name,
                            target_uuid=doc.entry_uuid)
-        try:
-            IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(
-                F.submission(pid, [F.document(pid, name)], extra_associations=[rplc]))
-            outcomes[name] = "ok"
-        except XdsErrors as exc:
-            outcomes[name] = exc.codes
+        IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(
+            F.submission(pid, [F.document(pid, name)], extra_associations=[rplc]))
 
-    first = threading.Thread(target=replace, args=("first",))
-    first.start()
-    assert inside.wait(30)
-    second = threading.Thread(target=replace, args=("second",))
-    second.start()
-    second.join(1.0)
-    assert second.is_alive(), "the second replacement did not wait for the first"
-    go.set()
-    first.join(30)
-    second.join(30)
+    outcomes = _race(monkeypatch, register_module, "_check_associations", replace)
     # refused, by the locked row re-read (one database) or the transaction run again after
     # a shard's serialization conflict (Registry.writing)
     assert outcomes == {"first": "ok", "second": ["XDSRegistryMetadataError"]}, outcomes
