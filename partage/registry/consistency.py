@@ -6,7 +6,7 @@ One transaction per submission means there should be none."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -99,6 +99,15 @@ def unsettled_versions(conn: Connection, *, before: str, ignoring: Collection[st
                 OBJ.c.kind.in_(kinds), OBJ.c.lid.in_(chunk)))
                 if r.entry_uuid not in ignoring and r.patient_pk not in merged]
         latest = {r.lid: r for r in sorted(rows, key=lambda r: r.version)}   # the last one wins
-        out += sorted({r.lid for r in rows if r.version < latest[r.lid].version and r.status != "Deprecated"
-                       and latest[r.lid].registered_at[:14] <= before})
+        out += sorted({r.lid for r in older_current(rows) if latest[r.lid].registered_at[:14] <= before})
     return out
+
+
+def older_current(rows: Iterable[Any]) -> list[Any]:
+    """Of rows (lid, version, status) of DocumentEntry or Folder versions, those older than
+    their lineage's latest that are not Deprecated: what one ITI-57 would have deprecated."""
+    rows = list(rows)
+    latest: dict[str, int] = {}
+    for row in rows:
+        latest[row.lid] = max(latest.get(row.lid, 0), row.version)
+    return [r for r in rows if r.version < latest[r.lid] and r.status != "Deprecated"]

@@ -133,6 +133,12 @@ def server_of(conn: Connection, patient_pk: int) -> str | None:
     return str(name) if name is not None else None
 
 
+def same_server(conn: Connection, patient_pk: int, other_pk: int) -> bool:
+    """Are these two patients' rows on one database (always, unsharded)? A write to both is
+    then one transaction; across shards it is not (no two-phase commit)."""
+    return patient_pk == other_pk or server_of(conn, patient_pk) == server_of(conn, other_pk)
+
+
 def moved(conn: Connection, gone: int, keep: int) -> None:
     """A patient merge: the merged patient's entryUUIDs now belong to the survivor."""
     if sharded(conn):

@@ -184,7 +184,7 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
     p, objs = schema.patients, schema.registry_objects
     conn.execute(update(p).where(p.c.pk == gone).values(merged_into=keep, updated_at=utc_now()))
     sharded = entry_index.sharded(conn)
-    across = sharded and entry_index.server_of(conn, gone) != entry_index.server_of(conn, keep)
+    across = not entry_index.same_server(conn, gone, keep)
     entry_index.moved(conn, gone, keep)
     lineages.merge(conn, gone, keep)
     if across:

@@ -27,7 +27,7 @@ from ..metadata.model import (
     Folder,
     SubmissionRequest,
 )
-from . import derived, entry_index, lineages, schema
+from . import consistency, derived, entry_index, lineages, schema
 from .clock import utc_now
 from .indexing import object_from_row, status_short
 from .queries import ObjectRow
@@ -122,7 +122,7 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
         if isinstance(obj, DocumentEntry) and prior is not None and prior.patient_pk != patient_pk:
             # moved to another patient: its lineage spans two (what the view reads heads by)
             lineages.record(conn, prior.lineage or prior.lid, [prior.patient_pk, patient_pk])
-        if prior is not None and _same_shard(conn, prior.patient_pk, patient_pk):
+        if prior is not None and entry_index.same_server(conn, prior.patient_pk, patient_pk):
             rewrite(conn, prior.entry_uuid, _set_status(AvailabilityStatus.DEPRECATED))
         elif prior is not None:
             unsettled.append(obj.lid)
@@ -151,11 +151,6 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
     return unsettled
 
 
-def _same_shard(conn: Connection, patient_pk: int, other_pk: int) -> bool:
-    """Are the rows of these two patients on one database (always, unsharded)?"""
-    return patient_pk == other_pk or entry_index.server_of(conn, patient_pk) == entry_index.server_of(conn, other_pk)
-
-
 def settle_versions(conn: Connection, lids: Iterable[str]) -> list[str]:
     """The second step of an update across shards (`apply_update`), and fsck's repair of one
     that did not run: in these lineages, every DocumentEntry or Folder version older than the
@@ -163,14 +158,12 @@ def settle_versions(conn: Connection, lids: Iterable[str]) -> list[str]:
     Idempotent. Returns the entryUUIDs it deprecated."""
     settled: list[str] = []
     for lid in dict.fromkeys(lids):
-        rows = conn.execute(select(OBJ.c.entry_uuid, OBJ.c.version, OBJ.c.status).where(
+        rows = conn.execute(select(OBJ.c.entry_uuid, OBJ.c.lid, OBJ.c.version, OBJ.c.status).where(
             OBJ.c.lid == lid, OBJ.c.kind.in_([schema.KIND_DOCUMENT, schema.KIND_FOLDER]),
             *entry_index.route(conn, lids=[lid]))).all()
-        latest = max((r.version for r in rows), default=0)
-        for row in rows:
-            if row.version < latest and row.status != AvailabilityStatus.DEPRECATED.short:
-                rewrite(conn, row.entry_uuid, _set_status(AvailabilityStatus.DEPRECATED))
-                settled.append(row.entry_uuid)
+        for row in consistency.older_current(rows):
+            rewrite(conn, row.entry_uuid, _set_status(AvailabilityStatus.DEPRECATED))
+            settled.append(row.entry_uuid)
     return settled
 
 
