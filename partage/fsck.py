@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .config import Settings
-from .registry import consistency, derived, shard_recovery, sharding, updates
+from .registry import consistency, derived, lineages, shard_recovery, sharding, updates
 from .services import Services
 
 
@@ -45,6 +45,8 @@ class FsckReport:
     unclaimed_ids: list[tuple[str, str]] = field(default_factory=list)
     # Logical ids with an older version not Deprecated (an update across shards, second step not run).
     unsettled: list[str] = field(default_factory=list)
+    # Lineages of several versions whose patients registry.lineages does not all name.
+    unrecorded: dict[str, set[int]] = field(default_factory=dict)
     registered_documents: int = 0
     blobs: int = 0
 
@@ -52,7 +54,7 @@ class FsckReport:
     def consistent(self) -> bool:
         return not (self.missing_blobs or self.orphans or self.dangling_associations or self.derived_orphans
                     or self.lost or self.indexed_only or self.unclaimed_ids or self.merges.stale or self.merges.copies
-                    or self.merges.misplaced or self.unsettled)
+                    or self.merges.misplaced or self.unsettled or self.unrecorded)
 
 
 @runtime_checkable
@@ -91,6 +93,7 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
             conn, before=consistency.registered_before(min_age_seconds)) if row.entry_uuid not in lost]
         report.unsettled = consistency.unsettled_versions(conn, before=consistency.registered_before(min_age_seconds),
                                                           ignoring=lost, merged=set(report.merges.stale))
+        report.unrecorded = consistency.unrecorded_lineages(conn, ignoring=lost, merged=set(report.merges.stale))
     with services.registry.read() as conn:
         report.derived_orphans = derived.orphans(conn)
     blobs = services.blobs
@@ -135,6 +138,11 @@ def remove_leftovers(services: Services, report: FsckReport) -> None:
         with services.registry.write() as conn:
             updates.settle_versions(conn, report.unsettled)
         report.unsettled = []
+    if report.unrecorded:   # the view reads these lineages' newest versions once they are named
+        with services.registry.write() as conn:
+            for lineage, pks in report.unrecorded.items():
+                lineages.record(conn, lineage, pks)
+        report.unrecorded = {}
     if report.unclaimed_ids:   # registered and kept: their uniqueIds are claimed, as registering does
         wanted = {entry_uuid for entry_uuid, _ in report.unclaimed_ids}
         with services.registry.write() as conn:
@@ -189,6 +197,9 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
         for lid in report.unsettled:
             out.write(f"UNSETTLED {lid}: an older version is not Deprecated (an update moved it to another "
                       "shard and its second step did not run)\n")
+        for lineage, pks in sorted(report.unrecorded.items()):
+            out.write(f"UNRECORDED lineage {lineage}: several versions, patients {sorted(pks)} not in "
+                      "lineage_patients (their newest versions would not hide the older ones)\n")
         for table, lids in report.derived_orphans.items():
             for lid in lids:
                 out.write(f"DERIVED  {table} rows of {lid}: no version of that document remains\n")
@@ -196,6 +207,7 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
             lost, unclaimed = len(report.lost), len(report.unclaimed_ids)
             stale = sum(len(v) for v in report.merges.stale.values())
             indexed_only, unsettled = len(report.indexed_only), len(report.unsettled)
+            unrecorded = len(report.unrecorded)
             remove_leftovers(services, report)
             if lost:
                 out.write(f"repaired: removed {lost} objects of lost submissions from the shards, and set back "
@@ -206,6 +218,8 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
                 out.write(f"repaired: removed {indexed_only} global index rows of removed objects\n")
             if unsettled:
                 out.write(f"repaired: deprecated the older versions of {unsettled} documents or folders\n")
+            if unrecorded:
+                out.write(f"repaired: recorded the patients of {unrecorded} lineages of several versions\n")
             if stale:
                 out.write(f"repaired: removed {stale} objects merges left on their shards\n")
             out.write(f"repaired: removed {len(report.unreferenced_blobs)} blobs, "

@@ -128,18 +128,21 @@ class Reader:
             self._states, self._heads, self._loaded_in = {}, {}, conn
 
     def lineage_heads(self, conn: Connection, lineages: Iterable[str], owners: set[int]) -> list[Q.ObjectRow]:
-        """`queries.lineage_heads`, each lineage asked once per transaction; read with the
-        documents' patients (`owners`, none: every patient) and the other patients of a lineage
-        an ITI-57 update moved (registry.lineages)."""
+        """`queries.lineage_heads` of the lineages of more than one version (registry.lineages:
+        none, for most pages, and then no other read), each lineage asked once per transaction;
+        read with the documents' patients (`owners`, none: every patient) and the other patients
+        holding versions of these lineages (an ITI-57 update that moved one)."""
         self._transaction(conn)
         wanted = list(dict.fromkeys(lineages))
         missing = [lineage for lineage in wanted if lineage not in self._heads]
         if missing:
             for lineage in missing:
                 self._heads[lineage] = []
-            holders = owners | lineages_held.patients_of(conn, missing) if owners else owners
-            for key in Q.lineage_heads(conn, missing, holders):
-                self._heads[key.lineage].append(key)
+            several = lineages_held.holders(conn, missing)
+            if several:
+                held = set().union(*several.values())
+                for key in Q.lineage_heads(conn, list(several), owners | held if owners else owners):
+                    self._heads[key.lineage].append(key)
         return [key for lineage in wanted for key in self._heads[lineage]]
 
     def record_states(self, conn: Connection, pks: Iterable[int]) -> dict[int, access_state.RecordState]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import Connection, Row, bindparam, cast, delete, null, select, union_all
 
 from ..metadata.datatypes import CX
 from . import derived, entry_index, schema
@@ -46,24 +47,32 @@ def load(conn: Connection, patient_pk: int | None) -> RecordState:
     return load_many(conn, [patient_pk])[patient_pk]
 
 
-# Built once: read for every request that touches a record (values bound at execution).
-_BLOCKS_OF = select(schema.patient_blocks.c.patient_pk, schema.patient_blocks.c.professional_id).where(
-    schema.patient_blocks.c.patient_pk.in_(bindparam("pks", expanding=True)))
-_ACCESS_OF = select(schema.patient_access).where(
-    schema.patient_access.c.patient_pk.in_(bindparam("pks", expanding=True)))
+# Built once: read for every request that touches a record (values bound at execution). One
+# statement, one round trip: the records' rows (`professional_id` NULL), then their blocks.
+_A, _B = schema.patient_access, schema.patient_blocks
+_STATE_OF = union_all(
+    select(_A.c.patient_pk, _A.c.status, _A.c.medecin_traitant, _A.c.bdg_opposed, _A.c.closed_at,
+           cast(null(), _B.c.professional_id.type).label("professional_id"))
+    .where(_A.c.patient_pk.in_(bindparam("pks", expanding=True))),
+    select(_B.c.patient_pk, cast(null(), _A.c.status.type), cast(null(), _A.c.medecin_traitant.type),
+           cast(null(), _A.c.bdg_opposed.type), cast(null(), _A.c.closed_at.type), _B.c.professional_id)
+    .where(_B.c.patient_pk.in_(bindparam("pks", expanding=True))))
 
 
 def load_many(conn: Connection, patient_pks: list[int]) -> dict[int, RecordState]:
-    """The states of several patients in two queries."""
+    """The states of several patients, in one statement."""
     out: dict[int, RecordState] = {}
     if not patient_pks:
         return out
     blocked: dict[int, set[str]] = {}
-    for pk, professional in conn.execute(_BLOCKS_OF, {"pks": patient_pks}):
-        blocked.setdefault(pk, set()).add(professional)
-    rows = {r.patient_pk: r for r in conn.execute(_ACCESS_OF, {"pks": patient_pks})}
+    records: dict[int, Row[Any]] = {}
+    for found in conn.execute(_STATE_OF, {"pks": patient_pks}):
+        if found.professional_id is None:
+            records[found.patient_pk] = found
+        else:
+            blocked.setdefault(found.patient_pk, set()).add(found.professional_id)
     for pk in patient_pks:
-        row = rows.get(pk)
+        row = records.get(pk)
         bl = frozenset(blocked.get(pk, ()))
         out[pk] = RecordState(patient_pk=pk, blocked=bl) if row is None else RecordState(
             patient_pk=pk, status=row.status, medecin_traitant=row.medecin_traitant, blocked=bl,

@@ -1,8 +1,9 @@
 """The registry's side of `partage fsck`: which blobs registered documents point at, and the
 objects a half-done submission would leave (documents and folders of no submission set,
-associations with a missing end), uniqueIds registered without their claim, and lineages
-with more than one current version (an update across shards whose second step did not run).
-One transaction per submission means there should be none."""
+associations with a missing end), uniqueIds registered without their claim, lineages
+with more than one current version (an update across shards whose second step did not run),
+and lineages of several versions that registry.lineages does not hold. One transaction per
+submission means there should be none."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, or_, select
+from sqlalchemy import Connection, Row, func, or_, select
 
 from ..metadata.kinds import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
 from ..metadata.model import AssociationType
-from . import register, schema
+from . import lineages, register, schema
 from .batches import chunks
 
 OBJ = schema.registry_objects
@@ -111,3 +112,30 @@ def older_current(rows: Iterable[Any]) -> list[Any]:
     for row in rows:
         latest[row.lid] = max(latest.get(row.lid, 0), row.version)
     return [r for r in rows if r.version < latest[r.lid] and r.status != "Deprecated"]
+
+
+def unrecorded_lineages(conn: Connection, *, ignoring: Collection[str] = (),
+                        merged: Collection[int] = ()) -> dict[str, set[int]]:
+    """Lineages of more than one document version, each with the patients holding a version
+    that `registry.lineages` does not name: the view would take such a version for its
+    lineage's newest. Written with every replacement and new version, and filled by
+    migration 0012, there should be none. `ignoring` and `merged` as in `unsettled_versions`."""
+    several = list(conn.execute(select(OBJ.c.lineage).where(
+        OBJ.c.kind == KIND_DOCUMENT, OBJ.c.lineage.is_not(None)).group_by(OBJ.c.lineage)
+        .having(func.count() > 1)).scalars())
+    out: dict[str, set[int]] = {}
+    for chunk in chunks(sorted(several)):
+        rows = [r for r in conn.execute(select(OBJ.c.entry_uuid, OBJ.c.lineage, OBJ.c.patient_pk).where(
+            OBJ.c.kind == KIND_DOCUMENT, OBJ.c.lineage.in_(chunk)))
+            if r.entry_uuid not in ignoring and r.patient_pk not in merged and r.patient_pk is not None]
+        versions: dict[str, set[int]] = {}
+        counts: dict[str, int] = {}
+        for r in rows:
+            versions.setdefault(r.lineage, set()).add(r.patient_pk)
+            counts[r.lineage] = counts.get(r.lineage, 0) + 1
+        held = lineages.holders(conn, chunk)
+        for lineage, pks in versions.items():
+            missing = pks - held.get(lineage, set())
+            if counts[lineage] > 1 and missing:
+                out[lineage] = missing
+    return out

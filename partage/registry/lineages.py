@@ -1,9 +1,20 @@
-"""Which patients hold a lineage (`lineage_patients`): nearly always one, the patient of its
-documents, which is why the view narrows its reads of a lineage's newest versions to the
-documents' own patients (their shards). An ITI-57 new version naming another patient moves a
-document and leaves its older versions, and the documents they replaced, with the first: the
-update records both patients here, and the view adds them, so that a masking of the moved
-document hides what it left behind (tests/integration/test_access_attacks.py)."""
+"""The lineages of more than one version, and the patients holding their versions
+(`lineage_patients`, migrations 0011 and 0012).
+
+Nearly every document is alone in its lineage, its own newest version: the view asks this
+coordinator table which lineages of a page have other versions, and reads the newest
+versions of those only (none, for most pages: no read of the shards at all). A lineage's
+patient is nearly always one, the patient of its documents, which is why the view narrows
+that read to the documents' own patients (their shards). An ITI-57 new version naming
+another patient moves a document and leaves its older versions, and the documents they
+replaced, with the first: both patients are recorded, and the view adds them, so that a
+masking of the moved document hides what it left behind
+(tests/integration/test_access_attacks.py).
+
+Written where a version joins a lineage (`register`: a replacement; `updates`: a new version),
+in the same transaction; a record whose lineage lost its other versions (a removal) only
+costs the view a read that finds one version. `partage fsck` reports a lineage of several
+versions not recorded (`consistency.unrecorded_lineages`)."""
 
 from __future__ import annotations
 
@@ -26,11 +37,13 @@ def record(conn: Connection, lineage: str, patient_pks: Iterable[int]) -> None:
     conn.execute(insert.on_conflict_do_nothing(index_elements=["lineage", "patient_pk"]), rows)
 
 
-def patients_of(conn: Connection, lineages: Iterable[str]) -> set[int]:
-    """The patients recorded as holding these lineages (none for a lineage never moved)."""
-    out: set[int] = set()
+def holders(conn: Connection, lineages: Iterable[str]) -> dict[str, set[int]]:
+    """Of these lineages, those of more than one version, each with the patients holding its
+    versions (a lineage of one version is not there)."""
+    out: dict[str, set[int]] = {}
     for chunk in chunks(sorted(set(lineages))):
-        out.update(conn.execute(select(LP.c.patient_pk).where(LP.c.lineage.in_(chunk))).scalars())
+        for lineage, pk in conn.execute(select(LP.c.lineage, LP.c.patient_pk).where(LP.c.lineage.in_(chunk))):
+            out.setdefault(lineage, set()).add(pk)
     return out
 
 

@@ -35,6 +35,7 @@ from ..metadata.model import (
     SubmissionSet,
 )
 from . import entry_index, schema
+from . import lineages as lineages_held
 from .batches import chunks
 from .clock import utc_now
 from .indexing import author_rows, code_rows, object_from_row, row_values
@@ -98,7 +99,7 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
     for folder in request.folders:
         folder.last_update_time = DTM(now)
     extra = _effects(conn, request, rows, now)
-    lineages = _lineages(request, rows)
+    lineages = _lineages(conn, request, rows, patient_pk)
     try:
         objects = request.objects()
         claim_unique_ids(conn, objects)
@@ -110,13 +111,17 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
                             f"by another submission ({exc.orig.__class__.__name__})") from exc
 
 
-def _lineages(request: SubmissionRequest, rows: dict[str, Row[Any]]) -> dict[str, str]:
-    """A replacement (RPLC, XFRM_RPLC) continues the lineage of the document it replaces."""
+def _lineages(conn: Connection, request: SubmissionRequest, rows: dict[str, Row[Any]],
+              patient_pk: int | None) -> dict[str, str]:
+    """A replacement (RPLC, XFRM_RPLC) continues the lineage of the document it replaces,
+    which then has more than one version (registry.lineages records it and its patients)."""
     out: dict[str, str] = {}
     for assoc in request.associations:
         target = rows.get(assoc.target_uuid)
         if assoc.association_type in REPLACING_TYPES and target is not None:
             out[assoc.source_uuid] = target.lineage or target.lid
+            lineages_held.record(conn, out[assoc.source_uuid],
+                            {pk for pk in (target.patient_pk, patient_pk) if pk is not None})
     return out
 
 

@@ -276,12 +276,13 @@ audit_events = Table(
 Index("ix_audit_patient", audit_events.c.patient_pk, audit_events.c.pk)
 Index("ix_audit_actor", audit_events.c.actor_id, audit_events.c.pk)
 
-# Lineages that span patients (migration 0011): an ITI-57 new version that names another
-# patient (a filing error corrected) moves the document and leaves the older versions, and
-# the documents they replaced, with the first one. Every patient holding a version of such a
-# lineage, so that the view finds a lineage's newest versions wherever they are (query.view:
-# its reads are otherwise narrowed to the documents' own patients, their own shards). Written
-# by `updates.apply_update`, carried to the survivor by a merge (`patients.merge`).
+# Lineages of more than one version (migrations 0011, 0012: registry.lineages), with every
+# patient holding one of their versions: the view reads newest versions for these lineages
+# only, narrowed to these patients' shards. An ITI-57 new version that names another patient
+# (a filing error corrected) moves the document and leaves the older versions, and the
+# documents they replaced, with the first one: both patients are here. Written by
+# `register` (a replacement) and `updates.apply_update` (a new version), carried to the
+# survivor by a merge (`patients.merge`).
 lineage_patients = Table(
     "lineage_patients", metadata,
     Column("lineage", String(64), primary_key=True),

@@ -119,8 +119,9 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
         prior = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid, OBJ.c.status != "Deprecated",
                                                *entry_index.route(conn, lids=[obj.lid]))
                              .order_by(OBJ.c.version.desc())).first()
-        if isinstance(obj, DocumentEntry) and prior is not None and prior.patient_pk != patient_pk:
-            # moved to another patient: its lineage spans two (what the view reads heads by)
+        if isinstance(obj, DocumentEntry) and prior is not None:
+            # a lineage of several versions, its patients two if the new version moves it
+            # (registry.lineages: what the view reads newest versions by)
             lineages.record(conn, prior.lineage or prior.lid, [prior.patient_pk, patient_pk])
         if prior is not None and entry_index.same_server(conn, prior.patient_pk, patient_pk):
             rewrite(conn, prior.entry_uuid, _set_status(AvailabilityStatus.DEPRECATED))

@@ -79,8 +79,24 @@ def test_a_page_reads_its_lineages_once(services):
     finally:
         statements.close()
     assert len(page.objects) == 4   # the replacement and three others; the original is Deprecated
-    assert statements.lineage_queries() == 1   # the cut and the audited judgement share it
-    assert statements.holder_queries() == 1    # and the patients of moved lineages (registry.lineages)
+    assert statements.holder_queries() == 1    # which lineages have several versions (registry.lineages)
+    assert statements.lineage_queries() == 1   # their newest: the cut and the audited judgement share it
+
+
+def test_a_page_of_documents_alone_in_their_lineages_reads_no_newest_versions(services):
+    """Nearly every document is its lineage's only version: the coordinator's lineage table
+    says so, and the documents' shards are not asked for newest versions."""
+    pid = _patient(services)
+    for n in range(3):
+        _ingest(services, F.submission(pid, [F.document(pid, f"alone{n}")]))
+    statements = _Statements(services.registry.engine)
+    try:
+        page = SearchService(services, INSECURE_DEV_ACTOR).objects(pid, *_search(pid))
+    finally:
+        statements.close()
+    assert len(page.objects) == 3
+    assert statements.holder_queries() == 1
+    assert statements.lineage_queries() == 0
 
 
 def test_heads_are_not_carried_into_the_next_transaction(services):
