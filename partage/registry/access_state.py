@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, cast, delete, null, select, union_all
 
 from ..metadata.datatypes import CX
-from . import derived, entry_index, schema
+from . import derived, entry_index, lineages, schema
 from .clock import utc_now
 from .register import release_unique_ids
 from .store import Registry
@@ -206,5 +206,6 @@ def purge_record(registry: Registry, patient_pk: int) -> tuple[int, set[str]]:
                    .scalars()) | set(conn.execute(select(tombstones.c.blob_address).where(
                        tombstones.c.blob_address.in_(list(addresses)))).scalars()) if addresses else set()
         conn.execute(delete(schema.patient_blocks).where(schema.patient_blocks.c.patient_pk == patient_pk))
+        lineages.forget(conn, patient_pk)
         conn.execute(a.update().where(a.c.patient_pk == patient_pk).values(status="purged", updated_at=utc_now()))
     return len(pks), addresses - used

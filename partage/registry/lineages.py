@@ -52,3 +52,8 @@ def merge(conn: Connection, gone: int, keep: int) -> None:
     conn.execute(delete(LP).where(LP.c.patient_pk == gone,
                                   LP.c.lineage.in_(select(LP.c.lineage).where(LP.c.patient_pk == keep))))
     conn.execute(update(LP).where(LP.c.patient_pk == gone).values(patient_pk=keep))
+
+
+def forget(conn: Connection, patient_pk: int) -> None:
+    """A purged record's lineages (access_state.purge_record): its versions are gone."""
+    conn.execute(delete(LP).where(LP.c.patient_pk == patient_pk))

@@ -205,3 +205,30 @@ def test_purging_a_record_takes_its_tombstones_and_derived_rows(svc):
     with svc.registry.read() as conn:
         assert conn.execute(select(schema.removed_objects.c.pk)).first() is None
         assert conn.execute(select(schema.clinical_facts.c.pk)).first() is None
+
+
+def test_purging_a_record_forgets_its_lineages(svc):
+    """A replacement recorded its lineage and patient (registry.lineages): purged with the record."""
+    from partage.metadata.model import Association, AssociationType
+
+    records = Records(svc.registry)
+    pid = _patient(svc)
+    records.open(pid)
+    ingest = IngestService(svc, Actor(id="t", kind="system"))
+    first = F.submission(pid)
+    ingest.provide_and_register(first)
+    with svc.registry.read() as conn:
+        target = conn.execute(select(schema.registry_objects.c.entry_uuid).where(
+            schema.registry_objects.c.unique_id == first.documents[0].unique_id)).scalar_one()
+    rplc = Association(entry_uuid="rplc", association_type=AssociationType.RPLC, source_uuid="doc2",
+                       target_uuid=target)
+    ingest.provide_and_register(F.submission(pid, [F.document(pid, "doc2")], extra_associations=[rplc]))
+    lp = schema.lineage_patients
+    with svc.registry.read() as conn:
+        pk = svc.registry.patient_pk(conn, pid)
+        assert conn.execute(select(lp.c.lineage).where(lp.c.patient_pk == pk)).scalars().all() == [target]
+    records.close(pid)
+    [due] = records.purgeable(now=datetime.now(UTC) + timedelta(days=365 * 10 + 5))
+    purge_record(svc.registry, due)
+    with svc.registry.read() as conn:
+        assert conn.execute(select(lp.c.lineage).where(lp.c.patient_pk == pk)).first() is None
