@@ -201,6 +201,7 @@ def plot(runs: list[dict], out: Path, date: str) -> None:
             lat_ax.plot(sizes, [r["statement"]["probe"]["p99"] for r in points], marker="x", linestyle=":",
                         color=line.get_color(), label=f"{label}, statement alone, p99")
         rate_ax.plot(sizes, [r["load"]["documents_per_s"] for r in points], marker="o", label=label)
+    lat_ax.axhline(5.0, color="grey", linewidth=1, linestyle="-.", label="goal: p99 <= 5 ms (issue 23)")
     lat_ax.set(xlabel="documents in the registry", ylabel="ms, server-side",
                title="FindDocuments, a patient of 10 documents")
     rate_ax.set(xlabel="documents in the registry", ylabel="documents/s",
