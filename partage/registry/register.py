@@ -120,8 +120,8 @@ def _lineages(conn: Connection, request: SubmissionRequest, rows: dict[str, Row[
         target = rows.get(assoc.target_uuid)
         if assoc.association_type in REPLACING_TYPES and target is not None:
             out[assoc.source_uuid] = target.lineage or target.lid
-            lineages_held.record(conn, out[assoc.source_uuid],
-                            {pk for pk in (target.patient_pk, patient_pk) if pk is not None})
+            patients = {pk for pk in (target.patient_pk, patient_pk) if pk is not None}
+            lineages_held.record(conn, out[assoc.source_uuid], patients)
     return out
 
 

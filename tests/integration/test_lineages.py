@@ -32,6 +32,16 @@ def _patient(services):
     return pid, pk
 
 
+def _down_and_up(services, revision: str) -> None:
+    """The schema downgraded to `revision`, then upgraded to head (alembic, as Registry.migrate)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    for target, step in ((revision, command.downgrade), ("head", command.upgrade)):
+        with services.registry.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            step(cfg, target)
+
+
 def _moved(services):
     """A document of patient a moved to patient b by an ITI-57 new version: (a, b, lineage)."""
     (a, a_pk), (b, b_pk) = _patient(services), _patient(services)
@@ -67,12 +77,7 @@ def test_the_migration_finds_the_lineages_moved_before_it(services):
     other = _moved(services)
     with services.registry.write() as conn:
         conn.execute(delete(LP))
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    for target, step in (("0010", command.downgrade), ("head", command.upgrade)):
-        with services.registry.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            step(cfg, target)
+    _down_and_up(services, "0010")
     with services.registry.read() as conn:
         assert lineages.holders(conn, [lineage, other[2]]) == {lineage: {a_pk, b_pk}, other[2]: {other[0], other[1]}}
         assert len(conn.execute(select(LP)).all()) == 4   # the documents never updated are not there
@@ -106,12 +111,7 @@ def test_migration_0012_records_the_lineages_of_several_versions_registered_befo
     with services.registry.write() as conn:
         conn.execute(delete(LP))
         lineages.record(conn, moved[2], [moved[0], moved[1]])   # what 0011 had
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    for target, step in (("0011", command.downgrade), ("head", command.upgrade)):
-        with services.registry.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            step(cfg, target)
+    _down_and_up(services, "0011")
     with services.registry.read() as conn:
         assert lineages.holders(conn, [updated, replaced, alone, moved[2]]) == {
             updated: {a_pk}, replaced: {a_pk}, moved[2]: {moved[0], moved[1]}}

@@ -67,17 +67,22 @@ class _Statements:
         event.remove(self.engine, "before_cursor_execute", self._on)
 
 
+def _searched(services, pid):
+    """One search of the patient's current documents, and the statements it sent."""
+    statements = _Statements(services.registry.engine)
+    try:
+        return SearchService(services, INSECURE_DEV_ACTOR).objects(pid, *_search(pid)), statements
+    finally:
+        statements.close()
+
+
 def test_a_page_reads_its_lineages_once(services):
     pid = _patient(services)
     _ingest(services, F.submission(pid))
     _replace(services, pid, _current(services, pid)[0], "doc2")
     for n in range(3):
         _ingest(services, F.submission(pid, [F.document(pid, f"more{n}")]))
-    statements = _Statements(services.registry.engine)
-    try:
-        page = SearchService(services, INSECURE_DEV_ACTOR).objects(pid, *_search(pid))
-    finally:
-        statements.close()
+    page, statements = _searched(services, pid)
     assert len(page.objects) == 4   # the replacement and three others; the original is Deprecated
     assert statements.holder_queries() == 1    # which lineages have several versions (registry.lineages)
     assert statements.lineage_queries() == 1   # their newest: the cut and the audited judgement share it
@@ -89,11 +94,7 @@ def test_a_page_of_documents_alone_in_their_lineages_reads_no_newest_versions(se
     pid = _patient(services)
     for n in range(3):
         _ingest(services, F.submission(pid, [F.document(pid, f"alone{n}")]))
-    statements = _Statements(services.registry.engine)
-    try:
-        page = SearchService(services, INSECURE_DEV_ACTOR).objects(pid, *_search(pid))
-    finally:
-        statements.close()
+    page, statements = _searched(services, pid)
     assert len(page.objects) == 3
     assert statements.holder_queries() == 1
     assert statements.lineage_queries() == 0
