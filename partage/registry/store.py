@@ -322,8 +322,10 @@ class Registry:
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
         """One read transaction for every read made inside it (in this thread or task): a page
-        built from several reads takes one connection and one transaction instead of one each,
-        and sees one state of the registry. Writes (`write()`) are not affected."""
+        built from several reads takes one connection and one transaction instead of one each.
+        One state of the registry on SQLite (and on a shard: postgres_fdw reads it in REPEATABLE
+        READ); on PostgreSQL in READ COMMITTED each statement sees what committed before it.
+        Writes (`write()`) are not affected."""
         if self._shared.get() is not None:
             with self.read() as conn:
                 yield conn

@@ -185,7 +185,7 @@ def _common(rid: str, actor: Actor) -> dict[str, Any]:
 def patient_page(rid: str) -> Response:
     services = _services()
     chosen = _chosen(request.args)
-    with services.registry.snapshot():   # the page's reads (session included): one transaction, one state
+    with services.registry.snapshot():   # the page's reads (session included): one transaction
         actor = _actor(services, rid)
         reader = ClinicalReader(services, actor)
         record, patient_id, medecin_traitant = _patient(services, actor, rid, reader.queries.reader)
