@@ -44,8 +44,10 @@ MAX_CLOSURE_ROUNDS = 4   # far ends of far ends: nested HasMember (folder member
 
 
 def node_of(row: Q.ObjectRow, *, answer: bool = True) -> Node:
-    """A registry row (queries.COLUMNS) as a gate node."""
-    return Node(object_from_row(row.body), row.patient_pk, row.lineage or "", answer)
+    """A registry row (queries.COLUMNS) as a gate node; its lineage only if it has other versions
+    (`versioned`: the newest ones are read for those lineages only)."""
+    lineage = (row.lineage or "") if getattr(row, "versioned", True) else ""
+    return Node(object_from_row(row.body), row.patient_pk, lineage, answer)
 
 
 def graph_of(rows: Iterable[Q.ObjectRow], *, roots: set[str] | None = None) -> Graph:

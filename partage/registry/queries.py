@@ -1,7 +1,7 @@
 """The SQL behind every query: one function per shape, always keyed by patient or id.
 
-Returns rows `(pk, entry_uuid, patient_pk, kind, status, lineage, body)`; turning them into
-model objects (and deciding which ones an actor may see) is the query flow's job.
+Returns rows `(pk, entry_uuid, patient_pk, kind, status, lineage, versioned, body)`; turning
+them into model objects (and deciding which ones an actor may see) is the query flow's job.
 """
 
 from __future__ import annotations
@@ -26,8 +26,12 @@ from .search_index import hash_sys_value, hash_value
 OBJ = schema.registry_objects
 CODES = schema.object_codes
 AUTHORS = schema.object_authors
+# Whether the row's lineage has other versions (registry.lineages names it): read with the row,
+# a probe of the coordinator's lineage_patients, so that the policy asks the newest versions
+# of those lineages only, and of none for a page of lone documents (query.view).
+VERSIONED = exists().where(schema.lineage_patients.c.lineage == OBJ.c.lineage).label("versioned")
 COLUMNS = (OBJ.c.pk, OBJ.c.entry_uuid, OBJ.c.patient_pk, OBJ.c.kind, OBJ.c.status, OBJ.c.lineage,
-           OBJ.c.body)
+           VERSIONED, OBJ.c.body)
 ObjectRow = Row[*tuple[Any, ...]]   # a registry_objects row (COLUMNS, or all of them)
 Rows = Sequence[ObjectRow]
 Clauses = list[ColumnElement[bool]]

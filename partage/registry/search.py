@@ -29,6 +29,7 @@ from sqlalchemy import (
 
 from . import schema
 from .patients import FHIR_ID_AUTHORITY
+from .queries import COLUMNS
 from .search_index import (
     HIGHEST,
     LOWEST,
@@ -58,8 +59,8 @@ AUTHORS = schema.object_authors
 PATIENTS = schema.patients
 PATIENT_INDEX = schema.patient_index
 PATIENT_IDS = schema.patient_identifiers
-OBJECT_COLUMNS = (OBJ.c.pk, OBJ.c.entry_uuid, OBJ.c.patient_pk, OBJ.c.kind, OBJ.c.status, OBJ.c.lineage,
-                  OBJ.c.body, OBJ.c.revision, OBJ.c.updated_at, OBJ.c.registered_at)
+# the query rows (queries.COLUMNS, what the policy reads) and what a FHIR answer adds
+OBJECT_COLUMNS = (*COLUMNS, OBJ.c.revision, OBJ.c.updated_at, OBJ.c.registered_at)
 Key = tuple[Any, ...]     # the sort values of a row, then its pk
 
 
