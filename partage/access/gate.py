@@ -19,7 +19,8 @@ The rules (docs/access.md, "Visibility"):
   GetSubmissionSets...), only what is reachable from a visible root through visible
   associations is returned: asking about a hidden document answers as for an unknown one;
 - `context` nodes are loaded to judge, never returned;
-- derived items (clinical facts, text hits) follow their document (`owner`).
+- derived items (clinical facts, text hits) follow their document: they are read for the
+  documents this decision shows only (`partage.query.clinical`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
 
 from ..metadata.model import (
     AnyObject,
@@ -49,8 +49,6 @@ from .decisions import (
     read_decision,
     record_decision,
 )
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -217,15 +215,3 @@ def visible(view: AccessView, graph: Graph) -> Outcome:
             if decision.reason and decision.reason not in out.reasons:
                 out.reasons.append(decision.reason)
     return out
-
-
-@dataclass(frozen=True)
-class Owned(Generic[T]):
-    """A derived item (a clinical fact, a text hit) and the document version it comes from."""
-
-    item: T
-    owner: DocumentEntry
-    patient_pk: int | None
-    lineage: str = ""
-
-
