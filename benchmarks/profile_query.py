@@ -34,9 +34,9 @@ from partage.query.service import QueryService
 from partage.registry import sharding
 from partage.services import Services
 
-from .bench_query import APPROVED, FILTERED, INSECURE_DEV_ACTOR
+from .bench_query import APPROVED, FILTERED, INSECURE_DEV_ACTOR, server_side
 from .bench_sharded import analyze
-from .common import load_average, machine, percentiles, postgres_database, save, timed
+from .common import load_average, machine, postgres_database, save
 from .load import load
 from .synth import Corpus, Generator, patient_cx
 
@@ -53,16 +53,6 @@ def statements_of(services: Services, query: QueryService, pid, f) -> list[str]:
     finally:
         event.remove(services.registry.engine, "before_cursor_execute", on_execute)
     return seen
-
-
-def timings(query: QueryService, patients: list, f, n: int, rnd: random.Random) -> dict:
-    times, cpu = [], []
-    for _ in range(n):
-        started = time.process_time()
-        ms, _ = timed(query.find_documents, rnd.choice(patients), f)
-        cpu.append((time.process_time() - started) * 1000)
-        times.append(ms)
-    return {**percentiles(times), "cpu_p50": percentiles(cpu)["p50"], "cpu_p99": percentiles(cpu)["p99"]}
 
 
 def profile(query: QueryService, patients: list, f, n: int, rnd: random.Random, top: int) -> str:
@@ -112,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                          "load_average_before": load_average(), "shapes": {}}
         for name, f in (("probe", APPROVED), ("filtered", FILTERED)):
             statements = statements_of(services, query, probes[0], f)
-            shape = {"statements": statements, **timings(query, probes, f, args.queries, rnd)}
+            shape = {"statements": statements, **server_side(services, probes, f, args.queries, rnd)[0]}
             payload["shapes"][name] = shape
             print(f"{name}: {len(statements)} statements, p50 {shape['p50']} / p95 {shape['p95']} / "
                   f"p99 {shape['p99']} ms, CPU p50 {shape['cpu_p50']} ms", flush=True)

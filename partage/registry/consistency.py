@@ -7,6 +7,7 @@ submission means there should be none."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -128,14 +129,9 @@ def unrecorded_lineages(conn: Connection, *, ignoring: Collection[str] = (),
         rows = [r for r in conn.execute(select(OBJ.c.entry_uuid, OBJ.c.lineage, OBJ.c.patient_pk).where(
             OBJ.c.kind == KIND_DOCUMENT, OBJ.c.lineage.in_(chunk)))
             if r.entry_uuid not in ignoring and r.patient_pk not in merged and r.patient_pk is not None]
-        versions: dict[str, set[int]] = {}
-        counts: dict[str, int] = {}
-        for r in rows:
-            versions.setdefault(r.lineage, set()).add(r.patient_pk)
-            counts[r.lineage] = counts.get(r.lineage, 0) + 1
+        counts = Counter(r.lineage for r in rows)
         held = lineages.holders(conn, chunk)
-        for lineage, pks in versions.items():
-            missing = pks - held.get(lineage, set())
-            if counts[lineage] > 1 and missing:
-                out[lineage] = missing
+        for r in rows:
+            if counts[r.lineage] > 1 and r.patient_pk not in held.get(r.lineage, set()):
+                out.setdefault(r.lineage, set()).add(r.patient_pk)
     return out

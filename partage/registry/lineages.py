@@ -11,8 +11,8 @@ replaced, with the first: both patients are recorded, and the view adds them, so
 masking of the moved document hides what it left behind
 (tests/integration/test_access_attacks.py).
 
-Written where a version joins a lineage (`register`: a replacement; `updates`: a new version),
-in the same transaction; a record whose lineage lost its other versions (a removal) only
+Written where a version joins a lineage (`register.insert_objects`, for a replacement and for
+an ITI-57 new version), in the same transaction; a record whose lineage lost its other versions (a removal) only
 costs the view a read that finds one version. `partage fsck` reports a lineage of several
 versions not recorded (`consistency.unrecorded_lineages`)."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Row, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -99,7 +99,7 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
     for folder in request.folders:
         folder.last_update_time = DTM(now)
     extra = _effects(conn, request, rows, now)
-    lineages = _lineages(conn, request, rows, patient_pk)
+    lineages = _lineages(request, rows)
     try:
         objects = request.objects()
         claim_unique_ids(conn, objects)
@@ -111,17 +111,20 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
                             f"by another submission ({exc.orig.__class__.__name__})") from exc
 
 
-def _lineages(conn: Connection, request: SubmissionRequest, rows: dict[str, Row[Any]],
-              patient_pk: int | None) -> dict[str, str]:
-    """A replacement (RPLC, XFRM_RPLC) continues the lineage of the document it replaces,
-    which then has more than one version (registry.lineages records it and its patients)."""
-    out: dict[str, str] = {}
+class Continued(NamedTuple):
+    """The lineage a new row joins, and the patient of the version it continues."""
+
+    lineage: str
+    patient_pk: int | None
+
+
+def _lineages(request: SubmissionRequest, rows: dict[str, Row[Any]]) -> dict[str, Continued]:
+    """A replacement (RPLC, XFRM_RPLC) continues the lineage of the document it replaces."""
+    out: dict[str, Continued] = {}
     for assoc in request.associations:
         target = rows.get(assoc.target_uuid)
         if assoc.association_type in REPLACING_TYPES and target is not None:
-            out[assoc.source_uuid] = target.lineage or target.lid
-            patients = {pk for pk in (target.patient_pk, patient_pk) if pk is not None}
-            lineages_held.record(conn, out[assoc.source_uuid], patients)
+            out[assoc.source_uuid] = Continued(target.lineage or target.lid, target.patient_pk)
     return out
 
 
@@ -324,15 +327,23 @@ def folders_of(conn: Connection, doc_uuid: str) -> list[str]:
 
 def insert_objects(conn: Connection, objects: list[AnyObject], *, patient_pk: int | None,
                    registered_at: str, blob_addresses: dict[str, str] | None = None,
-                   lineages: dict[str, str] | None = None) -> list[int]:
+                   lineages: dict[str, Continued] | None = None) -> list[int]:
     """The rows of these objects, one statement per table: the objects (their keys returned in
-    order), then every code row, then every author row."""
+    order), then every code row, then every author row. A document joining another's lineage
+    (`lineages`: a replacement, a new version) makes it a lineage of several versions, which
+    registry.lineages records with the patients of both versions."""
     if not objects:
         return []
     blob_addresses, lineages = blob_addresses or {}, lineages or {}
-    values = [row_values(obj, patient_pk=patient_pk, registered_at=registered_at,
-                         blob_address=blob_addresses.get(obj.entry_uuid), lineage=lineages.get(obj.entry_uuid))
-              for obj in objects]
+    values = []
+    for obj in objects:
+        continued = lineages.get(obj.entry_uuid)
+        values.append(row_values(obj, patient_pk=patient_pk, registered_at=registered_at,
+                                 blob_address=blob_addresses.get(obj.entry_uuid),
+                                 lineage=continued.lineage if continued else None))
+        if continued and isinstance(obj, DocumentEntry):
+            patients = {pk for pk in (continued.patient_pk, patient_pk) if pk is not None}
+            lineages_held.record(conn, continued.lineage, patients)
     pks = [0] * len(values)
     for places in _same_columns(values).values():   # an executemany needs one set of columns
         inserted = conn.execute(_INSERT_OBJECTS, [values[i] for i in places])
@@ -360,7 +371,7 @@ def _same_columns(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[int]
 
 
 def insert_object(conn: Connection, obj: AnyObject, *, patient_pk: int | None,
-                  registered_at: str, blob_address: str | None = None, lineage: str | None = None) -> int:
+                  registered_at: str, blob_address: str | None = None, lineage: Continued | None = None) -> int:
     """One object's rows (an update's new version, a lifecycle association)."""
     return insert_objects(conn, [obj], patient_pk=patient_pk, registered_at=registered_at,
                           blob_addresses={obj.entry_uuid: blob_address} if blob_address else None,

@@ -280,9 +280,9 @@ Index("ix_audit_actor", audit_events.c.actor_id, audit_events.c.pk)
 # patient holding one of their versions: the view reads newest versions for these lineages
 # only, narrowed to these patients' shards. An ITI-57 new version that names another patient
 # (a filing error corrected) moves the document and leaves the older versions, and the
-# documents they replaced, with the first one: both patients are here. Written by
-# `register` (a replacement) and `updates.apply_update` (a new version), carried to the
-# survivor by a merge (`patients.merge`).
+# documents they replaced, with the first one: both patients are here. Written where a
+# row joins a lineage (`register.insert_objects`: a replacement, a new version), carried to
+# the survivor by a merge (`patients.merge`).
 lineage_patients = Table(
     "lineage_patients", metadata,
     Column("lineage", String(64), primary_key=True),

@@ -27,11 +27,11 @@ from ..metadata.model import (
     Folder,
     SubmissionRequest,
 )
-from . import consistency, derived, entry_index, lineages, schema
+from . import consistency, derived, entry_index, schema
 from .clock import utc_now
 from .indexing import object_from_row, status_short
 from .queries import ObjectRow
-from .register import claim_unique_ids, insert_object, release_unique_ids, rewrite
+from .register import Continued, claim_unique_ids, insert_object, release_unique_ids, rewrite
 from .store import Registry
 
 OBJ = schema.registry_objects
@@ -119,10 +119,6 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
         prior = conn.execute(select(OBJ).where(OBJ.c.lid == obj.lid, OBJ.c.status != "Deprecated",
                                                *entry_index.route(conn, lids=[obj.lid]))
                              .order_by(OBJ.c.version.desc())).first()
-        if isinstance(obj, DocumentEntry) and prior is not None:
-            # a lineage of several versions, its patients two if the new version moves it
-            # (registry.lineages: what the view reads newest versions by)
-            lineages.record(conn, prior.lineage or prior.lid, [prior.patient_pk, patient_pk])
         if prior is not None and entry_index.same_server(conn, prior.patient_pk, patient_pk):
             rewrite(conn, prior.entry_uuid, _set_status(AvailabilityStatus.DEPRECATED))
         elif prior is not None:
@@ -133,7 +129,7 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
             obj.last_update_time = DTM(now)
         insert_object(conn, obj, patient_pk=patient_pk, registered_at=now,
                       blob_address=prior.blob_address if prior is not None else None,
-                      lineage=(prior.lineage or prior.lid) if prior is not None else None)
+                      lineage=Continued(prior.lineage or prior.lid, prior.patient_pk) if prior is not None else None)
         if isinstance(obj, Folder) and prior is not None and propagate.get(obj.entry_uuid, True):
             _propagate_folder_members(conn, prior.entry_uuid, obj.entry_uuid, patient_pk, now)
     new_ids = {o.entry_uuid for o in new_versions}
