@@ -18,6 +18,7 @@ from typing import Any
 from lxml import etree
 from lxml.builder import ElementMaker
 
+from ..xmlsafe import xml_text
 from .messages import LAYER_NAMES, STATUS_NAMES
 
 ERROR = "error"
@@ -136,8 +137,9 @@ class Report:
 
     @property
     def complete(self) -> bool:
-        """Every layer of the profile ran in full, and the profile lacks nothing."""
-        return not self.missing and all(layer.complete for layer in self.layers.values())
+        """Every layer of the profile ran in full, and the profile lacks nothing. A report that
+        lists no layer ran none: it is never "conforme"."""
+        return bool(self.layers) and not self.missing and all(layer.complete for layer in self.layers.values())
 
     @property
     def verdict(self) -> str:
@@ -148,6 +150,8 @@ class Report:
     def incomplete_because(self) -> list[str]:
         """Why the verdict is not "conforme" although the document is valid (French)."""
         out = list(self.missing)
+        if not self.layers and not out:
+            out.append("aucune couche de validation n'a été exécutée")
         for name, layer in self.layers.items():
             if not layer.complete:
                 out.append(f"{LAYER_NAMES.get(name, name)} : {STATUS_NAMES.get(layer.status, layer.status)}"
@@ -182,22 +186,24 @@ SVRL = "http://purl.oclc.org/dsdl/svrl"
 
 
 def to_svrl(report: Report) -> bytes:
-    """ISO Schematron Validation Report Language: what schematron-minded tools read."""
+    """ISO Schematron Validation Report Language: what schematron-minded tools read. Every
+    text is made writable into XML first: a file name or a Bundle's fullUrl comes from the
+    client and may hold control characters (or, from a command line, undecodable bytes)."""
     E = ElementMaker(namespace=SVRL, nsmap={"svrl": SVRL})
-    root = E("schematron-output", title=f"Partage – validation CDA : {report.file}",
-             schemaVersion=report.profile or "")
+    root = E("schematron-output", title=xml_text(f"Partage – validation CDA : {report.file}"),
+             schemaVersion=xml_text(report.profile or ""))
     root.append(E("ns-prefix-in-attribute-values", uri="urn:hl7-org:v3", prefix="hl7"))
     for layer, result in report.layers.items():
         name = f"{layer}: {result.status}" + (f" ({result.reason})" if result.reason else "")
         if layer == MODEL and report.model_schematron:
             name += f" [{report.model_schematron}]"
-        root.append(E("active-pattern", id=layer, name=name))
+        root.append(E("active-pattern", id=xml_text(layer), name=xml_text(name)))
     for f in report.findings:
         # Notes (severity info) are reports, not failed assertions: a tool counting
         # failed-asserts counts problems only.
         kind = "successful-report" if f.severity == INFO else "failed-assert"
-        failed = E(kind, E("text", f.message),
-                   id=f.rule, role=f.severity, location=f.location or "/", test=f.layer)
+        failed = E(kind, E("text", xml_text(f.message)), id=xml_text(f.rule), role=xml_text(f.severity),
+                   location=xml_text(f.location or "/"), test=xml_text(f.layer))
         if f.line is not None:
             failed.set("line", str(f.line))
         root.append(failed)

@@ -2,9 +2,12 @@
 
 Which documents are checked: every document whose bytes are XML with the root element
 {urn:hl7-org:v3}ClinicalDocument, whatever the mimeType the submitter declared (a CDA
-sent as application/octet-stream is still a CDA), and an auto-présentable CDA (an
-xsl:stylesheet root embedding one, which the parser recognises). Anything else (PDF,
-text/plain, a DICOM SR, XML of another kind) is not CDA and this layer does not look at it.
+sent as application/octet-stream is still a CDA) and however far into the bytes its start
+tag lies (a long comment before it hides nothing); an auto-présentable CDA (an
+xsl:stylesheet root embedding one, which the parser recognises); and XML that cannot be
+read up to its root but names the HL7 v3 namespace (the parser's finding refuses it).
+Anything else (PDF, text/plain, a DICOM SR, XML of another kind) is not CDA and this layer
+does not look at it.
 
 The DocumentEntry's metadata go to the cross-check (layer 5). A finding of a blocking
 layer with a blocking severity refuses the submission with the transaction's metadata
@@ -18,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
 
 from lxml import etree
 
@@ -31,8 +34,6 @@ from .profile import Profile, Validator, get_profile, get_validator
 
 log = logging.getLogger("partage.cda")
 
-SNIFF_BYTES = 64 * 1024          # the root start tag must appear in the first 64 KB
-SNIFF_CHUNK = 2048               # bytes fed to the pull parser at a time while looking for it
 MAX_FINDINGS_REPORTED = 50       # per document, in one SOAP fault / OperationOutcome
 
 # Layer numbers as the issue counts them (1 schema ... 5 metadata), for --validation-blocking.
@@ -41,21 +42,58 @@ LAYER_NUMBERS = {"1": SCHEMA, "2": "rules", "3": SCHEMATRON, "4": "terminology",
 
 # --- which bytes are CDA ---------------------------------------------------------------------
 
-def root_tag(head: bytes) -> str | None:
-    """The Clark name of the root element of XML bytes (only the head is needed), or None.
+# The bytes a document is read in while looking for its root, and the pieces fed to the pull
+# parser: the root's start tag is near the top, and parsing a whole 60 KB head to read one tag
+# cost a millisecond per document on the ingest path.
+SNIFF_BLOCK = 64 * 1024
+SNIFF_CHUNK = 2048
+_XML_FIRST = (b"<", b"\xef", b"\xff", b"\xfe", b"\x00")   # "<", or a UTF-8 / UTF-16 byte order mark
+# The HL7 v3 namespace as a document may spell it (UTF-8, UTF-16 either way).
+_HL7_MARKS = tuple(HL7.encode(encoding) for encoding in ("utf-8", "utf-16-le", "utf-16-be"))
+_STYLESHEET = "{http://www.w3.org/1999/XSL/Transform}stylesheet"
+
+Source = bytes | bytearray | memoryview | BinaryIO
+
+
+def _chunks(source: Source) -> Iterator[bytes]:
+    """The source's bytes in SNIFF_CHUNK pieces (a file is read in blocks and left at 0)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        view = memoryview(source)
+        for offset in range(0, len(view), SNIFF_CHUNK):
+            yield bytes(view[offset:offset + SNIFF_CHUNK])
+        return
+    source.seek(0)
+    try:
+        while block := source.read(SNIFF_BLOCK):
+            for offset in range(0, len(block), SNIFF_CHUNK):
+                yield block[offset:offset + SNIFF_CHUNK]
+    finally:
+        source.seek(0)
+
+
+def _looks_like_xml(source: Source) -> bool:
+    for chunk in _chunks(source):
+        stripped = chunk.lstrip()
+        if stripped:
+            return stripped[:1] in _XML_FIRST
+    return False
+
+
+def root_tag(source: Source) -> str | None:
+    """The Clark name of the root element of XML bytes (or a file), or None: not XML, not
+    readable XML up to its root, or no root at all.
 
     A pull parser that never loads a DTD, resolves no entity and touches no network reads
-    up to the first start tag; whatever is not XML (PDF, plain text, binary) gives None.
+    until the first start tag, however far it is (a long comment or processing instruction
+    before the root must not hide a ClinicalDocument), and stops there.
     """
-    if not head or head.lstrip()[:1] not in (b"<", b"\xef", b"\xff", b"\xfe", b"\x00"):
+    if not _looks_like_xml(source):
         return None
     parser = etree.XMLPullParser(events=("start",), resolve_entities=False, no_network=True,
                                  load_dtd=False, huge_tree=False)
     try:
-        # Fed in small pieces: the root's start tag is near the top, and parsing the whole
-        # head to read one tag cost a millisecond per 60 KB document on the ingest path.
-        for offset in range(0, len(head), SNIFF_CHUNK):
-            parser.feed(head[offset:offset + SNIFF_CHUNK])
+        for chunk in _chunks(source):
+            parser.feed(chunk)
             for _event, element in parser.read_events():
                 return str(element.tag) if isinstance(element, etree._Element) else None
     except etree.XMLSyntaxError:
@@ -63,20 +101,32 @@ def root_tag(head: bytes) -> str | None:
     return None
 
 
-def is_cda(head: bytes) -> bool:
-    """Bytes that the ingest flow validates as CDA (see the module docstring)."""
-    tag = root_tag(head)
+def _mentions_hl7(source: Source) -> bool:
+    """Whether the HL7 v3 namespace appears anywhere in the bytes (read in pieces that overlap)."""
+    overlap = max(len(mark) for mark in _HL7_MARKS) - 1
+    tail = b""
+    for chunk in _chunks(source):
+        window = tail + chunk
+        if any(mark in window for mark in _HL7_MARKS):
+            return True
+        tail = window[-overlap:]
+    return False
+
+
+def is_cda(source: Source) -> bool:
+    """Bytes (or a file) that the ingest flow validates as CDA (see the module docstring).
+
+    A ClinicalDocument root, wherever its start tag is; an auto-présentable CDA (an XSLT
+    program embedding one); and XML that cannot be read up to its root but names the HL7
+    v3 namespace: the validator then refuses it, saying why, instead of it being filed
+    unchecked as "not a CDA".
+    """
+    tag = root_tag(source)
     if tag == CLINICAL_DOCUMENT:
         return True
-    # An auto-présentable CDA: an XSLT program embedding a ClinicalDocument.
-    return tag == "{http://www.w3.org/1999/XSL/Transform}stylesheet" and f"{HL7}".encode() in head
-
-
-def read_head(content: Any, size: int = SNIFF_BYTES) -> bytes:
-    content.file.seek(0)
-    head: bytes = content.file.read(size)
-    content.file.seek(0)
-    return head
+    if tag == _STYLESHEET or (tag is None and _looks_like_xml(source)):
+        return _mentions_hl7(source)
+    return False
 
 
 # --- metadata handed to the cross-check ----------------------------------------------------
@@ -203,7 +253,7 @@ class CdaGate:
 
     def __call__(self, entry: Any, content: Any,
                  error_code: str = ErrorCode.REPOSITORY_METADATA) -> list[XdsError]:
-        if content is None or not is_cda(read_head(content)):
+        if content is None or not is_cda(content.file):
             return []
         limit = self.validator.profile.limits.max_bytes
         if content.size > limit:

@@ -90,7 +90,7 @@ def read_parts(mime_type: str, data: bytes, *, pdfs: bool,
     """(facts, searchable text, whether PDF text was left out); with `pdfs` False the text
     of PDFs is not read (the cheap part, for the registration's transaction). `cda` is the
     document's tree when the ingest flow already parsed it (the CDA gate)."""
-    if cda is None and is_cda(data[:64 * 1024]):
+    if cda is None and is_cda(data):
         try:
             cda = parse_cda(data).clinical_document
         except XmlRejected:

@@ -30,10 +30,13 @@ from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from ..cda.findings import (
     ERROR,
+    FAILED,
     INFO,
     METADATA,
     PARSE,
+    PASSED,
     Finding,
+    LayerResult,
     Report,
     to_json,
     to_svrl,
@@ -100,7 +103,7 @@ def validate_upload(services: Services, upload: Upload, profile_name: str | None
     head = data[:64 * 1024]
     if upload.content_type.lower().startswith("multipart/related"):
         return _validate_iti41(services, validator, upload)
-    if is_cda(head):
+    if is_cda(data):
         return [validator.validate(data, filename=upload.name)]
     tag = root_tag(head)
     if tag == SOAP12_ENVELOPE:
@@ -124,8 +127,10 @@ def _metadata_report(name: str, errors: Iterable[XdsError]) -> Report | None:
                 for e in errors]
     if not findings:
         return None
-    return Report(file=f"{name}#metadata", valid=not any(f.severity == ERROR for f in findings),
-                  profile="xds-metadata", findings=findings)
+    valid = not any(f.severity == ERROR for f in findings)
+    # The XDS metadata rules ran in full (a layer of its own: the verdict says what ran).
+    return Report(file=f"{name}#metadata", valid=valid, profile="xds-metadata", findings=findings,
+                  layers={METADATA: LayerResult(PASSED if valid else FAILED, blocking=True)})
 
 
 def _documents(validator: Validator, name: str, request_model: SubmissionRequest) -> list[Report]:
@@ -134,15 +139,26 @@ def _documents(validator: Validator, name: str, request_model: SubmissionRequest
         content = request_model.contents.get(entry.entry_uuid)
         label = f"{name}#{entry.entry_uuid}"
         if content is None:
+            # The repository refuses it (XDSMissingDocument): said here, not dropped.
+            reports.append(_refused(label, "XDSMissingDocument", f"DocumentEntry {entry.entry_uuid} : aucun "
+                                    "document dans la requête", METADATA))
             continue
         content.file.seek(0)
         data = content.file.read()
-        if not is_cda(data[:64 * 1024]):
-            reports.append(Report(file=label, valid=True, findings=[Finding(
-                "not-cda", INFO, PARSE, f"mimeType {entry.mime_type or '?'} : pas un document CDA, non vérifié "
-                                        "par le profil CDA", "/")]))
+        if not is_cda(data):
+            # No layer of the CDA profile ran: the verdict is "incomplet", saying why.
+            reports.append(Report(file=label, valid=True, missing=[
+                "pas un document CDA : aucune couche du profil CDA n'a été exécutée"], findings=[Finding(
+                    "not-cda", INFO, PARSE, f"mimeType {entry.mime_type or '?'} : pas un document CDA, non "
+                                            "vérifié par le profil CDA", "/")]))
             continue
         reports.append(validator.validate(data, filename=label, xds_metadata=entry_metadata(entry)))
+    described = {entry.entry_uuid for entry in request_model.documents}
+    for document_id in request_model.contents:
+        if document_id not in described:
+            # The repository refuses it (XDSMissingDocumentMetadata); its bytes are not validated.
+            reports.append(_refused(f"{name}#{document_id}", "XDSMissingDocumentMetadata",
+                                    f"Document {document_id} : aucune DocumentEntry ne le décrit", METADATA))
     return reports
 
 
@@ -215,7 +231,7 @@ def _bundle_attachments(validator: Validator, name: str, bundle: dict[str, Any])
                 data = base64.b64decode(payload, validate=False)
             except ValueError:
                 continue
-            if is_cda(data[:64 * 1024]):
+            if is_cda(data):
                 reports.append(validator.validate(data, filename=f"{name}#{where}"))
     return reports
 

@@ -77,6 +77,33 @@ def test_an_auto_presentable_cda_is_cda():
     assert is_cda(wrapped)
 
 
+def test_a_clinical_document_hidden_behind_a_long_prolog_is_cda():
+    """The root's start tag is looked for however far it is: padding before it (a comment,
+    a processing instruction, whitespace) must not make a CDA pass as "not a CDA"."""
+    body = sample_cda().split(b"?>", 1)[1]
+    assert is_cda(b"<!--" + b"x" * 70_000 + b"-->" + body)
+    assert is_cda(b"<?pad " + b"y" * 1_000_000 + b"?>" + body)
+    assert is_cda(b"<?xml version='1.0'?>" + b"\n" * 100_000 + body)
+    wrapped = (b'<xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="1.0">'
+               + b"<xsl:template match='/'>" + b"z" * 70_000 + b"</xsl:template>"
+               + b'<data:Contenu xmlns:data="urn:x">' + body + b"</data:Contenu></xsl:stylesheet>")
+    assert is_cda(wrapped)   # an auto-presentable CDA whose document comes after 64 KB
+    source = io.BytesIO(b"<!--" + b"x" * 70_000 + b"-->" + body)
+    source.seek(5)
+    assert is_cda(source) and source.tell() == 0   # a file is read from its start and left there
+
+
+def test_xml_unreadable_before_its_root_is_cda_when_it_names_hl7():
+    """Bytes that start as XML and break before any root: checked as CDA when they name the
+    HL7 v3 namespace (the parser then refuses them), else not CDA."""
+    body = sample_cda().split(b"?>", 1)[1]
+    assert is_cda(b"<!-- a -- b -->" + body)          # "--" inside a comment: not XML
+    assert is_cda(b"<?xml version='1.0'?><!-- unfinished <ClinicalDocument xmlns='urn:hl7-org:v3'>")
+    assert not is_cda(b"<?xml version='1.0'?><!--" + b"x" * 100)   # no root, no HL7
+    assert not is_cda(b"<?xml version='1.0'?><!--" + b"x" * 100 + b"-->")
+    assert not is_cda(b"<!-- a -- b --><html><body>texte</body></html>")
+
+
 # --- configuration --------------------------------------------------------------------------------
 
 def test_parse_blocking():
@@ -152,6 +179,16 @@ def test_non_cda_documents_are_not_checked(gate):
     assert gate(_entry(mime_type="application/pdf"), _content(PDF)) == []
     assert gate(_entry(mime_type="text/plain"), _content(b"texte")) == []
     assert gate(_entry(), None) == []
+
+
+def test_a_padded_cda_is_checked_like_any_other(gate):
+    data = edit(sample_cda(), "<title>Compte rendu de consultation</title>", "")
+    padded = data.replace(b"?>", b"?><!--" + b" " * 70_000 + b"-->", 1)
+    errors = gate(_entry(), _content(padded))
+    assert any("missing-title" in e.context for e in errors if not e.warning)
+    broken = b"<!-- a -- b -->" + data.split(b"?>", 1)[1]
+    errors = gate(_entry(), _content(broken))
+    assert errors and not errors[0].warning and "(lecture XML)" in errors[0].context
 
 
 def test_a_cda_that_does_not_parse_is_refused(gate):
