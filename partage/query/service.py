@@ -61,8 +61,9 @@ class QueryService:
         self.metadata_level = 1   # $MetadataLevel 2: every version of a logical object named by uniqueId
 
     # --- helpers -----------------------------------------------------------------------
-    def _check_limit(self, rows: Sequence[Row]) -> None:
-        if self.limit and len(rows) > self.limit:
+    def _check_limit(self, shown: Sequence[AnyObject]) -> None:
+        """XDSTooManyResults, judged on what the actor may see (the gate's outcome)."""
+        if self.limit and len(shown) > self.limit:
             raise XdsErrors.one(ErrorCode.TOO_MANY_RESULTS,
                                 f"the query matches more than {self.limit} objects; narrow it")
 
@@ -73,12 +74,13 @@ class QueryService:
 
         `single_patient`: a Get query answering full metadata of more than one patient is
         XDSResultNotSinglePatient (ITI TF-2a 3.18.4.1.3). Asked of what the actor may see,
-        so that an id of another patient's hidden document answers as an unknown one."""
-        self._check_limit(rows)
+        so that an id of another patient's hidden document answers as an unknown one; and so is
+        the result limit (XDSTooManyResults), so that it counts nothing the actor may not see."""
         graph = graph_of(rows, roots=roots)
         for row in context:
             graph.add(node_of(row, answer=False))
         outcome = self.reader.visible(conn, graph, patient_pk=patient_pk)
+        self._check_limit(outcome.objects)
         if single_patient and not self.object_refs:
             shown = {o.entry_uuid for o in outcome.objects}
             if len({r.patient_pk for r in rows if r.entry_uuid in shown and r.patient_pk is not None}) > 1:
@@ -94,35 +96,41 @@ class QueryService:
         return self.registry.patient_pk(conn, patient_id) if patient_id is not None else None
 
     # --- find queries ------------------------------------------------------------------
-    def _of_patient(self, patient_id: CX | None, find: Callable[[Connection, int], Sequence[Row]]) -> QueryResult:
-        """The answer made of the rows `find` reads of one patient's (by patient pk); empty
-        for a patient not known here."""
+    def _of_patient(self, patient_id: CX | None, find: Callable[[Connection, int, int | None], Sequence[Row]],
+                    *, capped: bool = True) -> QueryResult:
+        """The answer made of the rows `find` reads of one patient's (by patient pk, at most a
+        number of rows, None: all); empty for a patient not known here. Read up to one row more
+        than the result limit; when that many match, all of them: whether the actor may see more
+        than the limit is the gate's to say (a hidden document counts for nothing). `capped`
+        False: `find` reads everything at once (GetAll)."""
         with self.registry.read() as conn:
             pk = self._patient(conn, patient_id)
             if pk is None:
                 return QueryResult()
-            return self._answer(conn, find(conn, pk), patient_pk=pk)
+            cap = self.limit + 1 if self.limit and capped else None
+            rows = find(conn, pk, cap)
+            if cap is not None and len(rows) >= cap:
+                rows = find(conn, pk, None)
+            return self._answer(conn, rows, patient_pk=pk)
 
     def find_documents(self, patient_id: CX | None, f: DocumentFilter, limit: int | None = None) -> QueryResult:
-        cap = (self.limit + 1) if self.limit else None
-        return self._of_patient(patient_id, lambda conn, pk: Q.find_documents(
+        return self._of_patient(patient_id, lambda conn, pk, cap: Q.find_documents(
             conn, pk, f, min(cap, limit) if limit and cap else (cap or limit)))
 
     def find_submission_sets(self, patient_id: CX | None, f: SubmissionSetFilter) -> QueryResult:
-        return self._of_patient(patient_id, lambda conn, pk: Q.find_submission_sets(
-            conn, pk, f, (self.limit or 0) + 1))
+        return self._of_patient(patient_id, lambda conn, pk, cap: Q.find_submission_sets(conn, pk, f, cap))
 
     def find_folders(self, patient_id: CX | None, f: FolderFilter) -> QueryResult:
-        return self._of_patient(patient_id, lambda conn, pk: Q.find_folders(conn, pk, f, (self.limit or 0) + 1))
+        return self._of_patient(patient_id, lambda conn, pk, cap: Q.find_folders(conn, pk, f, cap))
 
     def get_all(self, patient_id: CX | None, docs: DocumentFilter, sets: SubmissionSetFilter,
                 folders: FolderFilter) -> QueryResult:
-        def everything(conn: Connection, pk: int) -> list[Row]:
+        def everything(conn: Connection, pk: int, _cap: int | None) -> list[Row]:
             rows = [*Q.find_submission_sets(conn, pk, sets), *Q.find_documents(conn, pk, docs),
                     *Q.find_folders(conn, pk, folders)]
             ids = [r.entry_uuid for r in rows]
             return rows + _between(self._associations(conn, sources=ids), set(ids), nested=True)
-        return self._of_patient(patient_id, everything)
+        return self._of_patient(patient_id, everything, capped=False)
 
     # --- get queries -------------------------------------------------------------------
     def get_objects(self, kind: str, *, entry_uuids: Sequence[str] = (), unique_ids: Sequence[str] = (),

@@ -63,6 +63,21 @@ def server(tmp_path_factory, authority, module_database_url):
         yield live
 
 
+@pytest.fixture(scope="module")
+def small_limit_server(tmp_path_factory, authority, module_database_url):
+    """A second server on the same database, whose stored queries answer at most 3 objects."""
+    data = tmp_path_factory.mktemp("attacks-limit") / "data"
+    url = module_database_url
+    with contextlib.ExitStack() as stack:
+        live = stack.enter_context(LiveServer(data, insecure_dev=False, mllp=False, database_url=url,
+                                              extra_args=["--trust", authority.ca_file],
+                                              env={"PARTAGE_QUERY_RESULT_LIMIT": "3"}))
+        live.services = Services.open(Settings(data_dir=data, database_url=url), migrate=False)
+        stack.callback(live.services.close)
+        live.authority = authority
+        yield live
+
+
 # ============================================================================ helpers
 class Record:
     """One patient's record on the live server, and the ways to act on it as any actor."""
@@ -615,3 +630,28 @@ def test_a_blocked_author_may_not_move_a_document_to_another_record(server):
         submission_set_status="Original", previous_version=current.version or "1")]))
     assert reply.error_codes == ["XDSPolicyViolation"]
     assert a.versions(d.unique_id) == [d1] and a.status_of(d1) == "Approved"
+
+
+def test_the_result_limit_counts_only_what_the_actor_may_see(small_limit_server):
+    """XDSTooManyResults is judged on what the actor may see: counted before the gate, it
+    would tell a nurse that masked documents exist (and, narrowing the filters, how many)."""
+    server = small_limit_server
+    approved = {"$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"]}
+    plain, masked = Record(server), Record(server)
+    plain.filed(plain.actor("doctor"), [plain.document("a", DOCTOR), plain.document("b", DOCTOR)])
+    masked.filed(masked.actor("doctor"), [masked.document("a", DOCTOR), masked.document("b", DOCTOR),
+                                          masked.document("x", DOCTOR, conf="MASQUE_PS"),
+                                          masked.document("y", DOCTOR, conf="MASQUE_PS")])
+    for r in (plain, masked):
+        reply = r.soap(r.actor("nurse")).stored_query("FindDocuments", {
+            "$XDSDocumentEntryPatientId": [f"'{r.pid}'"], **approved})
+        assert reply.status == "Success", (r is masked, reply.error_codes)
+        assert len(objects_of(reply)) == 2
+    reply = masked.soap(masked.actor("doctor")).stored_query("FindDocuments", {   # the author sees all 4
+        "$XDSDocumentEntryPatientId": [f"'{masked.pid}'"], **approved})
+    assert reply.error_codes == ["XDSTooManyResults"]
+    many = Record(server)
+    many.filed(many.actor("doctor"), [many.document(n, DOCTOR) for n in "abcd"])
+    reply = many.soap(many.actor("nurse")).stored_query("FindDocuments", {
+        "$XDSDocumentEntryPatientId": [f"'{many.pid}'"], **approved})
+    assert reply.error_codes == ["XDSTooManyResults"]
