@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 from ..failures import Unavailable
 from ..metadata.datatypes import CX, DatatypeError
 from ..registry import audit_log
+from ..registry.search_index import DateMatch
 from ..registry.store import Registry
 from .actor import BRIS_DE_GLACE, CENTRE_15, Actor
 
@@ -237,15 +239,16 @@ def _cx(text: str | CX) -> CX | None:
 
 # ----------------------------------------------------------------- reading
 def events(services: Holder, *, patient_id: str | CX = "", patient_pk: int | None = None, actor_id: str = "",
-           limit: int = 100, since_pk: int = 0) -> list[dict[str, Any]]:
-    """Audit rows, newest first, for a patient and/or an actor."""
+           limit: int = 100, since_pk: int = 0, dates: Sequence[DateMatch] = ()) -> list[dict[str, Any]]:
+    """Audit rows, newest first, for a patient and/or an actor (recorded when `dates` say)."""
     registry = services.registry
     with registry.read() as conn:
         if patient_id:
             patient_pk = registry.patient_pk(conn, _cx(patient_id))
             if patient_pk is None:
                 return []
-        rows = audit_log.events(conn, patient_pk=patient_pk, actor_id=actor_id, limit=limit, since_pk=since_pk)
+        rows = audit_log.events(conn, patient_pk=patient_pk, actor_id=actor_id, limit=limit, since_pk=since_pk,
+                                dates=dates)
     return [{**row, "objects": json.loads(row["objects"] or "[]")} for row in rows]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Response, request
 
@@ -31,6 +32,7 @@ from ..services import Services
 from . import door
 from .ids import numeric_id, paging_number
 from .patients import patient_token
+from .search import date_match
 
 bp = door.blueprint("fhir_audit")
 
@@ -116,6 +118,19 @@ def patient_param() -> CX | None:
     return cx
 
 
+# The search parameters AuditEvent answers (the rest are refused under `Prefer: handling=strict`,
+# ignored otherwise, and left out of the self link, which names what was applied).
+AUDIT_PARAMS = ("patient.identifier", "patient:identifier", "date", "_count", "_format")
+
+
+def _applied_params() -> list[tuple[str, str]]:
+    unknown = sorted({name for name in request.args if name not in AUDIT_PARAMS})
+    if unknown and door.strict_handling():
+        raise FhirError.one(400, f"AuditEvent: unknown search parameter(s) {', '.join(unknown)} "
+                                 f"(supported: {', '.join(AUDIT_PARAMS)})", "not-supported")
+    return [(name, value) for name, value in request.args.items(multi=True) if name in AUDIT_PARAMS]
+
+
 def _same_patient(services: Services, a: CX | None, b: CX | None) -> bool:
     with services.registry.read() as conn:
         pa, pb = services.registry.patient_pk(conn, a), services.registry.patient_pk(conn, b)
@@ -131,18 +146,21 @@ def search() -> Response:
         if wanted and not _same_patient(services, wanted, own):
             raise FhirError.one(403, "a patient reads only the audit trail of their own record", "forbidden")
         wanted = own
+    applied = _applied_params()
     try:
         count = paging_number(request.args.get("_count", ""), 100, lowest=1, highest=1000)
     except ValueError as exc:
         raise FhirError.one(400, "_count must be a number") from exc
-    rows = audit.events(services, patient_id=wanted.format() if wanted else "", limit=count) \
+    dates = [date_match(value, "date") for value in request.args.getlist("date") if value]
+    rows = audit.events(services, patient_id=wanted.format() if wanted else "", limit=count, dates=dates) \
         if wanted or everything else []
     if wanted:
         audit.note_patient(wanted.format())
     base = request.host_url.rstrip("/") + "/fhir"
     rows = _as_seen_by(services, actor, rows, everything)
+    self_url = f"{base}/AuditEvent" + (f"?{urlencode(applied)}" if applied else "")
     return formats.respond({"resourceType": "Bundle", "type": "searchset", "total": len(rows),
-                            "link": [{"relation": "self", "url": request.url}],
+                            "link": [{"relation": "self", "url": self_url}],
                             "entry": [{"fullUrl": f"{base}/AuditEvent/{r['pk']}",
                                        "resource": resource(r, for_patient=not everything),
                                        "search": {"mode": "match"}} for r in rows]}, request)

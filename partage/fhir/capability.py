@@ -78,7 +78,10 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
                  "documentation": f"PDQm-like search; {_sorts(SP.PATIENT)}"},
                 *clinical.capability_resources(),
                 {"type": "AuditEvent", "interaction": read_search,
-                 "searchParam": [{"name": "patient.identifier", "type": "token"}, {"name": "_count", "type": "number"}],
+                 "searchParam": [{"name": "patient.identifier", "type": "token"},
+                                 {"name": "date", "type": "date",
+                                  "documentation": "when the access was recorded (AuditEvent.recorded)"},
+                                 {"name": "_count", "type": "number"}],
                  "documentation": "ITI-81 style: who accessed the record (the patient's own; all for administrators)"},
                 {"type": "Consent", "interaction": [{"code": "search-type"}, {"code": "update"}],
                  "documentation": "the patient's record state: consent, médecin traitant, blocked professionals, "

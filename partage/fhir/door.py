@@ -38,3 +38,12 @@ def caller() -> tuple[Services, Actor]:
     """The services and the authenticated caller a request is answered with."""
     held = services()
     return held, actor(held)
+
+
+def strict_handling() -> bool:
+    """`Prefer: handling=strict`: refuse what the server would otherwise ignore (FHIR search)."""
+    for item in request.headers.get("Prefer", "").split(","):
+        name, _, value = item.strip().partition("=")
+        if name.strip().lower() == "handling":
+            return value.strip().strip('"').lower() == "strict"
+    return False

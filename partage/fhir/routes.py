@@ -59,15 +59,6 @@ def _params() -> dict[str, list[str]]:
     return params
 
 
-def _strict() -> bool:
-    """`Prefer: handling=strict`: refuse what the server would otherwise ignore (FHIR search)."""
-    for item in request.headers.get("Prefer", "").split(","):
-        name, _, value = item.strip().partition("=")
-        if name.strip().lower() == "handling":
-            return value.strip().strip('"').lower() == "strict"
-    return False
-
-
 def _cursor() -> str:
     return request.args.get(searchparams.PAGE_PARAM, "")
 
@@ -212,7 +203,7 @@ def _existing_document(reference: str) -> str | None:
 @bp.post("/DocumentReference/_search")
 def find_document_references() -> Response:
     services, actor = door.caller()
-    parsed, found = search.document_search(_params(), strict=_strict())
+    parsed, found = search.document_search(_params(), strict=door.strict_handling())
     base = f"{_base_url()}/DocumentReference"
     if parsed.content:   # keyword search (partage.fhir.clinical)
         return formats.respond(clinical.content_search(services, actor, _base_url(), parsed, found), request)
@@ -336,7 +327,7 @@ def _latest_version(services: Services, actor: Actor, unique_id: str) -> str | N
 def find_lists() -> Response:
     services = door.services()
     views = Views(services, door.actor(services), _base_url())
-    parsed, found = search.list_search(_params(), strict=_strict())
+    parsed, found = search.list_search(_params(), strict=door.strict_handling())
     return formats.respond(views.find_lists(parsed, found, f"{_base_url()}/List", _cursor()), request)
 
 
@@ -393,7 +384,7 @@ def retrieve_document(rid: str) -> Response:
 @bp.post("/Patient/_search")
 def find_patients() -> Response:
     services, actor = door.caller()
-    parsed, found = search.patient_search(_params(), strict=_strict())
+    parsed, found = search.patient_search(_params(), strict=door.strict_handling())
     page = SearchService(services, actor).patients(found, parsed.page)
     people = patients.Patients(services)
     resources = [people.resource(record, row) for record, row in page.records]

@@ -4,12 +4,13 @@ business; how it is stored and read is here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, and_, or_, select
 
 from . import schema
+from .search_index import DateMatch
 
 EVENTS = schema.audit_events
 NOTICES = schema.access_notifications
@@ -36,10 +37,23 @@ def add_notice(conn: Connection, **values: Any) -> None:
     conn.execute(_INSERT_NOTICE, values)
 
 
+def _iso(digits: str) -> str:
+    """14 digits (a search range's side, UTC) -> the prefix of `recorded_at` they name."""
+    return f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}T{digits[8:10]}:{digits[10:12]}:{digits[12:14]}"
+
+
+def recorded(match: DateMatch) -> ColumnElement[bool]:
+    """A FHIR date search on the instant a row was recorded (ISO text, UTC, compared as text)."""
+    column, low, high = EVENTS.c.recorded_at, _iso(match.low), _iso(match.high)
+    return {"eq": and_(column >= low, column < high), "ne": or_(column < low, column >= high),
+            "gt": column >= high, "sa": column >= high, "ge": column >= low,
+            "lt": column < low, "eb": column < low, "le": column < high}[match.prefix]
+
+
 def events(conn: Connection, *, patient_pk: int | None = None, actor_id: str = "", limit: int = 100,
-           since_pk: int = 0) -> list[dict[str, Any]]:
-    """Audit rows, newest first, for a patient and/or an actor."""
-    query = select(EVENTS)
+           since_pk: int = 0, dates: Sequence[DateMatch] = ()) -> list[dict[str, Any]]:
+    """Audit rows, newest first, for a patient and/or an actor, recorded when `dates` say (all)."""
+    query = select(EVENTS).where(*(recorded(match) for match in dates))
     if patient_pk is not None:
         query = query.where(EVENTS.c.patient_pk == patient_pk)
     if actor_id:

@@ -333,6 +333,45 @@ def test_emergency_access_allowed_and_audited(server, authority, record, capsys)
         Records(server.services.registry).oppose_bris_de_glace(pid, False)
 
 
+def test_the_audit_trail_is_searched_by_date_and_says_what_it_applied(server, authority, record):
+    """AuditEvent?date=... (AuditEvent.recorded, FHIR prefixes); a parameter it does not know
+    is refused under Prefer: handling=strict, else ignored and left out of the self link."""
+    pid = record["pid"]
+    auditor = _bearer(authority, _actor("auditor", pid))
+    mine = {"patient.identifier": F.token(F.cx(pid))}
+
+    def ids(params, headers=auditor):
+        """The events found, among those before the test's first search (each search is an
+        access to the record, audited too)."""
+        answer = requests.get(f"{server.base_url}/fhir/AuditEvent", params=params, timeout=30, headers=headers)
+        assert answer.status_code == 200, answer.text
+        found = {e["resource"]["id"] for e in answer.json().get("entry", [])}
+        return {i for i in found if before is None or int(i) <= before}, answer.json()
+
+    before = None
+    everything, _ = ids(mine)
+    assert everything
+    before = max(int(i) for i in everything)
+    assert ids({**mine, "date": "ge2000-01-01"})[0] == everything
+    assert ids({**mine, "date": "lt2000-01-01"})[0] == set()
+    assert ids({**mine, "date": "ge2999-01-01"})[0] == set()
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    on_the_day = ids({**mine, "date": today})[0]   # eq: the day's events, all of them (made today)
+    if datetime.now(UTC).strftime("%Y-%m-%d") == today:   # not across midnight
+        assert on_the_day == everything
+    assert ids({**mine, "date": f"ne{today}"})[0].isdisjoint(on_the_day)
+    assert ids({**mine, "date": ["ge2000-01-01", "lt2000-01-02"]})[0] == set()   # repeated: all hold
+    bad = requests.get(f"{server.base_url}/fhir/AuditEvent", params={**mine, "date": "ge2024-99"},
+                       timeout=30, headers=auditor)
+    assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
+    found, bundle = ids({**mine, "actor": "someone"})   # unknown: ignored, not in the self link
+    assert found == everything and "actor=" not in bundle["link"][0]["url"]
+    assert "patient.identifier=" in bundle["link"][0]["url"]
+    strict = requests.get(f"{server.base_url}/fhir/AuditEvent", params={**mine, "actor": "someone"}, timeout=30,
+                          headers={**auditor, "Prefer": "handling=strict"})
+    assert strict.status_code == 400 and "actor" in strict.text
+
+
 def test_each_access_one_audit_record(server, authority, record):
     pid = record["pid"]
     nurse = _actor("nurse", pid)
