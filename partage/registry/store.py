@@ -272,6 +272,13 @@ class Registry:
         self.url = url
         self.engine = make_engine(url, **pool)
         self._write_engine = self.engine.execution_options(partage_write=True)
+        # Reads see one state of the registry for the whole transaction (a FindDocuments' three
+        # statements, a page's dozen): REPEATABLE READ on PostgreSQL, as SQLite's read
+        # transactions and postgres_fdw's remote ones already are; a read-only transaction
+        # never fails on a serialization conflict, and the level costs no round trip (psycopg
+        # sends it with the BEGIN).
+        self._read_engine = self.engine if self.engine.dialect.name == "sqlite" else \
+            self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._fork_guard = ForkGuard(self.engine)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         database = self.engine.url.database if self.is_sqlite else None
@@ -316,21 +323,20 @@ class Registry:
         if shared is not None:
             yield shared
             return
-        with self._fork_guard.held(), self.engine.connect() as conn, conn.begin():
+        with self._fork_guard.held(), self._read_engine.connect() as conn, conn.begin():
             yield conn
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
         """One read transaction for every read made inside it (in this thread or task): a page
         built from several reads takes one connection and one transaction instead of one each.
-        One state of the registry on SQLite (and on a shard: postgres_fdw reads it in REPEATABLE
-        READ); on PostgreSQL in READ COMMITTED each statement sees what committed before it.
-        Writes (`write()`) are not affected."""
+        Every read inside it sees one state of the registry (read transactions are REPEATABLE
+        READ on PostgreSQL, a shard's too). Writes (`write()`) are not affected."""
         if self._shared.get() is not None:
             with self.read() as conn:
                 yield conn
             return
-        with self._fork_guard.held(), self.engine.connect() as conn, conn.begin():
+        with self._fork_guard.held(), self._read_engine.connect() as conn, conn.begin():
             token = self._shared.set(conn)
             try:
                 yield conn

@@ -52,6 +52,35 @@ def test_submission_is_registered_and_found(services):
     assert doc.class_code == Code("10", "1.2.250.1.213.1.1.4.1", "Compte rendu")
 
 
+def test_a_read_transaction_sees_one_state_of_the_registry(services):
+    """The statements of one read (a FindDocuments' documents then the record's access state,
+    a page's dozen reads) are judged together: a registration committed meanwhile is not seen
+    by the later ones; the next read sees it. REPEATABLE READ on PostgreSQL."""
+    pid = _known_patient(services)
+    _ingest(services, F.submission(pid))
+    with services.registry.read() as conn:
+        before = conn.execute(select(func.count()).select_from(schema.registry_objects)).scalar()
+        _ingest(services, F.submission(pid, [F.document(pid, "meanwhile")]))   # its own write
+        during = conn.execute(select(func.count()).select_from(schema.registry_objects)).scalar()
+    assert during == before
+    assert _count(services, schema.registry_objects) > before
+
+
+@pytest.mark.parametrize("first", ["read", "snapshot"])
+def test_writes_stay_read_committed_after_a_read_used_the_connection(services, first):
+    """The pool gives a read's connection to the next write: its REPEATABLE READ is not kept
+    (a write in it would fail on a concurrent update instead of waiting for it)."""
+    if services.registry.is_sqlite:
+        pytest.skip("SQLite has one isolation level (serializable writers)")
+    pid = _known_patient(services)
+    with getattr(services.registry, first)() as conn:
+        assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "repeatable read"
+    for _ in range(3):   # whichever pooled connection comes next
+        with services.registry.write() as conn:
+            assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "read committed"
+    assert _find(services, pid) == []
+
+
 def test_unknown_patient_is_refused_and_nothing_is_left(services):
     request = F.submission(F.patient_id())
     with pytest.raises(XdsErrors) as exc:
