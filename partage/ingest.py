@@ -93,9 +93,10 @@ class IngestService:
         def write(conn: Connection) -> None:
             # What subscribers and the patient are owed, in this transaction: written here, or
             # rolled back with the registration (partage.notify delivers it after the commit).
-            outbox.enqueue_registration(conn, request, patient_documents=settings.notify_patient_documents)
-            register(self.services.registry, conn, request, addresses)
-            indexed.store(conn, self.services.registry)
+            patient_pk = register(self.services.registry, conn, request, addresses)
+            outbox.enqueue_registration(conn, request, patient_documents=settings.notify_patient_documents,
+                                        patient_pk=patient_pk)
+            indexed.store(conn, patient_pk)
 
         self.services.registry.writing(write)   # run again after a shard's serialization conflict
         ss = request.submission_set

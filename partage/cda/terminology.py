@@ -214,7 +214,7 @@ def terminology_layer(doc: etree._Element, terminology: Terminology, bindings: t
         if any(p.name.endswith(f"({binding.oid})") for p in parts):
             continue
         n, bad = checked.get(binding.oid, 0), failed.get(binding.oid, 0)
-        origin = "fourni par Partage" if value_set.shipped else Path(value_set.source).name
+        origin = value_set.origin
         parts.append(LayerPart(f"{binding.jdv} ({binding.oid})", FAILED if bad else PASSED,
                                f"{n} élément(s) vérifié(s), {bad} hors du jeu de valeurs ; {origin}"))
     for oid, name in compiled.missing.items():
@@ -238,7 +238,7 @@ def rule_value_set_parts(terminology: Terminology) -> list[LayerPart]:
             out.append(LayerPart(f"{name} ({oid})", NOT_RUN, "jeu de valeurs non chargé : le code du document "
                                  "(ClinicalDocument/code) n'a pas été vérifié"))
         else:
-            origin = "fourni par Partage" if value_set.shipped else Path(value_set.source).name
+            origin = value_set.origin
             out.append(LayerPart(f"{name} ({oid})", PASSED, f"lu par la structuration minimale ; {origin}"))
     return out
 

@@ -15,7 +15,7 @@ are (batteries and specimen acts nest them).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lxml import etree
@@ -106,7 +106,14 @@ class Fact:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Its fields by name (`dataclasses.asdict` deep-copies each value: ten times slower,
+        for a dict of strings written at once)."""
+        out = {name: getattr(self, name) for name in _FACT_FIELDS}
+        out["detail"] = dict(self.detail)
+        return out
+
+
+_FACT_FIELDS = tuple(f.name for f in fields(Fact))
 
 
 def document_models(doc: etree._Element) -> list[str]:

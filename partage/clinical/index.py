@@ -146,13 +146,10 @@ class Prepared:
         """Documents whose PDF text is left to the background indexer."""
         return sum(1 for *_rest, pending in self.documents if pending)
 
-    def store(self, conn: Connection, registry: Registry) -> int:
-        """Write them on the registration's connection; returns the number of facts."""
-        ss = self.request.submission_set
-        if not self.documents or ss is None:
-            return 0
-        patient_pk = registry.patient_pk(conn, ss.patient_id)
-        if patient_pk is None:
+    def store(self, conn: Connection, patient_pk: int) -> int:
+        """Write them on the registration's connection, for the patient it registered them
+        for; returns the number of facts."""
+        if not self.documents:
             return 0
         count = 0
         for doc, facts, body, pending in self.documents:

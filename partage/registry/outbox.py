@@ -63,15 +63,17 @@ def iso_now() -> str:
 
 # --------------------------------------------------------------------------- writing
 def enqueue_registration(conn: Connection, request: SubmissionRequest, *, patient_documents: bool = False,
-                         now: float | None = None) -> int:
+                         now: float | None = None, patient_pk: int | None = None) -> int:
     """On the registration's connection: one outbox row per live subscription the
     submission may concern (the subscription's filters and the subscriber's access are
     judged at delivery), and, with `patient_documents`, a notice to the patient when they
-    have an e-mail address. Returns the number of rows written."""
+    have an e-mail address. Returns the number of rows written. `patient_pk`: the patient
+    the registration just resolved (looked up here when not given)."""
     ss = request.submission_set
     if ss is None:
         return 0
-    patient_pk = _patient_pk(conn, ss.patient_id)
+    if patient_pk is None:
+        patient_pk = _patient_pk(conn, ss.patient_id)
     if patient_pk is None:
         return 0   # registration refuses an unknown patient; nothing to announce
     documents = [d.entry_uuid for d in request.documents]

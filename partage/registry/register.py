@@ -49,6 +49,8 @@ _UUIDS_TAKEN = select(OBJ.c.entry_uuid).where(OBJ.c.entry_uuid.in_(bindparam("uu
 _CLAIMS = select(schema.unique_ids).where(schema.unique_ids.c.unique_id.in_(bindparam("uids", expanding=True)))
 _CLAIM = {"postgresql": pg_insert(schema.unique_ids).on_conflict_do_nothing(index_elements=["unique_id"]),
           "sqlite": sqlite_insert(schema.unique_ids).on_conflict_do_nothing(index_elements=["unique_id"])}
+# The claims a statement inserted (a conflicting one returns no row): when all are, nothing to compare.
+_CLAIM_RETURNING = {name: claim.returning(schema.unique_ids.c.unique_id) for name, claim in _CLAIM.items()}
 _INSERT_OBJECTS = OBJ.insert().returning(OBJ.c.pk, sort_by_parameter_order=True)
 _INSERT_CODES = schema.object_codes.insert()
 _INSERT_AUTHORS = schema.object_authors.insert()
@@ -57,8 +59,9 @@ KIND_NAMES = {schema.KIND_DOCUMENT: "DocumentEntry", schema.KIND_SUBMISSION_SET:
 
 
 def register(registry: Registry, conn: Connection, request: SubmissionRequest,
-             blob_addresses: dict[str, str] | None = None) -> None:
-    """Insert the request's objects (ids already assigned) after the database rules."""
+             blob_addresses: dict[str, str] | None = None) -> int:
+    """Insert the request's objects (ids already assigned) after the database rules; returns
+    the patient's key (what else the transaction writes for the submission is written for it)."""
     blob_addresses = blob_addresses or {}
     ss = request.submission_set
     assert ss is not None   # metadata.validate refuses a submission without one
@@ -109,6 +112,7 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
         raise XdsErrors.one(ErrorCode.DUPLICATE_UNIQUE_ID,
                             "a uniqueId or id of this submission was registered concurrently "
                             f"by another submission ({exc.orig.__class__.__name__})") from exc
+    return patient_pk
 
 
 class Continued(NamedTuple):
@@ -255,8 +259,11 @@ def claim_unique_ids(conn: Connection, objects: list[AnyObject]) -> None:
     values = [{"unique_id": uid, "kind": row_values(obj, patient_pk=None, registered_at="")["kind"],
                "lid": obj.logical_id, "hash": getattr(obj, "hash", None) or None}
               for uid, obj in claimed.items()]
-    conn.execute(_CLAIM[conn.dialect.name], values)
-    for claim in conn.execute(_CLAIMS, {"uids": list(claimed)}):   # inserted, or already there
+    inserted = set(conn.execute(_CLAIM_RETURNING[conn.dialect.name], values).scalars())
+    taken = [uid for uid in claimed if uid not in inserted]
+    if not taken:
+        return   # every claim is this submission's own
+    for claim in conn.execute(_CLAIMS, {"uids": taken}):   # already there: the same document's, or a race lost
         obj = claimed[claim.unique_id]
         if claim.lid != obj.logical_id:
             conflicts += _conflict(obj, claim)

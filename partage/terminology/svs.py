@@ -48,10 +48,16 @@ class ValueSet:
     def stem(self) -> str:
         return Path(self.source).stem if self.source else ""
 
-    @property
+    @cached_property
     def shipped(self) -> bool:
-        """True for Partage's own defaults (not a file of the configured directory)."""
+        """True for Partage's own defaults (not a file of the configured directory); read by
+        every validation's terminology report, so computed once."""
         return bool(self.source) and Path(self.source).parent == DEFAULTS_DIR
+
+    @cached_property
+    def origin(self) -> str:
+        """Where a report says the set comes from: Partage's defaults, or its file's name."""
+        return "fourni par Partage" if self.shipped else Path(self.source).name
 
     @cached_property
     def codes(self) -> frozenset[str]:

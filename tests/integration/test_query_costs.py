@@ -10,12 +10,14 @@ from sqlalchemy import create_engine, event
 from partage.access.actor import INSECURE_DEV_ACTOR
 from partage.fhir.search import document_search
 from partage.ingest import IngestService
+from partage.metadata.errors import XdsErrors
 from partage.metadata.model import Association, AssociationType
 from partage.metadata.query import DocumentFilter
 from partage.query import QueryService
 from partage.query.search import SearchService
 from partage.query.view import Reader
 from partage.registry import queries as Q
+from partage.registry.register import claim_unique_ids
 from partage.registry.store import make_engine
 from tests import factories as F
 from tests.conftest import require_postgres
@@ -110,6 +112,39 @@ def test_a_page_of_documents_alone_in_their_lineages_reads_no_newest_versions(se
         counted.close()
     assert len(found.objects) == 3
     assert len(counted.reads()) == 3, counted.reads()   # the patient, the documents, the record's access state
+
+
+def test_a_registration_resolves_its_patient_once_and_claims_new_ids_in_one_statement(services):
+    """The registration's transaction: the patient looked up once (register, the outbox and
+    the clinical index share it), new uniqueIds claimed by one insert, not read back."""
+    pid = _patient(services)
+    _ingest(services, F.submission(pid))   # the first: statements prepared, caches filled
+    counted = _Statements(services.registry.engine)
+    try:
+        _ingest(services, F.submission(pid, [F.document(pid, "costed")]))
+    finally:
+        counted.close()
+    patient_lookups = [s for s in counted.seen if "FROM patient_identifiers JOIN patients" in s]
+    # One while judging access (its own read transaction), one in the registration's.
+    assert len(patient_lookups) == 2, patient_lookups
+    claims = [s for s in counted.seen if "FROM unique_ids" in s]
+    assert len(claims) == 1, claims   # the check before the insert; the insert returns what it claimed
+
+
+def test_a_claim_already_held_is_still_compared(services):
+    """The insert that claims uniqueIds returns only those it inserted: one already held (a
+    race lost, or registered before) is read and compared, and another document's refused."""
+    pid = _patient(services)
+    first = F.submission(pid)
+    _ingest(services, first)
+    held = first.documents[0]
+    other = F.document(pid, "other-lid")
+    other.unique_id = held.unique_id
+    with pytest.raises(XdsErrors) as refused, services.registry.write() as conn:
+        claim_unique_ids(conn, [other])
+    assert "XDSDuplicateUniqueIdInRegistry" in str(refused.value.errors[0].code)
+    with services.registry.write() as conn:
+        claim_unique_ids(conn, [held])   # the same document's own claim: accepted
 
 
 def test_heads_are_not_carried_into_the_next_transaction(services):
