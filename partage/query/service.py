@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Connection
 
@@ -27,6 +27,10 @@ from ..services import Services
 from .view import Reader, graph_of, node_of
 
 HAS_MEMBER = str(AssociationType.HAS_MEMBER)
+# A find query whose rows reach the result limit is read on, for the gate to say whether the
+# actor may see more than the limit, up to this many times the limit (then it is too broad
+# whoever asks: what one query reads stays bounded).
+HIDDEN_ROWS_READ = 10
 Row = Q.ObjectRow   # a registry row with queries.COLUMNS
 
 
@@ -64,8 +68,10 @@ class QueryService:
     def _check_limit(self, shown: Sequence[AnyObject]) -> None:
         """XDSTooManyResults, judged on what the actor may see (the gate's outcome)."""
         if self.limit and len(shown) > self.limit:
-            raise XdsErrors.one(ErrorCode.TOO_MANY_RESULTS,
-                                f"the query matches more than {self.limit} objects; narrow it")
+            self._too_many()
+
+    def _too_many(self) -> NoReturn:
+        raise XdsErrors.one(ErrorCode.TOO_MANY_RESULTS, f"the query matches more than {self.limit} objects; narrow it")
 
     def _answer(self, conn: Connection, rows: Sequence[Row], *, roots: set[str] | None = None,
                 context: Sequence[Row] = (), patient_pk: int | None = None,
@@ -101,8 +107,9 @@ class QueryService:
         """The answer made of the rows `find` reads of one patient's (by patient pk, at most a
         number of rows, None: all); empty for a patient not known here. Read up to one row more
         than the result limit; when that many match, all of them: whether the actor may see more
-        than the limit is the gate's to say (a hidden document counts for nothing). `capped`
-        False: `find` reads everything at once (GetAll)."""
+        than the limit is the gate's to say (a hidden document counts for nothing), up to
+        HIDDEN_ROWS_READ times the limit: beyond, the query is too broad whoever asks (a bound
+        on what one query reads). `capped` False: `find` reads everything at once (GetAll)."""
         with self.registry.read() as conn:
             pk = self._patient(conn, patient_id)
             if pk is None:
@@ -110,7 +117,10 @@ class QueryService:
             cap = self.limit + 1 if self.limit and capped else None
             rows = find(conn, pk, cap)
             if cap is not None and len(rows) >= cap:
-                rows = find(conn, pk, None)
+                ceiling = HIDDEN_ROWS_READ * self.limit + 1
+                rows = find(conn, pk, ceiling)
+                if len(rows) >= ceiling:
+                    self._too_many()
             return self._answer(conn, rows, patient_pk=pk)
 
     def find_documents(self, patient_id: CX | None, f: DocumentFilter, limit: int | None = None) -> QueryResult:

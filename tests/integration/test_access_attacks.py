@@ -35,6 +35,7 @@ from partage.metadata.model import (
     SubmissionRequest,
     SubmissionSet,
 )
+from partage.query.service import HIDDEN_ROWS_READ
 from partage.registry import patients, schema
 from partage.registry.access_state import Records
 from partage.services import Services
@@ -654,4 +655,13 @@ def test_the_result_limit_counts_only_what_the_actor_may_see(small_limit_server)
     many.filed(many.actor("doctor"), [many.document(n, DOCTOR) for n in "abcd"])
     reply = many.soap(many.actor("nurse")).stored_query("FindDocuments", {
         "$XDSDocumentEntryPatientId": [f"'{many.pid}'"], **approved})
+    assert reply.error_codes == ["XDSTooManyResults"]
+    # What one query reads stays bounded: past HIDDEN_ROWS_READ x the limit of matching rows
+    # (here 31), the query is too broad whoever asks, the nurse who sees 1 of them included.
+    assert HIDDEN_ROWS_READ * 3 + 1 == 31
+    huge = Record(server)
+    huge.filed(huge.actor("doctor"), [huge.document("seen", DOCTOR)]
+               + [huge.document(f"h{n}", DOCTOR, conf="MASQUE_PS") for n in range(30)])
+    reply = huge.soap(huge.actor("nurse")).stored_query("FindDocuments", {
+        "$XDSDocumentEntryPatientId": [f"'{huge.pid}'"], **approved})
     assert reply.error_codes == ["XDSTooManyResults"]
