@@ -10,6 +10,8 @@ from flask import Blueprint, current_app, request
 
 from ..access import authn
 from ..access.actor import Actor
+from ..mhd import formats
+from ..mhd.outcome import FhirError
 from ..services import Services
 from . import errors
 
@@ -20,7 +22,18 @@ def blueprint(name: str) -> Blueprint:
     """A blueprint of the FHIR door, under /fhir, answering failures as the door does."""
     bp = Blueprint(name, __name__, url_prefix=URL_PREFIX)
     errors.install(bp)
+    bp.before_request(_check_request)
     return bp
+
+
+def _check_request() -> None:
+    """What no route of the door can answer, refused before any: a `_format` it does not
+    speak (406), a NUL character in the address (400: no id, code or name holds one, and
+    PostgreSQL's text cannot)."""
+    formats.check_format(request)
+    if "\x00" in request.path or any("\x00" in key or "\x00" in value
+                                      for key, value in request.args.items(multi=True)):
+        raise FhirError.one(400, "the address holds a NUL character", "invalid")
 
 
 def services() -> Services:

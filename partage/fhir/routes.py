@@ -82,14 +82,14 @@ def _not_modified(etag: str, modified: datetime | None) -> bool:
 
 def _read(resource: Json, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A resource read: ETag W/"versionId" and Last-Modified from its meta; 304 when the
-    client's copy is current (a GET only)."""
+    client's copy is current (a GET or HEAD, RFC 9110 13.1.2)."""
     version, modified = _version(resource)
     headers = dict(headers or {})
     if version:
         headers["ETag"] = f'W/"{version}"'
     if modified is not None:
         headers["Last-Modified"] = http_date(modified)
-    if request.method == "GET" and status == 200 and version and _not_modified(headers["ETag"], modified):
+    if request.method in ("GET", "HEAD") and status == 200 and version and _not_modified(headers["ETag"], modified):
         return Response(status=304, headers=headers)
     return formats.respond(resource, request, status, headers=headers)
 
@@ -160,11 +160,6 @@ def routing_error(exc: HTTPException) -> Response:
     return _http_error(exc)
 
 
-@bp.before_request
-def _check_format() -> None:
-    formats.check_format(request)
-
-
 # --- capability ------------------------------------------------------------------------------
 @bp.get("/metadata")
 def metadata() -> Response:
@@ -185,7 +180,11 @@ def transaction() -> Response:
         urls = {e.symbolic: e.full_url for e in provided.entries if e.symbolic}
         raise XdsErrors([dataclasses.replace(e, location=urls.get(e.location, e.location))
                          for e in exc.errors]) from exc
-    return formats.respond(iti65.transaction_response(provided, result.assigned_ids, _base_url(), _now()),
+    subject = provided.request.submission_set.patient_id if provided.request.submission_set else None
+
+    def patient() -> str:   # a Patient entry's location: the server's Patient the submission is for
+        return str(people.reference_for(subject).get("reference", "")) if subject is not None else ""
+    return formats.respond(iti65.transaction_response(provided, result.assigned_ids, _base_url(), _now(), patient),
                            request, 200)
 
 
@@ -264,6 +263,7 @@ def patch_document_reference(rid: str | None = None) -> Response:
         raise FhirError.one(412, f"If-Match {if_match} but the current version is {version}",
                             "conflict", "XDSMetadataVersionError")
     if request.mimetype in ("application/json-patch+json", "application/json"):
+        formats.check_strings(request.get_data())   # the values it writes are FHIR strings
         try:
             operations = jsonsafe.loads(request.get_data() or b"null",
                                         formats.json_limits(services.settings))
@@ -409,8 +409,8 @@ def save_patient(rid: str | None = None) -> Response:
     services = door.services()
     access.check_write(door.actor(services))
     body = formats.read_body(request, "Patient")
-    if rid is not None and body.get("id") not in (None, rid):
-        raise FhirError.one(400, f"the body's id {body.get('id')!r} differs from the URL's {rid!r}")
+    if rid is not None and body.get("id") != rid:   # FHIR R4 http.html#update: missing or different, 400
+        raise FhirError.one(400, f"the body's id {body.get('id')!r} is not the URL's {rid!r}")
     people = patients.Patients(services)
     rid, created = people.save(body, rid)
     record = people.record(rid)

@@ -78,7 +78,9 @@ MIME_TYPES = (formats.JSON_TYPE, formats.XML_TYPE)
 DOCUMENT_CODES = coded_attributes(DOCUMENT_REFERENCE)   # category -> class, type -> type, ...
 DOCUMENT_FILTERS = {"patient", "patient.identifier", "status", "author.given", "author.family", *DOCUMENT_CODES}
 LIST_FILTERS = {"patient", "patient.identifier", "code", "sourceId", "source.given", "source.family"}
-_HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*")
+# RFC 9110 5.1 / 5.5: a token, then visible US-ASCII, SP and HTAB (no NUL, DEL or other
+# control, nothing http.client cannot write in Latin-1)
+_HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*")
 RESERVED_HEADERS = {"content-type", "content-length", "host", "transfer-encoding"}
 HAS_MEMBER = str(AssociationType.HAS_MEMBER)
 
@@ -395,7 +397,7 @@ def update_subscription(rid: str) -> Response:
     """ITI-110 update: status off (unsubscribe) or requested (re-activate); nothing else changes."""
     subscriptions = _subscriptions("ITI-110")
     resource = formats.read_body(request, "Subscription")
-    if resource.get("id") not in (None, rid):
+    if resource.get("id") != rid:   # FHIR R4 http.html#update: missing or different, 400
         raise _bad(f"the resource's id {resource.get('id')!r} is not {rid!r}")
     current = _fhir_subscription(subscriptions, rid)
     status = resource.get("status")

@@ -264,8 +264,11 @@ def _binary_url(url: str, binaries: dict[str, Json]) -> str | None:
 
 
 def transaction_response(provided: ProvideBundle, assigned: dict[str, str], base_url: str,
-                         last_modified: str) -> Json:
-    """The ITI-65 response: one entry per request entry, in order, with where it now lives."""
+                         last_modified: str, patient_location: Callable[[], str] = lambda: "") -> Json:
+    """The ITI-65 response: one entry per request entry, in order, with where it now lives
+    (`entry.response.location` 1.. in IHE.MHD.ProvideDocumentBundleResponse): a Patient entry
+    is not created, it names the server's Patient the submission is for (`patient_location`,
+    asked only when the Bundle has such an entry: a look-up)."""
     out = []
     for item in provided.entries:
         uuid = assigned.get(item.symbolic, item.symbolic)
@@ -278,11 +281,14 @@ def transaction_response(provided: ProvideBundle, assigned: dict[str, str], base
             response["etag"] = 'W/"1"'
         elif item.kind == "Binary":
             owner = provided.binary_owner.get(item.full_url, "")
+            # No etag: a Binary's is the hash of its bytes, per representation (what a read answers).
             response["location"] = f"{base_url}/Binary/{mapping.resource_id(assigned.get(owner, owner))}"
-            response["etag"] = 'W/"1"'
         else:
             response["status"] = "200 OK"
             response.pop("lastModified")
+            location = patient_location()
+            if location:
+                response["location"] = f"{base_url}/{location}"
         out.append({"response": response})
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": out}
 

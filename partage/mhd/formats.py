@@ -11,6 +11,7 @@ one of the values silently (`partage.mhd.structure` says which elements repeat).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -28,6 +29,9 @@ from .structure import Repeat, json_repeats, load_json, xml_repeats
 
 JSON_TYPE = "application/fhir+json"
 XML_TYPE = "application/fhir+xml"
+# FHIR R4 datatypes.html#string: no character below U+0020 but tab, CR and LF. In JSON such a
+# character can only come escaped (\u0000); an odd run of backslashes makes the escape.
+_CONTROL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u00(?:0[0-8bcef]|1[0-9a-f])", re.IGNORECASE)
 _XML_NAMES = {"xml", "text/xml", "application/xml", XML_TYPE}
 _JSON_NAMES = {"json", "application/json", JSON_TYPE}
 FHIR_NS = "{http://hl7.org/fhir}"
@@ -37,6 +41,13 @@ FHIR_MEDIA_TYPES = (JSON_TYPE, XML_TYPE, "application/xml", "text/xml")
 def _format_param(request: Request) -> str:
     """`_format` as given; a `+` left unencoded in a URL arrives as a space."""
     return request.args.get("_format", "").split(";")[0].strip().replace(" ", "+").lower()
+
+
+def check_strings(data: bytes) -> None:
+    """400 for JSON whose strings hold a control character FHIR forbids (read on the bytes)."""
+    if _CONTROL_ESCAPE.search(data):
+        raise FhirError.one(400, "a FHIR string holds a control character (below U+0020 other than tab, "
+                                 "CR and LF: FHIR R4 datatypes, string)", "invalid")
 
 
 def check_format(request: Request) -> None:
@@ -62,13 +73,12 @@ def wants_xml(request: Request) -> bool:
     fmt = _format_param(request)
     if fmt:
         return fmt in _XML_NAMES
-    accept = request.headers.get("Accept", "")
-    for item in accept.split(","):
-        media = item.split(";")[0].strip()
-        if media in _JSON_NAMES:
-            return False
-        if media in _XML_NAMES:
-            return True
+    # Werkzeug's parse of Accept (RFC 9110 12.5.1): by quality, highest first, the client's
+    # order among equals; q=0 is "not acceptable". Media types compare case-insensitively.
+    for media, quality in request.accept_mimetypes:
+        media = media.lower()
+        if quality > 0 and media in _JSON_NAMES | _XML_NAMES:
+            return media in _XML_NAMES
     return (request.mimetype or "").lower() in _XML_NAMES
 
 
@@ -128,6 +138,7 @@ def parse_resource(data: bytes, xml: bool, expected: str | tuple[str, ...] | Non
             raise FhirError.one(400, f"unreadable JSON: {exc}", "structure") from exc
         if not isinstance(raw, dict) or not isinstance(raw.get("resourceType"), str):
             raise FhirError.one(400, "the JSON body is not a FHIR resource (no resourceType)", "structure")
+        check_strings(data)
         resource_type = raw["resourceType"]
         repeats = json_repeats(raw)
     if expected and resource_type not in ((expected,) if isinstance(expected, str) else expected):

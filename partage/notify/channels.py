@@ -157,6 +157,9 @@ class Transport:
             if refused is not None:
                 return Outcome(False, 0, f"{refused} (PARTAGE_NOTIFY_DESTINATIONS)", permanent=True)
             return Outcome(False, 0, f"{type(exc).__name__}: {exc}"[:500])
+        except ValueError as exc:   # a header http.client cannot write (UnicodeEncodeError...): never sendable
+            return Outcome(False, 0, f"the message cannot be sent: {type(exc).__name__}: {exc}"[:500],
+                           permanent=True)
         detail = f"HTTP {response.status_code}"
         response.close()
         if 200 <= response.status_code < 300:

@@ -35,7 +35,11 @@ from ..config import Settings
 MAX_ENDPOINT = 2048
 KEYWORDS = ("public", "private", "loopback")
 DEFAULT = "public,private,loopback"
-SHARED = ipaddress.ip_network("100.64.0.0/10")   # carrier-grade NAT: neither private nor global
+# `private`, as docs/notifications.md lists it: RFC 1918, carrier-grade NAT (100.64.0.0/10),
+# unique local IPv6 (fc00::/7). Not Python's `is_private`, which also holds special-purpose
+# ranges (benchmarking, documentation, "this network", 2001::/23 with Teredo...).
+PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                   "100.64.0.0/10", "fc00::/7"))
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -127,7 +131,7 @@ class Destinations:
             return False
         if ip.is_global:
             return "public" in self.keywords
-        return "private" in self.keywords and (ip.is_private or (ip.version == 4 and ip in SHARED))
+        return "private" in self.keywords and any(ip.version == net.version and ip in net for net in PRIVATE)
 
     def addresses(self, host: str, port: int) -> list[str]:
         """The addresses of `host` a connection may be opened to (in resolver order);
