@@ -19,15 +19,23 @@ _INSERT_EVENT = EVENTS.insert()
 _INSERT_NOTICE = NOTICES.insert()
 
 
+def _storable(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with every NUL character made U+FFFD: a record quotes what a client sent (the
+    request line, a reason, a credential's names), and PostgreSQL's text cannot hold NUL; a
+    request that could not be audited would not be served."""
+    return {key: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+            for key, value in row.items()}
+
+
 def probe(conn: Connection, row: dict[str, Any]) -> None:
     """Insert `row` in a transaction the caller rolls back (`Registry.rehearsal`): proves a
     record can be written (same triggers, rights and locks as the real one), leaves nothing."""
-    conn.execute(_INSERT_EVENT, row)
+    conn.execute(_INSERT_EVENT, _storable(row))
 
 
 def append(conn: Connection, row: dict[str, Any]) -> int:
     """Write one audit row; its key."""
-    key = conn.execute(_INSERT_EVENT, row).inserted_primary_key
+    key = conn.execute(_INSERT_EVENT, _storable(row)).inserted_primary_key
     assert key is not None   # a single-row insert always has one
     return int(key[0])
 

@@ -23,6 +23,7 @@ access mode. No JavaScript; the plots are inline SVG.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Any
@@ -41,6 +42,7 @@ from flask import (
 )
 from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..access import audit, authn
@@ -67,6 +69,15 @@ bp = Blueprint("clinical_page", __name__, url_prefix="/dossier", template_folder
 bp.register_error_handler(Exception, view_error)   # French pages, no stack trace
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MAX_REASON = 500
+
+
+@bp.before_request
+def _no_nul() -> None:
+    """A NUL in the address or a field is no page (PostgreSQL cannot compare text holding one):
+    400, as the FHIR door answers (partage.fhir.search)."""
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.args.items(multi=True)) \
+            or any("\x00" in v for v in request.form.values()):
+        abort(400)
 
 
 def _services() -> Services:
@@ -238,7 +249,8 @@ def results_history(rid: str) -> Response:
     for f in reversed(facts):
         moment = fmt.paris(f.effective) or (datetime.strptime(f.effective[:8], "%Y%m%d").replace(tzinfo=fmt.PARIS)
                                             if len(f.effective) >= 8 and f.effective[:8].isdigit() else None)
-        if f.value_num is not None and moment is not None and fmt.unit(f.unit) == unit:
+        if f.value_num is not None and math.isfinite(f.value_num) and moment is not None \
+                and fmt.unit(f.unit) == unit:   # INF / NaN (valid xs:double) cannot be plotted
             points.append(plot.Point(moment, f.value_num, glance.value_text(f), fmt.day(f.effective)))
     low_v, high_v = fmt.split_quantity(latest.ref_low)[0], fmt.split_quantity(latest.ref_high)[0]
     low = float(low_v) if _is_number(low_v) else None
@@ -259,10 +271,9 @@ def results_history(rid: str) -> Response:
 
 def _is_number(text: str) -> bool:
     try:
-        float(text)
+        return math.isfinite(float(text))
     except ValueError:
         return False
-    return True
 
 
 def _located_document(services: Services, actor: Actor, rid: str, doc_rid: str) -> tuple[DocumentEntry, Any]:
@@ -350,7 +361,12 @@ def access_mode(rid: str) -> WerkzeugResponse:
         modes.pop(rid, None)
     else:
         abort(400)
+    previous = dict(session.get("bdg") or {})
     session["bdg"] = modes
     actor = _actor(services, rid)   # the new mode, noted on this request's audit record
-    _patient(services, actor, rid)
+    try:
+        _patient(services, actor, rid)
+    except HTTPException:   # the gate refused this mode: the session keeps the one it had
+        session["bdg"] = previous
+        raise
     return redirect(url_for("clinical_page.patient_page", rid=rid), 303)

@@ -47,7 +47,10 @@ def number(text: str | float | None, max_decimals: int = 4) -> str:
         return raw
     if not value.is_finite():
         return raw
-    value = round(value, max_decimals)
+    try:
+        value = round(value, max_decimals)
+    except InvalidOperation:   # more digits than the context holds (1e30, a 30-digit number): as written
+        return raw
     out = f"{value:f}"
     if "." in out:
         out = out.rstrip("0").rstrip(".")
@@ -105,9 +108,9 @@ def paris(value: str | DTM | None) -> datetime | None:
     try:
         moment = datetime(int(d[:4]), int(d[4:6]), int(d[6:8]), int(d[8:10]), int(d[10:12]), int(d[12:14]),
                           tzinfo=UTC)
-    except ValueError:
+        return moment.astimezone(PARIS)
+    except (ValueError, OverflowError):   # no such moment, or past year 9999 once in Paris time
         return None
-    return moment.astimezone(PARIS)
 
 
 def day(value: str | DTM | None) -> str:

@@ -229,8 +229,12 @@ def callback() -> WerkzeugResponse:
     provider = _provider()
     try:
         token = provider.authorize_access_token()
-        id_claims = dict(token.get("userinfo") or {})
+        if not token.get("id_token") or not token.get("userinfo"):   # Authlib verifies one only if given
+            raise OAuthError(description="the provider's token answer has no ID token")
+        id_claims = dict(token["userinfo"])   # the verified ID token's claims
         userinfo = dict(provider.userinfo(token=token))
+        if str(userinfo.get("sub") or "") != str(id_claims.get("sub") or ""):   # OIDC Core 5.3.2
+            raise OAuthError(description="the userinfo answer is not about the ID token's subject")
         claims = psc_claims(userinfo, id_claims)
         actor_from_claims(claims)   # refuses what the bearer door would refuse
     except (OAuthError, AuthenticationRequired) as exc:
