@@ -13,6 +13,7 @@ from ..access.actor import Actor
 from ..mhd import formats
 from ..mhd.outcome import FhirError
 from ..services import Services
+from ..textsafe import holds_nul
 from . import errors
 
 URL_PREFIX = "/fhir"
@@ -31,8 +32,7 @@ def _check_request() -> None:
     speak (406), a NUL character in the address (400: no id, code or name holds one, and
     PostgreSQL's text cannot)."""
     formats.check_format(request)
-    if "\x00" in request.path or any("\x00" in key or "\x00" in value
-                                      for key, value in request.args.items(multi=True)):
+    if holds_nul([request.path, *(part for item in request.args.items(multi=True) for part in item)]):
         raise FhirError.one(400, "the address holds a NUL character", "invalid")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, or_, select
 
+from ..textsafe import without_nul
 from . import schema
 from .search_index import DateMatch
 
@@ -23,8 +24,7 @@ def _storable(row: dict[str, Any]) -> dict[str, Any]:
     """The row with every NUL character made U+FFFD: a record quotes what a client sent (the
     request line, a reason, a credential's names), and PostgreSQL's text cannot hold NUL; a
     request that could not be audited would not be served."""
-    return {key: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
-            for key, value in row.items()}
+    return {key: without_nul(value) if isinstance(value, str) else value for key, value in row.items()}
 
 
 def probe(conn: Connection, row: dict[str, Any]) -> None:

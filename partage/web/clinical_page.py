@@ -59,6 +59,7 @@ from ..registry import patients as registry_patients
 from ..registry.patients import PatientRecord
 from ..services import Services
 from ..terminology.labels import Labels, labels
+from ..textsafe import holds_nul
 from . import formatting as fmt
 from . import glance, plot
 from .login import LoginRequired, check_csrf, csrf_token, session_actor, signed_in_name
@@ -73,10 +74,9 @@ MAX_REASON = 500
 
 @bp.before_request
 def _no_nul() -> None:
-    """A NUL in the address or a field is no page (PostgreSQL cannot compare text holding one):
-    400, as the FHIR door answers (partage.fhir.search)."""
-    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.args.items(multi=True)) \
-            or any("\x00" in v for v in request.form.values()):
+    """A NUL in the address or a field is no page (`partage.textsafe`): 400, as the FHIR door answers."""
+    if holds_nul([request.path, *(part for item in request.args.items(multi=True) for part in item),
+                  *request.form.values()]):
         abort(400)
 
 
