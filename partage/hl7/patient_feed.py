@@ -14,11 +14,13 @@ from typing import Any
 
 from ..metadata.datatypes import CX
 from ..metadata.er7 import Er7Message, Segment
-from ..registry.patients import MergeConflict
+from ..registry.patients import MergeConflict, identifier_problem
 from ..services import Services
+from ..textsafe import holds_nul
 from .fields import patient_identifiers
 from .outcome import (
     APPLICATION_ERROR,
+    DATA_TYPE_ERROR,
     ERROR,
     REJECTED,
     REQUIRED_FIELD_MISSING,
@@ -50,11 +52,23 @@ def handle_message(services: Services, message: Er7Message) -> FeedOutcome:
     if event.trigger_event in MERGE and not merged:
         return _refused(ERROR, REQUIRED_FIELD_MISSING, "hl7-mrg1-missing", control_id,
                         "A40 needs MRG-1 with the merged patient's identifier")
+    unstorable = _unstorable(pid, mrg, [*ids, *merged])
+    if unstorable:
+        return _refused(ERROR, DATA_TYPE_ERROR, "hl7-value-not-storable", control_id, unstorable)
     try:
         _apply(services, event.trigger_event, ids, merged, _demographics(pid, event.trigger_event))
     except MergeConflict as exc:   # nothing applied: the sender may send it again once fsck is read
         return _refused(ERROR, APPLICATION_ERROR, "hl7-merge-conflict", control_id, str(exc))
     return FeedOutcome("AA", "", control_id)
+
+
+def _unstorable(pid: Segment, mrg: Segment | None, ids: list[CX]) -> str:
+    """Why the registry cannot keep these identifiers and demographics as received, or "" (a NUL:
+    PostgreSQL's text holds none; identifiers longer than the registry's columns)."""
+    for segment in (pid, mrg):
+        if segment is not None and holds_nul(segment.fields):
+            return f"{segment.name} holds a NUL character"
+    return next((problem for problem in map(identifier_problem, ids) if problem), "")
 
 
 def _refused(code: str, condition: str, rule: str, control_id: str, text: str) -> FeedOutcome:

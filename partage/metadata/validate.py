@@ -100,6 +100,7 @@ def validate_submission(request: SubmissionRequest, domain: CodeDomain,
     for assoc in request.associations:
         _check_association(assoc, domain, out)
     _check_unique_ids(request, out)
+    _check_lengths(request, out)
     _check_membership(request, ss, out)
     _check_logical_ids(request, ss, transaction, out)
     return out.errors
@@ -121,6 +122,32 @@ def _check_logical_ids(request: SubmissionRequest, ss: SubmissionSet, transactio
                     "its own id (a new version of an object is an ITI-57 update naming its PreviousVersion)",
                     obj.entry_uuid, ErrorCode.METADATA_VERSION)
 
+
+
+# What the registry's columns hold (registry/schema.py: object_codes, object_authors,
+# registry_objects); a longer value is refused here, not by PostgreSQL (a DataError: "internal
+# error") while SQLite would have kept it.
+CODED_ATTRIBUTES = ("class_code", "type_code", "format_code", "healthcare_facility_type_code",
+                    "practice_setting_code", "confidentiality_codes", "event_codes", "content_type_code", "codes")
+MAX_CODE, MAX_SCHEME, MAX_AUTHOR, MAX_REFERENCE_ID, MAX_MIME_TYPE, MAX_HOME = 256, 128, 256, 256, 128, 64
+
+
+def _check_lengths(request: SubmissionRequest, out: _Collector) -> None:
+    for obj in request.objects():
+        where = obj.entry_uuid or type(obj).__name__
+        values: list[tuple[str, str, int]] = []
+        for attr in CODED_ATTRIBUTES:
+            value = getattr(obj, attr, None)
+            for code in value if isinstance(value, list) else [value] if value is not None else []:
+                values += [(f"{_camel(attr)} code", code.code, MAX_CODE),
+                           (f"{_camel(attr)} codingScheme", code.scheme, MAX_SCHEME)]
+        values += [("referenceIdList", ref.format(), MAX_REFERENCE_ID) for ref in getattr(obj, "reference_ids", ())]
+        values += [("authorPerson", a.person.format(), MAX_AUTHOR) for a in getattr(obj, "authors", ()) if a.person]
+        values += [("mimeType", getattr(obj, "mime_type", "") or "", MAX_MIME_TYPE),
+                   ("homeCommunityId", getattr(obj, "home_community_id", "") or "", MAX_HOME)]
+        for label, text, limit in values:
+            if len(text) > limit:
+                out.add(f"{type(obj).__name__}.{label} is longer than {limit} characters", where)
 
 
 def _check_same_patient(obj: DocumentEntry | Folder, ss: SubmissionSet, out: _Collector) -> None:

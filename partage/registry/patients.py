@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, func, select, update
 
 from ..metadata.datatypes import CX, HD, XTN, DatatypeError
+from ..textsafe import holds_nul
 from . import entry_index, lineages, patient_index, schema
 from .batches import chunks
 from .clock import utc_now
@@ -96,10 +97,24 @@ _BY_IDENTIFIER = select(schema.patient_identifiers.c.patient_pk, schema.patients
 _MERGED_INTO = select(schema.patients.c.merged_into).where(schema.patients.c.pk == bindparam("pk"))
 
 
+def identifier_problem(cx: CX) -> str:
+    """Why an identifier cannot be kept as given (its parts longer than their columns), or ""."""
+    columns = schema.patient_identifiers.c
+    for label, value, column in (("CX.1", cx.id, columns.value),
+                                 ("CX.4", cx.assigning_authority.universal_id, columns.authority),
+                                 ("CX.5", cx.id_type, columns.id_type)):
+        limit = column.type.length   # type: ignore[attr-defined]   # String(n)
+        if limit is not None and len(value or "") > limit:
+            return f"identifier {label} is longer than {limit} characters"
+    return ""
+
+
 def patient_pk(conn: Connection, cx: CX | None) -> int | None:
     """The surviving patient behind an identifier, or None if it was never fed."""
     if cx is None or not cx.id or not cx.assigning_authority.universal_id:
         return None
+    if holds_nul([cx.id, cx.assigning_authority.universal_id]):
+        return None   # no identifier holds one (and PostgreSQL could not compare it)
     row = conn.execute(_BY_IDENTIFIER, {"authority": cx.assigning_authority.universal_id,
                                         "value": cx.id}).first()
     return _followed(conn, row)

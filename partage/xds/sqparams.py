@@ -17,6 +17,13 @@ class ParamSyntaxError(ValueError):
     pass
 
 
+# A parameter's cost bound (as FHIR search's, docs/robustness.md): each value is a bind
+# parameter (PostgreSQL takes at most 65535 per statement, past which the driver fails as if
+# the database were down: a 503), each AND group one more EXISTS, whose planning grows with
+# their square.
+MAX_VALUES, MAX_GROUPS = 1000, 20
+
+
 def parse_value(text: str) -> list[str]:
     """One Value element's text -> its items (a list always, quotes removed)."""
     text = text.strip()
@@ -257,6 +264,9 @@ class Params:
                 if param.coded:
                     for item in (i for g in groups for i in g):
                         check_coded(item)
+                if len(groups) > MAX_GROUPS or sum(len(g) for g in groups) > MAX_VALUES:
+                    raise ParamSyntaxError(f"too many values (at most {MAX_VALUES}, in at most {MAX_GROUPS} "
+                                           "Value elements)")
             except ParamSyntaxError as exc:
                 errors.append(XdsError(ErrorCode.REGISTRY_ERROR, f"parameter {name}: {exc}", name))
                 continue
