@@ -18,5 +18,10 @@ def holds_nul(texts: Iterable[str]) -> bool:
     return any(NUL in text for text in texts)
 
 
+def address_holds_nul(path: str, params: Iterable[tuple[str, str]]) -> bool:
+    """A request's path, or one of its query parameters' names or values, holds a NUL."""
+    return holds_nul([path, *(text for pair in params for text in pair)])
+
+
 def without_nul(text: str) -> str:
     return text.replace(NUL, "\ufffd")

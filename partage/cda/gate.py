@@ -79,26 +79,31 @@ def _looks_like_xml(source: Source) -> bool:
     return False
 
 
-def root_tag(source: Source) -> str | None:
-    """The Clark name of the root element of XML bytes (or a file), or None: not XML, not
-    readable XML up to its root, or no root at all.
+def _root(source: Source) -> tuple[bool, str | None]:
+    """(whether the bytes start as XML, the Clark name of their root element or None).
 
     A pull parser that never loads a DTD, resolves no entity and touches no network reads
     until the first start tag, however far it is (a long comment or processing instruction
     before the root must not hide a ClinicalDocument), and stops there.
     """
     if not _looks_like_xml(source):
-        return None
+        return False, None
     parser = etree.XMLPullParser(events=("start",), resolve_entities=False, no_network=True,
                                  load_dtd=False, huge_tree=False)
     try:
         for chunk in _chunks(source):
             parser.feed(chunk)
             for _event, element in parser.read_events():
-                return str(element.tag) if isinstance(element, etree._Element) else None
+                return True, str(element.tag) if isinstance(element, etree._Element) else None
     except etree.XMLSyntaxError:
-        return None
-    return None
+        pass
+    return True, None
+
+
+def root_tag(source: Source) -> str | None:
+    """The Clark name of the root element of XML bytes (or a file), or None: not XML, not
+    readable XML up to its root, or no root at all."""
+    return _root(source)[1]
 
 
 def _mentions_hl7(source: Source) -> bool:
@@ -121,10 +126,10 @@ def is_cda(source: Source) -> bool:
     v3 namespace: the validator then refuses it, saying why, instead of it being filed
     unchecked as "not a CDA".
     """
-    tag = root_tag(source)
+    xml, tag = _root(source)
     if tag == CLINICAL_DOCUMENT:
         return True
-    if tag == _STYLESHEET or (tag is None and _looks_like_xml(source)):
+    if tag == _STYLESHEET or (xml and tag is None):
         return _mentions_hl7(source)
     return False
 

@@ -13,7 +13,7 @@ from ..access.actor import Actor
 from ..mhd import formats
 from ..mhd.outcome import FhirError
 from ..services import Services
-from ..textsafe import holds_nul
+from ..textsafe import address_holds_nul
 from . import errors
 
 URL_PREFIX = "/fhir"
@@ -32,7 +32,7 @@ def _check_request() -> None:
     speak (406), a NUL character in the address (400: no id, code or name holds one, and
     PostgreSQL's text cannot)."""
     formats.check_format(request)
-    if holds_nul([request.path, *(part for item in request.args.items(multi=True) for part in item)]):
+    if address_holds_nul(request.path, request.args.items(multi=True)):
         raise FhirError.one(400, "the address holds a NUL character", "invalid")
 
 

@@ -59,7 +59,7 @@ from ..registry import patients as registry_patients
 from ..registry.patients import PatientRecord
 from ..services import Services
 from ..terminology.labels import Labels, labels
-from ..textsafe import holds_nul
+from ..textsafe import address_holds_nul, holds_nul
 from . import formatting as fmt
 from . import glance, plot
 from .login import LoginRequired, check_csrf, csrf_token, session_actor, signed_in_name
@@ -75,8 +75,7 @@ MAX_REASON = 500
 @bp.before_request
 def _no_nul() -> None:
     """A NUL in the address or a field is no page (`partage.textsafe`): 400, as the FHIR door answers."""
-    if holds_nul([request.path, *(part for item in request.args.items(multi=True) for part in item),
-                  *request.form.values()]):
+    if address_holds_nul(request.path, request.args.items(multi=True)) or holds_nul(request.form.values()):
         abort(400)
 
 
