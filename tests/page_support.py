@@ -5,19 +5,59 @@ over plain http, which a browser does to a loopback address)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+import pytest
 import requests
 from lxml import html
 
-from tests.support import free_port
+from partage.config import Settings
+from partage.services import Services
+from tests.support import LiveServer, free_port
 
 CLIENT_SECRET = "test-secret"
+
+
+@contextlib.contextmanager
+def dev_services(data_dir: Path, database_url: str = "") -> Iterator[Services]:
+    """Services without authentication and without the PDF text indexer, for in-process pages."""
+    services = Services.open(Settings(data_dir=data_dir, database_url=database_url, insecure_dev=True,
+                                      text_indexer=False))
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+@contextlib.contextmanager
+def signed_in_server(data: Path, env: dict[str, str], ca_file: str,
+                     record: Callable[[Services], str]) -> Iterator[LiveServer]:
+    """A real `partage serve` signing professionals in through an OpenID provider (`env`: its
+    PARTAGE_OIDC_* settings and others), with one record made by `record` (its public id in
+    `rid`, its page in `dossier`) and the server's services in `services`."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        live = LiveServer(data, insecure_dev=False, mllp=False, extra_args=["--trust", ca_file])
+        live.start()
+    try:
+        services = Services.open(Settings(data_dir=data), migrate=False)
+        try:
+            live.rid = record(services)
+            live.dossier = f"/dossier/{live.rid}"
+            live.services = services
+            yield live
+        finally:
+            services.close()
+    finally:
+        live.stop()
 
 
 class DevIdp:

@@ -51,13 +51,13 @@ STATUS = {s.short: str(s) for s in AvailabilityStatus}
 EVERY_STATUS = [f"('{STATUS[s]}')" for s in ("Approved", "Deprecated", "Deleted")]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, authority, module_database_url):
-    data = tmp_path_factory.mktemp("attacks") / "data"
-    url = module_database_url
+@contextlib.contextmanager
+def _live_server(tmp_path_factory, authority, url, name, env=None):
+    """A real `partage serve` with authentication on (the development CA trusted), its services beside it."""
+    data = tmp_path_factory.mktemp(name) / "data"
     with contextlib.ExitStack() as stack:
         live = stack.enter_context(LiveServer(data, insecure_dev=False, mllp=False, database_url=url,
-                                              extra_args=["--trust", authority.ca_file]))
+                                              extra_args=["--trust", authority.ca_file], env=env))
         live.services = Services.open(Settings(data_dir=data, database_url=url), migrate=False)
         stack.callback(live.services.close)
         live.authority = authority
@@ -65,17 +65,16 @@ def server(tmp_path_factory, authority, module_database_url):
 
 
 @pytest.fixture(scope="module")
+def server(tmp_path_factory, authority, module_database_url):
+    with _live_server(tmp_path_factory, authority, module_database_url, "attacks") as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
 def small_limit_server(tmp_path_factory, authority, module_database_url):
     """A second server on the same database, whose stored queries answer at most 3 objects."""
-    data = tmp_path_factory.mktemp("attacks-limit") / "data"
-    url = module_database_url
-    with contextlib.ExitStack() as stack:
-        live = stack.enter_context(LiveServer(data, insecure_dev=False, mllp=False, database_url=url,
-                                              extra_args=["--trust", authority.ca_file],
-                                              env={"PARTAGE_QUERY_RESULT_LIMIT": "3"}))
-        live.services = Services.open(Settings(data_dir=data, database_url=url), migrate=False)
-        stack.callback(live.services.close)
-        live.authority = authority
+    with _live_server(tmp_path_factory, authority, module_database_url, "attacks-limit",
+                      {"PARTAGE_QUERY_RESULT_LIMIT": "3"}) as live:
         yield live
 
 

@@ -28,7 +28,14 @@ from partage.services import Services
 from tests import clinical_support as C
 from tests.conftest import corpus_path
 from tests.integration.test_page_login import idp, server  # noqa: F401 — the signed-in server, reused
-from tests.page_support import Browserless, csrf_of, sign_in
+from tests.page_support import (
+    CLIENT_SECRET,
+    Browserless,
+    csrf_of,
+    dev_services,
+    sign_in,
+    signed_in_server,
+)
 
 pytestmark = pytest.mark.corpus
 
@@ -44,19 +51,16 @@ def _record(services: Services, data: bytes | None = None, **overrides) -> str:
     return C.public_id(services, pid)
 
 
-@pytest.fixture
-def dev_services(database_url, tmp_path):
-    services = Services.open(Settings(data_dir=tmp_path / "data", database_url=database_url, insecure_dev=True,
-                                      text_indexer=False))
-    yield services
-    services.close()
+@pytest.fixture(name="dev_services")
+def _dev_services(database_url, tmp_path):
+    with dev_services(tmp_path / "data", database_url) as services:
+        yield services
 
 
 @pytest.fixture
 def sqlite_services(tmp_path):
-    services = Services.open(Settings(data_dir=tmp_path / "data", insecure_dev=True, text_indexer=False))
-    yield services
-    services.close()
+    with dev_services(tmp_path / "data") as services:
+        yield services
 
 
 # --- stored data that breaks a page ------------------------------------------------------------------
@@ -208,7 +212,6 @@ def altered_idp():
 
     from partage.access.credentials import sample_actors
     from partage.web.devidp import create_provider, psc_userinfo
-    from tests.page_support import CLIENT_SECRET
     from tests.support import free_port
 
     port = free_port()
@@ -238,25 +241,11 @@ def altered_idp():
 
 @pytest.fixture(scope="module")
 def altered_server(tmp_path_factory, altered_idp, authority):
-    from tests.page_support import CLIENT_SECRET
-    from tests.support import LiveServer
-
-    data = tmp_path_factory.mktemp("page-review-idp") / "data"
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in {"PARTAGE_OIDC_ISSUER": altered_idp.issuer, "PARTAGE_OIDC_CLIENT_ID": "partage",
-                           "PARTAGE_OIDC_CLIENT_SECRET": CLIENT_SECRET}.items():
-            env.setenv(key, value)
-        live = LiveServer(data, insecure_dev=False, mllp=False, extra_args=["--trust", authority.ca_file])
-        live.start()
-    try:
-        services = Services.open(Settings(data_dir=data), migrate=False)
-        live.rid = _record(services)
-        live.dossier = f"/dossier/{live.rid}"
-        live.services = services
+    env = {"PARTAGE_OIDC_ISSUER": altered_idp.issuer, "PARTAGE_OIDC_CLIENT_ID": "partage",
+           "PARTAGE_OIDC_CLIENT_SECRET": CLIENT_SECRET}
+    with signed_in_server(tmp_path_factory.mktemp("page-review-idp") / "data", env, authority.ca_file,
+                          _record) as live:
         yield live
-        services.close()
-    finally:
-        live.stop()
 
 
 @pytest.mark.parametrize("mode", ["no-id-token", "userinfo-of-another"])

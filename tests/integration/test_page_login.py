@@ -21,8 +21,7 @@ from partage.ingest import IngestService
 from partage.services import Services
 from tests import clinical_support as C
 from tests.conftest import corpus_path
-from tests.page_support import Browserless, DevIdp, csrf_of, sign_in
-from tests.support import LiveServer
+from tests.page_support import Browserless, DevIdp, csrf_of, sign_in, signed_in_server
 
 pytestmark = pytest.mark.corpus
 
@@ -37,26 +36,17 @@ def idp(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, idp, authority):
-    data = tmp_path_factory.mktemp("page-login") / "data"
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in {**idp.server_args(), "PARTAGE_SESSION_LIFETIME": str(LIFETIME)}.items():
-            env.setenv(key, value)
-        live = LiveServer(data, insecure_dev=False, mllp=False, extra_args=["--trust", authority.ca_file])
-        live.start()
-    try:
-        services = Services.open(Settings(data_dir=data), migrate=False)
+    def record(services):
         pid = feed_patient(services)
         ingest = IngestService(services, INSECURE_DEV_ACTOR)
         for i, name in enumerate(["IPS-FR_2024.01_DLU.xml", "BIO-CR-BIO_2024.01_TSH_1.xml"]):
             cda = C.for_patient(corpus_path("cda", "valid", name).read_bytes(), NIR)
             ingest.provide_and_register(C.submission(cda, f"d{i}"))   # raises when refused
-        live.rid = C.public_id(services, pid)
-        live.dossier = f"/dossier/{live.rid}"
-        live.services = services
+        return C.public_id(services, pid)
+
+    env = {**idp.server_args(), "PARTAGE_SESSION_LIFETIME": str(LIFETIME)}
+    with signed_in_server(tmp_path_factory.mktemp("page-login") / "data", env, authority.ca_file, record) as live:
         yield live
-        services.close()
-    finally:
-        live.stop()
 
 
 def _audit_since(server, pk: int) -> list[dict]:
@@ -213,9 +203,7 @@ def test_error_pages_are_french_without_a_stack_trace(server):
 
 def test_a_server_without_a_provider_has_no_sign_in_page_and_no_5xx(tmp_path):
     """No PARTAGE_OIDC_ISSUER: /connexion is a French 404 saying so (not an outage to retry)."""
-    from partage.config import Settings
     from partage.server.app import create_app
-    from partage.services import Services
 
     services = Services.open(Settings(data_dir=tmp_path / "data"))
     try:

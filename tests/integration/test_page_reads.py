@@ -9,20 +9,18 @@ from sqlalchemy import event, text
 
 from benchmarks.bench_clinical import feed_patient
 from partage.access.actor import INSECURE_DEV_ACTOR
-from partage.config import Settings
 from partage.ingest import IngestService
 from partage.metadata.datatypes import DTM
 from partage.server.app import create_app
 from partage.services import Services
 from tests import clinical_support as C
+from tests.page_support import dev_services
 
 
 @pytest.fixture
 def services(database_url, tmp_path):
-    services = Services.open(Settings(data_dir=tmp_path / "data", database_url=database_url, insecure_dev=True,
-                                      text_indexer=False))
-    yield services
-    services.close()
+    with dev_services(tmp_path / "data", database_url) as opened:
+        yield opened
 
 
 def _add_documents(services: Services, pid, first: int, count: int) -> None:
