@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
+from . import limits
 from .datatypes import CX, XCN, XON, XTN, DatatypeError, is_oid, unique_id_parts
 from .errors import DUPLICATE_UNIQUE_ID_IN_MESSAGE, ErrorCode, XdsError
 from .model import (
@@ -51,7 +52,6 @@ DOC_REQUIRED_CODES = ("class_code", "type_code", "format_code",
                       "healthcare_facility_type_code", "practice_setting_code")
 DOC_REQUIRED_VALUES = ("creation_time", "language_code", "mime_type", "patient_id",
                        "source_patient_id", "unique_id")
-MAX_UNIQUE_ID = 128
 
 
 class _Collector:
@@ -124,27 +124,25 @@ def _check_logical_ids(request: SubmissionRequest, ss: SubmissionSet, transactio
 
 
 
-# What the registry's columns hold (registry/schema.py: object_codes, object_authors,
-# registry_objects); a longer value is refused here, not by PostgreSQL (a DataError: "internal
-# error") while SQLite would have kept it.
 CODED_ATTRIBUTES = ("class_code", "type_code", "format_code", "healthcare_facility_type_code",
                     "practice_setting_code", "confidentiality_codes", "event_codes", "content_type_code", "codes")
-MAX_CODE, MAX_SCHEME, MAX_AUTHOR, MAX_REFERENCE_ID, MAX_MIME_TYPE, MAX_HOME = 256, 128, 256, 256, 128, 64
 
 
 def _check_lengths(request: SubmissionRequest, out: _Collector) -> None:
+    """A value longer than `limits` says is refused here, naming its attribute: the registry's
+    columns are made to those sizes, and PostgreSQL would refuse it as an internal error."""
     for obj in request.objects():
         where = obj.entry_uuid or type(obj).__name__
         values: list[tuple[str, str, int]] = []
         for attr in CODED_ATTRIBUTES:
             value = getattr(obj, attr, None)
             for code in value if isinstance(value, list) else [value] if value is not None else []:
-                values += [(f"{_camel(attr)} code", code.code, MAX_CODE),
-                           (f"{_camel(attr)} codingScheme", code.scheme, MAX_SCHEME)]
-        values += [("referenceIdList", ref.format(), MAX_REFERENCE_ID) for ref in getattr(obj, "reference_ids", ())]
-        values += [("authorPerson", a.person.format(), MAX_AUTHOR) for a in getattr(obj, "authors", ()) if a.person]
-        values += [("mimeType", getattr(obj, "mime_type", "") or "", MAX_MIME_TYPE),
-                   ("homeCommunityId", getattr(obj, "home_community_id", "") or "", MAX_HOME)]
+                values += [(f"{_camel(attr)} code", code.code, limits.CODE),
+                           (f"{_camel(attr)} codingScheme", code.scheme, limits.CODING_SCHEME)]
+        values += [("referenceIdList", ref.format(), limits.CODE) for ref in getattr(obj, "reference_ids", ())]
+        values += [("authorPerson", a.person.format(), limits.AUTHOR_PERSON) for a in getattr(obj, "authors", ()) if a.person]
+        values += [("mimeType", getattr(obj, "mime_type", "") or "", limits.MIME_TYPE),
+                   ("homeCommunityId", getattr(obj, "home_community_id", "") or "", limits.HOME_COMMUNITY_ID)]
         for label, text, limit in values:
             if len(text) > limit:
                 out.add(f"{type(obj).__name__}.{label} is longer than {limit} characters", where)
@@ -230,9 +228,9 @@ def _check_document(doc: DocumentEntry, domain: CodeDomain, tx: Transaction,
 
 def _check_document_unique_id(value: str, where: str, out: _Collector) -> None:
     root, extension = unique_id_parts(value)
-    if len(value) > MAX_UNIQUE_ID or not is_oid(root) or ("^" in value and not extension):
+    if len(value) > limits.UNIQUE_ID or not is_oid(root) or ("^" in value and not extension):
         out.add(f"DocumentEntry.uniqueId {value!r} is not an OID or OID^extension "
-                f"of at most {MAX_UNIQUE_ID} characters", where)
+                f"of at most {limits.UNIQUE_ID} characters", where)
 
 
 def _check_folder(folder: Folder, domain: CodeDomain, out: _Collector) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 
 # The object kinds are the model's; re-exported under the names the registry's modules use.
+from ..metadata import limits
 from ..metadata.kinds import KIND_ASSOCIATION as KIND_ASSOCIATION
 from ..metadata.kinds import KIND_DOCUMENT as KIND_DOCUMENT
 from ..metadata.kinds import KIND_FOLDER as KIND_FOLDER
@@ -110,14 +111,14 @@ registry_objects = Table(
     Column("entry_uuid", String(64), nullable=False),
     Column("lid", String(64), nullable=False),
     Column("version", Integer, nullable=False, default=1),
-    Column("unique_id", String(128), nullable=True),
+    Column("unique_id", String(limits.UNIQUE_ID), nullable=True),
     Column("patient_pk", Integer, ForeignKey("patients.pk"), nullable=True),
     Column("status", String(16), nullable=False),        # Approved, Deprecated, Archived...
     # DocumentEntry: the logical document across its versions (ITI-57, same lid) and its
     # replacements (RPLC, XFRM_RPLC): the lid of the first one. The gate judges a version
     # by the newest versions of its lineage too (partage.access.gate; migration 0005).
     Column("lineage", String(64), nullable=True),
-    Column("home_community_id", String(64), nullable=False, default=""),
+    Column("home_community_id", String(limits.HOME_COMMUNITY_ID), nullable=False, default=""),
     # DocumentEntry
     Column("creation_time", String(14), nullable=True),   # DTM padded to 14 digits (lower bound)
     Column("service_start", String(14), nullable=True),
@@ -130,7 +131,7 @@ registry_objects = Table(
     Column("hash", String(40), nullable=True),
     Column("size", BigInteger, nullable=True),
     Column("repository_unique_id", String(64), nullable=True),
-    Column("mime_type", String(128), nullable=True),
+    Column("mime_type", String(limits.MIME_TYPE), nullable=True),
     Column("object_type", String(1), nullable=True),      # S stable, O on-demand
     Column("blob_address", String(64), nullable=True),    # SHA-256 in our repository, if we hold it
     # SubmissionSet / Folder
@@ -185,7 +186,7 @@ Index("ix_removed_patient", removed_objects.c.patient_pk)
 # (ITI TF-3 4.2.4: a resubmitted document is the same document); `hash` records it.
 unique_ids = Table(
     "unique_ids", metadata,
-    Column("unique_id", String(128), primary_key=True),
+    Column("unique_id", String(limits.UNIQUE_ID), primary_key=True),
     Column("kind", String(1), nullable=False),
     Column("lid", String(64), nullable=False),
     Column("hash", String(40), nullable=True),
@@ -199,8 +200,8 @@ object_codes = Table(
            ForeignKey("registry_objects.pk", ondelete="CASCADE"), nullable=False),
     Column("patient_pk", Integer, nullable=True),
     Column("attribute", String(8), nullable=False),     # see registry.indexing.CODE_ATTRIBUTES
-    Column("code", String(256), nullable=False),
-    Column("scheme", String(128), nullable=False, default=""),
+    Column("code", String(limits.CODE), nullable=False),
+    Column("scheme", String(limits.CODING_SCHEME), nullable=False, default=""),
     # The token as search compares it, hashed (registry.search_index.token_hashes; migration 0006).
     Column("hash_sys_value", BigInteger, nullable=True),
     Column("hash_value", BigInteger, nullable=True),
@@ -219,7 +220,7 @@ object_authors = Table(
     Column("object_pk", BIG_KEY,
            ForeignKey("registry_objects.pk", ondelete="CASCADE"), nullable=False),
     Column("patient_pk", Integer, nullable=True),
-    Column("person", String(256), nullable=False),
+    Column("person", String(limits.AUTHOR_PERSON), nullable=False),
     # Name parts as string search compares them (search_index.normalize; migration 0006):
     # the family name; the given names, first and further, space-separated.
     Column("family_norm", String(200), nullable=True),
