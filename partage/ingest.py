@@ -24,7 +24,7 @@ from .metadata import kinds
 from .metadata.errors import ErrorCode, XdsError, XdsErrors
 from .metadata.ids import assign_uuids
 from .metadata.model import AssociationType, DocumentEntry, SubmissionRequest
-from .metadata.validate import ITI_41, ITI_42, Transaction, validate_submission
+from .metadata.validate import ITI_41, ITI_42, Transaction, unpaired_contents, validate_submission
 from .query.view import Reader
 from .registry import outbox
 from .registry import queries as Q
@@ -126,15 +126,11 @@ class IngestService:
 
     def _attach_contents(self, request: SubmissionRequest) -> list[XdsError]:
         """ITI-41 repository rules: every entry has its bytes and the digests agree."""
-        errors = []
+        errors = unpaired_contents(request)
         repository_id = self.services.settings.repository_unique_id
-        entries = {d.entry_uuid for d in request.documents}
         for doc in request.documents:
             content = request.contents.get(doc.entry_uuid)
             if content is None:
-                errors.append(XdsError(ErrorCode.MISSING_DOCUMENT,
-                                       f"DocumentEntry {doc.entry_uuid} has no Document in the request",
-                                       doc.entry_uuid))
                 continue
             # ITI TF-2b 3.41.4.1.3: hash or size in the metadata that do not match the
             # document are a repository metadata error (XDSNonIdenticalHash/Size are the
@@ -152,11 +148,6 @@ class IngestService:
                                        f"repositoryUniqueId {doc.repository_unique_id} is not this "
                                        f"repository ({repository_id})", doc.entry_uuid))
             doc.hash, doc.size, doc.repository_unique_id = content.sha1, content.size, repository_id
-        for entry_uuid in request.contents:
-            if entry_uuid not in entries:
-                errors.append(XdsError(ErrorCode.MISSING_DOCUMENT_METADATA,
-                                       f"Document {entry_uuid} has no DocumentEntry in the metadata",
-                                       entry_uuid))
         return errors
 
 

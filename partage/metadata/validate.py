@@ -106,6 +106,18 @@ def validate_submission(request: SubmissionRequest, domain: CodeDomain,
     return out.errors
 
 
+def unpaired_contents(request: SubmissionRequest) -> list[XdsError]:
+    """ITI-41's pairing of metadata and bytes (ITI TF-2b 3.41.4.1.3): an entry without its
+    Document is XDSMissingDocument, a Document no entry describes XDSMissingDocumentMetadata.
+    The repository refuses them and `/validate` reports them, from this one statement."""
+    errors = [XdsError(ErrorCode.MISSING_DOCUMENT, f"DocumentEntry {doc.entry_uuid} has no Document in the request",
+                       doc.entry_uuid) for doc in request.documents if doc.entry_uuid not in request.contents]
+    described = {doc.entry_uuid for doc in request.documents}
+    errors += [XdsError(ErrorCode.MISSING_DOCUMENT_METADATA, f"Document {document_id} has no DocumentEntry in the "
+                        "metadata", document_id) for document_id in request.contents if document_id not in described]
+    return errors
+
+
 def _check_logical_ids(request: SubmissionRequest, ss: SubmissionSet, transaction: Transaction,
                        out: _Collector) -> None:
     """A new object's logical id (lid) is its own id: only an ITI-57 new version, the target

@@ -50,7 +50,7 @@ from ..ebxml.mtom import MtomError, read_soap_request, xop_includes
 from ..ebxml.soap import SoapError, parse_envelope
 from ..metadata.errors import XdsError, XdsErrors
 from ..metadata.model import DocumentContent, SubmissionRequest
-from ..metadata.validate import ITI_41, validate_submission
+from ..metadata.validate import ITI_41, unpaired_contents, validate_submission
 from ..mhd import bundle as iti65
 from ..mhd.datatypes import identifier_cx
 from ..mhd.formats import parse_resource
@@ -134,14 +134,14 @@ def _metadata_report(name: str, errors: Iterable[XdsError]) -> Report | None:
 
 
 def _documents(validator: Validator, name: str, request_model: SubmissionRequest) -> list[Report]:
-    reports = []
+    # What the repository refuses (an entry without its bytes, bytes without their entry) is
+    # said, not dropped; the bytes of an undescribed Document are not validated.
+    reports = [_refused(f"{name}#{e.location}", str(e.code), e.context, METADATA)
+               for e in unpaired_contents(request_model)]
     for entry in request_model.documents:
         content = request_model.contents.get(entry.entry_uuid)
         label = f"{name}#{entry.entry_uuid}"
         if content is None:
-            # The repository refuses it (XDSMissingDocument): said here, not dropped.
-            reports.append(_refused(label, "XDSMissingDocument", f"DocumentEntry {entry.entry_uuid} : aucun "
-                                    "document dans la requête", METADATA))
             continue
         content.file.seek(0)
         data = content.file.read()
@@ -153,12 +153,6 @@ def _documents(validator: Validator, name: str, request_model: SubmissionRequest
                                             "vérifié par le profil CDA", "/")]))
             continue
         reports.append(validator.validate(data, filename=label, xds_metadata=entry_metadata(entry)))
-    described = {entry.entry_uuid for entry in request_model.documents}
-    for document_id in request_model.contents:
-        if document_id not in described:
-            # The repository refuses it (XDSMissingDocumentMetadata); its bytes are not validated.
-            reports.append(_refused(f"{name}#{document_id}", "XDSMissingDocumentMetadata",
-                                    f"Document {document_id} : aucune DocumentEntry ne le décrit", METADATA))
     return reports
 
 
