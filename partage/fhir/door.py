@@ -6,7 +6,7 @@ and the caller authenticated by the signed bearer JWT of the Authorization heade
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request
 
 from ..access import authn
 from ..access.actor import Actor
@@ -60,3 +60,10 @@ def strict_handling() -> bool:
         if name.strip().lower() == "handling":
             return value.strip().strip('"').lower() == "strict"
     return False
+
+
+def no_content(status: int = 204, headers: dict[str, str] | None = None) -> Response:
+    """An answer without content (204, 304): no Content-Type either (Flask would say text/html)."""
+    response = Response(status=status, headers=headers)
+    del response.headers["Content-Type"]
+    return response

@@ -90,7 +90,7 @@ def _read(resource: Json, status: int = 200, headers: dict[str, str] | None = No
     if modified is not None:
         headers["Last-Modified"] = http_date(modified)
     if request.method in ("GET", "HEAD") and status == 200 and version and _not_modified(headers["ETag"], modified):
-        return Response(status=304, headers=headers)
+        return door.no_content(304, headers)
     return formats.respond(resource, request, status, headers=headers)
 
 
@@ -295,7 +295,7 @@ def delete_document_reference(rid: str) -> Response:
         raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found",
                             "XDSDocumentUniqueIdError")
     update.delete_document(services, actor, doc)
-    return Response(status=204)
+    return door.no_content()
 
 
 def _conditional_target(services: Services, actor: Actor) -> str:

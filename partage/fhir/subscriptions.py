@@ -414,4 +414,4 @@ def update_subscription(rid: str) -> Response:
 def delete_subscription(rid: str) -> Response:
     subscriptions = _subscriptions("ITI-110")
     subscriptions.cancel(_fhir_subscription(subscriptions, rid).id)
-    return Response(status=204)
+    return door.no_content()

@@ -108,6 +108,22 @@ def test_conditional_head_answers_304(client, document):
     assert client.head(f"/fhir/DocumentReference/{rid}", headers={"If-None-Match": etag}).status_code == 304
 
 
+def test_answers_without_content_say_no_content_type(client, document):
+    """A 304 and a DELETE's 204 carry no content: no Content-Type either (Flask's default said
+    text/html, on a FHIR server that never answers HTML)."""
+    rid, pid = document
+    etag = client.get(f"/fhir/DocumentReference/{rid}").headers["ETag"]
+    r = client.get(f"/fhir/DocumentReference/{rid}", headers={"If-None-Match": etag})
+    assert r.status_code == 304 and "Content-Type" not in r.headers, r.headers
+    assert r.headers["ETag"] == etag
+    r = client.post("/fhir", json=provide_bundle(text_doc(F.patient_id(int(pid)), "d-gone"), b"bye", pid),
+                    headers=FHIR_JSON)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    gone = r.get_json()["entry"][0]["response"]["location"].rsplit("/", 1)[1]
+    r = client.delete(f"/fhir/DocumentReference/{gone}")
+    assert r.status_code == 204 and "Content-Type" not in r.headers, r.headers
+
+
 # --------------------------------------------------------------------------- DSUBm channel headers
 CRITERIA = "DocumentReference?patient.identifier=urn:oid:1.2.250.1.213.1.4.10|279035121518001"
 
