@@ -49,8 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a structured document whose templateIds name no model schematron is an error")
     parser.add_argument("--format", default="json", choices=("json", "svrl", "html"), help="report format")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the report there instead of stdout")
-    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="refuse larger documents")
+    parser.add_argument("--max-bytes", type=_positive, default=DEFAULT_MAX_BYTES, help="refuse larger documents")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def _positive(value: str) -> int:
+    number = int(value) if value.strip().isdigit() else 0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of bytes")
+    return number
 
 
 def iter_files(paths: Sequence[str]) -> Iterator[Path]:
@@ -65,9 +72,16 @@ def iter_files(paths: Sequence[str]) -> Iterator[Path]:
 def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     out, err = stdout or sys.stdout, stderr or sys.stderr
     files = list(iter_files(args.files))
-    missing = [f for f in files if not f.is_file()]
+    missing = [f for f in files if not f.exists()]
     if missing:
         print(f"partage validate: no such file: {', '.join(map(str, missing))}", file=err)
+        return EXIT_UNUSABLE
+    odd = [f for f in files if not f.is_file()]
+    if odd:
+        print(f"partage validate: not a regular file: {', '.join(map(str, odd))}", file=err)
+        return EXIT_UNUSABLE
+    if not files:   # folders without any *.xml: nothing validated is no verdict
+        print(f"partage validate: no *.xml document in {', '.join(args.files)}", file=err)
         return EXIT_UNUSABLE
     try:
         settings = Settings.from_env()   # the server's settings apply when no flag is given
@@ -93,7 +107,13 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
     folders = any(Path(name).is_dir() for name in args.files)   # folders always show progress
     started = last = time.monotonic()
     for n, path in enumerate(files, 1):
-        report = validator.validate(path.read_bytes(), filename=str(path))
+        try:
+            with path.open("rb") as document:   # a byte more than the limit: the parser refuses it, memory stays bounded
+                data = document.read(args.max_bytes + 1)
+        except OSError as exc:
+            print(f"partage validate: {path}: {exc.strerror or exc}", file=err)
+            return EXIT_UNUSABLE
+        report = validator.validate(data, filename=str(path))
         reports.append(report)
         now = time.monotonic()
         if not args.quiet and (folders or now - started > PROGRESS_AFTER_S) and \

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from ..config import Settings, SettingsError
+from ..registry.store import url_problem
 
 Subparsers = argparse._SubParsersAction  # the `sub` each command module adds its parser to
 
@@ -38,8 +41,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def existing_data_dir(settings: Settings) -> None:
-    """For commands that read a store: refuse a data directory that holds none (instead of making one)."""
+    """For commands that read a store: refuse a data directory or a SQLite file that holds none
+    (instead of making one), and a URL the registry cannot live at."""
     if settings.database_url:
+        problem = url_problem(settings.database_url)
+        if problem:
+            raise CliError(f"--database (PARTAGE_DATABASE_URL): {problem}", 2)
+        url = make_url(settings.database_url)
+        if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
+            raise CliError(f"--database (PARTAGE_DATABASE_URL): no SQLite database at {url.database or '(none)'}", 2)
         return
     database = Path(settings.database.removeprefix("sqlite:///"))
     if not database.is_file():

@@ -25,7 +25,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, Row, bindparam, create_engine, event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 
 from ..metadata.datatypes import CX
 from ..metadata.model import AnyObject
@@ -64,8 +64,26 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql(mode)
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
+def url_problem(url: str) -> str:
+    """Why the registry cannot live at `url` ("" when it can): not a database URL, or an engine
+    it does not run on. The URL is not repeated (it may hold a password)."""
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        return "not a database URL (sqlite:///FILE or postgresql+psycopg://USER@HOST:PORT/DATABASE)"
+    if backend not in ENGINES:
+        return f"{backend} is not supported: the registry runs on SQLite or PostgreSQL"
+    return ""
+
+
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_timeout: int = 30,
                 pool_recycle: int = 1800) -> Engine:
+    problem = url_problem(url)
+    if problem:
+        raise ValueError(problem)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

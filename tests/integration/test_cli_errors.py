@@ -130,3 +130,37 @@ def test_testkit_exits_non_zero_when_nothing_ran(tmp_path):
     assert nist.returncode != 0 and "Traceback" not in nist.stderr + nist.stdout, nist.stderr
     mhd = partage("testkit", "mhd", "--collections", str(tmp_path), "--fhir", "http://127.0.0.1:1/fhir")
     assert mhd.returncode != 0 and "Traceback" not in mhd.stderr + mhd.stdout, mhd.stderr
+
+
+def test_a_database_url_no_engine_reads_is_a_usage_error(tmp_path):
+    """A URL that is not one, an engine the registry does not run on, or a SQLite file that
+    is not there: a usage error naming --database (was "internal error (ArgumentError ...)",
+    "internal error (ModuleNotFoundError ...)", and an empty SQLite file made by fsck), never
+    repeating a password."""
+    missing = tmp_path / "nowhere" / "registry.sqlite3"
+    for command in (["fsck"], ["audit"], ["access", "show", "X^^^&1.2.3&ISO"], ["clinical", "reindex"]):
+        assert_one_line(partage(*command, "--database", "not a url"), 2, "--database", "not a database URL")
+        result = partage(*command, "--database", "mysql://user:s3cret@127.0.0.1/db")
+        assert_one_line(result, 2, "--database", "mysql is not supported")
+        assert "s3cret" not in result.stderr
+        assert_one_line(partage(*command, "--database", f"sqlite:///{missing}"), 2, "no SQLite database")
+    assert not missing.parent.exists()
+
+
+def test_validate_says_what_it_could_not_read(tmp_path):
+    """An empty folder validates nothing: no verdict, not a "conforme" exit with `[]`; a device
+    is not a file (it was "no such file"); --max-bytes is a positive number; a file larger than
+    --max-bytes is refused by the parser without being read whole."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line(partage("validate", str(empty)), 2, "no *.xml document")
+    assert_one_line(partage("validate", "/dev/null"), 2, "not a regular file")
+    for value in ("-5", "0", "1e3"):
+        result = partage("validate", str(EXAMPLES / "cda-lettre-de-liaison.xml"), "--max-bytes", value)
+        assert result.returncode == 2 and "--max-bytes" in result.stderr, result.stderr
+    big = tmp_path / "big.xml"
+    big.write_bytes(b"<a>" + b"x" * 300_000 + b"</a>")
+    result = partage("validate", "--quiet", str(big), "--max-bytes", "1000")
+    assert result.returncode == 1, result.stderr
+    finding = json.loads(result.stdout)[0]["findings"][0]
+    assert finding["rule"] == "xml-too-large" and "1000" in finding["message"], finding
