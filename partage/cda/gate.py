@@ -225,6 +225,13 @@ def rule_in_context(context: str) -> tuple[str, str] | None:
     return (match.group(1), context[match.end():]) if match else None
 
 
+def entry_in_context(context: str) -> str:
+    """The DocumentEntry id a codeContext written by `finding_context` names ("" if none)."""
+    match = _CONTEXT_RULE.search(context)
+    head = context[:match.start()] if match else ""
+    return head.removeprefix("DocumentEntry ").removesuffix(" : ") if head.startswith("DocumentEntry ") else ""
+
+
 def findings_to_errors(entry_id: str, code: str,
                        blocking: Iterable[Finding]) -> list[XdsError]:
     out = []

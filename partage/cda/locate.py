@@ -6,6 +6,8 @@ predicate is written only when siblings share the name, so paths stay readable.
 
 from __future__ import annotations
 
+import re
+
 from lxml import etree
 
 _PREFIXES = {
@@ -29,7 +31,10 @@ def _step(el: etree._Element) -> str:
     parent = el.getparent()
     if parent is None:
         return name
-    same = [c for c in parent.iterchildren(el.tag)]
+    if prefix or not qname.namespace:
+        same = [c for c in parent.iterchildren(el.tag)]
+    else:   # `*:name` selects that local name in any namespace: count them all
+        same = [c for c in parent.iterchildren(tag=etree.Element) if etree.QName(c).localname == qname.localname]
     if len(same) > 1:
         return f"{name}[{same.index(el) + 1}]"
     return name
@@ -46,6 +51,38 @@ def xpath_of(el: etree._Element | None) -> str:
             steps.append(_step(node))
         node = node.getparent()
     return "/" + "/".join(reversed(steps))
+
+
+_LIBXML2_STEP = re.compile(r"(?:(?P<any>\*)|(?:(?P<prefix>[^:\[\]/]+):)?(?P<name>[^:\[\]/]+))(?:\[(?P<n>\d+)\])?\Z")
+
+
+def element_at_node_path(tree: etree._ElementTree, path: str) -> etree._Element | None:
+    """The element a libxml2 node path names (xmlGetNodePath: what a schema error's `path` is).
+
+    Its steps are written in the document's own prefixes (`v3:entry[3]`), or `*[n]` (the n-th
+    element child) for an element of a default namespace: they are resolved by walking the tree,
+    never evaluated as XPath (a prefix means nothing outside the document). The deepest element
+    reached is returned (a text() or attribute step stops the walk); None if the path is not one.
+    """
+    if not path.startswith("/"):
+        return None
+    node: etree._Element | None = None
+    for step in path[1:].split("/"):
+        m = _LIBXML2_STEP.match(step)
+        if m is None:
+            return node
+        if node is None:
+            candidates = [tree.getroot()]
+        else:
+            candidates = [c for c in node.iterchildren(tag=etree.Element)]
+        if not m.group("any"):
+            candidates = [c for c in candidates if etree.QName(c).localname == m.group("name")
+                          and (c.prefix or None) == (m.group("prefix") or None)]
+        index = int(m.group("n") or 1) - 1
+        if not 0 <= index < len(candidates):
+            return node
+        node = candidates[index]
+    return node
 
 
 def child_path(parent: etree._Element | None, step: str) -> str:

@@ -207,13 +207,21 @@ class ModelCatalog:
                     if n in self.by_name]
 
         set_aside: list[ModelEntry] = []
+        claimed_set_aside: list[ModelEntry] = []   # a model the document names by its own root, set aside
         per_root: dict[str, list[ModelEntry]] = {}
         for tid_root, _ext in templates:
             matching = [e for e in self.entries if tid_root in e.template_ids]
             fitting = [e for e in matching if not e.codes or code in e.codes]
             set_aside += [e for e in matching if e not in fitting and e not in set_aside]
+            if matching and not fitting and len({e.model for e in matching}) == 1:
+                claimed_set_aside += matching
             if fitting:
                 per_root[tid_root] = fitting
+        if per_root and claimed_set_aside:
+            # A templateId is a claim of conformance: checking the document against another model
+            # only would let it pass as what it also claims to be and is not.
+            return ModelChoice(NONE, reason=self._no_model_reason(templates, code, claimed_set_aside),
+                               template_ids=templates)
         if not per_root:
             if declared:
                 return ModelChoice(CHOSEN, [declared[-1]], BY_DECLARATION, template_ids=templates)
@@ -228,7 +236,11 @@ class ModelCatalog:
             if models(es) == fewest:
                 candidates += [e for e in es if e not in candidates]
         if len(candidates) == 1:
-            return ModelChoice(CHOSEN, candidates, BY_TEMPLATE, template_ids=templates)
+            claimed = {ext for r, ext in templates if ext and r in candidates[0].template_ids}
+            if not claimed or candidates[0].version in claimed:
+                return ModelChoice(CHOSEN, candidates, BY_TEMPLATE, template_ids=templates)
+            # The templateId names a version this schematron is not: the rule below (declaration,
+            # else "aucun schematron pour la version"), as for a model with several versions.
 
         roots = {r for e in candidates for r in e.template_ids}
         extensions = {ext for r, ext in templates if ext and r in roots}

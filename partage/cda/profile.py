@@ -69,7 +69,7 @@ from .models import (
 )
 from .parser import DEFAULT_LIMITS, ParseLimits, XmlRejected, parse_cda
 from .rules import RuleContext, auto_presentable_finding, check_rules
-from .saxon import SaxonDocument
+from .saxon import SaxonDocument, SaxonInputError
 from .schema import check_schema, find_schema, load_schema
 from .schematron import CompiledSchematron, load_schematron
 from .schematron_cache import default_cache_dir
@@ -282,7 +282,10 @@ class Validator:
     def _schematron(self, saxon_doc: SaxonDocument) -> _Outcome:
         if self.schematron is None:
             return _Outcome([], NOT_RUN, "aucun schematron configuré (--cda-schematrons ou --cda-schematron)")
-        findings = self.schematron.check(saxon_doc, SCHEMATRON)
+        try:
+            findings = self.schematron.check(saxon_doc, SCHEMATRON)
+        except SaxonInputError as exc:
+            return _refused_by_saxon(exc, SCHEMATRON)
         return _defects(self.schematron, findings, SCHEMATRON, [])
 
     def _terminology(self, doc: etree._Element, ctx: RuleContext) -> _Outcome:
@@ -327,7 +330,13 @@ class Validator:
                 continue
             if compiled is None:
                 continue
-            runs.append((entry, compiled, compiled.check(saxon_doc, MODEL)))
+            try:
+                runs.append((entry, compiled, compiled.check(saxon_doc, MODEL)))
+            except SaxonInputError as exc:
+                report.model_selection = choice.how
+                outcome = _refused_by_saxon(exc, MODEL)
+                outcome.parts = parts
+                return outcome
         if not runs:
             reason = "aucun des schematrons retenus n'a pu être compilé"
             report.model_selection = choice.how
@@ -354,6 +363,14 @@ class Validator:
         report.valid = not any(f.severity in p.blocking_severities and f.layer in p.blocking
                                for f in report.findings)
         return report
+
+
+def _refused_by_saxon(exc: SaxonInputError, layer: str) -> _Outcome:
+    """The schematron engine could not read the document: the layer did not run, and says why."""
+    reason = "le moteur de schematrons (Saxon) refuse de lire le document"
+    return _Outcome([Finding("schematron-input-refused", ERROR, layer,
+                             f"{reason} : aucune règle de cette couche n'a été vérifiée (message de Saxon : {exc})",
+                             "/")], NOT_RUN, reason)
 
 
 def _defects(compiled: CompiledSchematron, findings: list[Finding], layer: str,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
-from saxonche import PySaxonProcessor
+from saxonche import PySaxonApiError, PySaxonProcessor
 
 _lock = threading.RLock()
 _processor: PySaxonProcessor | None = None
@@ -33,16 +33,29 @@ def lock() -> threading.RLock:
     return _lock
 
 
+class SaxonInputError(ValueError):
+    """Saxon refused a document lxml read: its parser has limits of its own (JAXP: at most 200
+    attributes on an element, names of at most 1000 characters, ...). The message is Saxon's."""
+
+
 @dataclass
 class SaxonDocument:
     """An lxml tree, serialised and parsed by Saxon on first use, shared by the layers that need it."""
 
     root: etree._Element
     _node: Any = field(default=None, repr=False)
+    _refused: str = field(default="", repr=False)
 
     def node(self) -> Any:
+        """The document as Saxon holds it; SaxonInputError (said once, then kept) if Saxon refuses it."""
+        if self._refused:
+            raise SaxonInputError(self._refused)
         if self._node is None:
             text = etree.tostring(self.root.getroottree(), encoding="unicode")
             with _lock:
-                self._node = processor().parse_xml(xml_text=text)
+                try:
+                    self._node = processor().parse_xml(xml_text=text)
+                except PySaxonApiError as exc:
+                    self._refused = " ".join(str(exc).split())
+                    raise SaxonInputError(self._refused) from None
         return self._node

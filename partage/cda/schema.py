@@ -14,7 +14,7 @@ from pathlib import Path
 from lxml import etree
 
 from .findings import ERROR, SCHEMA, Finding
-from .locate import elements, xpath_of
+from .locate import element_at_node_path, xpath_of
 from .messages import schema_message
 
 SCHEMA_NAMES = ("CDA_extended.xsd", "cda/CDA_extended.xsd", "CDA.xsd", "cda/CDA.xsd",
@@ -74,11 +74,8 @@ def check_schema(root: etree._Element, schema_path: str | Path) -> list[Finding]
             break
         location = "/"
         if entry.path:
-            try:
-                nodes = elements(tree.xpath(entry.path))
-                location = xpath_of(nodes[0]) if nodes else entry.path
-            except etree.XPathError:
-                location = entry.path
+            node = element_at_node_path(tree, entry.path)
+            location = xpath_of(node) if node is not None else entry.path
         findings.append(Finding("xsd-invalid", ERROR, SCHEMA, schema_message(entry.message), location,
                                 entry.line or None))
     return findings

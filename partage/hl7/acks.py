@@ -128,7 +128,7 @@ def _err_v25(problem: Problem) -> str:
     rule in its table, ERR-8 the message."""
     erl = _ERL.fullmatch(problem.location or "") is not None
     condition = CE(problem.condition, CONDITION_TEXT.get(problem.condition, "Application error"), "HL70357")
-    return _segment("ERR", "", problem.location if erl else "", condition.format(), "E",
+    return _segment("ERR", "", problem.location if erl else problem.segment, condition.format(), "E",
                     CE(one_line(problem.rule), "", problem.table).format(), "",
                     "" if erl else text_field(problem.location), text_field(problem.message, 2000))
 

@@ -17,7 +17,7 @@ from ..metadata.errors import XdsErrors
 from ..services import Services
 from .business_acks import send_business_ack
 from .document_message import FeedMessage, read_message
-from .document_submission import problems_of, process
+from .document_submission import document_erls, problems_of, process
 from .journal import Journal
 from .outcome import ACCEPTED, APPLICATION_ERROR, OTHER, REJECTED, DocumentOutcome, Problem, Refused
 
@@ -51,7 +51,7 @@ def _outcome(services: Services, message: Er7Message) -> tuple[DocumentOutcome, 
         text = exc.problems[0].message if exc.problems else ""
         return DocumentOutcome(exc.code, text, control_id, problems=exc.problems), read
     except XdsErrors as exc:
-        code, problems = problems_of(exc.errors)
+        code, problems = problems_of(exc.errors, document_erls(read.documents) if read is not None else None)
         rules = ", ".join(dict.fromkeys(p.rule for p in problems))
         return DocumentOutcome(code, f"{len(problems)} error(s): {rules}", control_id, problems=problems), read
     except Exception:   # storage down, a bug: the sender may retransmit, and the message is kept

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Mapping, Sequence
 
 from ..access.actor import SYSTEM, Actor
-from ..cda.gate import rule_in_context
+from ..cda.gate import entry_in_context, rule_in_context
 from ..cda.header import read_header
 from ..cda.to_xds import MappingError, XdsMetadata, membership, to_xds
 from ..ingest import IngestService
@@ -75,17 +76,24 @@ def process(services: Services, message: FeedMessage) -> DocumentOutcome:
     return outcome
 
 
-def problems_of(errors: list[XdsError]) -> tuple[str, list[Problem]]:
+def document_erls(documents: Sequence[DocumentObx]) -> dict[str, str]:
+    """Each document's entry id in the submission (`_map` names them) -> the ERL of its OBX-5."""
+    return {_entry_id(n): _where(doc) for n, doc in enumerate(documents, start=1)} | \
+        {f"OBX-{doc.set_id}": _where(doc) for doc in documents}
+
+
+def problems_of(errors: list[XdsError], documents: Mapping[str, str] | None = None) -> tuple[str, list[Problem]]:
     """XdsErrors of the flows -> the acknowledgement code and its problems: a CDA profile rule
-    by its id (table CISIS-CDA), an unknown patient (AR, IG 902), a policy refusal (AR, IG
-    901), any other XDS error by its code (table XDS)."""
+    by its id (table CISIS-CDA) and the OBX of its document, an unknown patient (AR, IG 902), a
+    policy refusal (AR, IG 901), any other XDS error by its code (table XDS)."""
     code, problems = ERROR, []
     for e in errors:
         if e.warning:
             continue
         cda_rule = rule_in_context(e.context)   # how the CDA gate names a failed profile rule
         if cda_rule:
-            problems.append(Problem(APPLICATION_ERROR, cda_rule[0], cda_rule[1], e.location, "CISIS-CDA"))
+            problems.append(Problem(APPLICATION_ERROR, cda_rule[0], cda_rule[1], e.location, "CISIS-CDA",
+                                    (documents or {}).get(entry_in_context(e.context), "")))
         elif e.code == ErrorCode.UNKNOWN_PATIENT_ID:
             code = REJECTED
             problems.append(Problem(APPLICATION_ERROR, UNKNOWN_PATIENT, e.context, "PID^1^3"))
@@ -121,7 +129,7 @@ def _map(services: Services, message: FeedMessage, doc: DocumentObx, n: int) -> 
     """The document's XDS metadata (CDA header + message); AE naming the rule when impossible."""
     where = _where(doc)
     try:
-        meta = to_xds(read_header(doc.data), message.context, entry_id=f"Document{n:02d}",
+        meta = to_xds(read_header(doc.data), message.context, entry_id=_entry_id(n),
                       submission_id="SubmissionSet01")
     except MappingError as exc:
         code = NO_INS if exc.rule == "hl7-ins-missing" else exc.rule
@@ -140,6 +148,11 @@ def _where(doc: DocumentObx) -> str:
     return f"OBX^{doc.set_id}^5"
 
 
+def _entry_id(n: int) -> str:
+    """The submission's id of the message's n-th document."""
+    return f"Document{n:02d}"
+
+
 def _profile_errors(services: Services, doc: DocumentObx) -> list[XdsError]:
     """The ingest flow's per-document checks (the CDA profile) on a document alone."""
     entry = DocumentEntry(entry_uuid=f"OBX-{doc.set_id}")
@@ -151,7 +164,7 @@ def _profile_errors(services: Services, doc: DocumentObx) -> list[XdsError]:
 
 def _with_findings(services: Services, doc: DocumentObx, problem: Problem) -> Refused:
     """A document whose metadata cannot be derived: the CDA profile's findings say why."""
-    _code, found = problems_of(_profile_errors(services, doc))
+    _code, found = problems_of(_profile_errors(services, doc), document_erls([doc]))
     return Refused(ERROR, *found, problem)
 
 

@@ -31,6 +31,7 @@ class Problem:
     message: str
     location: str = ""      # an ERL (e.g. OBX^1^5), or an XPath written as the diagnostic
     table: str = "PARTAGE"  # the coding system of `rule`
+    segment: str = ""       # the ERL of the segment the XPath `location` is in (the document's OBX)
 
 
 @dataclass

@@ -99,6 +99,7 @@ def oid_to_urn(oid: str) -> str:
 _ESCAPES = {"F": "|", "S": "^", "T": "&", "R": "~", "E": "\\"}
 _ESCAPE_TABLE = str.maketrans({char: f"\\{code}\\" for code, char in _ESCAPES.items()})
 _DELIMITERS = "|^&~"
+_HEX_ESCAPE = re.compile(r"X(?:[0-9A-Fa-f]{2})+\Z")
 
 
 def unique_id_parts(value: str) -> tuple[str, str]:
@@ -138,6 +139,15 @@ def unescape_hl7(text: str, strict: bool = True) -> str:
                 out.append(_ESCAPES[code])
                 i = end + 1
                 continue
+            if not strict and code is not None and _HEX_ESCAPE.match(code):
+                # \Xdddd...\ hexadecimal data (HL7 v2.5 2.7.4): how a sender writes the line
+                # breaks of wrapped base64 in OBX-5 (a raw CR would end the segment). Text only:
+                # a control character other than a line break or a tab stays written as sent.
+                decoded = bytes.fromhex(code[1:]).decode("latin-1")
+                if all(c.isprintable() or c in "\r\n\t" for c in decoded):
+                    out.append(decoded)
+                    i = end + 1
+                    continue
             if strict:
                 if code is None:
                     raise DatatypeError("unterminated escape sequence (a backslash is written \\E\\)")

@@ -726,3 +726,15 @@ def test_every_nist_value_parses(nist_values: dict[str, set[str]]) -> None:
     for data in pid["PID-7"]:
         DTM.parse(data)
     assert checked + len(patient_ids) > 100
+
+
+def test_lenient_reading_decodes_hexadecimal_text_but_no_control_character():
+    """\\Xdd..\\ (HL7 v2.5 2.7.4) is how a sender wraps OBX-5 base64: decoded when lenient; a NUL
+    or another control character stays as written (it could not be stored); strict XDS
+    metadata refuse it as any escape but the five separators."""
+    assert unescape_hl7("QUJD\\X0D0A\\REVG\\X0A\\", strict=False) == "QUJD\r\nREVG\n"
+    assert unescape_hl7("a\\X41\\b", strict=False) == "aAb"
+    assert unescape_hl7("a\\X00\\b", strict=False) == "a\\X00\\b"
+    assert unescape_hl7("a\\X1B\\b", strict=False) == "a\\X1B\\b"
+    with pytest.raises(DatatypeError):
+        unescape_hl7("a\\X0D\\b")
