@@ -112,7 +112,8 @@ def _check_update(reader: Reader, conn: Connection, patient_pk: int | None, requ
         if row is None:
             continue   # no version to update: the registry's rules answer (XDSMetadataVersionError)
         prior = object_from_row(row.body)
-        assert isinstance(prior, DocumentEntry)
+        if not isinstance(prior, DocumentEntry):
+            continue   # another kind's logical id: the registry's rules answer (XDSMetadataUpdateError)
         if row.patient_pk != patient_pk:
             # a new version naming another patient moves the document: the record it leaves
             # must be open to the actor too (a blocked author may not carry it elsewhere)

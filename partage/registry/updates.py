@@ -43,6 +43,7 @@ ALLOWED_TRANSITIONS = {
     ("Approved", "Deleted"), ("Deprecated", "Deleted"), ("Archived", "Deleted"),
 }
 UPDATE_ERROR = ErrorCode.METADATA_UPDATE
+KIND_OF_VERSIONED = {DocumentEntry: schema.KIND_DOCUMENT, Folder: schema.KIND_FOLDER}
 Row = ObjectRow
 
 
@@ -177,6 +178,11 @@ def _check_new_version(conn: Connection, obj: DocumentEntry | Folder, previous: 
         return [XdsError(ErrorCode.METADATA_VERSION, f"no {obj.kind} with logical id {obj.lid}: "
                          f"PreviousVersion {previous} does not exist", where)]
     latest = rows[0]
+    if latest.kind != KIND_OF_VERSIONED[type(obj)]:
+        # A logical id names one object through its versions: a Folder cannot succeed a
+        # DocumentEntry (its author's rule would not be asked), nor a DocumentEntry a Folder.
+        return [XdsError(UPDATE_ERROR, f"{obj.lid} is not a {obj.kind}: a new version keeps its object's kind",
+                         where)]
     errors = []
     if str(latest.version) != previous:
         errors.append(XdsError(ErrorCode.METADATA_VERSION,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..metadata.datatypes import CE, DatatypeError
+from ..metadata.datatypes import CE, DTM, DatatypeError
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 
 
@@ -86,6 +86,7 @@ class Param:
     multiple: bool = True       # a list of values allowed
     and_or: bool = False        # several Value elements are ANDed groups
     coded: bool = False         # each item is a code: `code^^codingScheme`
+    time: bool = False          # the item is a DTM: YYYY[MM[DD[hh[mm[ss]]]]], UTC, no offset
 
 
 def check_coded(item: str) -> None:
@@ -102,7 +103,17 @@ def check_coded(item: str) -> None:
         raise ParamSyntaxError(f"{item!r} is not a coded value code^^codingScheme")
 
 
+def check_time(item: str) -> None:
+    """A time parameter is a DTM (ITI TF-3 Table 4.2.3.1.7-2): compared as text otherwise,
+    an ISO date or an offset would silently select the wrong documents."""
+    try:
+        DTM(item.strip())
+    except DatatypeError as exc:
+        raise ParamSyntaxError(str(exc)) from None
+
+
 CODED = Param(coded=True)
+TIME = Param(multiple=False, time=True)
 DOC_FILTERS = {
     "$XDSDocumentEntryFormatCode": CODED,
     "$XDSDocumentEntryConfidentialityCode": Param(and_or=True, coded=True),
@@ -113,12 +124,12 @@ FIND_DOCUMENTS = {
     "$XDSDocumentEntryClassCode": CODED,
     "$XDSDocumentEntryTypeCode": CODED,
     "$XDSDocumentEntryPracticeSettingCode": CODED,
-    "$XDSDocumentEntryCreationTimeFrom": Param(multiple=False),
-    "$XDSDocumentEntryCreationTimeTo": Param(multiple=False),
-    "$XDSDocumentEntryServiceStartTimeFrom": Param(multiple=False),
-    "$XDSDocumentEntryServiceStartTimeTo": Param(multiple=False),
-    "$XDSDocumentEntryServiceStopTimeFrom": Param(multiple=False),
-    "$XDSDocumentEntryServiceStopTimeTo": Param(multiple=False),
+    "$XDSDocumentEntryCreationTimeFrom": TIME,
+    "$XDSDocumentEntryCreationTimeTo": TIME,
+    "$XDSDocumentEntryServiceStartTimeFrom": TIME,
+    "$XDSDocumentEntryServiceStartTimeTo": TIME,
+    "$XDSDocumentEntryServiceStopTimeFrom": TIME,
+    "$XDSDocumentEntryServiceStopTimeTo": TIME,
     "$XDSDocumentEntryHealthcareFacilityTypeCode": CODED,
     "$XDSDocumentEntryEventCodeList": Param(and_or=True, coded=True),
     "$XDSDocumentEntryAuthorPerson": Param(),
@@ -144,16 +155,16 @@ TABLE: dict[str, dict[str, Param]] = {
     "FindSubmissionSets": {
         "$XDSSubmissionSetPatientId": Param(required=True, multiple=False),
         "$XDSSubmissionSetSourceId": Param(),
-        "$XDSSubmissionSetSubmissionTimeFrom": Param(multiple=False),
-        "$XDSSubmissionSetSubmissionTimeTo": Param(multiple=False),
+        "$XDSSubmissionSetSubmissionTimeFrom": TIME,
+        "$XDSSubmissionSetSubmissionTimeTo": TIME,
         "$XDSSubmissionSetAuthorPerson": Param(multiple=False),
         "$XDSSubmissionSetContentType": CODED,
         "$XDSSubmissionSetStatus": Param(required=True),
     },
     "FindFolders": {
         "$XDSFolderPatientId": Param(required=True, multiple=False),
-        "$XDSFolderLastUpdateTimeFrom": Param(multiple=False),
-        "$XDSFolderLastUpdateTimeTo": Param(multiple=False),
+        "$XDSFolderLastUpdateTimeFrom": TIME,
+        "$XDSFolderLastUpdateTimeTo": TIME,
         "$XDSFolderCodeList": Param(and_or=True, coded=True),
         "$XDSFolderStatus": Param(required=True),
         "$MetadataLevel": Param(multiple=False),
@@ -264,6 +275,9 @@ class Params:
                 if param.coded:
                     for item in (i for g in groups for i in g):
                         check_coded(item)
+                if param.time:
+                    for item in (i for g in groups for i in g):
+                        check_time(item)
                 if len(groups) > MAX_GROUPS or sum(len(g) for g in groups) > MAX_VALUES:
                     raise ParamSyntaxError(f"too many values (at most {MAX_VALUES}, in at most {MAX_GROUPS} "
                                            "Value elements)")
