@@ -148,13 +148,22 @@ class ClinicalViews:
         database, judged by the gate) ranked by `_content`, a page at a time."""
         terms = " ".join(parsed.content)
         patient_id = self.views.patient_id(parsed)
-        found = SearchService(self.services, self.actor).objects(patient_id, search, PageRequest(MAX_COUNT))
-        uuids = [o.entry_uuid for o in found.objects]
-        hits = self.reader.search(patient_id, terms, DocumentFilter(entry_uuids=uuids), limit=MAX_COUNT) \
-            if patient_id and uuids else []
+        # Every document the other parameters keep, not their first page: in a record of more
+        # than MAX_COUNT documents the older ones are searched too (the ranking is cut, not them).
+        searcher = SearchService(self.services, self.actor)
+        uuids: list[str] = []
+        after = None
+        while True:
+            found = searcher.objects(patient_id, search, PageRequest(MAX_COUNT, after=after))
+            uuids += [o.entry_uuid for o in found.objects]
+            if found.next is None or not found.objects:
+                break
+            after = found.next
         offset = parsed.after[0] if parsed.after else 0
         if not isinstance(offset, int) or offset < 0:
             raise FhirError.one(400, "_cursor: not a page of this search; start again from the first page")
+        hits = self.reader.search(patient_id, terms, DocumentFilter(entry_uuids=uuids), limit=MAX_COUNT,
+                                  excerpts=(offset, parsed.count)) if patient_id and uuids else []
         page = hits[offset:offset + parsed.count]
         resources = self.views.documents_with_relations([h.document for h in page])
         top = max((h.rank for h in page), default=0.0) or 1.0

@@ -10,6 +10,7 @@ render, to allowed destinations only (partage.notify.destinations, checked at co
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,6 +71,9 @@ class Outcome:
     permanent: bool = False   # retrying cannot help (the recipient refused the message itself)
 
 
+_opened = threading.local()   # the sockets the current POST opened (Transport.post cuts them at its deadline)
+
+
 class _Guarded:
     """A urllib3 connection that opens sockets only to allowed destinations (resolved here,
     at connect time: a name re-pointed after the subscription was checked is caught)."""
@@ -87,9 +91,13 @@ class _Guarded:
         failure: Exception | None = None
         for address in addresses:
             try:
-                return connection.create_connection((address, port), self.timeout,   # type: ignore[attr-defined]
+                sock = connection.create_connection((address, port), self.timeout,   # type: ignore[attr-defined]
                                                     source_address=self.source_address,   # type: ignore[attr-defined]
                                                     socket_options=self.socket_options)   # type: ignore[attr-defined]
+                watched = getattr(_opened, "sockets", None)
+                if watched is not None:
+                    watched.append(sock)
+                return sock
             except TimeoutError as exc:
                 failure = ConnectTimeoutError(self, f"connection to {host} timed out")
                 failure.__cause__ = exc
@@ -148,20 +156,45 @@ class Transport:
         problem = endpoint_problem(url)
         if problem:
             return Outcome(False, 0, problem, permanent=True)
-        headers = {**message.headers, "Content-Type": message.content_type}
+        # One connection per POST (nothing reused that this POST's deadline did not open), and a
+        # deadline for the whole exchange: the per-read timeout alone lets a recipient that sends
+        # its answer one byte at a time hold a sender thread for as long as it likes.
+        headers = {**message.headers, "Content-Type": message.content_type, "Connection": "close"}
+        sockets: list[socket.socket] = []
+        expired = threading.Event()
+
+        def cut() -> None:
+            expired.set()
+            for sock in list(sockets):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        _opened.sockets = sockets
+        deadline = threading.Timer(self.timeout, cut)
+        deadline.daemon = True
+        deadline.start()
         try:
             response = self.session.post(url, data=message.body, headers=headers, timeout=self.timeout,
                                          allow_redirects=False, stream=True)
+            response.close()
         except requests.RequestException as exc:
             refused = _refused(exc)
             if refused is not None:
                 return Outcome(False, 0, f"{refused} (PARTAGE_NOTIFY_DESTINATIONS)", permanent=True)
+            if expired.is_set():
+                return Outcome(False, 0, f"no answer within {self.timeout:g} s")
             return Outcome(False, 0, f"{type(exc).__name__}: {exc}"[:500])
         except ValueError as exc:   # a header http.client cannot write (UnicodeEncodeError...): never sendable
             return Outcome(False, 0, f"the message cannot be sent: {type(exc).__name__}: {exc}"[:500],
                            permanent=True)
+        finally:
+            deadline.cancel()
+            _opened.sockets = None
+        if expired.is_set():
+            return Outcome(False, 0, f"no answer within {self.timeout:g} s")
         detail = f"HTTP {response.status_code}"
-        response.close()
         if 200 <= response.status_code < 300:
             return Outcome(True, response.status_code, detail)
         # 4xx other than 408/425/429: the recipient refuses this message; it will refuse it again.

@@ -22,17 +22,19 @@ Patients' e-mails are sent only when `smtp_host` is set; otherwise they stay que
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..registry import outbox
 from ..registry.outbox import EVENTS, NOTICES
 from ..services import Services
 from .channels import Renderer
-from .deliver import Deliveries
+from .deliver import Deliveries, backoff
 from .mail import Notices
 
 log = logging.getLogger("partage.notify")
@@ -56,6 +58,8 @@ class Sender:
         self.first_pass = threading.Event()   # set once the outbox was looked at (or that failed)
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._serving: dict[int, Future[Any]] = {}   # subscription pk -> its deliveries in progress
+        self._serving_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Sender:
@@ -101,20 +105,41 @@ class Sender:
                 return
 
     def _events(self) -> int:
-        token, claimed = outbox.claim(self.services.registry, EVENTS, lease_s=self.lease_s, limit=BATCH)
+        """Claim due rows of the subscriptions not being served, and serve each subscription's
+        rows in order on a thread of the pool without waiting for the others: a slow endpoint
+        holds back only its own subscription (whose later rows are not claimed meanwhile)."""
+        with self._serving_lock:
+            busy = sorted(self._serving)
+        token, claimed = outbox.claim(self.services.registry, EVENTS, lease_s=self.lease_s, limit=BATCH, busy=busy)
         if not claimed:
             return 0
         by_subscription: dict[int, list[Any]] = {}
         for row in claimed:
             by_subscription.setdefault(row.subscription_pk, []).append(row)
-        self._map(lambda group: [self._one(self.deliveries.run, row, token) for row in group],
-                  list(by_subscription.values()))
+
+        def serve(group: list[Any]) -> list[str]:
+            return [self._one(self.deliveries.run, row, token) for row in group]
+
+        if self._pool is None:   # drain() without a running sender: in sequence, here
+            for group in by_subscription.values():
+                serve(group)
+            return len(claimed)
+        for pk, group in by_subscription.items():
+            with self._serving_lock:
+                future = self._pool.submit(serve, group)
+                self._serving[pk] = future
+            future.add_done_callback(functools.partial(self._served, pk))
         return len(claimed)
+
+    def _served(self, pk: int, future: Future[Any]) -> None:
+        with self._serving_lock:
+            if self._serving.get(pk) is future:
+                del self._serving[pk]
 
     def _notices(self) -> int:
         token, claimed = outbox.claim(self.services.registry, NOTICES, lease_s=self.lease_s, limit=BATCH)
         if claimed:
-            self._map(lambda row: self._one(self.notices.run, row, token), claimed)
+            self._map(lambda row: self._one(self.notices.run, row, token, NOTICES), claimed)
         return len(claimed)
 
     def _map(self, work: Any, items: list[Any]) -> None:
@@ -125,10 +150,18 @@ class Sender:
         for future in [self._pool.submit(work, item) for item in items]:
             future.result()
 
-    @staticmethod
-    def _one(run: Any, row: Any, token: str) -> str:
+    def _one(self, run: Any, row: Any, token: str, lane: outbox.Lane = EVENTS) -> str:
         try:
             return str(run(row, token))
-        except Exception:   # left leased: taken again after the lease, like a crash
+        except Exception as exc:   # an attempt like any other: retried with backoff, given up at the limit
             log.exception("delivering outbox row #%s failed", row.pk)
+            attempts = int(row.attempts) + 1   # the claim counted this attempt
+            reason = f"{type(exc).__name__}: {exc} (attempt {attempts})"[:500]
+            try:
+                if attempts >= self.settings.notify_max_attempts:
+                    outbox.settle(self.services.registry, lane, row.pk, token, "failed", reason)
+                else:
+                    outbox.retry(self.services.registry, lane, row.pk, token, time.time() + backoff(attempts), reason)
+            except Exception:   # the database is away: left leased, taken again after the lease
+                log.exception("outbox row #%s could not be marked", row.pk)
             return "error"

@@ -15,7 +15,7 @@ import dataclasses
 import time
 import uuid
 
-from ..access.actor import ADMIN, INSECURE_DEV, NORMAL, Actor
+from ..access.actor import ADMIN, INSECURE_DEV, NORMAL, PATIENT, REPRESENTATIVE, Actor
 from ..query.view import Reader
 from ..registry import outbox
 from ..registry import subscriptions as rows
@@ -26,6 +26,11 @@ from .model import ACTIVE, ERROR, FHIR, OFF, REQUESTED, Subscription
 __all__ = ["SubscriptionError", "Subscriptions", "endpoint_problem"]
 
 DAY_S = 86400.0
+# Live subscriptions one subscriber may hold for one scope (one patient's record, or every
+# patient's): each costs an outbox row in every registration of its scope and a POST per
+# notification, so one credential cannot make every registration write thousands of rows. A
+# practice subscribing to each of its patients' records is not bounded by it.
+MAX_LIVE_PER_SCOPE = 20
 
 
 class SubscriptionError(Exception):
@@ -67,6 +72,10 @@ class Subscriptions:
             raise SubscriptionError(SubscriptionError.FORBIDDEN,
                                     f"a subscription is a standing access: it cannot be made in the "
                                     f"{self.actor.purpose} access mode, which is for one access")
+        if self.actor.kind in (PATIENT, REPRESENTATIVE) and sub.patient_id is None:
+            raise SubscriptionError(SubscriptionError.FORBIDDEN,
+                                    "a patient or a representative subscribes to the patient's own record, "
+                                    "not to every patient's")
         problem = Destinations.from_settings(self.services.settings).url_problem(sub.endpoint)
         if problem:
             raise SubscriptionError(SubscriptionError.INVALID, problem)
@@ -74,12 +83,17 @@ class Subscriptions:
                                   status=REQUESTED if handshake else ACTIVE, events=0, error="")
         reader = Reader(self.services, self.actor)
         with self.registry.write() as conn:
+            pk = self.registry.patient_pk(conn, sub.patient_id) if sub.patient_id is not None else None
             if sub.patient_id is not None:
-                pk = self.registry.patient_pk(conn, sub.patient_id)
                 if pk is None or not reader.record(conn, pk, sub.patient_id):
                     raise SubscriptionError(SubscriptionError.FORBIDDEN,
                                             f"no record of patient {sub.patient_id.format()} is open to you")
                 sub.patient_pk = pk
+            if rows.live_count_of_actor(conn, self.actor.id[:128], pk, time.time()) >= MAX_LIVE_PER_SCOPE:
+                scope = "this patient's record" if pk is not None else "every patient's record"
+                raise SubscriptionError(SubscriptionError.FORBIDDEN,
+                                        f"a subscriber holds at most {MAX_LIVE_PER_SCOPE} live subscriptions to "
+                                        f"{scope}; cancel one first")
             sub.pk = rows.insert(conn, sub.row_values())
             if handshake:
                 outbox.enqueue_handshake(conn, sub.pk)

@@ -148,14 +148,15 @@ class ClinicalReader:
 
     # --- keyword search -------------------------------------------------------------------
     def search(self, patient_id: CX | None, terms: str, f: DocumentFilter | None = None,
-               limit: int = 50, documents: dict[str, DocumentEntry] | None = None) -> list[SearchHit]:
+               limit: int = 50, documents: dict[str, DocumentEntry] | None = None,
+               excerpts: tuple[int, int] | None = None) -> list[SearchHit]:
         """Ranked, highlighted matches among the documents the actor may see (and the filter keeps;
         `documents`: those already read for this actor)."""
         docs = self.documents(patient_id, f) if documents is None else documents
         if not docs or not terms.strip():
             return []
         with self.services.registry.read() as conn:
-            hits = full_text(conn, list(docs), terms, limit)
+            hits = full_text(conn, list(docs), terms, limit, excerpts)
         for hit in hits:
             hit.document = docs[hit.doc_lid]
         return hits

@@ -129,12 +129,15 @@ def _due(lane: Lane, now: float) -> tuple[Any, ...]:
 
 
 def claim(registry: Registry, lane: Lane, *, lease_s: float, limit: int = 20,
-          now: float | None = None) -> tuple[str, list[Row[Any]]]:
+          now: float | None = None, busy: Sequence[int] = ()) -> tuple[str, list[Row[Any]]]:
     """Lease up to `limit` due rows (oldest first) to a fresh token; each claim counts as an
-    attempt. The rows are returned as they were before this claim (`attempts`: earlier ones)."""
+    attempt. The rows are returned as they were before this claim (`attempts`: earlier ones).
+    `busy` (events): subscriptions whose deliveries are in progress, whose rows wait their turn."""
     t = lane.table
     now = time.time() if now is None else now
     due = _due(lane, now)
+    if busy and lane is EVENTS:
+        due = (*due, t.c.subscription_pk.notin_(list(busy)))
     with registry.read() as conn:   # an idle poll takes no write lock
         if conn.execute(select(t.c.pk).where(*due).limit(1)).first() is None:
             return "", []

@@ -28,7 +28,12 @@ FHIR_ID_AUTHORITY = "2.25.211310386435413264734375473219935735847"
 # The tables registry.sharding distributes over the shards.
 SHARDED_TABLES = ("registry_objects", "object_codes", "object_authors")
 MAX_MERGE_CHAIN = 32   # merge chains are short; the bound guards against a cycle
-_EMAIL = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
+# An addr-spec as RFC 5322 3.4.1 writes it plainly (dot-atom local part, a dotted host name):
+# what a To: header carries unchanged. Specials, controls, quoted strings, domain literals and
+# encoded words ("=?") would make another recipient of it (a group "a:b@c" writes to b@c, a
+# comment "(" cuts the address); non-ASCII addresses need SMTPUTF8, which is not used.
+_EMAIL = re.compile(r"(?!.*=\?)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 
 from . import schema
 from .clock import utc_now
@@ -40,6 +40,14 @@ def of_actor(conn: Connection, actor_id: str | None, limit: int = 1000) -> list[
     if actor_id is not None:
         query = query.where(S.c.actor_id == actor_id)
     return list(conn.execute(query).all())
+
+
+def live_count_of_actor(conn: Connection, actor_id: str, patient_pk: int | None, now: float) -> int:
+    """How many live (requested or active, not ended) subscriptions this subscriber id holds
+    for one patient's record (`patient_pk`), or for every patient's (None)."""
+    scope = S.c.patient_pk == patient_pk if patient_pk is not None else S.c.patient_pk.is_(None)
+    return int(conn.execute(select(func.count()).select_from(S).where(
+        S.c.actor_id == actor_id, scope, S.c.status.in_(LIVE), S.c.ends_at > now)).scalar_one())
 
 
 _LIVE_FOR_PATIENT = select(S.c.pk, S.c.topic).where(   # built once: read by every registration

@@ -41,6 +41,20 @@ EXCERPT_WORDS = 24                 # words around the matches (SQLite; ts_headli
 EXCERPT_SCAN_CHARS = 400_000       # the excerpt is looked for in the text's first 400 kB
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _STEMMER = Stemmer.Stemmer("french")
+# French function words, which no text has to hold for a query to match it: the Snowball French
+# stop list, the one PostgreSQL's `french` dictionary drops (tsearch_data/french.stop). Dropped
+# from every query here, so that "fracture du col" asks the same of both engines.
+STOP_WORDS = frozenset("""
+    au aux avec ce ces dans de des du elle en et eux il je la le leur lui ma mais me même mes
+    moi mon ne nos notre nous on ou par pas pour qu que qui sa se ses son sur ta te tes toi ton
+    tu un une vos votre vous c d j l à m n s t y été étée étées étés étant étante étants étantes
+    suis es est sommes êtes sont serai seras sera serons serez seront serais serait serions
+    seriez seraient étais était étions étiez étaient fus fut fûmes fûtes furent sois soit soyons
+    soyez soient fusse fusses fût fussions fussiez fussent ayant ayante ayantes ayants eu eue
+    eues eus ai as avons avez ont aurai auras aura aurons aurez auront aurais aurait aurions
+    auriez auraient avais avait avions aviez avaient eut eûmes eûtes eurent aie aies ait ayons
+    ayez aient eusse eusses eût eussions eussiez eussent
+""".split())
 
 
 @dataclass
@@ -60,12 +74,23 @@ class SearchHit:
         return self.excerpt.replace(OPEN, "").replace(CLOSE, "")
 
 
+_LIGATURES = str.maketrans({"œ": "oe", "Œ": "OE", "æ": "ae", "Æ": "AE"})
+
+
+def normal(text: str) -> str:
+    """Text as words are cut from it, in queries and documents alike: compatibility-composed
+    (NFKC: decomposed accents, as many input methods and PDFs give them, join their letter,
+    so "e" + U+0301 is one word "é"; the ligature "ﬁ" is "fi") and with œ, æ written oe, ae
+    (as PostgreSQL's unaccent writes them, so that "oedème" finds "œdème" on both engines)."""
+    return unicodedata.normalize("NFKC", text).translate(_LIGATURES)
+
+
 def terms_of(query: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(query or "")][:MAX_TERMS]
+    return [w.lower() for w in _WORD.findall(normal(query or ""))][:MAX_TERMS]
 
 
 def _fold(word: str) -> str:
-    """Accents off (é -> e, ï -> i, œ stays a letter): NFKD, combining marks dropped."""
+    """Accents off (é -> e, ï -> i): NFKD, combining marks dropped."""
     return "".join(ch for ch in unicodedata.normalize("NFKD", word) if not unicodedata.combining(ch))
 
 
@@ -73,12 +98,12 @@ def _fold(word: str) -> str:
 def search_key(word: str) -> str:
     """The key a word is indexed and searched by: its Snowball French stem, accents folded
     (stemming first: the French stemmer reads accents, e.g. to tell a suffix)."""
-    return _fold(_STEMMER.stemWord(word.lower()))
+    return _fold(_STEMMER.stemWord(normal(word).lower()))
 
 
 def search_keys(body: str) -> str:
     """The text as the SQLite index holds it: the key of every word, space-separated."""
-    return " ".join(search_key(w) for w in _WORD.findall(body))
+    return " ".join(search_key(w) for w in _WORD.findall(normal(body)))
 
 
 # --- writes -----------------------------------------------------------------------------------
@@ -117,16 +142,21 @@ def delete_text(conn: Connection, lid: str) -> None:
 
 
 # --- reads ------------------------------------------------------------------------------------
-def full_text(conn: Connection, lids: list[str], query: str, limit: int = 50) -> list[SearchHit]:
-    terms = terms_of(query)
+def full_text(conn: Connection, lids: list[str], query: str, limit: int = 50,
+              excerpts: tuple[int, int] | None = None) -> list[SearchHit]:
+    """Up to `limit` ranked hits; `excerpts` (offset, count): the page of hits whose excerpt is
+    cut (an excerpt reads the document's text: the other hits get none), None: every hit's."""
+    terms = [t for t in terms_of(query) if t not in STOP_WORDS]
     if not terms or not lids:
         return []
+    window = excerpts or (0, limit)
     if conn.dialect.name == "postgresql":
-        return _postgresql(conn, lids, terms, limit)
-    return _sqlite(conn, lids, terms, limit)
+        return _postgresql(conn, lids, terms, limit, window)
+    return _sqlite(conn, lids, terms, limit, window)
 
 
-def _sqlite(conn: Connection, lids: list[str], terms: list[str], limit: int) -> list[SearchHit]:
+def _sqlite(conn: Connection, lids: list[str], terms: list[str], limit: int,
+            window: tuple[int, int]) -> list[SearchHit]:
     keys = [k for k in dict.fromkeys(search_key(t) for t in terms) if k]
     if not keys:
         return []
@@ -137,12 +167,15 @@ def _sqlite(conn: Connection, lids: list[str], terms: list[str], limit: int) -> 
         "WHERE document_text_fts MATCH :match AND t.doc_lid IN :lids "
         "ORDER BY score LIMIT :limit").bindparams(bindparam("lids", expanding=True))
     rows = conn.execute(stmt, {"match": match, "lids": lids, "limit": limit}).all()
-    return [SearchHit(r.doc_lid, -float(r.score), excerpt(r.body or "", keys)) for r in rows]
+    lo, hi = window[0], window[0] + window[1]
+    return [SearchHit(r.doc_lid, -float(r.score), excerpt(r.body or "", keys) if lo <= i < hi else "")
+            for i, r in enumerate(rows)]
 
 
 def excerpt(body: str, keys: list[str], width: int = EXCERPT_WORDS) -> str:
     """About `width` words of `body` around the words whose key starts with one of `keys`
     (the window naming the most different keys), the matches between OPEN and CLOSE."""
+    body = unicodedata.normalize("NFC", body)   # a decomposed accent does not cut a word in two
     words = list(_WORD.finditer(body[:EXCERPT_SCAN_CHARS]))
     if not words:
         return ""
@@ -175,15 +208,19 @@ def excerpt(body: str, keys: list[str], width: int = EXCERPT_WORDS) -> str:
     return " ".join("".join(out).split())
 
 
-def _postgresql(conn: Connection, lids: list[str], terms: list[str], limit: int) -> list[SearchHit]:
+def _postgresql(conn: Connection, lids: list[str], terms: list[str], limit: int,
+                window: tuple[int, int]) -> list[SearchHit]:
     tsquery = " & ".join(f"{t}:*" for t in terms)
     stmt = text(
-        f"SELECT m.doc_lid, m.score, ts_headline('{PG_CONFIG}', m.body, to_tsquery('{PG_CONFIG}', :q), "
+        "SELECT m.doc_lid, m.score, CASE WHEN m.rn > :lo AND m.rn <= :hi THEN "
+        f"ts_headline('{PG_CONFIG}', m.body, to_tsquery('{PG_CONFIG}', :q), "
         f"'StartSel={OPEN}, StopSel={CLOSE}, MaxWords=30, MinWords=12, MaxFragments=2, "
-        "FragmentDelimiter=\" … \"') AS excerpt "
-        f"FROM (SELECT doc_lid, body, ts_rank(tsv, to_tsquery('{PG_CONFIG}', :q)) AS score "
-        f"      FROM document_text WHERE tsv @@ to_tsquery('{PG_CONFIG}', :q) AND doc_lid IN :lids "
-        "      ORDER BY score DESC LIMIT :limit) m ORDER BY m.score DESC"
+        "FragmentDelimiter=\" … \"') ELSE '' END AS excerpt "
+        "FROM (SELECT r.*, row_number() OVER (ORDER BY r.score DESC, r.doc_lid) AS rn "
+        f"      FROM (SELECT doc_lid, body, ts_rank(tsv, to_tsquery('{PG_CONFIG}', :q)) AS score "
+        f"            FROM document_text WHERE tsv @@ to_tsquery('{PG_CONFIG}', :q) AND doc_lid IN :lids "
+        "            ORDER BY score DESC, doc_lid LIMIT :limit) r) m ORDER BY m.rn"
     ).bindparams(bindparam("lids", expanding=True))
-    rows = conn.execute(stmt, {"q": tsquery, "lids": lids, "limit": limit}).all()
+    rows = conn.execute(stmt, {"q": tsquery, "lids": lids, "limit": limit,
+                               "lo": window[0], "hi": window[0] + window[1]}).all()
     return [SearchHit(r.doc_lid, float(r.score), r.excerpt or "") for r in rows]

@@ -96,3 +96,31 @@ def test_an_older_database_is_reindexed_as_new_rows_are(services):
     after = _snapshot(services)
     assert after["objects"] == before["objects"] and after["authors"] == before["authors"]
     assert after["patients"] == before["patients"] and after["codes"] == before["codes"]
+
+
+def test_migration_0013_indexes_the_stored_text_again_with_normalised_words(tmp_path):
+    """SQLite's full-text keys of text stored before 0013 (a decomposed accent cut the word in
+    two, "œ" was a letter of its own) are rewritten, so "oedème" and a composed "thyroïdite"
+    find them; the rows' text is unchanged."""
+    from sqlalchemy import text
+
+    from partage.registry import text_search
+    from partage.registry.text_search import search_keys
+
+    services = Services.open(Settings(data_dir=tmp_path))
+    try:
+        body = "Œdème des membres. Thyroi\u0308dite."
+        old_keys = " ".join(text_search._fold(text_search._STEMMER.stemWord(w.lower()))
+                            for w in text_search._WORD.findall(body))   # the keys before 0013
+        assert old_keys != search_keys(body)
+        with services.registry.write() as conn:
+            text_search.put_text(conn, patient_pk=1, lid="lid-1", entry_uuid="urn:uuid:1", body=body)
+            conn.execute(text("UPDATE document_text_fts SET stems = :k"), {"k": old_keys})
+        _alembic(services, "0012", downgrade=True)
+        _alembic(services, "head")
+        with services.registry.read() as conn:
+            assert conn.execute(text("SELECT stems FROM document_text_fts")).scalar_one() == search_keys(body)
+            hits = text_search.full_text(conn, ["lid-1"], "oedème thyroïdite")
+        assert [h.doc_lid for h in hits] == ["lid-1"]
+    finally:
+        services.close()
