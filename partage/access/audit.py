@@ -28,7 +28,7 @@ from ..metadata.datatypes import CX, DatatypeError
 from ..registry import audit_log
 from ..registry.search_index import DateMatch
 from ..registry.store import Registry
-from .actor import BRIS_DE_GLACE, CENTRE_15, Actor
+from .actor import BRIS_DE_GLACE, CENTRE_15, PATIENT, REPRESENTATIVE, Actor
 
 log = logging.getLogger("partage.audit")
 
@@ -201,7 +201,8 @@ def _write(services: Holder, ctx: AuditContext, status: int) -> int | None:
                    patient_id=patient_id[:256], objects=json.dumps(ctx.objects), detail=detail)
         pk = audit_log.append(conn, row)
         if (ctx.actor is not None and actor.purpose in (BRIS_DE_GLACE, CENTRE_15) and outcome == SUCCESS
-                and patient_pk is not None):
+                and patient_pk is not None and actor.kind not in (PATIENT, REPRESENTATIVE)):
+            # (the patient, or who acts for them, breaks no glass on their own record)
             # A notice owed to the patient, in the audit row's transaction; partage.notify
             # e-mails it (docs/notifications.md).
             mode = "emergency mode (bris de glace)" if actor.purpose == BRIS_DE_GLACE else "SAMU regulation (centre 15)"

@@ -189,8 +189,11 @@ def verify_assertion(assertion: etree._Element | bytes, *, ca_pem_file: str, aud
         raise AuthenticationRequired("SAML assertion is not yet valid")
     if now - skew >= not_after:
         raise AuthenticationRequired("SAML assertion has expired")
-    audiences = [(a.text or "").strip() for a in conditions.iter(S + "Audience")]
-    if audience not in audiences:
+    # SAML core 2.5.1.4: the relying party must be named in EACH AudienceRestriction (the
+    # Audience of a ProxyRestriction names who may receive derived assertions, not this one's)
+    restrictions = [[(a.text or "").strip() for a in r.findall(S + "Audience")]
+                    for r in conditions.findall(S + "AudienceRestriction")]
+    if not restrictions or any(audience not in names for names in restrictions):
         raise AuthenticationRequired(f"SAML assertion is not for this audience ({audience})")
     return dataclasses.replace(_actor_from(signed), credential_expires=int(not_after.timestamp()))
 

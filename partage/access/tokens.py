@@ -43,6 +43,8 @@ from .actor import (
 from .saml import PROFESSION_SYSTEM, PURPOSE_SYSTEM, SPECIALTY_SYSTEM
 
 ALGORITHMS = ["RS256", "PS256", "ES256"]
+# The key type (and curve) each accepted algorithm verifies with (RFC 7518 3.3, 3.4, 3.5).
+KEY_TYPES: dict[str, type] = {"RS256": rsa.RSAPublicKey, "PS256": rsa.RSAPublicKey, "ES256": ec.EllipticCurvePublicKey}
 
 # The private keys credentials are signed with (the development CA issues RSA ones).
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -101,10 +103,15 @@ def verify_token(token: str, *, ca_pem_file: str, audience: str, clock_skew: int
     except InvalidCertificate as exc:
         raise AuthenticationRequired(f"bearer token certificate refused: {exc}") from exc
     public_key = leaf.public_key()
-    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):   # what ALGORITHMS verify
-        raise AuthenticationRequired("bearer token refused: its certificate's key is neither RSA nor EC")
+    algorithm = str(header.get("alg"))
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) or \
+            not isinstance(public_key, KEY_TYPES.get(algorithm, type(None))) or \
+            (isinstance(public_key, ec.EllipticCurvePublicKey) and not isinstance(public_key.curve, ec.SECP256R1)):
+        # the header names the algorithm, the certificate the key: they must agree, or the
+        # token is not one (and no library is asked to verify a signature with the wrong key)
+        raise AuthenticationRequired(f"bearer token refused: algorithm {algorithm} does not fit its certificate's key")
     try:
-        claims = jwt.decode(token, public_key, algorithms=ALGORITHMS, audience=audience,
+        claims = jwt.decode(token, public_key, algorithms=[algorithm], audience=audience,
                             leeway=clock_skew, options={"require": ["exp", "sub", "aud", "iat"]})
     except jwt.ExpiredSignatureError as exc:
         raise AuthenticationRequired("bearer token has expired") from exc
@@ -119,12 +126,30 @@ def verify_token(token: str, *, ca_pem_file: str, audience: str, clock_skew: int
     return dataclasses.replace(actor_from_claims(claims), credential_expires=int(claims["exp"]))
 
 
+def _object(value: Any, claim: str) -> dict[str, Any]:
+    """A claim that must be a JSON object (absent: empty); any other shape refuses the token."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise AuthenticationRequired(f"bearer token refused: claim {claim} is not a JSON object")
+    return value
+
+
+def _purpose_code(value: Any) -> str:
+    """The access mode of purpose_of_use: a Coding, or an array of Codings (the one of the VIHF
+    access modes' system, else the first)."""
+    if isinstance(value, list):
+        codings = [_object(c, "purpose_of_use") for c in value]
+        value = next((c for c in codings if c.get("system") == PURPOSE_SYSTEM), codings[0] if codings else None)
+    return str(_object(value, "purpose_of_use").get("code") or "")
+
+
 def actor_from_claims(claims: dict[str, Any]) -> Actor:
-    ext = claims.get("extensions") or {}
-    iua, vihf = ext.get("ihe_iua") or {}, ext.get("fr_vihf") or {}
-    purpose = asserted_purpose((iua.get("purpose_of_use") or {}).get("code") or "", "purpose_of_use")
-    kind = asserted_kind(vihf.get("kind") or "")
-    role = iua.get("subject_role") or {}
+    ext = _object(claims.get("extensions"), "extensions")
+    iua, vihf = _object(ext.get("ihe_iua"), "ihe_iua"), _object(ext.get("fr_vihf"), "fr_vihf")
+    purpose = asserted_purpose(_purpose_code(iua.get("purpose_of_use")), "purpose_of_use")
+    kind = asserted_kind(str(vihf.get("kind") or ""))
+    role = _object(iua.get("subject_role"), "subject_role")
     specialty = vihf.get("specialty") or ""
     if isinstance(specialty, dict):
         specialty = specialty.get("code", "") if specialty.get("system", SPECIALTY_SYSTEM) == SPECIALTY_SYSTEM else ""
