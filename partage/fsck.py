@@ -13,21 +13,22 @@ two-phase commit, and the recovery").
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from .config import Settings
 from .registry import consistency, derived, lineages, shard_recovery, sharding, updates
+from .repository.store import CHUNK
 from .services import Services
 
 
 @dataclass
 class FsckReport:
     missing_blobs: list[tuple[str, str]] = field(default_factory=list)   # (entry_uuid, address)
+    # (entry_uuid, address) of blobs present whose bytes are not the document's (changed,
+    # truncated, a symlink or a directory in their place): readers refuse them
+    corrupt_blobs: list[tuple[str, str]] = field(default_factory=list)
+    min_age_seconds: float = 300.0
     unreferenced_blobs: list[str] = field(default_factory=list)
     temp_files: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)            # entry_uuid of no submission set
@@ -52,35 +53,31 @@ class FsckReport:
 
     @property
     def consistent(self) -> bool:
-        return not (self.missing_blobs or self.orphans or self.dangling_associations or self.derived_orphans
-                    or self.lost or self.indexed_only or self.unclaimed_ids or self.merges.stale or self.merges.copies
+        return not (self.missing_blobs or self.corrupt_blobs or self.orphans or self.dangling_associations
+                    or self.derived_orphans or self.lost or self.indexed_only or self.unclaimed_ids or self.merges.stale or self.merges.copies
                     or self.merges.misplaced or self.unsettled or self.unrecorded)
-
-
-@runtime_checkable
-class LocalBlobs(Protocol):
-    """A blob store in this machine's files (the filesystem one): its paths and temp files."""
-
-    def path(self, address: str) -> Path: ...
-
-    def temp_files(self) -> list[Path]: ...
 
 
 def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
     """Inspect; blobs younger than min_age may belong to a submission still in flight."""
-    report = FsckReport()
+    report = FsckReport(min_age_seconds=min_age_seconds)
     with services.registry.read() as conn:
         rows = consistency.document_blobs(conn)
-    referenced = set()
+        referenced = consistency.tombstone_blobs(conn)   # kept for the audited purge
+    verdicts: dict[str, str] = {}   # address -> "ok", "missing" or "corrupt" (each blob read once)
     for row in rows:
         report.registered_documents += 1
         referenced.add(row.blob_address)
-        if not services.blobs.exists(row.blob_address):
+        if row.blob_address not in verdicts:
+            verdicts[row.blob_address] = _verify(services, row.blob_address)
+        verdict = verdicts[row.blob_address]
+        if verdict == "missing":
             report.missing_blobs.append((row.entry_uuid, row.blob_address))
-    now = time.time()
+        elif verdict == "corrupt":
+            report.corrupt_blobs.append((row.entry_uuid, row.blob_address))
     for address in services.blobs.addresses():
         report.blobs += 1
-        if address not in referenced and _age(services, address, now) >= min_age_seconds:
+        if address not in referenced and services.blobs.age(address) >= min_age_seconds:
             report.unreferenced_blobs.append(address)
     _check_registry(services, report)
     with services.registry.read() as conn:
@@ -96,10 +93,28 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
         report.unrecorded = consistency.unrecorded_lineages(conn, ignoring=lost, merged=set(report.merges.stale))
     with services.registry.read() as conn:
         report.derived_orphans = derived.orphans(conn)
-    blobs = services.blobs
-    temp_files = blobs.temp_files() if isinstance(blobs, LocalBlobs) else []   # S3 keeps none here
-    report.temp_files = [str(p) for p in temp_files if now - p.stat().st_mtime >= min_age_seconds]
+    report.temp_files = services.blobs.leftovers(min_age_seconds)   # temp files, S3 uploads under incoming/
     return report
+
+
+def _verify(services: Services, address: str) -> str:
+    """Read the blob to its end: its SHA-256 must be its address (VerifiedStream)."""
+    if not services.blobs.exists(address):
+        return "missing"
+    try:
+        with services.blobs.open(address) as stream:
+            while stream.read(CHUNK):
+                pass
+    except FileNotFoundError:
+        return "missing"
+    except OSError:   # BlobCorrupted, a directory, a symlink refused
+        return "corrupt"
+    return "ok"
+
+
+def _referenced(services: Services) -> set[str]:
+    with services.registry.read() as conn:
+        return {row.blob_address for row in consistency.document_blobs(conn)} | consistency.tombstone_blobs(conn)
 
 
 def _check_registry(services: Services, report: FsckReport) -> None:
@@ -109,16 +124,6 @@ def _check_registry(services: Services, report: FsckReport) -> None:
     with services.registry.read() as conn:
         report.orphans = consistency.orphans(conn)
         report.dangling_associations = consistency.dangling_associations(conn)
-
-
-def _age(services: Services, address: str, now: float) -> float:
-    blobs = services.blobs
-    if not isinstance(blobs, LocalBlobs):
-        return float("inf")
-    try:
-        return now - blobs.path(address).stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
 
 
 def remove_leftovers(services: Services, report: FsckReport) -> None:
@@ -152,13 +157,17 @@ def remove_leftovers(services: Services, report: FsckReport) -> None:
     if report.derived_orphans:   # facts and text of documents gone: derived data follows its document
         with services.registry.write() as conn:
             derived.delete_orphans(conn)
+    if report.unreferenced_blobs:
+        # Looked at again just before: a submission may have reused one of them (same bytes,
+        # content addressing) since the check; its put made it young again (FilesystemBlobStore).
+        report.unreferenced_blobs = [address for address in report.unreferenced_blobs
+                                     if services.blobs.age(address) >= report.min_age_seconds]
+        referenced = _referenced(services)
+        report.unreferenced_blobs = [address for address in report.unreferenced_blobs if address not in referenced]
     for address in report.unreferenced_blobs:
         services.blobs.delete(address)
     for name in report.temp_files:
-        try:
-            os.unlink(name)
-        except FileNotFoundError:
-            pass
+        services.blobs.remove_leftover(name)
 
 
 def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0) -> int:
@@ -170,6 +179,8 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
                   f"{report.blobs} blobs\n")
         for entry_uuid, address in report.missing_blobs:
             out.write(f"MISSING  {entry_uuid} -> blob {address} is absent\n")
+        for entry_uuid, address in report.corrupt_blobs:
+            out.write(f"CORRUPT  {entry_uuid} -> blob {address} does not hold the registered bytes\n")
         for address in report.unreferenced_blobs:
             out.write(f"UNUSED   blob {address} is referenced by no registry entry\n")
         for name in report.temp_files:

@@ -29,6 +29,7 @@ from ..mhd import formats, mapping
 from ..mhd.outcome import FhirError, Issue
 from ..query import QueryService
 from ..query.search import SearchService
+from ..repository.store import BlobUnavailable, open_checked
 from ..services import Services
 from . import access, clinical, door, errors, patients, publish, search, searchparams, update
 from .capability import capability_statement
@@ -357,11 +358,21 @@ def retrieve_document(rid: str) -> Response:
         form = ("-xml" if formats.wants_xml(request) else "-json") if as_resource else ""
         etag = f'"{entry.hash}{form}"'
     if etag and _not_modified(etag, None):
-        return Response(status=304, headers={"ETag": etag})
-    stream = services.blobs.open(located.blob_address)
+        return door.no_content(304, {"ETag": etag})
+    try:   # checked before the answer starts: never a 200 that breaks off on bytes changed in the store
+        stream = open_checked(services.blobs, located.blob_address, entry.size)
+    except BlobUnavailable as exc:
+        log.error("Binary/%s: %s", rid, exc)
+        raise FhirError.one(500, f"the content behind Binary/{rid} cannot be read from this repository",
+                            "exception", "XDSRepositoryError") from exc
     if as_resource:
-        data = stream.read()
-        stream.close()
+        try:
+            with stream:
+                data = stream.read()
+        except OSError as exc:   # a larger blob, found changed at its end: nothing was sent yet
+            log.error("Binary/%s: %s", rid, exc)
+            raise FhirError.one(500, f"the content behind Binary/{rid} cannot be read from this repository",
+                                "exception", "XDSRepositoryError") from exc
         return formats.respond({"resourceType": "Binary", "id": rid, "contentType": entry.mime_type,
                                 "data": base64.b64encode(data).decode("ascii")}, request,
                                headers={"ETag": etag} if etag else None)

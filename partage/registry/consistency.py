@@ -29,6 +29,13 @@ def document_blobs(conn: Connection) -> list[Row[*tuple[Any, ...]]]:
                              .where(OBJ.c.blob_address.is_not(None))).all())
 
 
+def tombstone_blobs(conn: Connection) -> set[str]:
+    """Blob addresses removal tombstones keep (docs/access.md, "Removal leaves a tombstone"): the
+    bytes stay until the administrator's `access purge --removed`, never fsck's."""
+    t = schema.removed_objects
+    return set(conn.execute(select(t.c.blob_address).where(t.c.blob_address.is_not(None))).scalars())
+
+
 def orphans(conn: Connection) -> list[str]:
     """entryUUIDs of documents and folders no submission set has as a member."""
     members, owners = OBJ.alias("members"), OBJ.alias("owners")

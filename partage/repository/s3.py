@@ -21,21 +21,26 @@ readers see the whole object or none. An address already present is not written 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import IO, BinaryIO, Literal, Protocol, TypedDict
+from typing import IO, BinaryIO, Literal, ParamSpec, Protocol, TypedDict, TypeVar
 from urllib.parse import urlparse
 
 # boto3 and botocore ship no type information (their stubs are separate packages).
 import boto3  # type: ignore[import-untyped]
 from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
-from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+from botocore.exceptions import ClientError, HTTPClientError  # type: ignore[import-untyped]
+from botocore.exceptions import ConnectionError as S3ConnectionError
 
+from ..failures import Unavailable
 from .store import BlobStore, BlobStream, StoredBlob, VerifiedStream, _valid_address
 
+P = ParamSpec("P")
+R = TypeVar("R")
 PART_SIZE = 8 * 1024 * 1024   # S3's minimum part is 5 MiB; one part is the most held in memory
 INCOMING = "incoming"
 
@@ -110,6 +115,22 @@ class S3Client(Protocol):
     def get_paginator(self, operation_name: Literal["list_objects_v2"]) -> _ListPaginator: ...
 
 
+class BlobStoreUnavailable(Unavailable):
+    """The object store cannot be reached (refused, timed out, cut): a 503 at every door, as
+    the database down is; nothing was registered."""
+
+
+def _reachable(method: Callable[P, R]) -> Callable[P, R]:
+    """A store call whose connection fails raises BlobStoreUnavailable."""
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (S3ConnectionError, HTTPClientError) as exc:
+            raise BlobStoreUnavailable("the document store is unavailable; try again later") from exc
+    return call
+
+
 def _read_part(source: IO[bytes], size: int) -> bytes:
     """Exactly `size` bytes, or fewer only at the end of the stream."""
     parts, got = [], 0
@@ -147,6 +168,7 @@ class S3BlobStore(BlobStore):
             raise ValueError(f"not a blob address: {address!r}")
         return self._under_prefix(f"{address[:2]}/{address[2:4]}/{address}")
 
+    @_reachable
     def put(self, source: IO[bytes]) -> StoredBlob:
         sha1, sha256 = hashlib.sha1(), hashlib.sha256()
         first = _read_part(source, self.part_size)
@@ -196,6 +218,7 @@ class S3BlobStore(BlobStore):
             raise
         return size
 
+    @_reachable
     def open(self, address: str) -> BlobStream:
         """The object's body, streamed and checked against the address as it is read."""
         try:
@@ -204,6 +227,7 @@ class S3BlobStore(BlobStore):
             raise FileNotFoundError(address) from exc
         return VerifiedStream(answer["Body"], address, int(answer["ContentLength"]))
 
+    @_reachable
     def exists(self, address: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self.key(address))
@@ -213,6 +237,7 @@ class S3BlobStore(BlobStore):
                 return False
             raise
 
+    @_reachable
     def delete(self, address: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(address))
 
@@ -226,6 +251,25 @@ class S3BlobStore(BlobStore):
             name = item["Key"].rsplit("/", 1)[-1]
             if _valid_address(name) and item["Key"] == self.key(name):
                 yield name
+
+    @_reachable
+    def age(self, address: str) -> float:
+        try:
+            answer = self.client.head_object(Bucket=self.bucket, Key=self.key(address))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return 0.0
+            raise
+        modified = answer.get("LastModified") if isinstance(answer, dict) else None
+        return time.time() - modified.timestamp() if modified is not None else 0.0
+
+    def leftovers(self, min_age_seconds: float) -> list[str]:
+        return self.stale_incoming(min_age_seconds)
+
+    def remove_leftover(self, name: str) -> None:
+        if not name.startswith(self._under_prefix(f"{INCOMING}/")):
+            raise ValueError(f"not an upload left under {INCOMING}/: {name!r}")
+        self.client.delete_object(Bucket=self.bucket, Key=name)
 
     def stale_incoming(self, min_age_seconds: float = 3600) -> list[str]:
         """Keys of uploads a crash left under incoming/ (never at an address)."""

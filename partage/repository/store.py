@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,9 +65,27 @@ class BlobStore(ABC):
     @abstractmethod
     def status(self) -> dict[str, str]: ...
 
+    @abstractmethod
+    def age(self, address: str) -> float:
+        """Seconds since the blob was last written (or asked for again by a put); 0 if absent.
+        fsck --repair leaves younger unused blobs alone: a submission may be about to register them."""
+
+    @abstractmethod
+    def leftovers(self, min_age_seconds: float) -> list[str]:
+        """What interrupted writes left, older than min_age (for fsck), by name."""
+
+    @abstractmethod
+    def remove_leftover(self, name: str) -> None:
+        """Remove one of `leftovers`."""
+
 
 class BlobCorrupted(OSError):
     """The bytes read back are not the bytes stored: their SHA-256 is not their address."""
+
+
+class BlobUnavailable(OSError):
+    """A registered blob that cannot be served as registered: absent, unreadable, not of the
+    registry's size, or (read before the answer starts) not hashing to its address."""
 
 
 class VerifiedStream:
@@ -94,6 +113,10 @@ class VerifiedStream:
             raise BlobCorrupted(f"blob {self._address}: {self._read} bytes read of {self._size}, "
                                 "SHA-256 differs from the address")
 
+    @property
+    def size(self) -> int:
+        return self._size
+
     def readable(self) -> bool:
         return True
 
@@ -105,6 +128,40 @@ class VerifiedStream:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def open_checked(blobs: BlobStore, address: str, size: int | None) -> BlobStream:
+    """A registered blob's stream for an answer, checked before the answer starts: present and
+    readable, of the registry's `size`, and, up to one CHUNK (nearly every document), read to
+    its end now and proved against its address, then opened again to be served (nothing held
+    in memory, whatever the number of documents of one answer); a larger one is checked as it
+    is read (VerifiedStream). BlobUnavailable otherwise, for the caller to answer its standard
+    error instead of a 200 that breaks off."""
+    try:
+        stream = blobs.open(address)
+    except FileNotFoundError as exc:
+        raise BlobUnavailable(f"blob {address} is absent") from exc
+    except OSError as exc:   # a directory, a symlink refused, unreadable
+        raise BlobUnavailable(f"blob {address} cannot be read: {exc.__class__.__name__}") from exc
+    try:
+        stored = getattr(stream, "size", None)
+        if size is not None and stored is not None and stored != size:
+            raise BlobUnavailable(f"blob {address}: {stored} bytes stored, {size} registered")
+        if stored is None or stored > CHUNK:
+            return stream
+        while stream.read(CHUNK):   # BlobCorrupted at the end if the bytes are not the address's
+            pass
+    except BlobUnavailable:
+        stream.close()
+        raise
+    except OSError as exc:
+        stream.close()
+        raise BlobUnavailable(f"blob {address}: {exc}") from exc
+    stream.close()
+    try:
+        return blobs.open(address)
+    except OSError as exc:
+        raise BlobUnavailable(f"blob {address} cannot be read: {exc.__class__.__name__}") from exc
 
 
 def _valid_address(address: str) -> bool:
@@ -140,6 +197,9 @@ class FilesystemBlobStore(BlobStore):
             final = self.path(address)
             if final.exists():
                 os.unlink(tmp_name)
+                # the bytes are needed again: young again, so that fsck --repair (--min-age)
+                # does not take an old unused blob a registration is about to reference
+                os.utime(final)
             else:
                 if not final.parent.is_dir():
                     _make_durable_dirs(final.parent)
@@ -152,7 +212,14 @@ class FilesystemBlobStore(BlobStore):
         return StoredBlob(address, sha1.hexdigest(), size)
 
     def open(self, address: str) -> BlobStream:
-        raw = open(self.path(address), "rb")
+        # never through a symlink put in a blob's place: it would serve another file's bytes
+        # until the hash check at the end of a large one
+        fd = os.open(self.path(address), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            raw = os.fdopen(fd, "rb")   # IsADirectoryError for a directory
+        except BaseException:
+            os.close(fd)
+            raise
         return VerifiedStream(raw, address, os.fstat(raw.fileno()).st_size)
 
     def exists(self, address: str) -> bool:
@@ -171,6 +238,31 @@ class FilesystemBlobStore(BlobStore):
 
     def temp_files(self) -> list[Path]:
         return list(self.tmp.iterdir())
+
+    def age(self, address: str) -> float:
+        try:
+            return time.time() - self.path(address).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def leftovers(self, min_age_seconds: float) -> list[str]:
+        now, found = time.time(), []
+        for path in self.temp_files():
+            try:
+                if now - path.stat().st_mtime >= min_age_seconds:
+                    found.append(str(path))
+            except FileNotFoundError:   # its writer finished meanwhile
+                pass
+        return found
+
+    def remove_leftover(self, name: str) -> None:
+        path = Path(name)
+        if path.parent != self.tmp:
+            raise ValueError(f"not a temporary file of this store: {name!r}")
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
 
     def status(self) -> dict[str, str]:
         ok = os.access(self.root, os.W_OK)

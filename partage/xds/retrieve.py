@@ -6,6 +6,8 @@ each missing one gets its own RegistryError.
 
 from __future__ import annotations
 
+import logging
+
 from lxml import etree
 
 from ..access.actor import Actor
@@ -13,9 +15,11 @@ from ..ebxml import constants as C
 from ..ebxml.mtom import Attachment
 from ..metadata.errors import ErrorCode, XdsError
 from ..query import QueryService
+from ..repository.store import BlobUnavailable, open_checked
 from ..services import Services
 from .responses import error_list
 
+log = logging.getLogger(__name__)
 X = f"{{{C.XDSB}}}"
 RS = f"{{{C.RS}}}"
 XOP_INCLUDE = f"{{{C.XOP}}}Include"
@@ -50,7 +54,15 @@ def retrieve_document_set(services: Services, actor: Actor,
                                    f"no document {unique_id!r} in this repository", unique_id))
             continue
         doc, address = located.document, located.blob_address
-        found.append((f"doc{i}.{address[:16]}@partage", repository_id, unique_id, home, doc, address))
+        try:   # checked before the answer starts: never a 200 that breaks off on bytes changed in the store
+            stream = open_checked(services.blobs, address, doc.size)
+        except BlobUnavailable as exc:
+            log.error("ITI-43: document %s: %s", unique_id, exc)
+            errors.append(XdsError(ErrorCode.REPOSITORY_ERROR,
+                                   f"the content of document {unique_id!r} cannot be read from this repository",
+                                   unique_id))
+            continue
+        found.append((f"doc{i}.{address[:16]}@partage", repository_id, unique_id, home, doc, stream))
 
     status = C.STATUS_SUCCESS
     if errors:
@@ -60,7 +72,7 @@ def retrieve_document_set(services: Services, actor: Actor,
     response = etree.SubElement(root, RS + "RegistryResponse", status=status)
     error_list(response, errors)
     attachments = []
-    for cid, repository_id, unique_id, home, doc, address in found:
+    for cid, repository_id, unique_id, home, doc, stream in found:
         item = etree.SubElement(root, X + "DocumentResponse")
         if home:
             etree.SubElement(item, X + "HomeCommunityId").text = home
@@ -69,8 +81,7 @@ def retrieve_document_set(services: Services, actor: Actor,
         etree.SubElement(item, X + "mimeType").text = doc.mime_type
         document = etree.SubElement(item, X + "Document")
         etree.SubElement(document, XOP_INCLUDE, href=f"cid:{cid}")
-        attachments.append(Attachment(cid, doc.mime_type or "application/octet-stream",
-                                      services.blobs.open(address)))
+        attachments.append(Attachment(cid, doc.mime_type or "application/octet-stream", stream))
     return root, attachments
 
 

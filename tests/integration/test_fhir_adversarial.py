@@ -16,7 +16,6 @@ from partage.config import Settings
 from partage.fhir.subscriptions import FhirRenderer, read_subscription
 from partage.mhd.outcome import FhirError
 from partage.notify.channels import Outgoing, Transport
-from partage.notify.deliver import Deliveries
 from partage.notify.destinations import Destinations
 from partage.notify.model import DOCUMENT, ERROR, FULL_RESOURCE, Subscription
 from partage.notify.sender import Sender
@@ -171,14 +170,15 @@ def test_undeliverable_handshake_is_given_up_not_retried_forever(svc):
                               resource={"criteria": "https://profiles.ihe.net/ITI/DSUBm/SubscriptionTopic/x",
                                         "channel": {"header": ["X-Recipient-Key: cl\u00e9\u20ac"]}})
         sub = subs.create(wanted, handshake=True)
-        deliveries = Deliveries(svc, {"fhir": FhirRenderer()})
+        sender = Sender(svc, {"fhir": FhirRenderer()})
+        deliveries = sender.deliveries
         now = time.time()
         for n in range(svc.settings.notify_max_attempts + 3):   # each time the lease has run out
             token, claimed = outbox.claim(svc.registry, outbox.EVENTS, lease_s=60, now=now + n * 120)
             if not claimed:
                 break
             for row in claimed:
-                Sender._one(deliveries.run, row, token)   # what the sender thread does
+                sender._one(deliveries.run, row, token)   # what the sender thread does
         rows = outbox.rows(svc.registry, outbox.EVENTS)
         status = Subscriptions(svc, gp).get(sub.id).status
     assert [(r.state, r.attempts) for r in rows if r.state == "pending"] == [], \
