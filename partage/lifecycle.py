@@ -173,7 +173,22 @@ def remove_metadata(services: Services, actor: Actor, refs: Sequence[str]) -> No
         rows, errors = updates.removal_rows(conn, refs)
         for row in rows.values():
             _may_remove(reader, conn, row)
-        updates.remove_objects(conn, rows, removed_by=actor.id, errors=errors)
+        try:
+            updates.remove_objects(conn, rows, removed_by=actor.id, errors=errors)
+        except XdsErrors as exc:
+            raise XdsErrors([_unnamed_if_hidden(reader, conn, e) for e in exc.errors]) from None
+
+
+def _unnamed_if_hidden(reader: Reader, conn: Connection, error: XdsError) -> XdsError:
+    """An association that keeps an object from being removed (XDSReferencesExist, as ITI-62
+    says) is named only if the actor may see it: one to a document hidden from them (an
+    addendum masked by another author) is said to exist, as the standard asks, not which."""
+    if error.code != ErrorCode.REFERENCES_EXIST or reader.actor.kind in TRUSTED_KINDS:
+        return error
+    row = updates.rows(conn, [error.location]).get(error.location)
+    if row is not None and reader.visible(conn, graph_of([row]), audited=False).objects:
+        return error
+    return XdsError(error.code, "an association the actor may not see still references an object to remove", "")
 
 
 def _may_remove(reader: Reader, conn: Connection, row: updates.Row) -> None:

@@ -8,16 +8,20 @@ import copy
 
 import pytest
 from lxml import etree
+from sqlalchemy import select
 
 from partage.metadata.model import Association, AssociationType, Code, Folder, SubmissionRequest
+from partage.registry import schema
 from tests import factories as F
 from tests.integration.test_access_attacks import (
     CONF,
     DOCTOR,
     EVERY_STATUS,
+    NURSE,
     Record,
     _live_server,
     bare,
+    relation,
 )
 from tests.xdsclient import objects_of
 
@@ -75,6 +79,28 @@ def test_iti62_and_status_change_of_a_document_masked_since_are_refused(server):
     assert r.remove(nurse, [d2]).error_codes == ["XDSPolicyViolation"]
     assert r.set_status(nurse, d2, "Approved", "Deprecated").error_codes == ["XDSPolicyViolation"]
     assert r.status_of(d2) == "Approved"
+
+
+def test_a_hidden_relation_blocking_a_removal_is_said_to_exist_not_named(server):
+    """ITI-62 of a document an addendum still references answers XDSReferencesExist (ITI TF-2b
+    3.62.4.1.3); when the addendum is masked from the remover (another author's MASQUE_PS), the
+    answer says that a reference exists, not the entryUUID of the association to the hidden
+    document (the relations class of issue 15)."""
+    r = Record(server)
+    doctor, nurse = r.actor("doctor"), r.actor("nurse")
+    [a1] = r.filed(doctor, [r.document("a", DOCTOR)])
+    b = r.document("b", NURSE, conf="MASQUE_PS")
+    [b1] = r.filed(nurse, [b], [relation(AssociationType.APND, "b", a1)])
+    o = schema.registry_objects
+    with server.services.registry.read() as conn:
+        [hidden] = conn.execute(select(o.c.entry_uuid).where(o.c.kind == "A", o.c.source_uuid == b1,
+                                                             o.c.target_uuid == a1)).scalars().all()
+    answer = r.remove(doctor, [a1])
+    assert set(answer.error_codes) == {"ReferencesExistException"}, answer.error_codes
+    said = " ".join(f"{e.get('codeContext')} {e.get('location')}" for e in answer.body.iter(
+        "{urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0}RegistryError"))
+    assert hidden not in said and b1 not in said, said
+    assert r.status_of(a1) == "Approved"
 
 
 # ============================================================================ hostile updates
