@@ -44,7 +44,7 @@ from ..registry.search import ObjectSearch
 from ..services import Services
 from .clinical_map import KINDS_OF_RESOURCE, FactMapper
 from .ids import numeric_id, paging_number
-from .patients import Patients, patient_token, reference_id
+from .patients import Patients
 from .search import DEFAULT_COUNT, MAX_COUNT, Parsed, bundle, date_match
 from .views import Views
 
@@ -80,11 +80,8 @@ class ClinicalViews:
         refs = params.get("patient", []) + params.get("subject", [])
         identifiers = params.get("patient.identifier", []) + params.get("patient:identifier", []) \
             + params.get("subject:identifier", [])
-        if refs:
-            ref = refs[-1]
-            return self.patients.patient_id_for_search(reference_id(ref) or ref)
-        if identifiers:
-            return patient_token(identifiers[-1])
+        if refs or identifiers:
+            return self.patients.searched(refs, identifiers)
         if required:
             raise FhirError.one(400, "patient (or patient.identifier) is required", "required")
         return None

@@ -6,7 +6,7 @@ and the caller authenticated by the signed bearer JWT of the Authorization heade
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, has_request_context, request
 
 from ..access import authn
 from ..access.actor import Actor
@@ -34,6 +34,19 @@ def _check_request() -> None:
     formats.check_format(request)
     if address_holds_nul(request.path, request.args.items(multi=True)):
         raise FhirError.one(400, "the address holds a NUL character", "invalid")
+
+
+def local_reference(reference: str) -> str:
+    """`reference` as a path under this server's FHIR base (`Type/id...`), or "" when it is an
+    absolute URL under another base: FHIR R4 references.html, an absolute reference names the
+    resource on the server at that base, not the one of this server with the same id."""
+    if "://" not in reference or not has_request_context():
+        return reference
+    # The base as the client addressed this server, whatever the scheme (a proxy ending TLS
+    # forwards https as http): host, port and path decide.
+    base = (request.host + URL_PREFIX + "/").lower()
+    address = reference.split("://", 1)[1]
+    return address[len(base):] if address.lower().startswith(base) else ""
 
 
 def services() -> Services:

@@ -23,6 +23,7 @@ from ..registry import patients as registry_patients
 from ..registry.patients import FHIR_ID_AUTHORITY, PatientRecord, fhir_id_cx
 from ..registry.search import patient_meta
 from ..services import Services
+from . import door
 
 Json = dict[str, Any]
 _ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -38,8 +39,9 @@ def patient_token(token: str) -> CX | None:
 
 
 def reference_id(reference: str) -> str | None:
-    """`Patient/x`, `<base>/Patient/x`, `<base>/Patient/x/_history/1` -> `x`."""
-    parts = reference.rstrip("/").split("/")
+    """`Patient/x`, `<base>/Patient/x`, `<base>/Patient/x/_history/1` -> `x`; None for a
+    Patient of another server (another base)."""
+    parts = door.local_reference(reference).rstrip("/").split("/")
     if "_history" in parts:
         parts = parts[:parts.index("_history")]
     if len(parts) >= 2 and parts[-2] == "Patient":
@@ -75,6 +77,24 @@ class Patients:
             if pk is None:
                 return None
             record = registry_patients.record(conn, pk)
+        return record.xds_patient_id if record else None
+
+    def searched(self, refs: list[str], tokens: list[str]) -> CX | None:
+        """The patient a search names by its `patient` references and `patient.identifier`
+        tokens. Every value is ANDed (FHIR R4 search.html#combining): values naming two
+        patients, or one naming none, match no document (None: an empty page), never the last
+        value's patient."""
+        if len(refs) + len(tokens) == 1:
+            return self.patient_id_for_search(reference_id(refs[0]) or refs[0]) if refs else patient_token(tokens[0])
+        named = {self.xds_id_of(cx) if (cx := patient_token(token)) else None for token in tokens}
+        named |= {self.patient_id_for_search(reference_id(ref) or ref) for ref in refs}
+        return named.pop() if len(named) == 1 else None
+
+    def xds_id_of(self, cx: CX) -> CX | None:
+        """The XDS patient id of the patient known by `cx` (any of its identifiers), else None."""
+        with self.registry.read() as conn:
+            pk = self.registry.patient_pk(conn, cx)
+            record = registry_patients.record(conn, pk) if pk is not None else None
         return record.xds_patient_id if record else None
 
     def patient_id_for_search(self, rid: str) -> CX | None:

@@ -190,7 +190,7 @@ def transaction() -> Response:
 
 
 def _existing_document(reference: str) -> str | None:
-    parts = reference.rstrip("/").split("/")
+    parts = door.local_reference(reference).rstrip("/").split("/")
     if "_history" in parts:
         parts = parts[:parts.index("_history")]
     if len(parts) >= 2 and parts[-2] == "DocumentReference":

@@ -295,6 +295,10 @@ def _require_patient_and_status(parsed: Parsed) -> None:
         raise FhirError.one(400, "patient or patient.identifier is required", "required", MISSING)
     if not parsed.has("status"):
         raise FhirError.one(400, "status is required (e.g. status=current)", "required", MISSING)
+    if any(len(split_escaped(v, ",")) > 1 for v in parsed.patient_refs + parsed.patient_identifiers):
+        # a comma is OR (FHIR R4 search.html#combining): one patient per search here, as ITI-18
+        raise FhirError.one(400, "patient / patient.identifier: a search names one patient, not a list",
+                            "not-supported", "XDSResultNotSinglePatient")
 
 
 def document_search(params: Params, *, strict: bool = False) -> tuple[Parsed, ObjectSearch]:

@@ -26,7 +26,7 @@ from ..query import QueryService
 from ..query.search import SearchService
 from ..registry.search import ObjectSearch, object_meta
 from ..services import Services
-from .patients import Patients, reference_id
+from .patients import Patients
 from .search import Parsed, bundle
 
 Json = dict[str, Any]
@@ -117,11 +117,8 @@ class Views:
 
     # --- searches --------------------------------------------------------------------------------
     def patient_id(self, parsed: Parsed) -> CX | None:
-        """The patient a search names (patient.identifier wins, as ITI-18 has one patient id)."""
-        if parsed.patient_identifiers:
-            return parsed.patient_identifier()
-        ref = parsed.patient_refs[-1]
-        return self.patients.patient_id_for_search(reference_id(ref) or ref)
+        """The patient a search names (`Patients.searched`: its values ANDed)."""
+        return self.patients.searched(parsed.patient_refs, parsed.patient_identifiers)
 
     def find_documents(self, parsed: Parsed, search: ObjectSearch, link_base: str, cursor: str = "") -> Json:
         page = self.searches.objects(self.patient_id(parsed), search, parsed.page, relations=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import tempfile
 from collections.abc import Callable
@@ -90,9 +91,12 @@ def read_provide_bundle(bundle: Json, patient: Callable[[Json], CX | None],
     minimal = bool(profiles) and all(PROVIDE_PROFILES[p] for p in profiles)
     entries = bundle.get("entry") or []
     by_url: dict[str, Json] = {}
-    for entry in entries:
+    for n, entry in enumerate(entries):
         res = entry.get("resource") or {}
         if entry.get("fullUrl"):
+            if entry["fullUrl"] in by_url:   # FHIR R4 Bundle invariant bdl-7: fullUrl unique in a Bundle
+                errors.append(XdsError(ERROR, f"Bundle.entry[{n}].fullUrl {entry['fullUrl']} is the fullUrl of "
+                                       "an earlier entry; a fullUrl names one entry (bdl-7)", f"Bundle.entry[{n}]"))
             by_url[entry["fullUrl"]] = res
         if res.get("id") and res.get("resourceType"):
             by_url.setdefault(f"{res['resourceType']}/{res['id']}", res)
@@ -130,7 +134,7 @@ def read_provide_bundle(bundle: Json, patient: Callable[[Json], CX | None],
             parsed.entry.limited_metadata = parsed.entry.limited_metadata or minimal
             symbolic_of_url[full_url] = item.symbolic
             documents.append((item, parsed))
-            errors += parsed.errors
+            errors += _located(parsed.errors, full_url)
         elif rtype == "List":
             lists.append((item, res))
             symbolic_of_url[full_url] = item.symbolic = f"List{n}"
@@ -208,7 +212,7 @@ def read_provide_bundle(bundle: Json, patient: Callable[[Json], CX | None],
         errors.append(XdsError(ERROR, "the Bundle has no DocumentReference", "Bundle"))
     for item, res in folders:
         parsed_folder = mapping.folder(res, patient, ERROR)
-        errors += parsed_folder.errors
+        errors += _located(parsed_folder.errors, item.full_url)
         f = parsed_folder.obj
         f.entry_uuid, item.kind = item.symbolic, "Folder"
         f.limited_metadata = f.limited_metadata or minimal
@@ -226,7 +230,7 @@ def read_provide_bundle(bundle: Json, patient: Callable[[Json], CX | None],
     if submission_sets:
         item, res = submission_sets[0]
         parsed_ss = mapping.submission_set(res, mapping.contained_resolver(res, in_bundle), patient, ERROR)
-        errors += parsed_ss.errors
+        errors += _located(parsed_ss.errors, item.full_url)
         ss = parsed_ss.obj
         ss.entry_uuid, item.kind = item.symbolic, "SubmissionSet"
         ss.limited_metadata = ss.limited_metadata or minimal
@@ -250,6 +254,12 @@ def read_provide_bundle(bundle: Json, patient: Callable[[Json], CX | None],
     if errors:
         raise XdsErrors(errors)
     return out
+
+
+def _located(errors: list[XdsError], full_url: str) -> list[XdsError]:
+    """A resource's errors located by its entry's fullUrl (the mapping knows only the resource,
+    and names it by its id or its type, which do not tell entries apart)."""
+    return [dataclasses.replace(e, location=full_url) for e in errors]
 
 
 def _binary_url(url: str, binaries: dict[str, Json]) -> str | None:
