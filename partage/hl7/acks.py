@@ -66,7 +66,7 @@ def acknowledgement(outcome: FeedOutcome, received: MessageHeader | None, flavou
     msh = _msh(header, _now(), message_type, processing_id, flavour.version(header), tail, prefix="ACK",
                control_id=outcome.control_id)
     msa = _segment("MSA", outcome.code, outcome.control_id, text_field(outcome.text))
-    errors = _err_v25 if flavour.v25_errors else _err_eld
+    errors = _err_v25 if flavour.v25_errors or _from_v25(flavour.version(header)) else _err_eld
     return _message([msh, msa, *(errors(p) for p in _problems(outcome))])
 
 
@@ -118,9 +118,21 @@ def _msh(received: MessageHeader, now: str, message_type: MSG, processing_id: st
     return "|".join(["MSH", ENCODING, *fields])
 
 
+def _from_v25(version: str) -> bool:
+    """ERR-1 is withdrawn from v2.5 on (ERR-2 location, ERR-3 and ERR-4 required)."""
+    parts = version.split(".")
+    try:
+        return tuple(int(p) for p in parts[:2]) >= (2, 5)
+    except ValueError:
+        return False
+
+
 def _err_eld(problem: Problem) -> str:
-    """ERR-1 (ELD, HL7 v2.3.1): ^^^<code>&<text>."""
-    return _segment("ERR", f"^^^{escape_hl7(problem.condition)}&{text_field(problem.message)}")
+    """ERR-1 (ELD, HL7 v2.3.1): <segment>^<sequence>^<field>^<code>&<text>, the
+    location from the problem's ERL (empty when it names none)."""
+    location = (problem.location.split("^") if _ERL.fullmatch(problem.location or "") else [])[:3]
+    location += [""] * (3 - len(location))
+    return _segment("ERR", "^".join([*location, f"{escape_hl7(problem.condition)}&{text_field(problem.message)}"]))
 
 
 def _err_v25(problem: Problem) -> str:

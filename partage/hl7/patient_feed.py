@@ -39,40 +39,47 @@ def handle_message(services: Services, message: Er7Message) -> FeedOutcome:
     event = message.header.message_type
     if event.message_code != "ADT" or event.trigger_event not in CREATE_OR_UPDATE | MERGE:
         return _refused(REJECTED, APPLICATION_ERROR, "hl7-message-type", control_id,
-                        f"message type {event} is not accepted by this listener")
+                        f"message type {event} is not accepted by this listener", "MSH^1^9")
     pid = message.first("PID")
     if pid is None:
-        return _refused(ERROR, REQUIRED_FIELD_MISSING, "hl7-pid-missing", control_id, "PID segment is missing")
+        return _refused(ERROR, REQUIRED_FIELD_MISSING, "hl7-pid-missing", control_id, "PID segment is missing",
+                        "PID")
     ids = patient_identifiers(pid, 3)
     if not ids:
         return _refused(ERROR, REQUIRED_FIELD_MISSING, "hl7-pid3-missing", control_id,
-                        "PID-3 has no identifier with an ISO assigning authority")
+                        "PID-3 has no identifier with an ISO assigning authority", "PID^1^3")
     mrg = message.first("MRG")
     merged = patient_identifiers(mrg, 1) if mrg is not None else []
     if event.trigger_event in MERGE and not merged:
         return _refused(ERROR, REQUIRED_FIELD_MISSING, "hl7-mrg1-missing", control_id,
-                        "A40 needs MRG-1 with the merged patient's identifier")
-    unstorable = _unstorable(pid, mrg, [*ids, *merged])
+                        "A40 needs MRG-1 with the merged patient's identifier", "MRG^1^1")
+    unstorable, where = _unstorable(pid, mrg, ids, merged)
     if unstorable:
-        return _refused(ERROR, DATA_TYPE_ERROR, "hl7-value-not-storable", control_id, unstorable)
+        return _refused(ERROR, DATA_TYPE_ERROR, "hl7-value-not-storable", control_id, unstorable, where)
     try:
         _apply(services, event.trigger_event, ids, merged, _demographics(pid, event.trigger_event))
     except MergeConflict as exc:   # nothing applied: the sender may send it again once fsck is read
-        return _refused(ERROR, APPLICATION_ERROR, "hl7-merge-conflict", control_id, str(exc))
+        return _refused(ERROR, APPLICATION_ERROR, "hl7-merge-conflict", control_id, str(exc), "MRG^1^1")
     return FeedOutcome("AA", "", control_id)
 
 
-def _unstorable(pid: Segment, mrg: Segment | None, ids: list[CX]) -> str:
-    """Why the registry cannot keep these identifiers and demographics as received, or "" (a NUL:
-    PostgreSQL's text holds none; identifiers longer than the registry's columns)."""
+def _unstorable(pid: Segment, mrg: Segment | None, ids: list[CX], merged: list[CX]) -> tuple[str, str]:
+    """Why the registry cannot keep these identifiers and demographics as received, and where
+    (an ERL), or ("", "") (a NUL: PostgreSQL's text holds none; identifiers longer than the
+    registry's columns)."""
     for segment in (pid, mrg):
         if segment is not None and holds_nul(segment.fields):
-            return f"{segment.name} holds a NUL character"
-    return next((problem for problem in map(identifier_problem, ids) if problem), "")
+            return f"{segment.name} holds a NUL character", segment.name
+    for cxs, where in ((ids, "PID^1^3"), (merged, "MRG^1^1")):
+        problem = next((found for found in map(identifier_problem, cxs) if found), "")
+        if problem:
+            return problem, where
+    return "", ""
 
 
-def _refused(code: str, condition: str, rule: str, control_id: str, text: str) -> FeedOutcome:
-    return FeedOutcome(code, text, control_id, [Problem(condition, rule, text)])
+def _refused(code: str, condition: str, rule: str, control_id: str, text: str, location: str) -> FeedOutcome:
+    """A refusal with its one ERR, naming where in the message (an ERL: PID^1^3, MRG^1^1)."""
+    return FeedOutcome(code, text, control_id, [Problem(condition, rule, text, location)])
 
 
 def _demographics(pid: Segment, trigger: str) -> dict[str, Any]:

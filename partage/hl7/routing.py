@@ -22,7 +22,15 @@ from ..services import Services
 from . import document_feed, patient_feed
 from .acks import DOCUMENT_FEED, PATIENT_FEED, AckFlavour, acknowledgement
 from .document_submission import DOCUMENT_FEED_ACTOR
-from .outcome import APPLICATION_ERROR, REJECTED, SEGMENT_SEQUENCE, FeedOutcome, Problem
+from .outcome import (
+    APPLICATION_ERROR,
+    DATA_TYPE_ERROR,
+    ERROR,
+    REJECTED,
+    SEGMENT_SEQUENCE,
+    FeedOutcome,
+    Problem,
+)
 
 log = logging.getLogger("partage.hl7")
 
@@ -56,8 +64,11 @@ def route_of(header: MessageHeader | None) -> Route:
     return ROUTES.get(header.message_type.message_code, UNROUTED)
 
 
-def route(services: Services, text: str) -> str:
-    """Handle one message and return the acknowledgement to send back (and audit it once)."""
+def route(services: Services, text: str, *, not_in_charset: str = "") -> str:
+    """Handle one message and return the acknowledgement to send back (and audit it once).
+    `not_in_charset`: why the bytes received are not in the charset MSH-18 declares (the
+    listener's `er7.decode`): the message is refused AE unread, never stored with its
+    characters replaced."""
     too_big = over_limits(text)
     if too_big is not None:   # refused before the reader builds anything
         return ack(too_big, text)
@@ -71,7 +82,11 @@ def route(services: Services, text: str) -> str:
         opened = audit.current()
         if opened is not None:
             audit.open_record(services, opened)   # fail closed: no write without its audit record
-        outcome = chosen.handler(services, message) if message else _not_a_message(unreadable)
+        if not_in_charset and message:
+            outcome = FeedOutcome(ERROR, not_in_charset, message.header.control_id, [Problem(
+                DATA_TYPE_ERROR, "hl7-charset", not_in_charset, "MSH^1^18")])
+        else:
+            outcome = chosen.handler(services, message) if message else _not_a_message(unreadable)
         answer = acknowledgement(outcome, header, chosen.flavour)
         _audit(services, chosen, message, outcome)
         return answer

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from ..failures import classify
+from ..metadata.er7 import decode
 from ..services import Services
 from .mllp import MllpDecoder, MllpError, frame
 from .outcome import FeedOutcome
@@ -101,9 +102,9 @@ class _Handler(socketserver.BaseRequestHandler):
             self.server.budget.resize(held, 0)
 
     def _answer(self, raw: bytes) -> str:
-        text = raw.decode("utf-8", errors="replace")
+        text, not_in_charset = decode(raw)
         try:
-            return route(self.server.services, text)
+            return route(self.server.services, text, not_in_charset=not_in_charset)
         except Exception as exc:   # the feed must get an answer, not a closed socket
             known = classify(exc)
             if known is None:

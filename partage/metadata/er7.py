@@ -156,6 +156,27 @@ def read_header(text: str) -> MessageHeader | None:
     return MessageHeader.of(_segment(line, 0, separator, _translation(separator, encoding), HEADER_FIELDS))
 
 
+# HL7 table 0211 (MSH-18) -> the Python codec; no MSH-18 is read as UTF-8 (this listener's
+# default). A label not here is read as UTF-8 too.
+CHARSETS = {"ASCII": "ascii", "8859/1": "iso8859-1", "8859/2": "iso8859-2", "8859/5": "iso8859-5",
+            "8859/7": "iso8859-7", "8859/9": "iso8859-9", "8859/15": "iso8859-15",
+            "UNICODE UTF-8": "utf-8", "": "utf-8"}
+
+
+def decode(raw: bytes) -> tuple[str, str]:
+    """The text of a message received as bytes, read in the charset its MSH-18 declares, and
+    why its bytes are not in that charset ("" when they are; the text then holds U+FFFD where
+    they were not, for the acknowledgement)."""
+    header = read_header(first_segment(raw[:4096].decode("latin-1")))
+    label = (header.charset if header is not None else "").strip().upper()
+    codec = CHARSETS.get(label, "utf-8")
+    try:
+        return raw.decode(codec), ""
+    except UnicodeDecodeError as exc:
+        return raw.decode(codec, errors="replace"), (
+            f"byte {exc.start} of the message is not {label or 'UTF-8'} (MSH-18 {label or 'empty: UTF-8'})")
+
+
 def _segment(line: str, position: int, separator: str, translate: dict[int, str] | None,
              max_fields: int = -1) -> Segment:
     """`max_fields` >= 0: only the parts before that many separators are read (the rest dropped)."""

@@ -125,6 +125,19 @@ def patient_pk(conn: Connection, cx: CX | None) -> int | None:
     return _followed(conn, row)
 
 
+def active_patient_pk(conn: Connection, cx: CX | None) -> int | None:
+    """The patient an identifier names when it is still an active identifier: None if it was
+    never fed, or if its patient was merged into another (ITI-8 A40: the subsumed id takes no
+    new documents; a submission for it is refused XDSUnknownPatientId)."""
+    if cx is None or not cx.id or not cx.assigning_authority.universal_id:
+        return None
+    if holds_nul([cx.id, cx.assigning_authority.universal_id]):
+        return None
+    row = conn.execute(_BY_IDENTIFIER, {"authority": cx.assigning_authority.universal_id,
+                                        "value": cx.id}).first()
+    return int(row[0]) if row is not None and row[1] is None else None
+
+
 def _followed(conn: Connection, row: Any) -> int | None:
     """(pk, merged_into) -> the surviving patient (one statement per merge followed, none otherwise)."""
     if row is None:
@@ -203,6 +216,8 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
         return keep
     p, objs = schema.patients, schema.registry_objects
     conn.execute(update(p).where(p.c.pk == gone).values(merged_into=keep, updated_at=utc_now()))
+    from .access_state import merge_states  # (access_state reaches patients through store)
+    merge_states(conn, gone, keep)
     sharded = entry_index.sharded(conn)
     across = not entry_index.same_server(conn, gone, keep)
     entry_index.moved(conn, gone, keep)

@@ -66,10 +66,10 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
     ss = request.submission_set
     assert ss is not None   # metadata.validate refuses a submission without one
     errors: list[XdsError] = []
-    patient_pk = registry.patient_pk(conn, ss.patient_id)
+    patient_pk = registry.active_patient_pk(conn, ss.patient_id)
     if patient_pk is None:
         raise XdsErrors.one(ErrorCode.UNKNOWN_PATIENT_ID,
-                            f"patient {ss.patient_id} is not known to the registry "
+                            f"patient {ss.patient_id} is not known (or was merged into another) to the registry "
                             "(not sent by the patient identity feed)", ss.entry_uuid)
     in_request = request.by_id()
     external = _external_references(request, in_request)

@@ -465,6 +465,10 @@ class Registry:
         """The surviving patient behind an identifier, or None if the feed never sent it."""
         return patients.patient_pk(conn, cx)
 
+    def active_patient_pk(self, conn: Connection, cx: CX | None) -> int | None:
+        """The patient of an identifier that may take new documents (not merged away), or None."""
+        return patients.active_patient_pk(conn, cx)
+
     def upsert_patient(self, conn: Connection, identifiers: Iterable[CX],
                        demographics: dict[str, Any] | None = None) -> int:
         return patients.upsert(conn, identifiers, demographics)

@@ -68,9 +68,9 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
     if ss is None:   # validate_submission asks for one first
         raise XdsErrors.one(ErrorCode.REGISTRY_METADATA, "the update has no SubmissionSet")
     now = utc_now()
-    patient_pk = registry.patient_pk(conn, ss.patient_id)
+    patient_pk = registry.active_patient_pk(conn, ss.patient_id)
     if patient_pk is None:
-        raise XdsErrors.one(ErrorCode.UNKNOWN_PATIENT_ID, f"patient {ss.patient_id} is not known")
+        raise XdsErrors.one(ErrorCode.UNKNOWN_PATIENT_ID, f"patient {ss.patient_id} is not known (or was merged into another)")
     errors: list[XdsError] = []
     previous_version = {a.target_uuid: a.previous_version for a in request.associations
                         if a.association_type == AssociationType.HAS_MEMBER

@@ -101,8 +101,9 @@ def test_document_feed_err_per_problem():
 
 
 def test_a_refusal_without_problems_still_has_its_err():
-    for flavour, where in ((DOCUMENT_FEED, 5), (PATIENT_FEED, 1)):
-        m = segments(acknowledgement(FeedOutcome("AR", "internal error", "c-1"), header(MDM), flavour))
+    for flavour, where, received in ((DOCUMENT_FEED, 5, MDM), (PATIENT_FEED, 1, ADT), (PATIENT_FEED, 3, MDM)):
+        # a v2.5+ message gets the v2.5 ERR (ERR-3 required, ERR-1 withdrawn) in either flavour
+        m = segments(acknowledgement(FeedOutcome("AR", "internal error", "c-1"), header(received), flavour))
         [err] = m.all("ERR")
         assert err.field(where), flavour.name
 
@@ -170,7 +171,7 @@ def test_each_feed_answers_in_its_flavour(services):
 def test_text_that_is_no_message_is_rejected(services, text):
     m = segments(route(services, text))
     assert m.first("MSA").field(1) == "AR" and "cannot be parsed" in m.first("MSA").field(3)
-    assert m.first("ERR").field(1).startswith("^^^100&")
+    assert m.first("ERR").field(1).startswith("MSH^^^100&")   # ELD: the segment in error
 
 
 def test_non_standard_encoding_characters_feed_a_patient(services):
