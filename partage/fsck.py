@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 
 from .config import Settings
-from .registry import consistency, derived, lineages, shard_recovery, sharding, updates
+from .registry import consistency, derived, lineages, patients, shard_recovery, sharding, updates
 from .repository.store import CHUNK
 from .services import Services
 
@@ -48,6 +48,9 @@ class FsckReport:
     unsettled: list[str] = field(default_factory=list)
     # Lineages of several versions whose patients registry.lineages does not all name.
     unrecorded: dict[str, set[int]] = field(default_factory=dict)
+    # An unsharded registry: objects filed under a merged patient, which no query reaches
+    # (merged patient pk -> entryUUIDs; registry.patients.stranded).
+    stranded: dict[int, list[str]] = field(default_factory=dict)
     registered_documents: int = 0
     blobs: int = 0
 
@@ -55,7 +58,7 @@ class FsckReport:
     def consistent(self) -> bool:
         return not (self.missing_blobs or self.corrupt_blobs or self.orphans or self.dangling_associations
                     or self.derived_orphans or self.lost or self.indexed_only or self.unclaimed_ids or self.merges.stale or self.merges.copies
-                    or self.merges.misplaced or self.unsettled or self.unrecorded)
+                    or self.merges.misplaced or self.unsettled or self.unrecorded or self.stranded)
 
 
 def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
@@ -90,6 +93,7 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
             conn, before=consistency.registered_before(min_age_seconds)) if row.entry_uuid not in lost]
         report.unsettled = consistency.unsettled_versions(conn, before=consistency.registered_before(min_age_seconds),
                                                           ignoring=lost, merged=set(report.merges.stale))
+        report.stranded = patients.stranded(conn)
         report.unrecorded = consistency.unrecorded_lineages(conn, ignoring=lost, merged=set(report.merges.stale))
     with services.registry.read() as conn:
         report.derived_orphans = derived.orphans(conn)
@@ -139,6 +143,11 @@ def remove_leftovers(services: Services, report: FsckReport) -> None:
         with services.registry.write() as conn:
             shard_recovery.remove_stale(conn, sorted(report.merges.stale))
         report.merges.stale = {}
+    if report.stranded:   # filed under a merged patient: the survivor's, as the merge would have made them
+        with services.registry.write() as conn:
+            for gone in report.stranded:
+                patients.rehome(conn, gone)
+        report.stranded = {}
     if report.unsettled:   # an update across shards: the versions it succeeded, deprecated
         with services.registry.write() as conn:
             updates.settle_versions(conn, report.unsettled)
@@ -205,6 +214,10 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
         for entry_uuid, unique_id in report.unclaimed_ids:
             out.write(f"NOCLAIM  {entry_uuid}: its uniqueId {unique_id} is not claimed (a later submission "
                       "could reuse it)\n")
+        for gone, uuids in sorted(report.stranded.items()):
+            for entry_uuid in uuids:
+                out.write(f"STRANDED {entry_uuid} is filed under merged patient {gone}: no identifier leads to it "
+                          "(--repair gives it to the surviving patient)\n")
         for lid in report.unsettled:
             out.write(f"UNSETTLED {lid}: an older version is not Deprecated (an update moved it to another "
                       "shard and its second step did not run)\n")
@@ -219,7 +232,10 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
             stale = sum(len(v) for v in report.merges.stale.values())
             indexed_only, unsettled = len(report.indexed_only), len(report.unsettled)
             unrecorded = len(report.unrecorded)
+            stranded = sum(len(v) for v in report.stranded.values())
             remove_leftovers(services, report)
+            if stranded:
+                out.write(f"repaired: gave {stranded} objects filed under merged patients to the survivors\n")
             if lost:
                 out.write(f"repaired: removed {lost} objects of lost submissions from the shards, and set back "
                           f"the status of {len(report.restored)} objects they had changed\n")

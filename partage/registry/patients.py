@@ -99,6 +99,7 @@ _BY_IDENTIFIER = select(schema.patient_identifiers.c.patient_pk, schema.patients
     schema.patients, schema.patients.c.pk == schema.patient_identifiers.c.patient_pk).where(
     schema.patient_identifiers.c.authority == bindparam("authority"),
     schema.patient_identifiers.c.value == bindparam("value"))
+_BY_IDENTIFIER_LOCKED = _BY_IDENTIFIER.with_for_update(read=True, of=schema.patients)
 _MERGED_INTO = select(schema.patients.c.merged_into).where(schema.patients.c.pk == bindparam("pk"))
 
 
@@ -126,15 +127,21 @@ def patient_pk(conn: Connection, cx: CX | None) -> int | None:
 
 
 def active_patient_pk(conn: Connection, cx: CX | None) -> int | None:
-    """The patient an identifier names when it is still an active identifier: None if it was
-    never fed, or if its patient was merged into another (ITI-8 A40: the subsumed id takes no
-    new documents; a submission for it is refused XDSUnknownPatientId)."""
+    """The patient a write files objects for (a submission, an update), when the identifier is
+    still an active one: None if it was never fed, or if its patient was merged into another
+    (ITI-8 A40: the subsumed id takes no new documents; XDSUnknownPatientId).
+
+    The patient's row is share-locked until the write commits (PostgreSQL; SQLite has one
+    writer): a concurrent merge, which updates the merged patient's row first, waits and then
+    moves what the write filed, or the write waits for the merge and finds the id merged away.
+    Unlocked, documents filed while a merge committed stayed under a patient no identifier
+    leads to any more."""
     if cx is None or not cx.id or not cx.assigning_authority.universal_id:
         return None
     if holds_nul([cx.id, cx.assigning_authority.universal_id]):
         return None
-    row = conn.execute(_BY_IDENTIFIER, {"authority": cx.assigning_authority.universal_id,
-                                        "value": cx.id}).first()
+    row = conn.execute(_BY_IDENTIFIER_LOCKED, {"authority": cx.assigning_authority.universal_id,
+                                               "value": cx.id}).first()
     return int(row[0]) if row is not None and row[1] is None else None
 
 
@@ -214,7 +221,7 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
         gone = patient_pk(conn, merged_id)
     if gone is None or gone == keep:
         return keep
-    p, objs = schema.patients, schema.registry_objects
+    p = schema.patients
     conn.execute(update(p).where(p.c.pk == gone).values(merged_into=keep, updated_at=utc_now()))
     from .access_state import merge_states  # (access_state reaches patients through store)
     merge_states(conn, gone, keep)
@@ -224,12 +231,43 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
     lineages.merge(conn, gone, keep)
     if across:
         _settle_merged_into(conn, gone)
-    for table in (objs, schema.object_codes, schema.object_authors, schema.clinical_facts, schema.document_text,
-                  schema.subscriptions):
+    for table in _merged_tables():
         if sharded and table.name in SHARDED_TABLES:
             (_copy if across else _move)(conn, table, gone, keep)
         else:
             conn.execute(update(table).where(table.c.patient_pk == gone).values(patient_pk=keep))
+    return keep
+
+
+def _merged_tables() -> tuple[Table, ...]:
+    """The tables whose rows a merge gives to the surviving patient."""
+    return (schema.registry_objects, schema.object_codes, schema.object_authors, schema.clinical_facts,
+            schema.document_text, schema.subscriptions)
+
+
+def stranded(conn: Connection) -> dict[int, list[str]]:
+    """An unsharded registry: objects filed under a merged patient (merged patient pk ->
+    entryUUIDs). No identifier leads to them (`patient_pk` follows the merge), so no query
+    finds them: what a submission that resolved the patient before a concurrent merge
+    committed could leave before `active_patient_pk` locked the patient. A sharded registry's merge
+    leftovers are `shard_recovery.merge_leftovers`'."""
+    if entry_index.sharded(conn):
+        return {}
+    p, objs = schema.patients, schema.registry_objects
+    out: dict[int, list[str]] = {}
+    for pk, entry_uuid in conn.execute(select(objs.c.patient_pk, objs.c.entry_uuid).join(
+            p, p.c.pk == objs.c.patient_pk).where(p.c.merged_into.is_not(None)).order_by(objs.c.pk)):
+        out.setdefault(int(pk), []).append(entry_uuid)
+    return out
+
+
+def rehome(conn: Connection, gone: int) -> int:
+    """fsck --repair of `stranded`: a merged patient's rows go to its survivor, as the merge
+    would have moved them. Returns the survivor's pk."""
+    keep = surviving(conn, gone)
+    lineages.merge(conn, gone, keep)
+    for table in _merged_tables():
+        conn.execute(update(table).where(table.c.patient_pk == gone).values(patient_pk=keep))
     return keep
 
 

@@ -381,8 +381,11 @@ def rows(conn: Connection, entry_uuids: Iterable[str]) -> dict[str, Row]:
 
 # ------------------------------------------------------------------ ITI-62 Remove Metadata
 def removal_rows(conn: Connection, refs: Sequence[str]) -> tuple[dict[str, Row], list[XdsError]]:
-    """The rows an ITI-62 names, and an error for each id the registry does not hold."""
-    rows = Registry.rows_by_uuid(conn, refs)
+    """The rows an ITI-62 names, and an error for each id the registry does not hold.
+    Locked (PostgreSQL; SQLite has one writer): a concurrent write that links one of them (a
+    status change, a replacement, a new version) waits for the removal and then finds it gone,
+    or the removal waits for it and then finds the link (XDSReferenceExistsException)."""
+    rows = Registry.rows_by_uuid(conn, refs, lock=True)
     errors = [XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"no object {ref} in the registry", ref)
               for ref in refs if ref not in rows]
     return rows, errors
@@ -431,11 +434,14 @@ def _tombstones(conn: Connection, rows: Iterable[Row], *, removed_by: str, trans
 
 # ------------------------------------------------------------------ ITI-86 Remove Documents
 def document_rows(conn: Connection, unique_id: str) -> list[Row]:
-    """Every version of a document whose bytes this repository holds."""
+    """Every version of a document whose bytes this repository holds. Locked (PostgreSQL): an
+    ITI-57 new version, which locks the versions it continues and copies their bytes' address,
+    waits for the removal, or the removal waits for it and its UPDATE then reaches the new version."""
     return list(conn.execute(select(OBJ).where(OBJ.c.unique_id == unique_id,
                                                OBJ.c.kind == schema.KIND_DOCUMENT,
                                                OBJ.c.blob_address.is_not(None),
-                                               *entry_index.route(conn, unique_ids=[unique_id]))).all())
+                                               *entry_index.route(conn, unique_ids=[unique_id]))
+                             .with_for_update()).all())
 
 
 def remove_bytes(conn: Connection, unique_id: str, rows: Sequence[Row], *, removed_by: str) -> None:
