@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
 from lxml import etree
 
 from ..cda.crosscheck import ts_to_utc
 from ..cda.locate import text_of
+
+PARIS = ZoneInfo("Europe/Paris")
 
 HL7 = "urn:hl7-org:v3"
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
@@ -72,12 +77,21 @@ def coded(el: etree._Element | None, narrative: dict[str, str]) -> tuple[str, st
 
 
 def ts(el: etree._Element | None) -> str:
-    """An HL7 TS as UTC digits when it carries an offset, else its digits as given ('' if none)."""
+    """An HL7 TS as UTC digits ('' if none). A time of day without an offset is the sender's
+    local time (HL7 v3 data types), here Europe/Paris: stored in UTC like the others, since
+    readers take every stored time of day as UTC. A day without a time stays as given."""
     if el is None:
         return ""
     value = el.get("value", "")
     if not value or not value[:4].isdigit():
         return ""
+    digits = value.split(".", 1)[0]
+    if "+" not in value and "-" not in value and len(digits) >= 10 and digits.isdigit():
+        try:
+            local = datetime.strptime((digits + "0000")[:14], "%Y%m%d%H%M%S").replace(tzinfo=PARIS)
+        except ValueError:
+            return digits[:14]
+        return local.astimezone(UTC).strftime("%Y%m%d%H%M%S")[:len(digits[:14])]
     return ts_to_utc(value)[:14]
 
 

@@ -307,6 +307,7 @@ def _allergy(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
     crit_value = child(crit, "value")
     if crit_value is not None:
         fact.detail["criticality"] = crit_value.get("code", "")
+        fact.detail["criticality_display"] = coded(crit_value, narrative)[2]
     return fact
 
 

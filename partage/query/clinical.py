@@ -175,6 +175,22 @@ def is_current_treatment(fact: FactRow, today: str = "") -> bool:
     return fact.effective_end[:8] >= today[:8]
 
 
+def current_treatments(medications: list[FactRow]) -> list[FactRow]:
+    """The treatments taken now: of each product (its code, else its name), only the mentions of
+    the newest document that mentions it count, and those whose end is not reached. A product a
+    later document records as stopped is not current, whatever an older document said."""
+    def product(f: FactRow) -> tuple[str, str]:
+        return (f.code_system, f.code) if f.code else ("", " ".join(f.display.casefold().split()))
+
+    def written(f: FactRow) -> str:
+        return f.document.creation_time.lower_bound() if f.document.creation_time else ""
+    newest: dict[tuple[str, str], str] = {}
+    for f in medications:
+        key = product(f)
+        newest[key] = max(newest.get(key, ""), written(f))
+    return [f for f in medications if written(f) == newest[product(f)] and is_current_treatment(f)]
+
+
 def is_synthesis(doc: DocumentEntry) -> bool:
     return bool((doc.class_code and doc.class_code.code == SYNTHESIS_CLASS)
                 or (doc.type_code and doc.type_code.code in SYNTHESIS_TYPES))
@@ -218,7 +234,7 @@ def summary_content(reader: ClinicalReader, patient_id: CX) -> dict[str, Any]:
         "48765-2": [f for f in dedupe(by_kind.get(ALLERGY, [])) if f.status not in ("resolved", "inactive")],
         "11450-4": [f for f in problems if f.status not in ("resolved", "inactive", "remission")],
         "11348-0": [f for f in problems if f.status in ("resolved", "inactive", "remission")],
-        "10160-0": [f for f in dedupe(by_kind.get(MEDICATION, [])) if is_current_treatment(f)],
+        "10160-0": current_treatments(dedupe(by_kind.get(MEDICATION, []))),
         "30954-2": list(labs_latest.values())[:RECENT_RESULTS],
         "8716-3": list(vitals_latest.values()),
         "11369-6": dedupe(by_kind.get(IMMUNIZATION, [])),

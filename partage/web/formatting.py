@@ -34,6 +34,8 @@ ANNOTATIONS = {
 }
 _MICRO = re.compile(r"(?<![A-Za-z])u(?=(g|mol|L|l|m|IU|UI|kat)\b)")
 _ANNOTATION = re.compile(r"\{([^}]*)\}")
+_LITRE = re.compile(r"(?<![A-Za-z\[{])([munpfdc]?)l(?![A-Za-z\]}])")
+_POWER = re.compile(r"(?<![A-Za-z\[{])([munpfdck]?m)([23])(?![0-9\]}])")
 
 
 def number(text: str | float | None, max_decimals: int = 4) -> str:
@@ -47,6 +49,8 @@ def number(text: str | float | None, max_decimals: int = 4) -> str:
         return raw
     if not value.is_finite():
         return raw
+    if value and value.adjusted() < 0:   # 0.00004: never rounded away (3 significant digits at least)
+        max_decimals = max(max_decimals, 2 - value.adjusted())
     try:
         value = round(value, max_decimals)
     except InvalidOperation:   # more digits than the context holds (1e30, a 30-digit number): as written
@@ -64,6 +68,11 @@ def unit(ucum: str) -> str:
     ucum = (ucum or "").strip()
     if ucum in UNITS:
         return UNITS[ucum]
+    # UCUM's litre is "L" or "l", its international unit "[IU]" or "[iU]": one spelling shown
+    ucum = _LITRE.sub(r"\1L", ucum).replace("[iU]", "[IU]")
+    if ucum in UNITS:
+        return UNITS[ucum]
+    ucum = _POWER.sub(lambda m: m.group(1) + "²³"[int(m.group(2)) - 2], ucum)   # mm3 -> mm³
     shown = _ANNOTATION.sub(lambda m: ANNOTATIONS.get(m.group(1).strip().lower(), m.group(1)), ucum)
     shown = _MICRO.sub("µ", shown).replace("[IU]", "UI")
     return shown.strip()

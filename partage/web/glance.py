@@ -207,6 +207,8 @@ def trend(series: list[FactRow]) -> tuple[str, str]:
     previous = next((f for f in series[1:] if f.value_num is not None and f.effective < latest.effective), None)
     if latest.value_num is None or previous is None or previous.value_num is None:
         return "", ""
+    if fmt.unit(previous.unit) != fmt.unit(latest.unit):   # 10 mg/L then 1,1 mg/dL: not comparable as numbers
+        return "", ""
     arrow = "↗" if latest.value_num > previous.value_num else "↘" if latest.value_num < previous.value_num else "→"
     return arrow, f"précédent : {value_text(previous)} le {fmt.day(previous.effective)}"
 
@@ -296,9 +298,10 @@ def allergies(facts: list[FactRow], labels: Labels) -> list[Allergy]:
         seen.add(key)
         kind = str((f.detail.get("type") or {}).get("display") or "")
         crit = str(f.detail.get("criticality") or "")
+        crit_words = str(f.detail.get("criticality_display") or "") or crit
         reaction = str((f.detail.get("reaction") or {}).get("display") or "")
         out.append(Allergy(agent=f.display or f.code, kind=kind,
-                           criticality=labels(CRITICALITY_SYSTEM, crit, crit).lower() if crit else "",
+                           criticality=labels(CRITICALITY_SYSTEM, crit, crit_words).lower() if crit else "",
                            reaction=reaction, since=fmt.day(f.effective)))
     return out
 
