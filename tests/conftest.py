@@ -123,3 +123,12 @@ def pg_shard_clusters():
         if REQUIRE_POSTGRES:
             pytest.fail(f"cannot create the shard clusters: {exc}")
         pytest.skip(f"cannot create the shard clusters: {exc}")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3 server (SeaweedFS, tests/s3_support.py) for the module's tests."""
+    from tests.s3_support import start_local_s3
+    server = start_local_s3(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()

@@ -22,16 +22,9 @@ from partage.repository.s3 import S3BlobStore
 from partage.repository.store import BlobCorrupted
 from tests import factories as F
 from tests.integration.test_patient_feed import adt
-from tests.s3_support import s3_client, start_local_s3
+from tests.s3_support import s3_client
 from tests.support import LiveServer, free_port
 from tests.xdsclient import XdsClient
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = start_local_s3(tmp_path_factory.mktemp("seaweedfs"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -228,14 +228,6 @@ def test_a_full_disk_refuses_the_submission_cleanly(tmp_path, tiny_disk):
 
 
 # --------------------------------------------------------------------------- S3 (a real SeaweedFS)
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    from tests.s3_support import start_local_s3
-    server = start_local_s3(tmp_path_factory.mktemp("seaweedfs"))
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def s3_services(s3, tmp_path, monkeypatch):
     import boto3
