@@ -43,7 +43,9 @@ def parse_message(rule: str, *, size: int, limits: tuple[int, int], detail: str)
     """The French message of a parse refusal (xmlsafe's rule id -> words for the report)."""
     max_bytes, max_depth = limits
     if rule == TOO_LARGE and size > max_bytes:
-        # The reader may have stopped a byte past the limit (the CLI, a stream): the size is not told.
+        if size > max_bytes + 1:
+            return f"le document fait {size} octets ; la limite est de {max_bytes} octets"
+        # a reader stopped a byte past the limit (the CLI): the whole size is not known
         return f"le document dépasse la limite de {max_bytes} octets"
     if rule == TOO_LARGE:
         return "un nœud texte dépasse la taille que le lecteur XML accepte (10 Mo)"

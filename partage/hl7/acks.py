@@ -31,6 +31,7 @@ from .outcome import ACCEPTED, APPLICATION_ERROR, CONDITION_TEXT, OTHER, FeedOut
 ENCODING = "^~\\&"
 PROFILE_ID = "CISIS_CDA_HL7_V2"
 _ERL = re.compile(r"[A-Z0-9]{3}(\^\d+)*")
+_ERL_HEAD = re.compile(r"([A-Z0-9]{3})(?:\^(\d+))?(?:\^(\d+))?")   # segment, sequence, field of an ERL
 _DELIMITERS = "|^~&\\"   # left out of the ACK's own MSH-10, which ends with the message's
 
 
@@ -130,8 +131,8 @@ def _from_v25(version: str) -> bool:
 def _err_eld(problem: Problem) -> str:
     """ERR-1 (ELD, HL7 v2.3.1): <segment>^<sequence>^<field>^<code>&<text>, the
     location from the problem's ERL (empty when it names none)."""
-    location = (problem.location.split("^") if _ERL.fullmatch(problem.location or "") else [])[:3]
-    location += [""] * (3 - len(location))
+    head = _ERL_HEAD.match(problem.location) if _ERL.fullmatch(problem.location or "") else None
+    location = [part or "" for part in head.groups()] if head else ["", "", ""]
     return _segment("ERR", "^".join([*location, f"{escape_hl7(problem.condition)}&{text_field(problem.message)}"]))
 
 

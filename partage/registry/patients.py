@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Table, bindparam, func, select, update
 
 from ..metadata.datatypes import CX, HD, XTN, DatatypeError
 from ..textsafe import holds_nul
-from . import entry_index, lineages, patient_index, schema
+from . import entry_index, lineages, merged_records, patient_index, schema
 from .batches import chunks
 from .clock import utc_now
 
@@ -223,8 +223,7 @@ def merge(conn: Connection, surviving_id: CX, merged_id: CX) -> int:
         return keep
     p = schema.patients
     conn.execute(update(p).where(p.c.pk == gone).values(merged_into=keep, updated_at=utc_now()))
-    from .access_state import merge_states  # (access_state reaches patients through store)
-    merge_states(conn, gone, keep)
+    merged_records.merge_states(conn, gone, keep)
     sharded = entry_index.sharded(conn)
     across = not entry_index.same_server(conn, gone, keep)
     entry_index.moved(conn, gone, keep)
