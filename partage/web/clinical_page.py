@@ -309,11 +309,11 @@ def document_page(rid: str, doc_rid: str) -> Response:
                 data = stream.read(20 * 1024 * 1024 + 1)
             finally:
                 stream.close()
-        except OSError as exc:   # the bytes are not the registered ones: the page shows no narrative
+        except OSError as exc:   # the bytes are not the registered ones: the French error page, said
             log.error("document %s of %s: %s", doc_rid, rid, exc)
-            data = b""
+            abort(500)
         try:
-            cda = parse_cda(data).clinical_document if data else None
+            cda = parse_cda(data).clinical_document
         except XmlRejected:
             cda = None
         narrative = render_narrative(cda) if cda is not None else ""
