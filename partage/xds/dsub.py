@@ -23,6 +23,7 @@ credentials gets wsse:FailedAuthentication, as every XDS.b request does.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,7 @@ from ..notify.model import (
     DSUB,
     FULL,
     MINIMAL,
+    OFF,
     SUBMISSION_SET,
     Filter,
     Subscription,
@@ -67,6 +69,8 @@ FAULT_OF = {SubscriptionError.INVALID: "wsnt:SubscribeCreationFailedFault",
             SubscriptionError.TERMINATION: "wsnt:UnacceptableInitialTerminationTimeFault",
             SubscriptionError.UNSUPPORTED: "wsnt:SubscribeCreationFailedFault",
             SubscriptionError.NOT_FOUND: "wsrf-r:ResourceUnknownFault"}
+# xsd:dateTime (XML Schema 1.0 Part 2, 3.2.7): a date AND a time, seconds required, zone optional.
+_XSD_DATETIME = re.compile(r"-?\d{4,}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?")
 _NOBODY = Actor(id="", kind="unknown")   # until the engine names the authenticated subscriber
 
 
@@ -99,6 +103,8 @@ def _termination(element: etree._Element | None) -> float | None:
         raise _fault("wsnt:UnacceptableInitialTerminationTimeFault",
                      f"InitialTerminationTime {text!r}: give an absolute xsd:dateTime (durations are not accepted)")
     try:
+        if not _XSD_DATETIME.fullmatch(text):
+            raise ValueError(text)
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise _fault("wsnt:UnacceptableInitialTerminationTimeFault",
@@ -120,6 +126,9 @@ def read_subscribe(body: etree._Element) -> tuple[Subscription, float | None]:
     filter_element = body.find(f"{WSNT}Filter")
     if filter_element is None:
         raise _fault("wsnt:InvalidFilterFault", "wsnt:Filter (topic and AdhocQuery) is required")
+    # ITI TF-2 3.52.4.1.2: one topic, one filter query; a second one would be ignored.
+    if len(filter_element.findall(f"{WSNT}TopicExpression")) > 1 or len(filter_element.findall(f"{RIM}AdhocQuery")) > 1:
+        raise _fault("wsnt:InvalidFilterFault", "wsnt:Filter holds exactly one wsnt:TopicExpression and one rim:AdhocQuery")
     topic, payload = _topic(filter_element.find(f"{WSNT}TopicExpression"))
     adhoc = filter_element.find(f"{RIM}AdhocQuery")
     if adhoc is None:
@@ -252,7 +261,13 @@ def unsubscribe(services: Services, actor: Actor, body: etree._Element, subscrip
     if body.tag != WSNT + "Unsubscribe":
         raise _fault("", f"expected wsnt:Unsubscribe in the body, got {body.tag}")
     try:
-        Subscriptions(services, actor).cancel(subscription_id)
+        subscriptions = Subscriptions(services, actor)
+        # WS-BaseNotification 1.3 6.1.2: Unsubscribe destroys the subscription resource; once
+        # unsubscribed (or ended) it is unknown, as one that never existed.
+        current = subscriptions.get(subscription_id)
+        if current.status == OFF or current.ends_at <= time.time():
+            raise SubscriptionError(SubscriptionError.NOT_FOUND, f"no subscription {subscription_id} is yours")
+        subscriptions.cancel(subscription_id)
     except SubscriptionError as exc:
         raise _refused(exc) from None
     return etree.Element(WSNT + "UnsubscribeResponse", nsmap={"wsnt": C.WSNT})

@@ -221,6 +221,7 @@ def dispatch(actions: dict[str, Handler]) -> Response:
         """A plain message's credentials, checked as soon as its Header has streamed in, before
         its action: an unauthenticated caller learns nothing, not even which actions a route serves."""
         action = (header.findtext(f"{{{C.WSA}}}Action") or "").strip() if header is not None else ""
+        seen["message_id"] = (header.findtext(f"{{{C.WSA}}}MessageID") or "").strip() if header is not None else ""
         if action:
             audit.set_action(action)
         seen["actor"] = authn.soap_actor(services, header, address=request.remote_addr or "")
@@ -279,7 +280,9 @@ def dispatch(actions: dict[str, Handler]) -> Response:
 
 def _message_id(seen: dict[str, object]) -> str | None:
     envelope = seen.get("envelope")
-    return envelope.message_id if isinstance(envelope, SoapRequest) else None
+    if isinstance(envelope, SoapRequest):
+        return envelope.message_id
+    return str(seen.get("message_id") or "") or None   # a fault raised while checking the Header
 
 
 def _error_body(action: str, errors: list[XdsError]) -> etree._Element:
