@@ -46,6 +46,7 @@ class AuditContext:
     patient_pks: list[int] = field(default_factory=list)
     objects: list[str] = field(default_factory=list)
     denied: list[str] = field(default_factory=list)
+    denied_patients: dict[int, str] = field(default_factory=dict)   # pk -> why the policy refused that record
     filtered: int = 0
     auth_error: str = ""
     failure: str = ""
@@ -123,10 +124,15 @@ def note_filtered(count: int) -> None:
         ctx.filtered += count
 
 
-def note_denied(reason: str) -> None:
+def note_denied(reason: str, patient_pk: int | None = None) -> None:
+    """The policy refused the request (or, `patient_pk`, that one patient's record)."""
     ctx = _current.get()
-    if ctx is not None:
+    if ctx is None:
+        return
+    if patient_pk is None:
         ctx.denied.append(reason)
+    else:
+        ctx.denied_patients.setdefault(patient_pk, reason)
 
 
 def _now() -> str:
@@ -153,7 +159,7 @@ def open_record(services: Holder, ctx: AuditContext) -> None:
 
 
 def finish(services: Holder, ctx: AuditContext, status: int = 200) -> int | None:
-    """Write the one audit row of this access; returns its key.
+    """Write the audit row of this access (one per patient it is about); returns the first key.
 
     AuditUnavailable when the store refuses it: the caller must then not send patient data.
     """
@@ -165,53 +171,74 @@ def finish(services: Holder, ctx: AuditContext, status: int = 200) -> int | None
 
 
 def _write(services: Holder, ctx: AuditContext, status: int) -> int | None:
+    actor = ctx.actor or Actor(id="unauthenticated", kind="unknown")
+    registry = services.registry
+    with registry.write(closing=True) as conn:   # the request's last write: its flush covers the rest
+        # One row per patient the access is about (an answer may hold several: a PDQm search),
+        # so that each patient's trail shows it; one row when it named none.
+        named: dict[int, str] = {}
+        unresolved = ""
+        for cx, pk in ctx.patients.items():
+            if pk is None:
+                pk = registry.patient_pk(conn, _cx(cx))
+            if pk is None:
+                unresolved = unresolved or cx
+            elif pk not in named or not named[pk]:
+                named[pk] = cx
+        for pk in ctx.patient_pks:
+            named.setdefault(pk, "")
+        targets: list[tuple[int | None, str]] = [(pk, cx) for pk, cx in named.items()] or [(None, unresolved)]
+        if len(targets) == 1 and not targets[0][1]:
+            targets = [(targets[0][0], unresolved)]
+        first: int | None = None
+        for patient_pk, patient_id in targets:
+            outcome, decision, detail = _verdict(ctx, status, patient_pk)
+            row = dict(recorded_at=_now(), action=ctx.action[:80], request=ctx.request[:300], outcome=outcome,
+                       decision=decision, actor_id=actor.id[:128], actor_name=actor.name[:256],
+                       actor_kind=actor.kind[:16],
+                       actor_role="/".join(filter(None, [actor.role, actor.specialty]))[:32],
+                       purpose=actor.purpose if ctx.actor else "", reason=actor.reason,
+                       structure=actor.structure[:64], address=(ctx.address or actor.address)[:64],
+                       credential_id=actor.credential_id[:128], patient_pk=patient_pk,
+                       patient_id=patient_id[:256], objects=json.dumps(ctx.objects), detail=detail)
+            pk = audit_log.append(conn, row)
+            first = pk if first is None else first
+            if (ctx.actor is not None and actor.purpose in (BRIS_DE_GLACE, CENTRE_15) and outcome == SUCCESS
+                    and patient_pk is not None and actor.kind not in (PATIENT, REPRESENTATIVE)):
+                # (the patient, or who acts for them, breaks no glass on their own record)
+                # A notice owed to the patient, in the audit row's transaction; partage.notify
+                # e-mails it (docs/notifications.md).
+                mode = "emergency mode (bris de glace)" if actor.purpose == BRIS_DE_GLACE else "SAMU regulation (centre 15)"
+                audit_log.add_notice(
+                    conn, patient_pk=patient_pk, created_at=row["recorded_at"], kind=actor.purpose, audit_pk=pk,
+                    notice_id=str(uuid.uuid4()),
+                    message=f"{actor.name or actor.id} ({actor.structure}) accessed your record in {mode}: "
+                            f"{actor.reason}")
+    return first
+
+
+def _verdict(ctx: AuditContext, status: int, patient_pk: int | None) -> tuple[int, str, str]:
+    """Outcome, decision and detail of the row about `patient_pk`: a record the policy refused
+    is a denial on that patient's row; on the row of a patient who was served, it was withheld."""
+    refused = ctx.denied_patients.get(patient_pk) if patient_pk is not None else None
+    if refused is None and patient_pk is None and ctx.denied_patients:
+        refused = next(iter(ctx.denied_patients.values()))
+    others = sum(1 for pk in ctx.denied_patients if pk != patient_pk) if refused is None else 0
+    denied = [*ctx.denied, *([refused] if refused is not None else [])]
     if ctx.auth_error or status == 401:
         outcome, decision = MINOR_FAILURE, "unauthenticated"
     elif status >= 500 or ctx.failure:
         outcome, decision = SERIOUS_FAILURE, "error"
-    elif ctx.denied or status == 403:
+    elif denied or status == 403:
         outcome, decision = MINOR_FAILURE, "deny"
     elif status >= 400:
         outcome, decision = MINOR_FAILURE, "permit"
     else:
-        outcome, decision = SUCCESS, "filtered" if ctx.filtered else "permit"
-    actor = ctx.actor or Actor(id="unauthenticated", kind="unknown")
-    detail = "; ".join(filter(None, [ctx.auth_error, *ctx.denied, ctx.failure, *ctx.remarks,
-                                     f"{ctx.filtered} object(s) withheld by the policy" if ctx.filtered else ""]))
-    registry = services.registry
-    with registry.write(closing=True) as conn:   # the request's last write: its flush covers the rest
-        patient_id, patient_pk = "", None
-        for cx, pk in ctx.patients.items():
-            patient_id = patient_id or cx
-            if pk is None:
-                pk = registry.patient_pk(conn, _cx(cx))
-            if pk is not None:
-                patient_pk = pk
-                patient_id = cx
-                break
-        if patient_pk is None and ctx.patient_pks:
-            patient_pk = ctx.patient_pks[0]
-        row = dict(recorded_at=_now(), action=ctx.action[:80], request=ctx.request[:300], outcome=outcome,
-                   decision=decision, actor_id=actor.id[:128], actor_name=actor.name[:256],
-                   actor_kind=actor.kind[:16],
-                   actor_role="/".join(filter(None, [actor.role, actor.specialty]))[:32],
-                   purpose=actor.purpose if ctx.actor else "", reason=actor.reason,
-                   structure=actor.structure[:64], address=(ctx.address or actor.address)[:64],
-                   credential_id=actor.credential_id[:128], patient_pk=patient_pk,
-                   patient_id=patient_id[:256], objects=json.dumps(ctx.objects), detail=detail)
-        pk = audit_log.append(conn, row)
-        if (ctx.actor is not None and actor.purpose in (BRIS_DE_GLACE, CENTRE_15) and outcome == SUCCESS
-                and patient_pk is not None and actor.kind not in (PATIENT, REPRESENTATIVE)):
-            # (the patient, or who acts for them, breaks no glass on their own record)
-            # A notice owed to the patient, in the audit row's transaction; partage.notify
-            # e-mails it (docs/notifications.md).
-            mode = "emergency mode (bris de glace)" if actor.purpose == BRIS_DE_GLACE else "SAMU regulation (centre 15)"
-            audit_log.add_notice(
-                conn, patient_pk=patient_pk, created_at=row["recorded_at"], kind=actor.purpose, audit_pk=pk,
-                notice_id=str(uuid.uuid4()),
-                message=f"{actor.name or actor.id} ({actor.structure}) accessed your record in {mode}: "
-                        f"{actor.reason}")
-    return pk
+        outcome, decision = SUCCESS, "filtered" if ctx.filtered or others else "permit"
+    detail = "; ".join(filter(None, [ctx.auth_error, *denied, ctx.failure, *ctx.remarks,
+                                     f"{ctx.filtered} object(s) withheld by the policy" if ctx.filtered else "",
+                                     f"{others} other record(s) withheld by the policy" if others else ""]))
+    return outcome, decision, detail
 
 
 def record(services: Holder, action: str, actor: Actor, *, patient_id: str | CX = "", detail: str = "",

@@ -191,5 +191,7 @@ def read(rid: str) -> Response:
     if not seen:
         raise FhirError.one(404, f"AuditEvent/{rid} is not known", "not-found")
     row = seen[0]
+    if row["patient_pk"] is not None:   # whose trail was read: that patient's record
+        audit.note_patient(row["patient_id"], row["patient_pk"])
     return formats.respond(resource(row, for_patient=not everything),
                            request)

@@ -363,10 +363,13 @@ def create_subscription() -> Response:
 @bp.get("/Subscription")
 def search_subscriptions() -> Response:
     subscriptions = _subscriptions("ITI-113")
-    found = [subscription_resource(s) for s in subscriptions.mine(FHIR)]
     wanted = request.args.get("status")
+    pairs = [(s, subscription_resource(s)) for s in subscriptions.mine(FHIR)]
     if wanted:
-        found = [r for r in found if r["status"] in wanted.split(",")]
+        pairs = [(s, r) for s, r in pairs if r["status"] in wanted.split(",")]
+    for sub, _ in pairs:
+        _note_patient(sub)
+    found = [r for _, r in pairs]
     bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(found),
               "entry": [{"fullUrl": f"{_base_url()}/Subscription/{r['id']}", "resource": r,
                          "search": {"mode": "match"}} for r in found]}
@@ -377,7 +380,14 @@ def _fhir_subscription(subscriptions: Subscriptions, rid: str) -> Subscription:
     sub = subscriptions.get(rid)
     if sub.door != FHIR:
         raise SubscriptionError(SubscriptionError.NOT_FOUND, f"no subscription {rid} is yours")
+    _note_patient(sub)
     return sub
+
+
+def _note_patient(sub: Subscription) -> None:
+    """A subscription's criteria name its patient: the read is on that patient's trail."""
+    if sub.patient_id is not None or sub.patient_pk is not None:
+        audit.note_patient(sub.patient_id.format() if sub.patient_id is not None else "", sub.patient_pk)
 
 
 @bp.get("/Subscription/<rid>")

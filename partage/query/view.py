@@ -183,7 +183,7 @@ def _noted(decision: Decision, patient_pk: int | None, patient_id: CX | None) ->
     if patient_pk is not None:
         audit.note_patient(patient_id.format() if patient_id is not None else "", patient_pk)
         if not decision:
-            audit.note_denied(decision.reason)
+            audit.note_denied(decision.reason, patient_pk)
     return bool(decision)
 
 
@@ -199,7 +199,7 @@ def note(view: AccessView, graph: Graph, outcome: Outcome, patient_pk: int | Non
         audit.note_patient("", patient_pk)
         decision = record_visible(view, patient_pk)
         if not decision:
-            audit.note_denied(decision.reason)
+            audit.note_denied(decision.reason, patient_pk)
     audit.note_objects([o.unique_id for o in outcome.objects if isinstance(o, DocumentEntry)])
     if outcome.withheld:
         audit.note_filtered(outcome.withheld)

@@ -43,6 +43,7 @@ FHIR_ACTIONS = [   # (method, path pattern, name)
     ("PATCH", r"/fhir/DocumentReference.*", "PDSm-update"),
     ("DELETE", r"/fhir/DocumentReference/.*", "PDSm-delete"),
     ("GET", r"/fhir/List(/.*)?$", "ITI-66"),
+    ("POST", r"/fhir/List/_search$", "ITI-66"),
     ("GET", r"/fhir/Binary/.*", "ITI-68"),
     ("GET", r"/fhir/Patient.*", "ITI-78"),
     ("GET", r"/fhir/AuditEvent.*", "ITI-81"),
@@ -59,6 +60,7 @@ FHIR_ACTIONS = [   # (method, path pattern, name)
 def action_name(method: str, path: str, soap_action: str = "") -> str:
     if soap_action:
         return SOAP_ACTIONS.get(soap_action, soap_action)
+    method = "GET" if method == "HEAD" else method   # a GET without its body (RFC 9110 9.3.2)
     for verb, pattern, name in FHIR_ACTIONS:
         if method == verb and re.match(pattern, path):
             return name
