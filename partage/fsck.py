@@ -14,7 +14,10 @@ two-phase commit, and the recovery").
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from .config import Settings
 from .registry import consistency, derived, lineages, patients, shard_recovery, sharding, updates
@@ -61,8 +64,12 @@ class FsckReport:
                     or self.merges.misplaced or self.unsettled or self.unrecorded or self.stranded)
 
 
-def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
-    """Inspect; blobs younger than min_age may belong to a submission still in flight."""
+Progress = Callable[[int, int], None]   # (documents checked, documents registered)
+
+
+def check(services: Services, *, min_age_seconds: float = 300.0, progress: Progress | None = None) -> FsckReport:
+    """Inspect; blobs younger than min_age may belong to a submission still in flight.
+    `progress` is told as each registered document's blob is read (every byte of the store)."""
     report = FsckReport(min_age_seconds=min_age_seconds)
     with services.registry.read() as conn:
         rows = consistency.document_blobs(conn)
@@ -70,6 +77,8 @@ def check(services: Services, *, min_age_seconds: float = 300.0) -> FsckReport:
     verdicts: dict[str, str] = {}   # address -> "ok", "missing" or "corrupt" (each blob read once)
     for row in rows:
         report.registered_documents += 1
+        if progress is not None:
+            progress(report.registered_documents, len(rows))
         referenced.add(row.blob_address)
         if row.blob_address not in verdicts:
             verdicts[row.blob_address] = _verify(services, row.blob_address)
@@ -179,10 +188,24 @@ def remove_leftovers(services: Services, report: FsckReport) -> None:
         services.blobs.remove_leftover(name)
 
 
+def _progress_on(err: TextIO, every_s: float = 1.0) -> Progress:
+    """A progress line on `err` at most once a second, and the last one at the end; a check
+    shorter than a second says nothing."""
+    state = {"last": time.monotonic(), "said": False}
+
+    def say(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - float(state["last"]) >= every_s or (done == total and state["said"]):
+            err.write(f"[{done}/{total}] documents' content read\n")
+            err.flush()
+            state.update(last=now, said=True)
+    return say
+
+
 def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0) -> int:
     services = Services.open(settings, migrate=False)
     try:
-        report = check(services, min_age_seconds=min_age_seconds)
+        report = check(services, min_age_seconds=min_age_seconds, progress=_progress_on(sys.stderr))
         out = sys.stdout
         out.write(f"{report.registered_documents} registered documents with content, "
                   f"{report.blobs} blobs\n")

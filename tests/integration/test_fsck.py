@@ -174,3 +174,22 @@ def test_an_older_version_left_approved_is_unsettled_and_repair_deprecates_it(se
     assert [d.entry_uuid for d in query.find_documents(pid, DocumentFilter(statuses=["Approved"])).objects] == [
         v2.entry_uuid]
     assert check(services, min_age_seconds=0).consistent
+
+
+def test_fsck_shows_its_progress_while_it_reads_the_store():
+    """fsck reads every registered blob (CORRUPT): long work on a big store, so it says how far it
+    is on stderr, at most once a second and once at the end; a short check says nothing."""
+    import io
+
+    from partage.fsck import _progress_on
+    err = io.StringIO()
+    say = _progress_on(err, every_s=0.0)
+    for done in range(1, 4):
+        say(done, 3)
+    assert err.getvalue().splitlines() == ["[1/3] documents' content read", "[2/3] documents' content read",
+                                           "[3/3] documents' content read"]
+    quiet = io.StringIO()
+    say = _progress_on(quiet, every_s=3600.0)
+    for done in range(1, 4):
+        say(done, 3)
+    assert quiet.getvalue() == ""
