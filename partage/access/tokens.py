@@ -42,9 +42,9 @@ from .actor import (
 )
 from .saml import PROFESSION_SYSTEM, PURPOSE_SYSTEM, SPECIALTY_SYSTEM
 
-ALGORITHMS = ["RS256", "PS256", "ES256"]
-# The key type (and curve) each accepted algorithm verifies with (RFC 7518 3.3, 3.4, 3.5).
+# The accepted algorithms and the key type each verifies with (RFC 7518 3.3, 3.4, 3.5).
 KEY_TYPES: dict[str, type] = {"RS256": rsa.RSAPublicKey, "PS256": rsa.RSAPublicKey, "ES256": ec.EllipticCurvePublicKey}
+ALGORITHMS = list(KEY_TYPES)
 
 # The private keys credentials are signed with (the development CA issues RSA ones).
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey

@@ -117,13 +117,7 @@ def identifier_problem(cx: CX) -> str:
 
 def patient_pk(conn: Connection, cx: CX | None) -> int | None:
     """The surviving patient behind an identifier, or None if it was never fed."""
-    if cx is None or not cx.id or not cx.assigning_authority.universal_id:
-        return None
-    if holds_nul([cx.id, cx.assigning_authority.universal_id]):
-        return None   # no identifier holds one (and PostgreSQL could not compare it)
-    row = conn.execute(_BY_IDENTIFIER, {"authority": cx.assigning_authority.universal_id,
-                                        "value": cx.id}).first()
-    return _followed(conn, row)
+    return _followed(conn, _identifier_row(conn, cx, _BY_IDENTIFIER))
 
 
 def active_patient_pk(conn: Connection, cx: CX | None) -> int | None:
@@ -136,13 +130,17 @@ def active_patient_pk(conn: Connection, cx: CX | None) -> int | None:
     moves what the write filed, or the write waits for the merge and finds the id merged away.
     Unlocked, documents filed while a merge committed stayed under a patient no identifier
     leads to any more."""
+    row = _identifier_row(conn, cx, _BY_IDENTIFIER_LOCKED)
+    return int(row[0]) if row is not None and row[1] is None else None
+
+
+def _identifier_row(conn: Connection, cx: CX | None, statement: Any) -> Any:
+    """(patient pk, merged_into) of the patient holding identifier `cx`, or None."""
     if cx is None or not cx.id or not cx.assigning_authority.universal_id:
         return None
     if holds_nul([cx.id, cx.assigning_authority.universal_id]):
-        return None
-    row = conn.execute(_BY_IDENTIFIER_LOCKED, {"authority": cx.assigning_authority.universal_id,
-                                               "value": cx.id}).first()
-    return int(row[0]) if row is not None and row[1] is None else None
+        return None   # no identifier holds one (and PostgreSQL could not compare it)
+    return conn.execute(statement, {"authority": cx.assigning_authority.universal_id, "value": cx.id}).first()
 
 
 def _followed(conn: Connection, row: Any) -> int | None:
