@@ -142,7 +142,9 @@ class Subscription:
     pk: int | None = None
     patient_pk: int | None = None
     events: int = 0
-    resource: dict[str, Any] = field(default_factory=dict)   # FHIR: the Subscription as accepted
+    # the door's own terms as accepted: FHIR, the Subscription resource; DSUB, the reference
+    # parameters of the consumer's endpoint reference, in partage.xds.dsub
+    resource: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     created_at: str = ""
 

@@ -361,7 +361,7 @@ subscriptions = Table(
     Column("actor_id", String(128), nullable=False),
     Column("actor", Text, nullable=False),
     Column("events", Integer, nullable=False, default=0),        # events delivered since the start
-    Column("resource", Text, nullable=False, default="{}"),      # FHIR: the Subscription as accepted
+    Column("resource", Text, nullable=False, default="{}"),      # the door's terms (FHIR resource, DSUB EPR parameters)
     Column("error", Text, nullable=False, default=""),
     Column("ends_at", Float, nullable=False),
     Column("created_at", String(20), nullable=False),

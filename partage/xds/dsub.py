@@ -51,6 +51,7 @@ from ..notify.model import (
 )
 from ..notify.subscriptions import SubscriptionError, Subscriptions
 from ..services import Services
+from ..xmlsafe import XmlInputError, parse_xml
 from .sqparams import Params
 from .storedquery import adhoc_slots, codes_of, document_filter, like_pattern
 
@@ -72,6 +73,10 @@ FAULT_OF = {SubscriptionError.INVALID: "wsnt:SubscribeCreationFailedFault",
 # xsd:dateTime (XML Schema 1.0 Part 2, 3.2.7): a date AND a time, seconds required, zone optional.
 _XSD_DATETIME = re.compile(r"-?\d{4,}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?")
 _NOBODY = Actor(id="", kind="unknown")   # until the engine names the authenticated subscriber
+# The consumer's wsa:ReferenceParameters, kept to be sent back with every Notify: bounded,
+# as everything a subscriber makes the server store and repeat.
+MAX_REFERENCE_PARAMETERS_BYTES = 4096
+REFERENCE_PARAMETERS = "referenceParameters"   # their key in Subscription.resource
 
 
 def _fault(code: str, reason: str) -> SoapError:
@@ -123,6 +128,7 @@ def read_subscribe(body: etree._Element) -> tuple[Subscription, float | None]:
     if not endpoint:
         raise _fault("wsnt:SubscribeCreationFailedFault",
                      "wsnt:ConsumerReference/wsa:Address (where notifications go) is required")
+    reference_parameters = _reference_parameters(body.find(f"{WSNT}ConsumerReference/{WSA}ReferenceParameters"))
     filter_element = body.find(f"{WSNT}Filter")
     if filter_element is None:
         raise _fault("wsnt:InvalidFilterFault", "wsnt:Filter (topic and AdhocQuery) is required")
@@ -162,8 +168,36 @@ def read_subscribe(body: etree._Element) -> tuple[Subscription, float | None]:
                         author_persons=[like_pattern(v) for v in params.values("$XDSSubmissionSetAuthorPerson")],
                         content_types=[codes_of(content)] if content else [])
     sub = Subscription(door=DSUB, topic=topic, payload=payload, endpoint=endpoint, actor=_NOBODY,
-                       ends_at=0.0, patient_id=patient, filter=chosen, mime_type="application/soap+xml")
+                       ends_at=0.0, patient_id=patient, filter=chosen, mime_type="application/soap+xml",
+                       resource={REFERENCE_PARAMETERS: reference_parameters} if reference_parameters else {})
     return sub, _termination(body.find(f"{WSNT}InitialTerminationTime"))
+
+
+def _reference_parameters(element: etree._Element | None) -> list[str]:
+    """The consumer EPR's reference parameters, each serialized with its in-scope namespaces:
+    WS-Addressing 1.0 SOAP Binding 2.3 has every message sent to that EPR carry them as
+    header blocks (the consumer routes or correlates its notifications on them)."""
+    if element is None:
+        return []
+    blocks = [etree.tostring(child, encoding="unicode") for child in element if isinstance(child.tag, str)]
+    if sum(len(b.encode()) for b in blocks) > MAX_REFERENCE_PARAMETERS_BYTES:
+        raise _fault("wsnt:SubscribeCreationFailedFault",
+                     f"wsnt:ConsumerReference/wsa:ReferenceParameters exceed {MAX_REFERENCE_PARAMETERS_BYTES} bytes")
+    return blocks
+
+
+def reference_headers(sub: Subscription) -> list[etree._Element]:
+    """The header blocks a Notify to `sub`'s consumer carries: its reference parameters,
+    each marked wsa:IsReferenceParameter="true" (WS-Addressing 1.0 SOAP Binding 2.3)."""
+    headers = []
+    for text in sub.resource.get(REFERENCE_PARAMETERS) or []:
+        try:
+            block = parse_xml(str(text).encode())
+        except XmlInputError:   # read and serialized by lxml at Subscribe: not expected
+            continue
+        block.set(WSA + "IsReferenceParameter", "true")
+        headers.append(block)
+    return headers
 
 
 # --------------------------------------------------------------------------- writing
@@ -218,7 +252,7 @@ class NotifyRenderer:
 
     def event(self, services: Services, event: Event) -> Outgoing:  # noqa: ARG002 — the Renderer protocol's signature
         envelope = build_envelope(C.ACTION_NOTIFY, notify_body(event), message_id=f"urn:uuid:{event.delivery_id}",
-                                  to=event.subscription.endpoint)
+                                  to=event.subscription.endpoint, extra_headers=reference_headers(event.subscription))
         return Outgoing(envelope, f'application/soap+xml; charset=UTF-8; action="{C.ACTION_NOTIFY}"')
 
 

@@ -17,6 +17,7 @@ from email.message import EmailMessage
 
 import pytest
 import requests
+from lxml import etree
 
 from partage.access import audit, saml
 from partage.access.credentials import sample_actors
@@ -40,6 +41,7 @@ from tests.notify_support import (
     fhir_subscription,
     notified_documents,
     subscribe,
+    subscribe_body,
     subscription_address,
     unsubscribe,
 )
@@ -186,6 +188,39 @@ def test_dsub_notify_within_two_seconds_of_iti41(server, authority):
     assert len(rows) == 2 and {r["actor_id"] for r in rows} == {gp.id}
     assert all(r["objects"] == [doc.unique_id] and r["outcome"] == 0 for r in rows)
     assert all(full.url in r["detail"] or minimal.url in r["detail"] for r in rows)
+
+
+def test_dsub_notify_carries_the_consumer_reference_parameters(server, authority):
+    """WS-Addressing 1.0 SOAP Binding 2.3: a message sent to an endpoint reference carries each
+    of its reference parameters as a header block marked wsa:IsReferenceParameter="true" (the
+    consumer routes its notifications on them); one too large is refused at Subscribe."""
+    pid = _patient(server)
+    gp, doctor = _actor("gp", pid), _actor("doctor", pid)
+    with Endpoint() as endpoint:
+        body = subscribe_body(endpoint.url, patient=pid.format())
+        params = etree.SubElement(body.find(f"{WSNT}ConsumerReference"), f"{{{C.WSA}}}ReferenceParameters")
+        route = etree.SubElement(params, "{urn:example:dmp}Route", nsmap={"ex": "urn:example:dmp"}, lane="cardio")
+        route.text = "boîte-42"
+        etree.SubElement(route, "{urn:example:dmp}Inner").text = "x"
+        etree.SubElement(params, "{urn:example:other}Tenant").text = "t1"
+        reply = _soap(server, authority, gp).call(f"{server.base_url}/xds/notification-broker",
+                                                  C.ACTION_SUBSCRIBE, body)
+        assert reply.http_status == 200 and reply.body.tag == f"{WSNT}SubscribeResponse", _text(reply)
+        _submit(server, authority, doctor, pid, [_doc(pid, "rp1", doctor)])
+        got = endpoint.wait(1, DELIVERY_S)
+        assert len(got) == 1
+        header = got[0].soap().header
+        routed = header.find("{urn:example:dmp}Route")
+        assert routed is not None and routed.text == "boîte-42" and routed.get("lane") == "cardio"
+        assert routed.findtext("{urn:example:dmp}Inner") == "x"
+        assert routed.get(f"{{{C.WSA}}}IsReferenceParameter") == "true"
+        tenant = header.find("{urn:example:other}Tenant")
+        assert tenant is not None and tenant.get(f"{{{C.WSA}}}IsReferenceParameter") == "true"
+    big = subscribe_body("http://127.0.0.1:9/n", patient=pid.format())
+    params = etree.SubElement(big.find(f"{WSNT}ConsumerReference"), f"{{{C.WSA}}}ReferenceParameters")
+    etree.SubElement(params, "{urn:example:dmp}Blob").text = "x" * 5000
+    reply = _soap(server, authority, gp).call(f"{server.base_url}/xds/notification-broker", C.ACTION_SUBSCRIBE, big)
+    assert _fault(reply) == "wsnt:SubscribeCreationFailedFault", _text(reply)
 
 
 def test_masked_document_not_notified_to_who_may_not_see_it(server, authority):
