@@ -74,15 +74,24 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
                  "documentation": "ITI-68: the document's bytes; the Binary resource with _format or "
                                   "Accept: application/fhir+json|xml"},
                 {"type": "Patient", "interaction": [*read_search, {"code": "create"}, {"code": "update"}],
-                 **versioned, "searchParam": search_params(SP.PATIENT),
+                 **versioned, "updateCreate": True, "searchParam": search_params(SP.PATIENT),
                  "documentation": f"PDQm-like search; {_sorts(SP.PATIENT)}"},
                 *clinical.capability_resources(),
-                {"type": "AuditEvent", "interaction": read_search,
+                {"type": "AuditEvent", "interaction": [{"code": "read"}, {"code": "search-type"}],
                  "searchParam": [{"name": "patient.identifier", "type": "token"},
                                  {"name": "date", "type": "date",
                                   "documentation": "when the access was recorded (AuditEvent.recorded)"},
                                  {"name": "_count", "type": "number"}],
                  "documentation": "ITI-81 style: who accessed the record (the patient's own; all for administrators)"},
+                {"type": "Subscription",
+                 "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}, {"code": "update"},
+                                 {"code": "delete"}],
+                 "searchParam": [{"name": "status", "type": "token",
+                                  "documentation": "the subscription's status (comma: any of them)"}],
+                 "operation": [{"name": "status", "definition":
+                                "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"}],
+                 "documentation": "DSUBm (ITI-110 subscribe, update to off or requested, delete; ITI-113 search "
+                                  "and read; $status): the caller's own FHIR subscriptions (docs/notifications.md)"},
                 {"type": "Consent", "interaction": [{"code": "search-type"}, {"code": "update"}],
                  "documentation": "the patient's record state: consent, médecin traitant, blocked professionals, "
                                   "opposition to bris de glace (docs/access.md)"},

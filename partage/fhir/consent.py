@@ -167,4 +167,4 @@ def update(rid: str) -> Response:
     if ctx is not None:
         ctx.remarks.append(f"consent {status}; blocked {sorted(blocked)}; "
                            f"bris de glace {'opposed' if opposed else 'allowed'}")
-    return formats.respond(resource(services, patient_id), request)
+    return door.written(resource(services, patient_id), 200, {}, f"Consent/{rid} updated")

@@ -6,12 +6,14 @@ and the caller authenticated by the signed bearer JWT of the Authorization heade
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, current_app, has_request_context, request
 
 from ..access import authn
 from ..access.actor import Actor
 from ..mhd import formats
-from ..mhd.outcome import FhirError
+from ..mhd.outcome import FhirError, Issue, operation_outcome
 from ..services import Services
 from ..textsafe import address_holds_nul
 from . import errors
@@ -66,13 +68,47 @@ def caller() -> tuple[Services, Actor]:
     return held, actor(held)
 
 
+def _preference(wanted: str) -> str:
+    """The value of one preference of the `Prefer` header (RFC 7240), lower case; "" if absent."""
+    for item in request.headers.get("Prefer", "").split(","):
+        name, _, value = item.split(";")[0].strip().partition("=")
+        if name.strip().lower() == wanted:
+            return value.strip().strip('"').lower()
+    return ""
+
+
 def strict_handling() -> bool:
     """`Prefer: handling=strict`: refuse what the server would otherwise ignore (FHIR search)."""
-    for item in request.headers.get("Prefer", "").split(","):
-        name, _, value = item.strip().partition("=")
-        if name.strip().lower() == "handling":
-            return value.strip().strip('"').lower() == "strict"
-    return False
+    return _preference("handling") == "strict"
+
+
+def written(resource: dict[str, Any], status: int, headers: dict[str, str], done: str) -> Response:
+    """The answer to a create, update or patch as `Prefer: return` asks (FHIR R4
+    http.html#ins-minimal): `minimal` no body, `OperationOutcome` one saying what was `done`,
+    else (`representation`, the default) the resource; the headers (Location, ETag,
+    Last-Modified) in every case."""
+    wanted = _preference("return")
+    if wanted == "minimal":
+        return no_content(status, headers)
+    if wanted == "operationoutcome":
+        return formats.respond(operation_outcome([Issue(done, "informational", "information")]), request,
+                               status, headers=headers)
+    return formats.respond(resource, request, status, headers=headers)
+
+
+def check_if_match(current: str | None, what: str, xds_code: str = "") -> None:
+    """`If-Match` on a write (FHIR R4 http.html#concurrency, RFC 9110 13.1.1): `*` holds when the
+    resource exists, otherwise one of the listed tags must be its version (`W/"<versionId>"`,
+    compared on the version alone, as FHIR writes them); a failed precondition is a 412 and the
+    write is not done. `current` is the resource's versionId, None when it does not exist."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return
+    tags = [tag.strip() for tag in header.split(",") if tag.strip()]
+    if current is not None and ("*" in tags or current in {t.removeprefix("W/").strip('"') for t in tags}):
+        return
+    now = f"the current version is {current}" if current is not None else "it does not exist"
+    raise FhirError.one(412, f"If-Match {header.strip()} does not hold for {what}: {now}", "conflict", xds_code)
 
 
 def no_content(status: int = 204, headers: dict[str, str] | None = None) -> Response:

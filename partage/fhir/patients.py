@@ -141,8 +141,12 @@ class Patients:
 
     # --- writes ------------------------------------------------------------------------------
     def save(self, resource: Json, rid: str | None = None) -> tuple[str, bool]:
-        """Create (POST, rid None) or create-or-update (PUT); returns (id, created)."""
-        created = rid is None
+        """Create (POST, rid None) or create-or-update (PUT); returns (id, created).
+
+        A PUT's `If-Match` is judged in the write's own transaction (door.check_if_match). An
+        identifier that already names another patient is a 409: a create or an update at a new
+        id never folds into, nor rewrites, another Patient (FHIR R4 http.html#create: the
+        Location names the resource created; #read: a read answers the id asked for)."""
         rid = rid or uuid.uuid4().hex
         if not _ID_RE.fullmatch(rid):
             raise FhirError.one(400, f"{rid!r} is not a valid FHIR id")
@@ -158,17 +162,18 @@ class Patients:
                         "sex": resource.get("gender", ""), "event": "FHIR", "fhir": stored}
         with self.registry.write() as conn:
             existing = self.pk_of_id(conn, rid)
+            row = patient_meta(conn, existing) if existing is not None else None
+            door.check_if_match(str(row.revision or 1) if row is not None else None, f"Patient/{rid}")
             if existing is not None:
-                created = False
                 record = registry_patients.record(conn, existing)
                 if record and fhir_id_cx(rid) not in record.identifiers:
                     identifiers.append(fhir_id_cx(rid))
             for cx in identifiers[1:]:
                 other = self.registry.patient_pk(conn, cx)
-                if other is not None and existing is not None and other != existing:
-                    raise FhirError.one(409, f"identifier {cx.format()} belongs to another patient", "conflict")
+                if other is not None and other != existing:
+                    raise FhirError.one(409, f"identifier {cx.format()} belongs to another patient", "duplicate")
             self.registry.upsert_patient(conn, identifiers, demographics)
-        return rid, created
+        return rid, existing is None
 
 
 def _from_feed(demo: Json) -> Json:

@@ -81,18 +81,25 @@ def _not_modified(etag: str, modified: datetime | None) -> bool:
     return since is not None and modified is not None and modified <= since
 
 
-def _read(resource: Json, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A resource read: ETag W/"versionId" and Last-Modified from its meta; 304 when the
-    client's copy is current (a GET or HEAD, RFC 9110 13.1.2)."""
+def _validators(resource: Json, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """ETag W/"versionId" and Last-Modified from a resource's meta, beside `headers`."""
     version, modified = _version(resource)
     headers = dict(headers or {})
     if version:
         headers["ETag"] = f'W/"{version}"'
     if modified is not None:
         headers["Last-Modified"] = http_date(modified)
-    if request.method in ("GET", "HEAD") and status == 200 and version and _not_modified(headers["ETag"], modified):
+    return headers
+
+
+def _read(resource: Json) -> Response:
+    """A resource read with its validators; 304 when the client's copy is current (a GET or
+    HEAD, RFC 9110 13.1.2)."""
+    headers = _validators(resource)
+    _, modified = _version(resource)
+    if "ETag" in headers and _not_modified(headers["ETag"], modified):
         return door.no_content(304, headers)
-    return formats.respond(resource, request, status, headers=headers)
+    return formats.respond(resource, request, headers=headers)
 
 
 def _known(resource: Json | None, what: str, xds_code: str = "") -> Json:
@@ -116,7 +123,8 @@ def _created(resource: Json, path: str, created: bool = True) -> Response:
     """A create (201) or update (200): Location names the version, ETag and Last-Modified too."""
     version, _ = _version(resource)
     location = f"{_base_url()}/{path}/_history/{version}" if version else f"{_base_url()}/{path}"
-    return _read(resource, 201 if created else 200, headers={"Location": location})
+    return door.written(resource, 201 if created else 200, _validators(resource, {"Location": location}),
+                        f"{path} {'created' if created else 'updated'} (version {version or 1})")
 
 
 _outcome = errors.outcome_response
@@ -258,11 +266,8 @@ def patch_document_reference(rid: str | None = None) -> Response:
     row = views.meta_of([doc.entry_uuid]).get(doc.entry_uuid)
     current = views.document_resource(doc, [], row)
     current.pop("relatesTo", None)
-    version = str(row.revision) if row is not None else "1"
-    if_match = request.headers.get("If-Match", "").removeprefix("W/").strip('"')
-    if if_match and if_match != version:
-        raise FhirError.one(412, f"If-Match {if_match} but the current version is {version}",
-                            "conflict", "XDSMetadataVersionError")
+    door.check_if_match(str(row.revision or 1) if row is not None else "1", f"DocumentReference/{rid}",
+                        "XDSMetadataVersionError")
     if request.mimetype in ("application/json-patch+json", "application/json"):
         formats.check_strings(request.get_data())   # the values it writes are FHIR strings
         try:
@@ -281,7 +286,7 @@ def patch_document_reference(rid: str | None = None) -> Response:
     resource = Views(services, actor, _base_url()).read_document(latest)
     if resource is None:
         raise FhirError.one(404, f"DocumentReference/{latest} is not visible after the update", "not-found")
-    return _read(resource)
+    return door.written(resource, 200, _validators(resource), f"DocumentReference/{latest} patched")
 
 
 @bp.delete("/DocumentReference/<rid>")
@@ -291,10 +296,14 @@ def delete_document_reference(rid: str) -> Response:
     registry as a tombstone for the audit trail. Its author's act alone: anyone else gets the
     lifecycle's refusal (403), and a document the actor may not see answers as an unknown one."""
     services, actor = door.caller()
-    doc = Views(services, actor, _base_url()).document_entry(rid)
+    views = Views(services, actor, _base_url())
+    doc = views.document_entry(rid)
     if doc is None:
         raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found",
                             "XDSDocumentUniqueIdError")
+    row = views.meta_of([doc.entry_uuid]).get(doc.entry_uuid)
+    door.check_if_match(str(row.revision or 1) if row is not None else "1", f"DocumentReference/{rid}",
+                        "XDSMetadataVersionError")
     update.delete_document(services, actor, doc)
     return door.no_content()
 

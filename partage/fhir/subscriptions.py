@@ -356,8 +356,8 @@ def create_subscription() -> Response:
     wanted.ends_at = subscriptions.end_time(end)
     created = subscriptions.create(wanted, handshake=True)
     resource = subscription_resource(created)
-    return formats.respond(resource, request, 201,
-                           headers={"Location": f"{_base_url()}/Subscription/{created.id}"})
+    return door.written(resource, 201, {"Location": f"{_base_url()}/Subscription/{created.id}"},
+                        f"Subscription/{created.id} created")
 
 
 @bp.get("/Subscription")
@@ -417,7 +417,7 @@ def update_subscription(rid: str) -> Response:
         changed = subscriptions.reactivate(current.id)
     else:
         raise _bad("an update sets status to off (unsubscribe) or requested (re-activate)")
-    return formats.respond(subscription_resource(changed), request)
+    return door.written(subscription_resource(changed), 200, {}, f"Subscription/{rid} updated")
 
 
 @bp.delete("/Subscription/<rid>")
