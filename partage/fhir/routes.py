@@ -50,10 +50,16 @@ def _now() -> str:
 
 
 def _params() -> dict[str, list[str]]:
+    """The search parameters of the URL and, for `POST _search`, of its form body (FHIR R4
+    search.html#Introduction: application/x-www-form-urlencoded). A body of another type is a
+    415: read as no parameter, it would widen the search to everything."""
     params: dict[str, list[str]] = {}
     sources = [request.args]
     if request.method == "POST" and request.mimetype == "application/x-www-form-urlencoded":
         sources.append(request.form)
+    elif request.method == "POST" and (request.content_length or "Transfer-Encoding" in request.headers):
+        raise FhirError.one(415, f"a POST _search body is application/x-www-form-urlencoded, not "
+                                 f"{request.mimetype or 'untyped'}", "not-supported")
     for source in sources:
         for key in source:
             params.setdefault(key, []).extend(source.getlist(key))

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from partage.config import Settings
+from partage.server.app import create_app
 from partage.services import Services
 from tests import factories as F
 from tests.integration.test_mhd import NIR, provide_bundle, text_doc
@@ -28,7 +29,6 @@ def app_services(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(app_services):
-    from partage.server.app import create_app
     return create_app(services=app_services).test_client()
 
 
@@ -225,3 +225,16 @@ def test_prefer_return_operation_outcome_and_representation(client):
     r = client.put(f"/fhir/Patient/{rid}", json=patient_body(rid, value, "REP"),
                    headers={**JSON, "Prefer": "return=representation"})
     assert r.status_code == 200 and r.get_json()["name"][0]["family"] == "REP"
+
+
+def test_post_search_with_a_body_that_is_not_a_form_is_415(client):
+    """FHIR R4 search.html: POST [type]/_search carries its parameters as
+    application/x-www-form-urlencoded. A JSON body was ignored and the search ran without its
+    parameters (everything the caller may see); an empty POST still searches."""
+    _pid, value = new_patient(client, "FORMONLY")
+    r = client.post("/fhir/Patient/_search", headers=JSON, json={"identifier": f"x|{value}"})
+    assert outcome(r, 415)["issue"][0]["code"] == "not-supported"
+    r = client.post("/fhir/Patient/_search", headers=JSON, data="family=FORMONLY",
+                    content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 200 and r.get_json()["total"] >= 1
+    assert client.post("/fhir/Patient/_search", headers=JSON).status_code == 200
