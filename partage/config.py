@@ -103,6 +103,7 @@ class Settings:
     oidc_client_secret: str = ""      # ... and its secret
     session_secret: str = ""          # signs the page's session cookies ("" = a key kept in <data_dir>/session.key)
     session_lifetime: int = 8 * 3600  # seconds a page session lasts after signing in
+    session_idle: int = 30 * 60       # seconds a page session lasts unused (NIST SP 800-63B AAL2)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -147,7 +148,7 @@ class Settings:
                      "fhir_max_bytes", "other_max_bytes", "validate_max_bytes", "max_json_depth",
                      "max_json_containers", "max_bundle_entries", "max_report_findings", "mllp_idle_timeout",
                      "mllp_max_message", "mllp_max_connections", "mllp_max_buffered",
-                     "max_documents_per_submission", "query_result_limit", "session_lifetime"):
+                     "max_documents_per_submission", "query_result_limit", "session_lifetime", "session_idle"):
             if getattr(self, name) <= 0:
                 out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
         for name in ("notify_poll", "notify_timeout", "notify_max_attempts", "subscription_max_days"):

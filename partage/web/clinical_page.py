@@ -109,6 +109,13 @@ REFUSED_CREDENTIALS = [   # why a credential was refused (partage.access.authn),
 ]
 
 
+def _error_description(reason: str) -> str:
+    """The reason as an RFC 6750 (3) error_description may carry it: %x20-21 / %x23-5B / %x5D-7E only
+    (a token's own text, a non-Latin-1 `alg`, could not even be sent in a header)."""
+    text = reason.replace('"', "'")
+    return "".join(ch if " " <= ch <= "~" and ch != "\\" else "?" for ch in text)[:200]
+
+
 @bp.errorhandler(AuthenticationRequired)
 def _unauthenticated(exc: AuthenticationRequired) -> Response:
     """401 in French; the reason also goes, as RFC 6750 says, in WWW-Authenticate (for programs)."""
@@ -117,7 +124,7 @@ def _unauthenticated(exc: AuthenticationRequired) -> Response:
     response = message("Identification requise", " ".join(filter(None, [
         said, "Votre identification n'a pas pu être vérifiée. Connectez-vous pour consulter ce dossier."])), 401,
         link=("/connexion", "Se connecter"))
-    described = reason.replace("\\", "").replace('"', "'")[:200]
+    described = _error_description(reason)
     response.headers["WWW-Authenticate"] = 'Bearer realm="partage"' if not reason or "is required" in reason \
         else f'Bearer realm="partage", error="invalid_token", error_description="{described}"'
     return response

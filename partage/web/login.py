@@ -14,8 +14,11 @@ savoir-faire, activities with the structure and its sector) and turned into the 
 claims the bearer-JWT door reads, so `partage.access.tokens.actor_from_claims` builds the
 one Actor both doors use. The session is Flask's signed cookie (`partage_session`: Secure,
 HttpOnly, SameSite=Lax so that the provider's redirect back carries it) holding those claims,
-an expiry (`Settings.session_lifetime`, 8 h by default) and a session id that the registry
-knows (`page_sessions`): the page refuses an expired session and one ended by a sign-out.
+an expiry (`Settings.session_lifetime`, 8 h by default), when it was last used (idle expiry:
+`Settings.session_idle`, 30 min by default, as NIST SP 800-63B asks at AAL2 and OWASP ASVS
+3.3.2 at level 2) and a session id that the registry knows (`page_sessions`): the page refuses
+an expired or idle session, one ended by a sign-out, and the one a browser held before it
+signed in again.
 The access mode (normal, or bris de glace with its reason) is chosen per patient on the page
 and kept in the session (`partage.web.clinical_page`). The signing key is
 `Settings.session_secret`, else a random key kept in the data directory (`session.key`),
@@ -137,12 +140,18 @@ def session_actor(rid: str = "") -> Actor | None:
     patient `rid`; noted on the request's audit record."""
     claims = session.get("claims")
     expires = session.get("expires", 0)
+    seen = session.get("seen", 0)
     sid = str(session.get("sid") or "")
-    if not isinstance(claims, dict) or not isinstance(expires, int | float) or expires <= time.time() or not sid:
+    now = int(time.time())
+    idle = current_app.extensions["partage"].settings.session_idle
+    if not isinstance(claims, dict) or not isinstance(expires, int | float) or expires <= now or not sid \
+            or not isinstance(seen, int | float) or now - seen >= idle:   # absolute, then idle expiry
         return None
     with current_app.extensions["partage"].registry.read() as conn:
-        if not page_sessions.is_live(conn, sid, int(time.time())):   # ended by a sign-out
+        if not page_sessions.is_live(conn, sid, now):   # ended by a sign-out
             return None
+    if now - seen >= max(idle // 10, 1):   # the idle clock restarts (the cookie is rewritten now and then)
+        session["seen"] = now
     try:
         actor = actor_from_claims(claims)
     except AuthenticationRequired:
@@ -244,14 +253,17 @@ def callback() -> WerkzeugResponse:
         log.warning("identity provider error: %s", exc)
         return _failed("Le service d'identification ne répond pas. Réessayez dans un instant.", 502)
     after = session.pop("after_login", "/")
+    previous = str(session.get("sid") or "")
     session.clear()
     now = int(time.time())
     expires = now + int(current_app.permanent_session_lifetime.total_seconds())
     sid = secrets.token_urlsafe(24)
     with current_app.extensions["partage"].registry.write() as conn:
+        if previous:   # the session this browser held ends: a copy of its cookie opens nothing any more
+            page_sessions.end(conn, previous, now)
         page_sessions.open_session(conn, sid, claims["sub"], now, expires)
     session.permanent = True
-    session.update(claims=claims, expires=expires, sid=sid, csrf=secrets.token_urlsafe(24),
+    session.update(claims=claims, expires=expires, seen=now, sid=sid, csrf=secrets.token_urlsafe(24),
                    id_token=token.get("id_token", ""))
     return redirect(_local(after))
 

@@ -5,6 +5,7 @@ text). The API doors keep their own error formats (SOAP Fault, OperationOutcome)
 
 from __future__ import annotations
 
+import html as html_text
 import logging
 from typing import Any
 
@@ -23,6 +24,9 @@ SECURITY_HEADERS = {
                                "frame-ancestors 'self'",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
+    # HTTPS only from the first answer a browser read over TLS (RFC 6797; ignored over plain HTTP, 8.1;
+    # OWASP ASVS 4.0 14.4.5): the session cookie is Secure, so the pages are meant to be read over TLS
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
 }
 TEXTS = {
     400: ("Demande incorrecte", "La demande n'a pas pu être comprise."),
@@ -63,9 +67,23 @@ def error_page(status: int, retry_after: int | None = None) -> Response:
     return response
 
 
+def is_browser_path(path: str) -> bool:
+    """Is `path` one of the browser's pages (French HTML errors, not a door's shape)?"""
+    return path.startswith(BROWSER_PREFIXES)
+
+
 def browser_path() -> bool:
-    """Is this request for one of the browser's pages (French HTML errors, not a door's shape)?"""
-    return request.path.startswith(BROWSER_PREFIXES)
+    """Is this request for one of the browser's pages?"""
+    return is_browser_path(request.path)
+
+
+def plain_error_page(status: int) -> bytes:
+    """The French error page where no application runs yet (the server's own limits, deadlines and
+    overload, answered before Flask: `partage.server.answers`): the same words, without the style."""
+    title, text = TEXTS.get(status, TEXTS[500] if status >= 500 else TEXTS[400])
+    title, text = html_text.escape(title), html_text.escape(text)
+    return (f'<!doctype html>\n<html lang="fr">\n<head><meta charset="utf-8"><title>{title} — Partage</title>'
+            f'</head>\n<body><main><h1>{title}</h1><p>{text}</p></main></body>\n</html>\n').encode()
 
 
 def failure_page(exc: Exception) -> WerkzeugResponse:
