@@ -207,9 +207,15 @@ def _read_common(obj: RegistryObject, element: etree._Element) -> None:
 
 def _read_slots(obj: RegistryObject, element: etree._Element, single: dict[str, str],
                 multi: dict[str, str], errors: list[XdsError], problems: list[ValueProblem]) -> None:
+    seen = set(obj.extra_slots)   # "$status": an unknown status attribute kept for the answer
     for slot in element.findall(f"{R}Slot"):
         name = slot.get("name", "")
         values_ = _slot_values(slot)
+        if name in seen:   # ebRIM 3.0: a Slot's name is unique within its object; never a silent "last one wins"
+            errors.append(XdsError(ErrorCode.REGISTRY_METADATA, f"slot {name} appears twice",
+                                   f"{obj.entry_uuid}/Slot[@name='{name}']"))
+            continue
+        seen.add(name)
         if name in single:
             attr = single[name]
             if len(values_) != 1:
@@ -235,9 +241,6 @@ def _read_slots(obj: RegistryObject, element: etree._Element, single: dict[str, 
                 setattr(obj, attr, [v for v in typed if v is not None])
             else:
                 setattr(obj, attr, values_)
-        elif name in obj.extra_slots:
-            errors.append(XdsError(ErrorCode.REGISTRY_METADATA,
-                                   f"slot {name} appears twice", obj.entry_uuid))
         else:
             obj.extra_slots[name] = values_
 

@@ -8,6 +8,7 @@ wsa:Action and wsa:RelatesTo. XML is parsed with `partage.xmlsafe` only.
 
 from __future__ import annotations
 
+import copy
 import re
 import uuid
 from collections.abc import Iterable
@@ -23,12 +24,20 @@ XML_NS = "http://www.w3.org/XML/1998/namespace"
 WSA_ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
 ACTION_SOAP_FAULT = "http://www.w3.org/2005/08/addressing/soap/fault"
 ACTION_WSA_FAULT = "http://www.w3.org/2005/08/addressing/fault"
+WSA_NONE = "http://www.w3.org/2005/08/addressing/none"
+# The reply addresses a request may name: the back-channel (anonymous), or none (no reply wanted).
+BACK_CHANNEL = frozenset({WSA_ANONYMOUS, WSA_NONE})
 
 S = f"{{{C.SOAP12}}}"
 A = f"{{{C.WSA}}}"
 FAULT_CODES = ("VersionMismatch", "MustUnderstand", "DataEncodingUnknown", "Sender", "Receiver")
 # Header namespaces this stack processes itself (wsse:Security goes to the access layer).
 UNDERSTOOD = frozenset({C.WSA, C.WSSE})
+# The roles this node plays (SOAP 1.2 Part 1 2.2): a header block is targeted at it when its
+# env:role is absent or one of these; blocks for other roles ("none" included) are not processed.
+ROLE_NEXT = f"{C.SOAP12}/role/next"
+ROLE_ULTIMATE_RECEIVER = f"{C.SOAP12}/role/ultimateReceiver"
+OUR_ROLES = frozenset({"", ROLE_NEXT, ROLE_ULTIMATE_RECEIVER})
 # Prefixes a fault subcode may use, e.g. "wsa:ActionNotSupported".
 SUBCODE_PREFIXES = {"wsa": C.WSA, "wsse": C.WSSE, "xdsb": C.XDSB, "wsnt": C.WSNT, "wsrf-r": C.WSRF_R}
 
@@ -38,16 +47,21 @@ class SoapError(Exception):
 
     code is one of the SOAP 1.2 fault codes ("Sender", "Receiver", "VersionMismatch",
     "MustUnderstand", "DataEncodingUnknown"); subcode is a prefixed name such as
-    "wsa:ActionNotSupported" (or "" for none); reason is for humans.
+    "wsa:ActionNotSupported" (or "" for none), subsubcode one more level of it
+    ("wsa:ActionMismatch" under "wsa:InvalidAddressingHeader"); reason is for humans;
+    detail, the elements of the fault's soap:Detail (WS-Addressing's ProblemAction...).
     """
 
-    def __init__(self, code: str, subcode: str = "", reason: str = "") -> None:
+    def __init__(self, code: str, subcode: str = "", reason: str = "", *, subsubcode: str = "",
+                 detail: Iterable[etree._Element] = ()) -> None:
         if code not in FAULT_CODES:
             raise ValueError(f"{code!r} is not a SOAP 1.2 fault code ({', '.join(FAULT_CODES)})")
         super().__init__(reason or code)
         self.code = code
         self.subcode = subcode
+        self.subsubcode = subsubcode
         self.reason = reason
+        self.detail = list(detail)
 
     def __repr__(self) -> str:
         return f"SoapError({self.code!r}, {self.subcode!r}, {self.reason!r})"
@@ -119,24 +133,52 @@ def build_envelope(action: str, body: etree._Element | bytes, *, message_id: str
     return b'<?xml version="1.0" encoding="UTF-8"?>' + head + _body_bytes(body) + tail
 
 
+def fault_action(error: SoapError) -> str:
+    """The [action] of the fault message for `error` (WS-Addressing 1.0 SOAP Binding 6: the
+    addressing faults' own action, else the SOAP fault action), in its envelope's wsa:Action
+    and in the action parameter of its Content-Type alike."""
+    is_wsa = bool(error.subcode) and _subcode_name(error.subcode)[0] == C.WSA
+    return ACTION_WSA_FAULT if is_wsa else ACTION_SOAP_FAULT
+
+
 def fault_envelope(error: SoapError, relates_to: str | None = None) -> bytes:
     """A SOAP 1.2 Fault for `error`, addressed as a reply to `relates_to` when known."""
     fault = etree.Element(S + "Fault", nsmap={"soap": C.SOAP12})
     code = etree.SubElement(fault, S + "Code")
     etree.SubElement(code, S + "Value").text = f"soap:{error.code}"
-    is_wsa = False
-    if error.subcode:
-        namespace, local, prefix = _subcode_name(error.subcode)
-        is_wsa = namespace == C.WSA
-        subcode = etree.SubElement(code, S + "Subcode")
-        value = etree.SubElement(subcode, S + "Value", nsmap={prefix: namespace} if namespace else None)
+    parent = code
+    for name in (error.subcode, error.subsubcode if error.subcode else ""):
+        if not name:
+            break
+        namespace, local, prefix = _subcode_name(name)
+        parent = etree.SubElement(parent, S + "Subcode")
+        value = etree.SubElement(parent, S + "Value", nsmap={prefix: namespace} if namespace else None)
         value.text = f"{prefix}:{local}" if namespace else local
     reason = etree.SubElement(fault, S + "Reason")
     text = etree.SubElement(reason, S + "Text")
     text.set(f"{{{XML_NS}}}lang", "en")
     text.text = xml_text(error.reason or error.code)
-    action = ACTION_WSA_FAULT if is_wsa else ACTION_SOAP_FAULT
-    return build_envelope(action, fault, relates_to=relates_to)
+    if error.detail:
+        detail = etree.SubElement(fault, S + "Detail")
+        for element in error.detail:
+            detail.append(copy.deepcopy(element))
+    return build_envelope(fault_action(error), fault, relates_to=relates_to)
+
+
+def problem_action(action: str) -> etree._Element:
+    """The [Detail] of wsa:ActionNotSupported and wsa:ActionMismatch (WS-Addressing 1.0 SOAP
+    Binding 6.4): wsa:ProblemAction naming the action received."""
+    problem = etree.Element(A + "ProblemAction", nsmap={"wsa": C.WSA})
+    etree.SubElement(problem, A + "Action").text = action
+    return problem
+
+
+def problem_header(local: str) -> etree._Element:
+    """The [Detail] of wsa:MessageAddressingHeaderRequired and wsa:InvalidAddressingHeader:
+    wsa:ProblemHeaderQName naming the header (WS-Addressing 1.0 SOAP Binding 6.4)."""
+    problem = etree.Element(A + "ProblemHeaderQName", nsmap={"wsa": C.WSA})
+    problem.text = f"wsa:{local}"
+    return problem
 
 
 def _subcode_name(subcode: str) -> tuple[str, str, str]:
@@ -162,14 +204,18 @@ def header_of(payload: etree._Element) -> etree._Element | None:
 def parse_envelope(data: bytes, *, require_action: bool = True,
                    understood: frozenset[str] = UNDERSTOOD,
                    max_bytes: int = DEFAULT_MAX_BYTES,
-                   max_depth: int = DEFAULT_MAX_DEPTH) -> SoapRequest:
+                   max_depth: int = DEFAULT_MAX_DEPTH,
+                   action_parameter: str | None = None) -> SoapRequest:
     """The addressing headers and body payload of a SOAP 1.2 envelope.
 
     Raises XmlInputError for bytes that are not acceptable XML, SoapError for an XML
     document that is not a usable SOAP 1.2 message: VersionMismatch for SOAP 1.1,
-    MustUnderstand for a mandatory header this stack does not process, Sender with
-    wsa:MessageAddressingHeaderRequired when wsa:Action is missing (unless
-    require_action is False, as a client reading responses may choose).
+    MustUnderstand for a mandatory header targeted at this node that this stack does not
+    process, Sender with wsa:MessageAddressingHeaderRequired when wsa:Action or
+    wsa:MessageID is missing from a request (require_action: a request, whose reply relates
+    to its MessageID; a client reading responses says False), Sender with
+    wsa:InvalidAddressingHeader / wsa:ActionMismatch when `action_parameter` (the action
+    parameter of the message's Content-Type, RFC 3902) is not its wsa:Action.
     """
     root = parse_xml(data, max_bytes=max_bytes, max_depth=max_depth)
     if etree.QName(root).localname == "Envelope" and etree.QName(root).namespace == SOAP11:
@@ -196,20 +242,35 @@ def parse_envelope(data: bytes, *, require_action: bool = True,
 
     headers = [h for h in header if isinstance(h.tag, str)] if header is not None else []
     for h in headers:
-        if _must_understand(h) and etree.QName(h).namespace not in understood:
+        if _must_understand(h) and _targeted(h) and etree.QName(h).namespace not in understood:
             raise SoapError("MustUnderstand", "", f"header {h.tag} is marked mustUnderstand "
                                                   "and is not processed here")
     action = _single_text(headers, "Action")
-    if not action and require_action and payload.tag != S + "Fault":
-        raise SoapError("Sender", "wsa:MessageAddressingHeaderRequired",
-                        "the wsa:Action header is required (WS-Addressing 1.0, "
-                        f"namespace {C.WSA})")
+    message_id = _single_text(headers, "MessageID")
+    if require_action and payload.tag != S + "Fault":
+        for local, value in (("Action", action), ("MessageID", message_id)):
+            if not value:
+                raise SoapError("Sender", "wsa:MessageAddressingHeaderRequired",
+                                f"the wsa:{local} header is required (WS-Addressing 1.0, namespace "
+                                f"{C.WSA}; IHE ITI TF-2 Appendix V)", detail=[problem_header(local)])
+    if action_parameter and action_parameter.strip() and action and action_parameter.strip() != action:
+        raise SoapError("Sender", "wsa:InvalidAddressingHeader",
+                        f"the Content-Type action parameter {action_parameter!r} is not the wsa:Action "
+                        f"{action!r}", subsubcode="wsa:ActionMismatch", detail=[problem_action(action)])
     reply_to = None
     for h in headers:
-        if h.tag == A + "ReplyTo":
+        if h.tag in (A + "ReplyTo", A + "FaultTo"):
             address = h.find(A + "Address")
-            reply_to = (address.text or "").strip() if address is not None else None
-    return SoapRequest(action=action or "", message_id=_single_text(headers, "MessageID"),
+            text = (address.text or "").strip() if address is not None else None
+            if h.tag == A + "ReplyTo":
+                reply_to = text
+            if require_action and text and text not in BACK_CHANNEL:
+                local = etree.QName(h).localname
+                raise SoapError("Sender", "wsa:InvalidAddressingHeader",
+                                f"wsa:{local} {text!r}: this endpoint answers on the HTTP response only (IHE ITI "
+                                f"TF-2 Appendix V synchronous exchange; wsa:{local} must be anonymous)",
+                                subsubcode="wsa:OnlyAnonymousAddressSupported", detail=[problem_header(local)])
+    return SoapRequest(action=action or "", message_id=message_id,
                        reply_to=reply_to, to=_single_text(headers, "To"), header=header,
                        body=payload, relates_to=_single_text(headers, "RelatesTo"))
 
@@ -219,10 +280,18 @@ def _must_understand(header: etree._Element) -> bool:
     return value in ("true", "1")
 
 
+def _targeted(header: etree._Element) -> bool:
+    """Whether a header block is for this node: its env:role absent, next or ultimateReceiver
+    (SOAP 1.2 Part 1 2.2, 5.2.2); a block for another role, or for "none", is not processed
+    and so cannot fail as not understood (5.2.3)."""
+    return (header.get(S + "role") or "").strip() in OUR_ROLES
+
+
 def _single_text(headers: list[etree._Element], local: str) -> str | None:
     found = [h for h in headers if h.tag == A + local]
     if len(found) > 1:
-        raise SoapError("Sender", "wsa:InvalidAddressingHeader", f"more than one wsa:{local} header")
+        raise SoapError("Sender", "wsa:InvalidAddressingHeader", f"more than one wsa:{local} header",
+                        subsubcode="wsa:InvalidCardinality", detail=[problem_header(local)])
     if not found:
         return None
     return (found[0].text or "").strip() or None

@@ -8,6 +8,7 @@ transaction. Required attributes follow ITI TF-3 Table 4.3.1-3 (DocumentEntry),
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -47,6 +48,15 @@ class Transaction:
 ITI_41 = Transaction("ITI-41", False, False, ErrorCode.REPOSITORY_METADATA)
 ITI_42 = Transaction("ITI-42", True, True)
 ITI_57 = Transaction("ITI-57", True, True)
+
+# ITI TF-3 4.2.3.2.12 languageCode is an RFC 5646 tag: well-formed means subtags of 1 to 8
+# letters or digits joined by hyphens, the first all letters (2.1); `fr_FR` or `fr FR` are not.
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
+# ITI TF-3 4.2.3.2.13 mimeType: type "/" subtype as RFC 6838 4.2 restricts their names,
+# parameters allowed (RFC 2045 5.1: token = value).
+_MEDIA_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+MEDIA_TYPE = re.compile(rf"{_MEDIA_NAME}/{_MEDIA_NAME}"
+                        r"(?:\s*;\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+=(?:[A-Za-z0-9!#$%&'*+.^_`|~-]+|\"[^\"\\]*\"))*")
 
 DOC_REQUIRED_CODES = ("class_code", "type_code", "format_code",
                       "healthcare_facility_type_code", "practice_setting_code")
@@ -225,7 +235,13 @@ def _check_document(doc: DocumentEntry, domain: CodeDomain, tx: Transaction,
         out.check(where, "DocumentEntry.legalAuthenticator", doc.legal_authenticator)
     for ref in doc.reference_ids:
         out.check(where, "DocumentEntry.referenceIdList", ref, partial(_reference_id_rule, ref))
-    if doc.mime_type and not domain.allows_mime_type(doc.mime_type):
+    if doc.language_code and not LANGUAGE_TAG.fullmatch(doc.language_code):
+        out.add(f"DocumentEntry.languageCode {doc.language_code!r} is not a language tag (RFC 5646: "
+                "subtags of 1 to 8 letters or digits joined by '-', e.g. fr-FR)", where)
+    if doc.mime_type and not MEDIA_TYPE.fullmatch(doc.mime_type):
+        out.add(f"DocumentEntry.mimeType {doc.mime_type!r} is not a MIME type type/subtype (RFC 6838 4.2)",
+                where)
+    elif doc.mime_type and not domain.allows_mime_type(doc.mime_type):
         out.add(f"DocumentEntry.mimeType {doc.mime_type!r} is not in the affinity domain", where)
     for attr in DOC_REQUIRED_CODES:
         code = getattr(doc, attr)

@@ -29,10 +29,19 @@ from ..ebxml.mtom import (
     MtomTooLarge,
     Part,
     build_multipart,
+    content_type_params,
     read_soap_request,
     xop_includes,
 )
-from ..ebxml.soap import SoapError, SoapRequest, build_envelope, fault_envelope, parse_envelope
+from ..ebxml.soap import (
+    SoapError,
+    SoapRequest,
+    build_envelope,
+    fault_action,
+    fault_envelope,
+    parse_envelope,
+    problem_action,
+)
 from ..failures import classify
 from ..ingest import IngestService
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
@@ -201,7 +210,7 @@ def _fault(error: SoapError, relates_to: str | None, mtom: bool, status: int = 0
            retry_after: int | None = None) -> Response:
     body = fault_envelope(error, relates_to=relates_to)
     status = status or (400 if error.code == "Sender" else 500)
-    response = _respond(body, [], mtom, "http://www.w3.org/2005/08/addressing/soap/fault", status)
+    response = _respond(body, [], mtom, fault_action(error), status)
     if retry_after:
         response.headers["Retry-After"] = str(retry_after)
     return response
@@ -211,11 +220,13 @@ def dispatch(actions: dict[str, Handler]) -> Response:
     services = _services()
     content_type = request.headers.get("Content-Type", "")
     mtom = "multipart/related" in content_type.lower()
+    action_parameter = content_type_params(content_type)[1].get("action")   # RFC 3902, on the message
     seen: dict[str, object] = {}
 
     def check_action(action: str) -> None:
         if action not in actions:
-            raise SoapError("Sender", "wsa:ActionNotSupported", f"action {action!r} is not served at {request.path}")
+            raise SoapError("Sender", "wsa:ActionNotSupported", f"action {action!r} is not served at {request.path}",
+                            detail=[problem_action(action)])
 
     def check_header(header: etree._Element | None) -> None:
         """A plain message's credentials, checked as soon as its Header has streamed in, before
@@ -230,7 +241,7 @@ def dispatch(actions: dict[str, Handler]) -> Response:
 
     def check_root(root: bytes) -> None:
         """The envelope, its credentials and its action, checked before any attachment is spooled."""
-        envelope = seen["envelope"] = parse_envelope(root)
+        envelope = seen["envelope"] = parse_envelope(root, action_parameter=action_parameter)
         if "actor" not in seen:
             seen["actor"] = _actor(services, envelope)
         check_action(envelope.action)
