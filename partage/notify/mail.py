@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import smtplib
+import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -141,16 +143,31 @@ class SmtpFailure(Exception):
 
 
 def send(settings: Settings, msg: EmailMessage) -> None:
-    """One message through the configured SMTP server; SmtpFailure says whether to retry."""
+    """One message through the configured SMTP server; SmtpFailure says whether to retry.
+
+    `notify_timeout` bounds the whole exchange, as it bounds a rest-hook POST: smtplib's timeout
+    is per read, and a server answering a byte at a time (or an endless multi-line reply) would
+    hold the sender for as long as it liked; at the deadline the connection is shut down."""
     security = (settings.smtp_security or "none").lower()
+    client: smtplib.SMTP = (smtplib.SMTP_SSL(timeout=settings.notify_timeout, context=ssl.create_default_context())
+                            if security == "ssl" else smtplib.SMTP(timeout=settings.notify_timeout))
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        sock = getattr(client, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    deadline = threading.Timer(settings.notify_timeout, cut)
+    deadline.daemon = True
+    deadline.start()
     try:
-        if security == "ssl":
-            client: smtplib.SMTP = smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port,
-                                                    timeout=settings.notify_timeout,
-                                                    context=ssl.create_default_context())
-        else:
-            client = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.notify_timeout)
         with client:
+            client.connect(settings.smtp_host, settings.smtp_port)
             if security == "starttls":
                 client.starttls(context=ssl.create_default_context())
             if settings.smtp_user:
@@ -159,10 +176,14 @@ def send(settings: Settings, msg: EmailMessage) -> None:
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]
         raise SmtpFailure(f"recipient refused: {codes}", all(c >= 500 for c in codes)) from exc
-    except smtplib.SMTPResponseException as exc:
-        raise SmtpFailure(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", exc.smtp_code >= 500) from exc
     except (smtplib.SMTPException, OSError) as exc:
+        if expired.is_set():
+            raise SmtpFailure(f"no answer within {settings.notify_timeout:g} s", False) from exc
+        if isinstance(exc, smtplib.SMTPResponseException):
+            raise SmtpFailure(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", exc.smtp_code >= 500) from exc
         raise SmtpFailure(f"{type(exc).__name__}: {exc}", False) from exc
+    finally:
+        deadline.cancel()
 
 
 class Notices:

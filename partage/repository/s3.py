@@ -36,8 +36,14 @@ from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.exceptions import ClientError, HTTPClientError  # type: ignore[import-untyped]
 from botocore.exceptions import ConnectionError as S3ConnectionError
 
-from ..failures import Unavailable
-from .store import BlobStore, BlobStream, StoredBlob, VerifiedStream, _valid_address
+from .store import (
+    BlobStore,
+    BlobStoreUnavailable,
+    BlobStream,
+    StoredBlob,
+    VerifiedStream,
+    _valid_address,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -115,19 +121,26 @@ class S3Client(Protocol):
     def get_paginator(self, operation_name: Literal["list_objects_v2"]) -> _ListPaginator: ...
 
 
-class BlobStoreUnavailable(Unavailable):
-    """The object store cannot be reached (refused, timed out, cut): a 503 at every door, as
-    the database down is; nothing was registered."""
+def _store_failing(exc: ClientError) -> bool:
+    """An error the store answered about itself (5xx: InternalError, SlowDown, ServiceUnavailable;
+    429), not about the request: the store is down for now, as if unreachable."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return bool(status >= 500 or status == 429)
 
 
 def _reachable(method: Callable[P, R]) -> Callable[P, R]:
-    """A store call whose connection fails raises BlobStoreUnavailable."""
+    """A store call whose connection fails, or that the store answers with a server error
+    (once boto3's retries are spent), raises BlobStoreUnavailable."""
     @functools.wraps(method)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
         except (S3ConnectionError, HTTPClientError) as exc:
             raise BlobStoreUnavailable("the document store is unavailable; try again later") from exc
+        except ClientError as exc:
+            if _store_failing(exc):
+                raise BlobStoreUnavailable("the document store is failing; try again later") from exc
+            raise
     return call
 
 

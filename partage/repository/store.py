@@ -8,6 +8,7 @@ an orphan temp file (removed by `partage fsck`), never a torn one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
+
+from ..failures import Unavailable
 
 CHUNK = 1 << 20
 
@@ -81,6 +84,23 @@ class BlobStore(ABC):
 
 class BlobCorrupted(OSError):
     """The bytes read back are not the bytes stored: their SHA-256 is not their address."""
+
+
+class BlobStoreUnavailable(Unavailable):
+    """The store cannot take or give documents now (an object store unreachable or failing, a
+    directory full or refusing writes): a 503 with Retry-After at every door, as the database
+    down is; nothing was registered. `full`: out of space (XDS: XDSRepositoryOutOfResources)."""
+
+    def __init__(self, message: str, *, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
+
+
+def _write_failure(exc: OSError) -> BlobStoreUnavailable:
+    """What a client is told of a failed write (the path, the server's business, is not said)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BlobStoreUnavailable("the document store is full; try again later", full=True)
+    return BlobStoreUnavailable("the document store cannot write documents now; try again later")
 
 
 class BlobUnavailable(OSError):
@@ -182,11 +202,23 @@ class FilesystemBlobStore(BlobStore):
         return self.root / address[:2] / address[2:4] / address
 
     def put(self, source: IO[bytes]) -> StoredBlob:
+        """BlobStoreUnavailable when the directory refuses the write (full, read-only, not a
+        directory, no rights): a 503 at every door, nothing registered; the source's own
+        failures pass as they are."""
         sha1, sha256, size = hashlib.sha1(), hashlib.sha256(), 0
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
+        tmp_name: str | None = None
+        source_failure: OSError | None = None
         try:
+            fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
             with os.fdopen(fd, "wb") as out:
-                while chunk := source.read(CHUNK):
+                while True:
+                    try:
+                        chunk = source.read(CHUNK)
+                    except OSError as exc:
+                        source_failure = exc
+                        raise
+                    if not chunk:
+                        break
                     sha1.update(chunk)
                     sha256.update(chunk)
                     size += len(chunk)
@@ -205,9 +237,11 @@ class FilesystemBlobStore(BlobStore):
                     _make_durable_dirs(final.parent)
                 os.replace(tmp_name, final)
                 _fsync_dir(final.parent)
-        except BaseException:
-            if os.path.exists(tmp_name):
+        except BaseException as exc:
+            if tmp_name is not None and os.path.exists(tmp_name):
                 os.unlink(tmp_name)
+            if isinstance(exc, OSError) and exc is not source_failure:
+                raise _write_failure(exc) from exc
             raise
         return StoredBlob(address, sha1.hexdigest(), size)
 

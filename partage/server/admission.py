@@ -63,6 +63,15 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
+MAX_HEADER_BYTES = 32 * 1024   # request line + headers (a JWT is a few KB)
+
+
+def _header_bytes(scope: Scope) -> int:
+    """The request line and headers as they came (near enough: separators counted)."""
+    line = len(scope.get("method", "")) + len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 12
+    return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+
+
 DRAIN_LIMIT = 600.0   # s an unwanted body is discarded before its connection is left to the server
 
 
@@ -93,6 +102,11 @@ class Admission:
             self._slots = asyncio.Semaphore(self.limits.threads)
             self._body_slots = asyncio.Semaphore(self.limits.body_threads)
         slots, body_slots = self._slots, self._body_slots
+        if _header_bytes(scope) > MAX_HEADER_BYTES:
+            # The server refuses them only while they are incomplete: headers arriving in one
+            # read (up to 64 KB) reach here whole. The same limit, whatever the packets.
+            await self._refuse(scope, send, f"request headers larger than {MAX_HEADER_BYTES // 1024} KB", 431)
+            return
         has_body = _has_body(scope)
         if self.waiting >= self.limits.max_queued:
             await self._refuse(scope, send, "too many requests are waiting")
@@ -186,12 +200,14 @@ class Admission:
 
         return deadline_send
 
-    async def _refuse(self, scope: Scope, send: Send, reason: str) -> None:
-        retry = max(1, int(self.limits.queue_timeout // 6))
-        content_type, body = self.answer(scope.get("path", ""), 503, f"server busy: {reason}", retry)
-        log.warning("503 for %s %s: %s", scope.get("method"), scope.get("path"), reason)
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": [(b"content-type", content_type.encode("latin-1")),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"retry-after", str(retry).encode())]})
+    async def _refuse(self, scope: Scope, send: Send, reason: str, status: int = 503) -> None:
+        """503 (busy, with Retry-After) or 431 (headers too large: the connection is closed, a
+        body it announced is not read)."""
+        retry = max(1, int(self.limits.queue_timeout // 6)) if status == 503 else None
+        content_type, body = self.answer(scope.get("path", ""), status,
+                                         f"server busy: {reason}" if status == 503 else reason, retry)
+        log.warning("%s for %s %s: %s", status, scope.get("method"), scope.get("path"), reason)
+        headers = [(b"content-type", content_type.encode("latin-1")), (b"content-length", str(len(body)).encode())]
+        headers.append((b"retry-after", str(retry).encode()) if retry else (b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

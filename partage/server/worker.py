@@ -29,13 +29,11 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 
 from ..config import Settings
-from .admission import Admission, AdmissionLimits, AsgiApp
+from .admission import MAX_HEADER_BYTES, Admission, AdmissionLimits, AsgiApp
 from .answers import error_answer
 from .limits import BodyLimits
 
 log = logging.getLogger("partage.server")
-
-MAX_HEADER_BYTES = 32 * 1024   # request line + headers (a JWT is a few KB)
 
 
 def admission_limits(settings: Settings) -> AdmissionLimits:

@@ -47,6 +47,7 @@ from ..ingest import IngestService
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import DocumentContent
 from ..query import QueryService
+from ..repository.store import BlobStoreUnavailable
 from ..services import Services
 from ..xmlsafe import XmlInputError
 from . import dsub, retrieve, storedquery
@@ -274,7 +275,7 @@ def dispatch(actions: dict[str, Handler]) -> Response:
     except Exception as exc:   # never a traceback to the client: a RegistryError with a reference
         known = classify(exc)
         if known is not None and known.status in (408, 413, 503):   # an outage, a slow or big body
-            code = "XDSRegistryBusy" if known.status >= 500 else str(ErrorCode.INVALID_REQUEST)
+            code = _busy_code(exc) if known.status >= 500 else str(ErrorCode.INVALID_REQUEST)
             return _fault(SoapError("Receiver" if known.status >= 500 else "Sender", f"xdsb:{code}", known.message),
                           envelope.message_id, mtom, known.status, known.retry_after)
         log.exception("internal error on %s", envelope.action)
@@ -287,6 +288,14 @@ def dispatch(actions: dict[str, Handler]) -> Response:
     response_action = C.RESPONSE_ACTIONS[envelope.action]
     out = build_envelope(response_action, reply.body, relates_to=envelope.message_id)
     return _respond(out, reply.attachments, mtom or bool(reply.attachments), response_action)
+
+
+def _busy_code(exc: Exception) -> str:
+    """The XDS code of an outage (ITI TF-3 Table 4.2.4.1-2): the document store's is the
+    repository's (out of space: XDSRepositoryOutOfResources), any other the registry's."""
+    if isinstance(exc, BlobStoreUnavailable):
+        return "XDSRepositoryOutOfResources" if exc.full else "XDSRepositoryBusy"
+    return "XDSRegistryBusy"
 
 
 def _message_id(seen: dict[str, object]) -> str | None:

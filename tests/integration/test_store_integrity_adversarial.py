@@ -204,8 +204,10 @@ def tiny_disk(tmp_path):
 
 
 def test_a_full_disk_refuses_the_submission_cleanly(tmp_path, tiny_disk):
-    """ITI-41 on a blob store that fills up: a RegistryResponse Failure (XDSRepositoryError),
-    nothing registered, no temp file left, and the server answers the next request."""
+    """ITI-41 on a blob store that fills up: a 503 SOAP Fault with Retry-After, subcode
+    XDSRepositoryOutOfResources (ITI TF-3 Table 4.2.4.1-2: the store is an outage, as the database
+    down is, not an 'internal error'), nothing registered, no temp file left, and the server
+    answers the next request."""
     from partage.server.app import create_app
     services = Services.open(Settings(data_dir=tmp_path / "data", insecure_dev=True, blob_url=str(tiny_disk)))
     try:
@@ -215,10 +217,12 @@ def test_a_full_disk_refuses_the_submission_cleanly(tmp_path, tiny_disk):
             services.registry.upsert_patient(conn, [pid])
         request = F.submission(pid, contents=False)
         big = os.urandom(1024 * 1024)
-        reply = _soap(client, "/xds/repository", C.ACTION_PNR,
-                      *provide_and_register_body(request, {request.documents[0].entry_uuid: big}))
-        assert reply.status == "Failure" and "XDSRepositoryError" in reply.error_codes, (reply.http_status,
-                                                                                       reply.error_codes)
+        body, attachments = provide_and_register_body(request, {request.documents[0].entry_uuid: big})
+        envelope = build_envelope(C.ACTION_PNR, body, to="/xds/repository")
+        content_type, chunks, _ = build_multipart(envelope, attachments, action=C.ACTION_PNR)
+        r = client.post("/xds/repository", data=b"".join(chunks), headers={"Content-Type": content_type})
+        assert r.status_code == 503 and r.headers.get("Retry-After"), (r.status_code, r.get_data(as_text=True))
+        assert b"soap:Fault" in r.get_data() and b"XDSRepositoryOutOfResources" in r.get_data()
         assert list((tiny_disk / "tmp").iterdir()) == []
         assert check(services, min_age_seconds=0).registered_documents == 0
         uid = _submit_xds(client, services, b"small enough")
