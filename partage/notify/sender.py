@@ -13,7 +13,9 @@ Guarantees (docs/notifications.md):
   (wsa:MessageID, Bundle.id), which is what the recipient deduplicates on: exactly once per
   subscriber, deduplicated by id;
 - a subscription's rows are delivered in order, one at a time; subscriptions are served in
-  parallel (`WORKERS` threads), so a slow endpoint delays only its own subscribers.
+  parallel (`WORKERS` threads), so a slow endpoint delays only its own subscribers;
+- the patients' e-mails have their own lane (`MAIL_WORKERS` threads, one batch at a time): a
+  slow or stalled SMTP server delays only the e-mails, never the subscribers' deliveries.
 
 The sender polls the outbox every `notify_poll` seconds when idle (0.5 s by default: a
 registration in any process of any host is seen within that), and drains it when busy.
@@ -41,6 +43,7 @@ log = logging.getLogger("partage.notify")
 
 BATCH = 20
 WORKERS = 4
+MAIL_WORKERS = 2
 
 
 class Sender:
@@ -58,12 +61,15 @@ class Sender:
         self.first_pass = threading.Event()   # set once the outbox was looked at (or that failed)
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._mail_pool: ThreadPoolExecutor | None = None
+        self._mailing: list[Future[Any]] = []        # the e-mail batch being sent
         self._serving: dict[int, Future[Any]] = {}   # subscription pk -> its deliveries in progress
         self._serving_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Sender:
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="partage-notify")
+        self._mail_pool = ThreadPoolExecutor(max_workers=MAIL_WORKERS, thread_name_prefix="partage-notify-mail")
         self._thread = threading.Thread(target=self._run, name="partage-notify-sender", daemon=True)
         self._thread.start()
         log.info("notification sender started (poll %.1f s, e-mail %s)", self.poll_s,
@@ -78,6 +84,8 @@ class Sender:
             self._thread.join(timeout)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._mail_pool is not None:   # an e-mail cut short is taken again after its lease
+            self._mail_pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -137,18 +145,18 @@ class Sender:
                 del self._serving[pk]
 
     def _notices(self) -> int:
+        """Claim a batch of the patients' e-mails once the previous one is sent, and send it on
+        the mail lane's threads without waiting: the loop goes on claiming events meanwhile."""
+        if any(not future.done() for future in self._mailing):
+            return 0
         token, claimed = outbox.claim(self.services.registry, NOTICES, lease_s=self.lease_s, limit=BATCH)
-        if claimed:
-            self._map(lambda row: self._one(self.notices.run, row, token, NOTICES), claimed)
+        if self._mail_pool is None:   # drain() without a running sender: in sequence, here
+            for row in claimed:
+                self._one(self.notices.run, row, token, NOTICES)
+        else:
+            self._mailing = [self._mail_pool.submit(self._one, self.notices.run, row, token, NOTICES)
+                             for row in claimed]
         return len(claimed)
-
-    def _map(self, work: Any, items: list[Any]) -> None:
-        if self._pool is None or len(items) == 1:
-            for item in items:
-                work(item)
-            return
-        for future in [self._pool.submit(work, item) for item in items]:
-            future.result()
 
     def _one(self, run: Any, row: Any, token: str, lane: outbox.Lane = EVENTS) -> str:
         try:

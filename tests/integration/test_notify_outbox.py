@@ -4,7 +4,10 @@ patients' new-document notices (a real SMTP server, real HTTP endpoints)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
 
 import pytest
@@ -296,3 +299,53 @@ def test_fhir_event_payloads(svc, mime, payload):
         assert uid.encode() not in event.body
     else:
         assert len(entries) == 2 and "resource" not in entries[1] and entries[1]["fullUrl"].endswith(uid)
+
+
+class _StalledSmtp:
+    """An SMTP peer that accepts connections and never says a word (a hung mail relay)."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.server.accept()[0])
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_stalled_mail_server_does_not_hold_back_the_subscribers_deliveries(tmp_path, database_url):
+    """The patients' e-mails have their own lane: while the SMTP server holds an e-mail until the
+    notification deadline, a registration made meanwhile is still notified to its subscriber at
+    once (the sender's loop waited for the e-mail batch before claiming any more events)."""
+    smtp = _StalledSmtp()
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, notify_patient_documents=True,
+                        smtp_host="127.0.0.1", smtp_port=smtp.port, mail_from="dmp@example.org",
+                        notify_timeout=30.0, notify_poll=0.2)
+    svc = Services.open(settings)
+    sender = None
+    try:
+        pid = _patient(svc, telecom=["^NET^Internet^jeanne@example.fr"])
+        with Endpoint() as endpoint:
+            _subscribe(svc, sample_actors(pid)["gp"], endpoint, pid)
+            sender = Sender(svc, RENDERERS).start()
+            _register(svc, pid, [F.document(pid, "first")])
+            assert len(endpoint.wait(1, 10)) == 1
+            deadline = time.monotonic() + 10
+            while not smtp.held and time.monotonic() < deadline:   # the e-mail is being sent, and held
+                time.sleep(0.05)
+            assert smtp.held
+            _register(svc, pid, [F.document(pid, "second")])
+            assert len(endpoint.wait(2, 10)) == 2, "the second Notify waited for the stalled e-mail"
+    finally:
+        smtp.close()
+        if sender is not None:
+            sender.stop()
+        svc.close()
