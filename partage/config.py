@@ -77,6 +77,7 @@ class Settings:
     one_time_credentials: str = "saml"   # credentials usable once: saml (VIHF per request) | all | none
     blob_url: str = ""                # s3://bucket/prefix or a directory; "" = <data_dir>/blobs
     s3_endpoint_url: str = ""         # non-AWS S3 endpoint (MinIO...); credentials: boto3's chain
+    s3_timeout: float = 30.0          # seconds an S3 call may wait for the store's answer (repository/s3.py)
     db_pool_size: int = 5             # PostgreSQL: connections kept per worker process
     db_max_overflow: int = 10         # PostgreSQL: extra connections under load, closed after use
     db_pool_timeout: int = 30         # PostgreSQL: seconds to wait for a free connection
@@ -151,7 +152,7 @@ class Settings:
                      "max_documents_per_submission", "query_result_limit", "session_lifetime", "session_idle"):
             if getattr(self, name) <= 0:
                 out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
-        for name in ("notify_poll", "notify_timeout", "notify_max_attempts", "subscription_max_days"):
+        for name in ("notify_poll", "notify_timeout", "notify_max_attempts", "subscription_max_days", "s3_timeout"):
             if getattr(self, name) <= 0:
                 out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
         if not 1 <= self.smtp_port <= 65535:

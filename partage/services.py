@@ -38,7 +38,8 @@ class Services:
                             pool_recycle=settings.db_pool_recycle)
         if migrate:
             registry.migrate()
-        blobs = open_blob_store(settings.blob_url, settings.blob_dir, s3_endpoint_url=settings.s3_endpoint_url)
+        blobs = open_blob_store(settings.blob_url, settings.blob_dir, s3_endpoint_url=settings.s3_endpoint_url,
+                                s3_timeout=settings.s3_timeout)
         return cls(settings=settings, registry=registry, blobs=blobs)
 
     @cached_property

@@ -56,6 +56,15 @@ from .store import Registry
 SERVER_PREFIX = "partage_shard_"
 _T = TypeVar("_T")
 
+# How long the coordinator waits for a shard (libpq options of each foreign server): a shard host
+# that accepts TCP connections but does not answer (frozen, overloaded, half cut from the network)
+# fails the connection after `connect_timeout` seconds, a 503 for its patients, instead of holding
+# the request's thread and its coordinator backend for ever (libpq waits without end by default);
+# an established connection whose peer vanished is given up by TCP keepalives and the time unsent
+# data may wait for an acknowledgement (`tcp_user_timeout`, ms), not after the kernel's 15 minutes.
+CONNECTION_OPTIONS = {"connect_timeout": "5", "keepalives": "1", "keepalives_idle": "10",
+                      "keepalives_interval": "5", "keepalives_count": "3", "tcp_user_timeout": "30000"}
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -114,7 +123,8 @@ def _coordinator_ddl(shards: list[Shard], partitions: int) -> list[str]:
                    # a query by id (not by patient) reads every shard at once, not one after another
                    "async_capable 'true'", "parallel_commit 'true'", "fetch_size '1000'",
                    # multi-row INSERTs and (PostgreSQL 16) COPY reach a shard 100 rows a round trip
-                   "batch_size '100'"]
+                   "batch_size '100'",
+                   *(f"{name} {_quote(value)}" for name, value in CONNECTION_OPTIONS.items())]
         out.append(f"CREATE SERVER {shard.name} FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({', '.join(options)})")
         user = [f"user {_quote(url.username or 'postgres')}"]
         if url.password:
@@ -198,6 +208,21 @@ def shards(conn: Connection) -> list[Shard]:
         mine = sorted(int(rel.rsplit("_p", 1)[1]) for server, rel in parts if server == name)
         out.append(Shard(name, url, tuple(mine)))
     return out
+
+
+def bound_connections(conn: Connection) -> list[str]:
+    """Give every shard server of a coordinator the `CONNECTION_OPTIONS` it lacks (a registry
+    sharded before they existed; migration 0014); an option an operator set is kept. The names
+    of the servers changed."""
+    changed = []
+    for name, options in conn.exec_driver_sql("SELECT srvname, srvoptions FROM pg_foreign_server "
+                                              "WHERE srvname LIKE %(p)s ORDER BY srvname", {"p": SERVER_PREFIX + "%"}):
+        present = {o.split("=", 1)[0] for o in options or []}
+        missing = [f"ADD {key} {_quote(value)}" for key, value in CONNECTION_OPTIONS.items() if key not in present]
+        if missing:
+            conn.exec_driver_sql(f"ALTER SERVER {name} OPTIONS ({', '.join(missing)})")
+            changed.append(str(name))
+    return changed
 
 
 def is_sharded(conn: Connection) -> bool:

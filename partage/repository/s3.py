@@ -27,12 +27,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import IO, BinaryIO, Literal, ParamSpec, Protocol, TypedDict, TypeVar
+from typing import IO, BinaryIO, Literal, ParamSpec, Protocol, TypedDict, TypeVar, overload
 from urllib.parse import urlparse
 
 # boto3 and botocore ship no type information (their stubs are separate packages).
 import boto3  # type: ignore[import-untyped]
 from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
+from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import ClientError, HTTPClientError  # type: ignore[import-untyped]
 from botocore.exceptions import ConnectionError as S3ConnectionError
 
@@ -49,6 +50,13 @@ P = ParamSpec("P")
 R = TypeVar("R")
 PART_SIZE = 8 * 1024 * 1024   # S3's minimum part is 5 MiB; one part is the most held in memory
 INCOMING = "incoming"
+# How long a call waits for the store (PARTAGE_S3_TIMEOUT): a store that accepts connections but
+# does not answer (frozen, overloaded) is a 503 after a bounded time, not a request thread held for
+# minutes (botocore's defaults: 60 s a read, 5 attempts). Connecting gets at most 5 s of it; a
+# failed call is tried ATTEMPTS times in all (botocore's "standard" retries, with back-off).
+S3_TIMEOUT = 30.0
+ATTEMPTS = 2
+UPLOAD_MARK = "?uploadId="   # a leftover that is an upload never completed: <key>?uploadId=<id>
 
 
 def _md5(data: bytes) -> str:
@@ -70,6 +78,20 @@ class _ListPage(TypedDict, total=False):
 
 class _ListPaginator(Protocol):
     def paginate(self, *, Bucket: str, Prefix: str) -> Iterable[_ListPage]: ...
+
+
+class _PendingUpload(TypedDict):
+    Key: str
+    UploadId: str
+    Initiated: datetime
+
+
+class _UploadsPage(TypedDict, total=False):
+    Uploads: list[_PendingUpload]
+
+
+class _UploadsPaginator(Protocol):
+    def paginate(self, *, Bucket: str, Prefix: str) -> Iterable[_UploadsPage]: ...
 
 
 class _S3Exceptions(Protocol):
@@ -118,7 +140,11 @@ class S3Client(Protocol):
 
     def list_objects_v2(self, *, Bucket: str, Prefix: str, MaxKeys: int) -> object: ...
 
+    @overload
     def get_paginator(self, operation_name: Literal["list_objects_v2"]) -> _ListPaginator: ...
+
+    @overload
+    def get_paginator(self, operation_name: Literal["list_multipart_uploads"]) -> _UploadsPaginator: ...
 
 
 def _store_failing(exc: ClientError) -> bool:
@@ -158,20 +184,23 @@ def _read_part(source: IO[bytes], size: int) -> bytes:
 
 class S3BlobStore(BlobStore):
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 client: S3Client | None = None, part_size: int = PART_SIZE) -> None:
+                 client: S3Client | None = None, part_size: int = PART_SIZE, timeout: float = S3_TIMEOUT) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client: S3Client = client or boto3.client("s3", endpoint_url=endpoint_url or None)
+        bounded = Config(connect_timeout=min(timeout, 5.0), read_timeout=timeout,
+                         retries={"mode": "standard", "max_attempts": ATTEMPTS})
+        self.client: S3Client = client or boto3.client("s3", endpoint_url=endpoint_url or None, config=bounded)
         self.part_size = part_size
         self.copy_config = TransferConfig(multipart_threshold=4 * 1024 ** 3, multipart_chunksize=256 * 1024 ** 2)
 
     @classmethod
     def from_url(cls, url: str, *, endpoint_url: str | None = None, client: S3Client | None = None,
-                 part_size: int = PART_SIZE) -> S3BlobStore:
+                 part_size: int = PART_SIZE, timeout: float = S3_TIMEOUT) -> S3BlobStore:
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ValueError(f"not an S3 blob URL (s3://bucket/prefix): {url!r}")
-        return cls(parsed.netloc, parsed.path, endpoint_url=endpoint_url, client=client, part_size=part_size)
+        return cls(parsed.netloc, parsed.path, endpoint_url=endpoint_url, client=client, part_size=part_size,
+                   timeout=timeout)
 
     def _under_prefix(self, tail: str) -> str:
         return f"{self.prefix}/{tail}" if self.prefix else tail
@@ -282,13 +311,27 @@ class S3BlobStore(BlobStore):
     def remove_leftover(self, name: str) -> None:
         if not name.startswith(self._under_prefix(f"{INCOMING}/")):
             raise ValueError(f"not an upload left under {INCOMING}/: {name!r}")
-        self.client.delete_object(Bucket=self.bucket, Key=name)
+        key, marked, upload_id = name.partition(UPLOAD_MARK)
+        if marked:   # its parts go with it
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        else:
+            self.client.delete_object(Bucket=self.bucket, Key=name)
 
     def stale_incoming(self, min_age_seconds: float = 3600) -> list[str]:
-        """Keys of uploads a crash left under incoming/ (never at an address)."""
+        """What a crash left under incoming/ (never at an address): the keys of uploads completed
+        but not copied, and the multipart uploads never completed nor aborted (`<key>?uploadId=<id>`:
+        a worker killed while it streamed a document; no listing shows them, the store keeps
+        their parts)."""
         now = time.time()
-        return [item["Key"] for item in self._objects(self._under_prefix(f"{INCOMING}/"))
-                if now - item["LastModified"].timestamp() >= min_age_seconds]
+        start = self._under_prefix(f"{INCOMING}/")
+        objects = [item["Key"] for item in self._objects(start)
+                   if now - item["LastModified"].timestamp() >= min_age_seconds]
+        uploads = [f"{item['Key']}{UPLOAD_MARK}{item['UploadId']}"
+                   for page in self.client.get_paginator("list_multipart_uploads").paginate(
+                       Bucket=self.bucket, Prefix=start)
+                   for item in page.get("Uploads", ())
+                   if now - item["Initiated"].timestamp() >= min_age_seconds]
+        return objects + uploads
 
     def status(self) -> dict[str, str]:
         try:
