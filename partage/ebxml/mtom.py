@@ -28,6 +28,7 @@ from . import constants as C
 CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 MAX_PREAMBLE = 64 * 1024
+MAX_BOUNDARY = 70            # RFC 2046 5.1.1: boundary := 0*69<bchars> bcharsnospace
 MAX_PARTS = 10000   # a submission holds at most PARTAGE_MAX_DOCUMENTS_PER_SUBMISSION (1000) documents
 XOP_INCLUDE = f"{{{C.XOP}}}Include"
 SOAP_HEADER = f"{{{C.SOAP12}}}Header"
@@ -245,6 +246,9 @@ def parse_multipart(content_type: str, stream: IO[bytes], *, max_total: int,
     boundary = params.get("boundary")
     if not boundary:
         raise MtomError("multipart/related Content-Type has no boundary parameter")
+    if len(boundary) > MAX_BOUNDARY or boundary.endswith(" "):   # RFC 2046 5.1.1: 1 to 70 characters
+        raise MtomError(f"multipart boundary of {len(boundary)} characters: RFC 2046 allows 1 to "
+                        f"{MAX_BOUNDARY}, not ending with a space")
     start = normalize_cid(params["start"]) if params.get("start") else None
     reader = _PartReader(stream, boundary.encode("latin-1"), max_total)
     message = MultipartMessage(root=b"", root_content_type="")

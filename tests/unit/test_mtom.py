@@ -192,6 +192,8 @@ def test_include_without_href_is_an_error():
     ("multipart/related; boundary=B", b"--B\r\nbad header line\r\n\r\nx\r\n--B--", "malformed MIME header"),
     ("multipart/related; boundary=B", b"--B junk\r\n\r\nx\r\n--B--", "unexpected characters"),
     ("text/html", b"<html/>", "unsupported Content-Type"),
+    ("multipart/related; boundary=" + "B" * 71, b"--" + b"B" * 71 + b"\r\n\r\nx\r\n--" + b"B" * 71 + b"--",
+     "RFC 2046 allows 1 to 70"),
 ])
 def test_malformed_inputs_raise_mtom_error(content_type, body, message):
     with pytest.raises(MtomError, match=message):
