@@ -170,10 +170,16 @@ def signed_in_name() -> str:
     return str(((claims.get("extensions") or {}).get("ihe_iua") or {}).get("subject_name") or "")
 
 
+MAX_RETURN_PATH = 1024   # the place to go back to rides in the session cookie (4 KB in all, RFC 6265 6.1)
+
+
 def _local(target: str) -> str:
-    """Only a path of this site (never another host) is a place to go back to after signing in."""
+    """Only a path of this site (never another host) is a place to go back to after signing in;
+    one too long for the session cookie (which would then be dropped by the browser, and the
+    sign-in with it) is the home page."""
     parts = urlsplit(target or "")
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") \
+            or len(target) > MAX_RETURN_PATH:
         return "/"
     return target
 

@@ -203,7 +203,8 @@ def test_claims_without_a_national_id_are_refused():
 
 @pytest.mark.parametrize("target, shown", [
     ("/dossier/x", "/dossier/x"), ("https://evil.example/x", "/"), ("//evil.example/x", "/"), ("", "/"),
-    ("javascript:alert(1)", "/"), ("dossier", "/")])
+    ("javascript:alert(1)", "/"), ("dossier", "/"), ("/dossier/x?q=" + "a" * 1011, "/dossier/x?q=" + "a" * 1011),
+    ("/dossier/x?q=" + "a" * 3000, "/")])
 def test_only_local_paths_are_places_to_return_to(target, shown):
     assert _local(target) == shown
 
