@@ -214,7 +214,10 @@ class RemovalResult:
 
 def remove_documents(services: Services, actor: Actor, items: Sequence[tuple[str, str]]) -> RemovalResult:
     """`items`: (repositoryUniqueId, documentUniqueId) pairs. Unknown documents are errors of
-    the answer (PartialSuccess); a refused one refuses the whole request."""
+    the answer (PartialSuccess); a refused one refuses the whole request; none at all is an
+    error (the RemoveDocumentsRequest schema has one DocumentRequest at least)."""
+    if not items:
+        raise XdsErrors.one(ErrorCode.REPOSITORY_ERROR, "RemoveDocumentsRequest lists no DocumentRequest")
     out = RemovalResult()
     reader = Reader(services, actor)
     with services.registry.write() as conn:

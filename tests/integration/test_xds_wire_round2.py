@@ -368,3 +368,14 @@ def test_unknown_stored_query_id(server):
     body.find(RIM + "AdhocQuery").set("id", "urn:uuid:00000000-0000-0000-0000-000000000000")
     envelope, answer = _answer(_post(server, "/xds/registry", build_envelope(C.ACTION_STORED_QUERY, body)))
     assert [c for c, _ in _errors(answer)] == ["XDSUnknownStoredQuery"]
+
+
+def test_a_remove_documents_request_naming_no_document_is_an_error(server):
+    """ITI-86: the RemoveDocumentsRequest schema has one DocumentRequest at least; one with none
+    was answered Success (a removal of nothing reported as done)."""
+    body = etree.Element(f"{{{C.RMD}}}RemoveDocumentsRequest", nsmap={"rmd": C.RMD})
+    response = _post(server, "/xds/repository", build_envelope(C.ACTION_REMOVE_DOCUMENTS, body,
+                                                               to=f"{server.base_url}/xds/repository"))
+    _envelope, answer = _answer(response)
+    assert answer.get("status", "").endswith(":Failure"), etree.tostring(answer)[:400]
+    assert [code for code, _ in _errors(answer)] == ["XDSRepositoryError"]
