@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from ..config import Settings
 from .findings import Report, to_json, to_svrl, to_svrl_many
@@ -28,6 +28,8 @@ from .report_html import to_html
 from .schematron_compile import SchematronError
 
 PROGRESS_AFTER_S = 1.0   # say nothing for short runs
+MAX_MAX_BYTES = 2 ** 31 - 1   # libxml2 parses no larger document
+READ_CHUNK = 1024 * 1024
 EXIT_CONFORME, EXIT_FAILED, EXIT_UNUSABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 
@@ -49,15 +51,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a structured document whose templateIds name no model schematron is an error")
     parser.add_argument("--format", default="json", choices=("json", "svrl", "html"), help="report format")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the report there instead of stdout")
-    parser.add_argument("--max-bytes", type=_positive, default=DEFAULT_MAX_BYTES, help="refuse larger documents")
+    parser.add_argument("--max-bytes", type=_positive, default=DEFAULT_MAX_BYTES,
+                        help=f"refuse larger documents (default {DEFAULT_MAX_BYTES}, at most {MAX_MAX_BYTES})")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
 
 def _positive(value: str) -> int:
     number = int(value) if value.strip().isdigit() else 0
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of bytes")
+    if not 0 < number <= MAX_MAX_BYTES:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of bytes (at most {MAX_MAX_BYTES})")
     return number
+
+
+def read_at_most(document: BinaryIO, limit: int) -> bytes:
+    """The file's bytes, at most `limit` of them, read piecewise: memory follows the file, not the
+    limit (one read of `limit` bytes would allocate them all first)."""
+    parts, left = [], limit
+    while left > 0:
+        part = document.read(min(left, READ_CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def iter_files(paths: Sequence[str]) -> Iterator[Path]:
@@ -109,7 +125,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
     for n, path in enumerate(files, 1):
         try:
             with path.open("rb") as document:   # a byte more than the limit: the parser refuses it, memory stays bounded
-                data = document.read(args.max_bytes + 1)
+                data = read_at_most(document, args.max_bytes + 1)
         except OSError as exc:
             print(f"partage validate: {path}: {exc.strerror or exc}", file=err)
             return EXIT_UNUSABLE

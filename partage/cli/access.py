@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -35,7 +36,14 @@ from ..registry import audit_log, updates
 from ..registry.access_state import RecordError, Records, purge_record
 from ..services import Services
 from ..xmlsafe import parse_xml
-from .common import CliError, Subparsers, existing_data_dir, settings_from, storage_arguments
+from .common import (
+    CliError,
+    Subparsers,
+    existing_data_dir,
+    number,
+    settings_from,
+    storage_arguments,
+)
 
 
 def add_credentials_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
@@ -44,7 +52,7 @@ def add_credentials_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     creds.add_argument("--out", required=True, type=Path, help="directory to write (reuses its CA if present)")
     creds.add_argument("--patient", default=None, help="CX of the patient of the patient/guardian credentials")
     creds.add_argument("--audience", default=None, help="audience the credentials name (default: partage)")
-    creds.add_argument("--hours", type=float, default=24 * 30, help="validity of the credentials (default 30 days)")
+    creds.add_argument("--hours", type=number(0, 10 * 365 * 24, low_open=True), default=24 * 30, help="validity of the credentials (default 30 days)")
     creds.add_argument("--wrap", type=Path, default=None,
                        help="instead: print this SOAP request with a fresh signed assertion in its "
                             "WS-Security header (assertions are single-use), using the CA in --out")
@@ -94,7 +102,8 @@ def add_audit_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     storage_arguments(trail)
     trail.add_argument("--patient", default="", help="only accesses to this patient (CX)")
     trail.add_argument("--actor", default="", help="only accesses by this actor id")
-    trail.add_argument("--limit", type=int, default=50)
+    trail.add_argument("--limit", type=number(1, 1_000_000, integer=True), default=50,
+                       help="at most this many events (default 50)")
     trail.add_argument("--json", action="store_true", help="one JSON object per line")
     trail.set_defaults(func=cmd_audit)
 
@@ -151,7 +160,7 @@ def cmd_access(args: argparse.Namespace) -> int:
     try:
         patient = CX.parse(args.patient, strict=False)
     except DatatypeError as exc:
-        raise CliError(f"partage access: {args.patient!r} is not a patient identifier (CX): {exc}") from None
+        raise CliError(f"{args.patient!r} is not a patient identifier (CX): {exc}", 2) from None
     services = _services(args)
     try:
         records = Records(services.registry)
@@ -206,7 +215,7 @@ def _notifications(services: Services, args: argparse.Namespace, patient: CX) ->
 def cmd_purge(args: argparse.Namespace) -> int:
     if args.before and not args.removed:
         raise CliError("--before goes with --removed")
-    if args.before and not (args.before.isdigit() and len(args.before) == 8):
+    if args.before and not _is_date(args.before):
         raise CliError(f"--before {args.before!r}: a date as YYYYMMDD")
     services = _services(args)
     try:
@@ -227,6 +236,14 @@ def cmd_purge(args: argparse.Namespace) -> int:
         return 0
     finally:
         services.close()
+
+
+def _is_date(text: str) -> bool:
+    """YYYYMMDD naming a day of the calendar (20241399 is not one)."""
+    try:
+        return text.isdigit() and len(text) == 8 and bool(datetime.strptime(text, "%Y%m%d"))
+    except ValueError:
+        return False
 
 
 def _purge_removed(services: Services, args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ status. Nothing reaches the user as a traceback.
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -24,6 +26,31 @@ class CliError(Exception):
     def __init__(self, message: str, status: int = 1) -> None:
         super().__init__(message)
         self.status = status
+
+
+def number(low: float, high: float, *, integer: bool = False, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type for a number flag: a finite number in [low, high] (in (low, high] when
+    `low_open`), an integer when `integer`; anything else is a usage error naming the flag and
+    the range, never a failure deep in the command (a NaN timeout, an infinite age, a negative
+    validity)."""
+    kind = "an integer" if integer else "a number"
+    above = f"above {_plain(low)}" if low_open else f"at least {_plain(low)}"
+
+    def parse(value: str) -> float:
+        try:
+            parsed = int(value) if integer else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {kind}") from None
+        if not math.isfinite(parsed) or parsed > high or parsed < low or (low_open and parsed == low):
+            raise argparse.ArgumentTypeError(f"{value!r} is not {kind} {above} and at most {_plain(high)}")
+        return parsed
+
+    parse.__name__ = "integer" if integer else "number"   # argparse names the type in its messages
+    return parse
+
+
+def _plain(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
 
 
 def storage_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,4 +92,5 @@ def host_port(value: str, flag: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-__all__ = ["CliError", "Subparsers", "SettingsError", "existing_data_dir", "host_port", "settings_from", "storage_arguments"]
+__all__ = ["CliError", "Subparsers", "SettingsError", "existing_data_dir", "host_port", "number", "settings_from",
+           "storage_arguments"]

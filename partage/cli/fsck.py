@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..fsck import run_fsck
-from .common import Subparsers, existing_data_dir, settings_from, storage_arguments
+from .common import Subparsers, existing_data_dir, number, settings_from, storage_arguments
 
 
 def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
@@ -14,7 +14,7 @@ def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
                                    "orphan entries and dangling associations; exit 1 when inconsistent.")
     storage_arguments(p)
     p.add_argument("--repair", action="store_true", help="remove unreferenced blobs and temp files")
-    p.add_argument("--min-age", type=float, default=300.0,
+    p.add_argument("--min-age", type=number(0, 10 * 365 * 24 * 3600), default=300.0,
                    help="seconds a blob must be old before it counts as unreferenced "
                         "(younger ones may belong to a submission in flight; default 300)")
     p.set_defaults(func=run)

@@ -14,7 +14,9 @@ from pathlib import Path
 from ..hl7.acks import ack_status
 from ..hl7.journal import Journal
 from ..hl7.mllp import MllpClient
-from .common import CliError, Subparsers, host_port
+from .common import CliError, Subparsers, host_port, number
+
+MAX_TIMEOUT = 24 * 3600.0   # a day: an acknowledgement later than that is not coming
 
 
 def add_parser(commands: Subparsers[argparse.ArgumentParser]) -> None:
@@ -23,14 +25,16 @@ def add_parser(commands: Subparsers[argparse.ArgumentParser]) -> None:
     send = sub.add_parser("send", help="send HL7 v2 message files over MLLP")
     send.add_argument("files", nargs="+", type=Path, help="files holding one message each")
     send.add_argument("--to", default="127.0.0.1:2575", help="HOST:PORT of the MLLP listener")
-    send.add_argument("--timeout", type=float, default=30.0)
+    send.add_argument("--timeout", type=number(0, MAX_TIMEOUT, low_open=True), default=30.0,
+                      help="seconds to wait for each acknowledgement (default 30)")
     send.set_defaults(func=run_send)
     replay = sub.add_parser("replay", help="send again the document-feed messages kept as not processed")
     replay.add_argument("--data", type=Path, default=None,
                         help="the server's data directory (default: PARTAGE_DATA_DIR or ./partage-data)")
     replay.add_argument("--to", default="127.0.0.1:2575", help="HOST:PORT of the MLLP listener")
     replay.add_argument("--list", action="store_true", help="only list the kept messages and their reasons")
-    replay.add_argument("--timeout", type=float, default=120.0)
+    replay.add_argument("--timeout", type=number(0, MAX_TIMEOUT, low_open=True), default=120.0,
+                        help="seconds to wait for each acknowledgement (default 120)")
     replay.set_defaults(func=run_replay)
 
 

@@ -41,10 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command = " ".join(filter(None, ["partage", args.command, *(
-        getattr(args, key, None) for key in ("kit", "hl7_command", "access_command", "clinical_command"))]))
+    command = "partage"
     try:
+        args = build_parser().parse_args(argv)
+        command = " ".join(filter(None, ["partage", args.command, *(
+            getattr(args, key, None) for key in ("kit", "hl7_command", "access_command", "clinical_command"))]))
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)

@@ -115,14 +115,15 @@ def _files(settings: Settings) -> str:
 
 
 def _ports(settings: Settings) -> str:
-    for flag, host, port in (("--port (PARTAGE_PORT)", settings.host, settings.port),
-                             ("--mllp-port (PARTAGE_MLLP_PORT)", settings.mllp_bind_host, settings.mllp_port)):
+    for flag, host_flag, host, port in (
+            ("--port (PARTAGE_PORT)", "--host (PARTAGE_HOST)", settings.host, settings.port),
+            ("--mllp-port (PARTAGE_MLLP_PORT)", "PARTAGE_MLLP_HOST", settings.mllp_bind_host, settings.mllp_port)):
         if not port:
             continue
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            return f"{flag.replace('port', 'host', 1) if 'mllp' not in flag else flag}: {host}: {exc}"
+            return f"{host_flag}: {host}: {exc}"
         family, kind, proto, _, address = infos[0]
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -17,6 +17,7 @@ no network, bounded depth).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import logging
@@ -109,7 +110,7 @@ def validate_upload(services: Services, upload: Upload, profile_name: str | None
     if tag == SOAP12_ENVELOPE:
         return _validate_iti41(services, validator, upload)
     if (tag or "").startswith(FHIR_NS) or data.lstrip()[:1] == b"{":
-        return _validate_bundle(validator, upload, xml=tag is not None)
+        return _validate_bundle(services, validator, upload, xml=tag is not None)
     if tag is not None or head.lstrip()[:1] == b"<":
         # XML, but neither CDA nor SOAP nor FHIR: the CDA validator says what it is (or why
         # it is not readable) in its own words.
@@ -122,10 +123,12 @@ def _refused(name: str, rule: str, message: str, layer: str = PARSE) -> Report:
     return Report(file=name, valid=False, findings=[Finding(rule, ERROR, layer, message, "/")])
 
 
-def _metadata_report(name: str, errors: Iterable[XdsError]) -> Report | None:
+def _metadata_report(name: str, errors: Iterable[XdsError], *, always: bool = False) -> Report | None:
+    """The report of the XDS metadata rules: when they found something, or `always` (the
+    submission holds nothing else to report on: its metadata are what was validated)."""
     findings = [Finding(str(e.code), INFO if e.warning else ERROR, METADATA, e.context, e.location)
                 for e in errors]
-    if not findings:
+    if not findings and not always:
         return None
     valid = not any(f.severity == ERROR for f in findings)
     # The XDS metadata rules ran in full (a layer of its own: the verdict says what ran).
@@ -187,11 +190,22 @@ def _validate_iti41(services: Services, validator: Validator, upload: Upload) ->
                                                                         "requête ITI-41 illisible")]
     except (MtomError, ValueError) as exc:
         return [_refused(upload.name, "iti41-unreadable", f"requête ITI-41 illisible : {exc}")]
-    meta = _metadata_report(upload.name, validate_submission(model, services.domain, ITI_41))
-    return ([meta] if meta else []) + _documents(validator, upload.name, model)
+    return _submission(services, validator, upload.name, model)
 
 
-def _validate_bundle(validator: Validator, upload: Upload, *, xml: bool) -> list[Report]:
+def _submission(services: Services, validator: Validator, name: str, model: SubmissionRequest,
+                where: dict[str, str] | None = None) -> list[Report]:
+    """A submission read from an ITI-41 request or an ITI-65 Bundle: the XDS metadata rules the
+    repository applies to both (ingest's `validate_submission`, ITI-41), then each document.
+    `where`: symbolic id -> what the submitter calls it (a Bundle entry's fullUrl)."""
+    errors = [dataclasses.replace(e, location=(where or {}).get(e.location, e.location))
+              for e in validate_submission(model, services.domain, ITI_41)]
+    documents = _documents(validator, name, model)
+    meta = _metadata_report(name, errors, always=not documents)
+    return ([meta] if meta else []) + documents
+
+
+def _validate_bundle(services: Services, validator: Validator, upload: Upload, *, xml: bool) -> list[Report]:
     try:
         resource = parse_resource(upload.data, xml, "Bundle")
     except FhirError as exc:
@@ -207,7 +221,8 @@ def _validate_bundle(validator: Validator, upload: Upload, *, xml: bool) -> list
         # The metadata do not make a submission; the documents are still worth a report.
         meta = _metadata_report(upload.name, exc.errors)
         return ([meta] if meta else []) + _bundle_attachments(validator, upload.name, resource)
-    return _documents(validator, upload.name, provided.request)
+    urls = {e.symbolic: e.full_url for e in provided.entries if e.symbolic}
+    return _submission(services, validator, upload.name, provided.request, urls)
 
 
 def _bundle_attachments(validator: Validator, name: str, bundle: dict[str, Any]) -> list[Report]:
@@ -303,7 +318,10 @@ def validate_post() -> Response:
     log.info("validated %d upload(s): %d report(s), %d failing", len(uploads), len(reports),
              sum(not r.valid for r in reports))
     limit = services.settings.max_report_findings
-    return _render([_bounded(r, limit) for r in reports[:limit]], fmt)
+    shown = [_bounded(r, limit) for r in reports[:limit]]
+    if len(reports) > limit:
+        shown.append(_left_out(reports[limit:], limit))
+    return _render(shown, fmt)
 
 
 def _bounded(report: Report, limit: int) -> Report:
@@ -314,6 +332,17 @@ def _bounded(report: Report, limit: int) -> Report:
             "report-truncated", INFO, PARSE, f"{left} autre(s) remarque(s) non affichée(s) (PARTAGE_MAX_REPORT_FINDINGS "
             f"{limit})", "/")]
     return report
+
+
+def _left_out(rest: list[Report], limit: int) -> Report:
+    """What stands for the reports past the first `limit`: never "conforme" (they are not shown),
+    "non conforme" when one of them is, naming those."""
+    failed = [r.file for r in rest if not r.valid]
+    message = (f"{len(rest)} autre(s) rapport(s) non affiché(s) (PARTAGE_MAX_REPORT_FINDINGS {limit}), "
+               f"dont {len(failed)} non conforme(s)" + (f" : {', '.join(failed[:20])}" if failed else "")
+               + (" …" if len(failed) > 20 else ""))
+    return Report(file=f"({len(rest)} autre(s) rapport(s))", valid=not failed, missing=[message],
+                  findings=[Finding("reports-truncated", ERROR if failed else INFO, PARSE, message, "/")])
 
 
 def _problem(status: int, message: str) -> Response:
