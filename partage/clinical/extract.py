@@ -54,6 +54,7 @@ T_SEVERITY = "1.3.6.1.4.1.19376.1.5.3.1.4.1"
 T_MEDICATION = "1.3.6.1.4.1.19376.1.5.3.1.4.7"
 T_IMMUNIZATION = "1.3.6.1.4.1.19376.1.5.3.1.4.12"
 LOINC_CRITICALITY = "82606-5"
+LOINC_CERTAINTY = "66455-7"   # FR-Certitude: the entry's verification status (condition-ver-status codes)
 
 # CI-SIS document models (ClinicalDocument/templateId, 1.2.250.1.213.1.1.1.x) whose
 # entries are read; they are the models of the ANS example corpus.
@@ -208,6 +209,13 @@ def _related(el: etree._Element, template: str = "", code: str = "") -> etree._E
     return None
 
 
+def _certainty(el: etree._Element, fact: Fact) -> None:
+    """The entry's certainty (FR-Certitude), as the document codes it, in detail["verification"]."""
+    value = child(_related(el, code=LOINC_CERTAINTY), "value")
+    if value is not None and value.get("code"):
+        fact.detail["verification"] = value.get("code", "")
+
+
 def _clinical_status(el: etree._Element) -> str:
     status = _related(el, T_PROBLEM_STATUS)
     if status is not None:
@@ -308,6 +316,7 @@ def _allergy(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
     if crit_value is not None:
         fact.detail["criticality"] = crit_value.get("code", "")
         fact.detail["criticality_display"] = coded(crit_value, narrative)[2]
+    _certainty(el, fact)
     return fact
 
 
@@ -325,6 +334,7 @@ def _problem(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
     sev_value = child(sev, "value")
     if sev_value is not None:
         fact.detail["severity"] = coded(sev_value, narrative)[2] or sev_value.get("code", "")
+    _certainty(el, fact)
     return fact
 
 

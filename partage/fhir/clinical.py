@@ -42,7 +42,7 @@ from ..query.search import SearchService
 from ..query.view import Reader
 from ..registry.search import ObjectSearch
 from ..services import Services
-from .clinical_map import KINDS_OF_RESOURCE, FactMapper
+from .clinical_map import KINDS_OF_RESOURCE, OBS_CATEGORY, FactMapper
 from .ids import numeric_id, paging_number
 from .patients import Patients
 from .search import DEFAULT_COUNT, MAX_COUNT, Parsed, bundle, date_match
@@ -89,27 +89,29 @@ class ClinicalViews:
     # --- searches -----------------------------------------------------------------------
     def search(self, resource_type: str, params: Params, url: str) -> Json:
         kinds = list(KINDS_OF_RESOURCE[resource_type])
-        for value in params.get("category", []):
-            wanted = {c.rpartition("|")[2] for c in value.split(",")}
+        for value in params.get("category", []):   # repeated: ANDed; a category no fact has: none
+            wanted = {code for system, sep, code in (c.rpartition("|") for c in value.split(","))
+                      if not sep or not system or system == OBS_CATEGORY}
             kinds = [k for k in kinds if (k == LAB and "laboratory" in wanted)
                      or (k == VITAL and "vital-signs" in wanted) or k not in (LAB, VITAL)]
         q = FactQuery(kinds=kinds)
         for value in params.get("code", []):
             for alternative in value.split(","):
-                system, sep, code = alternative.partition("|")
+                system, sep, code = alternative.partition("|")   # `system|`: any code of the system
                 q.codes.append((scheme_of(system), code) if sep else ("", system))
-        q.date_low, q.date_high = _window(params.get("date", []))
+        q.dates = [(m.prefix, m.low, m.high) for m in (date_match(v, "date") for v in params.get("date", []) if v)]
         sort = [k for v in params.get("_sort", []) for k in v.split(",") if k] or ["-date"]
         if sort[0] not in ("date", "-date"):
             raise FhirError.one(400, f"_sort={sort[0]}: only date and -date are supported", "not-supported")
         q.newest_first = sort[0] == "-date"
         try:
-            count = paging_number(str(params.get("_count", [DEFAULT_COUNT])[-1]), DEFAULT_COUNT, highest=MAX_COUNT)
-            offset = paging_number(params.get("_offset", ["0"])[-1], 0)
+            count = paging_number(str(params.get("_count", [DEFAULT_COUNT])[-1]), DEFAULT_COUNT, lowest=-1,
+                                  highest=MAX_COUNT)
+            offset = paging_number(params.get("_offset", ["0"])[-1], 0, lowest=-1)
         except ValueError as exc:
             raise FhirError.one(400, f"_count/_offset must be integers: {exc}") from exc
-        if count < 0:
-            raise FhirError.one(400, "_count must not be negative")
+        if count < 0 or offset < 0:   # not clamped: a bad value is a 400, as on every other search
+            raise FhirError.one(400, "_count and _offset must not be negative")
         patient_id = self.patient_id(params)
         facts = self.reader.facts(patient_id, q) if patient_id else []
         resources = [self.mapper.resource(f) for f in facts]
@@ -219,25 +221,13 @@ class ClinicalViews:
             "subject": subject, "date": now, "author": [{"display": "Partage (synthèse calculée)"}],
             "title": "Synthèse du dossier partagé", "section": sections}
         comp_url = f"urn:uuid:{composition['id']}"
+        # FHIR R4 composition.html: the resources the Composition references are entries of the
+        # document, its subject first (IPS: Bundle.entry:patient 1..1).
+        patient = {"fullUrl": subject.get("reference") or f"{self.base_url}/Patient/{record.fhir_id}",
+                   "resource": self.patients.resource(record, self.patients.meta(record.pk))}
         return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "document",
                 "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
-                "timestamp": now, "entry": [{"fullUrl": comp_url, "resource": composition}, *entries]}
-
-
-def _window(values: list[str]) -> tuple[str, str]:
-    """`date` values as one [low, high) window of 14 digits (eq, ge, gt, le, lt)."""
-    low, high = "", ""
-    for value in values:
-        m = date_match(value, "date")
-        if m.prefix in ("eq", "ge", "gt"):
-            start = m.low if m.prefix in ("eq", "ge") else m.high
-            low = max(low, start)
-        if m.prefix in ("eq", "le", "lt"):
-            end = m.high if m.prefix in ("eq", "le") else m.low
-            high = min(high, end) if high else end
-        if m.prefix not in ("eq", "ge", "gt", "le", "lt"):
-            raise FhirError.one(400, f"date: the {m.prefix} prefix is not supported here", "not-supported")
-    return low, high
+                "timestamp": now, "entry": [{"fullUrl": comp_url, "resource": composition}, patient, *entries]}
 
 
 def _offset_links(url: str, echo: Params, count: int, offset: int, total: int) -> list[dict[str, str]]:

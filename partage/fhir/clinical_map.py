@@ -29,6 +29,13 @@ ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-cli
 ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+# The document's certainty (FR-Certitude, JDV_HL7_condition-ver-status-CISIS) -> verificationStatus.
+# AllergyIntolerance's value set (required binding) has no provisional / differential: unconfirmed.
+ALLERGY_VERIFICATIONS = {"confirmed": "confirmed", "unconfirmed": "unconfirmed", "provisional": "unconfirmed",
+                         "differential": "unconfirmed", "refuted": "refuted", "entered-in-error": "entered-in-error"}
+CONDITION_VERIFICATIONS = {c: c for c in ("confirmed", "unconfirmed", "provisional", "differential", "refuted",
+                                          "entered-in-error")}
 UCUM = "http://unitsofmeasure.org"
 # SNOMED CT types of an allergy / intolerance entry (PCC; CI-SIS JDV_TypeEvenementIndesirablePrevisible)
 # -> (AllergyIntolerance.type, category)
@@ -150,7 +157,11 @@ class FactMapper:
         status = {"active": "active", "inactive": "inactive", "resolved": "resolved"}.get(fact.status)
         if status:
             res["clinicalStatus"] = {"coding": [{"system": ALLERGY_CLINICAL, "code": status}]}
-        res["verificationStatus"] = {"coding": [{"system": ALLERGY_VERIFICATION, "code": "confirmed"}]}
+        verification = ALLERGY_VERIFICATIONS.get(fact.detail.get("verification", ""))
+        if verification:   # what the document says (FR-Certitude); nothing said, nothing asserted
+            res["verificationStatus"] = {"coding": [{"system": ALLERGY_VERIFICATION, "code": verification}]}
+        if verification == "entered-in-error":   # ait-2: no clinicalStatus then
+            res.pop("clinicalStatus", None)
         atype = fact.detail.get("type") or {}
         known = ALLERGY_TYPES.get(atype.get("code", ""))
         if known:
@@ -188,6 +199,11 @@ class FactMapper:
                   "inactive": "inactive", "remission": "remission", "resolved": "resolved"}.get(fact.status)
         if status:
             res["clinicalStatus"] = {"coding": [{"system": CONDITION_CLINICAL, "code": status}]}
+        verification = CONDITION_VERIFICATIONS.get(fact.detail.get("verification", ""))
+        if verification:
+            res["verificationStatus"] = {"coding": [{"system": CONDITION_VERIFICATION, "code": verification}]}
+        if verification == "entered-in-error":   # con-5: no clinicalStatus then
+            res.pop("clinicalStatus", None)
         res["category"] = [{"coding": [{"system": CONDITION_CATEGORY, "code": "problem-list-item"}]}]
         if fact.detail.get("severity"):
             res["severity"] = {"text": fact.detail["severity"]}

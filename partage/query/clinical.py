@@ -19,10 +19,11 @@ from typing import Any
 from ..access.actor import Actor
 from ..access.decisions import tells_withheld
 from ..clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL
-from ..metadata.datatypes import CX
+from ..metadata.datatypes import CX, DTM, DatatypeError
 from ..metadata.model import DocumentEntry
 from ..metadata.query import DocumentFilter
 from ..registry import derived
+from ..registry.search_index import date_range
 from ..registry.text_search import SearchHit, full_text
 from ..services import Services
 from .service import QueryService
@@ -64,21 +65,35 @@ class FactRow:
 
 @dataclass
 class FactQuery:
-    kinds: list[str] = field(default_factory=list)
+    kinds: list[str] | None = None   # None: every kind; [] (a search no kind can answer): none
     codes: list[tuple[str, str]] = field(default_factory=list)   # (system or '', code)
-    date_low: str = ""      # inclusive, digits
-    date_high: str = ""     # exclusive, digits
+    dates: list[tuple[str, str, str]] = field(default_factory=list)   # (FHIR prefix, low, high), ANDed
     newest_first: bool = True
 
 
+def fact_range(effective: str) -> tuple[str, str] | None:
+    """The seconds a fact's time covers, `[low, high)` (a day, a month, a year: its whole range)."""
+    try:
+        return date_range(DTM(effective))
+    except DatatypeError:
+        return None
+
+
+def _date_holds(prefix: str, target: tuple[str, str], low: str, high: str) -> bool:
+    """A FHIR date prefix over ranges (search.html#date; docs/conformance.md "Dates"): the fact's
+    range `target` against the searched `[low, high)`."""
+    tl, th = target
+    eq = low <= tl and th <= high
+    return {"eq": eq, "ne": not eq, "ge": th > low, "gt": th > high, "le": tl < high, "lt": tl < low,
+            "sa": tl >= high, "eb": th <= low}[prefix]
+
+
 def _in_window(effective: str, q: FactQuery) -> bool:
-    """Date filter on the fact's time as a lower bound (a fact without a time matches no window)."""
-    if not q.date_low and not q.date_high:
+    """Every `date` criterion holds for the fact's time (a fact without a time matches none)."""
+    if not q.dates:
         return True
-    if not effective:
-        return False
-    padded = effective.ljust(14, "0")
-    return (not q.date_low or padded >= q.date_low) and (not q.date_high or padded < q.date_high)
+    target = fact_range(effective) if effective else None
+    return target is not None and all(_date_holds(p, target, low, high) for p, low, high in q.dates)
 
 
 class ClinicalReader:
@@ -111,11 +126,13 @@ class ClinicalReader:
     def facts(self, patient_id: CX | None, q: FactQuery | None = None,
               documents: dict[str, DocumentEntry] | None = None) -> list[FactRow]:
         q = q or FactQuery()
+        if q.kinds is not None and not q.kinds:
+            return []
         docs = self.documents(patient_id) if documents is None else documents
         if not docs:
             return []
         with self.services.registry.read() as conn:
-            rows = derived.facts(conn, list(docs), q.kinds, q.codes)
+            rows = derived.facts(conn, list(docs), q.kinds or (), q.codes)
         out = [self._row(r, docs[r.doc_lid]) for r in rows if _in_window(r.effective, q)]
         out.sort(key=lambda f: (f.effective, f.document.creation_time.lower_bound()
                                 if f.document.creation_time else "", -f.seq),

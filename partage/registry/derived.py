@@ -74,10 +74,19 @@ def facts(conn: Connection, lids: Sequence[str], kinds: Sequence[str] = (),
         if kinds:
             clauses.append(FACTS.c.kind.in_(list(kinds)))
         if codes:
-            clauses.append(or_(*[and_(FACTS.c.code == code, FACTS.c.code_system == system) if system
-                                 else FACTS.c.code == code for system, code in codes]))
+            clauses.append(or_(*[_coded(system, code) for system, code in codes]))
         out += conn.execute(select(FACTS).where(*clauses)).all()
     return out
+
+
+def _coded(system: str, code: str) -> ColumnElement[bool]:
+    """A fact's code as a FHIR token names it: system and code, the code in any system, or (no
+    code) any code of the system."""
+    if system and code:
+        return and_(FACTS.c.code == code, FACTS.c.code_system == system)
+    if system:
+        return FACTS.c.code_system == system
+    return FACTS.c.code == code
 
 
 def fact(conn: Connection, pk: int) -> Row[*tuple[Any, ...]] | None:
