@@ -76,6 +76,9 @@ def update_document_set(services: Services, actor: Actor, request: SubmissionReq
         patient_pk = registry.patient_pk(conn, ss.patient_id)
         if ss.patient_id is not None:
             audit.note_patient(ss.patient_id.format(), patient_pk)
+        changed = updates.rows(conn, [a.target_uuid for a in request.associations
+                                      if a.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS])
+        _note_documents([*request.documents, *_documents_touched(conn, changed.values())])
         _check_update(Reader(services, actor), conn, patient_pk, request)
         return updates.apply_update(registry, conn, request)
 
@@ -139,6 +142,13 @@ def _check_update(reader: Reader, conn: Connection, patient_pk: int | None, requ
         _require(modify_decision(actor, target, "relate"))
 
 
+def _note_documents(documents: Iterable[DocumentEntry]) -> None:
+    """The documents a change or removal is about, on its audit record: the trail says what was
+    changed, and shows a patient only the changes of documents they may see (docs/access.md,
+    "The audit trail": an event naming only documents hidden from them is not shown)."""
+    audit.note_objects([d.unique_id for d in documents])
+
+
 def _require(decision: Decision) -> None:
     if not decision:
         raise _refuse(decision)
@@ -171,6 +181,7 @@ def remove_metadata(services: Services, actor: Actor, refs: Sequence[str]) -> No
     reader = Reader(services, actor)
     with services.registry.write() as conn:
         rows, errors = updates.removal_rows(conn, refs)
+        _note_documents(_documents_touched(conn, rows.values()))
         for row in rows.values():
             _may_remove(reader, conn, row)
         try:
@@ -227,6 +238,7 @@ def remove_documents(services: Services, actor: Actor, items: Sequence[tuple[str
                                            f"repository {repository_id!r} is not this repository", unique_id))
                 continue
             rows = updates.document_rows(conn, unique_id)
+            audit.note_objects([unique_id] if rows else [])
             if not rows:
                 out.errors.append(XdsError(ErrorCode.DOCUMENT_UNIQUE_ID_ERROR,
                                            f"no document {unique_id!r} in this repository", unique_id))

@@ -11,8 +11,9 @@ The rules (docs/access.md, "Visibility"):
 - a DocumentEntry is visible if `read_decision` allows it, judged by its own codes AND by
   those of the newest versions of its lineage (its ITI-57 versions and RPLC replacements):
   masking the newest version hides every older one;
-- a SubmissionSet or Folder is visible if the record is open to the actor and, when it has
-  document members in the graph, at least one of them is visible;
+- a SubmissionSet or Folder is visible if the record is open to the actor and, when it holds
+  or changes documents in the graph (members, status updates, the documents an association
+  it holds links), at least one of them is visible;
 - an Association is visible only if both its ends are in the graph and visible (the flow
   loads the far ends, so a hidden document is never named through a relation);
 - when a query starts from given objects (`roots`: GetAssociations, GetRelatedDocuments,
@@ -128,15 +129,30 @@ def document_visible(view: AccessView, doc: DocumentEntry, patient_pk: int | Non
     return PERMIT
 
 
+# What a SubmissionSet or Folder holds or changes: its members, and (ITI-57) the objects
+# whose status it updated.
+CONTENT_TYPES = frozenset({AssociationType.HAS_MEMBER, AssociationType.UPDATE_AVAILABILITY_STATUS})
+
+
 def _members(graph: Graph) -> dict[str, list[str]]:
-    """SubmissionSet / Folder id -> its DocumentEntry members present in the graph."""
+    """SubmissionSet / Folder id -> the DocumentEntries present in the graph that it holds or
+    changes: its members, the documents whose status it updated, and the documents an
+    association it holds links (a folder membership, a relation filed by an update). A
+    set whose only content is a change of a hidden document is as hidden as the document."""
     out: dict[str, list[str]] = {}
     for node in graph.nodes.values():
         obj = node.obj
-        if isinstance(obj, Association) and obj.association_type == AssociationType.HAS_MEMBER:
+        if isinstance(obj, Association) and obj.association_type in CONTENT_TYPES:
             target = graph.nodes.get(obj.target_uuid)
-            if target is not None and isinstance(target.obj, DocumentEntry):
+            if target is None:
+                continue
+            if isinstance(target.obj, DocumentEntry):
                 out.setdefault(obj.source_uuid, []).append(obj.target_uuid)
+            elif isinstance(target.obj, Association):
+                for end in (target.obj.source_uuid, target.obj.target_uuid):
+                    linked = graph.nodes.get(end)
+                    if linked is not None and isinstance(linked.obj, DocumentEntry):
+                        out.setdefault(obj.source_uuid, []).append(end)
     return out
 
 

@@ -17,6 +17,7 @@ from ..access import audit
 from ..access.actor import Actor
 from ..access.decisions import Decision
 from ..access.gate import (
+    CONTENT_TYPES,
     AccessView,
     Graph,
     Node,
@@ -28,7 +29,6 @@ from ..access.gate import (
 from ..metadata.datatypes import CX
 from ..metadata.model import (
     Association,
-    AssociationType,
     DocumentEntry,
     Folder,
     SubmissionSet,
@@ -39,7 +39,8 @@ from ..registry import queries as Q
 from ..registry.indexing import object_from_row
 from ..services import Services
 
-HAS_MEMBER = str(AssociationType.HAS_MEMBER)
+# What a SubmissionSet or Folder holds or changes (its members, its status updates): loaded for the gate.
+CONTENT = sorted(str(t) for t in CONTENT_TYPES)
 MAX_CLOSURE_ROUNDS = 4   # far ends of far ends: nested HasMember (folder memberships) are two deep
 
 
@@ -80,14 +81,15 @@ class Reader:
     # --- the graph, complete ------------------------------------------------------------
     def close(self, conn: Connection, graph: Graph) -> None:
         """Add, as context, what the gate needs to judge the answer's relations: the members
-        of every SubmissionSet and Folder, and the far end of every association."""
+        of every SubmissionSet and Folder (and the objects whose status it updated), and the
+        far end of every association."""
         done: set[str] = set()
         for _ in range(MAX_CLOSURE_ROUNDS):
             containers = [uid for uid, n in graph.nodes.items()
                           if isinstance(n.obj, SubmissionSet | Folder) and uid not in done]
             done.update(containers)
             if containers:
-                for row in Q.associations(conn, sources=containers, types=[HAS_MEMBER]):
+                for row in Q.associations(conn, sources=containers, types=CONTENT):
                     graph.add(node_of(row, answer=False))
             missing = {end for n in graph.nodes.values() if isinstance(n.obj, Association)
                        for end in (n.obj.source_uuid, n.obj.target_uuid) if end not in graph.nodes}

@@ -462,10 +462,14 @@ def _load_structure(world: World, model: Model) -> None:
         elif r.kind == "A":
             model.associations[r.entry_uuid] = (r.source_uuid, r.target_uuid)
             model.association_type[r.entry_uuid] = r.assoc_type
+    # What a container holds or changes (docs/access.md): its document members, the documents
+    # whose status it updated, the documents an association it holds links.
+    content = {str(AssociationType.HAS_MEMBER), str(AssociationType.UPDATE_AVAILABILITY_STATUS)}
     for a, (source, target) in model.associations.items():
-        if source in model.containers and model.association_type[a] == str(AssociationType.HAS_MEMBER) \
-                and target in model.versions:
-            model.containers[source].add(target)
+        if source not in model.containers or model.association_type[a] not in content:
+            continue
+        ends = model.associations.get(target, (target,))
+        model.containers[source].update(end for end in ends if end in model.versions)
     stored = {r.entry_uuid: r.status for r in rows if r.kind == "D"}
     assert stored == {v.uuid: v.status for v in model.versions.values()}, "the model disagrees with the registry"
 
