@@ -29,6 +29,10 @@ ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-cli
 ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+# A status the document does not give (R4 ait-1 requires AllergyIntolerance.clinicalStatus):
+# the data-absent-reason extension says it is unknown rather than asserting one.
+UNKNOWN_STATUS = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                                 "valueCode": "unknown"}]}
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 # The document's certainty (FR-Certitude, JDV_HL7_condition-ver-status-CISIS) -> verificationStatus.
 # AllergyIntolerance's value set (required binding) has no provisional / differential: unconfirmed.
@@ -162,6 +166,8 @@ class FactMapper:
             res["verificationStatus"] = {"coding": [{"system": ALLERGY_VERIFICATION, "code": verification}]}
         if verification == "entered-in-error":   # ait-2: no clinicalStatus then
             res.pop("clinicalStatus", None)
+        elif "clinicalStatus" not in res:   # ait-1 wants one; the document says none: said absent, not guessed
+            res["clinicalStatus"] = UNKNOWN_STATUS
         atype = fact.detail.get("type") or {}
         known = ALLERGY_TYPES.get(atype.get("code", ""))
         if known:

@@ -59,6 +59,17 @@ def test_allergy_type_from_its_snomed_code():
     assert allergy["clinicalStatus"]["coding"][0]["code"] == "active"
 
 
+def test_an_allergy_whose_document_gives_no_status_says_it_is_unknown():
+    """R4 ait-1: clinicalStatus SHALL be present unless the allergy is entered-in-error; a
+    document that gives none gets the data-absent-reason 'unknown', not a guessed status."""
+    allergy = _valid(mapper().resource(fact("allergy", code="XM5DJ7", display="PARACETAMOL")))
+    [absent] = allergy["clinicalStatus"]["extension"]
+    assert absent == {"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}
+    assert "coding" not in allergy["clinicalStatus"]
+    erroneous = _valid(mapper().resource(fact("allergy", code="XM5DJ7", detail={"verification": "entered-in-error"})))
+    assert "clinicalStatus" not in erroneous
+
+
 def test_current_treatment_and_other_resources_are_valid():
     ongoing = fact("medication", display="LEVOTHYROX", effective="20220211", detail={"mood": "EVN"})
     ended = fact("medication", display="AMOXICILLINE", effective="20211201", effective_end="20211206")
