@@ -33,8 +33,10 @@ def handle_message(services: Services, message: Er7Message) -> DocumentOutcome:
         journal = Journal.of(services)
         if outcome.code == ACCEPTED:
             journal.forget(message.text)
-        else:
-            journal.keep(message.text, outcome)
+        elif journal.keep(message.text, outcome) is None:
+            log.warning("HL7 document feed %s not kept for replay: the journal of messages not processed is "
+                        "full (PARTAGE_HL7_JOURNAL_MAX_MESSAGES / _MAX_BYTES)", outcome.control_id)
+            outcome.text += " (not kept for replay: the journal of messages not processed is full)"
     except OSError:
         log.exception("HL7 document feed: the journal of refused messages cannot be written")
     return outcome

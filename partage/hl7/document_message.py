@@ -125,7 +125,8 @@ def _ae(condition: str, rule: str, message: str, location: str = "") -> Refused:
 
 
 def _check_message_type(header: MessageHeader) -> None:
-    """MDM^T02/T10/T04 or ORU^R01 (else AR), HL7 v2.5 or later (else AE, as the IG's example)."""
+    """MDM^T02/T10/T04 or ORU^R01 (else AR), HL7 v2.5 or later (else AE, as the IG's example),
+    a message control id (MSH-10, else AE)."""
     kind, trigger = header.message_type.message_code, header.message_type.trigger_event
     if kind not in ("MDM", "ORU"):
         raise refused(REJECTED, UNSUPPORTED_MESSAGE, "hl7-message-type",
@@ -141,6 +142,9 @@ def _check_message_type(header: MessageHeader) -> None:
     if too_old:
         raise _ae(UNSUPPORTED_VERSION, "hl7-version", f"HL7 version {header.version or '(empty)'} is not "
                   "supported: the profile is v2.6 for MDM and v2.5 for ORU", "MSH^1^12")
+    if not header.control_id.strip():   # MSH-10 is R (HL7 v2.5 2.15.9.10): MSA-2 echoes it
+        raise _ae(REQUIRED_FIELD_MISSING, "hl7-msh10-missing", "MSH-10 (message control id) is empty: the "
+                  "acknowledgement could not name the message it answers", "MSH^1^10")
 
 
 def _required(message: Er7Message, name: str, text: str) -> Segment:
@@ -198,12 +202,16 @@ def _observation(obx: Segment, found: Observations) -> bool:
 
 
 def _document(obx: Segment, type_code: str, n: int) -> DocumentObx:
-    """The CDA of an OBX of type ED: OBX-5.4 Base64, OBX-5.5 the document."""
+    """The CDA of an OBX of type ED: OBX-5.2^5.3 TEXT^XML, OBX-5.4 Base64, OBX-5.5 the document."""
     where = f"OBX^{obx.field(1) or n}^5"
     try:
         value = ED.parse(obx.first(5))
     except DatatypeError as exc:
         raise _ae(DATA_TYPE_ERROR, "hl7-obx5-malformed", f"OBX-5 is not an ED value: {exc}", where) from exc
+    kind = f"{value.type_of_data.strip()}^{value.data_subtype.strip()}"
+    if kind.upper() != "TEXT^XML":   # HL7 tables 0191 / 0291, fixed by the profile: a CDA R2 document
+        raise _ae(DATA_TYPE_ERROR, "hl7-obx5-type", f"OBX-5.2^OBX-5.3 is {kind}; a CDA document is TEXT^XML "
+                  "(^TEXT^XML^Base64^...)", where)
     encoding = value.encoding.strip().lower()
     if encoding != "base64":
         raise _ae(APPLICATION_ERROR, "hl7-obx5-encoding",

@@ -2,9 +2,11 @@
 the ingest flow, or the lifecycle flow for a deletion.
 
   initial      -> a SubmissionRequest through the ingest flow (the ITI-41 pipeline: metadata
-                  rules, CDA profile, policy, all-or-nothing); a retransmission of a document
-                  already indexed with the same bytes is accepted as it is;
+                  rules, CDA profile, policy, all-or-nothing);
   replacement  -> the same, with an RPLC association to the replaced (current) document;
+                  for both, a document already indexed as the current version with the same
+                  bytes is not indexed again (a retransmission after a lost ACK), and a uniqueId
+                  the registry holds otherwise (replaced, deleted, other bytes) is refused;
   deletion     -> the current entry takes the CI-SIS status Deleted (ITI-57 UpdateAvailabilityStatus).
 Refusals are `Refused` (AE / AR and the failed rules) or the flows' `XdsErrors`, which
 `problems_of` turns into the acknowledgement's problems.
@@ -16,7 +18,8 @@ import hashlib
 import io
 from collections.abc import Mapping, Sequence
 
-from ..access.actor import SYSTEM, Actor
+from ..access.actor import CONNECTOR, SYSTEM, Actor
+from ..access.decisions import modify_decision
 from ..cda.gate import entry_in_context, rule_in_context
 from ..cda.header import read_header
 from ..cda.to_xds import MappingError, XdsMetadata, membership, to_xds
@@ -35,7 +38,7 @@ from ..metadata.model import (
 )
 from ..query import QueryService
 from ..services import Services
-from .document_message import DELETE, INITIAL, REPLACE, DocumentObx, FeedMessage
+from .document_message import DELETE, REPLACE, DocumentObx, FeedMessage
 from .outcome import (
     ACCEPTED,
     APPLICATION_ERROR,
@@ -68,11 +71,18 @@ def process(services: Services, message: FeedMessage) -> DocumentOutcome:
     elif message.processing == DELETE:
         _delete(services, actor, mapped[0].submission_set, mapped)
         outcome.text = f"deleted {', '.join(outcome.unique_ids)}"
-    elif (again := _retransmitted(services, actor, message, mapped)) is not None:
-        outcome.text = f"{again} is already indexed (retransmission)"
     else:
-        _ingest(services, actor, message, _request(services, actor, message, mapped))
-        outcome.text = f"indexed {', '.join(outcome.unique_ids)}"
+        fresh, again = _not_yet_indexed(services, actor, mapped, message.documents)
+        if fresh:
+            try:
+                _ingest(services, actor, message, _request(services, actor, message, fresh))
+            except XdsErrors:   # the same message on another connection may have just indexed them
+                fresh, again = _not_yet_indexed(services, actor, mapped, message.documents)
+                if fresh:
+                    raise
+        outcome.text = "; ".join(filter(None, [
+            f"indexed {', '.join(meta.entry.unique_id for meta, _doc in fresh)}" if fresh else "",
+            f"{', '.join(again)} already indexed (retransmission)" if again else ""]))
     return outcome
 
 
@@ -168,22 +178,31 @@ def _with_findings(services: Services, doc: DocumentObx, problem: Problem) -> Re
     return Refused(ERROR, *found, problem)
 
 
-def _retransmitted(services: Services, actor: Actor, message: FeedMessage, mapped: list[XdsMetadata]) -> str | None:
-    """The uniqueId of an initial transmission's document already indexed with the same bytes."""
-    if message.processing != INITIAL:
-        return None
-    for meta, doc in zip(mapped, message.documents, strict=True):
-        existing = _current_entry(services, actor, meta.entry.unique_id)
-        if existing is not None and existing.hash == hashlib.sha1(doc.data).hexdigest():
-            return meta.entry.unique_id
-    return None
+def _not_yet_indexed(services: Services, actor: Actor, mapped: list[XdsMetadata], documents: list[DocumentObx]
+                     ) -> tuple[list[tuple[XdsMetadata, DocumentObx]], list[str]]:
+    """The documents to index, and the uniqueIds of those already indexed as the current version
+    with the same bytes (the sender did not get its ACK and sent the message again, HL7 v2.5
+    2.9.2: each document is indexed once). The registry refuses the others whose uniqueId it
+    holds (`SubmissionRequest.new_documents`: a version since replaced or deleted never comes back)."""
+    fresh: list[tuple[XdsMetadata, DocumentObx]] = []
+    again: list[str] = []
+    for meta, doc in zip(mapped, documents, strict=True):
+        found = [o for o in QueryService(services, actor).get_objects(
+            kinds.KIND_DOCUMENT, unique_ids=[meta.entry.unique_id]).objects if isinstance(o, DocumentEntry)]
+        if found and all(o.availability_status in (None, AvailabilityStatus.APPROVED)
+                         and o.hash == hashlib.sha1(doc.data).hexdigest() for o in found):
+            again.append(meta.entry.unique_id)
+        else:
+            fresh.append((meta, doc))
+    return fresh, again
 
 
-def _request(services: Services, actor: Actor, message: FeedMessage, mapped: list[XdsMetadata]) -> SubmissionRequest:
-    """One submission set holding every document of the message (and their replacements)."""
-    ss = mapped[0].submission_set
-    request = SubmissionRequest(submission_set=ss)
-    for n, (meta, doc) in enumerate(zip(mapped, message.documents, strict=True), start=1):
+def _request(services: Services, actor: Actor, message: FeedMessage,
+             documents: list[tuple[XdsMetadata, DocumentObx]]) -> SubmissionRequest:
+    """One submission set holding the documents (and their replacements)."""
+    ss = documents[0][0].submission_set
+    request = SubmissionRequest(submission_set=ss, new_documents=True)
+    for n, (meta, doc) in enumerate(documents, start=1):
         entry = meta.entry
         entry.patient_id = ss.patient_id
         request.documents.append(entry)
@@ -207,8 +226,22 @@ def _replacement(services: Services, actor: Actor, message: FeedMessage, meta: X
     if prior is None:
         raise refused(ERROR, APPLICATION_ERROR, WRONG_VERSION, f"the replaced document {parents[0]} is not a "
                       "current document of the registry", _where(doc))
+    _require_author(meta.entry, prior, "replace", _where(doc))
     return Association(entry_uuid=f"Replacement{n:02d}", association_type=AssociationType.RPLC,
                        source_uuid=meta.entry.entry_uuid, target_uuid=prior.entry_uuid)
+
+
+def _require_author(document: DocumentEntry, target: DocumentEntry, action: str, where: str) -> None:
+    """Authors alone change documents (the access policy's rule, `modify_decision`): the structure
+    that authored the message's document (its author institutions, XON.10) must be one that
+    authored the document it replaces or deletes; else AR 901 (the IG's "not authorised")."""
+    structures = dict.fromkeys(xon.organization_identifier or xon.id_number
+                               for author in document.authors for xon in author.institutions)
+    decisions = [modify_decision(Actor(id=DOCUMENT_FEED_ACTOR.id, kind=CONNECTOR, structure=structure), target,
+                                 action) for structure in structures if structure]
+    if not any(decisions):
+        raise refused(REJECTED, APPLICATION_ERROR, UNAUTHORISED, f"document {target.unique_id}: only a structure "
+                      f"that authored it may {action} it, and the message's document names none of them", where)
 
 
 def _ingest(services: Services, actor: Actor, message: FeedMessage, request: SubmissionRequest) -> None:
@@ -233,6 +266,7 @@ def _delete(services: Services, actor: Actor, ss: SubmissionSet, mapped: list[Xd
         if prior is None:
             raise refused(ERROR, APPLICATION_ERROR, WRONG_VERSION, f"document {meta.entry.unique_id} is not a "
                           "current document of the registry; nothing to delete", "OBX^1^5")
+        _require_author(meta.entry, prior, "delete", "OBX^1^5")
         request.associations.append(Association(
             entry_uuid=f"Deletion{n:02d}", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
             source_uuid=ss.entry_uuid, target_uuid=prior.entry_uuid,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 
+from ..metadata.er7 import decode, encode
+
 START = b"\x0b"          # VT
 END = b"\x1c\x0d"        # FS CR
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
@@ -92,8 +94,9 @@ class MllpClient:
         self._sock: socket.socket | None = None
 
     def send(self, message: str | bytes) -> str:
-        """Send `message` (str is sent as UTF-8) and return the acknowledgement text."""
-        data = message.encode("utf-8") if isinstance(message, str) else message
+        """Send `message` (str is sent in the charset its MSH-18 declares, UTF-8 by default) and
+        return the acknowledgement text (read in the charset its MSH-18 declares)."""
+        data = encode(message) if isinstance(message, str) else message
         reused = self._sock is not None
         try:
             return self._exchange(data)
@@ -119,7 +122,7 @@ class MllpClient:
                     raise ConnectionError(f"MLLP peer {self.host}:{self.port} closed the connection "
                                           "without acknowledging")
                 for reply in decoder.feed(chunk):
-                    return reply.decode("utf-8", errors="replace")
+                    return decode(reply)[0]
         except TimeoutError as exc:   # before OSError: a timeout is not worth a retry
             self.close()
             raise MllpError(f"no acknowledgement from {self.host}:{self.port} within {self.timeout} s") from exc

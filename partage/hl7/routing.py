@@ -40,6 +40,7 @@ MAX_SEGMENTS = 1000   # ADT, MDM, ORU messages have tens; each segment costs the
 # Fields, components and repetitions: beyond a base, one separator per 16 characters (a real
 # message is a few hundred separators, plus a base64 CDA that has none).
 SEPARATORS_BASE, CHARS_PER_SEPARATOR = 20000, 16
+AUDITED_PID3 = 8   # PID-3 repetitions looked up for the audit record (a real PID-3 has one to three)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class Route:
 
 
 PATIENT_ROUTE = Route(patient_feed.handle_message, PATIENT_FEED, PATIENT_FEED_ACTOR, "ITI-8", notes_pid3=True)
-DOCUMENT_ROUTE = Route(document_feed.handle_message, DOCUMENT_FEED, DOCUMENT_FEED_ACTOR)   # ANS CISIS_CDA_HL7_V2
+DOCUMENT_ROUTE = Route(document_feed.handle_message, DOCUMENT_FEED, DOCUMENT_FEED_ACTOR,   # ANS CISIS_CDA_HL7_V2
+                       notes_pid3=True)
 ROUTES: dict[str, Route] = {"ADT": PATIENT_ROUTE, "MDM": DOCUMENT_ROUTE, "ORU": DOCUMENT_ROUTE}
 # Any other message type (and text that is no message) goes to the patient feed, which refuses it.
 UNROUTED = Route(patient_feed.handle_message, PATIENT_FEED, PATIENT_FEED_ACTOR)
@@ -145,8 +147,10 @@ def _audit(services: Services, chosen: Route, message: Er7Message | None, outcom
     if ctx is None:
         return
     if chosen.notes_pid3 and not ctx.patients and message is not None:
+        # PID-3's identifiers (an IPP may come before the INS): the row goes to the patient they name
         pid = message.first("PID")
-        audit.note_patient(pid.first(3) if pid is not None else "")
+        for identifier in (pid.repetitions(3) if pid is not None else [])[:AUDITED_PID3]:
+            audit.note_patient(identifier)
     if not outcome.accepted:
         ctx.remarks.append(f"{outcome.code}|{outcome.control_id}|{outcome.text}"[:200])
     try:

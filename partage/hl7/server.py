@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from ..failures import classify
-from ..metadata.er7 import decode
+from ..metadata.er7 import decode, encode
 from ..services import Services
 from .mllp import MllpDecoder, MllpError, frame
 from .outcome import FeedOutcome
@@ -93,7 +93,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 held = wanted
                 for raw in messages:
                     sock.settimeout(self.server.idle_timeout)
-                    sock.sendall(frame(self._answer(raw).encode("utf-8")))
+                    sock.sendall(frame(encode(self._answer(raw))))   # in the charset its MSH-18 names
                 if messages:
                     self.server.budget.resize(held, decoder.pending)
                     held = decoder.pending

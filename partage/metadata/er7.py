@@ -163,18 +163,30 @@ CHARSETS = {"ASCII": "ascii", "8859/1": "iso8859-1", "8859/2": "iso8859-2", "885
             "UNICODE UTF-8": "utf-8", "": "utf-8"}
 
 
+def _charset(first_line: str) -> tuple[str, str]:
+    """(MSH-18 label, Python codec) of a message whose beginning is `first_line`."""
+    header = read_header(first_segment(first_line))
+    label = (header.charset if header is not None else "").strip().upper()
+    return label, CHARSETS.get(label, "utf-8")
+
+
 def decode(raw: bytes) -> tuple[str, str]:
     """The text of a message received as bytes, read in the charset its MSH-18 declares, and
     why its bytes are not in that charset ("" when they are; the text then holds U+FFFD where
     they were not, for the acknowledgement)."""
-    header = read_header(first_segment(raw[:4096].decode("latin-1")))
-    label = (header.charset if header is not None else "").strip().upper()
-    codec = CHARSETS.get(label, "utf-8")
+    label, codec = _charset(raw[:4096].decode("latin-1"))
     try:
         return raw.decode(codec), ""
     except UnicodeDecodeError as exc:
         return raw.decode(codec, errors="replace"), (
             f"byte {exc.start} of the message is not {label or 'UTF-8'} (MSH-18 {label or 'empty: UTF-8'})")
+
+
+def encode(text: str) -> bytes:
+    """The bytes of a message (an acknowledgement, a message kept or sent again) in the charset
+    its own MSH-18 declares, as `decode` reads them back; a character that charset lacks (only
+    in Partage's own text) is written '?'."""
+    return text.encode(_charset(text[:4096])[1], errors="replace")
 
 
 def _segment(line: str, position: int, separator: str, translate: dict[int, str] | None,

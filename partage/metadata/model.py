@@ -238,6 +238,10 @@ class SubmissionRequest:
     associations: list[Association] = field(default_factory=list)
     contents: dict[str, DocumentContent] = field(default_factory=dict)  # by DocumentEntry id
     problems: list[ValueProblem] = field(default_factory=list)   # values the door could not read
+    # The documents' uniqueIds must be new to the registry, even for the same bytes (the HL7
+    # document feed: a CDA id names one document, indexed once); XDS otherwise lets a document
+    # be registered again with the same hash.
+    new_documents: bool = False
 
     def objects(self) -> list[AnyObject]:
         ss = [self.submission_set] if self.submission_set else []

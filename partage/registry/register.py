@@ -105,7 +105,7 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
     lineages = _lineages(request, rows)
     try:
         objects = request.objects()
-        claim_unique_ids(conn, objects)
+        claim_unique_ids(conn, objects, new_documents=request.new_documents)
         insert_objects(conn, [*objects, *extra], patient_pk=patient_pk, registered_at=now,
                        blob_addresses=blob_addresses, lineages=lineages)
     except IntegrityError as exc:
@@ -211,11 +211,13 @@ def _check_unique_ids(conn: Connection, request: SubmissionRequest) -> list[XdsE
     if not wanted:
         return []
     taken = {row.unique_id: row for row in conn.execute(_CLAIMS, {"uids": list(wanted)})}
-    return [e for uid, row in taken.items() for e in _conflict(wanted[uid], row)]
+    return [e for uid, row in taken.items() for e in _conflict(wanted[uid], row, request.new_documents)]
 
 
-def _conflict(obj: DocumentEntry | SubmissionSet | Folder, claim: Row[Any]) -> list[XdsError]:
-    """Nothing when `obj` may reuse the claimed uniqueId: a resubmission of the same document.
+def _conflict(obj: DocumentEntry | SubmissionSet | Folder, claim: Row[Any], new_documents: bool = False
+              ) -> list[XdsError]:
+    """Nothing when `obj` may reuse the claimed uniqueId: a resubmission of the same document
+    (unless the submission's documents must be new: `SubmissionRequest.new_documents`).
 
     A document uniqueId already registered with another hash is both a duplicate
     (XDSDuplicateUniqueIdInRegistry) and, more precisely, XDSNonIdenticalHash: both are
@@ -225,7 +227,7 @@ def _conflict(obj: DocumentEntry | SubmissionSet | Folder, claim: Row[Any]) -> l
                          obj.entry_uuid)
     if isinstance(obj, DocumentEntry) and claim.kind == schema.KIND_DOCUMENT:
         if obj.hash and claim.hash and obj.hash.lower() == claim.hash.lower():
-            return []
+            return [duplicate] if new_documents else []
         if obj.hash and claim.hash:
             return [duplicate, XdsError(ErrorCode.NON_IDENTICAL_HASH,
                                         f"DocumentEntry uniqueId {obj.unique_id} is already registered "
@@ -240,9 +242,9 @@ def restore_claims(conn: Connection, values: list[dict[str, Any]]) -> None:
         conn.execute(_CLAIM[conn.dialect.name], values)
 
 
-def claim_unique_ids(conn: Connection, objects: list[AnyObject]) -> None:
-    """Insert the submission's uniqueId claims (one statement), or accept identical ones;
-    raise if another submission won the race for one of them."""
+def claim_unique_ids(conn: Connection, objects: list[AnyObject], *, new_documents: bool = False) -> None:
+    """Insert the submission's uniqueId claims (one statement), or accept identical ones (not
+    with `new_documents`); raise if another submission won the race for one of them."""
     claimed: dict[str, DocumentEntry | SubmissionSet | Folder] = {}
     conflicts = []
     for obj in objects:
@@ -266,7 +268,7 @@ def claim_unique_ids(conn: Connection, objects: list[AnyObject]) -> None:
     for claim in conn.execute(_CLAIMS, {"uids": taken}):   # already there: the same document's, or a race lost
         obj = claimed[claim.unique_id]
         if claim.lid != obj.logical_id:
-            conflicts += _conflict(obj, claim)
+            conflicts += _conflict(obj, claim, new_documents)
     if conflicts:
         raise XdsErrors(conflicts)
 
