@@ -50,6 +50,7 @@ class AuditContext:
     filtered: int = 0
     auth_error: str = ""
     failure: str = ""
+    refusals: list[str] = field(default_factory=list)   # errors answered inside a 200 (an XDS Failure)
     remarks: list[str] = field(default_factory=list)
 
 
@@ -133,6 +134,21 @@ def note_denied(reason: str, patient_pk: int | None = None) -> None:
         ctx.denied.append(reason)
     else:
         ctx.denied_patients.setdefault(patient_pk, reason)
+
+
+def note_refusal(reason: str) -> None:
+    """The door refused the request in its answer's body (an XDS RegistryResponse of status
+    Failure, sent with HTTP 200): a minor failure (4), as an HTTP 4xx refusal is."""
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.refusals.append(reason)
+
+
+def note_failure(reason: str) -> None:
+    """The server failed the request and said so in its answer's body: a serious failure (8)."""
+    ctx = _current.get()
+    if ctx is not None and not ctx.failure:
+        ctx.failure = reason
 
 
 def _now() -> str:
@@ -233,9 +249,10 @@ def _verdict(ctx: AuditContext, status: int, patient_pk: int | None) -> tuple[in
         outcome, decision = MINOR_FAILURE, "deny"
     elif status >= 400:
         outcome, decision = MINOR_FAILURE, "permit"
-    else:
-        outcome, decision = SUCCESS, "filtered" if ctx.filtered or others else "permit"
-    detail = "; ".join(filter(None, [ctx.auth_error, *denied, ctx.failure, *ctx.remarks,
+    else:   # a refusal answered in the body (an XDS Failure) is a minor failure, the policy's part as for a success
+        outcome = MINOR_FAILURE if ctx.refusals else SUCCESS
+        decision = "filtered" if ctx.filtered or others else "permit"
+    detail = "; ".join(filter(None, [ctx.auth_error, *denied, ctx.failure, *ctx.refusals, *ctx.remarks,
                                      f"{ctx.filtered} object(s) withheld by the policy" if ctx.filtered else "",
                                      f"{others} other record(s) withheld by the policy" if others else ""]))
     return outcome, decision, detail
@@ -267,8 +284,10 @@ def _cx(text: str | CX) -> CX | None:
 
 # ----------------------------------------------------------------- reading
 def events(services: Holder, *, patient_id: str | CX = "", patient_pk: int | None = None, actor_id: str = "",
-           limit: int = 100, since_pk: int = 0, dates: Sequence[DateMatch] = ()) -> list[dict[str, Any]]:
-    """Audit rows, newest first, for a patient and/or an actor (recorded when `dates` say)."""
+           limit: int = 100, since_pk: int = 0, before_pk: int = 0,
+           dates: Sequence[DateMatch] = ()) -> list[dict[str, Any]]:
+    """Audit rows, newest first, for a patient and/or an actor (recorded when `dates` say);
+    `before_pk`: only rows older than that one (where a page of them goes on)."""
     registry = services.registry
     with registry.read() as conn:
         if patient_id:
@@ -276,8 +295,9 @@ def events(services: Holder, *, patient_id: str | CX = "", patient_pk: int | Non
             if patient_pk is None:
                 return []
         rows = audit_log.events(conn, patient_pk=patient_pk, actor_id=actor_id, limit=limit, since_pk=since_pk,
-                                dates=dates)
+                                before_pk=before_pk, dates=dates)
     return [{**row, "objects": json.loads(row["objects"] or "[]")} for row in rows]
+
 
 
 def notifications(services: Holder, patient_pk: int) -> list[dict[str, Any]]:

@@ -24,30 +24,53 @@ from ..access.actor import (
     Actor,
 )
 from ..metadata.datatypes import CX
+from ..metadata.er7 import read_header
 from ..mhd import formats
 from ..mhd.outcome import FhirError, Issue, operation_outcome
 from ..query import QueryService
 from ..registry import audit_log
+from ..registry.search_index import DateMatch
 from ..services import Services
 from . import door
 from .ids import numeric_id, paging_number
 from .patients import patient_token
-from .search import date_match
+from .search import date_match, decode_cursor, encode_cursor
+from .searchparams import PAGE_PARAM
 
 bp = door.blueprint("fhir_audit")
 
 Json = dict[str, Any]   # a FHIR resource, or an audit row as the registry gives it
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
-EVENT_TYPES = {   # action -> (DICOM event id, display, FHIR action code)
+PATIENT_RECORD = "110110"
+PURPOSE_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.248"   # VIHF access modes (purposeOfUse)
+# action -> (DICOM event id, display, FHIR action code), as the transaction's audit message says
+# (ITI TF-2 3.x.5; R4 audit-event-action: C create, R read/view/print, U update, D delete, E execute).
+EVENT_TYPES = {
     "ITI-18": ("110112", "Query", "E"), "ITI-67": ("110112", "Query", "E"),
     "ITI-66": ("110112", "Query", "E"), "ITI-78": ("110112", "Query", "E"),
     "ITI-81": ("110112", "Query", "E"),
     "ITI-43": ("110106", "Export", "R"), "ITI-68": ("110106", "Export", "R"),
+    "ITI-53": ("110106", "Export", "R"),   # ITI TF-2 3.53.5.1.2: the broker exports the notified metadata
     "ITI-41": ("110107", "Import", "C"), "ITI-42": ("110107", "Import", "C"),
     "ITI-65": ("110107", "Import", "C"),
-    "ITI-57": ("110110", "Patient Record", "U"), "PDSm-update": ("110110", "Patient Record", "U"),
-    "ITI-62": ("110110", "Patient Record", "D"), "ITI-86": ("110110", "Patient Record", "D"),
+    "ITI-8": (PATIENT_RECORD, "Patient Record", "C"),   # ITI TF-2 3.8.5.1: U for A08 and A40 (_feed_action)
+    "ITI-57": (PATIENT_RECORD, "Patient Record", "U"), "ITI-92": (PATIENT_RECORD, "Patient Record", "U"),
+    "PDSm-update": (PATIENT_RECORD, "Patient Record", "U"),
+    "ITI-62": (PATIENT_RECORD, "Patient Record", "D"), "ITI-86": (PATIENT_RECORD, "Patient Record", "D"),
+    "PDSm-delete": (PATIENT_RECORD, "Patient Record", "D"),   # a DocumentReference DELETE (status Deleted)
+    # The record's pages and the patient's consent: a patient record read or updated (DICOM 110110).
+    "page-record": (PATIENT_RECORD, "Patient Record", "R"), "page-results": (PATIENT_RECORD, "Patient Record", "R"),
+    "page-document": ("110106", "Export", "R"), "page-document-content": ("110106", "Export", "R"),
+    "consent-read": (PATIENT_RECORD, "Patient Record", "R"), "consent-update": (PATIENT_RECORD, "Patient Record", "U"),
 }
+FEED_UPDATES = frozenset({"A08", "A40"})   # ITI-8 triggers that change a known patient (the others create)
+
+
+def _feed_action(request_line: str) -> str:
+    """C or U of an ITI-8 message, from its MSH-9 trigger event (the audit row keeps the MSH
+    segment; read by the one ER7 reader)."""
+    header = read_header(request_line)
+    return "U" if header is not None and header.message_type.trigger_event in FEED_UPDATES else "C"
 
 
 def _outcome(status: int, message: str, code: str) -> Response:
@@ -58,6 +81,8 @@ def resource(row: Json, *, for_patient: bool = False) -> Json:
     """The AuditEvent of one audit row. `for_patient`: the patient's own view, which says
     nothing of what the policy withheld from whom (no outcome text)."""
     event_id, display, action = EVENT_TYPES.get(row["action"], ("110100", "Application Activity", "E"))
+    if row["action"] == "ITI-8":
+        action = _feed_action(row["request"] or "")
     agent: Json = {"who": {"identifier": {"value": row["actor_id"]}, "display": row["actor_name"] or row["actor_id"]},
              "type": {"coding": [{"system": "urn:partage:actor-kind", "code": row["actor_kind"]}]},
              "requestor": True}
@@ -79,9 +104,12 @@ def resource(row: Json, *, for_patient: bool = False) -> Json:
     if row["detail"] and not for_patient:
         event["outcomeDesc"] = row["detail"]
     if row["purpose"]:
-        purpose: Json = {"coding": [{"system": "urn:oid:1.2.250.1.213.1.1.4.248", "code": row["purpose"]}]}
+        purpose: Json = {"coding": [{"system": PURPOSE_SYSTEM, "code": row["purpose"]}]}
         if row["reason"]:
             purpose["text"] = row["reason"]
+        # The requestor's purpose of use (its credential's, BALP SAMLaccessTokenUse: agent[user].purposeOfUse),
+        # which is also the event's.
+        agent["purposeOfUse"] = [purpose]
         event["purposeOfEvent"] = [purpose]
     entities: list[Json] = []
     if row["patient_id"]:
@@ -120,7 +148,9 @@ def patient_param() -> CX | None:
 
 # The search parameters AuditEvent answers (the rest are refused under `Prefer: handling=strict`,
 # ignored otherwise, and left out of the self link, which names what was applied).
-AUDIT_PARAMS = ("patient.identifier", "patient:identifier", "date", "_count", "_format")
+AUDIT_PARAMS = ("patient.identifier", "patient:identifier", "date", "_count", "_format", PAGE_PARAM)
+CURSOR_SIGNATURE = "AuditEvent"
+MAX_BATCHES = 10   # batches of _count rows read for one page of what a patient may see; then a next link
 
 
 def _applied_params() -> list[tuple[str, str]]:
@@ -128,7 +158,8 @@ def _applied_params() -> list[tuple[str, str]]:
     if unknown and door.strict_handling():
         raise FhirError.one(400, f"AuditEvent: unknown search parameter(s) {', '.join(unknown)} "
                                  f"(supported: {', '.join(AUDIT_PARAMS)})", "not-supported")
-    return [(name, value) for name, value in request.args.items(multi=True) if name in AUDIT_PARAMS]
+    return [(name, value) for name, value in request.args.items(multi=True)
+            if name in AUDIT_PARAMS and name != PAGE_PARAM]
 
 
 def _same_patient(services: Services, a: CX | None, b: CX | None) -> bool:
@@ -152,18 +183,52 @@ def search() -> Response:
     except ValueError as exc:
         raise FhirError.one(400, "_count must be a number") from exc
     dates = [date_match(value, "date") for value in request.args.getlist("date") if value]
-    rows = audit.events(services, patient_id=wanted.format() if wanted else "", limit=count, dates=dates) \
-        if wanted or everything else []
+    cursor = request.args.get(PAGE_PARAM, "")
+    before = int(decode_cursor(cursor, CURSOR_SIGNATURE, 1)[0]) if cursor else 0
+    rows: list[Json] = []
+    following: int | None = None
+    if wanted or everything:
+        rows, following = _page(services, actor, everything, wanted.format() if wanted else "", count, before,
+                                dates)
     if wanted:
         audit.note_patient(wanted.format())
     base = request.host_url.rstrip("/") + "/fhir"
-    rows = _as_seen_by(services, actor, rows, everything)
-    self_url = f"{base}/AuditEvent" + (f"?{urlencode(applied)}" if applied else "")
-    return formats.respond({"resourceType": "Bundle", "type": "searchset", "total": len(rows),
-                            "link": [{"relation": "self", "url": self_url}],
-                            "entry": [{"fullUrl": f"{base}/AuditEvent/{r['pk']}",
-                                       "resource": resource(r, for_patient=not everything),
-                                       "search": {"mode": "match"}} for r in rows]}, request)
+
+    def url(page: str) -> str:
+        params = [*applied, *([(PAGE_PARAM, page)] if page else [])]
+        return f"{base}/AuditEvent" + (f"?{urlencode(params)}" if params else "")
+
+    links = [{"relation": "self", "url": url(cursor)}]
+    if following is not None:
+        links.append({"relation": "next", "url": url(encode_cursor(CURSOR_SIGNATURE, (following,)))})
+    bundle: Json = {"resourceType": "Bundle", "type": "searchset"}
+    if not cursor and following is None:   # R4 Bundle.total counts all pages: given when this is all of it
+        bundle["total"] = len(rows)
+    bundle["link"] = links
+    bundle["entry"] = [{"fullUrl": f"{base}/AuditEvent/{r['pk']}", "resource": resource(r, for_patient=not everything),
+                        "search": {"mode": "match"}} for r in rows]
+    return formats.respond(bundle, request)
+
+
+def _page(services: Services, actor: Actor, everything: bool, patient: str, count: int, before: int,
+          dates: list[DateMatch]) -> tuple[list[Json], int | None]:
+    """At most `count` events older than `before` (0: from the newest), as the actor may see them, and
+    the key the next page starts below (None: none follows). Rows are read `count` + 1 at a time and
+    judged by the gate, up to MAX_BATCHES reads (then the page is shorter and a next link goes on)."""
+    page: list[Json] = []
+    position = before
+    for _ in range(MAX_BATCHES):
+        rows = audit.events(services, patient_id=patient, limit=count + 1, before_pk=position, dates=dates)
+        seen = {row["pk"]: row for row in _as_seen_by(services, actor, rows, everything)}
+        for row in rows:
+            if len(page) == count:
+                return page, position
+            position = row["pk"]
+            if row["pk"] in seen:
+                page.append(seen[row["pk"]])
+        if len(rows) <= count:
+            return page, None
+    return page, position
 
 
 def _as_seen_by(services: Services, actor: Actor, rows: list[Json], everything: bool) -> list[Json]:

@@ -58,17 +58,26 @@ def recorded(match: DateMatch) -> ColumnElement[bool]:
             "lt": column < low, "eb": column < low, "le": column < high}[match.prefix]
 
 
-def events(conn: Connection, *, patient_pk: int | None = None, actor_id: str = "", limit: int = 100,
-           since_pk: int = 0, dates: Sequence[DateMatch] = ()) -> list[dict[str, Any]]:
-    """Audit rows, newest first, for a patient and/or an actor, recorded when `dates` say (all)."""
-    query = select(EVENTS).where(*(recorded(match) for match in dates))
+def _criteria(patient_pk: int | None, actor_id: str, dates: Sequence[DateMatch]) -> list[ColumnElement[bool]]:
+    out = [recorded(match) for match in dates]
     if patient_pk is not None:
-        query = query.where(EVENTS.c.patient_pk == patient_pk)
+        out.append(EVENTS.c.patient_pk == patient_pk)
     if actor_id:
-        query = query.where(EVENTS.c.actor_id == actor_id)
+        out.append(EVENTS.c.actor_id == actor_id)
+    return out
+
+
+def events(conn: Connection, *, patient_pk: int | None = None, actor_id: str = "", limit: int = 100,
+           since_pk: int = 0, before_pk: int = 0, dates: Sequence[DateMatch] = ()) -> list[dict[str, Any]]:
+    """Audit rows, newest first, for a patient and/or an actor, recorded when `dates` say (all);
+    keys above `since_pk` and below `before_pk` (when given)."""
+    query = select(EVENTS).where(*_criteria(patient_pk, actor_id, dates))
     if since_pk:
         query = query.where(EVENTS.c.pk > since_pk)
+    if before_pk:
+        query = query.where(EVENTS.c.pk < before_pk)
     return [row._asdict() for row in conn.execute(query.order_by(EVENTS.c.pk.desc()).limit(limit)).all()]
+
 
 
 def event(conn: Connection, pk: int) -> dict[str, Any] | None:

@@ -279,15 +279,28 @@ def dispatch(actions: dict[str, Handler]) -> Response:
             return _fault(SoapError("Receiver" if known.status >= 500 else "Sender", f"xdsb:{code}", known.message),
                           envelope.message_id, mtom, known.status, known.retry_after)
         log.exception("internal error on %s", envelope.action)
+        audit.note_failure("internal error")
         if envelope.action not in REPOSITORY_ACTIONS:   # no ebRS answer to carry it: a Receiver Fault
             return _fault(SoapError("Receiver", "", "internal error; the server log has the details"),
                           envelope.message_id, mtom)
         reply = Reply(_error_body(envelope.action, [XdsError(
             ErrorCode.REGISTRY_ERROR if envelope.action in REGISTRY_ACTIONS else ErrorCode.REPOSITORY_ERROR,
             "internal error; the server log has the details")]))
+    _audit_status(reply.body)
     response_action = C.RESPONSE_ACTIONS[envelope.action]
     out = build_envelope(response_action, reply.body, relates_to=envelope.message_id)
     return _respond(out, reply.attachments, mtom or bool(reply.attachments), response_action)
+
+
+def _audit_status(body: etree._Element) -> None:
+    """An ebRS answer of status Failure (sent with HTTP 200) is a refused request for the audit
+    trail (ATNA outcome 4, docs/access.md), named by its error codes (not their texts)."""
+    response = body if body.get("status") else body.find(f"{{{C.RS}}}RegistryResponse")
+    if response is None or response.get("status") != C.STATUS_FAILURE:
+        return
+    codes = sorted({e.get("errorCode", "") for e in response.iter(f"{{{C.RS}}}RegistryError")
+                    if e.get("severity") == C.SEVERITY_ERROR} - {""})
+    audit.note_refusal(f"answered Failure ({', '.join(codes) or 'no error code'})")
 
 
 def _busy_code(exc: Exception) -> str:
