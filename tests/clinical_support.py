@@ -22,13 +22,19 @@ INS_NIR_TEST = "1.2.250.1.213.1.4.10"
 MASQUE_PS = Code("MASQUE_PS", "1.2.250.1.213.1.1.4.13", "Masqué aux professionnels de santé")
 
 
-def for_patient(data: bytes, nir: str, *, doc_root: str | None = None) -> bytes:
-    """The document with its patient INS-NIR replaced and a fresh ClinicalDocument/id."""
+def for_patient(data: bytes, nir: str, *, doc_root: str | None = None, author: str | None = None) -> bytes:
+    """The document with its patient INS-NIR replaced and a fresh ClinicalDocument/id; with
+    `author`, its first author's id is that professional's (RPPS) number: the DocumentEntry's
+    authorPerson must be an author of the CDA (crosscheck xds-author-mismatch)."""
     root = etree.fromstring(data)
     doc = root if root.tag == HL7 + "ClinicalDocument" else root.find(f".//{HL7}ClinicalDocument")
     for ident in doc.findall(f"{HL7}recordTarget/{HL7}patientRole/{HL7}id"):
         ident.set("root", INS_NIR_TEST)
         ident.set("extension", nir)
+    first_author = doc.find(f"{HL7}author/{HL7}assignedAuthor/{HL7}id")
+    if author is not None and first_author is not None:
+        first_author.set("root", "1.2.250.1.71.4.2.1")
+        first_author.set("extension", author)
     cid = doc.find(f"{HL7}id")
     cid.set("root", doc_root or f"1.2.250.1.999.7.{uuid.uuid4().int % 10**15}")
     if "extension" in cid.attrib:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..metadata.datatypes import CE, CX, HD, XCN
-from .ans_maps import MODEL_TO_FORMAT, TYPE_TO_CLASS
+from .ans_maps import MODEL_TO_FORMAT, TRE_A03, TYPE_TO_CLASS
 from .constants import CONFIDENTIALITY_SYSTEM, XDS_SD_FORMAT_CODES
 from .findings import ERROR, METADATA, WARNING, Finding
 from .header import CdaCode, CdaHeader, Ident
@@ -74,8 +74,19 @@ def cda_unique_id(ident: Ident | None) -> str:
     return f"{root}^{ext}" if ext else root
 
 
+def ts_offset_readable(ts: str) -> bool:
+    """No time-zone offset, or one that can be applied: ±HHMM, hours below 24, minutes below 60
+    (HL7 v3 TS). "+01", "+01:00" or "+0199" cannot: the value's UTC time is unknown."""
+    for sign in ("+", "-"):
+        if sign in ts:
+            offset = ts.split(sign, 1)[1]
+            return len(offset) == 4 and offset.isdigit() and int(offset[:2]) < 24 and int(offset[2:]) < 60
+    return True
+
+
 def ts_to_utc(ts: str) -> str:
-    """HL7 TS with an offset -> UTC digits of the same precision; without offset, as is."""
+    """HL7 TS with an offset -> UTC digits of the same precision; without offset, as is (an
+    offset that is not readable, see ts_offset_readable, is dropped: check it first)."""
     digits, sign, offset = ts, "", ""
     for s in ("+", "-"):
         if s in ts:
@@ -83,7 +94,7 @@ def ts_to_utc(ts: str) -> str:
             sign = s
             break
     digits = digits.split(".", 1)[0]
-    if not sign or len(digits) < 10 or len(offset) != 4 or not (digits + offset).isdigit():
+    if not sign or len(digits) < 10 or not ts_offset_readable(ts) or not digits.isdigit():
         return digits
     padded = (digits + "0000")[:14]
     try:
@@ -96,6 +107,8 @@ def ts_to_utc(ts: str) -> str:
 
 
 def _same_time(cda_ts: str, xds_dtm: str) -> bool:
+    if not ts_offset_readable(cda_ts):   # its UTC time is unknown: nothing can be said to match it
+        return False
     a, b = ts_to_utc(cda_ts), xds_dtm.strip()
     n = min(len(a), len(b))
     return n >= 4 and a[:n] == b[:n]
@@ -136,17 +149,23 @@ def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
 
     class_code = _code_of(xds.get("class_code"))
     derived_class = TYPE_TO_CLASS.get((header.code.code, _norm(header.code.code_system))) if header.code else None
-    if class_code and derived_class and header.code and class_code[0] != derived_class:
+    if class_code and derived_class and header.code and (class_code[0] != derived_class
+                                                         or class_code[1] not in ("", TRE_A03)):
         out.append(_f("xds-classCode-mismatch", f"le classCode des métadonnées XDS, {class_code[0]}, n'est pas la "
                       f"classe que la table ASS_X04 associe au type du document {header.code.code} : "
-                      f"{derived_class}", f"{_CD}/hl7:code"))
+                      f"{derived_class} ({TRE_A03})", f"{_CD}/hl7:code"))
 
     if "confidentiality_codes" in xds and header.confidentiality:
         conf = _codes_of(xds["confidentiality_codes"])
         wanted = (header.confidentiality.code, _norm(header.confidentiality.code_system or CONFIDENTIALITY_SYSTEM))
+        others = sorted({c[0] for c in conf if c[1] == wanted[1] and c[0] != wanted[0]})
         if not any(c[0] == wanted[0] and (not c[1] or c[1] == wanted[1]) for c in conf):
             out.append(_f("xds-confidentialityCode-mismatch", f"les confidentialityCode des métadonnées XDS "
                           f"n'incluent pas le confidentialityCode du CDA, {wanted[0]}", f"{_CD}/hl7:confidentialityCode"))
+        elif others:   # the other occurrences are the masking flags, not a second level (N/R/V)
+            out.append(_f("xds-confidentialityCode-mismatch", f"les confidentialityCode des métadonnées XDS portent "
+                          f"{', '.join(others)} en plus du confidentialityCode du CDA, {wanted[0]}, dans le même "
+                          f"système ({wanted[1]})", f"{_CD}/hl7:confidentialityCode"))
 
     for key, rule, label, value, where in (
             ("creation_time", "xds-creationTime-mismatch", "creationTime", header.effective_time,
@@ -210,16 +229,29 @@ def cross_check(header: CdaHeader, xds: Mapping[str, Any]) -> list[Finding]:
                       f"{expected_format}, pas {fmt[0]}", f"{_CD}/hl7:component/hl7:nonXMLBody/hl7:text/@mediaType"))
 
     if xds.get("authors"):
-        author_ids = {i for a in header.authors for i in a.ids}
+        author_ids = {(_norm(r), e) for a in header.authors for r, e in a.ids if e}
         xds_ids = [parse_xcn_id(p) for p in _author_persons(xds["authors"]) if p]
-        if xds_ids and not any(i in author_ids or any(i[1] == a[1] for a in author_ids) for i in xds_ids):
-            out.append(_f("xds-author-mismatch", "aucun des identifiants authorPerson des métadonnées XDS "
-                          "n'est celui d'un auteur du CDA",
+        foreign = [i for i in xds_ids if i[1] and not _is_cda_author(i, author_ids)]
+        if foreign:   # said, by name: an authorPerson gets an author's rights (docs/cda-rules.md)
+            out.append(_f("xds-author-mismatch", "authorPerson des métadonnées XDS qui n'est aucun auteur du "
+                          f"CDA : {', '.join(CX(e, HD.iso(r)).format() for r, e in foreign)} (auteurs du CDA : "
+                          f"{', '.join(CX(e, HD.iso(r)).format() for r, e in sorted(author_ids)) or 'aucun'})",
                           f"{_CD}/hl7:author/hl7:assignedAuthor/hl7:id", WARNING))
+        elif xds_ids and not any(_is_cda_author(i, author_ids) for i in xds_ids):
+            out.append(_f("xds-author-mismatch", "aucun authorPerson des métadonnées XDS ne porte l'identifiant "
+                          "d'un auteur du CDA", f"{_CD}/hl7:author/hl7:assignedAuthor/hl7:id", WARNING))
     return out
 
 
+def _is_cda_author(ident: Ident, author_ids: set[Ident]) -> bool:
+    """An XCN id (root, number) names a CDA author: the same pair, or the number when the XCN
+    gives no assigning authority."""
+    return ident in author_ids if ident[0] else any(ident[1] == e for _r, e in author_ids)
+
+
 def _author_persons(authors: Iterable[Any]) -> list[XCN | str]:
-    if isinstance(authors, str):
+    """authorPerson values: XCN texts, XCNs (partage.cda.gate.entry_metadata hands these), or
+    Authors (their .person)."""
+    if isinstance(authors, str | XCN):
         return [authors]
-    return [a if isinstance(a, str) else getattr(a, "person", None) or "" for a in authors]
+    return [a if isinstance(a, str | XCN) else getattr(a, "person", None) or "" for a in authors]

@@ -52,7 +52,7 @@ from .ans_maps import (
     TYPE_TO_CLASS,
 )
 from .constants import CONFIDENTIALITY_SYSTEM, INS_ROOTS
-from .crosscheck import cda_unique_id, ts_to_utc
+from .crosscheck import cda_unique_id, ts_offset_readable, ts_to_utc
 from .header import CdaCode, CdaHeader, CdaOrganization, CdaPerson, Ident
 
 MASKING_SYSTEM = "1.2.250.1.213.1.1.4.13"  # CI-SIS confidentiality extensions (MASQUE_PS ...)
@@ -225,6 +225,9 @@ def _source_patient_info(header: CdaHeader) -> list[str]:
 
 def _dtm(ts: str, where: str) -> DTM:
     """A CDA TS as the UTC DTM of XDS; MappingError when it is not a time."""
+    if not ts_offset_readable(ts):   # dropping it would give a local time as UTC (ITI TF-3 4.2.3.1.5)
+        raise MappingError("hl7-time-invalid", f"{where} « {ts} » porte un décalage horaire illisible (attendu "
+                           "±HHMM) : son heure UTC est inconnue")
     try:
         return DTM(ts_to_utc(ts))
     except DatatypeError as exc:

@@ -565,7 +565,7 @@ def test_a_deleted_documents_facts_vanish(server):
     r = Record(server, pid=CS.patient_cx(nir))
     doctor, gp = r.actor("doctor"), r.actor("gp")
     author = [Author(person=XCN.parse(f"{DOCTOR}^CARDIOLOGUE^Paul^^^^^^&1.2.250.1.71.4.2.1&ISO"))]
-    cda = CS.for_patient(corpus_path("cda", "valid", "BIO-CR-BIO_2024.01_TSH_1.xml").read_bytes(), nir)
+    cda = CS.for_patient(corpus_path("cda", "valid", "BIO-CR-BIO_2024.01_TSH_1.xml").read_bytes(), nir, author=DOCTOR)
     request = CS.submission(cda, "tsh", authors=author)
     reply = r.soap(doctor).provide_and_register(request, {"tsh": cda})
     assert reply.status == "Success", reply.error_codes

@@ -349,7 +349,7 @@ def guarded(tmp_path_factory, authority):
     Records(services.registry).open(PID, medecin_traitant=actors["gp"].id)
     doctor = actors["doctor"]
     author = [Author(person=XCN.parse(f"{doctor.id}^CARDIOLOGUE^Paul^^^^^^&1.2.250.1.71.4.2.1&ISO"))]
-    cda = C.for_patient(corpus_path("cda", "valid", "BIO-CR-BIO_2024.01_TSH_1.xml").read_bytes(), NIR)
+    cda = C.for_patient(corpus_path("cda", "valid", "BIO-CR-BIO_2024.01_TSH_1.xml").read_bytes(), NIR, author=doctor.id)
     request = C.submission(cda, "doc0", authors=author, extra_confidentiality=[C.MASQUE_PS])
     result = IngestService(services, doctor).provide_and_register(request)
     drain(services)

@@ -56,7 +56,7 @@ def server(tmp_path_factory, authority, actors):
         author = [Author(person=XCN.parse(f"{doctor.id}^CARDIOLOGUE^Paul^^^^^^&1.2.250.1.71.4.2.1&ISO"))]
         for i, (name, masked) in enumerate([("BIO-CR-BIO_2024.01_TSH_1.xml", True),
                                             ("BIO-CR-BIO_2024.01_Glycemie_mole.xml", False)]):
-            cda = C.for_patient(corpus_path("cda", "valid", name).read_bytes(), NIR)
+            cda = C.for_patient(corpus_path("cda", "valid", name).read_bytes(), NIR, author=doctor.id)
             request = C.submission(cda, f"doc{i}", authors=author,
                                    extra_confidentiality=[C.MASQUE_PS] if masked else None)
             reply = client.provide_and_register(request, {f"doc{i}": cda})

@@ -47,8 +47,14 @@ def _record(services: Services, data: bytes | None = None, **overrides) -> str:
     pid = feed_patient(services)
     data = data if data is not None else corpus_path("cda", "valid", TSH).read_bytes()
     IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(
-        C.submission(C.for_patient(data, NIR), "d0", **overrides))
+        C.submission(C.for_patient(data, NIR, author=_author_id(overrides)), "d0", **overrides))
     return C.public_id(services, pid)
+
+
+def _author_id(overrides: dict) -> str | None:
+    """The id of the authorPerson an override names (the CDA's author is made that person)."""
+    authors = overrides.get("authors") or []
+    return authors[0].person.id_number if authors and authors[0].person is not None else None
 
 
 @pytest.fixture(name="dev_services")
@@ -174,7 +180,7 @@ def test_a_masked_document_gives_no_search_hit_no_history_and_no_page(tmp_path, 
         actors = sample_actors(pid)
         doctor, other = actors["doctor"], dataclasses.replace(actors["emergency"], purpose="normal", reason="")
         author = [Author(person=XCN.parse(f"{doctor.id}^CARDIOLOGUE^Paul^^^^^^&1.2.250.1.71.4.2.1&ISO"))]
-        cda = C.for_patient(corpus_path("cda", "valid", TSH).read_bytes(), NIR)
+        cda = C.for_patient(corpus_path("cda", "valid", TSH).read_bytes(), NIR, author=doctor.id)
         IngestService(services, INSECURE_DEV_ACTOR).provide_and_register(
             C.submission(cda, "d0", authors=author, extra_confidentiality=[C.MASQUE_PS]))
         rid = C.public_id(services, pid)
