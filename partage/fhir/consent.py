@@ -35,7 +35,17 @@ from ..metadata.datatypes import CX
 from ..mhd import formats
 from ..mhd.outcome import FhirError
 from ..registry import patients
-from ..registry.access_state import CLOSED, NONE, OPEN, RecordError, Records
+from ..registry.access_state import (
+    CLOSED,
+    NONE,
+    OPEN,
+    PURGED,
+    RecordError,
+    Records,
+    RecordState,
+    WantedState,
+    version,
+)
 from ..services import Services
 from . import door
 from .audit import patient_param
@@ -45,7 +55,11 @@ bp = door.blueprint("fhir_consent")
 PROFESSIONAL_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 PURPOSE_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.248"
 Json = dict[str, Any]
-STATUS = {OPEN: "active", CLOSED: "inactive", NONE: "proposed", "purged": "inactive"}
+STATUS = {OPEN: "active", CLOSED: "inactive", NONE: "proposed", PURGED: "inactive"}
+WANTED = {"active": OPEN, "inactive": CLOSED, "proposed": NONE}
+# What a deny provision may say: whom it blocks (actor) or the access mode it opposes (purpose).
+DENY_ELEMENTS = frozenset({"id", "type", "actor", "purpose"})
+PROVISION_ELEMENTS = frozenset({"id", "type", "provision"})
 
 
 def _patient_of(services: Services, actor: Actor, wanted: CX | None) -> CX:
@@ -81,7 +95,8 @@ def resource(services: Services, patient_id: CX) -> Json:
     if state.bdg_opposed:
         deny.append({"type": "deny", "purpose": [{"system": PURPOSE_SYSTEM, "code": "bris_de_glace"}]})
     consent = {
-        "resourceType": "Consent", "id": record.fhir_id, "status": STATUS.get(state.status, "inactive"),
+        "resourceType": "Consent", "id": record.fhir_id, "meta": {"versionId": version(state)},
+        "status": STATUS.get(state.status, "inactive"),
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
                               "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
@@ -96,24 +111,55 @@ def resource(services: Services, patient_id: CX) -> Json:
     return consent
 
 
-def _wanted_state(body: Json) -> tuple[str, str, set[str], bool]:
+def _unkept(what: str) -> FhirError:
+    """A Consent saying more than the record's state can keep: refused, never half-applied (a
+    patient told 200 would believe in a block or an opposition that does not exist)."""
+    return FhirError.one(422, f"{what}: Partage keeps only the record's state (docs/access.md: open or "
+                              "closed, the médecin traitant, blocked professionals by national id, the "
+                              "opposition to bris de glace)", "not-supported")
+
+
+def _wanted_state(body: Json) -> WantedState:
     status = body.get("status")
-    if status not in ("active", "inactive", "proposed"):
+    if status not in WANTED:
         raise FhirError.one(400, "Consent.status must be active (open), inactive (closed) or proposed")
     performers = [p.get("identifier", {}) for p in body.get("performer", []) or []]
     mt = next((i.get("value", "") for i in performers if i.get("system") == PROFESSIONAL_SYSTEM), "")
     blocked, opposed = set(), False
-    for provision in (body.get("provision") or {}).get("provision", []) or []:
+    top = body.get("provision") or {}
+    if top.get("type", "permit") != "permit" or set(top) - PROVISION_ELEMENTS:
+        raise _unkept("Consent.provision must be a permit whose only rules are its deny provisions")
+    for provision in top.get("provision", []) or []:
         if provision.get("type") != "deny":
             continue
-        for actor in provision.get("actor", []) or []:
+        actors, purposes = provision.get("actor") or [], provision.get("purpose") or []
+        if set(provision) - DENY_ELEMENTS or bool(actors) == bool(purposes):
+            raise _unkept("a deny provision names either professionals (actor) or the purpose bris_de_glace, "
+                          "and nothing else")
+        for actor in actors:
             ident = (actor.get("reference") or {}).get("identifier") or {}
-            if ident.get("system") == PROFESSIONAL_SYSTEM and ident.get("value"):
-                blocked.add(ident["value"])
-        for purpose in provision.get("purpose", []) or []:
-            if purpose.get("system") == PURPOSE_SYSTEM and purpose.get("code") == "bris_de_glace":
-                opposed = True
-    return status, mt, blocked, opposed
+            if ident.get("system") != PROFESSIONAL_SYSTEM or not ident.get("value"):
+                raise _unkept(f"a blocked professional is named by identifier {PROFESSIONAL_SYSTEM}")
+            blocked.add(ident["value"])
+        for purpose in purposes:
+            if (purpose.get("system"), purpose.get("code")) != (PURPOSE_SYSTEM, "bris_de_glace"):
+                raise _unkept(f"the only access mode a patient opposes is bris_de_glace ({PURPOSE_SYSTEM})")
+            opposed = True
+    return WantedState(WANTED[status], mt, frozenset(blocked), opposed)
+
+
+def _check_identity(body: Json, current: Json, rid: str) -> None:
+    """An update names the resource of its URL (FHIR R4 http.html#update: an id absent or another
+    one is a 400) and the record's own patient."""
+    if body.get("id") != rid:
+        raise FhirError.one(400, f"the Consent's id must be {rid}, the id of the URL (FHIR update)", "invalid")
+    named = body.get("patient") or {}
+    identifier, reference = named.get("identifier"), named.get("reference")
+    ours = current["patient"]["identifier"]
+    if identifier is not None and (identifier.get("system"), identifier.get("value")) != (ours["system"], ours["value"]) \
+            or reference is not None and str(reference).split("/")[-2:] != ["Patient", rid]:
+        raise FhirError.one(422, f"Consent/{rid} is the consent of another patient than the one its body names",
+                            "business-rule")
 
 
 @bp.get("/Consent")
@@ -138,33 +184,19 @@ def update(rid: str) -> Response:
         raise FhirError.one(403 if actor.kind in (PATIENT, REPRESENTATIVE) else 404,
                             f"Consent/{rid} is not the record of {patient_id.format()}", "forbidden")
     body = formats.read_body(request, "Consent")
-    status, mt, blocked, opposed = _wanted_state(body)
-    records = Records(services.registry)
-    state = records.state(patient_id)
-    if (mt or state.medecin_traitant) in blocked:
-        raise FhirError.one(422, "the médecin traitant cannot be blocked", "business-rule")
-    if status == "proposed" and (state.status != NONE or blocked or opposed or mt):
-        raise FhirError.one(422, "without a record (status proposed) there is nothing to set; a record "
-                                 "cannot go back to having no consent (close it: inactive)", "business-rule")
+    _check_identity(body, current, rid)
+    wanted = _wanted_state(body)
+
+    def if_match(state: RecordState) -> None:   # judged on the state the change is made to
+        door.check_if_match(version(state), f"Consent/{rid}")
+
     try:
-        if status == "active" and state.status != OPEN:
-            records.open(patient_id, medecin_traitant=mt)
-        elif status == "inactive" and state.status == OPEN:
-            records.close(patient_id)
-        if status != "proposed":
-            if mt and mt != state.medecin_traitant:
-                records.set_medecin_traitant(patient_id, mt)
-            state = records.state(patient_id)
-            for pro in sorted(blocked - state.blocked):
-                records.block(patient_id, pro)
-            for pro in sorted(state.blocked - blocked):
-                records.unblock(patient_id, pro)
-            if opposed != state.bdg_opposed:
-                records.oppose_bris_de_glace(patient_id, opposed)
+        Records(services.registry).set_state(patient_id, wanted, if_match)
     except RecordError as exc:
         raise FhirError.one(422, str(exc), "business-rule") from exc
     ctx = audit.current()
     if ctx is not None:
-        ctx.remarks.append(f"consent {status}; blocked {sorted(blocked)}; "
-                           f"bris de glace {'opposed' if opposed else 'allowed'}")
-    return door.written(resource(services, patient_id), 200, {}, f"Consent/{rid} updated")
+        ctx.remarks.append(f"consent {body['status']}; blocked {sorted(wanted.blocked)}; "
+                           f"bris de glace {'opposed' if wanted.bdg_opposed else 'allowed'}")
+    updated = resource(services, patient_id)
+    return door.written(updated, 200, {"ETag": f'W/"{updated["meta"]["versionId"]}"'}, f"Consent/{rid} updated")

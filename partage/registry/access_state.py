@@ -8,6 +8,9 @@ and patients through FHIR Consent.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +24,7 @@ from .register import release_unique_ids
 from .store import Registry
 
 OPEN, CLOSED, NONE = "open", "closed", "none"
+PURGED = "purged"         # a closed record whose content `purge_record` deleted
 RETENTION_YEARS = 10      # a closed record is kept this long, then purged
 
 
@@ -39,6 +43,23 @@ class RecordState:
 
 
 NO_RECORD = RecordState(patient_pk=None)
+
+
+def version(state: RecordState) -> str:
+    """The version of what the patient manages (the FHIR Consent's meta.versionId and ETag): it
+    changes whenever the status, the médecin traitant, a block or the opposition changes."""
+    text = json.dumps([state.status, state.medecin_traitant, sorted(state.blocked), state.bdg_opposed])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class WantedState:
+    """A whole record state, set at once (the FHIR Consent's update)."""
+
+    status: str                          # open | closed | none
+    medecin_traitant: str = ""           # "": the current one stays
+    blocked: frozenset[str] = frozenset()
+    bdg_opposed: bool = False
 
 
 def load(conn: Connection, patient_pk: int | None) -> RecordState:
@@ -108,58 +129,109 @@ class Records:
         elif values:
             conn.execute(a.update().where(a.c.patient_pk == pk).values(updated_at=now, **values))
 
+    # Each change is a rule on the state read in the caller's transaction (RecordError when the
+    # state does not allow it); the public methods run one each, `set_state` several at once.
+    def _open(self, conn: Connection, pk: int, medecin_traitant: str) -> None:
+        if load(conn, pk).status == NONE:
+            self._upsert(conn, pk, status=OPEN)
+        else:
+            self._upsert(conn, pk, status=OPEN, closed_at=None)
+        if medecin_traitant:
+            self._set_medecin_traitant(conn, pk, medecin_traitant)
+
+    def _close(self, conn: Connection, pk: int) -> None:
+        if load(conn, pk).status != OPEN:
+            raise RecordError("the record is not open")
+        self._upsert(conn, pk, status=CLOSED, closed_at=utc_now())
+
+    def _set_medecin_traitant(self, conn: Connection, pk: int, professional_id: str) -> None:
+        """The médecin traitant, never blocked: naming one lifts any block on them."""
+        if load(conn, pk).status == NONE:
+            raise RecordError("the record does not exist (no consent)")
+        self._upsert(conn, pk, medecin_traitant=professional_id)
+        b = schema.patient_blocks
+        conn.execute(delete(b).where(b.c.patient_pk == pk, b.c.professional_id == professional_id))
+
+    def _block(self, conn: Connection, pk: int, professional_id: str) -> None:
+        state = load(conn, pk)
+        if state.status == NONE:
+            raise RecordError("the record does not exist (no consent)")
+        if professional_id == state.medecin_traitant:
+            raise RecordError("the médecin traitant cannot be blocked")
+        if professional_id not in state.blocked:
+            conn.execute(schema.patient_blocks.insert().values(
+                patient_pk=pk, professional_id=professional_id, created_at=utc_now()))
+
+    @staticmethod
+    def _unblock(conn: Connection, pk: int, professional_id: str) -> None:
+        b = schema.patient_blocks
+        conn.execute(delete(b).where(b.c.patient_pk == pk, b.c.professional_id == professional_id))
+
+    def _oppose(self, conn: Connection, pk: int, opposed: bool) -> None:
+        if load(conn, pk).status == NONE:
+            raise RecordError("the record does not exist (no consent)")
+        self._upsert(conn, pk, bdg_opposed=int(opposed))
+
+    def _change(self, patient_id: CX, change: Callable[[Connection, int], None]) -> None:
+        with self.registry.write() as conn:
+            pk = self._pk(conn, patient_id)
+            try:
+                change(conn, pk)
+            except RecordError as exc:
+                raise RecordError(f"{patient_id}: {exc}") from None
+
     def open(self, patient_id: CX, *, medecin_traitant: str = "") -> None:
         """The patient consented: the record exists and is open (a closed one reopens)."""
-        with self.registry.write() as conn:
-            pk = self._pk(conn, patient_id)
-            if load(conn, pk).status == NONE:
-                self._upsert(conn, pk, status=OPEN, medecin_traitant=medecin_traitant)
-            else:
-                values = {"status": OPEN, "closed_at": None}
-                if medecin_traitant:
-                    values["medecin_traitant"] = medecin_traitant
-                self._upsert(conn, pk, **values)
+        self._change(patient_id, lambda conn, pk: self._open(conn, pk, medecin_traitant))
 
     def close(self, patient_id: CX) -> None:
-        with self.registry.write() as conn:
-            pk = self._pk(conn, patient_id)
-            if load(conn, pk).status != OPEN:
-                raise RecordError(f"the record of {patient_id} is not open")
-            self._upsert(conn, pk, status=CLOSED, closed_at=utc_now())
+        self._change(patient_id, self._close)
 
     def set_medecin_traitant(self, patient_id: CX, professional_id: str) -> None:
-        with self.registry.write() as conn:
-            pk = self._pk(conn, patient_id)
-            if load(conn, pk).status == NONE:
-                raise RecordError(f"the record of {patient_id} does not exist (no consent)")
-            self._upsert(conn, pk, medecin_traitant=professional_id)
-            b = schema.patient_blocks
-            conn.execute(delete(b).where(b.c.patient_pk == pk, b.c.professional_id == professional_id))
+        self._change(patient_id, lambda conn, pk: self._set_medecin_traitant(conn, pk, professional_id))
 
     def block(self, patient_id: CX, professional_id: str) -> None:
-        with self.registry.write() as conn:
-            pk = self._pk(conn, patient_id)
-            state = load(conn, pk)
-            if state.status == NONE:
-                raise RecordError(f"the record of {patient_id} does not exist (no consent)")
-            if professional_id == state.medecin_traitant:
-                raise RecordError("the médecin traitant cannot be blocked")
-            if professional_id not in state.blocked:
-                conn.execute(schema.patient_blocks.insert().values(
-                    patient_pk=pk, professional_id=professional_id, created_at=utc_now()))
+        self._change(patient_id, lambda conn, pk: self._block(conn, pk, professional_id))
 
     def unblock(self, patient_id: CX, professional_id: str) -> None:
-        with self.registry.write() as conn:
-            pk = self._pk(conn, patient_id)
-            b = schema.patient_blocks
-            conn.execute(delete(b).where(b.c.patient_pk == pk, b.c.professional_id == professional_id))
+        self._change(patient_id, lambda conn, pk: self._unblock(conn, pk, professional_id))
 
     def oppose_bris_de_glace(self, patient_id: CX, opposed: bool = True) -> None:
-        with self.registry.write() as conn:
-            pk = self._pk(conn, patient_id)
-            if load(conn, pk).status == NONE:
-                raise RecordError(f"the record of {patient_id} does not exist (no consent)")
-            self._upsert(conn, pk, bdg_opposed=int(opposed))
+        self._change(patient_id, lambda conn, pk: self._oppose(conn, pk, opposed))
+
+    def set_state(self, patient_id: CX, wanted: WantedState,
+                  check: Callable[[RecordState], None] | None = None) -> None:
+        """The whole state, changed at once (FHIR Consent update): all of it or nothing, each
+        part judged by the rule of its change alone. The patient's row is locked first, so that
+        a concurrent change waits and is judged against this one's outcome; `check` then sees
+        the current state in the same transaction (a version precondition: If-Match)."""
+        def change(conn: Connection, pk: int) -> None:
+            conn.execute(select(schema.patients.c.pk).where(schema.patients.c.pk == pk).with_for_update())
+            state = load(conn, pk)
+            if check is not None:
+                check(state)
+            if wanted.status == NONE:
+                if state.status != NONE or wanted.medecin_traitant or wanted.blocked or wanted.bdg_opposed:
+                    raise RecordError("without a record (no consent) there is nothing to set; a record "
+                                      "cannot go back to having no consent (close it)")
+                return
+            if (wanted.medecin_traitant or state.medecin_traitant) in wanted.blocked:
+                raise RecordError("the médecin traitant cannot be blocked")
+            if wanted.status == OPEN and state.status != OPEN:
+                self._open(conn, pk, "")
+            elif wanted.status == CLOSED and state.status not in (CLOSED, PURGED):
+                self._close(conn, pk)
+            if wanted.medecin_traitant and wanted.medecin_traitant != state.medecin_traitant:
+                self._set_medecin_traitant(conn, pk, wanted.medecin_traitant)
+            now = load(conn, pk)
+            for pro in sorted(wanted.blocked - now.blocked):
+                self._block(conn, pk, pro)
+            for pro in sorted(now.blocked - wanted.blocked):
+                self._unblock(conn, pk, pro)
+            if wanted.bdg_opposed != now.bdg_opposed:
+                self._oppose(conn, pk, wanted.bdg_opposed)
+
+        self._change(patient_id, change)
 
     def purgeable(self, now: datetime | None = None) -> list[int]:
         """Patients whose record was closed more than RETENTION_YEARS ago."""
@@ -207,5 +279,5 @@ def purge_record(registry: Registry, patient_pk: int) -> tuple[int, set[str]]:
                        tombstones.c.blob_address.in_(list(addresses)))).scalars()) if addresses else set()
         conn.execute(delete(schema.patient_blocks).where(schema.patient_blocks.c.patient_pk == patient_pk))
         lineages.forget(conn, patient_pk)
-        conn.execute(a.update().where(a.c.patient_pk == patient_pk).values(status="purged", updated_at=utc_now()))
+        conn.execute(a.update().where(a.c.patient_pk == patient_pk).values(status=PURGED, updated_at=utc_now()))
     return len(pks), addresses - used
