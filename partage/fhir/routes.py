@@ -272,8 +272,7 @@ def patch_document_reference(rid: str | None = None) -> Response:
     row = views.meta_of([doc.entry_uuid]).get(doc.entry_uuid)
     current = views.document_resource(doc, [], row)
     current.pop("relatesTo", None)
-    door.check_if_match(str(row.revision or 1) if row is not None else "1", f"DocumentReference/{rid}",
-                        "XDSMetadataVersionError")
+    _check_document_version(row, rid)
     if request.mimetype in ("application/json-patch+json", "application/json"):
         formats.check_strings(request.get_data())   # the values it writes are FHIR strings
         try:
@@ -295,6 +294,12 @@ def patch_document_reference(rid: str | None = None) -> Response:
     return door.written(resource, 200, _validators(resource), f"DocumentReference/{latest} patched")
 
 
+def _check_document_version(row: Any, rid: str) -> None:
+    """A PATCH's or DELETE's If-Match against the DocumentReference's version (its meta row)."""
+    door.check_if_match(str(row.revision or 1) if row is not None else "1", f"DocumentReference/{rid}",
+                        "XDSMetadataVersionError")
+
+
 @bp.delete("/DocumentReference/<rid>")
 def delete_document_reference(rid: str) -> Response:
     """Deleting a document (docs/access.md, "Changing documents: authors alone"): the version
@@ -308,8 +313,7 @@ def delete_document_reference(rid: str) -> Response:
         raise FhirError.one(404, f"DocumentReference/{rid} is not known", "not-found",
                             "XDSDocumentUniqueIdError")
     row = views.meta_of([doc.entry_uuid]).get(doc.entry_uuid)
-    door.check_if_match(str(row.revision or 1) if row is not None else "1", f"DocumentReference/{rid}",
-                        "XDSMetadataVersionError")
+    _check_document_version(row, rid)
     update.delete_document(services, actor, doc)
     return door.no_content()
 

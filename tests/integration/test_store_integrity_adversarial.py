@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import time
 import uuid
 
@@ -192,17 +191,6 @@ def test_fsck_repair_keeps_an_old_blob_that_a_submission_reuses_during_the_run(s
 
 
 # --------------------------------------------------------------------------- disk full
-@pytest.fixture
-def tiny_disk(tmp_path):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode(errors='replace')}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_full_disk_refuses_the_submission_cleanly(tmp_path, tiny_disk):
     """ITI-41 on a blob store that fills up: a 503 SOAP Fault with Retry-After, subcode
     XDSRepositoryOutOfResources (ITI TF-3 Table 4.2.4.1-2: the store is an outage, as the database
