@@ -11,7 +11,6 @@ without saying so.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -24,12 +23,14 @@ import pytest
 import requests
 from lxml import etree
 
+from tests.integration.test_validate_endpoint import (
+    _bundle,  # an ITI-65 Bundle the repository refuses: no classCode, facility, setting, confidentiality, date
+)
 from tests.support import LiveServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 EXAMPLE_CDA = (EXAMPLES / "cda-lettre-de-liaison.xml").read_bytes()
-PATIENT = {"system": "urn:oid:1.2.250.1.213.1.4.10", "value": "270017512345615"}
 
 
 def partage(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -159,37 +160,6 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("validate-r2") / "data"
     with LiveServer(data, mllp=False, insecure_dev=False, env={"PARTAGE_MAX_REPORT_FINDINGS": "2"}) as live:
         yield live
-
-
-def _bundle(cda: bytes) -> dict:
-    """An ITI-65 Bundle whose CDA is fine but whose metadata the repository refuses: the
-    DocumentReference has no category (classCode), no facility type, no practice setting, no
-    securityLabel (confidentialityCode), no date (creationTime)."""
-    return {
-        "resourceType": "Bundle", "type": "transaction",
-        "meta": {"profile": ["https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.Comprehensive.ProvideBundle"]},
-        "entry": [
-            {"fullUrl": "urn:uuid:1f0a4a57-8c59-4b53-9d2f-1c1e2f3a4b5c",
-             "resource": {"resourceType": "List", "status": "current", "mode": "working",
-                          "code": {"coding": [{"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes",
-                                               "code": "submissionset"}]},
-                          "identifier": [{"use": "official", "system": "urn:ietf:rfc:3986",
-                                          "value": "urn:oid:1.2.250.1.999.3.1"}],
-                          "subject": {"identifier": PATIENT}, "date": "2024-11-20T10:00:00+01:00",
-                          "entry": [{"item": {"reference": "urn:uuid:2f0a4a57-8c59-4b53-9d2f-1c1e2f3a4b5c"}}]},
-             "request": {"method": "POST", "url": "List"}},
-            {"fullUrl": "urn:uuid:2f0a4a57-8c59-4b53-9d2f-1c1e2f3a4b5c",
-             "resource": {"resourceType": "DocumentReference", "status": "current",
-                          "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": "urn:oid:1.2.250.1.999.1.2024.1"},
-                          "subject": {"identifier": PATIENT},
-                          "type": {"coding": [{"system": "http://loinc.org", "code": "11490-0"}]},
-                          "content": [{"attachment": {"contentType": "text/xml", "language": "fr-FR",
-                                                      "data": base64.b64encode(cda).decode()},
-                                       "format": {"system": "urn:oid:1.2.250.1.213.1.1.4.2.282",
-                                                  "code": "urn:asip:ci-sis:vsm:2012"}}]},
-             "request": {"method": "POST", "url": "DocumentReference"}},
-        ],
-    }
 
 
 def _post(server, data: bytes, **kwargs) -> requests.Response:
