@@ -12,7 +12,7 @@ The professional's identity is read from the ID token and userinfo as Pro Santé
 gives it (`SubjectNameID`: the national id 8+RPPS; `SubjectRefPro.exercices[]`: profession,
 savoir-faire, activities with the structure and its sector) and turned into the IHE IUA
 claims the bearer-JWT door reads, so `partage.access.tokens.actor_from_claims` builds the
-one Actor both doors use. The session is Flask's signed cookie (`partage_session`: Secure,
+one Actor both doors use. The session is Flask's signed cookie (`__Host-partage_session`: Secure,
 HttpOnly, SameSite=Lax so that the provider's redirect back carries it) holding those claims,
 an expiry (`Settings.session_lifetime`, 8 h by default), when it was last used (idle expiry:
 `Settings.session_idle`, 30 min by default, as NIST SP 800-63B asks at AAL2 and OWASP ASVS
@@ -67,7 +67,9 @@ bp.register_error_handler(Exception, view_error)   # French pages, no stack trac
 PROVIDER = "psc"
 SCOPE = "openid scope_all"       # what Pro Santé Connect asks for the professional's exercises
 ACR = "eidas1"                   # Pro Santé Connect's level for a professional (CPS card or e-CPS)
-COOKIE = "partage_session"
+# The __Host- prefix (RFC 6265bis 4.1.3.2, OWASP ASVS 3.4.4): a browser keeps it only when Secure,
+# Path=/ and without Domain, so no sibling host or path can plant or shadow the session.
+COOKIE = "__Host-partage_session"
 PROFESSION_ROLE_SYSTEM = "1.2.250.1.213.1.1.5.5"   # SubjectRole "10^1.2.250.1.213.1.1.5.5"
 
 

@@ -77,7 +77,7 @@ def test_sign_in_with_the_provider_opens_the_page_and_the_session_cookie_is_lock
     tree = html.fromstring(page.text)
     assert tree.get_element_by_id("patient-name").text_content().strip() == "DURAND Élise"
     assert "Dr Claire MARTIN" in page.text          # the signed-in professional, from the provider's claims
-    cookie = next(h for h in client.set_cookie_headers if h.startswith("partage_session=") and "Expires" in h)
+    cookie = next(h for h in client.set_cookie_headers if h.startswith("__Host-partage_session=") and "Expires" in h)
     flags = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
     assert {"secure", "httponly", "expires", "path"} <= flags and "SameSite=Lax" in cookie
     rows = _audit_since(server, since)
@@ -116,9 +116,9 @@ def test_sign_out_ends_the_session_for_good(server):
 def test_an_expired_or_tampered_session_opens_nothing(server):
     client = Browserless()
     sign_in(client, server.base_url, server.dossier)
-    value = client.cookies["partage_session"]
+    value = client.cookies["__Host-partage_session"]
     tampered = Browserless()
-    tampered.cookies = {"partage_session": value[:-3] + ("AAA" if not value.endswith("AAA") else "BBB")}
+    tampered.cookies = {"__Host-partage_session": value[:-3] + ("AAA" if not value.endswith("AAA") else "BBB")}
     assert tampered.get(server.base_url + server.dossier).status_code == 302
     time.sleep(LIFETIME + 1)
     assert client.get(server.base_url + server.dossier).status_code == 302
@@ -128,7 +128,7 @@ def test_a_forged_callback_and_a_foreign_return_address_are_refused(server):
     client = Browserless()
     forged = client.get(server.base_url + "/connexion/retour?code=abc&state=xyz")
     assert forged.status_code == 401 and "La connexion a échoué" in forged.text
-    assert "partage_session" not in client.cookies or client.get(
+    assert "__Host-partage_session" not in client.cookies or client.get(
         server.base_url + server.dossier).status_code == 302
     client = Browserless()
     start = client.get(server.base_url + "/connexion?suite=https://evil.example/x")

@@ -108,14 +108,14 @@ def test_the_cookie_before_sign_in_is_not_the_session_after_it(server):
     client = Browserless()
     start = client.get(server.base_url + "/connexion?suite=" + server.dossier)
     before = dict(client.cookies)
-    assert before.get("partage_session")
+    assert before.get("__Host-partage_session")
     page = client.follow(client.post(start.headers["Location"], data={"user": "gp"}))
     assert page.status_code == 200
-    assert client.cookies["partage_session"] != before["partage_session"]
+    assert client.cookies["__Host-partage_session"] != before["__Host-partage_session"]
     planted = Browserless()
     planted.cookies = before
     assert planted.get(server.base_url + server.dossier).status_code == 302
-    cookie = [h for h in client.set_cookie_headers if h.startswith("partage_session=")][-1]
+    cookie = [h for h in client.set_cookie_headers if h.startswith("__Host-partage_session=")][-1]
     attrs = {p.strip().split("=")[0].lower(): p.strip() for p in cookie.split(";")[1:]}
     assert {"secure", "httponly"} <= set(attrs) and attrs["path"] == "Path=/" and "domain" not in attrs
     assert attrs["samesite"].lower() in ("samesite=lax", "samesite=strict")
