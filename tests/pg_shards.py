@@ -14,13 +14,15 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psycopg
 
+from partage.config import Settings
 from partage.registry import sharding
 from partage.registry.store import Registry
+from partage.services import Services
 from tests.support import free_port, postgres_database
 
 
@@ -118,3 +120,26 @@ def sharded_database(clusters: list[ShardCluster]) -> Iterator[str]:
         finally:
             registry.dispose()
         yield url
+
+
+def sharded_services(stack: ExitStack, root: Path, clusters: list[ShardCluster], prefix: str,
+                     env: dict[str, str]) -> tuple[str, Services, list[sharding.Shard]]:
+    """A coordinator database named after `prefix`, this process's services on it with the blob
+    store `env` names (set in this process's environment, for boto3, until `stack` closes) and
+    its shards, one database on each cluster: the coordinator's URL, the services, the shards."""
+    url = stack.enter_context(postgres_database(prefix))
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    stack.callback(_restore_environment, saved)
+    services = Services.open(Settings(data_dir=root / "admin", database_url=url, blob_url=env["PARTAGE_BLOB_URL"],
+                                      s3_endpoint_url=env["PARTAGE_S3_ENDPOINT_URL"]))   # migrates to head
+    stack.callback(services.close)
+    return url, services, sharding.shard(services.registry, [c.database() for c in clusters])
+
+
+def _restore_environment(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -1,13 +1,16 @@
 """The professional's page in a real browser (headless Chromium driven by Selenium), as a GP
 uses it: sign in through the OpenID provider (`partage dev-idp`), open the sample patient of
 31 documents, see the five blocks on one 1920x1080 screen without scrolling (checked by the
-elements' geometry; the screenshot goes to docs/img/), read the latest creatinine, open its
-history as a plot, search "thyroïde" and open the thyroid report, filter and open documents,
-sign out. The server runs WITHOUT --insecure-dev."""
+elements' geometry; the screenshots go to a temporary directory, or where `PARTAGE_SCREENSHOTS`
+says: `PARTAGE_SCREENSHOTS=docs/img` remakes the docs' images), read the latest creatinine,
+open its history as a plot, search "thyroïde" and open the thyroid report, filter and open
+documents, sign out. The server runs WITHOUT --insecure-dev."""
 
 from __future__ import annotations
 
+import os
 import unicodedata
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +19,7 @@ from partage.config import Settings
 from partage.services import Services
 from tests import clinical_support as C
 from tests.browser import headless_chrome, present
-from tests.conftest import PROJECT_ROOT, corpus_path
+from tests.conftest import corpus_path
 from tests.page_support import DevIdp
 from tests.support import LiveServer
 
@@ -24,7 +27,6 @@ pytestmark = [pytest.mark.corpus, pytest.mark.slow]
 
 WIDTH, HEIGHT = 1920, 1080
 BLOCKS = ["identity", "synthesis", "allergies", "treatments", "results", "timeline"]
-SCREENSHOTS = PROJECT_ROOT / "docs" / "img"
 CREATININE = "2160-0"
 
 
@@ -71,7 +73,14 @@ def _rect(driver, element) -> dict:
                                  " width: r.width, height: r.height};", element)
 
 
-def test_a_gp_reads_the_record_in_one_screen(server, driver):
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """Where the screenshots go: a test run leaves the checkout as it found it."""
+    chosen = os.environ.get("PARTAGE_SCREENSHOTS")
+    return Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+
+
+def test_a_gp_reads_the_record_in_one_screen(server, driver, screenshots):
     By = _by()
     driver.get(server.dossier)
     # no session: the provider's page; the GP picks herself (Pro Santé Connect would check her e-CPS)
@@ -95,8 +104,8 @@ def test_a_gp_reads_the_record_in_one_screen(server, driver):
     size = driver.execute_script("return [document.documentElement.scrollWidth, document.documentElement.scrollHeight,"
                                  " window.innerWidth, window.innerHeight];")
     assert size[0] <= size[2] == WIDTH and size[1] <= size[3] == HEIGHT, size
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(SCREENSHOTS / "patient-page.png"))
+    screenshots.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(screenshots / "patient-page.png"))
     paint = driver.execute_script("const p = performance.getEntriesByName('first-contentful-paint')[0];"
                                   "return p ? p.startTime : null;")
     print(f"first contentful paint: {paint} ms")   # measured in benchmarks/bench_page.py, not asserted here
@@ -125,7 +134,7 @@ def test_a_gp_reads_the_record_in_one_screen(server, driver):
     assert dates[0] == "15/01/2024" and dates[-1] == "15/08/2024", dates
     assert plot.find_elements(By.CSS_SELECTOR, "rect.reference")
     assert "valeurs de référence 7–12 mg/L" in plot.text
-    driver.save_screenshot(str(SCREENSHOTS / "creatinine-history.png"))
+    driver.save_screenshot(str(screenshots / "creatinine-history.png"))
     driver.back()
 
     # keyword search in French: "thyroïde" finds the thyroid report ("THYROIDIEN" in its text)

@@ -26,7 +26,7 @@ from lxml import etree
 
 from partage.access import saml
 from partage.access.credentials import sample_actors
-from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
+from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID
 from partage.fsck import check, remove_leftovers
 from partage.hl7.mllp import MllpClient
 from partage.metadata.datatypes import XCN
@@ -37,8 +37,9 @@ from partage.services import Services
 from tests import factories as F
 from tests.integration.test_patient_feed import adt
 from tests.notify_support import Endpoint, notified_documents, subscribe, subscription_address
+from tests.pg_shards import sharded_services
 from tests.s3_support import start_local_s3
-from tests.support import LiveServer, postgres_database
+from tests.support import LiveServer
 from tests.xdsclient import XdsClient, objects_of
 
 pytestmark = pytest.mark.postgres
@@ -60,29 +61,14 @@ class Layout:
     env: dict
 
 
-def _restore(saved: dict[str, str | None]) -> None:
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory, authority, pg_shard_clusters):
     root = tmp_path_factory.mktemp("scale2")
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(postgres_database("partage_scale2"))
         s3 = start_local_s3(root / "s3")
         stack.callback(s3.stop)
         env = {**s3.environment, "PARTAGE_BLOB_URL": "s3://partage/scale2"}
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        stack.callback(_restore, saved)
-        services = Services.open(Settings(data_dir=root / "admin", database_url=url, blob_url=env["PARTAGE_BLOB_URL"],
-                                          s3_endpoint_url=env["PARTAGE_S3_ENDPOINT_URL"]))
-        stack.callback(services.close)
-        shards = sharding.shard(services.registry, [c.database() for c in pg_shard_clusters])
+        url, services, shards = sharded_services(stack, root, pg_shard_clusters, "partage_scale2", env)
         servers = [stack.enter_context(LiveServer(root / name, database_url=url, insecure_dev=False, mllp=name == "a",
                                                   env=env, extra_args=["--trust", authority.ca_file]))
                    for name in ("a", "b")]

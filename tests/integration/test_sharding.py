@@ -12,7 +12,6 @@ import contextlib
 import copy
 import dataclasses
 import json
-import os
 import re
 import subprocess
 import sys
@@ -52,7 +51,7 @@ from partage.registry.store import Registry
 from partage.services import Services
 from tests import factories as F
 from tests.conftest import PROJECT_ROOT, corpus_path
-from tests.pg_shards import sharded_database
+from tests.pg_shards import sharded_database, sharded_services
 from tests.s3_support import blob_store_environment
 from tests.support import LiveServer, postgres_database, run_nist_testkit
 from tests.xdsclient import XdsClient, objects_of
@@ -79,28 +78,13 @@ def sharded(tmp_path_factory, authority, pg_shard_clusters):
     (S3), `partage serve` with authentication on, and the same services in this process."""
     root = tmp_path_factory.mktemp("sharded")
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(postgres_database("partage_sharded"))
         env = blob_store_environment(stack, root / "s3", "sharded")
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)              # boto3's credentials, for this process's services
-        stack.callback(_restore, saved)
-        services = Services.open(Settings(data_dir=root / "admin", database_url=url, blob_url=env["PARTAGE_BLOB_URL"],
-                                          s3_endpoint_url=env["PARTAGE_S3_ENDPOINT_URL"]))   # migrates to head
-        stack.callback(services.close)
-        shards = sharding.shard(services.registry, [c.database() for c in pg_shard_clusters])
+        url, services, shards = sharded_services(stack, root, pg_shard_clusters, "partage_sharded", env)
         # `partage serve` on the sharded coordinator (it migrates: at head, nothing to do)
         server = stack.enter_context(LiveServer(root / "data", database_url=url, insecure_dev=False, mllp=False,
                                                 env=env,
                                                 extra_args=["--trust", str(authority.directory / "ca.pem")]))
         yield Layout(server, services, pg_shard_clusters, shards, url)
-
-
-def _restore(saved: dict[str, str | None]) -> None:
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 def _soap(layout, authority, name, pid) -> XdsClient:
