@@ -34,7 +34,7 @@ class DocumentFilter:
     service_start: TimeRange = field(default_factory=TimeRange)
     service_stop: TimeRange = field(default_factory=TimeRange)
     author_persons: list[str] = field(default_factory=list)   # LIKE patterns with % and _
-    reference_ids: list[str] = field(default_factory=list)
+    reference_ids: list[list[str]] = field(default_factory=list)   # AND of ORs of whole CX texts
     unique_ids: list[str] = field(default_factory=list)
     entry_uuids: list[str] = field(default_factory=list)
     titles: list[str] = field(default_factory=list)

@@ -55,11 +55,12 @@ def _code_filter(attribute: str, groups: CodeFilter, patient_pk: int | None = No
     return clauses
 
 
-def _reference_filter(reference_ids: Sequence[str], patient_pk: int | None = None) -> Clauses:
-    """$XDSDocumentEntryReferenceIdList: a referenceIdList value, as the whole CX text."""
+def _reference_filter(groups: Sequence[Sequence[str]], patient_pk: int | None = None) -> Clauses:
+    """$XDSDocumentEntryReferenceIdList: each group (AND), one of its referenceIdList values (OR),
+    each as the whole CX text."""
     mine = [CODES.c.patient_pk == patient_pk] if patient_pk is not None else []
     return [exists().where(CODES.c.object_pk == OBJ.c.pk, *mine, CODES.c.attribute == REFERENCE_ID_ATTRIBUTE,
-                           CODES.c.code.in_(list(reference_ids)))]
+                           CODES.c.code.in_(list(group))) for group in groups]
 
 
 def _time_filter(column: ColumnElement[Any], window: TimeRange) -> Clauses:

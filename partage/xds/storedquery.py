@@ -19,7 +19,7 @@ R = f"{{{C.RIM}}}"
 OBJECT_TYPES = {C.OBJECT_TYPE_STABLE: "S", C.OBJECT_TYPE_ON_DEMAND: "O"}
 
 
-def read_request(request: etree._Element) -> tuple[str, dict[str, list[str]], str]:
+def read_request(request: etree._Element) -> tuple[str, dict[str, list[list[str]]], str]:
     """(query name, raw parameters, returnType) from an AdhocQueryRequest."""
     response_option = request.find(f"{Q}ResponseOption")
     return_type = response_option.get("returnType", "LeafClass") if response_option is not None else "LeafClass"
@@ -38,12 +38,14 @@ def read_request(request: etree._Element) -> tuple[str, dict[str, list[str]], st
     return name, raw, return_type
 
 
-def adhoc_slots(adhoc: etree._Element) -> dict[str, list[str]]:
-    """The raw parameters of a rim:AdhocQuery (ITI-18, and the ITI-52 subscription filter)."""
-    raw: dict[str, list[str]] = {}
+def adhoc_slots(adhoc: etree._Element) -> dict[str, list[list[str]]]:
+    """The raw parameters of a rim:AdhocQuery (ITI-18, and the ITI-52 subscription filter):
+    each name's Slots, each Slot's Value texts (sqparams.RawParams; a Slot kept apart from
+    another of the same name, which is an AND)."""
+    raw: dict[str, list[list[str]]] = {}
     for slot in adhoc.findall(f"{R}Slot"):
         values = [(v.text or "") for v in slot.iterfind(f"{R}ValueList/{R}Value")]
-        raw.setdefault(slot.get("name", ""), []).extend(values)
+        raw.setdefault(slot.get("name", ""), []).append(values)
     return raw
 
 
@@ -64,8 +66,11 @@ def _range(params: Params, low: str, high: str) -> TimeRange:
 
 
 def document_filter(p: Params) -> DocumentFilter:
+    # $XDSDocumentEntryType not given: Stable entries only (ITI TF-2a 3.18.4.1.2.3.7, the
+    # On-Demand Documents option), so that a consumer unaware of On-Demand entries gets none.
+    types = p.values("$XDSDocumentEntryType") or [C.OBJECT_TYPE_STABLE]
     f = DocumentFilter(statuses=_statuses(p.values("$XDSDocumentEntryStatus")),
-                       object_types=[OBJECT_TYPES.get(t, "?") for t in p.values("$XDSDocumentEntryType")])
+                       object_types=[OBJECT_TYPES[t] for t in types])   # sqparams checked them
     single = {"class": "$XDSDocumentEntryClassCode", "type": "$XDSDocumentEntryTypeCode",
               "setting": "$XDSDocumentEntryPracticeSettingCode",
               "hcft": "$XDSDocumentEntryHealthcareFacilityTypeCode",
@@ -81,7 +86,7 @@ def document_filter(p: Params) -> DocumentFilter:
     f.service_start = _range(p, "$XDSDocumentEntryServiceStartTimeFrom", "$XDSDocumentEntryServiceStartTimeTo")
     f.service_stop = _range(p, "$XDSDocumentEntryServiceStopTimeFrom", "$XDSDocumentEntryServiceStopTimeTo")
     f.author_persons = [like_pattern(v) for v in p.values("$XDSDocumentEntryAuthorPerson")]
-    f.reference_ids = p.values("$XDSDocumentEntryReferenceIdList")
+    f.reference_ids = p.groups("$XDSDocumentEntryReferenceIdList")
     return f
 
 

@@ -20,41 +20,51 @@ def test_values_parse(text, items):
     assert parse_value(text) == items
 
 
-@pytest.mark.parametrize("text", ["", "('a'", "('a' 'b')", "'open"])
+@pytest.mark.parametrize("text", ["", "('a'", "('a' 'b')", "'open", "()", "( )", "('a',)", "'a','b'", "'a'b'",
+                                  "('a',,'b')"])
 def test_malformed_values_raise(text):
     with pytest.raises(ParamSyntaxError):
         parse_value(text)
 
 
 def test_and_or_groups_and_flattening():
+    """ITI TF-2a 3.18.4.1.2.3.6: the values of one Slot (one list or several Value elements) are
+    ORed, Slots of one AND/OR parameter ANDed."""
     p = Params("FindDocuments", {
-        "$XDSDocumentEntryPatientId": ["'1^^^&1.2&ISO'"],
-        "$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"],
-        "$XDSDocumentEntryEventCodeList": ["('a^^s','b^^s')", "('c^^s')"],
-        "$XDSDocumentEntryClassCode": ["('x^^s')", "('y^^s')"],
+        "$XDSDocumentEntryPatientId": [["'1^^^&1.2&ISO'"]],
+        "$XDSDocumentEntryStatus": [["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"]],
+        "$XDSDocumentEntryEventCodeList": [["('a^^s')", "('b^^s')"], ["('c^^s')"]],
+        "$XDSDocumentEntryClassCode": [["('x^^s')", "('y^^s')"]],
     })
     assert p.groups("$XDSDocumentEntryEventCodeList") == [["a^^s", "b^^s"], ["c^^s"]]
     assert p.groups("$XDSDocumentEntryClassCode") == [["x^^s", "y^^s"]]
     assert p.value("$XDSDocumentEntryPatientId") == "1^^^&1.2&ISO"
 
 
+def test_a_parameter_without_and_semantics_repeated_is_refused():
+    with pytest.raises(XdsErrors) as exc:
+        Params("FindDocuments", {"$XDSDocumentEntryPatientId": [["'1^^^&1.2&ISO'"]],
+                                 "$XDSDocumentEntryStatus": [["('Approved')"], ["('Deprecated')"]]})
+    assert exc.value.codes == ["XDSStoredQueryParamNumber"]
+
+
 def test_missing_required_parameter():
     with pytest.raises(XdsErrors) as exc:
-        Params("FindDocuments", {"$XDSDocumentEntryPatientId": ["'1^^^&1.2&ISO'"]})
+        Params("FindDocuments", {"$XDSDocumentEntryPatientId": [["'1^^^&1.2&ISO'"]]})
     assert exc.value.codes == ["XDSStoredQueryMissingParam"]
 
 
 def test_single_valued_parameter_given_twice():
     with pytest.raises(XdsErrors) as exc:
-        Params("FindDocuments", {"$XDSDocumentEntryPatientId": ["('1^^^&1.2&ISO','2^^^&1.2&ISO')"],
-                                 "$XDSDocumentEntryStatus": ["('Approved')"]})
+        Params("FindDocuments", {"$XDSDocumentEntryPatientId": [["('1^^^&1.2&ISO','2^^^&1.2&ISO')"]],
+                                 "$XDSDocumentEntryStatus": [["('Approved')"]]})
     assert exc.value.codes == ["XDSStoredQueryParamNumber"]
 
 
 def test_exactly_one_of_uuid_or_unique_id():
     with pytest.raises(XdsErrors) as both:
-        Params("GetDocuments", {"$XDSDocumentEntryEntryUUID": ["('urn:uuid:1')"],
-                                "$XDSDocumentEntryUniqueId": ["('1.2')"]})
+        Params("GetDocuments", {"$XDSDocumentEntryEntryUUID": [["('urn:uuid:1')"]],
+                                "$XDSDocumentEntryUniqueId": [["('1.2')"]]})
     assert both.value.codes == ["XDSStoredQueryParamNumber"]
     with pytest.raises(XdsErrors) as neither:
         Params("GetDocuments", {})
@@ -62,7 +72,7 @@ def test_exactly_one_of_uuid_or_unique_id():
 
 
 def test_unknown_parameter_is_a_warning():
-    p = Params("GetAssociations", {"$uuid": ["('urn:uuid:1')"], "$Bogus": ["'x'"]})
+    p = Params("GetAssociations", {"$uuid": [["('urn:uuid:1')"]], "$Bogus": [["'x'"]]})
     assert [w.code for w in p.warnings] == ["XDSStoredQueryParamNumber"]
 
 
@@ -70,18 +80,18 @@ def test_unknown_parameter_is_a_warning():
 def test_coded_parameter_needs_code_and_scheme(value):
     """ITI-18 coded values are code^^codingScheme (NIST 11897 classcode_scheme_mismatch, old_scheme)."""
     with pytest.raises(XdsErrors) as exc:
-        Params("FindDocuments", {"$XDSDocumentEntryPatientId": ["'1^^^&1.2&ISO'"],
-                                 "$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"],
-                                 "$XDSDocumentEntryClassCode": [value]})
+        Params("FindDocuments", {"$XDSDocumentEntryPatientId": [["'1^^^&1.2&ISO'"]],
+                                 "$XDSDocumentEntryStatus": [["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"]],
+                                 "$XDSDocumentEntryClassCode": [[value]]})
     assert exc.value.codes == ["XDSRegistryError"]
     assert "$XDSDocumentEntryClassCode" in exc.value.summary()
 
 
 def test_coded_parameters_of_every_query_are_checked():
     with pytest.raises(XdsErrors):
-        Params("FindFolders", {"$XDSFolderPatientId": ["'1^^^&1.2&ISO'"], "$XDSFolderStatus": ["('Approved')"],
-                               "$XDSFolderCodeList": ["('F1')"]})
+        Params("FindFolders", {"$XDSFolderPatientId": [["'1^^^&1.2&ISO'"]], "$XDSFolderStatus": [["('Approved')"]],
+                               "$XDSFolderCodeList": [["('F1')"]]})
     with pytest.raises(XdsErrors):
-        Params("FindSubmissionSets", {"$XDSSubmissionSetPatientId": ["'1^^^&1.2&ISO'"],
-                                      "$XDSSubmissionSetStatus": ["('Approved')"],
-                                      "$XDSSubmissionSetContentType": ["('04')"]})
+        Params("FindSubmissionSets", {"$XDSSubmissionSetPatientId": [["'1^^^&1.2&ISO'"]],
+                                      "$XDSSubmissionSetStatus": [["('Approved')"]],
+                                      "$XDSSubmissionSetContentType": [["('04')"]]})
