@@ -72,6 +72,8 @@ class Settings:
     mllp_max_buffered: int = 128 * 1024 * 1024   # bytes of frames held or being processed, all connections
     insecure_dev: bool = False        # serve without authentication: development only
     trust: str = ""                   # PEM file of CA certificates trusted to sign SAML assertions / JWTs
+    issuers: str = ""                 # JSON file: each trusted issuer and the certificates that may sign for it
+    #                                   ("" = a credential's issuer must be its signing certificate's own identity)
     audience: str = "partage"         # the audience credentials must name (SAML Audience, JWT aud)
     clock_skew: int = 120             # seconds of clock difference tolerated on validity windows
     access_matrix: str = ""           # JSON file overriding the role x document class table
@@ -84,6 +86,11 @@ class Settings:
     db_max_overflow: int = 10         # PostgreSQL: extra connections under load, closed after use
     db_pool_timeout: int = 30         # PostgreSQL: seconds to wait for a free connection
     db_pool_recycle: int = 1800       # PostgreSQL: reconnect connections older than this (s; -1 never)
+    # PostgreSQL, the server's requests only (not migrations, bulk loads, fsck): seconds one SQL
+    # statement may run, a lock wait or a shard's answer included, and may wait for a lock; past
+    # them the request is a 503 + Retry-After and its transaction rolls back (docs/robustness.md)
+    statement_timeout: float = 30.0
+    lock_timeout: float = 10.0
     text_indexer: bool = True         # read PDFs' text in the server's background process (server/background.py)
     # Notifications (docs/notifications.md): DSUB / FHIR subscriptions and the patients' e-mails.
     notifier: bool = True             # `partage serve` runs the outbox sender (partage/notify/sender.py)
@@ -155,7 +162,8 @@ class Settings:
                      "max_documents_per_submission", "query_result_limit", "session_lifetime", "session_idle"):
             if getattr(self, name) <= 0:
                 out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
-        for name in ("notify_poll", "notify_timeout", "notify_max_attempts", "subscription_max_days", "s3_timeout"):
+        for name in ("notify_poll", "notify_timeout", "notify_max_attempts", "subscription_max_days", "s3_timeout",
+                     "statement_timeout", "lock_timeout"):
             if getattr(self, name) <= 0:
                 out.append(f"{_name(name)}: {getattr(self, name)} must be positive")
         if not 1 <= self.smtp_port <= 65535:

@@ -31,9 +31,13 @@ class Services:
     blobs: BlobStore
 
     @classmethod
-    def open(cls, settings: Settings, *, migrate: bool = True) -> Services:
+    def open(cls, settings: Settings, *, migrate: bool = True, bounded: bool = False) -> Services:
+        """`bounded`: the server's requests run on this registry, each statement within
+        `settings.statement_timeout` and each lock wait within `settings.lock_timeout`
+        (PostgreSQL); the command line's registry (migrations, bulk loads, fsck) is not bounded."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        registry = Registry(settings.database, pool_size=settings.db_pool_size,
+        registry = Registry(settings.database, statement_timeout=settings.statement_timeout if bounded else 0.0,
+                            lock_timeout=settings.lock_timeout if bounded else 0.0, pool_size=settings.db_pool_size,
                             max_overflow=settings.db_max_overflow, pool_timeout=settings.db_pool_timeout,
                             pool_recycle=settings.db_pool_recycle)
         if migrate:

@@ -4,7 +4,9 @@
 - HTTP (FHIR, web): `Authorization: Bearer <JWT>`.
 
 Both must be signed by a certificate chaining to one of the CA certificates in the PEM
-file named by `Settings.trust` (`--trust`, `PARTAGE_TRUST`), be inside their validity
+file named by `Settings.trust` (`--trust`, `PARTAGE_TRUST`), name an issuer that
+certificate may sign for (`issuers`: the issuers file `Settings.issuers`, `--issuers`,
+`PARTAGE_ISSUERS`, or else the certificate's own identity), be inside their validity
 window (with `Settings.clock_skew`) and name `Settings.audience`. With `--insecure-dev`
 every request is the INSECURE_DEV_ACTOR, credentials or not. Every outcome is noted on
 the request's audit record.
@@ -24,7 +26,7 @@ from lxml import etree
 from ..config import Settings
 from ..registry import credential_uses
 from ..registry.store import Registry
-from . import audit, saml, tokens
+from . import audit, issuers, saml, tokens
 from .actor import INSECURE_DEV_ACTOR, Actor, AuthenticationRequired
 
 
@@ -39,9 +41,10 @@ class Holder(Protocol):
 
 
 def trust_problem(settings: Settings) -> str:
-    """Why the configured trust file cannot serve (empty string: it can, or none is set)."""
-    if not settings.trust:
-        return ""
+    """Why the configured trust or issuers file cannot serve (empty string: they can, or none is set)."""
+    problem = issuers.problem(settings.issuers)
+    if problem or not settings.trust:
+        return problem
     try:
         with open(settings.trust, "rb") as handle:
             certificates = x509.load_pem_x509_certificates(handle.read())
@@ -60,6 +63,14 @@ def _trust(services: Holder) -> str:
     if not os.path.isfile(path):
         raise AuthenticationRequired("the configured trust file is missing; no credential can be verified")
     return path
+
+
+def _issuers(services: Holder) -> issuers.IssuerPolicy:
+    try:
+        return issuers.load(services.settings.issuers)
+    except (OSError, ValueError) as exc:
+        raise AuthenticationRequired("the configured issuers file cannot be read; no credential can be "
+                                     "verified") from exc
 
 
 def _consume(services: Holder, actor: Actor) -> None:
@@ -105,7 +116,7 @@ def _saml_actor(services: Holder, header: etree._Element | None) -> Actor:
         raise AuthenticationRequired("a signed SAML assertion (VIHF) is required in the WS-Security header")
     s = services.settings
     return saml.verify_assertion(assertion, ca_pem_file=_trust(services), audience=s.audience,
-                                 clock_skew=s.clock_skew)
+                                 clock_skew=s.clock_skew, trusted_issuers=_issuers(services))
 
 
 def _bearer_actor(services: Holder, authorization: str | None) -> Actor:
@@ -114,7 +125,7 @@ def _bearer_actor(services: Holder, authorization: str | None) -> Actor:
         raise AuthenticationRequired("a signed bearer token (Authorization: Bearer <JWT>) is required")
     s = services.settings
     return tokens.verify_token(token.strip(), ca_pem_file=_trust(services), audience=s.audience,
-                               clock_skew=s.clock_skew)
+                               clock_skew=s.clock_skew, trusted_issuers=_issuers(services))
 
 
 def soap_actor(services: Holder, header: etree._Element | None, *, address: str = "") -> Actor:

@@ -31,7 +31,7 @@ from signxml.algorithms import SignatureConstructionMethod
 from signxml.signer import XMLSigner
 
 from ..metadata.datatypes import CX
-from . import saml, tokens
+from . import issuers, saml, tokens
 from .actor import (
     ADMIN,
     BRIS_DE_GLACE,
@@ -44,7 +44,10 @@ from .actor import (
 
 DEFAULT_PATIENT = "270017512345615^^^&1.2.250.1.213.1.4.10&ISO"   # the README tour's patient (examples/adt-a01.hl7)
 DEFAULT_AUDIENCE = "partage"
-ISSUER = "partage-dev-idp"
+SIGNER_CN = "partage development identity provider"
+# The issuer the development credentials name: the signing certificate's own identity (its URI
+# subjectAltName, see `_issue`), the issuer a server without an issuers file accepts from it.
+ISSUER = f"urn:partage:dev:{SIGNER_CN.replace(' ', '-')}"
 SOFTWARE = "partage-dev 1"
 
 
@@ -116,7 +119,7 @@ class DevAuthority:
         self.ca_key, self.ca_cert, self.key, self.cert = ca_key, ca_cert, key, cert
 
     @classmethod
-    def create(cls, *, days: int = 3650, signer_cn: str = "partage development identity provider") -> DevAuthority:
+    def create(cls, *, days: int = 3650, signer_cn: str = SIGNER_CN) -> DevAuthority:
         now = datetime.now(UTC) - timedelta(minutes=5)
         ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         ca_cert = (x509.CertificateBuilder().subject_name(_name("Partage development CA"))
@@ -173,10 +176,11 @@ class DevAuthority:
     def saml_assertion(self, actor: Actor, *, audience: str = DEFAULT_AUDIENCE, hours: float = 8,
                        not_before: datetime | None = None, key: tokens.SigningKey | None = None,
                        cert: x509.Certificate | None = None) -> bytes:
-        """A signed VIHF-like assertion (bytes of the saml2:Assertion element)."""
+        """A signed VIHF-like assertion (bytes of the saml2:Assertion element), issued as the
+        signing certificate's own identity."""
         start, end = self._window(hours, not_before)
-        unsigned = saml.build_assertion(actor, issuer=ISSUER, audience=audience, not_before=start,
-                                        not_after=end)
+        unsigned = saml.build_assertion(actor, issuer=issuers.identity(cert or self.cert), audience=audience,
+                                        not_before=start, not_after=end)
         signer = XMLSigner(method=SignatureConstructionMethod.enveloped, signature_algorithm="rsa-sha256",
                            digest_algorithm="sha256", c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#")
         signer.namespaces = {"ds": saml.DS}
@@ -189,7 +193,8 @@ class DevAuthority:
             not_before: datetime | None = None, key: tokens.SigningKey | None = None,
             cert: x509.Certificate | None = None) -> str:
         start, end = self._window(hours, not_before)
-        claims = tokens.build_claims(actor, issuer=ISSUER, audience=audience, not_before=start, not_after=end)
+        claims = tokens.build_claims(actor, issuer=issuers.identity(cert or self.cert), audience=audience,
+                                     not_before=start, not_after=end)
         return tokens.sign(claims, key or self.key, [cert or self.cert])
 
 

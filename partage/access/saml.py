@@ -20,21 +20,30 @@ CA certificates. What is read from it becomes an `Actor`:
 
 Verification checks, in order: one signature whose reference is the whole assertion
 and whose certificate chains to a trusted CA (signxml), then the validity window
-(Conditions NotBefore / NotOnOrAfter, with a clock skew), then the audience. Claims are
+(Conditions NotBefore / NotOnOrAfter, with a clock skew), then the audience, then the
+`<Issuer>`: required, an entity identifier or an X.509 subject name (Format omitted,
+`...:entity` or `...:X509SubjectName`, no name qualifiers: SAML core 2.2.5, 8.3.6, 8.3.3) that
+the signing certificate may sign for
+(`issuers.check`, the rule a JWT's `iss` follows too). Claims are
 read only from the element signxml returns as signed, never from the input tree, so a
 wrapped or altered copy of the assertion is never trusted.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from lxml import etree
 from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
+from signxml.util import X509CertChainVerifier
 from signxml.verifier import SignatureConfiguration, VerifyResult, XMLVerifier
 
+from . import issuers
 from .actor import (
     NORMAL,
     PROFESSIONAL,
@@ -67,6 +76,11 @@ A_KIND = "urn:partage:1.0:subject:kind"
 PROFESSION_SYSTEM = "1.2.250.1.71.1.2.7"     # TRE_G15 Profession
 SPECIALTY_SYSTEM = "1.2.250.1.71.4.2.5"      # TRE_R38 Spécialité ordinale
 PURPOSE_SYSTEM = "1.2.250.1.213.1.1.4.248"   # VIHF access modes
+ENTITY = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"   # SAML core 8.3.6, an Issuer's format
+# An Issuer may also be the signer's certificate subject (SAML core 8.3.3), as assertions signed with
+# a structure's certificate name their issuer: the same rule compares it (issuers.check).
+X509_SUBJECT = "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName"
+ISSUER_FORMATS = (ENTITY, X509_SUBJECT)
 
 
 def _ts(moment: datetime) -> str:
@@ -160,8 +174,9 @@ def find_assertion(soap_header: etree._Element | None) -> etree._Element | None:
 
 
 def verify_assertion(assertion: etree._Element | bytes, *, ca_pem_file: str, audience: str,
-                     clock_skew: int = 120, now: datetime | None = None) -> Actor:
-    """Verify signature, chain, validity window and audience; the Actor it asserts."""
+                     clock_skew: int = 120, now: datetime | None = None,
+                     trusted_issuers: issuers.IssuerPolicy = issuers.SELF_ISSUED) -> Actor:
+    """Verify signature, chain, validity window, audience and issuer; the Actor it asserts."""
 
     data = etree.tostring(assertion) if isinstance(assertion, etree._Element) else assertion
     now = now or datetime.now(UTC)
@@ -173,7 +188,9 @@ def verify_assertion(assertion: etree._Element | bytes, *, ca_pem_file: str, aud
     except Exception as exc:   # malformed signature structures surface as assorted errors
         raise AuthenticationRequired(f"SAML assertion signature refused: {exc.__class__.__name__}") from exc
     # one signature is expected (signxml answers a list only when several are)
-    signed = result.signed_xml if isinstance(result, VerifyResult) else None
+    if not isinstance(result, VerifyResult):
+        raise AuthenticationRequired("the signature does not cover the SAML assertion")
+    signed = result.signed_xml
     if signed is None or signed.tag != f"{{{SAML}}}Assertion":
         raise AuthenticationRequired("the signature does not cover the SAML assertion")
     S = f"{{{SAML}}}"
@@ -195,7 +212,47 @@ def verify_assertion(assertion: etree._Element | bytes, *, ca_pem_file: str, aud
                     for r in conditions.findall(S + "AudienceRestriction")]
     if not restrictions or any(audience not in names for names in restrictions):
         raise AuthenticationRequired(f"SAML assertion is not for this audience ({audience})")
+    issuers.check(_issuer(signed), _signing_certificate(result, ca_pem_file), trusted_issuers,
+                  what="SAML assertion Issuer")
     return dataclasses.replace(_actor_from(signed), credential_expires=int(not_after.timestamp()))
+
+
+def _issuer(signed: etree._Element) -> str:
+    """The assertion's Issuer, an entity identifier or an X.509 subject name (SAML core 2.3.3:
+    required; 2.2.5, 8.3.6 and 8.3.3: Format omitted, entity or X509SubjectName; NameQualifier /
+    SPNameQualifier / SPProvidedID omitted).
+    Its text is taken as it stands (xs:string: no trimming), and nothing but text may be in it."""
+    found = signed.findall(f"{{{SAML}}}Issuer")
+    if len(found) != 1:
+        raise AuthenticationRequired("SAML assertion Issuer is required (exactly one)")
+    element = found[0]
+    if element.get("Format", ENTITY) not in ISSUER_FORMATS:
+        raise AuthenticationRequired(f"SAML assertion Issuer must be an entity identifier (Format {ENTITY}) or "
+                                     f"an X.509 subject ({X509_SUBJECT}), not {element.get('Format')}")
+    qualifiers = [name for name in ("NameQualifier", "SPNameQualifier", "SPProvidedID") if element.get(name) is not None]
+    if qualifiers:
+        raise AuthenticationRequired(f"SAML assertion Issuer: an entity identifier has no {qualifiers[0]}")
+    if len(element):
+        raise AuthenticationRequired("SAML assertion Issuer must be text only")
+    return element.text or ""
+
+
+def _signing_certificate(result: VerifyResult, ca_pem_file: str) -> x509.Certificate:
+    """The certificate whose key verified the signature: the chain of the signature's X509Data
+    verified again as signxml did (the same verifier on the same certificates), its leaf holding
+    the key signxml reports it used."""
+    x509_data = result.signature_xml.find(f"{{{DS}}}KeyInfo/{{{DS}}}X509Data")
+    texts = [] if x509_data is None else x509_data.findall(f"{{{DS}}}X509Certificate")
+    try:
+        chain = [x509.load_der_x509_certificate(base64.b64decode("".join((t.text or "").split()))) for t in texts]
+        # signxml.util leaves X509CertChainVerifier unannotated; verify() returns the leaf certificate
+        verifier = X509CertChainVerifier(ca_pem_file=ca_pem_file)  # type: ignore[no-untyped-call]
+        leaf: x509.Certificate = verifier.verify(chain)  # type: ignore[no-untyped-call]
+    except (ValueError, InvalidCertificate) as exc:
+        raise AuthenticationRequired(f"SAML assertion signature refused: {exc}") from exc
+    if leaf.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo) != result.signature_key:
+        raise AuthenticationRequired("SAML assertion signature refused: the key is not the certificate's")
+    return leaf
 
 
 def _actor_from(signed: etree._Element) -> Actor:

@@ -2,10 +2,12 @@
 
 A token is signed (RS256, PS256 or ES256) by a key whose certificate travels in the
 JOSE header (`x5c`, leaf first) and must chain to one of the configured trusted CA
-certificates, as a SAML assertion's does. Claims:
+certificates, as a SAML assertion's does, and be one the `iss` claim's issuer may sign
+with (`issuers.check`, the rule SAML's `<Issuer>` follows too). Claims:
 
 | claim | Actor field |
 |---|---|
+| iss | checked: required, bound to the signing certificate (`issuers`) |
 | sub | id (national professional id, patient INS id, structure id) |
 | aud, exp, nbf, iat, jti | checked (audience, validity window) / credential_id |
 | extensions.ihe_iua.subject_name | name |
@@ -31,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from signxml.exceptions import InvalidCertificate
 from signxml.util import X509CertChainVerifier
 
+from . import issuers
 from .actor import (
     NORMAL,
     PROFESSIONAL,
@@ -80,8 +83,8 @@ def _der() -> Encoding:
 
 
 def verify_token(token: str, *, ca_pem_file: str, audience: str, clock_skew: int = 120,
-                 now: datetime | None = None) -> Actor:
-    """Verify chain, signature, audience and validity window; the Actor the token asserts."""
+                 now: datetime | None = None, trusted_issuers: issuers.IssuerPolicy = issuers.SELF_ISSUED) -> Actor:
+    """Verify chain, signature, issuer, audience and validity window; the Actor the token asserts."""
 
     try:
         header = jwt.get_unverified_header(token)
@@ -123,6 +126,7 @@ def verify_token(token: str, *, ca_pem_file: str, audience: str, clock_skew: int
         raise AuthenticationRequired(f"bearer token refused: {exc}") from exc
     if now is not None and claims["exp"] + clock_skew <= now.timestamp():
         raise AuthenticationRequired("bearer token has expired")
+    issuers.check(claims.get("iss"), leaf, trusted_issuers, what="bearer token iss")
     return dataclasses.replace(actor_from_claims(claims), credential_expires=int(claims["exp"]))
 
 

@@ -86,7 +86,8 @@ def _files(settings: Settings) -> str:
               (settings.cda_schema_dir, "--cda-schema-dir (PARTAGE_CDA_SCHEMA_DIR)", True),
               (settings.cda_valuesets_dir, "--cda-valuesets (PARTAGE_CDA_VALUESETS_DIR)", True),
               (settings.cda_schematron, "--cda-schematron (PARTAGE_CDA_SCHEMATRON)", False),
-              (settings.trust, "--trust (PARTAGE_TRUST)", False)]
+              (settings.trust, "--trust (PARTAGE_TRUST)", False),
+              (settings.issuers, "--issuers (PARTAGE_ISSUERS)", False)]
     for path, flag, directory in checks:
         if path:
             problem = _exists(path, flag, directory=directory)

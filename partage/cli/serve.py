@@ -41,6 +41,9 @@ def add_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p.add_argument("--insecure-dev", action="store_true", default=None,
                    help="DEVELOPMENT ONLY: serve without authentication")
     p.add_argument("--trust", help="PEM file of the CA certificates trusted to sign SAML assertions and JWTs")
+    p.add_argument("--issuers", help="JSON file naming each trusted issuer (JWT iss, SAML Issuer) and the "
+                                     "certificates that may sign for it (default: each certificate is "
+                                     "its own issuer, named by its URI subjectAltName or subject)")
     p.add_argument("--audience", help="the audience credentials must name (default: partage)")
     p.add_argument("--access-matrix", help="JSON file overriding the access policy's role x class table")
     p.add_argument("--one-time-credentials", choices=["saml", "all", "none"],

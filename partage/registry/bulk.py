@@ -110,7 +110,7 @@ class BulkLoader:
     def _write_batch(self, pending: _Pending, learned: list[tuple[str, str]]) -> None:
         now = utc_now()
         # Exits in reverse: the shards' transactions (if any) commit, then the coordinator's.
-        with self.registry.write() as conn, ExitStack() as shard_transactions:
+        with self.registry.write(unbounded=True) as conn, ExitStack() as shard_transactions:
             patient_pks, created = self._ensure_patients(conn, [cx for _o, cx, _b in pending.objects], learned)
             objects, claims = [], []
             for obj, cx, blob in pending.objects:

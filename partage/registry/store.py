@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Row, bindparam, create_engine, event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
@@ -80,7 +82,8 @@ def url_problem(url: str) -> str:
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_timeout: int = 30,
-                pool_recycle: int = 1800) -> Engine:
+                pool_recycle: int = 1800, deadline: dict[str, str] | None = None) -> Engine:
+    """`deadline`: PostgreSQL settings every connection starts with (`deadline_settings`)."""
     problem = url_problem(url)
     if problem:
         raise ValueError(problem)
@@ -102,7 +105,11 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_ti
     # table the planner's estimate (a foreign partition's above all, estimated from its size)
     # passes jit_above_cost, and compiling then took 5 ms of a 7 ms FindDocuments at 1 million
     # documents over 2 shards (benchmarks/bench_sharded.py, EXPLAIN ANALYZE).
-    connect_args: dict[str, Any] = {"options": "-c plan_cache_mode=force_custom_plan -c jit=off"}
+    # The request path's deadline (`deadline_settings`) is each connection's too: set when it
+    # connects, it costs no statement per transaction.
+    options = ["plan_cache_mode=force_custom_plan", "jit=off",
+               *(f"{name}={value}" for name, value in (deadline or {}).items())]
+    connect_args: dict[str, Any] = {"options": " ".join(f"-c {o}" for o in options)}
     if parsed.get_driver_name() == "psycopg":
         connect_args["prepare_threshold"] = None
     engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout,
@@ -282,13 +289,36 @@ def _call(ref: weakref.ReferenceType[ForkGuard], hook: Callable[[ForkGuard], Non
         hook(guard)
 
 
+def deadline_settings(statement_timeout: float, lock_timeout: float) -> dict[str, str]:
+    """PostgreSQL's settings bounding each statement of a request's transaction (0 = no bound).
+
+    A statement past `statement_timeout` (a lock wait included) is cancelled, and one waiting
+    `lock_timeout` for a lock held by another session (an idle-in-transaction client, an
+    operator's ALTER) fails: SQLSTATE 57014 / 55P03, an OperationalError, which every door
+    answers as the database's outage (503 + Retry-After, `failures.classify`); the transaction
+    rolls back. On a sharded registry the coordinator's backend, cancelled while it waits for a
+    shard, sends the shard a cancel request and gives the shard's connection up when it is not
+    answered (postgres_fdw), so a frozen shard ends the statement too (docs/robustness.md)."""
+    out = {}
+    for name, seconds in (("statement_timeout", statement_timeout), ("lock_timeout", lock_timeout)):
+        if seconds > 0:
+            out[name] = str(max(1, round(seconds * 1000)))   # milliseconds
+    return out
+
+
 class Registry:
     """Owns the engine; hands out read and write transactions."""
 
-    def __init__(self, url: str, **pool: int) -> None:
-        """`pool`: make_engine's pool_size, max_overflow, pool_timeout, pool_recycle (PostgreSQL)."""
+    def __init__(self, url: str, *, statement_timeout: float = 0.0, lock_timeout: float = 0.0, **pool: int) -> None:
+        """`pool`: make_engine's pool_size, max_overflow, pool_timeout, pool_recycle (PostgreSQL).
+
+        `statement_timeout`, `lock_timeout` (seconds, 0 = none; PostgreSQL): the deadline of each
+        statement of the transactions handed out here (`deadline_settings`). The server's
+        registry has them (the request path: `Services.open(..., bounded=True)`); the command
+        line's, migrations and bulk loads do not."""
         self.url = url
-        self.engine = make_engine(url, **pool)
+        self._deadline = deadline_settings(statement_timeout, lock_timeout)
+        self.engine = make_engine(url, deadline=self._deadline, **pool)
         self._write_engine = self.engine.execution_options(partage_write=True)
         # Reads see one state of the registry for the whole transaction (a FindDocuments' three
         # statements, a page's dozen): REPEATABLE READ on PostgreSQL, as SQLite's read
@@ -311,17 +341,28 @@ class Registry:
 
     # --- lifecycle -------------------------------------------------------------------
     def migrate(self) -> None:
-        """Bring the schema to the newest revision (alembic), so old databases open."""
+        """Bring the schema to the newest revision (alembic), so old databases open.
+
+        One migration per transaction: a migration that changes a sharded coordinator's shards
+        does so on its own connections to them, which would wait for ever on the locks an earlier
+        migration of the same transaction took there through postgres_fdw. Several hosts may
+        start at once: each transaction first takes the migration's advisory lock (transaction-
+        scoped, as PgBouncer's transaction pooling needs), so one host migrates, the others wait,
+        then find the revision moved on. No statement deadline (the request path's,
+        `deadline_settings`) applies to a migration."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
         with self._migrate_lock:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-            with self._write_engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    # Several hosts may start at once: one migrates, the others wait, then
-                    # find the schema at head (the lock ends with the transaction).
-                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+            while True:
+                with self._write_engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        self._set_local(conn, {name: "0" for name in self._deadline})
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+                    if MigrationContext.configure(conn).get_current_revision() == head:
+                        return
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "+1")
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -384,25 +425,36 @@ class Registry:
             return work(conn)
 
     @contextmanager
-    def write(self, *, closing: bool = False) -> Iterator[Connection]:
+    def write(self, *, closing: bool = False, unbounded: bool = False) -> Iterator[Connection]:
         """One all-or-nothing transaction: commit on success, roll back on any error. On return
         the commit is on disk (PostgreSQL: synchronous_commit; SQLite: `GroupSync`), or, inside
         `one_sync()`, will be before that scope ends.
 
         `closing`: a request's last write, which always writes a row (the audit record). On
         PostgreSQL it commits synchronously inside `one_sync()` too: that flushes the WAL past
-        every earlier commit of the request, which then needs no flush of its own."""
+        every earlier commit of the request, which then needs no flush of its own.
+
+        `unbounded`: without the registry's statement deadline (a bulk load's batches)."""
         deferred = self._deferred.get()
         unflushed = deferred is not None and not self.is_sqlite and not closing
+        local = {name: "0" for name in self._deadline} if unbounded and not self.is_sqlite else {}
+        if unflushed:
+            local["synchronous_commit"] = "off"   # one_sync() flushes at its end
         with self._fork_guard.held(), self._turn(), self._write_engine.connect() as conn, conn.begin():
-            if unflushed:
-                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")   # one_sync() flushes at its end
+            self._set_local(conn, local)
             yield conn
         if deferred is not None:
             # what one_sync() must still make durable at its end, before any answer goes out
             deferred[0] = True if self.is_sqlite else unflushed
         elif self._group_sync is not None:
             self._group_sync.sync()
+
+    @staticmethod
+    def _set_local(conn: Connection, settings: dict[str, str]) -> None:
+        """These settings for this transaction only (SET LOCAL), in one round trip; none on SQLite."""
+        if settings:
+            conn.exec_driver_sql("SELECT " + ", ".join(f"set_config('{name}', '{value}', true)"
+                                                       for name, value in settings.items()))
 
     @contextmanager
     def _turn(self) -> Iterator[None]:

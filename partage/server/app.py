@@ -30,7 +30,7 @@ log = logging.getLogger("partage")
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     settings = settings or (services.settings if services else Settings.from_env())
-    services = services or Services.open(settings, migrate=False)
+    services = services or Services.open(settings, migrate=False, bounded=True)
     app = Flask("partage")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions["partage"] = services

@@ -71,7 +71,7 @@ class PartageServer(BaseApplication):  # type: ignore[misc]  # gunicorn is untyp
         if wanted(self.settings):   # the outbox sender and the PDF text indexer (partage.server.background)
             self.background = BackgroundProcess(self.settings).start()
         if self.settings.mllp_port:
-            self.mllp = start_mllp_server(Services.open(self.settings, migrate=False))
+            self.mllp = start_mllp_server(Services.open(self.settings, migrate=False, bounded=True))
             log.info("MLLP listener on %s:%d", self.settings.mllp_bind_host, self.mllp.port)
 
     def _on_exit(self, _arbiter: object) -> None:

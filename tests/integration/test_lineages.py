@@ -37,7 +37,7 @@ def _down_and_up(services, revision: str) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     for target, step in ((revision, command.downgrade), ("head", command.upgrade)):
-        with services.registry.engine.begin() as conn:
+        with services.registry.engine.connect() as conn:   # a transaction per migration, as migrate()
             cfg.attributes["connection"] = conn
             step(cfg, target)
 

@@ -12,12 +12,15 @@ if connection is None:  # `alembic` command line: build an engine from sqlalchem
     if url is None:
         raise SystemExit("alembic: set sqlalchemy.url (the registry's database) to migrate")
     engine = make_engine(url)
-    with engine.begin() as connection:
+    with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata,
-                          render_as_batch=True)
+                          render_as_batch=True, transaction_per_migration=True)
         with context.begin_transaction():
             context.run_migrations()
 else:
-    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+    # One transaction per migration (Registry.migrate says why), unless the caller's connection
+    # is already in a transaction, which alembic then uses for every migration.
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,
+                      transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()
