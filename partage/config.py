@@ -32,6 +32,8 @@ class Settings:
     hl7_business_ack_to: str = ""     # HOST:PORT (MLLP) receiving the document feed's ZAM^Z01 business acks
     hl7_journal_max_messages: int = 10000        # the document feed's messages kept as not processed
     hl7_journal_max_bytes: int = 1024 * 1024 * 1024   # and their bytes (hl7/not-processed/)
+    hl7_answers_max_messages: int = 100000      # answers of accepted HL7 messages remembered (retransmissions)
+    hl7_answers_max_age: int = 30 * 24 * 3600    # and for how long, in seconds (registry table hl7_answers)
     workers: int = 2
     threads: int = 8                  # application threads per worker (requests inside the app)
     codes: str = ""                   # affinity domain: SVS directory or NIST codes.xml
@@ -158,7 +160,7 @@ class Settings:
                      "fhir_max_bytes", "other_max_bytes", "validate_max_bytes", "max_json_depth",
                      "max_json_containers", "max_bundle_entries", "max_report_findings", "mllp_idle_timeout",
                      "mllp_max_message", "mllp_max_connections", "mllp_max_buffered", "hl7_journal_max_messages",
-                     "hl7_journal_max_bytes",
+                     "hl7_journal_max_bytes", "hl7_answers_max_messages", "hl7_answers_max_age",
                      "max_documents_per_submission", "query_result_limit", "session_lifetime", "session_idle"):
             if getattr(self, name) <= 0:
                 out.append(f"{_name(name)}: {getattr(self, name)} must be positive")

@@ -52,15 +52,19 @@ class IngestService:
         self.actor = actor
         self.document_checks = document_checks if document_checks is not None else services.document_checks
 
-    def provide_and_register(self, request: SubmissionRequest) -> IngestResult:
-        """ITI-41 (and ITI-65): documents with their bytes, stored here."""
-        return self._submit(request, ITI_41, with_contents=True)
+    def provide_and_register(self, request: SubmissionRequest, *,
+                             in_transaction: Callable[[Connection], None] | None = None) -> IngestResult:
+        """ITI-41 (and ITI-65): documents with their bytes, stored here. `in_transaction`: what
+        the door writes with the registration, first in its transaction (the HL7 feed's answer
+        to the message, `partage.hl7.retransmissions`): both commit, or neither."""
+        return self._submit(request, ITI_41, with_contents=True, in_transaction=in_transaction)
 
     def register(self, request: SubmissionRequest) -> IngestResult:
         """ITI-42: metadata of documents held by a repository (maybe another one)."""
         return self._submit(request, ITI_42, with_contents=False)
 
-    def _submit(self, request: SubmissionRequest, tx: Transaction, *, with_contents: bool) -> IngestResult:
+    def _submit(self, request: SubmissionRequest, tx: Transaction, *, with_contents: bool,
+                in_transaction: Callable[[Connection], None] | None = None) -> IngestResult:
         settings = self.services.settings
         if len(request.documents) > settings.max_documents_per_submission:
             raise XdsErrors.one(ErrorCode.REGISTRY_ERROR,
@@ -91,6 +95,8 @@ class IngestService:
         indexed = clinical_index.prepare(request)   # facts and text, read outside the write lock
 
         def write(conn: Connection) -> None:
+            if in_transaction is not None:
+                in_transaction(conn)
             # What subscribers and the patient are owed, in this transaction: written here, or
             # rolled back with the registration (partage.notify delivers it after the commit).
             patient_pk = register(self.services.registry, conn, request, addresses)

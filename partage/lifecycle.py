@@ -13,7 +13,7 @@ nothing. What the registry checks and writes is `partage.registry.updates`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
@@ -60,7 +60,10 @@ def _may_change_record(reader: Reader, conn: Connection, patient_pk: int | None)
 
 
 # ------------------------------------------------------------------ ITI-57 (and PDSm PATCH)
-def update_document_set(services: Services, actor: Actor, request: SubmissionRequest) -> None:
+def update_document_set(services: Services, actor: Actor, request: SubmissionRequest, *,
+                        in_transaction: Callable[[Connection], None] | None = None) -> None:
+    """ITI-57 in one transaction; `in_transaction`: what the door writes with the update, first
+    in its transaction (the HL7 feed's answer to the message): both commit, or neither."""
     ss = request.submission_set
     if ss is None:
         raise XdsErrors.one(ErrorCode.REGISTRY_METADATA, "the update has no SubmissionSet")
@@ -73,6 +76,8 @@ def update_document_set(services: Services, actor: Actor, request: SubmissionReq
     registry = services.registry
 
     def update(conn: Connection) -> list[str]:
+        if in_transaction is not None:
+            in_transaction(conn)
         patient_pk = registry.patient_pk(conn, ss.patient_id)
         if ss.patient_id is not None:
             audit.note_patient(ss.patient_id.format(), patient_pk)

@@ -20,12 +20,15 @@ from .document_message import FeedMessage, read_message
 from .document_submission import document_erls, problems_of, process
 from .journal import Journal
 from .outcome import ACCEPTED, APPLICATION_ERROR, OTHER, REJECTED, DocumentOutcome, Problem, Refused
+from .retransmissions import Memory, Retransmission
 
 log = logging.getLogger("partage.hl7.documents")
 
 
-def handle_message(services: Services, message: Er7Message) -> DocumentOutcome:
-    outcome, read = _outcome(services, message)
+def handle_message(services: Services, message: Er7Message, memory: Memory | None = None) -> DocumentOutcome:
+    """The message processed; an accepted one's answer kept by `memory` in the transaction of its
+    effect (`Retransmission` when a copy of it was processed first)."""
+    outcome, read = _outcome(services, message, memory)
     log.info("HL7 document feed %s: %s %s", outcome.control_id, outcome.code, outcome.text)
     if read is not None and read.flags.get("ACK_RECEPTION"):
         send_business_ack(services, outcome, message.header)
@@ -42,13 +45,16 @@ def handle_message(services: Services, message: Er7Message) -> DocumentOutcome:
     return outcome
 
 
-def _outcome(services: Services, message: Er7Message) -> tuple[DocumentOutcome, FeedMessage | None]:
+def _outcome(services: Services, message: Er7Message, memory: Memory | None
+             ) -> tuple[DocumentOutcome, FeedMessage | None]:
     """The outcome of the message, and its typed form when it could be read."""
     control_id = message.header.control_id
     read: FeedMessage | None = None
     try:
         read = read_message(message)
-        return process(services, read), read
+        return process(services, read, memory), read
+    except Retransmission:   # the router answers it as the copy processed first
+        raise
     except Refused as exc:
         text = exc.problems[0].message if exc.problems else ""
         return DocumentOutcome(exc.code, text, control_id, problems=exc.problems), read

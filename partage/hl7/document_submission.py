@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+from sqlalchemy import Connection
 
 from ..access.actor import CONNECTOR, SYSTEM, Actor
 from ..access.decisions import modify_decision
@@ -54,36 +56,52 @@ from .outcome import (
     Refused,
     refused,
 )
+from .retransmissions import Memory
 
 DOCUMENT_FEED_ACTOR = Actor(id="hl7-document-feed", name="HL7 v2 document feed (MDM/ORU)", kind=SYSTEM,
                             auth_method="internal")
 
 
 
-def process(services: Services, message: FeedMessage) -> DocumentOutcome:
-    """Index, replace or delete the message's documents; the outcome says which uniqueIds."""
+def process(services: Services, message: FeedMessage, memory: Memory | None = None) -> DocumentOutcome:
+    """Index, replace or delete the message's documents; the outcome says which uniqueIds. The
+    answer is kept by `memory` in the registering or updating transaction (a message that
+    writes nothing has it kept by the router)."""
     outcome = DocumentOutcome(ACCEPTED, "", message.control_id, processing=message.processing)
     actor = _actor(message)
     mapped = [_map(services, message, doc, n) for n, doc in enumerate(message.documents, start=1)]
     outcome.unique_ids = [meta.entry.unique_id for meta in mapped]
+
+    def answered(conn: Connection) -> None:   # the outcome's text is final when the transaction runs
+        if memory is not None:
+            memory.keep(conn, outcome)
+
     if message.flags.get("DESTDMP") is False:
         outcome.text = "DESTDMP=N: the document is not for the shared record; nothing indexed"
     elif message.processing == DELETE:
-        _delete(services, actor, mapped[0].submission_set, mapped)
         outcome.text = f"deleted {', '.join(outcome.unique_ids)}"
+        _delete(services, actor, mapped[0].submission_set, mapped, answered)
     else:
         fresh, again = _not_yet_indexed(services, actor, mapped, message.documents)
+        outcome.text = _indexed(fresh, again)
         if fresh:
             try:
-                _ingest(services, actor, message, _request(services, actor, message, fresh))
+                _ingest(services, actor, message, _request(services, actor, message, fresh), answered)
             except XdsErrors:   # the same message on another connection may have just indexed them
+                if memory is not None:
+                    memory.kept = False   # with the registration, rolled back
                 fresh, again = _not_yet_indexed(services, actor, mapped, message.documents)
                 if fresh:
                     raise
-        outcome.text = "; ".join(filter(None, [
-            f"indexed {', '.join(meta.entry.unique_id for meta, _doc in fresh)}" if fresh else "",
-            f"{', '.join(again)} already indexed (retransmission)" if again else ""]))
+                outcome.text = _indexed(fresh, again)
     return outcome
+
+
+def _indexed(fresh: list[tuple[XdsMetadata, DocumentObx]], again: list[str]) -> str:
+    """MSA-3 of an initial transmission or replacement: what was indexed, what already was."""
+    return "; ".join(filter(None, [
+        f"indexed {', '.join(meta.entry.unique_id for meta, _doc in fresh)}" if fresh else "",
+        f"{', '.join(again)} already indexed (retransmission)" if again else ""]))
 
 
 def document_erls(documents: Sequence[DocumentObx]) -> dict[str, str]:
@@ -244,11 +262,13 @@ def _require_author(document: DocumentEntry, target: DocumentEntry, action: str,
                       f"that authored it may {action} it, and the message's document names none of them", where)
 
 
-def _ingest(services: Services, actor: Actor, message: FeedMessage, request: SubmissionRequest) -> None:
-    """The ingest flow; when its metadata rules refuse, the CDA profile's findings are named too
-    (the metadata came from the header, and the rules run before the profile)."""
+def _ingest(services: Services, actor: Actor, message: FeedMessage, request: SubmissionRequest,
+            answered: Callable[[Connection], None]) -> None:
+    """The ingest flow (`answered` runs in its registering transaction); when its metadata rules
+    refuse, the CDA profile's findings are named too (the metadata came from the header, and the
+    rules run before the profile)."""
     try:
-        IngestService(services, actor).provide_and_register(request)
+        IngestService(services, actor).provide_and_register(request, in_transaction=answered)
     except XdsErrors as exc:
         if any(rule_in_context(e.context) for e in exc.errors) or not any(
                 e.code in (ErrorCode.REPOSITORY_METADATA, ErrorCode.REGISTRY_METADATA) for e in exc.errors):
@@ -257,9 +277,10 @@ def _ingest(services: Services, actor: Actor, message: FeedMessage, request: Sub
         raise XdsErrors([*extra, *exc.errors]) from exc
 
 
-def _delete(services: Services, actor: Actor, ss: SubmissionSet, mapped: list[XdsMetadata]) -> None:
+def _delete(services: Services, actor: Actor, ss: SubmissionSet, mapped: list[XdsMetadata],
+            answered: Callable[[Connection], None]) -> None:
     """CI-SIS deletion: the current entry takes the Deleted status (the update flow checks
-    that it belongs to the PID-3 patient)."""
+    that it belongs to the PID-3 patient; `answered` runs in its transaction)."""
     request = SubmissionRequest(submission_set=ss)
     for n, meta in enumerate(mapped, start=1):
         prior = _current_entry(services, actor, meta.entry.unique_id)
@@ -271,4 +292,4 @@ def _delete(services: Services, actor: Actor, ss: SubmissionSet, mapped: list[Xd
             entry_uuid=f"Deletion{n:02d}", association_type=AssociationType.UPDATE_AVAILABILITY_STATUS,
             source_uuid=ss.entry_uuid, target_uuid=prior.entry_uuid,
             original_status=AvailabilityStatus.APPROVED.value, new_status=AvailabilityStatus.DELETED.value))
-    update_document_set(services, actor, request)
+    update_document_set(services, actor, request, in_transaction=answered)

@@ -9,8 +9,11 @@ one this listener takes (its ACK is written by `acks`, flavour `PATIENT_FEED`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy import Connection
 
 from ..metadata.datatypes import CX
 from ..metadata.er7 import Er7Message, Segment
@@ -27,6 +30,7 @@ from .outcome import (
     FeedOutcome,
     Problem,
 )
+from .retransmissions import Memory
 
 log = logging.getLogger("partage.hl7")
 
@@ -34,7 +38,8 @@ CREATE_OR_UPDATE = {"A01", "A04", "A05", "A08", "A28", "A31"}
 MERGE = {"A40"}
 
 
-def handle_message(services: Services, message: Er7Message) -> FeedOutcome:
+def handle_message(services: Services, message: Er7Message, memory: Memory | None = None) -> FeedOutcome:
+    """The message applied (its answer kept by `memory` in the same transaction) or refused."""
     control_id = message.header.control_id
     event = message.header.message_type
     if event.message_code != "ADT" or event.trigger_event not in CREATE_OR_UPDATE | MERGE:
@@ -56,11 +61,13 @@ def handle_message(services: Services, message: Er7Message) -> FeedOutcome:
     unstorable, where = _unstorable(pid, mrg, ids, merged)
     if unstorable:
         return _refused(ERROR, DATA_TYPE_ERROR, "hl7-value-not-storable", control_id, unstorable, where)
+    outcome = FeedOutcome("AA", "", control_id)
     try:
-        _apply(services, event.trigger_event, ids, merged, _demographics(pid, event.trigger_event))
+        _apply(services, event.trigger_event, ids, merged, _demographics(pid, event.trigger_event),
+               lambda conn: memory.keep(conn, outcome) if memory is not None else None)
     except MergeConflict as exc:   # nothing applied: the sender may send it again once fsck is read
         return _refused(ERROR, APPLICATION_ERROR, "hl7-merge-conflict", control_id, str(exc), "MRG^1^1")
-    return FeedOutcome("AA", "", control_id)
+    return outcome
 
 
 def _unstorable(pid: Segment, mrg: Segment | None, ids: list[CX], merged: list[CX]) -> tuple[str, str]:
@@ -91,10 +98,13 @@ def _demographics(pid: Segment, trigger: str) -> dict[str, Any]:
 
 
 def _apply(services: Services, trigger: str, ids: list[CX], merged: list[CX],
-           demographics: dict[str, Any]) -> None:
-    """One transaction: the patient created or updated; for A40, the MRG-1 patients merged in."""
+           demographics: dict[str, Any], answered: Callable[[Connection], None]) -> None:
+    """One transaction: the message's answer kept (`answered`, first: a copy of the message
+    committed meanwhile stops it), the patient created or updated; for A40, the MRG-1 patients
+    merged in."""
     registry = services.registry
     with registry.write() as conn:
+        answered(conn)
         registry.upsert_patient(conn, ids, demographics)
         if trigger in MERGE:
             for prior in merged:

@@ -23,6 +23,7 @@ from . import document_feed, patient_feed
 from .acks import DOCUMENT_FEED, PATIENT_FEED, AckFlavour, acknowledgement
 from .document_submission import DOCUMENT_FEED_ACTOR
 from .outcome import (
+    ACCEPTED,
     APPLICATION_ERROR,
     DATA_TYPE_ERROR,
     ERROR,
@@ -31,10 +32,13 @@ from .outcome import (
     FeedOutcome,
     Problem,
 )
+from .retransmissions import Memory, Retransmission
 
 log = logging.getLogger("partage.hl7")
 
-Handler = Callable[[Services, Er7Message], FeedOutcome]
+# A feed's handler: the message -> its outcome; it keeps an accepted message's answer with
+# `Memory.keep` in the transaction of the message's effect (docs/hl7-feed.md, "Retransmissions").
+Handler = Callable[[Services, Er7Message, Memory | None], FeedOutcome]
 
 MAX_SEGMENTS = 1000   # ADT, MDM, ORU messages have tens; each segment costs the reader a tuple of fields
 # Fields, components and repetitions: beyond a base, one separator per 16 characters (a real
@@ -87,13 +91,45 @@ def route(services: Services, text: str, *, not_in_charset: str = "") -> str:
         if not_in_charset and message:
             outcome = FeedOutcome(ERROR, not_in_charset, message.header.control_id, [Problem(
                 DATA_TYPE_ERROR, "hl7-charset", not_in_charset, "MSH^1^18")])
+        elif message is None:
+            outcome = _not_a_message(unreadable)
         else:
-            outcome = chosen.handler(services, message) if message else _not_a_message(unreadable)
+            outcome = _handled(services, chosen, message)
         answer = acknowledgement(outcome, header, chosen.flavour)
         _audit(services, chosen, message, outcome)
         return answer
     finally:
         audit.end(token)
+
+
+def _handled(services: Services, chosen: Route, message: Er7Message) -> FeedOutcome:
+    """The outcome of a message read: the answer kept for it when its sender sent it before
+    (a retransmission, audited as such; or another message reusing its MSH-10, refused), else
+    what its feed decides, whose answer the feed keeps when it accepted the message."""
+    memory = Memory.of(services, message) if chosen is not UNROUTED else None
+    earlier = memory.recall() if memory is not None else None
+    if earlier is not None:
+        return _again(earlier)
+    try:
+        outcome = chosen.handler(services, message, memory)
+    except Retransmission as again:   # a copy of the message committed first: this one changed nothing
+        assert memory is not None
+        return _again(memory.answer(again.answer))
+    if memory is None:
+        return outcome
+    if outcome.accepted:
+        return memory.keep_alone(outcome)
+    later = memory.recall()   # a copy processed meanwhile (this one then found nothing to change)
+    return _again(later) if later is not None and later.code == ACCEPTED else outcome
+
+
+def _again(answer: FeedOutcome) -> FeedOutcome:
+    """A message its sender sent before: nothing processed; the audit record says so."""
+    ctx = audit.current()
+    if ctx is not None:
+        what = "retransmission: answered as the original" if answer.accepted else "control id reused"
+        ctx.remarks.append(f"{what}, {answer.code}|{answer.control_id}; nothing processed"[:200])
+    return answer
 
 
 def over_limits(text: str) -> FeedOutcome | None:

@@ -306,6 +306,23 @@ durability_marks = Table(
     Column("bumps", BigInteger, nullable=False),
 )
 
+# What the HL7 v2 feeds answered (migration 0015; registry.hl7_answers): one row per message
+# accepted, keyed by the SHA-256 of its sender (MSH-3, MSH-4) and MSH-10, so that a
+# retransmission gets the original's answer instead of being processed again. `digest` is the
+# message's content (MSH-7 left out), which tells a retransmission from another message
+# reusing the id. Bounded: the oldest rows go (PARTAGE_HL7_ANSWERS_MAX_AGE / _MAX_MESSAGES).
+hl7_answers = Table(
+    "hl7_answers", metadata,
+    _big_pk(),                                                  # arrival order: the count bound drops the lowest
+    Column("message_key", String(64), nullable=False, unique=True),
+    Column("sender", Text, nullable=False),                    # MSH-3|MSH-4 as received (ER7 text)
+    Column("control_id", Text, nullable=False),                # MSH-10
+    Column("digest", String(64), nullable=False),
+    Column("code", String(2), nullable=False),                 # MSA-1
+    Column("text", Text, nullable=False, default=""),          # MSA-3
+    Column("answered_at", BigInteger, nullable=False, index=True),   # epoch seconds
+)
+
 # Sessions of the professional's page (partage.web.login; migration 0008): the cookie is
 # signed and carries the claims, this row lets a sign-out end it for good. `sid_hash` is the
 # SHA-256 of the session id (a copy of the table opens no session).

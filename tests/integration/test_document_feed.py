@@ -96,7 +96,7 @@ def pid3(ins: tuple[str, str]) -> str:
 
 def adt_a28(ins: tuple[str, str]) -> str:
     return "\r".join([
-        f"MSH|^~\\&|DPI|HOPITAL|PARTAGE|PARTAGE|20240101120000||ADT^A28^ADT_A05|a28-{ins[1]}|P|2.5",
+        f"MSH|^~\\&|DPI|HOPITAL|PARTAGE|PARTAGE|20240101120000||ADT^A28^ADT_A05|a28-{uuid.uuid4().hex[:12]}|P|2.5",
         "EVN|A28|20240101120000",
         f"PID|||{pid3(ins)}||PAT-TROIS^DOMINIQUE^^^^^L||19790328|F",
         "PV1|1|N"]) + "\r"

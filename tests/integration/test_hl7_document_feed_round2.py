@@ -143,7 +143,12 @@ def test_late_retransmission_of_an_initial_transmission_does_not_bring_back_an_o
         assert msa(route(services, message("MDM", v2, status="C", parent=v1_id)))[1] == "AA"
     else:
         assert msa(route(services, message("MDM", v1, status="D")))[1] == "AA"
-    ack = route(services, t02)
+    # The same message (same MSH-10): the first answer again, nothing changed (docs/hl7-feed.md,
+    # "Retransmissions"); the same document under a new MSH-10 (a sender that re-queued it, or a
+    # retransmission whose answer is no longer remembered): refused.
+    again = route(services, t02)
+    assert msa(again)[1:3] == ["AA", f"late-{tag}"], again
+    ack = route(services, t02.replace(f"|late-{tag}|", f"|late-{tag}-b|", 1))
     found = entries(services, v1_id)
     assert len(found) == 1 and found[0].availability_status.value != "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved", (
         ack, [o.availability_status for o in found])

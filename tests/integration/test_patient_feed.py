@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from partage.hl7.mllp import MllpClient
@@ -12,7 +14,10 @@ from tests.xdsclient import XdsClient, objects_of
 APPROVED = "('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"
 
 
-def adt(trigger: str, pid: str, *, mrg: str = "", control: str = "1") -> str:
+def adt(trigger: str, pid: str, *, mrg: str = "", control: str = "") -> str:
+    """An ADT message; its MSH-10 unique unless given (the feed answers a message sent again with
+    the same MSH-10 as the first time, docs/hl7-feed.md "Retransmissions")."""
+    control = control or uuid.uuid4().hex[:16]
     segments = [
         f"MSH|^~\\&|DPI|HOPITAL|PARTAGE|PARTAGE|20240101120000||ADT^{trigger}^ADT_{trigger}|{control}|P|2.3.1",
         f"EVN|{trigger}|20240101120000",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import socket
+import uuid
 
 import pytest
 from lxml import etree
@@ -40,8 +41,9 @@ def app(tmp_path_factory):
     services.close()
 
 
-def _adt(trigger: str, pid: str, *, mrg: str = "", control: str = "c1", name: str = "DUPONT^JEANNE",
+def _adt(trigger: str, pid: str, *, mrg: str = "", control: str = "", name: str = "DUPONT^JEANNE",
          version: str = "2.3.1", charset: str = "") -> str:
+    control = control or uuid.uuid4().hex[:16]   # unique: a reused MSH-10 is a retransmission or refused
     msh = f"MSH|^~\\&|DPI|HOPITAL|PARTAGE|PARTAGE|20240101120000||ADT^{trigger}^ADT_{trigger}|{control}|P|{version}"
     if charset:
         msh += f"||||||{charset}"
@@ -95,7 +97,7 @@ def _sub(pid):
     return F.submission(pid, [doc], contents=False)
 
 
-def _merge(app, kept, merged, control="m1") -> str:
+def _merge(app, kept, merged, control="") -> str:
     return route(app.services, _adt("A40", str(kept), mrg=str(merged), control=control))
 
 

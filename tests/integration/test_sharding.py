@@ -451,6 +451,7 @@ def test_migration_0009_indexes_the_ids_of_a_registry_sharded_before_it(sharded,
         conn.exec_driver_sql("ALTER TABLE entry_uuids DROP COLUMN unique_id, DROP COLUMN lid")
         conn.exec_driver_sql("DROP TABLE durability_marks")   # what migration 0010 adds
         conn.exec_driver_sql("DROP TABLE lineage_patients")   # and 0011
+        conn.exec_driver_sql("DROP TABLE hl7_answers")        # and 0015
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0008'")
     registry.engine.dispose()
     registry.migrate()
