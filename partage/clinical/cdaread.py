@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
 from lxml import etree
@@ -90,9 +92,20 @@ def ts(el: etree._Element | None) -> str:
         try:
             local = datetime.strptime((digits + "0000")[:14], "%Y%m%d%H%M%S").replace(tzinfo=PARIS)
         except ValueError:
-            return digits[:14]
+            return ""
         return local.astimezone(UTC).strftime("%Y%m%d%H%M%S")[:len(digits[:14])]
-    return ts_to_utc(value)[:14]
+    out = ts_to_utc(value)[:14]
+    return out if _calendar_time(out) else ""
+
+
+def _calendar_time(digits: str) -> bool:
+    """Whether TS digits name a time that exists (not month 13, February 30 or hour 25)."""
+    padded = digits + "00000101000000"[len(digits):]
+    try:
+        datetime.strptime(padded[:14], "%Y%m%d%H%M%S")
+    except ValueError:
+        return False
+    return digits.isdigit() and len(digits) >= 4
 
 
 def interval(el: etree._Element | None) -> tuple[str, str]:
@@ -128,16 +141,27 @@ def inherited_time(el: etree._Element) -> str:
     return ""
 
 
+def number_text(raw: str | None) -> str:
+    """A REAL / PQ / INT value as the document wrote it (its digits are its precision: 12.20 is
+    not 12.2), or '' when it is not a finite number (NaN, INF, words)."""
+    text = (raw or "").strip()
+    try:
+        return text if text and Decimal(text).is_finite() else ""
+    except InvalidOperation:
+        return ""
+
+
 def quantity(el: etree._Element | None) -> tuple[float | None, str, str]:
-    """(number, unit, text) of a PQ / INT / REAL value."""
+    """(number, unit, text) of a PQ / INT / REAL value: the number as a float for arithmetic
+    (None unless finite), the text with the value's own digits."""
     if el is None:
         return None, "", ""
-    raw = el.get("value", "")
-    try:
-        number = float(raw) if raw else None
-    except ValueError:
+    raw = clean(el.get("value"))
+    digits = number_text(raw)
+    number = float(digits) if digits else None
+    if number is not None and not math.isfinite(number):   # 1e400: a decimal, not a float
         number = None
-    unit = el.get("unit", "")
+    unit = clean(el.get("unit"))
     if unit == "1":
         unit = ""
     return number, unit, f"{raw} {unit}".strip() if raw else ""

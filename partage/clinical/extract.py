@@ -31,6 +31,7 @@ from .cdaread import (
     inherited_time,
     interval,
     narrative_index,
+    number_text,
     original_text,
     panel_name,
     quantity,
@@ -256,12 +257,10 @@ def _lab(el: etree._Element, narrative: dict[str, str], kind: str) -> Fact | Non
         vtype = value.get(XSI_TYPE, "").rpartition(":")[2]
         if vtype in ("PQ", "INT", "REAL", "MO"):
             fact.value_num, fact.unit, fact.value_text = quantity(value)
+            if number_text(value.get("value")):   # the digits as written: their precision is the result's
+                fact.detail["value"] = number_text(value.get("value"))
         elif vtype == "IVL_PQ":
-            low, high = child(value, "low"), child(value, "high")
-            parts = [quantity(p)[2] for p in (low, high) if p is not None]
-            fact.value_text = " - ".join(p for p in parts if p)
-            bound = low if low is not None else high
-            fact.unit = bound.get("unit", "") if bound is not None else ""
+            _interval_value(value, fact)
         elif vtype in ("CD", "CE", "CV", "CO"):
             vcode, vsystem, vdisplay = coded(value, narrative)
             fact.value_text = vdisplay or vcode
@@ -271,6 +270,8 @@ def _lab(el: etree._Element, narrative: dict[str, str], kind: str) -> Fact | Non
             fact.value_text = clean(value.text) or value.get("value", "") or original_text(value, narrative)
         else:
             fact.value_text = clean(value.text) or value.get("value", "")
+        if value.get("nullFlavor") and not fact.value_text and "value" not in fact.detail:
+            fact.detail["value_absent"] = value.get("nullFlavor", "")
     interp = child(el, "interpretationCode")
     if interp is not None:
         fact.interpretation = interp.get("code", "")
@@ -288,6 +289,44 @@ def _lab(el: etree._Element, narrative: dict[str, str], kind: str) -> Fact | Non
     status = child(el, "statusCode")
     fact.status = status.get("code", "") if status is not None else ""
     return fact
+
+
+def _interval_value(value: etree._Element, fact: Fact) -> None:
+    """An IVL_PQ result: a range (low and high), or a bound alone, as a lab writes "< 5" (high
+    only) or "> 90" (low only). detail["range"] keeps each bound's digits and whether it is
+    included (HL7 v3 IVL: `inclusive`, true unless said false)."""
+    bounds: dict[str, dict[str, Any]] = {}
+    parts = []
+    for side in ("low", "high"):
+        bound = child(value, side)
+        if bound is None:
+            continue
+        _number, unit, text = quantity(bound)
+        if text:
+            parts.append(text)
+        digits = number_text(bound.get("value"))
+        if digits:
+            bounds[side] = {"value": digits, "unit": unit,
+                            "inclusive": (bound.get("inclusive") or "true").lower() != "false"}
+        fact.unit = fact.unit or unit
+    if len(parts) == 1 and len(bounds) == 1:
+        side, only = next(iter(bounds.items()))
+        sign = {"low": ">", "high": "<"}[side] + ("=" if only["inclusive"] else "")
+        fact.value_text = f"{sign} {parts[0]}"
+    else:
+        fact.value_text = " - ".join(parts)
+    if bounds:
+        fact.detail["range"] = bounds
+
+
+def problem_status(status: str, end: str) -> str:
+    """A problem's clinical status given its end (PCC Problem Entry: effectiveTime/high is when
+    the problem was resolved): an ended problem is resolved unless the document says it is
+    inactive or in remission, whatever its concern's or status observation's "active" says
+    (FHIR R4 con-4: an abated Condition is inactive, resolved or in remission)."""
+    if end and status not in ("inactive", "resolved", "remission"):
+        return "resolved"
+    return status
 
 
 def _allergy(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
@@ -326,8 +365,10 @@ def _problem(el: etree._Element, narrative: dict[str, str]) -> Fact | None:
     fact = _dated_fact(PROBLEM, el, coded(child(el, "value"), narrative), narrative, _clinical_status(el))
     if fact is None:
         return None
-    if fact.effective_end and not fact.status:
-        fact.status = "resolved"
+    if fact.effective_end and fact.status != problem_status(fact.status, fact.effective_end):
+        if fact.status:
+            fact.detail["stated_status"] = fact.status   # what the document said of the ended problem
+        fact.status = problem_status(fact.status, fact.effective_end)
     ptype = coded(child(el, "code"), narrative)
     fact.detail["type"] = {"code": ptype[0], "system": ptype[1], "display": ptype[2]}
     sev = _related(el, T_SEVERITY)

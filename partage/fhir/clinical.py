@@ -62,6 +62,9 @@ SECTIONS = [  # (title, LOINC section code, display)
     ("Vaccinations", "11369-6", "History of Immunization Narrative"),
 ]
 
+EMPTY_SECTION_TEXT = {"status": "generated",
+                      "div": '<div xmlns="http://www.w3.org/1999/xhtml">Aucune information disponible.</div>'}
+
 
 class ClinicalViews:
     """One request's clinical reads as FHIR resources."""
@@ -210,7 +213,8 @@ class ClinicalViews:
                                                                    "display": display}]}}
             if refs:
                 section["entry"] = [{"reference": u} for u in refs]
-            else:
+            else:   # cmp-1: a section has text, entries or sections; cmp-2: emptyReason only without entries
+                section["text"] = EMPTY_SECTION_TEXT
                 section["emptyReason"] = {"coding": [{
                     "system": "http://terminology.hl7.org/CodeSystem/list-empty-reason", "code": "unavailable"}]}
             sections.append(section)

@@ -8,6 +8,7 @@ is the URL of the source DocumentReference (and an Observation also lists it in
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL
@@ -81,21 +82,72 @@ def concept(code: str, system: str, display: str) -> Json:
     return out or {"text": "(unnamed)"}
 
 
-def _number(text: str) -> tuple[float | None, str]:
+def fhir_decimal(text: str) -> Decimal | None:
+    """A number as written (CDA REAL / PQ digits) -> a FHIR decimal keeping its precision
+    (R4 datatypes: "the precision of the decimal value has significance": 12.20 stays 12.20);
+    None for what is not a finite number. The JSON writer (`mhd.formats`) writes it as is."""
+    try:
+        number = Decimal(text.strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _number(text: str) -> tuple[Decimal | None, str]:
     parts = text.split(None, 1)
     if not parts:
         return None, ""
-    try:
-        return float(parts[0]), parts[1] if len(parts) > 1 else ""
-    except ValueError:
+    number = fhir_decimal(parts[0])
+    if number is None:
         return None, text
+    return number, parts[1] if len(parts) > 1 else ""
 
 
-def _quantity(value: float, unit: str) -> Json:
+def _quantity(value: Decimal, unit: str, comparator: str = "") -> Json:
     out: Json = {"value": value}
-    if unit:
+    if comparator:
+        out["comparator"] = comparator
+    if unit and not any(ch.isspace() for ch in unit):   # a UCUM code has no spaces
         out.update(unit=unit, system=UCUM, code=unit)
+    elif unit:
+        out["unit"] = unit
     return out
+
+
+def _result_value(fact: FactRow) -> tuple[str, Any] | None:
+    """(value[x] name, value) of a lab result or vital sign: its number with the document's own
+    digits, a bound alone as a comparator ("< 5": IVL_PQ high only), a range, a code or text."""
+    number = fhir_decimal(fact.detail.get("value", ""))
+    if number is None and fact.value_num is not None:   # a fact read before detail["value"] was kept:
+        # the digits of its text ("1.950 m[IU]/L"), else the float's shortest repr (never its binary expansion)
+        number = _number(fact.value_text)[0]
+        if number is None:
+            number = fhir_decimal(repr(fact.value_num))
+    if number is not None:
+        return "valueQuantity", _quantity(number, fact.unit)
+    bounds = fact.detail.get("range") or {}
+    quantities = {side: _quantity(n, b.get("unit", "")) for side, b in bounds.items()
+                  if (n := fhir_decimal(b.get("value", ""))) is not None}
+    if len(quantities) == 1:
+        side, quantity = next(iter(quantities.items()))
+        quantity["comparator"] = {"low": ">", "high": "<"}[side] + ("=" if bounds[side].get("inclusive") else "")
+        return "valueQuantity", quantity
+    if len(quantities) == 2 and quantities["low"]["value"] <= quantities["high"]["value"]:   # rng-2
+        return "valueRange", quantities
+    if fact.detail.get("value_code"):
+        vc = fact.detail["value_code"]
+        return "valueCodeableConcept", concept(vc.get("code", ""), vc.get("system", ""), vc.get("display", ""))
+    if fact.value_text:
+        return "valueString", fact.value_text
+    return None
+
+
+# HL7 v3 NullFlavor of an absent result -> data-absent-reason (R4 obs-6: only without a value)
+ABSENT_REASONS = {"UNK": "unknown", "ASKU": "asked-unknown", "NAV": "temp-unknown", "NASK": "not-asked",
+                  "MSK": "masked", "NA": "not-applicable", "NAN": "not-a-number", "NINF": "negative-infinity",
+                  "PINF": "positive-infinity", "NI": "unknown", "OTH": "unknown", "UNC": "unknown",
+                  "QS": "unknown", "TRC": "unknown"}
+DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 
 
 class FactMapper:
@@ -133,13 +185,12 @@ class FactMapper:
         when = fhir_datetime(fact.effective)
         if when:
             res["effectiveDateTime"] = when
-        if fact.value_num is not None:
-            res["valueQuantity"] = _quantity(fact.value_num, fact.unit)
-        elif fact.detail.get("value_code"):
-            vc = fact.detail["value_code"]
-            res["valueCodeableConcept"] = concept(vc.get("code", ""), vc.get("system", ""), vc.get("display", ""))
-        elif fact.value_text:
-            res["valueString"] = fact.value_text
+        value = _result_value(fact)
+        if value is not None:
+            res[value[0]] = value[1]
+        elif fact.detail.get("value_absent"):
+            res["dataAbsentReason"] = {"coding": [{"system": DATA_ABSENT_REASON, "code": ABSENT_REASONS.get(
+                fact.detail["value_absent"], "unknown")}]}
         if fact.interpretation:
             res["interpretation"] = [{"coding": [{"system": INTERPRETATION, "code": fact.interpretation}]}]
         rng: Json = {}
@@ -210,6 +261,8 @@ class FactMapper:
             res["verificationStatus"] = {"coding": [{"system": CONDITION_VERIFICATION, "code": verification}]}
         if verification == "entered-in-error":   # con-5: no clinicalStatus then
             res.pop("clinicalStatus", None)
+        elif "clinicalStatus" not in res:   # con-3 wants one on a problem-list item: said absent, not guessed
+            res["clinicalStatus"] = UNKNOWN_STATUS
         res["category"] = [{"coding": [{"system": CONDITION_CATEGORY, "code": "problem-list-item"}]}]
         if fact.detail.get("severity"):
             res["severity"] = {"text": fact.detail["severity"]}

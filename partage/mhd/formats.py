@@ -10,10 +10,12 @@ one of the values silently (`partage.mhd.structure` says which elements repeat).
 
 from __future__ import annotations
 
-import json
 import re
+import secrets
+from decimal import Decimal
 from typing import Any
 
+import simplejson
 from fhir.resources.R4B import get_fhir_model_class
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from flask import Request, Response, current_app
@@ -209,23 +211,55 @@ def json_limits(settings: Settings) -> jsonsafe.JsonLimits:
     return jsonsafe.JsonLimits(max_depth=settings.max_json_depth, base_containers=settings.max_json_containers)
 
 
+# FHIR R4 decimal (datatypes.html#decimal): its precision is significant, so a Decimal is written
+# with its own digits (12.20 stays 12.20), never through a float (0.30000000000000004, 1e400 -> inf).
+DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
+def fhir_decimal_text(number: Decimal) -> str:
+    """A finite Decimal in the lexical form of a FHIR decimal (no '+', no leading zeros, no '.5')."""
+    if not number.is_finite():
+        raise ValueError(f"{number}: a FHIR decimal is a finite number")
+    text = str(number)
+    if not DECIMAL.fullmatch(text):   # str() of a Decimal gives 1E+3, 0.5, -0: all match; anything else
+        text = format(number, "f")
+    return text
+
+
+def dumps_json(resource: dict[str, Any]) -> str:
+    """FHIR JSON of a resource whose decimals may be Decimal: simplejson writes each as a JSON
+    number with its own digits (the json module would refuse it, or go through a float)."""
+    return simplejson.dumps(resource, ensure_ascii=False, separators=(",", ":"), use_decimal=True,
+                            allow_nan=False)
+
+
 def serialise(resource: dict[str, Any], xml: bool) -> tuple[bytes, str]:
     if not xml:
-        return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode(), \
-            f"{JSON_TYPE}; charset=utf-8"
-    model = get_fhir_model_class(resource["resourceType"]).model_validate(_xml_writable(resource))
+        return dumps_json(resource).encode(), f"{JSON_TYPE}; charset=utf-8"
+    decimals: dict[str, str] = {}
+    writable = _xml_writable(resource, decimals, secrets.randbelow(10**8))
+    model = get_fhir_model_class(resource["resourceType"]).model_validate(writable)
     xml_body = model.model_dump_xml()   # annotated str by fhir_core, but the UTF-8 encoded bytes
-    return xml_body if isinstance(xml_body, bytes) else xml_body.encode(), f"{XML_TYPE}; charset=utf-8"
+    body = xml_body if isinstance(xml_body, bytes) else xml_body.encode()
+    for stand_in, text in decimals.items():   # fhir_core writes a decimal through float: its digits back
+        body = body.replace(f'value="{stand_in}"'.encode(), f'value="{text}"'.encode(), 1)
+    return body, f"{XML_TYPE}; charset=utf-8"
 
 
-def _xml_writable(value: Any) -> Any:
-    """`value` with every string made writable into XML (stored text may quote a client's NUL bytes)."""
+def _xml_writable(value: Any, decimals: dict[str, str], nonce: int) -> Any:
+    """`value` with every string made writable into XML (stored text may quote a client's NUL
+    bytes) and every Decimal replaced by a stand-in number of this call (`nonce`: random digits)
+    whose float text `decimals` maps to the Decimal's own digits."""
     if isinstance(value, str):
         return xml_text(value)
     if isinstance(value, dict):
-        return {k: _xml_writable(v) for k, v in value.items()}
+        return {k: _xml_writable(v, decimals, nonce) for k, v in value.items()}
     if isinstance(value, list):
-        return [_xml_writable(v) for v in value]
+        return [_xml_writable(v, decimals, nonce) for v in value]
+    if isinstance(value, Decimal):
+        stand_in = f"0.9{nonce:08d}{len(decimals):05d}1"   # 15 digits: its float text is itself
+        decimals[stand_in] = fhir_decimal_text(value)
+        return Decimal(stand_in)
     return value
 
 

@@ -18,7 +18,15 @@ from typing import Any
 
 from ..access.actor import Actor
 from ..access.decisions import tells_withheld
-from ..clinical.extract import ALLERGY, IMMUNIZATION, LAB, MEDICATION, PROBLEM, VITAL
+from ..clinical.extract import (
+    ALLERGY,
+    IMMUNIZATION,
+    LAB,
+    MEDICATION,
+    PROBLEM,
+    VITAL,
+    problem_status,
+)
 from ..metadata.datatypes import CX, DTM, DatatypeError
 from ..metadata.model import DocumentEntry
 from ..metadata.query import DocumentFilter
@@ -144,7 +152,8 @@ class ClinicalReader:
         return FactRow(pk=r.pk, kind=r.kind, code=r.code, code_system=r.code_system, display=r.display,
                        value_num=r.value_num, value_text=r.value_text, unit=r.unit, ref_low=r.ref_low,
                        ref_high=r.ref_high, ref_text=r.ref_text, interpretation=r.interpretation,
-                       status=r.status, effective=r.effective, effective_end=r.effective_end,
+                       status=problem_status(r.status, r.effective_end) if r.kind == PROBLEM else r.status,
+                       effective=r.effective, effective_end=r.effective_end,
                        detail=json.loads(r.detail or "{}"), document=doc, seq=r.seq)
 
     def fact(self, pk: int) -> FactRow | None:
