@@ -4,7 +4,8 @@
     .venv/bin/python -m benchmarks                    # query 10k/100k x SQLite/PostgreSQL, ingest, retrieve, plot
     .venv/bin/python -m benchmarks --skip postgresql  # without PostgreSQL
 
-Each step writes its JSON to benchmarks/results/ and the plot to docs/query-latency.png.
+Each step writes its JSON to benchmarks/results/ (or to $PARTAGE_BENCH_RESULTS) and the plot to
+docs/query-latency.png.
 The 1 million figure is a separate, longer command (docs/performance.md).
 """
 
@@ -37,12 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn, step_args in steps:
         t = time.monotonic()
         print(f"== {name}: {' '.join(step_args)}", file=sys.stderr, flush=True)
-        fn(step_args)
+        code = fn(step_args)
         print(f"== {name}: {time.monotonic() - t:.0f} s", file=sys.stderr, flush=True)
+        if code:   # a step that failed fails the suite (its figures are not there to plot)
+            print(f"suite: step {name} failed (exit {code})", file=sys.stderr)
+            return code
     if "query" not in skip:
-        plot.main([])
+        code = plot.main([])
     print(f"suite: {time.monotonic() - started:.0f} s", file=sys.stderr)
-    return 0
+    return code if "query" not in skip else 0
 
 
 if __name__ == "__main__":

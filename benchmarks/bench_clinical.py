@@ -17,6 +17,7 @@ warm-up; figures are per request. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -29,6 +30,7 @@ from lxml import etree
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import fmt, load_average, machine, percentiles  # noqa: E402
 from partage.access.actor import INSECURE_DEV_ACTOR  # noqa: E402
 from partage.access.credentials import DevAuthority, sample_actors  # noqa: E402
 from partage.config import Settings  # noqa: E402
@@ -138,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
     parser.add_argument("--database", default="")
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--json", type=Path, help="also write the figures there (machine, date, load average, "
+                        "ms per request)")
     args = parser.parse_args(argv)
+    date, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_average()
     corpus = Path(args.corpus)
     if not (corpus / "cda" / "valid").is_dir():
         print(f"no corpus at {corpus}", file=sys.stderr)
@@ -169,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             ("page + search", f"/dossier/{rid}?q=thyro%C3%AFde"),
             ("creatinine history", f"/dossier/{rid}/resultats?code=2160-0&system=2.16.840.1.113883.6.1"),
         ]
+        host = machine()
         print(f"patient with 31 documents built in {built_s:.1f} s ({services.registry.engine.dialect.name}); "
-              f"{args.repeat} runs per request after a warm-up; load average {os.getloadavg()[0]:.2f}")
+              f"{args.repeat} runs per request after a warm-up; {date}; {host['cpu']}, {host['cores']} cores; "
+              f"load average {os.getloadavg()[0]:.2f}")
+        figures: dict[str, dict] = {}
         print(f"  {'request':<22} {'median ms':>10} {'p95 ms':>9}  answer")
         for label, url in questions:
             response = client.get(url, headers=headers)
@@ -180,10 +188,17 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.perf_counter()
                 response = client.get(url, headers=headers)
                 times.append((time.perf_counter() - t) * 1000)
-            ordered = sorted(times)
-            p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-            print(f"  {label:<22} {statistics.median(times):>10.2f} {p95:>9.2f}  {_answer(response)}")
+            figures[label] = {"url": url, **percentiles(times)}   # p95: None below 20 runs
+            print(f"  {label:<22} {statistics.median(times):>10.2f} {fmt(figures[label]['p95']):>9}  "
+                  f"{_answer(response)}")
+        backend = services.registry.engine.dialect.name
         services.close()
+    if args.json:
+        args.json.write_text(json.dumps({
+            "benchmark": "clinical", "date": date, "machine": host, "backend": backend,
+            "command": " ".join(["python -m benchmarks.bench_clinical", *(sys.argv[1:] if argv is None else argv)]),
+            "load_average_before": load_before, "load_average_after": load_average(), "build_s": round(built_s, 2),
+            "repeat": args.repeat, "requests_ms": figures}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0
 
 

@@ -38,7 +38,7 @@ from partage.query.search import SearchService
 from partage.server.app import create_app
 from partage.services import Services
 
-from .common import load_average, machine, percentiles, postgres_database, save, timed
+from .common import fmt, load_average, machine, percentiles, postgres_database, save, timed
 from .load import load
 from .synth import CLASS_SYSTEM, INS_NIR_TEST, Corpus, Generator, patient_cx
 
@@ -128,7 +128,12 @@ def run_backend(backend: str, args: argparse.Namespace, corpus: Corpus) -> dict:
         generator = Generator(corpus)
         print(f"{backend}: loading {args.documents} documents", file=sys.stderr, flush=True)
         summary = load(services.registry, generator, args.documents, quiet=True)
-        heavy = [patient_cx(i) for i in range(generator.probes, generator.probes + generator.heavy)]
+        # the heavy patients generated (all of them from probes x probe_docs + heavy x heavy_docs)
+        heavy = [patient_cx(i) for i in range(generator.probes, min(generator.next_patient,
+                                                                    generator.probes + generator.heavy))]
+        if not heavy:
+            raise SystemExit(f"--documents {args.documents}: no heavy patient (the first "
+                             f"{generator.probes * generator.probe_docs} documents are the probe patients')")
         analyze(services)
         client = create_app(services=services).test_client()
         out: dict[str, Any] = {"backend": backend, "documents": summary.get("documents", args.documents),
@@ -144,15 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--documents", type=int, default=10000)
     parser.add_argument("-n", type=int, default=200, help="requests per measure")
+    parser.add_argument("--out", default="fhir-search", help="results name (benchmarks/results/<out>.json)")
     args = parser.parse_args(argv)
     corpus = Corpus.load()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results = [run_backend(b.strip(), args, corpus) for b in args.backends.split(",") if b.strip()]
-    path = save("fhir-search", {"date": started, "machine": machine(), "runs": results})
+    path = save(args.out, {"date": started, "machine": machine(), "runs": results,
+                           "command": " ".join(["python -m benchmarks.bench_fhir_search",
+                                                *(sys.argv[1:] if argv is None else argv)])})
     for run in results:
         for key, value in run.items():
             if isinstance(value, dict):
-                print(f"{run['backend']:10} {key:40} p50 {value.get('p50')} ms  p95 {value.get('p95')} ms  "
+                print(f"{run['backend']:10} {key:40} p50 {value.get('p50')} ms  p95 {fmt(value.get('p95'))} ms  "
                       f"cpu p50 {value.get('cpu_p50')} ms", file=sys.stderr)
     print(path)
     return 0

@@ -54,9 +54,10 @@ from partage.registry.store import Registry
 
 from .common import (
     ROOT,
+    cpu_since,
+    database_backends_cpu,
     load_average,
     machine,
-    named_processes_cpu,
     percentiles,
     postgres_database,
     process_tree_cpu,
@@ -166,7 +167,8 @@ def run(backend: str, workers: int, clients: int, args, corpus: Corpus) -> dict:
         load_before = load_average()
         assert server.process is not None
         server_cpu, client_cpu = process_tree_cpu(server.process.pid), time.process_time()
-        database_cpu = named_processes_cpu("postgres")
+        postgresql = backend != "sqlite"
+        database_cpu = database_backends_cpu(url) if postgresql else {}
         started = time.perf_counter()
         threads = [threading.Thread(target=worker) for _ in range(clients)]
         for t in threads:
@@ -176,7 +178,8 @@ def run(backend: str, workers: int, clients: int, args, corpus: Corpus) -> dict:
         elapsed = time.perf_counter() - started
         server_cpu = process_tree_cpu(server.process.pid) - server_cpu
         client_cpu = time.process_time() - client_cpu
-        database_cpu = named_processes_cpu("postgres") - database_cpu
+        # the backends of this run's database only, not every postgres process of a shared server
+        database_s = cpu_since(database_cpu, database_backends_cpu(url)) if postgresql else None
         if failures:
             raise SystemExit(f"{len(failures)} submissions refused, first: {failures[0]}")
         load_after = load_average()
@@ -198,7 +201,8 @@ def run(backend: str, workers: int, clients: int, args, corpus: Corpus) -> dict:
                 "latency_ms": percentiles(latencies),
                 "server_cpu_ms_per_document": round(server_cpu * 1000 / len(jobs), 1),
                 "client_cpu_ms_per_document": round(client_cpu * 1000 / len(jobs), 1),
-                "postgresql_cpu_ms_per_document": round(database_cpu * 1000 / len(jobs), 1),
+                "postgresql_cpu_ms_per_document": None if database_s is None
+                else round(database_s * 1000 / len(jobs), 1),
                 "load_average_before": load_before,
                 "load_average_after": load_after, "text_jobs_left_at_end": backlog_at_end,
                 "text_indexed_s": None if args.no_text_indexer else round(indexed, 2),
@@ -261,7 +265,11 @@ def plot(runs: list[dict], out: Path, date: str) -> None:
         points.sort(key=lambda r: r["clients"])
         clients = [r["clients"] for r in points]
         rate_ax.plot(clients, [r["documents_per_s"] for r in points], marker="o", label=label)
-        p99_ax.plot(clients, [r["latency_ms"]["p99"] for r in points], marker="o", label=label)
+        tail = [r for r in points if r["latency_ms"].get("p99") is not None]   # >= 100 requests
+        p99_ax.plot([r["clients"] for r in tail], [r["latency_ms"]["p99"] for r in tail], marker="o", label=label)
+    if not any(r["latency_ms"].get("p99") is not None for r in runs):
+        p99_ax.text(0.5, 0.5, "no p99: fewer than 100 requests per run", ha="center", transform=p99_ax.transAxes)
+        p99_ax.set_xlim(1, 2 * max(r["clients"] for r in runs))
     rate_ax.axhline(GOAL_DOCUMENTS_PER_S, linestyle=":", color="grey", label=f"goal: {GOAL_DOCUMENTS_PER_S}/s")
     p99_ax.axhline(GOAL_P99_MS, linestyle=":", color="grey", label=f"goal: p99 < {GOAL_P99_MS} ms")
     rate_ax.set(xlabel="concurrent clients", ylabel="documents/s (ITI-41, full validation, SAML)",

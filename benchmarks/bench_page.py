@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_clinical import build  # noqa: E402
+from benchmarks.common import fmt, quantile  # noqa: E402
 from partage.config import Settings  # noqa: E402
 from partage.services import Services  # noqa: E402
 from tests import clinical_support as C  # noqa: E402
@@ -41,9 +42,8 @@ return [nav.responseStart - nav.requestStart, paint ? paint.startTime : null, na
 
 
 def _stats(values: list[float]) -> str:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    return f"median {statistics.median(values):7.1f}  p95 {p95:7.1f}  max {max(values):7.1f}"
+    p95 = fmt(quantile(values, 0.95), 1)   # n/a below 20 loads (benchmarks.common.MIN_SAMPLES)
+    return f"median {statistics.median(values):7.1f}  p95 {p95:>7}  max {max(values):7.1f}  (n={len(values)})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,6 +83,8 @@ def analyze(registry: Registry) -> None:
 
 
 def server_side(services: Services, patients: list[str], f: DocumentFilter, n: int, rnd) -> tuple[dict, int]:
+    if not patients:   # a registry too small to hold patients of this shape: said, not measured
+        return {"n": 0, "not_measured": "no patient of this shape at this size"}, 0
     query = QueryService(services, INSECURE_DEV_ACTOR)
     for pid in patients[:10]:                     # warm-up
         query.find_documents(pid, f)
@@ -153,7 +155,9 @@ def run_backend(backend: str, sizes: list[int], args, corpus: Corpus) -> list[di
             analyze(services.registry)
             gen = generator
             probes = [patient_cx(i) for i in range(gen.probes)]
-            heavy = [patient_cx(i) for i in range(gen.probes, gen.probes + gen.heavy)]
+            # Only the patients generated so far: below probes x probe_docs + heavy x heavy_docs
+            # documents (4200 by default) some heavy patients, and every population one, do not exist.
+            heavy = [patient_cx(i) for i in range(gen.probes, min(gen.next_patient, gen.probes + gen.heavy))]
             others = list(range(gen.probes + gen.heavy, gen.next_patient))
             population = [patient_cx(i) for i in rnd.sample(others, min(len(others), 500))]
             row = {"backend": backend, "documents": generator.documents, "patients": generator.next_patient,
@@ -163,7 +167,8 @@ def run_backend(backend: str, sizes: list[int], args, corpus: Corpus) -> list[di
             row["server"] = {}
             row["server"]["probe"], _ = server_side(services, probes, APPROVED, args.queries, rnd)
             row["server"]["population"], found = server_side(services, population, APPROVED, args.queries, rnd)
-            row["server"]["population"]["mean_documents_returned"] = round(found / args.queries, 1)
+            if population:
+                row["server"]["population"]["mean_documents_returned"] = round(found / args.queries, 1)
             row["server"]["heavy"], _ = server_side(services, heavy, APPROVED, max(10, args.queries // 25), rnd)
             row["server"]["filtered"], _ = server_side(services, probes, FILTERED, args.queries, rnd)
             if args.http_queries:

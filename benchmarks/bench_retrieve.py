@@ -127,8 +127,9 @@ def run(size_mb: int, args, corpus: Corpus) -> dict:
                 "iti68_mb_s": round(size_mb * MB * repeat / sum(fhir_times) / 1e6, 1),
                 "peak_rss_mb": {"start": mb(at_start), "after_upload": mb(after_upload),
                                 "after_retrieves": mb(after_retrieve), "after_iti68": mb(after_fhir)},
+                # per process (the master's own peak, often the largest, would hide a worker's growth)
                 "worker_peak_growth_mb": round(
-                    (max(after_fhir.values()) - max(at_start.values())) / MB, 1),
+                    max(after_fhir[p] - at_start.get(p, 0) for p in after_fhir) / MB, 1),
                 "disk_read_mb_s_direct": disk_read_mb_s(blob),
                 "load_average_before": load_before, "load_average_after": load_average()}
 

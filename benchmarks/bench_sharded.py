@@ -162,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     corpus = Corpus.load()
     started = time.monotonic()
     runs = []
-    with shard_clusters(2) as clusters:
+    shape = Generator(corpus)
+    first = shape.probes * shape.probe_docs + shape.heavy * shape.heavy_docs
+    if sizes[0] <= first:
+        parser.error(f"--sizes: each above {first} (the probe and heavy patients' documents, loaded first)")
+    needed = max((int(x) for x in layouts if x != "flat"), default=0)   # the clusters the layouts use
+    with ExitStack() as stack:
+        clusters = stack.enter_context(shard_clusters(needed)) if needed else []
         for layout in layouts:
             runs += run_layout(layout, sizes, args, corpus, clusters)
     payload = {"benchmark": "sharded", "command": " ".join(["python -m benchmarks.bench_sharded",

@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import fmt, load_average, machine, quantile  # noqa: E402
 from partage.cda.crosscheck import cda_unique_id  # noqa: E402
 from partage.cda.header import read_header  # noqa: E402
 from partage.cda.profile import Profile, Validator, get_profile  # noqa: E402
@@ -57,9 +58,8 @@ def metadata_for(data: bytes) -> dict:
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+def pct(values: list[float], q: float) -> str:
+    return fmt(quantile(values, q), 3)   # "n/a" below benchmarks.common.MIN_SAMPLES
 
 
 def measure(validator: Validator, docs: list[tuple[str, bytes, dict | None]], repeat: int) -> dict[str, list[float]]:
@@ -84,7 +84,7 @@ def measure(validator: Validator, docs: list[tuple[str, bytes, dict | None]], re
 def table(title: str, times: dict[str, list[float]]) -> list[str]:
     lines = [title, f"  {'layer':<12} {'median ms':>10} {'p95 ms':>9} {'n':>6}"]
     for layer, values in times.items():
-        lines.append(f"  {layer:<12} {statistics.median(values):>10.3f} {pct(values, 0.95):>9.3f} {len(values):>6}")
+        lines.append(f"  {layer:<12} {statistics.median(values):>10.3f} {pct(values, 0.95):>9} {len(values):>6}")
     return lines
 
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no corpus at {corpus}", file=sys.stderr)
         return 2
     docs = [(name, data, metadata_for(data)) for name, data in raw]
-
+    date, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_average()
     own: Profile = get_profile("cisis", schema=str(corpus / "xsd" / "cda"), valuesets=str(corpus / "valuesets"))
     started = time.perf_counter()
     validator = Validator(own)
@@ -217,9 +217,13 @@ def main(argv: list[str] | None = None) -> int:
            f"own profile ready in {ready_s:.2f} s (XSD compile + {len(validator.terminology.value_sets)} value sets)"]
     out += table("own profile 'cisis', all layers (parse, schema, rules, terminology, metadata); "
                  "total = wall, total_cpu = process CPU time, layers = wall:", own_times)
-    out.append(f"  {'libxml2 cpu':<12} {statistics.median(floor_times):>10.3f} {pct(floor_times, 0.95):>9.3f}"
+    out.append(f"  {'libxml2 cpu':<12} {statistics.median(floor_times):>10.3f} {pct(floor_times, 0.95):>9}"
                "   (floor: bare lxml parse + XSD validate, no Partage code)")
-    result: dict = {"own": own_times, "own_ready_s": ready_s, "libxml2_floor_cpu": floor_times}
+    result: dict = {"benchmark": "validation", "date": date, "machine": machine(),
+                    "command": " ".join(["python -m benchmarks.bench_validation",
+                                         *(sys.argv[1:] if argv is None else argv)]),
+                    "documents": len(docs), "repeat": args.repeat, "load_average_before": load_before,
+                    "own": own_times, "own_ready_s": ready_s, "libxml2_floor_cpu": floor_times}
 
     sch_result = None
     if args.schematron:
@@ -257,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                              models["times"])
                 result[f"models_{start.replace(' ', '_')}"] = models
 
+    result["load_average_after"] = load_average()
+    out.insert(0, f"{date}; {result['machine']['cpu']}, {result['machine']['cores']} cores; load average "
+                  f"{load_before} before, {result['load_average_after']} after")
     print("\n".join(out))
     print(f"reference: ANS Java pipeline {ANS_MS['total']:.0f} ms/document warm (XSD {ANS_MS['xsd']} + StrucMin "
           f"{ANS_MS['strucmin']:.0f} + model 7.9), ready in ~{ANS_MS['ready_s']:.0f} s, {ANS_MS['rss_mb']} MB")

@@ -11,6 +11,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+# Where `save` writes: benchmarks/results/, or the directory PARTAGE_BENCH_RESULTS names (the
+# smoke tests' scratch runs, a judge's own runs), so that a trial run never replaces a recorded one.
+RESULTS_ENV = "PARTAGE_BENCH_RESULTS"
+
+
+def results_dir() -> Path:
+    return Path(os.environ[RESULTS_ENV]) if os.environ.get(RESULTS_ENV) else RESULTS
 
 
 def machine() -> dict:
@@ -64,10 +71,23 @@ def _process_stats() -> dict[int, tuple[str, int, float]]:
     return stats
 
 
-def named_processes_cpu(name: str) -> float:
-    """CPU seconds used so far by the living processes of this command name (`postgres`: the
-    database server's backends, which are not the benchmark's children)."""
-    return sum(cpu for comm, _parent, cpu in _process_stats().values() if comm == name)
+def database_backends_cpu(url: str) -> dict[int, float]:
+    """pid -> CPU seconds of the PostgreSQL backends connected to this URL's database now: the
+    benchmark's own share of a server other clients share (their backends, and the server's own
+    processes, WAL writer and checkpointer, are not counted). Compare two readings with
+    `cpu_since`; a backend that exited between them is lost (its CPU is not counted)."""
+    import psycopg
+
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain) as conn:
+        pids = {row[0] for row in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")}
+    return {pid: cpu for pid, (_name, _parent, cpu) in _process_stats().items() if pid in pids}
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two `database_backends_cpu` readings (a new pid counts whole)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def process_tree_cpu(root_pid: int) -> float:
@@ -82,16 +102,36 @@ def process_tree_cpu(root_pid: int) -> float:
     return total
 
 
+# The fewest samples a quantile needs to be more than the largest of them: a p95 needs 20
+# (one sample in 20 above it), a p99 needs 100. Below that it is not reported (None).
+MIN_SAMPLES = {0.95: 20, 0.99: 100}
+
+
+def quantile(values: list[float], p: float) -> float | None:
+    """The p-quantile (nearest rank) of `values`, or None when there are too few of them for it
+    to mean anything (MIN_SAMPLES): with 20 samples, a "p99" would only be their maximum."""
+    if len(values) < MIN_SAMPLES.get(p, 1):
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p * (len(ordered) - 1))))]
+
+
 def percentiles(values_ms: list[float]) -> dict:
+    """n, p50, p95, p99, max, mean (ms, rounded); p95 / p99 are None below MIN_SAMPLES."""
     if not values_ms:
         return {"n": 0}
-    ordered = sorted(values_ms)
 
-    def q(p: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(round(p * (len(ordered) - 1))))], 2)
+    def q(p: float) -> float | None:
+        value = quantile(values_ms, p)
+        return None if value is None else round(value, 2)
 
-    return {"n": len(ordered), "p50": q(0.50), "p95": q(0.95), "p99": q(0.99),
-            "max": round(ordered[-1], 2), "mean": round(sum(ordered) / len(ordered), 2)}
+    return {"n": len(values_ms), "p50": q(0.50), "p95": q(0.95), "p99": q(0.99),
+            "max": round(max(values_ms), 2), "mean": round(sum(values_ms) / len(values_ms), 2)}
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    """A figure for a printed table: "n/a" for a quantile not reported (too few samples)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, object]:
@@ -108,8 +148,10 @@ def postgres_database(prefix: str = "bench"):
 
 
 def save(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    """Write a run's JSON as <results_dir()>/<name>.json; returns its path."""
+    directory = results_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 

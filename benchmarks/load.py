@@ -40,7 +40,7 @@ class Progress:
         self.last = now
         elapsed = now - self.started
         rate = done / elapsed if elapsed else 0.0
-        eta = (self.total - done) / rate if rate else 0.0
+        eta = max(0, self.total - done) / rate if rate else 0.0   # whole patients: done may pass total
         print(f"{self.label}: {done}/{self.total} ({100 * done / max(1, self.total):.0f} %), "
               f"{rate:,.0f}/s, {elapsed:.0f} s elapsed, ~{eta:.0f} s left", file=self.stream, flush=True)
 

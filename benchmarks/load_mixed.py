@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import load_average, machine, quantile  # noqa: E402
 from partage.config import Settings  # noqa: E402
 from partage.services import Services  # noqa: E402
 from tests import factories as F  # noqa: E402
@@ -51,20 +52,18 @@ class Recorder:
             return [s for s in self.samples if start <= s[0] < end]
 
 
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
 
 
 def summarize(samples) -> dict:
+    """Per operation: requests, errors, p50 and p99 in ms (None when there are too few requests
+    for the quantile: benchmarks.common.quantile; never NaN, which JSON cannot carry)."""
     out = {}
     for op, _ in MIX:
         times = [s[2] for s in samples if s[1] == op]
         out[op] = {"n": len(times), "errors": sum(1 for s in samples if s[1] == op and not s[3]),
-                   "p50_ms": round(percentile(times, 50) * 1000, 2),
-                   "p99_ms": round(percentile(times, 99) * 1000, 2)}
+                   "p50_ms": ms(quantile(times, 0.5)) if times else None, "p99_ms": ms(quantile(times, 0.99))}
     return out
 
 
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
-
+    date, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_average()
     with tempfile.TemporaryDirectory(prefix="partage-load-") as tmp:
         data_dir = Path(tmp) / "data"
         services = Services.open(Settings(data_dir=data_dir, database_url=args.database))
@@ -160,11 +159,14 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
             services.close()
     total = summarize(recorder.samples)
-    result = {"minutes": args.minutes, "clients": args.clients, "database": args.database or "sqlite",
+    result = {"benchmark": "load_mixed", "date": date, "machine": machine(),
+              "command": " ".join(["python -m benchmarks.load_mixed", *(sys.argv[1:] if argv is None else argv)]),
+              "load_average_before": load_before, "load_average_after": load_average(), "minutes": args.minutes, "clients": args.clients, "database": args.database or "sqlite",
               "per_minute": minutes, "total": total,
               "errors": sum(r["errors"] for r in total.values())}
     print(json.dumps(result["total"], indent=1))
-    print(f"{sum(r['n'] for r in total.values())} requests, {result['errors']} errors")
+    print(f"{sum(r['n'] for r in total.values())} requests, {result['errors']} errors; {date}, "
+          f"{result['machine']['cores']} cores, load average {load_before} before, {result['load_average_after']} after")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     if args.plot:
@@ -183,7 +185,8 @@ def plot(minutes: list[dict], path: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     xs = [m["minute"] for m in minutes]
     for op, _ in MIX:
-        top.plot(xs, [m[op]["p99_ms"] for m in minutes], marker="o", label=f"{op} p99")
+        points = [(m["minute"], m[op]["p99_ms"]) for m in minutes if m[op]["p99_ms"] is not None]
+        top.plot([x for x, _ in points], [y for _, y in points], marker="o", label=f"{op} p99 (minutes of >= 100)")
     top.set_ylabel("ms")
     top.legend()
     bottom.plot(xs, [m["rss_mb"] for m in minutes], marker="o", color="black")

@@ -1,5 +1,7 @@
 """Draw FindDocuments latency against registry size from benchmarks/results/query-*.json.
 
+The results directory is $PARTAGE_BENCH_RESULTS when set (benchmarks.common.results_dir).
+
     .venv/bin/pip install -e '.[bench]' && .venv/bin/python -m benchmarks.plot   # -> docs/query-latency.png
 """
 
@@ -9,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import RESULTS, ROOT
+from .common import ROOT, results_dir
 
 
 def collect(paths: list[Path]) -> dict[tuple[str, str], list[tuple[int, dict]]]:
@@ -34,13 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "query-latency.png"))
     parser.add_argument("results", nargs="*", type=Path)
     args = parser.parse_args(argv)
-    paths = args.results or sorted(RESULTS.glob("query-*.json"))
+    paths = args.results or sorted(results_dir().glob("query-*.json"))
     data = collect(paths)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=False)
     styles = {"sqlite": "tab:blue", "postgresql": "tab:orange"}
     for ax, quantile in zip(axes, ("p50", "p99"), strict=True):
         for (backend, name), points in sorted(data.items()):
             if name not in ("server probe", "server population", "HTTP probe", "HTTP iti67 probe"):
+                continue
+            # points without this quantile (too few samples, or not measured at that size) are left out
+            points = [(n, s) for n, s in points if s.get(quantile) is not None]
+            if not points:
                 continue
             xs = [n for n, _ in points]
             ys = [s[quantile] for _, s in points]

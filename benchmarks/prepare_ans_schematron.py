@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/prepare_ans_schematron.py SOURCE OUT
 
 SOURCE is the ansforge/TestContenuCDA-3-0 repository: a working copy, or a bare git
-directory (e.g. what the `fetch` tool leaves in /work/.mirror/ansforge+TestContenuCDA-3-0/repo).
+directory (a mirror clone).
 OUT receives schematrons/profils/structurationMinimale/ (the .sch, its include/ folder and
 value-set files) and nothing else; the script prints the path of the .sch to give to
 `--schematron` / PARTAGE_ANS_SCHEMATRON. The ANS files are not Partage's: never commit OUT.
@@ -17,6 +17,7 @@ reads, from jeuxDeValeurs/JDV_J07_XdsTypeCode_CISIS.xml of the same repository.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -92,11 +93,12 @@ def prepare(source: Path, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    print(prepare(Path(args[0]), Path(args[1])))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, help="ansforge/TestContenuCDA-3-0: a working copy or a bare git directory")
+    parser.add_argument("out", type=Path, help="where to write schematrons/profils/structurationMinimale/")
+    args = parser.parse_args(argv)
+    print(prepare(args.source, args.out))
     return 0
 
 

@@ -36,7 +36,7 @@ from partage.services import Services
 
 from .bench_query import APPROVED, FILTERED, INSECURE_DEV_ACTOR, server_side
 from .bench_sharded import analyze
-from .common import load_average, machine, postgres_database, save
+from .common import fmt, load_average, machine, postgres_database, save
 from .load import load
 from .synth import Corpus, Generator, patient_cx
 
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--top", type=int, default=30, help="functions shown by own time")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default="", help="results name (default profile-query-<layout>)")
     args = parser.parse_args(argv)
     with ExitStack() as stack:
         count = 0 if args.layout == "flat" else int(args.layout)
@@ -104,15 +105,15 @@ def main(argv: list[str] | None = None) -> int:
             statements = statements_of(services, query, probes[0], f)
             shape = {"statements": statements, **server_side(services, probes, f, args.queries, rnd)[0]}
             payload["shapes"][name] = shape
-            print(f"{name}: {len(statements)} statements, p50 {shape['p50']} / p95 {shape['p95']} / "
-                  f"p99 {shape['p99']} ms, CPU p50 {shape['cpu_p50']} ms", flush=True)
+            print(f"{name}: {len(statements)} statements, p50 {shape['p50']} / p95 {fmt(shape['p95'])} / "
+                  f"p99 {fmt(shape['p99'])} ms, CPU p50 {shape['cpu_p50']} ms", flush=True)
             for statement in statements:
                 print(f"    {statement[:150]}")
         payload["load_average_after"] = load_average()
         table = profile(query, probes, APPROVED, args.queries, rnd, args.top)
         payload["profile"] = table
         print(table)
-    print(save(f"profile-query-{args.layout}", payload))
+    print(save(args.out or f"profile-query-{args.layout}", payload))
     return 0
 
 

@@ -17,6 +17,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
 
-    before = load_average()
+    before, date = load_average(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with ExitStack() as stack:
         clusters = stack.enter_context(shard_clusters(args.shards))
         tmp = Path(tempfile.mkdtemp(prefix="bench-storage-"))
@@ -81,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     # The tables with their indexes (a database's own size adds its catalogs, about 7.5 MB each,
     # which weigh per document at small sizes only).
     per_document = sum(d["table_bytes_per_document"] for d in databases.values())
-    result = {"machine": machine(), "load_average_before": before, "load_average_after": load_average(),
+    result = {"benchmark": "storage_sharded", "date": date, "machine": machine(),
+              "command": " ".join(["python -m benchmarks.storage_sharded", *(sys.argv[1:] if argv is None else argv)]),
+              "load_average_before": before, "load_average_after": load_average(),
               "shards": args.shards, "load": loaded, "documents": documents, "databases": databases,
               "bytes_per_document": round(per_document, 1),
               "gigabytes_for_10_million": round(per_document * 10_000_000 / 1e9, 1)}
