@@ -17,6 +17,7 @@ from ..metadata.model import (
     ObjectType,
     SubmissionSet,
 )
+from .bodies import pack, unpack
 from .schema import KIND_ASSOCIATION, KIND_DOCUMENT, KIND_FOLDER, KIND_SUBMISSION_SET
 from .search_index import date_range, normalize, token_hashes
 
@@ -76,7 +77,7 @@ def row_values(obj: AnyObject, *, patient_pk: int | None, registered_at: str,
         "registered_at": registered_at,
         "revision": 1,
         "updated_at": registered_at,
-        "body": json.dumps(codec.to_dict(obj), separators=(",", ":"), ensure_ascii=False),
+        "body": pack(json.dumps(codec.to_dict(obj), separators=(",", ":"), ensure_ascii=False)),
     }
     if isinstance(obj, DocumentEntry):
         values.update(
@@ -133,5 +134,6 @@ def author_rows(obj: AnyObject) -> list[dict[str, Any]]:
     return rows
 
 
-def object_from_row(body: str) -> AnyObject:
-    return codec.from_dict(json.loads(body))
+def object_from_row(body: bytes | str) -> AnyObject:
+    """The object a row's stored body holds (registry.bodies: packed, or JSON from before 0016)."""
+    return codec.from_dict(json.loads(unpack(body)))

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -148,7 +149,8 @@ registry_objects = Table(
     # a status change rewrites the row (register.rewrite) and counts one more (migration 0006).
     Column("revision", Integer, nullable=False, default=1, server_default="1"),
     Column("updated_at", String(20), nullable=True),
-    Column("body", Text, nullable=False),                 # metadata.codec JSON
+    # metadata.codec JSON, deflated against a fixed dictionary (registry.bodies; migration 0016)
+    Column("body", LargeBinary, nullable=False),
     UniqueConstraint("entry_uuid", name="uq_registry_objects_entry_uuid"),
 )
 Index("ix_objects_patient_kind_status", registry_objects.c.patient_pk, registry_objects.c.kind,
@@ -177,7 +179,7 @@ removed_objects = Table(
     Column("removed_by", String(128), nullable=False),
     Column("transaction", String(16), nullable=False),      # ITI-62 | ITI-86
     Column("blob_address", String(64), nullable=True),      # bytes kept until a purge
-    Column("body", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),            # the removed row's, as it was stored
 )
 Index("ix_removed_patient", removed_objects.c.patient_pk)
 

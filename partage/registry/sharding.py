@@ -32,7 +32,9 @@ What changes and why (docs/deployment.md, "Sharding the registry"):
 - DDL does not reach the shards by itself: ALTER TABLE on the partitioned parent changes the
   coordinator's foreign-table definition only. A migration that changes the three tables
   calls `alter_partitions()` (it runs the statement on every shard partition, then on the
-  parent); `partage serve` on a sharded database at head migrates nothing.
+  parent), or `alter_column_type()` for a column's type (the shards' rows converted there, the
+  coordinator's foreign partitions detached while the parent changes); `partage serve` on a
+  sharded database at head migrates nothing.
 
 The same shape (distribution column patient_pk, everything else on one node) is what Citus
 asks for; docs/deployment.md gives the statements.
@@ -44,6 +46,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from sqlalchemy import Connection, create_engine
@@ -264,6 +267,58 @@ def alter_partitions(conn: Connection, table: str, action: str) -> None:
             finally:
                 engine.dispose()
     conn.exec_driver_sql(f"ALTER TABLE {table} {action}")
+
+
+def alter_column_type(conn: Connection, table: str, column: str, sql_type: str, using: str) -> None:
+    """For a migration: change `column`'s type to `sql_type` (rows converted by the expression
+    `using`, which names the column) on every shard's partitions, then on the coordinator.
+
+    A shard partition already of that type is left alone, so that a migration run again after a
+    failure (the shards commit on their own, before the migration's transaction) converts nothing
+    twice. PostgreSQL converts no foreign table's rows (they are the shards') and refuses `USING`
+    on a parent that has foreign partitions: the coordinator detaches them, changes their
+    definition, converts the parent and attaches them again, in the migration's transaction."""
+    if table not in TABLES:
+        raise ValueError(f"{table} is not sharded")
+    foreign: list[tuple[str, str]] = []
+    if is_sharded(conn):
+        each_shard(conn, partial(_convert_partitions, table=table, column=column, sql_type=sql_type, using=using))
+        foreign = [(str(name), str(bound)) for name, bound in conn.exec_driver_sql(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%(t)s) AND c.relkind = 'f'",
+            {"t": table})]
+    if _column_type(conn, table, column) == sql_type:
+        return
+    for name, _ in foreign:
+        conn.exec_driver_sql(f"ALTER TABLE {table} DETACH PARTITION {name}")
+        conn.exec_driver_sql(f"ALTER FOREIGN TABLE {name} ALTER COLUMN {column} TYPE {sql_type}")
+    conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {sql_type} USING {using}")
+    for name, bound in foreign:
+        conn.exec_driver_sql(f"ALTER TABLE {table} ATTACH PARTITION {name} {bound}")
+
+
+def each_shard(conn: Connection, work: Callable[[Connection, tuple[int, ...]], object]) -> None:
+    """For a migration: `work(connection, partitions)` in one transaction on each shard of a
+    sharded coordinator (its own connection: the coordinator's transaction must not have read or
+    written those tables through postgres_fdw, or the shard's DDL would wait on it for ever)."""
+    for target in shards(conn):
+        def run(remote: Connection, partitions: tuple[int, ...] = target.partitions) -> object:
+            return work(remote, partitions)
+        _remote(target.url, run)
+
+
+def _column_type(conn: Connection, table: str, column: str) -> str | None:
+    return conn.exec_driver_sql(
+        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = to_regclass(%(t)s) "
+        "AND a.attname = %(c)s AND NOT a.attisdropped", {"t": table, "c": column}).scalar()
+
+
+def _convert_partitions(remote: Connection, partitions: tuple[int, ...], *, table: str, column: str,
+                        sql_type: str, using: str) -> None:
+    for i in partitions:
+        name = f"{table}_p{i}"
+        if _column_type(remote, name, column) != sql_type:
+            remote.exec_driver_sql(f"ALTER TABLE {name} ALTER COLUMN {column} TYPE {sql_type} USING {using}")
 
 
 # ------------------------------------------------------------------ adding a shard
