@@ -8,6 +8,7 @@ upgrade); PostgreSQL gets a pooled engine. Everything here is keyed by patient.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import socket
 import sqlite3
@@ -20,9 +21,9 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Row, bindparam, create_engine, event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -306,6 +307,15 @@ def deadline_settings(statement_timeout: float, lock_timeout: float) -> dict[str
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _migration_scripts() -> ScriptDirectory:
+    """The migrations, loaded once per process (a fresh database is migrated one step per
+    transaction: reloading the scripts at each step tripled the time of creating one)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(cfg)
+
+
 class Registry:
     """Owns the engine; hands out read and write transactions."""
 
@@ -350,9 +360,8 @@ class Registry:
         scoped, as PgBouncer's transaction pooling needs), so one host migrates, the others wait,
         then find the revision moved on. No statement deadline (the request path's,
         `deadline_settings`) applies to a migration."""
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-        head = ScriptDirectory.from_config(cfg).get_current_head()
+        script = _migration_scripts()
+        head = script.get_current_head()
         with self._migrate_lock:
             while True:
                 with self._write_engine.begin() as conn:
@@ -361,8 +370,13 @@ class Registry:
                         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
                     if MigrationContext.configure(conn).get_current_revision() == head:
                         return
+                    # alembic's `command.upgrade(cfg, "+1")`, on the scripts loaded once
+                    cfg = Config()
+                    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
                     cfg.attributes["connection"] = conn
-                    command.upgrade(cfg, "+1")
+                    with EnvironmentContext(cfg, script, destination_rev="+1",
+                                            fn=lambda rev, _context: script._upgrade_revs("+1", rev)):
+                        script.run_env()
 
     def dispose(self) -> None:
         self.engine.dispose()
