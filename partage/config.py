@@ -92,7 +92,7 @@ class Settings:
     # statement may run, a lock wait or a shard's answer included, and may wait for a lock; past
     # them the request is a 503 + Retry-After and its transaction rolls back (docs/robustness.md)
     statement_timeout: float = 30.0
-    lock_timeout: float = 10.0
+    lock_timeout: float = 30.0
     text_indexer: bool = True         # read PDFs' text in the server's background process (server/background.py)
     # Notifications (docs/notifications.md): DSUB / FHIR subscriptions and the patients' e-mails.
     notifier: bool = True             # `partage serve` runs the outbox sender (partage/notify/sender.py)

@@ -36,7 +36,8 @@ def test_a_full_document_subscription_with_filters():
     assert (sub.door, sub.topic, sub.payload, sub.endpoint) == (DSUB, DOCUMENT, FULL, URL)
     assert sub.patient_id == PID
     assert sub.filter.codes["class"] == [[Code("10", "1.2.250.1.213.1.1.4.1"), Code("11", "1.2.250.1.213.1.1.4.1")]]
-    assert sub.filter.codes["event"] == [[Code("E1", "1.2.3")], [Code("E2", "1.2.3")]]   # AND of ORs, as ITI-18
+    # the Values of one Slot are ORed, as in ITI-18 (ITI TF-2a 3.18.4.1.2.3.6; Slots of one name ANDed)
+    assert sub.filter.codes["event"] == [[Code("E1", "1.2.3"), Code("E2", "1.2.3")]]
     assert sub.filter.author_persons == ["%MARTIN%"]
     assert sub.filter.author_institutions == ["Clinique des Lilas"]
     assert ends == datetime(2030, 5, 31, tzinfo=UTC).timestamp()
