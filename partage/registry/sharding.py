@@ -287,7 +287,7 @@ def alter_column_type(conn: Connection, table: str, column: str, sql_type: str, 
             "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
             "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%(t)s) AND c.relkind = 'f'",
             {"t": table})]
-    if _column_type(conn, table, column) == sql_type:
+    if column_type(conn, table, column) == sql_type:
         return
     for name, _ in foreign:
         conn.exec_driver_sql(f"ALTER TABLE {table} DETACH PARTITION {name}")
@@ -307,7 +307,8 @@ def each_shard(conn: Connection, work: Callable[[Connection, tuple[int, ...]], o
         _remote(target.url, run)
 
 
-def _column_type(conn: Connection, table: str, column: str) -> str | None:
+def column_type(conn: Connection, table: str, column: str) -> str | None:
+    """`column`'s type as PostgreSQL writes it (`bytea`, `text`), None if the table or column is not there."""
     return conn.exec_driver_sql(
         "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = to_regclass(%(t)s) "
         "AND a.attname = %(c)s AND NOT a.attisdropped", {"t": table, "c": column}).scalar()
@@ -317,7 +318,7 @@ def _convert_partitions(remote: Connection, partitions: tuple[int, ...], *, tabl
                         sql_type: str, using: str) -> None:
     for i in partitions:
         name = f"{table}_p{i}"
-        if _column_type(remote, name, column) != sql_type:
+        if column_type(remote, name, column) != sql_type:
             remote.exec_driver_sql(f"ALTER TABLE {name} ALTER COLUMN {column} TYPE {sql_type} USING {using}")
 
 

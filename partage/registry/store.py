@@ -328,6 +328,7 @@ class Registry:
         line's, migrations and bulk loads do not."""
         self.url = url
         self._deadline = deadline_settings(statement_timeout, lock_timeout)
+        self._lifted = {name: "0" for name in self._deadline}   # SET LOCAL: no deadline (migrations, bulk loads)
         self.engine = make_engine(url, deadline=self._deadline, **pool)
         self._write_engine = self.engine.execution_options(partage_write=True)
         # Reads see one state of the registry for the whole transaction (a FindDocuments' three
@@ -366,7 +367,7 @@ class Registry:
             while True:
                 with self._write_engine.begin() as conn:
                     if conn.dialect.name == "postgresql":
-                        self._set_local(conn, {name: "0" for name in self._deadline})
+                        self._set_local(conn, self._lifted)
                         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
                     if MigrationContext.configure(conn).get_current_revision() == head:
                         return
@@ -451,7 +452,7 @@ class Registry:
         `unbounded`: without the registry's statement deadline (a bulk load's batches)."""
         deferred = self._deferred.get()
         unflushed = deferred is not None and not self.is_sqlite and not closing
-        local = {name: "0" for name in self._deadline} if unbounded and not self.is_sqlite else {}
+        local = dict(self._lifted) if unbounded and not self.is_sqlite else {}
         if unflushed:
             local["synchronous_commit"] = "off"   # one_sync() flushes at its end
         with self._fork_guard.held(), self._turn(), self._write_engine.connect() as conn, conn.begin():

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from partage.registry.bodies import unpack
-from partage.registry.sharding import alter_column_type, each_shard, is_sharded
+from partage.registry.sharding import alter_column_type, column_type, each_shard, is_sharded
 
 revision = "0016"
 down_revision = "0015"
@@ -28,7 +28,7 @@ def upgrade() -> None:
     conn = op.get_bind()
     if conn.dialect.name == "postgresql":
         alter_column_type(conn, "registry_objects", "body", "bytea", "convert_to(body, 'UTF8')")
-        if _type(conn, "removed_objects") != "bytea":   # run again after a failure: already done
+        if column_type(conn, "removed_objects", "body") != "bytea":   # run again after a failure: already done
             conn.exec_driver_sql("ALTER TABLE removed_objects ALTER COLUMN body TYPE bytea "
                                  "USING convert_to(body, 'UTF8')")
         return
@@ -49,7 +49,7 @@ def downgrade() -> None:
     _unpack_rows(conn, "removed_objects")
     if conn.dialect.name == "postgresql":
         alter_column_type(conn, "registry_objects", "body", "text", "convert_from(body, 'UTF8')")
-        if _type(conn, "removed_objects") != "text":
+        if column_type(conn, "removed_objects", "body") != "text":
             conn.exec_driver_sql("ALTER TABLE removed_objects ALTER COLUMN body TYPE text "
                                  "USING convert_from(body, 'UTF8')")
         return
@@ -57,14 +57,9 @@ def downgrade() -> None:
         conn.exec_driver_sql(f"UPDATE {table} SET body = CAST(body AS TEXT) WHERE typeof(body) = 'blob'")
 
 
-def _type(conn: sa.Connection, table: str) -> str | None:
-    return conn.exec_driver_sql("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
-                                f"to_regclass('{table}') AND attname = 'body' AND NOT attisdropped").scalar()
-
-
 def _unpack_partitions(remote: sa.Connection, partitions: tuple[int, ...]) -> None:
     for i in partitions:
-        if _type(remote, f"registry_objects_p{i}") == "bytea":
+        if column_type(remote, f"registry_objects_p{i}", "body") == "bytea":
             _unpack_rows(remote, f"registry_objects_p{i}")
 
 
