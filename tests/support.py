@@ -10,12 +10,16 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 
+from partage.config import Settings
 from partage.conformance.testkit import __main__ as testkit_entry
+from partage.services import Services
 
 PG_ADMIN_URL = os.environ.get("PARTAGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("PARTAGE_REQUIRE_POSTGRES", "") == "1" or os.environ.get("CI") == "true"
@@ -131,6 +135,18 @@ class LiveServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextmanager
+def served_with_services(data_dir: Path, **server: Any) -> Iterator[LiveServer]:
+    """`partage serve` on `data_dir` (`server`: LiveServer's options) with this process's own
+    services on the same data (`live.services`), for a test that serves and inspects."""
+    with LiveServer(data_dir, **server) as live:
+        live.services = Services.open(Settings(data_dir=data_dir), migrate=False)
+        try:
+            yield live
+        finally:
+            live.services.close()
 
 
 def run_nist_testkit(server: LiveServer, testkit: Path, codes: Path, out: Path, selection: list[str]) -> int:

@@ -15,13 +15,11 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from partage.config import Settings
 from partage.ebxml import constants as C
 from partage.metadata.datatypes import CX
 from partage.metadata.model import Association, AssociationType, Code, ObjectType
-from partage.services import Services
 from tests import factories as F
-from tests.support import LiveServer
+from tests.support import served_with_services
 from tests.xdsclient import Reply, XdsClient, objects_of
 
 RIM = f"{{{C.RIM}}}"
@@ -35,11 +33,8 @@ REFERRAL = "urn:ihe:iti:xds:2013:referral"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("sqround3") / "data"
-    with LiveServer(data, mllp=False) as live:
-        live.services = Services.open(Settings(data_dir=data), migrate=False)
+    with served_with_services(tmp_path_factory.mktemp("sqround3") / "data", mllp=False) as live:
         yield live
-        live.services.close()
 
 
 def _patient(server) -> CX:

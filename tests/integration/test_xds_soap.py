@@ -6,11 +6,10 @@ import hashlib
 
 import pytest
 
-from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
+from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID
 from partage.metadata.model import Association, AssociationType, Code
-from partage.services import Services
 from tests import factories as F
-from tests.support import LiveServer
+from tests.support import served_with_services
 from tests.xdsclient import XdsClient, objects_of
 
 APPROVED = "('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"
@@ -18,11 +17,8 @@ APPROVED = "('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("xds") / "data"
-    with LiveServer(data, mllp=False) as live:
-        live.services = Services.open(Settings(data_dir=data), migrate=False)
+    with served_with_services(tmp_path_factory.mktemp("xds") / "data", mllp=False) as live:
         yield live
-        live.services.close()
 
 
 def _patient(server) -> str:

@@ -15,13 +15,12 @@ import pytest
 import requests
 from lxml import etree
 
-from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID, Settings
+from partage.config import DEFAULT_REPOSITORY_UNIQUE_ID
 from partage.ebxml import constants as C
 from partage.ebxml.mtom import Attachment, build_multipart, content_type_params, read_soap_request
 from partage.ebxml.soap import build_envelope, parse_envelope
-from partage.services import Services
 from tests import factories as F
-from tests.support import LiveServer
+from tests.support import served_with_services
 from tests.xdsclient import XdsClient, objects_of, provide_and_register_body
 
 SOAP = f"{{{C.SOAP12}}}"
@@ -36,11 +35,8 @@ SOAP_CT = "application/soap+xml; charset=UTF-8"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("xdswire") / "data"
-    with LiveServer(data, mllp=False) as live:
-        live.services = Services.open(Settings(data_dir=data), migrate=False)
+    with served_with_services(tmp_path_factory.mktemp("xdswire") / "data", mllp=False) as live:
         yield live
-        live.services.close()
 
 
 def _patient(server):
