@@ -47,6 +47,7 @@ class Actor:
     reason: str = ""             # justification of a bris_de_glace access
     software: str = ""           # the calling software (LPS name and version)
     credential_id: str = ""      # assertion ID / JWT jti, for the audit trail
+    issuer: str = ""             # who vouched for the actor: the assertion's <Issuer>, the token's iss
     auth_method: str = ""        # saml | jwt | insecure-dev | internal
     credential_expires: int = 0  # end of the credential's validity (epoch seconds), for replay checks
 

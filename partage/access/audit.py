@@ -165,7 +165,7 @@ def open_record(services: Holder, ctx: AuditContext) -> None:
     row = dict(recorded_at=_now(), action=ctx.action[:80], request=ctx.request[:300], outcome=SERIOUS_FAILURE,
                decision="error", actor_id="unauthenticated", actor_name="", actor_kind="unknown",
                actor_role="", purpose="", reason="", structure="", address=ctx.address[:64], credential_id="",
-               patient_pk=None, patient_id="", objects="[]", detail="probe")
+               issuer="", patient_pk=None, patient_id="", objects="[]", detail="probe")
     try:
         with services.registry.rehearsal() as conn:
             audit_log.probe(conn, row)
@@ -215,7 +215,7 @@ def _write(services: Holder, ctx: AuditContext, status: int) -> int | None:
                        actor_role="/".join(filter(None, [actor.role, actor.specialty]))[:32],
                        purpose=actor.purpose if ctx.actor else "", reason=actor.reason,
                        structure=actor.structure[:64], address=(ctx.address or actor.address)[:64],
-                       credential_id=actor.credential_id[:128], patient_pk=patient_pk,
+                       credential_id=actor.credential_id[:128], issuer=actor.issuer[:256], patient_pk=patient_pk,
                        patient_id=patient_id[:256], objects=json.dumps(ctx.objects), detail=detail)
             pk = audit_log.append(conn, row)
             first = pk if first is None else first

@@ -212,9 +212,9 @@ def verify_assertion(assertion: etree._Element | bytes, *, ca_pem_file: str, aud
                     for r in conditions.findall(S + "AudienceRestriction")]
     if not restrictions or any(audience not in names for names in restrictions):
         raise AuthenticationRequired(f"SAML assertion is not for this audience ({audience})")
-    issuers.check(_issuer(signed), _signing_certificate(result, ca_pem_file), trusted_issuers,
-                  what="SAML assertion Issuer")
-    return dataclasses.replace(_actor_from(signed), credential_expires=int(not_after.timestamp()))
+    issuer = _issuer(signed)
+    issuers.check(issuer, _signing_certificate(result, ca_pem_file), trusted_issuers, what="SAML assertion Issuer")
+    return dataclasses.replace(_actor_from(signed), credential_expires=int(not_after.timestamp()), issuer=issuer)
 
 
 def _issuer(signed: etree._Element) -> str:

@@ -163,4 +163,4 @@ def actor_from_claims(claims: dict[str, Any]) -> Actor:
                  specialty=str(specialty), sector=str(vihf.get("sector") or ""),
                  patient_id=patient_claim(str(iua.get("person_id") or "")), reason=str(vihf.get("reason") or ""),
                  software=str(vihf.get("software") or ""), credential_id=str(claims.get("jti") or ""),
-                 auth_method="jwt")
+                 issuer=str(claims.get("iss") or ""), auth_method="jwt")

@@ -275,6 +275,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(json.dumps(row, ensure_ascii=False))
             else:
                 who = f"{row['actor_id']} ({row['actor_kind']}{'/' + row['actor_role'] if row['actor_role'] else ''})"
+                if row["issuer"]:
+                    who += f" by {row['issuer']}"
                 mode = f" [{row['purpose']}]" if row["purpose"] not in ("", "normal") else ""
                 print(f"{row['recorded_at']} {row['action']:12} {row['decision']:15} {who}{mode} "
                       f"patient={row['patient_id'] or '-'} docs={len(row['objects'])} {row['detail']}")

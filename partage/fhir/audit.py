@@ -10,6 +10,7 @@ urn:oid:<authority>|<id>`) or everything. Professionals are refused (403).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -63,6 +64,7 @@ EVENT_TYPES = {
     "page-document": ("110106", "Export", "R"), "page-document-content": ("110106", "Export", "R"),
     "consent-read": (PATIENT_RECORD, "Patient Record", "R"), "consent-update": (PATIENT_RECORD, "Patient Record", "U"),
 }
+_WHITESPACE = re.compile(r"\s")   # FHIR R4 uri: no whitespace (http://hl7.org/fhir/R4/datatypes.html#uri)
 FEED_UPDATES = frozenset({"A08", "A40"})   # ITI-8 triggers that change a known patient (the others create)
 
 
@@ -77,15 +79,30 @@ def _outcome(status: int, message: str, code: str) -> Response:
     return formats.respond(operation_outcome([Issue(message, code)]), request, status)
 
 
+def _actor_identifier(row: Json) -> Json:
+    """The requestor's id, in the namespace of who vouched for it (BALP SAMLaccessTokenUse:
+    Subject.NameID -> who.identifier.value, Issuer -> who.identifier.system). An issuer that is
+    not a FHIR uri (an X.509 subject name has spaces) names the identifier's assigner instead."""
+    identifier: Json = {"value": row["actor_id"]}
+    issuer = row.get("issuer") or ""
+    if issuer and not _WHITESPACE.search(issuer):
+        identifier["system"] = issuer
+    elif issuer:
+        identifier["assigner"] = {"display": issuer}
+    return identifier
+
+
 def resource(row: Json, *, for_patient: bool = False) -> Json:
     """The AuditEvent of one audit row. `for_patient`: the patient's own view, which says
     nothing of what the policy withheld from whom (no outcome text)."""
     event_id, display, action = EVENT_TYPES.get(row["action"], ("110100", "Application Activity", "E"))
     if row["action"] == "ITI-8":
         action = _feed_action(row["request"] or "")
-    agent: Json = {"who": {"identifier": {"value": row["actor_id"]}, "display": row["actor_name"] or row["actor_id"]},
+    agent: Json = {"who": {"identifier": _actor_identifier(row), "display": row["actor_name"] or row["actor_id"]},
              "type": {"coding": [{"system": "urn:partage:actor-kind", "code": row["actor_kind"]}]},
              "requestor": True}
+    if row["credential_id"] and not for_patient and not _WHITESPACE.search(row["credential_id"]):
+        agent["policy"] = [row["credential_id"]]   # BALP: the assertion's ID / the token's jti
     if row["actor_role"]:
         profession, _, specialty = row["actor_role"].partition("/")
         agent["role"] = [{"coding": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": profession}]}]

@@ -275,6 +275,7 @@ audit_events = Table(
     Column("patient_id", String(256), nullable=False, default=""),
     Column("objects", Text, nullable=False, default="[]"),        # JSON list of document uniqueIds
     Column("detail", Text, nullable=False, default=""),
+    Column("issuer", String(256), nullable=False, default=""),     # who vouched for the actor (migration 0017)
 )
 Index("ix_audit_patient", audit_events.c.patient_pk, audit_events.c.pk)
 Index("ix_audit_actor", audit_events.c.actor_id, audit_events.c.pk)

@@ -223,7 +223,7 @@ def psc_claims(userinfo: dict[str, Any], id_token: dict[str, Any]) -> dict[str, 
         iua["subject_role"] = {"system": saml.PROFESSION_SYSTEM, "code": role}
     vihf = {"kind": "professional", "specialty": str(exercice.get("codeSavoirFaire") or ""),
             "sector": str(activity.get("codeSecteurDactivite") or ""), "software": "Partage (page web)"}
-    return {"sub": national_id, "jti": str(info.get("sid") or info.get("jti") or ""),
+    return {"sub": national_id, "iss": str(id_token.get("iss") or ""), "jti": str(info.get("sid") or info.get("jti") or ""),
             "extensions": {"ihe_iua": iua, "fr_vihf": {k: v for k, v in vihf.items() if v}}}
 
 

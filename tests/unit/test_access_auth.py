@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from lxml import etree
 
-from partage.access import saml, tokens
+from partage.access import issuers, saml, tokens
 from partage.access.actor import AuthenticationRequired
 from partage.access.credentials import DevAuthority, sample_actors, write_dev_credentials
 from partage.config import Settings
@@ -40,7 +40,8 @@ def test_round_trip_every_sample_actor(authority, name):
                 _verify_jwt(authority, authority.jwt(actor))):
         assert got.credential_id
         assert got.credential_expires > datetime.now(UTC).timestamp()
-        assert dataclasses.replace(got, credential_id="", auth_method="", credential_expires=0) == actor
+        assert got.issuer == issuers.identity(authority.cert)
+        assert dataclasses.replace(got, credential_id="", auth_method="", credential_expires=0, issuer="") == actor
 
 
 def test_saml_refusals(authority):
