@@ -32,7 +32,13 @@ from .access.decisions import (
 from .access.gate import Graph
 from .metadata.errors import ErrorCode, XdsError, XdsErrors
 from .metadata.ids import assign_uuids
-from .metadata.model import Association, AssociationType, DocumentEntry, SubmissionRequest
+from .metadata.model import (
+    RELATIONSHIP_TYPES,
+    Association,
+    AssociationType,
+    DocumentEntry,
+    SubmissionRequest,
+)
 from .metadata.validate import ITI_57, validate_submission
 from .query.view import Reader, graph_of
 from .registry import updates
@@ -81,8 +87,9 @@ def update_document_set(services: Services, actor: Actor, request: SubmissionReq
         patient_pk = registry.patient_pk(conn, ss.patient_id)
         if ss.patient_id is not None:
             audit.note_patient(ss.patient_id.format(), patient_pk)
-        changed = updates.rows(conn, [a.target_uuid for a in request.associations
-                                      if a.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS])
+        changed = updates.rows(conn, [*(a.target_uuid for a in request.associations
+                                        if a.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS),
+                                      *_registered_ends(request)])
         _note_documents([*request.documents, *_documents_touched(conn, changed.values())])
         _check_update(Reader(services, actor), conn, patient_pk, request)
         return updates.apply_update(registry, conn, request)
@@ -112,7 +119,9 @@ def _check_update(reader: Reader, conn: Connection, patient_pk: int | None, requ
     _may_change_record(reader, conn, patient_pk)
     status_changes = [a for a in request.associations
                       if a.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS]
-    if actor.kind in PATIENT_KINDS and (request.folders or status_changes):
+    if actor.kind in PATIENT_KINDS and (request.folders or not all(
+            _new_version_membership(a, request) for a in request.associations)):
+        # status changes, folder memberships, relations: anything but the new versions' own HasMember
         raise _refuse(deny("a patient may only change the masking of documents"))
     previous = updates.latest_versions(conn, [d.lid for d in request.documents if d.lid])
     for doc in request.documents:
@@ -139,12 +148,34 @@ def _check_update(reader: Reader, conn: Connection, patient_pk: int | None, requ
     for target in _documents_touched(conn, updates.rows(conn, changed).values()):
         _require(modify_decision(actor, target, "change the status of"))
     # Relations an update submits between registered documents (ITI-57 SubmitAssociation)
-    # change what those documents say: a replacement or a transform is for their authors.
+    # change what those documents say: the source is declared an addendum, a transform, a
+    # replacement or a signature of the target (and a replacement of the target deprecates its
+    # addenda and transforms with it), so it is for the source's authors; a replacement or a
+    # transform changes the target too, so it is for the target's authors as well.
     submitted = {o.entry_uuid for o in request.objects()}
-    linked = [end for a in request.associations if a.association_type in CHANGING_TYPES
-              for end in (a.source_uuid, a.target_uuid) if end not in submitted]
+    linked = [end for a in request.associations if a.association_type in RELATIONSHIP_TYPES
+              for end in ((a.source_uuid, a.target_uuid) if a.association_type in CHANGING_TYPES
+                          else (a.source_uuid,)) if end not in submitted]
     for target in _documents_touched(conn, updates.rows(conn, linked).values()):
         _require(modify_decision(actor, target, "relate"))
+
+
+def _new_version_membership(assoc: Association, request: SubmissionRequest) -> bool:
+    """The update's own HasMember of one of the new versions it submits."""
+    ss = request.submission_set
+    return (assoc.association_type == AssociationType.HAS_MEMBER and ss is not None
+            and assoc.source_uuid == ss.entry_uuid
+            and any(d.entry_uuid == assoc.target_uuid for d in request.documents))
+
+
+def _registered_ends(request: SubmissionRequest) -> list[str]:
+    """The registered objects the update's associations link (a folder membership, a relation
+    between registered documents): the documents among them are what the update is about too.
+    Status changes are counted by their target."""
+    submitted = {o.entry_uuid for o in request.objects()}
+    return [end for a in request.associations
+            if a.association_type != AssociationType.UPDATE_AVAILABILITY_STATUS
+            for end in (a.source_uuid, a.target_uuid) if end not in submitted]
 
 
 def _note_documents(documents: Iterable[DocumentEntry]) -> None:
