@@ -19,6 +19,7 @@ from lxml import etree
 from lxml.builder import ElementMaker
 
 from ..xmlsafe import xml_text
+from .locate import PREFIXES
 from .messages import LAYER_NAMES, STATUS_NAMES
 
 ERROR = "error"
@@ -192,7 +193,8 @@ def to_svrl(report: Report) -> bytes:
     E = ElementMaker(namespace=SVRL, nsmap={"svrl": SVRL})
     root = E("schematron-output", title=xml_text(f"Partage – validation CDA : {report.file}"),
              schemaVersion=xml_text(report.profile or ""))
-    root.append(E("ns-prefix-in-attribute-values", uri="urn:hl7-org:v3", prefix="hl7"))
+    for uri, prefix in PREFIXES.items():   # every prefix a location may use, so that each can be evaluated
+        root.append(E("ns-prefix-in-attribute-values", uri=uri, prefix=prefix))
     for layer, result in report.layers.items():
         name = f"{layer}: {result.status}" + (f" ({result.reason})" if result.reason else "")
         if layer == MODEL and report.model_schematron:

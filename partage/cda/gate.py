@@ -30,6 +30,7 @@ from ..metadata.errors import ErrorCode, XdsError
 from .constants import CLINICAL_DOCUMENT, HL7
 from .findings import LAYERS, PARSE, SCHEMA, SCHEMATRON, Finding, Report
 from .messages import LAYER_NAMES
+from .parser import too_large
 from .profile import Profile, Validator, get_profile, get_validator
 
 log = logging.getLogger("partage.cda")
@@ -267,11 +268,9 @@ class CdaGate:
                  error_code: str = ErrorCode.REPOSITORY_METADATA) -> list[XdsError]:
         if content is None or not is_cda(content.file):
             return []
-        limit = self.validator.profile.limits.max_bytes
-        if content.size > limit:
-            return [XdsError(error_code, f"DocumentEntry {entry.entry_uuid} : le document CDA fait "
-                                         f"{content.size} octets ; la limite de validation est de {limit} "
-                                         "octets", "/")]
+        refused = too_large(content.size, self.validator.profile.limits)
+        if refused is not None:   # the parser's own refusal, without reading the bytes
+            return findings_to_errors(entry.entry_uuid, error_code, [refused])
         content.file.seek(0)
         data = content.file.read()
         content.file.seek(0)

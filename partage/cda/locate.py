@@ -10,7 +10,8 @@ import re
 
 from lxml import etree
 
-_PREFIXES = {
+# The prefixes locations are written with (declared in every SVRL report, `findings.to_svrl`).
+PREFIXES = {
     "urn:hl7-org:v3": "hl7",
     "urn:hl7-org:sdtc": "sdtc",
     "http://www.w3.org/1999/XSL/Transform": "xsl",
@@ -21,7 +22,7 @@ _PREFIXES = {
 
 def _step(el: etree._Element) -> str:
     qname = etree.QName(el)
-    prefix = _PREFIXES.get(qname.namespace or "")
+    prefix = PREFIXES.get(qname.namespace or "")
     if prefix:
         name = f"{prefix}:{qname.localname}"
     elif qname.namespace:

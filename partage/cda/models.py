@@ -21,6 +21,8 @@ rule, in order (docs/cda-rules.md, "Model schematron"):
    theirs so; real documents rarely do).
 5. Still no version: every version of the model is tried and the one the document fits best
    (fewest errors, then the latest) is retained; the report says so.
+   Only versions of one model compete: several models claimed by as discriminating roots are
+   each checked (the document must satisfy every model it claims).
 6. No model: "aucun schematron de modèle pour les templateIds ..." (not run; an error in a profile
    requiring a model).
 
@@ -235,29 +237,45 @@ class ModelCatalog:
         for es in per_root.values():
             if models(es) == fewest:
                 candidates += [e for e in es if e not in candidates]
-        if len(candidates) == 1:
-            claimed = {ext for r, ext in templates if ext and r in candidates[0].template_ids}
-            if not claimed or candidates[0].version in claimed:
-                return ModelChoice(CHOSEN, candidates, BY_TEMPLATE, template_ids=templates)
+        # Several models named by as discriminating roots: the document claims each of them, and
+        # each is checked (its version chosen as below); the best fit is only between versions.
+        by_model: dict[str, list[ModelEntry]] = {}
+        for e in candidates:
+            by_model.setdefault(e.model, []).append(e)
+        chosen: list[ModelEntry] = []
+        hows: list[str] = []
+        for family in by_model.values():
+            picked = self._version(family, templates, declared)
+            if isinstance(picked, str):
+                return ModelChoice(NONE, reason=picked, template_ids=templates)
+            how, entries = picked
+            chosen += entries
+            hows.append(how)
+        return ModelChoice(CHOSEN, chosen, " ; ".join(dict.fromkeys(hows)), template_ids=templates)
+
+    @staticmethod
+    def _version(family: list[ModelEntry], templates: list[tuple[str, str]],
+                 declared: list[ModelEntry]) -> tuple[str, list[ModelEntry]] | str:
+        """The version(s) of one model to check a document against (how, entries), or why none."""
+        if len(family) == 1:
+            claimed = {ext for r, ext in templates if ext and r in family[0].template_ids}
+            if not claimed or family[0].version in claimed:
+                return BY_TEMPLATE, family
             # The templateId names a version this schematron is not: the rule below (declaration,
             # else "aucun schematron pour la version"), as for a model with several versions.
-
-        roots = {r for e in candidates for r in e.template_ids}
+        roots = {r for e in family for r in e.template_ids}
         extensions = {ext for r, ext in templates if ext and r in roots}
-        by_version = [e for e in candidates if e.version in extensions]
-        if by_version and models(by_version) == len(by_version):
-            return ModelChoice(CHOSEN, by_version[:1] if len(by_version) == 1 else by_version,
-                               BY_TEMPLATE_VERSION if len(by_version) == 1 else BY_BEST_FIT,
-                               template_ids=templates)
-        in_family = [e for e in declared if e in candidates]
+        by_version = [e for e in family if e.version in extensions]
+        if len(by_version) == 1:
+            return BY_TEMPLATE_VERSION, by_version
+        in_family = [e for e in declared if e in family]
         if in_family:
-            return ModelChoice(CHOSEN, [in_family[-1]], BY_DECLARATION, template_ids=templates)
+            return BY_DECLARATION, [in_family[-1]]
         if extensions and not by_version:
-            available = ", ".join(sorted(f"{e.model} {e.version}" for e in candidates))
-            return ModelChoice(NONE, reason=f"aucun schematron pour la version {', '.join(sorted(extensions))} "
-                               f"donnée par le templateId (disponibles : {available})", template_ids=templates)
-        return ModelChoice(CHOSEN, sorted(by_version or candidates, key=lambda e: (e.version, e.model)),
-                           BY_BEST_FIT, template_ids=templates)
+            available = ", ".join(sorted(f"{e.model} {e.version}" for e in family))
+            return (f"aucun schematron pour la version {', '.join(sorted(extensions))} donnée par le "
+                    f"templateId (disponibles : {available})")
+        return BY_BEST_FIT, sorted(by_version or family, key=lambda e: (e.version, e.model))
 
     @staticmethod
     def _no_model_reason(templates: list[tuple[str, str]], code: str, set_aside: list[ModelEntry]) -> str:

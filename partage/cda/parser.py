@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from ..xmlsafe import LIBXML2_MAX_DEPTH, XmlInputError
+from ..xmlsafe import LIBXML2_MAX_DEPTH, TOO_LARGE, XmlInputError
 from ..xmlsafe import parse_xml as _parse_xml
 from .constants import CLINICAL_DOCUMENT, HL7
 from .findings import ERROR, PARSE, Finding
@@ -47,6 +47,15 @@ class ParsedCda:
     clinical_document: etree._Element | None
     auto_presentable: bool = False   # a CDA wrapped in an xsl:stylesheet ("auto-présentable")
     size: int = 0
+
+
+def too_large(size: int, limits: ParseLimits = DEFAULT_LIMITS) -> Finding | None:
+    """The parse refusal of a document of `size` bytes over the limit (None within it): the
+    finding the parser gives, for a caller that knows the size before reading the bytes."""
+    if size <= limits.max_bytes:
+        return None
+    message = parse_message(TOO_LARGE, size=size, limits=(limits.max_bytes, limits.max_depth), detail="")
+    return Finding(TOO_LARGE, ERROR, PARSE, message, "/")
 
 
 def parse_xml(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> etree._Element:

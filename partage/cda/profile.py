@@ -69,7 +69,7 @@ from .models import (
 )
 from .parser import DEFAULT_LIMITS, ParseLimits, XmlRejected, parse_cda
 from .rules import RuleContext, auto_presentable_finding, check_rules
-from .saxon import SaxonDocument, SaxonInputError
+from .saxon import SaxonDocument, SaxonInputError, SaxonRunError
 from .schema import check_schema, find_schema, load_schema
 from .schematron import CompiledSchematron, load_schematron
 from .schematron_cache import default_cache_dir
@@ -286,6 +286,8 @@ class Validator:
             findings = self.schematron.check(saxon_doc, SCHEMATRON)
         except SaxonInputError as exc:
             return _refused_by_saxon(exc, SCHEMATRON)
+        except SaxonRunError as exc:
+            return _failed_in_saxon(exc, SCHEMATRON, self.schematron.path.name)
         return _defects(self.schematron, findings, SCHEMATRON, [])
 
     def _terminology(self, doc: etree._Element, ctx: RuleContext) -> _Outcome:
@@ -320,21 +322,30 @@ class Validator:
         return self._run_models(report, choice, saxon_doc)
 
     def _run_models(self, report: Report, choice: ModelChoice, saxon_doc: SaxonDocument) -> _Outcome:
-        runs: list[tuple[ModelEntry, CompiledSchematron, list[Finding]]] = []
+        """Each model the document claims is checked (a templateId is a claim of conformance);
+        the best fit is chosen only between versions of one model. A candidate that could not
+        be compiled leaves the layer "partial": the check was not made against it."""
+        runs: dict[str, list[tuple[ModelEntry, CompiledSchematron, list[Finding]]]] = {}
         parts: list[LayerPart] = []
+        unusable: list[str] = []
         for entry in choice.entries:
             try:
                 compiled = self.catalog.compiled(entry) if self.catalog is not None else None
             except (SchematronError, OSError) as exc:
                 parts.append(LayerPart(entry.name, NOT_RUN, f"le schematron ne compile pas : {exc}"))
+                unusable.append(entry.name)
                 continue
             if compiled is None:
                 continue
+            report.model_selection = choice.how
             try:
-                runs.append((entry, compiled, compiled.check(saxon_doc, MODEL)))
+                runs.setdefault(entry.model, []).append((entry, compiled, compiled.check(saxon_doc, MODEL)))
             except SaxonInputError as exc:
-                report.model_selection = choice.how
                 outcome = _refused_by_saxon(exc, MODEL)
+                outcome.parts = parts
+                return outcome
+            except SaxonRunError as exc:
+                outcome = _failed_in_saxon(exc, MODEL, entry.name)
                 outcome.parts = parts
                 return outcome
         if not runs:
@@ -345,18 +356,32 @@ class Validator:
 
         def errors(findings: list[Finding]) -> int:
             return sum(f.severity in self.profile.blocking_severities for f in findings)
-        # Best fit (several versions tried): complete schematrons first, then fewest errors, then latest.
-        best = min(runs, key=lambda r: (bool(r[1].missing_includes), errors(r[2]), _descending(r[0].version)))
-        entry, compiled, findings = best
-        report.model_schematron = entry.name
+        kept = []
+        for model_runs in runs.values():
+            # Best fit (several versions tried): complete schematrons first, then fewest errors, then latest.
+            best = min(model_runs, key=lambda r: (bool(r[1].missing_includes), errors(r[2]),
+                                                  _descending(r[0].version)))
+            kept.append(best)
+            if len(model_runs) > 1:
+                for other, _c, other_findings in model_runs:
+                    chosen = other is best[0]
+                    parts.append(LayerPart(other.name, PASSED if chosen else NOT_APPLICABLE,
+                                           f"{errors(other_findings)} erreur(s) ; "
+                                           + ("retenu" if chosen else "écarté (moins bonne correspondance)")))
+        report.model_schematron = ", ".join(entry.name for entry, _c, _f in kept)
         report.model_selection = choice.how
-        if len(runs) > 1:
-            for other, _c, other_findings in runs:
-                kept = other is entry
-                parts.append(LayerPart(other.name, PASSED if kept else NOT_APPLICABLE,
-                                       f"{errors(other_findings)} erreur(s) ; "
-                                       + ("retenu" if kept else "écarté (moins bonne correspondance)")))
-        return _defects(compiled, findings, MODEL, parts)
+        outcome = _Outcome([], None, "", parts)
+        for _entry, compiled, findings in kept:
+            one = _defects(compiled, findings, MODEL, parts)
+            outcome.findings += one.findings
+            if one.status is not None:
+                outcome.status, outcome.reason = one.status, one.reason
+        if unusable:
+            message = (f"schematron(s) retenu(s) qui ne compile(nt) pas : {', '.join(unusable)} ; le document "
+                       "n'a pas été vérifié par ceux-ci")
+            outcome.findings.append(Finding("model-schematron-unusable", INFO, MODEL, message, _CLINICAL_DOCUMENT))
+            outcome.status, outcome.reason = PARTIAL, message
+        return outcome
 
     def _verdict(self, report: Report) -> Report:
         p = self.profile
@@ -369,6 +394,15 @@ def _refused_by_saxon(exc: SaxonInputError, layer: str) -> _Outcome:
     """The schematron engine could not read the document: the layer did not run, and says why."""
     reason = "le moteur de schematrons (Saxon) refuse de lire le document"
     return _Outcome([Finding("schematron-input-refused", ERROR, layer,
+                             f"{reason} : aucune règle de cette couche n'a été vérifiée (message de Saxon : {exc})",
+                             "/")], NOT_RUN, reason)
+
+
+def _failed_in_saxon(exc: SaxonRunError, layer: str, name: str) -> _Outcome:
+    """The schematron failed on the document as a whole: the layer did not run, and says why
+    (a layer that did not run is never "passed")."""
+    reason = f"le schematron {name} a échoué sur ce document (erreur du moteur Saxon)"
+    return _Outcome([Finding("schematron-eval-error", ERROR, layer,
                              f"{reason} : aucune règle de cette couche n'a été vérifiée (message de Saxon : {exc})",
                              "/")], NOT_RUN, reason)
 

@@ -38,6 +38,26 @@ class SaxonInputError(ValueError):
     attributes on an element, names of at most 1000 characters, ...). The message is Saxon's."""
 
 
+class SaxonRunError(RuntimeError):
+    """A compiled schematron failed on a document as a whole (a dynamic error outside any rule's
+    own try/catch: a global `let`, a rule context evaluated once per document): none of its rules
+    ran. The message is Saxon's."""
+
+
+def transform(executable: Any, document: SaxonDocument) -> str:
+    """A compiled stylesheet's result on a document, as text; SaxonRunError when the
+    transformation fails as a whole or gives nothing (no rule ran: never read as "no finding")."""
+    node = document.node()
+    with _lock:
+        try:
+            result = executable.transform_to_string(xdm_node=node)
+        except PySaxonApiError as exc:
+            raise SaxonRunError(" ".join(str(exc).split())) from None
+    if not result:
+        raise SaxonRunError("la transformation n'a produit aucun résultat")
+    return str(result)
+
+
 @dataclass
 class SaxonDocument:
     """An lxml tree, serialised and parsed by Saxon on first use, shared by the layers that need it."""

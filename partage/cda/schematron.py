@@ -84,11 +84,9 @@ class CompiledSchematron:
         return [d for d in self.defects if d.kind == DEFECT_DOCUMENT]
 
     def run(self, document: saxon.SaxonDocument) -> etree._Element:
-        """The raw result (<r><f a=".." loc=".."><v>..</v></f>...</r>) for a document."""
-        node = document.node()
-        with saxon.lock():
-            result = self._executable.transform_to_string(xdm_node=node)
-        return etree.fromstring((result or "<r/>").encode("utf-8"))
+        """The raw result (<r><f a=".." loc=".."><v>..</v></f>...</r>) for a document;
+        SaxonRunError when the transformation fails as a whole (no rule ran: not "no finding")."""
+        return etree.fromstring(saxon.transform(self._executable, document).encode("utf-8"))
 
     def check(self, root: etree._Element | saxon.SaxonDocument, layer: str = SCHEMATRON) -> list[Finding]:
         """The failed asserts and successful reports on a document, as findings of `layer`."""
