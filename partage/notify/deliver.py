@@ -148,9 +148,10 @@ class Deliveries:
             return self._settler(row, token)("skipped", f"{renderer.action} subscriptions have no handshake")
         result = self.transport.post(sub.endpoint, renderer.handshake(self.services, sub, row.delivery_id))
         # DSUBm ITI-112: a handshake that cannot be sent or is refused puts the subscription in
-        # error at once (the subscriber re-activates it once its endpoint answers).
+        # error at once (the subscriber re-activates it once its endpoint answers). Only while it
+        # is still `requested`: cancelled during the handshake, it stays `off`.
         with self.services.registry.write() as conn:
-            rows.update_fields(conn, sub.pk or 0, status=ACTIVE if result.ok else ERROR,
+            rows.update_fields(conn, sub.pk or 0, statuses=(REQUESTED,), status=ACTIVE if result.ok else ERROR,
                                error="" if result.ok else f"handshake: {result.detail}"[:500])
         return self._settler(row, token)("delivered" if result.ok else "failed", result.detail)
 
@@ -161,8 +162,8 @@ class Deliveries:
         attempts = int(row.attempts) + 1   # the claim counted this attempt
         if result.permanent or attempts >= self.settings.notify_max_attempts:
             if sub.door == FHIR:   # DSUBm: a recipient that cannot be reached puts the subscription in error
-                with self.services.registry.write() as conn:
-                    rows.update_fields(conn, sub.pk or 0, status=ERROR,
+                with self.services.registry.write() as conn:   # (one cancelled meanwhile stays off)
+                    rows.update_fields(conn, sub.pk or 0, statuses=rows.LIVE, status=ERROR,
                                        error=f"notification {row.delivery_id}: {result.detail}"[:500])
             return settle("failed", f"{result.detail} (attempt {attempts})")
         outbox.retry(self.services.registry, EVENTS, row.pk, token, time.time() + backoff(attempts),

@@ -16,8 +16,9 @@ Allowed destinations are `notify_destinations` (PARTAGE_NOTIFY_DESTINATIONS), a 
 `loopback` (127.0.0.0/8, ::1), a network or address (`10.20.0.0/16`, `2001:db8::/32`,
 `192.0.2.7`), a host name (`hooks.chu-exemple.fr`) or all names under a domain
 (`*.chu-exemple.fr`), trusted by name whatever they resolve to. Link-local addresses
-(169.254.0.0/16, where cloud metadata services answer; fe80::/10), unspecified, multicast
-and reserved addresses are refused unless listed as a network. The default,
+(169.254.0.0/16, where cloud metadata services answer; fe80::/10), the metadata services'
+addresses outside it (`METADATA`), unspecified, multicast and reserved addresses are refused
+unless listed as a network. The default,
 `public,private,loopback`, lets a deployment start without configuration (subscribers of a
 health information exchange are often on the hospitals' private networks); production
 lists its subscribers' networks or names (docs/notifications.md).
@@ -40,6 +41,14 @@ DEFAULT = "public,private,loopback"
 # ranges (benchmarking, documentation, "this network", 2001::/23 with Teredo...).
 PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                                                    "100.64.0.0/10", "fc00::/7"))
+# Cloud metadata services that answer outside link-local: AWS's instance metadata over IPv6
+# (fd00:ec2::254, in fc00::/7), Alibaba Cloud's (100.100.100.200, in 100.64.0.0/10), Oracle
+# Cloud's (192.0.0.192). Never destinations unless listed as a network, as link-local is.
+METADATA = tuple(ipaddress.ip_network(n) for n in ("fd00:ec2::254/128", "100.100.100.200/32", "192.0.0.192/32"))
+# Not globally reachable (IANA IPv4 Special-Purpose Address Registry) though this Python's
+# `is_global` may say so: 192.0.0.0/24, IETF protocol assignments (only 192.0.0.0/29 and
+# 192.0.0.170/31 were non-global before Python 3.12.4). Not `public`.
+NOT_GLOBAL = (ipaddress.ip_network("192.0.0.0/24"),)
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -123,15 +132,15 @@ class Destinations:
 
     def allows(self, ip: Address) -> bool:
         ip = _plain(ip)
-        if any(ip.version == net.version and ip in net for net in self.networks):
+        if _within(ip, self.networks):
             return True
         if ip.is_loopback:   # before is_reserved: ::1 is in the reserved ::/8
             return "loopback" in self.keywords
-        if ip.is_unspecified or ip.is_multicast or ip.is_link_local or ip.is_reserved:
+        if ip.is_unspecified or ip.is_multicast or ip.is_link_local or ip.is_reserved or _within(ip, METADATA):
             return False
-        if ip.is_global:
+        if ip.is_global and not _within(ip, NOT_GLOBAL):
             return "public" in self.keywords
-        return "private" in self.keywords and any(ip.version == net.version and ip in net for net in PRIVATE)
+        return "private" in self.keywords and _within(ip, PRIVATE)
 
     def addresses(self, host: str, port: int) -> list[str]:
         """The addresses of `host` a connection may be opened to (in resolver order);
@@ -166,6 +175,10 @@ class Destinations:
         except (OSError, UnicodeError) as exc:
             return f"the endpoint's host {host!r} cannot be resolved ({type(exc).__name__})"
         return ""
+
+
+def _within(ip: Address, networks: tuple[Network, ...]) -> bool:
+    return any(ip.version == net.version and ip in net for net in networks)
 
 
 def _literal(host: str) -> Address | None:

@@ -15,6 +15,8 @@ import dataclasses
 import time
 import uuid
 
+from sqlalchemy import Connection
+
 from ..access.actor import ADMIN, INSECURE_DEV, NORMAL, PATIENT, REPRESENTATIVE, Actor
 from ..query.view import Reader
 from ..registry import outbox
@@ -68,6 +70,23 @@ class Subscriptions:
     def create(self, sub: Subscription, *, handshake: bool) -> Subscription:
         """Check and store a new subscription for this actor. `handshake` (FHIR): it starts
         `requested` and a handshake is queued; DSUB subscriptions are active at once."""
+        self._admissible(sub)
+        sub = dataclasses.replace(sub, actor=self.actor, id=uuid.uuid4().hex,
+                                  status=REQUESTED if handshake else ACTIVE, events=0, error="")
+        with self.registry.write() as conn:
+            sub.patient_pk = self._admit(conn, sub)
+            sub.pk = rows.insert(conn, sub.row_values())
+            if handshake:
+                outbox.enqueue_handshake(conn, sub.pk)
+            row = rows.by_pk(conn, sub.pk)
+        assert row is not None
+        return Subscription.from_row(row)
+
+    # The rules a subscription is made under, checked again when one is re-activated (a
+    # subscription made live again is a standing access asked for again).
+    def _admissible(self, sub: Subscription) -> None:
+        """Before the record is read: the access mode of the request, the scope a patient may
+        subscribe to, the endpoint (partage.notify.destinations)."""
         if self.actor.purpose != NORMAL:
             raise SubscriptionError(SubscriptionError.FORBIDDEN,
                                     f"a subscription is a standing access: it cannot be made in the "
@@ -79,27 +98,22 @@ class Subscriptions:
         problem = Destinations.from_settings(self.services.settings).url_problem(sub.endpoint)
         if problem:
             raise SubscriptionError(SubscriptionError.INVALID, problem)
-        sub = dataclasses.replace(sub, actor=self.actor, id=uuid.uuid4().hex,
-                                  status=REQUESTED if handshake else ACTIVE, events=0, error="")
-        reader = Reader(self.services, self.actor)
-        with self.registry.write() as conn:
-            pk = self.registry.patient_pk(conn, sub.patient_id) if sub.patient_id is not None else None
-            if sub.patient_id is not None:
-                if pk is None or not reader.record(conn, pk, sub.patient_id):
-                    raise SubscriptionError(SubscriptionError.FORBIDDEN,
-                                            f"no record of patient {sub.patient_id.format()} is open to you")
-                sub.patient_pk = pk
-            if rows.live_count_of_actor(conn, self.actor.id[:128], pk, time.time()) >= MAX_LIVE_PER_SCOPE:
-                scope = "this patient's record" if pk is not None else "every patient's record"
-                raise SubscriptionError(SubscriptionError.FORBIDDEN,
-                                        f"a subscriber holds at most {MAX_LIVE_PER_SCOPE} live subscriptions to "
-                                        f"{scope}; cancel one first")
-            sub.pk = rows.insert(conn, sub.row_values())
-            if handshake:
-                outbox.enqueue_handshake(conn, sub.pk)
-            row = rows.by_pk(conn, sub.pk)
-        assert row is not None
-        return Subscription.from_row(row)
+
+    def _admit(self, conn: Connection, sub: Subscription) -> int | None:
+        """In the write's transaction: the patient's record open to the subscriber (`sub.actor`),
+        and the subscriber's live subscriptions to that scope under the bound. Returns the
+        patient's pk (None: every patient)."""
+        pk = self.registry.patient_pk(conn, sub.patient_id) if sub.patient_id is not None else None
+        if sub.patient_id is not None and (pk is None or not Reader(self.services, sub.actor).record(
+                conn, pk, sub.patient_id)):
+            raise SubscriptionError(SubscriptionError.FORBIDDEN,
+                                    f"no record of patient {sub.patient_id.format()} is open to you")
+        if rows.live_count_of_actor(conn, sub.actor.id[:128], pk, time.time()) >= MAX_LIVE_PER_SCOPE:
+            scope = "this patient's record" if pk is not None else "every patient's record"
+            raise SubscriptionError(SubscriptionError.FORBIDDEN,
+                                    f"a subscriber holds at most {MAX_LIVE_PER_SCOPE} live subscriptions to "
+                                    f"{scope}; cancel one first")
+        return pk
 
     # --- reading and changing -------------------------------------------------------------------
     def _sees_all(self) -> bool:
@@ -139,7 +153,10 @@ class Subscriptions:
                                     f"(this one is {sub.status})")
         if sub.ends_at <= time.time():
             raise SubscriptionError(SubscriptionError.TERMINATION, "the subscription has ended")
+        self._admissible(sub)
         with self.registry.write() as conn:
-            rows.update_fields(conn, sub.pk or 0, status=REQUESTED, error="")
+            self._admit(conn, sub)
+            if not rows.update_fields(conn, sub.pk or 0, statuses=(OFF, ERROR), status=REQUESTED, error=""):
+                raise SubscriptionError(SubscriptionError.INVALID, "the subscription changed meanwhile; read it again")
             outbox.enqueue_handshake(conn, sub.pk or 0)
         return dataclasses.replace(sub, status=REQUESTED, error="")

@@ -7,7 +7,7 @@ because it names none (multi-patient), while it is `requested` or `active` and n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
@@ -61,8 +61,14 @@ def live_for_patient(conn: Connection, patient_pk: int, now: float) -> list[Any]
     return list(conn.execute(_LIVE_FOR_PATIENT, {"patient_pk": patient_pk, "now": now}).all())
 
 
-def update_fields(conn: Connection, pk: int, **values: Any) -> None:
-    conn.execute(update(S).where(S.c.pk == pk).values(**values, updated_at=utc_now()))
+def update_fields(conn: Connection, pk: int, *, statuses: Sequence[str] | None = None, **values: Any) -> bool:
+    """Change a subscription; with `statuses`, only while it is still in one of them (the
+    sender's `active` or `error` never overwrites the `off` its subscriber set meanwhile).
+    True if it changed."""
+    query = update(S).where(S.c.pk == pk)
+    if statuses is not None:
+        query = query.where(S.c.status.in_(list(statuses)))
+    return bool(conn.execute(query.values(**values, updated_at=utc_now())).rowcount == 1)
 
 
 def next_event_number(conn: Connection, pk: int) -> int:

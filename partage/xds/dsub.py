@@ -135,6 +135,14 @@ def read_subscribe(body: etree._Element) -> tuple[Subscription, float | None]:
     # ITI TF-2 3.52.4.1.2: one topic, one filter query; a second one would be ignored.
     if len(filter_element.findall(f"{WSNT}TopicExpression")) > 1 or len(filter_element.findall(f"{RIM}AdhocQuery")) > 1:
         raise _fault("wsnt:InvalidFilterFault", "wsnt:Filter holds exactly one wsnt:TopicExpression and one rim:AdhocQuery")
+    # WS-BaseNotification 1.3 4.2: a filter component the producer does not understand is a
+    # fault, never ignored (ignored, it would notify more than was asked); so is a policy.
+    unknown = [child.tag for child in filter_element
+               if isinstance(child.tag, str) and child.tag not in (WSNT + "TopicExpression", RIM + "AdhocQuery")]
+    if unknown:
+        raise _fault("wsnt:InvalidFilterFault", f"wsnt:Filter component {unknown[0]} is not served (a "
+                                                "wsnt:TopicExpression and a rim:AdhocQuery are)")
+    _policy(body.find(f"{WSNT}SubscriptionPolicy"))
     topic, payload = _topic(filter_element.find(f"{WSNT}TopicExpression"))
     adhoc = filter_element.find(f"{RIM}AdhocQuery")
     if adhoc is None:
@@ -171,6 +179,18 @@ def read_subscribe(body: etree._Element) -> tuple[Subscription, float | None]:
                        ends_at=0.0, patient_id=patient, filter=chosen, mime_type="application/soap+xml",
                        resource={REFERENCE_PARAMETERS: reference_parameters} if reference_parameters else {})
     return sub, _termination(body.find(f"{WSNT}InitialTerminationTime"))
+
+
+def _policy(element: etree._Element | None) -> None:
+    """wsnt:SubscriptionPolicy: none is served. UseRaw (WS-BaseNotification 1.3 4.2) is known
+    but not supported (ITI-53 is a wrapped wsnt:Notify); anything else is not recognized."""
+    for child in element if element is not None else ():
+        if not isinstance(child.tag, str):
+            continue
+        if child.tag == WSNT + "UseRaw":
+            raise _fault("wsnt:UnsupportedPolicyRequestFault",
+                         "wsnt:UseRaw is not supported: ITI-53 notifications are wrapped (wsnt:Notify)")
+        raise _fault("wsnt:UnrecognizedPolicyRequestFault", f"subscription policy {child.tag} is not recognized")
 
 
 def _reference_parameters(element: etree._Element | None) -> list[str]:
