@@ -24,18 +24,20 @@ from ..registry.patients import FHIR_ID_AUTHORITY, PatientRecord, fhir_id_cx
 from ..registry.search import patient_meta
 from ..services import Services
 from . import door
+from .searchparams import token
 
 Json = dict[str, Any]
 _ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
-def patient_token(token: str) -> CX | None:
-    """A `patient.identifier` search token (`system|value`) as a CX; None when the system is
-    not an OID (no patient here has such an identifier); 400 without a value."""
-    system, _, value = token.rpartition("|")
+def patient_token(text: str) -> CX | None:
+    """A `patient.identifier` search token (`system|value`, read as every token is: backslash
+    escapes, searchparams.token) as a CX; None when the system is not an OID (no patient here
+    has such an identifier); 400 without a value."""
+    system, value = token(text)
     if not value:
-        raise FhirError.one(400, f"patient.identifier {token!r} has no value (system|value)")
-    return identifier_cx({"system": system, "value": value})
+        raise FhirError.one(400, f"patient.identifier {text!r} has no value (system|value)")
+    return identifier_cx({"system": system or "", "value": value})
 
 
 def reference_id(reference: str) -> str | None:
@@ -85,10 +87,26 @@ class Patients:
         patients, or one naming none, match no document (None: an empty page), never the last
         value's patient."""
         if len(refs) + len(tokens) == 1:
-            return self.patient_id_for_search(reference_id(refs[0]) or refs[0]) if refs else patient_token(tokens[0])
-        named = {self.xds_id_of(cx) if (cx := patient_token(token)) else None for token in tokens}
+            return self.patient_id_for_search(reference_id(refs[0]) or refs[0]) if refs else self.identified(tokens[0])
+        named = {self.xds_id_of(cx) if (cx := self.identified(token)) else None for token in tokens}
         named |= {self.patient_id_for_search(reference_id(ref) or ref) for ref in refs}
         return named.pop() if len(named) == 1 else None
+
+    def identified(self, text: str) -> CX | None:
+        """The patient a `patient.identifier` token names (the chained `Patient?identifier=`,
+        search.html#chaining): `system|value` that identifier; a value alone (any system,
+        search.html#token) the one patient holding it under any authority, and a 400
+        XDSResultNotSinglePatient when several do (one patient per search, as ITI-18)."""
+        system, value = token(text)
+        if system is not None or not value:
+            return patient_token(text)
+        with self.registry.read() as conn:
+            pks = registry_patients.patient_pks_by_value(conn, value)
+            if len(pks) > 1:
+                raise FhirError.one(400, f"patient.identifier {text!r} (any system) names several patients; "
+                                    "give the system of the identifier", "not-supported", "XDSResultNotSinglePatient")
+            record = registry_patients.record(conn, pks.pop()) if pks else None
+        return record.xds_patient_id if record else None
 
     def xds_id_of(self, cx: CX) -> CX | None:
         """The XDS patient id of the patient known by `cx` (any of its identifiers), else None."""

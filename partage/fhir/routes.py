@@ -369,7 +369,8 @@ def retrieve_document(rid: str) -> Response:
         raise FhirError.one(404, f"no document behind Binary/{rid} in this repository", "not-found",
                             "XDSDocumentUniqueIdError")
     entry = located.document
-    as_resource = formats.wants_resource(request)   # a Binary resource (base64), not the bytes
+    mime_type = entry.mime_type or "application/octet-stream"
+    as_resource = formats.wants_resource(request, mime_type)   # a Binary resource (base64), not the bytes
     # The bytes never change under a uniqueId: their hash is a strong validator (the resource
     # form is another representation, hence another tag).
     etag = ""
@@ -400,8 +401,7 @@ def retrieve_document(rid: str) -> Response:
         with stream:
             while chunk := stream.read(CHUNK):
                 yield chunk
-    response = Response(chunks(), content_type=entry.mime_type or "application/octet-stream",
-                        direct_passthrough=True)
+    response = Response(chunks(), content_type=mime_type, direct_passthrough=True)
     if entry.size is not None:
         response.content_length = entry.size
     if etag:

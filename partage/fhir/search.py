@@ -39,6 +39,7 @@ from ..registry.search_index import (
 from . import searchparams as SP
 from .ids import paging_number
 from .patients import patient_token
+from .searchparams import split_escaped, token, unescape
 
 Params = dict[str, list[str]]
 MISSING = "XDSStoredQueryMissingParam"   # what ITI-18 answers for a missing required parameter
@@ -85,50 +86,6 @@ class Parsed:
 
 
 # --- values --------------------------------------------------------------------------------------
-def split_escaped(text: str, sep: str, limit: int = -1) -> list[str]:
-    """Split on `sep` where it is not escaped by a backslash (the escapes stay)."""
-    parts, current, escaped = [], [], False
-    for ch in text:
-        if escaped:
-            current.append("\\" + ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == sep and limit != 0:
-            parts.append("".join(current))
-            current = []
-            limit -= 1
-        else:
-            current.append(ch)
-    if escaped:
-        current.append("\\")
-    parts.append("".join(current))
-    return parts
-
-
-def unescape(text: str) -> str:
-    out, escaped = [], False
-    for ch in text:
-        if escaped:
-            out.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def token(text: str) -> tuple[str | None, str | None]:
-    """`system|value` -> (system, value): None is "any", `|value` has the system ""."""
-    parts = split_escaped(text, "|", 1)
-    if len(parts) == 1:
-        value = unescape(parts[0])
-        return None, value or None
-    system, value = unescape(parts[0]), unescape(parts[1])
-    return system, value or None
-
-
 def date_match(text: str, name: str) -> DateMatch:
     prefix: DatePrefix = "eq"
     if text[:2] in PREFIXES:

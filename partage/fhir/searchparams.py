@@ -74,6 +74,53 @@ class ResourceSearch:
         object.__setattr__(self, "by_name", {p.name: p for p in self.params})
 
 
+# --- the syntax of a token (FHIR R4 search.html#token, #escaping) --------------------------------
+# One reading of `system|value`, its commas (OR) and its backslash escapes (`\,` `\|` `\$` `\\`) for
+# every parameter, `patient.identifier` (fhir.patients.patient_token) included.
+def split_escaped(text: str, sep: str, limit: int = -1) -> list[str]:
+    """Split on `sep` where it is not escaped by a backslash (the escapes stay)."""
+    parts, current, escaped = [], [], False
+    for ch in text:
+        if escaped:
+            current.append("\\" + ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == sep and limit != 0:
+            parts.append("".join(current))
+            current = []
+            limit -= 1
+        else:
+            current.append(ch)
+    if escaped:
+        current.append("\\")
+    parts.append("".join(current))
+    return parts
+
+
+def unescape(text: str) -> str:
+    out, escaped = [], False
+    for ch in text:
+        if escaped:
+            out.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def token(text: str) -> tuple[str | None, str | None]:
+    """`system|value` -> (system, value): None is "any", `|value` has the system ""."""
+    parts = split_escaped(text, "|", 1)
+    if len(parts) == 1:
+        value = unescape(parts[0])
+        return None, value or None
+    system, value = unescape(parts[0]), unescape(parts[1])
+    return system, value or None
+
+
 # --- tokens ----------------------------------------------------------------------------------
 def schemes_of(system: str) -> list[str]:
     """Every XDS codingScheme a FHIR Coding.system may stand for (the scheme as stored may be the
@@ -187,8 +234,9 @@ BIRTHDATE = PatientIndex("birthdate")
 
 # --- the resources --------------------------------------------------------------------------------
 COMMON_DOCUMENT_LIST = (
-    SearchParam("patient", "reference", "subject", "the patient: Patient/<id> (ITI-67/66 require patient or "
-                "patient.identifier)", modifiers=frozenset({"identifier"})),
+    SearchParam("patient", "reference", "subject", "the patient: Patient/<id> or <id> (ITI-67/66 require patient or "
+                "patient.identifier); :Patient, the one type it may name (FHIR R4 search.html#reference)",
+                modifiers=frozenset({"identifier", "Patient"})),
     SearchParam("patient.identifier", "token", "subject.identifier", "an identifier of the patient "
                 "(system|value; the system is the urn:oid: of its assigning authority)"),
 )

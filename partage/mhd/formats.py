@@ -34,8 +34,9 @@ XML_TYPE = "application/fhir+xml"
 # FHIR R4 datatypes.html#string: no character below U+0020 but tab, CR and LF. In JSON such a
 # character can only come escaped (\u0000); an odd run of backslashes makes the escape.
 _CONTROL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u00(?:0[0-8bcef]|1[0-9a-f])", re.IGNORECASE)
-_XML_NAMES = {"xml", "text/xml", "application/xml", XML_TYPE}
-_JSON_NAMES = {"json", "application/json", JSON_TYPE}
+# The generic types (http.html#mime-type) and DSTU2's, which older clients still send.
+_XML_NAMES = {"xml", "text/xml", "application/xml", XML_TYPE, "application/xml+fhir"}
+_JSON_NAMES = {"json", "application/json", "text/json", JSON_TYPE, "application/json+fhir"}
 FHIR_NS = "{http://hl7.org/fhir}"
 FHIR_MEDIA_TYPES = (JSON_TYPE, XML_TYPE, "application/xml", "text/xml")
 
@@ -60,13 +61,25 @@ def check_format(request: Request) -> None:
                             f"({JSON_TYPE}, {XML_TYPE})", "not-supported")
 
 
-def wants_resource(request: Request) -> bool:
-    """Whether a Binary read asks for the Binary resource (by `_format` or a FHIR media type
-    in Accept) rather than the document's own bytes."""
+def wants_resource(request: Request, mime_type: str) -> bool:
+    """Whether a Binary read (ITI-68) answers the Binary resource rather than the document's own
+    bytes of type `mime_type`: `_format` asks for the resource; else Accept decides (RFC 9110
+    12.5.1), the bytes when their type is acceptable at least as much as a FHIR one (no Accept,
+    or `*/*`: the bytes). Neither acceptable is a 406 (MHD ITI-68 Table 3.68.4.2.2-1: the
+    Document Responder does not transform the document)."""
     if _format_param(request) in _XML_NAMES | _JSON_NAMES:
         return True
-    return any(media.split(";")[0].strip().lower() in (JSON_TYPE, XML_TYPE) and quality > 0
-               for media, quality in request.accept_mimetypes)
+    accept = request.accept_mimetypes
+    if not accept:
+        return False
+    as_bytes = accept.quality(mime_type.split(";")[0].strip().lower())
+    # the resource in FHIR's own types or the generic ones (http.html#mime-type)
+    as_resource = max(accept.quality(media) for media in (*FHIR_MEDIA_TYPES, "application/json"))
+    if as_bytes <= 0 and as_resource <= 0:
+        raise FhirError.one(406, f"the document is {mime_type}; Accept {request.headers.get('Accept', '')!r} "
+                                 f"takes neither it nor the Binary resource ({JSON_TYPE}, {XML_TYPE})",
+                            "not-supported")
+    return as_resource > as_bytes
 
 
 def wants_xml(request: Request) -> bool:
@@ -85,11 +98,18 @@ def wants_xml(request: Request) -> bool:
 
 
 def _is_xml_body(request: Request) -> bool:
+    """The body's format from its Content-Type. A type that is neither FHIR XML nor JSON is a 415
+    (FHIR R4 http.html#mime-type: the correct mime type SHALL be used; RFC 9110 15.5.16): read as
+    FHIR, a text/plain or form body would be taken for what it does not say it is. Without a
+    Content-Type the bytes are looked at (RFC 9110 8.3)."""
     media = (request.mimetype or "").lower()
     if media in _XML_NAMES:
         return True
     if media in _JSON_NAMES:
         return False
+    if media:
+        raise FhirError.one(415, f"a {media} body is not a FHIR resource: send {JSON_TYPE} or {XML_TYPE}",
+                            "not-supported")
     head = request.get_data(cache=True)[:64].lstrip()
     return head.startswith(b"<")
 

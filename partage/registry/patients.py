@@ -100,6 +100,9 @@ _BY_IDENTIFIER = select(schema.patient_identifiers.c.patient_pk, schema.patients
     schema.patient_identifiers.c.authority == bindparam("authority"),
     schema.patient_identifiers.c.value == bindparam("value"))
 _BY_IDENTIFIER_LOCKED = _BY_IDENTIFIER.with_for_update(read=True, of=schema.patients)
+_BY_VALUE = select(schema.patient_identifiers.c.patient_pk, schema.patients.c.merged_into).join(
+    schema.patients, schema.patients.c.pk == schema.patient_identifiers.c.patient_pk).where(
+    schema.patient_identifiers.c.value == bindparam("value")).limit(bindparam("limit"))
 _MERGED_INTO = select(schema.patients.c.merged_into).where(schema.patients.c.pk == bindparam("pk"))
 
 
@@ -118,6 +121,16 @@ def identifier_problem(cx: CX) -> str:
 def patient_pk(conn: Connection, cx: CX | None) -> int | None:
     """The surviving patient behind an identifier, or None if it was never fed."""
     return _followed(conn, _identifier_row(conn, cx, _BY_IDENTIFIER))
+
+
+def patient_pks_by_value(conn: Connection, value: str, limit: int = 16) -> set[int]:
+    """The surviving patients behind an identifier of this value under any authority (a FHIR
+    token without system, search.html#token), merges followed as `patient_pk` does; at most
+    `limit` identifiers read (the index on the value alone, migration 0006)."""
+    if not value or holds_nul([value]):
+        return set()
+    rows = conn.execute(_BY_VALUE, {"value": value, "limit": limit}).all()
+    return {pk for row in rows if (pk := _followed(conn, row)) is not None}
 
 
 def active_patient_pk(conn: Connection, cx: CX | None) -> int | None:
