@@ -3,8 +3,9 @@
 
 The `validate` subcommand of the `partage` command (add_arguments + run), also runnable
 alone as `python -m partage.cda.cli`. Without a flag, the server's setting applies
-(PARTAGE_CDA_MODEL_SCHEMATRONS, PARTAGE_CDA_SCHEMA_DIR, PARTAGE_CDA_VALUESETS_DIR,
-PARTAGE_CDA_SCHEMATRON). Exit code: 0 when every document is "conforme", 1 when any
+(PARTAGE_VALIDATION_PROFILE, PARTAGE_CDA_MODEL_SCHEMATRONS, PARTAGE_CDA_SCHEMA_DIR,
+PARTAGE_CDA_VALUESETS_DIR, PARTAGE_CDA_SCHEMATRON, PARTAGE_CACHE_DIR): the profile is built as
+`/validate` builds it (`gate.report_profile`), so a document gets the same verdict at both. Exit code: 0 when every document is "conforme", 1 when any
 document fails, 3 when none fails but some were not verified entirely (a layer of the
 profile not configured or not run: the report says which), 2 when the command itself cannot
 run (missing file, bad schema). What the profile lacks is said on stderr at start.
@@ -22,8 +23,9 @@ from typing import BinaryIO, TextIO
 
 from ..config import Settings
 from .findings import Report, to_json, to_svrl, to_svrl_many
+from .gate import report_profile
 from .parser import DEFAULT_MAX_BYTES, ParseLimits
-from .profile import DEFAULT_PROFILE, PROFILES, Validator, get_profile
+from .profile import DEFAULT_PROFILE, PROFILES, Validator
 from .report_html import to_html
 from .schematron_compile import SchematronError
 
@@ -36,8 +38,9 @@ EXIT_CONFORME, EXIT_FAILED, EXIT_UNUSABLE, EXIT_INCOMPLETE = 0, 1, 2, 3
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE",
                         help="CDA documents, or directories searched for *.xml")
-    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
-                        help=f"validation profile (default {DEFAULT_PROFILE})")
+    parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                        help=f"validation profile (default: the server's, PARTAGE_VALIDATION_PROFILE, "
+                             f"else {DEFAULT_PROFILE})")
     parser.add_argument("--cda-schematrons", "--schematrons", dest="model_schematrons", metavar="DIR",
                         help="the ANS document-model schematrons (layout of ANS's TestContenuCDA: "
                              "schematrons/CI-SIS_*.sch, jeuxDeValeurs/); one is chosen per document")
@@ -100,15 +103,13 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
         print(f"partage validate: no *.xml document in {', '.join(args.files)}", file=err)
         return EXIT_UNUSABLE
     try:
-        settings = Settings.from_env()   # the server's settings apply when no flag is given
-        profile = get_profile(args.profile,
-                              schema=args.schema_dir or settings.cda_schema_dir or None,
-                              valuesets=args.valuesets or settings.cda_valuesets_dir or None,
-                              schematron=args.schematron or settings.cda_schematron or None,
-                              model_schematrons=args.model_schematrons or settings.cda_model_schematrons or None,
-                              model_required=getattr(args, "require_model", None),
-                              cache_dir=settings.cache_dir or None,
-                              limits=ParseLimits(max_bytes=args.max_bytes))
+        # The server's settings, overridden by the flags given; the profile is the one /validate
+        # judges by (gate.report_profile: one rule for both doors).
+        settings = Settings.from_env(validation_profile=args.profile, cda_schema_dir=args.schema_dir,
+                                     cda_valuesets_dir=args.valuesets, cda_schematron=args.schematron,
+                                     cda_model_schematrons=args.model_schematrons)
+        profile = report_profile(settings).with_options(model_required=getattr(args, "require_model", None),
+                                                        limits=ParseLimits(max_bytes=args.max_bytes))
         validator = Validator(profile)
     except (OSError, ValueError, SchematronError) as exc:
         print(f"partage validate: {exc}", file=err)

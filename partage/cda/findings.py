@@ -48,6 +48,7 @@ NOT_APPLICABLE = "not applicable"    # nothing to check for this input (no metad
 CONFORME = "conforme"
 NON_CONFORME = "non conforme"
 INCOMPLET = "incomplet"
+INCOMPLETE_RULE = "validation-incomplete"   # SVRL: the failed assertion of an incomplete report
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class Finding:
     message: str
     location: str = ""
     line: int | None = None
+    test: str = ""          # a schematron assert's @test (SVRL); Partage's own rules have none
 
     def to_dict(self) -> dict[str, Any]:
         return {"rule": self.rule, "severity": self.severity, "layer": self.layer,
@@ -202,13 +204,21 @@ def to_svrl(report: Report) -> bytes:
         root.append(E("active-pattern", id=xml_text(layer), name=xml_text(name)))
     for f in report.findings:
         # Notes (severity info) are reports, not failed assertions: a tool counting
-        # failed-asserts counts problems only.
+        # failed-asserts counts problems only. @test is the schematron assert's test; a finding
+        # of Partage's own checks (no XPath test) names its layer there.
         kind = "successful-report" if f.severity == INFO else "failed-assert"
         failed = E(kind, E("text", xml_text(f.message)), id=xml_text(f.rule), role=xml_text(f.severity),
-                   location=xml_text(f.location or "/"), test=xml_text(f.layer))
+                   location=xml_text(f.location or "/"), test=xml_text(f.test or f.layer))
         if f.line is not None:
             failed.set("line", str(f.line))
         root.append(failed)
+    if report.verdict == INCOMPLET:
+        # Valid, but not every layer of the profile ran in full: one failed assertion ("every
+        # layer ran") per reason, so that a tool counting failed-asserts never reads it as valid.
+        for why in report.incomplete_because():
+            root.append(E("failed-assert", E("text", xml_text(f"vérification incomplète : {why}")),
+                          id=INCOMPLETE_RULE, role=INCOMPLET, flag=INCOMPLET, location="/",
+                          test="profile-layers-complete"))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 

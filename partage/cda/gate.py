@@ -31,7 +31,7 @@ from .constants import CLINICAL_DOCUMENT, HL7
 from .findings import LAYERS, PARSE, SCHEMA, SCHEMATRON, Finding, Report
 from .messages import LAYER_NAMES
 from .parser import too_large
-from .profile import Profile, Validator, get_profile, get_validator
+from .profile import DEFAULT_PROFILE, Profile, Validator, get_profile, get_validator
 
 log = logging.getLogger("partage.cda")
 
@@ -197,6 +197,18 @@ def profile_from_settings(settings: Any, name: str | None = None) -> Profile:
         if blocking is not None:
             profile = profile.with_options(blocking=blocking)
     return profile
+
+
+def report_profile_name(settings: Any, name: str | None = None) -> str:
+    """The profile a validation report is judged by (`/validate`, `partage validate`): the one
+    asked for, else the server's (--validation-profile, PARTAGE_VALIDATION_PROFILE)."""
+    return name or getattr(settings, "validation_profile", "") or DEFAULT_PROFILE
+
+
+def report_profile(settings: Any, name: str | None = None) -> Profile:
+    """That profile with the server's resources, as the profile defines "valid": the server's
+    --validation-blocking is an ingest policy and does not apply to a report."""
+    return profile_from_settings(settings, report_profile_name(settings, name))
 
 
 def validator_for(settings: Any, name: str | None = None) -> Validator:

@@ -47,7 +47,7 @@ from lxml import etree
 from .constants import GENERIC_TEMPLATES, HL7
 from .schematron import CompiledSchematron, load_schematron
 from .schematron_cache import SchematronCache
-from .schematron_compile import Generated, SchematronError
+from .schematron_compile import Generated, SchematronError, document_facts
 
 log = logging.getLogger("partage.cda")
 
@@ -87,6 +87,7 @@ class ModelEntry:
     version: str
     template_ids: frozenset[str]
     codes: frozenset[str]
+    problem: str = ""      # why it cannot be used (it did not compile when the catalogue loaded)
 
     @property
     def name(self) -> str:
@@ -102,6 +103,9 @@ class ModelChoice:
     how: str = ""
     reason: str = ""                              # for NONE / NOT_APPLICABLE: why, in French
     template_ids: list[tuple[str, str]] = field(default_factory=list)
+    # Unusable schematrons whose volet is unknown, which a templateId of the document that no
+    # other schematron names may claim: the check cannot be said complete.
+    unsure: list[ModelEntry] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -158,15 +162,17 @@ class ModelCatalog:
         self.entries: list[ModelEntry] = []
         self.unreadable: dict[str, str] = {}      # file -> why it cannot be used
         self._generated: dict[Path, Generated] = {}
+        broken: list[tuple[Path, str, str]] = []
         for path in model_files(base):
             m = _SCH_NAME.match(path.name)
             if m is None:
                 continue
             try:
                 generated = self.cache.load(path)
-            except SchematronError as exc:
+            except (SchematronError, OSError) as exc:
                 self.unreadable[path.name] = str(exc)
                 log.warning("model schematron %s cannot be compiled: %s", path.name, exc)
+                broken.append((path, m.group("model"), m.group("version")))
                 continue
             self._generated[path] = generated
             model = m.group("model")
@@ -174,6 +180,18 @@ class ModelCatalog:
             self.entries.append(ModelEntry(path, model, m.group("version"),
                                            frozenset(r for r in roots if r not in GENERIC_TEMPLATES),
                                            frozenset(generated.document_codes)))
+        # A schematron that cannot be compiled stays in the catalogue, marked: a document claiming
+        # its volet is told that the volet's schematron cannot be used (not that there is none),
+        # and one claiming it with another volet is not checked against the other alone. Which
+        # documents it is for: what its file still says, the volet's table entry, its other versions.
+        for path, model, version in broken:
+            asserted, codes = document_facts(path)
+            known = {*asserted, *MODEL_TEMPLATE_IDS.get(model, ()),
+                     *(r for e in self.entries if e.model == model for r in e.template_ids)}
+            self.entries.append(ModelEntry(path, model, version,
+                                           frozenset(r for r in known if r not in GENERIC_TEMPLATES),
+                                           frozenset(codes), problem=self.unreadable[path.name]))
+        self.entries.sort(key=lambda e: e.path)
         self.by_name = {e.name: e for e in self.entries}
 
     @property
@@ -219,6 +237,9 @@ class ModelCatalog:
                 claimed_set_aside += matching
             if fitting:
                 per_root[tid_root] = fitting
+        # Unusable schematrons of unknown volet: a templateId no schematron names may claim one.
+        unknown = [e for e in self.entries if e.problem and not e.template_ids]
+        unsure = unknown if any(not any(r in e.template_ids for e in self.entries) for r, _ext in templates) else []
         if per_root and claimed_set_aside:
             # A templateId is a claim of conformance: checking the document against another model
             # only would let it pass as what it also claims to be and is not.
@@ -226,8 +247,8 @@ class ModelCatalog:
                                template_ids=templates)
         if not per_root:
             if declared:
-                return ModelChoice(CHOSEN, [declared[-1]], BY_DECLARATION, template_ids=templates)
-            return ModelChoice(NONE, reason=self._no_model_reason(templates, code, set_aside),
+                return ModelChoice(CHOSEN, [declared[-1]], BY_DECLARATION, template_ids=templates, unsure=unsure)
+            return ModelChoice(NONE, reason=self._no_model_reason(templates, code, set_aside, unsure),
                                template_ids=templates)
 
         def models(es: list[ModelEntry]) -> int:
@@ -251,7 +272,7 @@ class ModelCatalog:
             how, entries = picked
             chosen += entries
             hows.append(how)
-        return ModelChoice(CHOSEN, chosen, " ; ".join(dict.fromkeys(hows)), template_ids=templates)
+        return ModelChoice(CHOSEN, chosen, " ; ".join(dict.fromkeys(hows)), template_ids=templates, unsure=unsure)
 
     @staticmethod
     def _version(family: list[ModelEntry], templates: list[tuple[str, str]],
@@ -278,14 +299,23 @@ class ModelCatalog:
         return BY_BEST_FIT, sorted(by_version or family, key=lambda e: (e.version, e.model))
 
     @staticmethod
-    def _no_model_reason(templates: list[tuple[str, str]], code: str, set_aside: list[ModelEntry]) -> str:
+    def _no_model_reason(templates: list[tuple[str, str]], code: str, set_aside: list[ModelEntry],
+                         unsure: list[ModelEntry] | None = None) -> str:
         shown = ", ".join(f"{r}@{e}" if e else r for r, e in templates) or "(aucun)"
         reason = f"aucun schematron de modèle pour les templateIds {shown}"
         if set_aside:
             wanted = sorted({c for e in set_aside for c in e.codes})
             reason += (f" : {', '.join(sorted({e.model for e in set_aside}))} exige(nt) le code de document "
                        f"{' ou '.join(wanted)}, le document porte {code or '(aucun)'}")
+        if unsure:
+            reason += f" ; {unusable_text(unsure)}, le document relève peut-être de l'un d'eux"
         return reason
+
+
+def unusable_text(entries: list[ModelEntry]) -> str:
+    """The words saying that schematrons of the directory exist but cannot be used (French)."""
+    return ("schematron(s) présent(s) mais inutilisable(s) : "
+            + " ; ".join(f"{e.name} ({e.problem})" for e in entries))
 
 
 _catalog_lock = threading.Lock()

@@ -66,6 +66,7 @@ from .models import (
     find_strucmin,
     load_catalog,
     model_files,
+    unusable_text,
 )
 from .parser import DEFAULT_LIMITS, ParseLimits, XmlRejected, parse_cda
 from .rules import RuleContext, auto_presentable_finding, check_rules
@@ -329,6 +330,10 @@ class Validator:
         parts: list[LayerPart] = []
         unusable: list[str] = []
         for entry in choice.entries:
+            if entry.problem:   # did not compile when the catalogue loaded
+                parts.append(LayerPart(entry.name, NOT_RUN, f"le schematron ne peut pas être utilisé : {entry.problem}"))
+                unusable.append(entry.name)
+                continue
             try:
                 compiled = self.catalog.compiled(entry) if self.catalog is not None else None
             except (SchematronError, OSError) as exc:
@@ -349,9 +354,12 @@ class Validator:
                 outcome.parts = parts
                 return outcome
         if not runs:
-            reason = "aucun des schematrons retenus n'a pu être compilé"
+            # The volet's schematron exists but cannot be used: not "no schematron for the templateIds".
+            reason = (f"schematron(s) du volet présent(s) mais inutilisable(s) : {', '.join(unusable)} ; le corps "
+                      "du document n'a pas été vérifié")
             report.model_selection = choice.how
-            return _Outcome([Finding("model-schematron-unusable", INFO, MODEL, reason, _CLINICAL_DOCUMENT)],
+            severity = ERROR if self.profile.model_required else INFO
+            return _Outcome([Finding("model-schematron-unusable", severity, MODEL, reason, _CLINICAL_DOCUMENT)],
                             NOT_RUN, reason, parts)
 
         def errors(findings: list[Finding]) -> int:
@@ -379,6 +387,13 @@ class Validator:
         if unusable:
             message = (f"schematron(s) retenu(s) qui ne compile(nt) pas : {', '.join(unusable)} ; le document "
                        "n'a pas été vérifié par ceux-ci")
+            outcome.findings.append(Finding("model-schematron-unusable", INFO, MODEL, message, _CLINICAL_DOCUMENT))
+            outcome.status, outcome.reason = PARTIAL, message
+        if choice.unsure:
+            # A templateId of the document no usable schematron names may claim one of these.
+            message = f"{unusable_text(choice.unsure)}, le document relève peut-être de l'un d'eux"
+            parts += [LayerPart(e.name, NOT_RUN, f"le schematron ne peut pas être utilisé : {e.problem}")
+                      for e in choice.unsure]
             outcome.findings.append(Finding("model-schematron-unusable", INFO, MODEL, message, _CLINICAL_DOCUMENT))
             outcome.status, outcome.reason = PARTIAL, message
         return outcome

@@ -106,7 +106,7 @@ class CompiledSchematron:
             values = iter(v.text or "" for v in f)
             message = "".join(text if kind == "t" else next(values, "") for kind, text in info.message)
             findings.append(Finding(info.id or f"sch:{info.pattern}", severity, layer,
-                                    " ".join(message.split()), location, line))
+                                    " ".join(message.split()), location, line, info.test))
         return findings
 
 

@@ -39,7 +39,7 @@ XSLT = "http://www.w3.org/1999/XSL/Transform"
 _S = f"{{{SCH}}}"
 RESULT_NS = "urn:partage:schematron-result"
 FN_NS = "urn:partage:schematron-function"
-COMPILER_VERSION = "3"   # part of the on-disk cache key: bump when the generated XSLT changes
+COMPILER_VERSION = "4"   # part of the on-disk cache key: bump when the generated XSLT changes
 
 DEFECT_INCLUDE = "include"
 DEFECT_DOCUMENT = "document"
@@ -67,6 +67,7 @@ class AssertInfo:
     role: str
     id: str
     message: tuple[tuple[str, str], ...]
+    test: str = ""              # the assert's @test as written (SVRL failed-assert/@test)
 
 
 @dataclass
@@ -85,7 +86,8 @@ class Generated:
 
     def to_json(self) -> dict[str, Any]:
         return {"xslt": self.xslt,
-                "asserts": [[a.kind, a.pattern, a.role, a.id, [list(m) for m in a.message]] for a in self.asserts],
+                "asserts": [[a.kind, a.pattern, a.role, a.id, [list(m) for m in a.message], a.test]
+                            for a in self.asserts],
                 "body_patterns": self.body_patterns, "documents": self.documents, "patterns": self.patterns,
                 "defects": [[d.kind, d.href, d.source] for d in self.defects],
                 "document_template_ids": self.document_template_ids, "document_codes": self.document_codes,
@@ -94,8 +96,8 @@ class Generated:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Generated:
         return cls(xslt=data["xslt"],
-                   asserts=[AssertInfo(k, p, r, i, tuple((m[0], m[1]) for m in msg))
-                            for k, p, r, i, msg in data["asserts"]],
+                   asserts=[AssertInfo(k, p, r, i, tuple((m[0], m[1]) for m in msg), t)
+                            for k, p, r, i, msg, t in data["asserts"]],
                    body_patterns=list(data["body_patterns"]), documents=dict(data["documents"]),
                    patterns=list(data["patterns"]), defects=[Defect(*d) for d in data["defects"]],
                    document_template_ids=list(data["document_template_ids"]),
@@ -368,6 +370,21 @@ def _document_facts(schema: etree._Element) -> tuple[list[str], list[str]]:
     return roots, codes
 
 
+def document_facts(path: Path) -> tuple[list[str], list[str]]:
+    """What a schematron that cannot be compiled still says of the documents it is for (the
+    templateId roots and codes above), best effort: nothing when its file cannot be read, its
+    own rules when an include cannot be."""
+    try:
+        schema = parse_schematron_file(path)
+    except SchematronError:
+        return [], []
+    try:
+        _resolve_includes(schema, path.parent, path.parent, [])
+    except (SchematronError, OSError):
+        pass
+    return _document_facts(schema)
+
+
 # --- XSLT generation ---------------------------------------------------------------------------
 
 @dataclass
@@ -522,7 +539,8 @@ class _Generator:
                     if diag in self.diagnostics:
                         message += [("t", " "), *_message_parts(self.diagnostics[diag])]
                 role = child.get("role") or rule_role or ""
-                infos.append(AssertInfo(local[0], rule.pattern, role, child.get("id", ""), tuple(message)))
+                infos.append(AssertInfo(local[0], rule.pattern, role, child.get("id", ""), tuple(message),
+                                        " ".join(child.get("test", "").split())))
                 values = "".join(f"<v><xsl:value-of select={quoteattr(self.expr(x))}/></v>"
                                  for kind, x in message if kind == "x")
                 parts.append(f"<xsl:if test={quoteattr(condition)}><f a=\"\x00{len(infos) - 1}\x00\">"

@@ -43,8 +43,8 @@ from ..cda.findings import (
     to_svrl,
     to_svrl_many,
 )
-from ..cda.gate import entry_metadata, is_cda, profile_from_settings, root_tag
-from ..cda.profile import DEFAULT_PROFILE, PROFILES, Validator, get_validator, profile_gaps
+from ..cda.gate import entry_metadata, is_cda, report_profile, report_profile_name, root_tag
+from ..cda.profile import PROFILES, Validator, get_validator, profile_gaps
 from ..cda.report_html import to_html
 from ..ebxml import ebrim
 from ..ebxml.mtom import MtomError, read_soap_request, xop_includes
@@ -84,7 +84,7 @@ def _services() -> Services:
 
 
 def _profile_name(services: Services, name: str | None) -> str:
-    return name or services.settings.validation_profile or DEFAULT_PROFILE
+    return report_profile_name(services.settings, name)
 
 
 @bp.record_once
@@ -92,14 +92,14 @@ def _load_at_start(state: BlueprintSetupState) -> None:
     """Load the server's profile when the app is built: what it lacks is logged at start-up."""
     services = state.app.extensions.get("partage")
     if isinstance(services, Services):
-        get_validator(profile_from_settings(services.settings, _profile_name(services, None)))
+        get_validator(report_profile(services.settings))
 
 
 # --- what was posted -> reports ------------------------------------------------------------
 
 def validate_upload(services: Services, upload: Upload, profile_name: str | None) -> list[Report]:
     # The profile as it defines "valid": the server's --validation-blocking is an ingest policy.
-    validator = get_validator(profile_from_settings(services.settings, _profile_name(services, profile_name)))
+    validator = get_validator(report_profile(services.settings, profile_name))
     data = upload.data
     head = data[:64 * 1024]
     if upload.content_type.lower().startswith("multipart/related"):
@@ -356,7 +356,7 @@ def validate_form() -> Response:
     default = _profile_name(services, None)
     profiles = []
     for name in [default, *sorted(n for n in PROFILES if n != default)]:   # the server's profile first
-        gaps = profile_gaps(profile_from_settings(services.settings, name))
+        gaps = profile_gaps(report_profile(services.settings, name))
         profiles.append({"name": name, "description": PROFILES[name].description, "missing": gaps})
     page = render_template("validate_form.html", profiles=profiles, default=default,
                            max_mb=services.settings.validate_max_bytes // (1024 * 1024))
