@@ -55,8 +55,9 @@ def _params() -> dict[str, list[str]]:
     415: read as no parameter, it would widen the search to everything."""
     params: dict[str, list[str]] = {}
     sources = [request.args]
-    if request.method == "POST" and request.mimetype == "application/x-www-form-urlencoded":
-        sources.append(request.form)
+    form = formats.search_form(request)
+    if form is not None:
+        sources.append(form)
     elif request.method == "POST" and (request.content_length or "Transfer-Encoding" in request.headers):
         raise FhirError.one(415, f"a POST _search body is application/x-www-form-urlencoded, not "
                                  f"{request.mimetype or 'untyped'}", "not-supported")

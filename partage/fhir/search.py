@@ -111,6 +111,16 @@ def _alternatives(param: SP.SearchParam, raw: str, modifier: str) -> list[tuple[
         assert param.tokens is not None
         for value in values:
             out += param.tokens(*token(value))
+    elif param.type == "reference":   # `related` (the patient is read apart: `patient_refs`)
+        assert param.tokens is not None
+        for value in values:
+            if modifier == "identifier":   # the Identifier of the Reference: a token
+                out += param.tokens(*token(value))
+            elif len(split_escaped(value, "|")) > 1:
+                raise FhirError.one(400, f"{param.name}={value}: a reference is [type]/[id], [id] or a URL "
+                                    f"(FHIR R4 search.html#reference); an identifier is searched with "
+                                    f"{param.name}:identifier=system|value", "invalid")
+            # else a literal reference: none is held here (the identifiers have no reference), no match
     elif param.type == "date":
         assert param.index is not None
         out += [(param.index, date_match(v, param.name)) for v in values if v]
@@ -157,7 +167,12 @@ def parse(resource: SP.ResourceSearch, params: Params, *, strict: bool) -> Parse
     cursor = ""
     if any("\x00" in key or any("\x00" in v for v in values) for key, values in params.items()):
         raise FhirError.one(400, "a search parameter holds a NUL character")
-    for key, values in params.items():
+    for key, given in params.items():
+        # FHIR R4 search.html#errors: "Empty parameters are not an error - they are just ignored by the
+        # server" (whatever their type; not applied, so not in the self link).
+        values = [v for v in given if v != ""]
+        if not values:
+            continue
         name, _, modifier = key.partition(":")
         if key in SP.FORMAT_PARAMS:
             parsed.applied += [(key, v) for v in values]

@@ -276,9 +276,14 @@ DOCUMENT_REFERENCE = ResourceSearch("DocumentReference", (
     coded_param("event", "DocumentReference.context.event", "eventCodeList", "event"),
     coded_param("security-label", "DocumentReference.securityLabel", "confidentialityCode", "conf"),
     coded_param("format", "DocumentReference.content.format", "formatCode", "format"),
-    SearchParam("related", "token", "DocumentReference.context.related.identifier", "referenceIdList "
-                "(system|value: urn:oid: of the assigning authority, and the id)", TokenIndex(("refid",)),
-                related_tokens, modifiers=frozenset({"identifier"})),
+    # MHD 4.2 ITI-67 (and its DocumentResponder CapabilityStatement): `related` is of type reference
+    # (DocumentReference.context.related); the referenceIdList is held there as identifiers, searched
+    # by related:identifier=system|value (FHIR R4 search.html#reference, :identifier).
+    SearchParam("related", "reference", "DocumentReference.context.related", "referenceIdList, held as "
+                "context.related.identifier: related:identifier=system|value (urn:oid: of the assigning "
+                "authority, and the id); no referenceIdList entry is a literal reference, so a plain "
+                "reference matches none", TokenIndex(("refid",)), related_tokens,
+                modifiers=frozenset({"identifier"}), definition=f"{CORE_SP}DocumentReference-related"),
     SearchParam("isArchived", "token", "DocumentReference.extension('pdsm-ext-is-archived')",
                 "PDSm: true keeps archived entries only, false leaves them out", ColumnIndex("status"),
                 code_table(BOOLEAN_SYSTEM, ARCHIVED, "status", "isArchived")),

@@ -19,6 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
+
 from ..metadata.datatypes import CX
 from ..metadata.errors import ErrorCode, XdsError, XdsErrors
 from ..metadata.model import (
@@ -127,6 +130,12 @@ def read_provide_bundle(bundle: Json, patient: Callable[[Json], CX | None],
         if method != "POST":
             errors.append(XdsError(ERROR, f"{where} ({rtype}) request.method is {method or 'missing'}; "
                                    "ITI-65 creates resources with POST", where))
+        url = (entry.get("request") or {}).get("url", "")
+        named = _url_type(url)
+        if rtype and named is not None and named != rtype:
+            errors.append(XdsError(ERROR, f"{where} ({full_url}) is a {rtype} but its request.url {url!r} "
+                                   f"names {named or 'no resource type'}: an entry is processed as its "
+                                   "interaction on request.url (FHIR R4 http.html#transaction)", where))
         if rtype == "DocumentReference":
             parsed = mapping.document_entry(res, mapping.contained_resolver(res, in_bundle), patient, ERROR)
             item.kind, item.symbolic = "DocumentEntry", f"Document{n}"
@@ -254,6 +263,31 @@ def read_provide_bundle(bundle: Json, patient: Callable[[Json], CX | None],
     if errors:
         raise XdsErrors(errors)
     return out
+
+
+def _url_type(url: str) -> str | None:
+    """The resource type a transaction entry's request.url names (`[type]`, `[type]/[id]`, either
+    after a base, a query aside: FHIR R4 bundle.html, request.url relative to the root), "" when it
+    names none; None for a `urn:` (the entry's own fullUrl, as the NIST MHD kit's fixtures send it:
+    it names the entry, not another type)."""
+    if url.lower().startswith("urn:"):
+        return None
+    segments = [s for s in url.split("?", 1)[0].split("#", 1)[0].split("/") if s]
+    for segment in reversed(segments[-2:]):   # [type] or [type]/[id]
+        if _is_resource_type(segment):
+            return segment
+    return ""
+
+
+def _is_resource_type(name: str) -> bool:
+    """A concrete FHIR resource type (Patient, Binary...), not a datatype (Coding) nor a base type."""
+    if not name.isalpha() or name in ("Resource", "DomainResource"):
+        return False
+    try:
+        model = get_fhir_model_class(name)
+    except (KeyError, ValueError):
+        return False
+    return issubclass(model, Resource)
 
 
 def _located(errors: list[XdsError], full_url: str) -> list[XdsError]:

@@ -21,6 +21,7 @@ from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from flask import Request, Response, current_app
 from lxml import etree
 from pydantic import ValidationError
+from werkzeug.datastructures import MultiDict
 
 from .. import jsonsafe
 from ..config import Settings
@@ -41,9 +42,20 @@ FHIR_NS = "{http://hl7.org/fhir}"
 FHIR_MEDIA_TYPES = (JSON_TYPE, XML_TYPE, "application/xml", "text/xml")
 
 
+def search_form(request: Request) -> MultiDict[str, str] | None:
+    """The parameters of a `POST _search` form body (FHIR R4 search.html#Introduction:
+    application/x-www-form-urlencoded, the same search as a GET with them in the URL), or None."""
+    if request.method == "POST" and request.mimetype == "application/x-www-form-urlencoded":
+        return request.form
+    return None
+
+
 def _format_param(request: Request) -> str:
-    """`_format` as given; a `+` left unencoded in a URL arrives as a space."""
-    return request.args.get("_format", "").split(";")[0].strip().replace(" ", "+").lower()
+    """`_format` as given, in the URL or a `POST _search` form (the same parameter: search.html); a
+    `+` left unencoded in a URL arrives as a space."""
+    form = search_form(request)
+    fmt = request.args.get("_format", "") or (form.get("_format", "") if form is not None else "")
+    return fmt.split(";")[0].strip().replace(" ", "+").lower()
 
 
 def check_strings(data: bytes) -> None:

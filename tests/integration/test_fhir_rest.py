@@ -188,8 +188,8 @@ def test_period_prefixes_on_the_service_period(server, world, value, expected):
     ({"category": r"10\,11"}, ""),                                   # an escaped comma is a character
     ({"security-label": f"{CONF}|R"}, "d2"),
     ({"security-label": "|R"}, ""),
-    ({"related": "urn:oid:1.2.3.9|ACC1"}, "d1"),
-    ({"related": "urn:oid:1.2.3.8|ACC1"}, ""),
+    ({"related:identifier": "urn:oid:1.2.3.9|ACC1"}, "d1"),   # related is a reference (MHD 4.2 ITI-67)
+    ({"related:identifier": "urn:oid:1.2.3.8|ACC1"}, ""),
     ({"related:identifier": "ACC1"}, "d1"),
     ({"author.family": "leveque"}, "d1"),
     ({"author.family": "LÉVÊ"}, "d1"),

@@ -392,7 +392,7 @@ TRE_A03 = "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-Cl
     ({"period-end": "lt2024-01-01"}, "a"),
     ({"author.family": "durand"}, "b"),
     ({"author.given": "Cla"}, "ac"),
-    ({"related": "urn:oid:1.2.3.9|ACC1"}, "a"),
+    ({"related:identifier": "urn:oid:1.2.3.9|ACC1"}, "a"),   # related is a reference (MHD 4.2 ITI-67)
     ({"isArchived": "false"}, "abc"),
     ({"isArchived": "true"}, ""),
 ])
