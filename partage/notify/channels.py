@@ -33,7 +33,7 @@ from .model import Subscription
 class Event:
     """One notification owed: what the subscriber may see of one registration."""
 
-    delivery_id: str             # what the recipient deduplicates on
+    delivery_id: str             # the message's id, what the recipient deduplicates on (outbox.stamp)
     subscription: Subscription
     objects: list[AnyObject]     # visible: the DocumentEntries, or the SubmissionSet with its visible contents
     event_number: int            # FHIR events-since-subscription-start (no gap for what was withheld)

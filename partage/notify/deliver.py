@@ -16,6 +16,7 @@ until `notify_max_attempts`, then given up (`failed`; a FHIR subscription goes t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -26,6 +27,7 @@ from typing import Any
 
 from ..access import audit
 from ..access.actor import INSECURE_DEV
+from ..metadata.datatypes import CX
 from ..metadata.model import AnyObject, DocumentEntry, SubmissionSet
 from ..metadata.query import DocumentFilter
 from ..query import QueryService
@@ -35,7 +37,7 @@ from ..registry.outbox import EVENTS
 from ..services import Services
 from .channels import Event, Handshaking, Outcome, Renderer, Transport
 from .destinations import Destinations
-from .model import ACTIVE, DOCUMENT, ERROR, FHIR, OFF, REQUESTED, Subscription, cx_of
+from .model import ACTIVE, DOCUMENT, ERROR, FHIR, OFF, REQUESTED, Filter, Subscription, cx_of
 
 log = logging.getLogger("partage.notify")
 
@@ -49,6 +51,18 @@ def backoff(attempts: int) -> float:
     return base * random.uniform(0.8, 1.2)
 
 
+def new_documents(queries: QueryService, patient: CX, entry_uuids: list[str], wanted: Filter) -> list[DocumentEntry]:
+    """What is still new of a registration's documents, judged now as the reader of `queries`:
+    Approved (one deprecated since, replaced or moved to another patient by ITI-57, or removed,
+    is no longer a new document of this record), matching `wanted`, and let through by the one
+    visibility gate (ITI-18 FindDocuments). Subscribers' notifications and the patient's
+    e-mail alike."""
+    if not entry_uuids:
+        return []
+    found = queries.find_documents(patient, wanted.document_filter(entry_uuids)).objects
+    return [d for d in found if isinstance(d, DocumentEntry) and wanted.keeps(d)]
+
+
 def visible_objects(services: Services, sub: Subscription, row: Any) -> list[AnyObject]:
     """What of this registration the subscriber may see now, through its filters."""
     queries = QueryService(services, sub.actor)
@@ -56,15 +70,19 @@ def visible_objects(services: Services, sub: Subscription, row: Any) -> list[Any
     if patient is None:
         return []
     if sub.topic == DOCUMENT:
-        documents = json.loads(row.documents or "[]")
-        found = queries.find_documents(patient, sub.filter.document_filter(documents)).objects
-        return [d for d in found if isinstance(d, DocumentEntry) and sub.filter.keeps(d)]
+        return list(new_documents(queries, patient, json.loads(row.documents or "[]"), sub.filter))
     sets = queries.find_submission_sets(patient, sub.filter.submission_set_filter()).objects
     if not any(isinstance(s, SubmissionSet) and s.entry_uuid == row.submission_set and sub.filter.keeps(s)
                for s in sets):
         return []
     contents = queries.get_submission_set_and_contents(DocumentFilter(), entry_uuid=row.submission_set)
     return list(contents.objects)
+
+
+def content_digest(objects: list[AnyObject]) -> str:
+    """What a notification carries, as a digest: the same objects with the same metadata give
+    the same digest (a retry that is a retransmission keeps its message id, outbox.stamp)."""
+    return hashlib.sha256(repr(sorted(repr(o) for o in objects)).encode()).hexdigest()
 
 
 class Deliveries:
@@ -122,10 +140,11 @@ class Deliveries:
             objects = visible_objects(self.services, sub, row)
             if not objects:
                 return settle("skipped", "nothing the subscriber may see matches")
-            number = outbox.set_event_number(self.services.registry, row.pk, token, sub.pk or 0)
-            if number is None:
+            stamped = outbox.stamp(self.services.registry, row.pk, token, sub.pk or 0, content_digest(objects))
+            if stamped is None:
                 return "lost"   # another sender took the row over (lease expired)
-            event = Event(row.delivery_id, sub, objects, number, datetime.now(UTC))
+            number, message_id = stamped
+            event = Event(message_id, sub, objects, number, datetime.now(UTC))
             message = renderer.event(self.services, event)
             ctx = audit.current()
             try:   # fail closed: nothing leaves unless its audit record can be written

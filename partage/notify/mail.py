@@ -4,6 +4,8 @@ glace, centre 15), and optionally the new documents of their record.
 A notice names only documents the patient may see (the query flow, as the patient): a
 document hidden from the patient (INVISIBLE_PATIENT, not yet released...) is never named
 nor counted, and a new-document notice whose documents are all hidden is not sent at all.
+A new-document notice is judged when it is sent, as the subscribers' notifications are
+(`deliver.new_documents`): a document deprecated or removed since is no longer new.
 The address is the patient's (`PatientRecord.email`: FHIR Patient telecom, else PID-13 of
 the ITI-8 feed); a patient without one gets nothing (the notice is marked `skipped`).
 
@@ -39,7 +41,8 @@ from ..query import QueryService
 from ..registry import outbox, patients
 from ..registry.outbox import NOTICES
 from ..services import Services
-from .deliver import backoff
+from .deliver import backoff, new_documents
+from .model import Filter
 
 log = logging.getLogger("partage.notify")
 
@@ -257,10 +260,8 @@ class Notices:
                     found = []
                 docs = _newest([d for d in found if isinstance(d, DocumentEntry)])
             return access_mail(row.kind, event, docs)
-        wanted = json.loads(row.documents or "[]")
-        found = as_patient.get_objects(KIND_DOCUMENT, entry_uuids=wanted).objects if wanted else []
-        docs = [d for d in found if isinstance(d, DocumentEntry)]
-        return documents_mail(docs) if docs else None
+        docs = new_documents(as_patient, patient_id, json.loads(row.documents or "[]"), Filter())
+        return documents_mail(_newest(docs)) if docs else None
 
 
 def _newest(docs: list[DocumentEntry]) -> list[DocumentEntry]:

@@ -11,9 +11,12 @@ Guarantees (docs/notifications.md):
 - a row is marked delivered only after its endpoint answered 2xx; a crash between the POST
   and the mark sends it again after the lease (`LEASE_S`), with the same delivery id
   (wsa:MessageID, Bundle.id), which is what the recipient deduplicates on: exactly once per
-  subscriber, deduplicated by id;
-- a subscription's rows are delivered in order, one at a time; subscriptions are served in
-  parallel (`WORKERS` threads), so a slow endpoint delays only its own subscribers;
+  subscriber, deduplicated by id (a retry judged again that carries other content is another
+  message, with a new id: outbox.stamp);
+- a subscription's rows are delivered in order, one at a time: an event being retried holds
+  back the later events of its subscription until it is delivered or given up
+  (`outbox.claim`); subscriptions are served in parallel (`WORKERS` threads), so a slow
+  endpoint delays only its own subscribers;
 - the patients' e-mails have their own lane (`MAIL_WORKERS` threads, one batch at a time): a
   slow or stalled SMTP server delays only the e-mails, never the subscribers' deliveries.
 
@@ -44,6 +47,7 @@ log = logging.getLogger("partage.notify")
 BATCH = 20
 WORKERS = 4
 MAIL_WORKERS = 2
+DONE = ("delivered", "skipped", "failed")   # what becomes of a row that a later one may follow
 
 
 class Sender:
@@ -126,7 +130,20 @@ class Sender:
             by_subscription.setdefault(row.subscription_pk, []).append(row)
 
         def serve(group: list[Any]) -> list[str]:
-            return [self._one(self.deliveries.run, row, token) for row in group]
+            """In order; once an event is not done (to be retried, postponed), the subscription's
+            later events are given back, not sent before it (the claim holds them until it is)."""
+            outcomes: list[str] = []
+            waiting = False
+            for row in group:
+                if waiting and row.kind == outbox.EVENT:
+                    outbox.retry(self.services.registry, EVENTS, row.pk, token, time.time(),
+                                 "waiting for an earlier notification of its subscription", count=False)
+                    outcomes.append("postponed")
+                    continue
+                outcome = self._one(self.deliveries.run, row, token)
+                waiting = waiting or (row.kind == outbox.EVENT and outcome not in DONE)
+                outcomes.append(outcome)
+            return outcomes
 
         if self._pool is None:   # drain() without a running sender: in sequence, here
             for group in by_subscription.values():

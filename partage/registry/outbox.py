@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, func, or_, select, update
+from sqlalchemy import Connection, Row, Table, and_, exists, func, or_, select, update
 
 from ..metadata.model import SubmissionRequest
 from . import schema
@@ -125,7 +125,20 @@ def _due(lane: Lane, now: float) -> tuple[Any, ...]:
                or_(t.c.claimed_until.is_(None), t.c.claimed_until < now)]
     if lane is NOTICES:
         clauses.append(t.c.sent_at.is_(None))   # `partage access notifications --mark-sent`
+    else:
+        clauses.append(or_(t.c.kind == HANDSHAKE, ~_held_back(t, now)))
     return tuple(clauses)
+
+
+def _held_back(t: Table, now: float) -> Any:
+    """An event waits while an earlier event of its subscription is still pending and not
+    claimable (waiting for its next attempt, or leased): a subscription's notifications go
+    out in order, a failed one is not overtaken while it is retried (docs/notifications.md).
+    A handshake is never held back: it goes first."""
+    earlier = t.alias("earlier")
+    return exists().where(earlier.c.subscription_pk == t.c.subscription_pk, earlier.c.pk < t.c.pk,
+                          earlier.c.kind == EVENT, earlier.c.state == PENDING,
+                          or_(earlier.c.next_attempt_at > now, earlier.c.claimed_until >= now))
 
 
 def claim(registry: Registry, lane: Lane, *, lease_s: float, limit: int = 20,
@@ -177,19 +190,35 @@ def retry(registry: Registry, lane: Lane, pk: int, token: str, at: float, error:
         return conn.execute(update(lane.table).where(_mine(lane, pk, token)).values(**values)).rowcount == 1
 
 
-def set_event_number(registry: Registry, pk: int, token: str, subscription_pk: int) -> int | None:
-    """The row's event number, given once (the first time it is sent) and kept on retries, so
-    the numbers the subscriber sees have no gap for what it was not shown."""
+def stamp(registry: Registry, pk: int, token: str, subscription_pk: int, digest: str) -> tuple[int, str] | None:
+    """The row's event number and the id of the message about to be sent, or None when the
+    lease was lost.
+
+    The event number is given once (the first time it is sent) and kept on retries, so the
+    numbers the subscriber sees have no gap for what it was not shown. The message id
+    (`delivery_id`: wsa:MessageID, Bundle.id) is kept while what is sent is the same (`digest`
+    of its content): a retransmission is the same message, which the recipient deduplicates.
+    A retry judged again that carries something else (a document unmasked, or masked, since)
+    is another message: it gets a new id (WS-Addressing 1.0 Core 3.2: a [message id] identifies
+    one message), or a recipient deduplicating on the id would drop it."""
     t = schema.notification_outbox
     with registry.write() as conn:
-        row = conn.execute(select(t.c.event_number, t.c.claimed_by).where(t.c.pk == pk)).first()
+        row = conn.execute(select(t.c.event_number, t.c.claimed_by, t.c.delivery_id, t.c.content_digest)
+                           .where(t.c.pk == pk)).first()
         if row is None or row.claimed_by != token:
             return None
-        if row.event_number is not None:
-            return int(row.event_number)
-        number = subs.next_event_number(conn, subscription_pk)
-        conn.execute(update(t).where(t.c.pk == pk).values(event_number=number))
-    return number
+        values: dict[str, Any] = {}
+        number = row.event_number
+        if number is None:
+            number = values["event_number"] = subs.next_event_number(conn, subscription_pk)
+        delivery_id = str(row.delivery_id)
+        if row.content_digest != digest:
+            if row.content_digest is not None:
+                delivery_id = values["delivery_id"] = str(uuid.uuid4())
+            values["content_digest"] = digest
+        if values:
+            conn.execute(update(t).where(t.c.pk == pk).values(**values))
+    return int(number), delivery_id
 
 
 # --------------------------------------------------------------------------- reading

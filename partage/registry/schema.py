@@ -393,7 +393,9 @@ Index("ix_subscriptions_actor", subscriptions.c.actor_id)
 
 # The outbox: one row per (registration, subscription) written in the registration's
 # transaction, and handshakes; the sender claims rows (a lease), delivers, and marks them.
-# `delivery_id` is what the recipient deduplicates on (wsa:MessageID, Bundle.id).
+# `delivery_id` is what the recipient deduplicates on (wsa:MessageID, Bundle.id): the id of
+# the message sent with the content whose digest is `content_digest` (a retry carrying
+# other content, judged again, is another message with a new id: outbox.stamp).
 notification_outbox = Table(
     "notification_outbox", metadata,
     _big_pk(),
@@ -410,6 +412,7 @@ notification_outbox = Table(
     Column("next_attempt_at", Float, nullable=False),
     *_lease(),
     Column("event_number", Integer, nullable=True),              # FHIR: given when first sent, kept on retries
+    Column("content_digest", String(64), nullable=True),         # of what `delivery_id` was sent with (0018)
     Column("delivered_at", String(32), nullable=True),
     Column("last_error", Text, nullable=False, default=""),
     UniqueConstraint("delivery_id", name="uq_notification_outbox_delivery_id"),

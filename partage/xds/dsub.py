@@ -92,6 +92,9 @@ def _topic(element: etree._Element | None) -> tuple[str, str]:
     if dialect not in (C.TOPIC_DIALECT_SIMPLE, C.TOPIC_DIALECT_CONCRETE):
         raise _fault("wsnt:TopicExpressionDialectUnknownFault", f"topic expression dialect {dialect!r} is not known")
     prefix, _, local = (element.text or "").strip().rpartition(":")
+    if prefix and prefix not in element.nsmap:   # WS-Topics 1.3 7.1: a QName, its prefix bound in scope
+        raise _fault("wsnt:InvalidTopicExpressionFault",
+                     f"topic expression {(element.text or '').strip()!r}: the prefix {prefix!r} is not declared")
     namespace = element.nsmap.get(prefix) if prefix else None
     if namespace not in (None, C.DSUB) or local not in TOPICS:
         raise _fault("wsnt:TopicNotSupportedFault",
