@@ -17,13 +17,19 @@ from sqlalchemy import Connection
 
 from .access import audit, signatures
 from .access.actor import Actor
-from .access.decisions import TRUSTED_KINDS, Decision, modify_decision, submit_decision
+from .access.decisions import (
+    TRUSTED_KINDS,
+    Decision,
+    modify_decision,
+    replacement_codes,
+    submit_decision,
+)
 from .access.gate import Graph
 from .clinical import index as clinical_index
 from .metadata import kinds
 from .metadata.errors import ErrorCode, XdsError, XdsErrors
 from .metadata.ids import assign_uuids
-from .metadata.model import AssociationType, DocumentEntry, SubmissionRequest
+from .metadata.model import REPLACING_TYPES, AssociationType, DocumentEntry, SubmissionRequest
 from .metadata.validate import ITI_41, ITI_42, Transaction, unpaired_contents, validate_submission
 from .query.view import Reader
 from .registry import outbox
@@ -53,18 +59,22 @@ class IngestService:
         self.document_checks = document_checks if document_checks is not None else services.document_checks
 
     def provide_and_register(self, request: SubmissionRequest, *,
-                             in_transaction: Callable[[Connection], None] | None = None) -> IngestResult:
+                             in_transaction: Callable[[Connection], None] | None = None,
+                             restates_confidentiality: bool = False) -> IngestResult:
         """ITI-41 (and ITI-65): documents with their bytes, stored here. `in_transaction`: what
         the door writes with the registration, first in its transaction (the HL7 feed's answer
-        to the message, `partage.hl7.retransmissions`): both commit, or neither."""
-        return self._submit(request, ITI_41, with_contents=True, in_transaction=in_transaction)
+        to the message, `partage.hl7.retransmissions`): both commit, or neither.
+        `restates_confidentiality`: the submission says its replacements' confidentiality anew
+        (the HL7 feed's MODIF_CONF_CODE=Y), so a replaced document's mask is not carried over."""
+        return self._submit(request, ITI_41, with_contents=True, in_transaction=in_transaction,
+                            keep_masks=not restates_confidentiality)
 
     def register(self, request: SubmissionRequest) -> IngestResult:
         """ITI-42: metadata of documents held by a repository (maybe another one)."""
         return self._submit(request, ITI_42, with_contents=False)
 
     def _submit(self, request: SubmissionRequest, tx: Transaction, *, with_contents: bool,
-                in_transaction: Callable[[Connection], None] | None = None) -> IngestResult:
+                in_transaction: Callable[[Connection], None] | None = None, keep_masks: bool = True) -> IngestResult:
         settings = self.services.settings
         if len(request.documents) > settings.max_documents_per_submission:
             raise XdsErrors.one(ErrorCode.REGISTRY_ERROR,
@@ -99,7 +109,12 @@ class IngestService:
                 in_transaction(conn)
             # What subscribers and the patient are owed, in this transaction: written here, or
             # rolled back with the registration (partage.notify delivers it after the commit).
-            patient_pk = register(self.services.registry, conn, request, addresses)
+            if keep_masks:
+                _keep_masking(conn, request)
+            # a relation or membership naming a registered object hidden from the actor
+            # answers as one naming an unknown id (its existence, its status untold)
+            hidden = Reader(self.services, self.actor).hidden(conn, _registered_references(request))
+            patient_pk = register(self.services.registry, conn, request, addresses, hidden=hidden)
             outbox.enqueue_registration(conn, request, patient_documents=settings.notify_patient_documents,
                                         patient_pk=patient_pk)
             indexed.store(conn, patient_pk)
@@ -174,6 +189,28 @@ def _targets(conn: Connection, request: SubmissionRequest) -> list[tuple[Documen
         if isinstance(doc, DocumentEntry):
             out.append((doc, wanted[row.entry_uuid]))
     return out
+
+
+def _registered_references(request: SubmissionRequest) -> list[str]:
+    """The objects the submission's associations name that it does not submit."""
+    in_request = request.by_id()
+    return [ref for a in request.associations for ref in (a.source_uuid, a.target_uuid)
+            if ref and ref not in in_request]
+
+
+def _keep_masking(conn: Connection, request: SubmissionRequest) -> None:
+    """A replacement (RPLC, XFRM_RPLC) keeps the patient's mask of the document it replaces
+    (`decisions.replacement_codes`), read in the registration's transaction."""
+    replaced = {a.source_uuid: a.target_uuid for a in request.associations
+                if a.association_type in REPLACING_TYPES}
+    if not replaced:
+        return
+    targets = {row.entry_uuid: object_from_row(row.body)
+               for row in Q.by_ids(conn, kinds.KIND_DOCUMENT, entry_uuids=sorted(set(replaced.values())))}
+    for doc in request.documents:
+        target = targets.get(replaced.get(doc.entry_uuid, ""))
+        if isinstance(target, DocumentEntry):
+            doc.confidentiality_codes = replacement_codes(doc, target)
 
 
 def _require(decision: Decision) -> None:

@@ -91,8 +91,11 @@ def update_document_set(services: Services, actor: Actor, request: SubmissionReq
                                         if a.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS),
                                       *_registered_ends(request)])
         _note_documents([*request.documents, *_documents_touched(conn, changed.values())])
-        _check_update(Reader(services, actor), conn, patient_pk, request)
-        return updates.apply_update(registry, conn, request)
+        reader = Reader(services, actor)
+        _check_update(reader, conn, patient_pk, request)
+        # a relation or membership naming a document hidden from the actor answers as one
+        # naming an unknown id: nothing about the hidden document (its existence, its status)
+        return updates.apply_update(registry, conn, request, hidden=reader.hidden(conn, _registered_ends(request)))
 
     unsettled = registry.writing(update)   # run again after a shard's serialization conflict
     if unsettled:

@@ -387,3 +387,16 @@ def masking_problem(new: DocumentEntry, previous: DocumentEntry) -> str:
 
 def masque_ps() -> Code:
     return Code(MASQUE_PS, CONFIDENTIALITY_SYSTEM, "Masqué aux professionnels de santé")
+
+
+def replacement_codes(replacement: DocumentEntry, replaced: DocumentEntry) -> list[Code]:
+    """The confidentiality codes a replacement (RPLC, XFRM_RPLC) is registered with: its own,
+    and MASQUE_PS when the document it replaces carries it. The mask is the patient's choice
+    (whoever wrote it on the document, the registry cannot tell): a replacement is the same
+    logical document, so it keeps it; it is lifted by an explicit new version (ITI-57, PDSm
+    PATCH), never by the side effect of a replacement that does not say it (docs/access.md,
+    "Document visibility")."""
+    codes = list(replacement.confidentiality_codes)
+    if MASQUE_PS in confidentiality(replaced) and MASQUE_PS not in confidentiality(replacement):
+        codes.append(masque_ps())
+    return codes

@@ -268,7 +268,10 @@ def _ingest(services: Services, actor: Actor, message: FeedMessage, request: Sub
     refuse, the CDA profile's findings are named too (the metadata came from the header, and the
     rules run before the profile)."""
     try:
-        IngestService(services, actor).provide_and_register(request, in_transaction=answered)
+        # MODIF_CONF_CODE=Y: the message's MetaDMPMSS flags restate a replacement's confidentiality;
+        # otherwise (N, absent) the replaced document's mask stays (docs/hl7-feed.md)
+        IngestService(services, actor).provide_and_register(
+            request, in_transaction=answered, restates_confidentiality=bool(message.flags.get("MODIF_CONF_CODE")))
     except XdsErrors as exc:
         if any(rule_in_context(e.context) for e in exc.errors) or not any(
                 e.code in (ErrorCode.REPOSITORY_METADATA, ErrorCode.REGISTRY_METADATA) for e in exc.errors):

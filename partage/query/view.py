@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from ..access import audit
 from ..access.actor import Actor
-from ..access.decisions import Decision
+from ..access.decisions import TRUSTED_KINDS, Decision
 from ..access.gate import (
     CONTENT_TYPES,
     AccessView,
@@ -169,6 +169,19 @@ class Reader:
         if audited:
             note(view, graph, outcome, patient_pk)
         return outcome
+
+    def hidden(self, conn: Connection, entry_uuids: Iterable[str]) -> set[str]:
+        """Which of these registered objects (the ends a submission's associations name) the
+        actor may not see: a write answers about them as about unknown ids (docs/access.md,
+        "What a refusal looks like"), so that naming a hidden document in a relation, a
+        membership, tells nothing of it (its existence, its status). Unknown ids are not in it:
+        the registry's rules answer for them."""
+        wanted = sorted(set(entry_uuids))
+        if not wanted or self.actor.kind in TRUSTED_KINDS:
+            return set()
+        rows = list(Q.by_ids(conn, None, entry_uuids=wanted))
+        shown = {o.entry_uuid for o in self.visible(conn, graph_of(rows), audited=False).objects}
+        return {row.entry_uuid for row in rows} - shown
 
     def record(self, conn: Connection, patient_pk: int | None, patient_id: CX | None = None) -> bool:
         """May the actor open this patient's record at all (noted on the audit record)?"""

@@ -13,7 +13,7 @@ gain a member get a new lastUpdateTime.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Row, bindparam, select, update
@@ -59,9 +59,10 @@ KIND_NAMES = {schema.KIND_DOCUMENT: "DocumentEntry", schema.KIND_SUBMISSION_SET:
 
 
 def register(registry: Registry, conn: Connection, request: SubmissionRequest,
-             blob_addresses: dict[str, str] | None = None) -> int:
+             blob_addresses: dict[str, str] | None = None, *, hidden: Collection[str] = ()) -> int:
     """Insert the request's objects (ids already assigned) after the database rules; returns
-    the patient's key (what else the transaction writes for the submission is written for it)."""
+    the patient's key (what else the transaction writes for the submission is written for it).
+    `hidden`: registered objects the submitter may not see, answered about as unknown ids."""
     blob_addresses = blob_addresses or {}
     ss = request.submission_set
     assert ss is not None   # metadata.validate refuses a submission without one
@@ -73,7 +74,8 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
                             "(not sent by the patient identity feed)", ss.entry_uuid)
     in_request = request.by_id()
     external = _external_references(request, in_request)
-    rows = registry.rows_by_uuid(conn, external, lock=True)   # a replaced document, a folder: checked, then changed
+    rows = {ref: row for ref, row in registry.rows_by_uuid(conn, external, lock=True).items()
+            if ref not in hidden}   # a replaced document, a folder: checked, then changed
     now = utc_now()
     for ref in external:
         if ref not in rows:

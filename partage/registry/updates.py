@@ -12,7 +12,7 @@ text jobs) of a document no version of which remains goes in the same transactio
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from sqlalchemy import Connection, delete, func, select, update
 
@@ -54,8 +54,11 @@ def _set_status(status: AvailabilityStatus) -> Callable[[AnyObject], None]:
     return change
 
 
-def apply_update(registry: Registry, conn: Connection, request: SubmissionRequest) -> list[str]:
+def apply_update(registry: Registry, conn: Connection, request: SubmissionRequest, *,
+                 hidden: Collection[str] = ()) -> list[str]:
     """Check an ITI-57 request against the registry and write it (ids already assigned).
+    `hidden`: registered objects the submitter may not see, which the associations it submits
+    name: answered about as ids the registry does not hold.
 
     Returns the logical ids whose version it succeeds is on another shard (a new version that
     moves a document or folder to a patient of another shard): their deprecation is the
@@ -101,7 +104,7 @@ def apply_update(registry: Registry, conn: Connection, request: SubmissionReques
                       if a.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS]
     for change in status_changes:
         errors += _check_status_change(conn, change, patient_pk)
-    errors += _check_submitted_associations(conn, request, ss.entry_uuid, patient_pk)
+    errors += _check_submitted_associations(conn, request, ss.entry_uuid, patient_pk, hidden)
     if errors:
         raise XdsErrors(errors)
 
@@ -247,7 +250,7 @@ def _linked_objects(conn: Connection, versions: list[str]) -> set[str]:
 
 
 def _check_submitted_associations(conn: Connection, request: SubmissionRequest, ss_uuid: str,
-                                  patient_pk: int) -> list[XdsError]:
+                                  patient_pk: int, hidden: Collection[str] = ()) -> list[XdsError]:
     """ITI-57 rules on the associations an update carries (ITI TF-2b 3.57.4.1.3).
 
     AssociationPropagation is "yes" or "no". Every association links objects of the update's
@@ -274,7 +277,7 @@ def _check_submitted_associations(conn: Connection, request: SubmissionRequest, 
         ends = [u for u in named if u not in submitted]
         if not ends:
             continue
-        rows = Registry.rows_by_uuid(conn, ends)
+        rows = {ref: row for ref, row in Registry.rows_by_uuid(conn, ends).items() if ref not in hidden}
         for end in ends:
             row = rows.get(end)
             if row is None:

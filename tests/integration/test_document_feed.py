@@ -714,7 +714,10 @@ def test_ig_oru_examples_are_accepted(server, mllp, patients):
         ids.append(header(new)["unique_id"])
         current = find(server, ins)
         assert ids[-1] in current and ids[-2] not in current
-        assert "MASQUE_PS" not in confidentiality(server, ins, ids[-1])
+        # example 3 (MODIF_CONF_CODE N) keeps the replaced document's mask; example 4 (Y) restates
+        # the flags, MASQUE_PS N: the mask is lifted
+        masked = "MASQUE_PS" in confidentiality(server, ins, ids[-1])
+        assert masked == (example is IG_ORU_EXAMPLE_3), (tag, masked)
     last = renamed(source, "82.4", replaces=ids[-2])
     ack = mllp.send(ig_oru(IG_ORU_EXAMPLE_2, "oru-ex2", "CA", IMAGING, b64=last))
     assert msa(ack)[1] == "AA", ack
