@@ -177,6 +177,16 @@ class Destinations:
         return ""
 
 
+def destination(url: str) -> str:
+    """Where a notification to `url` connects: `host:port`, the host lowercased, the scheme's
+    port when none is named (the unit the sender shares its threads by, docs/notifications.md)."""
+    try:
+        parts = urlsplit(url)
+        return f"{(parts.hostname or '').lower()}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    except ValueError:
+        return url
+
+
 def _within(ip: Address, networks: tuple[Network, ...]) -> bool:
     return any(ip.version == net.version and ip in net for net in networks)
 

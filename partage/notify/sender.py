@@ -17,6 +17,11 @@ Guarantees (docs/notifications.md):
   back the later events of its subscription until it is delivered or given up
   (`outbox.claim`); subscriptions are served in parallel (`WORKERS` threads), so a slow
   endpoint delays only its own subscribers;
+- the threads are shared (`_share`): one subscriber (actor id) and one destination (host and
+  port) are served on at most `workers // 2` of them at once; their other subscriptions' rows
+  are not claimed meanwhile (left due, no attempt counted), so however many subscriptions one
+  credential holds, or one host that does not answer serves, the other threads go on serving
+  everyone else;
 - the patients' e-mails have their own lane (`MAIL_WORKERS` threads, one batch at a time): a
   slow or stalled SMTP server delays only the e-mails, never the subscribers' deliveries.
 
@@ -31,7 +36,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -40,6 +46,7 @@ from ..registry.outbox import EVENTS, NOTICES
 from ..services import Services
 from .channels import Renderer
 from .deliver import Deliveries, backoff
+from .destinations import destination
 from .mail import Notices
 
 log = logging.getLogger("partage.notify")
@@ -61,6 +68,7 @@ class Sender:
         self.deliveries = Deliveries(services, renderers)
         self.notices = Notices(services)
         self.workers = workers
+        self.share = max(1, workers // 2)   # threads one subscriber, or one destination, may hold
         self._stop = threading.Event()
         self.first_pass = threading.Event()   # set once the outbox was looked at (or that failed)
         self._thread: threading.Thread | None = None
@@ -68,6 +76,7 @@ class Sender:
         self._mail_pool: ThreadPoolExecutor | None = None
         self._mailing: list[Future[Any]] = []        # the e-mail batch being sent
         self._serving: dict[int, Future[Any]] = {}   # subscription pk -> its deliveries in progress
+        self._holders: dict[int, tuple[str, ...]] = {}   # subscription pk -> who it holds a thread for
         self._serving_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -117,12 +126,15 @@ class Sender:
                 return
 
     def _events(self) -> int:
-        """Claim due rows of the subscriptions not being served, and serve each subscription's
-        rows in order on a thread of the pool without waiting for the others: a slow endpoint
-        holds back only its own subscription (whose later rows are not claimed meanwhile)."""
+        """Claim due rows of the subscriptions not being served, within the share of the threads
+        of their subscriber and destination (`_share`), and serve each subscription's rows in
+        order on a thread of the pool without waiting for the others: a slow endpoint holds
+        back only its own subscription (whose later rows are not claimed meanwhile)."""
         with self._serving_lock:
             busy = sorted(self._serving)
-        token, claimed = outbox.claim(self.services.registry, EVENTS, lease_s=self.lease_s, limit=BATCH, busy=busy)
+        admit = None if self._pool is None else self._share()
+        token, claimed = outbox.claim(self.services.registry, EVENTS, lease_s=self.lease_s, limit=BATCH, busy=busy,
+                                      admit=admit)
         if not claimed:
             return 0
         by_subscription: dict[int, list[Any]] = {}
@@ -153,6 +165,7 @@ class Sender:
             with self._serving_lock:
                 future = self._pool.submit(serve, group)
                 self._serving[pk] = future
+                self._holders[pk] = _holders(group[0])
             future.add_done_callback(functools.partial(self._served, pk))
         return len(claimed)
 
@@ -160,6 +173,28 @@ class Sender:
         with self._serving_lock:
             if self._serving.get(pk) is future:
                 del self._serving[pk]
+                del self._holders[pk]
+
+    def _share(self) -> Callable[[Any], bool]:
+        """The fairness rule, for one claim: a subscription's rows are handed to the threads only
+        while its subscriber and its destination each hold fewer than `share` threads (counting
+        the subscriptions being served and those admitted before it in this claim). The others
+        stay due, not leased, no attempt counted, and are claimed once a thread of theirs is
+        free: one credential's 20 subscriptions, or a host that answers nobody until the
+        timeout, hold at most `share` threads, and the others serve everyone else."""
+        with self._serving_lock:
+            held = Counter(holder for holders in self._holders.values() for holder in holders)
+        decided: dict[int, bool] = {}
+
+        def admit(row: Any) -> bool:
+            pk = int(row.subscription_pk)
+            if pk not in decided:   # alike for every row of a subscription: in order, or not at all
+                holders = _holders(row)
+                decided[pk] = all(held[holder] < self.share for holder in holders)
+                if decided[pk]:
+                    held.update(holders)
+            return decided[pk]
+        return admit
 
     def _notices(self) -> int:
         """Claim a batch of the patients' e-mails once the previous one is sent, and send it on
@@ -190,3 +225,8 @@ class Sender:
             except Exception:   # the database is away: left leased, taken again after the lease
                 log.exception("outbox row #%s could not be marked", row.pk)
             return "error"
+
+
+def _holders(row: Any) -> tuple[str, ...]:
+    """Whom serving this outbox row holds a thread for: its subscriber, its destination."""
+    return f"subscriber {row.subscriber}", f"destination {destination(str(row.endpoint or ''))}"

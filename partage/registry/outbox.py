@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -142,10 +142,15 @@ def _held_back(t: Table, now: float) -> Any:
 
 
 def claim(registry: Registry, lane: Lane, *, lease_s: float, limit: int = 20,
-          now: float | None = None, busy: Sequence[int] = ()) -> tuple[str, list[Row[Any]]]:
+          now: float | None = None, busy: Sequence[int] = (),
+          admit: Callable[[Row[Any]], bool] | None = None) -> tuple[str, list[Row[Any]]]:
     """Lease up to `limit` due rows (oldest first) to a fresh token; each claim counts as an
     attempt. The rows are returned as they were before this claim (`attempts`: earlier ones).
-    `busy` (events): subscriptions whose deliveries are in progress, whose rows wait their turn."""
+    `busy` (events): subscriptions whose deliveries are in progress, whose rows wait their turn.
+    `admit` (events): asked for each due row in order, with its subscription's `subscriber`
+    (actor id) and `endpoint`; a row it refuses is not leased, nor counted: it stays due as it
+    was (the sender's share of its threads, `partage.notify.sender`). It answers alike for
+    every row of one subscription, so a subscription's rows are leased in order or not at all."""
     t = lane.table
     now = time.time() if now is None else now
     due = _due(lane, now)
@@ -154,10 +159,35 @@ def claim(registry: Registry, lane: Lane, *, lease_s: float, limit: int = 20,
     with registry.read() as conn:   # an idle poll takes no write lock
         if conn.execute(select(t.c.pk).where(*due).limit(1)).first() is None:
             return "", []
+    query = select(t)
+    if lane is EVENTS:
+        s = schema.subscriptions
+        query = select(t, *(select(column).where(s.c.pk == t.c.subscription_pk).scalar_subquery().label(name)
+                            for name, column in (("subscriber", s.c.actor_id), ("endpoint", s.c.endpoint))))
+    query = query.where(*due).order_by(t.c.pk).with_for_update(skip_locked=True)   # not rendered on SQLite
     token = _token()
     with registry.write() as conn:   # BEGIN IMMEDIATE on SQLite
-        rows = conn.execute(select(t).where(*due).order_by(t.c.pk).limit(limit)
-                            .with_for_update(skip_locked=True)).all()   # not rendered on SQLite
+        if admit is None:
+            rows = list(conn.execute(query.limit(limit)).all())
+        else:   # page through the due rows until `limit` are admitted or none is left; a refused
+            # subscription's rows are left out of the next pages (a stalled subscriber's backlog
+            # is not read again page after page)
+            rows = []
+            after: int | None = None
+            refused: set[int] = set()
+            while len(rows) < limit:
+                page_query = query if after is None else query.where(t.c.pk > after)
+                if refused:
+                    page_query = page_query.where(t.c.subscription_pk.not_in(sorted(refused)))
+                page = conn.execute(page_query.limit(limit)).all()
+                for row in page:
+                    if len(rows) < limit and admit(row):
+                        rows.append(row)
+                    elif len(rows) < limit:
+                        refused.add(row.subscription_pk)
+                if len(page) < limit:
+                    break
+                after = page[-1].pk
         if rows:
             conn.execute(update(t).where(t.c.pk.in_([r.pk for r in rows])).values(
                 claimed_by=token, claimed_until=now + lease_s, attempts=t.c.attempts + 1))
