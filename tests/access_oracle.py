@@ -11,7 +11,7 @@ own model of a record (`Version`, containers, associations), not on registry row
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tests.access_doc import listed, table, yes
@@ -80,6 +80,7 @@ class Oracle:
     versions: Mapping[str, Version]
     containers: Mapping[str, set[str]] = field(default_factory=dict)   # SubmissionSet / Folder -> its document members
     associations: Mapping[str, tuple[str, str]] = field(default_factory=dict)   # id -> (source, target)
+    transforms: Sequence[tuple[str, str]] = ()    # XFRM associations: (the transform, the document it transforms)
 
     # --- the record ---------------------------------------------------------------------------
     def _row(self, name: str | None) -> dict[str, str] | None:
@@ -174,8 +175,19 @@ class Oracle:
         live = [v for v in members if v.status != DEPRECATED]
         return live or ([max(members, key=lambda v: v.seq)] if members else [])
 
-    def document_visible(self, v: Version) -> bool:
-        return self.own_codes_ok(v) and all(self.own_codes_ok(h) for h in self.newest(v.lineage))
+    def document_visible(self, v: Version, _seen: frozenset[str] = frozenset()) -> bool:
+        """"judged by its own codes and by those of the newest versions of its lineage"; "A
+        transform (XFRM) ... is visible only when the document it transforms is visible too,
+        judged the same way"."""
+        if not (self.own_codes_ok(v) and all(self.own_codes_ok(h) for h in self.newest(v.lineage))):
+            return False
+        for source, target in self.transforms:
+            if source in self.versions and self.versions[source].lineage == v.lineage and target in self.versions:
+                original = self.versions[target]
+                if original.lineage in _seen | {v.lineage} or \
+                        not self.document_visible(original, _seen | {v.lineage}):
+                    return False
+        return True
 
     def visible(self, oid: str, _seen: frozenset[str] = frozenset()) -> bool:
         """Any object of the model: document version, SubmissionSet or Folder, association."""

@@ -11,6 +11,9 @@ The rules (docs/access.md, "Visibility"):
 - a DocumentEntry is visible if `read_decision` allows it, judged by its own codes AND by
   those of the newest versions of its lineage (its ITI-57 versions and RPLC replacements):
   masking the newest version hides every older one;
+- a transform (XFRM: the same content in another format) is visible only when the document it
+  transforms is visible too, judged the same way (with its lineage, and its own original if
+  it is a transform itself); an addendum (APND), other content, is judged on its own;
 - a SubmissionSet or Folder is visible if the record is open to the actor and, when it holds
   or changes documents in the graph (members, status updates, the documents an association
   it holds links), at least one of them is visible;
@@ -83,6 +86,8 @@ class AccessView:
     records: Mapping[int, RecordState] = field(default_factory=dict)   # by patient pk
     own_patient_pk: int | None = None     # the patient the actor is, acts for, or the credential names
     heads: Mapping[str, Sequence[DocumentEntry]] = field(default_factory=dict)  # lineage -> newest versions
+    # lineage -> the documents its versions transform (XFRM targets, with their patient and lineage)
+    transforms: Mapping[str, Sequence[Node]] = field(default_factory=dict)
     table: AccessTable = DEFAULT_TABLE
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -114,8 +119,10 @@ def identity_visible(view: AccessView, patient_pk: int | None) -> Decision:
     return identity_decision(view.actor, view.record(patient_pk), view.table, own_patient=view.own(patient_pk))
 
 
-def document_visible(view: AccessView, doc: DocumentEntry, patient_pk: int | None, lineage: str) -> Decision:
-    """The document as itself, and as the newest versions of its lineage say."""
+def document_visible(view: AccessView, doc: DocumentEntry, patient_pk: int | None, lineage: str,
+                     _judging: frozenset[str] = frozenset()) -> Decision:
+    """The document as itself, as the newest versions of its lineage say, and, for a transform,
+    as the document it transforms is judged (the same content in another format)."""
     record, own = view.record(patient_pk), view.own(patient_pk)
     decision = read_decision(view.actor, record, doc, view.table, own_patient=own, now=view.now)
     if not decision:
@@ -126,6 +133,13 @@ def document_visible(view: AccessView, doc: DocumentEntry, patient_pk: int | Non
         newer = read_decision(view.actor, record, head, view.table, own_patient=own, now=view.now)
         if not newer:
             return deny(f"a newer version of the document is not visible ({newer.reason})")
+    judging = _judging | {lineage or doc.entry_uuid}
+    for original in view.transforms.get(lineage, ()) if lineage else ():
+        if not isinstance(original.obj, DocumentEntry) or (original.lineage or original.obj.entry_uuid) in judging:
+            return deny("the document it transforms is not known to the actor")
+        of = document_visible(view, original.obj, original.patient_pk, original.lineage, judging)
+        if not of:
+            return deny(f"the document it transforms is not visible ({of.reason})")
     return PERMIT
 
 

@@ -70,6 +70,9 @@ class Reader:
         # twice: once to cut it, once audited): record states, and lineages' newest versions.
         self._states: dict[int, access_state.RecordState] = {}
         self._heads: dict[str, list[Q.ObjectRow]] = {}   # lineage -> its heads (none: a lone version)
+        self._held: set[str] = set()                      # lineages registry.lineages names
+        self._targets: dict[str, list[str]] = {}          # lineage -> the documents it transforms
+        self._originals: dict[str, Q.ObjectRow] = {}      # those documents' rows
         self._loaded_in: Connection | None = None
 
     def own_patient_pk(self, conn: Connection) -> int | None:
@@ -114,22 +117,42 @@ class Reader:
         owners = {n.patient_pk for n in documents if n.patient_pk is not None}
         if len(owners) < len({n.patient_pk for n in documents}):
             owners = set()   # a document of no patient: do not narrow
-        keys = self.lineage_heads(conn, lineages, owners) if lineages else []
-        missing = [k.entry_uuid for k in keys if k.entry_uuid not in graph.nodes]
+        # A transform is judged with the document it transforms, and that one with its lineage
+        # (and its own original, for a transform of a transform): each lineage asked once.
+        keys: list[Q.ObjectRow] = []
+        transforms: dict[str, list[Node]] = {}
+        originals: dict[str, Node] = {}
+        asked: set[str] = set()
+        todo = list(dict.fromkeys(lineages))
+        while todo:
+            asked.update(todo)
+            keys += self.lineage_heads(conn, todo, owners)
+            targets = self.transformed(conn, todo, owners)
+            found = self.originals(conn, graph, sorted({u for uids in targets.values() for u in uids}))
+            originals.update(found)
+            for lineage, uids in targets.items():
+                transforms[lineage] = [found[u] for u in uids if u in found]
+            if owners and any(n.patient_pk not in owners for n in found.values()):
+                owners = set()   # an original of another patient (not registered so): do not narrow
+            todo = list(dict.fromkeys(n.lineage for n in found.values() if n.lineage and n.lineage not in asked))
+        pks |= {n.patient_pk for n in originals.values() if n.patient_pk is not None}
+        missing = [k.entry_uuid for k in keys if k.entry_uuid not in graph.nodes and k.entry_uuid not in originals]
         loaded = {row.entry_uuid: object_from_row(row.body)
                   for row in (Q.by_ids(conn, None, entry_uuids=missing) if missing else [])}
         for key in keys:
-            node = graph.nodes.get(key.entry_uuid)
+            node = graph.nodes.get(key.entry_uuid) or originals.get(key.entry_uuid)
             head = node.obj if node is not None else loaded.get(key.entry_uuid)
             if isinstance(head, DocumentEntry):
                 heads.setdefault(key.lineage, []).append(head)
         return AccessView(actor=self.actor, records=self.record_states(conn, pks),
-                          own_patient_pk=own, heads=heads, table=self.services.access_table)
+                          own_patient_pk=own, heads=heads, transforms=transforms,
+                          table=self.services.access_table)
 
     def _transaction(self, conn: Connection) -> None:
         """Forget what was loaded in another transaction (another state of the registry)."""
         if self._loaded_in is not conn:
             self._states, self._heads, self._loaded_in = {}, {}, conn
+            self._held, self._targets, self._originals = set(), {}, {}
 
     def lineage_heads(self, conn: Connection, lineages: Iterable[str], owners: set[int]) -> list[Q.ObjectRow]:
         """`queries.lineage_heads` of the lineages of more than one version (registry.lineages:
@@ -143,11 +166,42 @@ class Reader:
             for lineage in missing:
                 self._heads[lineage] = []
             several = lineages_held.holders(conn, missing)
+            self._held.update(several)
             if several:
                 held = set().union(*several.values())
                 for key in Q.lineage_heads(conn, list(several), owners | held if owners else owners):
                     self._heads[key.lineage].append(key)
         return [key for lineage in wanted for key in self._heads[lineage]]
+
+    def transformed(self, conn: Connection, lineages: Iterable[str], owners: set[int]) -> dict[str, list[str]]:
+        """Lineage -> the documents its versions transform (XFRM), for those of these lineages
+        registry.lineages names (a transform's is: none, for most pages, and then no read),
+        each asked once per transaction; after `lineage_heads` of the same lineages."""
+        self._transaction(conn)
+        wanted = [lineage for lineage in dict.fromkeys(lineages) if lineage in self._held]
+        missing = [lineage for lineage in wanted if lineage not in self._targets]
+        if missing:
+            for lineage in missing:
+                self._targets[lineage] = []
+            for row in Q.transformed(conn, missing, owners):
+                self._targets[row.lineage].append(row.target_uuid)
+        return {lineage: self._targets[lineage] for lineage in wanted if self._targets[lineage]}
+
+    def originals(self, conn: Connection, graph: Graph, entry_uuids: Sequence[str]) -> dict[str, Node]:
+        """The documents transformed, as context nodes (the graph's, or read once per transaction)."""
+        self._transaction(conn)
+        missing = [u for u in entry_uuids if u not in graph.nodes and u not in self._originals]
+        if missing:
+            self._originals.update((row.entry_uuid, row) for row in Q.by_ids(conn, None, entry_uuids=missing))
+        out: dict[str, Node] = {}
+        for uid in entry_uuids:
+            node = graph.nodes.get(uid)
+            row = self._originals.get(uid)
+            if node is None and row is not None:
+                node = node_of(row, answer=False)
+            if node is not None and isinstance(node.obj, DocumentEntry):
+                out[uid] = node
+        return out
 
     def record_states(self, conn: Connection, pks: Iterable[int]) -> dict[int, access_state.RecordState]:
         """The access states of these patients' records, each loaded once per transaction."""

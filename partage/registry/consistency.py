@@ -124,10 +124,12 @@ def older_current(rows: Iterable[Any]) -> list[Any]:
 
 def unrecorded_lineages(conn: Connection, *, ignoring: Collection[str] = (),
                         merged: Collection[int] = ()) -> dict[str, set[int]]:
-    """Lineages of more than one document version, each with the patients holding a version
-    that `registry.lineages` does not name: the view would take such a version for its
-    lineage's newest. Written with every replacement and new version, and filled by
-    migration 0012, there should be none. `ignoring` and `merged` as in `unsettled_versions`."""
+    """Lineages of more than one document version, and lineages of a transform (the source of
+    an XFRM), each with the patients holding a version that `registry.lineages` does not name:
+    the view would take such a version for its lineage's newest, or judge such a transform
+    without the document it transforms. Written with every replacement, new version and
+    transform, and filled by migrations 0012 and 0019, there should be none. `ignoring` and
+    `merged` as in `unsettled_versions`."""
     several = list(conn.execute(select(OBJ.c.lineage).where(
         OBJ.c.kind == KIND_DOCUMENT, OBJ.c.lineage.is_not(None)).group_by(OBJ.c.lineage)
         .having(func.count() > 1)).scalars())
@@ -140,5 +142,18 @@ def unrecorded_lineages(conn: Connection, *, ignoring: Collection[str] = (),
         held = lineages.holders(conn, chunk)
         for r in rows:
             if counts[r.lineage] > 1 and r.patient_pk not in held.get(r.lineage, set()):
+                out.setdefault(r.lineage, set()).add(r.patient_pk)
+    source = OBJ.alias("transform")
+    transforms = [r for r in conn.execute(
+        select(source.c.entry_uuid, func.coalesce(source.c.lineage, source.c.lid).label("lineage"),
+               source.c.patient_pk).distinct()
+        .select_from(OBJ.join(source, source.c.entry_uuid == OBJ.c.source_uuid))
+        .where(OBJ.c.kind == KIND_ASSOCIATION, OBJ.c.assoc_type == str(AssociationType.XFRM),
+               source.c.kind == KIND_DOCUMENT))
+        if r.entry_uuid not in ignoring and r.patient_pk not in merged and r.patient_pk is not None]
+    for chunk in chunks(sorted({r.lineage for r in transforms})):
+        held = lineages.holders(conn, chunk)
+        for r in transforms:
+            if r.lineage in chunk and r.patient_pk not in held.get(r.lineage, set()):
                 out.setdefault(r.lineage, set()).add(r.patient_pk)
     return out

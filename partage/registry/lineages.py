@@ -1,5 +1,6 @@
 """The lineages of more than one version, and the patients holding their versions
-(`lineage_patients`, migrations 0011 and 0012).
+(`lineage_patients`, migrations 0011 and 0012); and the lineages of transforms (the source
+of an XFRM, migration 0019), which the view judges with the documents they transform.
 
 Nearly every document is alone in its lineage, its own newest version: the view asks this
 coordinator table which lineages of a page have other versions, and reads the newest

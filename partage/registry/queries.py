@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, exists, false, func, or_, select
 
+from ..metadata.model import AssociationType
 from ..metadata.query import (
     CodeFilter,
     DocumentFilter,
@@ -212,4 +213,24 @@ def lineage_heads(conn: Connection, lineages: Iterable[str], patient_pks: Iterab
                                                      OBJ.c.lineage.in_(dead), *mine)
                     .group_by(OBJ.c.lineage).scalar_subquery())
             out += conn.execute(select(*keys).where(OBJ.c.pk.in_(last), *mine)).all()
+    return out
+
+
+def transformed(conn: Connection, lineages: Iterable[str], patient_pks: Iterable[int] = ()) -> list[ObjectRow]:
+    """The documents the versions of these lineages transform (their XFRM associations, whatever
+    their status), as rows `(lineage, target_uuid)`: a transform is judged with the document it
+    transforms (partage.access.gate). Asked for the lineages registry.lineages names only (a
+    transform's is, `register.insert_objects`). `patient_pks` as in `lineage_heads`."""
+    pks = sorted(set(patient_pks))
+    source = OBJ.alias("transform")
+    mine = [OBJ.c.patient_pk.in_(pks), source.c.patient_pk.in_(pks)] if pks else []
+    wanted = [lineage for lineage in dict.fromkeys(lineages) if lineage]
+    out: list[ObjectRow] = []
+    for chunk in chunks(wanted):
+        out += conn.execute(select(source.c.lineage, OBJ.c.target_uuid).distinct()
+                            .select_from(OBJ.join(source, source.c.entry_uuid == OBJ.c.source_uuid))
+                            .where(OBJ.c.kind == schema.KIND_ASSOCIATION,
+                                   OBJ.c.assoc_type == str(AssociationType.XFRM),
+                                   source.c.kind == schema.KIND_DOCUMENT, source.c.lineage.in_(chunk), *mine)
+                            .order_by(source.c.lineage, OBJ.c.target_uuid)).all()
     return out

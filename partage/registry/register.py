@@ -342,7 +342,8 @@ def insert_objects(conn: Connection, objects: list[AnyObject], *, patient_pk: in
     """The rows of these objects, one statement per table: the objects (their keys returned in
     order), then every code row, then every author row. A document joining another's lineage
     (`lineages`: a replacement, a new version) makes it a lineage of several versions, which
-    registry.lineages records with the patients of both versions."""
+    registry.lineages records with the patients of both versions; an XFRM association makes
+    its source's lineage a transform's, recorded there too (`_transform_lineages`)."""
     if not objects:
         return []
     blob_addresses, lineages = blob_addresses or {}, lineages or {}
@@ -355,6 +356,8 @@ def insert_objects(conn: Connection, objects: list[AnyObject], *, patient_pk: in
         if continued and isinstance(obj, DocumentEntry):
             patients = {pk for pk in (continued.patient_pk, patient_pk) if pk is not None}
             lineages_held.record(conn, continued.lineage, patients)
+    for lineage, patients in _transform_lineages(conn, objects, lineages, patient_pk).items():
+        lineages_held.record(conn, lineage, patients)
     pks = [0] * len(values)
     for places in _same_columns(values).values():   # an executemany needs one set of columns
         inserted = conn.execute(_INSERT_OBJECTS, [values[i] for i in places])
@@ -371,6 +374,33 @@ def insert_objects(conn: Connection, objects: list[AnyObject], *, patient_pk: in
     if authors:
         conn.execute(_INSERT_AUTHORS, authors)
     return pks
+
+
+def _transform_lineages(conn: Connection, objects: list[AnyObject], lineages: dict[str, Continued],
+                        patient_pk: int | None) -> dict[str, set[int]]:
+    """The lineages of the transforms these objects' XFRM associations name (their sources,
+    submitted with them or registered), with their patients: registry.lineages names them, so
+    that the view reads the documents they transform (a transform is judged with its original,
+    docs/access.md "Visibility: one decision on the whole result")."""
+    sources = [o.source_uuid for o in objects
+               if isinstance(o, Association) and o.association_type == AssociationType.XFRM]
+    if not sources:
+        return {}
+    here = {o.entry_uuid: o for o in objects if isinstance(o, DocumentEntry)}
+    out: dict[str, set[int]] = {}
+    for source in sources:
+        doc = here.get(source)
+        if doc is not None and patient_pk is not None:
+            continued = lineages.get(source)
+            out.setdefault(continued.lineage if continued else doc.logical_id, set()).add(patient_pk)
+    registered = sorted(set(sources) - here.keys())
+    if registered:
+        for row in conn.execute(select(OBJ.c.lineage, OBJ.c.lid, OBJ.c.patient_pk).where(
+                OBJ.c.kind == schema.KIND_DOCUMENT, OBJ.c.entry_uuid.in_(registered),
+                *entry_index.route(conn, registered))):
+            if row.patient_pk is not None:
+                out.setdefault(row.lineage or row.lid, set()).add(row.patient_pk)
+    return out
 
 
 def _same_columns(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[int]]:

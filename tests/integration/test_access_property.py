@@ -1075,7 +1075,9 @@ def test_every_path_answers_what_the_page_allows(world, s):
     cases = []
     for spec, reads in s["actors"]:
         actor, who = make_actor(world, model, spec)
-        case = Case(world, model, actor, Oracle(who, record, model.versions, model.containers, model.associations),
+        case = Case(world, model, actor, Oracle(who, record, model.versions, model.containers, model.associations,
+                                                  [st for a, st in model.associations.items()
+                                                   if model.association_type[a] == str(AssociationType.XFRM)]),
                     s["picks"])
         _statistics(case)
         if who.kind in (PATIENT, REPRESENTATIVE) and "AuditEvent" not in reads:

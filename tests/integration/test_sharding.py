@@ -452,6 +452,8 @@ def test_migration_0009_indexes_the_ids_of_a_registry_sharded_before_it(sharded,
         conn.exec_driver_sql("DROP TABLE durability_marks")   # what migration 0010 adds
         conn.exec_driver_sql("DROP TABLE lineage_patients")   # and 0011
         conn.exec_driver_sql("DROP TABLE hl7_answers")        # and 0015
+        conn.exec_driver_sql("ALTER TABLE audit_events DROP COLUMN issuer")   # and 0017
+        conn.exec_driver_sql("ALTER TABLE notification_outbox DROP COLUMN content_digest")   # and 0018
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0008'")
     registry.engine.dispose()
     registry.migrate()
