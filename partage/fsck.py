@@ -36,7 +36,7 @@ class FsckReport:
     temp_files: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)            # entry_uuid of no submission set
     dangling_associations: list[str] = field(default_factory=list)   # an end is missing
-    derived_orphans: dict[str, list[str]] = field(default_factory=dict)  # table -> logical ids of no document
+    derived_orphans: dict[str, list[str]] = field(default_factory=dict)  # table -> lids of no document / bytes
     # A sharded registry: objects on a shard whose submission's coordinator half never
     # committed (absent from the global index; postgres_fdw has no two-phase commit).
     lost: list[str] = field(default_factory=list)
@@ -249,7 +249,8 @@ def run_fsck(settings: Settings, *, repair: bool, min_age_seconds: float = 300.0
                       "lineage_patients (their newest versions would not hide the older ones)\n")
         for table, lids in report.derived_orphans.items():
             for lid in lids:
-                out.write(f"DERIVED  {table} rows of {lid}: no version of that document remains\n")
+                out.write(f"DERIVED  {table} rows of {lid}: no version of that document (or of its bytes) "
+                          "remains\n")
         if repair:
             lost, unclaimed = len(report.lost), len(report.unclaimed_ids)
             stale = sum(len(v) for v in report.merges.stale.values())

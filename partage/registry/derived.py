@@ -39,12 +39,23 @@ def forget_orphans(conn: Connection, lids: Iterable[str]) -> None:
             forget(conn, lid)
 
 
+def forget_content(conn: Connection, lids: Iterable[str]) -> None:
+    """The bytes of these documents were removed (ITI-86) while their metadata stays: what was
+    read from the bytes goes with them. Served on, the facts and the text's excerpts kept the
+    removed content readable (docs/access.md: derived data follows its document)."""
+    for lid in dict.fromkeys(lids):
+        forget(conn, lid)
+
+
 def orphans(conn: Connection) -> dict[str, list[str]]:
-    """Derived rows whose document is gone (for `partage fsck`): table -> logical ids."""
-    documents = select(OBJ.c.lid).where(OBJ.c.kind == schema.KIND_DOCUMENT)
+    """Derived rows whose document is gone, or whose bytes are (for `partage fsck`): table ->
+    logical ids. Derived data is read from the bytes only (`clinical.index.prepare`), so it is
+    kept while a version of its document holds them; those left by an ITI-86 before it forgot
+    them (`forget_content`) are reported too."""
+    with_bytes = select(OBJ.c.lid).where(OBJ.c.kind == schema.KIND_DOCUMENT, OBJ.c.blob_address.is_not(None))
     out: dict[str, list[str]] = {}
     for table in (schema.clinical_facts, schema.document_text, schema.text_index_jobs):
-        lids = sorted(set(conn.execute(select(table.c.doc_lid).where(table.c.doc_lid.not_in(documents)))
+        lids = sorted(set(conn.execute(select(table.c.doc_lid).where(table.c.doc_lid.not_in(with_bytes)))
                           .scalars()))
         if lids:
             out[table.name] = lids

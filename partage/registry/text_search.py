@@ -11,7 +11,7 @@ stemmed and with accents folded ("thyroïde" finds "thyroïdienne", "diabete" fi
 - SQLite: an FTS5 table `document_text_fts` (migration 0006) holding, for each row of
   `document_text`, the Snowball French stem of every word with its accents folded
   (`search_keys`, PyStemmer, the Snowball project's own binding): the same function builds
-  the index and the query. Ranked by `bm25`; the excerpt is cut from the document's text
+  the index and the query. Ranked by BM25 over the hits alone (`rank`); the excerpt is cut from the document's text
   around the words whose key the query matches (`excerpt`).
 
 Words are reduced to letters and digits before they reach an engine, so a query cannot
@@ -161,15 +161,44 @@ def _sqlite(conn: Connection, lids: list[str], terms: list[str], limit: int,
     if not keys:
         return []
     match = " ".join(f'"{k}"*' for k in keys)
+    # FTS5's bm25() weighs each word by its rarity in the whole index: every patient's documents,
+    # those the actor may not see included, so the order and the scores of the visible hits said
+    # what hidden documents hold. The rank is computed from the visible hits alone (`rank`).
     stmt = text(
-        "SELECT t.doc_lid AS doc_lid, bm25(document_text_fts) AS score, t.body AS body "
+        "SELECT t.pk AS pk, t.doc_lid AS doc_lid, document_text_fts.stems AS stems "
         "FROM document_text_fts JOIN document_text t ON t.pk = document_text_fts.rowid "
-        "WHERE document_text_fts MATCH :match AND t.doc_lid IN :lids "
-        "ORDER BY score LIMIT :limit").bindparams(bindparam("lids", expanding=True))
-    rows = conn.execute(stmt, {"match": match, "lids": lids, "limit": limit}).all()
+        "WHERE document_text_fts MATCH :match AND t.doc_lid IN :lids").bindparams(bindparam("lids", expanding=True))
+    rows = conn.execute(stmt, {"match": match, "lids": lids}).all()
+    ranked = sorted(zip(rank([r.stems or "" for r in rows], keys), rows, strict=True),
+                    key=lambda scored: (-scored[0], scored[1].doc_lid))[:limit]
     lo, hi = window[0], window[0] + window[1]
-    return [SearchHit(r.doc_lid, -float(r.score), excerpt(r.body or "", keys) if lo <= i < hi else "")
-            for i, r in enumerate(rows)]
+    shown = [r.pk for _score, r in ranked[lo:hi]]
+    bodies: dict[int, str] = {}
+    if shown:   # the text is read for the excerpts of the returned page only
+        t = schema.document_text
+        bodies = {pk: body or "" for pk, body in conn.execute(select(t.c.pk, t.c.body).where(t.c.pk.in_(shown)))}
+    return [SearchHit(r.doc_lid, score, excerpt(bodies[r.pk], keys) if r.pk in bodies else "")
+            for score, r in ranked]
+
+
+BM25_K1, BM25_B = 1.2, 0.75
+
+
+def rank(stems: list[str], keys: list[str]) -> list[float]:
+    """Okapi BM25's term-frequency part for each hit (its words' keys, space-separated), lengths
+    normalised by the hits' mean: a score that depends on these hits only, never on what else the
+    index holds (PostgreSQL's ts_rank likewise reads the document alone)."""
+    words = [s.split() for s in stems]
+    mean = (sum(len(w) for w in words) / len(words)) if words else 0.0
+    out = []
+    for w in words:
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * (len(w) / mean if mean else 1.0))
+        score = 0.0
+        for k in keys:
+            tf = sum(1 for word in w if word.startswith(k))
+            score += tf * (BM25_K1 + 1) / (tf + norm) if tf else 0.0
+        out.append(score)
+    return out
 
 
 def excerpt(body: str, keys: list[str], width: int = EXCERPT_WORDS) -> str:

@@ -449,11 +449,13 @@ def document_rows(conn: Connection, unique_id: str) -> list[Row]:
 
 def remove_bytes(conn: Connection, unique_id: str, rows: Sequence[Row], *, removed_by: str) -> None:
     """The document's bytes leave the repository's answers; the tombstone keeps their address
-    until an administrator purges them."""
+    until an administrator purges them. What was read from them (clinical facts, searchable text,
+    a pending text job) leaves with them, in the same transaction (`derived.forget_content`)."""
     _tombstones(conn, rows, removed_by=removed_by, transaction="ITI-86", at=utc_now(), keep_bytes=True)
     conn.execute(update(OBJ).where(OBJ.c.unique_id == unique_id, OBJ.c.kind == schema.KIND_DOCUMENT,
                                    *entry_index.route(conn, unique_ids=[unique_id]))
                  .values(blob_address=None))
+    derived.forget_content(conn, [r.lid or r.entry_uuid for r in rows])
 
 
 def removed_count(conn: Connection, *, before: str = "") -> int:
