@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from .access import audit, signatures
 from .access.actor import Actor
 from .access.decisions import (
+    PATIENT_MASK,
     TRUSTED_KINDS,
     Decision,
     modify_decision,
@@ -60,21 +61,24 @@ class IngestService:
 
     def provide_and_register(self, request: SubmissionRequest, *,
                              in_transaction: Callable[[Connection], None] | None = None,
-                             restates_confidentiality: bool = False) -> IngestResult:
+                             replacement_keeps: frozenset[str] = PATIENT_MASK) -> IngestResult:
         """ITI-41 (and ITI-65): documents with their bytes, stored here. `in_transaction`: what
         the door writes with the registration, first in its transaction (the HL7 feed's answer
         to the message, `partage.hl7.retransmissions`): both commit, or neither.
-        `restates_confidentiality`: the submission says its replacements' confidentiality anew
-        (the HL7 feed's MODIF_CONF_CODE=Y), so a replaced document's mask is not carried over."""
+        `replacement_keeps`: the confidentiality codes a replacement keeps from the document it
+        replaces (`decisions.replacement_codes`): the patient's mask, none when the submission says
+        its replacements' confidentiality anew (the HL7 feed's MODIF_CONF_CODE=Y), every
+        MetaDMPMSS flag when it says it changes none (MODIF_CONF_CODE=N or absent)."""
         return self._submit(request, ITI_41, with_contents=True, in_transaction=in_transaction,
-                            keep_masks=not restates_confidentiality)
+                            replacement_keeps=replacement_keeps)
 
     def register(self, request: SubmissionRequest) -> IngestResult:
         """ITI-42: metadata of documents held by a repository (maybe another one)."""
         return self._submit(request, ITI_42, with_contents=False)
 
     def _submit(self, request: SubmissionRequest, tx: Transaction, *, with_contents: bool,
-                in_transaction: Callable[[Connection], None] | None = None, keep_masks: bool = True) -> IngestResult:
+                in_transaction: Callable[[Connection], None] | None = None,
+                replacement_keeps: frozenset[str] = PATIENT_MASK) -> IngestResult:
         settings = self.services.settings
         if len(request.documents) > settings.max_documents_per_submission:
             raise XdsErrors.one(ErrorCode.REGISTRY_ERROR,
@@ -109,8 +113,8 @@ class IngestService:
                 in_transaction(conn)
             # What subscribers and the patient are owed, in this transaction: written here, or
             # rolled back with the registration (partage.notify delivers it after the commit).
-            if keep_masks:
-                _keep_masking(conn, request)
+            if replacement_keeps:
+                _keep_masking(conn, request, replacement_keeps)
             # a relation or membership naming a registered object hidden from the actor
             # answers as one naming an unknown id (its existence, its status untold)
             hidden = Reader(self.services, self.actor).hidden(conn, _registered_references(request))
@@ -198,9 +202,10 @@ def _registered_references(request: SubmissionRequest) -> list[str]:
             if ref and ref not in in_request]
 
 
-def _keep_masking(conn: Connection, request: SubmissionRequest) -> None:
-    """A replacement (RPLC, XFRM_RPLC) keeps the patient's mask of the document it replaces
-    (`decisions.replacement_codes`), read in the registration's transaction."""
+def _keep_masking(conn: Connection, request: SubmissionRequest, kept: frozenset[str]) -> None:
+    """A replacement (RPLC, XFRM_RPLC) keeps the `kept` confidentiality codes (the patient's mask)
+    of the document it replaces (`decisions.replacement_codes`), read in the registration's
+    transaction."""
     replaced = {a.source_uuid: a.target_uuid for a in request.associations
                 if a.association_type in REPLACING_TYPES}
     if not replaced:
@@ -210,7 +215,7 @@ def _keep_masking(conn: Connection, request: SubmissionRequest) -> None:
     for doc in request.documents:
         target = targets.get(replaced.get(doc.entry_uuid, ""))
         if isinstance(target, DocumentEntry):
-            doc.confidentiality_codes = replacement_codes(doc, target)
+            doc.confidentiality_codes = replacement_codes(doc, target, kept)
 
 
 def _require(decision: Decision) -> None:

@@ -40,6 +40,11 @@ CONFIDENTIALITY_SYSTEM = "1.2.250.1.213.1.1.4.13"
 MASQUE_PS = "MASQUE_PS"
 INVISIBLE_PATIENT = "INVISIBLE_PATIENT"
 INVISIBLE_REPRESENTANTS_LEGAUX = "INVISIBLE_REPRESENTANTS_LEGAUX"
+# The codes a replacement keeps from the document it replaces when it does not restate them: the
+# patient's mask (every door: `replacement_codes`); on the HL7 feed without MODIF_CONF_CODE=Y, every
+# MetaDMPMSS confidentiality flag (docs/hl7-feed.md).
+PATIENT_MASK = frozenset({MASQUE_PS})
+SUBMITTER_FLAGS = frozenset({MASQUE_PS, INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX})
 # Optional DocumentEntry slot: until when (DTM) a document stays hidden from the patient.
 RELEASE_SLOT = "invisiblePatientUntil"
 MAX_HIDDEN_DAYS = 15
@@ -389,14 +394,19 @@ def masque_ps() -> Code:
     return Code(MASQUE_PS, CONFIDENTIALITY_SYSTEM, "Masqué aux professionnels de santé")
 
 
-def replacement_codes(replacement: DocumentEntry, replaced: DocumentEntry) -> list[Code]:
+def replacement_codes(replacement: DocumentEntry, replaced: DocumentEntry,
+                      kept: frozenset[str] = PATIENT_MASK) -> list[Code]:
     """The confidentiality codes a replacement (RPLC, XFRM_RPLC) is registered with: its own,
-    and MASQUE_PS when the document it replaces carries it. The mask is the patient's choice
-    (whoever wrote it on the document, the registry cannot tell): a replacement is the same
-    logical document, so it keeps it; it is lifted by an explicit new version (ITI-57, PDSm
-    PATCH), never by the side effect of a replacement that does not say it (docs/access.md,
-    "Document visibility")."""
+    and those of `kept` the document it replaces carries. MASQUE_PS by default: the mask is the
+    patient's choice (whoever wrote it on the document, the registry cannot tell): a replacement
+    is the same logical document, so it keeps it; it is lifted by an explicit new version
+    (ITI-57, PDSm PATCH), never by the side effect of a replacement that does not say it
+    (docs/access.md, "Document visibility"). The HL7 feed's replacement without
+    MODIF_CONF_CODE=Y keeps every MetaDMPMSS flag (`SUBMITTER_FLAGS`): it says it changes none."""
     codes = list(replacement.confidentiality_codes)
-    if MASQUE_PS in confidentiality(replaced) and MASQUE_PS not in confidentiality(replacement):
-        codes.append(masque_ps())
+    own = confidentiality(replacement)
+    for code in replaced.confidentiality_codes:
+        if code.scheme == CONFIDENTIALITY_SYSTEM and code.code in kept and code.code not in own:
+            codes.append(masque_ps() if code.code == MASQUE_PS else code)
+            own.add(code.code)
     return codes

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..hl7.acks import ack_status
 from ..hl7.journal import Journal
 from ..hl7.mllp import MllpClient
+from ..hl7.outcome import ACCEPTING
 from .common import CliError, Subparsers, host_port, number
 
 MAX_TIMEOUT = 24 * 3600.0   # a day: an acknowledgement later than that is not coming
@@ -64,7 +65,7 @@ def run_send(args: argparse.Namespace) -> int:
         for path, text in messages:
             ack = client.send(text)
             sys.stdout.write(f"{path}: {ack.replace(chr(13), chr(10)).strip()}\n")
-            if ack_status(ack)[0] != "AA":
+            if ack_status(ack)[0] not in ACCEPTING:
                 worst = 1
     return worst
 
@@ -87,7 +88,7 @@ def run_replay(args: argparse.Namespace) -> int:
         for path, _meta in entries:
             ack = client.send(path.read_bytes())
             code, text = ack_status(ack)
-            still += code != "AA"
+            still += code not in ACCEPTING
             sys.stdout.write(f"{path.name}: {code or '??'} {text}\n")
     sys.stdout.write(f"{len(entries) - still} accepted, {still} still refused\n")
     return 1 if still else 0

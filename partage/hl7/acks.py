@@ -6,7 +6,7 @@ was about: MSH mirrors the message's sender and receiver (MSH-3/4 <- its MSH-5/6
 MSH-3/4, as received), MSA-2 echoes its MSH-10. Two profiles write it differently, each an
 `AckFlavour`:
 
-- `PATIENT_FEED` (IHE ITI-8, HL7 v2.3.1): ``ACK^<trigger>``, MSH-11 ``P``, one ERR whose ERR-1
+- `PATIENT_FEED` (IHE ITI-8, HL7 v2.3.1): ``ACK^<trigger>`` (``ACK^<trigger>^ACK`` from v2.5), MSH-11 ``P``, one ERR whose ERR-1
   (ELD, the v2.3.1 layout) carries the error code and text;
 - `DOCUMENT_FEED` (ANS CISIS_CDA_HL7_V2): ``ACK^<trigger>^ACK`` in the message's version,
   MSH-11 and MSH-18 copied, MSH-17 ``FRA``, one ERR per failed rule in the v2.5 layout (ERR-2
@@ -32,6 +32,7 @@ ENCODING = "^~\\&"
 PROFILE_ID = "CISIS_CDA_HL7_V2"
 _ERL = re.compile(r"[A-Z0-9]{3}(\^\d+)*")
 _ERL_HEAD = re.compile(r"([A-Z0-9]{3})(?:\^(\d+))?(?:\^(\d+))?")   # segment, sequence, field of an ERL
+_ACCEPT_CODES = {"AA": "CA", "AE": "CE", "AR": "CR"}   # HL7 table 0008: commit accept / error / reject
 _DELIMITERS = "|^~&\\"   # left out of the ACK's own MSH-10, which ends with the message's
 
 
@@ -40,7 +41,7 @@ class AckFlavour:
     """How a profile writes its acknowledgement."""
 
     name: str
-    message_structure: bool          # MSH-9 ACK^<trigger>^ACK rather than ACK^<trigger>
+    message_structure: bool          # MSH-9 ACK^<trigger>^ACK rather than ACK^<trigger> (before v2.5)
     versions: Mapping[str, str] = field(default_factory=dict)   # MSH-12 when the message has none,
     # by message code ("" for any other)
     mirror_processing_id: bool = False   # MSH-11 copied (else P)
@@ -61,14 +62,32 @@ def acknowledgement(outcome: FeedOutcome, received: MessageHeader | None, flavou
     """The ACK answering `outcome` to the message whose header is `received` (None: the text
     was no message), in the flavour of its profile."""
     header = received or MessageHeader()
-    message_type = MSG("ACK", header.message_type.trigger_event, "ACK" if flavour.message_structure else "")
+    version = flavour.version(header)
+    # MSH-9.3 the structure: the IG's ACK^<trigger>^ACK, and any ACK from v2.5 on (HL7 v2.5 2.15.9.9:
+    # all three components of MSH-9 are required)
+    structure = "ACK" if flavour.message_structure or _from_v25(version) else ""
+    message_type = MSG("ACK", header.message_type.trigger_event, structure)
     processing_id = header.processing_id if flavour.mirror_processing_id else ""
     tail = ["FRA", header.charset or "UNICODE UTF-8"] if flavour.country_and_charset else []
-    msh = _msh(header, _now(), message_type, processing_id, flavour.version(header), tail, prefix="ACK",
+    msh = _msh(header, _now(), message_type, processing_id, version, tail, prefix="ACK",
                control_id=outcome.control_id)
-    msa = _segment("MSA", outcome.code, outcome.control_id, text_field(outcome.text))
-    errors = _err_v25 if flavour.v25_errors or _from_v25(flavour.version(header)) else _err_eld
+    msa = _segment("MSA", msa_code(outcome.code, header), outcome.control_id, text_field(outcome.text))
+    errors = _err_v25 if flavour.v25_errors or _from_v25(version) else _err_eld
     return _message([msh, msa, *(errors(p) for p in _problems(outcome))])
+
+
+def msa_code(code: str, received: MessageHeader) -> str:
+    """MSA-1 for an outcome `code` (AA / AE / AR) to a message in its acknowledgement mode (HL7 v2.5
+    2.9.2, 2.9.3): original mode (MSH-15 and MSH-16 empty): the application acknowledgement. Enhanced
+    mode: the application acknowledgement when MSH-16 asks for one for this outcome (AL; ER when
+    refused; SU when accepted), else the accept acknowledgement CA / CE / CR (table 0008), also
+    when MSH-15 says NE: the listener answers every frame, so that no sender waits in vain."""
+    if not (received.accept_ack_type or received.application_ack_type):
+        return code
+    wanted = received.application_ack_type
+    if wanted == "AL" or (wanted == "ER" and code != ACCEPTED) or (wanted == "SU" and code == ACCEPTED):
+        return code
+    return _ACCEPT_CODES.get(code, code)
 
 
 def business_ack(outcome: FeedOutcome, received: MessageHeader | None) -> str:

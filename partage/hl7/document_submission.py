@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from sqlalchemy import Connection
 
 from ..access.actor import CONNECTOR, SYSTEM, Actor
-from ..access.decisions import modify_decision
+from ..access.decisions import SUBMITTER_FLAGS, modify_decision
 from ..cda.gate import entry_in_context, rule_in_context
 from ..cda.header import read_header
 from ..cda.to_xds import MappingError, XdsMetadata, membership, to_xds
@@ -269,9 +269,10 @@ def _ingest(services: Services, actor: Actor, message: FeedMessage, request: Sub
     rules run before the profile)."""
     try:
         # MODIF_CONF_CODE=Y: the message's MetaDMPMSS flags restate a replacement's confidentiality;
-        # otherwise (N, absent) the replaced document's mask stays (docs/hl7-feed.md)
+        # otherwise (N, absent) the replaced document's flags stay (docs/hl7-feed.md)
         IngestService(services, actor).provide_and_register(
-            request, in_transaction=answered, restates_confidentiality=bool(message.flags.get("MODIF_CONF_CODE")))
+            request, in_transaction=answered,
+            replacement_keeps=frozenset() if message.flags.get("MODIF_CONF_CODE") else SUBMITTER_FLAGS)
     except XdsErrors as exc:
         if any(rule_in_context(e.context) for e in exc.errors) or not any(
                 e.code in (ErrorCode.REPOSITORY_METADATA, ErrorCode.REGISTRY_METADATA) for e in exc.errors):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ACCEPTED, ERROR, REJECTED = "AA", "AE", "AR"
+# MSA-1 codes saying the message was taken: AA (application accept), CA (enhanced mode's commit accept)
+ACCEPTING = frozenset({ACCEPTED, "CA"})
 
 # HL7 table 0357 (message error condition): the codes the feeds use, with their text.
 SEGMENT_SEQUENCE, REQUIRED_FIELD_MISSING, DATA_TYPE_ERROR = "100", "101", "102"
@@ -46,7 +48,7 @@ class FeedOutcome:
 
     @property
     def accepted(self) -> bool:
-        return self.code in (ACCEPTED, "CA")
+        return self.code in ACCEPTING
 
 
 @dataclass

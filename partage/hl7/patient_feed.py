@@ -27,6 +27,8 @@ from .outcome import (
     ERROR,
     REJECTED,
     REQUIRED_FIELD_MISSING,
+    UNSUPPORTED_EVENT,
+    UNSUPPORTED_MESSAGE,
     FeedOutcome,
     Problem,
 )
@@ -43,7 +45,9 @@ def handle_message(services: Services, message: Er7Message, memory: Memory | Non
     control_id = message.header.control_id
     event = message.header.message_type
     if event.message_code != "ADT" or event.trigger_event not in CREATE_OR_UPDATE | MERGE:
-        return _refused(REJECTED, APPLICATION_ERROR, "hl7-message-type", control_id,
+        # HL7 table 0357: 200 for a message type no feed takes, 201 for an ADT event this one does not
+        condition = UNSUPPORTED_EVENT if event.message_code == "ADT" else UNSUPPORTED_MESSAGE
+        return _refused(REJECTED, condition, "hl7-message-type", control_id,
                         f"message type {event} is not accepted by this listener", "MSH^1^9")
     pid = message.first("PID")
     if pid is None:

@@ -44,6 +44,7 @@ MAX_SEGMENTS = 1000   # ADT, MDM, ORU messages have tens; each segment costs the
 # Fields, components and repetitions: beyond a base, one separator per 16 characters (a real
 # message is a few hundred separators, plus a base64 CDA that has none).
 SEPARATORS_BASE, CHARS_PER_SEPARATOR = 20000, 16
+BATCH_SEGMENTS = frozenset({"MSH", "FHS", "BHS", "BTS", "FTS"})   # what starts or ends another message
 AUDITED_PID3 = 8   # PID-3 repetitions looked up for the audit record (a real PID-3 has one to three)
 
 
@@ -93,6 +94,8 @@ def route(services: Services, text: str, *, not_in_charset: str = "") -> str:
                 DATA_TYPE_ERROR, "hl7-charset", not_in_charset, "MSH^1^18")])
         elif message is None:
             outcome = _not_a_message(unreadable)
+        elif (extra := _second_message(message)) is not None:
+            outcome = FeedOutcome(ERROR, extra.message, message.header.control_id, [extra])
         else:
             outcome = _handled(services, chosen, message)
         answer = acknowledgement(outcome, header, chosen.flavour)
@@ -171,6 +174,20 @@ def _read(text: str) -> tuple[Er7Message | None, str]:
         return Er7Message.parse(text), ""
     except Er7Error as exc:
         return None, str(exc)
+
+
+def _second_message(message: Er7Message) -> Problem | None:
+    """Why the text holds more than the one message an MLLP frame carries (HL7 v2.5 Appendix C:
+    one message per block), or None: a second MSH, or a batch's header or trailer (2.10.3, not
+    taken here). Nothing of such a frame is processed: the ACK of its first message alone would
+    say AA for messages never applied."""
+    extra = next((s for s in message.segments[1:] if s.name in BATCH_SEGMENTS), None)
+    if extra is None:
+        return None
+    text = (f"segment {extra.position + 1} is {extra.name}: one MLLP frame carries one message (batches and "
+            "several messages in one frame are not taken; send each message in its own frame)")
+    occurrence = sum(1 for s in message.segments[:extra.position + 1] if s.name == extra.name)
+    return Problem(SEGMENT_SEQUENCE, "hl7-one-message", text, f"{extra.name}^{occurrence}")
 
 
 def _not_a_message(reason: str) -> FeedOutcome:

@@ -76,11 +76,14 @@ class MessageHeader:
     processing_id: str = ""           # MSH-11
     version: str = ""                 # MSH-12.1
     charset: str = ""                 # MSH-18 (first repetition)
+    accept_ack_type: str = ""         # MSH-15 (HL7 table 0155: AL, NE, ER, SU)
+    application_ack_type: str = ""    # MSH-16 (table 0155); both empty: original acknowledgement mode
 
     @classmethod
     def of(cls, msh: Segment) -> MessageHeader:
         return cls(msh.field(3), msh.field(4), msh.field(5), msh.field(6), MSG.parse(msh.first(9)),
-                   msh.field(10), msh.field(11), VID.parse(msh.first(12)).version_id.strip(), msh.first(18))
+                   msh.field(10), msh.field(11), VID.parse(msh.first(12)).version_id.strip(), msh.first(18),
+                   msh.first(15).strip().upper(), msh.first(16).strip().upper())
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from ...hl7.acks import ack_status
 from ...hl7.mllp import MllpClient, MllpError
+from ...hl7.outcome import ACCEPTING
 
 _control_ids = itertools.count(1)
 
@@ -50,7 +51,7 @@ class Feeder:
         except MllpError as exc:
             raise FeedError(f"patient identity feed to {self.address} failed: {exc}") from exc
         code, text = ack_status(ack)
-        if code not in ("AA", "CA"):
+        if code not in ACCEPTING:
             raise FeedError(f"patient identity feed for {patient_id} not accepted by {self.address}: "
                             f"MSA-1={code or 'missing'} {text}".rstrip())
         return ack
