@@ -26,7 +26,16 @@ from datetime import UTC, datetime
 
 from ..metadata.datatypes import CE, EI, MSG, escape_hl7
 from ..metadata.er7 import Er7Error, Er7Message, MessageHeader, one_line, text_field
-from .outcome import ACCEPTED, APPLICATION_ERROR, CONDITION_TEXT, OTHER, FeedOutcome, Problem
+from .outcome import (
+    ACCEPTED,
+    APPLICATION_ERROR,
+    CONDITION_TEXT,
+    ERROR,
+    OTHER,
+    REJECTED,
+    FeedOutcome,
+    Problem,
+)
 
 ENCODING = "^~\\&"
 PROFILE_ID = "CISIS_CDA_HL7_V2"
@@ -47,6 +56,9 @@ class AckFlavour:
     mirror_processing_id: bool = False   # MSH-11 copied (else P)
     country_and_charset: bool = False    # MSH-17 FRA, MSH-18 copied (else nothing after MSH-12)
     v25_errors: bool = False             # ERR-2..8 per problem (else ERR-1, the v2.3.1 ELD)
+    # MSA-1 of a message the server could not handle now (a dependency down, an internal error):
+    # a retransmission may succeed
+    failure_code: str = ERROR
 
     def version(self, received: MessageHeader) -> str:
         code = received.message_type.message_code
@@ -55,7 +67,8 @@ class AckFlavour:
 
 PATIENT_FEED = AckFlavour("IHE ITI-8", message_structure=False, versions={"": "2.3.1"})
 DOCUMENT_FEED = AckFlavour(PROFILE_ID, message_structure=True, versions={"MDM": "2.6", "": "2.5"},
-                           mirror_processing_id=True, country_and_charset=True, v25_errors=True)
+                           mirror_processing_id=True, country_and_charset=True, v25_errors=True,
+                           failure_code=REJECTED)   # the IG's AR: "circumstantial, may be resent"
 
 
 def acknowledgement(outcome: FeedOutcome, received: MessageHeader | None, flavour: AckFlavour) -> str:

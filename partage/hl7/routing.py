@@ -11,7 +11,6 @@ write: fail closed).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,8 +32,6 @@ from .outcome import (
     Problem,
 )
 from .retransmissions import Memory, Retransmission
-
-log = logging.getLogger("partage.hl7")
 
 # A feed's handler: the message -> its outcome; it keeps an accepted message's answer with
 # `Memory.keep` in the transaction of the message's effect (docs/hl7-feed.md, "Retransmissions").
@@ -164,6 +161,14 @@ def ack(outcome: FeedOutcome, text: str) -> str:
     return acknowledgement(outcome, header, route_of(header).flavour)
 
 
+def failed(text: str, reason: str) -> str:
+    """The acknowledgement of a message whose handling failed (a dependency down, a bug): the
+    code its route's flavour gives a failure a retransmission may clear (the document feed's
+    AR, the IG's "circumstantial, may be resent": an AE tells its sender not to send it again
+    as it is, and the document would be lost), MSA-3 `reason`."""
+    return ack(FeedOutcome(route_of(read_header(text)).flavour.failure_code, reason), text)
+
+
 def _refusal(rule: str, text: str) -> FeedOutcome:
     return FeedOutcome(REJECTED, text, "", [Problem(APPLICATION_ERROR, rule, text)])
 
@@ -206,7 +211,8 @@ def _audit(services: Services, chosen: Route, message: Er7Message | None, outcom
             audit.note_patient(identifier)
     if not outcome.accepted:
         ctx.remarks.append(f"{outcome.code}|{outcome.control_id}|{outcome.text}"[:200])
-    try:
-        audit.finish(services, ctx, 200 if outcome.accepted else 400)
-    except audit.AuditUnavailable:   # the ACK stands: its pending record was written first
-        log.error("could not complete the audit record of an HL7 message")
+    # Fail closed (docs/robustness.md): no ACK goes out without its record. AuditUnavailable
+    # reaches the listener, which answers AE "send again later"; what the message did is kept
+    # with its answer (`retransmissions`), so the message sent again is answered as processed,
+    # and audited, instead of processed twice.
+    audit.finish(services, ctx, 200 if outcome.accepted else 400)

@@ -23,8 +23,7 @@ from ..failures import classify
 from ..metadata.er7 import decode, encode
 from ..services import Services
 from .mllp import MllpDecoder, MllpError, frame
-from .outcome import FeedOutcome
-from .routing import ack, route
+from .routing import failed, route
 
 log = logging.getLogger("partage.hl7")
 
@@ -109,9 +108,9 @@ class _Handler(socketserver.BaseRequestHandler):
             known = classify(exc)
             if known is None:
                 log.exception("MLLP message failed")
-                return ack(FeedOutcome("AE", "internal error; see the server log"), text)
+                return failed(text, "internal error; see the server log")
             log.error("MLLP message not processed: %s (%s)", known.message, exc)
-            return ack(FeedOutcome("AE", f"{known.message}; send again later"), text)
+            return failed(text, f"{known.message}; send again later")
 
 
 class MllpServer(socketserver.ThreadingTCPServer):

@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 import boto3  # type: ignore[import-untyped]
 from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
-from botocore.exceptions import ClientError, HTTPClientError  # type: ignore[import-untyped]
+from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError  # type: ignore[import-untyped]
 from botocore.exceptions import ConnectionError as S3ConnectionError
 
 from .store import (
@@ -147,27 +147,60 @@ class S3Client(Protocol):
     def get_paginator(self, operation_name: Literal["list_multipart_uploads"]) -> _UploadsPaginator: ...
 
 
+# Codes S3 answers with a 4xx about the exchange, not the request: the store could not read the
+# request in time (RequestTimeout: a stalled store or network, which botocore itself retries as
+# transient) or received other bytes than were sent (BadDigest: the Content-MD5 differs;
+# IncompleteBody): sent again, the same request succeeds.
+EXCHANGE_FAILED = frozenset({"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
+                             "BadDigest", "IncompleteBody"})
+
+
 def _store_failing(exc: ClientError) -> bool:
     """An error the store answered about itself (5xx: InternalError, SlowDown, ServiceUnavailable;
-    429), not about the request: the store is down for now, as if unreachable."""
+    429) or about the exchange (EXCHANGE_FAILED), not about the request: the store is down for
+    now, as if unreachable."""
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-    return bool(status >= 500 or status == 429)
+    code = exc.response.get("Error", {}).get("Code", "")
+    return bool(status >= 500 or status == 429 or code in EXCHANGE_FAILED)
 
 
 def _reachable(method: Callable[P, R]) -> Callable[P, R]:
-    """A store call whose connection fails, or that the store answers with a server error
-    (once boto3's retries are spent), raises BlobStoreUnavailable."""
+    """A store call whose connection fails (before the answer, or while its body is read: cut,
+    short of its length, stalled past the timeout), or that the store answers with a server
+    error (once boto3's retries are spent), raises BlobStoreUnavailable."""
     @functools.wraps(method)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
-        except (S3ConnectionError, HTTPClientError) as exc:
+        except (S3ConnectionError, HTTPClientError, IncompleteReadError) as exc:
             raise BlobStoreUnavailable("the document store is unavailable; try again later") from exc
         except ClientError as exc:
             if _store_failing(exc):
                 raise BlobStoreUnavailable("the document store is failing; try again later") from exc
             raise
     return call
+
+
+class _Body:
+    """An object's body as it streams in: the store failing while it is read (a node dying
+    mid-answer, a body stalled past the timeout) is the store unavailable, as it is before the
+    answer's headers, not a blob that differs from its address."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+
+    @_reachable
+    def read(self, n: int = -1, /) -> bytes:
+        return self._raw.read() if n is None or n < 0 else self._raw.read(n)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> _Body:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def _read_part(source: IO[bytes], size: int) -> bytes:
@@ -267,7 +300,7 @@ class S3BlobStore(BlobStore):
             answer = self.client.get_object(Bucket=self.bucket, Key=self.key(address))
         except self.client.exceptions.NoSuchKey as exc:
             raise FileNotFoundError(address) from exc
-        return VerifiedStream(answer["Body"], address, int(answer["ContentLength"]))
+        return VerifiedStream(_Body(answer["Body"]), address, int(answer["ContentLength"]))
 
     @_reachable
     def exists(self, address: str) -> bool:
