@@ -58,6 +58,7 @@ def _params() -> dict[str, list[str]]:
     form = formats.search_form(request)
     if form is not None:
         sources.append(form)
+        formats.check_format(request)   # its _format, checked as the URL's was (406 for an unknown one)
     elif request.method == "POST" and (request.content_length or "Transfer-Encoding" in request.headers):
         raise FhirError.one(415, f"a POST _search body is application/x-www-form-urlencoded, not "
                                  f"{request.mimetype or 'untyped'}", "not-supported")

@@ -42,18 +42,26 @@ FHIR_NS = "{http://hl7.org/fhir}"
 FHIR_MEDIA_TYPES = (JSON_TYPE, XML_TYPE, "application/xml", "text/xml")
 
 
+_FORM_READ = "partage.search_form"   # the environ key of a POST _search form once the search read it
+
+
 def search_form(request: Request) -> MultiDict[str, str] | None:
     """The parameters of a `POST _search` form body (FHIR R4 search.html#Introduction:
-    application/x-www-form-urlencoded, the same search as a GET with them in the URL), or None."""
+    application/x-www-form-urlencoded, the same search as a GET with them in the URL), or None.
+    Read by the search, after the request was authenticated (never before: docs/robustness.md,
+    an unauthenticated body is refused unread)."""
     if request.method == "POST" and request.mimetype == "application/x-www-form-urlencoded":
-        return request.form
+        form: MultiDict[str, str] = request.form
+        request.environ[_FORM_READ] = form
+        return form
     return None
 
 
 def _format_param(request: Request) -> str:
-    """`_format` as given, in the URL or a `POST _search` form (the same parameter: search.html); a
+    """`_format` as given, in the URL or in a `POST _search` form the search has read (the same
+    parameter: search.html; an answer given before, a 401, does not read the body for it); a
     `+` left unencoded in a URL arrives as a space."""
-    form = search_form(request)
+    form = request.environ.get(_FORM_READ)
     fmt = request.args.get("_format", "") or (form.get("_format", "") if form is not None else "")
     return fmt.split(";")[0].strip().replace(" ", "+").lower()
 
