@@ -117,7 +117,7 @@ class IngestService:
                 _keep_masking(conn, request, replacement_keeps)
             # a relation or membership naming a registered object hidden from the actor
             # answers as one naming an unknown id (its existence, its status untold)
-            hidden = Reader(self.services, self.actor).hidden(conn, _registered_references(request))
+            hidden = Reader(self.services, self.actor).hidden(conn, request.external_references())
             patient_pk = register(self.services.registry, conn, request, addresses, hidden=hidden)
             outbox.enqueue_registration(conn, request, patient_documents=settings.notify_patient_documents,
                                         patient_pk=patient_pk)
@@ -193,13 +193,6 @@ def _targets(conn: Connection, request: SubmissionRequest) -> list[tuple[Documen
         if isinstance(doc, DocumentEntry):
             out.append((doc, wanted[row.entry_uuid]))
     return out
-
-
-def _registered_references(request: SubmissionRequest) -> list[str]:
-    """The objects the submission's associations name that it does not submit."""
-    in_request = request.by_id()
-    return [ref for a in request.associations for ref in (a.source_uuid, a.target_uuid)
-            if ref and ref not in in_request]
 
 
 def _keep_masking(conn: Connection, request: SubmissionRequest, kept: frozenset[str]) -> None:

@@ -87,15 +87,16 @@ def update_document_set(services: Services, actor: Actor, request: SubmissionReq
         patient_pk = registry.patient_pk(conn, ss.patient_id)
         if ss.patient_id is not None:
             audit.note_patient(ss.patient_id.format(), patient_pk)
-        changed = updates.rows(conn, [*(a.target_uuid for a in request.associations
-                                        if a.association_type == AssociationType.UPDATE_AVAILABILITY_STATUS),
-                                      *_registered_ends(request)])
+        # what the update names and does not submit: the targets of its status changes, the
+        # registered ends of its relations and memberships
+        external = request.external_references()
+        changed = updates.rows(conn, external)
         _note_documents([*request.documents, *_documents_touched(conn, changed.values())])
         reader = Reader(services, actor)
         _check_update(reader, conn, patient_pk, request)
         # a relation or membership naming a document hidden from the actor answers as one
         # naming an unknown id: nothing about the hidden document (its existence, its status)
-        return updates.apply_update(registry, conn, request, hidden=reader.hidden(conn, _registered_ends(request)))
+        return updates.apply_update(registry, conn, request, hidden=reader.hidden(conn, external))
 
     unsettled = registry.writing(update)   # run again after a shard's serialization conflict
     if unsettled:
@@ -169,16 +170,6 @@ def _new_version_membership(assoc: Association, request: SubmissionRequest) -> b
     return (assoc.association_type == AssociationType.HAS_MEMBER and ss is not None
             and assoc.source_uuid == ss.entry_uuid
             and any(d.entry_uuid == assoc.target_uuid for d in request.documents))
-
-
-def _registered_ends(request: SubmissionRequest) -> list[str]:
-    """The registered objects the update's associations link (a folder membership, a relation
-    between registered documents): the documents among them are what the update is about too.
-    Status changes are counted by their target."""
-    submitted = {o.entry_uuid for o in request.objects()}
-    return [end for a in request.associations
-            if a.association_type != AssociationType.UPDATE_AVAILABILITY_STATUS
-            for end in (a.source_uuid, a.target_uuid) if end not in submitted]
 
 
 def _note_documents(documents: Iterable[DocumentEntry]) -> None:

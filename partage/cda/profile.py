@@ -329,9 +329,10 @@ class Validator:
         runs: dict[str, list[tuple[ModelEntry, CompiledSchematron, list[Finding]]]] = {}
         parts: list[LayerPart] = []
         unusable: list[str] = []
+        report.model_selection = choice.how
         for entry in choice.entries:
             if entry.problem:   # did not compile when the catalogue loaded
-                parts.append(LayerPart(entry.name, NOT_RUN, f"le schematron ne peut pas être utilisé : {entry.problem}"))
+                parts.append(_unusable_part(entry))
                 unusable.append(entry.name)
                 continue
             try:
@@ -342,7 +343,6 @@ class Validator:
                 continue
             if compiled is None:
                 continue
-            report.model_selection = choice.how
             try:
                 runs.setdefault(entry.model, []).append((entry, compiled, compiled.check(saxon_doc, MODEL)))
             except SaxonInputError as exc:
@@ -357,9 +357,7 @@ class Validator:
             # The volet's schematron exists but cannot be used: not "no schematron for the templateIds".
             reason = (f"schematron(s) du volet présent(s) mais inutilisable(s) : {', '.join(unusable)} ; le corps "
                       "du document n'a pas été vérifié")
-            report.model_selection = choice.how
-            severity = ERROR if self.profile.model_required else INFO
-            return _Outcome([Finding("model-schematron-unusable", severity, MODEL, reason, _CLINICAL_DOCUMENT)],
+            return _Outcome([_unusable(reason, ERROR if self.profile.model_required else INFO)],
                             NOT_RUN, reason, parts)
 
         def errors(findings: list[Finding]) -> int:
@@ -377,7 +375,6 @@ class Validator:
                                            f"{errors(other_findings)} erreur(s) ; "
                                            + ("retenu" if chosen else "écarté (moins bonne correspondance)")))
         report.model_schematron = ", ".join(entry.name for entry, _c, _f in kept)
-        report.model_selection = choice.how
         outcome = _Outcome([], None, "", parts)
         for _entry, compiled, findings in kept:
             one = _defects(compiled, findings, MODEL, parts)
@@ -387,14 +384,13 @@ class Validator:
         if unusable:
             message = (f"schematron(s) retenu(s) qui ne compile(nt) pas : {', '.join(unusable)} ; le document "
                        "n'a pas été vérifié par ceux-ci")
-            outcome.findings.append(Finding("model-schematron-unusable", INFO, MODEL, message, _CLINICAL_DOCUMENT))
+            outcome.findings.append(_unusable(message))
             outcome.status, outcome.reason = PARTIAL, message
         if choice.unsure:
             # A templateId of the document no usable schematron names may claim one of these.
             message = f"{unusable_text(choice.unsure)}, le document relève peut-être de l'un d'eux"
-            parts += [LayerPart(e.name, NOT_RUN, f"le schematron ne peut pas être utilisé : {e.problem}")
-                      for e in choice.unsure]
-            outcome.findings.append(Finding("model-schematron-unusable", INFO, MODEL, message, _CLINICAL_DOCUMENT))
+            parts += [_unusable_part(e) for e in choice.unsure]
+            outcome.findings.append(_unusable(message))
             outcome.status, outcome.reason = PARTIAL, message
         return outcome
 
@@ -411,6 +407,16 @@ def _refused_by_saxon(exc: SaxonInputError, layer: str) -> _Outcome:
     return _Outcome([Finding("schematron-input-refused", ERROR, layer,
                              f"{reason} : aucune règle de cette couche n'a été vérifiée (message de Saxon : {exc})",
                              "/")], NOT_RUN, reason)
+
+
+def _unusable(message: str, severity: str = INFO) -> Finding:
+    """A model schematron retained for the document could not be used (the layer says so)."""
+    return Finding("model-schematron-unusable", severity, MODEL, message, _CLINICAL_DOCUMENT)
+
+
+def _unusable_part(entry: ModelEntry) -> LayerPart:
+    """The part of the layer a schematron that did not compile when the catalogue loaded would have run."""
+    return LayerPart(entry.name, NOT_RUN, f"le schematron ne peut pas être utilisé : {entry.problem}")
 
 
 def _failed_in_saxon(exc: SaxonRunError, layer: str, name: str) -> _Outcome:

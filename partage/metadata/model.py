@@ -249,3 +249,10 @@ class SubmissionRequest:
 
     def by_id(self) -> dict[str, AnyObject]:
         return {obj.entry_uuid: obj for obj in self.objects()}
+
+    def external_references(self) -> list[str]:
+        """The ids its associations name that it does not submit (registered objects, or ids
+        the registry does not hold), each once, in order."""
+        submitted = self.by_id()
+        return list(dict.fromkeys(ref for a in self.associations for ref in (a.source_uuid, a.target_uuid)
+                                  if ref and ref not in submitted))

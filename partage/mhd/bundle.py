@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
 
 from ..metadata.datatypes import CX
@@ -32,6 +31,7 @@ from ..metadata.model import (
 )
 from . import mapping
 from .mapping import MHD_SD, PDSM_SD
+from .structure import model_of
 
 Json = dict[str, Any]
 SPOOL = 1 << 20
@@ -283,11 +283,8 @@ def _is_resource_type(name: str) -> bool:
     """A concrete FHIR resource type (Patient, Binary...), not a datatype (Coding) nor a base type."""
     if not name.isalpha() or name in ("Resource", "DomainResource"):
         return False
-    try:
-        model = get_fhir_model_class(name)
-    except (KeyError, ValueError):
-        return False
-    return issubclass(model, Resource)
+    model = model_of(name)
+    return model is not None and issubclass(model, Resource)
 
 
 def _located(errors: list[XdsError], full_url: str) -> list[XdsError]:

@@ -49,7 +49,8 @@ class Repeat:
         return f"{self.path}: the element '{self.element}' is single-valued but repeated"
 
 
-def _model(type_name: str) -> Any | None:
+def model_of(type_name: str) -> Any | None:
+    """The fhir.resources (R4B) class of a FHIR type, None for a name FHIR does not define."""
     try:
         return get_fhir_model_class(type_name)
     except (KeyError, ValueError):
@@ -59,7 +60,7 @@ def _model(type_name: str) -> Any | None:
 @cache
 def children(type_name: str) -> tuple[Child, ...]:
     """The elements of a FHIR type in the order the specification (and FHIR XML) puts them."""
-    model = _model(type_name)
+    model = model_of(type_name)
     if model is None:
         return ()
     prefix = determine_version_prefix_from_class(model)

@@ -75,8 +75,8 @@ class Sender:
         self._pool: ThreadPoolExecutor | None = None
         self._mail_pool: ThreadPoolExecutor | None = None
         self._mailing: list[Future[Any]] = []        # the e-mail batch being sent
-        self._serving: dict[int, Future[Any]] = {}   # subscription pk -> its deliveries in progress
-        self._holders: dict[int, tuple[str, ...]] = {}   # subscription pk -> who it holds a thread for
+        # subscription pk -> its deliveries in progress, and whom they hold a thread for (`_share`)
+        self._serving: dict[int, tuple[Future[Any], tuple[str, ...]]] = {}
         self._serving_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -164,16 +164,14 @@ class Sender:
         for pk, group in by_subscription.items():
             with self._serving_lock:
                 future = self._pool.submit(serve, group)
-                self._serving[pk] = future
-                self._holders[pk] = _holders(group[0])
+                self._serving[pk] = (future, _holders(group[0]))
             future.add_done_callback(functools.partial(self._served, pk))
         return len(claimed)
 
     def _served(self, pk: int, future: Future[Any]) -> None:
         with self._serving_lock:
-            if self._serving.get(pk) is future:
+            if pk in self._serving and self._serving[pk][0] is future:
                 del self._serving[pk]
-                del self._holders[pk]
 
     def _share(self) -> Callable[[Any], bool]:
         """The fairness rule, for one claim: a subscription's rows are handed to the threads only
@@ -183,7 +181,7 @@ class Sender:
         free: one credential's 20 subscriptions, or a host that answers nobody until the
         timeout, hold at most `share` threads, and the others serve everyone else."""
         with self._serving_lock:
-            held = Counter(holder for holders in self._holders.values() for holder in holders)
+            held = Counter(holder for _future, holders in self._serving.values() for holder in holders)
         decided: dict[int, bool] = {}
 
         def admit(row: Any) -> bool:

@@ -73,7 +73,7 @@ def register(registry: Registry, conn: Connection, request: SubmissionRequest,
                             f"patient {ss.patient_id} is not known (or was merged into another) to the registry "
                             "(not sent by the patient identity feed)", ss.entry_uuid)
     in_request = request.by_id()
-    external = _external_references(request, in_request)
+    external = request.external_references()
     rows = {ref: row for ref, row in registry.rows_by_uuid(conn, external, lock=True).items()
             if ref not in hidden}   # a replaced document, a folder: checked, then changed
     now = utc_now()
@@ -132,15 +132,6 @@ def _lineages(request: SubmissionRequest, rows: dict[str, Row[Any]]) -> dict[str
         if assoc.association_type in REPLACING_TYPES and target is not None:
             out[assoc.source_uuid] = Continued(target.lineage or target.lid, target.patient_pk)
     return out
-
-
-def _external_references(request: SubmissionRequest, in_request: dict[str, AnyObject]) -> list[str]:
-    refs = []
-    for assoc in request.associations:
-        for ref in (assoc.source_uuid, assoc.target_uuid):
-            if ref and ref not in in_request:
-                refs.append(ref)
-    return list(dict.fromkeys(refs))
 
 
 def _uuids_taken(conn: Connection, entry_uuids: list[str]) -> set[str]:
